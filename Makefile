@@ -1,0 +1,96 @@
+# tor — build, test and run.  `make` builds bin/tor; `make test` runs every
+# test against a local stack it starts and stops itself; `make deps` installs
+# the Debian packages the project needs.
+
+CC      ?= cc
+PKGS    := libmariadb rdkafka hiredis libsodium libconfig libmicrohttpd zlib
+WARN    := -Wall -Wextra -Werror
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+REL_CFLAGS  := $(CFLAGS_BASE) -O2 -g
+SAN         := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN)
+
+# Debian packages: build, run the local stack, and test.
+DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
+	libmariadb-dev librdkafka-dev libhiredis-dev libsodium-dev libconfig-dev \
+	libmicrohttpd-dev zlib1g-dev libcmocka-dev \
+	mariadb-server mariadb-client redis-server redis-sentinel kcat \
+	python3 python3-confluent-kafka python3-pymysql python3-redis \
+	python3-prometheus-client procps
+
+SRC      := $(wildcard src/*.c ha/*.c)
+LIB_SRC  := $(filter-out src/main.c,$(SRC))
+HDRS     := $(wildcard include/tor/*.h)
+REL_OBJ  := $(SRC:%.c=build/rel/%.o)
+ASAN_OBJ := $(SRC:%.c=build/asan/%.o)
+ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+
+.PHONY: all deps test unit integration bench clean check-asan fuzz-build
+
+all: bin/tor bin/tor-devbroker
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+bin/tor: $(REL_OBJ)
+	@mkdir -p bin
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
+
+build/asan/tor: $(ASAN_OBJ)
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+
+bin/tor-devbroker: deploy/local/devbroker.c
+	@mkdir -p bin
+	$(CC) $(REL_CFLAGS) -o $@ $< $(shell pkg-config --cflags --libs rdkafka) -lpthread
+
+build/rel/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -c -o $@ $<
+
+build/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_LIB_OBJ) $(LIBS) -lcmocka
+
+# libFuzzer targets over the no-I/O decoders.
+build/fuzz/%: tests/fuzz/%.c src/binlog_decode.c src/err.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined \
+		-o $@ $< src/binlog_decode.c src/err.c -lz
+
+fuzz-build: $(FUZZ_BIN)
+
+check-asan: build/asan/tor $(UNIT_BIN)
+
+test: deps
+	@$(MAKE) --no-print-directory all check-asan fuzz-build
+	@tests/run.sh
+
+unit: all check-asan
+	@tests/run.sh unit
+
+integration: all check-asan
+	@tests/run.sh integration
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@tests/bench/run.sh
+
+clean:
+	rm -rf build bin run

@@ -1,0 +1,66 @@
+/*
+ * The group's checkpoint in Redis: hash P:{G}:checkpoint with fields file,
+ * pos, gtid, epoch, updated_ms (and mac, with the HA work).
+ *
+ * A checkpoint names the end of a whole source transaction: resuming there
+ * starts at a transaction boundary, with a fresh table map.  It is written
+ * by exactly one function, tor_checkpoint_store_fenced(), which is where the
+ * lease token is checked.
+ */
+#ifndef TOR_CHECKPOINT_H
+#define TOR_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tor/config.h"
+#include "tor/err.h"
+#include "tor/redis.h"
+
+/* A position in the source's binlog.  file/pos is where to resume on the same
+ * server; gtid ("0-1-42[,1-2-7]", MariaDB GTID state) where the server has
+ * GTIDs.  Either may be empty ("" / 0). */
+struct tor_position {
+	char file[256];
+	uint64_t pos;
+	char gtid[512];
+};
+
+struct tor_checkpoint {
+	struct tor_position pos;
+	uint64_t epoch;         /* fencing token of the writer */
+	int64_t updated_ms;     /* wall clock of the write, ms since the epoch */
+};
+
+/* Parses an operator's position: "<file>:<pos>" (file a binlog name, pos a
+ * decimal >= 4) or a MariaDB GTID list "D-S-N[,D-S-N...]".  Fails naming the
+ * text and what is wrong with it. */
+int tor_position_parse(const char *text, struct tor_position *p, tor_err *err);
+
+/* "file:pos" when file is set, else the gtid. snprintf semantics. */
+int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
+
+/* The hash fields of a checkpoint, as HSET would be given them.  Field values
+ * are written into buf (cap bytes) and names are static strings.  Returns the
+ * number of field/value pairs. */
+#define TOR_CHECKPOINT_FIELDS 5
+int tor_checkpoint_encode(const struct tor_checkpoint *cp,
+    const char *names[TOR_CHECKPOINT_FIELDS],
+    const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap);
+
+/* Reads a checkpoint back from field/value pairs (the HGETALL reply order).
+ * A malformed or incomplete hash fails naming the field: it is never used. */
+int tor_checkpoint_decode(size_t n, const char *const *names,
+    const char *const *values, struct tor_checkpoint *cp, tor_err *err);
+
+/* Loads the group's checkpoint.  *found is false (and 0 returned) when the
+ * key does not exist. */
+int tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_checkpoint *cp, bool *found, tor_err *err);
+
+/* The one writer of the checkpoint.  Sets updated_ms.  The HA work makes this
+ * a Lua script that first checks that the lease still holds cp->epoch. */
+int tor_checkpoint_store_fenced(struct tor_redis *r,
+    const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err);
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * The configuration: tor.cfg (libconfig syntax, DESIGN.md §6) parsed once into
+ * a plain struct, validated completely, then read-only.
+ *
+ * Every key of §6 is known here from the start.  A key whose feature is not
+ * built yet is still parsed and validated, and listed by
+ * tor_config_not_in_effect() so that main can say so at start.  An unknown key,
+ * a wrong type or a bad value is an error naming "file:line: key: problem".
+ * Secrets come from the file, from `password_file` keys or from the TOR_*
+ * environment variables; tor_config_print() masks them.
+ */
+#ifndef TOR_CONFIG_H
+#define TOR_CONFIG_H
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tor/err.h"
+#include "tor/log.h"
+
+enum tor_tls_mode {
+	TOR_TLS_DISABLED,
+	TOR_TLS_PREFERRED,
+	TOR_TLS_REQUIRED,
+	TOR_TLS_VERIFY,
+};
+
+enum tor_unrouted {
+	TOR_UNROUTED_FAIL,      /* halt the relay (default) */
+	TOR_UNROUTED_SKIP,      /* count and go on */
+	TOR_UNROUTED_DLQ,       /* publish to outbox.dlq_topic */
+};
+
+enum tor_kafka_mode {
+	TOR_KAFKA_IDEMPOTENT,
+	TOR_KAFKA_TRANSACTIONAL,
+};
+
+/* One `outbox.tables` entry.  Column names are as configured; `id` may be
+ * NULL (no event-id column).  `line` is the entry's line in the file, for
+ * errors found later (a column missing from the real table). */
+struct tor_header_map {
+	char *column;
+	char *header;
+};
+
+struct tor_outbox_table {
+	char *schema;           /* "shop" of "shop.outbox" */
+	char *table;            /* "outbox" */
+	char *col_id;           /* may be NULL */
+	char *col_key;
+	char *col_type;
+	char *col_payload;
+	struct tor_header_map *headers;
+	size_t n_headers;
+	int line;
+};
+
+/* One `outbox.routes` entry, its regex compiled (REG_EXTENDED|REG_NOSUB, plus
+ * REG_ICASE when icase). */
+struct tor_route {
+	char *match;
+	char *topic;
+	bool icase;
+	regex_t re;
+	int line;
+};
+
+struct tor_topic_spec {
+	char *name;
+	int partitions;         /* default 1 */
+	int replication;        /* default 1 */
+};
+
+struct tor_config {
+	char *path;             /* the file it came from */
+
+	char *group;            /* default "default" */
+	char *instance;         /* default $HOSTNAME, else "<hostname>-<pid>" */
+
+	struct {
+		char *host;     /* required */
+		int port;       /* 3306 */
+		char *user;     /* "tor" */
+		char *password; /* resolved secret: env > password_file > inline */
+		char *password_file;
+		uint32_t server_id;     /* resolved: derived from group+instance when 0 */
+		bool server_id_derived;
+		char *start;    /* "end" | "beginning" | "<file>:<pos>" | GTID set */
+		int heartbeat_ms;       /* 1000 */
+		int connect_timeout_ms; /* 5000 */
+		struct {
+			enum tor_tls_mode mode; /* preferred */
+			char *ca, *cert, *key;  /* "" when unset */
+		} tls;
+	} mysql;
+
+	struct {
+		struct tor_outbox_table *tables;        /* at least one */
+		size_t n_tables;
+		struct tor_route *routes;
+		size_t n_routes;
+		char *topic_template;   /* "" when unset; contains ${aggregate_type} */
+		enum tor_unrouted unrouted;
+		char *dlq_topic;        /* set when unrouted is TOR_UNROUTED_DLQ */
+	} outbox;
+
+	struct {
+		char *brokers;  /* required */
+		enum tor_kafka_mode mode;
+		char *transactional_id; /* resolved: "tor-<group>" when "" */
+		char *checkpoint_topic; /* "__tor_checkpoints" */
+		struct tor_topic_spec *topics;
+		size_t n_topics;
+		char **properties;      /* "name=value" strings, passed to librdkafka */
+		size_t n_properties;
+	} kafka;
+
+	struct {
+		char *host;     /* required unless sentinel nodes are given */
+		int port;       /* 6379 */
+		int db;         /* 0 */
+		char *password; /* resolved secret, "" when none */
+		char *password_file;
+		char *prefix;   /* "tor" */
+		int timeout_ms; /* 500 */
+		struct {
+			char *master;   /* "" when unused */
+			char **nodes;   /* "host:port" */
+			size_t n_nodes;
+		} sentinel;
+	} redis;
+
+	struct {
+		int lease_ms;   /* 3000 */
+		int renew_ms;   /* 1000 */
+		int retry_ms;   /* 200 */
+	} ha;
+
+	struct {
+		int interval_ms;        /* 1000 */
+		char *key_file;         /* "" when unset */
+		unsigned char key[32];  /* resolved: TOR_CHECKPOINT_KEY > key_file */
+		bool has_key;
+	} checkpoint;
+
+	struct {
+		char *listen;   /* "0.0.0.0:9187"; "" disables */
+	} http;
+
+	struct {
+		enum tor_log_level level;       /* info */
+		enum tor_log_format format;     /* logfmt */
+	} log;
+};
+
+/* Parses and validates the file at path into cfg (which the caller zeroes or
+ * not; it is overwritten).  On error, err reads "path:line: key: problem" (line
+ * omitted where libconfig gives none) and cfg holds nothing to free.  Reads
+ * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD and TOR_CHECKPOINT_KEY
+ * environment variables and the files named by *_file keys. */
+int tor_config_load(struct tor_config *cfg, const char *path, tor_err *err);
+
+/* Prints the effective configuration (after defaults and derivations) in
+ * libconfig syntax, secrets shown as "********" when set. */
+void tor_config_print(const struct tor_config *cfg, FILE *out);
+
+/* The keys that are set (or defaulted) to something whose feature this build
+ * does not have yet, one human-readable note per entry, NULL-terminated; the
+ * array and strings are static or owned by cfg. */
+const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
+
+void tor_config_free(struct tor_config *cfg);
+
+#endif

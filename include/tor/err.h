@@ -1,0 +1,28 @@
+/*
+ * One error convention for every module of tor.
+ *
+ * A function that can fail returns 0 on success and -1 on failure, and on
+ * failure fills the caller's tor_err with one line that names the thing that
+ * failed (a file and line, a schema.table.column, a host:port).  The caller
+ * decides whether to log it, add context, or halt.  Nothing prints on its own.
+ */
+#ifndef TOR_ERR_H
+#define TOR_ERR_H
+
+#include <stddef.h>
+
+typedef struct tor_err {
+	char msg[512];
+} tor_err;
+
+/* Formats the message into err (when err is not NULL) and returns -1, so a
+ * failing path can say `return tor_err_set(err, "...", ...);`. */
+int tor_err_set(tor_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Prefixes the message already in err with more context ("mysql: " ...) and
+ * returns -1. */
+int tor_err_prefix(tor_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif

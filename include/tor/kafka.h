@@ -1,0 +1,61 @@
+/*
+ * The Kafka sink: one asynchronous librdkafka producer (idempotent,
+ * acks=all, murmur2_random partitioner), batched by librdkafka.
+ *
+ * Delivery reports are served only inside tor_sink_poll/tor_sink_flush, in
+ * the caller's thread, so the ack callback needs no locking.  The producer's
+ * queue is bounded: tor_sink_produce answers TOR_SINK_BUSY instead of
+ * growing it, and the caller polls and tries again (back-pressure).
+ */
+#ifndef TOR_KAFKA_H
+#define TOR_KAFKA_H
+
+#include <stdint.h>
+
+#include "tor/config.h"
+#include "tor/err.h"
+#include "tor/outbox.h"
+
+struct tor_sink;
+
+/* Called once per produced message, in acknowledgement order.  err is 0 when
+ * Kafka stored the message (all in-sync replicas), else a librdkafka error
+ * code with its text in errstr.  seq is what tor_sink_produce was given. */
+typedef void tor_sink_ack_fn(void *ctx, uint64_t seq, int err,
+    const char *errstr);
+
+/* Builds the producer from cfg->kafka (properties passed through after the
+ * fixed ones, so an operator can tune but the safety settings are checked:
+ * enable.idempotence, acks and the partitioner may not be overridden). */
+struct tor_sink *tor_sink_new(const struct tor_config *cfg,
+    tor_sink_ack_fn *ack, void *ack_ctx, tor_err *err);
+void tor_sink_free(struct tor_sink *sink);
+
+/* Creates the topics of cfg->kafka.topics that do not exist yet; "already
+ * exists" counts as success. */
+int tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err);
+
+enum {
+	TOR_SINK_OK = 0,
+	TOR_SINK_BUSY = 1,      /* queue full: poll, then try again */
+	TOR_SINK_TOO_LARGE = 2, /* over message.max.bytes: not queued */
+};
+
+/* Queues msg (copied; the caller may reuse its buffers).  Returns TOR_SINK_OK,
+ * TOR_SINK_BUSY, TOR_SINK_TOO_LARGE, or -1 on any other error (a fatal
+ * producer error included). */
+int tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
+    uint64_t seq, tor_err *err);
+
+/* Serves delivery reports (calling the ack function) for up to timeout_ms.
+ * Returns -1 with err set when the producer hit a fatal error, else 0. */
+int tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err);
+
+/* Waits up to timeout_ms until every queued message is acknowledged,
+ * serving delivery reports; -1 when some remain or on a fatal error. */
+int tor_sink_flush(struct tor_sink *sink, int timeout_ms, tor_err *err);
+
+/* Messages queued or in flight, not yet acknowledged. */
+int tor_sink_in_flight(const struct tor_sink *sink);
+
+#endif

@@ -1,0 +1,91 @@
+/*
+ * Outbox mapping and routing (DESIGN.md §4): an inserted outbox row becomes
+ * one Kafka message — topic, key, value and headers.
+ *
+ * Column names are resolved to indexes once per table map (tor_outbox_bind),
+ * so mapping a row is index lookups and a route match, nothing more.
+ */
+#ifndef TOR_OUTBOX_H
+#define TOR_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tor/binlog_decode.h"
+#include "tor/config.h"
+#include "tor/err.h"
+
+/* At most this many headers on one message: the configured ones plus the five
+ * tor.* headers. */
+#define TOR_MAX_HEADERS 32
+
+struct tor_header {
+	const char *name;
+	const uint8_t *value;   /* NULL for SQL NULL */
+	size_t len;
+};
+
+/* A message ready for the sink.  Pointers refer to the row's values and to
+ * buffers inside the tor_outbox handle, valid until the next tor_outbox_map. */
+struct tor_message {
+	const char *topic;
+	const uint8_t *key;     /* NULL: no key (SQL NULL) */
+	size_t key_len;
+	const uint8_t *value;   /* NULL: tombstone (SQL NULL payload) */
+	size_t value_len;
+	struct tor_header headers[TOR_MAX_HEADERS];
+	size_t n_headers;
+};
+
+/* Where a row came from, for the tor.* headers. */
+struct tor_row_origin {
+	const char *pos;        /* "<file>:<end pos of its transaction>:<row index>"
+	                         * or "<gtid>:<row index>" */
+	uint64_t epoch;         /* fencing token */
+	int64_t ts_ms;          /* source commit time, ms since the epoch */
+};
+
+struct tor_outbox;
+
+/* The handle keeps a pointer to cfg, which must outlive it. */
+struct tor_outbox *tor_outbox_new(const struct tor_config *cfg, tor_err *err);
+void tor_outbox_free(struct tor_outbox *ob);
+
+/* The index of schema.table in cfg->outbox.tables, or -1 when it is not an
+ * outbox table.  Names need not be NUL-terminated. */
+int tor_outbox_find_table(const struct tor_outbox *ob, const char *schema,
+    size_t schema_len, const char *table, size_t table_len);
+
+/* Resolves the configured columns of table `table_idx` against tm (whose
+ * columns must have names).  Call whenever the table map of that table
+ * changes.  A configured column missing from tm fails with
+ * "schema.table.column: no such column (outbox table at file:line)". */
+int tor_outbox_bind(struct tor_outbox *ob, int table_idx,
+    const struct tor_table_map *tm, tor_err *err);
+
+/* The topic for an aggregate type: the first matching route, else
+ * topic_template with ${aggregate_type} replaced; NULL when neither gives a
+ * valid topic name.  The result is valid until the next call. */
+const char *tor_outbox_route(struct tor_outbox *ob, const uint8_t *type,
+    size_t type_len);
+
+enum {
+	TOR_OUTBOX_MAPPED = 0,  /* msg is ready (possibly for the dead-letter topic) */
+	TOR_OUTBOX_SKIPPED = 1, /* unrouted, and outbox.unrouted = skip */
+};
+
+/* Maps one inserted row of a bound table into msg, applying outbox.unrouted
+ * to a row that no route takes.  Returns TOR_OUTBOX_MAPPED, TOR_OUTBOX_SKIPPED,
+ * or -1 (unrouted = fail: "no route for aggregate type 'x' (row at pos)"). */
+int tor_outbox_map(struct tor_outbox *ob, int table_idx,
+    const struct tor_value *values, const struct tor_row_origin *origin,
+    struct tor_message *msg, tor_err *err);
+
+/* Redirects an already-mapped message that the sink refused as too large,
+ * following outbox.unrouted: TOR_OUTBOX_MAPPED with msg->topic set to the
+ * dead-letter topic (value kept, headers noting the reason), TOR_OUTBOX_SKIPPED,
+ * or -1 with an error naming the row's position and size. */
+int tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err);
+
+#endif
