@@ -1,0 +1,81 @@
+/*
+ * Growable byte buffer (see include/tor/buf.h).
+ *
+ * Capacity doubles so that n appends cost O(n) copies in total; every size
+ * computation is checked for overflow because lengths often come from
+ * untrusted input.  One spare byte is always kept after len so appendf can
+ * let vsnprintf write its NUL without a second allocation.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tor/buf.h"
+
+int
+tor_buf_reserve(struct tor_buf *b, size_t n)
+{
+	size_t need, cap;
+	uint8_t *p;
+
+	if (n > SIZE_MAX - b->len - 1)
+		return -1;
+	need = b->len + n + 1;
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap < 64 ? 64 : b->cap;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if ((p = realloc(b->data, cap)) == NULL)
+		return -1;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int
+tor_buf_append(struct tor_buf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	if (tor_buf_reserve(b, n) == -1)
+		return -1;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+int
+tor_buf_appendf(struct tor_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || tor_buf_reserve(b, (size_t)n) == -1)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf((char *)b->data + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+void
+tor_buf_reset(struct tor_buf *b)
+{
+	b->len = 0;
+}
+
+void
+tor_buf_free(struct tor_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+}
