@@ -1,0 +1,75 @@
+/*
+ * The binlog source: a replication client that streams raw events from a
+ * MySQL/MariaDB server, from a given position, and answers the few queries the
+ * relay needs on a second, ordinary connection.
+ *
+ * It only moves bytes.  Decoding is tor/binlog_decode.h; deciding where to
+ * resume after a lost connection is the relay's job (it knows which
+ * transactions it has fully handled).
+ */
+#ifndef TOR_BINLOG_H
+#define TOR_BINLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tor/binlog_decode.h"
+#include "tor/checkpoint.h"
+#include "tor/config.h"
+#include "tor/err.h"
+
+struct tor_binlog;
+
+/* Keeps a pointer to cfg, which must outlive the handle.  Connects nothing. */
+struct tor_binlog *tor_binlog_new(const struct tor_config *cfg);
+void tor_binlog_free(struct tor_binlog *b);
+
+/* Opens the query connection (when not open) and checks the server: log_bin
+ * ON, binlog_format ROW, binlog_row_image FULL.  Returns 0, TOR_BINLOG_ERROR
+ * when the server cannot be asked, or TOR_BINLOG_FATAL for a wrong setting,
+ * with a message naming the variable, its value and what tor needs. */
+int tor_binlog_check_server(struct tor_binlog *b, tor_err *err);
+
+/* Turns mysql.start into a position: "end" is the server's current end of
+ * binlog, "beginning" the first binlog file it still has, "<file>:<pos>" and
+ * GTID lists as given. */
+int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
+    struct tor_position *pos, tor_err *err);
+
+/* Fails unless the server still has the binlog file of pos (a position in a
+ * purged file can never be streamed: the relay must halt, not skip). */
+int tor_binlog_check_available(struct tor_binlog *b,
+    const struct tor_position *pos, tor_err *err);
+
+/* Fills the names and signedness of tm's columns from information_schema
+ * (for table maps written without binlog_row_metadata=FULL).  Fails when the
+ * table's current column count differs from the map's. */
+int tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
+    tor_err *err);
+
+/* Starts streaming at pos (file:pos when pos->file is set, else the GTID
+ * list), with checksums and heartbeats negotiated. */
+int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
+    tor_err *err);
+
+/* Whether the server sends event checksums on the stream. */
+bool tor_binlog_checksum(const struct tor_binlog *b);
+
+enum {
+	TOR_BINLOG_EVENT = 1,
+	TOR_BINLOG_ERROR = -1,          /* the connection is gone: reconnect */
+	TOR_BINLOG_FATAL = -2,          /* reconnecting cannot help (purged
+	                                 * position, server misconfigured) */
+};
+
+/* Waits for the next event and returns TOR_BINLOG_EVENT with its raw bytes
+ * (header to checksum; valid until the next call).  Heartbeats are events
+ * too, so this returns at least every mysql.heartbeat_ms on an idle server. */
+int tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
+    tor_err *err);
+
+/* Closes the stream and the query connection. */
+void tor_binlog_close(struct tor_binlog *b);
+
+#endif

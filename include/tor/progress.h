@@ -1,0 +1,64 @@
+/*
+ * Which source transactions are done, and so how far the checkpoint may go.
+ *
+ * The relay opens a transaction when the binlog starts one, adds one pending
+ * message per produced row, and commits it at its end position.  Kafka's
+ * acknowledgements retire the messages.  The safe position is the end of the
+ * newest committed transaction whose messages, and every message before them,
+ * are acknowledged (DESIGN.md §2).  Transactions without messages are done at
+ * once, so the position keeps moving while the outbox is idle.
+ *
+ * Memory stays proportional to the transactions in flight: runs of finished
+ * transactions collapse into one entry.
+ */
+#ifndef TOR_PROGRESS_H
+#define TOR_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tor/binlog_decode.h"
+#include "tor/checkpoint.h"
+#include "tor/err.h"
+
+struct tor_progress;
+
+/* Starts at pos (the checkpoint the stream resumes from). */
+struct tor_progress *tor_progress_new(const struct tor_position *start);
+void tor_progress_free(struct tor_progress *p);
+
+/* The binlog moved to another file (ROTATE).  Later commits are positions in
+ * it.  With nothing in flight, the safe position moves to (file, pos). */
+int tor_progress_rotate(struct tor_progress *p, const char *file,
+    uint64_t pos, tor_err *err);
+
+/* Opens a transaction and returns its sequence number.  When the previous
+ * transaction was left open (the stream broke inside it), it is reopened
+ * instead and its number returned again. */
+uint64_t tor_progress_begin(struct tor_progress *p);
+
+/* One more message pending in the open transaction. */
+void tor_progress_add(struct tor_progress *p);
+
+/* Whether a transaction is open. */
+bool tor_progress_in_txn(const struct tor_progress *p);
+
+/* Closes the open transaction at end_pos of the current file; gtid may be
+ * NULL (no GTID). */
+void tor_progress_commit(struct tor_progress *p, uint64_t end_pos,
+    const struct tor_gtid *gtid);
+
+/* Kafka acknowledged one message of transaction seq. */
+void tor_progress_ack(struct tor_progress *p, uint64_t seq);
+
+/* Copies the safe position into out; returns true when it moved since the
+ * last call. */
+bool tor_progress_take_safe(struct tor_progress *p, struct tor_position *out);
+
+/* The safe position, without consuming the "moved" flag. */
+void tor_progress_safe(const struct tor_progress *p, struct tor_position *out);
+
+/* Transactions and messages in flight (committed or open, not all acked). */
+uint64_t tor_progress_pending_messages(const struct tor_progress *p);
+
+#endif

@@ -1,0 +1,463 @@
+/*
+ * The binlog source: Connector/C's replication API for the byte stream, an
+ * ordinary connection for the questions (settings, start positions, column
+ * names).
+ *
+ * Two ideas keep it honest.  First, nothing the library parses is trusted:
+ * we hand the raw bytes to our own decoder (DESIGN.md §2 lists the library's
+ * traps).  Second, every (re)connect builds fresh MYSQL handles, because the
+ * library keeps an error set after it happened; a stale handle would make a
+ * healthy stream look broken.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mysql.h>
+#include <errmsg.h>
+#include <mariadb_rpl.h>
+#include <mysqld_error.h>
+
+#include "tor/binlog.h"
+#include "tor/log.h"
+
+struct tor_binlog {
+	const struct tor_config *cfg;
+	MYSQL *query;           /* questions: settings, SHOW BINARY LOGS... */
+	MYSQL *stream;          /* the dump connection */
+	MARIADB_RPL *rpl;
+	MARIADB_RPL_EVENT *event;
+	bool checksum;
+};
+
+struct tor_binlog *
+tor_binlog_new(const struct tor_config *cfg)
+{
+	struct tor_binlog *b = calloc(1, sizeof(*b));
+
+	if (b != NULL)
+		b->cfg = cfg;
+	return b;
+}
+
+static void
+close_stream(struct tor_binlog *b)
+{
+	if (b->event != NULL)
+		mariadb_free_rpl_event(b->event);
+	b->event = NULL;
+	if (b->rpl != NULL)
+		mariadb_rpl_close(b->rpl);
+	b->rpl = NULL;
+	if (b->stream != NULL)
+		mysql_close(b->stream);
+	b->stream = NULL;
+}
+
+void
+tor_binlog_close(struct tor_binlog *b)
+{
+	close_stream(b);
+	if (b->query != NULL)
+		mysql_close(b->query);
+	b->query = NULL;
+}
+
+void
+tor_binlog_free(struct tor_binlog *b)
+{
+	if (b == NULL)
+		return;
+	tor_binlog_close(b);
+	free(b);
+}
+
+bool
+tor_binlog_checksum(const struct tor_binlog *b)
+{
+	return b->checksum;
+}
+
+static unsigned int
+ms_to_s(int ms)
+{
+	return ms <= 1000 ? 1 : (unsigned int)((ms + 999) / 1000);
+}
+
+/* A connection with the configured timeouts and TLS.  read_timeout_ms bounds
+ * how long a read may wait: for the stream, a few heartbeats. */
+static MYSQL *
+connect_server(const struct tor_config *cfg, int read_timeout_ms, tor_err *err)
+{
+	unsigned int connect_s = ms_to_s(cfg->mysql.connect_timeout_ms);
+	unsigned int read_s = ms_to_s(read_timeout_ms);
+	MYSQL *m = mysql_init(NULL);
+
+	if (m == NULL)
+		return tor_err_set(err, "mysql: out of memory"), NULL;
+	mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
+	mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &read_s);
+	mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &connect_s);
+	if (cfg->mysql.tls.mode != TOR_TLS_DISABLED) {
+		const char *ca = cfg->mysql.tls.ca, *cert = cfg->mysql.tls.cert,
+		    *key = cfg->mysql.tls.key;
+		my_bool yes = 1;
+
+		mysql_ssl_set(m, key[0] ? key : NULL, cert[0] ? cert : NULL,
+		    ca[0] ? ca : NULL, NULL, NULL);
+		if (cfg->mysql.tls.mode >= TOR_TLS_REQUIRED)
+			mysql_optionsv(m, MYSQL_OPT_SSL_ENFORCE, &yes);
+		if (cfg->mysql.tls.mode == TOR_TLS_VERIFY)
+			mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &yes);
+	}
+	if (mysql_real_connect(m, cfg->mysql.host, cfg->mysql.user,
+	    cfg->mysql.password, NULL, (unsigned int)cfg->mysql.port, NULL,
+	    0) == NULL) {
+		tor_err_set(err, "mysql %s:%d: %s", cfg->mysql.host,
+		    cfg->mysql.port, mysql_error(m));
+		mysql_close(m);
+		return NULL;
+	}
+	return m;
+}
+
+static int
+ensure_query(struct tor_binlog *b, tor_err *err)
+{
+	if (b->query != NULL && mysql_ping(b->query) == 0)
+		return 0;
+	if (b->query != NULL)
+		mysql_close(b->query);
+	b->query = connect_server(b->cfg, b->cfg->mysql.connect_timeout_ms, err);
+	return b->query != NULL ? 0 : -1;
+}
+
+/* Runs a statement that returns rows; the caller frees the result. */
+static MYSQL_RES *
+query_rows(struct tor_binlog *b, const char *sql, tor_err *err)
+{
+	MYSQL_RES *res;
+
+	if (ensure_query(b, err) < 0)
+		return NULL;
+	if (mysql_query(b->query, sql) != 0) {
+		tor_err_set(err, "mysql %s:%d: %s: %s", b->cfg->mysql.host,
+		    b->cfg->mysql.port, sql, mysql_error(b->query));
+		return NULL;
+	}
+	res = mysql_store_result(b->query);
+	if (res == NULL)
+		tor_err_set(err, "mysql %s:%d: %s: no result", b->cfg->mysql.host,
+		    b->cfg->mysql.port, sql);
+	return res;
+}
+
+int
+tor_binlog_check_server(struct tor_binlog *b, tor_err *err)
+{
+	static const struct {
+		const char *name;
+		const char *want;
+	} needs[] = {
+		{ "log_bin", "ON" },
+		{ "binlog_format", "ROW" },
+		{ "binlog_row_image", "FULL" },
+	};
+	char seen[3][64] = { "", "", "" };
+	bool row_metadata_full = false;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	res = query_rows(b, "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+	    "('log_bin', 'binlog_format', 'binlog_row_image', "
+	    "'binlog_row_metadata')", err);
+	if (res == NULL)
+		return TOR_BINLOG_ERROR;
+	while ((row = mysql_fetch_row(res)) != NULL) {
+		if (row[0] == NULL || row[1] == NULL)
+			continue;
+		for (size_t i = 0; i < 3; i++)
+			if (strcmp(row[0], needs[i].name) == 0)
+				snprintf(seen[i], sizeof(seen[i]), "%s", row[1]);
+		if (strcmp(row[0], "binlog_row_metadata") == 0)
+			row_metadata_full = strcasecmp(row[1], "FULL") == 0;
+	}
+	mysql_free_result(res);
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(seen[i], needs[i].want) != 0)
+			return tor_err_set(err, "mysql %s:%d: %s is '%s', tor "
+			    "needs %s=%s (set it in the server's configuration)",
+			    b->cfg->mysql.host, b->cfg->mysql.port,
+			    needs[i].name, seen[i], needs[i].name,
+			    needs[i].want), TOR_BINLOG_FATAL;
+	}
+	if (!row_metadata_full)
+		log_warn("binlog", "binlog_row_metadata is not FULL: column names "
+		    "come from information_schema, which is only right while the "
+		    "outbox table's schema has not changed since the rows were "
+		    "written");
+	return 0;
+}
+
+/* The binlog files the server still has, in order, one per row. */
+static MYSQL_RES *
+binary_logs(struct tor_binlog *b, tor_err *err)
+{
+	return query_rows(b, "SHOW BINARY LOGS", err);
+}
+
+int
+tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
+    struct tor_position *pos, tor_err *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	memset(pos, 0, sizeof(*pos));
+	if (strcmp(start, "end") == 0) {
+		res = query_rows(b, "SHOW MASTER STATUS", err);
+		if (res == NULL) {
+			/* MySQL 8.4 knows only the new spelling. */
+			res = query_rows(b, "SHOW BINARY LOG STATUS", err);
+			if (res == NULL)
+				return -1;
+		}
+	} else if (strcmp(start, "beginning") == 0) {
+		res = binary_logs(b, err);
+		if (res == NULL)
+			return -1;
+	} else {
+		return tor_position_parse(start, pos, err);
+	}
+	row = mysql_fetch_row(res);
+	if (row == NULL || row[0] == NULL) {
+		mysql_free_result(res);
+		return tor_err_set(err, "mysql %s:%d: the server reports no "
+		    "binlog file (is log_bin on?)", b->cfg->mysql.host,
+		    b->cfg->mysql.port);
+	}
+	snprintf(pos->file, sizeof(pos->file), "%s", row[0]);
+	pos->pos = strcmp(start, "end") == 0 && row[1] != NULL ?
+	    strtoull(row[1], NULL, 10) : 4;
+	mysql_free_result(res);
+	return 0;
+}
+
+int
+tor_binlog_check_available(struct tor_binlog *b,
+    const struct tor_position *pos, tor_err *err)
+{
+	char oldest[256] = "";
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	bool found = false;
+
+	if (pos->file[0] == '\0')
+		return 0;       /* GTID: the server answers at the first fetch */
+	res = binary_logs(b, err);
+	if (res == NULL)
+		return -1;
+	while ((row = mysql_fetch_row(res)) != NULL) {
+		if (row[0] == NULL)
+			continue;
+		if (oldest[0] == '\0')
+			snprintf(oldest, sizeof(oldest), "%s", row[0]);
+		if (strcmp(row[0], pos->file) == 0)
+			found = true;
+	}
+	mysql_free_result(res);
+	if (!found)
+		return tor_err_set(err, "mysql %s:%d: binlog file %s is no "
+		    "longer on the server (purged?); its oldest is %s. Events "
+		    "may have been lost: reset the checkpoint with `tor "
+		    "checkpoint set` once you know what to replay",
+		    b->cfg->mysql.host, b->cfg->mysql.port, pos->file,
+		    oldest[0] ? oldest : "none");
+	return 0;
+}
+
+int
+tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
+    tor_err *err)
+{
+	char schema[2 * sizeof(tm->schema) + 1], table[2 * sizeof(tm->table) + 1];
+	char sql[512];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	uint32_t i = 0;
+
+	if (ensure_query(b, err) < 0)
+		return -1;
+	mysql_real_escape_string(b->query, schema, tm->schema,
+	    (unsigned long)strlen(tm->schema));
+	mysql_real_escape_string(b->query, table, tm->table,
+	    (unsigned long)strlen(tm->table));
+	snprintf(sql, sizeof(sql), "SELECT COLUMN_NAME, COLUMN_TYPE LIKE "
+	    "'%%unsigned%%' FROM information_schema.COLUMNS WHERE "
+	    "TABLE_SCHEMA = '%s' AND TABLE_NAME = '%s' ORDER BY "
+	    "ORDINAL_POSITION", schema, table);
+	res = query_rows(b, sql, err);
+	if (res == NULL)
+		return -1;
+	if (mysql_num_rows(res) != tm->ncols) {
+		unsigned long long n = mysql_num_rows(res);
+
+		mysql_free_result(res);
+		return tor_err_set(err, "%s.%s: information_schema has %llu "
+		    "columns but the binlog's table map has %" PRIu32 " (the "
+		    "table changed since; set binlog_row_metadata=FULL so the "
+		    "binlog carries column names)", tm->schema, tm->table, n,
+		    tm->ncols);
+	}
+	while ((row = mysql_fetch_row(res)) != NULL && i < tm->ncols) {
+		free(tm->cols[i].name);
+		tm->cols[i].name = strdup(row[0] != NULL ? row[0] : "");
+		tm->cols[i].is_unsigned = row[1] != NULL && row[1][0] == '1';
+		i++;
+	}
+	mysql_free_result(res);
+	tm->has_names = true;
+	return 0;
+}
+
+static int
+set_session(MYSQL *m, const char *sql, tor_err *err)
+{
+	if (mysql_query(m, sql) != 0)
+		return tor_err_set(err, "mysql: %s: %s", sql, mysql_error(m));
+	return 0;
+}
+
+/* What the server will append to every event: CRC32 or nothing. */
+static int
+negotiate_checksum(struct tor_binlog *b, tor_err *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (set_session(b->stream, "SET @master_binlog_checksum = "
+	    "@@global.binlog_checksum", err) < 0)
+		return -1;
+	if (mysql_query(b->stream, "SELECT @@global.binlog_checksum") != 0 ||
+	    (res = mysql_store_result(b->stream)) == NULL)
+		return tor_err_set(err, "mysql: binlog_checksum: %s",
+		    mysql_error(b->stream));
+	row = mysql_fetch_row(res);
+	b->checksum = row != NULL && row[0] != NULL &&
+	    strcasecmp(row[0], "NONE") != 0;
+	mysql_free_result(res);
+	return 0;
+}
+
+int
+tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
+    tor_err *err)
+{
+	const struct tor_config *cfg = b->cfg;
+	char sql[sizeof(pos->gtid) + 64];
+	unsigned long start = pos->file[0] != '\0' ? (unsigned long)pos->pos : 4;
+	const char *file = pos->file;
+
+	close_stream(b);
+	/* A read that waits longer than a few heartbeats means a dead peer. */
+	b->stream = connect_server(cfg, 3 * cfg->mysql.heartbeat_ms + 1000, err);
+	if (b->stream == NULL)
+		return -1;
+	if (negotiate_checksum(b, err) < 0)
+		goto fail;
+	/* GTID events instead of BEGIN queries, and GTID resume (MariaDB). */
+	if (set_session(b->stream, "SET @mariadb_slave_capability = 4", err) < 0)
+		goto fail;
+	snprintf(sql, sizeof(sql), "SET @master_heartbeat_period = %" PRIu64,
+	    (uint64_t)cfg->mysql.heartbeat_ms * 1000000);
+	if (set_session(b->stream, sql, err) < 0)
+		goto fail;
+	if (pos->file[0] == '\0') {
+		char gtid[2 * sizeof(pos->gtid) + 1];
+
+		mysql_real_escape_string(b->stream, gtid, pos->gtid,
+		    (unsigned long)strlen(pos->gtid));
+		snprintf(sql, sizeof(sql), "SET @slave_connect_state = '%s'",
+		    gtid);
+		if (set_session(b->stream, sql, err) < 0 ||
+		    set_session(b->stream, "SET @slave_gtid_strict_mode = 1",
+		    err) < 0 ||
+		    set_session(b->stream, "SET @slave_gtid_ignore_duplicates "
+		    "= 0", err) < 0)
+			goto fail;
+		file = "";
+	}
+	if (start > UINT32_MAX) {
+		tor_err_set(err, "binlog position %lu does not fit the dump "
+		    "protocol's 32 bits", start);
+		goto fail;
+	}
+
+	b->rpl = mariadb_rpl_init(b->stream);
+	if (b->rpl == NULL) {
+		tor_err_set(err, "mysql: cannot start replication: %s",
+		    mysql_error(b->stream));
+		goto fail;
+	}
+	mariadb_rpl_optionsv(b->rpl, MARIADB_RPL_FILENAME, file, strlen(file));
+	mariadb_rpl_optionsv(b->rpl, MARIADB_RPL_START, start);
+	mariadb_rpl_optionsv(b->rpl, MARIADB_RPL_SERVER_ID,
+	    (unsigned int)cfg->mysql.server_id);
+	mariadb_rpl_optionsv(b->rpl, MARIADB_RPL_FLAGS, 0);
+	if (mariadb_rpl_open(b->rpl) != 0) {
+		tor_err_set(err, "mysql %s:%d: binlog dump from %s:%lu: %s",
+		    cfg->mysql.host, cfg->mysql.port, file, start,
+		    mysql_error(b->stream));
+		goto fail;
+	}
+	return 0;
+fail:
+	close_stream(b);
+	return -1;
+}
+
+/* Errors after which a new connection cannot do better. */
+static bool
+is_fatal(unsigned int code)
+{
+	switch (code) {
+	case ER_MASTER_FATAL_ERROR_READING_BINLOG:     /* 1236: purged, bad pos */
+	case ER_ACCESS_DENIED_ERROR:
+	case ER_SPECIFIC_ACCESS_DENIED_ERROR:
+	case ER_DBACCESS_DENIED_ERROR:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int
+tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
+    tor_err *err)
+{
+	MARIADB_RPL_EVENT *ev;
+	unsigned int code;
+
+	if (b->rpl == NULL)
+		return tor_err_set(err, "binlog: no stream open"), TOR_BINLOG_ERROR;
+	ev = mariadb_rpl_fetch(b->rpl, b->event);
+	if (ev == NULL) {
+		code = mysql_errno(b->stream);
+		if (code == 0)
+			code = b->rpl->error_no;
+		tor_err_set(err, "mysql %s:%d: binlog stream: %s (%u)",
+		    b->cfg->mysql.host, b->cfg->mysql.port,
+		    code != 0 ? (mysql_errno(b->stream) ? mysql_error(b->stream) :
+		    b->rpl->error_msg) : "the server ended the stream", code);
+		return is_fatal(code) ? TOR_BINLOG_FATAL : TOR_BINLOG_ERROR;
+	}
+	b->event = ev;
+	/* raw_data starts with the protocol's OK byte. */
+	if (ev->raw_data_size < 1 + 19)
+		return tor_err_set(err, "binlog stream: short packet (%zu bytes)",
+		    ev->raw_data_size), TOR_BINLOG_ERROR;
+	*raw = ev->raw_data + 1;
+	*len = ev->raw_data_size - 1;
+	return TOR_BINLOG_EVENT;
+}

@@ -1,0 +1,720 @@
+/*
+ * The relay loop (see include/tor/relay.h).
+ *
+ * The loop follows the binlog's transactions: a GTID event or BEGIN opens
+ * one, XID, COMMIT or the end of a standalone statement closes it at the
+ * position of its last event.  Rows inserted into an outbox table become
+ * messages tagged with their transaction's sequence number; the progress
+ * tracker turns acknowledgements into a safe position, written to Redis.
+ *
+ * Stops happen between transactions: a stop request lets the current
+ * transaction finish, so a restart neither loses nor repeats a part of it.
+ * A broken stream is reopened at the end of the last transaction read; the
+ * rows of a transaction that were already produced are skipped on replay.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "tor/binlog.h"
+#include "tor/binlog_decode.h"
+#include "tor/checkpoint.h"
+#include "tor/kafka.h"
+#include "tor/log.h"
+#include "tor/outbox.h"
+#include "tor/progress.h"
+#include "tor/redis.h"
+#include "tor/relay.h"
+
+/* How long a stop request may wait for the transaction in progress and for
+ * Kafka's acknowledgements before the relay gives up on them. */
+#define STOP_GRACE_MS 10000
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 5000
+
+/* The latest table map of one outbox table. */
+struct table_slot {
+	bool valid;
+	uint64_t table_id;
+	uint8_t *raw;           /* the TABLE_MAP body it was decoded from */
+	size_t raw_len;
+	struct tor_table_map tm;
+	struct tor_value *values;
+};
+
+struct relay {
+	const struct tor_config *cfg;
+	volatile sig_atomic_t *stop;
+	struct tor_binlog *binlog;
+	struct tor_outbox *outbox;
+	struct tor_sink *sink;
+	struct tor_redis *redis;
+	struct tor_progress *progress;
+	struct table_slot *slots;       /* one per cfg->outbox.tables entry */
+
+	struct tor_format fmt;
+	char file[256];                 /* binlog file being read */
+	struct tor_position read_pos;   /* end of the last transaction read */
+	uint64_t epoch;
+
+	/* The transaction being read. */
+	bool in_txn;
+	bool standalone;
+	bool has_gtid;
+	struct tor_gtid gtid;
+	uint64_t txn_seq;
+	uint64_t txn_start_pos;
+	uint32_t txn_rows;              /* outbox rows seen in it */
+	uint32_t skip_rows;             /* already produced before a reconnect */
+
+	int64_t last_checkpoint_ms;
+	bool checkpoint_dirty;          /* the safe position moved, not written */
+	int64_t stop_deadline_ms;       /* 0 until a stop is requested */
+	bool delivery_failed;
+	char delivery_error[256];
+
+	uint64_t events, rows_published, rows_skipped, rows_updated,
+	    rows_deleted, reconnects;
+};
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool
+stop_requested(struct relay *r)
+{
+	if (*r->stop && r->stop_deadline_ms == 0) {
+		r->stop_deadline_ms = mono_ms() + STOP_GRACE_MS;
+		log_info("relay", "stop requested: finishing the current "
+		    "transaction, then flushing");
+	}
+	return *r->stop != 0;
+}
+
+static bool
+stop_overdue(struct relay *r)
+{
+	return stop_requested(r) && mono_ms() > r->stop_deadline_ms;
+}
+
+static void
+on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
+{
+	struct relay *r = ctx;
+
+	if (err != 0) {
+		/* The transaction stays unacknowledged: the checkpoint never
+		 * passes it, and a restart publishes it again. */
+		if (!r->delivery_failed)
+			snprintf(r->delivery_error, sizeof(r->delivery_error),
+			    "%s", errstr);
+		r->delivery_failed = true;
+		return;
+	}
+	tor_progress_ack(r->progress, seq);
+}
+
+static int
+write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
+{
+	struct tor_checkpoint cp = { .pos = *pos, .epoch = r->epoch };
+	char text[sizeof(pos->file) + 32];
+
+	if (tor_checkpoint_store_fenced(r->redis, r->cfg, &cp, err) < 0)
+		return -1;
+	r->last_checkpoint_ms = mono_ms();
+	tor_position_format(pos, text, sizeof(text));
+	log_debug("checkpoint", "checkpoint at %s gtid=%s", text, pos->gtid);
+	return 0;
+}
+
+/* Writes the safe position when it moved and the interval has passed.  A
+ * failed write is retried at the next tick; relaying goes on meanwhile. */
+static void
+checkpoint_tick(struct relay *r)
+{
+	struct tor_position pos;
+	tor_err err;
+
+	if (mono_ms() - r->last_checkpoint_ms < r->cfg->checkpoint.interval_ms)
+		return;
+	if (tor_progress_take_safe(r->progress, &pos))
+		r->checkpoint_dirty = true;
+	if (!r->checkpoint_dirty)
+		return;
+	if (write_checkpoint(r, &pos, &err) < 0) {
+		log_warn("checkpoint", "checkpoint not written: %s", err.msg);
+		r->last_checkpoint_ms = mono_ms();
+		return;
+	}
+	r->checkpoint_dirty = false;
+}
+
+/* Serves acknowledgements, fails on a lost message, ticks the checkpoint. */
+static int
+serve(struct relay *r, int timeout_ms, tor_err *err)
+{
+	if (tor_sink_poll(r->sink, timeout_ms, err) < 0)
+		return -1;
+	if (r->delivery_failed)
+		return tor_err_set(err, "kafka: a message was not delivered: "
+		    "%s (the checkpoint stays before it; it is published again "
+		    "after a restart)", r->delivery_error);
+	checkpoint_tick(r);
+	return 0;
+}
+
+/* Queues one message, waiting while the producer's queue is full.  Oversized
+ * messages follow outbox.unrouted. */
+static int
+produce(struct relay *r, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err)
+{
+	for (;;) {
+		int rc = tor_sink_produce(r->sink, msg, r->txn_seq, err);
+
+		switch (rc) {
+		case TOR_SINK_OK:
+			tor_progress_add(r->progress);
+			r->rows_published++;
+			return 0;
+		case TOR_SINK_BUSY:
+			if (stop_overdue(r))
+				return tor_err_set(err, "stopping: Kafka did not "
+				    "take the transaction in progress within "
+				    "%d ms", STOP_GRACE_MS);
+			if (serve(r, 50, err) < 0)
+				return -1;
+			break;
+		case TOR_SINK_TOO_LARGE:
+			rc = tor_outbox_oversized(r->outbox, msg, origin, err);
+			if (rc < 0)
+				return -1;
+			if (rc == TOR_OUTBOX_SKIPPED) {
+				log_warn("outbox", "skipped a message too large "
+				    "for Kafka (row %s, %zu bytes)", origin->pos,
+				    msg->value_len);
+				r->rows_skipped++;
+				return 0;
+			}
+			break;
+		default:
+			return -1;
+		}
+	}
+}
+
+static struct table_slot *
+slot_by_table_id(struct relay *r, uint64_t table_id)
+{
+	for (size_t i = 0; i < r->cfg->outbox.n_tables; i++)
+		if (r->slots[i].valid && r->slots[i].table_id == table_id)
+			return &r->slots[i];
+	return NULL;
+}
+
+static void
+slot_clear(struct table_slot *s)
+{
+	free(s->raw);
+	free(s->values);
+	tor_table_map_free(&s->tm);
+	memset(s, 0, sizeof(*s));
+}
+
+static int
+on_table_map(struct relay *r, const struct tor_event *ev, tor_err *err)
+{
+	const char *schema, *table;
+	size_t schema_len, table_len;
+	uint64_t table_id;
+	struct table_slot *s;
+	int idx;
+
+	if (tor_table_map_peek(ev, &r->fmt, &table_id, &schema, &schema_len,
+	    &table, &table_len, err) < 0)
+		return -1;
+	idx = tor_outbox_find_table(r->outbox, schema, schema_len, table,
+	    table_len);
+	if (idx < 0) {
+		/* Table ids are reused for other tables: forget a stale one. */
+		if ((s = slot_by_table_id(r, table_id)) != NULL)
+			s->valid = false;
+		return 0;
+	}
+	s = &r->slots[idx];
+	if (s->raw != NULL && s->raw_len == ev->body_len &&
+	    memcmp(s->raw, ev->body, ev->body_len) == 0) {
+		s->valid = true;
+		return 0;
+	}
+	slot_clear(s);
+	if (tor_table_map_parse(ev, &r->fmt, &s->tm, err) < 0)
+		return -1;
+	if (!s->tm.has_names &&
+	    tor_binlog_describe_table(r->binlog, &s->tm, err) < 0)
+		goto fail;
+	if (tor_outbox_bind(r->outbox, idx, &s->tm, err) < 0)
+		goto fail;
+	s->raw = malloc(ev->body_len);
+	s->values = calloc(s->tm.ncols ? s->tm.ncols : 1, sizeof(*s->values));
+	if (s->raw == NULL || s->values == NULL) {
+		tor_err_set(err, "out of memory");
+		goto fail;
+	}
+	memcpy(s->raw, ev->body, ev->body_len);
+	s->raw_len = ev->body_len;
+	s->table_id = table_id;
+	s->valid = true;
+	log_info("outbox", "table map of %s.%s: table id %" PRIu64 ", %" PRIu32
+	    " columns", s->tm.schema, s->tm.table, table_id, s->tm.ncols);
+	return 0;
+fail:
+	slot_clear(s);
+	return -1;
+}
+
+/* "<gtid>:<row>" where the transaction has a GTID, else
+ * "<file>:<start pos>:<row>". */
+static void
+format_row_pos(struct relay *r, uint32_t row, char *buf, size_t cap)
+{
+	char gtid[96];
+
+	if (r->has_gtid) {
+		tor_gtid_format(&r->gtid, gtid, sizeof(gtid));
+		snprintf(buf, cap, "%s:%" PRIu32, gtid, row);
+	} else {
+		snprintf(buf, cap, "%s:%" PRIu64 ":%" PRIu32, r->file,
+		    r->txn_start_pos, row);
+	}
+}
+
+static int
+on_rows(struct relay *r, const struct tor_event *ev, tor_err *err)
+{
+	struct tor_rows rows;
+	struct table_slot *s;
+	int rc;
+
+	if (tor_rows_parse(ev, &r->fmt, &rows, err) < 0)
+		return -1;
+	s = slot_by_table_id(r, rows.table_id);
+	if (s == NULL) {
+		tor_rows_free(&rows);
+		return 0;
+	}
+	while ((rc = tor_rows_next(&rows, &s->tm, s->values, err)) == 1) {
+		struct tor_message msg;
+		struct tor_row_origin origin;
+		char pos[512];
+		uint32_t row;
+
+		if (rows.kind == TOR_ROWS_UPDATE) {
+			r->rows_updated++;
+			continue;
+		}
+		if (rows.kind == TOR_ROWS_DELETE) {
+			r->rows_deleted++;
+			continue;
+		}
+		row = r->txn_rows++;
+		if (row < r->skip_rows)
+			continue;       /* produced before the stream broke */
+		format_row_pos(r, row, pos, sizeof(pos));
+		origin = (struct tor_row_origin){
+			.pos = pos,
+			.epoch = r->epoch,
+			.ts_ms = (int64_t)ev->timestamp * 1000,
+		};
+		rc = tor_outbox_map(r->outbox, (int)(s - r->slots), s->values,
+		    &origin, &msg, err);
+		if (rc < 0)
+			break;
+		if (rc == TOR_OUTBOX_SKIPPED) {
+			r->rows_skipped++;
+			continue;
+		}
+		if ((rc = produce(r, &msg, &origin, err)) < 0)
+			break;
+	}
+	tor_rows_free(&rows);
+	return rc < 0 ? -1 : 0;
+}
+
+static void
+txn_begin(struct relay *r, const struct tor_event *ev)
+{
+	r->in_txn = true;
+	r->txn_seq = tor_progress_begin(r->progress);
+	r->txn_start_pos = ev->next_pos >= ev->size ? ev->next_pos - ev->size : 0;
+	r->txn_rows = 0;
+}
+
+static void
+txn_commit(struct relay *r, const struct tor_event *ev)
+{
+	if (!r->in_txn)
+		txn_begin(r, ev);
+	tor_progress_commit(r->progress, ev->next_pos,
+	    r->has_gtid ? &r->gtid : NULL);
+	snprintf(r->read_pos.file, sizeof(r->read_pos.file), "%s", r->file);
+	r->read_pos.pos = ev->next_pos;
+	r->in_txn = false;
+	r->standalone = false;
+	r->has_gtid = false;
+	r->skip_rows = 0;
+	r->txn_rows = 0;
+}
+
+static bool
+sql_is(const struct tor_query *q, const char *word)
+{
+	size_t n = strlen(word);
+
+	return q->sql_len == n && strncasecmp(q->sql, word, n) == 0;
+}
+
+static int
+on_query(struct relay *r, const struct tor_event *ev, tor_err *err)
+{
+	struct tor_query q;
+
+	if (tor_query_parse(ev, &r->fmt, &q, err) < 0)
+		return -1;
+	if (sql_is(&q, "BEGIN")) {
+		if (!r->in_txn)
+			txn_begin(r, ev);
+	} else if (sql_is(&q, "COMMIT")) {
+		txn_commit(r, ev);
+	} else if (!r->in_txn || r->standalone) {
+		/* DDL and other statements that are their own transaction. */
+		txn_commit(r, ev);
+	}
+	tor_query_free(&q);
+	return 0;
+}
+
+static int
+on_event(struct relay *r, const uint8_t *raw, size_t len, tor_err *err)
+{
+	struct tor_event ev;
+	uint64_t pos, xid;
+
+	if (tor_event_parse(raw, len, &r->fmt, &ev, err) < 0)
+		return -1;
+	r->events++;
+	switch (ev.type) {
+	case TOR_EV_FORMAT_DESCRIPTION:
+		return tor_format_parse(&ev, &r->fmt, err);
+	case TOR_EV_ROTATE:
+		if (tor_rotate_parse(&ev, &r->fmt, r->file, sizeof(r->file), &pos,
+		    err) < 0)
+			return -1;
+		if (!r->in_txn) {
+			snprintf(r->read_pos.file, sizeof(r->read_pos.file), "%s",
+			    r->file);
+			r->read_pos.pos = pos;
+		}
+		return tor_progress_rotate(r->progress, r->file, pos, err);
+	case TOR_EV_MARIADB_GTID:
+	case TOR_EV_MYSQL_GTID:
+	case TOR_EV_MYSQL_ANONYMOUS_GTID:
+		if (tor_gtid_parse(&ev, &r->fmt, &r->gtid, err) < 0)
+			return -1;
+		txn_begin(r, &ev);
+		r->has_gtid = ev.type != TOR_EV_MYSQL_ANONYMOUS_GTID;
+		r->standalone = r->gtid.mariadb && r->gtid.standalone;
+		if (!r->gtid.mariadb)
+			r->standalone = true;   /* until a BEGIN says otherwise */
+		return 0;
+	case TOR_EV_QUERY:
+	case TOR_EV_MARIADB_QUERY_COMPRESSED:
+		if (!r->gtid.mariadb && r->in_txn && r->standalone) {
+			/* MySQL: a GTID then BEGIN is a multi-event transaction. */
+			struct tor_query q;
+
+			if (tor_query_parse(&ev, &r->fmt, &q, err) < 0)
+				return -1;
+			if (sql_is(&q, "BEGIN"))
+				r->standalone = false;
+			tor_query_free(&q);
+			if (!r->standalone)
+				return 0;
+		}
+		return on_query(r, &ev, err);
+	case TOR_EV_XID:
+		if (tor_xid_parse(&ev, &r->fmt, &xid, err) < 0)
+			return -1;
+		txn_commit(r, &ev);
+		return 0;
+	case TOR_EV_TABLE_MAP:
+		return on_table_map(r, &ev, err);
+	case TOR_EV_WRITE_ROWS_V1:
+	case TOR_EV_UPDATE_ROWS_V1:
+	case TOR_EV_DELETE_ROWS_V1:
+	case TOR_EV_WRITE_ROWS_V2:
+	case TOR_EV_UPDATE_ROWS_V2:
+	case TOR_EV_DELETE_ROWS_V2:
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED:
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
+	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
+		return on_rows(r, &ev, err);
+	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD:
+		return tor_err_set(err, "binlog: MySQL compressed transaction "
+		    "payloads are not supported yet; set "
+		    "binlog_transaction_compression=OFF on the server");
+	default:
+		return 0;       /* heartbeats, GTID lists, checkpoints... */
+	}
+}
+
+/* Sleeps up to ms while serving acknowledgements; false when a stop came. */
+static bool
+pause_serving(struct relay *r, int ms, tor_err *err, int *rc)
+{
+	int64_t until = mono_ms() + ms;
+
+	while (mono_ms() < until) {
+		if (stop_requested(r))
+			return false;
+		if (serve(r, 100, err) < 0) {
+			*rc = -1;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* (Re)opens the stream at the end of the last transaction read, retrying
+ * with capped backoff.  Returns 0 when streaming, 1 when a stop came first,
+ * -1 on a fatal error. */
+static int
+open_stream(struct relay *r, tor_err *err)
+{
+	int backoff = RECONNECT_MIN_MS, rc = 0;
+
+	for (;;) {
+		tor_format_init(&r->fmt, false);
+		if (tor_binlog_stream(r->binlog, &r->read_pos, err) == 0) {
+			tor_format_init(&r->fmt, tor_binlog_checksum(r->binlog));
+			return 0;
+		}
+		log_warn("binlog", "%s; retrying in %d ms", err->msg, backoff);
+		if (!pause_serving(r, backoff, err, &rc))
+			return rc < 0 ? -1 : 1;
+		backoff = backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
+		    backoff * 2;
+	}
+}
+
+static int
+stream_loop(struct relay *r, tor_err *err)
+{
+	const uint8_t *raw;
+	size_t len;
+	int rc;
+
+	if ((rc = open_stream(r, err)) != 0)
+		return rc < 0 ? -1 : 0;
+	for (;;) {
+		if (!r->in_txn && stop_requested(r))
+			return 0;
+		if (stop_overdue(r))
+			return tor_err_set(err, "stopping: the transaction in "
+			    "progress did not finish within %d ms",
+			    STOP_GRACE_MS);
+		rc = tor_binlog_next(r->binlog, &raw, &len, err);
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if (rc == TOR_BINLOG_ERROR) {
+			r->reconnects++;
+			log_warn("binlog", "%s; reopening at %s:%" PRIu64, err->msg,
+			    r->read_pos.file, r->read_pos.pos);
+			if (r->in_txn) {
+				/* The transaction is read again from its start;
+				 * its rows produced so far are not sent twice. */
+				r->skip_rows = r->txn_rows;
+				r->in_txn = false;
+			}
+			if ((rc = open_stream(r, err)) != 0)
+				return rc < 0 ? -1 : 0;
+			continue;
+		}
+		if (on_event(r, raw, len, err) < 0)
+			return -1;
+		if (serve(r, 0, err) < 0)
+			return -1;
+	}
+}
+
+/* The fencing token of this run: the group's epoch counter only grows. */
+static int
+take_epoch(struct relay *r, tor_err *err)
+{
+	char key[512];
+	const char *argv[2] = { "INCR", key };
+	size_t argvlen[2];
+	redisReply *reply;
+
+	tor_redis_key(r->cfg, "epoch", key, sizeof(key));
+	argvlen[0] = 4;
+	argvlen[1] = strlen(key);
+	reply = tor_redis_command(r->redis, 2, argv, argvlen, err);
+	if (reply == NULL)
+		return -1;
+	if (reply->type != REDIS_REPLY_INTEGER) {
+		freeReplyObject(reply);
+		return tor_err_set(err, "redis: INCR %s: not an integer", key);
+	}
+	r->epoch = (uint64_t)reply->integer;
+	freeReplyObject(reply);
+	tor_log_set_token(r->epoch);
+	return 0;
+}
+
+/* Connects Redis and MySQL, retrying while they are unreachable, and works
+ * out where to start: the checkpoint, else mysql.start. */
+static int
+find_start(struct relay *r, tor_err *err)
+{
+	struct tor_checkpoint cp;
+	bool found = false;
+	int backoff = RECONNECT_MIN_MS, rc = 0;
+	char text[300];
+
+	/* Unreachable services are waited for; a bad checkpoint or a
+	 * misconfigured server is not going to mend itself. */
+	while (take_epoch(r, err) < 0) {
+		log_warn("redis", "%s; retrying in %d ms", err->msg, backoff);
+		if (!pause_serving(r, backoff, err, &rc))
+			return rc < 0 ? -1 : 1;
+		backoff = backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
+		    backoff * 2;
+	}
+	if (tor_checkpoint_load(r->redis, r->cfg, &cp, &found, err) < 0)
+		return -1;
+	backoff = RECONNECT_MIN_MS;
+	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0) {
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		log_warn("binlog", "%s; retrying in %d ms", err->msg, backoff);
+		rc = 0;
+		if (!pause_serving(r, backoff, err, &rc))
+			return rc < 0 ? -1 : 1;
+		backoff = backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
+		    backoff * 2;
+	}
+	if (found) {
+		r->read_pos = cp.pos;
+		tor_position_format(&cp.pos, text, sizeof(text));
+		log_info("relay", "resuming from the checkpoint at %s (gtid %s, "
+		    "written by token %" PRIu64 ")", text,
+		    cp.pos.gtid[0] ? cp.pos.gtid : "none", cp.epoch);
+	} else {
+		if (tor_binlog_resolve_start(r->binlog, r->cfg->mysql.start,
+		    &r->read_pos, err) < 0)
+			return -1;
+		tor_position_format(&r->read_pos, text, sizeof(text));
+		log_info("relay", "no checkpoint for group %s: starting at %s "
+		    "(mysql.start = %s)", r->cfg->group, text,
+		    r->cfg->mysql.start);
+	}
+	if (r->read_pos.file[0] != '\0')
+		return tor_binlog_check_available(r->binlog, &r->read_pos, err);
+	return 0;
+}
+
+static void
+relay_free(struct relay *r)
+{
+	if (r->slots != NULL)
+		for (size_t i = 0; i < r->cfg->outbox.n_tables; i++)
+			slot_clear(&r->slots[i]);
+	free(r->slots);
+	tor_sink_free(r->sink);
+	tor_binlog_free(r->binlog);
+	tor_outbox_free(r->outbox);
+	tor_redis_free(r->redis);
+	tor_progress_free(r->progress);
+}
+
+/* Waits for Kafka to acknowledge what is queued, then writes the checkpoint
+ * that is safe now. */
+static void
+finish(struct relay *r)
+{
+	tor_err err;
+	struct tor_position pos;
+	char text[300];
+
+	if (tor_sink_flush(r->sink, STOP_GRACE_MS, &err) < 0)
+		log_warn("kafka", "%s", err.msg);
+	tor_sink_poll(r->sink, 0, &err);
+	tor_progress_safe(r->progress, &pos);
+	if (write_checkpoint(r, &pos, &err) < 0) {
+		log_error("checkpoint", "final checkpoint not written: %s",
+		    err.msg);
+		return;
+	}
+	tor_position_format(&pos, text, sizeof(text));
+	log_info("relay", "final checkpoint at %s; published %" PRIu64
+	    ", skipped %" PRIu64 ", ignored %" PRIu64 " updates and %" PRIu64
+	    " deletes of outbox rows", text, r->rows_published, r->rows_skipped,
+	    r->rows_updated, r->rows_deleted);
+}
+
+int
+tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
+    tor_err *err)
+{
+	struct relay r = { .cfg = cfg, .stop = stop };
+	int rc = -1;
+
+	r.redis = tor_redis_new(cfg);
+	r.binlog = tor_binlog_new(cfg);
+	r.slots = calloc(cfg->outbox.n_tables, sizeof(*r.slots));
+	if (r.redis == NULL || r.binlog == NULL || r.slots == NULL) {
+		tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if ((r.outbox = tor_outbox_new(cfg, err)) == NULL)
+		goto out;
+	if ((r.sink = tor_sink_new(cfg, on_ack, &r, err)) == NULL)
+		goto out;
+	rc = find_start(&r, err);
+	if (rc != 0) {
+		rc = rc > 0 ? 0 : -1;
+		goto out;
+	}
+	if ((r.progress = tor_progress_new(&r.read_pos)) == NULL) {
+		rc = tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if (tor_sink_create_topics(r.sink, cfg->mysql.connect_timeout_ms,
+	    err) < 0) {
+		rc = -1;
+		goto out;
+	}
+	r.last_checkpoint_ms = mono_ms();
+	rc = stream_loop(&r, err);
+	if (rc < 0)
+		log_error("relay", "halting: %s", err->msg);
+	finish(&r);
+out:
+	relay_free(&r);
+	return rc;
+}
