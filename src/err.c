@@ -32,6 +32,14 @@ tor_err_prefix(tor_err *err, const char *fmt, ...)
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s%s", prefix, old);
+	old[sizeof(old) - 1] = '\0';
+	size_t n = strlen(prefix);
+	memcpy(err->msg, prefix, n);
+	/* The message is cut at the buffer's end, never overrun. */
+	size_t room = sizeof(err->msg) - n - 1, len = strlen(old);
+	if (len > room)
+		len = room;
+	memcpy(err->msg + n, old, len);
+	err->msg[n + len] = '\0';
 	return -1;
 }

@@ -1,0 +1,246 @@
+/*
+ * The progress tracker decides how far the checkpoint may move: these tests
+ * pin the rule "the end of the newest transaction whose messages, and all
+ * before them, are acknowledged".
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tor/progress.h"
+
+static struct tor_progress *
+start_at(const char *file, uint64_t pos, const char *gtid)
+{
+	struct tor_position p;
+
+	memset(&p, 0, sizeof(p));
+	snprintf(p.file, sizeof(p.file), "%s", file);
+	p.pos = pos;
+	snprintf(p.gtid, sizeof(p.gtid), "%s", gtid);
+	return tor_progress_new(&p);
+}
+
+static struct tor_gtid
+mariadb_gtid(uint32_t domain, uint32_t server, uint64_t seq)
+{
+	struct tor_gtid g;
+
+	memset(&g, 0, sizeof(g));
+	g.mariadb = true;
+	g.domain_id = domain;
+	g.server_id = server;
+	g.seq_no = seq;
+	return g;
+}
+
+static void
+test_empty_transactions_move_at_once(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+
+	(void)state;
+	assert_false(tor_progress_take_safe(p, &safe));
+	assert_string_equal(safe.file, "binlog.000001");
+	assert_int_equal(safe.pos, 4);
+	tor_progress_begin(p);
+	assert_true(tor_progress_in_txn(p));
+	tor_progress_commit(p, 400, NULL);
+	assert_false(tor_progress_in_txn(p));
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 400);
+	assert_false(tor_progress_take_safe(p, &safe));
+	tor_progress_free(p);
+}
+
+static void
+test_pending_messages_hold_the_position(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	uint64_t a, b, c;
+
+	(void)state;
+	a = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_add(p);
+	tor_progress_commit(p, 100, NULL);
+	b = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_commit(p, 200, NULL);
+	c = tor_progress_begin(p);     /* no messages */
+	tor_progress_commit(p, 300, NULL);
+	assert_int_equal(tor_progress_pending_messages(p), 3);
+
+	/* b acknowledged first: a still holds the position. */
+	tor_progress_ack(p, b);
+	assert_false(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 4);
+	tor_progress_ack(p, a);
+	assert_false(tor_progress_take_safe(p, &safe));
+	tor_progress_ack(p, a);
+	/* a, b and the empty c are all done. */
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 300);
+	assert_int_equal(tor_progress_pending_messages(p), 0);
+	(void)c;
+	tor_progress_free(p);
+}
+
+static void
+test_open_transaction_is_never_safe(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	uint64_t a, again;
+
+	(void)state;
+	a = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_ack(p, a);
+	assert_false(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 4);
+	/* A broken stream replays the open transaction: same number. */
+	again = tor_progress_begin(p);
+	assert_int_equal(again, a);
+	tor_progress_commit(p, 500, NULL);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 500);
+	tor_progress_free(p);
+}
+
+static void
+test_unknown_ack_changes_nothing(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	uint64_t a;
+
+	(void)state;
+	a = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_commit(p, 100, NULL);
+	tor_progress_ack(p, a + 7);
+	tor_progress_ack(p, 0);
+	assert_false(tor_progress_take_safe(p, &safe));
+	assert_int_equal(tor_progress_pending_messages(p), 1);
+	tor_progress_ack(p, a);
+	tor_progress_ack(p, a);        /* a second ack for the same message */
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 100);
+	assert_int_equal(tor_progress_pending_messages(p), 0);
+	tor_progress_free(p);
+}
+
+static void
+test_rotation_keeps_file_names_of_transactions_in_flight(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	uint64_t a, b;
+
+	(void)state;
+	a = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_commit(p, 900, NULL);
+	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, NULL), 0);
+	b = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_commit(p, 350, NULL);
+	assert_int_equal(tor_progress_rotate(p, "binlog.000003", 4, NULL), 0);
+
+	tor_progress_ack(p, a);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_string_equal(safe.file, "binlog.000001");
+	assert_int_equal(safe.pos, 900);
+	tor_progress_ack(p, b);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_string_equal(safe.file, "binlog.000002");
+	assert_int_equal(safe.pos, 350);
+	tor_progress_free(p);
+}
+
+static void
+test_rotation_while_idle_moves_to_the_new_file(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 1200, "");
+	struct tor_position safe;
+
+	(void)state;
+	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, NULL), 0);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_string_equal(safe.file, "binlog.000002");
+	assert_int_equal(safe.pos, 4);
+	/* The rotate event at the start of a stream names the same place. */
+	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, NULL), 0);
+	assert_false(tor_progress_take_safe(p, &safe));
+	tor_progress_free(p);
+}
+
+static void
+test_gtid_state_per_domain(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "0-1-10,5-2-3");
+	struct tor_position safe;
+	struct tor_gtid g;
+
+	(void)state;
+	tor_progress_begin(p);
+	g = mariadb_gtid(0, 1, 11);
+	tor_progress_commit(p, 100, &g);
+	tor_progress_begin(p);
+	g = mariadb_gtid(7, 3, 1);
+	tor_progress_commit(p, 200, &g);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 200);
+	assert_string_equal(safe.gtid, "0-1-11,5-2-3,7-3-1");
+	tor_progress_free(p);
+}
+
+static void
+test_many_finished_transactions_behind_one_pending(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	struct tor_gtid g;
+	uint64_t a;
+
+	(void)state;
+	a = tor_progress_begin(p);
+	tor_progress_add(p);
+	g = mariadb_gtid(0, 1, 1);
+	tor_progress_commit(p, 100, &g);
+	for (uint64_t i = 0; i < 100000; i++) {
+		tor_progress_begin(p);
+		g = mariadb_gtid(0, 1, 2 + i);
+		tor_progress_commit(p, 200 + i, &g);
+	}
+	assert_false(tor_progress_take_safe(p, &safe));
+	tor_progress_ack(p, a);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 200 + 99999);
+	assert_string_equal(safe.gtid, "0-1-100001");
+	tor_progress_free(p);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_empty_transactions_move_at_once),
+		cmocka_unit_test(test_pending_messages_hold_the_position),
+		cmocka_unit_test(test_open_transaction_is_never_safe),
+		cmocka_unit_test(test_unknown_ack_changes_nothing),
+		cmocka_unit_test(test_rotation_keeps_file_names_of_transactions_in_flight),
+		cmocka_unit_test(test_rotation_while_idle_moves_to_the_new_file),
+		cmocka_unit_test(test_gtid_state_per_domain),
+		cmocka_unit_test(test_many_finished_transactions_behind_one_pending),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
