@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tor/buf.h"
 #include "tor/err.h"
 
 /* Event type codes (the byte at offset 4 of the common header). */
@@ -189,7 +190,18 @@ enum tor_field_type {
  * the relay may fill `name` and `is_unsigned` from information_schema. */
 struct tor_column {
 	uint8_t type;
-	uint16_t meta;          /* type-specific: length bytes, precision... */
+	/* Type-specific, decoded from the TABLE_MAP metadata:
+	 *   FLOAT, DOUBLE                  4 or 8 (the stored size)
+	 *   VARCHAR, VAR_STRING, STRING    maximum length in bytes (STRING's
+	 *                                  >255 encoding already undone)
+	 *   ENUM, SET                      stored size in bytes (1-2, 1-8)
+	 *   BLOB (all sizes), GEOMETRY,
+	 *   JSON                           bytes of the length prefix (1-4)
+	 *   NEWDECIMAL                     precision << 8 | scale
+	 *   BIT                            number of bits (1-64)
+	 *   TIME2, DATETIME2, TIMESTAMP2   fractional digits (0-6)
+	 *   others                         0 */
+	uint16_t meta;
 	bool nullable;
 	bool is_unsigned;
 	char *name;             /* malloc'd, or NULL */
@@ -239,8 +251,7 @@ struct tor_rows {
 	const uint8_t *cur;             /* next row image */
 	const uint8_t *end;
 	uint8_t *inflated;              /* owned */
-	uint8_t *scratch;               /* owned */
-	size_t scratch_cap;
+	struct tor_buf scratch;         /* owned: rendered values */
 };
 
 /* Parses a ROWS event (v1, v2, or MariaDB compressed) up to its first row.

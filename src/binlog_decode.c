@@ -1,0 +1,1713 @@
+/*
+ * Binlog event decoding (see include/tor/binlog_decode.h).
+ *
+ * The bytes come from a network peer, so every read goes through a cursor
+ * that knows where its buffer ends: a cursor never hands out a byte past
+ * the end, and every refusal names the event and the field that did not
+ * fit.  Counts read from the input (columns, enum members) are bounded by
+ * the bytes that remain before anything is allocated for them, and an
+ * inflated event may not claim more than zlib's best ratio allows, so a
+ * hostile length field cannot make us allocate more than a small multiple
+ * of what was received.
+ *
+ * Row images are decoded in two steps: column_size() learns how many bytes
+ * a value occupies from the column type and the TABLE_MAP metadata (which
+ * is all that is needed to step over an UPDATE's before image), and
+ * render_value() turns those bytes into the text the header promises.
+ * Strings point into the event; everything else is rendered into the
+ * rows' scratch buffer and the pointers are fixed up once the row is done,
+ * because the scratch may move while it grows.
+ */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "tor/binlog_decode.h"
+#include "tor/binlog_json.h"
+#include "tor/buf.h"
+#include "tor/err.h"
+
+#define COMMON_HEADER_LEN       19
+#define CHECKSUM_LEN            4
+#define FDE_FIXED_LEN           57      /* version, server version, time, hlen */
+#define CHECKSUM_ALG_OFF        0
+#define CHECKSUM_ALG_CRC32      1
+/* zlib cannot expand data by more than about 1032:1; a compressed event
+ * claiming more is lying, and we refuse before allocating. */
+#define ZLIB_MAX_RATIO          1032
+#define INFLATE_MAX             (1024u * 1024u * 1024u)
+
+/* Optional metadata field types of a TABLE_MAP (binlog_row_metadata). */
+enum {
+	OPT_SIGNEDNESS = 1,
+	OPT_DEFAULT_CHARSET = 2,
+	OPT_COLUMN_CHARSET = 3,
+	OPT_COLUMN_NAME = 4,
+	OPT_SET_STR_VALUE = 5,
+	OPT_ENUM_STR_VALUE = 6,
+};
+
+/* A read position inside one event; `what` names the event in messages. */
+struct cursor {
+	const uint8_t *p;
+	const uint8_t *end;
+	const char *what;
+};
+
+static uint64_t
+get_le(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	for (size_t i = n; i > 0; i--)
+		v = v << 8 | p[i - 1];
+	return v;
+}
+
+static uint64_t
+get_be(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static size_t
+cur_left(const struct cursor *c)
+{
+	return (size_t)(c->end - c->p);
+}
+
+/* Hands out the next n bytes (n may come straight from the input, hence
+ * 64 bits). */
+static int
+cur_take(struct cursor *c, uint64_t n, const uint8_t **out, const char *field,
+    tor_err *err)
+{
+	if (n > cur_left(c))
+		return tor_err_set(err, "%s: truncated %s (need %llu bytes, "
+		    "%zu left)", c->what, field, (unsigned long long)n,
+		    cur_left(c));
+	if (out != NULL)
+		*out = c->p;
+	c->p += n;
+	return 0;
+}
+
+static int
+cur_le(struct cursor *c, size_t n, uint64_t *v, const char *field,
+    tor_err *err)
+{
+	const uint8_t *p;
+
+	if (cur_take(c, n, &p, field, err) == -1)
+		return -1;
+	*v = get_le(p, n);
+	return 0;
+}
+
+/* A length-encoded ("packed") integer. 251 means SQL NULL in the client
+ * protocol and never occurs in a binlog length, so it is refused. */
+static int
+cur_packed(struct cursor *c, uint64_t *v, const char *field, tor_err *err)
+{
+	const uint8_t *p;
+
+	if (cur_take(c, 1, &p, field, err) == -1)
+		return -1;
+	switch (*p) {
+	case 251:
+	case 255:
+		return tor_err_set(err, "%s: bad packed integer prefix 0x%02x "
+		    "in %s", c->what, *p, field);
+	case 252:
+		return cur_le(c, 2, v, field, err);
+	case 253:
+		return cur_le(c, 3, v, field, err);
+	case 254:
+		return cur_le(c, 8, v, field, err);
+	default:
+		*v = *p;
+		return 0;
+	}
+}
+
+static bool
+bit_lsb(const uint8_t *map, size_t i)
+{
+	return (map[i / 8] >> (i % 8)) & 1;
+}
+
+static const char *
+event_name(uint8_t type)
+{
+	switch (type) {
+	case TOR_EV_QUERY: return "QUERY";
+	case TOR_EV_ROTATE: return "ROTATE";
+	case TOR_EV_FORMAT_DESCRIPTION: return "FORMAT_DESCRIPTION";
+	case TOR_EV_XID: return "XID";
+	case TOR_EV_TABLE_MAP: return "TABLE_MAP";
+	case TOR_EV_WRITE_ROWS_V1: return "WRITE_ROWS_V1";
+	case TOR_EV_UPDATE_ROWS_V1: return "UPDATE_ROWS_V1";
+	case TOR_EV_DELETE_ROWS_V1: return "DELETE_ROWS_V1";
+	case TOR_EV_WRITE_ROWS_V2: return "WRITE_ROWS";
+	case TOR_EV_UPDATE_ROWS_V2: return "UPDATE_ROWS";
+	case TOR_EV_DELETE_ROWS_V2: return "DELETE_ROWS";
+	case TOR_EV_MYSQL_GTID: return "GTID";
+	case TOR_EV_MYSQL_ANONYMOUS_GTID: return "ANONYMOUS_GTID";
+	case TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS: return "PARTIAL_UPDATE_ROWS";
+	case TOR_EV_MARIADB_GTID: return "MARIADB_GTID";
+	case TOR_EV_MARIADB_QUERY_COMPRESSED: return "QUERY_COMPRESSED";
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1:
+		return "WRITE_ROWS_COMPRESSED_V1";
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED_V1:
+		return "UPDATE_ROWS_COMPRESSED_V1";
+	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED_V1:
+		return "DELETE_ROWS_COMPRESSED_V1";
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED:
+		return "WRITE_ROWS_COMPRESSED";
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
+		return "UPDATE_ROWS_COMPRESSED";
+	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
+		return "DELETE_ROWS_COMPRESSED";
+	default: return "binlog";
+	}
+}
+
+static const char *
+type_name(uint8_t type)
+{
+	switch (type) {
+	case TOR_TYPE_DECIMAL: return "DECIMAL(old)";
+	case TOR_TYPE_TINY: return "TINYINT";
+	case TOR_TYPE_SHORT: return "SMALLINT";
+	case TOR_TYPE_LONG: return "INT";
+	case TOR_TYPE_FLOAT: return "FLOAT";
+	case TOR_TYPE_DOUBLE: return "DOUBLE";
+	case TOR_TYPE_NULL: return "NULL";
+	case TOR_TYPE_TIMESTAMP: return "TIMESTAMP(old)";
+	case TOR_TYPE_LONGLONG: return "BIGINT";
+	case TOR_TYPE_INT24: return "MEDIUMINT";
+	case TOR_TYPE_DATE: return "DATE";
+	case TOR_TYPE_TIME: return "TIME(old)";
+	case TOR_TYPE_DATETIME: return "DATETIME(old)";
+	case TOR_TYPE_YEAR: return "YEAR";
+	case TOR_TYPE_NEWDATE: return "NEWDATE";
+	case TOR_TYPE_VARCHAR: return "VARCHAR";
+	case TOR_TYPE_BIT: return "BIT";
+	case TOR_TYPE_TIMESTAMP2: return "TIMESTAMP";
+	case TOR_TYPE_DATETIME2: return "DATETIME";
+	case TOR_TYPE_TIME2: return "TIME";
+	case TOR_TYPE_JSON: return "JSON";
+	case TOR_TYPE_NEWDECIMAL: return "DECIMAL";
+	case TOR_TYPE_ENUM: return "ENUM";
+	case TOR_TYPE_SET: return "SET";
+	case TOR_TYPE_TINY_BLOB: return "TINYBLOB";
+	case TOR_TYPE_MEDIUM_BLOB: return "MEDIUMBLOB";
+	case TOR_TYPE_LONG_BLOB: return "LONGBLOB";
+	case TOR_TYPE_BLOB: return "BLOB";
+	case TOR_TYPE_VAR_STRING: return "VAR_STRING";
+	case TOR_TYPE_STRING: return "CHAR";
+	case TOR_TYPE_GEOMETRY: return "GEOMETRY";
+	default: return "unknown";
+	}
+}
+
+/*
+ * Formats and events
+ */
+
+void
+tor_format_init(struct tor_format *fmt, bool checksum)
+{
+	memset(fmt, 0, sizeof(*fmt));
+	fmt->binlog_version = 4;
+	fmt->header_len = COMMON_HEADER_LEN;
+	fmt->checksum = checksum;
+	/* The v4 post-header lengths every server since 5.0 agrees on, so the
+	 * events before the first FORMAT_DESCRIPTION (a fake ROTATE) parse. */
+	fmt->post_header_len[TOR_EV_QUERY] = 13;
+	fmt->post_header_len[TOR_EV_ROTATE] = 8;
+	fmt->post_header_len[TOR_EV_FORMAT_DESCRIPTION] = 84;
+	fmt->post_header_len[TOR_EV_TABLE_MAP] = 8;
+	for (int t = TOR_EV_WRITE_ROWS_V1; t <= TOR_EV_DELETE_ROWS_V1; t++)
+		fmt->post_header_len[t] = 8;
+	for (int t = TOR_EV_WRITE_ROWS_V2; t <= TOR_EV_DELETE_ROWS_V2; t++)
+		fmt->post_header_len[t] = 10;
+	fmt->post_header_len[TOR_EV_MYSQL_GTID] = 42;
+	fmt->post_header_len[TOR_EV_MYSQL_ANONYMOUS_GTID] = 42;
+	fmt->post_header_len[TOR_EV_MARIADB_GTID] = 19;
+	fmt->post_header_len[TOR_EV_MARIADB_QUERY_COMPRESSED] = 13;
+	for (int t = TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1;
+	    t <= TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED_V1; t++)
+		fmt->post_header_len[t] = 8;
+	for (int t = TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED;
+	    t <= TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED; t++)
+		fmt->post_header_len[t] = 10;
+}
+
+/* Whether a server of this version writes the checksum algorithm byte into
+ * its FORMAT_DESCRIPTION: MySQL from 5.6.1, MariaDB from 5.3.0. */
+static bool
+version_has_checksum(const uint8_t *ver, size_t cap)
+{
+	char s[51];
+	unsigned int v[3] = { 0, 0, 0 };
+	const char *p;
+	bool mariadb;
+
+	if (cap > sizeof(s) - 1)
+		cap = sizeof(s) - 1;
+	memcpy(s, ver, cap);
+	s[cap] = '\0';
+	mariadb = strstr(s, "MariaDB") != NULL || strstr(s, "-maria-") != NULL;
+	p = s;
+	for (int i = 0; i < 3; i++) {
+		unsigned int n = 0;
+
+		while (*p >= '0' && *p <= '9') {
+			if (n < 100000)
+				n = n * 10 + (unsigned int)(*p - '0');
+			p++;
+		}
+		v[i] = n;
+		if (*p != '.')
+			break;
+		p++;
+	}
+	if (mariadb)
+		return v[0] > 5 || (v[0] == 5 && v[1] >= 3);
+	return v[0] > 5 || (v[0] == 5 && (v[1] > 6 || (v[1] == 6 && v[2] >= 1)));
+}
+
+static int
+check_crc(const uint8_t *raw, size_t len, uint8_t type, uint32_t next_pos,
+    tor_err *err)
+{
+	uint32_t want = (uint32_t)get_le(raw + len - CHECKSUM_LEN, CHECKSUM_LEN);
+	uint32_t got = (uint32_t)crc32(0L, raw, (uInt)(len - CHECKSUM_LEN));
+
+	if (want != got)
+		return tor_err_set(err, "checksum mismatch in %s event at %u "
+		    "(stored 0x%08x, computed 0x%08x)", event_name(type),
+		    next_pos, want, got);
+	return 0;
+}
+
+int
+tor_event_parse(const uint8_t *raw, size_t len, const struct tor_format *fmt,
+    struct tor_event *ev, tor_err *err)
+{
+	size_t hlen = fmt->header_len < COMMON_HEADER_LEN ? COMMON_HEADER_LEN :
+	    fmt->header_len;
+	size_t tail = 0;
+
+	if (len < COMMON_HEADER_LEN)
+		return tor_err_set(err, "binlog event too short: %zu bytes, the "
+		    "common header alone needs %d", len, COMMON_HEADER_LEN);
+	memset(ev, 0, sizeof(*ev));
+	ev->timestamp = (uint32_t)get_le(raw, 4);
+	ev->type = raw[4];
+	ev->server_id = (uint32_t)get_le(raw + 5, 4);
+	ev->size = (uint32_t)get_le(raw + 9, 4);
+	ev->next_pos = (uint32_t)get_le(raw + 13, 4);
+	ev->flags = (uint16_t)get_le(raw + 17, 2);
+	if (ev->size != len)
+		return tor_err_set(err, "%s event at %u: size field says %u "
+		    "bytes but %zu were received", event_name(ev->type),
+		    ev->next_pos, ev->size, len);
+	if (ev->type == TOR_EV_FORMAT_DESCRIPTION) {
+		/* Its header is frozen at 19 bytes, and it says by itself
+		 * whether it carries a checksum, whatever came before. */
+		hlen = COMMON_HEADER_LEN;
+		if (len >= hlen + FDE_FIXED_LEN + 1 + CHECKSUM_LEN &&
+		    version_has_checksum(raw + hlen + 2, 50)) {
+			uint8_t alg = raw[len - CHECKSUM_LEN - 1];
+
+			if (alg == CHECKSUM_ALG_CRC32) {
+				if (check_crc(raw, len, ev->type, ev->next_pos,
+				    err) == -1)
+					return -1;
+			} else if (alg != CHECKSUM_ALG_OFF) {
+				return tor_err_set(err, "FORMAT_DESCRIPTION "
+				    "event at %u: unknown checksum algorithm %u",
+				    ev->next_pos, alg);
+			}
+			/* Keep the algorithm byte in the body for
+			 * tor_format_parse; the 4 bytes after it are there
+			 * even when checksums are off. */
+			tail = CHECKSUM_LEN;
+		}
+	} else if (fmt->checksum) {
+		if (len < hlen + CHECKSUM_LEN)
+			return tor_err_set(err, "%s event at %u: %zu bytes "
+			    "cannot hold the header and a checksum",
+			    event_name(ev->type), ev->next_pos, len);
+		if (check_crc(raw, len, ev->type, ev->next_pos, err) == -1)
+			return -1;
+		tail = CHECKSUM_LEN;
+	}
+	if (len < hlen + tail)
+		return tor_err_set(err, "%s event at %u: %zu bytes cannot hold "
+		    "a %zu-byte header", event_name(ev->type), ev->next_pos,
+		    len, hlen);
+	ev->body = raw + hlen;
+	ev->body_len = len - hlen - tail;
+	return 0;
+}
+
+int
+tor_format_parse(const struct tor_event *ev, struct tor_format *fmt,
+    tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len,
+	    "FORMAT_DESCRIPTION" };
+	const uint8_t *ver, *hl;
+	uint64_t v;
+	size_t n;
+	bool has_alg;
+	struct tor_format f;
+
+	if (ev->type != TOR_EV_FORMAT_DESCRIPTION)
+		return tor_err_set(err, "expected a FORMAT_DESCRIPTION event, "
+		    "got type %u", ev->type);
+	if (cur_le(&c, 2, &v, "binlog version", err) == -1 ||
+	    cur_take(&c, 50, &ver, "server version", err) == -1 ||
+	    cur_take(&c, 4, NULL, "create timestamp", err) == -1 ||
+	    cur_take(&c, 1, &hl, "header length", err) == -1)
+		return -1;
+	if (v != 4)
+		return tor_err_set(err, "FORMAT_DESCRIPTION: binlog version %u "
+		    "is not supported (only 4, MySQL 5.0 and later)",
+		    (unsigned int)v);
+	if (*hl < COMMON_HEADER_LEN)
+		return tor_err_set(err, "FORMAT_DESCRIPTION: common header "
+		    "length %u is shorter than %d", *hl, COMMON_HEADER_LEN);
+	tor_format_init(&f, false);
+	f.binlog_version = (uint16_t)v;
+	memcpy(f.server_version, ver, 50);
+	f.server_version[50] = '\0';
+	f.mariadb = strstr(f.server_version, "MariaDB") != NULL;
+	f.header_len = *hl;
+	has_alg = version_has_checksum(ver, 50);
+	n = cur_left(&c);
+	if (has_alg) {
+		if (n < 1)
+			return tor_err_set(err, "FORMAT_DESCRIPTION: missing "
+			    "checksum algorithm byte");
+		n--;
+		f.checksum = c.p[n] == CHECKSUM_ALG_CRC32;
+	}
+	/* One length per event type, starting at type 1. */
+	if (n > 255)
+		n = 255;
+	for (size_t i = 0; i < n; i++)
+		f.post_header_len[i + 1] = c.p[i];
+	*fmt = f;
+	return 0;
+}
+
+int
+tor_rotate_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    char *file, size_t file_cap, uint64_t *pos, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len, "ROTATE" };
+	size_t phl = fmt->post_header_len[TOR_EV_ROTATE];
+	size_t n;
+
+	if (ev->type != TOR_EV_ROTATE)
+		return tor_err_set(err, "expected a ROTATE event, got type %u",
+		    ev->type);
+	if (phl < 8)
+		phl = 8;
+	if (cur_le(&c, 8, pos, "position", err) == -1 ||
+	    cur_take(&c, phl - 8, NULL, "post-header", err) == -1)
+		return -1;
+	n = cur_left(&c);
+	if (n == 0)
+		return tor_err_set(err, "ROTATE: empty file name");
+	if (memchr(c.p, '\0', n) != NULL)
+		return tor_err_set(err, "ROTATE: file name contains a NUL byte");
+	if (n >= file_cap)
+		return tor_err_set(err, "ROTATE: file name of %zu bytes does "
+		    "not fit in %zu", n, file_cap);
+	memcpy(file, c.p, n);
+	file[n] = '\0';
+	return 0;
+}
+
+int
+tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    struct tor_gtid *gtid, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len,
+	    event_name(ev->type) };
+	const uint8_t *p;
+	uint64_t v;
+
+	(void)fmt;
+	memset(gtid, 0, sizeof(*gtid));
+	switch (ev->type) {
+	case TOR_EV_MARIADB_GTID:
+		gtid->mariadb = true;
+		gtid->server_id = ev->server_id;
+		if (cur_le(&c, 8, &gtid->seq_no, "sequence number", err) == -1 ||
+		    cur_le(&c, 4, &v, "domain id", err) == -1 ||
+		    cur_take(&c, 1, &p, "flags", err) == -1)
+			return -1;
+		gtid->domain_id = (uint32_t)v;
+		gtid->standalone = (*p & 1) != 0;
+		return 0;
+	case TOR_EV_MYSQL_GTID:
+	case TOR_EV_MYSQL_ANONYMOUS_GTID:
+		if (cur_take(&c, 1, NULL, "flags", err) == -1 ||
+		    cur_take(&c, 16, &p, "source id", err) == -1 ||
+		    cur_le(&c, 8, &gtid->gno, "transaction number", err) == -1)
+			return -1;
+		memcpy(gtid->sid, p, 16);
+		return 0;
+	default:
+		return tor_err_set(err, "expected a GTID event, got type %u",
+		    ev->type);
+	}
+}
+
+int
+tor_gtid_format(const struct tor_gtid *gtid, char *buf, size_t cap)
+{
+	const uint8_t *s = gtid->sid;
+
+	if (gtid->mariadb)
+		return snprintf(buf, cap, "%u-%u-%llu", gtid->domain_id,
+		    gtid->server_id, (unsigned long long)gtid->seq_no);
+	return snprintf(buf, cap, "%02x%02x%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x-%02x%02x%02x%02x%02x%02x:%llu", s[0], s[1], s[2], s[3],
+	    s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[12], s[13],
+	    s[14], s[15], (unsigned long long)gtid->gno);
+}
+
+int
+tor_xid_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    uint64_t *xid, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len, "XID" };
+
+	(void)fmt;
+	if (ev->type != TOR_EV_XID)
+		return tor_err_set(err, "expected an XID event, got type %u",
+		    ev->type);
+	return cur_le(&c, 8, xid, "xid", err);
+}
+
+/*
+ * MariaDB's compressed block (log_bin_compress): one header byte 0b1000_0LLL
+ * (top bit set, algorithm 0 = zlib in bits 4-6, LLL = 1..4 bytes of length),
+ * the uncompressed length big-endian in LLL bytes, then a zlib stream.
+ */
+static int
+inflate_block(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len,
+    const char *what, tor_err *err)
+{
+	size_t lenlen, ulen, avail;
+	uLongf got;
+	uint8_t *buf;
+	int rc;
+
+	if (n < 2)
+		return tor_err_set(err, "%s: compressed block of %zu bytes is "
+		    "too short", what, n);
+	if ((p[0] & 0xe0) != 0x80)
+		return tor_err_set(err, "%s: bad compressed block header 0x%02x "
+		    "(want zlib, 0x81-0x84)", what, p[0]);
+	lenlen = p[0] & 0x07;
+	if (lenlen < 1 || lenlen > 4 || n < 1 + lenlen)
+		return tor_err_set(err, "%s: bad compressed block header 0x%02x "
+		    "for %zu bytes", what, p[0], n);
+	ulen = (size_t)get_be(p + 1, lenlen);
+	avail = n - 1 - lenlen;
+	if (ulen == 0)
+		return tor_err_set(err, "%s: compressed block claims 0 bytes",
+		    what);
+	if (ulen > INFLATE_MAX || ulen / ZLIB_MAX_RATIO > avail)
+		return tor_err_set(err, "%s: compressed block of %zu bytes "
+		    "claims an impossible %zu bytes inflated", what, avail, ulen);
+	if ((buf = malloc(ulen)) == NULL)
+		return tor_err_set(err, "%s: out of memory inflating %zu bytes",
+		    what, ulen);
+	got = (uLongf)ulen;
+	rc = uncompress(buf, &got, p + 1 + lenlen, (uLong)avail);
+	if (rc != Z_OK || got != ulen) {
+		free(buf);
+		return tor_err_set(err, "%s: zlib could not inflate the "
+		    "compressed block (%s, %lu of %zu bytes)", what,
+		    rc == Z_OK ? "short" : zError(rc), (unsigned long)got, ulen);
+	}
+	*out = buf;
+	*out_len = ulen;
+	return 0;
+}
+
+int
+tor_query_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    struct tor_query *q, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len,
+	    event_name(ev->type) };
+	size_t phl = fmt->post_header_len[ev->type];
+	const uint8_t *dblen, *db, *nul;
+	uint64_t svlen = 0;
+
+	memset(q, 0, sizeof(*q));
+	if (ev->type != TOR_EV_QUERY &&
+	    ev->type != TOR_EV_MARIADB_QUERY_COMPRESSED)
+		return tor_err_set(err, "expected a QUERY event, got type %u",
+		    ev->type);
+	if (phl == 0)
+		phl = 13;
+	if (phl < 11)
+		return tor_err_set(err, "%s: post-header length %zu is shorter "
+		    "than 11", c.what, phl);
+	/* thread id (4), exec time (4), schema length (1), error code (2),
+	 * status variables length (2, since binlog v4). */
+	if (cur_take(&c, 8, NULL, "thread id and exec time", err) == -1 ||
+	    cur_take(&c, 1, &dblen, "schema length", err) == -1 ||
+	    cur_take(&c, 2, NULL, "error code", err) == -1)
+		return -1;
+	if (phl >= 13 && cur_le(&c, 2, &svlen, "status variables length",
+	    err) == -1)
+		return -1;
+	if (cur_take(&c, phl - (phl >= 13 ? 13 : 11), NULL, "post-header",
+	    err) == -1 ||
+	    cur_take(&c, svlen, NULL, "status variables", err) == -1 ||
+	    cur_take(&c, *dblen, &db, "schema", err) == -1 ||
+	    cur_take(&c, 1, &nul, "schema terminator", err) == -1)
+		return -1;
+	if (*nul != '\0')
+		return tor_err_set(err, "%s: schema name is not NUL-terminated",
+		    c.what);
+	q->schema = (const char *)db;
+	q->schema_len = *dblen;
+	if (ev->type == TOR_EV_MARIADB_QUERY_COMPRESSED) {
+		if (inflate_block(c.p, cur_left(&c), &q->owned, &q->sql_len,
+		    c.what, err) == -1)
+			return -1;
+		q->sql = (const char *)q->owned;
+	} else {
+		q->sql = (const char *)c.p;
+		q->sql_len = cur_left(&c);
+	}
+	return 0;
+}
+
+void
+tor_query_free(struct tor_query *q)
+{
+	free(q->owned);
+	q->owned = NULL;
+}
+
+/*
+ * TABLE_MAP
+ */
+
+/* Reads the table id and flags at the start of a TABLE_MAP or ROWS body:
+ * 6 bytes of id, or 4 when the post-header is 6 bytes long (MySQL 5.1.x). */
+static int
+read_table_id(struct cursor *c, size_t phl, uint64_t *id, uint64_t *flags,
+    tor_err *err)
+{
+	if (cur_le(c, phl == 6 ? 4 : 6, id, "table id", err) == -1 ||
+	    cur_le(c, 2, flags, "flags", err) == -1)
+		return -1;
+	return 0;
+}
+
+/* The schema and table names: a length byte, the name, a NUL. */
+static int
+read_name(struct cursor *c, const char **name, size_t *len, const char *field,
+    tor_err *err)
+{
+	const uint8_t *n, *p, *nul;
+
+	if (cur_take(c, 1, &n, field, err) == -1 ||
+	    cur_take(c, *n, &p, field, err) == -1 ||
+	    cur_take(c, 1, &nul, field, err) == -1)
+		return -1;
+	if (*nul != '\0')
+		return tor_err_set(err, "%s: %s is not NUL-terminated", c->what,
+		    field);
+	*name = (const char *)p;
+	*len = *n;
+	return 0;
+}
+
+static int
+table_map_head(const struct tor_event *ev, const struct tor_format *fmt,
+    struct cursor *c, uint64_t *table_id, const char **schema,
+    size_t *schema_len, const char **table, size_t *table_len, tor_err *err)
+{
+	size_t phl = fmt->post_header_len[TOR_EV_TABLE_MAP];
+	uint64_t flags;
+
+	if (ev->type != TOR_EV_TABLE_MAP)
+		return tor_err_set(err, "expected a TABLE_MAP event, got type "
+		    "%u", ev->type);
+	c->p = ev->body;
+	c->end = ev->body + ev->body_len;
+	c->what = "TABLE_MAP";
+	if (phl == 0)
+		phl = 8;
+	if (read_table_id(c, phl, table_id, &flags, err) == -1 ||
+	    (phl > 8 && cur_take(c, phl - 8, NULL, "post-header", err) == -1))
+		return -1;
+	if (read_name(c, schema, schema_len, "schema name", err) == -1 ||
+	    read_name(c, table, table_len, "table name", err) == -1)
+		return -1;
+	return 0;
+}
+
+int
+tor_table_map_peek(const struct tor_event *ev, const struct tor_format *fmt,
+    uint64_t *table_id, const char **schema, size_t *schema_len,
+    const char **table, size_t *table_len, tor_err *err)
+{
+	struct cursor c;
+
+	return table_map_head(ev, fmt, &c, table_id, schema, schema_len, table,
+	    table_len, err);
+}
+
+/* The per-type metadata of one column, turned into tor_column's meta. */
+static int
+read_column_meta(struct cursor *c, struct tor_column *col, uint32_t i,
+    tor_err *err)
+{
+	const uint8_t *m;
+
+	switch (col->type) {
+	case TOR_TYPE_FLOAT:
+	case TOR_TYPE_DOUBLE:
+	case TOR_TYPE_TINY_BLOB:
+	case TOR_TYPE_MEDIUM_BLOB:
+	case TOR_TYPE_LONG_BLOB:
+	case TOR_TYPE_BLOB:
+	case TOR_TYPE_GEOMETRY:
+	case TOR_TYPE_JSON:
+	case TOR_TYPE_TIME2:
+	case TOR_TYPE_DATETIME2:
+	case TOR_TYPE_TIMESTAMP2:
+		if (cur_take(c, 1, &m, "column metadata", err) == -1)
+			return -1;
+		col->meta = m[0];
+		break;
+	case TOR_TYPE_VARCHAR:
+	case TOR_TYPE_VAR_STRING:
+		if (cur_take(c, 2, &m, "column metadata", err) == -1)
+			return -1;
+		col->meta = (uint16_t)get_le(m, 2);
+		break;
+	case TOR_TYPE_NEWDECIMAL:
+		if (cur_take(c, 2, &m, "column metadata", err) == -1)
+			return -1;
+		col->meta = (uint16_t)(m[0] << 8 | m[1]);
+		break;
+	case TOR_TYPE_BIT:
+		if (cur_take(c, 2, &m, "column metadata", err) == -1)
+			return -1;
+		col->meta = (uint16_t)(m[1] * 8 + m[0]);
+		break;
+	case TOR_TYPE_STRING:
+	case TOR_TYPE_ENUM:
+	case TOR_TYPE_SET:
+		/* The real type, then the length.  A CHAR longer than 255
+		 * bytes keeps bits 8-9 of its length in bits 4-5 of the type
+		 * byte, inverted: real types all have both bits set. */
+		if (cur_take(c, 2, &m, "column metadata", err) == -1)
+			return -1;
+		if ((m[0] & 0x30) != 0x30) {
+			col->type = m[0] | 0x30;
+			col->meta = (uint16_t)(m[1] | ((m[0] & 0x30) ^ 0x30) << 4);
+		} else {
+			col->type = m[0];
+			col->meta = m[1];
+		}
+		if (col->type != TOR_TYPE_STRING &&
+		    col->type != TOR_TYPE_ENUM && col->type != TOR_TYPE_SET)
+			return tor_err_set(err, "TABLE_MAP: column %u has "
+			    "string metadata with real type %u", i, col->type);
+		break;
+	default:
+		col->meta = 0;
+		break;
+	}
+	return 0;
+}
+
+static bool
+is_numeric(uint8_t type)
+{
+	switch (type) {
+	case TOR_TYPE_TINY:
+	case TOR_TYPE_SHORT:
+	case TOR_TYPE_INT24:
+	case TOR_TYPE_LONG:
+	case TOR_TYPE_LONGLONG:
+	case TOR_TYPE_NEWDECIMAL:
+	case TOR_TYPE_FLOAT:
+	case TOR_TYPE_DOUBLE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int
+read_string(struct cursor *c, char **out, const char *field, tor_err *err)
+{
+	const uint8_t *p;
+	uint64_t n;
+
+	if (cur_packed(c, &n, field, err) == -1 ||
+	    cur_take(c, n, &p, field, err) == -1)
+		return -1;
+	if ((*out = malloc((size_t)n + 1)) == NULL)
+		return tor_err_set(err, "%s: out of memory", c->what);
+	memcpy(*out, p, (size_t)n);
+	(*out)[n] = '\0';
+	return 0;
+}
+
+/* SET_STR_VALUE or ENUM_STR_VALUE: for each column of that type in order,
+ * a count and that many strings. */
+static int
+read_member_lists(struct cursor *c, struct tor_table_map *tm, uint8_t type,
+    tor_err *err)
+{
+	for (uint32_t i = 0; i < tm->ncols && cur_left(c) > 0; i++) {
+		struct tor_column *col = &tm->cols[i];
+		char ***list = type == TOR_TYPE_ENUM ? &col->enum_values :
+		    &col->set_values;
+		size_t *count = type == TOR_TYPE_ENUM ? &col->n_enum_values :
+		    &col->n_set_values;
+		uint64_t n;
+
+		if (col->type != type)
+			continue;
+		if (*list != NULL)
+			return tor_err_set(err, "TABLE_MAP: member names of "
+			    "column %u given twice", i);
+		if (cur_packed(c, &n, "member count", err) == -1)
+			return -1;
+		/* Each member takes at least its length byte. */
+		if (n > cur_left(c))
+			return tor_err_set(err, "TABLE_MAP: column %u claims "
+			    "%llu members in %zu bytes", i,
+			    (unsigned long long)n, cur_left(c));
+		if ((*list = calloc(n == 0 ? 1 : (size_t)n, sizeof(char *))) ==
+		    NULL)
+			return tor_err_set(err, "TABLE_MAP: out of memory");
+		for (uint64_t k = 0; k < n; k++) {
+			if (read_string(c, &(*list)[k], "member name", err) ==
+			    -1)
+				return -1;
+			(*count)++;
+		}
+	}
+	if (cur_left(c) > 0)
+		return tor_err_set(err, "TABLE_MAP: member names for more "
+		    "%s columns than the table has",
+		    type == TOR_TYPE_ENUM ? "ENUM" : "SET");
+	return 0;
+}
+
+static int
+read_optional_field(struct cursor *c, struct tor_table_map *tm, uint8_t kind,
+    tor_err *err)
+{
+	uint32_t k = 0;
+
+	switch (kind) {
+	case OPT_SIGNEDNESS:
+		/* One bit per numeric column, most significant bit first. */
+		for (uint32_t i = 0; i < tm->ncols; i++) {
+			if (!is_numeric(tm->cols[i].type))
+				continue;
+			if (k / 8 >= cur_left(c))
+				return tor_err_set(err, "TABLE_MAP: signedness "
+				    "bitmap too short for column %u", i);
+			tm->cols[i].is_unsigned =
+			    (c->p[k / 8] & (0x80 >> (k % 8))) != 0;
+			k++;
+		}
+		return 0;
+	case OPT_COLUMN_NAME:
+		for (uint32_t i = 0; i < tm->ncols; i++) {
+			if (tm->cols[i].name != NULL)
+				return tor_err_set(err, "TABLE_MAP: column "
+				    "names given twice");
+			if (read_string(c, &tm->cols[i].name, "column name",
+			    err) == -1)
+				return -1;
+		}
+		tm->has_names = true;
+		if (cur_left(c) > 0)
+			return tor_err_set(err, "TABLE_MAP: %zu bytes after "
+			    "the last column name", cur_left(c));
+		return 0;
+	case OPT_SET_STR_VALUE:
+		return read_member_lists(c, tm, TOR_TYPE_SET, err);
+	case OPT_ENUM_STR_VALUE:
+		return read_member_lists(c, tm, TOR_TYPE_ENUM, err);
+	default:
+		/* Charsets, geometry types, keys, visibility: not needed to
+		 * decode values, and newer servers add more. */
+		return 0;
+	}
+}
+
+int
+tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    struct tor_table_map *tm, tor_err *err)
+{
+	struct cursor c, m;
+	const char *schema, *table;
+	size_t schema_len, table_len;
+	const uint8_t *types, *meta, *nullmap;
+	uint64_t ncols, metalen;
+
+	memset(tm, 0, sizeof(*tm));
+	if (table_map_head(ev, fmt, &c, &tm->table_id, &schema, &schema_len,
+	    &table, &table_len, err) == -1)
+		return -1;
+	if (schema_len >= sizeof(tm->schema) || table_len >= sizeof(tm->table))
+		return tor_err_set(err, "TABLE_MAP: name longer than 64 bytes");
+	memcpy(tm->schema, schema, schema_len);
+	memcpy(tm->table, table, table_len);
+	if (cur_packed(&c, &ncols, "column count", err) == -1)
+		return -1;
+	if (ncols == 0 || ncols > cur_left(&c))
+		return tor_err_set(err, "TABLE_MAP for %s.%s: %llu columns "
+		    "cannot fit in %zu bytes", tm->schema, tm->table,
+		    (unsigned long long)ncols, cur_left(&c));
+	if (cur_take(&c, (size_t)ncols, &types, "column types", err) == -1 ||
+	    cur_packed(&c, &metalen, "metadata length", err) == -1 ||
+	    cur_take(&c, metalen, &meta, "column metadata", err) == -1 ||
+	    cur_take(&c, ((size_t)ncols + 7) / 8, &nullmap, "null bitmap",
+	    err) == -1)
+		return -1;
+	if ((tm->cols = calloc((size_t)ncols, sizeof(*tm->cols))) == NULL)
+		return tor_err_set(err, "TABLE_MAP: out of memory");
+	tm->ncols = (uint32_t)ncols;
+	m.p = meta;
+	m.end = meta + metalen;
+	m.what = "TABLE_MAP";
+	for (uint32_t i = 0; i < tm->ncols; i++) {
+		tm->cols[i].type = types[i];
+		tm->cols[i].nullable = bit_lsb(nullmap, i);
+		if (read_column_meta(&m, &tm->cols[i], i, err) == -1)
+			goto fail;
+	}
+	if (cur_left(&m) != 0) {
+		tor_err_set(err, "TABLE_MAP for %s.%s: %zu metadata bytes left "
+		    "over after the last column", tm->schema, tm->table,
+		    cur_left(&m));
+		goto fail;
+	}
+	/* Optional metadata: type, packed length, value; until the end. */
+	while (cur_left(&c) > 0) {
+		const uint8_t *kind, *val;
+		uint64_t len;
+		struct cursor f;
+
+		if (cur_take(&c, 1, &kind, "optional metadata type", err) ==
+		    -1 ||
+		    cur_packed(&c, &len, "optional metadata length", err) ==
+		    -1 ||
+		    cur_take(&c, len, &val, "optional metadata", err) == -1)
+			goto fail;
+		f.p = val;
+		f.end = val + len;
+		f.what = "TABLE_MAP";
+		if (read_optional_field(&f, tm, *kind, err) == -1)
+			goto fail;
+	}
+	return 0;
+fail:
+	tor_err_prefix(err, "table %s.%s: ", tm->schema, tm->table);
+	tor_table_map_free(tm);
+	return -1;
+}
+
+static void
+free_list(char **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+}
+
+void
+tor_table_map_free(struct tor_table_map *tm)
+{
+	for (uint32_t i = 0; tm->cols != NULL && i < tm->ncols; i++) {
+		free(tm->cols[i].name);
+		free_list(tm->cols[i].enum_values, tm->cols[i].n_enum_values);
+		free_list(tm->cols[i].set_values, tm->cols[i].n_set_values);
+	}
+	free(tm->cols);
+	tm->cols = NULL;
+	tm->ncols = 0;
+}
+
+/*
+ * ROWS
+ */
+
+int
+tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    struct tor_rows *rows, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len,
+	    event_name(ev->type) };
+	size_t phl = fmt->post_header_len[ev->type];
+	bool v2 = false, compressed = false;
+	uint64_t flags, width;
+
+	memset(rows, 0, sizeof(*rows));
+	switch (ev->type) {
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED:
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
+	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
+		compressed = true;
+		/* FALLTHROUGH */
+	case TOR_EV_WRITE_ROWS_V2:
+	case TOR_EV_UPDATE_ROWS_V2:
+	case TOR_EV_DELETE_ROWS_V2:
+		v2 = true;
+		break;
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED_V1:
+		compressed = true;
+		break;
+	case TOR_EV_WRITE_ROWS_V1:
+	case TOR_EV_UPDATE_ROWS_V1:
+	case TOR_EV_DELETE_ROWS_V1:
+		break;
+	case TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS:
+		return tor_err_set(err, "PARTIAL_UPDATE_ROWS events "
+		    "(binlog_row_value_options=PARTIAL_JSON) are not decoded");
+	case TOR_EV_WRITE_ROWS_V0:
+	case TOR_EV_UPDATE_ROWS_V0:
+	case TOR_EV_DELETE_ROWS_V0:
+		return tor_err_set(err, "ROWS v0 events (MySQL 5.1.0-5.1.15) "
+		    "are not supported");
+	default:
+		return tor_err_set(err, "expected a ROWS event, got type %u",
+		    ev->type);
+	}
+	switch (ev->type) {
+	case TOR_EV_WRITE_ROWS_V1:
+	case TOR_EV_WRITE_ROWS_V2:
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED:
+		rows->kind = TOR_ROWS_WRITE;
+		break;
+	case TOR_EV_UPDATE_ROWS_V1:
+	case TOR_EV_UPDATE_ROWS_V2:
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED_V1:
+	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
+		rows->kind = TOR_ROWS_UPDATE;
+		break;
+	default:
+		rows->kind = TOR_ROWS_DELETE;
+		break;
+	}
+	if (phl == 0)
+		phl = v2 ? 10 : 8;
+	if (read_table_id(&c, phl, &rows->table_id, &flags, err) == -1)
+		return -1;
+	rows->flags = (uint16_t)flags;
+	if (v2) {
+		/* Extra data (MySQL: partition info, NDB data): its length
+		 * counts its own two bytes. */
+		uint64_t extra;
+
+		if (cur_le(&c, 2, &extra, "extra data length", err) == -1)
+			return -1;
+		if (extra < 2)
+			return tor_err_set(err, "%s: extra data length %u is "
+			    "below 2", c.what, (unsigned int)extra);
+		if (cur_take(&c, extra - 2, NULL, "extra data", err) == -1)
+			return -1;
+	} else if (phl > 8 && cur_take(&c, phl - 8, NULL, "post-header",
+	    err) == -1) {
+		return -1;
+	}
+	if (cur_packed(&c, &width, "column count", err) == -1)
+		return -1;
+	if (width == 0 || (width + 7) / 8 > cur_left(&c))
+		return tor_err_set(err, "%s: %llu columns do not fit in %zu "
+		    "bytes", c.what, (unsigned long long)width, cur_left(&c));
+	rows->ncols = (uint32_t)width;
+	if (cur_take(&c, ((size_t)width + 7) / 8, &rows->present,
+	    "column bitmap", err) == -1)
+		return -1;
+	rows->present_after = rows->present;
+	if (rows->kind == TOR_ROWS_UPDATE && cur_take(&c, ((size_t)width + 7) /
+	    8, &rows->present_after, "after-image column bitmap", err) == -1)
+		return -1;
+	if (compressed) {
+		size_t n;
+
+		if (inflate_block(c.p, cur_left(&c), &rows->inflated, &n,
+		    c.what, err) == -1)
+			return -1;
+		rows->cur = rows->inflated;
+		rows->end = rows->inflated + n;
+	} else {
+		rows->cur = c.p;
+		rows->end = c.end;
+	}
+	return 0;
+}
+
+void
+tor_rows_free(struct tor_rows *rows)
+{
+	free(rows->inflated);
+	rows->inflated = NULL;
+	tor_buf_free(&rows->scratch);
+	rows->cur = rows->end = NULL;
+}
+
+/* Bytes of the binary DECIMAL: 9 digits per 4 bytes, leftover digits in
+ * the fewest bytes that hold them. */
+static const uint8_t dig2bytes[10] = { 0, 1, 1, 2, 2, 3, 3, 4, 4, 4 };
+
+static int
+decimal_size(uint16_t meta, size_t *size)
+{
+	unsigned int prec = meta >> 8, scale = meta & 0xff;
+	unsigned int intg = prec - scale;
+
+	if (prec == 0 || prec > 65 || scale > 38 || scale > prec)
+		return -1;
+	*size = intg / 9 * 4 + dig2bytes[intg % 9] + scale / 9 * 4 +
+	    dig2bytes[scale % 9];
+	return 0;
+}
+
+/* The length prefix of a string column: 1 byte up to 255, else 2. */
+static size_t
+string_prefix(uint16_t maxlen)
+{
+	return maxlen > 255 ? 2 : 1;
+}
+
+/* How many bytes the value of col takes at p (avail bytes left); -1 with
+ * *why set when the metadata is impossible or the value overruns. */
+static int
+column_size(const struct tor_column *col, const uint8_t *p, size_t avail,
+    size_t *size, const char **why)
+{
+	size_t n, lb = 0;
+
+	*why = "truncated value";
+	switch (col->type) {
+	case TOR_TYPE_TINY:
+	case TOR_TYPE_YEAR:
+		n = 1;
+		break;
+	case TOR_TYPE_SHORT:
+		n = 2;
+		break;
+	case TOR_TYPE_INT24:
+	case TOR_TYPE_DATE:
+	case TOR_TYPE_NEWDATE:
+	case TOR_TYPE_TIME:
+		n = 3;
+		break;
+	case TOR_TYPE_LONG:
+	case TOR_TYPE_FLOAT:
+	case TOR_TYPE_TIMESTAMP:
+		n = 4;
+		break;
+	case TOR_TYPE_LONGLONG:
+	case TOR_TYPE_DOUBLE:
+	case TOR_TYPE_DATETIME:
+		n = 8;
+		break;
+	case TOR_TYPE_NULL:
+		n = 0;
+		break;
+	case TOR_TYPE_TIMESTAMP2:
+	case TOR_TYPE_DATETIME2:
+	case TOR_TYPE_TIME2:
+		if (col->meta > 6) {
+			*why = "fractional digits above 6";
+			return -1;
+		}
+		n = (col->type == TOR_TYPE_TIMESTAMP2 ? 4 :
+		    col->type == TOR_TYPE_DATETIME2 ? 5 : 3) +
+		    (col->meta + 1u) / 2;
+		break;
+	case TOR_TYPE_NEWDECIMAL:
+		if (decimal_size(col->meta, &n) == -1) {
+			*why = "impossible precision or scale";
+			return -1;
+		}
+		break;
+	case TOR_TYPE_BIT:
+		if (col->meta < 1 || col->meta > 64) {
+			*why = "BIT width outside 1-64";
+			return -1;
+		}
+		n = (col->meta + 7u) / 8;
+		break;
+	case TOR_TYPE_ENUM:
+	case TOR_TYPE_SET:
+		if (col->meta < 1 || col->meta > (col->type == TOR_TYPE_ENUM ?
+		    2 : 8)) {
+			*why = "impossible stored size";
+			return -1;
+		}
+		n = col->meta;
+		break;
+	case TOR_TYPE_VARCHAR:
+	case TOR_TYPE_VAR_STRING:
+	case TOR_TYPE_STRING:
+		lb = string_prefix(col->meta);
+		break;
+	case TOR_TYPE_TINY_BLOB:
+	case TOR_TYPE_MEDIUM_BLOB:
+	case TOR_TYPE_LONG_BLOB:
+	case TOR_TYPE_BLOB:
+	case TOR_TYPE_GEOMETRY:
+	case TOR_TYPE_JSON:
+		if (col->meta < 1 || col->meta > 4) {
+			*why = "length prefix outside 1-4 bytes";
+			return -1;
+		}
+		lb = col->meta;
+		break;
+	default:
+		*why = "unsupported column type";
+		return -1;
+	}
+	if (lb > 0) {
+		if (lb > avail)
+			return -1;
+		n = (size_t)get_le(p, lb);
+		if (n > avail - lb)
+			return -1;
+		*size = lb + n;
+		return 0;
+	}
+	if (n > avail)
+		return -1;
+	*size = n;
+	return 0;
+}
+
+/* Shortest %g text that reads back as the same float or double. */
+static int
+render_float(struct tor_buf *out, double v, bool is_float)
+{
+	char s[40];
+
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(s, sizeof(s), "%.*g", prec, v);
+		if (is_float ? strtof(s, NULL) == (float)v :
+		    strtod(s, NULL) == v)
+			break;
+	}
+	return tor_buf_append(out, s, strlen(s));
+}
+
+static int
+render_decimal(struct tor_buf *out, const uint8_t *p, size_t size,
+    uint16_t meta)
+{
+	unsigned int prec = meta >> 8, scale = meta & 0xff;
+	unsigned int intg = prec - scale;
+	uint8_t b[40];
+	char digits[80], *d = digits;
+	size_t at = 0, first;
+	bool neg;
+	static const uint32_t pow10[10] = { 1, 10, 100, 1000, 10000, 100000,
+	    1000000, 10000000, 100000000, 1000000000 };
+
+	if (size > sizeof(b))
+		return -1;
+	memcpy(b, p, size);
+	/* The sign is the inverted top bit; negative numbers have every
+	 * byte inverted too, so that the bytes sort like the numbers. */
+	neg = (b[0] & 0x80) == 0;
+	b[0] ^= 0x80;
+	if (neg)
+		for (size_t i = 0; i < size; i++)
+			b[i] ^= 0xff;
+	/* Integer digits: the leftover group first, then groups of 9. */
+	for (unsigned int left = intg; left > 0;) {
+		unsigned int nd = left % 9 != 0 ? left % 9 : 9;
+		size_t nb = dig2bytes[nd];
+		uint32_t v = (uint32_t)get_be(b + at, nb);
+
+		if (v >= pow10[nd])
+			return -1;
+		d += sprintf(d, "%0*u", (int)nd, v);
+		at += nb;
+		left -= nd;
+	}
+	first = 0;
+	while (first + 1 < (size_t)(d - digits) && digits[first] == '0')
+		first++;
+	if (d == digits)
+		*d++ = '0';
+	if (scale > 0) {
+		*d++ = '.';
+		for (unsigned int left = scale; left > 0;) {
+			unsigned int nd = left >= 9 ? 9 : left;
+			size_t nb = dig2bytes[nd];
+			uint32_t v = (uint32_t)get_be(b + at, nb);
+
+			if (v >= pow10[nd])
+				return -1;
+			d += sprintf(d, "%0*u", (int)nd, v);
+			at += nb;
+			left -= nd;
+		}
+	}
+	*d = '\0';
+	if (neg && strspn(digits, "0.") != strlen(digits) &&
+	    tor_buf_append(out, "-", 1) == -1)
+		return -1;
+	return tor_buf_append(out, digits + first, strlen(digits + first));
+}
+
+/* Appends ".ffffff" cut to fsp digits (nothing for fsp 0). */
+static int
+append_fraction(struct tor_buf *out, uint32_t usec, unsigned int fsp)
+{
+	static const uint32_t div[7] = { 1000000, 100000, 10000, 1000, 100,
+	    10, 1 };
+
+	if (fsp == 0)
+		return 0;
+	return tor_buf_appendf(out, ".%0*u", (int)fsp, usec / div[fsp]);
+}
+
+/* The fraction of TIMESTAMP2/DATETIME2, big-endian in (fsp+1)/2 bytes, as
+ * microseconds. */
+static uint32_t
+read_fraction(const uint8_t *p, unsigned int fsp)
+{
+	switch ((fsp + 1) / 2) {
+	case 1:
+		return (uint32_t)p[0] * 10000;
+	case 2:
+		return (uint32_t)get_be(p, 2) * 100;
+	case 3:
+		return (uint32_t)get_be(p, 3);
+	default:
+		return 0;
+	}
+}
+
+/* Days since 1970-01-01 to a civil date (proleptic Gregorian). */
+static void
+civil_from_days(int64_t z, int64_t *y, unsigned int *m, unsigned int *d)
+{
+	int64_t era, yoe, doy, mp;
+	int64_t doe;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*d = (unsigned int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (unsigned int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
+static int
+render_epoch(struct tor_buf *out, uint64_t secs, uint32_t usec,
+    unsigned int fsp)
+{
+	int64_t y;
+	unsigned int mo, d;
+	uint64_t t = secs % 86400;
+
+	if (secs == 0 && usec == 0) {
+		if (tor_buf_append(out, "0000-00-00 00:00:00", 19) == -1)
+			return -1;
+		return append_fraction(out, 0, fsp);
+	}
+	civil_from_days((int64_t)(secs / 86400), &y, &mo, &d);
+	if (tor_buf_appendf(out, "%04lld-%02u-%02u %02u:%02u:%02u",
+	    (long long)y, mo, d, (unsigned int)(t / 3600),
+	    (unsigned int)(t / 60 % 60), (unsigned int)(t % 60)) == -1)
+		return -1;
+	return append_fraction(out, usec, fsp);
+}
+
+static int
+render_datetime2(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
+{
+	int64_t v = (int64_t)get_be(p, 5) - INT64_C(0x8000000000);
+	uint32_t usec = read_fraction(p + 5, fsp);
+	uint64_t ymd, ym, hms;
+
+	if (v < 0 || usec > 999999)
+		return -1;
+	ymd = (uint64_t)v >> 17;
+	ym = ymd >> 5;
+	hms = (uint64_t)v & 0x1ffff;
+	if (tor_buf_appendf(out, "%04u-%02u-%02u %02u:%02u:%02u",
+	    (unsigned int)(ym / 13), (unsigned int)(ym % 13),
+	    (unsigned int)(ymd & 31), (unsigned int)(hms >> 12),
+	    (unsigned int)(hms >> 6 & 63), (unsigned int)(hms & 63)) == -1)
+		return -1;
+	return append_fraction(out, usec, fsp);
+}
+
+/*
+ * TIME2: a packed signed value, intpart << 24 | microseconds, stored with
+ * an offset so that it sorts as unsigned bytes.  For fsp 1-4 the integer
+ * and fractional parts are stored apart, and a negative value with a
+ * fraction keeps the fraction as its complement: undo that first.
+ */
+static int
+render_time2(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
+{
+	int64_t ip = (int64_t)get_be(p, 3) - 0x800000, packed, frac = 0;
+	uint64_t mag, hms;
+	uint32_t usec;
+
+	switch ((fsp + 1) / 2) {
+	case 0:
+		packed = ip * 16777216;
+		break;
+	case 1:
+		frac = p[3];
+		if (ip < 0 && frac != 0) {
+			ip++;
+			frac -= 0x100;
+		}
+		packed = ip * 16777216 + frac * 10000;
+		break;
+	case 2:
+		frac = (int64_t)get_be(p + 3, 2);
+		if (ip < 0 && frac != 0) {
+			ip++;
+			frac -= 0x10000;
+		}
+		packed = ip * 16777216 + frac * 100;
+		break;
+	default:
+		packed = (int64_t)get_be(p, 6) - INT64_C(0x800000000000);
+		break;
+	}
+	mag = packed < 0 ? (uint64_t)-packed : (uint64_t)packed;
+	hms = mag >> 24;
+	usec = (uint32_t)(mag & 0xffffff);
+	if (usec > 999999)
+		return -1;
+	if (tor_buf_appendf(out, "%s%02u:%02u:%02u", packed < 0 ? "-" : "",
+	    (unsigned int)(hms >> 12 & 0x3ff), (unsigned int)(hms >> 6 & 63),
+	    (unsigned int)(hms & 63)) == -1)
+		return -1;
+	return append_fraction(out, usec, fsp);
+}
+
+static int
+render_enum(struct tor_buf *out, const struct tor_column *col, uint64_t idx)
+{
+	const char *name;
+
+	if (idx == 0)
+		return 0;
+	if (col->enum_values == NULL || idx > col->n_enum_values)
+		return tor_buf_appendf(out, "%llu", (unsigned long long)idx);
+	name = col->enum_values[idx - 1];
+	return tor_buf_append(out, name, strlen(name));
+}
+
+static int
+render_set(struct tor_buf *out, const struct tor_column *col, uint64_t mask)
+{
+	bool first = true;
+
+	/* A bit beyond the known members means the names do not belong to
+	 * this value: show the number rather than a partial list. */
+	if (col->set_values == NULL || (col->n_set_values < 64 &&
+	    mask >> col->n_set_values != 0))
+		return tor_buf_appendf(out, "%llu", (unsigned long long)mask);
+	for (size_t i = 0; i < col->n_set_values; i++) {
+		if ((mask >> i & 1) == 0)
+			continue;
+		if ((!first && tor_buf_append(out, ",", 1) == -1) ||
+		    tor_buf_append(out, col->set_values[i],
+		    strlen(col->set_values[i])) == -1)
+			return -1;
+		first = false;
+	}
+	return 0;
+}
+
+static int
+render_int(struct tor_buf *out, const uint8_t *p, size_t n, bool is_unsigned)
+{
+	uint64_t u = get_le(p, n);
+
+	if (is_unsigned)
+		return tor_buf_appendf(out, "%llu", (unsigned long long)u);
+	if (n < 8 && (u >> (n * 8 - 1) & 1))
+		u |= ~UINT64_C(0) << (n * 8);
+	return tor_buf_appendf(out, "%lld", (long long)(int64_t)u);
+}
+
+/* Renders the non-string value at p (size bytes) into out.  -1 with *why
+ * on a value that cannot be (bad digits, fields out of range). */
+static int
+render_scalar(struct tor_buf *out, const struct tor_column *col,
+    const uint8_t *p, size_t size, const char **why, tor_err *err)
+{
+	uint64_t v;
+	int rc;
+
+	*why = "out of memory";
+	switch (col->type) {
+	case TOR_TYPE_TINY:
+	case TOR_TYPE_SHORT:
+	case TOR_TYPE_INT24:
+	case TOR_TYPE_LONG:
+	case TOR_TYPE_LONGLONG:
+		return render_int(out, p, size, col->is_unsigned);
+	case TOR_TYPE_FLOAT: {
+		uint32_t bits = (uint32_t)get_le(p, 4);
+		float f;
+
+		memcpy(&f, &bits, sizeof(f));
+		return render_float(out, f, true);
+	}
+	case TOR_TYPE_DOUBLE: {
+		uint64_t bits = get_le(p, 8);
+		double d;
+
+		memcpy(&d, &bits, sizeof(d));
+		return render_float(out, d, false);
+	}
+	case TOR_TYPE_NEWDECIMAL:
+		*why = "bad DECIMAL digits";
+		return render_decimal(out, p, size, col->meta);
+	case TOR_TYPE_YEAR:
+		return p[0] == 0 ? tor_buf_append(out, "0000", 4) :
+		    tor_buf_appendf(out, "%u", 1900u + p[0]);
+	case TOR_TYPE_DATE:
+	case TOR_TYPE_NEWDATE:
+		v = get_le(p, 3);
+		return tor_buf_appendf(out, "%04u-%02u-%02u",
+		    (unsigned int)(v >> 9), (unsigned int)(v >> 5 & 15),
+		    (unsigned int)(v & 31));
+	case TOR_TYPE_TIME: {
+		/* HHMMSS as a signed decimal number in 3 bytes. */
+		int64_t t;
+
+		v = get_le(p, 3);
+		t = (v & 0x800000) ? (int64_t)v - 0x1000000 : (int64_t)v;
+		v = t < 0 ? (uint64_t)-t : (uint64_t)t;
+		return tor_buf_appendf(out, "%s%02u:%02u:%02u", t < 0 ? "-" : "",
+		    (unsigned int)(v / 10000), (unsigned int)(v / 100 % 100),
+		    (unsigned int)(v % 100));
+	}
+	case TOR_TYPE_DATETIME: {
+		/* YYYYMMDDhhmmss as a decimal number in 8 bytes. */
+		uint64_t d, t;
+
+		v = get_le(p, 8);
+		d = v / 1000000;
+		t = v % 1000000;
+		if (d > 99991231)
+			break;
+		return tor_buf_appendf(out, "%04u-%02u-%02u %02u:%02u:%02u",
+		    (unsigned int)(d / 10000), (unsigned int)(d / 100 % 100),
+		    (unsigned int)(d % 100), (unsigned int)(t / 10000),
+		    (unsigned int)(t / 100 % 100), (unsigned int)(t % 100));
+	}
+	case TOR_TYPE_TIMESTAMP:
+		return render_epoch(out, get_le(p, 4), 0, 0);
+	case TOR_TYPE_TIMESTAMP2: {
+		uint32_t usec = read_fraction(p + 4, col->meta);
+
+		if (usec > 999999)
+			break;
+		return render_epoch(out, get_be(p, 4), usec, col->meta);
+	}
+	case TOR_TYPE_DATETIME2:
+		*why = "bad DATETIME value";
+		return render_datetime2(out, p, col->meta);
+	case TOR_TYPE_TIME2:
+		*why = "bad TIME value";
+		return render_time2(out, p, col->meta);
+	case TOR_TYPE_BIT:
+		return tor_buf_appendf(out, "%llu",
+		    (unsigned long long)get_be(p, size));
+	case TOR_TYPE_ENUM:
+		return render_enum(out, col, get_le(p, size));
+	case TOR_TYPE_SET:
+		return render_set(out, col, get_le(p, size));
+	case TOR_TYPE_JSON: {
+		size_t lb = col->meta;
+
+		rc = tor_json_render(p + lb, size - lb, out, err);
+		*why = err != NULL ? err->msg : "bad JSON";
+		return rc;
+	}
+	case TOR_TYPE_NULL:
+		return 0;
+	default:
+		break;
+	}
+	*why = "value out of range";
+	return -1;
+}
+
+static bool
+is_string_type(uint8_t type)
+{
+	switch (type) {
+	case TOR_TYPE_VARCHAR:
+	case TOR_TYPE_VAR_STRING:
+	case TOR_TYPE_STRING:
+	case TOR_TYPE_TINY_BLOB:
+	case TOR_TYPE_MEDIUM_BLOB:
+	case TOR_TYPE_LONG_BLOB:
+	case TOR_TYPE_BLOB:
+	case TOR_TYPE_GEOMETRY:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int
+column_error(const struct tor_table_map *tm, uint32_t i, const char *why,
+    tor_err *err)
+{
+	const struct tor_column *col = &tm->cols[i];
+	char reason[sizeof(err->msg)];
+
+	snprintf(reason, sizeof(reason), "%s", why);
+	return tor_err_set(err, "row of %s.%s, column %u (%s%s%s, %s meta %u): "
+	    "%s", tm->schema, tm->table, i, col->name != NULL ? "`" : "",
+	    col->name != NULL ? col->name : "unnamed",
+	    col->name != NULL ? "`" : "", type_name(col->type), col->meta,
+	    reason);
+}
+
+/*
+ * Decodes one row image whose columns are flagged in `present`.  With
+ * values NULL it only steps over the image (an UPDATE's before image).
+ * Values rendered into the scratch are left with data NULL and fixed up by
+ * the caller once the scratch stops moving.
+ */
+static int
+decode_image(struct tor_rows *rows, const struct tor_table_map *tm,
+    const uint8_t *present, struct tor_value *values, tor_err *err)
+{
+	const uint8_t *nulls;
+	size_t npresent = 0, k = 0;
+
+	for (uint32_t i = 0; i < rows->ncols; i++)
+		npresent += bit_lsb(present, i);
+	if ((npresent + 7) / 8 > (size_t)(rows->end - rows->cur))
+		return tor_err_set(err, "row of %s.%s: truncated null bitmap",
+		    tm->schema, tm->table);
+	nulls = rows->cur;
+	rows->cur += (npresent + 7) / 8;
+	for (uint32_t i = 0; i < rows->ncols; i++) {
+		const struct tor_column *col = &tm->cols[i];
+		struct tor_value *v = values != NULL ? &values[i] : NULL;
+		const char *why;
+		size_t size;
+
+		if (v != NULL)
+			memset(v, 0, sizeof(*v));
+		if (!bit_lsb(present, i))
+			continue;
+		if (v != NULL)
+			v->present = true;
+		if (bit_lsb(nulls, k++)) {
+			if (v != NULL)
+				v->is_null = true;
+			continue;
+		}
+		if (column_size(col, rows->cur, (size_t)(rows->end - rows->cur),
+		    &size, &why) == -1)
+			return column_error(tm, i, why, err);
+		if (v != NULL && is_string_type(col->type)) {
+			size_t lb = col->type == TOR_TYPE_VARCHAR ||
+			    col->type == TOR_TYPE_VAR_STRING ||
+			    col->type == TOR_TYPE_STRING ?
+			    string_prefix(col->meta) : col->meta;
+
+			v->data = rows->cur + lb;
+			v->len = size - lb;
+		} else if (v != NULL) {
+			size_t at = rows->scratch.len;
+
+			if (render_scalar(&rows->scratch, col, rows->cur, size,
+			    &why, err) == -1)
+				return column_error(tm, i, why, err);
+			v->len = rows->scratch.len - at;
+		}
+		rows->cur += size;
+	}
+	return 0;
+}
+
+int
+tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
+    struct tor_value *values, tor_err *err)
+{
+	size_t at = 0;
+
+	if (rows->cur == NULL || rows->cur >= rows->end)
+		return 0;
+	if (rows->table_id != tm->table_id)
+		return tor_err_set(err, "rows event for table id %llu, table "
+		    "map is for id %llu (%s.%s)",
+		    (unsigned long long)rows->table_id,
+		    (unsigned long long)tm->table_id, tm->schema, tm->table);
+	if (rows->ncols != tm->ncols)
+		return tor_err_set(err, "rows event for table id %llu has %u "
+		    "columns, table map has %u", (unsigned long long)
+		    rows->table_id, rows->ncols, tm->ncols);
+	tor_buf_reset(&rows->scratch);
+	if (rows->kind == TOR_ROWS_UPDATE &&
+	    decode_image(rows, tm, rows->present, NULL, err) == -1)
+		return -1;
+	if (decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE ?
+	    rows->present_after : rows->present, values, err) == -1)
+		return -1;
+	for (uint32_t i = 0; i < rows->ncols; i++) {
+		struct tor_value *v = &values[i];
+
+		if (!v->present || v->is_null || v->data != NULL)
+			continue;
+		v->data = rows->scratch.data != NULL ? rows->scratch.data + at :
+		    (const uint8_t *)"";
+		at += v->len;
+	}
+	return 1;
+}
