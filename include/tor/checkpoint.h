@@ -32,29 +32,40 @@ struct tor_checkpoint {
 	int64_t updated_ms;     /* wall clock of the write, ms since the epoch */
 };
 
-/* Parses an operator's position: "<file>:<pos>" (file a binlog name, pos a
- * decimal >= 4) or a MariaDB GTID list "D-S-N[,D-S-N...]".  Fails naming the
- * text and what is wrong with it. */
+/* Parses an operator's position: "<file>:<pos>" (file a binlog base name:
+ * non-empty, no '/'; pos a decimal >= 4 that fits 64 bits) or a MariaDB GTID
+ * list "D-S-N[,D-S-N...]" (at most one GTID per domain).  Fails with "bad
+ * position 'x': expected <file>:<pos> or a GTID list like 0-1-42", followed
+ * by the reason in parentheses where the form is right but a value is not
+ * (a pos below 4, two GTIDs of one domain, too long). */
 int tor_position_parse(const char *text, struct tor_position *p, tor_err *err);
 
 /* "file:pos" when file is set, else the gtid. snprintf semantics. */
 int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
 
 /* The hash fields of a checkpoint, as HSET would be given them.  Field values
- * are written into buf (cap bytes) and names are static strings.  Returns the
- * number of field/value pairs. */
+ * are written into buf (cap bytes; TOR_CHECKPOINT_BUF always suffices) and
+ * names are static strings.  Returns the number of field/value pairs, or -1
+ * when buf is too small. */
 #define TOR_CHECKPOINT_FIELDS 5
+#define TOR_CHECKPOINT_BUF 1024
 int tor_checkpoint_encode(const struct tor_checkpoint *cp,
     const char *names[TOR_CHECKPOINT_FIELDS],
     const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap);
 
 /* Reads a checkpoint back from field/value pairs (the HGETALL reply order).
- * A malformed or incomplete hash fails naming the field: it is never used. */
+ * A malformed or incomplete hash fails naming the field: it is never used.
+ * file and pos are required (pos, epoch and updated_ms decimal), gtid, epoch
+ * and updated_ms default to ""/0, unknown fields are ignored, and a hash
+ * whose file and gtid are both empty names no position and fails.  Errors
+ * read "checkpoint field 'pos': not a number ('x')" or "checkpoint field
+ * 'file': missing". */
 int tor_checkpoint_decode(size_t n, const char *const *names,
     const char *const *values, struct tor_checkpoint *cp, tor_err *err);
 
-/* Loads the group's checkpoint.  *found is false (and 0 returned) when the
- * key does not exist. */
+/* Loads the group's checkpoint (HGETALL).  *found is false (and 0 returned)
+ * when the key does not exist.  A hash that does not decode fails, its
+ * message prefixed with the key; Redis errors read "redis host:port: ...". */
 int tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
     struct tor_checkpoint *cp, bool *found, tor_err *err);
 

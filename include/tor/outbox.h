@@ -15,8 +15,10 @@
 #include "tor/config.h"
 #include "tor/err.h"
 
-/* At most this many headers on one message: the configured ones plus the five
- * tor.* headers. */
+/* At most this many headers on one message: the configured ones plus the
+ * tor.* headers (five, and tor.error on a dead-lettered oversized message),
+ * so a table may configure at most TOR_MAX_HEADERS - 6 mappings
+ * (tor_outbox_new refuses more). */
 #define TOR_MAX_HEADERS 32
 
 struct tor_header {
@@ -75,16 +77,23 @@ enum {
 };
 
 /* Maps one inserted row of a bound table into msg, applying outbox.unrouted
- * to a row that no route takes.  Returns TOR_OUTBOX_MAPPED, TOR_OUTBOX_SKIPPED,
- * or -1 (unrouted = fail: "no route for aggregate type 'x' (row at pos)"). */
+ * to a row that no route takes (a NULL aggregate type included).  Returns
+ * TOR_OUTBOX_MAPPED, TOR_OUTBOX_SKIPPED, or -1: unrouted = fail ("no route
+ * for aggregate type 'x' (row <pos>)", non-printable bytes escaped), a table
+ * not bound yet, or a configured column missing from a partial row image
+ * ("schema.table.column: not in the row image; binlog_row_image must be
+ * FULL"). */
 int tor_outbox_map(struct tor_outbox *ob, int table_idx,
     const struct tor_value *values, const struct tor_row_origin *origin,
     struct tor_message *msg, tor_err *err);
 
 /* Redirects an already-mapped message that the sink refused as too large,
  * following outbox.unrouted: TOR_OUTBOX_MAPPED with msg->topic set to the
- * dead-letter topic (value kept, headers noting the reason), TOR_OUTBOX_SKIPPED,
- * or -1 with an error naming the row's position and size. */
+ * dead-letter topic (key and headers kept, value NULL since it is what was
+ * too large, plus header tor.error = "message too large (N bytes)", N being
+ * key + value + header names and values), TOR_OUTBOX_SKIPPED, or -1 with an
+ * error naming the row's position and size.  A message that is still too
+ * large for the dead-letter topic (it already carries tor.error) fails. */
 int tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
     const struct tor_row_origin *origin, tor_err *err);
 

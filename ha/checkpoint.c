@@ -1,0 +1,352 @@
+/*
+ * The group's checkpoint: a Redis hash P:{G}:checkpoint (DESIGN.md §3).
+ *
+ * Two ideas.  The checkpoint is trusted only as far as it parses: decode
+ * refuses a hash with a missing or malformed field, naming it, because
+ * resuming from a wrong position either loses or replays events — better to
+ * halt and say so.  And there is exactly one writer,
+ * tor_checkpoint_store_fenced(), so that the lease-token check the HA work
+ * adds lives in one place.  Positions typed by an operator go through
+ * tor_position_parse(), which accepts only the two forms a server can
+ * resume from.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tor/checkpoint.h"
+
+#define BAD_POSITION "bad position '%.300s': expected <file>:<pos> or a " \
+	"GTID list like 0-1-42"
+
+/* Reads a decimal number made of digits only (no sign, no space, no
+ * empty string) of at most len bytes, up to max.  strtoull alone would
+ * accept " -1" and wrap it. */
+static bool
+parse_decimal(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	if (len == 0)
+		return false;
+	for (i = 0; i < len; i++) {
+		unsigned d;
+
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		d = (unsigned)(s[i] - '0');
+		if (v > (max - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
+/* One MariaDB GTID "D-S-N": domain and server are 32-bit, seq_no 64-bit. */
+static bool
+parse_gtid(const char *s, size_t len, uint32_t *domain)
+{
+	const char *d1, *d2, *end = s + len;
+	uint64_t d, sv, n;
+
+	if ((d1 = memchr(s, '-', len)) == NULL ||
+	    (d2 = memchr(d1 + 1, '-', (size_t)(end - d1 - 1))) == NULL)
+		return false;
+	if (!parse_decimal(s, (size_t)(d1 - s), UINT32_MAX, &d) ||
+	    !parse_decimal(d1 + 1, (size_t)(d2 - d1 - 1), UINT32_MAX, &sv) ||
+	    !parse_decimal(d2 + 1, (size_t)(end - d2 - 1), UINT64_MAX, &n))
+		return false;
+	*domain = (uint32_t)d;
+	return true;
+}
+
+/* A MySQL server UUID (8-4-4-4-12 hex digits): "uuid:N" is a MySQL GTID,
+ * not a binlog file, though it has the same shape. */
+static bool
+is_uuid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len != 36)
+		return false;
+	for (i = 0; i < len; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return false;
+		} else if (!isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static int
+parse_file_pos(const char *text, const char *colon, struct tor_position *p,
+    tor_err *err)
+{
+	size_t file_len = (size_t)(colon - text);
+	uint64_t pos;
+
+	if (is_uuid(text, file_len))
+		return tor_err_set(err, BAD_POSITION " (MySQL GTIDs are not "
+		    "supported)", text);
+	if (file_len == 0 || file_len >= sizeof(p->file) ||
+	    memchr(text, '/', file_len) != NULL ||
+	    !parse_decimal(colon + 1, strlen(colon + 1), UINT64_MAX, &pos))
+		return tor_err_set(err, BAD_POSITION, text);
+	/* Bytes 0-3 are the binlog magic: no event starts before 4. */
+	if (pos < 4)
+		return tor_err_set(err, BAD_POSITION " (the position must be "
+		    "at least 4)", text);
+	memset(p, 0, sizeof(*p));
+	memcpy(p->file, text, file_len);
+	p->pos = pos;
+	return 0;
+}
+
+static int
+parse_gtid_list(const char *text, struct tor_position *p, tor_err *err)
+{
+	const char *part = text, *comma;
+	uint32_t domains[sizeof(p->gtid) / 6], domain;
+	size_t n = 0, i, len;
+
+	if (strlen(text) >= sizeof(p->gtid))
+		return tor_err_set(err, BAD_POSITION " (too long)", text);
+	for (;;) {
+		comma = strchr(part, ',');
+		len = comma != NULL ? (size_t)(comma - part) : strlen(part);
+		if (!parse_gtid(part, len, &domain))
+			return tor_err_set(err, BAD_POSITION, text);
+		/* A GTID state has one position per replication domain; two
+		 * would leave the server to pick one. */
+		for (i = 0; i < n; i++)
+			if (domains[i] == domain)
+				return tor_err_set(err, BAD_POSITION " (two GTIDs "
+				    "for domain %" PRIu32 ")", text, domain);
+		domains[n++] = domain;
+		if (comma == NULL)
+			break;
+		part = comma + 1;
+	}
+	memset(p, 0, sizeof(*p));
+	memcpy(p->gtid, text, strlen(text));
+	return 0;
+}
+
+int
+tor_position_parse(const char *text, struct tor_position *p, tor_err *err)
+{
+	const char *colon = strchr(text, ':');
+
+	if (colon != NULL)
+		return parse_file_pos(text, colon, p, err);
+	return parse_gtid_list(text, p, err);
+}
+
+int
+tor_position_format(const struct tor_position *p, char *buf, size_t cap)
+{
+	if (p->file[0] != '\0')
+		return snprintf(buf, cap, "%s:%" PRIu64, p->file, p->pos);
+	return snprintf(buf, cap, "%s", p->gtid);
+}
+
+static const char *const field_names[TOR_CHECKPOINT_FIELDS] = {
+	"file", "pos", "gtid", "epoch", "updated_ms",
+};
+
+int
+tor_checkpoint_encode(const struct tor_checkpoint *cp,
+    const char *names[TOR_CHECKPOINT_FIELDS],
+    const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap)
+{
+	size_t at = 0;
+	int i, n;
+
+	for (i = 0; i < TOR_CHECKPOINT_FIELDS; i++) {
+		names[i] = field_names[i];
+		values[i] = buf + at;
+		switch (i) {
+		case 0:
+			n = snprintf(buf + at, cap - at, "%s", cp->pos.file);
+			break;
+		case 1:
+			n = snprintf(buf + at, cap - at, "%" PRIu64, cp->pos.pos);
+			break;
+		case 2:
+			n = snprintf(buf + at, cap - at, "%s", cp->pos.gtid);
+			break;
+		case 3:
+			n = snprintf(buf + at, cap - at, "%" PRIu64, cp->epoch);
+			break;
+		default:
+			n = snprintf(buf + at, cap - at, "%" PRId64,
+			    cp->updated_ms);
+			break;
+		}
+		if (n < 0 || (size_t)n >= cap - at)
+			return -1;
+		at += (size_t)n + 1;
+	}
+	return TOR_CHECKPOINT_FIELDS;
+}
+
+static int
+decode_number(const char *name, const char *value, uint64_t max,
+    uint64_t *out, tor_err *err)
+{
+	if (!parse_decimal(value, strlen(value), max, out))
+		return tor_err_set(err, "checkpoint field '%s': not a number "
+		    "('%.64s')", name, value);
+	return 0;
+}
+
+int
+tor_checkpoint_decode(size_t n, const char *const *names,
+    const char *const *values, struct tor_checkpoint *cp, tor_err *err)
+{
+	bool have_file = false, have_pos = false;
+	uint64_t v = 0;
+	size_t i;
+
+	memset(cp, 0, sizeof(*cp));
+	for (i = 0; i < n; i++) {
+		const char *name = names[i], *value = values[i];
+
+		if (strcmp(name, "file") == 0) {
+			if (strlen(value) >= sizeof(cp->pos.file))
+				return tor_err_set(err, "checkpoint field 'file': "
+				    "too long");
+			strcpy(cp->pos.file, value);
+			have_file = true;
+		} else if (strcmp(name, "pos") == 0) {
+			if (decode_number(name, value, UINT64_MAX, &cp->pos.pos,
+			    err) == -1)
+				return -1;
+			have_pos = true;
+		} else if (strcmp(name, "gtid") == 0) {
+			if (strlen(value) >= sizeof(cp->pos.gtid))
+				return tor_err_set(err, "checkpoint field 'gtid': "
+				    "too long");
+			strcpy(cp->pos.gtid, value);
+		} else if (strcmp(name, "epoch") == 0) {
+			if (decode_number(name, value, UINT64_MAX, &cp->epoch,
+			    err) == -1)
+				return -1;
+		} else if (strcmp(name, "updated_ms") == 0) {
+			if (decode_number(name, value, INT64_MAX, &v, err) == -1)
+				return -1;
+			cp->updated_ms = (int64_t)v;
+		}
+		/* Any other field (the HA work's mac, for one) is not ours to
+		 * judge yet. */
+	}
+	if (!have_file)
+		return tor_err_set(err, "checkpoint field 'file': missing");
+	if (!have_pos)
+		return tor_err_set(err, "checkpoint field 'pos': missing");
+	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
+		return tor_err_set(err, "checkpoint names no position (fields "
+		    "'file' and 'gtid' are both empty)");
+	return 0;
+}
+
+int
+tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_checkpoint *cp, bool *found, tor_err *err)
+{
+	const char *argv[2], **names = NULL, **values = NULL;
+	char key[512];
+	redisReply *reply;
+	size_t n, i;
+	int rc = -1;
+
+	*found = false;
+	tor_redis_key(cfg, "checkpoint", key, sizeof(key));
+	argv[0] = "HGETALL";
+	argv[1] = key;
+	if ((reply = tor_redis_command(r, 2, argv, NULL, err)) == NULL)
+		return -1;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+		tor_err_set(err, "%s: HGETALL: unexpected reply", key);
+		goto out;
+	}
+	if (reply->elements == 0) {
+		rc = 0;
+		goto out;
+	}
+	n = reply->elements / 2;
+	names = calloc(n, sizeof(*names));
+	values = calloc(n, sizeof(*values));
+	if (names == NULL || values == NULL) {
+		tor_err_set(err, "%s: out of memory", key);
+		goto out;
+	}
+	for (i = 0; i < reply->elements; i++) {
+		const redisReply *e = reply->element[i];
+
+		/* A NUL inside a field would cut it short unseen: "12\0x"
+		 * must not read as pos 12. */
+		if (e->type != REDIS_REPLY_STRING || strlen(e->str) != e->len) {
+			tor_err_set(err, "%s: field %zu is not a plain string",
+			    key, i / 2);
+			goto out;
+		}
+		if (i % 2 == 0)
+			names[i / 2] = e->str;
+		else
+			values[i / 2] = e->str;
+	}
+	if (tor_checkpoint_decode(n, names, values, cp, err) == -1) {
+		tor_err_prefix(err, "%s: ", key);
+		goto out;
+	}
+	*found = true;
+	rc = 0;
+out:
+	free(names);
+	free(values);
+	freeReplyObject(reply);
+	return rc;
+}
+
+int
+tor_checkpoint_store_fenced(struct tor_redis *r,
+    const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err)
+{
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	const char *argv[2 + 2 * TOR_CHECKPOINT_FIELDS];
+	char key[512], buf[TOR_CHECKPOINT_BUF];
+	struct timespec now;
+	redisReply *reply;
+	int n, i;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	cp->updated_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	if ((n = tor_checkpoint_encode(cp, names, values, buf,
+	    sizeof(buf))) < 0)
+		return tor_err_set(err, "checkpoint: position too long to encode");
+
+	tor_redis_key(cfg, "checkpoint", key, sizeof(key));
+	argv[0] = "HSET";
+	argv[1] = key;
+	for (i = 0; i < n; i++) {
+		argv[2 + 2 * i] = names[i];
+		argv[3 + 2 * i] = values[i];
+	}
+	/*
+	 * One HSET sets every field at once, so a reader never sees a file
+	 * of one write with the pos of another.  It is not fenced yet: the HA
+	 * issue turns this into a Lua script that first checks that the lease
+	 * still holds cp->epoch and refuses a zombie's write.
+	 */
+	if ((reply = tor_redis_command(r, 2 + 2 * n, argv, NULL, err)) == NULL)
+		return -1;
+	freeReplyObject(reply);
+	return 0;
+}

@@ -1,0 +1,491 @@
+/*
+ * Outbox rows to Kafka messages (DESIGN.md §4).
+ *
+ * Two ideas keep the per-row path cheap and the failures loud.  Column names
+ * are resolved to indexes once per table map (tor_outbox_bind), so mapping a
+ * row is a few array lookups, one route match and a handful of small
+ * formatted numbers.  And nothing is copied: a message points into the row's
+ * values and into buffers owned by the handle, which is why a message lives
+ * only until the next call.  A row that no route takes, or a message the
+ * sink refuses as too large, goes through one policy (outbox.unrouted):
+ * halt, skip, or the dead-letter topic — never a silent drop.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tor/outbox.h"
+
+/* The tor.* headers: id, type, pos, epoch, ts, and error (oversized only). */
+#define TOR_OWN_HEADERS 6
+#define MAX_CONFIGURED_HEADERS (TOR_MAX_HEADERS - TOR_OWN_HEADERS)
+
+/* Kafka's limit on topic names (and its legal characters, below). */
+#define TOPIC_MAX 249
+
+#define TYPE_PLACEHOLDER "${aggregate_type}"
+
+/* Column indexes of one outbox table in the current table map. */
+struct binding {
+	bool bound;
+	int id;                 /* -1 when no id column is configured */
+	int key;
+	int type;
+	int payload;
+	int *headers;           /* one per configured header mapping */
+};
+
+struct tor_outbox {
+	const struct tor_config *cfg;
+	struct binding *binds;  /* one per cfg->outbox.tables entry */
+
+	char *type_buf;         /* the aggregate type, NUL-terminated for regexec */
+	size_t type_cap;
+	char topic[TOPIC_MAX + 1];      /* a topic built from topic_template */
+	char epoch[24];                 /* tor.epoch value */
+	char ts[24];                    /* tor.ts value */
+	char error[64];                 /* tor.error value */
+};
+
+struct tor_outbox *
+tor_outbox_new(const struct tor_config *cfg, tor_err *err)
+{
+	struct tor_outbox *ob;
+	size_t i;
+
+	/* Found here rather than at the first row: the limit is a property of
+	 * the configuration, and the relay should refuse it at start. */
+	for (i = 0; i < cfg->outbox.n_tables; i++) {
+		const struct tor_outbox_table *t = &cfg->outbox.tables[i];
+
+		if (t->n_headers > MAX_CONFIGURED_HEADERS) {
+			tor_err_set(err, "%s.%s: %zu header mappings, at most %d "
+			    "(outbox table at %s:%d)", t->schema, t->table,
+			    t->n_headers, MAX_CONFIGURED_HEADERS,
+			    cfg->path != NULL ? cfg->path : "?", t->line);
+			return NULL;
+		}
+	}
+
+	if ((ob = calloc(1, sizeof(*ob))) == NULL)
+		goto nomem;
+	ob->cfg = cfg;
+	if (cfg->outbox.n_tables > 0 &&
+	    (ob->binds = calloc(cfg->outbox.n_tables, sizeof(*ob->binds))) == NULL)
+		goto nomem;
+	for (i = 0; i < cfg->outbox.n_tables; i++) {
+		size_t n = cfg->outbox.tables[i].n_headers;
+
+		if (n > 0 && (ob->binds[i].headers =
+		    calloc(n, sizeof(*ob->binds[i].headers))) == NULL)
+			goto nomem;
+	}
+	return ob;
+
+nomem:
+	tor_outbox_free(ob);
+	tor_err_set(err, "outbox: out of memory");
+	return NULL;
+}
+
+void
+tor_outbox_free(struct tor_outbox *ob)
+{
+	size_t i;
+
+	if (ob == NULL)
+		return;
+	if (ob->binds != NULL)
+		for (i = 0; i < ob->cfg->outbox.n_tables; i++)
+			free(ob->binds[i].headers);
+	free(ob->binds);
+	free(ob->type_buf);
+	free(ob);
+}
+
+/* Schema and table names compare exactly: MySQL on Linux keeps them as
+ * file names, which are case-sensitive. */
+int
+tor_outbox_find_table(const struct tor_outbox *ob, const char *schema,
+    size_t schema_len, const char *table, size_t table_len)
+{
+	size_t i;
+
+	for (i = 0; i < ob->cfg->outbox.n_tables; i++) {
+		const struct tor_outbox_table *t = &ob->cfg->outbox.tables[i];
+
+		if (strlen(t->schema) == schema_len &&
+		    strlen(t->table) == table_len &&
+		    memcmp(t->schema, schema, schema_len) == 0 &&
+		    memcmp(t->table, table, table_len) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Column names compare case-insensitively, as MySQL's do. */
+static int
+column_index(const struct tor_table_map *tm, const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < tm->ncols; i++)
+		if (tm->cols[i].name != NULL &&
+		    strcasecmp(tm->cols[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int
+bind_column(const struct tor_config *cfg, const struct tor_outbox_table *t,
+    const struct tor_table_map *tm, const char *name, int *idx, tor_err *err)
+{
+	if ((*idx = column_index(tm, name)) < 0)
+		return tor_err_set(err, "%s.%s.%s: no such column (outbox table "
+		    "at %s:%d)", t->schema, t->table, name,
+		    cfg->path != NULL ? cfg->path : "?", t->line);
+	return 0;
+}
+
+int
+tor_outbox_bind(struct tor_outbox *ob, int table_idx,
+    const struct tor_table_map *tm, tor_err *err)
+{
+	const struct tor_outbox_table *t;
+	struct binding *b;
+	size_t i;
+
+	if (table_idx < 0 || (size_t)table_idx >= ob->cfg->outbox.n_tables)
+		return tor_err_set(err, "outbox: no outbox table %d", table_idx);
+	t = &ob->cfg->outbox.tables[table_idx];
+	b = &ob->binds[table_idx];
+
+	/* A failed bind leaves the table unbound, so that rows of a table whose
+	 * new map lacks a column are refused rather than mapped by the old
+	 * indexes. */
+	b->bound = false;
+	b->id = -1;
+	if (t->col_id != NULL &&
+	    bind_column(ob->cfg, t, tm, t->col_id, &b->id, err) == -1)
+		return -1;
+	if (bind_column(ob->cfg, t, tm, t->col_key, &b->key, err) == -1 ||
+	    bind_column(ob->cfg, t, tm, t->col_type, &b->type, err) == -1 ||
+	    bind_column(ob->cfg, t, tm, t->col_payload, &b->payload, err) == -1)
+		return -1;
+	for (i = 0; i < t->n_headers; i++)
+		if (bind_column(ob->cfg, t, tm, t->headers[i].column,
+		    &b->headers[i], err) == -1)
+			return -1;
+	b->bound = true;
+	return 0;
+}
+
+static bool
+topic_valid(const char *topic, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > TOPIC_MAX)
+		return false;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)topic[i];
+
+		if (!isalnum(c) && c != '.' && c != '_' && c != '-')
+			return false;
+	}
+	return true;
+}
+
+/* Expands topic_template into ob->topic; NULL when the result is not a
+ * legal topic name (too long, or the type brought in a bad character). */
+static const char *
+expand_template(struct tor_outbox *ob, const char *type, size_t type_len)
+{
+	const char *tmpl = ob->cfg->outbox.topic_template, *at;
+	const size_t ph_len = sizeof(TYPE_PLACEHOLDER) - 1;
+	size_t len = 0, n;
+
+	while (*tmpl != '\0') {
+		if ((at = strstr(tmpl, TYPE_PLACEHOLDER)) == NULL)
+			at = tmpl + strlen(tmpl);
+		n = (size_t)(at - tmpl);
+		if (len + n > TOPIC_MAX)
+			return NULL;
+		memcpy(ob->topic + len, tmpl, n);
+		len += n;
+		tmpl = at;
+		if (*tmpl == '\0')
+			break;
+		if (len + type_len > TOPIC_MAX)
+			return NULL;
+		memcpy(ob->topic + len, type, type_len);
+		len += type_len;
+		tmpl += ph_len;
+	}
+	ob->topic[len] = '\0';
+	return topic_valid(ob->topic, len) ? ob->topic : NULL;
+}
+
+/* Makes room for a type of len bytes and its NUL.  Kept apart so that
+ * tor_outbox_map can tell running out of memory from "no route": under
+ * unrouted = skip, the one would otherwise pass for the other. */
+static int
+reserve_type(struct tor_outbox *ob, size_t len)
+{
+	char *p;
+
+	if (len + 1 <= ob->type_cap)
+		return 0;
+	if ((p = realloc(ob->type_buf, len + 1)) == NULL)
+		return -1;
+	ob->type_buf = p;
+	ob->type_cap = len + 1;
+	return 0;
+}
+
+const char *
+tor_outbox_route(struct tor_outbox *ob, const uint8_t *type, size_t type_len)
+{
+	const struct tor_config *cfg = ob->cfg;
+	size_t i;
+
+	/* A NUL inside the type would cut it short for regexec and match on a
+	 * prefix: such a type matches no route (nor makes a legal topic). */
+	if (type_len > 0 && memchr(type, '\0', type_len) != NULL)
+		return NULL;
+	if (reserve_type(ob, type_len) == -1)
+		return NULL;
+	if (type_len > 0)
+		memcpy(ob->type_buf, type, type_len);
+	ob->type_buf[type_len] = '\0';
+
+	for (i = 0; i < cfg->outbox.n_routes; i++)
+		if (regexec(&cfg->outbox.routes[i].re, ob->type_buf, 0, NULL,
+		    0) == 0)
+			return cfg->outbox.routes[i].topic;
+	if (cfg->outbox.topic_template == NULL ||
+	    cfg->outbox.topic_template[0] == '\0')
+		return NULL;
+	return expand_template(ob, ob->type_buf, type_len);
+}
+
+/* Writes bytes for an error message: printable ASCII as is, the rest (and
+ * the quote and backslash) escaped, cut at about 100 bytes. */
+static void
+escape_bytes(const uint8_t *s, size_t len, char *buf, size_t cap)
+{
+	size_t at = 0, i;
+
+	for (i = 0; i < len && at + 8 < cap; i++) {
+		if (at > 100) {
+			memcpy(buf + at, "...", 3);
+			at += 3;
+			break;
+		}
+		if (s[i] == '\'' || s[i] == '\\')
+			at += (size_t)snprintf(buf + at, cap - at, "\\%c", s[i]);
+		else if (s[i] < 0x20 || s[i] >= 0x7f)
+			at += (size_t)snprintf(buf + at, cap - at, "\\x%02x",
+			    s[i]);
+		else
+			buf[at++] = (char)s[i];
+	}
+	buf[at] = '\0';
+}
+
+static const char *
+origin_pos(const struct tor_row_origin *origin)
+{
+	return origin->pos != NULL ? origin->pos : "?";
+}
+
+static void
+add_header(struct tor_message *msg, const char *name, const uint8_t *value,
+    size_t len)
+{
+	struct tor_header *h = &msg->headers[msg->n_headers++];
+
+	h->name = name;
+	h->value = value;
+	h->len = len;
+}
+
+static void
+add_value_header(struct tor_message *msg, const char *name,
+    const struct tor_value *v)
+{
+	if (v->is_null)
+		add_header(msg, name, NULL, 0);
+	else
+		add_header(msg, name, v->data, v->len);
+}
+
+/* Every configured column must be in the row image: a partial image
+ * (binlog_row_image MINIMAL or NOBLOB) would publish holes. */
+static int
+check_present(const struct tor_outbox_table *t, const struct binding *b,
+    const struct tor_value *values, tor_err *err)
+{
+	const char *missing = NULL;
+	size_t i;
+
+	if (b->id >= 0 && !values[b->id].present)
+		missing = t->col_id;
+	else if (!values[b->key].present)
+		missing = t->col_key;
+	else if (!values[b->type].present)
+		missing = t->col_type;
+	else if (!values[b->payload].present)
+		missing = t->col_payload;
+	for (i = 0; missing == NULL && i < t->n_headers; i++)
+		if (!values[b->headers[i]].present)
+			missing = t->headers[i].column;
+	if (missing != NULL)
+		return tor_err_set(err, "%s.%s.%s: not in the row image; "
+		    "binlog_row_image must be FULL", t->schema, t->table, missing);
+	return 0;
+}
+
+int
+tor_outbox_map(struct tor_outbox *ob, int table_idx,
+    const struct tor_value *values, const struct tor_row_origin *origin,
+    struct tor_message *msg, tor_err *err)
+{
+	const struct tor_config *cfg = ob->cfg;
+	const struct tor_outbox_table *t;
+	const struct tor_value *type, *key, *payload;
+	const struct binding *b;
+	char shown[512];
+	size_t i;
+
+	if (table_idx < 0 || (size_t)table_idx >= cfg->outbox.n_tables)
+		return tor_err_set(err, "outbox: no outbox table %d", table_idx);
+	t = &cfg->outbox.tables[table_idx];
+	b = &ob->binds[table_idx];
+	if (!b->bound)
+		return tor_err_set(err, "%s.%s: row before a table map was "
+		    "bound (row %s)", t->schema, t->table, origin_pos(origin));
+	if (check_present(t, b, values, err) == -1)
+		return -1;
+
+	type = &values[b->type];
+	key = &values[b->key];
+	payload = &values[b->payload];
+
+	memset(msg, 0, sizeof(*msg));
+	/* A NULL type has nothing to match; it is unrouted like any other. */
+	if (!type->is_null) {
+		if (reserve_type(ob, type->len) == -1)
+			return tor_err_set(err, "outbox: out of memory (row %s)",
+			    origin_pos(origin));
+		msg->topic = tor_outbox_route(ob, type->data, type->len);
+	}
+	if (msg->topic == NULL) {
+		switch (cfg->outbox.unrouted) {
+		case TOR_UNROUTED_SKIP:
+			return TOR_OUTBOX_SKIPPED;
+		case TOR_UNROUTED_DLQ:
+			msg->topic = cfg->outbox.dlq_topic;
+			break;
+		case TOR_UNROUTED_FAIL:
+		default:
+			if (type->is_null)
+				return tor_err_set(err, "no route for aggregate "
+				    "type NULL (row %s)", origin_pos(origin));
+			escape_bytes(type->data, type->len, shown,
+			    sizeof(shown));
+			return tor_err_set(err, "no route for aggregate type "
+			    "'%s' (row %s)", shown, origin_pos(origin));
+		}
+	}
+
+	if (!key->is_null) {
+		msg->key = key->data;
+		msg->key_len = key->len;
+	}
+	if (!payload->is_null) {
+		msg->value = payload->data;
+		msg->value_len = payload->len;
+	}
+	/* A zero-length key or payload must stay distinguishable from NULL. */
+	if (msg->key == NULL && !key->is_null)
+		msg->key = (const uint8_t *)"";
+	if (msg->value == NULL && !payload->is_null)
+		msg->value = (const uint8_t *)"";
+
+	for (i = 0; i < t->n_headers; i++)
+		add_value_header(msg, t->headers[i].header,
+		    &values[b->headers[i]]);
+	if (b->id >= 0)
+		add_value_header(msg, "tor.id", &values[b->id]);
+	add_value_header(msg, "tor.type", type);
+	if (origin->pos != NULL)
+		add_header(msg, "tor.pos", (const uint8_t *)origin->pos,
+		    strlen(origin->pos));
+	else
+		add_header(msg, "tor.pos", NULL, 0);
+	snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64, origin->epoch);
+	add_header(msg, "tor.epoch", (const uint8_t *)ob->epoch,
+	    strlen(ob->epoch));
+	snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
+	add_header(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
+	return TOR_OUTBOX_MAPPED;
+}
+
+/* The bytes tor hands the sink for msg: key, value, header names and
+ * values.  The broker's own count adds framing; this is what the operator
+ * can act on. */
+static size_t
+message_size(const struct tor_message *msg)
+{
+	size_t n = msg->key_len + msg->value_len, i;
+
+	for (i = 0; i < msg->n_headers; i++)
+		n += strlen(msg->headers[i].name) + msg->headers[i].len;
+	return n;
+}
+
+int
+tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err)
+{
+	const struct tor_config *cfg = ob->cfg;
+	size_t size = message_size(msg), i;
+
+	switch (cfg->outbox.unrouted) {
+	case TOR_UNROUTED_SKIP:
+		return TOR_OUTBOX_SKIPPED;
+	case TOR_UNROUTED_DLQ:
+		/* Already stripped once: the key and headers alone are too
+		 * large, and there is nothing left to drop. */
+		for (i = 0; i < msg->n_headers; i++)
+			if (strcmp(msg->headers[i].name, "tor.error") == 0)
+				return tor_err_set(err, "message too large "
+				    "(%zu bytes) even without its value for "
+				    "dead-letter topic '%s' (row %s)", size,
+				    cfg->outbox.dlq_topic, origin_pos(origin));
+		if (msg->n_headers >= TOR_MAX_HEADERS)
+			return tor_err_set(err, "message too large (%zu bytes), "
+			    "no room for its tor.error header (row %s)", size,
+			    origin_pos(origin));
+		/* The value is what made it too large; the key and headers
+		 * are enough for someone to find the row and replay it. */
+		msg->topic = cfg->outbox.dlq_topic;
+		msg->value = NULL;
+		msg->value_len = 0;
+		snprintf(ob->error, sizeof(ob->error),
+		    "message too large (%zu bytes)", size);
+		add_header(msg, "tor.error", (const uint8_t *)ob->error,
+		    strlen(ob->error));
+		return TOR_OUTBOX_MAPPED;
+	case TOR_UNROUTED_FAIL:
+	default:
+		return tor_err_set(err, "message too large (%zu bytes) for "
+		    "topic '%s' (row %s)", size,
+		    msg->topic != NULL ? msg->topic : "?", origin_pos(origin));
+	}
+}

@@ -1,0 +1,819 @@
+/*
+ * Unit tests of ha/checkpoint.c and ha/redis.c: positions, the checkpoint's
+ * hash encoding, and load/store against a real Redis.
+ *
+ * The Redis-backed tests start their own redis-server on a free port (no
+ * persistence, bound to 127.0.0.1) and stop it in the teardown, which cmocka
+ * runs even when a test fails.  The server is also told to die with us
+ * (PR_SET_PDEATHSIG), so a crashed test run leaves no process behind.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tor/checkpoint.h"
+
+/* ---- positions ---- */
+
+static void
+parse_ok(const char *text, const char *file, uint64_t pos, const char *gtid)
+{
+	struct tor_position p;
+	tor_err err = { "" };
+
+	memset(&p, 0xa5, sizeof(p));
+	if (tor_position_parse(text, &p, &err) != 0)
+		fail_msg("'%s': %s", text, err.msg);
+	assert_string_equal(p.file, file);
+	assert_true(p.pos == pos);
+	assert_string_equal(p.gtid, gtid);
+}
+
+static void
+parse_bad(const char *text, const char *reason)
+{
+	struct tor_position p;
+	tor_err err = { "" };
+	char want[600];
+
+	/* The message quotes at most 300 bytes of the text. */
+	snprintf(want, sizeof(want), "bad position '%.300s': expected "
+	    "<file>:<pos> or a GTID list like 0-1-42%s", text, reason);
+	assert_int_equal(tor_position_parse(text, &p, &err), -1);
+	assert_string_equal(err.msg, want);
+}
+
+static void
+test_position_parse_file_pos(void **state)
+{
+	(void)state;
+	parse_ok("mysql-bin.000003:1234", "mysql-bin.000003", 1234, "");
+	parse_ok("b:4", "b", 4, "");
+	parse_ok("mysql-bin.000001:18446744073709551615", "mysql-bin.000001",
+	    UINT64_MAX, "");
+
+	parse_bad("mysql-bin.000003:3", " (the position must be at least 4)");
+	parse_bad("mysql-bin.000003:0", " (the position must be at least 4)");
+	parse_bad("mysql-bin.000001:18446744073709551616", "");
+	parse_bad(":1234", "");
+	parse_bad("/var/lib/mysql/mysql-bin.000003:1234", "");
+	parse_bad("mysql-bin.000003:", "");
+	parse_bad("mysql-bin.000003:12x", "");
+	parse_bad("mysql-bin.000003:-5", "");
+	parse_bad("mysql-bin.000003: 5", "");
+	parse_bad("mysql-bin.000003:+5", "");
+	parse_bad("a:b:5", "");
+	/* A MySQL GTID set is not a MariaDB GTID list. */
+	parse_bad("3e11fa47-71ca-11e1-9e33-c80aa9429562:23",
+	    " (MySQL GTIDs are not supported)");
+	parse_bad("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
+	    " (MySQL GTIDs are not supported)");
+}
+
+static void
+test_position_parse_gtid(void **state)
+{
+	char longlist[700];
+	size_t at = 0;
+	int i;
+
+	(void)state;
+	parse_ok("0-1-42", "", 0, "0-1-42");
+	parse_ok("0-1-42,1-2-7", "", 0, "0-1-42,1-2-7");
+	parse_ok("4294967295-4294967295-18446744073709551615", "", 0,
+	    "4294967295-4294967295-18446744073709551615");
+
+	parse_bad("0-1-42,0-2-43", " (two GTIDs for domain 0)");
+	parse_bad("1-1-1,2-1-1,1-1-2", " (two GTIDs for domain 1)");
+	parse_bad("", "");
+	parse_bad("end", "");
+	parse_bad("0-1", "");
+	parse_bad("0-1-", "");
+	parse_bad("0-1-42,", "");
+	parse_bad(",0-1-42", "");
+	parse_bad("0--1-42", "");
+	parse_bad("0-1-42-5", "");
+	parse_bad("0-1-42 ", "");
+	parse_bad("0-1-x", "");
+	parse_bad("4294967296-1-1", "");
+	parse_bad("0-4294967296-1", "");
+	parse_bad("0-1-18446744073709551616", "");
+
+	for (i = 0; at < 600; i++)
+		at += (size_t)snprintf(longlist + at, sizeof(longlist) - at,
+		    "%s%d-1-1", i > 0 ? "," : "", i);
+	parse_bad(longlist, " (too long)");
+}
+
+static void
+test_position_format(void **state)
+{
+	struct tor_position p = { .file = "mysql-bin.000003", .pos = 1234,
+	    .gtid = "0-1-42" };
+	char buf[64];
+
+	(void)state;
+	assert_int_equal(tor_position_format(&p, buf, sizeof(buf)), 21);
+	assert_string_equal(buf, "mysql-bin.000003:1234");
+	/* snprintf semantics: the length it would have had. */
+	assert_int_equal(tor_position_format(&p, buf, 5), 21);
+	assert_string_equal(buf, "mysq");
+	p.file[0] = '\0';
+	assert_int_equal(tor_position_format(&p, buf, sizeof(buf)), 6);
+	assert_string_equal(buf, "0-1-42");
+}
+
+static void
+test_position_round_trip(void **state)
+{
+	const char *texts[] = { "mysql-bin.000003:1234", "0-1-42,1-2-7" };
+	struct tor_position p, q;
+	tor_err err;
+	char buf[600];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		assert_int_equal(tor_position_parse(texts[i], &p, &err), 0);
+		tor_position_format(&p, buf, sizeof(buf));
+		assert_string_equal(buf, texts[i]);
+		assert_int_equal(tor_position_parse(buf, &q, &err), 0);
+		assert_memory_equal(&p, &q, sizeof(p));
+	}
+}
+
+/* ---- encoding ---- */
+
+static void
+test_encode_decode(void **state)
+{
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234, .gtid = "0-1-42,1-2-7" }, .epoch = UINT64_MAX,
+	    .updated_ms = 1700000000123 }, back;
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF];
+	tor_err err = { "" };
+
+	(void)state;
+	assert_int_equal(tor_checkpoint_encode(&cp, names, values, buf,
+	    sizeof(buf)), 5);
+	assert_string_equal(names[0], "file");
+	assert_string_equal(values[0], "mysql-bin.000003");
+	assert_string_equal(names[1], "pos");
+	assert_string_equal(values[1], "1234");
+	assert_string_equal(names[2], "gtid");
+	assert_string_equal(values[2], "0-1-42,1-2-7");
+	assert_string_equal(names[3], "epoch");
+	assert_string_equal(values[3], "18446744073709551615");
+	assert_string_equal(names[4], "updated_ms");
+	assert_string_equal(values[4], "1700000000123");
+
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(5, names, values, &back, &err), 0);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+
+	/* A buffer too small for the values fails rather than truncating. */
+	assert_int_equal(tor_checkpoint_encode(&cp, names, values, buf, 40), -1);
+}
+
+static void
+test_encode_largest(void **state)
+{
+	struct tor_checkpoint cp = { .epoch = UINT64_MAX, .updated_ms = INT64_MAX,
+	    .pos = { .pos = UINT64_MAX } };
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF];
+
+	(void)state;
+	memset(cp.pos.file, 'f', sizeof(cp.pos.file) - 1);
+	memset(cp.pos.gtid, 'g', sizeof(cp.pos.gtid) - 1);
+	assert_int_equal(tor_checkpoint_encode(&cp, names, values, buf,
+	    sizeof(buf)), 5);
+}
+
+static void
+decode_bad(size_t n, const char *const *names, const char *const *values,
+    const char *want)
+{
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+
+	assert_int_equal(tor_checkpoint_decode(n, names, values, &cp, &err), -1);
+	assert_string_equal(err.msg, want);
+}
+
+static void
+test_decode_errors(void **state)
+{
+	const char *names[] = { "file", "pos", "gtid", "epoch", "updated_ms",
+	    "mac" };
+	const char *values[] = { "mysql-bin.000003", "1234", "", "7",
+	    "1700000000123", "future" };
+	const char *bad[6];
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+	char longv[600];
+
+	(void)state;
+	/* An unknown field (the HA work's mac) is ignored. */
+	assert_int_equal(tor_checkpoint_decode(6, names, values, &cp, &err), 0);
+	assert_string_equal(cp.pos.file, "mysql-bin.000003");
+	assert_true(cp.pos.pos == 1234 && cp.epoch == 7 &&
+	    cp.updated_ms == 1700000000123);
+
+	/* Only file and pos are required; order does not matter. */
+	assert_int_equal(tor_checkpoint_decode(2, names, values, &cp, &err), 0);
+	assert_true(cp.epoch == 0 && cp.updated_ms == 0);
+	{
+		const char *rn[] = { "pos", "gtid", "file" };
+		const char *rv[] = { "0", "0-1-42", "" };
+
+		assert_int_equal(tor_checkpoint_decode(3, rn, rv, &cp, &err), 0);
+		assert_string_equal(cp.pos.gtid, "0-1-42");
+	}
+
+	decode_bad(0, names, values, "checkpoint field 'file': missing");
+	decode_bad(1, names + 1, values + 1, "checkpoint field 'file': missing");
+	decode_bad(1, names, values, "checkpoint field 'pos': missing");
+	decode_bad(3, names + 2, values + 2, "checkpoint field 'file': missing");
+
+	memcpy(bad, values, sizeof(bad));
+	bad[1] = "12x";
+	decode_bad(5, names, bad, "checkpoint field 'pos': not a number "
+	    "('12x')");
+	bad[1] = "";
+	decode_bad(5, names, bad, "checkpoint field 'pos': not a number ('')");
+	bad[1] = "-1";
+	decode_bad(5, names, bad, "checkpoint field 'pos': not a number ('-1')");
+	bad[1] = "18446744073709551616";
+	decode_bad(5, names, bad, "checkpoint field 'pos': not a number "
+	    "('18446744073709551616')");
+
+	memcpy(bad, values, sizeof(bad));
+	bad[3] = "seven";
+	decode_bad(5, names, bad, "checkpoint field 'epoch': not a number "
+	    "('seven')");
+
+	memcpy(bad, values, sizeof(bad));
+	bad[4] = "1.5";
+	decode_bad(5, names, bad, "checkpoint field 'updated_ms': not a number "
+	    "('1.5')");
+	bad[4] = "9223372036854775808";
+	decode_bad(5, names, bad, "checkpoint field 'updated_ms': not a number "
+	    "('9223372036854775808')");
+
+	memcpy(bad, values, sizeof(bad));
+	bad[0] = "";
+	decode_bad(5, names, bad, "checkpoint names no position (fields 'file' "
+	    "and 'gtid' are both empty)");
+
+	memset(longv, 'x', sizeof(longv) - 1);
+	longv[sizeof(longv) - 1] = '\0';
+	memcpy(bad, values, sizeof(bad));
+	bad[0] = longv;
+	decode_bad(5, names, bad, "checkpoint field 'file': too long");
+	memcpy(bad, values, sizeof(bad));
+	bad[2] = longv;
+	decode_bad(5, names, bad, "checkpoint field 'gtid': too long");
+}
+
+/* ---- a private redis-server ---- */
+
+struct server {
+	pid_t pid;
+	int port;
+	const char *password;   /* --requirepass, or NULL */
+	struct tor_config cfg;
+};
+
+static int
+free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd, port;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* True once the server answers anything (NOAUTH counts) to PING. */
+static bool
+server_answers(int port)
+{
+	struct timeval tv = { 0, 200000 };
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+	redisReply *reply;
+	bool up = false;
+
+	if (c != NULL && c->err == 0) {
+		reply = redisCommand(c, "PING");
+		up = reply != NULL;
+		if (reply != NULL)
+			freeReplyObject(reply);
+	}
+	if (c != NULL)
+		redisFree(c);
+	return up;
+}
+
+static void
+server_start(struct server *s)
+{
+	pid_t parent = getpid();
+	char port[16];
+	int i, status, fd;
+
+	snprintf(port, sizeof(port), "%d", s->port);
+	s->pid = fork();
+	assert_true(s->pid >= 0);
+	if (s->pid == 0) {
+		/* Die with the test, even if it crashes. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+			dup2(fd, STDIN_FILENO);
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		if (s->password != NULL)
+			execlp("redis-server", "redis-server", "--port", port,
+			    "--bind", "127.0.0.1", "--save", "", "--appendonly",
+			    "no", "--requirepass", s->password, (char *)NULL);
+		else
+			execlp("redis-server", "redis-server", "--port", port,
+			    "--bind", "127.0.0.1", "--save", "", "--appendonly",
+			    "no", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 100; i++) {
+		if (server_answers(s->port))
+			return;
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			s->pid = 0;
+			fail_msg("redis-server on port %d exited at start",
+			    s->port);
+		}
+		sleep_ms(50);
+	}
+	/* cmocka skips the teardown of a failed setup: stop it here. */
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, &status, 0);
+	s->pid = 0;
+	fail_msg("redis-server on port %d did not answer PING", s->port);
+}
+
+static void
+server_stop(struct server *s, int sig)
+{
+	int status;
+
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, sig);
+	/* A stopped server holds SIGTERM pending until continued. */
+	kill(s->pid, SIGCONT);
+	waitpid(s->pid, &status, 0);
+	s->pid = 0;
+}
+
+static void
+config_for(struct server *s)
+{
+	memset(&s->cfg, 0, sizeof(s->cfg));
+	s->cfg.group = (char *)"orders";
+	s->cfg.redis.host = (char *)"127.0.0.1";
+	s->cfg.redis.port = s->port;
+	s->cfg.redis.password = (char *)"";
+	s->cfg.redis.prefix = (char *)"tor";
+	s->cfg.redis.timeout_ms = 2000;
+}
+
+static int
+setup_server(void **state)
+{
+	struct server *s = calloc(1, sizeof(*s));
+
+	assert_non_null(s);
+	s->port = free_port();
+	config_for(s);
+	*state = s;
+	server_start(s);
+	return 0;
+}
+
+static int
+setup_server_auth(void **state)
+{
+	struct server *s = calloc(1, sizeof(*s));
+
+	assert_non_null(s);
+	s->port = free_port();
+	s->password = "s3cret-pw";
+	config_for(s);
+	*state = s;
+	server_start(s);
+	return 0;
+}
+
+static int
+teardown_server(void **state)
+{
+	struct server *s = *state;
+
+	server_stop(s, SIGTERM);
+	free(s);
+	return 0;
+}
+
+/* A plain hiredis connection, to look at Redis without our code. */
+static redisContext *
+raw_connect(const struct server *s)
+{
+	struct timeval tv = { 2, 0 };
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+
+	assert_non_null(c);
+	assert_int_equal(c->err, 0);
+	return c;
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+test_redis_key(void **state)
+{
+	struct tor_config cfg = { .group = (char *)"orders" };
+	char buf[64];
+
+	(void)state;
+	cfg.redis.prefix = (char *)"tor";
+	tor_redis_key(&cfg, "checkpoint", buf, sizeof(buf));
+	assert_string_equal(buf, "tor:{orders}:checkpoint");
+	cfg.redis.prefix = (char *)"x";
+	cfg.group = (char *)"g";
+	tor_redis_key(&cfg, "lease", buf, sizeof(buf));
+	assert_string_equal(buf, "x:{g}:lease");
+}
+
+static void
+test_store_load(void **state)
+{
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234, .gtid = "0-1-42" }, .epoch = 7 }, back;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	redisContext *c = raw_connect(s);
+	redisReply *reply;
+	tor_err err = { "" };
+	char want[32];
+	int64_t before, after;
+	bool found = true;
+
+	assert_non_null(r);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_false(found);
+
+	before = now_ms();
+	if (tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err) != 0)
+		fail_msg("store: %s", err.msg);
+	after = now_ms();
+	assert_true(cp.updated_ms >= before && cp.updated_ms <= after);
+
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+
+	/* The raw hash, as another tool (tor status, redis-cli) sees it. */
+	reply = redisCommand(c, "HGETALL tor:{orders}:checkpoint");
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(reply->elements, 10);
+	snprintf(want, sizeof(want), "%lld", (long long)cp.updated_ms);
+	{
+		const char *expect[] = { "file", "mysql-bin.000003", "pos", "1234",
+		    "gtid", "0-1-42", "epoch", "7", "updated_ms", want };
+		size_t i;
+
+		for (i = 0; i < 10; i++)
+			assert_string_equal(reply->element[i]->str, expect[i]);
+	}
+	freeReplyObject(reply);
+
+	/* A second store overwrites every field. */
+	cp.pos.pos = 5678;
+	cp.pos.gtid[0] = '\0';
+	cp.epoch = 8;
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found && back.pos.pos == 5678 && back.epoch == 8);
+	assert_string_equal(back.pos.gtid, "");
+
+	/* Another group has no checkpoint. */
+	s->cfg.group = (char *)"payments";
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_false(found);
+	s->cfg.group = (char *)"orders";
+
+	/* A tampered hash is refused, naming the key and the field; a future
+	 * field is not. */
+	reply = redisCommand(c, "HSET tor:{orders}:checkpoint mac abc");
+	freeReplyObject(reply);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found);
+	reply = redisCommand(c, "HSET tor:{orders}:checkpoint pos 12abc");
+	freeReplyObject(reply);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err),
+	    -1);
+	assert_false(found);
+	assert_string_equal(err.msg, "tor:{orders}:checkpoint: checkpoint field "
+	    "'pos': not a number ('12abc')");
+	reply = redisCommand(c, "HSET tor:{orders}:checkpoint pos %b", "12\0x",
+	    (size_t)4);
+	freeReplyObject(reply);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err),
+	    -1);
+	assert_string_equal(err.msg, "tor:{orders}:checkpoint: field 1 is not "
+	    "a plain string");
+
+	/* A key of the wrong type. */
+	reply = redisCommand(c, "SET tor:{orders}:checkpoint x");
+	freeReplyObject(reply);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err),
+	    -1);
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: WRONGTYPE", s->port);
+	assert_memory_equal(err.msg, want, strlen(want));
+
+	redisFree(c);
+	tor_redis_free(r);
+}
+
+static void
+test_select_db(void **state)
+{
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .file = "b", .pos = 4 },
+	    .epoch = 1 };
+	struct tor_redis *r;
+	redisContext *c = raw_connect(s);
+	redisReply *reply;
+	tor_err err = { "" };
+
+	s->cfg.redis.db = 3;
+	r = tor_redis_new(&s->cfg);
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+
+	reply = redisCommand(c, "EXISTS tor:{orders}:checkpoint");
+	assert_int_equal(reply->integer, 0);
+	freeReplyObject(reply);
+	freeReplyObject(redisCommand(c, "SELECT 3"));
+	reply = redisCommand(c, "EXISTS tor:{orders}:checkpoint");
+	assert_int_equal(reply->integer, 1);
+	freeReplyObject(reply);
+
+	redisFree(c);
+	tor_redis_free(r);
+}
+
+static void
+test_error_reply_keeps_connection(void **state)
+{
+	struct server *s = *state;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	const char *bad[] = { "NOSUCHCMD" }, *ping[] = { "PING" };
+	redisReply *reply;
+	tor_err err = { "" };
+	char want[64];
+
+	assert_null(tor_redis_command(r, 1, bad, NULL, &err));
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: ERR unknown command",
+	    s->port);
+	assert_memory_equal(err.msg, want, strlen(want));
+	reply = tor_redis_command(r, 1, ping, NULL, &err);
+	assert_non_null(reply);
+	assert_string_equal(reply->str, "PONG");
+	freeReplyObject(reply);
+	tor_redis_free(r);
+}
+
+static void
+test_reconnect_after_restart(void **state)
+{
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000009",
+	    .pos = 77 }, .epoch = 3 }, back;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	const char *ping[] = { "PING" };
+	redisReply *reply;
+	tor_err err = { "" };
+	char want[128];
+	bool found;
+
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+
+	/* A crash: the established connection breaks. */
+	server_stop(s, SIGKILL);
+	assert_null(tor_redis_command(r, 1, ping, NULL, &err));
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: ", s->port);
+	assert_memory_equal(err.msg, want, strlen(want));
+
+	/* Down: each command tries to connect again, and says so. */
+	assert_null(tor_redis_command(r, 1, ping, NULL, &err));
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: connect: Connection "
+	    "refused", s->port);
+	assert_string_equal(err.msg, want);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err),
+	    -1);
+	assert_string_equal(err.msg, want);
+
+	/* Back (empty: no persistence): the same handle works again. */
+	server_start(s);
+	reply = tor_redis_command(r, 1, ping, NULL, &err);
+	if (reply == NULL)
+		fail_msg("after restart: %s", err.msg);
+	freeReplyObject(reply);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_false(found);
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+
+	/* A graceful restart too. */
+	server_stop(s, SIGTERM);
+	server_start(s);
+	assert_null(tor_redis_command(r, 1, ping, NULL, &err));
+	reply = tor_redis_command(r, 1, ping, NULL, &err);
+	assert_non_null(reply);
+	freeReplyObject(reply);
+	tor_redis_free(r);
+}
+
+static void
+test_paused_server_times_out(void **state)
+{
+	struct server *s = *state;
+	struct tor_redis *r;
+	const char *ping[] = { "PING" };
+	redisReply *reply;
+	tor_err err = { "" };
+	char want[128];
+	int64_t t0, elapsed;
+
+	s->cfg.redis.timeout_ms = 300;
+	r = tor_redis_new(&s->cfg);
+	assert_int_equal(tor_redis_connect(r, &err), 0);
+
+	/* A paused server keeps its socket open and never answers: the
+	 * command must give up after timeout_ms, not block a lease renew. */
+	kill(s->pid, SIGSTOP);
+	t0 = now_ms();
+	reply = tor_redis_command(r, 1, ping, NULL, &err);
+	elapsed = now_ms() - t0;
+	kill(s->pid, SIGCONT);
+	assert_null(reply);
+	assert_true(elapsed >= 250 && elapsed < 2000);
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: no reply within "
+	    "300 ms", s->port);
+	assert_string_equal(err.msg, want);
+
+	/* Resumed: the next command reconnects and works. */
+	reply = tor_redis_command(r, 1, ping, NULL, &err);
+	if (reply == NULL)
+		fail_msg("after SIGCONT: %s", err.msg);
+	freeReplyObject(reply);
+	tor_redis_free(r);
+}
+
+static void
+test_connect_refused(void **state)
+{
+	struct tor_config cfg = { .group = (char *)"orders" };
+	struct tor_redis *r;
+	tor_err err = { "" };
+	char want[128];
+	int port = free_port();
+
+	(void)state;
+	cfg.redis.host = (char *)"127.0.0.1";
+	cfg.redis.port = port;
+	cfg.redis.prefix = (char *)"tor";
+	cfg.redis.timeout_ms = 500;
+	r = tor_redis_new(&cfg);
+	assert_int_equal(tor_redis_connect(r, &err), -1);
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: connect: Connection "
+	    "refused", port);
+	assert_string_equal(err.msg, want);
+	tor_redis_free(r);
+}
+
+static void
+test_auth(void **state)
+{
+	struct server *s = *state;
+	struct tor_redis *r;
+	const char *ping[] = { "PING" };
+	redisReply *reply;
+	tor_err err = { "" };
+	char want[128];
+
+	/* Wrong password: named by server, the password never shown. */
+	s->cfg.redis.password = (char *)"wrong-pw";
+	r = tor_redis_new(&s->cfg);
+	assert_int_equal(tor_redis_connect(r, &err), -1);
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: AUTH: ", s->port);
+	assert_memory_equal(err.msg, want, strlen(want));
+	assert_null(strstr(err.msg, "wrong-pw"));
+	assert_null(tor_redis_command(r, 1, ping, NULL, &err));
+	assert_memory_equal(err.msg, want, strlen(want));
+	tor_redis_free(r);
+
+	/* No password at all: the server says so. */
+	s->cfg.redis.password = (char *)"";
+	r = tor_redis_new(&s->cfg);
+	assert_null(tor_redis_command(r, 1, ping, NULL, &err));
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: NOAUTH", s->port);
+	assert_memory_equal(err.msg, want, strlen(want));
+	tor_redis_free(r);
+
+	/* The right one. */
+	s->cfg.redis.password = (char *)"s3cret-pw";
+	r = tor_redis_new(&s->cfg);
+	reply = tor_redis_command(r, 1, ping, NULL, &err);
+	if (reply == NULL)
+		fail_msg("%s", err.msg);
+	assert_string_equal(reply->str, "PONG");
+	freeReplyObject(reply);
+	tor_redis_free(r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_position_parse_file_pos),
+		cmocka_unit_test(test_position_parse_gtid),
+		cmocka_unit_test(test_position_format),
+		cmocka_unit_test(test_position_round_trip),
+		cmocka_unit_test(test_encode_decode),
+		cmocka_unit_test(test_encode_largest),
+		cmocka_unit_test(test_decode_errors),
+		cmocka_unit_test(test_redis_key),
+		cmocka_unit_test(test_connect_refused),
+		cmocka_unit_test_setup_teardown(test_store_load, setup_server,
+		    teardown_server),
+		cmocka_unit_test_setup_teardown(test_select_db, setup_server,
+		    teardown_server),
+		cmocka_unit_test_setup_teardown(test_error_reply_keeps_connection,
+		    setup_server, teardown_server),
+		cmocka_unit_test_setup_teardown(test_reconnect_after_restart,
+		    setup_server, teardown_server),
+		cmocka_unit_test_setup_teardown(test_paused_server_times_out,
+		    setup_server, teardown_server),
+		cmocka_unit_test_setup_teardown(test_auth, setup_server_auth,
+		    teardown_server),
+	};
+
+	/* A write to a connection the server just closed must come back as
+	 * an error, not kill the test (the relay's main ignores it too). */
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
