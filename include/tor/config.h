@@ -154,6 +154,9 @@ struct tor_config {
 		enum tor_log_level level;       /* info */
 		enum tor_log_format format;     /* logfmt */
 	} log;
+
+	/* Filled by tor_config_load: what tor_config_not_in_effect() returns. */
+	const char *not_built[8];
 };
 
 /* Parses and validates the file at path into cfg (which the caller zeroes or

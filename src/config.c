@@ -1,0 +1,1706 @@
+/*
+ * tor.cfg: parsed once into struct tor_config, validated completely, then
+ * read-only (include/tor/config.h, DESIGN.md §6).
+ *
+ * Every group is checked against its list of known keys before any value is
+ * read, so a typo is an error that names the key instead of a silent default.
+ * Each value is read through one small typed getter that knows the key's path,
+ * so every error reads "file:line: key.path: problem".  The config is built in
+ * a private struct and handed to the caller only when all of it is valid, so
+ * a failed load leaves nothing allocated.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <libconfig.h>
+#include <sodium.h>
+
+#include "tor/config.h"
+
+#define KEYLEN          256
+#define SECRET_MAX      4096    /* longest password file we accept */
+#define MASK            "********"
+
+struct loader {
+	struct tor_config *cfg;
+	const char *path;
+	tor_err *err;
+};
+
+enum kind {
+	K_STR,
+	K_INT,
+	K_BOOL,
+	K_GROUP,
+	K_LIST,         /* ( ... ) of groups */
+	K_STRINGS,      /* [ ... ] or ( ... ) of strings */
+};
+
+static const char *const kind_problem[] = {
+	[K_STR] = "expected a string",
+	[K_INT] = "expected an integer",
+	[K_BOOL] = "expected true or false",
+	[K_GROUP] = "expected a group { ... }",
+	[K_LIST] = "expected a list ( { ... }, ... )",
+	[K_STRINGS] = "expected a list of strings",
+};
+
+static const char *const keys_top[] = { "group", "instance", "mysql",
+	"outbox", "kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
+static const char *const keys_mysql[] = { "host", "port", "user", "password",
+	"password_file", "server_id", "start", "heartbeat_ms",
+	"connect_timeout_ms", "tls", NULL };
+static const char *const keys_tls[] = { "mode", "ca", "cert", "key", NULL };
+static const char *const keys_outbox[] = { "tables", "routes",
+	"topic_template", "unrouted", NULL };
+static const char *const keys_table[] = { "table", "columns", "headers",
+	NULL };
+static const char *const keys_columns[] = { "id", "key", "type", "payload",
+	NULL };
+static const char *const keys_header[] = { "column", "header", NULL };
+static const char *const keys_route[] = { "match", "topic", "icase", NULL };
+static const char *const keys_kafka[] = { "brokers", "mode",
+	"transactional_id", "checkpoint_topic", "topics", "properties", NULL };
+static const char *const keys_topic[] = { "name", "partitions",
+	"replication", NULL };
+static const char *const keys_redis[] = { "host", "port", "db", "password",
+	"password_file", "prefix", "timeout_ms", "sentinel", NULL };
+static const char *const keys_sentinel[] = { "master", "nodes", NULL };
+static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
+	NULL };
+static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
+	NULL };
+static const char *const keys_http[] = { "listen", NULL };
+static const char *const keys_log[] = { "level", "format", NULL };
+
+static const char *const tls_modes[] = { "disabled", "preferred", "required",
+	"verify", NULL };
+static const char *const kafka_modes[] = { "idempotent", "transactional",
+	NULL };
+static const char *const log_formats[] = { "logfmt", "json", NULL };
+
+/*
+ * librdkafka properties that tor sets itself because a promise of DESIGN §1
+ * or §4 rests on them; an override would break the promise quietly.
+ */
+static const struct {
+	const char *name;
+	const char *why;
+} fixed_properties[] = {
+	{ "enable.idempotence", "tor always runs the idempotent producer "
+	    "(no duplicates or reordering on retry)" },
+	{ "acks", "the idempotent producer needs acks=all" },
+	{ "request.required.acks", "the idempotent producer needs acks=all" },
+	{ "partitioner", "tor uses murmur2_random so that keys land on the "
+	    "partitions Java producers pick" },
+	{ "transactional.id", "set kafka.transactional_id instead" },
+	{ "bootstrap.servers", "set kafka.brokers instead" },
+	{ "metadata.broker.list", "set kafka.brokers instead" },
+};
+
+/* What this build does not do yet; see tor_config_not_in_effect(). */
+#define NOTE_TRANSACTIONAL "kafka.mode = \"transactional\": transactional " \
+	"(exactly-once) publishing is not built yet"
+#define NOTE_SENTINEL "redis.sentinel: Sentinel discovery is not built yet"
+#define NOTE_CHECKPOINT_KEY "checkpoint.key_file / TOR_CHECKPOINT_KEY: " \
+	"the checkpoint MAC is not built yet; checkpoints are not signed"
+#define NOTE_HTTP "http.listen: the HTTP endpoint (/healthz, /readyz, " \
+	"/metrics) is not built yet"
+#define NOTE_HA "ha.lease_ms, ha.renew_ms, ha.retry_ms: single replica; " \
+	"the lease comes with HA"
+
+static int
+fail(struct loader *ld, const config_setting_t *s, const char *key,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Reports "file:line: key: problem"; s gives the line (none when NULL). */
+static int
+fail(struct loader *ld, const config_setting_t *s, const char *key,
+    const char *fmt, ...)
+{
+	char problem[sizeof(ld->err->msg)];
+	const char *file = NULL;
+	int line = 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(problem, sizeof(problem), fmt, ap);
+	va_end(ap);
+	if (s != NULL) {
+		line = config_setting_source_line(s);
+		file = config_setting_source_file(s);
+	}
+	if (file == NULL)
+		file = ld->path;
+	if (line > 0)
+		return tor_err_set(ld->err, "%s:%d: %s: %s", file, line, key,
+		    problem);
+	return tor_err_set(ld->err, "%s: %s: %s", file, key, problem);
+}
+
+/* A key path too long for the buffer ends in "..." rather than silently
+ * naming another key. */
+static const char *
+mark_cut(char *buf, int n)
+{
+	if (n < 0 || n >= KEYLEN)
+		memcpy(buf + KEYLEN - 4, "...", 4);
+	return buf;
+}
+
+static const char *
+keypath(char *buf, const char *parent, const char *name)
+{
+	if (parent[0] == '\0')
+		return mark_cut(buf, snprintf(buf, KEYLEN, "%s", name));
+	return mark_cut(buf, snprintf(buf, KEYLEN, "%s.%s", parent, name));
+}
+
+static const char *
+elempath(char *buf, const char *parent, int i)
+{
+	return mark_cut(buf, snprintf(buf, KEYLEN, "%s[%d]", parent, i));
+}
+
+static int
+copy_str(struct loader *ld, const char *s, char **out)
+{
+	if ((*out = strdup(s)) == NULL)
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	return 0;
+}
+
+/* Frees a string that may hold a secret, wiping it first. */
+static void
+free_secret(char *s)
+{
+	if (s != NULL) {
+		sodium_memzero(s, strlen(s));
+		free(s);
+	}
+}
+
+static bool
+in_list(const char *name, const char *const *list)
+{
+	for (; *list != NULL; list++)
+		if (strcmp(name, *list) == 0)
+			return true;
+	return false;
+}
+
+/* Member name of g, or NULL; g may be NULL (a group left out). */
+static config_setting_t *
+lookup(const config_setting_t *g, const char *name)
+{
+	return g != NULL ? config_setting_get_member(g, name) : NULL;
+}
+
+/* Every member of group g must be one of known. */
+static int
+check_keys(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *const *known)
+{
+	char key[KEYLEN];
+
+	for (int i = 0; i < config_setting_length(g); i++) {
+		config_setting_t *s = config_setting_get_elem(g, i);
+
+		if (!in_list(config_setting_name(s), known))
+			return fail(ld, s, keypath(key, gpath,
+			    config_setting_name(s)), "unknown key");
+	}
+	return 0;
+}
+
+static bool
+kind_ok(const config_setting_t *s, enum kind kind)
+{
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_STRING:
+		return kind == K_STR;
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		return kind == K_INT;
+	case CONFIG_TYPE_BOOL:
+		return kind == K_BOOL;
+	case CONFIG_TYPE_GROUP:
+		return kind == K_GROUP;
+	case CONFIG_TYPE_LIST:
+		return kind == K_LIST || kind == K_STRINGS;
+	case CONFIG_TYPE_ARRAY:
+		/* An empty [ ] cannot be told from a list of anything. */
+		return kind == K_STRINGS ||
+		    (kind == K_LIST && config_setting_length(s) == 0);
+	default:
+		return false;
+	}
+}
+
+/* Finds member name of g (g may be NULL: an absent group) and checks its
+ * type.  *out is NULL when the key is not there. */
+static int
+member(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, enum kind kind, config_setting_t **out)
+{
+	config_setting_t *s;
+	char key[KEYLEN];
+
+	*out = NULL;
+	if ((s = lookup(g, name)) == NULL)
+		return 0;
+	if (!kind_ok(s, kind))
+		return fail(ld, s, keypath(key, gpath, name), "%s",
+		    kind_problem[kind]);
+	*out = s;
+	return 0;
+}
+
+/* A sub-group, its keys checked; *out is NULL when it is absent. */
+static int
+opt_group(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, const char *const *known, config_setting_t **out)
+{
+	char key[KEYLEN];
+
+	if (member(ld, g, gpath, name, K_GROUP, out) == -1)
+		return -1;
+	if (*out == NULL)
+		return 0;
+	return check_keys(ld, *out, keypath(key, gpath, name), known);
+}
+
+static int
+opt_str(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, const char *def, char **out)
+{
+	config_setting_t *s;
+
+	if (member(ld, g, gpath, name, K_STR, &s) == -1)
+		return -1;
+	return copy_str(ld, s != NULL ? config_setting_get_string(s) : def, out);
+}
+
+/* A string that must be there and not be empty. */
+static int
+req_str(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, char **out)
+{
+	char key[KEYLEN];
+
+	if (opt_str(ld, g, gpath, name, "", out) == -1)
+		return -1;
+	if ((*out)[0] == '\0') {
+		free(*out);
+		*out = NULL;
+		return fail(ld, g, keypath(key, gpath, name), "required");
+	}
+	return 0;
+}
+
+static int
+opt_bool(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, bool def, bool *out)
+{
+	config_setting_t *s;
+
+	if (member(ld, g, gpath, name, K_BOOL, &s) == -1)
+		return -1;
+	*out = s != NULL ? config_setting_get_bool(s) != 0 : def;
+	return 0;
+}
+
+/*
+ * libconfig 1.5 reads an integer literal without the L suffix into 32 bits
+ * and wraps silently: "server_id = 4294967295" reads as -1 and
+ * "port = 4294970592" as a valid 3296.  So the literal is read again from the
+ * setting's line, and taken at face value when it is found there.
+ */
+static bool
+source_literal(const config_setting_t *s, long long *v)
+{
+	const char *file = config_setting_source_file(s);
+	const char *name = config_setting_name(s);
+	int want = config_setting_source_line(s), n = 0;
+	char *line = NULL, *p, *end;
+	size_t cap = 0, len;
+	bool found = false;
+	FILE *f;
+
+	if (file == NULL || name == NULL || want <= 0 ||
+	    (f = fopen(file, "r")) == NULL)
+		return false;
+	while (getline(&line, &cap, f) != -1)
+		if (++n == want)
+			break;
+	len = strlen(name);
+	for (p = line; n == want && (p = strstr(p, name)) != NULL; p += len) {
+		if (p > line && (isalnum((unsigned char)p[-1]) ||
+		    p[-1] == '_' || p[-1] == '-' || p[-1] == '*'))
+			continue;
+		p += len;
+		p += strspn(p, " \t");
+		if (*p != '=' && *p != ':')
+			continue;
+		p++;
+		p += strspn(p, " \t");
+		errno = 0;
+		if ((p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) ||
+		    ((p[0] == '-' || p[0] == '+') && p[1] == '0' &&
+		    (p[2] == 'x' || p[2] == 'X')))
+			*v = strtoll(p, &end, 16);
+		else
+			*v = strtoll(p, &end, 10);
+		found = end != p && (isdigit((unsigned char)end[-1]) ||
+		    isxdigit((unsigned char)end[-1]));
+		break;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+static long long
+int_value(const config_setting_t *s)
+{
+	long long v;
+
+	if (config_setting_type(s) == CONFIG_TYPE_INT64)
+		return config_setting_get_int64(s);
+	if (source_literal(s, &v))
+		return v;
+	return config_setting_get_int(s);
+}
+
+static int
+opt_int(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, long long def, long long min, long long max,
+    long long *out)
+{
+	config_setting_t *s;
+	char key[KEYLEN];
+	long long v;
+
+	if (member(ld, g, gpath, name, K_INT, &s) == -1)
+		return -1;
+	if (s == NULL) {
+		*out = def;
+		return 0;
+	}
+	v = int_value(s);
+	keypath(key, gpath, name);
+	if (min == 1 && max == INT_MAX && v < 1)
+		return fail(ld, s, key, "must be positive, got %lld", v);
+	if (min == 0 && max == INT_MAX && v < 0)
+		return fail(ld, s, key, "must not be negative, got %lld", v);
+	if (v < min || v > max)
+		return fail(ld, s, key, "must be between %lld and %lld, got %lld",
+		    min, max, v);
+	*out = v;
+	return 0;
+}
+
+static int
+opt_int32(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, int def, int min, int *out)
+{
+	long long v;
+
+	if (opt_int(ld, g, gpath, name, def, min, INT_MAX, &v) == -1)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int
+opt_port(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, int def, int *out)
+{
+	long long v;
+
+	if (opt_int(ld, g, gpath, name, def, 1, 65535, &v) == -1)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* One of names (NULL-terminated); *out is its index. */
+static int
+opt_enum(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, const char *const *names, int def, int *out)
+{
+	config_setting_t *s;
+	char key[KEYLEN], want[128] = "";
+	const char *v;
+	int i, n;
+
+	if (member(ld, g, gpath, name, K_STR, &s) == -1)
+		return -1;
+	if (s == NULL) {
+		*out = def;
+		return 0;
+	}
+	v = config_setting_get_string(s);
+	for (i = 0; names[i] != NULL; i++)
+		if (strcmp(v, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	for (n = 0; names[n] != NULL; n++)
+		;
+	for (i = 0; i < n; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want),
+		    "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+	return fail(ld, s, keypath(key, gpath, name), "expected %s, got \"%s\"",
+	    want, v);
+}
+
+/* Kafka's rule for topic names: [A-Za-z0-9._-], 1..249, not "." or "..". */
+static bool
+topic_chars_ok(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '.' &&
+		    s[i] != '_' && s[i] != '-')
+			return false;
+	return true;
+}
+
+static bool
+topic_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= 249 && topic_chars_ok(s, n) &&
+	    strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+static int
+check_topic(struct loader *ld, const config_setting_t *s, const char *key,
+    const char *topic)
+{
+	if (!topic_ok(topic))
+		return fail(ld, s, key, "\"%s\" is not a valid Kafka topic name "
+		    "(1 to 249 letters, digits, '.', '_' or '-')", topic);
+	return 0;
+}
+
+/* "host:port" (host may be "[v6]"); port 1..65535. */
+static bool
+hostport_ok(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (colon == NULL || colon == s || colon[1] == '\0')
+		return false;
+	if (s[0] == '[' && colon[-1] != ']')
+		return false;
+	if (s[0] != '[' && memchr(s, ':', (size_t)(colon - s)) != NULL)
+		return false;
+	if (!isdigit((unsigned char)colon[1]))
+		return false;
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	return *end == '\0' && errno == 0 && port >= 1 && port <= 65535;
+}
+
+static bool
+parse_u64(const char **p, unsigned long long max, unsigned long long *v)
+{
+	const char *s = *p;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	*v = strtoull(s, &end, 10);
+	if (errno != 0 || *v > max)
+		return false;
+	*p = end;
+	return true;
+}
+
+/* A MariaDB GTID list: "D-S-N[,D-S-N...]", at most one entry per domain. */
+static bool
+gtid_list_ok(const char *s)
+{
+	unsigned long long dom, srv, seq, seen[64];
+	size_t n_seen = 0;
+
+	for (;;) {
+		if (!parse_u64(&s, UINT32_MAX, &dom) || *s++ != '-' ||
+		    !parse_u64(&s, UINT32_MAX, &srv) || *s++ != '-' ||
+		    !parse_u64(&s, UINT64_MAX, &seq))
+			return false;
+		for (size_t i = 0; i < n_seen; i++)
+			if (seen[i] == dom)
+				return false;
+		if (n_seen == sizeof(seen) / sizeof(seen[0]))
+			return false;
+		seen[n_seen++] = dom;
+		if (*s == '\0')
+			return true;
+		if (*s++ != ',')
+			return false;
+	}
+}
+
+/* "<binlog file>:<pos>"; a binlog starts with a 4-byte magic, and
+ * Connector/C sends the position in 32 bits. */
+static bool
+file_pos_ok(const char *s)
+{
+	const char *colon = strrchr(s, ':'), *p;
+	unsigned long long pos;
+
+	if (colon == NULL || colon == s)
+		return false;
+	p = colon + 1;
+	return parse_u64(&p, UINT32_MAX, &pos) && *p == '\0' && pos >= 4;
+}
+
+static bool
+start_ok(const char *s)
+{
+	if (strcmp(s, "end") == 0 || strcmp(s, "beginning") == 0)
+		return true;
+	if (strchr(s, ':') != NULL)
+		return file_pos_ok(s);
+	return gtid_list_ok(s);
+}
+
+/*
+ * Reads a secret file whole.  Returns the byte count, or -1 with err set
+ * naming key and file.  The caller wipes buf.
+ */
+static ssize_t
+read_secret(struct loader *ld, const config_setting_t *s, const char *key,
+    const char *file, unsigned char *buf, size_t cap)
+{
+	size_t n;
+	FILE *f;
+
+	if ((f = fopen(file, "rb")) == NULL)
+		return fail(ld, s, key, "cannot read %s: %s", file,
+		    strerror(errno));
+	n = fread(buf, 1, cap, f);
+	if (ferror(f)) {
+		int e = errno;
+
+		fclose(f);
+		return fail(ld, s, key, "cannot read %s: %s", file,
+		    strerror(e));
+	}
+	if (n == cap && fgetc(f) != EOF) {
+		fclose(f);
+		return fail(ld, s, key, "%s: longer than %zu bytes", file,
+		    cap);
+	}
+	fclose(f);
+	return (ssize_t)n;
+}
+
+/* A password: env (when set and not empty) > password_file > inline. */
+static int
+resolve_password(struct loader *ld, const config_setting_t *g,
+    const char *gpath, const char *env, const char *file, char **password)
+{
+	unsigned char buf[SECRET_MAX];
+	const char *v = getenv(env);
+	config_setting_t *s;
+	char key[KEYLEN];
+	ssize_t n;
+
+	if (v != NULL && v[0] != '\0') {
+		free_secret(*password);
+		*password = NULL;
+		return copy_str(ld, v, password);
+	}
+	if (file[0] == '\0')
+		return 0;
+	keypath(key, gpath, "password_file");
+	s = lookup(g, "password_file");
+	if ((n = read_secret(ld, s, key, file, buf, sizeof(buf))) == -1)
+		return -1;
+	/* Editors and `echo` end files with a newline; it is never meant. */
+	if (n > 0 && buf[n - 1] == '\n')
+		n--;
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (memchr(buf, '\0', (size_t)n) != NULL) {
+		sodium_memzero(buf, sizeof(buf));
+		return fail(ld, s, key, "%s: contains a NUL byte", file);
+	}
+	free_secret(*password);
+	if ((*password = malloc((size_t)n + 1)) == NULL) {
+		sodium_memzero(buf, sizeof(buf));
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	}
+	memcpy(*password, buf, (size_t)n);
+	(*password)[n] = '\0';
+	sodium_memzero(buf, sizeof(buf));
+	return 0;
+}
+
+static bool
+hex_key(const char *hex, size_t len, unsigned char key[32])
+{
+	size_t n;
+	const char *end;
+
+	return len == 64 && sodium_hex2bin(key, 32, hex, len, NULL, &n,
+	    &end) == 0 && n == 32 && end == hex + len;
+}
+
+static bool
+base64_key(const char *b64, size_t len, unsigned char key[32])
+{
+	static const int variants[] = { sodium_base64_VARIANT_ORIGINAL,
+		sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+		sodium_base64_VARIANT_URLSAFE,
+		sodium_base64_VARIANT_URLSAFE_NO_PADDING };
+	const char *end;
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++)
+		if (sodium_base642bin(key, 32, b64, len, NULL, &n, &end,
+		    variants[i]) == 0 && n == 32 && end == b64 + len)
+			return true;
+	return false;
+}
+
+/* The checkpoint MAC key: TOR_CHECKPOINT_KEY > checkpoint.key_file. */
+static int
+resolve_checkpoint_key(struct loader *ld, const config_setting_t *g)
+{
+	struct tor_config *cfg = ld->cfg;
+	const char *env = getenv("TOR_CHECKPOINT_KEY");
+	unsigned char buf[256];
+	config_setting_t *s;
+	ssize_t n;
+
+	if (env != NULL && env[0] != '\0') {
+		size_t len = strlen(env);
+
+		while (len > 0 && isspace((unsigned char)env[len - 1]))
+			len--;
+		if (!hex_key(env, len, cfg->checkpoint.key) &&
+		    !base64_key(env, len, cfg->checkpoint.key)) {
+			sodium_memzero(cfg->checkpoint.key, 32);
+			/* Never echo the value: it is a secret. */
+			return tor_err_set(ld->err, "%s: TOR_CHECKPOINT_KEY: "
+			    "expected 64 hex characters or the base64 of 32 "
+			    "bytes", ld->path);
+		}
+		cfg->checkpoint.has_key = true;
+		return 0;
+	}
+	if (cfg->checkpoint.key_file[0] == '\0')
+		return 0;
+	s = lookup(g, "key_file");
+	if ((n = read_secret(ld, s, "checkpoint.key_file",
+	    cfg->checkpoint.key_file, buf, sizeof(buf))) == -1)
+		return -1;
+	if (n == 32) {
+		memcpy(cfg->checkpoint.key, buf, 32);
+		cfg->checkpoint.has_key = true;
+	} else {
+		size_t len = (size_t)n;
+
+		if (len > 0 && buf[len - 1] == '\n')
+			len--;
+		if (len > 0 && buf[len - 1] == '\r')
+			len--;
+		cfg->checkpoint.has_key = hex_key((const char *)buf, len,
+		    cfg->checkpoint.key);
+	}
+	sodium_memzero(buf, sizeof(buf));
+	if (!cfg->checkpoint.has_key)
+		return fail(ld, s, "checkpoint.key_file", "%s holds %zd bytes; "
+		    "expected exactly 32 raw bytes or 64 hex characters",
+		    cfg->checkpoint.key_file, n);
+	return 0;
+}
+
+/*
+ * Two replicas must never register with the same server_id (the server
+ * drops the older connection), and an operator should not have to number
+ * them.  The id is a hash of group and instance with the top bit set, which
+ * keeps it non-zero and away from the small ids people give real servers.
+ */
+static uint32_t
+derive_server_id(const char *group, const char *instance)
+{
+	uint32_t h = 2166136261u;
+	const char *p;
+
+	for (p = group; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ 0) * 16777619u;
+	for (p = instance; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h | 0x80000000u;
+}
+
+static int
+load_identity(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *s;
+	const char *env;
+	char host[256], buf[320];
+
+	if (opt_str(ld, root, "", "group", "default", &cfg->group) == -1 ||
+	    opt_str(ld, root, "", "instance", "", &cfg->instance) == -1)
+		return -1;
+	/* The group goes inside a Redis hash tag {G} and into Kafka ids. */
+	if (cfg->group[0] == '\0' || !topic_chars_ok(cfg->group,
+	    strlen(cfg->group)))
+		return fail(ld, lookup(root, "group"),
+		    "group", "expected letters, digits, '.', '_' or '-', got "
+		    "\"%s\"", cfg->group);
+	if (cfg->instance[0] == '\0') {
+		free(cfg->instance);
+		cfg->instance = NULL;
+		if ((env = getenv("HOSTNAME")) != NULL && env[0] != '\0') {
+			snprintf(buf, sizeof(buf), "%s", env);
+		} else {
+			if (gethostname(host, sizeof(host)) == -1)
+				snprintf(host, sizeof(host), "tor");
+			host[sizeof(host) - 1] = '\0';
+			snprintf(buf, sizeof(buf), "%s-%ld", host,
+			    (long)getpid());
+		}
+		if (copy_str(ld, buf, &cfg->instance) == -1)
+			return -1;
+	}
+	/* The lease value is "<instance> <token>": no blanks in it. */
+	for (const char *p = cfg->instance; *p != '\0'; p++)
+		if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) {
+			s = lookup(root, "instance");
+			return fail(ld, s, "instance", "must not contain blanks, "
+			    "got \"%s\"", cfg->instance);
+		}
+	return 0;
+}
+
+static int
+load_mysql(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *g, *tls;
+	long long v;
+	int mode;
+
+	if (opt_group(ld, root, "", "mysql", keys_mysql, &g) == -1 ||
+	    req_str(ld, g, "mysql", "host", &cfg->mysql.host) == -1 ||
+	    opt_port(ld, g, "mysql", "port", 3306, &cfg->mysql.port) == -1 ||
+	    opt_str(ld, g, "mysql", "user", "tor", &cfg->mysql.user) == -1 ||
+	    opt_str(ld, g, "mysql", "password", "",
+	    &cfg->mysql.password) == -1 ||
+	    opt_str(ld, g, "mysql", "password_file", "",
+	    &cfg->mysql.password_file) == -1 ||
+	    opt_int(ld, g, "mysql", "server_id", 0, 0, UINT32_MAX, &v) == -1 ||
+	    opt_str(ld, g, "mysql", "start", "end", &cfg->mysql.start) == -1 ||
+	    opt_int32(ld, g, "mysql", "heartbeat_ms", 1000, 1,
+	    &cfg->mysql.heartbeat_ms) == -1 ||
+	    opt_int32(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
+	    &cfg->mysql.connect_timeout_ms) == -1)
+		return -1;
+	if (cfg->mysql.user[0] == '\0')
+		return fail(ld, lookup(g, "user"),
+		    "mysql.user", "must not be empty");
+	if (v == 0) {
+		cfg->mysql.server_id = derive_server_id(cfg->group,
+		    cfg->instance);
+		cfg->mysql.server_id_derived = true;
+	} else
+		cfg->mysql.server_id = (uint32_t)v;
+	if (!start_ok(cfg->mysql.start))
+		return fail(ld, lookup(g, "start"),
+		    "mysql.start", "expected \"end\", \"beginning\", "
+		    "\"<file>:<pos>\" (pos >= 4) or a MariaDB GTID list "
+		    "\"D-S-N[,D-S-N...]\", got \"%s\"", cfg->mysql.start);
+
+	if (opt_group(ld, g, "mysql", "tls", keys_tls, &tls) == -1 ||
+	    opt_enum(ld, tls, "mysql.tls", "mode", tls_modes,
+	    TOR_TLS_PREFERRED, &mode) == -1 ||
+	    opt_str(ld, tls, "mysql.tls", "ca", "", &cfg->mysql.tls.ca) == -1 ||
+	    opt_str(ld, tls, "mysql.tls", "cert", "",
+	    &cfg->mysql.tls.cert) == -1 ||
+	    opt_str(ld, tls, "mysql.tls", "key", "",
+	    &cfg->mysql.tls.key) == -1)
+		return -1;
+	cfg->mysql.tls.mode = (enum tor_tls_mode)mode;
+	if (cfg->mysql.tls.cert[0] != '\0' && cfg->mysql.tls.key[0] == '\0')
+		return fail(ld, lookup(tls, "cert"), "mysql.tls.cert",
+		    "needs mysql.tls.key");
+	if (cfg->mysql.tls.key[0] != '\0' && cfg->mysql.tls.cert[0] == '\0')
+		return fail(ld, lookup(tls, "key"), "mysql.tls.key",
+		    "needs mysql.tls.cert");
+	return resolve_password(ld, g, "mysql", "TOR_MYSQL_PASSWORD",
+	    cfg->mysql.password_file, &cfg->mysql.password);
+}
+
+static int
+load_header(struct loader *ld, const config_setting_t *e, const char *epath,
+    struct tor_header_map *h)
+{
+	char key[KEYLEN];
+
+	if (check_keys(ld, e, epath, keys_header) == -1 ||
+	    req_str(ld, e, epath, "column", &h->column) == -1 ||
+	    req_str(ld, e, epath, "header", &h->header) == -1)
+		return -1;
+	/* tor.id, tor.type, tor.pos, tor.epoch, tor.ts are tor's own. */
+	if (strncasecmp(h->header, "tor.", 4) == 0)
+		return fail(ld, lookup(e, "header"),
+		    keypath(key, epath, "header"), "\"%s\" is reserved (tor "
+		    "sets the tor.* headers itself)", h->header);
+	return 0;
+}
+
+static int
+load_table(struct loader *ld, const config_setting_t *e, const char *epath,
+    struct tor_outbox_table *t)
+{
+	config_setting_t *cols, *hdrs, *s;
+	char cpath[KEYLEN], hpath[KEYLEN], key[KEYLEN], *name, *dot;
+
+	t->line = config_setting_source_line(e);
+	if (check_keys(ld, e, epath, keys_table) == -1 ||
+	    req_str(ld, e, epath, "table", &name) == -1)
+		return -1;
+	dot = strchr(name, '.');
+	if (dot == NULL || dot == name || dot[1] == '\0' ||
+	    strchr(dot + 1, '.') != NULL) {
+		fail(ld, lookup(e, "table"),
+		    keypath(key, epath, "table"), "expected \"schema.table\", "
+		    "got \"%s\"", name);
+		free(name);
+		return -1;
+	}
+	*dot = '\0';
+	t->schema = name;
+	if (copy_str(ld, dot + 1, &t->table) == -1)
+		return -1;
+
+	keypath(cpath, epath, "columns");
+	if (member(ld, e, epath, "columns", K_GROUP, &cols) == -1)
+		return -1;
+	if (cols == NULL)
+		return fail(ld, e, cpath, "required");
+	if (check_keys(ld, cols, cpath, keys_columns) == -1 ||
+	    opt_str(ld, cols, cpath, "id", "", &t->col_id) == -1 ||
+	    req_str(ld, cols, cpath, "key", &t->col_key) == -1 ||
+	    req_str(ld, cols, cpath, "type", &t->col_type) == -1 ||
+	    req_str(ld, cols, cpath, "payload", &t->col_payload) == -1)
+		return -1;
+	if (t->col_id[0] == '\0') {
+		free(t->col_id);
+		t->col_id = NULL;
+	}
+
+	keypath(hpath, epath, "headers");
+	if (member(ld, e, epath, "headers", K_LIST, &hdrs) == -1)
+		return -1;
+	if (hdrs == NULL || config_setting_length(hdrs) == 0)
+		return 0;
+	t->n_headers = (size_t)config_setting_length(hdrs);
+	if ((t->headers = calloc(t->n_headers, sizeof(*t->headers))) == NULL) {
+		t->n_headers = 0;
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	}
+	for (size_t i = 0; i < t->n_headers; i++) {
+		s = config_setting_get_elem(hdrs, (unsigned)i);
+		elempath(key, hpath, (int)i);
+		if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+			return fail(ld, s, key, "expected a group { column = "
+			    "...; header = ...; }");
+		if (load_header(ld, s, key, &t->headers[i]) == -1)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (strcasecmp(t->headers[j].header,
+			    t->headers[i].header) == 0)
+				return fail(ld, s, key, "header \"%s\" is "
+				    "mapped twice", t->headers[i].header);
+	}
+	return 0;
+}
+
+/* On failure, frees what it took, so that n_routes counts only routes whose
+ * regex is compiled (and must be regfree'd). */
+static int
+load_route(struct loader *ld, const config_setting_t *e, const char *epath,
+    struct tor_route *r)
+{
+	config_setting_t *m;
+	char key[KEYLEN], why[256];
+	int rc;
+
+	r->line = config_setting_source_line(e);
+	if (check_keys(ld, e, epath, keys_route) == -1 ||
+	    req_str(ld, e, epath, "match", &r->match) == -1 ||
+	    req_str(ld, e, epath, "topic", &r->topic) == -1 ||
+	    opt_bool(ld, e, epath, "icase", false, &r->icase) == -1 ||
+	    check_topic(ld, lookup(e, "topic"),
+	    keypath(key, epath, "topic"), r->topic) == -1)
+		goto fail;
+	rc = regcomp(&r->re, r->match, REG_EXTENDED | REG_NOSUB |
+	    (r->icase ? REG_ICASE : 0));
+	if (rc != 0) {
+		regerror(rc, &r->re, why, sizeof(why));
+		m = lookup(e, "match");
+		fail(ld, m, keypath(key, epath, "match"), "\"%s\" does not "
+		    "compile: %s", r->match, why);
+		goto fail;
+	}
+	return 0;
+fail:
+	free(r->match);
+	free(r->topic);
+	r->match = r->topic = NULL;
+	return -1;
+}
+
+/* outbox.unrouted: fail | skip | "dlq:<topic>". */
+static int
+load_unrouted(struct loader *ld, const config_setting_t *g)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *s;
+	char *v;
+	int rc = 0;
+
+	if (opt_str(ld, g, "outbox", "unrouted", "fail", &v) == -1)
+		return -1;
+	s = lookup(g, "unrouted");
+	if (strcmp(v, "fail") == 0)
+		cfg->outbox.unrouted = TOR_UNROUTED_FAIL;
+	else if (strcmp(v, "skip") == 0)
+		cfg->outbox.unrouted = TOR_UNROUTED_SKIP;
+	else if (strncmp(v, "dlq:", 4) == 0 && topic_ok(v + 4)) {
+		cfg->outbox.unrouted = TOR_UNROUTED_DLQ;
+		rc = copy_str(ld, v + 4, &cfg->outbox.dlq_topic);
+	} else
+		rc = fail(ld, s, "outbox.unrouted", "expected fail, skip or "
+		    "\"dlq:<topic>\", got \"%s\"", v);
+	free(v);
+	return rc;
+}
+
+static int
+load_outbox(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *g, *tables, *routes, *s;
+	char key[KEYLEN];
+	const char *tmpl, *at;
+	size_t n;
+
+	if (opt_group(ld, root, "", "outbox", keys_outbox, &g) == -1 ||
+	    member(ld, g, "outbox", "tables", K_LIST, &tables) == -1)
+		return -1;
+	if (tables == NULL)
+		return fail(ld, g, "outbox.tables", "required (at least one "
+		    "table)");
+	if (config_setting_length(tables) == 0)
+		return fail(ld, tables, "outbox.tables", "at least one table "
+		    "is required");
+	n = (size_t)config_setting_length(tables);
+	if ((cfg->outbox.tables = calloc(n, sizeof(*cfg->outbox.tables))) ==
+	    NULL)
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	cfg->outbox.n_tables = n;
+	for (size_t i = 0; i < n; i++) {
+		struct tor_outbox_table *t = &cfg->outbox.tables[i];
+
+		s = config_setting_get_elem(tables, (unsigned)i);
+		elempath(key, "outbox.tables", (int)i);
+		if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+			return fail(ld, s, key, "expected a group { table = "
+			    "...; columns = { ... }; }");
+		if (load_table(ld, s, key, t) == -1)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(cfg->outbox.tables[j].schema, t->schema) ==
+			    0 && strcmp(cfg->outbox.tables[j].table,
+			    t->table) == 0)
+				return fail(ld, s, key, "%s.%s is listed twice",
+				    t->schema, t->table);
+	}
+
+	if (member(ld, g, "outbox", "routes", K_LIST, &routes) == -1)
+		return -1;
+	n = routes != NULL ? (size_t)config_setting_length(routes) : 0;
+	if (n > 0 && (cfg->outbox.routes = calloc(n,
+	    sizeof(*cfg->outbox.routes))) == NULL)
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	for (size_t i = 0; i < n; i++) {
+		s = config_setting_get_elem(routes, (unsigned)i);
+		elempath(key, "outbox.routes", (int)i);
+		if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+			return fail(ld, s, key, "expected a group { match = "
+			    "...; topic = ...; }");
+		if (load_route(ld, s, key, &cfg->outbox.routes[i]) == -1)
+			return -1;
+		cfg->outbox.n_routes++;
+	}
+
+	if (opt_str(ld, g, "outbox", "topic_template", "",
+	    &cfg->outbox.topic_template) == -1)
+		return -1;
+	tmpl = cfg->outbox.topic_template;
+	s = lookup(g, "topic_template");
+	if (tmpl[0] != '\0') {
+		if ((at = strstr(tmpl, "${aggregate_type}")) == NULL)
+			return fail(ld, s, "outbox.topic_template", "must "
+			    "contain ${aggregate_type}, got \"%s\"", tmpl);
+		if (!topic_chars_ok(tmpl, (size_t)(at - tmpl)) ||
+		    !topic_chars_ok(at + 17, strlen(at + 17)))
+			return fail(ld, s, "outbox.topic_template", "\"%s\": "
+			    "besides ${aggregate_type}, a topic name has only "
+			    "letters, digits, '.', '_' or '-'", tmpl);
+	}
+	if (cfg->outbox.n_routes == 0 && tmpl[0] == '\0')
+		return fail(ld, g, "outbox.routes", "no routes and no "
+		    "outbox.topic_template: give at least one");
+	return load_unrouted(ld, g);
+}
+
+static int
+load_topic(struct loader *ld, const config_setting_t *e, const char *epath,
+    struct tor_topic_spec *t)
+{
+	char key[KEYLEN];
+
+	if (check_keys(ld, e, epath, keys_topic) == -1 ||
+	    req_str(ld, e, epath, "name", &t->name) == -1 ||
+	    check_topic(ld, lookup(e, "name"),
+	    keypath(key, epath, "name"), t->name) == -1 ||
+	    opt_int32(ld, e, epath, "partitions", 1, 1, &t->partitions) == -1 ||
+	    opt_port(ld, e, epath, "replication", 1, &t->replication) == -1)
+		return -1;
+	/* Kafka carries the replication factor in 16 bits. */
+	if (t->replication > INT16_MAX)
+		return fail(ld, lookup(e, "replication"),
+		    keypath(key, epath, "replication"), "must be between 1 and "
+		    "%d, got %d", INT16_MAX, t->replication);
+	return 0;
+}
+
+/* A "name=value" librdkafka property that does not touch what tor fixes. */
+static int
+check_property(struct loader *ld, const config_setting_t *s, const char *key,
+    const char *prop)
+{
+	const char *eq = strchr(prop, '=');
+	size_t n;
+
+	if (eq == NULL || eq == prop)
+		return fail(ld, s, key, "expected \"name=value\", got \"%s\"",
+		    prop);
+	n = (size_t)(eq - prop);
+	for (size_t i = 0; i < n; i++)
+		if (isspace((unsigned char)prop[i]))
+			return fail(ld, s, key, "expected \"name=value\" "
+			    "without blanks in the name, got \"%s\"", prop);
+	for (size_t i = 0; i < sizeof(fixed_properties) /
+	    sizeof(fixed_properties[0]); i++)
+		if (strlen(fixed_properties[i].name) == n &&
+		    strncmp(prop, fixed_properties[i].name, n) == 0)
+			return fail(ld, s, key, "%s cannot be overridden: %s",
+			    fixed_properties[i].name, fixed_properties[i].why);
+	return 0;
+}
+
+/* A list of strings into a NULL-free array; check (may be NULL) vets each. */
+static int
+load_strings(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, char ***out, size_t *n_out,
+    int (*check)(struct loader *, const config_setting_t *, const char *,
+    const char *))
+{
+	config_setting_t *list, *s;
+	char lpath[KEYLEN], key[KEYLEN];
+	size_t n;
+
+	keypath(lpath, gpath, name);
+	if (member(ld, g, gpath, name, K_STRINGS, &list) == -1)
+		return -1;
+	if (list == NULL || (n = (size_t)config_setting_length(list)) == 0)
+		return 0;
+	if ((*out = calloc(n, sizeof(**out))) == NULL)
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	*n_out = n;
+	for (size_t i = 0; i < n; i++) {
+		s = config_setting_get_elem(list, (unsigned)i);
+		elempath(key, lpath, (int)i);
+		if (config_setting_type(s) != CONFIG_TYPE_STRING)
+			return fail(ld, s, key, "expected a string");
+		if ((check != NULL && check(ld, s, key,
+		    config_setting_get_string(s)) == -1) ||
+		    copy_str(ld, config_setting_get_string(s), &(*out)[i]) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+load_kafka(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *g, *topics, *s;
+	char key[KEYLEN], buf[KEYLEN];
+	int mode;
+	size_t n;
+
+	if (opt_group(ld, root, "", "kafka", keys_kafka, &g) == -1 ||
+	    req_str(ld, g, "kafka", "brokers", &cfg->kafka.brokers) == -1 ||
+	    opt_enum(ld, g, "kafka", "mode", kafka_modes, TOR_KAFKA_IDEMPOTENT,
+	    &mode) == -1 ||
+	    opt_str(ld, g, "kafka", "transactional_id", "",
+	    &cfg->kafka.transactional_id) == -1 ||
+	    opt_str(ld, g, "kafka", "checkpoint_topic", "__tor_checkpoints",
+	    &cfg->kafka.checkpoint_topic) == -1 ||
+	    check_topic(ld, lookup(g, "checkpoint_topic"),
+	    "kafka.checkpoint_topic", cfg->kafka.checkpoint_topic) == -1)
+		return -1;
+	cfg->kafka.mode = (enum tor_kafka_mode)mode;
+	/* Every replica of a group shares it, so that Kafka fences zombies. */
+	if (cfg->kafka.transactional_id[0] == '\0') {
+		free(cfg->kafka.transactional_id);
+		cfg->kafka.transactional_id = NULL;
+		snprintf(buf, sizeof(buf), "tor-%s", cfg->group);
+		if (copy_str(ld, buf, &cfg->kafka.transactional_id) == -1)
+			return -1;
+	}
+
+	if (member(ld, g, "kafka", "topics", K_LIST, &topics) == -1)
+		return -1;
+	n = topics != NULL ? (size_t)config_setting_length(topics) : 0;
+	if (n > 0) {
+		if ((cfg->kafka.topics = calloc(n, sizeof(*cfg->kafka.topics)))
+		    == NULL)
+			return tor_err_set(ld->err, "%s: out of memory",
+			    ld->path);
+		cfg->kafka.n_topics = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		s = config_setting_get_elem(topics, (unsigned)i);
+		elempath(key, "kafka.topics", (int)i);
+		if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+			return fail(ld, s, key, "expected a group { name = "
+			    "...; partitions = ...; }");
+		if (load_topic(ld, s, key, &cfg->kafka.topics[i]) == -1)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(cfg->kafka.topics[j].name,
+			    cfg->kafka.topics[i].name) == 0)
+				return fail(ld, s, key, "topic \"%s\" is listed "
+				    "twice", cfg->kafka.topics[i].name);
+	}
+	return load_strings(ld, g, "kafka", "properties",
+	    &cfg->kafka.properties, &cfg->kafka.n_properties, check_property);
+}
+
+static int
+check_node(struct loader *ld, const config_setting_t *s, const char *key,
+    const char *node)
+{
+	if (!hostport_ok(node))
+		return fail(ld, s, key, "expected \"host:port\", got \"%s\"",
+		    node);
+	return 0;
+}
+
+static int
+load_redis(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *g, *sen;
+	long long db;
+
+	if (opt_group(ld, root, "", "redis", keys_redis, &g) == -1 ||
+	    opt_str(ld, g, "redis", "host", "", &cfg->redis.host) == -1 ||
+	    opt_port(ld, g, "redis", "port", 6379, &cfg->redis.port) == -1 ||
+	    opt_int(ld, g, "redis", "db", 0, 0, INT_MAX, &db) == -1 ||
+	    opt_str(ld, g, "redis", "password", "",
+	    &cfg->redis.password) == -1 ||
+	    opt_str(ld, g, "redis", "password_file", "",
+	    &cfg->redis.password_file) == -1 ||
+	    opt_str(ld, g, "redis", "prefix", "tor", &cfg->redis.prefix) == -1 ||
+	    opt_int32(ld, g, "redis", "timeout_ms", 500, 1,
+	    &cfg->redis.timeout_ms) == -1)
+		return -1;
+	cfg->redis.db = (int)db;
+	/* Braces in the prefix would move the {G} hash tag of every key. */
+	if (cfg->redis.prefix[0] == '\0' || strpbrk(cfg->redis.prefix,
+	    "{} \t\r\n") != NULL)
+		return fail(ld, lookup(g, "prefix"),
+		    "redis.prefix", "must not be empty nor hold braces or "
+		    "blanks, got \"%s\"", cfg->redis.prefix);
+
+	if (opt_group(ld, g, "redis", "sentinel", keys_sentinel, &sen) == -1 ||
+	    opt_str(ld, sen, "redis.sentinel", "master", "",
+	    &cfg->redis.sentinel.master) == -1 ||
+	    load_strings(ld, sen, "redis.sentinel", "nodes",
+	    &cfg->redis.sentinel.nodes, &cfg->redis.sentinel.n_nodes,
+	    check_node) == -1)
+		return -1;
+	if (cfg->redis.sentinel.n_nodes > 0 &&
+	    cfg->redis.sentinel.master[0] == '\0')
+		return fail(ld, sen, "redis.sentinel.master", "required when "
+		    "redis.sentinel.nodes are given");
+	if (cfg->redis.sentinel.n_nodes == 0 &&
+	    cfg->redis.sentinel.master[0] != '\0')
+		return fail(ld, sen, "redis.sentinel.nodes", "required when "
+		    "redis.sentinel.master is given");
+	if (cfg->redis.host[0] == '\0' && cfg->redis.sentinel.n_nodes == 0)
+		return fail(ld, g, "redis.host", "required (unless "
+		    "redis.sentinel.nodes are given)");
+	return resolve_password(ld, g, "redis", "TOR_REDIS_PASSWORD",
+	    cfg->redis.password_file, &cfg->redis.password);
+}
+
+static int
+load_ha(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *g, *s;
+
+	if (opt_group(ld, root, "", "ha", keys_ha, &g) == -1 ||
+	    opt_int32(ld, g, "ha", "lease_ms", 3000, 1,
+	    &cfg->ha.lease_ms) == -1 ||
+	    opt_int32(ld, g, "ha", "renew_ms", 1000, 1,
+	    &cfg->ha.renew_ms) == -1 ||
+	    opt_int32(ld, g, "ha", "retry_ms", 200, 1,
+	    &cfg->ha.retry_ms) == -1)
+		return -1;
+	/* A lease renewed no faster than it expires lapses between renews. */
+	if (cfg->ha.renew_ms >= cfg->ha.lease_ms) {
+		if ((s = lookup(g, "renew_ms")) == NULL)
+			s = lookup(g, "lease_ms");
+		return fail(ld, s, "ha.renew_ms", "must be less than "
+		    "ha.lease_ms (%d >= %d)", cfg->ha.renew_ms,
+		    cfg->ha.lease_ms);
+	}
+	return 0;
+}
+
+static int
+load_rest(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	config_setting_t *cp, *http, *log, *s;
+	int format;
+
+	if (opt_group(ld, root, "", "checkpoint", keys_checkpoint, &cp) == -1 ||
+	    opt_int32(ld, cp, "checkpoint", "interval_ms", 1000, 0,
+	    &cfg->checkpoint.interval_ms) == -1 ||
+	    opt_str(ld, cp, "checkpoint", "key_file", "",
+	    &cfg->checkpoint.key_file) == -1 ||
+	    resolve_checkpoint_key(ld, cp) == -1)
+		return -1;
+
+	if (opt_group(ld, root, "", "http", keys_http, &http) == -1 ||
+	    opt_str(ld, http, "http", "listen", "0.0.0.0:9187",
+	    &cfg->http.listen) == -1)
+		return -1;
+	if (cfg->http.listen[0] != '\0' && !hostport_ok(cfg->http.listen))
+		return fail(ld, lookup(http, "listen"),
+		    "http.listen", "expected \"host:port\" or \"\" (off), got "
+		    "\"%s\"", cfg->http.listen);
+
+	if (opt_group(ld, root, "", "log", keys_log, &log) == -1 ||
+	    member(ld, log, "log", "level", K_STR, &s) == -1)
+		return -1;
+	cfg->log.level = TOR_LOG_INFO;
+	if (s != NULL) {
+		int level = tor_log_level_parse(config_setting_get_string(s));
+
+		if (level < 0)
+			return fail(ld, s, "log.level", "expected debug, info, "
+			    "warn or error, got \"%s\"",
+			    config_setting_get_string(s));
+		cfg->log.level = (enum tor_log_level)level;
+	}
+	if (opt_enum(ld, log, "log", "format", log_formats, TOR_LOG_LOGFMT,
+	    &format) == -1)
+		return -1;
+	cfg->log.format = (enum tor_log_format)format;
+	return 0;
+}
+
+static void
+collect_notes(struct tor_config *cfg)
+{
+	size_t n = 0;
+
+	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL)
+		cfg->not_built[n++] = NOTE_TRANSACTIONAL;
+	if (cfg->redis.sentinel.n_nodes > 0)
+		cfg->not_built[n++] = NOTE_SENTINEL;
+	if (cfg->checkpoint.has_key)
+		cfg->not_built[n++] = NOTE_CHECKPOINT_KEY;
+	if (cfg->http.listen[0] != '\0')
+		cfg->not_built[n++] = NOTE_HTTP;
+	cfg->not_built[n++] = NOTE_HA;
+	cfg->not_built[n] = NULL;
+}
+
+static int
+load_all(struct loader *ld, const config_setting_t *root)
+{
+	if (check_keys(ld, root, "", keys_top) == -1 ||
+	    load_identity(ld, root) == -1 ||
+	    load_mysql(ld, root) == -1 ||
+	    load_outbox(ld, root) == -1 ||
+	    load_kafka(ld, root) == -1 ||
+	    load_redis(ld, root) == -1 ||
+	    load_ha(ld, root) == -1 ||
+	    load_rest(ld, root) == -1)
+		return -1;
+	collect_notes(ld->cfg);
+	return copy_str(ld, ld->path, &ld->cfg->path);
+}
+
+int
+tor_config_load(struct tor_config *cfg, const char *path, tor_err *err)
+{
+	struct tor_config tmp;
+	struct loader ld = { &tmp, path, err };
+	config_t c;
+	FILE *f;
+	int rc;
+
+	memset(cfg, 0, sizeof(*cfg));
+	memset(&tmp, 0, sizeof(tmp));
+	/* libconfig says only "file I/O error"; fopen knows why. */
+	if ((f = fopen(path, "r")) == NULL)
+		return tor_err_set(err, "%s: cannot open: %s", path,
+		    strerror(errno));
+	fclose(f);
+
+	config_init(&c);
+	if (config_read_file(&c, path) == CONFIG_FALSE) {
+		const char *file = config_error_file(&c);
+		const char *text = config_error_text(&c);
+
+		if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
+			tor_err_set(err, "%s: cannot read the file", path);
+		else if (strcmp(text, "syntax error") == 0)
+			tor_err_set(err, "%s:%d: syntax error",
+			    file != NULL ? file : path, config_error_line(&c));
+		else
+			tor_err_set(err, "%s:%d: syntax error: %s",
+			    file != NULL ? file : path, config_error_line(&c),
+			    text);
+		config_destroy(&c);
+		return -1;
+	}
+	rc = load_all(&ld, config_root_setting(&c));
+	config_destroy(&c);
+	if (rc == -1) {
+		tor_config_free(&tmp);
+		return -1;
+	}
+	*cfg = tmp;
+	sodium_memzero(&tmp, sizeof(tmp));
+	return 0;
+}
+
+/* Prints s as a libconfig string literal. */
+static void
+print_quoted(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", out);
+		else if (c == '\t')
+			fputs("\\t", out);
+		else if (c == '\r')
+			fputs("\\r", out);
+		else if (c < 0x20)
+			fprintf(out, "\\x%02x", c);
+		else
+			fputc(c, out);
+	}
+	fputc('"', out);
+}
+
+static void
+print_str(FILE *out, int indent, const char *name, const char *v)
+{
+	fprintf(out, "%*s%s = ", indent, "", name);
+	print_quoted(out, v);
+	fputs(";\n", out);
+}
+
+/* A secret shows only whether it is set. */
+static void
+print_secret(FILE *out, int indent, const char *name, const char *v)
+{
+	print_str(out, indent, name, v != NULL && v[0] != '\0' ? MASK : "");
+}
+
+static void
+print_int(FILE *out, int indent, const char *name, long long v)
+{
+	/* libconfig 1.5 wraps a literal past 32 bits without the L suffix. */
+	fprintf(out, "%*s%s = %lld%s;\n", indent, "", name, v,
+	    v > INT32_MAX || v < INT32_MIN ? "L" : "");
+}
+
+static void
+print_strings(FILE *out, int indent, const char *name, char *const *v,
+    size_t n)
+{
+	fprintf(out, "%*s%s = (", indent, "", name);
+	for (size_t i = 0; i < n; i++) {
+		fputs(i == 0 ? " " : ", ", out);
+		print_quoted(out, v[i]);
+	}
+	fputs(" );\n", out);
+}
+
+static void
+print_mysql(const struct tor_config *cfg, FILE *out)
+{
+	fputs("mysql = {\n", out);
+	print_str(out, 2, "host", cfg->mysql.host);
+	print_int(out, 2, "port", cfg->mysql.port);
+	print_str(out, 2, "user", cfg->mysql.user);
+	print_secret(out, 2, "password", cfg->mysql.password);
+	print_str(out, 2, "password_file", cfg->mysql.password_file);
+	if (cfg->mysql.server_id_derived)
+		fputs("  # derived from group and instance\n", out);
+	print_int(out, 2, "server_id", cfg->mysql.server_id);
+	print_str(out, 2, "start", cfg->mysql.start);
+	print_int(out, 2, "heartbeat_ms", cfg->mysql.heartbeat_ms);
+	print_int(out, 2, "connect_timeout_ms", cfg->mysql.connect_timeout_ms);
+	fputs("  tls = {\n", out);
+	print_str(out, 4, "mode", tls_modes[cfg->mysql.tls.mode]);
+	print_str(out, 4, "ca", cfg->mysql.tls.ca);
+	print_str(out, 4, "cert", cfg->mysql.tls.cert);
+	print_str(out, 4, "key", cfg->mysql.tls.key);
+	fputs("  };\n};\n\n", out);
+}
+
+static void
+print_outbox(const struct tor_config *cfg, FILE *out)
+{
+	char unrouted[300];
+
+	fputs("outbox = {\n  tables = (\n", out);
+	for (size_t i = 0; i < cfg->outbox.n_tables; i++) {
+		const struct tor_outbox_table *t = &cfg->outbox.tables[i];
+		char name[512];
+
+		snprintf(name, sizeof(name), "%s.%s", t->schema, t->table);
+		fputs("    {\n", out);
+		print_str(out, 6, "table", name);
+		fputs("      columns = {\n", out);
+		print_str(out, 8, "id", t->col_id != NULL ? t->col_id : "");
+		print_str(out, 8, "key", t->col_key);
+		print_str(out, 8, "type", t->col_type);
+		print_str(out, 8, "payload", t->col_payload);
+		fputs("      };\n      headers = (", out);
+		for (size_t j = 0; j < t->n_headers; j++) {
+			fputs(j == 0 ? " { column = " : ", { column = ", out);
+			print_quoted(out, t->headers[j].column);
+			fputs("; header = ", out);
+			print_quoted(out, t->headers[j].header);
+			fputs("; }", out);
+		}
+		fprintf(out, " );\n    }%s\n",
+		    i + 1 < cfg->outbox.n_tables ? "," : "");
+	}
+	fputs("  );\n  routes = (\n", out);
+	for (size_t i = 0; i < cfg->outbox.n_routes; i++) {
+		const struct tor_route *r = &cfg->outbox.routes[i];
+
+		fputs("    { match = ", out);
+		print_quoted(out, r->match);
+		fputs("; topic = ", out);
+		print_quoted(out, r->topic);
+		fprintf(out, "; icase = %s; }%s\n", r->icase ? "true" : "false",
+		    i + 1 < cfg->outbox.n_routes ? "," : "");
+	}
+	fputs("  );\n", out);
+	print_str(out, 2, "topic_template", cfg->outbox.topic_template);
+	if (cfg->outbox.unrouted == TOR_UNROUTED_DLQ)
+		snprintf(unrouted, sizeof(unrouted), "dlq:%s",
+		    cfg->outbox.dlq_topic);
+	else
+		snprintf(unrouted, sizeof(unrouted), "%s",
+		    cfg->outbox.unrouted == TOR_UNROUTED_SKIP ? "skip" : "fail");
+	print_str(out, 2, "unrouted", unrouted);
+	fputs("};\n\n", out);
+}
+
+static void
+print_kafka(const struct tor_config *cfg, FILE *out)
+{
+	fputs("kafka = {\n", out);
+	print_str(out, 2, "brokers", cfg->kafka.brokers);
+	print_str(out, 2, "mode", kafka_modes[cfg->kafka.mode]);
+	print_str(out, 2, "transactional_id", cfg->kafka.transactional_id);
+	print_str(out, 2, "checkpoint_topic", cfg->kafka.checkpoint_topic);
+	fputs("  topics = (", out);
+	for (size_t i = 0; i < cfg->kafka.n_topics; i++) {
+		fputs(i == 0 ? " { name = " : ", { name = ", out);
+		print_quoted(out, cfg->kafka.topics[i].name);
+		fprintf(out, "; partitions = %d; replication = %d; }",
+		    cfg->kafka.topics[i].partitions,
+		    cfg->kafka.topics[i].replication);
+	}
+	fputs(" );\n", out);
+	print_strings(out, 2, "properties", cfg->kafka.properties,
+	    cfg->kafka.n_properties);
+	fputs("};\n\n", out);
+}
+
+static void
+print_redis(const struct tor_config *cfg, FILE *out)
+{
+	fputs("redis = {\n", out);
+	print_str(out, 2, "host", cfg->redis.host);
+	print_int(out, 2, "port", cfg->redis.port);
+	print_int(out, 2, "db", cfg->redis.db);
+	print_secret(out, 2, "password", cfg->redis.password);
+	print_str(out, 2, "password_file", cfg->redis.password_file);
+	print_str(out, 2, "prefix", cfg->redis.prefix);
+	print_int(out, 2, "timeout_ms", cfg->redis.timeout_ms);
+	fputs("  sentinel = {\n", out);
+	print_str(out, 4, "master", cfg->redis.sentinel.master);
+	print_strings(out, 4, "nodes", cfg->redis.sentinel.nodes,
+	    cfg->redis.sentinel.n_nodes);
+	fputs("  };\n};\n\n", out);
+}
+
+void
+tor_config_print(const struct tor_config *cfg, FILE *out)
+{
+	fputs("# effective configuration", out);
+	if (cfg->path != NULL) {
+		fputs(" of ", out);
+		print_quoted(out, cfg->path);
+	}
+	fputs(" (secrets masked)\n", out);
+	print_str(out, 0, "group", cfg->group);
+	print_str(out, 0, "instance", cfg->instance);
+	fputs("\n", out);
+	print_mysql(cfg, out);
+	print_outbox(cfg, out);
+	print_kafka(cfg, out);
+	print_redis(cfg, out);
+	fputs("ha = {\n", out);
+	print_int(out, 2, "lease_ms", cfg->ha.lease_ms);
+	print_int(out, 2, "renew_ms", cfg->ha.renew_ms);
+	print_int(out, 2, "retry_ms", cfg->ha.retry_ms);
+	fputs("};\n\ncheckpoint = {\n", out);
+	print_int(out, 2, "interval_ms", cfg->checkpoint.interval_ms);
+	print_str(out, 2, "key_file", cfg->checkpoint.key_file);
+	/* Not a key of the file: the key resolved from either source. */
+	fprintf(out, "  # key = \"%s\";\n", cfg->checkpoint.has_key ? MASK :
+	    "");
+	fputs("};\n\nhttp = {\n", out);
+	print_str(out, 2, "listen", cfg->http.listen);
+	fputs("};\n\nlog = {\n", out);
+	print_str(out, 2, "level", tor_log_level_name(cfg->log.level));
+	print_str(out, 2, "format", log_formats[cfg->log.format]);
+	fputs("};\n", out);
+}
+
+const char *const *
+tor_config_not_in_effect(const struct tor_config *cfg)
+{
+	return cfg->not_built;
+}
+
+static void
+free_strings(char **v, size_t n)
+{
+	for (size_t i = 0; v != NULL && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void
+tor_config_free(struct tor_config *cfg)
+{
+	free(cfg->path);
+	free(cfg->group);
+	free(cfg->instance);
+
+	free(cfg->mysql.host);
+	free(cfg->mysql.user);
+	free_secret(cfg->mysql.password);
+	free(cfg->mysql.password_file);
+	free(cfg->mysql.start);
+	free(cfg->mysql.tls.ca);
+	free(cfg->mysql.tls.cert);
+	free(cfg->mysql.tls.key);
+
+	for (size_t i = 0; cfg->outbox.tables != NULL &&
+	    i < cfg->outbox.n_tables; i++) {
+		struct tor_outbox_table *t = &cfg->outbox.tables[i];
+
+		free(t->schema);
+		free(t->table);
+		free(t->col_id);
+		free(t->col_key);
+		free(t->col_type);
+		free(t->col_payload);
+		for (size_t j = 0; t->headers != NULL && j < t->n_headers;
+		    j++) {
+			free(t->headers[j].column);
+			free(t->headers[j].header);
+		}
+		free(t->headers);
+	}
+	free(cfg->outbox.tables);
+	for (size_t i = 0; i < cfg->outbox.n_routes; i++) {
+		free(cfg->outbox.routes[i].match);
+		free(cfg->outbox.routes[i].topic);
+		regfree(&cfg->outbox.routes[i].re);
+	}
+	free(cfg->outbox.routes);
+	free(cfg->outbox.topic_template);
+	free(cfg->outbox.dlq_topic);
+
+	free(cfg->kafka.brokers);
+	free(cfg->kafka.transactional_id);
+	free(cfg->kafka.checkpoint_topic);
+	for (size_t i = 0; cfg->kafka.topics != NULL && i < cfg->kafka.n_topics;
+	    i++)
+		free(cfg->kafka.topics[i].name);
+	free(cfg->kafka.topics);
+	free_strings(cfg->kafka.properties, cfg->kafka.n_properties);
+
+	free(cfg->redis.host);
+	free_secret(cfg->redis.password);
+	free(cfg->redis.password_file);
+	free(cfg->redis.prefix);
+	free(cfg->redis.sentinel.master);
+	free_strings(cfg->redis.sentinel.nodes, cfg->redis.sentinel.n_nodes);
+
+	free(cfg->checkpoint.key_file);
+	free(cfg->http.listen);
+	sodium_memzero(cfg, sizeof(*cfg));
+}

@@ -1,0 +1,755 @@
+/*
+ * Unit tests of the configuration (src/config.c): the documented sample and a
+ * minimal file load with the values and defaults of DESIGN §6, secrets come
+ * from the environment and files in the documented order and never show in
+ * the printed config, and every bad file fails with its exact message.
+ *
+ * Run from the repository root: the fixtures live in tests/unit/config/.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tor/config.h"
+
+#define DIR "tests/unit/config/"
+
+/* Tests must not see the caller's secrets or host name. */
+static int
+clean_env(void **state)
+{
+	(void)state;
+	unsetenv("TOR_MYSQL_PASSWORD");
+	unsetenv("TOR_REDIS_PASSWORD");
+	unsetenv("TOR_CHECKPOINT_KEY");
+	setenv("HOSTNAME", "test-host", 1);
+	return 0;
+}
+
+static void
+load_ok(struct tor_config *cfg, const char *path)
+{
+	tor_err err = { "" };
+
+	if (tor_config_load(cfg, path, &err) != 0)
+		fail_msg("%s: %s", path, err.msg);
+}
+
+static bool
+has_note(const struct tor_config *cfg, const char *prefix)
+{
+	for (const char *const *n = tor_config_not_in_effect(cfg); *n != NULL;
+	    n++)
+		if (strncmp(*n, prefix, strlen(prefix)) == 0)
+			return true;
+	return false;
+}
+
+static void
+test_sample(void **state)
+{
+	struct tor_config cfg;
+
+	(void)state;
+	load_ok(&cfg, "tor.cfg");
+	assert_string_equal(cfg.path, "tor.cfg");
+	assert_string_equal(cfg.group, "orders");
+	assert_string_equal(cfg.instance, "test-host");
+
+	assert_string_equal(cfg.mysql.host, "127.0.0.1");
+	assert_int_equal(cfg.mysql.port, 3306);
+	assert_string_equal(cfg.mysql.user, "tor");
+	assert_string_equal(cfg.mysql.password, "");
+	assert_string_equal(cfg.mysql.start, "end");
+	assert_true(cfg.mysql.server_id_derived);
+	assert_int_not_equal(cfg.mysql.server_id, 0);
+	assert_int_equal(cfg.mysql.heartbeat_ms, 1000);
+	assert_int_equal(cfg.mysql.connect_timeout_ms, 5000);
+	assert_int_equal(cfg.mysql.tls.mode, TOR_TLS_PREFERRED);
+
+	assert_int_equal(cfg.outbox.n_tables, 1);
+	assert_string_equal(cfg.outbox.tables[0].schema, "shop");
+	assert_string_equal(cfg.outbox.tables[0].table, "outbox");
+	assert_string_equal(cfg.outbox.tables[0].col_id, "uuid");
+	assert_string_equal(cfg.outbox.tables[0].col_key, "aggregate_id");
+	assert_string_equal(cfg.outbox.tables[0].col_type, "aggregate_type");
+	assert_string_equal(cfg.outbox.tables[0].col_payload, "payload");
+	assert_int_equal(cfg.outbox.tables[0].n_headers, 1);
+	assert_string_equal(cfg.outbox.tables[0].headers[0].column, "uuid");
+	assert_string_equal(cfg.outbox.tables[0].headers[0].header, "uuid");
+	assert_int_equal(cfg.outbox.n_routes, 2);
+	assert_string_equal(cfg.outbox.routes[0].topic, "order");
+	assert_true(cfg.outbox.routes[0].icase);
+	assert_false(cfg.outbox.routes[1].icase);
+	/* The compiled patterns work as documented (icase on the first). */
+	assert_int_equal(regexec(&cfg.outbox.routes[0].re, "ORDER", 0, NULL,
+	    0), 0);
+	assert_int_not_equal(regexec(&cfg.outbox.routes[1].re, "INVOICE", 0,
+	    NULL, 0), 0);
+	assert_int_equal(regexec(&cfg.outbox.routes[1].re, "invoice.paid", 0,
+	    NULL, 0), 0);
+	assert_string_equal(cfg.outbox.topic_template, "");
+	assert_int_equal(cfg.outbox.unrouted, TOR_UNROUTED_FAIL);
+
+	assert_string_equal(cfg.kafka.brokers, "127.0.0.1:9092");
+	assert_int_equal(cfg.kafka.mode, TOR_KAFKA_IDEMPOTENT);
+	assert_string_equal(cfg.kafka.transactional_id, "tor-orders");
+	assert_string_equal(cfg.kafka.checkpoint_topic, "__tor_checkpoints");
+	assert_int_equal(cfg.kafka.n_topics, 1);
+	assert_string_equal(cfg.kafka.topics[0].name, "order");
+	assert_int_equal(cfg.kafka.topics[0].partitions, 3);
+	assert_int_equal(cfg.kafka.topics[0].replication, 1);
+	assert_int_equal(cfg.kafka.n_properties, 2);
+	assert_string_equal(cfg.kafka.properties[0], "compression.type=lz4");
+	assert_string_equal(cfg.kafka.properties[1], "linger.ms=5");
+
+	assert_string_equal(cfg.redis.host, "127.0.0.1");
+	assert_int_equal(cfg.redis.port, 6379);
+	assert_int_equal(cfg.redis.db, 0);
+	assert_string_equal(cfg.redis.prefix, "tor");
+	assert_int_equal(cfg.redis.timeout_ms, 500);
+	assert_string_equal(cfg.redis.sentinel.master, "");
+	assert_int_equal(cfg.redis.sentinel.n_nodes, 0);
+
+	assert_int_equal(cfg.ha.lease_ms, 3000);
+	assert_int_equal(cfg.ha.renew_ms, 1000);
+	assert_int_equal(cfg.ha.retry_ms, 200);
+	assert_int_equal(cfg.checkpoint.interval_ms, 1000);
+	assert_false(cfg.checkpoint.has_key);
+	assert_string_equal(cfg.http.listen, "0.0.0.0:9187");
+	assert_int_equal(cfg.log.level, TOR_LOG_INFO);
+	assert_int_equal(cfg.log.format, TOR_LOG_LOGFMT);
+	tor_config_free(&cfg);
+}
+
+static void
+test_minimal_defaults(void **state)
+{
+	struct tor_config cfg;
+
+	(void)state;
+	load_ok(&cfg, DIR "minimal.cfg");
+	assert_string_equal(cfg.group, "default");
+	assert_string_equal(cfg.instance, "test-host");
+	assert_string_equal(cfg.mysql.host, "db");
+	assert_int_equal(cfg.mysql.port, 3306);
+	assert_string_equal(cfg.mysql.user, "tor");
+	assert_string_equal(cfg.mysql.password, "");
+	assert_string_equal(cfg.mysql.password_file, "");
+	assert_true(cfg.mysql.server_id_derived);
+	assert_int_not_equal(cfg.mysql.server_id, 0);
+	assert_string_equal(cfg.mysql.start, "end");
+	assert_int_equal(cfg.mysql.heartbeat_ms, 1000);
+	assert_int_equal(cfg.mysql.connect_timeout_ms, 5000);
+	assert_int_equal(cfg.mysql.tls.mode, TOR_TLS_PREFERRED);
+	assert_string_equal(cfg.mysql.tls.ca, "");
+	assert_string_equal(cfg.mysql.tls.cert, "");
+	assert_string_equal(cfg.mysql.tls.key, "");
+
+	assert_int_equal(cfg.outbox.n_tables, 1);
+	assert_null(cfg.outbox.tables[0].col_id);
+	assert_int_equal(cfg.outbox.tables[0].n_headers, 0);
+	assert_int_equal(cfg.outbox.n_routes, 0);
+	assert_string_equal(cfg.outbox.topic_template, "ev.${aggregate_type}");
+	assert_int_equal(cfg.outbox.unrouted, TOR_UNROUTED_FAIL);
+	assert_null(cfg.outbox.dlq_topic);
+
+	assert_int_equal(cfg.kafka.mode, TOR_KAFKA_IDEMPOTENT);
+	assert_string_equal(cfg.kafka.transactional_id, "tor-default");
+	assert_string_equal(cfg.kafka.checkpoint_topic, "__tor_checkpoints");
+	assert_int_equal(cfg.kafka.n_topics, 0);
+	assert_int_equal(cfg.kafka.n_properties, 0);
+
+	assert_int_equal(cfg.redis.port, 6379);
+	assert_int_equal(cfg.redis.db, 0);
+	assert_string_equal(cfg.redis.password, "");
+	assert_string_equal(cfg.redis.password_file, "");
+	assert_string_equal(cfg.redis.prefix, "tor");
+	assert_int_equal(cfg.redis.timeout_ms, 500);
+	assert_string_equal(cfg.redis.sentinel.master, "");
+	assert_int_equal(cfg.redis.sentinel.n_nodes, 0);
+
+	assert_int_equal(cfg.ha.lease_ms, 3000);
+	assert_int_equal(cfg.ha.renew_ms, 1000);
+	assert_int_equal(cfg.ha.retry_ms, 200);
+	assert_int_equal(cfg.checkpoint.interval_ms, 1000);
+	assert_string_equal(cfg.checkpoint.key_file, "");
+	assert_false(cfg.checkpoint.has_key);
+	assert_string_equal(cfg.http.listen, "0.0.0.0:9187");
+	assert_int_equal(cfg.log.level, TOR_LOG_INFO);
+	assert_int_equal(cfg.log.format, TOR_LOG_LOGFMT);
+
+	/* The defaulted HTTP endpoint and HA are noted; the rest is built. */
+	assert_true(has_note(&cfg, "http.listen"));
+	assert_true(has_note(&cfg, "ha."));
+	assert_false(has_note(&cfg, "kafka.mode"));
+	assert_false(has_note(&cfg, "redis.sentinel"));
+	assert_false(has_note(&cfg, "checkpoint."));
+	tor_config_free(&cfg);
+}
+
+static void
+test_instance_without_hostname_env(void **state)
+{
+	struct tor_config cfg;
+	char host[256], want[300];
+
+	(void)state;
+	unsetenv("HOSTNAME");
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	snprintf(want, sizeof(want), "%s-%ld", host, (long)getpid());
+	load_ok(&cfg, DIR "minimal.cfg");
+	assert_string_equal(cfg.instance, want);
+	tor_config_free(&cfg);
+}
+
+/* The derived server_id is stable for one group+instance, and differs for
+ * another instance, so that replicas never share one. */
+static void
+test_server_id_derived(void **state)
+{
+	struct tor_config a, b;
+
+	(void)state;
+	load_ok(&a, DIR "minimal.cfg");
+	load_ok(&b, DIR "minimal.cfg");
+	assert_int_equal(a.mysql.server_id, b.mysql.server_id);
+	tor_config_free(&b);
+	setenv("HOSTNAME", "other-host", 1);
+	load_ok(&b, DIR "minimal.cfg");
+	assert_true(b.mysql.server_id_derived);
+	assert_int_not_equal(a.mysql.server_id, b.mysql.server_id);
+	tor_config_free(&a);
+	tor_config_free(&b);
+}
+
+/* libconfig 1.5 wraps 4294967295 to -1 without the L suffix. */
+static void
+test_server_id_max(void **state)
+{
+	struct tor_config cfg;
+
+	(void)state;
+	load_ok(&cfg, DIR "big_server_id.cfg");
+	assert_false(cfg.mysql.server_id_derived);
+	assert_true(cfg.mysql.server_id == UINT32_MAX);
+	tor_config_free(&cfg);
+}
+
+struct tmpdir {
+	char path[64];
+	char files[8][128];
+	int n;
+};
+
+static const char *
+tmp_file(struct tmpdir *d, const char *name, const void *data, size_t len)
+{
+	char *path = d->files[d->n++], tmp[sizeof(d->files[0])];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s/%s", d->path, name);
+	memcpy(path, tmp, sizeof(tmp));
+	assert_non_null(f = fopen(path, "wb"));
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	return path;
+}
+
+static void
+tmp_open(struct tmpdir *d)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->path, sizeof(d->path), "/tmp/tor-test-config-XXXXXX");
+	assert_non_null(mkdtemp(d->path));
+}
+
+static void
+tmp_close(struct tmpdir *d)
+{
+	for (int i = 0; i < d->n; i++)
+		unlink(d->files[i]);
+	rmdir(d->path);
+}
+
+/* A config whose secrets are inline and in files. */
+static const char *
+secrets_cfg(struct tmpdir *d, const char *key_file)
+{
+	char text[2048];
+	const char *mysql_file, *redis_file;
+
+	mysql_file = tmp_file(d, "mysql.secret", "mysql-from-file\n", 16);
+	redis_file = tmp_file(d, "redis.secret", "redis-from-file\r\n", 17);
+	snprintf(text, sizeof(text),
+	    "mysql = { host = \"db\"; password = \"mysql-inline\";\n"
+	    "  password_file = \"%s\"; };\n"
+	    "outbox = { tables = ( { table = \"s.t\"; columns = { key = \"k\";"
+	    " type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; };\n"
+	    "redis = { host = \"r\"; password = \"redis-inline\";\n"
+	    "  password_file = \"%s\"; };\n"
+	    "checkpoint = { key_file = \"%s\"; };\n",
+	    mysql_file, redis_file, key_file);
+	return tmp_file(d, "secrets.cfg", text, strlen(text));
+}
+
+static void
+test_secret_precedence(void **state)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	const char *path;
+	static const char inline_cfg[] =
+	    "mysql = { host = \"db\"; password = \"mysql-inline\"; };\n"
+	    "outbox = { tables = ( { table = \"s.t\"; columns = { key = \"k\";"
+	    " type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; };\n"
+	    "redis = { host = \"r\"; password = \"redis-inline\"; };\n";
+
+	(void)state;
+	tmp_open(&d);
+
+	/* Inline only. */
+	path = tmp_file(&d, "inline.cfg", inline_cfg, sizeof(inline_cfg) - 1);
+	load_ok(&cfg, path);
+	assert_string_equal(cfg.mysql.password, "mysql-inline");
+	assert_string_equal(cfg.redis.password, "redis-inline");
+	tor_config_free(&cfg);
+
+	/* The file wins over inline; its trailing newline is not meant. */
+	path = secrets_cfg(&d, "");
+	load_ok(&cfg, path);
+	assert_string_equal(cfg.mysql.password, "mysql-from-file");
+	assert_string_equal(cfg.redis.password, "redis-from-file");
+	tor_config_free(&cfg);
+
+	/* The environment wins over both. */
+	setenv("TOR_MYSQL_PASSWORD", "mysql-from-env", 1);
+	setenv("TOR_REDIS_PASSWORD", "redis-from-env", 1);
+	load_ok(&cfg, path);
+	assert_string_equal(cfg.mysql.password, "mysql-from-env");
+	assert_string_equal(cfg.redis.password, "redis-from-env");
+	tor_config_free(&cfg);
+	tmp_close(&d);
+}
+
+static const unsigned char key_bytes[32] = {
+	0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
+	0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+	0xf0, 0xe1, 0xd2, 0xc3, 0xb4, 0xa5, 0x96, 0x87,
+	0x78, 0x69, 0x5a, 0x4b, 0x3c, 0x2d, 0x1e, 0x0a,
+};
+#define KEY_HEX "000102030405060708090a0b0c0d0e0f" \
+	"f0e1d2c3b4a5968778695a4b3c2d1e0a"
+#define KEY_B64 "AAECAwQFBgcICQoLDA0OD/Dh0sO0pZaHeGlaSzwtHgo="
+
+static void
+test_checkpoint_key(void **state)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	tor_err err;
+	const char *path;
+	char want[600], other[65];
+
+	(void)state;
+	tmp_open(&d);
+
+	/* 32 raw bytes (one of them a newline: taken as is). */
+	path = secrets_cfg(&d, tmp_file(&d, "raw.key", key_bytes, 32));
+	load_ok(&cfg, path);
+	assert_true(cfg.checkpoint.has_key);
+	assert_memory_equal(cfg.checkpoint.key, key_bytes, 32);
+	assert_true(has_note(&cfg, "checkpoint."));
+	tor_config_free(&cfg);
+	tmp_close(&d);
+
+	/* 64 hex characters and a newline. */
+	tmp_open(&d);
+	path = secrets_cfg(&d, tmp_file(&d, "hex.key", KEY_HEX "\n", 65));
+	load_ok(&cfg, path);
+	assert_true(cfg.checkpoint.has_key);
+	assert_memory_equal(cfg.checkpoint.key, key_bytes, 32);
+	tor_config_free(&cfg);
+
+	/* The environment wins over the file: hex, then base64. */
+	snprintf(other, sizeof(other), "ff%s", &KEY_HEX[2]);
+	setenv("TOR_CHECKPOINT_KEY", other, 1);
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.checkpoint.key[0], 0xff);
+	assert_memory_equal(cfg.checkpoint.key + 1, key_bytes + 1, 31);
+	tor_config_free(&cfg);
+	setenv("TOR_CHECKPOINT_KEY", KEY_B64, 1);
+	load_ok(&cfg, path);
+	assert_memory_equal(cfg.checkpoint.key, key_bytes, 32);
+	tor_config_free(&cfg);
+
+	/* A key of the wrong length, and one that is neither form. */
+	setenv("TOR_CHECKPOINT_KEY", "00ff", 1);
+	assert_int_equal(tor_config_load(&cfg, path, &err), -1);
+	snprintf(want, sizeof(want), "%s: TOR_CHECKPOINT_KEY: expected 64 hex "
+	    "characters or the base64 of 32 bytes", path);
+	assert_string_equal(err.msg, want);
+	setenv("TOR_CHECKPOINT_KEY", KEY_HEX "00", 1);
+	assert_int_equal(tor_config_load(&cfg, path, &err), -1);
+	assert_string_equal(err.msg, want);
+	unsetenv("TOR_CHECKPOINT_KEY");
+	tmp_close(&d);
+}
+
+/* The printed config as a string (through a file, as main prints it). */
+static char *
+print_to_string(const struct tor_config *cfg)
+{
+	char *text;
+	long len;
+	FILE *f;
+
+	assert_non_null(f = tmpfile());
+	tor_config_print(cfg, f);
+	assert_false(ferror(f));
+	assert_true((len = ftell(f)) > 0);
+	rewind(f);
+	assert_non_null(text = malloc((size_t)len + 1));
+	assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
+	text[len] = '\0';
+	fclose(f);
+	return text;
+}
+
+static void
+test_print_masks_secrets(void **state)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	char *text, hex[65];
+
+	(void)state;
+	tmp_open(&d);
+	setenv("TOR_MYSQL_PASSWORD", "hunter2-mysql", 1);
+	load_ok(&cfg, secrets_cfg(&d, tmp_file(&d, "hex.key", KEY_HEX, 64)));
+	text = print_to_string(&cfg);
+	assert_non_null(strstr(text, "  password = \"********\";\n"));
+	assert_non_null(strstr(strstr(text, "redis = {"),
+	    "  password = \"********\";\n"));
+	assert_non_null(strstr(text, "# key = \"********\";"));
+	assert_null(strstr(text, "hunter2"));
+	assert_null(strstr(text, "mysql-inline"));
+	assert_null(strstr(text, "redis-from-file"));
+	assert_null(strstr(text, "redis-inline"));
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", key_bytes[i]);
+	assert_null(strstr(text, hex));
+	assert_null(strstr(text, "f0e1d2c3"));
+	/* Secret *files* are not secret: the operator needs their paths. */
+	assert_non_null(strstr(text, "mysql.secret"));
+	free(text);
+	tor_config_free(&cfg);
+	tmp_close(&d);
+
+	/* Unset secrets print as "". */
+	unsetenv("TOR_MYSQL_PASSWORD");
+	load_ok(&cfg, DIR "minimal.cfg");
+	text = print_to_string(&cfg);
+	assert_non_null(strstr(text, "  password = \"\";\n"));
+	assert_null(strstr(text, "********"));
+	assert_non_null(strstr(text, "# key = \"\";"));
+	free(text);
+	tor_config_free(&cfg);
+}
+
+/* The printed config is valid tor.cfg and means the same. */
+static void
+test_print_reloads(void **state)
+{
+	struct tor_config cfg, again;
+	struct tmpdir d;
+	char *text, *text2;
+	const char *path;
+
+	(void)state;
+	tmp_open(&d);
+	load_ok(&cfg, "tor.cfg");
+	text = print_to_string(&cfg);
+	path = tmp_file(&d, "printed.cfg", text, strlen(text));
+	load_ok(&again, path);
+	assert_string_equal(again.instance, cfg.instance);
+	assert_int_equal(again.mysql.server_id, cfg.mysql.server_id);
+	assert_int_equal(again.outbox.n_routes, 2);
+	assert_true(again.outbox.routes[0].icase);
+	assert_string_equal(again.outbox.tables[0].headers[0].header, "uuid");
+	assert_string_equal(again.kafka.properties[1], "linger.ms=5");
+	assert_string_equal(again.kafka.transactional_id, "tor-orders");
+	text2 = print_to_string(&again);
+	/* Past mysql (the derived-id comment), the two prints agree. */
+	assert_string_equal(strstr(text2, "outbox = {"),
+	    strstr(text, "outbox = {"));
+	assert_non_null(strstr(text, "# derived from group and instance"));
+	assert_null(strstr(text2, "# derived from group and instance"));
+	free(text);
+	free(text2);
+	tor_config_free(&cfg);
+	tor_config_free(&again);
+	tmp_close(&d);
+}
+
+static void
+test_not_in_effect_transactional(void **state)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	const char *const *notes;
+	const char *path;
+	static const char text[] =
+	    "mysql = { host = \"db\"; };\n"
+	    "outbox = { tables = ( { table = \"s.t\"; columns = { key = \"k\";"
+	    " type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; mode = \"transactional\"; };\n"
+	    "redis = { sentinel = { master = \"m\"; nodes = ( \"s1:26379\" ); };"
+	    " };\n"
+	    "http = { listen = \"\"; };\n";
+
+	(void)state;
+	tmp_open(&d);
+	path = tmp_file(&d, "tx.cfg", text, sizeof(text) - 1);
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.kafka.mode, TOR_KAFKA_TRANSACTIONAL);
+	assert_string_equal(cfg.redis.host, "");
+	notes = tor_config_not_in_effect(&cfg);
+	assert_string_equal(notes[0], "kafka.mode = \"transactional\": "
+	    "transactional (exactly-once) publishing is not built yet");
+	assert_true(has_note(&cfg, "redis.sentinel"));
+	assert_false(has_note(&cfg, "http.listen"));
+	assert_true(has_note(&cfg, "ha."));
+	tor_config_free(&cfg);
+	tmp_close(&d);
+}
+
+/* Loads a minimal config with extra settings in its groups; returns the
+ * result of tor_config_load. */
+static int
+load_with(const char *mysql, const char *http)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	tor_err err;
+	char text[1024];
+	int rc;
+
+	tmp_open(&d);
+	snprintf(text, sizeof(text),
+	    "mysql = { host = \"db\"; %s };\n"
+	    "outbox = { tables = ( { table = \"s.t\"; columns = { key = \"k\";"
+	    " type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; };\n"
+	    "redis = { host = \"r\"; };\n"
+	    "http = { %s };\n", mysql, http);
+	rc = tor_config_load(&cfg, tmp_file(&d, "t.cfg", text, strlen(text)),
+	    &err);
+	if (rc == 0)
+		tor_config_free(&cfg);
+	tmp_close(&d);
+	return rc;
+}
+
+static void
+test_start_values(void **state)
+{
+	static const char *const good[] = { "end", "beginning",
+		"mysql-bin.000003:4", "mysql-bin.000003:4294967295",
+		"0-1-100", "0-1-100,1-2-3",
+		"4294967295-4294967295-18446744073709551615" };
+	static const char *const bad[] = { "", "begin", "mysql-bin.000003",
+		"mysql-bin.000003:3", ":100", "mysql-bin.000003:4294967296",
+		"mysql-bin.000003:+4", "0-1", "0-1-2,", "0-1-2,0-3-4",
+		"a-b-c", "0-1-2 ", "-1-2-3", "0-4294967296-1",
+		"0-1-18446744073709551616",
+		"3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5" };
+	char line[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(line, sizeof(line), "start = \"%s\";", good[i]);
+		if (load_with(line, "") != 0)
+			fail_msg("refused %s", line);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(line, sizeof(line), "start = \"%s\";", bad[i]);
+		if (load_with(line, "") != -1)
+			fail_msg("accepted %s", line);
+	}
+}
+
+static void
+test_listen_values(void **state)
+{
+	static const char *const good[] = { "", "0.0.0.0:9187",
+		"127.0.0.1:1", "[::]:9187", "[::1]:65535", "localhost:80" };
+	static const char *const bad[] = { "9187", ":9187", "0.0.0.0:",
+		"0.0.0.0:0", "0.0.0.0:65536", "::1:9187", "[::1]9187",
+		"host:80x", "host:-1" };
+	char line[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(line, sizeof(line), "listen = \"%s\";", good[i]);
+		if (load_with("", line) != 0)
+			fail_msg("refused %s", line);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(line, sizeof(line), "listen = \"%s\";", bad[i]);
+		if (load_with("", line) != -1)
+			fail_msg("accepted %s", line);
+	}
+	/* A port past 32 bits must not wrap into range (libconfig 1.5). */
+	assert_int_equal(load_with("port = 4294970592;", ""), -1);
+	assert_int_equal(load_with("port = 0x0CE4;", ""), 0);
+}
+
+static void
+test_missing_file(void **state)
+{
+	struct tor_config cfg;
+	tor_err err;
+
+	(void)state;
+	assert_int_equal(tor_config_load(&cfg, DIR "nope.cfg", &err), -1);
+	assert_string_equal(err.msg, DIR "nope.cfg: cannot open: No such file "
+	    "or directory");
+}
+
+struct bad_case {
+	const char *file;
+	const char *msg;        /* after "tests/unit/config/<file>:" */
+};
+
+static const struct bad_case bad_cases[] = {
+	{ "bad_unknown_top.cfg", "10: mysqll: unknown key" },
+	{ "bad_unknown_nested.cfg", "4: mysql.hots: unknown key" },
+	{ "bad_unknown_in_table.cfg",
+	    "5: outbox.tables[0].colums: unknown key" },
+	{ "bad_type.cfg", "2: mysql.port: expected an integer" },
+	{ "bad_port.cfg",
+	    "11: redis.port: must be between 1 and 65535, got 70000" },
+	{ "bad_tls_mode.cfg", "4: mysql.tls.mode: expected disabled, "
+	    "preferred, required or verify, got \"strict\"" },
+	{ "bad_kafka_mode.cfg", "8: kafka.mode: expected idempotent or "
+	    "transactional, got \"exactly-once\"" },
+	{ "bad_unrouted.cfg", "7: outbox.unrouted: expected fail, skip or "
+	    "\"dlq:<topic>\", got \"drop\"" },
+	{ "bad_table_no_schema.cfg", "4: outbox.tables[0].table: expected "
+	    "\"schema.table\", got \"outbox\"" },
+	{ "bad_missing_payload.cfg",
+	    "5: outbox.tables[0].columns.payload: required" },
+	{ "bad_reserved_header.cfg", "6: outbox.tables[0].headers[0].header: "
+	    "\"tor.id\" is reserved (tor sets the tor.* headers itself)" },
+	{ "bad_regex.cfg", "8: outbox.routes[1].match: \"(unclosed\" does not "
+	    "compile: Unmatched ( or \\(" },
+	{ "bad_no_routes.cfg", "3: outbox.routes: no routes and no "
+	    "outbox.topic_template: give at least one" },
+	{ "bad_template.cfg", "6: outbox.topic_template: must contain "
+	    "${aggregate_type}, got \"ev.${type}\"" },
+	{ "bad_property_idempotence.cfg", "11: kafka.properties[1]: "
+	    "enable.idempotence cannot be overridden: tor always runs the "
+	    "idempotent producer (no duplicates or reordering on retry)" },
+	{ "bad_property_no_eq.cfg", "10: kafka.properties[0]: expected "
+	    "\"name=value\", got \"linger.ms\"" },
+	{ "bad_start.cfg", "4: mysql.start: expected \"end\", \"beginning\", "
+	    "\"<file>:<pos>\" (pos >= 4) or a MariaDB GTID list "
+	    "\"D-S-N[,D-S-N...]\", got \"0-1\"" },
+	{ "bad_renew.cfg",
+	    "12: ha.renew_ms: must be less than ha.lease_ms (1000 >= 1000)" },
+	{ "bad_missing_mysql_host.cfg", "2: mysql.host: required" },
+	{ "bad_missing_brokers.cfg", "8: kafka.brokers: required" },
+	{ "bad_missing_redis_host.cfg", "9: redis.host: required (unless "
+	    "redis.sentinel.nodes are given)" },
+	{ "bad_no_tables.cfg",
+	    "3: outbox.tables: required (at least one table)" },
+	{ "bad_password_file.cfg", "4: mysql.password_file: cannot read "
+	    "tests/unit/config/no-such.secret: No such file or directory" },
+	{ "bad_key_length.cfg", "11: checkpoint.key_file: "
+	    "tests/unit/config/short.key holds 16 bytes; expected exactly 32 "
+	    "raw bytes or 64 hex characters" },
+	{ "bad_syntax.cfg", "3: syntax error" },
+	{ "bad_duplicate.cfg", "4: syntax error: duplicate setting name" },
+	{ "bad_log_level.cfg", "10: log.level: expected debug, info, warn or "
+	    "error, got \"verbose\"" },
+	{ "bad_http_listen.cfg", "11: http.listen: expected \"host:port\" or "
+	    "\"\" (off), got \"9187\"" },
+	{ "bad_server_id.cfg", "4: mysql.server_id: must be between 0 and "
+	    "4294967295, got 4294967296" },
+	{ "bad_sentinel_node.cfg", "11: redis.sentinel.nodes[1]: expected "
+	    "\"host:port\", got \"10.0.0.6\"" },
+	{ "bad_partitions.cfg",
+	    "10: kafka.topics[0].partitions: must be positive, got 0" },
+	{ "bad_bool.cfg", "6: outbox.routes[0].icase: expected true or false" },
+};
+
+static void
+test_bad_file(void **state)
+{
+	const struct bad_case *c = *state;
+	struct tor_config cfg;
+	char path[256], want[600];
+	tor_err err = { "" };
+
+	clean_env(NULL);
+	snprintf(path, sizeof(path), DIR "%s", c->file);
+	snprintf(want, sizeof(want), "%s:%s", path, c->msg);
+	memset(&cfg, 0x5a, sizeof(cfg));
+	assert_int_equal(tor_config_load(&cfg, path, &err), -1);
+	assert_string_equal(err.msg, want);
+	/* Nothing is left to free; ASan's leak check holds us to it. */
+	assert_null(cfg.group);
+	assert_null(cfg.outbox.tables);
+}
+
+int
+main(void)
+{
+	static const struct CMUnitTest fixed[] = {
+		cmocka_unit_test_setup(test_sample, clean_env),
+		cmocka_unit_test_setup(test_minimal_defaults, clean_env),
+		cmocka_unit_test_setup(test_instance_without_hostname_env,
+		    clean_env),
+		cmocka_unit_test_setup(test_server_id_derived, clean_env),
+		cmocka_unit_test_setup(test_server_id_max, clean_env),
+		cmocka_unit_test_setup(test_secret_precedence, clean_env),
+		cmocka_unit_test_setup(test_checkpoint_key, clean_env),
+		cmocka_unit_test_setup(test_print_masks_secrets, clean_env),
+		cmocka_unit_test_setup(test_print_reloads, clean_env),
+		cmocka_unit_test_setup(test_not_in_effect_transactional,
+		    clean_env),
+		cmocka_unit_test_setup(test_start_values, clean_env),
+		cmocka_unit_test_setup(test_listen_values, clean_env),
+		cmocka_unit_test_setup(test_missing_file, clean_env),
+	};
+	enum {
+		N_FIXED = sizeof(fixed) / sizeof(fixed[0]),
+		N_BAD = sizeof(bad_cases) / sizeof(bad_cases[0]),
+	};
+	struct CMUnitTest tests[N_FIXED + N_BAD];
+
+	memcpy(tests, fixed, sizeof(fixed));
+	/* One test per bad file, named after it, so TAP shows which. */
+	for (size_t i = 0; i < N_BAD; i++) {
+		tests[N_FIXED + i] = (struct CMUnitTest)
+		    cmocka_unit_test_prestate(test_bad_file,
+		    (void *)&bad_cases[i]);
+		tests[N_FIXED + i].name = bad_cases[i].file;
+	}
+	return _cmocka_run_group_tests("config", tests, N_FIXED + N_BAD, NULL,
+	    NULL);
+}
