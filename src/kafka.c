@@ -1,0 +1,577 @@
+/*
+ * The Kafka sink: one librdkafka producer whose delivery reports drive the
+ * checkpoint (DESIGN.md §1, §2, §4).
+ *
+ * Two ideas make it work.  First, the producer is configured so that Kafka
+ * itself keeps our promises: the idempotent producer (acks=all, at most 5
+ * requests in flight, gapless) never reorders or silently drops a message,
+ * and murmur2_random puts a key on the same partition as a Java producer
+ * would.  Second, nothing happens behind the caller's back: delivery reports
+ * are served only by tor_sink_poll/tor_sink_flush in the caller's thread, the
+ * queue is bounded so memory stays flat, and a full queue is answered with
+ * TOR_SINK_BUSY (back-pressure) instead of growing.  Every produced message
+ * gets exactly one ack, with an error code when Kafka did not store it; the
+ * checkpoint never moves past an unacknowledged message, so an error costs a
+ * halt, never a lost row.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "tor/kafka.h"
+#include "tor/log.h"
+
+/* The message's seq rides in the librdkafka message opaque (a pointer). */
+_Static_assert(sizeof(void *) >= sizeof(uint64_t),
+    "seq is carried in a pointer-sized opaque");
+
+/*
+ * The queue bound.  librdkafka counts every message from produce until its
+ * delivery report against both limits.  With the relay's ~200-byte messages
+ * plus the five tor.* headers, 16384 messages hold about 6 MiB of payload
+ * and headers plus librdkafka's per-message overhead (~300 bytes each), which
+ * keeps the whole process well under its 32 MiB budget; the 8 MiB byte cap
+ * bounds memory the same way when messages are large.  16384 messages is
+ * still many batches at linger.ms=5, so the queue never starves the network.
+ */
+#define SINK_QUEUE_MAX_MESSAGES	"16384"
+#define SINK_QUEUE_MAX_KBYTES	"8192"
+
+/* tor_sink_free's last chance to deliver before it purges. */
+#define SINK_FREE_FLUSH_MS	2000
+
+/* The properties that carry the ordering and durability promises. */
+static const char *const sink_fixed_props[] = {
+	"enable.idempotence",
+	"acks",
+	"request.required.acks",	/* alias of acks */
+	"partitioner",
+	"transactional.id",
+};
+
+struct tor_sink {
+	rd_kafka_t *rk;
+	const struct tor_config *cfg;
+	tor_sink_ack_fn *ack;
+	void *ack_ctx;
+	int in_flight;		/* produced minus acked; caller's thread only */
+	int fatal_logged;
+};
+
+/*
+ * librdkafka logs from its own threads; tor_log writes each line with one
+ * write(2), so that is safe.  Its LOG_ERR lines are mostly a broker that
+ * cannot be reached, which it retries on its own: a warning for us.  What
+ * really stops the sink comes through sink_error_cb as an error.
+ */
+static void
+sink_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	enum tor_log_level l;
+
+	(void)rk;
+	if (level <= LOG_CRIT)
+		l = TOR_LOG_ERROR;
+	else if (level <= LOG_WARNING)
+		l = TOR_LOG_WARN;
+	else if (level <= LOG_INFO)
+		l = TOR_LOG_INFO;
+	else
+		l = TOR_LOG_DEBUG;
+	tor_log(l, "kafka", "rdkafka %s: %s", fac, buf);
+}
+
+/*
+ * Served by rd_kafka_poll in the caller's thread.  Most errors are transient
+ * (a broker down, a connection reset) and librdkafka retries on its own; a
+ * fatal one stops the producer for good, and tor_sink_poll/produce report it
+ * from rd_kafka_fatal_error from then on.
+ */
+static void
+sink_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
+{
+	struct tor_sink *sink = opaque;
+	char why[512];
+
+	if (code != RD_KAFKA_RESP_ERR__FATAL) {
+		log_warn("kafka", "producer error %s: %s",
+		    rd_kafka_err2name(code), reason);
+		return;
+	}
+	code = rd_kafka_fatal_error(rk, why, sizeof(why));
+	if (!sink->fatal_logged)
+		log_error("kafka", "fatal producer error %s: %s; the sink "
+		    "accepts no more messages", rd_kafka_err2name(code), why);
+	sink->fatal_logged = 1;
+}
+
+static void
+sink_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct tor_sink *sink = opaque;
+	uint64_t seq = (uint64_t)(uintptr_t)m->_private;
+
+	(void)rk;
+	sink->in_flight--;
+	sink->ack(sink->ack_ctx, seq, m->err,
+	    m->err != RD_KAFKA_RESP_ERR_NO_ERROR ?
+	    rd_kafka_message_errstr(m) : "");
+}
+
+/* -1 with the reason when the producer has hit a fatal error, else 0. */
+static int
+sink_check_fatal(struct tor_sink *sink, tor_err *err)
+{
+	char why[256];
+	rd_kafka_resp_err_t code;
+
+	code = rd_kafka_fatal_error(sink->rk, why, sizeof(why));
+	if (code == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	return tor_err_set(err, "kafka: fatal producer error %s: %s",
+	    rd_kafka_err2name(code), why);
+}
+
+static int
+sink_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+    tor_err *err)
+{
+	char errstr[512];
+
+	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) !=
+	    RD_KAFKA_CONF_OK)
+		return tor_err_set(err, "kafka: property %s=%s: %s", name,
+		    value, errstr);
+	return 0;
+}
+
+/*
+ * Applies one "name=value" of kafka.properties.  tor_config already refuses
+ * the safety settings; refusing them here again keeps the sink safe whoever
+ * builds its config.
+ */
+static int
+sink_apply_property(rd_kafka_conf_t *conf, const char *prop, tor_err *err)
+{
+	char name[256];
+	const char *eq = strchr(prop, '=');
+	size_t n, i;
+
+	if (eq == NULL || eq == prop)
+		return tor_err_set(err, "kafka.properties: \"%s\": expected "
+		    "name=value", prop);
+	n = (size_t)(eq - prop);
+	if (n >= sizeof(name))
+		return tor_err_set(err, "kafka.properties: \"%.40s...\": name "
+		    "too long", prop);
+	memcpy(name, prop, n);
+	name[n] = '\0';
+	for (i = 0; i < sizeof(sink_fixed_props) / sizeof(sink_fixed_props[0]);
+	    i++)
+		if (strcmp(name, sink_fixed_props[i]) == 0)
+			return tor_err_set(err, "kafka.properties: %s may not "
+			    "be overridden (tor sets it to keep its ordering "
+			    "and delivery promises)", name);
+	return sink_conf_set(conf, name, eq + 1, err);
+}
+
+/* Our fixed settings, then the defaults an operator may tune, then theirs. */
+static int
+sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
+    tor_err *err)
+{
+	static const char *const defaults[][2] = {
+		{ "enable.idempotence", "true" },
+		{ "acks", "all" },
+		/* The Java producer's partitioner: keys land where other
+		 * producers of the same keys put them. */
+		{ "partitioner", "murmur2_random" },
+		/* The most idempotence allows while keeping order. */
+		{ "max.in.flight.requests.per.connection", "5" },
+		/* A permanent error on one batch stops the producer instead
+		 * of letting later batches of the partition overtake it. */
+		{ "enable.gapless.guarantee", "true" },
+		/* librdkafka retries until this expires; an expiry is an
+		 * error ack, which halts the relay before the checkpoint
+		 * moves past it. */
+		{ "message.timeout.ms", "300000" },
+		{ "linger.ms", "5" },
+		{ "compression.type", "none" },
+		{ "queue.buffering.max.messages", SINK_QUEUE_MAX_MESSAGES },
+		{ "queue.buffering.max.kbytes", SINK_QUEUE_MAX_KBYTES },
+	};
+	char client_id[256];
+	size_t i;
+
+	if (cfg->kafka.brokers == NULL || cfg->kafka.brokers[0] == '\0')
+		return tor_err_set(err, "kafka.brokers: not set");
+	if (sink_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers,
+	    err) == -1)
+		return -1;
+	snprintf(client_id, sizeof(client_id), "tor-%s",
+	    cfg->group != NULL ? cfg->group : "default");
+	if (sink_conf_set(conf, "client.id", client_id, err) == -1)
+		return -1;
+	for (i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+		if (sink_conf_set(conf, defaults[i][0], defaults[i][1],
+		    err) == -1)
+			return -1;
+	for (i = 0; i < cfg->kafka.n_properties; i++)
+		if (sink_apply_property(conf, cfg->kafka.properties[i],
+		    err) == -1)
+			return -1;
+	return 0;
+}
+
+struct tor_sink *
+tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
+    void *ack_ctx, tor_err *err)
+{
+	struct tor_sink *sink;
+	rd_kafka_conf_t *conf;
+	char errstr[512];
+
+	if ((sink = calloc(1, sizeof(*sink))) == NULL) {
+		tor_err_set(err, "kafka: out of memory");
+		return NULL;
+	}
+	sink->cfg = cfg;
+	sink->ack = ack;
+	sink->ack_ctx = ack_ctx;
+
+	conf = rd_kafka_conf_new();
+	if (sink_configure(conf, cfg, err) == -1) {
+		rd_kafka_conf_destroy(conf);
+		free(sink);
+		return NULL;
+	}
+	rd_kafka_conf_set_opaque(conf, sink);
+	rd_kafka_conf_set_log_cb(conf, sink_log_cb);
+	rd_kafka_conf_set_error_cb(conf, sink_error_cb);
+	rd_kafka_conf_set_dr_msg_cb(conf, sink_dr_msg_cb);
+
+	/* On success rd_kafka_new owns conf; on failure we still do. */
+	sink->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr,
+	    sizeof(errstr));
+	if (sink->rk == NULL) {
+		rd_kafka_conf_destroy(conf);
+		free(sink);
+		tor_err_set(err, "kafka: cannot create producer for %s: %s",
+		    cfg->kafka.brokers, errstr);
+		return NULL;
+	}
+	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL)
+		log_warn("kafka", "kafka.mode=transactional is not built into "
+		    "the sink yet: producing idempotently (at-least-once)");
+	log_info("kafka", "producer %s for %s: idempotent, acks=all, "
+	    "murmur2_random, queue %s messages / %s KiB",
+	    rd_kafka_name(sink->rk), cfg->kafka.brokers,
+	    SINK_QUEUE_MAX_MESSAGES, SINK_QUEUE_MAX_KBYTES);
+	return sink;
+}
+
+/*
+ * A bounded flush, then a purge: whatever is left gets its ack now (with a
+ * purge error), so the caller's bookkeeping sees every seq exactly once and
+ * rd_kafka_destroy has nothing to wait for.
+ */
+void
+tor_sink_free(struct tor_sink *sink)
+{
+	if (sink == NULL)
+		return;
+	rd_kafka_flush(sink->rk, SINK_FREE_FLUSH_MS);
+	if (sink->in_flight > 0) {
+		log_warn("kafka", "closing with %d messages unacknowledged "
+		    "after %d ms: purging them (they are acked with an error "
+		    "and the checkpoint stays before them)", sink->in_flight,
+		    SINK_FREE_FLUSH_MS);
+		rd_kafka_purge(sink->rk,
+		    RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		/* Purged messages' reports are queued; serve them. */
+		rd_kafka_flush(sink->rk, SINK_FREE_FLUSH_MS);
+		rd_kafka_poll(sink->rk, 0);
+		if (sink->in_flight > 0)
+			log_warn("kafka", "%d messages never got a delivery "
+			    "report", sink->in_flight);
+	}
+	rd_kafka_destroy(sink->rk);
+	free(sink);
+}
+
+static int64_t
+sink_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+sink_ms_left(int64_t deadline)
+{
+	int64_t left = deadline - sink_now_ms();
+
+	return left > 0 ? (int)left : 0;
+}
+
+static const struct rd_kafka_metadata_topic *
+sink_find_topic(const struct rd_kafka_metadata *md, const char *name)
+{
+	int i;
+
+	for (i = 0; i < md->topic_cnt; i++)
+		if (strcmp(md->topics[i].topic, name) == 0)
+			return &md->topics[i];
+	return NULL;
+}
+
+/* Reports a configured topic that already exists; a different partition
+ * count is worth a warning, since it decides where each key lands. */
+static void
+sink_log_existing(const struct tor_topic_spec *spec,
+    const struct rd_kafka_metadata_topic *t)
+{
+	if (t->partition_cnt != spec->partitions)
+		log_warn("kafka", "topic=%s exists with %d partitions, "
+		    "kafka.topics says %d: left as it is", spec->name,
+		    t->partition_cnt, spec->partitions);
+	else
+		log_info("kafka", "topic=%s exists partitions=%d", spec->name,
+		    t->partition_cnt);
+}
+
+/*
+ * Sends one CreateTopics request for the topics in want[] and waits for its
+ * result.  "Already exists" (another replica was quicker) is success.
+ */
+static int
+sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
+    size_t n, int timeout_ms, tor_err *err)
+{
+	rd_kafka_NewTopic_t **nts;
+	rd_kafka_AdminOptions_t *opts;
+	rd_kafka_queue_t *q;
+	rd_kafka_event_t *ev;
+	const rd_kafka_CreateTopics_result_t *res;
+	const rd_kafka_topic_result_t **trs;
+	char errstr[512], names[400];
+	size_t i, ntrs, at = 0;
+	int rc = 0;
+
+	names[0] = '\0';
+	for (i = 0; i < n; i++)
+		at += (size_t)snprintf(names + at, at < sizeof(names) ?
+		    sizeof(names) - at : 0, "%s%s", i > 0 ? ", " : "",
+		    want[i]->name);
+
+	if ((nts = calloc(n, sizeof(*nts))) == NULL)
+		return tor_err_set(err, "kafka: out of memory");
+	for (i = 0; i < n; i++) {
+		nts[i] = rd_kafka_NewTopic_new(want[i]->name,
+		    want[i]->partitions, want[i]->replication, errstr,
+		    sizeof(errstr));
+		if (nts[i] == NULL) {
+			rc = tor_err_set(err, "kafka: topic %s: %s",
+			    want[i]->name, errstr);
+			goto out;
+		}
+	}
+	opts = rd_kafka_AdminOptions_new(sink->rk,
+	    RD_KAFKA_ADMIN_OP_CREATETOPICS);
+	rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr,
+	    sizeof(errstr));
+	/* Let the broker answer only once the topics are usable. */
+	rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr,
+	    sizeof(errstr));
+	q = rd_kafka_queue_new(sink->rk);
+	rd_kafka_CreateTopics(sink->rk, nts, n, opts, q);
+	rd_kafka_AdminOptions_destroy(opts);
+
+	/* The request timeout answers first; the margin only guards
+	 * against a result that never comes. */
+	ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+	rd_kafka_queue_destroy(q);
+	if (ev == NULL) {
+		rc = tor_err_set(err, "kafka: creating topics %s: no answer "
+		    "in %d ms", names, timeout_ms);
+		goto out;
+	}
+	if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = tor_err_set(err, "kafka: creating topics %s: %s (%s)",
+		    names, rd_kafka_event_error_string(ev),
+		    rd_kafka_err2name(rd_kafka_event_error(ev)));
+		log_error("kafka", "%s", err != NULL ? err->msg : "");
+		rd_kafka_event_destroy(ev);
+		goto out;
+	}
+	res = rd_kafka_event_CreateTopics_result(ev);
+	trs = rd_kafka_CreateTopics_result_topics(res, &ntrs);
+	for (i = 0; i < ntrs; i++) {
+		const char *name = rd_kafka_topic_result_name(trs[i]);
+		rd_kafka_resp_err_t code = rd_kafka_topic_result_error(trs[i]);
+
+		if (code == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			log_info("kafka", "topic=%s created", name);
+		} else if (code == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+			log_info("kafka", "topic=%s exists (created "
+			    "meanwhile)", name);
+		} else {
+			log_error("kafka", "topic=%s not created: %s", name,
+			    rd_kafka_topic_result_error_string(trs[i]));
+			if (rc == 0)
+				rc = tor_err_set(err, "kafka: creating topic "
+				    "%s: %s (%s)", name,
+				    rd_kafka_topic_result_error_string(trs[i]),
+				    rd_kafka_err2name(code));
+		}
+	}
+	rd_kafka_event_destroy(ev);
+out:
+	for (i = 0; i < n; i++)
+		if (nts[i] != NULL)
+			rd_kafka_NewTopic_destroy(nts[i]);
+	free(nts);
+	return rc;
+}
+
+/*
+ * Lists every topic (one metadata request for all of them: a lookup of a
+ * single name auto-creates it on brokers with auto.create.topics.enable, and
+ * on the dev broker, with the wrong partition count), then creates only the
+ * configured ones that are missing.  The dev broker cannot CreateTopics
+ * (DESIGN.md §9) but pre-creates the configured topics, so nothing is sent.
+ */
+int
+tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
+{
+	const struct tor_config *cfg = sink->cfg;
+	const struct rd_kafka_metadata *md;
+	const struct rd_kafka_metadata_topic *t;
+	const struct tor_topic_spec **want;
+	rd_kafka_resp_err_t code;
+	int64_t deadline = sink_now_ms() + timeout_ms;
+	size_t i, n = 0;
+	int rc;
+
+	if (cfg->kafka.n_topics == 0)
+		return 0;
+	code = rd_kafka_metadata(sink->rk, 1, NULL, &md, timeout_ms);
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return tor_err_set(err, "kafka: listing topics on %s: %s",
+		    cfg->kafka.brokers, rd_kafka_err2str(code));
+	if ((want = calloc(cfg->kafka.n_topics, sizeof(*want))) == NULL) {
+		rd_kafka_metadata_destroy(md);
+		return tor_err_set(err, "kafka: out of memory");
+	}
+	for (i = 0; i < cfg->kafka.n_topics; i++) {
+		const struct tor_topic_spec *spec = &cfg->kafka.topics[i];
+
+		if ((t = sink_find_topic(md, spec->name)) != NULL &&
+		    t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+			sink_log_existing(spec, t);
+		else
+			want[n++] = spec;
+	}
+	rd_kafka_metadata_destroy(md);
+	rc = 0;
+	if (n > 0)
+		rc = sink_create_missing(sink, want, n, sink_ms_left(deadline),
+		    err);
+	free(want);
+	return rc;
+}
+
+/* One librdkafka header list from the message's headers; NULL when none. */
+static rd_kafka_headers_t *
+sink_headers(const struct tor_message *msg)
+{
+	rd_kafka_headers_t *hdrs;
+	size_t i;
+
+	if (msg->n_headers == 0)
+		return NULL;
+	hdrs = rd_kafka_headers_new(msg->n_headers);
+	for (i = 0; i < msg->n_headers; i++)
+		rd_kafka_header_add(hdrs, msg->headers[i].name, -1,
+		    msg->headers[i].value, (ssize_t)msg->headers[i].len);
+	return hdrs;
+}
+
+int
+tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
+    uint64_t seq, tor_err *err)
+{
+	rd_kafka_headers_t *hdrs;
+	rd_kafka_resp_err_t code;
+	size_t key_len = msg->key != NULL ? msg->key_len : 0;
+	size_t value_len = msg->value != NULL ? msg->value_len : 0;
+
+	if (msg->topic == NULL || msg->topic[0] == '\0')
+		return tor_err_set(err, "kafka: message seq %" PRIu64 " has "
+		    "no topic", seq);
+	hdrs = sink_headers(msg);
+	code = rd_kafka_producev(sink->rk,
+	    RD_KAFKA_V_TOPIC(msg->topic),
+	    RD_KAFKA_V_KEY(msg->key, key_len),
+	    /* Not written to: F_COPY copies it before producev returns. */
+	    RD_KAFKA_V_VALUE((void *)(uintptr_t)msg->value, value_len),
+	    RD_KAFKA_V_HEADERS(hdrs),
+	    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq),
+	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+	    RD_KAFKA_V_END);
+	if (code == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		sink->in_flight++;
+		return TOR_SINK_OK;
+	}
+	/* Not queued: the headers are still ours. */
+	if (hdrs != NULL)
+		rd_kafka_headers_destroy(hdrs);
+	switch (code) {
+	case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+		return TOR_SINK_BUSY;
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		tor_err_set(err, "kafka: message for topic %s (key %zu, "
+		    "value %zu bytes, %zu headers) is over message.max.bytes",
+		    msg->topic, key_len, value_len, msg->n_headers);
+		return TOR_SINK_TOO_LARGE;
+	case RD_KAFKA_RESP_ERR__FATAL:
+		return sink_check_fatal(sink, err);
+	default:
+		return tor_err_set(err, "kafka: producing to topic %s: %s "
+		    "(%s)", msg->topic, rd_kafka_err2str(code),
+		    rd_kafka_err2name(code));
+	}
+}
+
+int
+tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err)
+{
+	rd_kafka_poll(sink->rk, timeout_ms);
+	return sink_check_fatal(sink, err);
+}
+
+int
+tor_sink_flush(struct tor_sink *sink, int timeout_ms, tor_err *err)
+{
+	/* rd_kafka_flush serves the delivery reports while it waits. */
+	rd_kafka_flush(sink->rk, timeout_ms);
+	if (sink_check_fatal(sink, err) == -1)
+		return -1;
+	if (sink->in_flight > 0)
+		return tor_err_set(err, "kafka: %d messages still "
+		    "unacknowledged after %d ms", sink->in_flight, timeout_ms);
+	return 0;
+}
+
+int
+tor_sink_in_flight(const struct tor_sink *sink)
+{
+	return sink->in_flight;
+}

@@ -1,0 +1,781 @@
+/*
+ * The Kafka sink against librdkafka's in-process mock cluster: what it
+ * produces is read back with a real consumer, so every test judges what
+ * reached the brokers (keys, values, headers, partitions, order) and which
+ * acks the relay would have seen, not what the sink claims.
+ *
+ * Each test gets a fresh 3-broker cluster with the topics "one" (1
+ * partition), "t6" (6) and "t16" (16), and builds its tor_config by hand.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "tor/kafka.h"
+#include "tor/log.h"
+
+#define N_BROKERS	3
+#define MAX_ACKS	4096
+#define MAX_RECS	2048
+#define API_PRODUCE	0	/* Kafka protocol ApiKey of Produce */
+
+struct ack {
+	uint64_t seq;
+	int err;
+};
+
+struct rec {
+	int32_t partition;
+	int64_t offset;
+	int key_null, value_null;
+	size_t key_len, value_len;
+	char key[64];
+	char value[256];
+	size_t n_headers;
+	char hname[4][32];
+	int hnull[4];
+	char hvalue[4][64];
+};
+
+struct fx {
+	rd_kafka_t *mrk;		/* owns the mock cluster */
+	rd_kafka_mock_cluster_t *mc;
+	struct tor_config cfg;
+	struct tor_topic_spec topics[2];
+	char *props[8];
+	struct tor_sink *sink;
+	struct ack acks[MAX_ACKS];
+	size_t n_acks;
+	struct rec recs[MAX_RECS];
+	size_t n_recs;
+};
+
+static void
+record_ack(void *ctx, uint64_t seq, int err, const char *errstr)
+{
+	struct fx *fx = ctx;
+
+	(void)errstr;
+	assert_true(fx->n_acks < MAX_ACKS);
+	fx->acks[fx->n_acks].seq = seq;
+	fx->acks[fx->n_acks].err = err;
+	fx->n_acks++;
+}
+
+static void
+quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	(void)level;
+	(void)fac;
+	(void)buf;
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char errstr[256];
+
+	assert_non_null(fx);
+	rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
+	fx->mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	assert_non_null(fx->mrk);
+	fx->mc = rd_kafka_mock_cluster_new(fx->mrk, N_BROKERS);
+	assert_non_null(fx->mc);
+	assert_int_equal(rd_kafka_mock_topic_create(fx->mc, "one", 1, 1), 0);
+	assert_int_equal(rd_kafka_mock_topic_create(fx->mc, "t6", 6, 1), 0);
+	assert_int_equal(rd_kafka_mock_topic_create(fx->mc, "t16", 16, 1), 0);
+
+	fx->cfg.group = "test";
+	fx->cfg.kafka.brokers =
+	    (char *)rd_kafka_mock_cluster_bootstraps(fx->mc);
+	fx->cfg.kafka.mode = TOR_KAFKA_IDEMPOTENT;
+	fx->cfg.kafka.topics = fx->topics;
+	fx->cfg.kafka.properties = fx->props;
+	*state = fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *fx = *state;
+
+	tor_sink_free(fx->sink);
+	rd_kafka_mock_cluster_destroy(fx->mc);
+	rd_kafka_destroy(fx->mrk);
+	/* Every handle of this test is gone: nothing may leak into the next. */
+	assert_int_equal(rd_kafka_wait_destroyed(5000), 0);
+	free(fx);
+	return 0;
+}
+
+/* Opens the sink with the given "name=value" properties (NULL-terminated). */
+static void
+open_sink(struct fx *fx, ...)
+{
+	tor_err err = { "" };
+	va_list ap;
+	char *p;
+
+	va_start(ap, fx);
+	fx->cfg.kafka.n_properties = 0;
+	while ((p = va_arg(ap, char *)) != NULL)
+		fx->props[fx->cfg.kafka.n_properties++] = p;
+	va_end(ap);
+	fx->sink = tor_sink_new(&fx->cfg, record_ack, fx, &err);
+	if (fx->sink == NULL)
+		fail_msg("tor_sink_new: %s", err.msg);
+}
+
+static struct tor_message
+msg_of(const char *topic, const char *key, const char *value)
+{
+	struct tor_message m;
+
+	memset(&m, 0, sizeof(m));
+	m.topic = topic;
+	m.key = (const uint8_t *)key;
+	m.key_len = key != NULL ? strlen(key) : 0;
+	m.value = (const uint8_t *)value;
+	m.value_len = value != NULL ? strlen(value) : 0;
+	return m;
+}
+
+static void
+produce_ok(struct fx *fx, const struct tor_message *m, uint64_t seq)
+{
+	tor_err err = { "" };
+	int rc = tor_sink_produce(fx->sink, m, seq, &err);
+
+	if (rc != TOR_SINK_OK)
+		fail_msg("produce seq %llu: rc %d: %s",
+		    (unsigned long long)seq, rc, err.msg);
+}
+
+static void
+flush_ok(struct fx *fx, int timeout_ms)
+{
+	tor_err err = { "" };
+
+	if (tor_sink_flush(fx->sink, timeout_ms, &err) != 0)
+		fail_msg("flush: %s", err.msg);
+	assert_int_equal(tor_sink_in_flight(fx->sink), 0);
+}
+
+/* Every seq in [1, n] acked exactly once, with no error. */
+static void
+assert_acked_once_ok(struct fx *fx, uint64_t n)
+{
+	unsigned char *seen = calloc(n + 1, 1);
+	size_t i;
+
+	assert_non_null(seen);
+	assert_int_equal(fx->n_acks, n);
+	for (i = 0; i < fx->n_acks; i++) {
+		assert_int_equal(fx->acks[i].err, 0);
+		assert_true(fx->acks[i].seq >= 1 && fx->acks[i].seq <= n);
+		assert_int_equal(seen[fx->acks[i].seq], 0);
+		seen[fx->acks[i].seq] = 1;
+	}
+	free(seen);
+}
+
+static void
+copy_rec(struct rec *r, const rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	const char *name;
+	const void *val;
+	size_t len, i;
+
+	memset(r, 0, sizeof(*r));
+	r->partition = m->partition;
+	r->offset = m->offset;
+	r->key_null = m->key == NULL;
+	r->key_len = m->key_len;
+	assert_true(m->key_len < sizeof(r->key));
+	if (m->key != NULL)
+		memcpy(r->key, m->key, m->key_len);
+	r->value_null = m->payload == NULL;
+	r->value_len = m->len;
+	assert_true(m->len < sizeof(r->value));
+	if (m->payload != NULL)
+		memcpy(r->value, m->payload, m->len);
+	if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	for (i = 0; i < 4 && rd_kafka_header_get_all(hdrs, i, &name, &val,
+	    &len) == RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
+		snprintf(r->hname[i], sizeof(r->hname[i]), "%s", name);
+		r->hnull[i] = val == NULL;
+		assert_true(len < sizeof(r->hvalue[i]));
+		if (val != NULL)
+			memcpy(r->hvalue[i], val, len);
+	}
+	r->n_headers = i;
+}
+
+/*
+ * Reads `want` messages of topic (all its partitions, from the beginning)
+ * into fx->recs, then waits a little longer to catch extra ones (a duplicate
+ * would show up there).  Per partition they come in offset order.
+ */
+static void
+consume(struct fx *fx, const char *topic, int partitions, size_t want)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *parts;
+	rd_kafka_t *c;
+	char errstr[256];
+	int64_t deadline = now_ms() + 8000, quiet_until = 0;
+	int i;
+
+	rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
+	assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
+	    fx->cfg.kafka.brokers, errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
+	assert_int_equal(rd_kafka_conf_set(conf, "group.id", "test-reader",
+	    errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
+	assert_int_equal(rd_kafka_conf_set(conf, "enable.auto.commit", "false",
+	    errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
+	c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	assert_non_null(c);
+	parts = rd_kafka_topic_partition_list_new(partitions);
+	for (i = 0; i < partitions; i++)
+		rd_kafka_topic_partition_list_add(parts, topic, i)->offset =
+		    RD_KAFKA_OFFSET_BEGINNING;
+	assert_int_equal(rd_kafka_assign(c, parts), 0);
+	rd_kafka_topic_partition_list_destroy(parts);
+
+	fx->n_recs = 0;
+	while (now_ms() < deadline) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+
+		if (fx->n_recs >= want && quiet_until == 0)
+			quiet_until = now_ms() + 300;
+		if (quiet_until != 0 && now_ms() >= quiet_until) {
+			if (m != NULL)
+				rd_kafka_message_destroy(m);
+			break;
+		}
+		if (m == NULL)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			assert_true(fx->n_recs < MAX_RECS);
+			copy_rec(&fx->recs[fx->n_recs++], m);
+		}
+		rd_kafka_message_destroy(m);
+	}
+	rd_kafka_consumer_close(c);
+	rd_kafka_destroy(c);
+	assert_int_equal(fx->n_recs, want);
+}
+
+/* Keys, values and headers arrive as given: a NULL key, a tombstone, an
+ * empty (not NULL) value and a NULL header value included. */
+static void
+test_roundtrip_key_value_headers(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m;
+
+	open_sink(fx, NULL);
+	m = msg_of("one", "k1", "v1");
+	m.headers[0].name = "tor.id";
+	m.headers[0].value = (const uint8_t *)"id-1";
+	m.headers[0].len = 4;
+	m.headers[1].name = "nullhdr";
+	m.headers[1].value = NULL;
+	m.n_headers = 2;
+	produce_ok(fx, &m, 1);
+	m = msg_of("one", NULL, "no key");
+	produce_ok(fx, &m, 2);
+	m = msg_of("one", "k3", NULL);
+	produce_ok(fx, &m, 3);
+	m = msg_of("one", "k4", "");
+	produce_ok(fx, &m, 4);
+	assert_int_equal(tor_sink_in_flight(fx->sink), 4);
+	flush_ok(fx, 5000);
+	assert_acked_once_ok(fx, 4);
+
+	consume(fx, "one", 1, 4);
+	assert_string_equal(fx->recs[0].key, "k1");
+	assert_string_equal(fx->recs[0].value, "v1");
+	assert_int_equal(fx->recs[0].n_headers, 2);
+	assert_string_equal(fx->recs[0].hname[0], "tor.id");
+	assert_string_equal(fx->recs[0].hvalue[0], "id-1");
+	assert_string_equal(fx->recs[0].hname[1], "nullhdr");
+	assert_true(fx->recs[0].hnull[1]);
+
+	assert_true(fx->recs[1].key_null);
+	assert_string_equal(fx->recs[1].value, "no key");
+	assert_int_equal(fx->recs[1].n_headers, 0);
+
+	assert_string_equal(fx->recs[2].key, "k3");
+	assert_true(fx->recs[2].value_null);
+
+	assert_string_equal(fx->recs[3].key, "k4");
+	assert_false(fx->recs[3].value_null);
+	assert_int_equal(fx->recs[3].value_len, 0);
+}
+
+/* Interleaved keys: each key stays on one partition, in produce order, and
+ * its acks come in produce order too. */
+static void
+test_order_per_key(void **state)
+{
+	struct fx *fx = *state;
+	enum { KEYS = 5, PER_KEY = 200 };
+	int32_t part_of[KEYS];
+	int next[KEYS] = { 0 }, last_ack[KEYS];
+	char key[16], value[32];
+	uint64_t seq = 0;
+	size_t i;
+	int k, n;
+
+	open_sink(fx, NULL);
+	for (n = 0; n < PER_KEY; n++)
+		for (k = 0; k < KEYS; k++) {
+			struct tor_message m;
+
+			snprintf(key, sizeof(key), "key-%d", k);
+			snprintf(value, sizeof(value), "%d:%d", k, n);
+			m = msg_of("t6", key, value);
+			produce_ok(fx, &m, ++seq);
+		}
+	flush_ok(fx, 10000);
+	assert_acked_once_ok(fx, KEYS * PER_KEY);
+
+	/* seq = n * KEYS + k + 1, so a key's seqs grow with n. */
+	for (k = 0; k < KEYS; k++)
+		last_ack[k] = -1;
+	for (i = 0; i < fx->n_acks; i++) {
+		k = (int)((fx->acks[i].seq - 1) % KEYS);
+		n = (int)((fx->acks[i].seq - 1) / KEYS);
+		assert_int_equal(n, last_ack[k] + 1);
+		last_ack[k] = n;
+	}
+
+	consume(fx, "t6", 6, KEYS * PER_KEY);
+	for (k = 0; k < KEYS; k++)
+		part_of[k] = -1;
+	for (i = 0; i < fx->n_recs; i++) {
+		assert_int_equal(sscanf(fx->recs[i].value, "%d:%d", &k, &n), 2);
+		if (part_of[k] == -1)
+			part_of[k] = fx->recs[i].partition;
+		assert_int_equal(fx->recs[i].partition, part_of[k]);
+		assert_int_equal(n, next[k]);
+		next[k]++;
+	}
+	for (k = 0; k < KEYS; k++)
+		assert_int_equal(next[k], PER_KEY);
+}
+
+/*
+ * Keys land where the Java DefaultPartitioner puts them:
+ * toPositive(murmur2(key)) % partitions.  The hashes are the published
+ * values of Kafka's own UtilsTest.testMurmur2.
+ */
+static void
+test_murmur2_partitions(void **state)
+{
+	static const struct {
+		const char *key;
+		int32_t java_murmur2;
+	} cases[] = {
+		{ "21", -973932308 },
+		{ "foobar", -790332482 },
+		{ "a-little-bit-long-string", -985981536 },
+		{ "a-little-bit-longer-string", -1486304829 },
+		{ "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971 },
+		{ "abc", 479470107 },
+	};
+	const size_t n = sizeof(cases) / sizeof(cases[0]);
+	struct fx *fx = *state;
+	size_t i, j;
+
+	open_sink(fx, NULL);
+	for (i = 0; i < n; i++) {
+		struct tor_message m = msg_of("t16", cases[i].key, "x");
+
+		produce_ok(fx, &m, i + 1);
+	}
+	flush_ok(fx, 5000);
+	assert_acked_once_ok(fx, n);
+	consume(fx, "t16", 16, n);
+	for (j = 0; j < fx->n_recs; j++)
+		for (i = 0; i < n; i++)
+			if (strcmp(fx->recs[j].key, cases[i].key) == 0)
+				assert_int_equal(fx->recs[j].partition,
+				    (int32_t)(((uint32_t)cases[i].java_murmur2 &
+				    0x7fffffff) % 16));
+}
+
+/* A full queue says BUSY, queues nothing, and takes messages again once
+ * polling has served some acks. */
+static void
+test_backpressure(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("t6", "k", "v");
+	tor_err err = { "" };
+	int64_t deadline;
+	uint64_t seq;
+	int rc;
+
+	/* A long linger keeps the first ten in the queue while we look. */
+	open_sink(fx, "queue.buffering.max.messages=10", "linger.ms=300",
+	    NULL);
+	for (seq = 1; seq <= 10; seq++)
+		produce_ok(fx, &m, seq);
+	assert_int_equal(tor_sink_produce(fx->sink, &m, 11, &err),
+	    TOR_SINK_BUSY);
+	assert_int_equal(tor_sink_in_flight(fx->sink), 10);
+
+	deadline = now_ms() + 5000;
+	do {
+		assert_int_equal(tor_sink_poll(fx->sink, 50, &err), 0);
+		rc = tor_sink_produce(fx->sink, &m, 11, &err);
+	} while (rc == TOR_SINK_BUSY && now_ms() < deadline);
+	assert_int_equal(rc, TOR_SINK_OK);
+	flush_ok(fx, 5000);
+	assert_acked_once_ok(fx, 11);
+	consume(fx, "t6", 6, 11);
+}
+
+/* Over message.max.bytes: refused at once, not queued, no ack; the sink
+ * goes on working. */
+static void
+test_too_large(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m;
+	tor_err err = { "" };
+	char *big = malloc(20001);
+
+	assert_non_null(big);
+	memset(big, 'x', 20000);
+	big[20000] = '\0';
+	open_sink(fx, "message.max.bytes=10000", NULL);
+	m = msg_of("one", "k", big);
+	assert_int_equal(tor_sink_produce(fx->sink, &m, 1, &err),
+	    TOR_SINK_TOO_LARGE);
+	assert_non_null(strstr(err.msg, "one"));
+	assert_int_equal(tor_sink_in_flight(fx->sink), 0);
+	free(big);
+
+	m = msg_of("one", "k", "small");
+	produce_ok(fx, &m, 2);
+	flush_ok(fx, 5000);
+	assert_int_equal(fx->n_acks, 1);
+	assert_int_equal(fx->acks[0].seq, 2);
+	assert_int_equal(fx->acks[0].err, 0);
+	consume(fx, "one", 1, 1);
+	assert_string_equal(fx->recs[0].value, "small");
+}
+
+/* All brokers down: messages wait, no ack at all (neither ok nor error);
+ * brokers up: all delivered, once each, in order. */
+static void
+test_brokers_down_then_up(void **state)
+{
+	struct fx *fx = *state;
+	enum { N = 50 };
+	char value[16];
+	uint64_t seq;
+	tor_err err = { "" };
+	int b, i;
+
+	/* A short reconnect backoff (default up to 10 s) keeps this quick. */
+	open_sink(fx, "reconnect.backoff.max.ms=200", NULL);
+	/* Connect first, so the outage hits a working producer. */
+	{
+		struct tor_message m = msg_of("one", "k", "0");
+
+		produce_ok(fx, &m, 1);
+		flush_ok(fx, 5000);
+	}
+	for (b = 1; b <= N_BROKERS; b++)
+		assert_int_equal(rd_kafka_mock_broker_set_down(fx->mc, b), 0);
+	for (seq = 2; seq <= N; seq++) {
+		struct tor_message m;
+
+		snprintf(value, sizeof(value), "%d", (int)seq - 1);
+		m = msg_of("one", "k", value);
+		produce_ok(fx, &m, seq);
+	}
+	for (i = 0; i < 15; i++)
+		assert_int_equal(tor_sink_poll(fx->sink, 100, &err), 0);
+	assert_int_equal(fx->n_acks, 1);
+	assert_int_equal(tor_sink_in_flight(fx->sink), N - 1);
+	assert_int_equal(tor_sink_flush(fx->sink, 200, &err), -1);
+	assert_non_null(strstr(err.msg, "unacknowledged"));
+
+	for (b = 1; b <= N_BROKERS; b++)
+		assert_int_equal(rd_kafka_mock_broker_set_up(fx->mc, b), 0);
+	flush_ok(fx, 15000);
+	assert_acked_once_ok(fx, N);
+	for (i = 0; i < N; i++)
+		assert_int_equal(fx->acks[i].seq, (uint64_t)i + 1);
+	consume(fx, "one", 1, N);
+	for (i = 0; i < N; i++) {
+		snprintf(value, sizeof(value), "%d", i);
+		assert_string_equal(fx->recs[i].value, value);
+	}
+}
+
+/*
+ * A permanent Produce error reaches the ack function with its code.  With
+ * the gapless guarantee it also stops the producer: poll and produce say
+ * so, with the reason, from then on.
+ */
+static void
+test_permanent_error_is_acked(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("one", "k", "v");
+	tor_err err = { "" };
+
+	open_sink(fx, NULL);
+	rd_kafka_mock_push_request_errors(fx->mc, API_PRODUCE, 1,
+	    RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+	produce_ok(fx, &m, 1);
+	tor_sink_flush(fx->sink, 5000, &err);
+	assert_int_equal(tor_sink_in_flight(fx->sink), 0);
+	assert_int_equal(fx->n_acks, 1);
+	assert_int_equal(fx->acks[0].seq, 1);
+	assert_int_equal(fx->acks[0].err,
+	    RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(tor_sink_poll(fx->sink, 0, &err), -1);
+	assert_non_null(strstr(err.msg, "fatal"));
+	assert_non_null(strstr(err.msg, "Topic authorization failed"));
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(tor_sink_produce(fx->sink, &m, 2, &err), -1);
+	assert_non_null(strstr(err.msg, "fatal"));
+	assert_int_equal(tor_sink_in_flight(fx->sink), 0);
+	assert_int_equal(fx->n_acks, 1);
+}
+
+/* A configured topic that exists is left alone and counts as success. */
+static void
+test_create_topics_existing(void **state)
+{
+	struct fx *fx = *state;
+	tor_err err = { "" };
+
+	fx->topics[0].name = "t6";
+	fx->topics[0].partitions = 6;
+	fx->topics[0].replication = 1;
+	fx->cfg.kafka.n_topics = 1;
+	open_sink(fx, NULL);
+	if (tor_sink_create_topics(fx->sink, 5000, &err) != 0)
+		fail_msg("create_topics: %s", err.msg);
+}
+
+/*
+ * A missing topic: the mock cluster has no CreateTopics (DESIGN.md §9), so
+ * the request times out and the error names the topic.  The listing before
+ * it must not have created the topic as a side effect.
+ */
+static void
+test_create_topics_missing(void **state)
+{
+	struct fx *fx = *state;
+	const struct rd_kafka_metadata *md;
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk;
+	char errstr[256];
+	tor_err err = { "" };
+	int i;
+
+	fx->topics[0].name = "t6";
+	fx->topics[0].partitions = 6;
+	fx->topics[0].replication = 1;
+	fx->topics[1].name = "fresh";
+	fx->topics[1].partitions = 3;
+	fx->topics[1].replication = 1;
+	fx->cfg.kafka.n_topics = 2;
+	open_sink(fx, NULL);
+	assert_int_equal(tor_sink_create_topics(fx->sink, 1000, &err), -1);
+	assert_non_null(strstr(err.msg, "fresh"));
+	assert_null(strstr(err.msg, "t6"));
+
+	/* Listed with a handle of our own: the test must not create it
+	 * either. */
+	conf = rd_kafka_conf_new();
+	rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
+	assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
+	    fx->cfg.kafka.brokers, errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	assert_non_null(rk);
+	assert_int_equal(rd_kafka_metadata(rk, 1, NULL, &md, 5000), 0);
+	assert_int_equal(md->topic_cnt, 3);
+	for (i = 0; i < md->topic_cnt; i++)
+		assert_string_not_equal(md->topics[i].topic, "fresh");
+	rd_kafka_metadata_destroy(md);
+	rd_kafka_destroy(rk);
+}
+
+/*
+ * A topic the cluster says does not exist: the first message waits for the
+ * metadata (topic.metadata.propagation.max.ms, 30 s by default, shortened
+ * here) and is acked with the error; once librdkafka knows, produce refuses
+ * at once and the error names the topic.  A message without a topic
+ * never reaches librdkafka.
+ */
+static void
+test_unknown_topic(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("gone", "k", "v");
+	tor_err err = { "" };
+
+	rd_kafka_mock_topic_set_error(fx->mc, "gone",
+	    RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+	open_sink(fx, "topic.metadata.propagation.max.ms=500", NULL);
+	produce_ok(fx, &m, 1);
+	assert_int_equal(tor_sink_flush(fx->sink, 5000, &err), 0);
+	assert_int_equal(fx->n_acks, 1);
+	assert_int_equal(fx->acks[0].seq, 1);
+	assert_int_equal(fx->acks[0].err,
+	    RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(tor_sink_produce(fx->sink, &m, 2, &err), -1);
+	assert_non_null(strstr(err.msg, "topic gone"));
+	assert_int_equal(tor_sink_in_flight(fx->sink), 0);
+
+	m.topic = NULL;
+	assert_int_equal(tor_sink_produce(fx->sink, &m, 3, &err), -1);
+	assert_non_null(strstr(err.msg, "no topic"));
+	assert_int_equal(fx->n_acks, 1);
+}
+
+static void
+test_flush_empty_is_zero(void **state)
+{
+	struct fx *fx = *state;
+
+	open_sink(fx, NULL);
+	flush_ok(fx, 1000);
+	assert_int_equal(fx->n_acks, 0);
+}
+
+/* The safety settings cannot be overridden; malformed or unknown
+ * properties fail with their name. */
+static void
+test_refused_properties(void **state)
+{
+	static const char *const bad[] = {
+		"enable.idempotence=false",
+		"acks=1",
+		"request.required.acks=1",
+		"partitioner=random",
+		"transactional.id=x",
+		"linger.ms",
+		"no.such.property=1",
+	};
+	struct fx *fx = *state;
+	tor_err err;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "%.*s",
+		    (int)strcspn(bad[i], "="), bad[i]);
+		fx->props[0] = (char *)bad[i];
+		fx->cfg.kafka.n_properties = 1;
+		memset(&err, 0, sizeof(err));
+		assert_null(tor_sink_new(&fx->cfg, record_ack, fx, &err));
+		if (strstr(err.msg, name) == NULL)
+			fail_msg("\"%s\": error does not name it: %s", bad[i],
+			    err.msg);
+	}
+}
+
+/* tor_sink_free with the brokers gone returns in bounded time and acks
+ * every message, with an error. */
+static void
+test_free_purges_when_stuck(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("one", "k", "v");
+	int64_t t0;
+	size_t i;
+	int b;
+
+	open_sink(fx, NULL);
+	for (b = 1; b <= N_BROKERS; b++)
+		assert_int_equal(rd_kafka_mock_broker_set_down(fx->mc, b), 0);
+	for (i = 1; i <= 5; i++)
+		produce_ok(fx, &m, i);
+	t0 = now_ms();
+	tor_sink_free(fx->sink);
+	fx->sink = NULL;
+	assert_true(now_ms() - t0 < 8000);
+	assert_int_equal(fx->n_acks, 5);
+	for (i = 0; i < 5; i++) {
+		assert_int_equal(fx->acks[i].seq, i + 1);
+		assert_int_equal(fx->acks[i].err,
+		    RD_KAFKA_RESP_ERR__PURGE_QUEUE);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(
+		    test_roundtrip_key_value_headers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_order_per_key, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_murmur2_partitions, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_backpressure, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_too_large, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_brokers_down_then_up,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_permanent_error_is_acked,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_topics_existing,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_topics_missing,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_topic, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_flush_empty_is_zero,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_properties,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_purges_when_stuck,
+		    setup, teardown),
+	};
+
+	tor_log_setup(getenv("TOR_TEST_LOG") != NULL ? TOR_LOG_DEBUG :
+	    TOR_LOG_ERROR, TOR_LOG_LOGFMT, "test");
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
