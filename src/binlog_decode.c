@@ -40,6 +40,7 @@
  * claiming more is lying, and we refuse before allocating. */
 #define ZLIB_MAX_RATIO          1032
 #define INFLATE_MAX             (1024u * 1024u * 1024u)
+#define CHARSET_BINARY          63
 
 /* Optional metadata field types of a TABLE_MAP (binlog_row_metadata). */
 enum {
@@ -286,13 +287,27 @@ version_has_checksum(const uint8_t *ver, size_t cap)
 	return v[0] > 5 || (v[0] == 5 && (v[1] > 6 || (v[1] == 6 && v[2] >= 1)));
 }
 
+/*
+ * A server sets LOG_EVENT_BINLOG_IN_USE_F in the FORMAT_DESCRIPTION of the
+ * binlog file it is writing and clears it in place when it closes the file,
+ * without rewriting the checksum: the checksum is always computed with the
+ * flag clear.
+ */
+#define BINLOG_IN_USE_F 0x1
+
 static int
 check_crc(const uint8_t *raw, size_t len, uint8_t type, uint32_t next_pos,
     tor_err *err)
 {
 	uint32_t want = (uint32_t)get_le(raw + len - CHECKSUM_LEN, CHECKSUM_LEN);
-	uint32_t got = (uint32_t)crc32(0L, raw, (uInt)(len - CHECKSUM_LEN));
+	uint32_t got;
+	uint8_t flags = raw[17];
 
+	if (type == TOR_EV_FORMAT_DESCRIPTION)
+		flags &= ~BINLOG_IN_USE_F;
+	got = (uint32_t)crc32(0L, raw, 17);
+	got = (uint32_t)crc32(got, &flags, 1);
+	got = (uint32_t)crc32(got, raw + 18, (uInt)(len - 18 - CHECKSUM_LEN));
 	if (want != got)
 		return tor_err_set(err, "checksum mismatch in %s event at %u "
 		    "(stored 0x%08x, computed 0x%08x)", event_name(type),
@@ -767,6 +782,61 @@ is_numeric(uint8_t type)
 	}
 }
 
+/* The columns the charset fields of the optional metadata count. */
+static bool
+is_character(uint8_t type)
+{
+	switch (type) {
+	case TOR_TYPE_STRING:
+	case TOR_TYPE_VARCHAR:
+	case TOR_TYPE_VAR_STRING:
+	case TOR_TYPE_TINY_BLOB:
+	case TOR_TYPE_MEDIUM_BLOB:
+	case TOR_TYPE_LONG_BLOB:
+	case TOR_TYPE_BLOB:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* DEFAULT_CHARSET: the most common collation, then (index among character
+ * columns, collation) pairs for the exceptions.  COLUMN_CHARSET: one
+ * collation per character column. */
+static int
+read_charsets(struct cursor *c, struct tor_table_map *tm, bool per_column,
+    tor_err *err)
+{
+	uint64_t cs, idx;
+	uint32_t k = 0;
+
+	if (!per_column && cur_packed(c, &cs, "default charset", err) == -1)
+		return -1;
+	for (uint32_t i = 0; i < tm->ncols; i++) {
+		if (!is_character(tm->cols[i].type))
+			continue;
+		if (per_column && cur_packed(c, &cs, "column charset", err) ==
+		    -1)
+			return -1;
+		tm->cols[i].charset = (uint16_t)cs;
+	}
+	while (!per_column && cur_left(c) > 0) {
+		if (cur_packed(c, &idx, "charset column index", err) == -1 ||
+		    cur_packed(c, &cs, "column charset", err) == -1)
+			return -1;
+		for (uint32_t i = 0; i < tm->ncols; i++) {
+			if (!is_character(tm->cols[i].type))
+				continue;
+			if (k++ == idx) {
+				tm->cols[i].charset = (uint16_t)cs;
+				break;
+			}
+		}
+		k = 0;
+	}
+	return 0;
+}
+
 static int
 read_string(struct cursor *c, char **out, const char *field, tor_err *err)
 {
@@ -860,6 +930,10 @@ read_optional_field(struct cursor *c, struct tor_table_map *tm, uint8_t kind,
 			return tor_err_set(err, "TABLE_MAP: %zu bytes after "
 			    "the last column name", cur_left(c));
 		return 0;
+	case OPT_DEFAULT_CHARSET:
+		return read_charsets(c, tm, false, err);
+	case OPT_COLUMN_CHARSET:
+		return read_charsets(c, tm, true, err);
 	case OPT_SET_STR_VALUE:
 		return read_member_lists(c, tm, TOR_TYPE_SET, err);
 	case OPT_ENUM_STR_VALUE:
@@ -1600,6 +1674,23 @@ is_string_type(uint8_t type)
 	}
 }
 
+/* BINARY(n): the stored bytes, then the 0x00 bytes the binlog trimmed. */
+static int
+render_binary(struct tor_buf *out, const struct tor_column *col,
+    const uint8_t *p, size_t size)
+{
+	size_t lb = string_prefix(col->meta), n = size - lb;
+
+	if (n > col->meta)
+		n = col->meta;
+	if (tor_buf_append(out, p + lb, n) == -1 ||
+	    tor_buf_reserve(out, col->meta - n) == -1)
+		return -1;
+	memset(out->data + out->len, 0, col->meta - n);
+	out->len += col->meta - n;
+	return 0;
+}
+
 static int
 column_error(const struct tor_table_map *tm, uint32_t i, const char *why,
     tor_err *err)
@@ -1655,7 +1746,13 @@ decode_image(struct tor_rows *rows, const struct tor_table_map *tm,
 		if (column_size(col, rows->cur, (size_t)(rows->end - rows->cur),
 		    &size, &why) == -1)
 			return column_error(tm, i, why, err);
-		if (v != NULL && is_string_type(col->type)) {
+		if (v != NULL && col->type == TOR_TYPE_STRING &&
+		    col->charset == CHARSET_BINARY) {
+			if (render_binary(&rows->scratch, col, rows->cur,
+			    size) == -1)
+				return column_error(tm, i, "out of memory", err);
+			v->len = col->meta;
+		} else if (v != NULL && is_string_type(col->type)) {
 			size_t lb = col->type == TOR_TYPE_VARCHAR ||
 			    col->type == TOR_TYPE_VAR_STRING ||
 			    col->type == TOR_TYPE_STRING ?

@@ -204,6 +204,11 @@ struct tor_column {
 	uint16_t meta;
 	bool nullable;
 	bool is_unsigned;
+	/* Collation id of a character column (CHAR, VARCHAR, TEXT/BLOB) from
+	 * the optional metadata, 0 when unknown.  63 (binary) makes a CHAR
+	 * column a BINARY(n), whose values the binlog stores without their
+	 * trailing 0x00 bytes: they are padded back to n bytes. */
+	uint16_t charset;
 	char *name;             /* malloc'd, or NULL */
 	char **enum_values;     /* malloc'd, n_enum_values entries, or NULL */
 	size_t n_enum_values;
@@ -267,7 +272,9 @@ int tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
  *   FLOAT, DOUBLE          shortest text that reads back as the same value
  *   DECIMAL                exact decimal text ("-12.340")
  *   CHAR, VARCHAR, BINARY, VARBINARY, TEXT, BLOB (every size), GEOMETRY:
- *                          the bytes as stored
+ *                          the bytes as stored (CHAR without its trailing
+ *                          spaces, as SELECT shows it; BINARY(n) padded to
+ *                          n bytes with 0x00 when its charset is known)
  *   JSON (MySQL binary)    JSON text; (MariaDB's JSON is LONGTEXT: bytes)
  *   DATE                   "YYYY-MM-DD"
  *   TIME(n)                "[-]HH:MM:SS[.f...]" with n fraction digits

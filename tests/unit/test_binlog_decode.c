@@ -1,0 +1,1153 @@
+/*
+ * The binlog decoder against real MariaDB 10.11 binlogs and hand-made MySQL
+ * events.
+ *
+ * tests/unit/binlog/ holds binlog files written by a real server
+ * (tests/tools/make_binlog_fixtures.sh): a table with a column of every
+ * type, edge values, NULLs, an UPDATE and a DELETE, a table map without
+ * names, MINIMAL row images, compressed events and the old temporal types.
+ * Every expected value below is written out literally from what SELECT
+ * printed on that server for the row, never from the decoder's own output.
+ * What MariaDB cannot write (MySQL GTIDs, ROWS v2 with extra data, MySQL
+ * JSON, TIME2 with 1-4 fraction digits) is built by hand from the format
+ * description.  Then every event is cut at every length and corrupted, and
+ * must fail cleanly.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "tor/binlog_decode.h"
+
+#define FIXTURE1 "tests/unit/binlog/mariadb-bin.000001"
+#define FIXTURE2 "tests/unit/binlog/mariadb-bin.000002"
+
+/*
+ * Reading a binlog file: the 4-byte magic, then whole events.
+ */
+
+struct binlog {
+	uint8_t *data;
+	size_t len;
+	size_t off;
+};
+
+static void
+binlog_open(struct binlog *b, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	long n;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	n = ftell(f);
+	assert_true(n > 4);
+	rewind(f);
+	b->data = malloc((size_t)n);
+	assert_non_null(b->data);
+	assert_int_equal(fread(b->data, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	b->len = (size_t)n;
+	assert_memory_equal(b->data, "\xfe" "bin", 4);
+	b->off = 4;
+}
+
+/* The next raw event, or false at the end of the file. */
+static bool
+binlog_next(struct binlog *b, const uint8_t **raw, size_t *len)
+{
+	uint32_t size;
+
+	if (b->off == b->len)
+		return false;
+	assert_true(b->len - b->off >= 19);
+	size = (uint32_t)b->data[b->off + 9] | (uint32_t)b->data[b->off + 10] << 8 |
+	    (uint32_t)b->data[b->off + 11] << 16 |
+	    (uint32_t)b->data[b->off + 12] << 24;
+	assert_true(size >= 19 && size <= b->len - b->off);
+	*raw = b->data + b->off;
+	*len = size;
+	b->off += size;
+	return true;
+}
+
+/*
+ * Expected values.  A row is an array of these, one per column.
+ */
+
+enum { X_VALUE, X_NULL, X_ABSENT, X_REPEAT };
+
+struct xv {
+	int kind;
+	const char *s;
+	size_t len;             /* X_REPEAT: how many times s */
+};
+
+#define V(lit)          { X_VALUE, (lit), sizeof(lit) - 1 }
+#define NUL_            { X_NULL, NULL, 0 }
+#define ABS_            { X_ABSENT, NULL, 0 }
+#define REP(lit, n)     { X_REPEAT, (lit), (n) }
+
+static void
+check_value(const struct tor_value *v, const struct xv *x, size_t row,
+    uint32_t col)
+{
+	size_t plen;
+
+	switch (x->kind) {
+	case X_NULL:
+		if (!v->present || !v->is_null)
+			fail_msg("row %zu col %u: want NULL", row, col);
+		return;
+	case X_ABSENT:
+		if (v->present)
+			fail_msg("row %zu col %u: want absent", row, col);
+		return;
+	case X_REPEAT:
+		plen = strlen(x->s);
+		if (!v->present || v->is_null || v->len != plen * x->len)
+			fail_msg("row %zu col %u: want %zu x \"%s\", got len %zu",
+			    row, col, x->len, x->s, v->len);
+		for (size_t i = 0; i < x->len; i++)
+			assert_memory_equal(v->data + i * plen, x->s, plen);
+		return;
+	default:
+		if (!v->present || v->is_null)
+			fail_msg("row %zu col %u: want \"%s\", got %s", row, col,
+			    x->s, v->present ? "NULL" : "absent");
+		if (v->len != x->len || memcmp(v->data, x->s, x->len) != 0)
+			fail_msg("row %zu col %u: want \"%.*s\" (%zu bytes), got "
+			    "\"%.*s\" (%zu bytes)", row, col, (int)x->len, x->s,
+			    x->len, (int)v->len, (const char *)v->data, v->len);
+	}
+}
+
+/* What one ROWS event of a fixture must hold. */
+struct xrows {
+	const char *table;
+	enum tor_rows_kind kind;
+	size_t nrows;
+	const struct xv (*rows)[42];
+};
+
+/* fx.t_all, in column order:
+ * id, c_tiny, c_utiny, c_small, c_usmall, c_medium, c_umedium, c_int,
+ * c_uint, c_big, c_ubig, c_dec1, c_dec2, c_float, c_double, c_char,
+ * c_char255, c_varchar, c_binary, c_varbinary, c_tinytext, c_text,
+ * c_mediumtext, c_longtext, c_tinyblob, c_blob, c_mediumblob, c_longblob,
+ * c_json, c_date, c_time, c_time3, c_time6, c_datetime, c_datetime6, c_ts,
+ * c_ts3, c_year, c_enum, c_set, c_bit1, c_bit17 (BIT as SELECT col+0). */
+#define T_ALL_ROW1(c_int, c_varchar) { \
+	V("1"), V("127"), V("255"), V("32767"), V("65535"), V("8388607"), \
+	V("16777215"), c_int, V("4294967295"), V("9223372036854775807"), \
+	V("18446744073709551615"), V("1234567.891"), \
+	V("12345678901234567890.0123456789"), V("3.5"), \
+	V("2.718281828459045"), V("abc"), V("h\xc3\xa9llo \xe2\x98\x83"), \
+	c_varchar, V("\x00\x01\x02\x00"), V("\x00\xff\x00"), V("tiny"), \
+	V("text"), V("medium"), V("long"), V("\x00"), V("\xde\xad\xbe\xef"), \
+	V("\x0a\x0d"), V("\xff"), V("{\"a\": [1, 2, {\"b\": null}]}"), \
+	V("2024-02-29"), V("838:59:59"), V("12:34:56.789"), \
+	V("-01:02:03.000004"), V("9999-12-31 23:59:59"), \
+	V("2024-01-02 03:04:05.123456"), V("2038-01-19 03:14:07"), \
+	V("1970-01-01 00:00:01.001"), V("2155"), V("large"), V("a,d"), \
+	V("1"), V("131071") }
+
+#define T_ALL_ROW2 { \
+	V("2"), V("-128"), V("0"), V("-32768"), V("0"), V("-8388608"), V("0"), \
+	V("-2147483648"), V("0"), V("-9223372036854775808"), V("0"), \
+	V("-1234567.891"), V("-0.0000000001"), V("-1.25"), V("-1e-300"), \
+	V(""), V(""), V(""), V("\x00\x00\x00\x00"), V(""), V(""), V(""), \
+	V(""), V(""), V(""), V(""), V(""), V(""), V("[]"), V("1000-01-01"), \
+	V("-838:59:59"), V("-00:00:00.001"), V("-12:00:00.500000"), \
+	V("1000-01-01 00:00:00"), V("1000-01-01 00:00:00.000001"), \
+	V("1970-01-01 00:00:01"), V("2000-06-15 12:00:00.500"), V("1901"), \
+	V("small"), V(""), V("0"), V("0") }
+
+static const struct xv t_all_insert[4][42] = {
+	T_ALL_ROW1(V("2147483647"), REP("x", 300)),
+	T_ALL_ROW2,
+	{ V("3"), NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_,
+	  NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_,
+	  NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_,
+	  NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_ },
+	{ V("4"), V("0"), V("0"), V("0"), V("0"), V("0"), V("0"), V("0"),
+	  V("0"), V("0"), V("0"), V("0.001"), V("0.0000000000"), V("0"),
+	  V("0.1"), V(" lead"), V("x"), V("a b"), V("\xff\x00\x00\x00"),
+	  V("\x00"), V("ok"), V("t"), V("m"), V("l"), V("\x01"), V("\x02"),
+	  V("\x03"), V("\x04"), V("\"str\""), V("0000-00-00"), V("00:00:00"),
+	  V("-00:00:01.500"), V("00:00:00.000001"), V("0000-00-00 00:00:00"),
+	  V("0000-00-00 00:00:00.000000"), V("0000-00-00 00:00:00"),
+	  V("0000-00-00 00:00:00.000"), V("0000"), V(""), V("b,c"), V("0"),
+	  V("65537") },
+};
+static const struct xv t_all_update[1][42] = {
+	T_ALL_ROW1(V("42"), V("updated")),
+};
+static const struct xv t_all_delete[1][42] = { T_ALL_ROW2 };
+
+/* fx.t_min: id, v, e ENUM('x','y'), s SET('p','q'), name, note.  The first
+ * map has MINIMAL metadata (no names: ENUM and SET come out as numbers). */
+static const struct xv t_min_rows[4][42] = {
+	{ V("1"), V("4294967295"), V("2"), V("3"), V("n1"), V("note") },
+	{ V("2"), ABS_, ABS_, ABS_, V("partial"), ABS_ },
+	{ ABS_, ABS_, ABS_, ABS_, ABS_, V("changed") },
+	{ V("2"), ABS_, ABS_, ABS_, ABS_, ABS_ },
+};
+
+static const struct xrows fixture1_rows[] = {
+	{ "t_all", TOR_ROWS_WRITE, 4, t_all_insert },
+	{ "t_all", TOR_ROWS_UPDATE, 1, t_all_update },
+	{ "t_all", TOR_ROWS_DELETE, 1, t_all_delete },
+	{ "t_min", TOR_ROWS_WRITE, 1, &t_min_rows[0] },
+	{ "t_min", TOR_ROWS_WRITE, 1, &t_min_rows[1] },
+	{ "t_min", TOR_ROWS_UPDATE, 1, &t_min_rows[2] },
+	{ "t_min", TOR_ROWS_DELETE, 1, &t_min_rows[3] },
+};
+
+/* fx.t_zip (compressed), fx.t_key (BINARY(16) key), fx.t_old (old types). */
+static const struct xv t_zip_insert[2][42] = {
+	{ V("1"), REP("compress me ", 100) },
+	{ V("2"), V("short") },
+};
+static const struct xv t_zip_update[1][42] = {
+	{ V("2"), REP("again ", 100) },
+};
+static const struct xv t_zip_delete[1][42] = {
+	{ V("1"), REP("compress me ", 100) },
+};
+static const struct xv t_key_insert[1][42] = {
+	{ V("7"), V("ab"), V("z "),
+	  V("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x00"),
+	  V("text") },
+};
+static const struct xv t_old_insert[2][42] = {
+	{ V("1"), V("2024-02-29 13:14:15"), V("-838:59:59"),
+	  V("2001-09-09 01:46:40") },
+	{ V("2"), V("0000-00-00 00:00:00"), V("12:00:01"),
+	  V("0000-00-00 00:00:00") },
+};
+
+static const struct xrows fixture2_rows[] = {
+	{ "t_zip", TOR_ROWS_WRITE, 2, t_zip_insert },
+	{ "t_zip", TOR_ROWS_UPDATE, 1, t_zip_update },
+	{ "t_zip", TOR_ROWS_DELETE, 1, t_zip_delete },
+	{ "t_key", TOR_ROWS_WRITE, 1, t_key_insert },
+	{ "t_old", TOR_ROWS_WRITE, 2, t_old_insert },
+};
+
+/*
+ * Walking a whole fixture file.
+ */
+
+struct seen {
+	char gtids[32][32];
+	bool standalone[32];
+	size_t ngtids;
+	uint64_t xids[32];
+	size_t nxids;
+	char queries[16][64];
+	size_t nqueries;
+	char rotate_file[64];
+	uint64_t rotate_pos;
+	size_t nrows_events;
+	size_t nmaps;
+	struct tor_format fmt;
+};
+
+static void
+check_rows_event(const struct tor_event *ev, const struct tor_format *fmt,
+    const struct tor_table_map *tm, const struct xrows *x)
+{
+	struct tor_rows rows;
+	struct tor_value vals[42];
+	tor_err err = { "" };
+	size_t n = 0;
+	int rc;
+
+	if (tor_rows_parse(ev, fmt, &rows, &err) == -1)
+		fail_msg("tor_rows_parse: %s", err.msg);
+	assert_string_equal(tm->table, x->table);
+	assert_int_equal(rows.kind, x->kind);
+	assert_int_equal(rows.table_id, tm->table_id);
+	assert_true(rows.flags & 1);            /* STMT_END_F */
+	while ((rc = tor_rows_next(&rows, tm, vals, &err)) == 1) {
+		assert_true(n < x->nrows);
+		for (uint32_t c = 0; c < tm->ncols; c++)
+			check_value(&vals[c], &x->rows[n][c], n, c);
+		n++;
+	}
+	if (rc == -1)
+		fail_msg("tor_rows_next: %s", err.msg);
+	assert_int_equal(n, x->nrows);
+	/* The walk stays at its end. */
+	assert_int_equal(tor_rows_next(&rows, tm, vals, &err), 0);
+	tor_rows_free(&rows);
+}
+
+static bool
+is_rows_event(uint8_t type)
+{
+	return (type >= TOR_EV_WRITE_ROWS_V1 && type <= TOR_EV_DELETE_ROWS_V1) ||
+	    (type >= TOR_EV_WRITE_ROWS_V2 && type <= TOR_EV_DELETE_ROWS_V2) ||
+	    (type >= TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1 &&
+	    type <= TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED);
+}
+
+static void
+walk_fixture(const char *path, const struct xrows *xrows, size_t nxrows,
+    struct seen *s, void (*on_map)(const struct tor_table_map *))
+{
+	struct binlog b;
+	const uint8_t *raw;
+	size_t len;
+	struct tor_table_map tm;
+	tor_err err = { "" };
+
+	memset(s, 0, sizeof(*s));
+	memset(&tm, 0, sizeof(tm));
+	binlog_open(&b, path);
+	/* A binlog file starts without a format: checksums off until its
+	 * FORMAT_DESCRIPTION says otherwise. */
+	tor_format_init(&s->fmt, false);
+	while (binlog_next(&b, &raw, &len)) {
+		struct tor_event ev;
+
+		if (tor_event_parse(raw, len, &s->fmt, &ev, &err) == -1)
+			fail_msg("%s at %zu: %s", path, b.off - len, err.msg);
+		assert_int_equal(ev.next_pos, b.off);
+		assert_int_equal(ev.server_id, 1);
+		if (ev.type == TOR_EV_FORMAT_DESCRIPTION) {
+			assert_int_equal(tor_format_parse(&ev, &s->fmt, &err), 0);
+		} else if (ev.type == TOR_EV_MARIADB_GTID) {
+			struct tor_gtid g;
+
+			assert_int_equal(tor_gtid_parse(&ev, &s->fmt, &g, &err), 0);
+			assert_true(s->ngtids < 32);
+			tor_gtid_format(&g, s->gtids[s->ngtids], 32);
+			s->standalone[s->ngtids++] = g.standalone;
+		} else if (ev.type == TOR_EV_XID) {
+			assert_true(s->nxids < 32);
+			assert_int_equal(tor_xid_parse(&ev, &s->fmt,
+			    &s->xids[s->nxids++], &err), 0);
+		} else if (ev.type == TOR_EV_QUERY ||
+		    ev.type == TOR_EV_MARIADB_QUERY_COMPRESSED) {
+			struct tor_query q;
+
+			if (tor_query_parse(&ev, &s->fmt, &q, &err) == -1)
+				fail_msg("query: %s", err.msg);
+			assert_int_equal(q.schema_len, 2);
+			assert_memory_equal(q.schema, "fx", 2);
+			assert_true(s->nqueries < 16);
+			snprintf(s->queries[s->nqueries++], 64, "%.*s",
+			    (int)q.sql_len, q.sql);
+			if (ev.type == TOR_EV_MARIADB_QUERY_COMPRESSED) {
+				const char *tail = "......'";
+
+				assert_non_null(q.owned);
+				assert_true(q.sql_len > 256);
+				assert_memory_equal(q.sql + q.sql_len -
+				    strlen(tail), tail, strlen(tail));
+				assert_non_null(memmem(q.sql, q.sql_len,
+				    "COMMENT='a table whose CREATE statement",
+				    39));
+			}
+			tor_query_free(&q);
+		} else if (ev.type == TOR_EV_ROTATE) {
+			assert_int_equal(tor_rotate_parse(&ev, &s->fmt,
+			    s->rotate_file, sizeof(s->rotate_file),
+			    &s->rotate_pos, &err), 0);
+		} else if (ev.type == TOR_EV_TABLE_MAP) {
+			uint64_t id;
+			const char *schema, *table;
+			size_t slen, tlen;
+
+			assert_int_equal(tor_table_map_peek(&ev, &s->fmt, &id,
+			    &schema, &slen, &table, &tlen, &err), 0);
+			tor_table_map_free(&tm);
+			if (tor_table_map_parse(&ev, &s->fmt, &tm, &err) == -1)
+				fail_msg("table map: %s", err.msg);
+			assert_int_equal(id, tm.table_id);
+			assert_int_equal(slen, 2);
+			assert_memory_equal(schema, "fx", 2);
+			assert_int_equal(tlen, strlen(tm.table));
+			assert_memory_equal(table, tm.table, tlen);
+			if (on_map != NULL)
+				on_map(&tm);
+			s->nmaps++;
+		} else if (is_rows_event(ev.type)) {
+			assert_true(s->nrows_events < nxrows);
+			check_rows_event(&ev, &s->fmt, &tm,
+			    &xrows[s->nrows_events++]);
+		}
+	}
+	tor_table_map_free(&tm);
+	free(b.data);
+	assert_int_equal(s->nrows_events, nxrows);
+}
+
+static void
+check_t_all_map(const struct tor_table_map *tm)
+{
+	static const char *const names[42] = { "id", "c_tiny", "c_utiny",
+	    "c_small", "c_usmall", "c_medium", "c_umedium", "c_int", "c_uint",
+	    "c_big", "c_ubig", "c_dec1", "c_dec2", "c_float", "c_double",
+	    "c_char", "c_char255", "c_varchar", "c_binary", "c_varbinary",
+	    "c_tinytext", "c_text", "c_mediumtext", "c_longtext", "c_tinyblob",
+	    "c_blob", "c_mediumblob", "c_longblob", "c_json", "c_date",
+	    "c_time", "c_time3", "c_time6", "c_datetime", "c_datetime6",
+	    "c_ts", "c_ts3", "c_year", "c_enum", "c_set", "c_bit1",
+	    "c_bit17" };
+
+	if (strcmp(tm->table, "t_all") != 0)
+		return;
+	assert_int_equal(tm->ncols, 42);
+	assert_true(tm->has_names);
+	for (uint32_t i = 0; i < 42; i++)
+		assert_string_equal(tm->cols[i].name, names[i]);
+	assert_false(tm->cols[0].nullable);
+	assert_true(tm->cols[1].nullable);
+	assert_false(tm->cols[1].is_unsigned);
+	assert_true(tm->cols[2].is_unsigned);
+	assert_true(tm->cols[10].is_unsigned);
+	assert_int_equal(tm->cols[12].type, TOR_TYPE_NEWDECIMAL);
+	assert_int_equal(tm->cols[12].meta, 30 << 8 | 10);
+	assert_int_equal(tm->cols[16].type, TOR_TYPE_STRING);
+	assert_int_equal(tm->cols[16].meta, 1020);    /* CHAR(255) utf8mb4 */
+	assert_int_equal(tm->cols[17].meta, 300);
+	assert_int_equal(tm->cols[16].charset, 45);   /* utf8mb4_general_ci */
+	assert_int_equal(tm->cols[18].charset, 63);   /* binary */
+	assert_int_equal(tm->cols[15].charset, 8);    /* latin1_swedish_ci */
+	assert_int_equal(tm->cols[32].type, TOR_TYPE_TIME2);
+	assert_int_equal(tm->cols[32].meta, 6);
+	assert_int_equal(tm->cols[38].type, TOR_TYPE_ENUM);
+	assert_int_equal(tm->cols[38].n_enum_values, 3);
+	assert_string_equal(tm->cols[38].enum_values[1], "medium");
+	assert_int_equal(tm->cols[39].type, TOR_TYPE_SET);
+	assert_int_equal(tm->cols[39].n_set_values, 4);
+	assert_string_equal(tm->cols[39].set_values[3], "d");
+	assert_int_equal(tm->cols[41].type, TOR_TYPE_BIT);
+	assert_int_equal(tm->cols[41].meta, 17);
+}
+
+static void
+test_fixture1(void **state)
+{
+	struct seen s;
+	static const char *const gtids[] = { "0-1-1", "0-1-2", "0-1-3",
+	    "0-1-4", "0-1-5", "0-1-6", "0-1-7", "0-1-8", "0-1-9", "0-1-10" };
+	static const bool standalone[] = { true, true, false, false, false,
+	    true, false, false, false, false };
+	static const uint64_t xids[] = { 8, 10, 11, 14, 17, 18, 20 };
+
+	(void)state;
+	walk_fixture(FIXTURE1, fixture1_rows, sizeof(fixture1_rows) /
+	    sizeof(fixture1_rows[0]), &s, check_t_all_map);
+	assert_string_equal(s.fmt.server_version,
+	    "10.11.19-MariaDB-0+deb12u1-log");
+	assert_true(s.fmt.mariadb);
+	assert_true(s.fmt.checksum);
+	assert_int_equal(s.fmt.binlog_version, 4);
+	assert_int_equal(s.fmt.header_len, 19);
+	assert_int_equal(s.ngtids, 10);
+	for (size_t i = 0; i < 10; i++) {
+		assert_string_equal(s.gtids[i], gtids[i]);
+		assert_int_equal(s.standalone[i], standalone[i]);
+	}
+	assert_int_equal(s.nxids, 7);
+	for (size_t i = 0; i < 7; i++)
+		assert_int_equal(s.xids[i], xids[i]);
+	assert_int_equal(s.nqueries, 3);
+	assert_string_equal(s.queries[0], "CREATE DATABASE fx");
+	assert_memory_equal(s.queries[1], "CREATE TABLE t_all (\n  id INT NOT "
+	    "NULL PRIMARY KEY,\n", 50);
+	assert_memory_equal(s.queries[2], "CREATE TABLE t_min (", 20);
+	assert_string_equal(s.rotate_file, "mariadb-bin.000002");
+	assert_int_equal(s.rotate_pos, 4);
+	assert_int_equal(s.nmaps, 7);
+}
+
+static void
+test_fixture2_compressed_old_types(void **state)
+{
+	struct seen s;
+
+	(void)state;
+	walk_fixture(FIXTURE2, fixture2_rows, sizeof(fixture2_rows) /
+	    sizeof(fixture2_rows[0]), &s, NULL);
+	assert_int_equal(s.ngtids, 8);
+	assert_string_equal(s.gtids[0], "0-1-11");
+	assert_true(s.standalone[0]);
+	assert_string_equal(s.gtids[7], "0-1-18");
+	assert_int_equal(s.nxids, 5);
+	assert_int_equal(s.xids[0], 31);
+	assert_int_equal(s.xids[4], 37);
+	assert_int_equal(s.nqueries, 3);
+	assert_memory_equal(s.queries[0], "CREATE TABLE t_zip (", 20);
+}
+
+/* The second file was still open when copied: its FORMAT_DESCRIPTION has
+ * LOG_EVENT_BINLOG_IN_USE_F set, which its checksum does not cover. */
+static void
+test_in_use_flag_outside_checksum(void **state)
+{
+	struct binlog b;
+	const uint8_t *raw;
+	size_t len;
+	struct tor_format fmt;
+	struct tor_event ev;
+	tor_err err = { "" };
+
+	(void)state;
+	binlog_open(&b, FIXTURE2);
+	assert_true(binlog_next(&b, &raw, &len));
+	assert_int_equal(raw[4], TOR_EV_FORMAT_DESCRIPTION);
+	assert_true(raw[17] & 1);
+	tor_format_init(&fmt, false);
+	assert_int_equal(tor_event_parse(raw, len, &fmt, &ev, &err), 0);
+	free(b.data);
+}
+
+/* Flipping any one byte after the common header of any real event must be
+ * caught by its checksum. */
+static void
+test_checksum_mismatch(void **state)
+{
+	const char *files[] = { FIXTURE1, FIXTURE2 };
+
+	(void)state;
+	for (size_t f = 0; f < 2; f++) {
+		struct binlog b;
+		const uint8_t *raw;
+		size_t len, nev = 0;
+		struct tor_format fmt;
+		tor_err err;
+
+		binlog_open(&b, files[f]);
+		tor_format_init(&fmt, false);
+		while (binlog_next(&b, &raw, &len)) {
+			uint8_t *copy = malloc(len);
+			struct tor_event ev;
+			size_t at = 19 + (nev * 7) % (len - 19);
+
+			assert_non_null(copy);
+			memcpy(copy, raw, len);
+			copy[at] ^= 0x20;
+			err.msg[0] = '\0';
+			assert_int_equal(tor_event_parse(copy, len, &fmt, &ev,
+			    &err), -1);
+			if (strstr(err.msg, "checksum mismatch") == NULL)
+				fail_msg("event %zu byte %zu: %s", nev, at,
+				    err.msg);
+			assert_int_equal(tor_event_parse(raw, len, &fmt, &ev,
+			    &err), 0);
+			if (ev.type == TOR_EV_FORMAT_DESCRIPTION)
+				assert_int_equal(tor_format_parse(&ev, &fmt,
+				    &err), 0);
+			free(copy);
+			nev++;
+		}
+		free(b.data);
+	}
+}
+
+/*
+ * Every real event cut at every length: the raw prefix is refused by
+ * tor_event_parse (its size field disagrees), and a well-formed event
+ * whose body is the prefix is decoded without crash, leak or overread
+ * (ASan watches), fails with a message or yields no more than the whole.
+ */
+static void
+parse_truncated(const uint8_t *raw, size_t body_len, const struct tor_format
+    *fmt, const struct tor_table_map *tm, size_t full_rows)
+{
+	uint8_t *ev_bytes = malloc(19 + body_len);
+	struct tor_format f = *fmt;
+	struct tor_event ev;
+	tor_err err = { "" };
+	int rc = 0;
+
+	assert_non_null(ev_bytes);
+	memcpy(ev_bytes, raw, 19);
+	memcpy(ev_bytes + 19, raw + 19, body_len);
+	ev_bytes[9] = (uint8_t)(19 + body_len);
+	ev_bytes[10] = (uint8_t)((19 + body_len) >> 8);
+	ev_bytes[11] = ev_bytes[12] = 0;
+	f.checksum = false;
+	if (raw[4] == TOR_EV_FORMAT_DESCRIPTION)
+		ev_bytes[4] = TOR_EV_QUERY;     /* would be split by its alg */
+	assert_int_equal(tor_event_parse(ev_bytes, 19 + body_len, &f, &ev,
+	    &err), 0);
+	switch (ev.type) {
+	case TOR_EV_QUERY:
+	case TOR_EV_MARIADB_QUERY_COMPRESSED: {
+		struct tor_query q;
+
+		if (raw[4] == TOR_EV_FORMAT_DESCRIPTION) {
+			struct tor_format g;
+
+			ev.type = TOR_EV_FORMAT_DESCRIPTION;
+			rc = tor_format_parse(&ev, &g, &err);
+			if (body_len < 57)
+				assert_int_equal(rc, -1);
+			break;
+		}
+		rc = tor_query_parse(&ev, &f, &q, &err);
+		tor_query_free(&q);
+		break;
+	}
+	case TOR_EV_MARIADB_GTID: {
+		struct tor_gtid g;
+
+		rc = tor_gtid_parse(&ev, &f, &g, &err);
+		if (body_len < 13)
+			assert_int_equal(rc, -1);
+		break;
+	}
+	case TOR_EV_XID: {
+		uint64_t x;
+
+		rc = tor_xid_parse(&ev, &f, &x, &err);
+		assert_int_equal(rc, body_len < 8 ? -1 : 0);
+		break;
+	}
+	case TOR_EV_ROTATE: {
+		char file[64];
+		uint64_t pos;
+
+		rc = tor_rotate_parse(&ev, &f, file, sizeof(file), &pos, &err);
+		assert_int_equal(rc, body_len <= 8 ? -1 : 0);
+		break;
+	}
+	case TOR_EV_TABLE_MAP: {
+		struct tor_table_map t;
+		uint64_t id;
+		const char *s, *n;
+		size_t sl, nl;
+
+		(void)tor_table_map_peek(&ev, &f, &id, &s, &sl, &n, &nl, &err);
+		rc = tor_table_map_parse(&ev, &f, &t, &err);
+		if (rc == 0) {
+			/* Only a cut between optional fields can parse. */
+			assert_int_equal(t.ncols, tm->ncols);
+			tor_table_map_free(&t);
+		}
+		break;
+	}
+	default:
+		if (is_rows_event(ev.type)) {
+			struct tor_rows rows;
+			struct tor_value vals[42];
+			size_t n = 0;
+
+			rc = tor_rows_parse(&ev, &f, &rows, &err);
+			while (rc == 0 && (rc = tor_rows_next(&rows, tm, vals,
+			    &err)) == 1)
+				n++;
+			if (rc == 1 || rc == 0)
+				rc = 0;
+			assert_true(n <= full_rows);
+			if (rc == 0)
+				assert_true(n < full_rows || body_len ==
+				    ev.body_len);
+			tor_rows_free(&rows);
+		}
+		break;
+	}
+	if (rc == -1)
+		assert_true(err.msg[0] != '\0');
+	free(ev_bytes);
+}
+
+static size_t
+count_rows(const struct tor_event *ev, const struct tor_format *fmt,
+    const struct tor_table_map *tm)
+{
+	struct tor_rows rows;
+	struct tor_value vals[42];
+	tor_err err;
+	size_t n = 0;
+
+	assert_int_equal(tor_rows_parse(ev, fmt, &rows, &err), 0);
+	while (tor_rows_next(&rows, tm, vals, &err) == 1)
+		n++;
+	tor_rows_free(&rows);
+	return n;
+}
+
+static void
+test_truncated_at_every_length(void **state)
+{
+	const char *files[] = { FIXTURE1, FIXTURE2 };
+
+	(void)state;
+	for (size_t f = 0; f < 2; f++) {
+		struct binlog b;
+		const uint8_t *raw;
+		size_t len;
+		struct tor_format fmt;
+		struct tor_table_map tm;
+		tor_err err;
+
+		memset(&tm, 0, sizeof(tm));
+		binlog_open(&b, files[f]);
+		tor_format_init(&fmt, false);
+		while (binlog_next(&b, &raw, &len)) {
+			struct tor_event ev, cut;
+			size_t full_rows = 0;
+
+			for (size_t l = 0; l < len; l++)
+				assert_int_equal(tor_event_parse(raw, l, &fmt,
+				    &cut, &err), -1);
+			assert_int_equal(tor_event_parse(raw, len, &fmt, &ev,
+			    &err), 0);
+			if (ev.type == TOR_EV_FORMAT_DESCRIPTION)
+				assert_int_equal(tor_format_parse(&ev, &fmt,
+				    &err), 0);
+			if (ev.type == TOR_EV_TABLE_MAP) {
+				tor_table_map_free(&tm);
+				assert_int_equal(tor_table_map_parse(&ev, &fmt,
+				    &tm, &err), 0);
+			}
+			if (is_rows_event(ev.type))
+				full_rows = count_rows(&ev, &fmt, &tm);
+			for (size_t l = 0; l < ev.body_len; l++)
+				parse_truncated(raw, l, &fmt, &tm, full_rows);
+		}
+		tor_table_map_free(&tm);
+		free(b.data);
+	}
+}
+
+/*
+ * Hand-made events, as MySQL 8 writes them.
+ */
+
+struct bytes {
+	uint8_t b[2048];
+	size_t n;
+};
+
+static void
+put(struct bytes *o, const void *p, size_t n)
+{
+	assert_true(o->n + n <= sizeof(o->b));
+	memcpy(o->b + o->n, p, n);
+	o->n += n;
+}
+
+static void
+put_le(struct bytes *o, uint64_t v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		o->b[o->n++] = (uint8_t)(v >> (8 * i));
+}
+
+static void
+put_str(struct bytes *o, const char *s)
+{
+	put_le(o, strlen(s), 1);
+	put(o, s, strlen(s));
+}
+
+/* A whole event around body, with a CRC32 when asked. */
+static void
+make_event(struct bytes *ev, uint8_t type, const struct bytes *body,
+    bool checksum)
+{
+	size_t size = 19 + body->n + (checksum ? 4 : 0);
+
+	ev->n = 0;
+	put_le(ev, 1700000000, 4);
+	put_le(ev, type, 1);
+	put_le(ev, 7, 4);
+	put_le(ev, size, 4);
+	put_le(ev, 4242, 4);
+	put_le(ev, 0, 2);
+	put(ev, body->b, body->n);
+	if (checksum)
+		put_le(ev, crc32(0L, ev->b, (uInt)ev->n), 4);
+}
+
+static void
+mysql_format(struct tor_format *fmt)
+{
+	struct bytes body = { .n = 0 }, ev;
+	struct tor_event e;
+	char ver[50];
+	tor_err err;
+
+	put_le(&body, 4, 2);
+	memset(ver, 0, sizeof(ver));
+	snprintf(ver, sizeof(ver), "8.0.36");
+	put(&body, ver, 50);
+	put_le(&body, 0, 4);
+	put_le(&body, 19, 1);
+	for (int t = 1; t <= 41; t++)
+		put_le(&body, t == TOR_EV_TABLE_MAP ? 8 : t == 2 ? 13 :
+		    (t >= 30 && t <= 32) ? 10 : t == 33 ? 42 : 0, 1);
+	put_le(&body, 1, 1);                    /* CRC32 */
+	make_event(&ev, TOR_EV_FORMAT_DESCRIPTION, &body, true);
+	tor_format_init(fmt, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, fmt, &e, &err), 0);
+	assert_int_equal(tor_format_parse(&e, fmt, &err), 0);
+	assert_true(fmt->checksum);
+	assert_false(fmt->mariadb);
+	assert_string_equal(fmt->server_version, "8.0.36");
+	assert_int_equal(fmt->post_header_len[TOR_EV_WRITE_ROWS_V2], 10);
+}
+
+static void
+test_mysql_gtid(void **state)
+{
+	static const uint8_t sid[16] = { 0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca,
+	    0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62 };
+	struct tor_format fmt;
+	struct bytes body = { .n = 0 }, ev;
+	struct tor_event e;
+	struct tor_gtid g;
+	char s[64];
+	tor_err err;
+
+	(void)state;
+	mysql_format(&fmt);
+	put_le(&body, 1, 1);                    /* may have SBR */
+	put(&body, sid, 16);
+	put_le(&body, 23, 8);
+	put_le(&body, 2, 1);                    /* logical clock typecode */
+	put_le(&body, 5, 8);
+	put_le(&body, 6, 8);
+	make_event(&ev, TOR_EV_MYSQL_GTID, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_gtid_parse(&e, &fmt, &g, &err), 0);
+	assert_false(g.mariadb);
+	assert_int_equal(g.gno, 23);
+	assert_int_equal(tor_gtid_format(&g, s, sizeof(s)), 39);
+	assert_string_equal(s, "3e11fa47-71ca-11e1-9e33-c80aa9429562:23");
+	/* An XID is no GTID. */
+	e.type = TOR_EV_XID;
+	assert_int_equal(tor_gtid_parse(&e, &fmt, &g, &err), -1);
+}
+
+static void
+test_query_begin(void **state)
+{
+	struct tor_format fmt;
+	struct bytes body = { .n = 0 }, ev;
+	struct tor_event e;
+	struct tor_query q;
+	tor_err err;
+
+	(void)state;
+	mysql_format(&fmt);
+	put_le(&body, 99, 4);                   /* thread id */
+	put_le(&body, 0, 4);                    /* exec time */
+	put_le(&body, 4, 1);                    /* schema length */
+	put_le(&body, 0, 2);                    /* error code */
+	put_le(&body, 3, 2);                    /* status vars length */
+	put(&body, "\x03\x00\x00", 3);          /* one status var */
+	put(&body, "shop\0", 5);
+	put(&body, "BEGIN", 5);
+	make_event(&ev, TOR_EV_QUERY, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), 0);
+	assert_int_equal(q.schema_len, 4);
+	assert_memory_equal(q.schema, "shop", 4);
+	assert_int_equal(q.sql_len, 5);
+	assert_memory_equal(q.sql, "BEGIN", 5);
+	assert_null(q.owned);
+	tor_query_free(&q);
+	/* The schema must end in NUL. */
+	ev.b[19 + 13 + 3 + 4] = 'x';
+	e.body = ev.b + 19;
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	assert_non_null(strstr(err.msg, "NUL"));
+}
+
+/*
+ * A MySQL 8 table with the types MariaDB does not produce, or not with
+ * these metadata: JSON, TIME2/DATETIME2/TIMESTAMP2 at every fraction
+ * width, DECIMAL edges, BIT(64), unsigned BIGINT, ENUM/SET values that the
+ * names do not cover.  The value bytes were encoded by hand from the
+ * format (see the comments), the texts are what MySQL prints.
+ */
+#define NCOLS_MYSQL 20
+
+static void
+mysql_table_map(struct bytes *body, uint64_t table_id)
+{
+	static const uint8_t types[NCOLS_MYSQL] = { TOR_TYPE_JSON,
+	    TOR_TYPE_TIME2, TOR_TYPE_TIME2, TOR_TYPE_TIME2, TOR_TYPE_TIME2,
+	    TOR_TYPE_DATETIME2, TOR_TYPE_DATETIME2, TOR_TYPE_DATETIME2,
+	    TOR_TYPE_TIMESTAMP2, TOR_TYPE_TIMESTAMP2, TOR_TYPE_NEWDECIMAL,
+	    TOR_TYPE_NEWDECIMAL, TOR_TYPE_NEWDECIMAL, TOR_TYPE_NEWDECIMAL,
+	    TOR_TYPE_FLOAT, TOR_TYPE_DOUBLE, TOR_TYPE_BIT, TOR_TYPE_STRING,
+	    TOR_TYPE_STRING, TOR_TYPE_LONGLONG };
+	static const uint8_t meta[] = {
+	    4,                  /* JSON: 4 length bytes */
+	    1, 2, 4, 0,         /* TIME2 fsp */
+	    6, 1, 4,            /* DATETIME2 fsp */
+	    6, 2,               /* TIMESTAMP2 fsp */
+	    4, 2, 3, 3, 20, 0, 65, 30,  /* DECIMAL precision, scale */
+	    4, 8,               /* FLOAT, DOUBLE */
+	    0, 8,               /* BIT(64): bits % 8, bytes */
+	    TOR_TYPE_ENUM, 1, TOR_TYPE_SET, 1,
+	};
+	struct bytes opt = { .n = 0 };
+
+	put_le(body, table_id, 6);
+	put_le(body, 1, 2);
+	put_str(body, "shop");
+	put_le(body, 0, 1);
+	put_str(body, "edge");
+	put_le(body, 0, 1);
+	put_le(body, NCOLS_MYSQL, 1);
+	put(body, types, NCOLS_MYSQL);
+	put_le(body, sizeof(meta), 1);
+	put(body, meta, sizeof(meta));
+	put(body, "\xff\xff\x0f", 3);           /* all nullable */
+	/* SIGNEDNESS: 7 numeric columns (4 DECIMAL, FLOAT, DOUBLE, BIGINT),
+	 * most significant bit first: only the BIGINT is unsigned. */
+	put(&opt, "\x01\x01\x02", 3);
+	/* COLUMN_NAME */
+	put_le(&opt, 4, 1);
+	{
+		struct bytes names = { .n = 0 };
+		char n[8];
+
+		for (int i = 0; i < NCOLS_MYSQL; i++) {
+			snprintf(n, sizeof(n), "c%d", i);
+			put_str(&names, n);
+		}
+		put_le(&opt, names.n, 1);
+		put(&opt, names.b, names.n);
+	}
+	/* ENUM_STR_VALUE and SET_STR_VALUE: two names each. */
+	put(&opt, "\x06\x05\x02\x01" "a" "\x01" "b", 7);
+	put(&opt, "\x05\x05\x02\x01" "p" "\x01" "q", 7);
+	/* An unknown field is skipped. */
+	put(&opt, "\x63\x02\xaa\xbb", 4);
+	put(body, opt.b, opt.n);
+}
+
+static const uint8_t mysql_row[] = {
+	0x00, 0x00, 0x00,                       /* null bitmap */
+	0x02, 0x00, 0x00, 0x00, 0x04, 0x01,     /* JSON literal true */
+	0x7f, 0xff, 0xff, 0xf6,                 /* TIME(1) -00:00:00.1 */
+	0x4b, 0x91, 0x04, 0x9d,                 /* TIME(2) -838:59:59.99 */
+	0x7f, 0xff, 0xfe, 0xff, 0xff,           /* TIME(4) -00:00:01.0001 */
+	0x7f, 0xff, 0xff,                       /* TIME(0) -00:00:01 */
+	0xfe, 0xf3, 0xff, 0x7e, 0xfb, 0x0f, 0x42, 0x3f,
+	0x99, 0x64, 0x42, 0x00, 0x00, 0x32,
+	0x99, 0x64, 0x42, 0x00, 0x00, 0x04, 0xd2,
+	0x7f, 0xff, 0xff, 0xff, 0x0f, 0x42, 0x3f,
+	0x00, 0x00, 0x00, 0x01, 0x01,
+	0x7f, 0xfa,                             /* DECIMAL(4,2) -0.05 */
+	0x80, 0x7b,                             /* DECIMAL(3,3) 0.123 */
+	0x8c, 0x14, 0x9a, 0xa4, 0x35, 0x0d, 0xfb, 0x38, 0xd2,
+	0x7a, 0x0a, 0x1f, 0x00, 0xc4, 0x65, 0x36, 0x00, 0xc4, 0x65, 0x36,
+	0x00, 0xc4, 0x65, 0x36, 0x00, 0xc4, 0x65, 0x36, 0x00, 0xc4, 0x65,
+	0x36, 0x00, 0xc4, 0x65, 0x36, 0x00, 0xfc, 0x18,
+	0xcd, 0xcc, 0xcc, 0x3d,                 /* FLOAT 0.1 */
+	0x7d, 0xc3, 0x94, 0x25, 0xad, 0x49, 0xb2, 0x54, /* DOUBLE 1e100 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* BIT(64) */
+	0x05,                                   /* ENUM index 5 of 2 */
+	0x04,                                   /* SET bit 2 of 2 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* BIGINT UNSIGNED */
+};
+
+static const struct xv mysql_expect[2][42] = {
+	{ V("true"), V("-00:00:00.1"), V("-838:59:59.99"),
+	  V("-00:00:01.0001"), V("-00:00:01"),
+	  V("9999-12-31 23:59:59.999999"), V("2000-01-01 00:00:00.5"),
+	  V("2000-01-01 00:00:00.1234"), V("2038-01-19 03:14:07.999999"),
+	  V("1970-01-01 00:00:01.01"), V("-0.05"), V("0.123"),
+	  V("12345678901234567890"),
+	  V("-99999999999999999999999999999999999.999999999999999999999999999999"),
+	  V("0.1"), V("1e+100"), V("18446744073709551615"), V("5"), V("4"),
+	  V("18446744073709551615") },
+	{ NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_,
+	  NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_ },
+};
+
+static void
+test_mysql_rows_v2_extra_data(void **state)
+{
+	struct tor_format fmt;
+	struct bytes tmb = { .n = 0 }, rb = { .n = 0 }, ev;
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	struct tor_value vals[NCOLS_MYSQL];
+	tor_err err;
+	size_t n = 0;
+	int rc;
+
+	(void)state;
+	mysql_format(&fmt);
+	mysql_table_map(&tmb, 0x0000ab0000cdull);
+	make_event(&ev, TOR_EV_TABLE_MAP, &tmb, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(tm.table_id, 0x0000ab0000cdull);
+	assert_string_equal(tm.schema, "shop");
+	assert_string_equal(tm.table, "edge");
+	assert_true(tm.has_names);
+	assert_string_equal(tm.cols[19].name, "c19");
+	assert_true(tm.cols[19].is_unsigned);
+	assert_false(tm.cols[13].is_unsigned);
+	assert_int_equal(tm.cols[16].meta, 64);
+	assert_int_equal(tm.cols[17].type, TOR_TYPE_ENUM);
+	assert_int_equal(tm.cols[18].type, TOR_TYPE_SET);
+
+	put_le(&rb, 0x0000ab0000cdull, 6);
+	put_le(&rb, 1, 2);                      /* STMT_END_F */
+	put_le(&rb, 2 + 5, 2);                  /* extra data, with itself */
+	put(&rb, "\x00\x03\x01\x02\x03", 5);
+	put_le(&rb, NCOLS_MYSQL, 1);
+	put(&rb, "\xff\xff\x0f", 3);
+	put(&rb, mysql_row, sizeof(mysql_row));
+	put(&rb, "\xff\xff\x0f", 3);            /* second row: all NULL */
+	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(rows.kind, TOR_ROWS_WRITE);
+	while ((rc = tor_rows_next(&rows, &tm, vals, &err)) == 1) {
+		assert_true(n < 2);
+		for (uint32_t c = 0; c < NCOLS_MYSQL; c++)
+			check_value(&vals[c], &mysql_expect[n][c], n, c);
+		n++;
+	}
+	if (rc == -1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(n, 2);
+	tor_rows_free(&rows);
+
+	/* The same event against a map of another width. */
+	tm.ncols--;
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(tor_rows_next(&rows, &tm, vals, &err), -1);
+	assert_non_null(strstr(err.msg, "has 20 columns, table map has 19"));
+	tor_rows_free(&rows);
+	tm.ncols++;
+
+	/* Extra data longer than the event. */
+	rb.b[8] = 0xff;
+	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, false);
+	fmt.checksum = false;
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), -1);
+	assert_non_null(strstr(err.msg, "extra data"));
+	tor_rows_free(&rows);
+	tor_table_map_free(&tm);
+}
+
+/* Compressed blocks that lie about their size are refused before any
+ * allocation of that size. */
+static void
+test_compressed_lies(void **state)
+{
+	struct tor_format fmt;
+	struct bytes body = { .n = 0 }, ev;
+	struct tor_event e;
+	struct tor_query q;
+	tor_err err;
+	uint8_t z[64];
+	uLongf zlen = sizeof(z);
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	put_le(&body, 1, 4);
+	put_le(&body, 0, 4);
+	put_le(&body, 0, 1);
+	put_le(&body, 0, 2);
+	put_le(&body, 0, 2);
+	put(&body, "\0", 1);
+	/* 4 GB claimed from a few bytes. */
+	put(&body, "\x84\xff\xff\xff\xff\x78\x9c\x00", 8);
+	make_event(&ev, TOR_EV_MARIADB_QUERY_COMPRESSED, &body, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	assert_non_null(strstr(err.msg, "impossible"));
+	/* A real stream with the wrong length. */
+	body.n -= 8;
+	assert_int_equal(compress(z, &zlen, (const Bytef *)"COMMIT", 6), Z_OK);
+	put(&body, "\x81\x07", 2);
+	put(&body, z, zlen);
+	make_event(&ev, TOR_EV_MARIADB_QUERY_COMPRESSED, &body, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	assert_non_null(strstr(err.msg, "inflate"));
+	/* And the right one. */
+	ev.b[19 + 15] = 0x06;
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), 0);
+	assert_int_equal(q.sql_len, 6);
+	assert_memory_equal(q.sql, "COMMIT", 6);
+	tor_query_free(&q);
+	/* Not a compressed block at all. */
+	ev.b[19 + 14] = 0x41;
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	assert_non_null(strstr(err.msg, "header"));
+}
+
+static void
+test_malformed_table_maps(void **state)
+{
+	struct tor_format fmt;
+	struct bytes body = { .n = 0 }, ev;
+	struct tor_event e;
+	struct tor_table_map tm;
+	tor_err err;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	/* A column count far beyond the bytes that follow. */
+	put_le(&body, 5, 6);
+	put_le(&body, 0, 2);
+	put_str(&body, "s");
+	put_le(&body, 0, 1);
+	put_str(&body, "t");
+	put_le(&body, 0, 1);
+	put(&body, "\xfe\xff\xff\xff\xff\xff\xff\xff\x7f", 9);
+	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	assert_non_null(strstr(err.msg, "columns cannot fit"));
+	/* Metadata that runs out mid-column. */
+	body.n -= 9;
+	put(&body, "\x02\x0f\x0f\x02\x2c\x01\x00", 7);
+	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	assert_non_null(strstr(err.msg, "column metadata"));
+	/* A name that is not NUL-terminated. */
+	ev.b[19 + 8 + 2] = 'x';
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	assert_non_null(strstr(err.msg, "not NUL-terminated"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fixture1),
+		cmocka_unit_test(test_fixture2_compressed_old_types),
+		cmocka_unit_test(test_in_use_flag_outside_checksum),
+		cmocka_unit_test(test_checksum_mismatch),
+		cmocka_unit_test(test_truncated_at_every_length),
+		cmocka_unit_test(test_mysql_gtid),
+		cmocka_unit_test(test_query_begin),
+		cmocka_unit_test(test_mysql_rows_v2_extra_data),
+		cmocka_unit_test(test_compressed_lies),
+		cmocka_unit_test(test_malformed_table_maps),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
