@@ -7,27 +7,26 @@
 
 #include "tor/err.h"
 
-int
-tor_err_set(tor_err *err, const char *fmt, ...)
+void
+tor_err_format(tor_err *err, const char *fmt, ...)
 {
 	va_list ap;
 
 	if (err == NULL)
-		return -1;
+		return;
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
-	return -1;
 }
 
-int
-tor_err_prefix(tor_err *err, const char *fmt, ...)
+void
+tor_err_format_prefix(tor_err *err, const char *fmt, ...)
 {
 	char prefix[sizeof(err->msg)], old[sizeof(err->msg)];
 	va_list ap;
 
 	if (err == NULL)
-		return -1;
+		return;
 	va_start(ap, fmt);
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
@@ -41,5 +40,4 @@ tor_err_prefix(tor_err *err, const char *fmt, ...)
 		len = room;
 	memcpy(err->msg + n, old, len);
 	err->msg[n + len] = '\0';
-	return -1;
 }

@@ -15,14 +15,20 @@ typedef struct tor_err {
 	char msg[512];
 } tor_err;
 
-/* Formats the message into err (when err is not NULL) and returns -1, so a
- * failing path can say `return tor_err_set(err, "...", ...);`. */
-int tor_err_set(tor_err *err, const char *fmt, ...)
+void tor_err_format(tor_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void tor_err_format_prefix(tor_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Prefixes the message already in err with more context ("mysql: " ...) and
- * returns -1. */
-int tor_err_prefix(tor_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Formats the message into err (when err is not NULL) and evaluates to -1,
+ * so a failing path can say `return tor_err_set(err, "...", ...);`.  A macro,
+ * so the compiler sees the -1 and knows what a caller's check implies. */
+#define tor_err_set(err, ...) \
+	__extension__ ({ tor_err_format((err), __VA_ARGS__); -1; })
+
+/* Prefixes the message already in err with more context ("mysql: " ...);
+ * evaluates to -1. */
+#define tor_err_prefix(err, ...) \
+	__extension__ ({ tor_err_format_prefix((err), __VA_ARGS__); -1; })
 
 #endif
