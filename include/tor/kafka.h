@@ -18,9 +18,12 @@
 
 struct tor_sink;
 
-/* Called once per produced message, in acknowledgement order.  err is 0 when
- * Kafka stored the message (all in-sync replicas), else a librdkafka error
- * code with its text in errstr.  seq is what tor_sink_produce was given. */
+/* Called exactly once per message that tor_sink_produce queued, in
+ * acknowledgement order (produce order within a partition).  err is 0 when
+ * Kafka stored the message (all in-sync replicas), else an
+ * rd_kafka_resp_err_t code with its text in errstr ("" when err is 0).  seq
+ * is what tor_sink_produce was given.  tor_sink_free calls it too, for
+ * messages it had to purge (err RD_KAFKA_RESP_ERR__PURGE_QUEUE/INFLIGHT). */
 typedef void tor_sink_ack_fn(void *ctx, uint64_t seq, int err,
     const char *errstr);
 
@@ -29,10 +32,17 @@ typedef void tor_sink_ack_fn(void *ctx, uint64_t seq, int err,
  * enable.idempotence, acks and the partitioner may not be overridden). */
 struct tor_sink *tor_sink_new(const struct tor_config *cfg,
     tor_sink_ack_fn *ack, void *ack_ctx, tor_err *err);
+/* Waits at most 2 s for outstanding acks, then purges the rest (acking them
+ * with an error, logged) and destroys the producer; never hangs.  Flush
+ * first to wait longer.  NULL is a no-op. */
 void tor_sink_free(struct tor_sink *sink);
 
 /* Creates the topics of cfg->kafka.topics that do not exist yet; "already
- * exists" counts as success. */
+ * exists" counts as success.  Lists all topics first (one metadata request,
+ * no per-topic lookups, which would auto-create them) and sends CreateTopics
+ * only for the missing ones, one log line per topic.  An error (a timeout
+ * included) names the topics.  On the dev broker CreateTopics always times
+ * out (DESIGN.md §9), so it must pre-create the configured topics. */
 int tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err);
 
 enum {
@@ -42,8 +52,12 @@ enum {
 };
 
 /* Queues msg (copied; the caller may reuse its buffers).  Returns TOR_SINK_OK,
- * TOR_SINK_BUSY, TOR_SINK_TOO_LARGE, or -1 on any other error (a fatal
- * producer error included). */
+ * TOR_SINK_BUSY, TOR_SINK_TOO_LARGE (err says so), or -1 on any other error
+ * (a topic Kafka says does not exist, a fatal producer error), err naming
+ * the topic or the reason.  Only TOR_SINK_OK is ever acked.  A failed
+ * ProduceRequest (acked with its code) also makes the producer fatal
+ * (enable.gapless.guarantee), so that no later message of the partition
+ * overtakes the failed one; produce and poll then return -1. */
 int tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
     uint64_t seq, tor_err *err);
 
