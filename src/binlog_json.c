@@ -222,10 +222,7 @@ render_double(struct render *r, double d)
 		if (*p >= '0' && *p <= '9')
 			digits[nd++] = *p;
 	exp10 = atoi(p + 1);
-	while (nd > 1 && digits[nd - 1] == '0')
-		nd--;
-	if (nd == 1 && digits[0] == '0')
-		exp10 = 0;
+	/* The shortest precision never leaves trailing zeros to strip. */
 	decpt = exp10 + 1;      /* digits before the decimal point */
 
 	if (signbit(d))
