@@ -231,13 +231,26 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 	return 0;
 }
 
+/* A property as the producer ended up with it, defaults and operator's
+ * properties applied: what the start-up line reports. */
+static const char *
+sink_conf_value(struct tor_sink *sink, const char *name, char *buf,
+    size_t size)
+{
+	if (rd_kafka_conf_get(rd_kafka_conf(sink->rk), name, buf, &size) !=
+	    RD_KAFKA_CONF_OK)
+		snprintf(buf, size, "?");
+	return buf;
+}
+
 struct tor_sink *
 tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
     void *ack_ctx, tor_err *err)
 {
 	struct tor_sink *sink;
 	rd_kafka_conf_t *conf;
-	char errstr[512];
+	char errstr[512], q_msgs[32], q_kb[32], linger[32], codec[32];
+	char expiry[32];
 
 	if ((sink = calloc(1, sizeof(*sink))) == NULL) {
 		tor_err_set(err, "kafka: out of memory");
@@ -272,9 +285,17 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 		log_warn("kafka", "kafka.mode=transactional is not built into "
 		    "the sink yet: producing idempotently (at-least-once)");
 	log_info("kafka", "producer %s for %s: idempotent, acks=all, "
-	    "murmur2_random, queue %s messages / %s KiB",
-	    rd_kafka_name(sink->rk), cfg->kafka.brokers,
-	    SINK_QUEUE_MAX_MESSAGES, SINK_QUEUE_MAX_KBYTES);
+	    "murmur2_random, queue %s messages / %s KiB, linger.ms=%s, "
+	    "compression %s, message.timeout.ms=%s", rd_kafka_name(sink->rk),
+	    cfg->kafka.brokers,
+	    sink_conf_value(sink, "queue.buffering.max.messages", q_msgs,
+	    sizeof(q_msgs)),
+	    sink_conf_value(sink, "queue.buffering.max.kbytes", q_kb,
+	    sizeof(q_kb)),
+	    sink_conf_value(sink, "linger.ms", linger, sizeof(linger)),
+	    sink_conf_value(sink, "compression.type", codec, sizeof(codec)),
+	    sink_conf_value(sink, "message.timeout.ms", expiry,
+	    sizeof(expiry)));
 	return sink;
 }
 
@@ -407,10 +428,12 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 		goto out;
 	}
 	if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		for (i = 0; i < n; i++)
+			log_error("kafka", "topic=%s not created: %s",
+			    want[i]->name, rd_kafka_event_error_string(ev));
 		rc = tor_err_set(err, "kafka: creating topics %s: %s (%s)",
 		    names, rd_kafka_event_error_string(ev),
 		    rd_kafka_err2name(rd_kafka_event_error(ev)));
-		log_error("kafka", "%s", err != NULL ? err->msg : "");
 		rd_kafka_event_destroy(ev);
 		goto out;
 	}
