@@ -69,10 +69,11 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
 	$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_LIB_OBJ) $(LIBS) -lcmocka
 
 # libFuzzer targets over the no-I/O decoders.
-build/fuzz/%: tests/fuzz/%.c src/binlog_decode.c src/err.c $(HDRS)
+FUZZ_LIB_SRC := src/binlog_decode.c src/binlog_json.c src/buf.c src/err.c
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined \
-		-o $@ $< src/binlog_decode.c src/err.c -lz
+		-o $@ $< $(FUZZ_LIB_SRC) -lz -lm
 
 fuzz-build: $(FUZZ_BIN)
 

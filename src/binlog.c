@@ -355,7 +355,7 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err)
 {
 	const struct tor_config *cfg = b->cfg;
-	char sql[sizeof(pos->gtid) + 64];
+	char sql[2 * sizeof(pos->gtid) + 128];
 	unsigned long start = pos->file[0] != '\0' ? (unsigned long)pos->pos : 4;
 	const char *file = pos->file;
 
@@ -441,7 +441,12 @@ tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
 
 	if (b->rpl == NULL)
 		return tor_err_set(err, "binlog: no stream open"), TOR_BINLOG_ERROR;
-	ev = mariadb_rpl_fetch(b->rpl, b->event);
+	/* A fresh event each time: on some errors the library frees an event
+	 * it was handed for reuse, leaving the caller a dangling pointer. */
+	if (b->event != NULL)
+		mariadb_free_rpl_event(b->event);
+	b->event = NULL;
+	ev = mariadb_rpl_fetch(b->rpl, NULL);
 	if (ev == NULL) {
 		code = mysql_errno(b->stream);
 		if (code == 0)
