@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# The local stack for developing and testing tor: MariaDB (binlog source),
+# Redis (lease and checkpoint) and the development Kafka broker
+# (bin/tor-devbroker, DESIGN.md §9), all as plain background processes of
+# this user, everything under one run directory.
+#
+#   stack.sh start|stop|status|restart [mariadb|redis|broker ...]   (default: all)
+#   stack.sh destroy                     stop all and remove the run directory
+#   stack.sh broker-ctl <command...>     e.g. `stack.sh broker-ctl down 1`
+#   stack.sh env                         print the env file
+#
+# Environment:
+#   TOR_RUN_DIR        run directory (default <repo>/run/local)
+#   TOR_MYSQL_PORT     MariaDB port (default 3307)
+#   TOR_REDIS_PORT     Redis port (default 6380)
+#   TOR_MYSQL_EXTRA    extra mariadbd options, e.g. "--binlog-format=STATEMENT"
+#   TOR_BROKER_TOPICS  topics created by the broker (default "order:3 invoice:3 dlq:1")
+#
+# After start, $TOR_RUN_DIR/env holds TOR_MYSQL_HOST, TOR_MYSQL_PORT,
+# TOR_MYSQL_SOCKET, TOR_REDIS_PORT, TOR_KAFKA_BROKERS and TOR_BROKER_CONTROL
+# in shell syntax: `. run/local/env`.
+#
+# MariaDB users made at the first start: tor/tor (replication and SELECT on
+# *.*), app/app (ALL on shop.*), root without password from 127.0.0.1 and
+# through the socket.  The datadir survives stop/restart; `destroy` drops it.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+RUN_DIR=${TOR_RUN_DIR:-$repo/run/local}
+MYSQL_PORT=${TOR_MYSQL_PORT:-3307}
+REDIS_PORT=${TOR_REDIS_PORT:-6380}
+MYSQL_EXTRA=${TOR_MYSQL_EXTRA:-}
+BROKER_TOPICS=${TOR_BROKER_TOPICS:-order:3 invoice:3 dlq:1}
+DEVBROKER=$repo/bin/tor-devbroker
+
+MY_DIR=$RUN_DIR/mariadb
+MY_CNF=$MY_DIR/my.cnf
+MY_SOCK=$MY_DIR/mysqld.sock
+MY_PID=$MY_DIR/mysqld.pid
+REDIS_DIR=$RUN_DIR/redis
+REDIS_PID=$REDIS_DIR/redis.pid
+BROKER_DIR=$RUN_DIR/broker
+BROKER_PID=$BROKER_DIR/broker.pid
+BROKER_CTL=$BROKER_DIR/control.sock
+BROKER_BOOTSTRAP=$BROKER_DIR/bootstrap
+
+ALL_SERVICES=(mariadb redis broker)
+STOP_TIMEOUT=${TOR_STOP_TIMEOUT:-30}
+
+say() { printf 'stack: %s\n' "$*"; }
+die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+# Copies a template to the run directory with its @NAME@ placeholders filled.
+render() {
+	sed -e "s|@RUN_DIR@|$RUN_DIR|g" \
+	    -e "s|@MYSQL_PORT@|$MYSQL_PORT|g" \
+	    -e "s|@REDIS_PORT@|$REDIS_PORT|g" "$1" >"$2.tmp" && mv "$2.tmp" "$2"
+}
+
+# Prints the pid in a pid file if that process is alive and its command line
+# contains the expected program name (a recycled pid is not ours).
+live_pid() {
+	local file=$1 name=$2 pid
+	[ -s "$file" ] || return 1
+	pid=$(tr -dc '0-9' <"$file")
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name" || return 1
+	echo "$pid"
+}
+
+# TERM, wait up to STOP_TIMEOUT seconds, then KILL and wait until it is gone.
+stop_pid() {
+	local pid=$1 what=$2 i
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	say "$what (pid $pid) ignored TERM for ${STOP_TIMEOUT}s: KILL"
+	kill -KILL "$pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	die "$what (pid $pid) survived KILL"
+}
+
+write_env() {
+	local brokers=""
+	[ -s "$BROKER_BOOTSTRAP" ] && brokers=$(head -n 1 "$BROKER_BOOTSTRAP")
+	mkdir -p "$RUN_DIR"
+	cat >"$RUN_DIR/env.tmp" <<EOF
+# Written by deploy/local/stack.sh; source it: . $RUN_DIR/env
+TOR_RUN_DIR='$RUN_DIR'
+TOR_MYSQL_HOST='127.0.0.1'
+TOR_MYSQL_PORT='$MYSQL_PORT'
+TOR_MYSQL_SOCKET='$MY_SOCK'
+TOR_REDIS_PORT='$REDIS_PORT'
+TOR_KAFKA_BROKERS='$brokers'
+TOR_BROKER_CONTROL='$BROKER_CTL'
+export TOR_RUN_DIR TOR_MYSQL_HOST TOR_MYSQL_PORT TOR_MYSQL_SOCKET TOR_REDIS_PORT TOR_KAFKA_BROKERS TOR_BROKER_CONTROL
+EOF
+	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
+}
+
+# ---- MariaDB ---------------------------------------------------------------
+
+mariadb_answers() {
+	mariadb-admin --defaults-file="$MY_CNF" -uroot --connect-timeout=2 ping >/dev/null 2>&1
+}
+
+mariadb_fail() {
+	say "mariadb: $1; last lines of $MY_DIR/error.log:"
+	tail -n 30 "$MY_DIR/error.log" 2>/dev/null | sed 's/^/    /'
+	exit 1
+}
+
+# Creates the datadir once; a half-done install (no marker) is redone.
+mariadb_install() {
+	[ -f "$MY_DIR/.installed" ] && return 0
+	say "mariadb: creating datadir $MY_DIR/data (first start)"
+	rm -rf "$MY_DIR/data"
+	mkdir -p "$MY_DIR/data"
+	if ! mariadb-install-db --defaults-file="$MY_CNF" --user=root \
+	    --auth-root-authentication-method=socket --skip-test-db \
+	    >"$MY_DIR/install.log" 2>&1; then
+		say "mariadb: mariadb-install-db failed:"
+		tail -n 30 "$MY_DIR/install.log" | sed 's/^/    /'
+		exit 1
+	fi
+	touch "$MY_DIR/.installed"
+}
+
+# Users and database, once, after the server answers.  Idempotent SQL, and the
+# marker is set only when all of it ran, so a failed first start is retried.
+mariadb_provision() {
+	[ -f "$MY_DIR/.provisioned" ] && return 0
+	mariadb --defaults-file="$MY_CNF" -uroot <<'EOF' || mariadb_fail "provisioning SQL failed"
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'tor'@'%' IDENTIFIED BY 'tor';
+CREATE USER IF NOT EXISTS 'tor'@'localhost' IDENTIFIED BY 'tor';
+GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION CLIENT, SELECT ON *.* TO 'tor'@'%';
+GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION CLIENT, SELECT ON *.* TO 'tor'@'localhost';
+CREATE DATABASE IF NOT EXISTS shop;
+CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'app';
+CREATE USER IF NOT EXISTS 'app'@'localhost' IDENTIFIED BY 'app';
+GRANT ALL ON shop.* TO 'app'@'%';
+GRANT ALL ON shop.* TO 'app'@'localhost';
+FLUSH PRIVILEGES;
+EOF
+	touch "$MY_DIR/.provisioned"
+}
+
+start_mariadb() {
+	local pid i
+	mkdir -p "$MY_DIR/tmp"
+	render "$here/my.cnf.in" "$MY_CNF"
+	if pid=$(live_pid "$MY_PID" mariadbd) && mariadb_answers; then
+		say "mariadb: already up (pid $pid, port $MYSQL_PORT)"
+		mariadb_provision
+		return 0
+	fi
+	if [ -z "${pid:-}" ]; then
+		mariadb_install
+		rm -f "$MY_PID"
+		# Own session, fds to files: the caller (a test runner capturing
+		# our output) must not wait for the server.
+		# shellcheck disable=SC2086  # TOR_MYSQL_EXTRA is a list of options
+		setsid mariadbd --defaults-file="$MY_CNF" --user=root $MYSQL_EXTRA \
+		    </dev/null >>"$MY_DIR/mariadbd.out" 2>&1 &
+		pid=$!
+	fi
+	for ((i = 0; i < 300; i++)); do
+		mariadb_answers && break
+		kill -0 "$pid" 2>/dev/null || mariadb_fail "mariadbd exited during start"
+		sleep 0.1
+	done
+	mariadb_answers || mariadb_fail "no answer to ping after 30s (pid $pid)"
+	mariadb_provision
+	say "mariadb: up (pid $(live_pid "$MY_PID" mariadbd || echo "$pid"), port $MYSQL_PORT, socket $MY_SOCK)"
+}
+
+stop_mariadb() {
+	local pid
+	if pid=$(live_pid "$MY_PID" mariadbd); then
+		stop_pid "$pid" mariadb
+		say "mariadb: stopped"
+	else
+		say "mariadb: not running"
+	fi
+	rm -f "$MY_PID"
+}
+
+status_mariadb() {
+	local pid
+	if pid=$(live_pid "$MY_PID" mariadbd) && mariadb_answers; then
+		say "mariadb: up (pid $pid, port $MYSQL_PORT)"
+	else
+		say "mariadb: down"
+		return 1
+	fi
+}
+
+# ---- Redis -----------------------------------------------------------------
+
+redis_answers() {
+	[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
+
+start_redis() {
+	local pid i
+	mkdir -p "$REDIS_DIR"
+	render "$here/redis.conf.in" "$REDIS_DIR/redis.conf"
+	if pid=$(live_pid "$REDIS_PID" redis-server) && redis_answers; then
+		say "redis: already up (pid $pid, port $REDIS_PORT)"
+		return 0
+	fi
+	if [ -z "${pid:-}" ]; then
+		rm -f "$REDIS_PID"
+		setsid redis-server "$REDIS_DIR/redis.conf" </dev/null \
+		    >>"$REDIS_DIR/redis-server.out" 2>&1 ||
+			die "redis: redis-server failed: $(tail -n 5 "$REDIS_DIR/redis.log" 2>/dev/null)"
+	fi
+	for ((i = 0; i < 100; i++)); do
+		redis_answers && break
+		sleep 0.1
+	done
+	if ! redis_answers; then
+		say "redis: no PONG after 10s; last lines of $REDIS_DIR/redis.log:"
+		tail -n 20 "$REDIS_DIR/redis.log" 2>/dev/null | sed 's/^/    /'
+		exit 1
+	fi
+	say "redis: up (pid $(live_pid "$REDIS_PID" redis-server), port $REDIS_PORT)"
+}
+
+stop_redis() {
+	local pid
+	if pid=$(live_pid "$REDIS_PID" redis-server); then
+		stop_pid "$pid" redis
+		say "redis: stopped"
+	else
+		say "redis: not running"
+	fi
+	rm -f "$REDIS_PID"
+}
+
+status_redis() {
+	local pid
+	if pid=$(live_pid "$REDIS_PID" redis-server) && redis_answers; then
+		say "redis: up (pid $pid, port $REDIS_PORT)"
+	else
+		say "redis: down"
+		return 1
+	fi
+}
+
+# ---- development Kafka broker -----------------------------------------------
+
+broker_answers() {
+	[ -S "$BROKER_CTL" ] && [ -x "$DEVBROKER" ] &&
+		"$DEVBROKER" --ctl "$BROKER_CTL" ping >/dev/null 2>&1
+}
+
+start_broker() {
+	local pid i t args=()
+	mkdir -p "$BROKER_DIR"
+	if [ ! -x "$DEVBROKER" ] || [ "$here/devbroker.c" -nt "$DEVBROKER" ]; then
+		make -C "$repo" --no-print-directory bin/tor-devbroker >&2 ||
+			die "broker: cannot build bin/tor-devbroker"
+	fi
+	if pid=$(live_pid "$BROKER_PID" tor-devbroker) && broker_answers; then
+		say "broker: already up (pid $pid, $(head -n 1 "$BROKER_BOOTSTRAP"))"
+		return 0
+	fi
+	[ -n "${pid:-}" ] && stop_pid "$pid" broker   # alive but deaf: start over
+	rm -f "$BROKER_PID" "$BROKER_BOOTSTRAP" "$BROKER_CTL"
+	for t in $BROKER_TOPICS; do
+		args+=(--topic "$t")
+	done
+	setsid "$DEVBROKER" --brokers 3 "${args[@]}" \
+	    --bootstrap-file "$BROKER_BOOTSTRAP" --control "$BROKER_CTL" \
+	    </dev/null >>"$BROKER_DIR/broker.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$BROKER_PID"
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$BROKER_BOOTSTRAP" ] && broker_answers && break
+		if ! kill -0 "$pid" 2>/dev/null; then
+			say "broker: tor-devbroker exited during start; last lines of $BROKER_DIR/broker.log:"
+			tail -n 20 "$BROKER_DIR/broker.log" | sed 's/^/    /'
+			exit 1
+		fi
+		sleep 0.1
+	done
+	broker_answers || die "broker: no answer to ping after 10s (pid $pid)"
+	say "broker: up (pid $pid, $(head -n 1 "$BROKER_BOOTSTRAP"), topics: $BROKER_TOPICS)"
+}
+
+stop_broker() {
+	local pid
+	if pid=$(live_pid "$BROKER_PID" tor-devbroker); then
+		stop_pid "$pid" broker
+		say "broker: stopped"
+	else
+		say "broker: not running"
+	fi
+	rm -f "$BROKER_PID" "$BROKER_BOOTSTRAP" "$BROKER_CTL"
+}
+
+status_broker() {
+	local pid
+	if pid=$(live_pid "$BROKER_PID" tor-devbroker) && broker_answers; then
+		say "broker: up (pid $pid, $(head -n 1 "$BROKER_BOOTSTRAP"))"
+	else
+		say "broker: down"
+		return 1
+	fi
+}
+
+# ---- verbs -----------------------------------------------------------------
+
+services_of() {
+	local s
+	if [ $# -eq 0 ]; then
+		echo "${ALL_SERVICES[@]}"
+		return
+	fi
+	for s in "$@"; do
+		case "$s" in
+		mariadb | redis | broker) ;;
+		mysql) s=mariadb ;;
+		kafka) s=broker ;;
+		*) die "unknown service '$s' (mariadb, redis, broker)" ;;
+		esac
+		echo "$s"
+	done
+}
+
+usage() {
+	sed -n '7,11p' "$0" | sed 's/^# \{0,1\}//'
+	exit 2
+}
+
+[ $# -ge 1 ] || usage
+verb=$1
+shift
+case "$verb" in
+start)
+	mkdir -p "$RUN_DIR" || die "cannot create $RUN_DIR"
+	for s in $(services_of "$@"); do "start_$s"; done
+	write_env
+	;;
+stop)
+	for s in $(services_of "$@"); do "stop_$s"; done
+	;;
+restart)
+	mkdir -p "$RUN_DIR" || die "cannot create $RUN_DIR"
+	for s in $(services_of "$@"); do "stop_$s"; "start_$s"; done
+	write_env
+	;;
+status)
+	rc=0
+	for s in $(services_of "$@"); do "status_$s" || rc=1; done
+	exit $rc
+	;;
+destroy)
+	for s in "${ALL_SERVICES[@]}"; do "stop_$s"; done
+	rm -rf "$RUN_DIR"
+	say "removed $RUN_DIR"
+	;;
+broker-ctl)
+	[ $# -ge 1 ] || die "usage: stack.sh broker-ctl <command...>"
+	[ -x "$DEVBROKER" ] || die "no $DEVBROKER (make bin/tor-devbroker)"
+	exec "$DEVBROKER" --ctl "$BROKER_CTL" "$@"
+	;;
+env)
+	[ -f "$RUN_DIR/env" ] || die "no $RUN_DIR/env: run stack.sh start"
+	cat "$RUN_DIR/env"
+	;;
+-h | --help | help) usage ;;
+*) usage ;;
+esac
