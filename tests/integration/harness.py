@@ -69,6 +69,10 @@ class Stack:
     stack.sh; `env` given to start/restart adds to stack.sh's environment
     (e.g. {"TOR_MYSQL_EXTRA": "--binlog-format=STATEMENT"}) and marks the
     stack as needing a clean restart, which the runner does after the test.
+
+    Restarting the broker gives it new random ports and empty topics: a
+    running tor keeps the old bootstrap list.  To take Kafka away from tor
+    mid-test, use broker_ctl("down N") / ("up N") instead.
     """
 
     def __init__(self, run_dir=None):
@@ -406,6 +410,7 @@ def config_group(cfg_text):
 # tor replicas
 
 _started = []        # every Tor started since the runner's last begin_test()
+_names_used = [0]    # Tors created in this test, for the default names
 
 
 def begin_test(name):
@@ -413,6 +418,7 @@ def begin_test(name):
     global current_test
     current_test = name
     del _started[:]
+    _names_used[0] = 0
 
 
 def started_tors():
@@ -439,14 +445,12 @@ class Tor:
     (stdout and stderr together).
     """
 
-    _seq = 0
-
     def __init__(self, stack, cfg=None, binary=None, name=None, args=(),
                  env=None):
-        Tor._seq += 1
+        _names_used[0] += 1
         self.stack = stack
         self.binary = binary or default_tor_binary()
-        self.name = name or "r%d" % (len(_started) + 1)
+        self.name = name or "r%d" % _names_used[0]
         if cfg is None or isinstance(cfg, dict):
             cfg = base_config(stack, **(cfg or {}))
         self.cfg_text = cfg
