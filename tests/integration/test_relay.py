@@ -327,3 +327,83 @@ def test_bad_config_exits_2():
     p = harness.tor_cli(["-c", "/nonexistent/tor.cfg"])
     assert p.returncode == 2, p
     assert "/nonexistent/tor.cfg" in p.stderr, p.stderr
+
+
+def test_column_names_from_information_schema(stack):
+    """Without binlog_row_metadata=FULL the table map has no column names:
+    tor reads them from information_schema and relays the same messages."""
+    name = "relay_i"
+    table, ov = make_outbox(stack, name)
+    stack.sql("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+    try:
+        tor = Tor(stack, ov).start()
+        tor.wait_log("starting at", timeout=30)
+        insert_range(stack, table, 0, 300, 30)
+        by_n, recs = read_events(stack, name, 300)
+    finally:
+        stack.sql("SET GLOBAL binlog_row_metadata = 'FULL'")
+    assert_exactly(by_n, 300, name)
+    assert "binlog_row_metadata is not FULL" in tor.log_text(), tor.log_tail()
+    assert tor.stop() == 0
+
+
+def test_unrouted_and_oversized_go_to_the_dead_letter_topic(stack):
+    name = "relay_j"
+    table, ov = make_outbox(stack, name)
+    ov["outbox"]["unrouted"] = "dlq:%s.dlq" % name
+    ov["kafka"] = {"properties": ["message.max.bytes=4000"]}
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    stack.sql_many([
+        ("INSERT INTO %s (aggregate_type, aggregate_id, payload, uuid) "
+         "VALUES (%%s, %%s, %%s, %%s)" % table, list(e)) for e in [
+            ("order", "k1", b'{"n": 0}', "u0"),
+            ("shipment", "k2", b'{"n": 1}', "u1"),      # no route
+            ("order", "k3", b"x" * 9000, "u2"),         # too large
+            ("order", "k4", None, "u3"),                # tombstone
+        ]], user="app")
+    dlq = wait_for(stack.brokers, name + ".dlq", 2, timeout=60)
+    orders = wait_for(stack.brokers, name + ".order", 2, timeout=60)
+    assert tor.stop() == 0, tor.log_tail()
+    by_key = {r.key: r for r in dlq}
+    assert by_key[b"k2"].value == b'{"n": 1}'
+    assert header(by_key[b"k2"], "tor.type") == b"shipment"
+    assert by_key[b"k3"].value is None
+    assert b"too large" in header(by_key[b"k3"], "tor.error")
+    by_key = {r.key: r for r in orders}
+    assert by_key[b"k1"].value == b'{"n": 0}'
+    assert by_key[b"k4"].value is None       # SQL NULL payload: tombstone
+
+
+def test_unrouted_skip_counts_and_goes_on(stack):
+    name = "relay_k"
+    table, ov = make_outbox(stack, name)
+    ov["outbox"]["unrouted"] = "skip"
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    stack.sql_many([
+        ("INSERT INTO %s (aggregate_type, aggregate_id, payload) VALUES "
+         "(%%s, %%s, %%s)" % table, list(e)) for e in [
+            ("shipment", "k1", b"a"), ("order", "k2", b"b")]], user="app")
+    recs = wait_for(stack.brokers, name + ".order", 1, timeout=60)
+    assert [r.value for r in recs] == [b"b"]
+    assert tor.stop() == 0
+    assert "skipped 1" in tor.log_text(), tor.log_tail()
+
+
+def test_unrouted_fail_halts_before_the_row(stack):
+    name = "relay_l"
+    table, ov = make_outbox(stack, name)
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    insert_range(stack, table, 0, 30, 30)
+    stack.sql_many([("INSERT INTO %s (aggregate_type, aggregate_id, payload) "
+                     "VALUES ('shipment', 'k1', 'x')" % table)], user="app")
+    assert tor.wait(30) == 1
+    assert "no route for aggregate type 'shipment'" in tor.log_text()
+    by_n, _ = read_events(stack, name, 30, timeout=20)
+    assert_exactly(by_n, 30, name)
+    # The checkpoint stops before the unroutable row: a restart halts again.
+    tor2 = Tor(stack, tor.cfg_text, name="r1b").start()
+    assert tor2.wait(30) == 1
+    assert "no route for aggregate type 'shipment'" in tor2.log_text()
