@@ -21,6 +21,7 @@ import collections
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -413,6 +414,20 @@ _started = []        # every Tor started since the runner's last begin_test()
 _names_used = [0]    # Tors created in this test, for the default names
 
 
+def _work_dir(stack):
+    """Where replicas keep their config and log: <run dir>/tor-it, so that
+    `stack.sh destroy` removes them; the runner removes a passed test's."""
+    d = os.path.join(stack.run_dir if stack else default_run_dir(), "tor-it")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def remove_test_files():
+    """Deletes the directories of this test's replicas (after a pass)."""
+    for t in _started:
+        shutil.rmtree(t.dir, ignore_errors=True)
+
+
 def begin_test(name):
     """Called by the runner before each test."""
     global current_test
@@ -457,7 +472,8 @@ class Tor:
         self.group = config_group(cfg)
         self.args = list(args)
         self.env = env or {}
-        self.dir = tempfile.mkdtemp(prefix="tor-it-%s-" % self.name)
+        self.dir = tempfile.mkdtemp(prefix="%s-" % self.name,
+                                    dir=_work_dir(stack))
         self.cfg_path = os.path.join(self.dir, "tor.cfg")
         self.log_path = os.path.join(self.dir, "tor.log")
         with open(self.cfg_path, "w") as f:
@@ -585,13 +601,18 @@ def tor_cli(args, cfg=None, stack=None, binary=None, timeout=60):
     if cfg is not None:
         if isinstance(cfg, dict):
             cfg = base_config(stack, **cfg)
-        tmp = tempfile.mkdtemp(prefix="tor-it-cli-")
+        tmp = tempfile.mkdtemp(prefix="cli-", dir=_work_dir(stack))
         path = os.path.join(tmp, "tor.cfg")
         with open(path, "w") as f:
             f.write(cfg)
         cmd += ["-c", path]
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------

@@ -107,6 +107,7 @@ def run_one(qname, func, timeout):
     secs = time.monotonic() - t0
     if ok:
         print("ok - %s (%.1fs)" % (qname, secs), flush=True)
+        harness.remove_test_files()
     else:
         print("not ok - %s (%.1fs)" % (qname, secs))
         for line in failure.rstrip().splitlines():
