@@ -8,6 +8,7 @@
 #   stack.sh destroy                     stop all and remove the run directory
 #   stack.sh broker-ctl <command...>     e.g. `stack.sh broker-ctl down 1`
 #   stack.sh env                         print the env file
+#   stack.sh tor-config                  print a tor.cfg (the sample) pointed at this stack
 #
 # Environment:
 #   TOR_RUN_DIR        run directory (default <repo>/run/local)
@@ -377,6 +378,19 @@ broker-ctl)
 env)
 	[ -f "$RUN_DIR/env" ] || die "no $RUN_DIR/env: run stack.sh start"
 	cat "$RUN_DIR/env"
+	;;
+tor-config)
+	# A tor.cfg for this stack: the documented sample, pointed at it.
+	[ -f "$RUN_DIR/env" ] || die "no $RUN_DIR/env: run stack.sh start"
+	# shellcheck disable=SC1091
+	. "$RUN_DIR/env"
+	sed -e "s/^\(  port = \)3306;/\1$TOR_MYSQL_PORT;/" \
+	    -e "s/^\(  port = \)6379;/\1$TOR_REDIS_PORT;/" \
+	    -e "s/^\(  brokers = \)\"[^\"]*\";/\1\"$TOR_KAFKA_BROKERS\";/" \
+	    -e "s/^\(  password = \)\"\";\(.*# default \"\"; prefer password_file or TOR_MYSQL\)/\1\"tor\";\2/" \
+	    -e "s/^\(  listen = \)\"0.0.0.0:9187\";/\1\"\";/" \
+	    -e "s/^\(  topics = \).*/\1( );   # the dev broker made them (DESIGN.md §9)/" \
+	    "$repo/tor.cfg"
 	;;
 -h | --help | help) usage ;;
 *) usage ;;
