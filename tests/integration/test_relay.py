@@ -407,3 +407,40 @@ def test_unrouted_fail_halts_before_the_row(stack):
     tor2 = Tor(stack, tor.cfg_text, name="r1b").start()
     assert tor2.wait(30) == 1
     assert "no route for aggregate type 'shipment'" in tor2.log_text()
+
+
+def test_start_from_a_gtid(stack):
+    """mysql.start as a MariaDB GTID list: the stream starts after it."""
+    name = "relay_m"
+    table, ov = make_outbox(stack, name)
+    insert_range(stack, table, 1000, 10, 10)        # before the GTID: not sent
+    gtid = stack.sql("SELECT @@gtid_binlog_pos")[0][0]
+    insert_range(stack, table, 0, 200, 20)
+    tor = Tor(stack, harness.base_config(stack, start=gtid, **ov)).start()
+    by_n, recs = read_events(stack, name, 200)
+    assert_exactly(by_n, 200, name)
+    assert tor.stop() == 0, tor.log_tail()
+    cp = checkpoint(stack, tor.group)
+    assert cp["gtid"] == stack.sql("SELECT @@gtid_binlog_pos")[0][0], cp
+    assert cp["file"] == stack.binlog_position()[0], cp
+
+
+def test_redis_down_mid_stream(stack):
+    """Redis away: relaying goes on, the checkpoint waits and catches up."""
+    name = "relay_n"
+    table, ov = make_outbox(stack, name)
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    insert_range(stack, table, 0, 200, 20)
+    wait_for(stack.brokers, name + ".order", 100, timeout=60)
+    stack.stop("redis")
+    insert_range(stack, table, 200, 200, 20)
+    by_n, _ = read_events(stack, name, 400)
+    tor.wait_log("checkpoint not written", timeout=10)
+    stack.start("redis")
+    insert_range(stack, table, 400, 200, 20)
+    by_n, _ = read_events(stack, name, 600)
+    assert_exactly(by_n, 600, name)
+    assert tor.stop() == 0, tor.log_tail()
+    cp = checkpoint(stack, tor.group)
+    assert (cp["file"], int(cp["pos"])) == stack.binlog_position(), cp
