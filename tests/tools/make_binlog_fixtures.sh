@@ -12,7 +12,10 @@
 #                       ROTATE written by FLUSH BINARY LOGS
 #   mariadb-bin.000002  log_bin_compress=ON: compressed QUERY and ROWS
 #                       events; a BINARY(16) key (DEFAULT_CHARSET metadata);
-#                       old (pre-5.6) TIME/DATETIME/TIMESTAMP types; left
+#                       old (pre-5.6) TIME/DATETIME/TIMESTAMP types; YEAR
+#                       and GEOMETRY before other numeric and character
+#                       columns (how MariaDB counts them in the signedness
+#                       and charset metadata); left
 #                       open by the server (FDE flagged "in use")
 #
 # Usage: tests/tools/make_binlog_fixtures.sh   (from the repository root)
@@ -173,6 +176,11 @@ CREATE TABLE t_old (
 INSERT INTO t_old VALUES
   (1, '2024-02-29 13:14:15', '-838:59:59', '2001-09-09 01:46:40'),
   (2, '0000-00-00 00:00:00', '12:00:01', '0000-00-00 00:00:00');
+CREATE TABLE t_year (
+  y YEAR, i INT, u INT UNSIGNED, g GEOMETRY, b BINARY(2), c CHAR(4)
+) DEFAULT CHARSET=latin1;
+INSERT INTO t_year VALUES
+  (2024, -1, 4294967295, ST_GeomFromText('POINT(1 2)'), X'0100', 'hi');
 EOF
 
 mkdir -p "$OUT"
@@ -181,6 +189,39 @@ chmod 644 "$OUT"/mariadb-bin.00000[12]
 
 sql -e "USE fx; SELECT * FROM t_min; SELECT * FROM t_old;
     SELECT HEX(id), CONCAT('[', k, ']'), CONCAT('[', t, ']'), u FROM t_key;
+    SELECT y, i, u, HEX(g), HEX(b), CONCAT('[', c, ']') FROM t_year;
     SELECT id, LENGTH(body) FROM t_zip;
     SHOW BINLOG EVENTS IN 'mariadb-bin.000001';
     SHOW BINLOG EVENTS IN 'mariadb-bin.000002';"
+
+# Fuzz seeds (tests/fuzz/fuzz_binlog_decode.c input format): per ROWS
+# event, one byte naming its type, the length of the TABLE_MAP body before
+# it (2 bytes, little-endian), that body, then the ROWS body; plus a few
+# whole events.  Checksums are cut off: the target parses without them.
+CORPUS=tests/fuzz/corpus/fuzz_binlog_decode
+mkdir -p "$CORPUS"
+python3 - "$OUT" "$CORPUS" <<'PY'
+import sys
+out, corpus = sys.argv[1], sys.argv[2]
+kinds = {23: 0, 24: 1, 25: 2, 30: 3, 31: 4, 32: 5, 166: 6, 167: 7, 168: 8,
+         169: 9, 170: 10, 171: 11}
+n = 0
+for name in ("mariadb-bin.000001", "mariadb-bin.000002"):
+    d = open(f"{out}/{name}", "rb").read()
+    off, tmap, whole = 4, None, set()
+    while off < len(d):
+        size = int.from_bytes(d[off + 9:off + 13], "little")
+        ev = d[off:off + size]
+        body = ev[19:-4]
+        t = ev[4]
+        if t == 19:
+            tmap = body
+        elif t in kinds and tmap is not None:
+            seed = bytes([kinds[t]]) + len(tmap).to_bytes(2, "little") + tmap + body
+            open(f"{corpus}/{name[-1]}-rows-{n:02d}", "wb").write(seed)
+            n += 1
+        elif t in (2, 4, 15, 16, 162, 165) and t not in whole:
+            whole.add(t)
+            open(f"{corpus}/{name[-1]}-event-{t}", "wb").write(ev)
+        off += size
+PY

@@ -234,12 +234,22 @@ static const struct xv t_old_insert[2][42] = {
 	  V("0000-00-00 00:00:00") },
 };
 
+/* YEAR before INTs and GEOMETRY before CHARs: MariaDB counts them in the
+ * signedness and charset metadata. */
+static const struct xv t_year_insert[1][42] = {
+	{ V("2024"), V("-1"), V("4294967295"),
+	  V("\x00\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+	    "\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40"),
+	  V("\x01\x00"), V("hi") },
+};
+
 static const struct xrows fixture2_rows[] = {
 	{ "t_zip", TOR_ROWS_WRITE, 2, t_zip_insert },
 	{ "t_zip", TOR_ROWS_UPDATE, 1, t_zip_update },
 	{ "t_zip", TOR_ROWS_DELETE, 1, t_zip_delete },
 	{ "t_key", TOR_ROWS_WRITE, 1, t_key_insert },
 	{ "t_old", TOR_ROWS_WRITE, 2, t_old_insert },
+	{ "t_year", TOR_ROWS_WRITE, 1, t_year_insert },
 };
 
 /*
@@ -481,14 +491,14 @@ test_fixture2_compressed_old_types(void **state)
 	(void)state;
 	walk_fixture(FIXTURE2, fixture2_rows, sizeof(fixture2_rows) /
 	    sizeof(fixture2_rows[0]), &s, NULL);
-	assert_int_equal(s.ngtids, 8);
+	assert_int_equal(s.ngtids, 10);
 	assert_string_equal(s.gtids[0], "0-1-11");
 	assert_true(s.standalone[0]);
-	assert_string_equal(s.gtids[7], "0-1-18");
-	assert_int_equal(s.nxids, 5);
+	assert_string_equal(s.gtids[9], "0-1-20");
+	assert_int_equal(s.nxids, 6);
 	assert_int_equal(s.xids[0], 31);
-	assert_int_equal(s.xids[4], 37);
-	assert_int_equal(s.nqueries, 3);
+	assert_int_equal(s.xids[5], 39);
+	assert_int_equal(s.nqueries, 4);
 	assert_memory_equal(s.queries[0], "CREATE TABLE t_zip (", 20);
 }
 
@@ -1038,7 +1048,31 @@ test_mysql_rows_v2_extra_data(void **state)
 	tor_rows_free(&rows);
 	tm.ncols++;
 
+	/* A row image without columns takes no bytes: refused, not looped
+	 * over forever (found by the fuzzer). */
+	rb.n = 0;
+	put_le(&rb, 0x0000ab0000cdull, 6);
+	put_le(&rb, 1, 2);
+	put_le(&rb, 2, 2);
+	put_le(&rb, NCOLS_MYSQL, 1);
+	put(&rb, "\x00\x00\x00", 3);
+	put(&rb, "\x00", 1);
+	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(tor_rows_next(&rows, &tm, vals, &err), -1);
+	assert_non_null(strstr(err.msg, "without any column"));
+	tor_rows_free(&rows);
+
 	/* Extra data longer than the event. */
+	rb.n = 0;
+	put_le(&rb, 0x0000ab0000cdull, 6);
+	put_le(&rb, 1, 2);
+	put_le(&rb, 2 + 5, 2);
+	put(&rb, "\x00\x03\x01\x02\x03", 5);
+	put_le(&rb, NCOLS_MYSQL, 1);
+	put(&rb, "\xff\xff\x0f", 3);
+	put(&rb, mysql_row, sizeof(mysql_row));
 	rb.b[8] = 0xff;
 	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, false);
 	fmt.checksum = false;
