@@ -929,7 +929,7 @@ mysql_table_map(struct bytes *body, uint64_t table_id)
 	put_le(&opt, 4, 1);
 	{
 		struct bytes names = { .n = 0 };
-		char n[8];
+		char n[16];
 
 		for (int i = 0; i < NCOLS_MYSQL; i++) {
 			snprintf(n, sizeof(n), "c%d", i);
