@@ -91,7 +91,9 @@ struct tor_event {
 
 /* Splits raw (one whole event: header, body and checksum when fmt->checksum,
  * exactly len bytes) and verifies its CRC32.  A FORMAT_DESCRIPTION event
- * carries its own checksum algorithm byte and is split by that instead.
+ * carries its own checksum algorithm byte and is split by that instead (its
+ * body then ends with that byte; the CRC is cut off and checked with the
+ * "binlog in use" header flag cleared, as servers compute it).
  * Fails on short input, a size field that disagrees with len, or a checksum
  * mismatch ("checksum mismatch in <type> event at <next_pos>"). */
 int tor_event_parse(const uint8_t *raw, size_t len, const struct tor_format *fmt,
@@ -298,9 +300,11 @@ struct tor_value {
 /* Decodes the next row into values[0..tm->ncols-1] (for UPDATE the after
  * image; the before image is stepped over).  Values point into the event or
  * into rows->scratch and stay valid until the next call or tor_rows_free.
+ * values must have room for tm->ncols entries.
  * Returns 1 with a row, 0 when the event has no more rows, -1 on malformed
- * data or a table map that does not fit the event ("rows event for table id
- * N has X columns, table map has Y"). */
+ * data (naming the table, column and type) or a table map that does not fit
+ * the event ("rows event for table id N has X columns, table map has Y").
+ * MySQL's PARTIAL_UPDATE_ROWS (partial JSON) is refused by tor_rows_parse. */
 int tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
     struct tor_value *values, tor_err *err);
 void tor_rows_free(struct tor_rows *rows);
