@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make bench`: tor's relay benchmark on a stack of its own.
+#
+# Starts deploy/local/stack.sh in a separate run directory with ports apart
+# from the test stack's (so a test stack may run beside it), runs
+# tests/bench/bench_relay.py with the release binary bin/tor, and stops the
+# stack on any exit.  Figures are printed, never judged: the exit status is
+# non-zero only when something broke (the stack, tor, a tool), not when a
+# figure misses its target.
+#
+# Environment:
+#   TOR_BENCH_RUNS        runs per figure, the median is reported (default 3)
+#   TOR_BENCH_ROWS        outbox rows per throughput run (default 200000)
+#   TOR_BENCH_RUN_DIR     stack run directory (default <repo>/run/bench)
+#   TOR_BENCH_MYSQL_PORT  MariaDB port (default 3337)
+#   TOR_BENCH_REDIS_PORT  Redis port (default 6397)
+#   TOR_BIN               tor binary (default <repo>/bin/tor)
+#   TOR_BENCH_KEEP_STACK  1: leave the stack running at the end
+#   TOR_BENCH_KAFKA_PROPS extra librdkafka properties for tor, "a=1;b=2"
+#                         (experiments only)
+#   TOR_BENCH_LAT_SECONDS, TOR_BENCH_LAT_RATE  latency run length and rate
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+export TOR_RUN_DIR=${TOR_BENCH_RUN_DIR:-$root/run/bench}
+export TOR_MYSQL_PORT=${TOR_BENCH_MYSQL_PORT:-3337}
+export TOR_REDIS_PORT=${TOR_BENCH_REDIS_PORT:-6397}
+export TOR_BROKER_TOPICS="bench:3 bench.kcat:3 bench.lat:3"
+unset TOR_MYSQL_EXTRA
+export TOR_BIN=${TOR_BIN:-$root/bin/tor}
+
+stack=$root/deploy/local/stack.sh
+
+for tool in kcat mariadb-binlog /usr/bin/python3; do
+	command -v "$tool" >/dev/null || { echo "bench: $tool missing (make deps)" >&2; exit 1; }
+done
+[ -x "$TOR_BIN" ] || { echo "bench: no $TOR_BIN (make all)" >&2; exit 1; }
+
+cleanup() {
+	if [ "${TOR_BENCH_KEEP_STACK:-0}" != 1 ]; then
+		"$stack" stop >/dev/null 2>&1 || "$stack" stop
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "bench: stack in $TOR_RUN_DIR (mysql $TOR_MYSQL_PORT, redis $TOR_REDIS_PORT)"
+if ! out=$("$stack" start 2>&1); then
+	echo "$out" >&2
+	echo "bench: stack start failed" >&2
+	exit 1
+fi
+
+/usr/bin/python3 "$root/tests/bench/bench_relay.py"
