@@ -47,6 +47,8 @@ _Static_assert(sizeof(void *) >= sizeof(uint64_t),
 
 /* tor_sink_free's last chance to deliver before it purges. */
 #define SINK_FREE_FLUSH_MS	2000
+/* How long the first produce to a topic waits for its metadata. */
+#define SINK_TOPIC_LOOKUP_MS	5000
 
 /* The properties that carry the ordering and durability promises. */
 static const char *const sink_fixed_props[] = {
@@ -57,6 +59,13 @@ static const char *const sink_fixed_props[] = {
 	"transactional.id",
 };
 
+/* A topic produced to, with its librdkafka handle (kept for the sink's life:
+ * outboxes route to a handful of topics). */
+struct sink_topic {
+	char *name;
+	rd_kafka_topic_t *rkt;
+};
+
 struct tor_sink {
 	rd_kafka_t *rk;
 	const struct tor_config *cfg;
@@ -64,6 +73,8 @@ struct tor_sink {
 	void *ack_ctx;
 	int in_flight;		/* produced minus acked; caller's thread only */
 	int fatal_logged;
+	struct sink_topic *topics;      /* handles of the topics produced to */
+	size_t n_topics, cap_topics;
 };
 
 /*
@@ -324,6 +335,11 @@ tor_sink_free(struct tor_sink *sink)
 			log_warn("kafka", "%d messages never got a delivery "
 			    "report", sink->in_flight);
 	}
+	for (size_t i = 0; i < sink->n_topics; i++) {
+		rd_kafka_topic_destroy(sink->topics[i].rkt);
+		free(sink->topics[i].name);
+	}
+	free(sink->topics);
 	rd_kafka_destroy(sink->rk);
 	free(sink);
 }
@@ -514,6 +530,46 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	return rc;
 }
 
+/*
+ * The handle of a topic, made on first use.  A new handle's partitions are
+ * looked up at once: a topic librdkafka first meets in produce waits for its
+ * next periodic metadata refresh (up to a second), and the bounded queue
+ * fills up meanwhile.  NULL when librdkafka refuses the name.
+ */
+static rd_kafka_topic_t *
+sink_topic(struct tor_sink *sink, const char *name)
+{
+	const struct rd_kafka_metadata *md;
+	struct sink_topic *t;
+	rd_kafka_topic_t *rkt;
+
+	for (size_t i = 0; i < sink->n_topics; i++)
+		if (strcmp(sink->topics[i].name, name) == 0)
+			return sink->topics[i].rkt;
+	if (sink->n_topics == sink->cap_topics) {
+		size_t cap = sink->cap_topics ? 2 * sink->cap_topics : 8;
+
+		t = realloc(sink->topics, cap * sizeof(*t));
+		if (t == NULL)
+			return NULL;
+		sink->topics = t;
+		sink->cap_topics = cap;
+	}
+	if ((rkt = rd_kafka_topic_new(sink->rk, name, NULL)) == NULL)
+		return NULL;
+	t = &sink->topics[sink->n_topics];
+	if ((t->name = strdup(name)) == NULL) {
+		rd_kafka_topic_destroy(rkt);
+		return NULL;
+	}
+	t->rkt = rkt;
+	sink->n_topics++;
+	if (rd_kafka_metadata(sink->rk, 0, rkt, &md,
+	    SINK_TOPIC_LOOKUP_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+	return rkt;
+}
+
 /* One librdkafka header list from the message's headers; NULL when none. */
 static rd_kafka_headers_t *
 sink_headers(const struct tor_message *msg)
@@ -535,6 +591,7 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
     uint64_t seq, tor_err *err)
 {
 	rd_kafka_headers_t *hdrs;
+	rd_kafka_topic_t *rkt;
 	rd_kafka_resp_err_t code;
 	size_t key_len = msg->key != NULL ? msg->key_len : 0;
 	size_t value_len = msg->value != NULL ? msg->value_len : 0;
@@ -542,9 +599,12 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 	if (msg->topic == NULL || msg->topic[0] == '\0')
 		return tor_err_set(err, "kafka: message seq %" PRIu64 " has "
 		    "no topic", seq);
+	if ((rkt = sink_topic(sink, msg->topic)) == NULL)
+		return tor_err_set(err, "kafka: topic %s: %s", msg->topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
 	hdrs = sink_headers(msg);
 	code = rd_kafka_producev(sink->rk,
-	    RD_KAFKA_V_TOPIC(msg->topic),
+	    RD_KAFKA_V_RKT(rkt),
 	    RD_KAFKA_V_KEY(msg->key, key_len),
 	    /* Not written to: F_COPY copies it before producev returns. */
 	    RD_KAFKA_V_VALUE((void *)(uintptr_t)msg->value, value_len),
