@@ -8,11 +8,23 @@
  * traps).  Second, every (re)connect builds fresh MYSQL handles, because the
  * library keeps an error set after it happened; a stale handle would make a
  * healthy stream look broken.
+ *
+ * The dump connection is read by a thread of its own into a bounded ring of
+ * events, so the relay thread never sits in a blocking read: it waits on
+ * the ring's eventfd and on Kafka's acknowledgements at once, and moves the
+ * checkpoint as soon as the last message of a burst is acknowledged.
  */
+#include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <mysql.h>
 #include <errmsg.h>
@@ -22,13 +34,36 @@
 #include "tor/binlog.h"
 #include "tor/log.h"
 
+/* Bytes of events the reader may hold ahead of the relay; a larger event
+ * grows the ring to fit it. */
+#define RING_CAP (4u << 20)
+
 struct tor_binlog {
 	const struct tor_config *cfg;
 	MYSQL *query;           /* questions: settings, SHOW BINARY LOGS... */
-	MYSQL *stream;          /* the dump connection */
+	MYSQL *stream;          /* the dump connection, the reader's alone */
 	MARIADB_RPL *rpl;
-	MARIADB_RPL_EVENT *event;
 	bool checksum;
+
+	/* The reader thread and the ring it fills: records of a 4-byte
+	 * length and the event's bytes, never split at the ring's end. */
+	pthread_t reader;
+	bool reader_running;
+	pthread_mutex_t mu;
+	pthread_cond_t space;
+	int event_fd;           /* readable: events, or the reader's end */
+	uint8_t *ring;
+	size_t cap;
+	size_t head, tail, used;        /* byte offsets; used = bytes held */
+	size_t wrap;                    /* where the writer wrapped, or 0 */
+	bool writer_waiting;            /* the reader waits for room */
+	bool closing;
+	bool ended;                     /* the reader stopped: see end_* */
+	int end_code;
+	char end_msg[sizeof(((tor_err *)0)->msg)];
+
+	uint8_t *event;         /* the event handed out by tor_binlog_next */
+	size_t event_cap;
 };
 
 struct tor_binlog *
@@ -36,23 +71,58 @@ tor_binlog_new(const struct tor_config *cfg)
 {
 	struct tor_binlog *b = calloc(1, sizeof(*b));
 
-	if (b != NULL)
-		b->cfg = cfg;
+	if (b == NULL)
+		return NULL;
+	b->cfg = cfg;
+	b->cap = RING_CAP;
+	b->ring = malloc(b->cap);
+	b->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (b->ring == NULL || b->event_fd < 0) {
+		free(b->ring);
+		if (b->event_fd >= 0)
+			close(b->event_fd);
+		free(b);
+		return NULL;
+	}
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->space, NULL);
 	return b;
 }
 
 static void
+wake_relay(struct tor_binlog *b)
+{
+	uint64_t one = 1;
+
+	if (write(b->event_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is already non-zero, the relay wakes. */
+	}
+}
+
+/* Stops the reader (unblocking its read by shutting the socket down) and
+ * closes the dump connection. */
+static void
 close_stream(struct tor_binlog *b)
 {
-	if (b->event != NULL)
-		mariadb_free_rpl_event(b->event);
-	b->event = NULL;
+	if (b->reader_running) {
+		pthread_mutex_lock(&b->mu);
+		b->closing = true;
+		pthread_cond_signal(&b->space);
+		pthread_mutex_unlock(&b->mu);
+		if (b->stream != NULL)
+			shutdown(mysql_get_socket(b->stream), SHUT_RDWR);
+		pthread_join(b->reader, NULL);
+		b->reader_running = false;
+	}
 	if (b->rpl != NULL)
 		mariadb_rpl_close(b->rpl);
 	b->rpl = NULL;
 	if (b->stream != NULL)
 		mysql_close(b->stream);
 	b->stream = NULL;
+	b->head = b->tail = b->used = b->wrap = 0;
+	b->closing = false;
+	b->ended = false;
 }
 
 void
@@ -70,7 +140,18 @@ tor_binlog_free(struct tor_binlog *b)
 	if (b == NULL)
 		return;
 	tor_binlog_close(b);
+	pthread_mutex_destroy(&b->mu);
+	pthread_cond_destroy(&b->space);
+	close(b->event_fd);
+	free(b->ring);
+	free(b->event);
 	free(b);
+}
+
+int
+tor_binlog_fd(const struct tor_binlog *b)
+{
+	return b->event_fd;
 }
 
 bool
@@ -92,6 +173,7 @@ connect_server(const struct tor_config *cfg, int read_timeout_ms, tor_err *err)
 {
 	unsigned int connect_s = ms_to_s(cfg->mysql.connect_timeout_ms);
 	unsigned int read_s = ms_to_s(read_timeout_ms);
+	unsigned long max_packet = 1UL << 30;
 	MYSQL *m = mysql_init(NULL);
 
 	if (m == NULL)
@@ -99,6 +181,8 @@ connect_server(const struct tor_config *cfg, int read_timeout_ms, tor_err *err)
 	mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
 	mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &read_s);
 	mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &connect_s);
+	/* One event is one packet: a row with a large payload makes a large one. */
+	mysql_optionsv(m, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
 	if (cfg->mysql.tls.mode != TOR_TLS_DISABLED) {
 		const char *ca = cfg->mysql.tls.ca, *cert = cfg->mysql.tls.cert,
 		    *key = cfg->mysql.tls.key;
@@ -350,6 +434,23 @@ negotiate_checksum(struct tor_binlog *b, tor_err *err)
 	return 0;
 }
 
+static void *reader_main(void *arg);
+
+/* Starts the reader with the stop signals blocked, so they reach the relay
+ * thread and interrupt its wait. */
+static int
+start_reader(struct tor_binlog *b)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&b->reader, NULL, reader_main, b);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 int
 tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err)
@@ -411,6 +512,11 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 		    mysql_error(b->stream));
 		goto fail;
 	}
+	if (start_reader(b) != 0) {
+		tor_err_set(err, "binlog: cannot start the reader thread");
+		goto fail;
+	}
+	b->reader_running = true;
 	return 0;
 fail:
 	close_stream(b);
@@ -432,37 +538,172 @@ is_fatal(unsigned int code)
 	}
 }
 
+/* The reader's last word: why the stream ended. */
+static void
+reader_end(struct tor_binlog *b, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+reader_end(struct tor_binlog *b, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&b->mu);
+	va_start(ap, fmt);
+	vsnprintf(b->end_msg, sizeof(b->end_msg), fmt, ap);
+	va_end(ap);
+	b->end_code = code;
+	b->ended = true;
+	pthread_mutex_unlock(&b->mu);
+	wake_relay(b);
+}
+
+/* Copies one event into the ring, waiting for room: 1 when done, 0 when
+ * the stream is closing, -1 out of memory. */
+static int
+ring_put(struct tor_binlog *b, const uint8_t *data, size_t len)
+{
+	size_t need = 4 + len;
+	uint32_t len32 = (uint32_t)len;
+	bool was_empty;
+
+	pthread_mutex_lock(&b->mu);
+	for (;;) {
+		if (b->closing) {
+			pthread_mutex_unlock(&b->mu);
+			return 0;
+		}
+		/* A record goes at tail, or at 0 when it does not fit before
+		 * the end; it needs the bytes up to head free. */
+		if (b->used == 0) {
+			b->head = b->tail = 0;
+			b->wrap = 0;
+			if (need > b->cap) {
+				uint8_t *ring = realloc(b->ring, need);
+
+				if (ring == NULL) {
+					pthread_mutex_unlock(&b->mu);
+					return -1;
+				}
+				b->ring = ring;
+				b->cap = need;
+			}
+		}
+		if (b->tail >= b->head && b->wrap == 0) {
+			if (b->tail + need <= b->cap)
+				break;
+			if (need < b->head) {
+				b->wrap = b->tail;
+				b->tail = 0;
+				break;
+			}
+		} else if (b->tail + need < b->head) {
+			break;
+		}
+		b->writer_waiting = true;
+		pthread_cond_wait(&b->space, &b->mu);
+		b->writer_waiting = false;
+	}
+	memcpy(b->ring + b->tail, &len32, 4);
+	memcpy(b->ring + b->tail + 4, data, len);
+	b->tail += need;
+	was_empty = b->used == 0;
+	b->used += need;
+	pthread_mutex_unlock(&b->mu);
+	if (was_empty)
+		wake_relay(b);
+	return 1;
+}
+
+static void *
+reader_main(void *arg)
+{
+	struct tor_binlog *b = arg;
+	MARIADB_RPL_EVENT *ev;
+	unsigned int code;
+
+	for (;;) {
+		ev = mariadb_rpl_fetch(b->rpl, NULL);
+		if (ev == NULL)
+			break;
+		/* raw_data starts with the protocol's OK byte. */
+		if (ev->raw_data_size < 1 + 19) {
+			size_t n = ev->raw_data_size;
+
+			mariadb_free_rpl_event(ev);
+			reader_end(b, TOR_BINLOG_ERROR, "binlog stream: short "
+			    "packet (%zu bytes)", n);
+			return NULL;
+		}
+		size_t n = ev->raw_data_size - 1;
+		int put = ring_put(b, ev->raw_data + 1, n);
+
+		mariadb_free_rpl_event(ev);
+		if (put == 0)
+			return NULL;    /* closing */
+		if (put < 0) {
+			reader_end(b, TOR_BINLOG_FATAL, "binlog: out of memory "
+			    "for an event of %zu bytes", n);
+			return NULL;
+		}
+	}
+	code = mysql_errno(b->stream);
+	if (code == 0)
+		code = b->rpl->error_no;
+	reader_end(b, is_fatal(code) ? TOR_BINLOG_FATAL : TOR_BINLOG_ERROR,
+	    "mysql %s:%d: binlog stream: %s (%u)", b->cfg->mysql.host,
+	    b->cfg->mysql.port, code != 0 ? (mysql_errno(b->stream) ?
+	    mysql_error(b->stream) : b->rpl->error_msg) :
+	    "the server ended the stream", code);
+	return NULL;
+}
+
 int
 tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
     tor_err *err)
 {
-	MARIADB_RPL_EVENT *ev;
-	unsigned int code;
+	uint32_t n;
+	uint64_t count;
 
 	if (b->rpl == NULL)
 		return tor_err_set(err, "binlog: no stream open"), TOR_BINLOG_ERROR;
-	/* A fresh event each time: on some errors the library frees an event
-	 * it was handed for reuse, leaving the caller a dangling pointer. */
-	if (b->event != NULL)
-		mariadb_free_rpl_event(b->event);
-	b->event = NULL;
-	ev = mariadb_rpl_fetch(b->rpl, NULL);
-	if (ev == NULL) {
-		code = mysql_errno(b->stream);
-		if (code == 0)
-			code = b->rpl->error_no;
-		tor_err_set(err, "mysql %s:%d: binlog stream: %s (%u)",
-		    b->cfg->mysql.host, b->cfg->mysql.port,
-		    code != 0 ? (mysql_errno(b->stream) ? mysql_error(b->stream) :
-		    b->rpl->error_msg) : "the server ended the stream", code);
-		return is_fatal(code) ? TOR_BINLOG_FATAL : TOR_BINLOG_ERROR;
+	/* Reset the wake-up first: an event put after this wakes us again. */
+	if (read(b->event_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		return tor_err_set(err, "binlog: eventfd: %s", strerror(errno)),
+		    TOR_BINLOG_ERROR;
+	pthread_mutex_lock(&b->mu);
+	if (b->used == 0) {
+		int code = b->ended ? b->end_code : TOR_BINLOG_NONE;
+
+		if (b->ended)
+			tor_err_set(err, "%s", b->end_msg);
+		pthread_mutex_unlock(&b->mu);
+		return code;
 	}
-	b->event = ev;
-	/* raw_data starts with the protocol's OK byte. */
-	if (ev->raw_data_size < 1 + 19)
-		return tor_err_set(err, "binlog stream: short packet (%zu bytes)",
-		    ev->raw_data_size), TOR_BINLOG_ERROR;
-	*raw = ev->raw_data + 1;
-	*len = ev->raw_data_size - 1;
+	if (b->wrap != 0 && b->head == b->wrap) {
+		b->head = 0;
+		b->wrap = 0;
+	}
+	memcpy(&n, b->ring + b->head, 4);
+	if (n > b->event_cap) {
+		uint8_t *e = realloc(b->event, n);
+
+		if (e == NULL) {
+			pthread_mutex_unlock(&b->mu);
+			return tor_err_set(err, "out of memory"), TOR_BINLOG_ERROR;
+		}
+		b->event = e;
+		b->event_cap = n;
+	}
+	memcpy(b->event, b->ring + b->head + 4, n);
+	b->head += 4 + n;
+	b->used -= 4 + n;
+	/* Wake a waiting reader only once half the ring is free: one wake-up
+	 * per batch of events, not per event. */
+	if (b->writer_waiting && b->used <= b->cap / 2)
+		pthread_cond_signal(&b->space);
+	pthread_mutex_unlock(&b->mu);
+	*raw = b->event;
+	*len = n;
 	return TOR_BINLOG_EVENT;
 }

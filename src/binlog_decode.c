@@ -1754,6 +1754,10 @@ decode_image(struct tor_rows *rows, const struct tor_table_map *tm,
 		if (column_size(col, rows->cur, (size_t)(rows->end - rows->cur),
 		    &size, &why) == -1)
 			return column_error(tm, i, why, err);
+		if (col->skip) {
+			rows->cur += size;
+			continue;
+		}
 		if (v != NULL && col->type == TOR_TYPE_STRING &&
 		    col->charset == CHARSET_BINARY) {
 			if (render_binary(&rows->scratch, col, rows->cur,

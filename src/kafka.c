@@ -14,12 +14,15 @@
  * checkpoint never moves past an unacknowledged message, so an error costs a
  * halt, never a lost row.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -75,6 +78,7 @@ struct tor_sink {
 	int fatal_logged;
 	struct sink_topic *topics;      /* handles of the topics produced to */
 	size_t n_topics, cap_topics;
+	int wake[2];            /* librdkafka writes [1] when reports wait */
 };
 
 /*
@@ -260,6 +264,7 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 {
 	struct tor_sink *sink;
 	rd_kafka_conf_t *conf;
+	rd_kafka_queue_t *q;
 	char errstr[512], q_msgs[32], q_kb[32], linger[32], codec[32];
 	char expiry[32];
 
@@ -292,6 +297,16 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 		    cfg->kafka.brokers, errstr);
 		return NULL;
 	}
+	if (pipe2(sink->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+		tor_err_set(err, "kafka: pipe: %s", strerror(errno));
+		rd_kafka_destroy(sink->rk);
+		free(sink);
+		return NULL;
+	}
+	/* Delivery reports wake a caller polling tor_sink_fd. */
+	q = rd_kafka_queue_get_main(sink->rk);
+	rd_kafka_queue_io_event_enable(q, sink->wake[1], "r", 1);
+	rd_kafka_queue_destroy(q);
 	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL)
 		log_warn("kafka", "kafka.mode=transactional is not built into "
 		    "the sink yet: producing idempotently (at-least-once)");
@@ -318,6 +333,8 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 void
 tor_sink_free(struct tor_sink *sink)
 {
+	rd_kafka_queue_t *q;
+
 	if (sink == NULL)
 		return;
 	rd_kafka_flush(sink->rk, SINK_FREE_FLUSH_MS);
@@ -340,7 +357,12 @@ tor_sink_free(struct tor_sink *sink)
 		free(sink->topics[i].name);
 	}
 	free(sink->topics);
+	q = rd_kafka_queue_get_main(sink->rk);
+	rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+	rd_kafka_queue_destroy(q);
 	rd_kafka_destroy(sink->rk);
+	close(sink->wake[0]);
+	close(sink->wake[1]);
 	free(sink);
 }
 
@@ -639,8 +661,20 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 int
 tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err)
 {
+	char drain[64];
+
+	/* Empty the wake-up pipe first: a report queued after this writes it
+	 * again, so a caller polling the fd never misses one. */
+	while (read(sink->wake[0], drain, sizeof(drain)) > 0)
+		;
 	rd_kafka_poll(sink->rk, timeout_ms);
 	return sink_check_fatal(sink, err);
+}
+
+int
+tor_sink_fd(const struct tor_sink *sink)
+{
+	return sink->wake[0];
 }
 
 int

@@ -45,6 +45,14 @@ struct tor_outbox {
 
 	char *type_buf;         /* the aggregate type, NUL-terminated for regexec */
 	size_t type_cap;
+	/* The last routing answer: rows of a burst mostly share their type,
+	 * and a regex match per row would cost more than the rest of mapping. */
+	bool route_cached;
+	size_t route_type_len;          /* type_buf holds that type */
+	const char *route_topic;
+	uint64_t epoch_val;             /* what epoch and ts hold, when set */
+	int64_t ts_val;
+	bool epoch_set, ts_set;
 	char topic[TOPIC_MAX + 1];      /* a topic built from topic_template */
 	char epoch[24];                 /* tor.epoch value */
 	char ts[24];                    /* tor.ts value */
@@ -184,6 +192,23 @@ tor_outbox_bind(struct tor_outbox *ob, int table_idx,
 	return 0;
 }
 
+bool
+tor_outbox_uses_column(const struct tor_outbox *ob, int table_idx,
+    uint32_t col)
+{
+	const struct binding *b = &ob->binds[table_idx];
+	int c = (int)col;
+
+	if (!b->bound)
+		return true;
+	if (c == b->id || c == b->key || c == b->type || c == b->payload)
+		return true;
+	for (size_t i = 0; i < ob->cfg->outbox.tables[table_idx].n_headers; i++)
+		if (c == b->headers[i])
+			return true;
+	return false;
+}
+
 static bool
 topic_valid(const char *topic, size_t len)
 {
@@ -257,20 +282,29 @@ tor_outbox_route(struct tor_outbox *ob, const uint8_t *type, size_t type_len)
 	 * prefix: such a type matches no route (nor makes a legal topic). */
 	if (type_len > 0 && memchr(type, '\0', type_len) != NULL)
 		return NULL;
+	if (ob->route_cached && ob->route_type_len == type_len &&
+	    (type_len == 0 || memcmp(ob->type_buf, type, type_len) == 0))
+		return ob->route_topic;
+	ob->route_cached = false;
 	if (reserve_type(ob, type_len) == -1)
 		return NULL;
 	if (type_len > 0)
 		memcpy(ob->type_buf, type, type_len);
 	ob->type_buf[type_len] = '\0';
 
+	ob->route_topic = NULL;
 	for (i = 0; i < cfg->outbox.n_routes; i++)
 		if (regexec(&cfg->outbox.routes[i].re, ob->type_buf, 0, NULL,
-		    0) == 0)
-			return cfg->outbox.routes[i].topic;
-	if (cfg->outbox.topic_template == NULL ||
-	    cfg->outbox.topic_template[0] == '\0')
-		return NULL;
-	return expand_template(ob, ob->type_buf, type_len);
+		    0) == 0) {
+			ob->route_topic = cfg->outbox.routes[i].topic;
+			break;
+		}
+	if (ob->route_topic == NULL && cfg->outbox.topic_template != NULL &&
+	    cfg->outbox.topic_template[0] != '\0')
+		ob->route_topic = expand_template(ob, ob->type_buf, type_len);
+	ob->route_cached = true;
+	ob->route_type_len = type_len;
+	return ob->route_topic;
 }
 
 /* Writes bytes for an error message: printable ASCII as is, the rest (and
@@ -428,10 +462,20 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 		    strlen(origin->pos));
 	else
 		add_header(msg, "tor.pos", NULL, 0);
-	snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64, origin->epoch);
+	/* Formatted again only when they change (per run, per second). */
+	if (!ob->epoch_set || ob->epoch_val != origin->epoch) {
+		snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64,
+		    origin->epoch);
+		ob->epoch_val = origin->epoch;
+		ob->epoch_set = true;
+	}
 	add_header(msg, "tor.epoch", (const uint8_t *)ob->epoch,
 	    strlen(ob->epoch));
-	snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
+	if (!ob->ts_set || ob->ts_val != origin->ts_ms) {
+		snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
+		ob->ts_val = origin->ts_ms;
+		ob->ts_set = true;
+	}
 	add_header(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
 	return TOR_OUTBOX_MAPPED;
 }

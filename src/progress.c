@@ -338,6 +338,12 @@ tor_progress_take_safe(struct tor_progress *p, struct tor_position *out)
 	return moved;
 }
 
+bool
+tor_progress_moved(const struct tor_progress *p)
+{
+	return p->moved;
+}
+
 void
 tor_progress_safe(const struct tor_progress *p, struct tor_position *out)
 {

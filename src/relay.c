@@ -12,7 +12,9 @@
  * A broken stream is reopened at the end of the last transaction read; the
  * rows of a transaction that were already produced are skipped on replay.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +71,8 @@ struct relay {
 	uint64_t txn_seq;
 	uint64_t txn_start_pos;
 	uint32_t txn_rows;              /* outbox rows seen in it */
+	char pos_prefix[320];           /* its rows' tor.pos before the index */
+	size_t pos_prefix_len;          /* 0: not formatted yet */
 	uint32_t skip_rows;             /* already produced before a reconnect */
 
 	int64_t last_checkpoint_ms;
@@ -266,6 +270,8 @@ on_table_map(struct relay *r, const struct tor_event *ev, tor_err *err)
 		goto fail;
 	if (tor_outbox_bind(r->outbox, idx, &s->tm, err) < 0)
 		goto fail;
+	for (uint32_t c = 0; c < s->tm.ncols; c++)
+		s->tm.cols[c].skip = !tor_outbox_uses_column(r->outbox, idx, c);
 	s->raw = malloc(ev->body_len);
 	s->values = calloc(s->tm.ncols ? s->tm.ncols : 1, sizeof(*s->values));
 	if (s->raw == NULL || s->values == NULL) {
@@ -285,19 +291,41 @@ fail:
 }
 
 /* "<gtid>:<row>" where the transaction has a GTID, else
- * "<file>:<start pos>:<row>". */
+ * "<file>:<start pos>:<row>".  The part before the row index is formatted
+ * once per transaction. */
 static void
 format_row_pos(struct relay *r, uint32_t row, char *buf, size_t cap)
 {
-	char gtid[96];
+	char digits[10];
+	size_t n = 0, len;
 
-	if (r->has_gtid) {
-		tor_gtid_format(&r->gtid, gtid, sizeof(gtid));
-		snprintf(buf, cap, "%s:%" PRIu32, gtid, row);
-	} else {
-		snprintf(buf, cap, "%s:%" PRIu64 ":%" PRIu32, r->file,
-		    r->txn_start_pos, row);
+	if (r->pos_prefix_len == 0) {
+		char gtid[96];
+		int w;
+
+		if (r->has_gtid) {
+			tor_gtid_format(&r->gtid, gtid, sizeof(gtid));
+			w = snprintf(r->pos_prefix, sizeof(r->pos_prefix), "%s:",
+			    gtid);
+		} else {
+			w = snprintf(r->pos_prefix, sizeof(r->pos_prefix),
+			    "%s:%" PRIu64 ":", r->file, r->txn_start_pos);
+		}
+		r->pos_prefix_len = w < 0 ? 0 : (size_t)w >=
+		    sizeof(r->pos_prefix) ? sizeof(r->pos_prefix) - 1 :
+		    (size_t)w;
 	}
+	do {
+		digits[n++] = (char)('0' + row % 10);
+		row /= 10;
+	} while (row > 0);
+	len = r->pos_prefix_len;
+	if (len + n + 1 > cap)
+		len = cap - n - 1;
+	memcpy(buf, r->pos_prefix, len);
+	while (n > 0)
+		buf[len++] = digits[--n];
+	buf[len] = '\0';
 }
 
 static int
@@ -359,6 +387,7 @@ txn_begin(struct relay *r, const struct tor_event *ev)
 	r->txn_seq = tor_progress_begin(r->progress);
 	r->txn_start_pos = ev->next_pos >= ev->size ? ev->next_pos - ev->size : 0;
 	r->txn_rows = 0;
+	r->pos_prefix_len = 0;
 }
 
 static void
@@ -521,6 +550,27 @@ open_stream(struct relay *r, tor_err *err)
 	}
 }
 
+/* Waits on the binlog reader and the Kafka delivery reports together, at
+ * most until the next checkpoint is due (or a stop is checked for). */
+static int
+wait_for_work(struct relay *r, tor_err *err)
+{
+	struct pollfd fds[2] = {
+		{ .fd = tor_binlog_fd(r->binlog), .events = POLLIN },
+		{ .fd = tor_sink_fd(r->sink), .events = POLLIN },
+	};
+	int64_t due = r->last_checkpoint_ms + r->cfg->checkpoint.interval_ms -
+	    mono_ms();
+	int timeout = 1000;
+
+	if (r->checkpoint_dirty || tor_progress_moved(r->progress))
+		timeout = due < 0 ? 0 : due > 1000 ? 1000 : (int)due;
+
+	if (poll(fds, 2, timeout) < 0 && errno != EINTR)
+		return tor_err_set(err, "poll: %s", strerror(errno));
+	return 0;
+}
+
 static int
 stream_loop(struct relay *r, tor_err *err)
 {
@@ -552,6 +602,13 @@ stream_loop(struct relay *r, tor_err *err)
 			}
 			if ((rc = open_stream(r, err)) != 0)
 				return rc < 0 ? -1 : 0;
+			continue;
+		}
+		if (rc == TOR_BINLOG_NONE) {
+			/* Caught up: sleep until an event or an acknowledgement
+			 * comes, or the checkpoint is due. */
+			if (wait_for_work(r, err) < 0 || serve(r, 0, err) < 0)
+				return -1;
 			continue;
 		}
 		if (on_event(r, raw, len, err) < 0)

@@ -57,17 +57,23 @@ int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 bool tor_binlog_checksum(const struct tor_binlog *b);
 
 enum {
+	TOR_BINLOG_NONE = 0,            /* nothing yet: wait on tor_binlog_fd */
 	TOR_BINLOG_EVENT = 1,
 	TOR_BINLOG_ERROR = -1,          /* the connection is gone: reconnect */
 	TOR_BINLOG_FATAL = -2,          /* reconnecting cannot help (purged
 	                                 * position, server misconfigured) */
 };
 
-/* Waits for the next event and returns TOR_BINLOG_EVENT with its raw bytes
- * (header to checksum; valid until the next call).  Heartbeats are events
- * too, so this returns at least every mysql.heartbeat_ms on an idle server. */
+/* Takes the next event without waiting: TOR_BINLOG_EVENT with its raw bytes
+ * (header to checksum; valid until the next call), TOR_BINLOG_NONE when the
+ * reader has none yet, or why the stream ended.  A thread reads the stream
+ * ahead into a bounded buffer; heartbeats are events too, so one arrives at
+ * least every mysql.heartbeat_ms on an idle server. */
 int tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
     tor_err *err);
+
+/* Readable (poll) when tor_binlog_next may have something to say. */
+int tor_binlog_fd(const struct tor_binlog *b);
 
 /* Closes the stream and the query connection. */
 void tor_binlog_close(struct tor_binlog *b);

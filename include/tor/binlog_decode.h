@@ -206,6 +206,9 @@ struct tor_column {
 	uint16_t meta;
 	bool nullable;
 	bool is_unsigned;
+	bool skip;              /* set by the caller: step over this column's
+	                         * values without rendering them (present,
+	                         * not NULL, data NULL) */
 	/* Collation id of a character column (CHAR, VARCHAR, TEXT/BLOB) from
 	 * the optional metadata, 0 when unknown.  63 (binary) makes a CHAR
 	 * column a BINARY(n), whose values the binlog stores without their

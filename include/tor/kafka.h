@@ -69,6 +69,9 @@ int tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err);
  * serving delivery reports; -1 when some remain or on a fatal error. */
 int tor_sink_flush(struct tor_sink *sink, int timeout_ms, tor_err *err);
 
+/* Readable (poll) when delivery reports wait for tor_sink_poll. */
+int tor_sink_fd(const struct tor_sink *sink);
+
 /* Messages queued or in flight, not yet acknowledged. */
 int tor_sink_in_flight(const struct tor_sink *sink);
 

@@ -8,6 +8,7 @@
 #ifndef TOR_OUTBOX_H
 #define TOR_OUTBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +65,11 @@ int tor_outbox_find_table(const struct tor_outbox *ob, const char *schema,
  * "schema.table.column: no such column (outbox table at file:line)". */
 int tor_outbox_bind(struct tor_outbox *ob, int table_idx,
     const struct tor_table_map *tm, tor_err *err);
+
+/* Whether mapping rows of bound table `table_idx` reads column col (the
+ * relay lets the decoder step over the others without rendering them). */
+bool tor_outbox_uses_column(const struct tor_outbox *ob, int table_idx,
+    uint32_t col);
 
 /* The topic for an aggregate type: the first matching route, else
  * topic_template with ${aggregate_type} replaced; NULL when neither gives a

@@ -55,6 +55,9 @@ void tor_progress_ack(struct tor_progress *p, uint64_t seq);
  * last call. */
 bool tor_progress_take_safe(struct tor_progress *p, struct tor_position *out);
 
+/* Whether the safe position moved since the last tor_progress_take_safe. */
+bool tor_progress_moved(const struct tor_progress *p);
+
 /* The safe position, without consuming the "moved" flag. */
 void tor_progress_safe(const struct tor_progress *p, struct tor_position *out);
 

@@ -179,6 +179,16 @@ route(struct fixture *f, const char *type)
 	return tor_outbox_route(f->ob, (const uint8_t *)type, strlen(type));
 }
 
+/* The configuration is read-only for a handle's life (routing answers are
+ * cached): a test that changes it takes a new handle. */
+static void
+reopen(struct fixture *f)
+{
+	tor_outbox_free(f->ob);
+	f->ob = tor_outbox_new(&f->cfg, NULL);
+	assert_non_null(f->ob);
+}
+
 static void
 test_find_table(void **state)
 {
@@ -211,6 +221,29 @@ test_route_first_match_wins(void **state)
 	assert_string_equal(route(f, "orders"), "has-e");
 }
 
+/* Routing answers are cached per type: repeats, alternations and types
+ * that share a prefix must each get their own answer. */
+static void
+test_route_cache_keeps_answers(void **state)
+{
+	struct fixture *f = *state;
+	const uint8_t order_x[] = "orderX";
+
+	assert_string_equal(route(f, "order"), "orders");
+	assert_string_equal(route(f, "order"), "orders");
+	assert_string_equal(route(f, "orders"), "has-e");
+	assert_string_equal(route(f, "order"), "orders");
+	/* The first 5 bytes of a longer buffer: the same type again. */
+	assert_string_equal(tor_outbox_route(f->ob, order_x, 5), "orders");
+	assert_string_equal(tor_outbox_route(f->ob, order_x, 6), "has-e");
+	assert_string_equal(route(f, "cart"), "outbox.event.cart");
+	assert_string_equal(route(f, "cat"), "outbox.event.cat");
+	assert_string_equal(route(f, "cart"), "outbox.event.cart");
+	assert_null(route(f, "a b"));
+	assert_null(route(f, "a b"));
+	assert_string_equal(route(f, ""), "outbox.event.");
+}
+
 static void
 test_route_icase_and_anchors(void **state)
 {
@@ -235,8 +268,10 @@ test_route_template(void **state)
 	assert_string_equal(route(f, "Cart_2-x"), "outbox.event.Cart_2-x");
 	f->cfg.outbox.topic_template =
 	    (char *)"${aggregate_type}.v1.${aggregate_type}";
+	reopen(f);
 	assert_string_equal(route(f, "cart"), "cart.v1.cart");
 	f->cfg.outbox.topic_template = (char *)"fixed";
+	reopen(f);
 	assert_string_equal(route(f, "cart"), "fixed");
 }
 
@@ -260,6 +295,7 @@ test_route_template_invalid(void **state)
 	/* An empty type gives "outbox.event.", legal if odd. */
 	assert_string_equal(route(f, ""), "outbox.event.");
 	f->cfg.outbox.topic_template = (char *)"${aggregate_type}";
+	reopen(f);
 	assert_null(route(f, ""));
 }
 
@@ -269,8 +305,10 @@ test_route_none(void **state)
 	struct fixture *f = *state;
 
 	f->cfg.outbox.topic_template = (char *)"";
+	reopen(f);
 	assert_null(route(f, "cart"));
 	f->cfg.outbox.topic_template = NULL;
+	reopen(f);
 	assert_null(route(f, "cart"));
 	assert_string_equal(route(f, "order"), "orders");
 }
@@ -644,6 +682,7 @@ main(void)
 		T(test_find_table),
 		T(test_route_first_match_wins),
 		T(test_route_icase_and_anchors),
+		T(test_route_cache_keeps_answers),
 		T(test_route_template),
 		T(test_route_template_invalid),
 		T(test_route_none),
