@@ -511,21 +511,24 @@ on_event(struct relay *r, const uint8_t *raw, size_t len, tor_err *err)
 	}
 }
 
-/* Sleeps up to ms while serving acknowledgements; false when a stop came. */
-static bool
-pause_serving(struct relay *r, int ms, tor_err *err, int *rc)
+/* After a failed attempt at `what`: logs err, waits *backoff ms while
+ * serving acknowledgements, and doubles *backoff up to its cap.  Returns 0 to
+ * try again, 1 when a stop came meanwhile, -1 on a fatal error (in err). */
+static int
+retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 {
-	int64_t until = mono_ms() + ms;
+	int64_t until = mono_ms() + *backoff;
 
+	log_warn(what, "%s; retrying in %d ms", err->msg, *backoff);
 	while (mono_ms() < until) {
 		if (stop_requested(r))
-			return false;
-		if (serve(r, 100, err) < 0) {
-			*rc = -1;
-			return false;
-		}
+			return 1;
+		if (serve(r, 100, err) < 0)
+			return -1;
 	}
-	return true;
+	*backoff = *backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
+	    *backoff * 2;
+	return 0;
 }
 
 /* (Re)opens the stream at the end of the last transaction read, retrying
@@ -542,11 +545,8 @@ open_stream(struct relay *r, tor_err *err)
 			tor_format_init(&r->fmt, tor_binlog_checksum(r->binlog));
 			return 0;
 		}
-		log_warn("binlog", "%s; retrying in %d ms", err->msg, backoff);
-		if (!pause_serving(r, backoff, err, &rc))
-			return rc < 0 ? -1 : 1;
-		backoff = backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
-		    backoff * 2;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
 	}
 }
 
@@ -655,25 +655,17 @@ find_start(struct relay *r, tor_err *err)
 
 	/* Unreachable services are waited for; a bad checkpoint or a
 	 * misconfigured server is not going to mend itself. */
-	while (take_epoch(r, err) < 0) {
-		log_warn("redis", "%s; retrying in %d ms", err->msg, backoff);
-		if (!pause_serving(r, backoff, err, &rc))
-			return rc < 0 ? -1 : 1;
-		backoff = backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
-		    backoff * 2;
-	}
+	while (take_epoch(r, err) < 0)
+		if ((rc = retry_later(r, "redis", &backoff, err)) != 0)
+			return rc;
 	if (tor_checkpoint_load(r->redis, r->cfg, &cp, &found, err) < 0)
 		return -1;
 	backoff = RECONNECT_MIN_MS;
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
 			return -1;
-		log_warn("binlog", "%s; retrying in %d ms", err->msg, backoff);
-		rc = 0;
-		if (!pause_serving(r, backoff, err, &rc))
-			return rc < 0 ? -1 : 1;
-		backoff = backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
-		    backoff * 2;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
 	}
 	if (found) {
 		r->read_pos = cp.pos;
