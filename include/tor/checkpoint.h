@@ -69,9 +69,24 @@ int tor_checkpoint_decode(size_t n, const char *const *names,
 int tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
     struct tor_checkpoint *cp, bool *found, tor_err *err);
 
-/* The one writer of the checkpoint.  Sets updated_ms.  The HA work makes this
- * a Lua script that first checks that the lease still holds cp->epoch. */
+enum {
+	TOR_CHECKPOINT_WRITTEN = 0,
+	TOR_CHECKPOINT_REFUSED = 1,
+};
+
+/* The leader's one writer of the checkpoint: a Lua script that writes only
+ * while the lease holds "<cfg->instance> <cp->epoch>" and the stored
+ * checkpoint's epoch is not above cp->epoch (a token never goes down).  Sets
+ * updated_ms.  Returns TOR_CHECKPOINT_WRITTEN, TOR_CHECKPOINT_REFUSED (this
+ * replica is a zombie, or an operator moved the checkpoint: step down), or -1
+ * on a Redis error. */
 int tor_checkpoint_store_fenced(struct tor_redis *r,
+    const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err);
+
+/* The operator's writer (`tor checkpoint set`): writes cp, whose epoch must be
+ * a fresh token (tor_lease_next_token), refusing only when the stored epoch
+ * is above it.  Same returns. */
+int tor_checkpoint_store_operator(struct tor_redis *r,
     const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err);
 
 #endif

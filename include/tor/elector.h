@@ -1,0 +1,99 @@
+/*
+ * The elector: one state machine, FOLLOWER -> CANDIDATE -> LEADER ->
+ * STEPPING_DOWN -> FOLLOWER, driven by one function, every transition logged
+ * once with its reason (DESIGN.md §3).
+ *
+ * It runs in a thread of its own with its own Redis connection.  The relay
+ * thread reads its state through atomics: it may publish only while
+ * tor_elector_may_publish() holds, that is while this replica leads and the
+ * local deadline (monotonic time the last successful renew was sent, plus
+ * lease_ms, less a drift margin) has not passed, even when Redis cannot be
+ * reached to say so.
+ *
+ * The lease operations and the clock come through struct tor_elector_ops, so
+ * the unit tests drive the machine with a fake Redis and a fake clock.
+ */
+#ifndef TOR_ELECTOR_H
+#define TOR_ELECTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tor/config.h"
+#include "tor/err.h"
+
+enum tor_elector_state {
+	TOR_FOLLOWER,
+	TOR_CANDIDATE,
+	TOR_LEADER,
+	TOR_STEPPING_DOWN,
+};
+
+/* The state's name as logs and /metrics show it: "follower"... */
+const char *tor_elector_state_name(enum tor_elector_state state);
+
+/* The lease backend and the clock.  The real one wraps tor/lease.h on a
+ * connection of the elector's own (tor_elector_ops_redis). */
+struct tor_elector_ops {
+	/* 1 acquired (*token set), 0 held by another, -1 error */
+	int (*acquire)(void *ctx, uint64_t *token, tor_err *err);
+	/* 1 renewed, 0 not ours any more, -1 error */
+	int (*renew)(void *ctx, uint64_t token, tor_err *err);
+	/* 1 released, 0 not ours, -1 error */
+	int (*release)(void *ctx, uint64_t token, tor_err *err);
+	/* 1 woken by a hand-off, 0 timed out, -1 error; may sleep instead */
+	int (*wait_handoff)(void *ctx, int timeout_ms, tor_err *err);
+	/* monotonic milliseconds */
+	int64_t (*now_ms)(void *ctx);
+};
+
+struct tor_elector;
+
+/* ops and ctx must outlive the elector. */
+struct tor_elector *tor_elector_new(const struct tor_config *cfg,
+    const struct tor_elector_ops *ops, void *ctx);
+
+/* The real elector: tor/lease.h on a Redis connection of its own (its command
+ * timeout above retry_ms, for the blocking hand-off wait). */
+struct tor_elector *tor_elector_new_redis(const struct tor_config *cfg,
+    tor_err *err);
+void tor_elector_free(struct tor_elector *el);
+
+/* Does what the current state calls for, once: a follower waits for a
+ * hand-off (up to retry_ms, jittered) then becomes a candidate; a candidate
+ * tries to acquire; a leader renews when due and steps down when the lease is
+ * lost or its deadline passes; a replica stepping down waits for the relay.
+ * Returns the ms until the next step is due (0: at once).  The thread calls
+ * it in a loop; the unit tests call it directly. */
+int tor_elector_step(struct tor_elector *el);
+
+/* Starts and stops the thread that calls tor_elector_step. */
+int tor_elector_start(struct tor_elector *el, tor_err *err);
+void tor_elector_stop(struct tor_elector *el);
+
+/* For the relay thread. */
+enum tor_elector_state tor_elector_state(const struct tor_elector *el);
+uint64_t tor_elector_token(const struct tor_elector *el);
+bool tor_elector_may_publish(const struct tor_elector *el);
+
+/* Monotonic ms at which the leader must stop publishing (0 when not leader). */
+int64_t tor_elector_deadline(const struct tor_elector *el);
+
+/* The relay gives up the leadership it holds (its checkpoint write was
+ * refused, Kafka fenced it, a fatal error): LEADER -> STEPPING_DOWN. */
+void tor_elector_resign(struct tor_elector *el, const char *reason);
+
+/* The relay has stopped publishing: STEPPING_DOWN -> FOLLOWER.  (A leader
+ * whose relay stopped for a clean shutdown calls tor_elector_release.) */
+void tor_elector_relay_stopped(struct tor_elector *el);
+
+/* Clean shutdown of a leader, after its final checkpoint: releases the lease
+ * (compare-and-DEL, hand-off wake-up) and becomes a follower that no longer
+ * competes.  Returns 0, or -1 when Redis could not be told (the lease then
+ * expires by itself). */
+int tor_elector_release(struct tor_elector *el, tor_err *err);
+
+/* Failovers seen (transitions into LEADER after the first), for metrics. */
+uint64_t tor_elector_failovers(const struct tor_elector *el);
+
+#endif

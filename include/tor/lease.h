@@ -1,0 +1,60 @@
+/*
+ * The group's lease in Redis (DESIGN.md §3): who leads, with which fencing
+ * token, and the wake-up a leader leaves when it steps down.
+ *
+ * Every operation is one Lua script (or one command), so it is atomic on the
+ * Redis master, and every key carries the group's hash tag {G}, so scripts
+ * that touch two keys stay legal on Redis Cluster.  The lease value is
+ * "<instance> <token>": two replicas that share an instance name still never
+ * mistake each other's lease for their own.
+ */
+#ifndef TOR_LEASE_H
+#define TOR_LEASE_H
+
+#include <stdint.h>
+
+#include "tor/config.h"
+#include "tor/err.h"
+#include "tor/redis.h"
+
+/* SET lease NX PX lease_ms and, only when that took, INCR epoch and store
+ * "<instance> <token>".  Returns 1 with *token set when this replica now
+ * holds the lease, 0 when another does, -1 on a Redis error. */
+int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t *token, tor_err *err);
+
+/* PEXPIRE lease lease_ms if it still holds "<instance> <token>".  Returns 1
+ * renewed, 0 the lease is not ours any more (expired, taken, or deleted by
+ * `tor checkpoint set`), -1 on a Redis error. */
+int tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t token, tor_err *err);
+
+/* DEL lease if it still holds "<instance> <token>", and push the hand-off
+ * wake-up (LPUSH handoff, trimmed to a few entries) either way.  Returns 1
+ * released, 0 it was not ours, -1 on a Redis error. */
+int tor_lease_release(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t token, tor_err *err);
+
+/* Blocks up to timeout_ms for a hand-off wake-up (BLPOP handoff).  Returns 1
+ * when one came, 0 on timeout, -1 on a Redis error.  The connection's
+ * command timeout must exceed timeout_ms. */
+int tor_lease_wait_handoff(struct tor_redis *r, const struct tor_config *cfg,
+    int timeout_ms, tor_err *err);
+
+/* The lease as it stands, for `tor status`: 1 with the holder's instance,
+ * its token and the ms left, 0 when nobody holds it, -1 on error. */
+int tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
+    char *instance, size_t cap, uint64_t *token, int64_t *ttl_ms,
+    tor_err *err);
+
+/* INCR epoch: a fresh token for a write that is not a leader's
+ * (`tor checkpoint set`).  Returns 0 with *token set, or -1. */
+int tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t *token, tor_err *err);
+
+/* Deletes the lease whoever holds it and pushes the wake-up, so the leader
+ * steps down at its next renew and another replica takes over.  0 or -1. */
+int tor_lease_break(struct tor_redis *r, const struct tor_config *cfg,
+    tor_err *err);
+
+#endif
