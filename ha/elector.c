@@ -1,0 +1,729 @@
+/*
+ * The elector: which replica of the group leads, and until when (DESIGN.md §3).
+ *
+ * One enum of states and one function, transition(), that moves between them
+ * and logs each move once with its reason.  tor_elector_step() does what the
+ * current state calls for, once; the elector's thread calls it in a loop and
+ * the unit tests call it directly with a fake Redis and a fake clock.
+ *
+ * Two ideas make it safe:
+ *
+ * - The leader trusts its own clock, not Redis.  Its deadline is the
+ *   monotonic time at which the last successful renew was *sent*, plus
+ *   lease_ms, less a drift margin; the lease in Redis cannot have expired
+ *   before that.  The relay may publish only while now < deadline, so a
+ *   leader cut off from Redis stops on time without hearing from anyone.
+ *
+ * - Calls that block on Redis (wait for a hand-off, acquire, renew) are made
+ *   by the elector thread with the mutex dropped, and their result applies
+ *   only if no transition happened meanwhile (a generation count says so).
+ *   So a resign or a release from the relay thread always wins over a renew
+ *   or an acquire that was in flight: a replica that stepped down never
+ *   drifts back to leading on a stale answer.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tor/elector.h"
+#include "tor/lease.h"
+#include "tor/log.h"
+#include "tor/redis.h"
+
+/* STEPPING_DOWN only waits for the relay to say it stopped: poll often. */
+#define STEPPING_DOWN_POLL_MS	10
+/* A retired elector (released or stopped) has nothing left to do; the
+ * thread sleeps until tor_elector_stop wakes it. */
+#define RETIRED_DELAY_MS	60000
+
+static const char *const state_names[] = {
+	[TOR_FOLLOWER] = "follower",
+	[TOR_CANDIDATE] = "candidate",
+	[TOR_LEADER] = "leader",
+	[TOR_STEPPING_DOWN] = "stepping_down",
+};
+
+struct redis_backend;
+
+struct tor_elector {
+	const struct tor_config *cfg;
+	const struct tor_elector_ops *ops;
+	void *ctx;
+	struct redis_backend *backend;  /* tor_elector_new_redis only */
+
+	int drift_ms;
+
+	/*
+	 * Read by the relay thread without the mutex.  Written only under it,
+	 * in an order that keeps may_publish() honest: the deadline is set
+	 * before the state becomes LEADER and cleared before it stops being
+	 * LEADER.
+	 */
+	_Atomic int state;
+	_Atomic uint64_t token;
+	_Atomic int64_t deadline;
+	_Atomic uint64_t failovers;
+
+	/* Guarded by mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t wake;            /* transitions and stop() signal it */
+	uint64_t gen;                   /* bumped by every transition */
+	bool retired;                   /* released: never competes again */
+	bool stopping;
+	int64_t renew_sent;             /* when the last renew was sent */
+	uint64_t leaderships;
+	char last_poll_reason[2][64];   /* see transition() */
+
+	/* Touched only by the thread that steps. */
+	uint64_t rng;
+	bool redis_failing;             /* in a streak of Redis errors */
+
+	pthread_t thread;
+	bool running;
+};
+
+const char *
+tor_elector_state_name(enum tor_elector_state state)
+{
+	if ((unsigned)state >= sizeof(state_names) / sizeof(state_names[0]))
+		return "unknown";
+	return state_names[state];
+}
+
+/*
+ * The one place the state changes.  Called with mu held.  Every transition
+ * is logged exactly once; the two edges a follower walks every retry_ms while
+ * another replica leads (follower -> candidate -> follower) go to debug when
+ * their reason repeats, so a healthy standby does not write ten lines a
+ * second, yet the first of each streak is seen at info.
+ */
+static void
+transition(struct tor_elector *el, enum tor_elector_state to,
+    const char *reason)
+{
+	enum tor_elector_state from = atomic_load(&el->state);
+	enum tor_log_level level = TOR_LOG_INFO;
+	char *last = NULL;
+
+	if (from == TOR_FOLLOWER && to == TOR_CANDIDATE)
+		last = el->last_poll_reason[0];
+	else if (from == TOR_CANDIDATE && to == TOR_FOLLOWER)
+		last = el->last_poll_reason[1];
+	if (last != NULL) {
+		if (strncmp(last, reason, sizeof(el->last_poll_reason[0]) - 1)
+		    == 0)
+			level = TOR_LOG_DEBUG;
+		snprintf(last, sizeof(el->last_poll_reason[0]), "%s", reason);
+	} else {
+		/* Anything else happened: the next poll streak is news. */
+		memset(el->last_poll_reason, 0, sizeof(el->last_poll_reason));
+	}
+
+	if (from == TOR_LEADER)
+		atomic_store(&el->deadline, 0);
+	if (to == TOR_FOLLOWER)
+		atomic_store(&el->token, 0);
+	if (to == TOR_LEADER) {
+		if (el->leaderships++ > 0)
+			atomic_fetch_add(&el->failovers, 1);
+		/* Before the log line, so that line carries the new token. */
+		tor_log_set_token(atomic_load(&el->token));
+	}
+	atomic_store(&el->state, to);
+	el->gen++;
+	pthread_cond_broadcast(&el->wake);
+
+	tor_log(level, "elector", "%s -> %s: %s", tor_elector_state_name(from),
+	    tor_elector_state_name(to), reason);
+}
+
+/* A Redis error in a streak is logged once, at its start; the end of the
+ * streak once too. */
+static void
+redis_failed(struct tor_elector *el, const char *what, const tor_err *err)
+{
+	if (el->redis_failing)
+		return;
+	el->redis_failing = true;
+	log_warn("elector", "%s: %s (retrying quietly until Redis answers)",
+	    what, err->msg);
+}
+
+static void
+redis_answered(struct tor_elector *el)
+{
+	if (!el->redis_failing)
+		return;
+	el->redis_failing = false;
+	log_info("elector", "Redis answers again");
+}
+
+/* xorshift64*: jitter needs spread, not quality, and must not share
+ * rand()'s hidden state with anyone. */
+static uint64_t
+next_random(struct tor_elector *el)
+{
+	el->rng ^= el->rng >> 12;
+	el->rng ^= el->rng << 25;
+	el->rng ^= el->rng >> 27;
+	return el->rng * 0x2545f4914f6cdd1dULL;
+}
+
+/*
+ * retry_ms scaled by a factor in [0.8, 1.2): followers that started together
+ * (a deploy, a Redis restart) spread out instead of hammering Redis in step.
+ */
+static int
+jittered_retry_ms(struct tor_elector *el)
+{
+	int retry = el->cfg->ha.retry_ms;
+	int low = retry - retry / 5;
+	int span = retry / 5 * 2;
+
+	if (span <= 0)
+		return retry;
+	return low + (int)(next_random(el) % (uint64_t)span);
+}
+
+/* Seeded from instance and pid so that replicas on one host, or replicas
+ * started by one script at the same instant, still draw apart. */
+static uint64_t
+seed_random(const struct tor_config *cfg)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;     /* FNV-1a */
+	const char *s = cfg->instance != NULL ? cfg->instance : "";
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	h ^= (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL;
+	return h != 0 ? h : 1;
+}
+
+/*
+ * FOLLOWER: wait for a hand-off wake-up (or the jittered retry period), then
+ * compete.  The wait blocks on Redis, so it runs with mu dropped.
+ */
+static int
+step_follower(struct tor_elector *el)
+{
+	uint64_t gen = el->gen;
+	tor_err err;
+	int rc;
+
+	if (el->retired)
+		return RETIRED_DELAY_MS;
+	pthread_mutex_unlock(&el->mu);
+	err.msg[0] = '\0';
+	rc = el->ops->wait_handoff(el->ctx, jittered_retry_ms(el), &err);
+	pthread_mutex_lock(&el->mu);
+	if (rc < 0)
+		redis_failed(el, "cannot wait for a hand-off", &err);
+	else
+		redis_answered(el);
+	if (gen != el->gen || el->retired)
+		return 0;
+	transition(el, TOR_CANDIDATE, rc == 1 ? "hand-off wake-up" : "retry");
+	return 0;
+}
+
+/* ms until the leader's next renew or its deadline, whichever comes first. */
+static int
+leader_delay(struct tor_elector *el, int64_t now)
+{
+	int64_t next = el->renew_sent + el->cfg->ha.renew_ms;
+	int64_t deadline = atomic_load(&el->deadline);
+
+	if (deadline < next)
+		next = deadline;
+	if (next <= now)
+		return 0;
+	return next - now > INT32_MAX ? INT32_MAX : (int)(next - now);
+}
+
+/*
+ * CANDIDATE: one acquire.  The deadline counts from the time the acquire was
+ * sent: the PX expiry in Redis started later than that, never earlier.
+ */
+static int
+step_candidate(struct tor_elector *el)
+{
+	uint64_t gen = el->gen, token = 0;
+	char reason[96];
+	int64_t t0;
+	tor_err err;
+	int rc;
+
+	pthread_mutex_unlock(&el->mu);
+	err.msg[0] = '\0';
+	t0 = el->ops->now_ms(el->ctx);
+	rc = el->ops->acquire(el->ctx, &token, &err);
+	pthread_mutex_lock(&el->mu);
+
+	if (rc < 0)
+		redis_failed(el, "cannot acquire the lease", &err);
+	else
+		redis_answered(el);
+
+	if (gen != el->gen) {
+		/* Released while the acquire was in flight.  A lease won now
+		 * would only keep the others waiting for it to expire. */
+		if (rc == 1) {
+			pthread_mutex_unlock(&el->mu);
+			log_info("elector", "acquired the lease (token %" PRIu64
+			    ") during shutdown: giving it back", token);
+			if (el->ops->release(el->ctx, token, &err) < 0)
+				log_warn("elector", "cannot give back the lease "
+				    "(token %" PRIu64 "), it will expire: %s",
+				    token, err.msg);
+			pthread_mutex_lock(&el->mu);
+		}
+		return 0;
+	}
+
+	switch (rc) {
+	case 1:
+		atomic_store(&el->token, token);
+		atomic_store(&el->deadline,
+		    t0 + el->cfg->ha.lease_ms - el->drift_ms);
+		el->renew_sent = t0;
+		snprintf(reason, sizeof(reason), "acquired the lease (token %"
+		    PRIu64 ")", token);
+		transition(el, TOR_LEADER, reason);
+		return leader_delay(el, el->ops->now_ms(el->ctx));
+	case 0:
+		transition(el, TOR_FOLLOWER, "lease held by another replica");
+		return 0;
+	default:
+		transition(el, TOR_FOLLOWER, "Redis error");
+		return 0;
+	}
+}
+
+/*
+ * LEADER: step down at the local deadline without asking Redis; otherwise
+ * renew every renew_ms counted from the last renew sent.
+ */
+static int
+step_leader(struct tor_elector *el)
+{
+	uint64_t gen, token;
+	int64_t now, t0;
+	tor_err err;
+	int rc;
+
+	now = el->ops->now_ms(el->ctx);
+	if (now >= atomic_load(&el->deadline)) {
+		transition(el, TOR_STEPPING_DOWN,
+		    "local deadline passed: lease may have expired");
+		return STEPPING_DOWN_POLL_MS;
+	}
+	if (now < el->renew_sent + el->cfg->ha.renew_ms)
+		return leader_delay(el, now);
+
+	gen = el->gen;
+	token = atomic_load(&el->token);
+	pthread_mutex_unlock(&el->mu);
+	err.msg[0] = '\0';
+	/* Read the clock again, as late as possible before sending. */
+	t0 = el->ops->now_ms(el->ctx);
+	rc = el->ops->renew(el->ctx, token, &err);
+	pthread_mutex_lock(&el->mu);
+
+	if (rc < 0)
+		redis_failed(el, "cannot renew the lease", &err);
+	else
+		redis_answered(el);
+	if (gen != el->gen)
+		return 0;       /* resigned or released meanwhile: that wins */
+
+	/* A failed renew counts as sent: the next try is renew_ms later, and
+	 * the deadline stands where the last success put it. */
+	el->renew_sent = t0;
+	switch (rc) {
+	case 1:
+		atomic_store(&el->deadline,
+		    t0 + el->cfg->ha.lease_ms - el->drift_ms);
+		break;
+	case 0:
+		transition(el, TOR_STEPPING_DOWN, "lease lost: held by another "
+		    "replica or broken by an operator");
+		return STEPPING_DOWN_POLL_MS;
+	default:
+		break;
+	}
+	return leader_delay(el, el->ops->now_ms(el->ctx));
+}
+
+int
+tor_elector_step(struct tor_elector *el)
+{
+	int delay;
+
+	pthread_mutex_lock(&el->mu);
+	switch (atomic_load(&el->state)) {
+	case TOR_FOLLOWER:
+		delay = step_follower(el);
+		break;
+	case TOR_CANDIDATE:
+		delay = step_candidate(el);
+		break;
+	case TOR_LEADER:
+		delay = step_leader(el);
+		break;
+	default:
+		/* The relay is stopping; tor_elector_relay_stopped ends it. */
+		delay = STEPPING_DOWN_POLL_MS;
+		break;
+	}
+	pthread_mutex_unlock(&el->mu);
+	return delay;
+}
+
+struct tor_elector *
+tor_elector_new(const struct tor_config *cfg, const struct tor_elector_ops *ops,
+    void *ctx)
+{
+	struct tor_elector *el;
+	pthread_condattr_t ca;
+
+	if ((el = calloc(1, sizeof(*el))) == NULL)
+		return NULL;
+	el->cfg = cfg;
+	el->ops = ops;
+	el->ctx = ctx;
+	/*
+	 * Drift margin: max(lease_ms / 10, 20) ms.  The lease expires on the
+	 * Redis host's clock, the deadline is kept on ours: clock rates differ
+	 * (NTP slews up to 0.05%), Redis may expire a key a little early, and
+	 * the relay checks may_publish a moment before it acts on it.  A tenth
+	 * of the lease covers the rates with a wide margin; the 20 ms floor
+	 * covers scheduling delays, which do not shrink with short leases.
+	 */
+	el->drift_ms = cfg->ha.lease_ms / 10;
+	if (el->drift_ms < 20)
+		el->drift_ms = 20;
+	el->rng = seed_random(cfg);
+	atomic_init(&el->state, TOR_FOLLOWER);
+	atomic_init(&el->token, 0);
+	atomic_init(&el->deadline, 0);
+	atomic_init(&el->failovers, 0);
+	pthread_mutex_init(&el->mu, NULL);
+	/* The thread sleeps on the monotonic clock, like every deadline. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&el->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	return el;
+}
+
+static void *
+elector_thread(void *arg)
+{
+	struct tor_elector *el = arg;
+	struct timespec until;
+	int delay;
+
+	pthread_mutex_lock(&el->mu);
+	while (!el->stopping) {
+		pthread_mutex_unlock(&el->mu);
+		delay = tor_elector_step(el);
+		pthread_mutex_lock(&el->mu);
+		if (el->stopping || delay <= 0)
+			continue;
+		/* Sleep until the next step is due, or until a transition
+		 * made elsewhere (resign, relay_stopped) or stop() wakes us. */
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += delay / 1000;
+		until.tv_nsec += (long)(delay % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&el->wake, &el->mu, &until);
+	}
+	pthread_mutex_unlock(&el->mu);
+	return NULL;
+}
+
+int
+tor_elector_start(struct tor_elector *el, tor_err *err)
+{
+	sigset_t all, old;
+	int rc;
+
+	if (el->running)
+		return tor_err_set(err, "elector: already started");
+	el->stopping = false;
+	/* Signals belong to the main thread (SIGTERM starts a clean
+	 * shutdown); the new thread inherits this mask. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&el->thread, NULL, elector_thread, el);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return tor_err_set(err, "elector: cannot start thread: %s",
+		    strerror(rc));
+	el->running = true;
+	return 0;
+}
+
+/* Waits for a blocking Redis call in flight (at most the command timeout). */
+void
+tor_elector_stop(struct tor_elector *el)
+{
+	if (!el->running)
+		return;
+	pthread_mutex_lock(&el->mu);
+	el->stopping = true;
+	pthread_cond_broadcast(&el->wake);
+	pthread_mutex_unlock(&el->mu);
+	pthread_join(el->thread, NULL);
+	el->running = false;
+}
+
+enum tor_elector_state
+tor_elector_state(const struct tor_elector *el)
+{
+	return atomic_load(&el->state);
+}
+
+uint64_t
+tor_elector_token(const struct tor_elector *el)
+{
+	return atomic_load(&el->token);
+}
+
+int64_t
+tor_elector_deadline(const struct tor_elector *el)
+{
+	return atomic_load(&el->deadline);
+}
+
+uint64_t
+tor_elector_failovers(const struct tor_elector *el)
+{
+	return atomic_load(&el->failovers);
+}
+
+/* The state is read before the deadline: a leadership that ended in between
+ * shows a deadline of 0, so the answer is never "yes" on a stale pair. */
+bool
+tor_elector_may_publish(const struct tor_elector *el)
+{
+	if (atomic_load(&el->state) != TOR_LEADER)
+		return false;
+	return el->ops->now_ms(el->ctx) < atomic_load(&el->deadline);
+}
+
+void
+tor_elector_resign(struct tor_elector *el, const char *reason)
+{
+	pthread_mutex_lock(&el->mu);
+	if (atomic_load(&el->state) == TOR_LEADER)
+		transition(el, TOR_STEPPING_DOWN,
+		    reason != NULL ? reason : "resigned");
+	pthread_mutex_unlock(&el->mu);
+}
+
+void
+tor_elector_relay_stopped(struct tor_elector *el)
+{
+	pthread_mutex_lock(&el->mu);
+	if (atomic_load(&el->state) == TOR_STEPPING_DOWN)
+		transition(el, TOR_FOLLOWER, "relay stopped publishing");
+	pthread_mutex_unlock(&el->mu);
+}
+
+/*
+ * The state changes first, under the mutex, so publishing stops and the
+ * elector thread backs off at once; the compare-and-DEL then runs with the
+ * mutex dropped, like every other call that can block on Redis.
+ */
+int
+tor_elector_release(struct tor_elector *el, tor_err *err)
+{
+	enum tor_elector_state state;
+	uint64_t token = 0;
+	int rc;
+
+	pthread_mutex_lock(&el->mu);
+	if (el->retired) {
+		pthread_mutex_unlock(&el->mu);
+		return 0;
+	}
+	el->retired = true;
+	state = atomic_load(&el->state);
+	if (state == TOR_LEADER || state == TOR_STEPPING_DOWN)
+		token = atomic_load(&el->token);
+	if (token != 0)
+		transition(el, TOR_FOLLOWER,
+		    "released the lease: clean shutdown");
+	else if (state != TOR_FOLLOWER)
+		transition(el, TOR_FOLLOWER, "stopped competing: clean shutdown");
+	else
+		el->gen++;      /* a wait in flight must not lead to a CANDIDATE */
+	pthread_mutex_unlock(&el->mu);
+
+	if (token == 0)
+		return 0;
+	rc = el->ops->release(el->ctx, token, err);
+	if (rc < 0)
+		return tor_err_prefix(err, "elector: release lease (token %"
+		    PRIu64 "), it will expire by itself: ", token);
+	if (rc == 0)
+		log_warn("elector", "the lease (token %" PRIu64 ") was no "
+		    "longer ours at release", token);
+	return 0;
+}
+
+/*
+ * The real backend: tor/lease.h on a connection of the elector's own.
+ *
+ * The elector thread and the relay thread (tor_elector_release) both use the
+ * connection, and a hiredis context must not be shared, so every command
+ * takes the io mutex.  The wait for a hand-off blocks up to 1.2 * retry_ms,
+ * so the connection's command timeout must be longer than that.
+ */
+struct redis_backend {
+	struct tor_config cfg;  /* a copy: maybe a longer command timeout;
+				 * its pointers still belong to the caller */
+	struct tor_redis *redis;
+	pthread_mutex_t io;
+};
+
+static int
+redis_acquire(void *ctx, uint64_t *token, tor_err *err)
+{
+	struct redis_backend *b = ctx;
+	int rc;
+
+	pthread_mutex_lock(&b->io);
+	rc = tor_lease_acquire(b->redis, &b->cfg, token, err);
+	pthread_mutex_unlock(&b->io);
+	return rc;
+}
+
+static int
+redis_renew(void *ctx, uint64_t token, tor_err *err)
+{
+	struct redis_backend *b = ctx;
+	int rc;
+
+	pthread_mutex_lock(&b->io);
+	rc = tor_lease_renew(b->redis, &b->cfg, token, err);
+	pthread_mutex_unlock(&b->io);
+	return rc;
+}
+
+static int
+redis_release(void *ctx, uint64_t token, tor_err *err)
+{
+	struct redis_backend *b = ctx;
+	int rc;
+
+	pthread_mutex_lock(&b->io);
+	rc = tor_lease_release(b->redis, &b->cfg, token, err);
+	pthread_mutex_unlock(&b->io);
+	return rc;
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+static int
+redis_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
+{
+	struct redis_backend *b = ctx;
+	int rc;
+
+	pthread_mutex_lock(&b->io);
+	rc = tor_lease_wait_handoff(b->redis, &b->cfg, timeout_ms, err);
+	pthread_mutex_unlock(&b->io);
+	/* Redis down answers at once (connection refused): wait out the
+	 * period anyway, or the follower would spin on connect attempts. */
+	if (rc < 0)
+		sleep_ms(timeout_ms);
+	return rc;
+}
+
+static int64_t
+monotonic_ms(void *ctx)
+{
+	struct timespec ts;
+
+	(void)ctx;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const struct tor_elector_ops redis_ops = {
+	.acquire = redis_acquire,
+	.renew = redis_renew,
+	.release = redis_release,
+	.wait_handoff = redis_wait_handoff,
+	.now_ms = monotonic_ms,
+};
+
+struct tor_elector *
+tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
+{
+	struct redis_backend *b;
+	struct tor_elector *el;
+	int longest_wait = cfg->ha.retry_ms + cfg->ha.retry_ms / 5;
+
+	if ((b = calloc(1, sizeof(*b))) == NULL)
+		goto nomem;
+	b->cfg = *cfg;
+	/* The BLPOP must time out in Redis, not in hiredis: give it the
+	 * longest jittered wait plus the usual network allowance. */
+	if (b->cfg.redis.timeout_ms <= longest_wait + 100)
+		b->cfg.redis.timeout_ms = longest_wait + cfg->redis.timeout_ms;
+	pthread_mutex_init(&b->io, NULL);
+	if ((b->redis = tor_redis_new(&b->cfg)) == NULL)
+		goto nomem;
+	if ((el = tor_elector_new(cfg, &redis_ops, b)) == NULL)
+		goto nomem;
+	el->backend = b;
+	return el;
+
+nomem:
+	if (b != NULL) {
+		tor_redis_free(b->redis);
+		pthread_mutex_destroy(&b->io);
+		free(b);
+	}
+	tor_err_format(err, "elector: out of memory");
+	return NULL;
+}
+
+void
+tor_elector_free(struct tor_elector *el)
+{
+	if (el == NULL)
+		return;
+	tor_elector_stop(el);
+	if (el->backend != NULL) {
+		tor_redis_free(el->backend->redis);
+		pthread_mutex_destroy(&el->backend->io);
+		free(el->backend);
+	}
+	pthread_cond_destroy(&el->wake);
+	pthread_mutex_destroy(&el->mu);
+	free(el);
+}

@@ -1,0 +1,723 @@
+/*
+ * The elector's state machine, driven step by step with a fake Redis and a
+ * fake clock: every transition, the deadline arithmetic (counted from the
+ * time a renew was sent, not answered), and the races the relay thread can
+ * cause (a resign or a release while a Redis call is in flight).  The fake's
+ * calls run with the elector's mutex dropped, so a hook that calls back into
+ * the elector from inside one would deadlock if the elector held it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "tor/elector.h"
+
+#define LEASE_MS	3000
+#define RENEW_MS	1000
+#define RETRY_MS	200
+#define DRIFT_MS	300     /* max(LEASE_MS / 10, 20) */
+
+struct fake {
+	int64_t now;
+	bool real_clock;
+
+	int acquire_rc;
+	uint64_t acquire_token;
+	int64_t acquire_takes_ms;
+	int acquire_calls;
+
+	int renew_rc;
+	int64_t renew_takes_ms;
+	int renew_calls;
+	uint64_t renew_token;
+	int64_t renew_sent_at;
+
+	int release_rc;
+	int release_calls;
+	uint64_t release_token;
+
+	int wait_rc;
+	int wait_calls;
+	int wait_timeout;
+
+	/* Called from inside acquire or renew, once, then cleared. */
+	void (*during)(struct fake *);
+	struct tor_elector *el;
+};
+
+static int64_t
+fake_now(void *ctx)
+{
+	struct fake *f = ctx;
+	struct timespec ts;
+
+	if (!f->real_clock)
+		return f->now;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+run_hook(struct fake *f)
+{
+	void (*during)(struct fake *) = f->during;
+
+	if (during != NULL) {
+		f->during = NULL;
+		during(f);
+	}
+}
+
+static int
+fake_acquire(void *ctx, uint64_t *token, tor_err *err)
+{
+	struct fake *f = ctx;
+
+	f->acquire_calls++;
+	f->now += f->acquire_takes_ms;
+	run_hook(f);
+	if (f->acquire_rc == 1)
+		*token = f->acquire_token;
+	if (f->acquire_rc < 0)
+		tor_err_format(err, "redis 127.0.0.1:6379: connection refused");
+	return f->acquire_rc;
+}
+
+static int
+fake_renew(void *ctx, uint64_t token, tor_err *err)
+{
+	struct fake *f = ctx;
+
+	f->renew_calls++;
+	f->renew_token = token;
+	f->renew_sent_at = f->now;
+	f->now += f->renew_takes_ms;    /* a slow reply */
+	run_hook(f);
+	if (f->renew_rc < 0)
+		tor_err_format(err, "redis 127.0.0.1:6379: timeout");
+	return f->renew_rc;
+}
+
+static int
+fake_release(void *ctx, uint64_t token, tor_err *err)
+{
+	struct fake *f = ctx;
+
+	f->release_calls++;
+	f->release_token = token;
+	if (f->release_rc < 0)
+		tor_err_format(err, "redis 127.0.0.1:6379: connection refused");
+	return f->release_rc;
+}
+
+static int
+fake_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
+{
+	struct fake *f = ctx;
+
+	f->wait_calls++;
+	f->wait_timeout = timeout_ms;
+	if (f->wait_rc == 0 && !f->real_clock)
+		f->now += timeout_ms;
+	if (f->wait_rc < 0)
+		tor_err_format(err, "redis 127.0.0.1:6379: connection refused");
+	return f->wait_rc;
+}
+
+static const struct tor_elector_ops fake_ops = {
+	.acquire = fake_acquire,
+	.renew = fake_renew,
+	.release = fake_release,
+	.wait_handoff = fake_wait_handoff,
+	.now_ms = fake_now,
+};
+
+struct fixture {
+	struct tor_config cfg;
+	struct fake fake;
+	struct tor_elector *el;
+};
+
+static int
+setup(void **state)
+{
+	static struct fixture fx;
+
+	memset(&fx, 0, sizeof(fx));
+	fx.cfg.instance = "test-1";
+	fx.cfg.group = "default";
+	fx.cfg.redis.timeout_ms = 500;
+	fx.cfg.ha.lease_ms = LEASE_MS;
+	fx.cfg.ha.renew_ms = RENEW_MS;
+	fx.cfg.ha.retry_ms = RETRY_MS;
+	fx.fake.now = 100000;
+	fx.fake.acquire_rc = 1;
+	fx.fake.acquire_token = 7;
+	fx.fake.renew_rc = 1;
+	fx.fake.release_rc = 1;
+	fx.el = tor_elector_new(&fx.cfg, &fake_ops, &fx.fake);
+	assert_non_null(fx.el);
+	fx.fake.el = fx.el;
+	*state = &fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *fx = *state;
+
+	tor_elector_free(fx->el);
+	return 0;
+}
+
+/* follower -> candidate -> leader, at fake time t0 of the acquire. */
+static int64_t
+become_leader(struct fixture *fx)
+{
+	int64_t t0;
+
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	t0 = fx->fake.now;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	return t0;
+}
+
+static void
+test_state_names(void **state)
+{
+	(void)state;
+	assert_string_equal(tor_elector_state_name(TOR_FOLLOWER), "follower");
+	assert_string_equal(tor_elector_state_name(TOR_CANDIDATE), "candidate");
+	assert_string_equal(tor_elector_state_name(TOR_LEADER), "leader");
+	assert_string_equal(tor_elector_state_name(TOR_STEPPING_DOWN),
+	    "stepping_down");
+}
+
+static void
+test_starts_as_follower(void **state)
+{
+	struct fixture *fx = *state;
+
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_token(fx->el), 0);
+	assert_int_equal(tor_elector_deadline(fx->el), 0);
+	assert_false(tor_elector_may_publish(fx->el));
+	assert_int_equal(tor_elector_failovers(fx->el), 0);
+}
+
+static void
+test_follower_waits_jittered_then_becomes_candidate(void **state)
+{
+	struct fixture *fx = *state;
+	int lowest = RETRY_MS, highest = 0;
+
+	fx->fake.acquire_rc = 0;
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(tor_elector_step(fx->el), 0);
+		assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+		assert_int_equal(fx->fake.wait_calls, i + 1);
+		assert_true(fx->fake.wait_timeout >= RETRY_MS * 8 / 10);
+		assert_true(fx->fake.wait_timeout < RETRY_MS * 12 / 10);
+		if (fx->fake.wait_timeout < lowest)
+			lowest = fx->fake.wait_timeout;
+		if (fx->fake.wait_timeout > highest)
+			highest = fx->fake.wait_timeout;
+		tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	/* Jitter, not a constant. */
+	assert_true(lowest < highest);
+	assert_int_equal(fx->fake.acquire_calls, 200);
+}
+
+static void
+test_handoff_wakeup_makes_a_candidate(void **state)
+{
+	struct fixture *fx = *state;
+
+	fx->fake.wait_rc = 1;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	assert_int_equal(fx->fake.acquire_calls, 0);
+}
+
+static void
+test_redis_down_while_following_still_competes(void **state)
+{
+	struct fixture *fx = *state;
+
+	fx->fake.wait_rc = -1;
+	fx->fake.acquire_rc = -1;
+	for (int i = 0; i < 5; i++) {
+		tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+		tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	assert_int_equal(fx->fake.acquire_calls, 5);
+}
+
+static void
+test_candidate_acquires_with_deadline_from_send_time(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+	int delay;
+
+	tor_elector_step(fx->el);
+	t0 = fx->fake.now;
+	fx->fake.acquire_takes_ms = 50;         /* the reply comes later */
+	delay = tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_token(fx->el), 7);
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    t0 + LEASE_MS - DRIFT_MS);
+	assert_true(tor_elector_may_publish(fx->el));
+	/* Next renew renew_ms after the acquire was sent. */
+	assert_int_equal(delay, RENEW_MS - 50);
+	assert_int_equal(fx->fake.renew_calls, 0);
+}
+
+static void
+test_drift_has_a_floor(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_elector *el;
+	int64_t t0;
+
+	fx->cfg.ha.lease_ms = 150;              /* a tenth would be 15 ms */
+	fx->cfg.ha.renew_ms = 50;
+	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
+	tor_elector_step(el);
+	t0 = fx->fake.now;
+	tor_elector_step(el);
+	assert_int_equal(tor_elector_state(el), TOR_LEADER);
+	assert_int_equal(tor_elector_deadline(el), t0 + 150 - 20);
+	tor_elector_free(el);
+}
+
+static void
+test_acquire_held_by_another_makes_a_follower(void **state)
+{
+	struct fixture *fx = *state;
+
+	fx->fake.acquire_rc = 0;
+	tor_elector_step(fx->el);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_token(fx->el), 0);
+	assert_false(tor_elector_may_publish(fx->el));
+}
+
+static void
+test_acquire_error_makes_a_follower(void **state)
+{
+	struct fixture *fx = *state;
+
+	fx->fake.acquire_rc = -1;
+	tor_elector_step(fx->el);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_token(fx->el), 0);
+	assert_false(tor_elector_may_publish(fx->el));
+	/* And it keeps trying. */
+	fx->fake.acquire_rc = 1;
+	become_leader(fx);
+}
+
+static void
+test_leader_renews_every_renew_ms_not_earlier(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.now = t0 + RENEW_MS - 1;
+	assert_int_equal(tor_elector_step(fx->el), 1);
+	assert_int_equal(fx->fake.renew_calls, 0);
+
+	fx->fake.now = t0 + RENEW_MS;
+	assert_int_equal(tor_elector_step(fx->el), RENEW_MS);
+	assert_int_equal(fx->fake.renew_calls, 1);
+	assert_int_equal(fx->fake.renew_token, 7);
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    t0 + RENEW_MS + LEASE_MS - DRIFT_MS);
+
+	/* Stepping again early changes nothing. */
+	fx->fake.now = t0 + RENEW_MS + 300;
+	assert_int_equal(tor_elector_step(fx->el), RENEW_MS - 300);
+	assert_int_equal(fx->fake.renew_calls, 1);
+
+	fx->fake.now = t0 + 2 * RENEW_MS;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.renew_calls, 2);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+}
+
+static void
+test_slow_renew_counts_from_send_time(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx), sent;
+	int delay;
+
+	fx->fake.now = t0 + RENEW_MS;
+	fx->fake.renew_takes_ms = 400;
+	delay = tor_elector_step(fx->el);
+	sent = fx->fake.renew_sent_at;
+	assert_int_equal(sent, t0 + RENEW_MS);
+	assert_int_equal(fx->fake.now, sent + 400);
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    sent + LEASE_MS - DRIFT_MS);
+	/* The next renew is due renew_ms after the send, not the reply. */
+	assert_int_equal(delay, RENEW_MS - 400);
+}
+
+static void
+test_renew_lost_steps_down(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+	int delay;
+
+	fx->fake.now = t0 + RENEW_MS;
+	fx->fake.renew_rc = 0;
+	delay = tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_true(delay > 0 && delay <= 100);
+	assert_false(tor_elector_may_publish(fx->el));
+	assert_int_equal(tor_elector_deadline(fx->el), 0);
+	/* The token stays while the relay winds down. */
+	assert_int_equal(tor_elector_token(fx->el), 7);
+}
+
+static void
+test_redis_silent_leader_steps_down_at_deadline(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx), deadline = t0 + LEASE_MS - DRIFT_MS;
+	int calls;
+
+	fx->fake.renew_rc = -1;
+	fx->fake.now = t0 + RENEW_MS;
+	tor_elector_step(fx->el);
+	fx->fake.now = t0 + 2 * RENEW_MS;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.renew_calls, 2);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	/* Failed renews do not move the deadline. */
+	assert_int_equal(tor_elector_deadline(fx->el), deadline);
+
+	/* The step is due at the deadline, before the next renew. */
+	assert_int_equal(tor_elector_step(fx->el),
+	    deadline - (t0 + 2 * RENEW_MS));
+
+	fx->fake.now = deadline - 1;
+	assert_true(tor_elector_may_publish(fx->el));
+	fx->fake.now = deadline;
+	/* False exactly at the deadline, before the elector even steps. */
+	assert_false(tor_elector_may_publish(fx->el));
+	calls = fx->fake.renew_calls;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	/* Without asking Redis. */
+	assert_int_equal(fx->fake.renew_calls, calls);
+}
+
+static void
+test_renew_error_then_success_extends(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.renew_rc = -1;
+	fx->fake.now = t0 + RENEW_MS;
+	tor_elector_step(fx->el);
+	fx->fake.renew_rc = 1;
+	fx->fake.now = t0 + 2 * RENEW_MS;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    t0 + 2 * RENEW_MS + LEASE_MS - DRIFT_MS);
+}
+
+static void
+test_resign_and_relay_stopped(void **state)
+{
+	struct fixture *fx = *state;
+
+	become_leader(fx);
+	tor_elector_resign(fx->el, "checkpoint write refused");
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_false(tor_elector_may_publish(fx->el));
+
+	/* Stepping down waits for the relay, briefly and without Redis. */
+	for (int i = 0; i < 3; i++) {
+		int delay = tor_elector_step(fx->el);
+
+		assert_true(delay > 0 && delay <= 100);
+		assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	}
+	assert_int_equal(fx->fake.renew_calls, 0);
+	assert_int_equal(fx->fake.wait_calls, 1);
+
+	tor_elector_relay_stopped(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_token(fx->el), 0);
+
+	/* And competes again. */
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+}
+
+static void
+test_resign_and_relay_stopped_elsewhere_do_nothing(void **state)
+{
+	struct fixture *fx = *state;
+
+	tor_elector_resign(fx->el, "nothing to resign");
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	become_leader(fx);
+	tor_elector_relay_stopped(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+}
+
+static void
+resign_now(struct fake *f)
+{
+	tor_elector_resign(f->el, "Kafka fenced the producer");
+}
+
+static void
+test_resign_during_renew_wins(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.now = t0 + RENEW_MS;
+	fx->fake.during = resign_now;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.renew_calls, 1);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_int_equal(tor_elector_deadline(fx->el), 0);
+	assert_false(tor_elector_may_publish(fx->el));
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+}
+
+static void
+test_release_gives_back_the_lease_and_retires(void **state)
+{
+	struct fixture *fx = *state;
+	tor_err err;
+
+	become_leader(fx);
+	assert_int_equal(tor_elector_release(fx->el, &err), 0);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_false(tor_elector_may_publish(fx->el));
+
+	/* Never competes again, and does not spin. */
+	fx->fake.wait_rc = 1;
+	for (int i = 0; i < 10; i++) {
+		assert_true(tor_elector_step(fx->el) >= 1000);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	assert_int_equal(fx->fake.wait_calls, 1);
+
+	/* A second release has nothing to give back. */
+	assert_int_equal(tor_elector_release(fx->el, &err), 0);
+	assert_int_equal(fx->fake.release_calls, 1);
+}
+
+static void
+test_release_while_stepping_down(void **state)
+{
+	struct fixture *fx = *state;
+	tor_err err;
+
+	become_leader(fx);
+	tor_elector_resign(fx->el, "fatal relay error");
+	assert_int_equal(tor_elector_release(fx->el, &err), 0);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+}
+
+static void
+test_release_error_is_reported(void **state)
+{
+	struct fixture *fx = *state;
+	tor_err err;
+
+	become_leader(fx);
+	fx->fake.release_rc = -1;
+	assert_int_equal(tor_elector_release(fx->el, &err), -1);
+	assert_non_null(strstr(err.msg, "connection refused"));
+	assert_non_null(strstr(err.msg, "token 7"));
+	/* Retired all the same: the lease expires by itself. */
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+}
+
+static void
+test_release_as_follower_calls_nothing(void **state)
+{
+	struct fixture *fx = *state;
+	tor_err err;
+
+	assert_int_equal(tor_elector_release(fx->el, &err), 0);
+	assert_int_equal(fx->fake.release_calls, 0);
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.wait_calls, 0);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+}
+
+static void
+release_now(struct fake *f)
+{
+	tor_err err;
+
+	assert_int_equal(tor_elector_release(f->el, &err), 0);
+}
+
+static void
+test_release_during_acquire_gives_back_the_won_lease(void **state)
+{
+	struct fixture *fx = *state;
+
+	tor_elector_step(fx->el);
+	fx->fake.during = release_now;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_token(fx->el), 0);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_failovers(fx->el), 0);
+}
+
+static void
+test_failovers_count_leaderships_after_the_first(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+
+	t0 = become_leader(fx);
+	assert_int_equal(tor_elector_failovers(fx->el), 0);
+
+	fx->fake.now = t0 + RENEW_MS;
+	fx->fake.renew_rc = 0;
+	tor_elector_step(fx->el);
+	tor_elector_relay_stopped(fx->el);
+
+	fx->fake.acquire_token = 9;
+	become_leader(fx);
+	assert_int_equal(tor_elector_token(fx->el), 9);
+	assert_int_equal(tor_elector_failovers(fx->el), 1);
+
+	tor_elector_resign(fx->el, "test");
+	tor_elector_relay_stopped(fx->el);
+	fx->fake.acquire_token = 12;
+	become_leader(fx);
+	assert_int_equal(tor_elector_failovers(fx->el), 2);
+}
+
+/* The real thread, with a real clock: starts, leads, renews, stops. */
+static void
+test_thread_leads_and_stops(void **state)
+{
+	struct fixture *fx = *state;
+	struct timespec tick = { 0, 10 * 1000000L };
+	struct tor_elector *el;
+	tor_err err;
+	bool led = false;
+
+	fx->cfg.ha.lease_ms = 300;
+	fx->cfg.ha.renew_ms = 50;
+	fx->cfg.ha.retry_ms = 20;
+	fx->fake.real_clock = true;
+	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
+	assert_non_null(el);
+	assert_int_equal(tor_elector_start(el, &err), 0);
+	for (int i = 0; i < 20; i++) {
+		nanosleep(&tick, NULL);
+		if (tor_elector_may_publish(el))
+			led = true;
+	}
+	tor_elector_stop(el);
+	assert_true(led);
+	assert_int_equal(tor_elector_state(el), TOR_LEADER);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	/* ~200 ms at a 50 ms period: a few renews, not a spin. */
+	assert_true(fx->fake.renew_calls >= 2);
+	assert_true(fx->fake.renew_calls <= 6);
+	tor_elector_stop(el);           /* twice is harmless */
+	tor_elector_free(el);
+}
+
+/* Builds the real backend (it connects lazily, so no Redis is needed) and
+ * frees it whole: ASan's leak check watches. */
+static void
+test_redis_elector_builds_and_frees(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_elector *el;
+	tor_err err;
+
+	fx->cfg.redis.host = "127.0.0.1";
+	fx->cfg.redis.port = 6379;
+	fx->cfg.ha.retry_ms = 1000;     /* above the command timeout */
+	el = tor_elector_new_redis(&fx->cfg, &err);
+	assert_non_null(el);
+	assert_int_equal(tor_elector_state(el), TOR_FOLLOWER);
+	assert_false(tor_elector_may_publish(el));
+	tor_elector_free(el);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+		T(test_state_names),
+		T(test_starts_as_follower),
+		T(test_follower_waits_jittered_then_becomes_candidate),
+		T(test_handoff_wakeup_makes_a_candidate),
+		T(test_redis_down_while_following_still_competes),
+		T(test_candidate_acquires_with_deadline_from_send_time),
+		T(test_drift_has_a_floor),
+		T(test_acquire_held_by_another_makes_a_follower),
+		T(test_acquire_error_makes_a_follower),
+		T(test_leader_renews_every_renew_ms_not_earlier),
+		T(test_slow_renew_counts_from_send_time),
+		T(test_renew_lost_steps_down),
+		T(test_redis_silent_leader_steps_down_at_deadline),
+		T(test_renew_error_then_success_extends),
+		T(test_resign_and_relay_stopped),
+		T(test_resign_and_relay_stopped_elsewhere_do_nothing),
+		T(test_resign_during_renew_wins),
+		T(test_release_gives_back_the_lease_and_retires),
+		T(test_release_while_stepping_down),
+		T(test_release_error_is_reported),
+		T(test_release_as_follower_calls_nothing),
+		T(test_release_during_acquire_gives_back_the_won_lease),
+		T(test_failovers_count_leaderships_after_the_first),
+		T(test_thread_leads_and_stops),
+		T(test_redis_elector_builds_and_frees),
+#undef T
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
