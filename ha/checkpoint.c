@@ -1,14 +1,20 @@
 /*
  * The group's checkpoint: a Redis hash P:{G}:checkpoint (DESIGN.md §3).
  *
- * Two ideas.  The checkpoint is trusted only as far as it parses: decode
+ * Three ideas.  The checkpoint is trusted only as far as it parses: decode
  * refuses a hash with a missing or malformed field, naming it, because
  * resuming from a wrong position either loses or replays events — better to
- * halt and say so.  And there is exactly one writer,
- * tor_checkpoint_store_fenced(), so that the lease-token check the HA work
- * adds lives in one place.  Positions typed by an operator go through
- * tor_position_parse(), which accepts only the two forms a server can
- * resume from.
+ * halt and say so.  Every write is fenced, and the fence is a Lua script, so
+ * the check and the HSET run as one step on the Redis master: the leader's
+ * write (tor_checkpoint_store_fenced) goes through only while the lease
+ * still holds "<instance> <token>" of the writer, so a zombie that lost its
+ * lease while paused cannot move the checkpoint under the new leader.  And
+ * the stored epoch (the writer's token) never goes down: a write whose token
+ * is below the stored one is refused, by the leader's script and by the
+ * operator's (tor_checkpoint_store_operator, which has no lease and so
+ * writes with a fresh token) alike.  Positions typed by an operator go
+ * through tor_position_parse(), which accepts only the two forms a server
+ * can resume from.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -315,38 +321,112 @@ out:
 	return rc;
 }
 
+/*
+ * KEYS lease, checkpoint; ARGV expected lease value, the writer's token, then
+ * the hash's field/value pairs.  The token check compares decimal strings
+ * by length, then bytes: Lua numbers are doubles, and two tokens above 2^53
+ * would compare equal.  A stored epoch that is not a number is an error,
+ * not a licence to overwrite: decode refuses such a hash too, and an
+ * operator must look at it.
+ */
+#define STORE_LUA_CHECK_EPOCH \
+	"local stored = redis.call('HGET', KEYS[2], 'epoch')\n" \
+	"if stored then\n" \
+	"  if not string.match(stored, '^%d+$') then\n" \
+	"    return redis.error_reply('stored epoch is not a number')\n" \
+	"  end\n" \
+	"  stored = string.match(stored, '^0*(%d-)$')\n" \
+	"  local mine = ARGV[2]\n" \
+	"  if #stored > #mine or (#stored == #mine and stored > mine) then\n" \
+	"    return 0\n" \
+	"  end\n" \
+	"end\n"
+#define STORE_LUA_WRITE \
+	"redis.call('HSET', KEYS[2], unpack(ARGV, 3))\n" \
+	"return 1\n"
+
+/* The leader's write: refused unless the lease is still this writer's. */
+static const char store_fenced_lua[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
+    "  return 0\n"
+    "end\n"
+    STORE_LUA_CHECK_EPOCH
+    STORE_LUA_WRITE;
+
+/* The operator's write: the lease is not looked at (ARGV[1] is unused), only
+ * the token, so that a checkpoint never moves back to an older token. */
+static const char store_operator_lua[] =
+    STORE_LUA_CHECK_EPOCH
+    STORE_LUA_WRITE;
+
+/*
+ * Runs one of the store scripts for cp, stamped now.  Every field is set by
+ * one HSET, so a reader never sees a file of one write with the pos of
+ * another.
+ */
+static int
+store(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_checkpoint *cp, const char *script, const char *what,
+    tor_err *err)
+{
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	const char *argv[7 + 2 * TOR_CHECKPOINT_FIELDS];
+	char lease[512], key[512], expected[512], epoch[24];
+	char buf[TOR_CHECKPOINT_BUF];
+	struct timespec now;
+	redisReply *reply;
+	int len, i, rc;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	cp->updated_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	if (tor_checkpoint_encode(cp, names, values, buf, sizeof(buf)) !=
+	    TOR_CHECKPOINT_FIELDS)
+		return tor_err_set(err, "%s: position too long to encode",
+		    what);
+	len = snprintf(expected, sizeof(expected), "%s %" PRIu64,
+	    cfg->instance, cp->epoch);
+	if (len < 0 || (size_t)len >= sizeof(expected))
+		return tor_err_set(err, "%s: instance name too long", what);
+	snprintf(epoch, sizeof(epoch), "%" PRIu64, cp->epoch);
+
+	tor_redis_key(cfg, "lease", lease, sizeof(lease));
+	tor_redis_key(cfg, "checkpoint", key, sizeof(key));
+	argv[0] = "EVAL";
+	argv[1] = script;
+	argv[2] = "2";
+	argv[3] = lease;
+	argv[4] = key;
+	argv[5] = expected;
+	argv[6] = epoch;
+	for (i = 0; i < TOR_CHECKPOINT_FIELDS; i++) {
+		argv[7 + 2 * i] = names[i];
+		argv[8 + 2 * i] = values[i];
+	}
+	if ((reply = tor_redis_command(r, 7 + 2 * TOR_CHECKPOINT_FIELDS, argv,
+	    NULL, err)) == NULL)
+		return tor_err_prefix(err, "%s: ", what);
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+		rc = TOR_CHECKPOINT_WRITTEN;
+	else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
+		rc = TOR_CHECKPOINT_REFUSED;
+	else
+		rc = tor_err_set(err, "%s: %s: unexpected reply (type %d)",
+		    what, key, reply->type);
+	freeReplyObject(reply);
+	return rc;
+}
+
 int
 tor_checkpoint_store_fenced(struct tor_redis *r,
     const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err)
 {
-	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
-	const char *argv[2 + 2 * TOR_CHECKPOINT_FIELDS];
-	char key[512], buf[TOR_CHECKPOINT_BUF];
-	struct timespec now;
-	redisReply *reply;
-	int n, i;
+	return store(r, cfg, cp, store_fenced_lua, "checkpoint store", err);
+}
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	cp->updated_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	if ((n = tor_checkpoint_encode(cp, names, values, buf,
-	    sizeof(buf))) < 0)
-		return tor_err_set(err, "checkpoint: position too long to encode");
-
-	tor_redis_key(cfg, "checkpoint", key, sizeof(key));
-	argv[0] = "HSET";
-	argv[1] = key;
-	for (i = 0; i < n; i++) {
-		argv[2 + 2 * i] = names[i];
-		argv[3 + 2 * i] = values[i];
-	}
-	/*
-	 * One HSET sets every field at once, so a reader never sees a file
-	 * of one write with the pos of another.  It is not fenced yet: the HA
-	 * issue turns this into a Lua script that first checks that the lease
-	 * still holds cp->epoch and refuses a zombie's write.
-	 */
-	if ((reply = tor_redis_command(r, 2 + 2 * n, argv, NULL, err)) == NULL)
-		return -1;
-	freeReplyObject(reply);
-	return 0;
+int
+tor_checkpoint_store_operator(struct tor_redis *r,
+    const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err)
+{
+	return store(r, cfg, cp, store_operator_lua, "checkpoint operator store",
+	    err);
 }

@@ -1,11 +1,10 @@
 /*
  * Unit tests of ha/checkpoint.c and ha/redis.c: positions, the checkpoint's
- * hash encoding, and load/store against a real Redis.
+ * hash encoding, load/store against a real Redis, and the fences of the
+ * two store scripts (the lease's value, and a token that never goes down).
  *
- * The Redis-backed tests start their own redis-server on a free port (no
- * persistence, bound to 127.0.0.1) and stop it in the teardown, which cmocka
- * runs even when a test fails.  The server is also told to die with us
- * (PR_SET_PDEATHSIG), so a crashed test run leaves no process behind.
+ * The Redis-backed tests start their own redis-server on a free port and
+ * stop it in the teardown (redis_server.h); none is left running.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "tor/checkpoint.h"
+#include "redis_server.h"
 
 /* ---- positions ---- */
 
@@ -292,145 +292,7 @@ test_decode_errors(void **state)
 	decode_bad(5, names, bad, "checkpoint field 'gtid': too long");
 }
 
-/* ---- a private redis-server ---- */
-
-struct server {
-	pid_t pid;
-	int port;
-	const char *password;   /* --requirepass, or NULL */
-	struct tor_config cfg;
-};
-
-static int
-free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sa);
-	int fd, port;
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-/* True once the server answers anything (NOAUTH counts) to PING. */
-static bool
-server_answers(int port)
-{
-	struct timeval tv = { 0, 200000 };
-	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-	redisReply *reply;
-	bool up = false;
-
-	if (c != NULL && c->err == 0) {
-		reply = redisCommand(c, "PING");
-		up = reply != NULL;
-		if (reply != NULL)
-			freeReplyObject(reply);
-	}
-	if (c != NULL)
-		redisFree(c);
-	return up;
-}
-
-static void
-server_start(struct server *s)
-{
-	pid_t parent = getpid();
-	char port[16];
-	int i, status, fd;
-
-	snprintf(port, sizeof(port), "%d", s->port);
-	s->pid = fork();
-	assert_true(s->pid >= 0);
-	if (s->pid == 0) {
-		/* Die with the test, even if it crashes. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if ((fd = open("/dev/null", O_RDWR)) >= 0) {
-			dup2(fd, STDIN_FILENO);
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-		}
-		if (s->password != NULL)
-			execlp("redis-server", "redis-server", "--port", port,
-			    "--bind", "127.0.0.1", "--save", "", "--appendonly",
-			    "no", "--requirepass", s->password, (char *)NULL);
-		else
-			execlp("redis-server", "redis-server", "--port", port,
-			    "--bind", "127.0.0.1", "--save", "", "--appendonly",
-			    "no", (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 100; i++) {
-		if (server_answers(s->port))
-			return;
-		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-			s->pid = 0;
-			fail_msg("redis-server on port %d exited at start",
-			    s->port);
-		}
-		sleep_ms(50);
-	}
-	/* cmocka skips the teardown of a failed setup: stop it here. */
-	kill(s->pid, SIGKILL);
-	waitpid(s->pid, &status, 0);
-	s->pid = 0;
-	fail_msg("redis-server on port %d did not answer PING", s->port);
-}
-
-static void
-server_stop(struct server *s, int sig)
-{
-	int status;
-
-	if (s->pid <= 0)
-		return;
-	kill(s->pid, sig);
-	/* A stopped server holds SIGTERM pending until continued. */
-	kill(s->pid, SIGCONT);
-	waitpid(s->pid, &status, 0);
-	s->pid = 0;
-}
-
-static void
-config_for(struct server *s)
-{
-	memset(&s->cfg, 0, sizeof(s->cfg));
-	s->cfg.group = (char *)"orders";
-	s->cfg.redis.host = (char *)"127.0.0.1";
-	s->cfg.redis.port = s->port;
-	s->cfg.redis.password = (char *)"";
-	s->cfg.redis.prefix = (char *)"tor";
-	s->cfg.redis.timeout_ms = 2000;
-}
-
-static int
-setup_server(void **state)
-{
-	struct server *s = calloc(1, sizeof(*s));
-
-	assert_non_null(s);
-	s->port = free_port();
-	config_for(s);
-	*state = s;
-	server_start(s);
-	return 0;
-}
+/* ---- against a real Redis (redis_server.h) ---- */
 
 static int
 setup_server_auth(void **state)
@@ -444,37 +306,6 @@ setup_server_auth(void **state)
 	*state = s;
 	server_start(s);
 	return 0;
-}
-
-static int
-teardown_server(void **state)
-{
-	struct server *s = *state;
-
-	server_stop(s, SIGTERM);
-	free(s);
-	return 0;
-}
-
-/* A plain hiredis connection, to look at Redis without our code. */
-static redisContext *
-raw_connect(const struct server *s)
-{
-	struct timeval tv = { 2, 0 };
-	redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
-
-	assert_non_null(c);
-	assert_int_equal(c->err, 0);
-	return c;
-}
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void
@@ -511,6 +342,9 @@ test_store_load(void **state)
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
 	assert_false(found);
 
+	/* The leader's write needs its lease in place. */
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:lease %s",
+	    "relay-a 7"));
 	before = now_ms();
 	if (tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err) != 0)
 		fail_msg("store: %s", err.msg);
@@ -542,6 +376,8 @@ test_store_load(void **state)
 	cp.pos.pos = 5678;
 	cp.pos.gtid[0] = '\0';
 	cp.epoch = 8;
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:lease %s",
+	    "relay-a 8"));
 	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
 	assert_true(found && back.pos.pos == 5678 && back.epoch == 8);
@@ -599,7 +435,7 @@ test_select_db(void **state)
 
 	s->cfg.redis.db = 3;
 	r = tor_redis_new(&s->cfg);
-	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err), 0);
 
 	reply = redisCommand(c, "EXISTS tor:{orders}:checkpoint");
 	assert_int_equal(reply->integer, 0);
@@ -647,7 +483,7 @@ test_reconnect_after_restart(void **state)
 	char want[128];
 	bool found;
 
-	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err), 0);
 
 	/* A crash: the established connection breaks. */
 	server_stop(s, SIGKILL);
@@ -672,7 +508,7 @@ test_reconnect_after_restart(void **state)
 	freeReplyObject(reply);
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
 	assert_false(found);
-	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err), 0);
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
 	assert_true(found);
 	assert_memory_equal(&back, &cp, sizeof(cp));
@@ -785,6 +621,210 @@ test_auth(void **state)
 	tor_redis_free(r);
 }
 
+/* ---- the fences ---- */
+
+/* The raw hash as one string "f=v f=v ...", to compare before and after a
+ * refused write. */
+static void
+hash_snapshot(redisContext *c, char *buf, size_t cap)
+{
+	redisReply *reply = redisCommand(c, "HGETALL tor:{orders}:checkpoint");
+	size_t i, at = 0;
+
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	buf[0] = '\0';
+	for (i = 0; i < reply->elements; i++)
+		at += (size_t)snprintf(buf + at, cap - at, "%s%s",
+		    reply->element[i]->str, i % 2 == 0 ? "=" : " ");
+	assert_true(at < cap);
+	freeReplyObject(reply);
+}
+
+static void
+set_lease(redisContext *c, const char *value)
+{
+	redisReply *reply;
+
+	if (value == NULL)
+		reply = redisCommand(c, "DEL tor:{orders}:lease");
+	else
+		reply = redisCommand(c, "SET tor:{orders}:lease %s", value);
+	assert_non_null(reply);
+	freeReplyObject(reply);
+}
+
+/* A store that must be refused, and must leave the hash as it was. */
+static void
+store_refused(struct tor_redis *r, redisContext *c, struct tor_config *cfg,
+    struct tor_checkpoint *cp, bool fenced)
+{
+	char before[2048], after[2048];
+	tor_err err = { "" };
+	int rc;
+
+	hash_snapshot(c, before, sizeof(before));
+	rc = fenced ? tor_checkpoint_store_fenced(r, cfg, cp, &err) :
+	    tor_checkpoint_store_operator(r, cfg, cp, &err);
+	if (rc != TOR_CHECKPOINT_REFUSED)
+		fail_msg("store (epoch %llu) not refused: %d %s",
+		    (unsigned long long)cp->epoch, rc, err.msg);
+	hash_snapshot(c, after, sizeof(after));
+	assert_string_equal(after, before);
+}
+
+static void
+test_store_fenced(void **state)
+{
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234 }, .epoch = 5 }, back;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	redisContext *c = raw_connect(s);
+	tor_err err = { "" };
+	bool found;
+
+	/* No lease: refused, and nothing written at all. */
+	store_refused(r, c, &s->cfg, &cp, true);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_false(found);
+
+	/* Our lease: written. */
+	set_lease(c, "relay-a 5");
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	cp.pos.pos = 2000;
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+
+	/* A zombie: the lease expired, or another token took it, or another
+	 * replica with the same token (two instances cannot share one, but
+	 * the value is compared whole), or only a prefix matches. */
+	cp.pos.pos = 3000;
+	set_lease(c, NULL);
+	store_refused(r, c, &s->cfg, &cp, true);
+	set_lease(c, "relay-a 6");
+	store_refused(r, c, &s->cfg, &cp, true);
+	set_lease(c, "relay-b 5");
+	store_refused(r, c, &s->cfg, &cp, true);
+	set_lease(c, "relay-a 55");
+	store_refused(r, c, &s->cfg, &cp, true);
+	set_lease(c, "relay-a 5 ");
+	store_refused(r, c, &s->cfg, &cp, true);
+
+	/* The lease is ours again but the stored token is above ours (an
+	 * operator moved the checkpoint): refused. */
+	set_lease(c, "relay-a 5");
+	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch 9"));
+	store_refused(r, c, &s->cfg, &cp, true);
+	/* Numerically above, not as text: "10" > "9". */
+	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch 10"));
+	cp.epoch = 9;
+	set_lease(c, "relay-a 9");
+	store_refused(r, c, &s->cfg, &cp, true);
+	/* Equal tokens write (a leader's every checkpoint has the same). */
+	cp.epoch = 10;
+	set_lease(c, "relay-a 10");
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found && back.epoch == 10 && back.pos.pos == 3000);
+
+	/* Tokens beyond a double's 53 bits still compare exactly. */
+	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch %s",
+	    "18446744073709551615"));
+	cp.epoch = UINT64_MAX - 1;
+	set_lease(c, "relay-a 18446744073709551614");
+	store_refused(r, c, &s->cfg, &cp, true);
+	cp.epoch = UINT64_MAX;
+	set_lease(c, "relay-a 18446744073709551615");
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+
+	redisFree(c);
+	tor_redis_free(r);
+}
+
+static void
+test_store_operator(void **state)
+{
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .gtid = "0-1-42" }, .epoch = 4 },
+	    back;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	redisContext *c = raw_connect(s);
+	tor_err err = { "" };
+	char want[128];
+	bool found;
+	uint64_t e;
+
+	/* No lease needed, and a lease of someone else's does not matter. */
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	set_lease(c, "relay-b 3");
+	cp.epoch = 6;
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found && back.epoch == 6);
+	assert_string_equal(back.pos.gtid, "0-1-42");
+
+	/* Tokens never go down, whoever writes. */
+	for (e = 0; e < 6; e++) {
+		cp.epoch = e;
+		store_refused(r, c, &s->cfg, &cp, false);
+		set_lease(c, "relay-a 5");
+		cp.epoch = 5;
+		store_refused(r, c, &s->cfg, &cp, true);
+	}
+	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
+	assert_true(found && back.epoch == 6);
+
+	/* A stored epoch that is not a number is an error, not overwritten. */
+	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch x7"));
+	cp.epoch = 100;
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	    -1);
+	snprintf(want, sizeof(want), "checkpoint operator store: redis "
+	    "127.0.0.1:%d: ", s->port);
+	assert_memory_equal(err.msg, want, strlen(want));
+	assert_non_null(strstr(err.msg, "stored epoch is not a number"));
+
+	/* A key of the wrong type. */
+	freeReplyObject(redisCommand(c, "DEL tor:{orders}:checkpoint"));
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:checkpoint x"));
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "WRONGTYPE"));
+
+	redisFree(c);
+	tor_redis_free(r);
+}
+
+static void
+test_store_redis_down(void **state)
+{
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .file = "b", .pos = 4 },
+	    .epoch = 1 };
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	tor_err err = { "" };
+	char want[128];
+
+	server_stop(s, SIGKILL);
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    -1);
+	snprintf(want, sizeof(want), "checkpoint store: redis 127.0.0.1:%d: "
+	    "connect: Connection refused", s->port);
+	assert_string_equal(err.msg, want);
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	    -1);
+	snprintf(want, sizeof(want), "checkpoint operator store: redis "
+	    "127.0.0.1:%d: connect: Connection refused", s->port);
+	assert_string_equal(err.msg, want);
+	tor_redis_free(r);
+}
+
 int
 main(void)
 {
@@ -800,6 +840,12 @@ main(void)
 		cmocka_unit_test(test_connect_refused),
 		cmocka_unit_test_setup_teardown(test_store_load, setup_server,
 		    teardown_server),
+		cmocka_unit_test_setup_teardown(test_store_fenced, setup_server,
+		    teardown_server),
+		cmocka_unit_test_setup_teardown(test_store_operator, setup_server,
+		    teardown_server),
+		cmocka_unit_test_setup_teardown(test_store_redis_down,
+		    setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_select_db, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_error_reply_keeps_connection,

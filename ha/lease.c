@@ -1,0 +1,396 @@
+/*
+ * The group's lease in Redis (DESIGN.md §3): P:{G}:lease holds
+ * "<instance> <token>" of the leader with a PX expiry, P:{G}:epoch the last
+ * fencing token handed out, P:{G}:handoff the wake-ups of leaders that
+ * stepped down.
+ *
+ * Two ideas make it work.  Every read-then-write is one Lua script, so it
+ * runs whole on the Redis master with nothing in between: a replica cannot
+ * renew or delete a lease that changed hands between its GET and its
+ * PEXPIRE.  And a lease is compared by its whole value, instance and token:
+ * the token is fresh for every acquire (INCR epoch), so a zombie that shares
+ * its instance name with the new leader (a restarted pod) still cannot touch
+ * the new lease.  The lease only decides who should lead; the token is what
+ * the checkpoint and Kafka fence on (see ha/checkpoint.c).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tor/lease.h"
+
+/* The wake-ups kept on the handoff list: enough for every follower that is
+ * not waiting right now to find one, few enough that a flapping leader
+ * cannot grow the list. */
+#define HANDOFF_KEEP "7"        /* LTRIM 0 7: eight entries */
+
+/*
+ * KEYS lease, epoch; ARGV instance, lease_ms.  SET NX first, so that the
+ * token is spent only by the replica that wins.  INCR runs under pcall: a
+ * script that fails half-way keeps its writes, and a 'pending' lease left
+ * behind would block every replica for lease_ms.  The token is returned as
+ * the epoch key's own string, not as INCR's Lua number: a Lua number is a
+ * double and would print a large token as "1e+14".
+ */
+static const char acquire_lua[] =
+    "if not redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[2]) then\n"
+    "  return false\n"
+    "end\n"
+    "local n = redis.pcall('INCR', KEYS[2])\n"
+    "if type(n) == 'table' and n.err then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  return n\n"
+    "end\n"
+    "local token = redis.call('GET', KEYS[2])\n"
+    "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])\n"
+    "return token\n";
+
+/* KEYS lease; ARGV value, lease_ms. */
+static const char renew_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "end\n"
+    "return 0\n";
+
+/* KEYS lease, handoff; ARGV value, token.  The wake-up is pushed even when
+ * the lease was not ours: a replica stepping down says so either way, and a
+ * spare wake-up costs a follower one failed acquire. */
+static const char release_lua[] =
+    "local released = 0\n"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  released = 1\n"
+    "end\n"
+    "redis.call('LPUSH', KEYS[2], ARGV[2])\n"
+    "redis.call('LTRIM', KEYS[2], 0, " HANDOFF_KEEP ")\n"
+    "return released\n";
+
+/* KEYS lease, handoff. */
+static const char break_lua[] =
+    "redis.call('DEL', KEYS[1])\n"
+    "redis.call('LPUSH', KEYS[2], 'break')\n"
+    "redis.call('LTRIM', KEYS[2], 0, " HANDOFF_KEEP ")\n"
+    "return 1\n";
+
+/* KEYS lease.  GET and PTTL in one script, so the ttl is the value's. */
+static const char read_lua[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if not v then return false end\n"
+    "return {v, redis.call('PTTL', KEYS[1])}\n";
+
+struct lease_keys {
+	char lease[512];
+	char epoch[512];
+	char handoff[512];
+};
+
+static void
+lease_keys(const struct tor_config *cfg, struct lease_keys *k)
+{
+	tor_redis_key(cfg, "lease", k->lease, sizeof(k->lease));
+	tor_redis_key(cfg, "epoch", k->epoch, sizeof(k->epoch));
+	tor_redis_key(cfg, "handoff", k->handoff, sizeof(k->handoff));
+}
+
+/* "<instance> <token>", the lease value this replica writes and compares. */
+static int
+lease_value(const struct tor_config *cfg, uint64_t token, char *buf,
+    size_t cap, const char *what, tor_err *err)
+{
+	int n;
+
+	n = snprintf(buf, cap, "%s %" PRIu64, cfg->instance, token);
+	if (n < 0 || (size_t)n >= cap)
+		return tor_err_set(err, "%s: instance name too long", what);
+	return 0;
+}
+
+static const char *
+reply_type_name(int type)
+{
+	switch (type) {
+	case REDIS_REPLY_STRING:
+		return "string";
+	case REDIS_REPLY_ARRAY:
+		return "array";
+	case REDIS_REPLY_INTEGER:
+		return "integer";
+	case REDIS_REPLY_NIL:
+		return "nil";
+	case REDIS_REPLY_STATUS:
+		return "status";
+	default:
+		return "unknown";
+	}
+}
+
+/* Says that key gave a reply of a shape its script never returns (a value
+ * someone set by hand, a foreign tool sharing the prefix); evaluates to -1. */
+static int
+unexpected(const char *what, const char *key, const redisReply *reply,
+    tor_err *err)
+{
+	return tor_err_set(err, "%s: %s: unexpected %s reply", what, key,
+	    reply_type_name(reply->type));
+}
+
+/* EVAL script with nkeys keys then the arguments in rest (keys first).
+ * Returns the reply, or NULL with err reading "<what>: redis host:port: ..". */
+static redisReply *
+eval(struct tor_redis *r, const char *script, int nkeys, int nrest,
+    const char **rest, const char *what, tor_err *err)
+{
+	const char *argv[8];
+	char numkeys[16];
+	redisReply *reply;
+	int i;
+
+	/* Every script here takes at most four keys and arguments. */
+	if (nrest > (int)(sizeof(argv) / sizeof(argv[0])) - 3) {
+		tor_err_set(err, "%s: too many script arguments", what);
+		return NULL;
+	}
+	snprintf(numkeys, sizeof(numkeys), "%d", nkeys);
+	argv[0] = "EVAL";
+	argv[1] = script;
+	argv[2] = numkeys;
+	for (i = 0; i < nrest; i++)
+		argv[3 + i] = rest[i];
+	if ((reply = tor_redis_command(r, 3 + nrest, argv, NULL, err)) == NULL)
+		tor_err_prefix(err, "%s: ", what);
+	return reply;
+}
+
+/* A token as Redis stores it: digits only, at least 1, fits 64 bits.
+ * strtoull alone would take " -1" and wrap it. */
+static bool
+parse_token(const char *s, size_t len, uint64_t *out)
+{
+	char *end;
+
+	if (len == 0 || len > 20 || strlen(s) != len || s[0] < '0' ||
+	    s[0] > '9')
+		return false;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno == 0 && *end == '\0' && *out > 0;
+}
+
+/* An integer reply that must be 0 or 1 (a script's verdict). */
+static int
+verdict(const char *what, const char *key, redisReply *reply, tor_err *err)
+{
+	int rc;
+
+	if (reply->type != REDIS_REPLY_INTEGER ||
+	    (reply->integer != 0 && reply->integer != 1))
+		rc = unexpected(what, key, reply, err);
+	else
+		rc = (int)reply->integer;
+	freeReplyObject(reply);
+	return rc;
+}
+
+int
+tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t *token, tor_err *err)
+{
+	const char *what = "lease acquire", *rest[4];
+	struct lease_keys k;
+	char ms[16];
+	redisReply *reply;
+	int rc = -1;
+
+	lease_keys(cfg, &k);
+	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
+	rest[0] = k.lease;
+	rest[1] = k.epoch;
+	rest[2] = cfg->instance;
+	rest[3] = ms;
+	if ((reply = eval(r, acquire_lua, 2, 4, rest, what, err)) == NULL)
+		return -1;
+	if (reply->type == REDIS_REPLY_NIL)
+		rc = 0;
+	else if (reply->type == REDIS_REPLY_STRING &&
+	    parse_token(reply->str, reply->len, token))
+		rc = 1;
+	else if (reply->type == REDIS_REPLY_STRING)
+		tor_err_set(err, "%s: %s: not a token ('%.64s')", what, k.epoch,
+		    reply->str);
+	else
+		unexpected(what, k.lease, reply, err);
+	freeReplyObject(reply);
+	return rc;
+}
+
+int
+tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t token, tor_err *err)
+{
+	const char *what = "lease renew", *rest[3];
+	struct lease_keys k;
+	char value[512], ms[16];
+	redisReply *reply;
+
+	lease_keys(cfg, &k);
+	if (lease_value(cfg, token, value, sizeof(value), what, err) == -1)
+		return -1;
+	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
+	rest[0] = k.lease;
+	rest[1] = value;
+	rest[2] = ms;
+	if ((reply = eval(r, renew_lua, 1, 3, rest, what, err)) == NULL)
+		return -1;
+	return verdict(what, k.lease, reply, err);
+}
+
+int
+tor_lease_release(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t token, tor_err *err)
+{
+	const char *what = "lease release", *rest[4];
+	struct lease_keys k;
+	char value[512], tok[24];
+	redisReply *reply;
+
+	lease_keys(cfg, &k);
+	if (lease_value(cfg, token, value, sizeof(value), what, err) == -1)
+		return -1;
+	snprintf(tok, sizeof(tok), "%" PRIu64, token);
+	rest[0] = k.lease;
+	rest[1] = k.handoff;
+	rest[2] = value;
+	rest[3] = tok;
+	if ((reply = eval(r, release_lua, 2, 4, rest, what, err)) == NULL)
+		return -1;
+	return verdict(what, k.lease, reply, err);
+}
+
+int
+tor_lease_wait_handoff(struct tor_redis *r, const struct tor_config *cfg,
+    int timeout_ms, tor_err *err)
+{
+	const char *argv[3];
+	struct lease_keys k;
+	char seconds[32];
+	redisReply *reply;
+	int rc = -1;
+
+	lease_keys(cfg, &k);
+	/* BLPOP's 0 means "forever", which no caller wants: the shortest
+	 * wait Redis can express instead.  Redis 6 and later accept a
+	 * fractional timeout in seconds. */
+	if (timeout_ms < 1)
+		timeout_ms = 1;
+	snprintf(seconds, sizeof(seconds), "%d.%03d", timeout_ms / 1000,
+	    timeout_ms % 1000);
+	argv[0] = "BLPOP";
+	argv[1] = k.handoff;
+	argv[2] = seconds;
+	if ((reply = tor_redis_command(r, 3, argv, NULL, err)) == NULL)
+		return tor_err_prefix(err, "lease wait handoff: ");
+	if (reply->type == REDIS_REPLY_NIL)
+		rc = 0;
+	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
+		rc = 1;
+	else
+		unexpected("lease wait handoff", k.handoff, reply, err);
+	freeReplyObject(reply);
+	return rc;
+}
+
+/* Splits a lease value "<instance> <token>" at its last space (an instance
+ * name is the operator's and might hold one). */
+static bool
+parse_lease_value(const redisReply *v, char *instance, size_t cap,
+    uint64_t *token)
+{
+	const char *sp;
+
+	if (v->type != REDIS_REPLY_STRING || strlen(v->str) != v->len ||
+	    (sp = strrchr(v->str, ' ')) == NULL || sp == v->str)
+		return false;
+	if (!parse_token(sp + 1, strlen(sp + 1), token))
+		return false;
+	snprintf(instance, cap, "%.*s", (int)(sp - v->str), v->str);
+	return true;
+}
+
+int
+tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
+    char *instance, size_t cap, uint64_t *token, int64_t *ttl_ms,
+    tor_err *err)
+{
+	const char *what = "lease read", *rest[1];
+	struct lease_keys k;
+	redisReply *reply;
+	int rc = -1;
+
+	lease_keys(cfg, &k);
+	rest[0] = k.lease;
+	if ((reply = eval(r, read_lua, 1, 1, rest, what, err)) == NULL)
+		return -1;
+	if (reply->type == REDIS_REPLY_NIL)
+		rc = 0;
+	else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[1]->type != REDIS_REPLY_INTEGER)
+		unexpected(what, k.lease, reply, err);
+	else if (!parse_lease_value(reply->element[0], instance, cap, token))
+		tor_err_set(err, "%s: %s: not \"<instance> <token>\"", what,
+		    k.lease);
+	else {
+		*ttl_ms = reply->element[1]->integer;
+		rc = 1;
+	}
+	freeReplyObject(reply);
+	return rc;
+}
+
+int
+tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t *token, tor_err *err)
+{
+	const char *argv[2];
+	struct lease_keys k;
+	redisReply *reply;
+	int rc = -1;
+
+	lease_keys(cfg, &k);
+	argv[0] = "INCR";
+	argv[1] = k.epoch;
+	if ((reply = tor_redis_command(r, 2, argv, NULL, err)) == NULL)
+		return tor_err_prefix(err, "lease next token: ");
+	/* Someone may have SET the key by hand to a negative number: a token
+	 * is never 0 or below. */
+	if (reply->type != REDIS_REPLY_INTEGER || reply->integer <= 0)
+		unexpected("lease next token", k.epoch, reply, err);
+	else {
+		*token = (uint64_t)reply->integer;
+		rc = 0;
+	}
+	freeReplyObject(reply);
+	return rc;
+}
+
+int
+tor_lease_break(struct tor_redis *r, const struct tor_config *cfg,
+    tor_err *err)
+{
+	const char *what = "lease break", *rest[2];
+	struct lease_keys k;
+	redisReply *reply;
+	int rc;
+
+	lease_keys(cfg, &k);
+	rest[0] = k.lease;
+	rest[1] = k.handoff;
+	if ((reply = eval(r, break_lua, 2, 2, rest, what, err)) == NULL)
+		return -1;
+	rc = reply->type == REDIS_REPLY_INTEGER ? 0 :
+	    unexpected(what, k.lease, reply, err);
+	freeReplyObject(reply);
+	return rc;
+}

@@ -1,0 +1,455 @@
+/*
+ * Unit tests of ha/lease.c against a real Redis (redis_server.h): who may
+ * take, keep and give up the lease, that tokens only grow, the hand-off
+ * wake-up, and that every operation says which server failed when Redis is
+ * down.
+ *
+ * Two replicas are two tor_redis handles with two configs that differ in
+ * cfg->instance, as on two machines.
+ */
+#include "redis_server.h"
+
+#include "tor/lease.h"
+
+struct pair {
+	struct server *s;
+	struct tor_config cfg_b;        /* s->cfg is replica A */
+	struct tor_redis *a, *b;
+	redisContext *c;                /* raw, to look without our code */
+};
+
+static int
+setup_pair(void **state)
+{
+	struct pair *p = calloc(1, sizeof(*p));
+
+	assert_non_null(p);
+	*state = p;
+	assert_int_equal(setup_server((void **)&p->s), 0);
+	p->cfg_b = p->s->cfg;
+	p->cfg_b.instance = (char *)"relay-b";
+	p->a = tor_redis_new(&p->s->cfg);
+	p->b = tor_redis_new(&p->cfg_b);
+	assert_non_null(p->a);
+	assert_non_null(p->b);
+	p->c = raw_connect(p->s);
+	return 0;
+}
+
+static int
+teardown_pair(void **state)
+{
+	struct pair *p = *state;
+
+	if (p->c != NULL)
+		redisFree(p->c);
+	tor_redis_free(p->a);
+	tor_redis_free(p->b);
+	if (p->s != NULL)
+		teardown_server((void **)&p->s);
+	free(p);
+	return 0;
+}
+
+/* A raw command whose reply is an integer (or nil, read as -100). */
+static long long
+raw_int(redisContext *c, const char *cmd)
+{
+	redisReply *reply = redisCommand(c, cmd);
+	long long v;
+
+	assert_non_null(reply);
+	if (reply->type == REDIS_REPLY_NIL)
+		v = -100;
+	else if (reply->type == REDIS_REPLY_STRING)
+		v = strtoll(reply->str, NULL, 10);
+	else {
+		assert_int_equal(reply->type, REDIS_REPLY_INTEGER);
+		v = reply->integer;
+	}
+	freeReplyObject(reply);
+	return v;
+}
+
+static void
+raw_lease_equals(redisContext *c, const char *want)
+{
+	redisReply *reply = redisCommand(c, "GET tor:{orders}:lease");
+
+	assert_non_null(reply);
+	if (want == NULL)
+		assert_int_equal(reply->type, REDIS_REPLY_NIL);
+	else {
+		assert_int_equal(reply->type, REDIS_REPLY_STRING);
+		assert_string_equal(reply->str, want);
+	}
+	freeReplyObject(reply);
+}
+
+static int
+acquire(struct tor_redis *r, const struct tor_config *cfg, uint64_t *token)
+{
+	tor_err err = { "" };
+	int rc = tor_lease_acquire(r, cfg, token, &err);
+
+	if (rc == -1)
+		fail_msg("acquire: %s", err.msg);
+	return rc;
+}
+
+static void
+test_acquire_renew(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, tb = 0;
+	tor_err err = { "" };
+	char want[64];
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t >= 1);
+	snprintf(want, sizeof(want), "relay-a %llu", (unsigned long long)t);
+	raw_lease_equals(p->c, want);
+	assert_true(raw_int(p->c, "GET tor:{orders}:epoch") == (long long)t);
+	assert_true(raw_int(p->c, "PTTL tor:{orders}:lease") > 2000);
+
+	/* B cannot take it, and spends no token trying. */
+	assert_int_equal(acquire(p->b, &p->cfg_b, &tb), 0);
+	assert_int_equal(acquire(p->a, a, &tb), 0);
+	assert_true(raw_int(p->c, "GET tor:{orders}:epoch") == (long long)t);
+	raw_lease_equals(p->c, want);
+
+	/* A renews: the ttl is lease_ms again. */
+	freeReplyObject(redisCommand(p->c, "PEXPIRE tor:{orders}:lease 500"));
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+	assert_true(raw_int(p->c, "PTTL tor:{orders}:lease") > 2000);
+
+	/* B with A's token, and A with another token, are not the holder. */
+	freeReplyObject(redisCommand(p->c, "PEXPIRE tor:{orders}:lease 5000"));
+	assert_int_equal(tor_lease_renew(p->b, &p->cfg_b, t, &err), 0);
+	assert_int_equal(tor_lease_renew(p->a, a, t + 1, &err), 0);
+	assert_int_equal(tor_lease_renew(p->a, a, t - 1, &err), 0);
+	/* Their failed renews did not touch the ttl. */
+	assert_true(raw_int(p->c, "PTTL tor:{orders}:lease") > 4000);
+	raw_lease_equals(p->c, want);
+}
+
+static void
+test_expiry(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, t2 = 0;
+	tor_err err = { "" };
+	char want[64];
+
+	a->ha.lease_ms = 200;
+	p->cfg_b.ha.lease_ms = 200;
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &t2), 0);
+	sleep_ms(300);
+
+	/* A stopped renewing (paused, partitioned): B takes over with the
+	 * next token, and A's renew now fails. */
+	assert_int_equal(acquire(p->b, &p->cfg_b, &t2), 1);
+	assert_true(t2 == t + 1);
+	snprintf(want, sizeof(want), "relay-b %llu", (unsigned long long)t2);
+	raw_lease_equals(p->c, want);
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 0);
+	/* Nor can A release B's lease. */
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 0);
+	raw_lease_equals(p->c, want);
+}
+
+static void
+test_release(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, tb = 0;
+	tor_err err = { "" };
+	char want[64];
+	int i;
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	snprintf(want, sizeof(want), "relay-a %llu", (unsigned long long)t);
+
+	/* Not the holder: the lease stays. */
+	assert_int_equal(tor_lease_release(p->b, &p->cfg_b, t, &err), 0);
+	assert_int_equal(tor_lease_release(p->a, a, t + 1, &err), 0);
+	raw_lease_equals(p->c, want);
+
+	/* The holder: deleted, wake-up pushed, and B can take over at once. */
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:handoff"));
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	raw_lease_equals(p->c, NULL);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") >= 1);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &tb), 1);
+	assert_true(tb == t + 1);
+
+	/* A leader that flaps cannot grow the list. */
+	for (i = 0; i < 30; i++)
+		assert_int_equal(tor_lease_release(p->a, a, t, &err), 0);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") <= 8);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") >= 1);
+}
+
+static void
+test_wait_handoff(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0;
+	tor_err err = { "" };
+	int64_t t0, elapsed;
+
+	/* A wake-up is there: no wait. */
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	t0 = now_ms();
+	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 1000, &err),
+	    1);
+	elapsed = now_ms() - t0;
+	assert_true(elapsed < 200);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 0);
+
+	/* None: back after about the timeout, not before, not forever. */
+	t0 = now_ms();
+	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 200, &err), 0);
+	elapsed = now_ms() - t0;
+	if (elapsed < 150 || elapsed > 1000)
+		fail_msg("waited %lld ms for a 200 ms timeout",
+		    (long long)elapsed);
+
+	/* 0 means "as short as possible", never BLPOP's "forever". */
+	t0 = now_ms();
+	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 0, &err), 0);
+	assert_true(now_ms() - t0 < 500);
+
+	/* A break wakes a waiter too. */
+	assert_int_equal(tor_lease_break(p->a, a, &err), 0);
+	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 1000, &err),
+	    1);
+}
+
+static void
+test_read(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, rt = 0;
+	int64_t ttl = 0;
+	tor_err err = { "" };
+	char inst[64];
+
+	assert_int_equal(tor_lease_read(p->b, &p->cfg_b, inst, sizeof(inst),
+	    &rt, &ttl, &err), 0);
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	memset(inst, 'x', sizeof(inst));
+	assert_int_equal(tor_lease_read(p->b, &p->cfg_b, inst, sizeof(inst),
+	    &rt, &ttl, &err), 1);
+	assert_string_equal(inst, "relay-a");
+	assert_true(rt == t);
+	assert_true(ttl > 2000 && ttl <= 3000);
+
+	/* An instance name with a space: split at the last one. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s",
+	    "web 1 42"));
+	assert_int_equal(tor_lease_read(p->b, &p->cfg_b, inst, sizeof(inst),
+	    &rt, &ttl, &err), 1);
+	assert_string_equal(inst, "web 1");
+	assert_true(rt == 42);
+	/* No expiry (set by hand): ttl -1, as PTTL says. */
+	assert_true(ttl == -1);
+}
+
+static void
+test_read_bad_values(void **state)
+{
+	struct pair *p = *state;
+	const char *bad[] = { "relay-a", "relay-a x", "relay-a -1", "relay-a ",
+	    " 5", "relay-a 0", "relay-a 18446744073709551616" };
+	uint64_t rt;
+	int64_t ttl;
+	tor_err err = { "" };
+	char inst[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s",
+		    bad[i]));
+		if (tor_lease_read(p->b, &p->cfg_b, inst, sizeof(inst), &rt,
+		    &ttl, &err) != -1)
+			fail_msg("'%s' read as a lease", bad[i]);
+		assert_string_equal(err.msg, "lease read: tor:{orders}:lease: "
+		    "not \"<instance> <token>\"");
+	}
+
+	/* Wrong types: Redis's own error, said for which operation. */
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease"));
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:lease a b"));
+	assert_int_equal(tor_lease_read(p->b, &p->cfg_b, inst, sizeof(inst),
+	    &rt, &ttl, &err), -1);
+	assert_non_null(strstr(err.msg, "lease read: redis 127.0.0.1:"));
+	assert_non_null(strstr(err.msg, "WRONGTYPE"));
+	assert_int_equal(tor_lease_renew(p->b, &p->cfg_b, 1, &err), -1);
+	assert_non_null(strstr(err.msg, "WRONGTYPE"));
+
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch nope"));
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, &rt, &err), -1);
+	assert_non_null(strstr(err.msg, "lease next token: redis 127.0.0.1:"));
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch -3"));
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, &rt, &err), -1);
+	assert_string_equal(err.msg, "lease next token: tor:{orders}:epoch: "
+	    "unexpected integer reply");
+}
+
+static void
+test_acquire_failed_incr(void **state)
+{
+	struct pair *p = *state;
+	uint64_t t = 0;
+	tor_err err = { "" };
+
+	/* INCR fails half-way through the script: the error comes back and
+	 * no 'pending' lease is left to block everyone for lease_ms. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch nope"));
+	assert_int_equal(tor_lease_acquire(p->a, &p->s->cfg, &t, &err), -1);
+	assert_non_null(strstr(err.msg, "lease acquire: redis 127.0.0.1:"));
+	raw_lease_equals(p->c, NULL);
+
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch 41"));
+	assert_int_equal(acquire(p->a, &p->s->cfg, &t), 1);
+	assert_true(t == 42);
+}
+
+static void
+test_tokens_grow(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0, prev = 0;
+	tor_err err = { "" };
+	int i;
+
+	for (i = 0; i < 5; i++) {
+		assert_int_equal(tor_lease_next_token(p->a, a, &n, &err), 0);
+		assert_true(n == prev + 1);
+		prev = n;
+	}
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == n + 1);
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, &n, &err), 0);
+	assert_true(n == t + 1);
+
+	/* Beyond a double's 53 bits the token is still exact. */
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease"));
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s",
+	    "9007199254740993"));
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 9007199254740994ULL);
+	raw_lease_equals(p->c, "relay-a 9007199254740994");
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+}
+
+static void
+test_break(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, tb = 0;
+	tor_err err = { "" };
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_int_equal(tor_lease_break(p->b, &p->cfg_b, &err), 0);
+	raw_lease_equals(p->c, NULL);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 1);
+	/* The old leader finds out at its next renew. */
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 0);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &tb), 1);
+	assert_true(tb == t + 1);
+	/* Breaking a free lease is fine, and still trimmed. */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(tor_lease_break(p->b, &p->cfg_b, &err), 0);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 8);
+}
+
+/* Every operation fails with -1 and names the server and the operation. */
+static void
+test_redis_down(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0;
+	int64_t ttl;
+	tor_err err;
+	char inst[64], want[128];
+	int rc, i;
+
+	server_stop(p->s, SIGKILL);
+	snprintf(want, sizeof(want), "redis 127.0.0.1:%d", p->s->port);
+	for (i = 0; i < 7; i++) {
+		const char *op;
+
+		memset(&err, 0, sizeof(err));
+		switch (i) {
+		case 0:
+			op = "lease acquire: ";
+			rc = tor_lease_acquire(p->a, a, &t, &err);
+			break;
+		case 1:
+			op = "lease renew: ";
+			rc = tor_lease_renew(p->a, a, 1, &err);
+			break;
+		case 2:
+			op = "lease release: ";
+			rc = tor_lease_release(p->a, a, 1, &err);
+			break;
+		case 3:
+			op = "lease wait handoff: ";
+			rc = tor_lease_wait_handoff(p->a, a, 100, &err);
+			break;
+		case 4:
+			op = "lease read: ";
+			rc = tor_lease_read(p->a, a, inst, sizeof(inst), &t,
+			    &ttl, &err);
+			break;
+		case 5:
+			op = "lease next token: ";
+			rc = tor_lease_next_token(p->a, a, &t, &err);
+			break;
+		default:
+			op = "lease break: ";
+			rc = tor_lease_break(p->a, a, &err);
+			break;
+		}
+		if (rc != -1)
+			fail_msg("%s returned %d with Redis down", op, rc);
+		assert_memory_equal(err.msg, op, strlen(op));
+		if (strstr(err.msg, want) == NULL)
+			fail_msg("'%s' does not name %s", err.msg, want);
+	}
+}
+
+int
+main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup_pair, teardown_pair)
+	const struct CMUnitTest tests[] = {
+		T(test_acquire_renew),
+		T(test_expiry),
+		T(test_release),
+		T(test_wait_handoff),
+		T(test_read),
+		T(test_read_bad_values),
+		T(test_acquire_failed_incr),
+		T(test_tokens_grow),
+		T(test_break),
+		T(test_redis_down),
+	};
+#undef T
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
