@@ -113,8 +113,6 @@ static const struct {
 	"the checkpoint MAC is not built yet; checkpoints are not signed"
 #define NOTE_HTTP "http.listen: the HTTP endpoint (/healthz, /readyz, " \
 	"/metrics) is not built yet"
-#define NOTE_HA "ha.lease_ms, ha.renew_ms, ha.retry_ms: single replica; " \
-	"the lease comes with HA"
 
 static int
 fail(struct loader *ld, const config_setting_t *s, const char *key,
@@ -1354,7 +1352,6 @@ collect_notes(struct tor_config *cfg)
 		cfg->not_built[n++] = NOTE_CHECKPOINT_KEY;
 	if (cfg->http.listen[0] != '\0')
 		cfg->not_built[n++] = NOTE_HTTP;
-	cfg->not_built[n++] = NOTE_HA;
 	cfg->not_built[n] = NULL;
 }
 

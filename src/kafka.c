@@ -671,6 +671,16 @@ tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	return sink_check_fatal(sink, err);
 }
 
+void
+tor_sink_purge(struct tor_sink *sink)
+{
+	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE |
+	    RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+	/* The purged messages' reports (errors) are served now, so the
+	 * caller's accounting sees them gone. */
+	rd_kafka_poll(sink->rk, 0);
+}
+
 int
 tor_sink_fd(const struct tor_sink *sink)
 {

@@ -25,6 +25,7 @@
 #include "tor/binlog.h"
 #include "tor/binlog_decode.h"
 #include "tor/checkpoint.h"
+#include "tor/elector.h"
 #include "tor/kafka.h"
 #include "tor/log.h"
 #include "tor/outbox.h"
@@ -37,6 +38,12 @@
 #define STOP_GRACE_MS 10000
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
+
+/* How a leadership session ends, beside -1 (a fatal error). */
+enum {
+	RUN_STOPPED = 1,        /* a stop was requested: finish, hand over */
+	RUN_LOST = 2,           /* the leadership is gone: drop everything */
+};
 
 /* The latest table map of one outbox table. */
 struct table_slot {
@@ -51,6 +58,8 @@ struct table_slot {
 struct relay {
 	const struct tor_config *cfg;
 	volatile sig_atomic_t *stop;
+	struct tor_elector *elector;
+	bool lost;                      /* a write was refused: not leading */
 	struct tor_binlog *binlog;
 	struct tor_outbox *outbox;
 	struct tor_sink *sink;
@@ -111,11 +120,21 @@ stop_overdue(struct relay *r)
 	return stop_requested(r) && mono_ms() > r->stop_deadline_ms;
 }
 
+/* Whether this replica may still publish: it leads, its local deadline has
+ * not passed, and no write of it was refused. */
+static bool
+leading(struct relay *r)
+{
+	return !r->lost && tor_elector_may_publish(r->elector);
+}
+
 static void
 on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 {
 	struct relay *r = ctx;
 
+	if (r->progress == NULL)
+		return;         /* a report outliving its leadership session */
 	if (err != 0) {
 		/* The transaction stays unacknowledged: the checkpoint never
 		 * passes it, and a restart publishes it again. */
@@ -133,9 +152,22 @@ write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
 {
 	struct tor_checkpoint cp = { .pos = *pos, .epoch = r->epoch };
 	char text[sizeof(pos->file) + 32];
+	int rc;
 
-	if (tor_checkpoint_store_fenced(r->redis, r->cfg, &cp, err) < 0)
+	if (r->lost)
+		return tor_err_set(err, "not leading any more");
+	rc = tor_checkpoint_store_fenced(r->redis, r->cfg, &cp, err);
+	if (rc < 0)
 		return -1;
+	if (rc == TOR_CHECKPOINT_REFUSED) {
+		/* A successor holds the lease, or an operator moved the
+		 * checkpoint: this replica must not publish another message. */
+		r->lost = true;
+		tor_elector_resign(r->elector, "checkpoint write refused: the "
+		    "lease or the checkpoint belongs to a newer token");
+		return tor_err_set(err, "checkpoint write refused (token %"
+		    PRIu64 ")", r->epoch);
+	}
 	r->last_checkpoint_ms = mono_ms();
 	tor_position_format(pos, text, sizeof(text));
 	log_debug("checkpoint", "checkpoint at %s gtid=%s", text, pos->gtid);
@@ -185,7 +217,11 @@ produce(struct relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, tor_err *err)
 {
 	for (;;) {
-		int rc = tor_sink_produce(r->sink, msg, r->txn_seq, err);
+		int rc;
+
+		if (!leading(r))
+			return RUN_LOST;
+		rc = tor_sink_produce(r->sink, msg, r->txn_seq, err);
 
 		switch (rc) {
 		case TOR_SINK_OK:
@@ -373,11 +409,11 @@ on_rows(struct relay *r, const struct tor_event *ev, tor_err *err)
 			r->rows_skipped++;
 			continue;
 		}
-		if ((rc = produce(r, &msg, &origin, err)) < 0)
+		if ((rc = produce(r, &msg, &origin, err)) != 0)
 			break;
 	}
 	tor_rows_free(&rows);
-	return rc < 0 ? -1 : 0;
+	return rc < 0 ? -1 : rc == RUN_LOST ? RUN_LOST : 0;
 }
 
 static void
@@ -513,7 +549,8 @@ on_event(struct relay *r, const uint8_t *raw, size_t len, tor_err *err)
 
 /* After a failed attempt at `what`: logs err, waits *backoff ms while
  * serving acknowledgements, and doubles *backoff up to its cap.  Returns 0 to
- * try again, 1 when a stop came meanwhile, -1 on a fatal error (in err). */
+ * try again, RUN_STOPPED or RUN_LOST when that came meanwhile, -1 on a fatal
+ * error (in err). */
 static int
 retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 {
@@ -522,7 +559,9 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 	log_warn(what, "%s; retrying in %d ms", err->msg, *backoff);
 	while (mono_ms() < until) {
 		if (stop_requested(r))
-			return 1;
+			return RUN_STOPPED;
+		if (!leading(r))
+			return RUN_LOST;
 		if (serve(r, 100, err) < 0)
 			return -1;
 	}
@@ -532,8 +571,7 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 }
 
 /* (Re)opens the stream at the end of the last transaction read, retrying
- * with capped backoff.  Returns 0 when streaming, 1 when a stop came first,
- * -1 on a fatal error. */
+ * with capped backoff.  Returns 0 when streaming, else as retry_later. */
 static int
 open_stream(struct relay *r, tor_err *err)
 {
@@ -563,8 +601,13 @@ wait_for_work(struct relay *r, tor_err *err)
 	    mono_ms();
 	int timeout = 1000;
 
+	int64_t deadline = tor_elector_deadline(r->elector) - mono_ms();
+
 	if (r->checkpoint_dirty || tor_progress_moved(r->progress))
 		timeout = due < 0 ? 0 : due > 1000 ? 1000 : (int)due;
+	/* Wake at the leadership deadline to drop what is in flight. */
+	if (deadline < timeout)
+		timeout = deadline < 0 ? 0 : (int)deadline;
 
 	if (poll(fds, 2, timeout) < 0 && errno != EINTR)
 		return tor_err_set(err, "poll: %s", strerror(errno));
@@ -579,10 +622,12 @@ stream_loop(struct relay *r, tor_err *err)
 	int rc;
 
 	if ((rc = open_stream(r, err)) != 0)
-		return rc < 0 ? -1 : 0;
+		return rc;
 	for (;;) {
+		if (!leading(r))
+			return RUN_LOST;
 		if (!r->in_txn && stop_requested(r))
-			return 0;
+			return RUN_STOPPED;
 		if (stop_overdue(r))
 			return tor_err_set(err, "stopping: the transaction in "
 			    "progress did not finish within %d ms",
@@ -601,7 +646,7 @@ stream_loop(struct relay *r, tor_err *err)
 				r->in_txn = false;
 			}
 			if ((rc = open_stream(r, err)) != 0)
-				return rc < 0 ? -1 : 0;
+				return rc;
 			continue;
 		}
 		if (rc == TOR_BINLOG_NONE) {
@@ -611,36 +656,11 @@ stream_loop(struct relay *r, tor_err *err)
 				return -1;
 			continue;
 		}
-		if (on_event(r, raw, len, err) < 0)
-			return -1;
+		if ((rc = on_event(r, raw, len, err)) != 0)
+			return rc;
 		if (serve(r, 0, err) < 0)
 			return -1;
 	}
-}
-
-/* The fencing token of this run: the group's epoch counter only grows. */
-static int
-take_epoch(struct relay *r, tor_err *err)
-{
-	char key[512];
-	const char *argv[2] = { "INCR", key };
-	size_t argvlen[2];
-	redisReply *reply;
-
-	tor_redis_key(r->cfg, "epoch", key, sizeof(key));
-	argvlen[0] = 4;
-	argvlen[1] = strlen(key);
-	reply = tor_redis_command(r->redis, 2, argv, argvlen, err);
-	if (reply == NULL)
-		return -1;
-	if (reply->type != REDIS_REPLY_INTEGER) {
-		freeReplyObject(reply);
-		return tor_err_set(err, "redis: INCR %s: not an integer", key);
-	}
-	r->epoch = (uint64_t)reply->integer;
-	freeReplyObject(reply);
-	tor_log_set_token(r->epoch);
-	return 0;
 }
 
 /* Connects Redis and MySQL, retrying while they are unreachable, and works
@@ -655,11 +675,12 @@ find_start(struct relay *r, tor_err *err)
 
 	/* Unreachable services are waited for; a bad checkpoint or a
 	 * misconfigured server is not going to mend itself. */
-	while (take_epoch(r, err) < 0)
+	while (tor_checkpoint_load(r->redis, r->cfg, &cp, &found, err) < 0) {
+		if (strstr(err->msg, "redis ") != err->msg)
+			return -1;      /* malformed: never used */
 		if ((rc = retry_later(r, "redis", &backoff, err)) != 0)
 			return rc;
-	if (tor_checkpoint_load(r->redis, r->cfg, &cp, &found, err) < 0)
-		return -1;
+	}
 	backoff = RECONNECT_MIN_MS;
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
@@ -687,18 +708,19 @@ find_start(struct relay *r, tor_err *err)
 	return 0;
 }
 
+/* Frees what one leadership session built. */
 static void
-relay_free(struct relay *r)
+session_free(struct relay *r)
 {
 	if (r->slots != NULL)
 		for (size_t i = 0; i < r->cfg->outbox.n_tables; i++)
 			slot_clear(&r->slots[i]);
 	free(r->slots);
-	tor_sink_free(r->sink);
+	r->slots = NULL;
 	tor_binlog_free(r->binlog);
-	tor_outbox_free(r->outbox);
-	tor_redis_free(r->redis);
+	r->binlog = NULL;
 	tor_progress_free(r->progress);
+	r->progress = NULL;
 }
 
 /* Waits for Kafka to acknowledge what is queued, then writes the checkpoint
@@ -726,44 +748,131 @@ finish(struct relay *r)
 	    r->rows_updated, r->rows_deleted);
 }
 
+/*
+ * One leadership session: from the lease won to the lease given up.  It
+ * reads from the checkpoint the previous leader left and publishes under this
+ * token until a stop (finish, then hand over), a loss (drop what is in
+ * flight: a successor may already publish) or a fatal error.
+ */
+static int
+lead(struct relay *r, tor_err *err)
+{
+	int rc;
+
+	r->epoch = tor_elector_token(r->elector);
+	r->lost = false;
+	r->in_txn = r->standalone = r->has_gtid = false;
+	r->skip_rows = r->txn_rows = 0;
+	r->checkpoint_dirty = r->delivery_failed = false;
+	r->stop_deadline_ms = 0;
+	r->rows_published = r->rows_skipped = r->rows_updated =
+	    r->rows_deleted = 0;
+	r->file[0] = '\0';
+	log_info("relay", "leading with token %" PRIu64, r->epoch);
+
+	r->binlog = tor_binlog_new(r->cfg);
+	r->slots = calloc(r->cfg->outbox.n_tables, sizeof(*r->slots));
+	if (r->binlog == NULL || r->slots == NULL) {
+		rc = tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if ((rc = find_start(r, err)) != 0)
+		goto out;
+	if ((r->progress = tor_progress_new(&r->read_pos)) == NULL) {
+		rc = tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err) < 0) {
+		rc = -1;
+		goto out;
+	}
+	r->last_checkpoint_ms = mono_ms();
+	rc = stream_loop(r, err);
+out:
+	if (rc == RUN_LOST) {
+		/* Not ours to publish any more: nothing queued may go out. */
+		log_warn("relay", "lost the leadership: dropping %d messages "
+		    "in flight, no checkpoint written", tor_sink_in_flight(r->sink));
+		tor_sink_purge(r->sink);
+	} else if (rc < 0) {
+		log_error("relay", "halting: %s", err->msg);
+		if (r->progress != NULL && leading(r))
+			finish(r);
+	} else if (r->progress != NULL) {
+		finish(r);
+	}
+	session_free(r);
+	return rc;
+}
+
+/* Sleeps until this replica leads, or a stop comes (false). */
+static bool
+await_leadership(struct relay *r)
+{
+	const struct timespec tick = { 0, 2 * 1000 * 1000 };
+
+	while (tor_elector_state(r->elector) != TOR_LEADER) {
+		if (*r->stop)
+			return false;
+		nanosleep(&tick, NULL);
+	}
+	return true;
+}
+
 int
 tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
 	struct relay r = { .cfg = cfg, .stop = stop };
+	tor_err release_err;
 	int rc = -1;
 
 	r.redis = tor_redis_new(cfg);
-	r.binlog = tor_binlog_new(cfg);
-	r.slots = calloc(cfg->outbox.n_tables, sizeof(*r.slots));
-	if (r.redis == NULL || r.binlog == NULL || r.slots == NULL) {
+	if (r.redis == NULL) {
 		tor_err_set(err, "out of memory");
 		goto out;
 	}
 	if ((r.outbox = tor_outbox_new(cfg, err)) == NULL)
 		goto out;
-	if ((r.sink = tor_sink_new(cfg, on_ack, &r, err)) == NULL)
+	if ((r.elector = tor_elector_new_redis(cfg, err)) == NULL)
 		goto out;
-	rc = find_start(&r, err);
-	if (rc != 0) {
-		rc = rc > 0 ? 0 : -1;
+	if (tor_elector_start(r.elector, err) < 0)
 		goto out;
+	for (;;) {
+		/* A producer made while following is ready the moment the
+		 * lease is won; a fresh one per leadership, so nothing of a
+		 * lost leadership can leak into the next. */
+		if (r.sink == NULL &&
+		    (r.sink = tor_sink_new(cfg, on_ack, &r, err)) == NULL) {
+			rc = -1;
+			break;
+		}
+		if (!await_leadership(&r)) {
+			rc = 0;
+			break;
+		}
+		rc = lead(&r, err);
+		tor_sink_free(r.sink);
+		r.sink = NULL;
+		if (rc != RUN_LOST)
+			break;
+		tor_elector_relay_stopped(r.elector);
 	}
-	if ((r.progress = tor_progress_new(&r.read_pos)) == NULL) {
-		rc = tor_err_set(err, "out of memory");
-		goto out;
+	if (rc == RUN_STOPPED || rc < 0) {
+		if (tor_elector_release(r.elector, &release_err) < 0)
+			log_warn("elector", "lease not released (it expires by "
+			    "itself): %s", release_err.msg);
 	}
-	if (tor_sink_create_topics(r.sink, cfg->mysql.connect_timeout_ms,
-	    err) < 0) {
-		rc = -1;
-		goto out;
-	}
-	r.last_checkpoint_ms = mono_ms();
-	rc = stream_loop(&r, err);
-	if (rc < 0)
-		log_error("relay", "halting: %s", err->msg);
-	finish(&r);
+	if (rc == RUN_STOPPED)
+		rc = 0;
 out:
-	relay_free(&r);
+	if (r.elector != NULL) {
+		tor_elector_stop(r.elector);
+		tor_elector_free(r.elector);
+	}
+	tor_sink_free(r.sink);
+	tor_outbox_free(r.outbox);
+	tor_redis_free(r.redis);
 	return rc;
 }

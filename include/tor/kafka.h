@@ -69,6 +69,12 @@ int tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err);
  * serving delivery reports; -1 when some remain or on a fatal error. */
 int tor_sink_flush(struct tor_sink *sink, int timeout_ms, tor_err *err);
 
+/* Drops every message not yet acknowledged, at once: a replica that lost its
+ * leadership must not publish what it had queued.  Their acks come with a
+ * purge error.  A message already on the wire may still land: the fences
+ * (Kafka's producer epoch, the checkpoint token) bound what that can do. */
+void tor_sink_purge(struct tor_sink *sink);
+
 /* Readable (poll) when delivery reports wait for tor_sink_poll. */
 int tor_sink_fd(const struct tor_sink *sink);
 

@@ -186,9 +186,9 @@ test_minimal_defaults(void **state)
 	assert_int_equal(cfg.log.level, TOR_LOG_INFO);
 	assert_int_equal(cfg.log.format, TOR_LOG_LOGFMT);
 
-	/* The defaulted HTTP endpoint and HA are noted; the rest is built. */
+	/* The defaulted HTTP endpoint is noted; the rest is built. */
 	assert_true(has_note(&cfg, "http.listen"));
-	assert_true(has_note(&cfg, "ha."));
+	assert_false(has_note(&cfg, "ha."));
 	assert_false(has_note(&cfg, "kafka.mode"));
 	assert_false(has_note(&cfg, "redis.sentinel"));
 	assert_false(has_note(&cfg, "checkpoint."));
@@ -531,7 +531,7 @@ test_not_in_effect_transactional(void **state)
 	    "transactional (exactly-once) publishing is not built yet");
 	assert_true(has_note(&cfg, "redis.sentinel"));
 	assert_false(has_note(&cfg, "http.listen"));
-	assert_true(has_note(&cfg, "ha."));
+	assert_false(has_note(&cfg, "ha."));
 	tor_config_free(&cfg);
 	tmp_close(&d);
 }
