@@ -1,0 +1,281 @@
+"""The operator's commands: tor status, tor checkpoint show, tor checkpoint
+set (DESIGN.md §7), against the real local stack.
+
+Output is one "key: value" line per fact; exit codes are 0 (a leader, a
+checkpoint, a move done), 1 (none, or a refused position), 2 (Redis or MySQL
+could not be asked).  A checkpoint to look at comes from a real run: a tor
+relays one row, is stopped with SIGTERM and writes its final checkpoint.
+
+test_status_shows_the_leader and test_checkpoint_set_makes_the_leader_step_down
+need the HA relay (a replica that takes the lease); until it lands, `tor -c`
+does not take the lease and they fail.
+"""
+
+import secrets
+import time
+
+import harness
+from harness import Tor, insert_events, wait_for
+
+TABLE = "shop.ob_cli"
+
+
+def facts(text):
+    """The "key: value" lines of a command's output as a dict."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key] = value
+    return out
+
+
+def cli(stack, cfg, *args):
+    return harness.tor_cli(list(args), cfg=cfg, stack=stack)
+
+
+def checkpoint_hash(stack, group):
+    h = stack.redis().hgetall("tor:{%s}:checkpoint" % group)
+    return {k.decode(): v.decode() for k, v in h.items()}
+
+
+def outbox_overrides(topic_base):
+    return {
+        "outbox": {
+            "tables": [{"table": TABLE,
+                        "columns": {"id": "id", "key": "aggregate_id",
+                                    "type": "aggregate_type",
+                                    "payload": "payload"}}],
+            "routes": [{"match": "^order$", "topic": topic_base + ".order"}],
+        },
+    }
+
+
+def finished_run(stack):
+    """Runs a tor over shop.ob_cli until it relayed one row, stops it with
+    SIGTERM; returns it (its config names the group with the checkpoint)."""
+    stack.sql("DROP TABLE IF EXISTS %s" % TABLE)
+    stack.sql(harness.outbox_ddl(TABLE))
+    topic_base = "cli_" + secrets.token_hex(3)
+    tor = Tor(stack, outbox_overrides(topic_base)).start()
+    tor.wait_log("starting at", timeout=30)
+    insert_events(stack, [("order", "k1", b'{"n": 0}')], table=TABLE)
+    wait_for(stack.brokers, topic_base + ".order", 1, timeout=60)
+    assert tor.stop() == 0, tor.log_tail()
+    return tor
+
+
+def test_status_without_a_leader_or_checkpoint(stack):
+    cfg = harness.base_config(stack)
+    p = cli(stack, cfg, "status")
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    f = facts(p.stdout)
+    assert f["group"] == harness.config_group(cfg), p.stdout
+    assert f["leader"] == "none", p.stdout
+    assert f["checkpoint"] == "none", p.stdout
+    p = cli(stack, cfg, "checkpoint", "show")
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert facts(p.stdout) == {"checkpoint": "none"}, p.stdout
+
+
+def test_status_and_show_after_a_finished_run(stack):
+    tor = finished_run(stack)
+    file_, pos = stack.binlog_position()
+    cp = checkpoint_hash(stack, tor.group)
+    p = cli(stack, tor.cfg_text, "status")
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    f = facts(p.stdout)
+    assert f["leader"] == "none", p.stdout
+    assert f["checkpoint"] == "%s:%d" % (file_, pos), (p.stdout, file_, pos)
+    assert f["checkpoint_gtid"] == (cp["gtid"] or "none"), (p.stdout, cp)
+    assert f["checkpoint_token"] == cp["epoch"], (p.stdout, cp)
+    assert 0 <= int(f["checkpoint_age_ms"]) < 120000, p.stdout
+    p = cli(stack, tor.cfg_text, "checkpoint", "show")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    g = facts(p.stdout)
+    assert set(g) == {"checkpoint", "checkpoint_gtid", "checkpoint_token",
+                      "checkpoint_age_ms"}, p.stdout
+    for k in ("checkpoint", "checkpoint_gtid", "checkpoint_token"):
+        assert g[k] == f[k], (k, p.stdout, f)
+
+
+def test_checkpoint_set_to_a_file_position(stack):
+    tor = finished_run(stack)
+    old = checkpoint_hash(stack, tor.group)
+    file_, _ = stack.binlog_position()
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", "%s:4" % file_)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    f = facts(p.stdout)
+    assert f["checkpoint"] == "%s:4" % file_, p.stdout
+    assert f["leader"] == "asked to step down", p.stdout
+    new = checkpoint_hash(stack, tor.group)
+    assert new["file"] == file_ and new["pos"] == "4", new
+    assert new["gtid"] == "", new
+    assert int(new["epoch"]) > int(old["epoch"]), (old, new)
+    assert f["checkpoint_token"] == new["epoch"], (p.stdout, new)
+    p = cli(stack, tor.cfg_text, "checkpoint", "show")
+    assert p.returncode == 0 and facts(p.stdout)["checkpoint"] == \
+        "%s:4" % file_, (p.returncode, p.stdout, p.stderr)
+
+
+def test_checkpoint_set_to_end_and_to_a_gtid(stack):
+    tor = finished_run(stack)
+    old = checkpoint_hash(stack, tor.group)
+    insert_events(stack, [("order", "k2", b'{"n": 1}')], table=TABLE)
+    file_, pos = stack.binlog_position()
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", "end")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    assert facts(p.stdout)["checkpoint"] == "%s:%d" % (file_, pos), p.stdout
+    at_end = checkpoint_hash(stack, tor.group)
+    assert (at_end["file"], int(at_end["pos"])) == (file_, pos), at_end
+    assert int(at_end["epoch"]) > int(old["epoch"]), (old, at_end)
+
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", "0-1-5,1-2-9")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    f = facts(p.stdout)
+    assert f["checkpoint"] == "0-1-5,1-2-9", p.stdout
+    assert "note" in f and "GTID" in f["note"], p.stdout
+    by_gtid = checkpoint_hash(stack, tor.group)
+    assert by_gtid["file"] == "" and by_gtid["gtid"] == "0-1-5,1-2-9", \
+        by_gtid
+    assert int(by_gtid["epoch"]) > int(at_end["epoch"]), (at_end, by_gtid)
+
+
+def purge_to(stack, new_file, gone, timeout=10):
+    """PURGE BINARY LOGS TO new_file until the server lists `gone` no more:
+    it keeps a file that a binlog dump thread still reads, and the dump
+    thread of a tor that just stopped may not have noticed yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.sql("PURGE BINARY LOGS TO '%s'" % new_file)
+        files = [r[0] for r in stack.sql("SHOW BINARY LOGS")]
+        if gone not in files:
+            return
+        assert time.monotonic() < deadline, ("not purged", gone, files)
+        time.sleep(0.2)
+
+
+def test_checkpoint_set_refuses_a_purged_file(stack):
+    tor = finished_run(stack)
+    old_file, _ = stack.binlog_position()
+    before = checkpoint_hash(stack, tor.group)
+    stack.sql("FLUSH BINARY LOGS")
+    purge_to(stack, stack.binlog_position()[0], old_file)
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to",
+            "%s:4" % old_file)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "binlog file %s is no longer on the server" % old_file in \
+        p.stderr, p.stderr
+    assert checkpoint_hash(stack, tor.group) == before
+
+
+def test_checkpoint_set_refuses_a_bad_position(stack):
+    tor = finished_run(stack)
+    before = checkpoint_hash(stack, tor.group)
+    file_, pos = stack.binlog_position()
+    for to, says in [("garbage", "bad position 'garbage'"),
+                     ("%s:3" % file_, "at least 4"),
+                     ("0-1-5,0-2-6", "two GTIDs for domain 0"),
+                     ("%s:%d" % (file_, pos + 1000), "beyond the end")]:
+        p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", to)
+        assert p.returncode == 1, (to, p.returncode, p.stdout, p.stderr)
+        assert says in p.stderr, (to, p.stderr)
+        assert p.stdout == "", (to, p.stdout)
+    assert checkpoint_hash(stack, tor.group) == before
+
+
+def test_status_reports_an_invalid_checkpoint(stack):
+    cfg = harness.base_config(stack)
+    group = harness.config_group(cfg)
+    stack.redis().hset("tor:{%s}:checkpoint" % group,
+                       mapping={"file": "mariadb-bin.000001", "pos": "x"})
+    p = cli(stack, cfg, "status")
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    f = facts(p.stdout)
+    assert f["leader"] == "none", p.stdout
+    assert f["checkpoint"] == \
+        "invalid (checkpoint field 'pos': not a number ('x'))", p.stdout
+    p = cli(stack, cfg, "checkpoint", "show")
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert facts(p.stdout)["checkpoint"].startswith("invalid ("), p.stdout
+
+
+def test_redis_down_exits_2(stack):
+    cfg = harness.base_config(stack)
+    stack.stop("redis")
+    expect = "tor: redis 127.0.0.1:%d: " % stack.redis_port
+    for args in (["status"], ["checkpoint", "show"],
+                 ["checkpoint", "set", "--to", "0-1-5"]):
+        p = cli(stack, cfg, *args)
+        assert p.returncode == 2, (args, p.returncode, p.stdout, p.stderr)
+        assert expect in p.stderr, (args, p.stderr)
+        assert p.stdout == "", (args, p.stdout)
+
+
+def test_mysql_down_set_exits_2(stack):
+    tor = finished_run(stack)
+    before = checkpoint_hash(stack, tor.group)
+    file_, _ = stack.binlog_position()
+    stack.stop("mariadb")
+    for to in ("%s:4" % file_, "end"):
+        p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", to)
+        assert p.returncode == 2, (to, p.returncode, p.stdout, p.stderr)
+        assert "tor: mysql 127.0.0.1:%d: " % stack.mysql_port in p.stderr, \
+            (to, p.stderr)
+        assert p.stdout == "", (to, p.stdout)
+    assert checkpoint_hash(stack, tor.group) == before
+
+
+def status_until(stack, cfg, want_rc, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        p = cli(stack, cfg, "status")
+        if p.returncode == want_rc or time.monotonic() > deadline:
+            return p
+        time.sleep(0.2)
+
+
+def test_status_shows_the_leader(stack):
+    """Needs the HA relay: a running replica holds the lease."""
+    tor = Tor(stack).start()
+    p = status_until(stack, tor.cfg_text, 0)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr,
+                               tor.log_tail())
+    f = facts(p.stdout)
+    assert f["leader"] == tor.name == "r1", p.stdout
+    assert int(f["token"]) >= 1, p.stdout
+    assert 0 < int(f["lease_ms_left"]) <= 3000, p.stdout
+    assert tor.stop() == 0, tor.log_tail()
+    p = cli(stack, tor.cfg_text, "status")
+    assert p.returncode == 1 and facts(p.stdout)["leader"] == "none", \
+        (p.returncode, p.stdout, p.stderr)
+
+
+def test_checkpoint_set_makes_the_leader_step_down(stack):
+    """Needs the HA relay: the leader steps down when `set` breaks its
+    lease, and the next leadership (a higher token) starts at the new
+    position and keeps the operator's checkpoint."""
+    stack.sql("DROP TABLE IF EXISTS %s" % TABLE)
+    stack.sql(harness.outbox_ddl(TABLE))
+    topic_base = "cli_" + secrets.token_hex(3)
+    tor = Tor(stack, outbox_overrides(topic_base)).start()
+    p = status_until(stack, tor.cfg_text, 0)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr,
+                               tor.log_tail())
+    token = int(facts(p.stdout)["token"])
+    insert_events(stack, [("order", "k1", b'{"n": 0}')], table=TABLE)
+    wait_for(stack.brokers, topic_base + ".order", 1, timeout=60)
+    file_, pos = stack.binlog_position()
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to",
+            "%s:%d" % (file_, pos))
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    set_token = int(facts(p.stdout)["checkpoint_token"])
+    assert set_token > token, (p.stdout, token)
+    p = status_until(stack, tor.cfg_text, 0)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr,
+                               tor.log_tail())
+    f = facts(p.stdout)
+    assert int(f["token"]) > set_token, (p.stdout, set_token)
+    assert f["checkpoint"] == "%s:%d" % (file_, pos), p.stdout
+    assert tor.running(), tor.log_tail()
+    assert tor.stop() == 0, tor.log_tail()
