@@ -7,8 +7,8 @@ could not be asked).  A checkpoint to look at comes from a real run: a tor
 relays one row, is stopped with SIGTERM and writes its final checkpoint.
 
 test_status_shows_the_leader and test_checkpoint_set_makes_the_leader_step_down
-need the HA relay (a replica that takes the lease); until it lands, `tor -c`
-does not take the lease and they fail.
+need the HA relay: a running replica holds the lease, and steps down when
+`checkpoint set` breaks it.
 """
 
 import secrets
