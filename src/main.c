@@ -1,5 +1,6 @@
 /*
- * tor's command line: run a replica, or check a configuration.
+ * tor's command line: run a replica, check a configuration, or answer an
+ * operator's question about the group (status, checkpoint).
  *
  * Exit codes are part of the contract (DESIGN.md §7): 0 for a clean stop, 2
  * for a configuration error, 1 for a fatal runtime error.
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tor/cli.h"
 #include "tor/config.h"
 #include "tor/log.h"
 #include "tor/relay.h"
@@ -33,7 +35,7 @@ install_signals(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop_signal;
 	sigemptyset(&sa.sa_mask);
-	/* No SA_RESTART: a blocking read returns so the loop sees the stop. */
+	/* No SA_RESTART: a blocking wait returns so the loop sees the stop. */
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -43,10 +45,74 @@ static void
 usage(FILE *out)
 {
 	fprintf(out,
-	    "usage: tor -c FILE                 run one replica\n"
-	    "       tor --check-config -c FILE  validate FILE and print the "
+	    "usage: tor -c FILE                      run one replica\n"
+	    "       tor --check-config -c FILE       validate FILE, print the "
 	    "effective config\n"
+	    "       tor status -c FILE               the group's leader and "
+	    "checkpoint\n"
+	    "       tor checkpoint show -c FILE      the group's checkpoint\n"
+	    "       tor checkpoint set --to POS -c FILE\n"
+	    "                                        move it: <file>:<pos>, a "
+	    "GTID list, or end\n"
 	    "       tor --version\n");
+}
+
+enum command {
+	CMD_RUN,
+	CMD_CHECK_CONFIG,
+	CMD_STATUS,
+	CMD_CHECKPOINT_SHOW,
+	CMD_CHECKPOINT_SET,
+};
+
+/* The words before the options: "status", "checkpoint show|set". */
+static int
+parse_command(int argc, char **argv, enum command *cmd, int *used)
+{
+	*cmd = CMD_RUN;
+	*used = 0;
+	if (argc < 2 || argv[1][0] == '-')
+		return 0;
+	if (strcmp(argv[1], "status") == 0) {
+		*cmd = CMD_STATUS;
+		*used = 1;
+		return 0;
+	}
+	if (strcmp(argv[1], "checkpoint") == 0 && argc >= 3) {
+		*used = 2;
+		if (strcmp(argv[2], "show") == 0) {
+			*cmd = CMD_CHECKPOINT_SHOW;
+			return 0;
+		}
+		if (strcmp(argv[2], "set") == 0) {
+			*cmd = CMD_CHECKPOINT_SET;
+			return 0;
+		}
+	}
+	fprintf(stderr, "tor: unknown command '%s'\n", argv[1]);
+	return -1;
+}
+
+static int
+run_replica(struct tor_config *cfg)
+{
+	tor_err err;
+	int rc;
+
+	tor_log_setup(cfg->log.level, cfg->log.format, cfg->instance);
+	install_signals();
+	log_info("main", "tor %s starting: group %s, server_id %u%s",
+	    TOR_VERSION, cfg->group, cfg->mysql.server_id,
+	    cfg->mysql.server_id_derived ? " (derived)" : "");
+	for (const char *const *n = tor_config_not_in_effect(cfg); *n != NULL;
+	    n++)
+		log_warn("config", "not yet in effect: %s", *n);
+	rc = tor_relay_run(cfg, &stop_requested, &err);
+	if (rc < 0)
+		log_error("main", "fatal: %s", err.msg);
+	else
+		log_info("main", "stopped");
+	return rc < 0 ? 1 : 0;
 }
 
 int
@@ -55,23 +121,34 @@ main(int argc, char **argv)
 	static const struct option options[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'k' },
+		{ "to", required_argument, NULL, 't' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tor_config cfg;
-	const char *path = NULL;
-	bool check_only = false;
+	const char *path = NULL, *to = NULL;
+	enum command cmd;
 	tor_err err;
-	int opt, rc;
+	int opt, rc, used;
 
+	if (parse_command(argc, argv, &cmd, &used) < 0) {
+		usage(stderr);
+		return 2;
+	}
+	argc -= used;
+	argv += used;
 	while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			path = optarg;
 			break;
 		case 'k':
-			check_only = true;
+			if (cmd == CMD_RUN)
+				cmd = CMD_CHECK_CONFIG;
+			break;
+		case 't':
+			to = optarg;
 			break;
 		case 'V':
 			printf("tor %s\n", TOR_VERSION);
@@ -84,7 +161,8 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL || optind != argc) {
+	if (path == NULL || optind != argc ||
+	    (cmd == CMD_CHECKPOINT_SET) != (to != NULL)) {
 		usage(stderr);
 		return 2;
 	}
@@ -92,29 +170,27 @@ main(int argc, char **argv)
 		fprintf(stderr, "tor: %s\n", err.msg);
 		return 2;
 	}
-	if (check_only) {
+	switch (cmd) {
+	case CMD_CHECK_CONFIG:
 		tor_config_print(&cfg, stdout);
 		for (const char *const *n = tor_config_not_in_effect(&cfg);
 		    *n != NULL; n++)
 			printf("# not yet in effect: %s\n", *n);
-		tor_config_free(&cfg);
-		return 0;
+		rc = 0;
+		break;
+	case CMD_STATUS:
+		rc = tor_cli_status(&cfg, stdout);
+		break;
+	case CMD_CHECKPOINT_SHOW:
+		rc = tor_cli_checkpoint_show(&cfg, stdout);
+		break;
+	case CMD_CHECKPOINT_SET:
+		rc = tor_cli_checkpoint_set(&cfg, to, stdout);
+		break;
+	default:
+		rc = run_replica(&cfg);
+		break;
 	}
-
-	tor_log_setup(cfg.log.level, cfg.log.format, cfg.instance);
-	install_signals();
-	log_info("main", "tor %s starting: group %s, server_id %u%s", TOR_VERSION,
-	    cfg.group, cfg.mysql.server_id,
-	    cfg.mysql.server_id_derived ? " (derived)" : "");
-	for (const char *const *n = tor_config_not_in_effect(&cfg); *n != NULL;
-	    n++)
-		log_warn("config", "not yet in effect: %s", *n);
-
-	rc = tor_relay_run(&cfg, &stop_requested, &err);
-	if (rc < 0)
-		log_error("main", "fatal: %s", err.msg);
-	else
-		log_info("main", "stopped");
 	tor_config_free(&cfg);
-	return rc < 0 ? 1 : 0;
+	return rc;
 }
