@@ -76,17 +76,16 @@ def read_events(stack, name, expected, timeout=90):
     """Reads both topics until `expected` records arrived in all; returns
     {n: [records]} and the records in read order."""
     deadline = time.monotonic() + timeout
-    recs = []
     while True:
         recs = (read_all(stack.brokers, name + ".order", timeout=10) +
                 read_all(stack.brokers, name + ".invoice", timeout=10))
-        if len(recs) >= expected or time.monotonic() > deadline:
-            break
+        by_n = collections.defaultdict(list)
+        for r in recs:
+            by_n[json.loads(r.value)["n"]].append(r)
+        # Distinct events: a replayed stretch must not pass for new ones.
+        if len(by_n) >= expected or time.monotonic() > deadline:
+            return by_n, recs
         time.sleep(0.5)
-    by_n = collections.defaultdict(list)
-    for r in recs:
-        by_n[json.loads(r.value)["n"]].append(r)
-    return by_n, recs
 
 
 def check_record(r, n, name):
@@ -426,7 +425,9 @@ def test_start_from_a_gtid(stack):
 
 
 def test_redis_down_mid_stream(stack):
-    """Redis away: relaying goes on, the checkpoint waits and catches up."""
+    """Redis away: the leader stops publishing before its lease could have
+    expired (test_ha covers the timing); Redis back (empty: the dev stack
+    keeps no data) -> it leads again and nothing is lost."""
     name = "relay_n"
     table, ov = make_outbox(stack, name)
     tor = Tor(stack, ov).start()
@@ -435,12 +436,15 @@ def test_redis_down_mid_stream(stack):
     wait_for(stack.brokers, name + ".order", 100, timeout=60)
     stack.stop("redis")
     insert_range(stack, table, 200, 200, 20)
-    by_n, _ = read_events(stack, name, 400)
-    tor.wait_log("checkpoint not written", timeout=10)
+    tor.wait_log("lost the leadership", timeout=10)
     stack.start("redis")
     insert_range(stack, table, 400, 200, 20)
     by_n, _ = read_events(stack, name, 600)
-    assert_exactly(by_n, 600, name)
+    missing = [n for n in range(600) if n not in by_n]
+    assert not missing, "lost %d events, first %s" % (len(missing),
+                                                      missing[:10])
+    for n in range(600):
+        check_record(by_n[n][0], n, name)
     assert tor.stop() == 0, tor.log_tail()
     cp = checkpoint(stack, tor.group)
     assert (cp["file"], int(cp["pos"])) == stack.binlog_position(), cp
