@@ -15,6 +15,12 @@
  * writes with a fresh token) alike.  Positions typed by an operator go
  * through tor_position_parse(), which accepts only the two forms a server
  * can resume from.
+ *
+ * The fences keep out our own replicas, not whoever else can write to
+ * Redis.  Against those, a checkpoint key makes every write carry an
+ * HMAC of the group and all the fields, and a hash whose mac is missing
+ * or wrong is refused like a malformed one: the relay halts rather than
+ * resume from a position someone planted.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -22,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sodium.h>
 
 #include "tor/checkpoint.h"
 
@@ -163,19 +171,24 @@ tor_position_format(const struct tor_position *p, char *buf, size_t cap)
 }
 
 static const char *const field_names[TOR_CHECKPOINT_FIELDS] = {
-	"file", "pos", "gtid", "epoch", "updated_ms",
+	"file", "pos", "gtid", "epoch", "updated_ms", "mac",
 };
+#define VALUE_FIELDS 5          /* the fields before "mac", which it covers */
+#define MAC_HEX (2 * crypto_auth_hmacsha256_BYTES)
 
-int
-tor_checkpoint_encode(const struct tor_checkpoint *cp,
-    const char *names[TOR_CHECKPOINT_FIELDS],
-    const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap)
+/*
+ * Writes the values of cp's fields, in field_names order, into buf.
+ * Returns the bytes used, or -1 when buf is too small.  Encode and decode
+ * both MAC what this writes, so that there is one canonical form.
+ */
+static int
+encode_values(const struct tor_checkpoint *cp, const char *values[VALUE_FIELDS],
+    char *buf, size_t cap)
 {
 	size_t at = 0;
 	int i, n;
 
-	for (i = 0; i < TOR_CHECKPOINT_FIELDS; i++) {
-		names[i] = field_names[i];
+	for (i = 0; i < VALUE_FIELDS; i++) {
 		values[i] = buf + at;
 		switch (i) {
 		case 0:
@@ -199,7 +212,76 @@ tor_checkpoint_encode(const struct tor_checkpoint *cp,
 			return -1;
 		at += (size_t)n + 1;
 	}
-	return TOR_CHECKPOINT_FIELDS;
+	return (int)at;
+}
+
+/* One value of the MAC's message: "<length>:<value>\n".  The length, not
+ * the newline, is what keeps it unambiguous: a file or gtid read back from
+ * Redis may hold a newline. */
+static void
+mac_update(crypto_auth_hmacsha256_state *st, const char *value)
+{
+	char len[24];
+	size_t n = strlen(value);
+
+	snprintf(len, sizeof(len), "%zu:", n);
+	crypto_auth_hmacsha256_update(st, (const unsigned char *)len,
+	    strlen(len));
+	crypto_auth_hmacsha256_update(st, (const unsigned char *)value, n);
+	crypto_auth_hmacsha256_update(st, (const unsigned char *)"\n", 1);
+}
+
+/*
+ * The checkpoint's MAC (checkpoint.h has the message).  The message is
+ * streamed into the HMAC rather than built in a buffer, so no group or
+ * position is too long for it.  Fails only when libsodium cannot start.
+ */
+static int
+checkpoint_mac(const struct tor_config *cfg, const char *values[VALUE_FIELDS],
+    unsigned char mac[crypto_auth_hmacsha256_BYTES])
+{
+	static const char version[] = "tor-checkpoint-v1\n";
+	crypto_auth_hmacsha256_state st;
+	int i;
+
+	/* Idempotent and thread-safe: the first call does the work. */
+	if (sodium_init() < 0)
+		return -1;
+	crypto_auth_hmacsha256_init(&st, cfg->checkpoint.key,
+	    sizeof(cfg->checkpoint.key));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *)version,
+	    sizeof(version) - 1);
+	mac_update(&st, cfg->group);
+	for (i = 0; i < VALUE_FIELDS; i++)
+		mac_update(&st, values[i]);
+	crypto_auth_hmacsha256_final(&st, mac);
+	/* The state holds the key's inner and outer pads. */
+	sodium_memzero(&st, sizeof(st));
+	return 0;
+}
+
+int
+tor_checkpoint_encode(const struct tor_config *cfg,
+    const struct tor_checkpoint *cp, const char *names[TOR_CHECKPOINT_FIELDS],
+    const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap)
+{
+	unsigned char mac[crypto_auth_hmacsha256_BYTES];
+	size_t at;
+	int i, used;
+
+	for (i = 0; i < TOR_CHECKPOINT_FIELDS; i++)
+		names[i] = field_names[i];
+	if ((used = encode_values(cp, values, buf, cap)) == -1)
+		return -1;
+	if (!cfg->checkpoint.has_key)
+		return VALUE_FIELDS;
+
+	at = (size_t)used;
+	if (cap - at < MAC_HEX + 1 || checkpoint_mac(cfg, values, mac) == -1)
+		return -1;
+	values[VALUE_FIELDS] = sodium_bin2hex(buf + at, cap - at, mac,
+	    sizeof(mac));
+	return VALUE_FIELDS + 1;
 }
 
 static int
@@ -212,11 +294,52 @@ decode_number(const char *name, const char *value, uint64_t max,
 	return 0;
 }
 
+/*
+ * Checks the stored mac (hex, NULL when the hash has none) against the MAC
+ * of cp's fields as encode writes them.  Hashing the canonical form rather
+ * than the stored strings means "0012" for pos is judged as the 12 it
+ * decodes to: the same checkpoint, so no harm.
+ */
+static int
+verify_mac(const struct tor_config *cfg, const struct tor_checkpoint *cp,
+    const char *hex, tor_err *err)
+{
+	unsigned char want[crypto_auth_hmacsha256_BYTES];
+	unsigned char got[crypto_auth_hmacsha256_BYTES];
+	const char *values[VALUE_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF];
+	size_t len;
+	int ok;
+
+	if (hex == NULL)
+		return tor_err_set(err, "no mac field, but a checkpoint key is "
+		    "configured (written by a replica without the key, or "
+		    "tampered with)");
+	if (encode_values(cp, values, buf, sizeof(buf)) == -1 ||
+	    checkpoint_mac(cfg, values, want) == -1)
+		return tor_err_set(err, "cannot compute the checkpoint's mac "
+		    "(libsodium did not start)");
+	/* Not hex, or not 32 bytes of it, does not verify either.  The
+	 * compare takes the same time wherever the first difference is, so
+	 * that timing says nothing about the right mac. */
+	ok = strlen(hex) == MAC_HEX &&
+	    sodium_hex2bin(got, sizeof(got), hex, MAC_HEX, NULL, &len,
+	    NULL) == 0 && len == sizeof(got) &&
+	    crypto_verify_32(got, want) == 0;
+	sodium_memzero(want, sizeof(want));
+	if (!ok)
+		return tor_err_set(err, "mac does not verify (tampered with, or "
+		    "written with another key)");
+	return 0;
+}
+
 int
-tor_checkpoint_decode(size_t n, const char *const *names,
-    const char *const *values, struct tor_checkpoint *cp, tor_err *err)
+tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
+    const char *const *names, const char *const *values,
+    struct tor_checkpoint *cp, tor_err *err)
 {
 	bool have_file = false, have_pos = false;
+	const char *mac = NULL;
 	uint64_t v = 0;
 	size_t i;
 
@@ -248,9 +371,9 @@ tor_checkpoint_decode(size_t n, const char *const *names,
 			if (decode_number(name, value, INT64_MAX, &v, err) == -1)
 				return -1;
 			cp->updated_ms = (int64_t)v;
-		}
-		/* Any other field (the HA work's mac, for one) is not ours to
-		 * judge yet. */
+		} else if (strcmp(name, "mac") == 0)
+			mac = value;
+		/* Any other field is a later version's: ignored. */
 	}
 	if (!have_file)
 		return tor_err_set(err, "checkpoint field 'file': missing");
@@ -259,6 +382,10 @@ tor_checkpoint_decode(size_t n, const char *const *names,
 	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
 		return tor_err_set(err, "checkpoint names no position (fields "
 		    "'file' and 'gtid' are both empty)");
+	if (cfg->checkpoint.has_key && verify_mac(cfg, cp, mac, err) == -1) {
+		memset(cp, 0, sizeof(*cp));
+		return -1;
+	}
 	return 0;
 }
 
@@ -308,7 +435,7 @@ tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
 		else
 			values[i / 2] = e->str;
 	}
-	if (tor_checkpoint_decode(n, names, values, cp, err) == -1) {
+	if (tor_checkpoint_decode(cfg, n, names, values, cp, err) == -1) {
 		tor_err_prefix(err, "%s: ", key);
 		goto out;
 	}
@@ -341,7 +468,11 @@ out:
 	"    return 0\n" \
 	"  end\n" \
 	"end\n"
+/* The hash is replaced, not updated: a write without a key must not leave
+ * an older write's mac behind, which would then read as tampering rather
+ * than as "no mac field". */
 #define STORE_LUA_WRITE \
+	"redis.call('DEL', KEYS[2])\n" \
 	"redis.call('HSET', KEYS[2], unpack(ARGV, 3))\n" \
 	"return 1\n"
 
@@ -360,9 +491,9 @@ static const char store_operator_lua[] =
     STORE_LUA_WRITE;
 
 /*
- * Runs one of the store scripts for cp, stamped now.  Every field is set by
- * one HSET, so a reader never sees a file of one write with the pos of
- * another.
+ * Runs one of the store scripts for cp, stamped now.  The whole hash is
+ * written by one script, so a reader never sees a file of one write with
+ * the pos (or the mac) of another.
  */
 static int
 store(struct tor_redis *r, const struct tor_config *cfg,
@@ -375,14 +506,14 @@ store(struct tor_redis *r, const struct tor_config *cfg,
 	char buf[TOR_CHECKPOINT_BUF];
 	struct timespec now;
 	redisReply *reply;
-	int len, i, rc;
+	int len, i, n, rc;
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	cp->updated_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	if (tor_checkpoint_encode(cp, names, values, buf, sizeof(buf)) !=
-	    TOR_CHECKPOINT_FIELDS)
-		return tor_err_set(err, "%s: position too long to encode",
-		    what);
+	if ((n = tor_checkpoint_encode(cfg, cp, names, values, buf,
+	    sizeof(buf))) == -1)
+		return tor_err_set(err, "%s: cannot encode the checkpoint "
+		    "(position too long, or libsodium did not start)", what);
 	len = snprintf(expected, sizeof(expected), "%s %" PRIu64,
 	    cfg->instance, cp->epoch);
 	if (len < 0 || (size_t)len >= sizeof(expected))
@@ -398,12 +529,11 @@ store(struct tor_redis *r, const struct tor_config *cfg,
 	argv[4] = key;
 	argv[5] = expected;
 	argv[6] = epoch;
-	for (i = 0; i < TOR_CHECKPOINT_FIELDS; i++) {
+	for (i = 0; i < n; i++) {
 		argv[7 + 2 * i] = names[i];
 		argv[8 + 2 * i] = values[i];
 	}
-	if ((reply = tor_redis_command(r, 7 + 2 * TOR_CHECKPOINT_FIELDS, argv,
-	    NULL, err)) == NULL)
+	if ((reply = tor_redis_command(r, 7 + 2 * n, argv, NULL, err)) == NULL)
 		return tor_err_prefix(err, "%s: ", what);
 	if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
 		rc = TOR_CHECKPOINT_WRITTEN;

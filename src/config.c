@@ -109,8 +109,6 @@ static const struct {
 #define NOTE_TRANSACTIONAL "kafka.mode = \"transactional\": transactional " \
 	"(exactly-once) publishing is not built yet"
 #define NOTE_SENTINEL "redis.sentinel: Sentinel discovery is not built yet"
-#define NOTE_CHECKPOINT_KEY "checkpoint.key_file / TOR_CHECKPOINT_KEY: " \
-	"the checkpoint MAC is not built yet; checkpoints are not signed"
 #define NOTE_HTTP "http.listen: the HTTP endpoint (/healthz, /readyz, " \
 	"/metrics) is not built yet"
 
@@ -1348,8 +1346,6 @@ collect_notes(struct tor_config *cfg)
 		cfg->not_built[n++] = NOTE_TRANSACTIONAL;
 	if (cfg->redis.sentinel.n_nodes > 0)
 		cfg->not_built[n++] = NOTE_SENTINEL;
-	if (cfg->checkpoint.has_key)
-		cfg->not_built[n++] = NOTE_CHECKPOINT_KEY;
 	if (cfg->http.listen[0] != '\0')
 		cfg->not_built[n++] = NOTE_HTTP;
 	cfg->not_built[n] = NULL;

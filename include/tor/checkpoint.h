@@ -1,11 +1,20 @@
 /*
  * The group's checkpoint in Redis: hash P:{G}:checkpoint with fields file,
- * pos, gtid, epoch, updated_ms (and mac, with the HA work).
+ * pos, gtid, epoch, updated_ms, and mac when a checkpoint key is configured.
  *
  * A checkpoint names the end of a whole source transaction: resuming there
  * starts at a transaction boundary, with a fresh table map.  It is written
  * by exactly one function, tor_checkpoint_store_fenced(), which is where the
  * lease token is checked.
+ *
+ * With cfg->checkpoint.has_key, mac is the lowercase hex of HMAC-SHA-256
+ * (key cfg->checkpoint.key) over
+ *
+ *	"tor-checkpoint-v1\n" <group> <file> <pos> <gtid> <epoch> <updated_ms>
+ *
+ * each value written as "<byte length>:<value>\n", and the numbers in
+ * decimal without leading zeros, as encode writes them.  The group is in
+ * it so that one group's checkpoint copied to another's key does not verify.
  */
 #ifndef TOR_CHECKPOINT_H
 #define TOR_CHECKPOINT_H
@@ -43,29 +52,39 @@ int tor_position_parse(const char *text, struct tor_position *p, tor_err *err);
 /* "file:pos" when file is set, else the gtid. snprintf semantics. */
 int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
 
-/* The hash fields of a checkpoint, as HSET would be given them.  Field values
- * are written into buf (cap bytes; TOR_CHECKPOINT_BUF always suffices) and
- * names are static strings.  Returns the number of field/value pairs, or -1
- * when buf is too small. */
-#define TOR_CHECKPOINT_FIELDS 5
+/* The hash fields of cfg->group's checkpoint cp, as HSET would be given them:
+ * file, pos, gtid, epoch, updated_ms, and mac when cfg has a checkpoint key.
+ * Field values are written into buf (cap bytes; TOR_CHECKPOINT_BUF always
+ * suffices) and names are static strings.  Returns the number of field/value
+ * pairs (5, or 6 with the mac), or -1 when buf is too small or libsodium
+ * cannot start. */
+#define TOR_CHECKPOINT_FIELDS 6         /* at most */
 #define TOR_CHECKPOINT_BUF 1024
-int tor_checkpoint_encode(const struct tor_checkpoint *cp,
-    const char *names[TOR_CHECKPOINT_FIELDS],
+int tor_checkpoint_encode(const struct tor_config *cfg,
+    const struct tor_checkpoint *cp, const char *names[TOR_CHECKPOINT_FIELDS],
     const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap);
 
-/* Reads a checkpoint back from field/value pairs (the HGETALL reply order).
- * A malformed or incomplete hash fails naming the field: it is never used.
- * file and pos are required (pos, epoch and updated_ms decimal), gtid, epoch
- * and updated_ms default to ""/0, unknown fields are ignored, and a hash
- * whose file and gtid are both empty names no position and fails.  Errors
- * read "checkpoint field 'pos': not a number ('x')" or "checkpoint field
- * 'file': missing". */
-int tor_checkpoint_decode(size_t n, const char *const *names,
-    const char *const *values, struct tor_checkpoint *cp, tor_err *err);
+/* Reads cfg->group's checkpoint back from field/value pairs (the HGETALL
+ * reply order).  A malformed or incomplete hash fails naming the field: it
+ * is never used.  file and pos are required (pos, epoch and updated_ms
+ * decimal), gtid, epoch and updated_ms default to ""/0, unknown fields are
+ * ignored, and a hash whose file and gtid are both empty names no position
+ * and fails.  Errors read "checkpoint field 'pos': not a number ('x')" or
+ * "checkpoint field 'file': missing".
+ *
+ * With a checkpoint key the mac must be there and verify, else decode fails
+ * with "no mac field, but a checkpoint key is configured (...)" or "mac does
+ * not verify (...)"; the fields are checked first, so a field that does not
+ * parse is named even in a tampered hash.  Without a key a mac is ignored:
+ * a replica that has none cannot judge it. */
+int tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
+    const char *const *names, const char *const *values,
+    struct tor_checkpoint *cp, tor_err *err);
 
 /* Loads the group's checkpoint (HGETALL).  *found is false (and 0 returned)
- * when the key does not exist.  A hash that does not decode fails, its
- * message prefixed with the key; Redis errors read "redis host:port: ...". */
+ * when the key does not exist.  A hash that does not decode (or whose mac
+ * does not verify) fails, its message prefixed with the key; Redis errors
+ * read "redis host:port: ...". */
 int tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
     struct tor_checkpoint *cp, bool *found, tor_err *err);
 
@@ -76,7 +95,8 @@ enum {
 
 /* The leader's one writer of the checkpoint: a Lua script that writes only
  * while the lease holds "<cfg->instance> <cp->epoch>" and the stored
- * checkpoint's epoch is not above cp->epoch (a token never goes down).  Sets
+ * checkpoint's epoch is not above cp->epoch (a token never goes down).  The
+ * hash is replaced whole, mac included (or dropped, without a key).  Sets
  * updated_ms.  Returns TOR_CHECKPOINT_WRITTEN, TOR_CHECKPOINT_REFUSED (this
  * replica is a zombie, or an operator moved the checkpoint: step down), or -1
  * on a Redis error. */

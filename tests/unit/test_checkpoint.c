@@ -1,7 +1,8 @@
 /*
  * Unit tests of ha/checkpoint.c and ha/redis.c: positions, the checkpoint's
- * hash encoding, load/store against a real Redis, and the fences of the
- * two store scripts (the lease's value, and a token that never goes down).
+ * hash encoding, load/store against a real Redis, the fences of the two
+ * store scripts (the lease's value, and a token that never goes down), and
+ * the checkpoint MAC (a known vector, and every way to tamper with a hash).
  *
  * The Redis-backed tests start their own redis-server on a free port and
  * stop it in the teardown (redis_server.h); none is left running.
@@ -159,6 +160,9 @@ test_position_round_trip(void **state)
 
 /* ---- encoding ---- */
 
+/* A configuration without a checkpoint key: no mac written or checked. */
+static const struct tor_config keyless = { .group = (char *)"orders" };
+
 static void
 test_encode_decode(void **state)
 {
@@ -170,7 +174,7 @@ test_encode_decode(void **state)
 	tor_err err = { "" };
 
 	(void)state;
-	assert_int_equal(tor_checkpoint_encode(&cp, names, values, buf,
+	assert_int_equal(tor_checkpoint_encode(&keyless, &cp, names, values, buf,
 	    sizeof(buf)), 5);
 	assert_string_equal(names[0], "file");
 	assert_string_equal(values[0], "mysql-bin.000003");
@@ -184,11 +188,13 @@ test_encode_decode(void **state)
 	assert_string_equal(values[4], "1700000000123");
 
 	memset(&back, 0xa5, sizeof(back));
-	assert_int_equal(tor_checkpoint_decode(5, names, values, &back, &err), 0);
+	assert_int_equal(tor_checkpoint_decode(&keyless, 5, names, values, &back,
+	    &err), 0);
 	assert_memory_equal(&back, &cp, sizeof(cp));
 
 	/* A buffer too small for the values fails rather than truncating. */
-	assert_int_equal(tor_checkpoint_encode(&cp, names, values, buf, 40), -1);
+	assert_int_equal(tor_checkpoint_encode(&keyless, &cp, names, values, buf,
+	    40), -1);
 }
 
 static void
@@ -196,14 +202,20 @@ test_encode_largest(void **state)
 {
 	struct tor_checkpoint cp = { .epoch = UINT64_MAX, .updated_ms = INT64_MAX,
 	    .pos = { .pos = UINT64_MAX } };
+	struct tor_config cfg = { .group = (char *)"orders" };
 	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
 	char buf[TOR_CHECKPOINT_BUF];
 
 	(void)state;
 	memset(cp.pos.file, 'f', sizeof(cp.pos.file) - 1);
 	memset(cp.pos.gtid, 'g', sizeof(cp.pos.gtid) - 1);
-	assert_int_equal(tor_checkpoint_encode(&cp, names, values, buf,
+	assert_int_equal(tor_checkpoint_encode(&keyless, &cp, names, values, buf,
 	    sizeof(buf)), 5);
+	/* The mac's 64 hex digits fit too. */
+	cfg.checkpoint.has_key = true;
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 6);
+	assert_int_equal(strlen(values[5]), 64);
 }
 
 static void
@@ -213,7 +225,8 @@ decode_bad(size_t n, const char *const *names, const char *const *values,
 	struct tor_checkpoint cp;
 	tor_err err = { "" };
 
-	assert_int_equal(tor_checkpoint_decode(n, names, values, &cp, &err), -1);
+	assert_int_equal(tor_checkpoint_decode(&keyless, n, names, values, &cp,
+	    &err), -1);
 	assert_string_equal(err.msg, want);
 }
 
@@ -230,20 +243,23 @@ test_decode_errors(void **state)
 	char longv[600];
 
 	(void)state;
-	/* An unknown field (the HA work's mac) is ignored. */
-	assert_int_equal(tor_checkpoint_decode(6, names, values, &cp, &err), 0);
+	/* Without a key, a mac is not looked at (nor is an unknown field). */
+	assert_int_equal(tor_checkpoint_decode(&keyless, 6, names, values, &cp,
+	    &err), 0);
 	assert_string_equal(cp.pos.file, "mysql-bin.000003");
 	assert_true(cp.pos.pos == 1234 && cp.epoch == 7 &&
 	    cp.updated_ms == 1700000000123);
 
 	/* Only file and pos are required; order does not matter. */
-	assert_int_equal(tor_checkpoint_decode(2, names, values, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_decode(&keyless, 2, names, values, &cp,
+	    &err), 0);
 	assert_true(cp.epoch == 0 && cp.updated_ms == 0);
 	{
 		const char *rn[] = { "pos", "gtid", "file" };
 		const char *rv[] = { "0", "0-1-42", "" };
 
-		assert_int_equal(tor_checkpoint_decode(3, rn, rv, &cp, &err), 0);
+		assert_int_equal(tor_checkpoint_decode(&keyless, 3, rn, rv, &cp,
+		    &err), 0);
 		assert_string_equal(cp.pos.gtid, "0-1-42");
 	}
 
@@ -290,6 +306,165 @@ test_decode_errors(void **state)
 	memcpy(bad, values, sizeof(bad));
 	bad[2] = longv;
 	decode_bad(5, names, bad, "checkpoint field 'gtid': too long");
+}
+
+/* ---- the MAC ---- */
+
+#define MAC_NO_FIELD "no mac field, but a checkpoint key is configured " \
+	"(written by a replica without the key, or tampered with)"
+#define MAC_BAD "mac does not verify (tampered with, or written with " \
+	"another key)"
+
+/* HMAC-SHA-256 with key 00 01 .. 1f over "tor-checkpoint-v1\n6:orders\n
+ * 16:mysql-bin.000003\n4:1234\n12:0-1-42,1-2-7\n1:7\n13:1700000000123\n",
+ * computed apart from tor with Python's hmac module. */
+#define VECTOR_MAC \
+	"47567122b4e59fc32c5b1b03c82ecbdab11637428e83e3252e3f56365a6f8767"
+
+static void
+set_test_key(struct tor_config *cfg, unsigned char first)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(cfg->checkpoint.key); i++)
+		cfg->checkpoint.key[i] = (unsigned char)i;
+	cfg->checkpoint.key[0] = first;
+	cfg->checkpoint.has_key = true;
+}
+
+static void
+decode_with(const struct tor_config *cfg, size_t n, const char *const *names,
+    const char *const *values, const char *want)
+{
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+
+	assert_int_equal(tor_checkpoint_decode(cfg, n, names, values, &cp, &err),
+	    -1);
+	assert_string_equal(err.msg, want);
+}
+
+static void
+test_mac_vector(void **state)
+{
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234, .gtid = "0-1-42,1-2-7" }, .epoch = 7,
+	    .updated_ms = 1700000000123 }, back;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	const char *bad[TOR_CHECKPOINT_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF], hex[65];
+	tor_err err = { "" };
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 6);
+	assert_string_equal(names[5], "mac");
+	assert_string_equal(values[5], VECTOR_MAC);
+
+	/* The known vector decodes, and so does the same hash in any order. */
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(&cfg, 6, names, values, &back,
+	    &err), 0);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+	{
+		const char *rn[] = { "mac", "updated_ms", "epoch", "gtid",
+		    "pos", "file" };
+		const char *rv[] = { VECTOR_MAC, "1700000000123", "7",
+		    "0-1-42,1-2-7", "1234", "mysql-bin.000003" };
+
+		assert_int_equal(tor_checkpoint_decode(&cfg, 6, rn, rv, &back,
+		    &err), 0);
+		assert_memory_equal(&back, &cp, sizeof(cp));
+	}
+
+	/* The values alone fit in 51 bytes; the mac needs 65 more. */
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    51 + 64), -1);
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    51 + 65), 6);
+	assert_string_equal(values[5], VECTOR_MAC);
+
+	/* No mac, or one that is not a valid 32-byte hex string. */
+	decode_with(&cfg, 5, names, values, MAC_NO_FIELD);
+	memcpy(bad, values, sizeof(bad));
+	memcpy(hex, VECTOR_MAC, sizeof(hex));
+	hex[63] = hex[63] == '0' ? '1' : '0';
+	bad[5] = hex;
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	bad[5] = "";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	bad[5] = "4756";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	bad[5] = VECTOR_MAC "00";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	memcpy(hex, VECTOR_MAC, sizeof(hex));
+	hex[0] = 'x';
+	bad[5] = hex;
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+
+	/* Every field is covered: a changed value does not verify. */
+	memcpy(bad, values, sizeof(bad));
+	bad[0] = "mysql-bin.000004";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	memcpy(bad, values, sizeof(bad));
+	bad[1] = "1235";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	memcpy(bad, values, sizeof(bad));
+	bad[2] = "0-1-42";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	memcpy(bad, values, sizeof(bad));
+	bad[3] = "8";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+	memcpy(bad, values, sizeof(bad));
+	bad[4] = "1700000000124";
+	decode_with(&cfg, 6, names, bad, MAC_BAD);
+
+	/* A field that does not parse is named before the mac is judged. */
+	memcpy(bad, values, sizeof(bad));
+	bad[1] = "12x";
+	decode_with(&cfg, 6, names, bad, "checkpoint field 'pos': not a "
+	    "number ('12x')");
+
+	/* Another group's checkpoint, or another key, does not verify. */
+	cfg.group = (char *)"payments";
+	decode_with(&cfg, 6, names, values, MAC_BAD);
+	cfg.group = (char *)"orders";
+	set_test_key(&cfg, 0xff);
+	decode_with(&cfg, 6, names, values, MAC_BAD);
+
+	/* Without a key the mac is not looked at, right or wrong. */
+	assert_int_equal(tor_checkpoint_encode(&keyless, &cp, names, values,
+	    buf, sizeof(buf)), 5);
+	bad[5] = "not a mac";
+	memcpy(bad, values, 5 * sizeof(bad[0]));
+	assert_int_equal(tor_checkpoint_decode(&keyless, 6, names, bad, &back,
+	    &err), 0);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+}
+
+/* The length prefixes keep the MAC's message unambiguous: these two would
+ * read the same with newlines alone between the values ("f\n4\n4\nx\n"). */
+static void
+test_mac_unambiguous(void **state)
+{
+	struct tor_checkpoint a = { .pos = { .file = "f\n4", .pos = 4,
+	    .gtid = "x" }, .epoch = 1 }, b = a;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	const char *names[TOR_CHECKPOINT_FIELDS], *va[TOR_CHECKPOINT_FIELDS];
+	const char *vb[TOR_CHECKPOINT_FIELDS];
+	char bufa[TOR_CHECKPOINT_BUF], bufb[TOR_CHECKPOINT_BUF];
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	strcpy(b.pos.file, "f");
+	strcpy(b.pos.gtid, "4\nx");
+	assert_int_equal(tor_checkpoint_encode(&cfg, &a, names, va, bufa,
+	    sizeof(bufa)), 6);
+	assert_int_equal(tor_checkpoint_encode(&cfg, &b, names, vb, bufb,
+	    sizeof(bufb)), 6);
+	assert_string_not_equal(va[5], vb[5]);
 }
 
 /* ---- against a real Redis (redis_server.h) ---- */
@@ -825,6 +1000,137 @@ test_store_redis_down(void **state)
 	tor_redis_free(r);
 }
 
+/* ---- the MAC against a real Redis ---- */
+
+/* Loads and expects the hash to be refused with "<key>: <why>". */
+static void
+load_refused(struct tor_redis *r, const struct tor_config *cfg,
+    const char *why)
+{
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+	char want[300];
+	bool found = true;
+
+	assert_int_equal(tor_checkpoint_load(r, cfg, &cp, &found, &err), -1);
+	assert_false(found);
+	snprintf(want, sizeof(want), "tor:{%s}:checkpoint: %s", cfg->group,
+	    why);
+	assert_string_equal(err.msg, want);
+}
+
+static void
+load_same(struct tor_redis *r, const struct tor_config *cfg,
+    const struct tor_checkpoint *cp)
+{
+	struct tor_checkpoint back;
+	tor_err err = { "" };
+	bool found = false;
+
+	memset(&back, 0xa5, sizeof(back));
+	if (tor_checkpoint_load(r, cfg, &back, &found, &err) != 0)
+		fail_msg("load: %s", err.msg);
+	assert_true(found);
+	assert_memory_equal(&back, cp, sizeof(*cp));
+}
+
+static void
+test_mac_store_load(void **state)
+{
+	static const char *const fields[] = { "pos", "file", "gtid", "epoch",
+	    "updated_ms" };
+	static const char *const changed[] = { "1235", "mysql-bin.000004",
+	    "0-1-43", "8", "1700000000123" };
+	struct server *s = *state;
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234, .gtid = "0-1-42" }, .epoch = 7 }, written;
+	struct tor_config other;
+	struct tor_redis *r;
+	redisContext *c = raw_connect(s);
+	redisReply *reply, *orig;
+	tor_err err = { "" };
+	size_t i;
+
+	set_test_key(&s->cfg, 0x00);
+	r = tor_redis_new(&s->cfg);
+	set_lease(c, "relay-a 7");
+	if (tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err) != 0)
+		fail_msg("store: %s", err.msg);
+	load_same(r, &s->cfg, &cp);
+
+	/* The raw hash carries 64 lowercase hex digits of mac. */
+	reply = redisCommand(c, "HGETALL tor:{orders}:checkpoint");
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(reply->elements, 12);
+	freeReplyObject(reply);
+	reply = redisCommand(c, "HGET tor:{orders}:checkpoint mac");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	assert_int_equal(reply->len, 64);
+	assert_int_equal(strspn(reply->str, "0123456789abcdef"), 64);
+	freeReplyObject(reply);
+
+	/* Any one field changed: refused, and the relay must not start from
+	 * it (the message does not read as a Redis error). */
+	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		orig = redisCommand(c, "HGET tor:{orders}:checkpoint %s",
+		    fields[i]);
+		assert_int_equal(orig->type, REDIS_REPLY_STRING);
+		freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint "
+		    "%s %s", fields[i], changed[i]));
+		load_refused(r, &s->cfg, MAC_BAD);
+		freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint "
+		    "%s %s", fields[i], orig->str));
+		freeReplyObject(orig);
+		load_same(r, &s->cfg, &cp);
+	}
+
+	/* Another key refuses it; no key at all takes it, mac unread. */
+	other = s->cfg;
+	set_test_key(&other, 0xff);
+	load_refused(r, &other, MAC_BAD);
+	other.checkpoint.has_key = false;
+	load_same(r, &other, &cp);
+
+	/* Copied to another group's key: the group is under the mac. */
+	freeReplyObject(redisCommand(c, "COPY tor:{orders}:checkpoint "
+	    "tor:{payments}:checkpoint"));
+	other = s->cfg;
+	other.group = (char *)"payments";
+	load_refused(r, &other, MAC_BAD);
+
+	/* No mac: deleted, or written by a replica without the key, whose
+	 * write must not leave the old mac behind. */
+	freeReplyObject(redisCommand(c, "HDEL tor:{orders}:checkpoint mac"));
+	load_refused(r, &s->cfg, MAC_NO_FIELD);
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	load_same(r, &s->cfg, &cp);
+	other = s->cfg;
+	other.checkpoint.has_key = false;
+	assert_int_equal(tor_checkpoint_store_fenced(r, &other, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	reply = redisCommand(c, "HEXISTS tor:{orders}:checkpoint mac");
+	assert_int_equal(reply->integer, 0);
+	freeReplyObject(reply);
+	load_refused(r, &s->cfg, MAC_NO_FIELD);
+
+	/* The operator's write signs too. */
+	cp.epoch = 8;
+	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	load_same(r, &s->cfg, &cp);
+
+	/* The fences hold as before: a zombie's signed write is refused
+	 * (store stamps updated_ms even then, so keep what was written). */
+	written = cp;
+	set_lease(c, "relay-a 9");
+	store_refused(r, c, &s->cfg, &cp, true);
+	load_same(r, &s->cfg, &written);
+
+	redisFree(c);
+	tor_redis_free(r);
+}
+
 int
 main(void)
 {
@@ -836,6 +1142,8 @@ main(void)
 		cmocka_unit_test(test_encode_decode),
 		cmocka_unit_test(test_encode_largest),
 		cmocka_unit_test(test_decode_errors),
+		cmocka_unit_test(test_mac_vector),
+		cmocka_unit_test(test_mac_unambiguous),
 		cmocka_unit_test(test_redis_key),
 		cmocka_unit_test(test_connect_refused),
 		cmocka_unit_test_setup_teardown(test_store_load, setup_server,
@@ -843,6 +1151,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_store_fenced, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_operator, setup_server,
+		    teardown_server),
+		cmocka_unit_test_setup_teardown(test_mac_store_load, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_redis_down,
 		    setup_server, teardown_server),
