@@ -3,10 +3,11 @@
 #
 # Starts deploy/local/stack.sh in a separate run directory with ports apart
 # from the test stack's (so a test stack may run beside it), runs
-# tests/bench/bench_relay.py with the release binary bin/tor, and stops the
-# stack on any exit.  Figures are printed, never judged: the exit status is
-# non-zero only when something broke (the stack, tor, a tool), not when a
-# figure misses its target.
+# tests/bench/bench_relay.py with the release binary bin/tor, then
+# tests/bench/bench_failover.py (kill -9 and SIGTERM failover times of three
+# replicas), and stops the stack on any exit.  Figures are printed, never
+# judged: the exit status is non-zero only when something broke (the stack,
+# tor, a tool), not when a figure misses its target.
 #
 # Environment:
 #   TOR_BENCH_RUNS        runs per figure, the median is reported (default 3)
@@ -19,6 +20,7 @@
 #   TOR_BENCH_KAFKA_PROPS extra librdkafka properties for tor, "a=1;b=2"
 #                         (experiments only)
 #   TOR_BENCH_LAT_SECONDS, TOR_BENCH_LAT_RATE  latency run length and rate
+#   TOR_BENCH_FAILOVER_TRIALS  failover trials of each kind (default 20)
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -52,4 +54,7 @@ if ! out=$("$stack" start 2>&1); then
 	exit 1
 fi
 
-/usr/bin/python3 "$root/tests/bench/bench_relay.py"
+rc=0
+/usr/bin/python3 "$root/tests/bench/bench_relay.py" || rc=1
+/usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
+exit $rc
