@@ -773,3 +773,33 @@ def test_checkpoint_set_replays(stack):
         purged, p.returncode, p.stdout, p.stderr))
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
     assert purged in p.stdout + p.stderr, (p.stdout, p.stderr)
+
+
+def test_same_instance_name_one_leader(stack):
+    """Two live replicas that share an instance name (a copy-pasted config,
+    a reused pod name): the token in the lease value decides, one leads."""
+    name = "ha_twins"
+    table, cfg = ha_config(stack, name)
+    group = harness.config_group(cfg)
+    twins = [Tor(stack, cfg, name="twin").start(),
+             Tor(stack, cfg, name="twin").start()]
+    leader, token, _ = wait_leading(twins, timeout=5)
+    time.sleep(2 * LEASE_MS / 1000.0)   # several renews: a confused twin
+    leaders = [t for t in twins if log_lines(t, LEADING)]
+    assert leaders == [leader], "both twins led: %s" % [
+        t.log_tail(10) for t in twins]
+    assert lease(stack, group) == ("twin", token), lease(stack, group)
+    insert_range(stack, table, 0, 200, 20)
+    by_n, recs = read_all_events(stack, name, 200)
+    time.sleep(0.5)
+    by_n, recs = read_all_events(stack, name, 200)
+    assert_none_lost(by_n, 200)
+    assert not [n for n, rs in by_n.items() if len(rs) > 1]
+    assert collections.Counter(epoch_of(r) for r in recs) == {token: 200}
+    # The leader goes; the other twin takes over under a new token.
+    since = {t: t.log_size() for t in twins}
+    other = twins[1] if leader is twins[0] else twins[0]
+    assert leader.stop() == 0
+    new, new_token, _ = wait_leading([other], since=since, timeout=5)
+    assert new_token > token
+    stop_all(twins)
