@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "tor/lease.h"
+#include "tor/log.h"
 
 /* The wake-ups kept on the handoff list: enough for every follower that is
  * not waiting right now to find one, few enough that a flapping leader
@@ -194,6 +195,49 @@ verdict(const char *what, const char *key, redisReply *reply, tor_err *err)
 	return rc;
 }
 
+/*
+ * Where the master has replicas, WAIT until one of them holds the new lease
+ * and token, so that a Sentinel failover right after the acquire promotes a
+ * replica that has them (DESIGN.md §3).  Failures are only logged: the
+ * lease is there for liveness and the fences for safety, and the lease is
+ * won either way.  WAIT gets half of redis.timeout_ms because it must give
+ * up inside Redis before the command timeout gives up in hiredis, which
+ * would throw the connection away.
+ */
+static void
+wait_for_replica(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t token)
+{
+	const char *argv[3];
+	char ms[16];
+	redisReply *reply;
+	tor_err err;
+	int n, wait_ms = cfg->redis.timeout_ms / 2;
+
+	if ((n = tor_redis_replicas(r, &err)) == -1) {
+		log_warn("lease", "token %" PRIu64 ": cannot ask for the "
+		    "master's replicas, not waiting for one: %s", token,
+		    err.msg);
+		return;
+	}
+	if (n == 0)
+		return;
+	snprintf(ms, sizeof(ms), "%d", wait_ms > 0 ? wait_ms : 1);
+	argv[0] = "WAIT";
+	argv[1] = "1";
+	argv[2] = ms;
+	if ((reply = tor_redis_command(r, 3, argv, NULL, &err)) == NULL) {
+		log_warn("lease", "token %" PRIu64 ": WAIT for a replica: %s",
+		    token, err.msg);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
+		log_warn("lease", "token %" PRIu64 ": none of %d replicas "
+		    "confirmed the lease within %s ms; a failover now may "
+		    "lose it", token, n, ms);
+	freeReplyObject(reply);
+}
+
 int
 tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t *token, tor_err *err)
@@ -223,6 +267,8 @@ tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	else
 		unexpected(what, k.lease, reply, err);
 	freeReplyObject(reply);
+	if (rc == 1)
+		wait_for_replica(r, cfg, *token);
 	return rc;
 }
 

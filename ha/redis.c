@@ -8,19 +8,58 @@
  * checkpoint write must be retried only by a caller that knows it is safe.
  * Every error names the server ("redis host:port: ...") and never the
  * password.
+ *
+ * With redis.sentinel.master set, "connect" means "find the master first":
+ * each Sentinel in turn is asked for the master's address, and the server it
+ * names is used only if ROLE says it is a master (a Sentinel's view lags a
+ * failover by a moment; a just-demoted master must not take our writes).
+ * Because every reconnect goes through the Sentinels again, a failover is
+ * followed simply by dropping the connection: on a connection error, on a
+ * READONLY reply (the server we hold was demoted under us), and when a
+ * Sentinel names another master.  That last check matters most: Sentinel
+ * demotes the old master only seconds after it promoted a replica, and
+ * until then the old one takes writes that the new one never sees — a
+ * leader renewing its lease there would let the lease on the new master
+ * expire.  So before a command, at most once per ha.renew_ms, we ask a
+ * Sentinel (on a connection kept for that) who the master is.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
+#include "tor/log.h"
 #include "tor/redis.h"
 
 struct tor_redis {
 	const struct tor_config *cfg;
 	redisContext *c;        /* NULL: not connected */
+	const char *host;       /* the server c talks to (or last tried) */
+	int port;
+	/* Sentinel mode only: */
+	char master_host[256];  /* the master; host points here */
+	char followed[280];     /* "host:port" last followed, so that a change
+				   of master is logged once */
+	redisContext *sc;       /* kept connection to a Sentinel, or NULL */
+	size_t sc_node;         /* which of redis.sentinel.nodes sc talks to */
+	int64_t checked_ms;     /* when a Sentinel last confirmed the master */
 };
+
+/* How often the master is checked with a Sentinel: once per lease renew,
+ * so that a leader's renews move to a new master while the lease it
+ * replicated there still holds; at least once a second otherwise. */
+#define CHECK_MAX_MS 1000
+
+static bool
+use_sentinel(const struct tor_config *cfg)
+{
+	/* Hand-built configs (unit tests) leave the group zeroed. */
+	return cfg->redis.sentinel.master != NULL &&
+	    cfg->redis.sentinel.master[0] != '\0';
+}
 
 struct tor_redis *
 tor_redis_new(const struct tor_config *cfg)
@@ -30,6 +69,8 @@ tor_redis_new(const struct tor_config *cfg)
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
 	r->cfg = cfg;
+	r->host = cfg->redis.host;
+	r->port = cfg->redis.port;
 	return r;
 }
 
@@ -42,21 +83,58 @@ drop_connection(struct tor_redis *r)
 	}
 }
 
+static void
+drop_sentinel(struct tor_redis *r)
+{
+	if (r->sc != NULL) {
+		redisFree(r->sc);
+		r->sc = NULL;
+	}
+}
+
 void
 tor_redis_free(struct tor_redis *r)
 {
 	if (r == NULL)
 		return;
 	drop_connection(r);
+	drop_sentinel(r);
 	free(r);
+}
+
+static int64_t
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+server_err(tor_err *err, const char *host, int port, const char *what,
+    const char *text)
+{
+	return tor_err_set(err, "redis %s:%d: %s%s%s", host, port, what,
+	    what[0] != '\0' ? ": " : "", text);
 }
 
 static int
 redis_err(const struct tor_redis *r, tor_err *err, const char *what,
     const char *text)
 {
-	return tor_err_set(err, "redis %s:%d: %s%s%s", r->cfg->redis.host,
-	    r->cfg->redis.port, what, what[0] != '\0' ? ": " : "", text);
+	return server_err(err, r->host, r->port, what, text);
+}
+
+/* A context's failure in words.  hiredis reports a socket timeout as the
+ * bare EAGAIN text; say what it means (a paused or overloaded server). */
+static void
+context_error(const redisContext *c, int timeout_ms, char *buf, size_t cap)
+{
+	if (c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+		snprintf(buf, cap, "no reply within %d ms", timeout_ms);
+	else
+		snprintf(buf, cap, "%s", c->err != 0 ? c->errstr : "no reply");
 }
 
 /* Runs one command on the live context; on a broken connection the context
@@ -72,60 +150,72 @@ run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
 	if (reply == NULL) {
 		char text[160];
 
-		/* hiredis reports a socket timeout as the bare EAGAIN text;
-		 * say what it means (a paused or overloaded server). */
-		if (r->c->err == REDIS_ERR_IO &&
-		    (errno == EAGAIN || errno == EWOULDBLOCK))
-			snprintf(text, sizeof(text), "no reply within %d ms",
-			    r->cfg->redis.timeout_ms);
-		else
-			snprintf(text, sizeof(text), "%s", r->c->err != 0 ?
-			    r->c->errstr : "no reply");
+		context_error(r->c, r->cfg->redis.timeout_ms, text,
+		    sizeof(text));
 		redis_err(r, err, what, text);
 		drop_connection(r);
 		return NULL;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		redis_err(r, err, what, reply->str);
+		/* The master we found was demoted: find the new one before
+		 * the next command instead of failing on this one forever. */
+		if (use_sentinel(r->cfg) &&
+		    strncmp(reply->str, "READONLY", 8) == 0)
+			drop_connection(r);
 		freeReplyObject(reply);
 		return NULL;
 	}
 	return reply;
 }
 
-int
-tor_redis_connect(struct tor_redis *r, tor_err *err)
+/*
+ * Opens a TCP connection with redis.timeout_ms as connect and command
+ * timeout.  Returns the context, or NULL with err naming host:port.
+ */
+static redisContext *
+dial(const struct tor_config *cfg, const char *host, int port, tor_err *err)
 {
-	const struct tor_config *cfg = r->cfg;
 	struct timeval tv;
-	redisReply *reply;
-	char db[16];
+	redisContext *c;
 
-	drop_connection(r);
 	tv.tv_sec = cfg->redis.timeout_ms / 1000;
 	tv.tv_usec = (cfg->redis.timeout_ms % 1000) * 1000;
 	if (cfg->redis.timeout_ms > 0)
-		r->c = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port,
-		    tv);
+		c = redisConnectWithTimeout(host, port, tv);
 	else
-		r->c = redisConnect(cfg->redis.host, cfg->redis.port);
-	if (r->c == NULL)
-		return redis_err(r, err, "connect", "out of memory");
-	if (r->c->err != 0) {
-		redis_err(r, err, "connect", r->c->errstr);
-		drop_connection(r);
-		return -1;
+		c = redisConnect(host, port);
+	if (c == NULL) {
+		server_err(err, host, port, "connect", "out of memory");
+		return NULL;
+	}
+	if (c->err != 0) {
+		server_err(err, host, port, "connect", c->errstr);
+		redisFree(c);
+		return NULL;
 	}
 	/* The connect timeout does not cover commands: without this a dead
 	 * server that keeps the socket open would block a lease renew. */
-	if (cfg->redis.timeout_ms > 0 && redisSetTimeout(r->c, tv) != REDIS_OK) {
-		redis_err(r, err, "connect", "cannot set the command timeout");
-		drop_connection(r);
-		return -1;
+	if (cfg->redis.timeout_ms > 0 && redisSetTimeout(c, tv) != REDIS_OK) {
+		server_err(err, host, port, "connect",
+		    "cannot set the command timeout");
+		redisFree(c);
+		return NULL;
 	}
 	/* Notices a peer that vanished without a FIN (a killed VM) on an idle
 	 * connection; failure is harmless, the command timeout still holds. */
-	(void)redisEnableKeepAlive(r->c);
+	(void)redisEnableKeepAlive(c);
+	return c;
+}
+
+/* AUTH when a password is set, SELECT redis.db; drops the connection on
+ * failure. */
+static int
+authenticate(struct tor_redis *r, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+	redisReply *reply;
+	char db[16];
 
 	if (cfg->redis.password != NULL && cfg->redis.password[0] != '\0') {
 		const char *argv[] = { "AUTH", cfg->redis.password };
@@ -149,13 +239,246 @@ tor_redis_connect(struct tor_redis *r, tor_err *err)
 	return 0;
 }
 
+/*
+ * ROLE on the live connection.  Returns the number of replicas a master
+ * lists, or -1 with err set: a Redis error, or a role other than master
+ * (named in err, e.g. "ROLE: slave, not a master").
+ */
+static int
+role_replicas(struct tor_redis *r, tor_err *err)
+{
+	const char *argv[] = { "ROLE" };
+	redisReply *reply;
+	int n = -1;
+
+	if ((reply = run(r, 1, argv, NULL, "ROLE", err)) == NULL)
+		return -1;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING)
+		redis_err(r, err, "ROLE", "unexpected reply");
+	else if (strcmp(reply->element[0]->str, "master") != 0) {
+		char text[96];
+
+		snprintf(text, sizeof(text), "%.32s, not a master",
+		    reply->element[0]->str);
+		redis_err(r, err, "ROLE", text);
+		/* Demoted since we found it: look again next time. */
+		if (use_sentinel(r->cfg))
+			drop_connection(r);
+	} else if (reply->elements >= 3 &&
+	    reply->element[2]->type == REDIS_REPLY_ARRAY)
+		n = (int)reply->element[2]->elements;
+	else
+		n = 0;
+	freeReplyObject(reply);
+	return n;
+}
+
+/* Splits "host:port" or "[v6]:port" (validated by the config loader). */
+static void
+split_node(const char *node, char *host, size_t cap, int *port)
+{
+	const char *colon = strrchr(node, ':');
+	size_t len = (size_t)(colon - node);
+
+	if (node[0] == '[' && len >= 2) {
+		node++;
+		len -= 2;
+	}
+	snprintf(host, cap, "%.*s", (int)len, node);
+	*port = atoi(colon + 1);
+}
+
+/*
+ * Asks the Sentinel nodes[i] where the master is, over the kept Sentinel
+ * connection when it goes there (it is dialled and kept otherwise).
+ * Returns 0 with the master's address in host/port, or -1 with err naming
+ * the Sentinel; a Sentinel that fails is not kept.
+ */
+static int
+ask_sentinel(struct tor_redis *r, size_t i, char *host, size_t cap,
+    int *port, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+	const char *argv[] = { "SENTINEL", "get-master-addr-by-name",
+	    cfg->redis.sentinel.master };
+	const char *what = "SENTINEL get-master-addr-by-name";
+	char shost[256], text[160];
+	redisReply *reply;
+	int sport, rc = -1;
+
+	split_node(cfg->redis.sentinel.nodes[i], shost, sizeof(shost), &sport);
+	if (r->sc != NULL && r->sc_node != i)
+		drop_sentinel(r);
+	if (r->sc == NULL) {
+		if ((r->sc = dial(cfg, shost, sport, err)) == NULL)
+			return -1;
+		r->sc_node = i;
+	}
+	reply = redisCommandArgv(r->sc, 3, argv, NULL);
+	if (reply == NULL) {
+		context_error(r->sc, cfg->redis.timeout_ms, text, sizeof(text));
+		server_err(err, shost, sport, what, text);
+	} else if (reply->type == REDIS_REPLY_ERROR)
+		server_err(err, shost, sport, what, reply->str);
+	else if (reply->type == REDIS_REPLY_NIL) {
+		snprintf(text, sizeof(text), "no master named \"%.64s\"",
+		    cfg->redis.sentinel.master);
+		server_err(err, shost, sport, what, text);
+	} else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING ||
+	    reply->element[1]->type != REDIS_REPLY_STRING ||
+	    (*port = atoi(reply->element[1]->str)) < 1 || *port > 65535)
+		server_err(err, shost, sport, what, "unexpected reply");
+	else {
+		snprintf(host, cap, "%s", reply->element[0]->str);
+		rc = 0;
+	}
+	if (reply != NULL)
+		freeReplyObject(reply);
+	if (rc == -1)
+		drop_sentinel(r);
+	return rc;
+}
+
+/* Logs the master this connection follows when it is a new one: once at
+ * the first discovery, once after each failover. */
+static void
+note_master(struct tor_redis *r, const char *node)
+{
+	const char *master = r->cfg->redis.sentinel.master;
+	char now[sizeof(r->followed)];
+
+	snprintf(now, sizeof(now), "%s:%d", r->host, r->port);
+	if (strcmp(now, r->followed) == 0)
+		return;
+	if (r->followed[0] == '\0')
+		log_info("redis", "master %s is %s (via sentinel %s)", master,
+		    now, node);
+	else
+		log_info("redis", "following master %s at %s, was %s (via "
+		    "sentinel %s)", master, now, r->followed, node);
+	snprintf(r->followed, sizeof(r->followed), "%s", now);
+}
+
+/*
+ * Sentinel mode's connect: the first Sentinel that names a server which
+ * answers, authenticates and says it is a master wins.  A Sentinel that
+ * fails is passed over; the error when all fail names the master, the
+ * Sentinels tried and the last reason.
+ */
+static int
+connect_via_sentinel(struct tor_redis *r, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+	char tried[256], why[sizeof(err->msg)], host[sizeof(r->master_host)];
+	const char *via = NULL;  /* the Sentinel that named the last failure */
+	size_t i, at = 0;
+	int port;
+	tor_err e;
+
+	tried[0] = '\0';
+	why[0] = '\0';
+	for (i = 0; i < cfg->redis.sentinel.n_nodes; i++) {
+		const char *node = cfg->redis.sentinel.nodes[i];
+		int n;
+
+		n = snprintf(tried + at, sizeof(tried) - at, "%s%s",
+		    i > 0 ? ", " : "", node);
+		if (n > 0 && (size_t)n < sizeof(tried) - at)
+			at += (size_t)n;
+
+		if (ask_sentinel(r, i, host, sizeof(host), &port, &e) == -1) {
+			snprintf(why, sizeof(why), "%s", e.msg);
+			via = NULL;
+			continue;
+		}
+		memcpy(r->master_host, host, sizeof(host));
+		r->host = r->master_host;
+		r->port = port;
+		if ((r->c = dial(cfg, r->host, r->port, &e)) == NULL ||
+		    authenticate(r, &e) == -1 || role_replicas(r, &e) == -1) {
+			drop_connection(r);
+			snprintf(why, sizeof(why), "%s", e.msg);
+			via = node;
+			continue;
+		}
+		note_master(r, node);
+		r->checked_ms = monotonic_ms();
+		return 0;
+	}
+	return tor_err_set(err, "redis master %s: no usable master from "
+	    "sentinels %s; last: %s%s%s%s", cfg->redis.sentinel.master, tried,
+	    why, via != NULL ? " (via sentinel " : "", via != NULL ? via : "",
+	    via != NULL ? ")" : "");
+}
+
+int
+tor_redis_connect(struct tor_redis *r, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+
+	drop_connection(r);
+	if (use_sentinel(cfg))
+		return connect_via_sentinel(r, err);
+	r->host = cfg->redis.host;
+	r->port = cfg->redis.port;
+	if ((r->c = dial(cfg, r->host, r->port, err)) == NULL)
+		return -1;
+	return authenticate(r, err);
+}
+
+/*
+ * Sentinel mode, connected, and the last check is older than the check
+ * period: asks the Sentinels in turn, starting with the kept one, who the
+ * master is, and drops the connection when they name another server.  When
+ * no Sentinel answers the connection is kept: the master may well be fine,
+ * and a command on it will tell.
+ */
+static void
+check_master(struct tor_redis *r)
+{
+	const struct tor_config *cfg = r->cfg;
+	size_t n = cfg->redis.sentinel.n_nodes, k, i;
+	int64_t now = monotonic_ms();
+	int period = cfg->ha.renew_ms, port;
+	char host[sizeof(r->master_host)];
+	tor_err e;
+
+	if (!use_sentinel(cfg) || r->c == NULL || n == 0)
+		return;
+	if (period <= 0 || period > CHECK_MAX_MS)
+		period = CHECK_MAX_MS;
+	if (now - r->checked_ms < period)
+		return;
+	for (k = 0; k < n; k++) {
+		i = (r->sc_node + k) % n;
+		if (ask_sentinel(r, i, host, sizeof(host), &port, &e) == -1)
+			continue;
+		r->checked_ms = now;
+		if (port != r->port || strcmp(host, r->host) != 0)
+			drop_connection(r);     /* the next connect follows */
+		return;
+	}
+}
+
 redisReply *
 tor_redis_command(struct tor_redis *r, int argc, const char **argv,
     const size_t *argvlen, tor_err *err)
 {
+	check_master(r);
 	if (r->c == NULL && tor_redis_connect(r, err) == -1)
 		return NULL;
 	return run(r, argc, argv, argvlen, "", err);
+}
+
+int
+tor_redis_replicas(struct tor_redis *r, tor_err *err)
+{
+	check_master(r);
+	if (r->c == NULL && tor_redis_connect(r, err) == -1)
+		return -1;
+	return role_replicas(r, err);
 }
 
 void

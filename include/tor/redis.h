@@ -1,6 +1,8 @@
 /*
  * One Redis connection with the settings of cfg->redis (timeouts, AUTH,
- * SELECT), reconnected on demand.
+ * SELECT), reconnected on demand.  With redis.sentinel.master set, every
+ * (re)connect first asks the Sentinels where the master is, so the next
+ * command after a connection error follows a failover.
  *
  * hiredis contexts are not thread-safe: each thread that talks to Redis owns
  * its own tor_redis.  A command that fails because the connection broke is
@@ -22,14 +24,26 @@ struct tor_redis *tor_redis_new(const struct tor_config *cfg);
 void tor_redis_free(struct tor_redis *r);
 
 /* Connects (or reconnects) now: connect with redis.timeout_ms, AUTH when a
- * password is set, SELECT redis.db. */
+ * password is set, SELECT redis.db.  In Sentinel mode the server is the one
+ * the first answering Sentinel names (redis.sentinel.nodes in order) and
+ * ROLE confirms as a master; a change of master is logged at info.  When
+ * no Sentinel leads to a master, err reads "redis master <name>: no usable
+ * master from sentinels <nodes>; last: <reason>". */
 int tor_redis_connect(struct tor_redis *r, tor_err *err);
 
 /* Runs one command given as argv (binary-safe).  Returns the reply (free it
  * with freeReplyObject) or NULL with err set for a connection failure or a
- * Redis error reply ("redis 127.0.0.1:6379: ERR ..."). */
+ * Redis error reply ("redis 127.0.0.1:6379: ERR ...").  In Sentinel mode,
+ * at most once per ha.renew_ms (and at least once a second) a Sentinel is
+ * asked first whether the master moved, and a move or a READONLY reply
+ * drops the connection so that the next command follows the new master. */
 redisReply *tor_redis_command(struct tor_redis *r, int argc,
     const char **argv, const size_t *argvlen, tor_err *err);
+
+/* Asks ROLE (connecting first if need be).  Returns how many replicas the
+ * master lists, or -1 with err set: a Redis error, or the server is not a
+ * master ("redis host:port: ROLE: slave, not a master"). */
+int tor_redis_replicas(struct tor_redis *r, tor_err *err);
 
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,

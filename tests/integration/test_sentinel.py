@@ -1,0 +1,230 @@
+"""Redis behind Sentinel (DESIGN.md §3, §6): tor finds the master through
+the Sentinels, keeps its lease and checkpoint there, and follows a failover.
+
+Each test starts the optional sentinel service of deploy/local/stack.sh (a
+replica of the stack's Redis and three Sentinels watching it as "mymaster")
+and stops it at the end, pass or fail; stopping it also makes the stack's
+Redis a master again after a failover, so the tests after these find the
+stack as it was.  The replicas' configs name no redis.host: only the
+Sentinels.  Outcomes are judged where they land: the messages read back
+from Kafka, the lease and checkpoint on whatever server the Sentinels call
+the master, and the replicas' logs.
+"""
+
+import subprocess
+import time
+
+import harness
+from harness import Tor
+from test_ha import (Feeder, HA, assert_none_lost, lease_key, leader_now,
+                     log_lines, read_all_events, start_replicas, stop_all,
+                     wait_leading)
+from test_relay import insert_range, make_outbox
+
+MASTER = "mymaster"
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+class Sentinels:
+    """The sentinel service for the length of a `with` block."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def __enter__(self):
+        try:
+            self.stack.start("sentinel")
+            env = self.stack.env
+            self.master = env["TOR_SENTINEL_MASTER"]
+            self.nodes = env["TOR_SENTINEL_NODES"].split(",")
+        except BaseException:
+            self.stack.stop("sentinel")
+            raise
+        assert self.master == MASTER, self.master
+        return self
+
+    def __exit__(self, *exc):
+        # Replicas first: a replica left running would log a failed
+        # rediscovery for every service we take away under it.
+        harness.kill_all_tors()
+        self.stack.stop("sentinel")
+        return False
+
+    def ports(self):
+        return [int(n.rsplit(":", 1)[1]) for n in self.nodes]
+
+    def master_addr(self, node=0):
+        """(host, port) of the master as the node-th Sentinel names it."""
+        p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p",
+                            str(self.ports()[node]), "sentinel",
+                            "get-master-addr-by-name", self.master],
+                           capture_output=True, text=True, timeout=10)
+        host, port = p.stdout.split()
+        return host, int(port)
+
+    def master_redis(self):
+        host, port = self.master_addr()
+        return harness.redis_lib.Redis(host=host, port=port,
+                                       socket_timeout=5)
+
+    def failover(self):
+        """SENTINEL FAILOVER on the first Sentinel, by redis-cli."""
+        p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p",
+                            str(self.ports()[0]), "sentinel", "failover",
+                            self.master],
+                           capture_output=True, text=True, timeout=10)
+        assert p.stdout.strip() == "OK", (p.stdout, p.stderr)
+
+    def redis_section(self):
+        """The redis section of a replica's config: Sentinels, no host."""
+        return harness.cfg_value({"sentinel": {"master": self.master,
+                                               "nodes": list(self.nodes)}})
+
+
+def sentinel_config(stack, sen, name):
+    table, ov = make_outbox(stack, name)
+    cfg = harness.base_config(stack, redis=sen.redis_section(), ha=dict(HA),
+                              checkpoint={"interval_ms": 200}, **ov)
+    assert "host" not in cfg.split("redis = ", 1)[1].split("ha = ", 1)[0], \
+        cfg
+    return table, cfg
+
+
+def lease_on(r, group):
+    """(instance, token) of the lease on Redis connection r, or None."""
+    v = r.get(lease_key(group))
+    if v is None:
+        return None
+    inst, tok = v.decode().rsplit(" ", 1)
+    return inst, int(tok)
+
+
+def checkpoint_on(r, group):
+    h = r.hgetall("tor:{%s}:checkpoint" % group)
+    return {k.decode(): v.decode() for k, v in h.items()}
+
+
+# ---------------------------------------------------------------------------
+# tests
+
+
+def test_relays_through_sentinel(stack):
+    name = "sen_relay"
+    total = 300
+    with Sentinels(stack) as sen:
+        table, cfg = sentinel_config(stack, sen, name)
+        group = harness.config_group(cfg)
+        tor = Tor(stack, cfg).start()
+        host, port = sen.master_addr()
+        tor.wait_log(r"component=redis .*master %s is %s:%d \(via sentinel "
+                     r"127\.0\.0\.1:\d+\)" % (MASTER, host, port), timeout=30)
+        leader, token, _ = wait_leading([tor], timeout=15)
+        assert "Sentinel discovery is not built" not in tor.log_text()
+
+        insert_range(stack, table, 0, total, 30)
+        by_n, _ = read_all_events(stack, name, total)
+        assert_none_lost(by_n, total)
+        dups = sorted(n for n, rs in by_n.items() if len(rs) > 1)
+        assert not dups, "duplicated events %s" % dups[:10]
+
+        # Lease and checkpoint are on the master the Sentinels name.
+        m = sen.master_redis()
+        assert lease_on(m, group) == (tor.name, token), lease_on(m, group)
+        deadline = time.monotonic() + 10
+        while True:
+            cp = checkpoint_on(m, group)
+            if cp.get("epoch") == str(token) and cp.get("gtid"):
+                break
+            assert time.monotonic() < deadline, "checkpoint on master: %r" % cp
+            time.sleep(0.1)
+        # The master has a replica: the acquire waited for it (WAIT ran on
+        # the master), and quietly.
+        waits = m.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+        assert waits >= 1, m.info("commandstats")
+        assert not log_lines(tor, r"confirmed the lease|WAIT for a replica"), \
+            tor.log_tail()
+        assert tor.stop() == 0, tor.log_tail()
+
+
+def test_failover_mid_stream(stack):
+    name = "sen_failover"
+    with Sentinels(stack) as sen:
+        table, cfg = sentinel_config(stack, sen, name)
+        group = harness.config_group(cfg)
+        tors = start_replicas(stack, cfg, ["r1", "r2"])
+        wait_leading(tors, timeout=15)
+        old = sen.master_addr()
+        feeder = Feeder(stack, table, 0, None, 10, 0.02)
+        feeder.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not checkpoint_on(sen.master_redis(), group).get("gtid"):
+                assert time.monotonic() < deadline, "no checkpoint on master"
+                time.sleep(0.1)
+            time.sleep(1.0)
+
+            since = {t: t.log_size() for t in tors}
+            t0 = time.monotonic()
+            sen.failover()
+            while sen.master_addr() == old:
+                assert time.monotonic() - t0 < 15, "no failover in 15 s"
+                time.sleep(0.05)
+            new = sen.master_addr()
+            t_switch = time.monotonic() - t0
+
+            # One leader again: the lease on the new master names one
+            # replica, that one alone says it leads, and its renews land
+            # on the new master (the TTL there went up, or the lease is a
+            # new one), not on the old master that takes writes until
+            # Sentinel demotes it.
+            m = harness.redis_lib.Redis(host=new[0], port=new[1],
+                                        socket_timeout=5)
+            prev = None
+            while True:
+                cur = lease_on(m, group)
+                ttl = m.pttl(lease_key(group))
+                leaders = [t.name for t in leader_now(tors)]
+                renewed = (cur is not None and prev is not None and
+                           (cur != prev[0] or ttl > prev[1] + 50))
+                if renewed and leaders == [cur[0]]:
+                    break
+                prev = (cur, ttl) if cur is not None else None
+                assert time.monotonic() - t0 < 20, (cur, ttl, leaders)
+                time.sleep(0.05)
+            t_leader = time.monotonic() - t0
+            print("  failover %s:%d -> %s:%d: Sentinels switched after "
+                  "%.0f ms, one leader (%s, token %d) on the new master "
+                  "after %.0f ms" % (old[0], old[1], new[0], new[1],
+                                     t_switch * 1000, cur[0], cur[1],
+                                     t_leader * 1000))
+
+            # Every replica followed the new master.
+            for t in tors:
+                t.wait_log(r"following master %s at %s:%d, was %s:%d" % (
+                    MASTER, new[0], new[1], old[0], old[1]), timeout=15,
+                    since=since[t])
+            time.sleep(2.0)         # keep feeding under the new master
+        finally:
+            feeder.stop()
+        total = feeder.finish()
+
+        by_n, recs = read_all_events(stack, name, total, timeout=90)
+        assert_none_lost(by_n, total)
+        # Still one leader, the lease still names it, and its checkpoint
+        # lands on the new master.
+        time.sleep(1.0)
+        cur = lease_on(m, group)
+        leaders = leader_now(tors)
+        assert cur is not None and [t.name for t in leaders] == [cur[0]], \
+            (cur, [t.name for t in leaders])
+        deadline = time.monotonic() + 10
+        while checkpoint_on(m, group).get("epoch") != str(cur[1]):
+            assert time.monotonic() < deadline, checkpoint_on(m, group)
+            time.sleep(0.1)
+        dups = sum(len(rs) - 1 for rs in by_n.values())
+        print("  %d events, %d records (%d duplicates)" % (
+            total, len(recs), dups))
+        stop_all(tors)
