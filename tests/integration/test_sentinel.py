@@ -11,6 +11,8 @@ from Kafka, the lease and checkpoint on whatever server the Sentinels call
 the master, and the replicas' logs.
 """
 
+import os
+import signal
 import subprocess
 import time
 
@@ -149,8 +151,10 @@ def test_relays_through_sentinel(stack):
         assert tor.stop() == 0, tor.log_tail()
 
 
-def test_failover_mid_stream(stack):
-    name = "sen_failover"
+def failover_mid_stream(stack, name, trigger):
+    """Two replicas relay a steady stream; trigger(sen) takes the master
+    away.  Asserts one leader again on the new master, every replica
+    following it, and no event lost; returns the replicas."""
     with Sentinels(stack) as sen:
         table, cfg = sentinel_config(stack, sen, name)
         group = harness.config_group(cfg)
@@ -168,7 +172,7 @@ def test_failover_mid_stream(stack):
 
             since = {t: t.log_size() for t in tors}
             t0 = time.monotonic()
-            sen.failover()
+            trigger(sen)
             while sen.master_addr() == old:
                 assert time.monotonic() - t0 < 15, "no failover in 15 s"
                 time.sleep(0.05)
@@ -228,3 +232,25 @@ def test_failover_mid_stream(stack):
         print("  %d events, %d records (%d duplicates)" % (
             total, len(recs), dups))
         stop_all(tors)
+        return tors
+
+
+def test_failover_mid_stream(stack):
+    failover_mid_stream(stack, "sen_failover", Sentinels.failover)
+
+
+def test_master_killed_mid_stream(stack):
+    """The master dies (SIGKILL): the Sentinels promote the replica after
+    down-after-milliseconds; until then no Sentinel names a master that
+    answers, and the replicas say so in the error's own words."""
+    def kill_master(sen):
+        with open(os.path.join(stack.run_dir, "redis", "redis.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)
+
+    tors = failover_mid_stream(stack, "sen_kill", kill_master)
+    pat = (r"redis master %s: no usable master from sentinels "
+           r"127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+; last: "
+           r"redis 127\.0\.0\.1:%d: connect: Connection refused \(via "
+           r"sentinel 127\.0\.0\.1:\d+\)" % (MASTER, stack.redis_port))
+    assert any(log_lines(t, pat) for t in tors), "\n".join(
+        t.log_tail(20) for t in tors)
