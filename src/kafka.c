@@ -136,9 +136,11 @@ sink_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 	(void)rk;
 	sink->in_flight--;
+	/* rd_kafka_message_errstr would hand back the payload of a failed
+	 * produce, which is not a C string: the code's own text is. */
 	sink->ack(sink->ack_ctx, seq, m->err,
-	    m->err != RD_KAFKA_RESP_ERR_NO_ERROR ?
-	    rd_kafka_message_errstr(m) : "");
+	    m->err != RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_err2str(m->err) :
+	    "");
 }
 
 /* -1 with the reason when the producer has hit a fatal error, else 0. */
