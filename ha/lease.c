@@ -70,10 +70,11 @@ static const char release_lua[] =
     "return released\n";
 
 /* KEYS lease, handoff. */
+/* KEYS lease; ARGV "tor checkpoint set <token>", lease_ms.  Replaces whatever lease
+ * holds with the operator's own for lease_ms: the leader's renews fail and
+ * its local deadline passes before anybody else can acquire. */
 static const char break_lua[] =
-    "redis.call('DEL', KEYS[1])\n"
-    "redis.call('LPUSH', KEYS[2], 'break')\n"
-    "redis.call('LTRIM', KEYS[2], 0, " HANDOFF_KEEP ")\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "return 1\n";
 
 /* KEYS lease.  GET and PTTL in one script, so the ttl is the value's. */
@@ -423,17 +424,22 @@ tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
 
 int
 tor_lease_break(struct tor_redis *r, const struct tor_config *cfg,
-    tor_err *err)
+    uint64_t token, tor_err *err)
 {
-	const char *what = "lease break", *rest[2];
+	const char *what = "lease break", *rest[3];
+	char value[64], ttl[24];
 	struct lease_keys k;
 	redisReply *reply;
 	int rc;
 
 	lease_keys(cfg, &k);
+	/* Blanks in the holder's name: no replica's instance can match it. */
+	snprintf(value, sizeof(value), TOR_LEASE_OPERATOR " %" PRIu64, token);
+	snprintf(ttl, sizeof(ttl), "%d", cfg->ha.lease_ms);
 	rest[0] = k.lease;
-	rest[1] = k.handoff;
-	if ((reply = eval(r, break_lua, 2, 2, rest, what, err)) == NULL)
+	rest[1] = value;
+	rest[2] = ttl;
+	if ((reply = eval(r, break_lua, 1, 3, rest, what, err)) == NULL)
 		return -1;
 	rc = reply->type == REDIS_REPLY_INTEGER ? 0 :
 	    unexpected(what, k.lease, reply, err);

@@ -155,7 +155,14 @@ tor_cli_status(const struct tor_config *cfg, FILE *out)
 	tor_redis_free(r);
 
 	fprintf(out, "group: %s\n", cfg->group);
-	if (held) {
+	if (held && strcmp(leader, TOR_LEASE_OPERATOR) == 0) {
+		/* After `checkpoint set`: nobody leads until it expires. */
+		fprintf(out, "leader: none\n");
+		fprintf(out, "paused_by: %s (token %" PRIu64 ")\n", leader,
+		    token);
+		fprintf(out, "pause_ms_left: %" PRId64 "\n", ttl_ms);
+		held = 0;
+	} else if (held) {
 		fprintf(out, "leader: %s\n", leader);
 		fprintf(out, "token: %" PRIu64 "\n", token);
 		fprintf(out, "lease_ms_left: %" PRId64 "\n", ttl_ms);
@@ -301,7 +308,7 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 	if (cp.pos.file[0] == '\0')
 		fprintf(out, "note: a GTID position is checked by the server "
 		    "only when a leader starts streaming from it\n");
-	if (tor_lease_break(r, cfg, &err) < 0) {
+	if (tor_lease_break(r, cfg, cp.epoch, &err) < 0) {
 		tor_redis_free(r);
 		/* The leader's next fenced write is refused all the same. */
 		fprintf(out, "leader: not asked to step down\n");

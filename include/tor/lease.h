@@ -52,9 +52,17 @@ int tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
 int tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t *token, tor_err *err);
 
-/* Deletes the lease whoever holds it and pushes the wake-up, so the leader
- * steps down at its next renew and another replica takes over.  0 or -1. */
+/* The holder's name in a lease taken by tor_lease_break (instance names
+ * have no blanks, so no replica mistakes it for its own). */
+#define TOR_LEASE_OPERATOR "tor checkpoint set"
+
+/* Takes the lease from whoever holds it for lease_ms, as
+ * "tor checkpoint set <token>"
+ * (token: a fresh one from tor_lease_next_token).  The leader's next renew
+ * fails and it steps down; no replica can acquire until the operator's lease
+ * expires, by which time the old leader's local deadline has passed, so two
+ * leaders never publish at once.  0 or -1. */
 int tor_lease_break(struct tor_redis *r, const struct tor_config *cfg,
-    tor_err *err);
+    uint64_t token, tor_err *err);
 
 #endif
