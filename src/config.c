@@ -106,8 +106,6 @@ static const struct {
 };
 
 /* What this build does not do yet; see tor_config_not_in_effect(). */
-#define NOTE_TRANSACTIONAL "kafka.mode = \"transactional\": transactional " \
-	"(exactly-once) publishing is not built yet"
 #define NOTE_HTTP "http.listen: the HTTP endpoint (/healthz, /readyz, " \
 	"/metrics) is not built yet"
 
@@ -1341,8 +1339,6 @@ collect_notes(struct tor_config *cfg)
 {
 	size_t n = 0;
 
-	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL)
-		cfg->not_built[n++] = NOTE_TRANSACTIONAL;
 	if (cfg->http.listen[0] != '\0')
 		cfg->not_built[n++] = NOTE_HTTP;
 	cfg->not_built[n] = NULL;

@@ -79,6 +79,7 @@ struct tor_sink {
 	struct sink_topic *topics;      /* handles of the topics produced to */
 	size_t n_topics, cap_topics;
 	int wake[2];            /* librdkafka writes [1] when reports wait */
+	bool fenced;            /* transactional: another producer took over */
 };
 
 /*
@@ -241,10 +242,22 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 		if (sink_conf_set(conf, defaults[i][0], defaults[i][1],
 		    err) == -1)
 			return -1;
+	/* A transactional producer may not let a message live longer than
+	 * its transaction. */
+	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
+	    (sink_conf_set(conf, "transaction.timeout.ms", "60000", err) == -1 ||
+	    sink_conf_set(conf, "message.timeout.ms", "60000", err) == -1))
+		return -1;
 	for (i = 0; i < cfg->kafka.n_properties; i++)
 		if (sink_apply_property(conf, cfg->kafka.properties[i],
 		    err) == -1)
 			return -1;
+	/* One transactional.id per group: a new leader's init_transactions
+	 * fences the previous leader's producer (DESIGN.md §5). */
+	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
+	    sink_conf_set(conf, "transactional.id", cfg->kafka.transactional_id,
+	    err) == -1)
+		return -1;
 	return 0;
 }
 
@@ -309,13 +322,11 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 	q = rd_kafka_queue_get_main(sink->rk);
 	rd_kafka_queue_io_event_enable(q, sink->wake[1], "r", 1);
 	rd_kafka_queue_destroy(q);
-	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL)
-		log_warn("kafka", "kafka.mode=transactional is not built into "
-		    "the sink yet: producing idempotently (at-least-once)");
-	log_info("kafka", "producer %s for %s: idempotent, acks=all, "
+	log_info("kafka", "producer %s for %s: %s, acks=all, "
 	    "murmur2_random, queue %s messages / %s KiB, linger.ms=%s, "
 	    "compression %s, message.timeout.ms=%s", rd_kafka_name(sink->rk),
-	    cfg->kafka.brokers,
+	    cfg->kafka.brokers, cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL ?
+	    "transactional" : "idempotent",
 	    sink_conf_value(sink, "queue.buffering.max.messages", q_msgs,
 	    sizeof(q_msgs)),
 	    sink_conf_value(sink, "queue.buffering.max.kbytes", q_kb,
@@ -706,4 +717,193 @@ int
 tor_sink_in_flight(const struct tor_sink *sink)
 {
 	return sink->in_flight;
+}
+
+/*
+ * Transactional mode (DESIGN.md §5).  librdkafka's transactional calls
+ * block; each error says whether the producer was fenced or hit a fatal
+ * error (a new leader holds the transactional.id: step down), whether the
+ * transaction must be aborted (then replay from the last commit), or
+ * whether the call may simply be retried.
+ */
+static int
+sink_txn_error(struct tor_sink *sink, rd_kafka_error_t *error,
+    const char *what, tor_err *err)
+{
+	int rc;
+
+	if (rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__FENCED ||
+	    rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+	    rd_kafka_error_code(error) ==
+	    RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH ||
+	    rd_kafka_error_is_fatal(error)) {
+		sink->fenced = true;
+		rc = TOR_SINK_FENCED;
+	} else if (rd_kafka_error_txn_requires_abort(error)) {
+		rc = TOR_SINK_ABORT;
+	} else if (rd_kafka_error_is_retriable(error)) {
+		rc = TOR_SINK_RETRY;
+	} else {
+		rc = -1;
+	}
+	tor_err_set(err, "kafka: %s: %s (%s)", what,
+	    rd_kafka_error_string(error), rd_kafka_error_name(error));
+	rd_kafka_error_destroy(error);
+	return rc;
+}
+
+int
+tor_sink_txn_init(struct tor_sink *sink, int timeout_ms, tor_err *err)
+{
+	rd_kafka_error_t *error;
+
+	error = rd_kafka_init_transactions(sink->rk, timeout_ms);
+	if (error != NULL)
+		return sink_txn_error(sink, error, "init_transactions", err);
+	log_info("kafka", "init_transactions done for transactional.id %s",
+	    sink->cfg->kafka.transactional_id);
+	return 0;
+}
+
+int
+tor_sink_txn_begin(struct tor_sink *sink, tor_err *err)
+{
+	rd_kafka_error_t *error = rd_kafka_begin_transaction(sink->rk);
+
+	return error != NULL ?
+	    sink_txn_error(sink, error, "begin_transaction", err) : 0;
+}
+
+int
+tor_sink_txn_commit(struct tor_sink *sink, const char *record,
+    int timeout_ms, tor_err *err)
+{
+	const struct tor_config *cfg = sink->cfg;
+	rd_kafka_resp_err_t code;
+	rd_kafka_error_t *error;
+	int rc;
+
+	/* The position travels inside the transaction it describes: Kafka
+	 * commits the messages and the position together, or neither.  It
+	 * goes to partition 0, whatever the topic's partition count. */
+	code = rd_kafka_producev(sink->rk,
+	    RD_KAFKA_V_TOPIC(cfg->kafka.checkpoint_topic),
+	    RD_KAFKA_V_PARTITION(0),
+	    RD_KAFKA_V_KEY(cfg->group, strlen(cfg->group)),
+	    RD_KAFKA_V_VALUE((void *)(uintptr_t)record, strlen(record)),
+	    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)0),
+	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+	    RD_KAFKA_V_END);
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return tor_err_set(err, "kafka: position record to %s: %s",
+		    cfg->kafka.checkpoint_topic, rd_kafka_err2str(code));
+	sink->in_flight++;
+	for (;;) {
+		error = rd_kafka_commit_transaction(sink->rk, timeout_ms);
+		if (error == NULL)
+			return 0;
+		rc = sink_txn_error(sink, error, "commit_transaction", err);
+		if (rc != TOR_SINK_RETRY)
+			return rc;
+		log_warn("kafka", "%s; retrying the commit", err->msg);
+	}
+}
+
+int
+tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err)
+{
+	rd_kafka_error_t *error = rd_kafka_abort_transaction(sink->rk,
+	    timeout_ms);
+
+	if (error != NULL)
+		return sink_txn_error(sink, error, "abort_transaction", err);
+	rd_kafka_poll(sink->rk, 0);
+	return 0;
+}
+
+bool
+tor_sink_fenced(const struct tor_sink *sink)
+{
+	return sink->fenced;
+}
+
+/* Reads partition 0 of the checkpoint topic up to its end, committed
+ * records only, keeping the last one whose key is the group. */
+int
+tor_sink_read_position(const struct tor_config *cfg, char *record,
+    size_t cap, bool *found, int timeout_ms, tor_err *err)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *parts;
+	rd_kafka_resp_err_t code;
+	rd_kafka_t *rk;
+	char errstr[512], gid[300];
+	int64_t lo = 0, hi = 0, next = 0;
+	int64_t deadline;
+	size_t glen = strlen(cfg->group);
+	int rc = 0;
+
+	*found = false;
+	snprintf(gid, sizeof(gid), "tor-%s-position-reader", cfg->group);
+	if (sink_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers,
+	    err) == -1 ||
+	    sink_conf_set(conf, "group.id", gid, err) == -1 ||
+	    sink_conf_set(conf, "isolation.level", "read_committed", err) == -1 ||
+	    sink_conf_set(conf, "enable.auto.commit", "false", err) == -1 ||
+	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1) {
+		rd_kafka_conf_destroy(conf);
+		return -1;
+	}
+	rd_kafka_conf_set_log_cb(conf, sink_log_cb);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL) {
+		rd_kafka_conf_destroy(conf);
+		return tor_err_set(err, "kafka: position reader: %s", errstr);
+	}
+	code = rd_kafka_query_watermark_offsets(rk, cfg->kafka.checkpoint_topic,
+	    0, &lo, &hi, timeout_ms);
+	if (code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+	    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+	    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+		log_info("kafka", "%s does not exist yet: no position committed "
+		    "there", cfg->kafka.checkpoint_topic);
+		goto out;
+	}
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = tor_err_set(err, "kafka: %s: cannot read its offsets: %s",
+		    cfg->kafka.checkpoint_topic, rd_kafka_err2str(code));
+		goto out;
+	}
+	if (hi <= lo)
+		goto out;
+	parts = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(parts, cfg->kafka.checkpoint_topic,
+	    0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+	rd_kafka_assign(rk, parts);
+	rd_kafka_topic_partition_list_destroy(parts);
+	deadline = sink_now_ms() + timeout_ms;
+	while (next < hi && sink_now_ms() < deadline) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+
+		if (m == NULL)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			rd_kafka_message_destroy(m);
+			break;
+		}
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			next = m->offset + 1;
+			if (m->key_len == glen && memcmp(m->key, cfg->group,
+			    glen) == 0 && m->len < cap) {
+				memcpy(record, m->payload, m->len);
+				record[m->len] = '\0';
+				*found = true;
+			}
+		}
+		rd_kafka_message_destroy(m);
+	}
+out:
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	return rc;
 }

@@ -36,6 +36,7 @@
 /* How long a stop request may wait for the transaction in progress and for
  * Kafka's acknowledgements before the relay gives up on them. */
 #define STOP_GRACE_MS 10000
+#define KAFKA_COMMIT_TIMEOUT_MS 30000
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
 
@@ -43,7 +44,14 @@
 enum {
 	RUN_STOPPED = 1,        /* a stop was requested: finish, hand over */
 	RUN_LOST = 2,           /* the leadership is gone: drop everything */
+	RUN_RESTART = 3,        /* still leading: start over from the commit */
 };
+
+/* Transactional mode: a Kafka transaction holds whole source transactions
+ * and is committed when it holds this many messages, is this old, or the
+ * binlog has nothing more for now. */
+#define KTXN_MAX_MESSAGES 5000
+#define KTXN_MAX_MS 100
 
 /* The latest table map of one outbox table. */
 struct table_slot {
@@ -60,6 +68,16 @@ struct relay {
 	volatile sig_atomic_t *stop;
 	struct tor_elector *elector;
 	bool lost;                      /* a write was refused: not leading */
+
+	/* Transactional mode. */
+	bool txn_mode;
+	bool ktxn_open;                 /* a Kafka transaction is open */
+	uint64_t ktxn_messages;
+	int64_t ktxn_started_ms;
+	struct tor_position committed;  /* the last position Kafka committed */
+	bool committed_moved;
+	unsigned long crash_after_commits;      /* test fault hook, 0 = off */
+	unsigned long commits;
 	struct tor_binlog *binlog;
 	struct tor_outbox *outbox;
 	struct tor_sink *sink;
@@ -184,8 +202,15 @@ checkpoint_tick(struct relay *r)
 
 	if (mono_ms() - r->last_checkpoint_ms < r->cfg->checkpoint.interval_ms)
 		return;
-	if (tor_progress_take_safe(r->progress, &pos))
+	if (r->txn_mode) {
+		/* Acknowledged is not committed: only a Kafka commit moves it. */
+		pos = r->committed;
+		if (r->committed_moved)
+			r->checkpoint_dirty = true;
+		r->committed_moved = false;
+	} else if (tor_progress_take_safe(r->progress, &pos)) {
 		r->checkpoint_dirty = true;
+	}
 	if (!r->checkpoint_dirty)
 		return;
 	if (write_checkpoint(r, &pos, &err) < 0) {
@@ -210,6 +235,69 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	return 0;
 }
 
+/* What a transactional call's failure means for the session. */
+static int
+sink_failure(struct relay *r, int rc)
+{
+	if (rc == TOR_SINK_FENCED) {
+		r->lost = true;
+		tor_elector_resign(r->elector, "Kafka fenced this producer: "
+		    "another replica holds the transactional.id");
+		return RUN_LOST;
+	}
+	return rc == TOR_SINK_ABORT ? RUN_RESTART : -1;
+}
+
+/* Commits the open Kafka transaction with the position reached: the end of
+ * the last source transaction read, all of whose messages it holds. */
+static int
+kafka_commit(struct relay *r, tor_err *err)
+{
+	char record[sizeof(r->read_pos.file) + 64];
+	int rc;
+
+	snprintf(record, sizeof(record), "v1 %" PRIu64 " %s %" PRIu64,
+	    r->epoch, r->read_pos.file, r->read_pos.pos);
+	rc = tor_sink_txn_commit(r->sink, record, KAFKA_COMMIT_TIMEOUT_MS, err);
+	r->ktxn_open = false;
+	if (rc != 0) {
+		tor_err tmp;
+
+		if (rc == TOR_SINK_ABORT &&
+		    tor_sink_txn_abort(r->sink, KAFKA_COMMIT_TIMEOUT_MS, &tmp) != 0)
+			log_warn("kafka", "%s", tmp.msg);
+		log_warn("kafka", "%s", err->msg);
+		return sink_failure(r, rc);
+	}
+	/* The commit flushed every message: the tracker has them all. */
+	tor_progress_safe(r->progress, &r->committed);
+	r->committed.pos = r->read_pos.pos;
+	snprintf(r->committed.file, sizeof(r->committed.file), "%s",
+	    r->read_pos.file);
+	r->committed_moved = true;
+	r->commits++;
+	if (r->crash_after_commits != 0 &&
+	    r->commits == r->crash_after_commits) {
+		log_warn("relay", "test fault hook: crashing after Kafka commit "
+		    "%lu, before the Redis checkpoint", r->commits);
+		raise(SIGKILL);
+	}
+	return 0;
+}
+
+/* Commits when the open Kafka transaction is big or old enough, or (idle)
+ * whenever it holds anything; never inside a source transaction. */
+static int
+maybe_commit(struct relay *r, bool idle, tor_err *err)
+{
+	if (!r->txn_mode || !r->ktxn_open || r->in_txn)
+		return 0;
+	if (!idle && r->ktxn_messages < KTXN_MAX_MESSAGES &&
+	    mono_ms() - r->ktxn_started_ms < KTXN_MAX_MS)
+		return 0;
+	return kafka_commit(r, err);
+}
+
 /* Queues one message, waiting while the producer's queue is full.  Oversized
  * messages follow outbox.unrouted. */
 static int
@@ -221,12 +309,20 @@ produce(struct relay *r, struct tor_message *msg,
 
 		if (!leading(r))
 			return RUN_LOST;
+		if (r->txn_mode && !r->ktxn_open) {
+			if ((rc = tor_sink_txn_begin(r->sink, err)) != 0)
+				return sink_failure(r, rc);
+			r->ktxn_open = true;
+			r->ktxn_messages = 0;
+			r->ktxn_started_ms = mono_ms();
+		}
 		rc = tor_sink_produce(r->sink, msg, r->txn_seq, err);
 
 		switch (rc) {
 		case TOR_SINK_OK:
 			tor_progress_add(r->progress);
 			r->rows_published++;
+			r->ktxn_messages++;
 			return 0;
 		case TOR_SINK_BUSY:
 			if (stop_overdue(r))
@@ -626,8 +722,11 @@ stream_loop(struct relay *r, tor_err *err)
 	for (;;) {
 		if (!leading(r))
 			return RUN_LOST;
-		if (!r->in_txn && stop_requested(r))
+		if (!r->in_txn && stop_requested(r)) {
+			if ((rc = maybe_commit(r, true, err)) != 0)
+				return rc;
 			return RUN_STOPPED;
+		}
 		if (stop_overdue(r))
 			return tor_err_set(err, "stopping: the transaction in "
 			    "progress did not finish within %d ms",
@@ -650,13 +749,18 @@ stream_loop(struct relay *r, tor_err *err)
 			continue;
 		}
 		if (rc == TOR_BINLOG_NONE) {
-			/* Caught up: sleep until an event or an acknowledgement
-			 * comes, or the checkpoint is due. */
+			/* Caught up: commit what the Kafka transaction holds,
+			 * then sleep until an event or an acknowledgement comes,
+			 * or the checkpoint is due. */
+			if ((rc = maybe_commit(r, true, err)) != 0)
+				return rc;
 			if (wait_for_work(r, err) < 0 || serve(r, 0, err) < 0)
 				return -1;
 			continue;
 		}
 		if ((rc = on_event(r, raw, len, err)) != 0)
+			return rc;
+		if ((rc = maybe_commit(r, false, err)) != 0)
 			return rc;
 		if (serve(r, 0, err) < 0)
 			return -1;
@@ -735,7 +839,10 @@ finish(struct relay *r)
 	if (tor_sink_flush(r->sink, STOP_GRACE_MS, &err) < 0)
 		log_warn("kafka", "%s", err.msg);
 	tor_sink_poll(r->sink, 0, &err);
-	tor_progress_safe(r->progress, &pos);
+	if (r->txn_mode)
+		pos = r->committed;
+	else
+		tor_progress_safe(r->progress, &pos);
 	if (write_checkpoint(r, &pos, &err) < 0) {
 		log_error("checkpoint", "final checkpoint not written: %s",
 		    err.msg);
@@ -746,6 +853,68 @@ finish(struct relay *r)
 	    ", skipped %" PRIu64 ", ignored %" PRIu64 " updates and %" PRIu64
 	    " deletes of outbox rows", text, r->rows_published, r->rows_skipped,
 	    r->rows_updated, r->rows_deleted);
+}
+
+/* "later" of two positions in one server's binlog: by file number, then
+ * offset. */
+static bool
+position_after(const struct tor_position *a, const struct tor_position *b)
+{
+	const char *da = strrchr(a->file, '.'), *db = strrchr(b->file, '.');
+	unsigned long long na, nb;
+
+	if (b->file[0] == '\0')
+		return a->file[0] != '\0';
+	if (a->file[0] == '\0')
+		return false;
+	na = da != NULL ? strtoull(da + 1, NULL, 10) : 0;
+	nb = db != NULL ? strtoull(db + 1, NULL, 10) : 0;
+	if (na != nb)
+		return na > nb;
+	return a->pos > b->pos;
+}
+
+/*
+ * Transactional takeover (DESIGN.md §5): init_transactions fences the
+ * previous leader's producer and aborts its open transaction; the last
+ * committed position record then says how far Kafka got, which may be past
+ * the Redis checkpoint (a leader that died between its Kafka commit and its
+ * Redis write).  Resume from the later of the two.
+ */
+static int
+take_over_transactions(struct relay *r, tor_err *err)
+{
+	struct tor_position kpos;
+	char record[600], text[300];
+	unsigned long long token, pos;
+	bool found;
+	int rc, backoff = RECONNECT_MIN_MS;
+
+	while ((rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err)) != 0) {
+		if (rc != TOR_SINK_RETRY && rc != -1)
+			return sink_failure(r, rc);
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	}
+	if (tor_sink_read_position(r->cfg, record, sizeof(record), &found,
+	    r->cfg->mysql.connect_timeout_ms, err) < 0)
+		return -1;
+	if (!found)
+		return 0;
+	memset(&kpos, 0, sizeof(kpos));
+	if (sscanf(record, "v1 %llu %255s %llu", &token, kpos.file, &pos) != 3)
+		return tor_err_set(err, "kafka: %s: position record for group "
+		    "%s is malformed: '%.100s'", r->cfg->kafka.checkpoint_topic,
+		    r->cfg->group, record);
+	kpos.pos = pos;
+	if (position_after(&kpos, &r->read_pos)) {
+		tor_position_format(&kpos, text, sizeof(text));
+		log_info("relay", "Kafka committed up to %s (token %llu), past "
+		    "the Redis checkpoint: resuming there", text, token);
+		r->read_pos = kpos;
+	}
+	return 0;
 }
 
 /*
@@ -761,6 +930,7 @@ lead(struct relay *r, tor_err *err)
 
 	r->epoch = tor_elector_token(r->elector);
 	r->lost = false;
+	r->ktxn_open = false;
 	r->in_txn = r->standalone = r->has_gtid = false;
 	r->skip_rows = r->txn_rows = 0;
 	r->checkpoint_dirty = r->delivery_failed = false;
@@ -778,6 +948,10 @@ lead(struct relay *r, tor_err *err)
 	}
 	if ((rc = find_start(r, err)) != 0)
 		goto out;
+	if (r->txn_mode && (rc = take_over_transactions(r, err)) != 0)
+		goto out;
+	r->committed = r->read_pos;
+	r->committed_moved = false;
 	if ((r->progress = tor_progress_new(&r->read_pos)) == NULL) {
 		rc = tor_err_set(err, "out of memory");
 		goto out;
@@ -790,13 +964,29 @@ lead(struct relay *r, tor_err *err)
 	r->last_checkpoint_ms = mono_ms();
 	rc = stream_loop(r, err);
 out:
-	if (rc == RUN_LOST) {
-		/* Not ours to publish any more: nothing queued may go out. */
-		log_warn("relay", "lost the leadership: dropping %d messages "
-		    "in flight, no checkpoint written", tor_sink_in_flight(r->sink));
+	if (rc == RUN_LOST || rc == RUN_RESTART) {
+		/* Not ours to publish any more (or not as it stands): nothing
+		 * queued may go out, an open transaction is aborted. */
+		log_warn("relay", "%s: dropping %d messages in flight, no "
+		    "checkpoint written", rc == RUN_LOST ? "lost the leadership" :
+		    "starting over from the last commit",
+		    tor_sink_in_flight(r->sink));
+		if (r->ktxn_open && !tor_sink_fenced(r->sink)) {
+			tor_err tmp;
+
+			if (tor_sink_txn_abort(r->sink, 2000, &tmp) != 0)
+				log_warn("kafka", "%s", tmp.msg);
+		}
 		tor_sink_purge(r->sink);
 	} else if (rc < 0) {
 		log_error("relay", "halting: %s", err->msg);
+		if (r->ktxn_open && !tor_sink_fenced(r->sink)) {
+			tor_err tmp;
+
+			if (tor_sink_txn_abort(r->sink, 2000, &tmp) != 0)
+				log_warn("kafka", "%s", tmp.msg);
+			r->ktxn_open = false;
+		}
 		if (r->progress != NULL && leading(r))
 			finish(r);
 	} else if (r->progress != NULL) {
@@ -825,8 +1015,17 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
 	struct relay r = { .cfg = cfg, .stop = stop };
+	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
 	tor_err release_err;
 	int rc = -1;
+
+	r.txn_mode = cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL;
+	/* Test-only fault hook: off unless the environment asks. */
+	if (hook != NULL && r.txn_mode) {
+		r.crash_after_commits = strtoul(hook, NULL, 10);
+		log_warn("relay", "test fault hook armed: crash after Kafka commit "
+		    "%lu", r.crash_after_commits);
+	}
 
 	r.redis = tor_redis_new(cfg);
 	if (r.redis == NULL) {
@@ -855,6 +1054,8 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 		rc = lead(&r, err);
 		tor_sink_free(r.sink);
 		r.sink = NULL;
+		if (rc == RUN_RESTART)
+			continue;       /* still leading: a fresh producer */
 		if (rc != RUN_LOST)
 			break;
 		tor_elector_relay_stopped(r.elector);

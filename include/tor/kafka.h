@@ -10,6 +10,7 @@
 #ifndef TOR_KAFKA_H
 #define TOR_KAFKA_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tor/config.h"
@@ -49,6 +50,9 @@ enum {
 	TOR_SINK_OK = 0,
 	TOR_SINK_BUSY = 1,      /* queue full: poll, then try again */
 	TOR_SINK_TOO_LARGE = 2, /* over message.max.bytes: not queued */
+	TOR_SINK_FENCED = 3,    /* transactional: fenced or fatal, step down */
+	TOR_SINK_ABORT = 4,     /* transactional: abort, replay from the commit */
+	TOR_SINK_RETRY = 5,     /* transactional: the call may be retried */
 };
 
 /* Queues msg (copied; the caller may reuse its buffers).  Returns TOR_SINK_OK,
@@ -77,6 +81,30 @@ void tor_sink_purge(struct tor_sink *sink);
 
 /* Readable (poll) when delivery reports wait for tor_sink_poll. */
 int tor_sink_fd(const struct tor_sink *sink);
+
+/*
+ * Transactional mode (kafka.mode = "transactional", DESIGN.md §5): the
+ * producer has transactional.id = kafka.transactional_id, shared by every
+ * replica of the group.  Each call returns 0, or TOR_SINK_FENCED (another
+ * producer took the id: step down, never init again before winning the
+ * lease), TOR_SINK_ABORT (abort, then replay from the last commit), or -1.
+ */
+int tor_sink_txn_init(struct tor_sink *sink, int timeout_ms, tor_err *err);
+int tor_sink_txn_begin(struct tor_sink *sink, tor_err *err);
+
+/* Adds the position record (key = group, value = record) to partition 0 of
+ * kafka.checkpoint_topic and commits the transaction: the messages and the
+ * position become visible together. */
+int tor_sink_txn_commit(struct tor_sink *sink, const char *record,
+    int timeout_ms, tor_err *err);
+int tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err);
+bool tor_sink_fenced(const struct tor_sink *sink);
+
+/* The group's last committed position record on kafka.checkpoint_topic
+ * (read_committed), with its own short-lived consumer.  *found is false when
+ * there is none. */
+int tor_sink_read_position(const struct tor_config *cfg, char *record,
+    size_t cap, bool *found, int timeout_ms, tor_err *err);
 
 /* Messages queued or in flight, not yet acknowledged. */
 int tor_sink_in_flight(const struct tor_sink *sink);
