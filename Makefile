@@ -32,8 +32,9 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps test unit integration bench clean check-asan fuzz-build
+.PHONY: up down watch
 
-all: bin/tor bin/tor-devbroker
+all: bin/tor bin/tor-devbroker bin/tor-example
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \
@@ -59,6 +60,14 @@ build/asan/tor: $(ASAN_OBJ)
 bin/tor-devbroker: deploy/local/devbroker.c
 	@mkdir -p bin
 	$(CC) $(REL_CFLAGS) -o $@ $< $(shell pkg-config --cflags --libs rdkafka) -lpthread
+
+# The example service (deploy/example/): orders written with their outbox
+# events, for the local demo (make up).
+EXAMPLE_SRC := $(wildcard deploy/example/*.c)
+bin/tor-example: $(EXAMPLE_SRC) $(wildcard deploy/example/*.h)
+	@mkdir -p bin
+	$(CC) $(REL_CFLAGS) -o $@ $(EXAMPLE_SRC) \
+		$(shell pkg-config --cflags --libs libmicrohttpd libmariadb) -lpthread
 
 build/rel/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -96,6 +105,19 @@ integration: all check-asan
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@tests/bench/run.sh
+
+# The local demo: the stack, the example service and three tor replicas
+# (deploy/local/up.sh; TOR_RUN_DIR, TOR_MYSQL_PORT, TOR_REDIS_PORT and
+# TOR_EXAMPLE_PORT move it).
+up: deps
+	@$(MAKE) --no-print-directory all
+	@deploy/local/up.sh up
+
+down:
+	@deploy/local/up.sh down
+
+watch:
+	@deploy/local/up.sh watch
 
 clean:
 	rm -rf build bin run
