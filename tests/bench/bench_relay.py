@@ -136,8 +136,9 @@ KAFKA_PROPS = [x.strip() for x in
                if x.strip()]
 
 
-def tor_config(stack, group, start, topic, level="warn"):
+def tor_config(stack, group, start, topic, level="warn", mode="idempotent"):
     kafka = {"properties": KAFKA_PROPS} if KAFKA_PROPS else {}
+    kafka["mode"] = mode
     return harness.base_config(
         stack, start=start, group=group, kafka=kafka,
         outbox={"tables": [{"table": TABLE,
@@ -237,13 +238,15 @@ def checkpoint(r, group):
 # measurements
 
 
-def measure_relay(stack, workdir, run, group, before, end):
+def measure_relay(stack, workdir, run, group, before, end,
+                  mode="idempotent"):
     """Runs tor over the inserted rows; returns (events/s, cpu s, peak MiB)."""
     hw0 = sum(harness.high_watermarks(stack.brokers, TOPIC).values())
     r = stack.redis()
     r.delete("tor:{%s}:checkpoint" % group)
-    tor = TorProc(stack, tor_config(stack, group, "%s:%d" % before, TOPIC),
-                  workdir, "relay%d" % run)
+    tor = TorProc(stack, tor_config(stack, group, "%s:%d" % before, TOPIC,
+                                    mode=mode),
+                  workdir, "relay%d%s" % (run, mode[0]))
     target = binlog_key(*end)
     tor.start()
     try:
@@ -518,7 +521,7 @@ def main():
 
     res = {k: [] for k in ("tor", "cpu", "cpu_us", "rss", "read", "produce",
                            "ratio", "p50", "p99", "max", "lat", "steady",
-                           "startup")}
+                           "startup", "txn", "txn_ratio")}
     for run in range(1, RUNS + 1):
         log("run %d/%d" % (run, RUNS))
         fresh_table(stack)
@@ -550,6 +553,16 @@ def main():
         else:
             for k in ("tor", "cpu", "cpu_us", "rss", "steady", "startup"):
                 res[k].append(None)
+
+        # The same rows again in transactional mode (DESIGN.md §5).
+        txn = measure_relay(stack, workdir, run, "bench-%s-t%d" % (tag, run),
+                            before, end, mode="transactional")
+        res["txn"].append(txn[0] if txn else None)
+        res["txn_ratio"].append(txn[0] / rel[0] if txn and rel else None)
+        if txn:
+            log("  transactional: %s events/s (%.2f s), CPU %.2f us/event, "
+                "peak RSS %.1f MiB" % (fmt_rate(txn[0]), txn[3],
+                                       txn[1] * 1e6 / ROWS, txn[2]))
 
         rd = measure_raw_read(stack, before, end)
         res["read"].append(rd[0] if rd else None)
@@ -602,6 +615,9 @@ def main():
          "per run; target >= 0.5"),
         ("CPU us/event", "cpu_us", lambda x: "%.2f" % x, "target <= 3"),
         ("peak RSS MiB", "rss", lambda x: "%.1f" % x, "target <= 32"),
+        ("transactional events/s", "txn", fmt_rate, ""),
+        ("transactional / idem.", "txn_ratio", lambda x: "%.2f" % x,
+         "per run; target >= 0.8"),
         ("latency p50 ms", "p50", lambda x: "%.1f" % x, ""),
         ("latency p99 ms", "p99", lambda x: "%.1f" % x, "target <= 20"),
         ("latency max ms", "max", lambda x: "%.1f" % x, ""),
@@ -624,10 +640,12 @@ def main():
     log("")
     log("summary: relay: %s events/s (median of %d) = %.2f x min(raw read %s, "
         "raw produce %s); CPU %.2f us/event; peak RSS %.0f MiB; latency p50 "
-        "%.1f ms p99 %.1f ms (max %.1f ms, %d of %d arrived, %s inserts/s)" %
+        "%.1f ms p99 %.1f ms (max %.1f ms, %d of %d arrived, %s inserts/s); "
+        "transactional %s events/s = %.2f x idempotent" %
         (fmt_rate(m["tor"]), RUNS, ratio_of_medians, fmt_rate(m["read"]),
          fmt_rate(m["produce"]), m["cpu_us"], m["rss"], m["p50"], m["p99"],
-         m["max"], arrived, sent, fmt_rate(med(rates))))
+         m["max"], arrived, sent, fmt_rate(med(rates)), fmt_rate(m["txn"]),
+         m["txn_ratio"]))
     try:
         os.unlink(kcat_input)
     except OSError:
