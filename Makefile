@@ -18,7 +18,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libmicrohttpd-dev zlib1g-dev libcmocka-dev libjemalloc-dev \
 	mariadb-server mariadb-client redis-server redis-sentinel kcat \
 	python3 python3-confluent-kafka python3-pymysql python3-redis \
-	python3-prometheus-client procps
+	python3-prometheus-client procps python3-yaml systemd
 
 SRC      := $(wildcard src/*.c ha/*.c)
 LIB_SRC  := $(filter-out src/main.c,$(SRC))

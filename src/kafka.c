@@ -760,6 +760,12 @@ tor_sink_txn_init(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	error = rd_kafka_init_transactions(sink->rk, timeout_ms);
 	if (error != NULL)
 		return sink_txn_error(sink, error, "init_transactions", err);
+	/* Learn the checkpoint topic's partitions now, not at the first
+	 * commit (which would wait for librdkafka's next metadata refresh). */
+	if (sink_topic(sink, sink->cfg->kafka.checkpoint_topic) == NULL)
+		return tor_err_set(err, "kafka: topic %s: %s",
+		    sink->cfg->kafka.checkpoint_topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
 	log_info("kafka", "init_transactions done for transactional.id %s",
 	    sink->cfg->kafka.transactional_id);
 	return 0;
@@ -779,6 +785,7 @@ tor_sink_txn_commit(struct tor_sink *sink, const char *record,
     int timeout_ms, tor_err *err)
 {
 	const struct tor_config *cfg = sink->cfg;
+	rd_kafka_topic_t *rkt;
 	rd_kafka_resp_err_t code;
 	rd_kafka_error_t *error;
 	int rc;
@@ -786,8 +793,13 @@ tor_sink_txn_commit(struct tor_sink *sink, const char *record,
 	/* The position travels inside the transaction it describes: Kafka
 	 * commits the messages and the position together, or neither.  It
 	 * goes to partition 0, whatever the topic's partition count. */
+	rkt = sink_topic(sink, cfg->kafka.checkpoint_topic);
+	if (rkt == NULL)
+		return tor_err_set(err, "kafka: topic %s: %s",
+		    cfg->kafka.checkpoint_topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
 	code = rd_kafka_producev(sink->rk,
-	    RD_KAFKA_V_TOPIC(cfg->kafka.checkpoint_topic),
+	    RD_KAFKA_V_RKT(rkt),
 	    RD_KAFKA_V_PARTITION(0),
 	    RD_KAFKA_V_KEY(cfg->group, strlen(cfg->group)),
 	    RD_KAFKA_V_VALUE((void *)(uintptr_t)record, strlen(record)),
@@ -827,20 +839,67 @@ tor_sink_fenced(const struct tor_sink *sink)
 	return sink->fenced;
 }
 
-/* Reads partition 0 of the checkpoint topic up to its end, committed
- * records only, keeping the last one whose key is the group. */
+/* Reads partition 0 of the checkpoint topic from offset `from` to hi,
+ * keeping the last record whose key is the group.  -1 when it could not get
+ * to hi in time (a stale answer could republish what Kafka committed). */
+static int
+position_scan(rd_kafka_t *rk, const struct tor_config *cfg, int64_t from,
+    int64_t hi, char *record, size_t cap, bool *found, int timeout_ms,
+    tor_err *err)
+{
+	rd_kafka_topic_partition_list_t *parts;
+	size_t glen = strlen(cfg->group);
+	int64_t deadline = sink_now_ms() + timeout_ms, next = from;
+
+	parts = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(parts, cfg->kafka.checkpoint_topic,
+	    0)->offset = from;
+	rd_kafka_assign(rk, parts);
+	rd_kafka_topic_partition_list_destroy(parts);
+	while (next < hi) {
+		rd_kafka_message_t *m;
+
+		if (sink_now_ms() >= deadline)
+			return tor_err_set(err, "kafka: %s: read to offset %"
+			    PRId64 " of %" PRId64 " within %d ms only",
+			    cfg->kafka.checkpoint_topic, next, hi, timeout_ms);
+		if ((m = rd_kafka_consumer_poll(rk, 100)) == NULL)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			/* read_committed: the end may be before hi (an open
+			 * or aborted transaction's records). */
+			rd_kafka_message_destroy(m);
+			break;
+		}
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			next = m->offset + 1;
+			if (m->key_len == glen && memcmp(m->key, cfg->group,
+			    glen) == 0 && m->len < cap) {
+				memcpy(record, m->payload, m->len);
+				record[m->len] = '\0';
+				*found = true;
+			}
+		}
+		rd_kafka_message_destroy(m);
+	}
+	rd_kafka_assign(rk, NULL);
+	return 0;
+}
+
+/* The records at the end of the partition are looked at first: the topic
+ * is shared by groups and, compacted or not, a group's last position is
+ * normally among the most recent. */
+#define POSITION_TAIL 1000
+
 int
 tor_sink_read_position(const struct tor_config *cfg, char *record,
     size_t cap, bool *found, int timeout_ms, tor_err *err)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	rd_kafka_topic_partition_list_t *parts;
 	rd_kafka_resp_err_t code;
 	rd_kafka_t *rk;
 	char errstr[512], gid[300];
-	int64_t lo = 0, hi = 0, next = 0;
-	int64_t deadline;
-	size_t glen = strlen(cfg->group);
+	int64_t lo = 0, hi = 0;
 	int rc = 0;
 
 	*found = false;
@@ -850,7 +909,10 @@ tor_sink_read_position(const struct tor_config *cfg, char *record,
 	    sink_conf_set(conf, "group.id", gid, err) == -1 ||
 	    sink_conf_set(conf, "isolation.level", "read_committed", err) == -1 ||
 	    sink_conf_set(conf, "enable.auto.commit", "false", err) == -1 ||
-	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1) {
+	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1 ||
+	    /* A takeover waits for this read: no long-poll on the last
+	     * (usually only) fetch. */
+	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1) {
 		rd_kafka_conf_destroy(conf);
 		return -1;
 	}
@@ -876,32 +938,14 @@ tor_sink_read_position(const struct tor_config *cfg, char *record,
 	}
 	if (hi <= lo)
 		goto out;
-	parts = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(parts, cfg->kafka.checkpoint_topic,
-	    0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-	rd_kafka_assign(rk, parts);
-	rd_kafka_topic_partition_list_destroy(parts);
-	deadline = sink_now_ms() + timeout_ms;
-	while (next < hi && sink_now_ms() < deadline) {
-		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-
-		if (m == NULL)
-			continue;
-		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-			rd_kafka_message_destroy(m);
-			break;
-		}
-		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-			next = m->offset + 1;
-			if (m->key_len == glen && memcmp(m->key, cfg->group,
-			    glen) == 0 && m->len < cap) {
-				memcpy(record, m->payload, m->len);
-				record[m->len] = '\0';
-				*found = true;
-			}
-		}
-		rd_kafka_message_destroy(m);
+	if (hi - lo > POSITION_TAIL) {
+		rc = position_scan(rk, cfg, hi - POSITION_TAIL, hi, record, cap,
+		    found, timeout_ms, err);
+		if (rc < 0 || *found)
+			goto out;
 	}
+	rc = position_scan(rk, cfg, lo, hi, record, cap, found, timeout_ms,
+	    err);
 out:
 	rd_kafka_consumer_close(rk);
 	rd_kafka_destroy(rk);

@@ -49,9 +49,12 @@ enum {
 
 /* Transactional mode: a Kafka transaction holds whole source transactions
  * and is committed when it holds this many messages, is this old, or the
- * binlog has nothing more for now. */
-#define KTXN_MAX_MESSAGES 5000
-#define KTXN_MAX_MS 100
+ * binlog has had nothing more for a moment. */
+#define KTXN_MAX_MESSAGES 50000
+#define KTXN_MAX_MS 500
+/* The binlog counts as caught up after this long without an event: the
+ * reader thread's buffer runs empty for moments even under load. */
+#define KTXN_IDLE_MS 5
 
 /* The latest table map of one outbox table. */
 struct table_slot {
@@ -74,6 +77,7 @@ struct relay {
 	bool ktxn_open;                 /* a Kafka transaction is open */
 	uint64_t ktxn_messages;
 	int64_t ktxn_started_ms;
+	int64_t last_event_ms;
 	struct tor_position committed;  /* the last position Kafka committed */
 	bool committed_moved;
 	unsigned long crash_after_commits;      /* test fault hook, 0 = off */
@@ -256,9 +260,15 @@ kafka_commit(struct relay *r, tor_err *err)
 	char record[sizeof(r->read_pos.file) + 64];
 	int rc;
 
+	int64_t t0 = mono_ms();
+
 	snprintf(record, sizeof(record), "v1 %" PRIu64 " %s %" PRIu64,
 	    r->epoch, r->read_pos.file, r->read_pos.pos);
 	rc = tor_sink_txn_commit(r->sink, record, KAFKA_COMMIT_TIMEOUT_MS, err);
+	log_debug("kafka", "committed %" PRIu64 " messages up to %s:%" PRIu64
+	    " in %" PRId64 " ms (open %" PRId64 " ms)", r->ktxn_messages,
+	    r->read_pos.file, r->read_pos.pos, mono_ms() - t0,
+	    t0 - r->ktxn_started_ms);
 	r->ktxn_open = false;
 	if (rc != 0) {
 		tor_err tmp;
@@ -701,6 +711,9 @@ wait_for_work(struct relay *r, tor_err *err)
 
 	if (r->checkpoint_dirty || tor_progress_moved(r->progress))
 		timeout = due < 0 ? 0 : due > 1000 ? 1000 : (int)due;
+	/* An open Kafka transaction is committed once the binlog is quiet. */
+	if (r->ktxn_open && timeout > KTXN_IDLE_MS)
+		timeout = KTXN_IDLE_MS;
 	/* Wake at the leadership deadline to drop what is in flight. */
 	if (deadline < timeout)
 		timeout = deadline < 0 ? 0 : (int)deadline;
@@ -752,12 +765,14 @@ stream_loop(struct relay *r, tor_err *err)
 			/* Caught up: commit what the Kafka transaction holds,
 			 * then sleep until an event or an acknowledgement comes,
 			 * or the checkpoint is due. */
-			if ((rc = maybe_commit(r, true, err)) != 0)
+			if ((rc = maybe_commit(r, mono_ms() - r->last_event_ms >=
+			    KTXN_IDLE_MS, err)) != 0)
 				return rc;
 			if (wait_for_work(r, err) < 0 || serve(r, 0, err) < 0)
 				return -1;
 			continue;
 		}
+		r->last_event_ms = mono_ms();
 		if ((rc = on_event(r, raw, len, err)) != 0)
 			return rc;
 		if ((rc = maybe_commit(r, false, err)) != 0)
