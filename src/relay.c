@@ -13,6 +13,7 @@
  * rows of a transaction that were already produced are skipped on replay.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -26,8 +27,10 @@
 #include "tor/binlog_decode.h"
 #include "tor/checkpoint.h"
 #include "tor/elector.h"
+#include "tor/http.h"
 #include "tor/kafka.h"
 #include "tor/log.h"
+#include "tor/metrics.h"
 #include "tor/outbox.h"
 #include "tor/progress.h"
 #include "tor/redis.h"
@@ -55,6 +58,18 @@ enum {
 /* The binlog counts as caught up after this long without an event: the
  * reader thread's buffer runs empty for moments even under load. */
 #define KTXN_IDLE_MS 5
+
+/* The publish latency histogram needs each acknowledged message's source
+ * timestamp, and an acknowledgement carries only its transaction's sequence
+ * number: a ring keeps the timestamp of the last LATENCY_SLOTS transactions
+ * (an ack older than that is not observed). */
+#define LATENCY_SLOTS 16384     /* a power of two */
+#define REDIS_PING_MS 1000      /* a follower's readiness probe of Redis */
+
+struct txn_time {
+	uint64_t seq;
+	int64_t ts_ms;          /* wall clock, from the binlog; 0: unknown */
+};
 
 /* The latest table map of one outbox table. */
 struct table_slot {
@@ -114,6 +129,10 @@ struct relay {
 
 	uint64_t events, rows_published, rows_skipped, rows_updated,
 	    rows_deleted, reconnects;
+
+	/* What /metrics and the probes show (read by the HTTP thread). */
+	struct tor_metrics metrics;
+	struct txn_time *txn_times;     /* LATENCY_SLOTS, by seq */
 };
 
 static int64_t
@@ -123,6 +142,34 @@ mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A sign of life for /healthz: the loops call it at least once a second. */
+static void
+beat(struct relay *r)
+{
+	atomic_store_explicit(&r->metrics.relay_beat_ms, mono_ms(),
+	    memory_order_relaxed);
+}
+
+static void
+count_skip(struct relay *r, enum tor_skip_reason why)
+{
+	atomic_fetch_add_explicit(&r->metrics.skipped[why], 1,
+	    memory_order_relaxed);
+}
+
+static void
+count_retry(struct relay *r, enum tor_reconnect_target target)
+{
+	atomic_fetch_add_explicit(&r->metrics.reconnects[target], 1,
+	    memory_order_relaxed);
+}
+
+static void
+set_redis_ok(struct relay *r, bool ok)
+{
+	atomic_store(&r->metrics.redis_ok, ok);
 }
 
 static bool
@@ -167,6 +214,14 @@ on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 		return;
 	}
 	tor_progress_ack(r->progress, seq);
+	if (r->txn_times != NULL) {
+		const struct txn_time *t =
+		    &r->txn_times[seq & (LATENCY_SLOTS - 1)];
+
+		if (t->seq == seq && t->ts_ms != 0)
+			tor_metrics_latency(&r->metrics,
+			    tor_metrics_wall_ms() - t->ts_ms);
+	}
 }
 
 static int
@@ -179,6 +234,8 @@ write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
 	if (r->lost)
 		return tor_err_set(err, "not leading any more");
 	rc = tor_checkpoint_store_fenced(r->redis, r->cfg, &cp, err);
+	/* A refusal is an answer: Redis is there. */
+	set_redis_ok(r, rc >= 0);
 	if (rc < 0)
 		return -1;
 	if (rc == TOR_CHECKPOINT_REFUSED) {
@@ -191,6 +248,7 @@ write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
 		    PRIu64 ")", r->epoch);
 	}
 	r->last_checkpoint_ms = mono_ms();
+	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(pos, text, sizeof(text));
 	log_debug("checkpoint", "checkpoint at %s gtid=%s", text, pos->gtid);
 	return 0;
@@ -229,8 +287,11 @@ checkpoint_tick(struct relay *r)
 static int
 serve(struct relay *r, int timeout_ms, tor_err *err)
 {
+	beat(r);
 	if (tor_sink_poll(r->sink, timeout_ms, err) < 0)
 		return -1;
+	atomic_store_explicit(&r->metrics.kafka_queue,
+	    tor_sink_in_flight(r->sink), memory_order_relaxed);
 	if (r->delivery_failed)
 		return tor_err_set(err, "kafka: a message was not delivered: "
 		    "%s (the checkpoint stays before it; it is published again "
@@ -332,6 +393,7 @@ produce(struct relay *r, struct tor_message *msg,
 		case TOR_SINK_OK:
 			tor_progress_add(r->progress);
 			r->rows_published++;
+			tor_metrics_published(&r->metrics, msg->topic);
 			r->ktxn_messages++;
 			return 0;
 		case TOR_SINK_BUSY:
@@ -351,6 +413,7 @@ produce(struct relay *r, struct tor_message *msg,
 				    "for Kafka (row %s, %zu bytes)", origin->pos,
 				    msg->value_len);
 				r->rows_skipped++;
+				count_skip(r, TOR_SKIP_OVERSIZED);
 				return 0;
 			}
 			break;
@@ -492,10 +555,12 @@ on_rows(struct relay *r, const struct tor_event *ev, tor_err *err)
 
 		if (rows.kind == TOR_ROWS_UPDATE) {
 			r->rows_updated++;
+			count_skip(r, TOR_SKIP_UPDATE);
 			continue;
 		}
 		if (rows.kind == TOR_ROWS_DELETE) {
 			r->rows_deleted++;
+			count_skip(r, TOR_SKIP_DELETE);
 			continue;
 		}
 		row = r->txn_rows++;
@@ -507,12 +572,15 @@ on_rows(struct relay *r, const struct tor_event *ev, tor_err *err)
 			.epoch = r->epoch,
 			.ts_ms = (int64_t)ev->timestamp * 1000,
 		};
+		r->txn_times[r->txn_seq & (LATENCY_SLOTS - 1)] =
+		    (struct txn_time){ r->txn_seq, origin.ts_ms };
 		rc = tor_outbox_map(r->outbox, (int)(s - r->slots), s->values,
 		    &origin, &msg, err);
 		if (rc < 0)
 			break;
 		if (rc == TOR_OUTBOX_SKIPPED) {
 			r->rows_skipped++;
+			count_skip(r, TOR_SKIP_UNROUTED);
 			continue;
 		}
 		if ((rc = produce(r, &msg, &origin, err)) != 0)
@@ -539,6 +607,13 @@ txn_commit(struct relay *r, const struct tor_event *ev)
 		txn_begin(r, ev);
 	tor_progress_commit(r->progress, ev->next_pos,
 	    r->has_gtid ? &r->gtid : NULL);
+	/* Only transaction ends set the lag: a stream's first events (format
+	 * description, GTID list) carry the binlog file's creation time, and
+	 * heartbeats carry none. */
+	if (ev->timestamp != 0)
+		atomic_store_explicit(&r->metrics.binlog_lag_ms,
+		    tor_metrics_wall_ms() - (int64_t)ev->timestamp * 1000,
+		    memory_order_relaxed);
 	snprintf(r->read_pos.file, sizeof(r->read_pos.file), "%s", r->file);
 	r->read_pos.pos = ev->next_pos;
 	r->in_txn = false;
@@ -585,6 +660,8 @@ on_event(struct relay *r, const uint8_t *raw, size_t len, tor_err *err)
 	if (tor_event_parse(raw, len, &r->fmt, &ev, err) < 0)
 		return -1;
 	r->events++;
+	atomic_fetch_add_explicit(&r->metrics.events_read, 1,
+	    memory_order_relaxed);
 	switch (ev.type) {
 	case TOR_EV_FORMAT_DESCRIPTION:
 		return tor_format_parse(&ev, &r->fmt, err);
@@ -662,6 +739,8 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 {
 	int64_t until = mono_ms() + *backoff;
 
+	count_retry(r, strcmp(what, "redis") == 0 ? TOR_TARGET_REDIS :
+	    strcmp(what, "kafka") == 0 ? TOR_TARGET_KAFKA : TOR_TARGET_MYSQL);
 	log_warn(what, "%s; retrying in %d ms", err->msg, *backoff);
 	while (mono_ms() < until) {
 		if (stop_requested(r))
@@ -687,6 +766,7 @@ open_stream(struct relay *r, tor_err *err)
 		tor_format_init(&r->fmt, false);
 		if (tor_binlog_stream(r->binlog, &r->read_pos, err) == 0) {
 			tor_format_init(&r->fmt, tor_binlog_checksum(r->binlog));
+			atomic_store(&r->metrics.stream_beat_ms, mono_ms());
 			return 0;
 		}
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
@@ -749,6 +829,8 @@ stream_loop(struct relay *r, tor_err *err)
 			return -1;
 		if (rc == TOR_BINLOG_ERROR) {
 			r->reconnects++;
+			count_retry(r, TOR_TARGET_MYSQL);
+			atomic_store(&r->metrics.stream_beat_ms, 0);
 			log_warn("binlog", "%s; reopening at %s:%" PRIu64, err->msg,
 			    r->read_pos.file, r->read_pos.pos);
 			if (r->in_txn) {
@@ -773,6 +855,8 @@ stream_loop(struct relay *r, tor_err *err)
 			continue;
 		}
 		r->last_event_ms = mono_ms();
+		atomic_store_explicit(&r->metrics.stream_beat_ms,
+		    r->last_event_ms, memory_order_relaxed);
 		if ((rc = on_event(r, raw, len, err)) != 0)
 			return rc;
 		if ((rc = maybe_commit(r, false, err)) != 0)
@@ -797,9 +881,11 @@ find_start(struct relay *r, tor_err *err)
 	while (tor_checkpoint_load(r->redis, r->cfg, &cp, &found, err) < 0) {
 		if (strstr(err->msg, "redis ") != err->msg)
 			return -1;      /* malformed: never used */
+		set_redis_ok(r, false);
 		if ((rc = retry_later(r, "redis", &backoff, err)) != 0)
 			return rc;
 	}
+	set_redis_ok(r, true);
 	backoff = RECONNECT_MIN_MS;
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
@@ -1007,19 +1093,51 @@ out:
 	} else if (r->progress != NULL) {
 		finish(r);
 	}
+	atomic_store(&r->metrics.stream_beat_ms, 0);
+	atomic_store(&r->metrics.kafka_queue, 0);
 	session_free(r);
 	return rc;
 }
 
-/* Sleeps until this replica leads, or a stop comes (false). */
+/* A follower's readiness: whether Redis answers this replica (the elector's
+ * own connection is its business; this one is the relay's, which takes over
+ * the checkpoint the moment the lease is won).  A change is logged once. */
+static void
+ping_redis(struct relay *r)
+{
+	static const char *const argv[] = { "PING" };
+	static const size_t argvlen[] = { 4 };
+	bool was = atomic_load(&r->metrics.redis_ok);
+	redisReply *reply;
+	tor_err err;
+
+	reply = tor_redis_command(r->redis, 1, (const char **)argv, argvlen,
+	    &err);
+	if (reply != NULL)
+		freeReplyObject(reply);
+	else if (was)
+		log_warn("redis", "follower: %s", err.msg);
+	if (reply != NULL && !was)
+		log_info("redis", "follower: Redis answers");
+	set_redis_ok(r, reply != NULL);
+}
+
+/* Sleeps until this replica leads, or a stop comes (false).  Pings Redis
+ * every REDIS_PING_MS meanwhile, for /readyz. */
 static bool
 await_leadership(struct relay *r)
 {
 	const struct timespec tick = { 0, 2 * 1000 * 1000 };
+	int64_t next_ping = 0;
 
 	while (tor_elector_state(r->elector) != TOR_LEADER) {
 		if (*r->stop)
 			return false;
+		beat(r);
+		if (mono_ms() >= next_ping) {
+			ping_redis(r);
+			next_ping = mono_ms() + REDIS_PING_MS;
+		}
 		nanosleep(&tick, NULL);
 	}
 	return true;
@@ -1031,8 +1149,12 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 {
 	struct relay r = { .cfg = cfg, .stop = stop };
 	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
+	struct tor_http *http = NULL;
 	tor_err release_err;
 	int rc = -1;
+
+	tor_metrics_init(&r.metrics);
+	beat(&r);
 
 	r.txn_mode = cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL;
 	/* Test-only fault hook: off unless the environment asks. */
@@ -1043,13 +1165,19 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	}
 
 	r.redis = tor_redis_new(cfg);
-	if (r.redis == NULL) {
+	r.txn_times = calloc(LATENCY_SLOTS, sizeof(*r.txn_times));
+	if (r.redis == NULL || r.txn_times == NULL) {
 		tor_err_set(err, "out of memory");
 		goto out;
 	}
 	if ((r.outbox = tor_outbox_new(cfg, err)) == NULL)
 		goto out;
 	if ((r.elector = tor_elector_new_redis(cfg, err)) == NULL)
+		goto out;
+	/* Before the elector runs, so that a follower answers probes too; a
+	 * port that cannot be bound is fatal here, before any lease. */
+	if (cfg->http.listen[0] != '\0' &&
+	    (http = tor_http_start(cfg, &r.metrics, r.elector, err)) == NULL)
 		goto out;
 	if (tor_elector_start(r.elector, err) < 0)
 		goto out;
@@ -1083,10 +1211,13 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	if (rc == RUN_STOPPED)
 		rc = 0;
 out:
+	/* The server reads the elector: it stops first. */
+	tor_http_stop(http);
 	if (r.elector != NULL) {
 		tor_elector_stop(r.elector);
 		tor_elector_free(r.elector);
 	}
+	free(r.txn_times);
 	tor_sink_free(r.sink);
 	tor_outbox_free(r.outbox);
 	tor_redis_free(r.redis);

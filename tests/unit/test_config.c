@@ -186,8 +186,9 @@ test_minimal_defaults(void **state)
 	assert_int_equal(cfg.log.level, TOR_LOG_INFO);
 	assert_int_equal(cfg.log.format, TOR_LOG_LOGFMT);
 
-	/* The defaulted HTTP endpoint is noted; the rest is built. */
-	assert_true(has_note(&cfg, "http.listen"));
+	/* Everything is built, the defaulted HTTP endpoint too: no note. */
+	assert_null(tor_config_not_in_effect(&cfg)[0]);
+	assert_false(has_note(&cfg, "http.listen"));
 	assert_false(has_note(&cfg, "ha."));
 	assert_false(has_note(&cfg, "kafka.mode"));
 	assert_false(has_note(&cfg, "redis.sentinel"));

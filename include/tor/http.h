@@ -1,0 +1,29 @@
+/*
+ * The HTTP endpoint (DESIGN.md §7): /healthz, /readyz and /metrics on
+ * http.listen, served by libmicrohttpd's own thread.
+ *
+ * The server only reads: the metrics the relay thread keeps (struct
+ * tor_metrics, atomics) and the elector's state (its atomics).  It never
+ * talks to MySQL, Redis or Kafka itself, so a probe costs the relay nothing
+ * and cannot hang on a dead dependency.
+ */
+#ifndef TOR_HTTP_H
+#define TOR_HTTP_H
+
+#include "tor/config.h"
+#include "tor/elector.h"
+#include "tor/err.h"
+#include "tor/metrics.h"
+
+struct tor_http;
+
+/* Binds cfg->http.listen and starts serving.  m and el must outlive the
+ * server.  Returns NULL with err set, e.g. "http.listen 0.0.0.0:9187:
+ * Address already in use".  Call it only when http.listen is not "". */
+struct tor_http *tor_http_start(const struct tor_config *cfg,
+    const struct tor_metrics *m, const struct tor_elector *el, tor_err *err);
+
+/* Stops the thread, closes the socket.  NULL is a no-op. */
+void tor_http_stop(struct tor_http *h);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * The relay's counters and gauges, and their Prometheus text exposition
+ * (DESIGN.md §7).
+ *
+ * One struct tor_metrics lives in tor_relay_run for the life of the process.
+ * The relay thread writes it and the HTTP thread reads it; every field is a
+ * C11 atomic, so neither takes a lock and a scrape never slows the relay.
+ * A scrape may see one counter updated and its neighbour not yet; each value
+ * on its own is always whole.
+ */
+#ifndef TOR_METRICS_H
+#define TOR_METRICS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tor/buf.h"
+#include "tor/elector.h"
+
+/* What tor_build_info reports.  src/main.c has the same string for
+ * --version: keep the two equal. */
+#ifndef TOR_VERSION
+#define TOR_VERSION "0.1.0"
+#endif
+
+/* Topics counted by name; the 65th distinct topic and later ones are
+ * counted under topic="other", so a template gone wild cannot grow the
+ * scrape (or the memory) without bound. */
+#define TOR_METRICS_TOPICS 64
+#define TOR_METRICS_TOPIC_LEN 256       /* Kafka allows 249 characters */
+
+/* Upper bounds of the publish latency buckets in ms; +Inf follows. */
+#define TOR_METRICS_LATENCY_BUCKETS 13
+extern const int64_t tor_metrics_latency_le_ms[TOR_METRICS_LATENCY_BUCKETS];
+
+enum tor_skip_reason {
+	TOR_SKIP_UNROUTED,      /* no route, outbox.unrouted = skip */
+	TOR_SKIP_OVERSIZED,     /* over message.max.bytes, unrouted = skip */
+	TOR_SKIP_UPDATE,        /* an UPDATE of an outbox row: never relayed */
+	TOR_SKIP_DELETE,        /* a DELETE of an outbox row: never relayed */
+	TOR_SKIP_N
+};
+
+enum tor_reconnect_target {
+	TOR_TARGET_MYSQL,
+	TOR_TARGET_REDIS,
+	TOR_TARGET_KAFKA,
+	TOR_TARGET_N
+};
+
+struct tor_metrics_topic {
+	char name[TOR_METRICS_TOPIC_LEN];       /* written before it is counted */
+	_Atomic uint64_t published;
+};
+
+struct tor_metrics {
+	_Atomic uint64_t events_read;           /* binlog events parsed */
+
+	/* Topics [0, n_topics) have their names; only the relay thread adds
+	 * one, and publishes it by the release store of n_topics. */
+	struct tor_metrics_topic topics[TOR_METRICS_TOPICS];
+	_Atomic unsigned n_topics;
+	_Atomic uint64_t published_other;
+	unsigned last_topic;                    /* relay thread only: a cache */
+
+	_Atomic uint64_t skipped[TOR_SKIP_N];
+	_Atomic uint64_t reconnects[TOR_TARGET_N];
+
+	/* Wall-clock ms minus the header timestamp (1 s resolution) of the
+	 * last transaction read; kept while the binlog is idle. */
+	_Atomic int64_t binlog_lag_ms;
+	/* Wall-clock ms of the last checkpoint written (0: none yet). */
+	_Atomic int64_t checkpoint_wall_ms;
+	/* Messages the producer holds, not yet acknowledged. */
+	_Atomic int64_t kafka_queue;
+
+	/* Publish latency: at each Kafka acknowledgement, wall-clock now
+	 * minus the source row event's binlog timestamp.  Per bucket (not
+	 * cumulative; the rendering adds them up), the last one is +Inf. */
+	_Atomic uint64_t latency[TOR_METRICS_LATENCY_BUCKETS + 1];
+	_Atomic uint64_t latency_sum_ms;
+
+	/* For /healthz and /readyz (src/http.c): monotonic ms of the relay
+	 * thread's last sign of life, of the last binlog event read while
+	 * streaming (0: no stream open), and whether the relay's last Redis
+	 * operation succeeded. */
+	_Atomic int64_t relay_beat_ms;
+	_Atomic int64_t stream_beat_ms;
+	_Atomic bool redis_ok;
+};
+
+/* Zeroes m (a zeroed struct is also a valid, empty one). */
+void tor_metrics_init(struct tor_metrics *m);
+
+/* Relay thread only: one message handed to Kafka for topic. */
+void tor_metrics_published(struct tor_metrics *m, const char *topic);
+
+/* One acknowledged message, age_ms after its source event. */
+void tor_metrics_latency(struct tor_metrics *m, int64_t age_ms);
+
+/* Clocks, the same everywhere in tor: monotonic and wall-clock ms. */
+int64_t tor_metrics_mono_ms(void);
+int64_t tor_metrics_wall_ms(void);
+
+/* Appends the text exposition format (version 0.0.4) of m and of the
+ * elector's state to out.  el may be NULL (renders as a follower without a
+ * token).  Returns 0, or -1 when memory runs out (out then holds a part). */
+int tor_metrics_render(const struct tor_metrics *m,
+    const struct tor_elector *el, struct tor_buf *out);
+
+#endif

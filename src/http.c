@@ -1,0 +1,254 @@
+/*
+ * The HTTP endpoint (see include/tor/http.h).
+ *
+ * tor binds the socket itself and hands it to libmicrohttpd, so that a bind
+ * error reaches the operator as one clear line naming http.listen (rather
+ * than whatever the library prints) and is fatal at start.
+ *
+ * The probes' rules, decided from what the relay thread publishes in
+ * struct tor_metrics:
+ *
+ *   /healthz  200 while the relay thread shows a sign of life younger than
+ *             HEALTH_STALE_MS.  It beats at least once a second however idle
+ *             it is (its waits are bounded to 1 s, a follower's too), so a
+ *             stale beat means it is stuck.  The elector thread is not
+ *             watched directly: a wedged elector stops renewing, the lease
+ *             is lost, and the relay sees that.
+ *   /readyz   503 while stepping down or when the relay's last Redis
+ *             operation failed (a follower pings Redis every second, a
+ *             leader writes its checkpoint); a leader is ready only while a
+ *             binlog stream is open and its last event (heartbeats count)
+ *             is younger than 3 x mysql.heartbeat_ms.  A follower or a
+ *             candidate that reaches Redis is ready: it can take over.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "tor/buf.h"
+#include "tor/http.h"
+#include "tor/log.h"
+
+#define HEALTH_STALE_MS 10000
+
+struct tor_http {
+	const struct tor_config *cfg;
+	const struct tor_metrics *m;
+	const struct tor_elector *el;
+	struct MHD_Daemon *d;
+};
+
+static enum MHD_Result
+respond(struct MHD_Connection *conn, unsigned int status, const char *type,
+    const void *body, size_t len)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	r = MHD_create_response_from_buffer(len, (void *)body,
+	    MHD_RESPMEM_MUST_COPY);
+	if (r == NULL)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result
+respond_text(struct MHD_Connection *conn, unsigned int status,
+    const char *text)
+{
+	return respond(conn, status, "text/plain; charset=utf-8", text,
+	    strlen(text));
+}
+
+/* Why the replica is not alive, or NULL when it is. */
+static const char *
+unhealthy(const struct tor_http *h, char *why, size_t cap)
+{
+	int64_t beat = atomic_load(&h->m->relay_beat_ms);
+	int64_t age = tor_metrics_mono_ms() - beat;
+
+	if (age < HEALTH_STALE_MS)
+		return NULL;
+	snprintf(why, cap, "relay loop stalled: no sign of life for %lld ms\n",
+	    (long long)age);
+	return why;
+}
+
+/* Why the replica is not ready, or NULL when it is. */
+static const char *
+unready(const struct tor_http *h, char *why, size_t cap)
+{
+	enum tor_elector_state state = tor_elector_state(h->el);
+	int64_t stream = atomic_load(&h->m->stream_beat_ms);
+	int64_t stale = 3 * (int64_t)h->cfg->mysql.heartbeat_ms;
+
+	if (state == TOR_STEPPING_DOWN)
+		return "stepping down\n";
+	if (!atomic_load(&h->m->redis_ok))
+		return "redis: the last operation failed\n";
+	if (state != TOR_LEADER)
+		return NULL;
+	if (stream == 0)
+		return "leader: no binlog stream open\n";
+	if (tor_metrics_mono_ms() - stream >= stale) {
+		snprintf(why, cap, "leader: no binlog event for %lld ms "
+		    "(over 3 x mysql.heartbeat_ms)\n",
+		    (long long)(tor_metrics_mono_ms() - stream));
+		return why;
+	}
+	return NULL;
+}
+
+static enum MHD_Result
+serve_metrics(struct tor_http *h, struct MHD_Connection *conn)
+{
+	struct tor_buf b = { 0 };
+	enum MHD_Result ret;
+
+	if (tor_metrics_render(h->m, h->el, &b) < 0) {
+		tor_buf_free(&b);
+		return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+		    "out of memory\n");
+	}
+	ret = respond(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; "
+	    "charset=utf-8", b.data, b.len);
+	tor_buf_free(&b);
+	return ret;
+}
+
+static enum MHD_Result
+answer(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct tor_http *h = cls;
+	char why[160];
+	const char *bad;
+	bool known;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)con_cls;
+	known = strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0 ||
+	    strcmp(url, "/readyz") == 0;
+	if (!known)
+		return respond_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed\n");
+	if (strcmp(url, "/metrics") == 0)
+		return serve_metrics(h, conn);
+	if (strcmp(url, "/healthz") == 0)
+		bad = unhealthy(h, why, sizeof(why));
+	else
+		bad = unready(h, why, sizeof(why));
+	if (bad != NULL)
+		return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, bad);
+	return respond_text(conn, MHD_HTTP_OK, "ok\n");
+}
+
+/* A listening socket on "host:port" ("[v6]:port" too), or -1 with err
+ * naming http.listen. */
+static int
+listen_on(const char *listen_at, bool *v6, tor_err *err)
+{
+	struct addrinfo hints = { 0 }, *ai;
+	char host[256];
+	const char *spec = listen_at, *colon = strrchr(listen_at, ':');
+	size_t hlen = (size_t)(colon - listen_at);
+	int fd, one = 1, rc;
+
+	/* The config loader checked the form: a colon and a port follow. */
+	if (listen_at[0] == '[') {
+		listen_at++;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		return tor_err_set(err, "http.listen %s: host too long", spec);
+	memcpy(host, listen_at, hlen);
+	host[hlen] = '\0';
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0)
+		return tor_err_set(err, "http.listen %s: %s", spec,
+		    gai_strerror(rc));
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+	    ai->ai_protocol);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return tor_err_set(err, "http.listen %s: %s", spec,
+		    strerror(e));
+	}
+	*v6 = ai->ai_family == AF_INET6;
+	freeaddrinfo(ai);
+	return fd;
+}
+
+struct tor_http *
+tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
+    const struct tor_elector *el, tor_err *err)
+{
+	struct tor_http *h;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD;
+	bool v6 = false;
+	int fd;
+
+	if ((h = calloc(1, sizeof(*h))) == NULL) {
+		tor_err_set(err, "out of memory");
+		return NULL;
+	}
+	h->cfg = cfg;
+	h->m = m;
+	h->el = el;
+	if ((fd = listen_on(cfg->http.listen, &v6, err)) < 0) {
+		free(h);
+		return NULL;
+	}
+	if (v6)
+		flags |= MHD_USE_IPv6;
+	/* MHD owns fd from here: MHD_stop_daemon closes it. */
+	h->d = MHD_start_daemon(flags, 0, NULL, NULL, answer, h,
+	    MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+	    MHD_OPTION_END);
+	if (h->d == NULL) {
+		close(fd);
+		free(h);
+		tor_err_set(err, "http.listen %s: the HTTP server did not start",
+		    cfg->http.listen);
+		return NULL;
+	}
+	log_info("http", "serving /healthz, /readyz and /metrics on %s",
+	    cfg->http.listen);
+	return h;
+}
+
+void
+tor_http_stop(struct tor_http *h)
+{
+	if (h == NULL)
+		return;
+	MHD_stop_daemon(h->d);
+	free(h);
+}

@@ -1,0 +1,263 @@
+/*
+ * Metrics (see include/tor/metrics.h): updates from the relay thread and
+ * the Prometheus text rendering for the HTTP thread.
+ *
+ * All loads and stores are relaxed except the topic table's count, which
+ * orders a new topic's name before the scrape that reads it.  The histogram
+ * keeps one count per bucket and renders the running sum, and its _count is
+ * that same sum, so a scrape always shows +Inf equal to _count even while
+ * an observation lands.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "tor/metrics.h"
+
+/* Binlog timestamps have 1 s resolution, so the buckets below 1 s only fill
+ * when the clocks of the database and of tor agree closely; they are kept for
+ * the sub-second tail a busy system shows. */
+const int64_t tor_metrics_latency_le_ms[TOR_METRICS_LATENCY_BUCKETS] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+};
+
+static const char *const skip_reasons[TOR_SKIP_N] = {
+	"unrouted", "oversized", "update", "delete",
+};
+
+static const char *const targets[TOR_TARGET_N] = {
+	"mysql", "redis", "kafka",
+};
+
+#define RELAXED memory_order_relaxed
+
+void
+tor_metrics_init(struct tor_metrics *m)
+{
+	memset(m, 0, sizeof(*m));
+}
+
+int64_t
+tor_metrics_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+tor_metrics_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+tor_metrics_published(struct tor_metrics *m, const char *topic)
+{
+	unsigned n = atomic_load_explicit(&m->n_topics, RELAXED);
+
+	/* Messages come in runs of one topic: try the last one first. */
+	if (m->last_topic < n &&
+	    strcmp(m->topics[m->last_topic].name, topic) == 0) {
+		atomic_fetch_add_explicit(&m->topics[m->last_topic].published, 1,
+		    RELAXED);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (strcmp(m->topics[i].name, topic) == 0) {
+			m->last_topic = i;
+			atomic_fetch_add_explicit(&m->topics[i].published, 1,
+			    RELAXED);
+			return;
+		}
+	}
+	if (n == TOR_METRICS_TOPICS ||
+	    strlen(topic) >= sizeof(m->topics[n].name)) {
+		atomic_fetch_add_explicit(&m->published_other, 1, RELAXED);
+		return;
+	}
+	snprintf(m->topics[n].name, sizeof(m->topics[n].name), "%s", topic);
+	atomic_store_explicit(&m->topics[n].published, 1, RELAXED);
+	m->last_topic = n;
+	atomic_store_explicit(&m->n_topics, n + 1, memory_order_release);
+}
+
+void
+tor_metrics_latency(struct tor_metrics *m, int64_t age_ms)
+{
+	int i;
+
+	if (age_ms < 0)
+		age_ms = 0;     /* the database's clock runs ahead of ours */
+	for (i = 0; i < TOR_METRICS_LATENCY_BUCKETS; i++)
+		if (age_ms <= tor_metrics_latency_le_ms[i])
+			break;
+	atomic_fetch_add_explicit(&m->latency[i], 1, RELAXED);
+	atomic_fetch_add_explicit(&m->latency_sum_ms, (uint64_t)age_ms, RELAXED);
+}
+
+static int
+header(struct tor_buf *out, const char *name, const char *type,
+    const char *help)
+{
+	return tor_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
+	    name, type);
+}
+
+/* Milliseconds as seconds, exactly (no binary fraction noise). */
+static int
+append_seconds(struct tor_buf *out, int64_t ms)
+{
+	const char *sign = ms < 0 ? "-" : "";
+
+	if (ms < 0)
+		ms = -ms;
+	return tor_buf_appendf(out, "%s%lld.%03lld", sign,
+	    (long long)(ms / 1000), (long long)(ms % 1000));
+}
+
+static int
+render_elector(const struct tor_elector *el, struct tor_buf *out)
+{
+	enum tor_elector_state state = el != NULL ? tor_elector_state(el) :
+	    TOR_FOLLOWER;
+	static const enum tor_elector_state states[] = {
+		TOR_FOLLOWER, TOR_CANDIDATE, TOR_LEADER, TOR_STEPPING_DOWN,
+	};
+	int rc = 0;
+
+	rc |= header(out, "tor_leader", "gauge",
+	    "1 while this replica holds the lease, else 0.");
+	rc |= tor_buf_appendf(out, "tor_leader %d\n", state == TOR_LEADER);
+	rc |= header(out, "tor_lease_epoch", "gauge",
+	    "The fencing token of the lease this replica holds or last held.");
+	rc |= tor_buf_appendf(out, "tor_lease_epoch %llu\n",
+	    (unsigned long long)(el != NULL ? tor_elector_token(el) : 0));
+	rc |= header(out, "tor_state", "gauge",
+	    "The elector's state: 1 for the current one.");
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		rc |= tor_buf_appendf(out, "tor_state{state=\"%s\"} %d\n",
+		    tor_elector_state_name(states[i]), states[i] == state);
+	rc |= header(out, "tor_failovers_total", "counter",
+	    "Times this replica became leader after its first leadership.");
+	rc |= tor_buf_appendf(out, "tor_failovers_total %llu\n",
+	    (unsigned long long)(el != NULL ? tor_elector_failovers(el) : 0));
+	return rc;
+}
+
+static int
+render_events(const struct tor_metrics *m, struct tor_buf *out)
+{
+	unsigned n = atomic_load_explicit(&m->n_topics, memory_order_acquire);
+	int rc = 0;
+
+	rc |= header(out, "tor_events_read_total", "counter",
+	    "Binlog events read (all kinds, heartbeats included).");
+	rc |= tor_buf_appendf(out, "tor_events_read_total %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->events_read, RELAXED));
+	/* Kafka topic names are [a-zA-Z0-9._-]: no label escaping needed. */
+	rc |= header(out, "tor_events_published_total", "counter",
+	    "Outbox rows handed to the Kafka producer, by topic (a replay "
+	    "after a restart or an aborted transaction counts again).");
+	for (unsigned i = 0; i < n; i++)
+		rc |= tor_buf_appendf(out,
+		    "tor_events_published_total{topic=\"%s\"} %llu\n",
+		    m->topics[i].name, (unsigned long long)atomic_load_explicit(
+		    &m->topics[i].published, RELAXED));
+	rc |= tor_buf_appendf(out,
+	    "tor_events_published_total{topic=\"other\"} %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->published_other,
+	    RELAXED));
+	rc |= header(out, "tor_events_skipped_total", "counter",
+	    "Outbox rows not published, by reason.");
+	for (int i = 0; i < TOR_SKIP_N; i++)
+		rc |= tor_buf_appendf(out,
+		    "tor_events_skipped_total{reason=\"%s\"} %llu\n",
+		    skip_reasons[i], (unsigned long long)atomic_load_explicit(
+		    &m->skipped[i], RELAXED));
+	return rc;
+}
+
+static int
+render_latency(const struct tor_metrics *m, struct tor_buf *out)
+{
+	uint64_t cum = 0;
+	int rc = 0;
+
+	rc |= header(out, "tor_publish_latency_seconds", "histogram",
+	    "At each Kafka acknowledgement: now minus the source row's binlog "
+	    "timestamp (1 s resolution, so up to 1 s too high).");
+	for (int i = 0; i <= TOR_METRICS_LATENCY_BUCKETS; i++) {
+		cum += atomic_load_explicit(&m->latency[i], RELAXED);
+		rc |= tor_buf_appendf(out, "tor_publish_latency_seconds_bucket"
+		    "{le=\"");
+		if (i < TOR_METRICS_LATENCY_BUCKETS)
+			rc |= tor_buf_appendf(out, "%g",
+			    (double)tor_metrics_latency_le_ms[i] / 1000);
+		else
+			rc |= tor_buf_appendf(out, "+Inf");
+		rc |= tor_buf_appendf(out, "\"} %llu\n", (unsigned long long)cum);
+	}
+	rc |= tor_buf_appendf(out, "tor_publish_latency_seconds_sum ");
+	rc |= append_seconds(out, (int64_t)atomic_load_explicit(
+	    &m->latency_sum_ms, RELAXED));
+	rc |= tor_buf_appendf(out, "\ntor_publish_latency_seconds_count %llu\n",
+	    (unsigned long long)cum);
+	return rc;
+}
+
+static int
+render_gauges(const struct tor_metrics *m, struct tor_buf *out)
+{
+	int64_t cp = atomic_load_explicit(&m->checkpoint_wall_ms, RELAXED);
+	int rc = 0;
+
+	rc |= header(out, "tor_binlog_lag_seconds", "gauge",
+	    "Wall clock minus the binlog timestamp of the last transaction "
+	    "read, as of when it was read.");
+	rc |= tor_buf_appendf(out, "tor_binlog_lag_seconds ");
+	rc |= append_seconds(out, atomic_load_explicit(&m->binlog_lag_ms,
+	    RELAXED));
+	rc |= tor_buf_appendf(out, "\n");
+	rc |= header(out, "tor_checkpoint_age_seconds", "gauge",
+	    "Seconds since this replica last wrote the checkpoint (NaN: never).");
+	rc |= tor_buf_appendf(out, "tor_checkpoint_age_seconds ");
+	if (cp == 0)
+		rc |= tor_buf_appendf(out, "NaN");
+	else
+		rc |= append_seconds(out, tor_metrics_wall_ms() - cp);
+	rc |= tor_buf_appendf(out, "\n");
+	rc |= header(out, "tor_kafka_queue_messages", "gauge",
+	    "Messages queued in the Kafka producer, not yet acknowledged.");
+	rc |= tor_buf_appendf(out, "tor_kafka_queue_messages %lld\n",
+	    (long long)atomic_load_explicit(&m->kafka_queue, RELAXED));
+	return rc;
+}
+
+int
+tor_metrics_render(const struct tor_metrics *m, const struct tor_elector *el,
+    struct tor_buf *out)
+{
+	int rc = 0;
+
+	rc |= render_elector(el, out);
+	rc |= render_events(m, out);
+	rc |= render_gauges(m, out);
+	rc |= render_latency(m, out);
+	rc |= header(out, "tor_reconnects_total", "counter",
+	    "Retries after a failed connection or operation, by target.");
+	for (int i = 0; i < TOR_TARGET_N; i++)
+		rc |= tor_buf_appendf(out,
+		    "tor_reconnects_total{target=\"%s\"} %llu\n", targets[i],
+		    (unsigned long long)atomic_load_explicit(&m->reconnects[i],
+		    RELAXED));
+	rc |= header(out, "tor_build_info", "gauge",
+	    "Always 1; the version is the label.");
+	rc |= tor_buf_appendf(out, "tor_build_info{version=\"%s\"} 1\n",
+	    TOR_VERSION);
+	return rc != 0 ? -1 : 0;
+}
