@@ -15,8 +15,7 @@
 #include "tor/config.h"
 #include "tor/log.h"
 #include "tor/relay.h"
-
-#define TOR_VERSION "0.1.0"
+#include "tor/version.h"
 
 static volatile sig_atomic_t stop_requested;
 

@@ -17,12 +17,7 @@
 
 #include "tor/buf.h"
 #include "tor/elector.h"
-
-/* What tor_build_info reports.  src/main.c has the same string for
- * --version: keep the two equal. */
-#ifndef TOR_VERSION
-#define TOR_VERSION "0.1.0"
-#endif
+#include "tor/version.h"
 
 /* Topics counted by name; the 65th distinct topic and later ones are
  * counted under topic="other", so a template gone wild cannot grow the
