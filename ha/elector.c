@@ -54,6 +54,7 @@ static const char *const state_names[] = {
 struct redis_backend;
 
 struct tor_elector {
+	bool tried;             /* the start-up attempt was made */
 	const struct tor_config *cfg;
 	const struct tor_elector_ops *ops;
 	void *ctx;
@@ -222,6 +223,13 @@ step_follower(struct tor_elector *el)
 
 	if (el->retired)
 		return RETIRED_DELAY_MS;
+	if (!el->tried) {
+		/* A replica that just started tries at once: nobody may hold
+		 * the lease, and waiting would only delay the first message. */
+		el->tried = true;
+		transition(el, TOR_CANDIDATE, "start-up");
+		return 0;
+	}
 	pthread_mutex_unlock(&el->mu);
 	err.msg[0] = '\0';
 	rc = el->ops->wait_handoff(el->ctx, jittered_retry_ms(el), &err);
