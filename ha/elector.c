@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tor/clock.h"
 #include "tor/elector.h"
 #include "tor/lease.h"
 #include "tor/log.h"
@@ -673,11 +674,8 @@ redis_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
 static int64_t
 monotonic_ms(void *ctx)
 {
-	struct timespec ts;
-
 	(void)ctx;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return tor_mono_ms();
 }
 
 static const struct tor_elector_ops redis_ops = {

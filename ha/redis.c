@@ -31,6 +31,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "tor/clock.h"
 #include "tor/log.h"
 #include "tor/redis.h"
 
@@ -100,15 +101,6 @@ tor_redis_free(struct tor_redis *r)
 	drop_connection(r);
 	drop_sentinel(r);
 	free(r);
-}
-
-static int64_t
-monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int
@@ -404,7 +396,7 @@ connect_via_sentinel(struct tor_redis *r, tor_err *err)
 			continue;
 		}
 		note_master(r, node);
-		r->checked_ms = monotonic_ms();
+		r->checked_ms = tor_mono_ms();
 		return 0;
 	}
 	return tor_err_set(err, "redis master %s: no usable master from "
@@ -440,7 +432,7 @@ check_master(struct tor_redis *r)
 {
 	const struct tor_config *cfg = r->cfg;
 	size_t n = cfg->redis.sentinel.n_nodes, k, i;
-	int64_t now = monotonic_ms();
+	int64_t now = tor_mono_ms();
 	int period = cfg->ha.renew_ms, port;
 	char host[sizeof(r->master_host)];
 	tor_err e;

@@ -31,6 +31,7 @@
 
 #include <microhttpd.h>
 
+#include "tor/clock.h"
 #include "tor/buf.h"
 #include "tor/http.h"
 #include "tor/log.h"
@@ -76,7 +77,7 @@ static const char *
 unhealthy(const struct tor_http *h, char *why, size_t cap)
 {
 	int64_t beat = atomic_load(&h->m->relay_beat_ms);
-	int64_t age = tor_metrics_mono_ms() - beat;
+	int64_t age = tor_mono_ms() - beat;
 
 	if (age < HEALTH_STALE_MS)
 		return NULL;
@@ -101,10 +102,10 @@ unready(const struct tor_http *h, char *why, size_t cap)
 		return NULL;
 	if (stream == 0)
 		return "leader: no binlog stream open\n";
-	if (tor_metrics_mono_ms() - stream >= stale) {
+	if (tor_mono_ms() - stream >= stale) {
 		snprintf(why, cap, "leader: no binlog event for %lld ms "
 		    "(over 3 x mysql.heartbeat_ms)\n",
-		    (long long)(tor_metrics_mono_ms() - stream));
+		    (long long)(tor_mono_ms() - stream));
 		return why;
 	}
 	return NULL;

@@ -26,6 +26,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "tor/clock.h"
 #include "tor/kafka.h"
 #include "tor/log.h"
 
@@ -379,19 +380,10 @@ tor_sink_free(struct tor_sink *sink)
 	free(sink);
 }
 
-static int64_t
-sink_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int
 sink_ms_left(int64_t deadline)
 {
-	int64_t left = deadline - sink_now_ms();
+	int64_t left = deadline - tor_mono_ms();
 
 	return left > 0 ? (int)left : 0;
 }
@@ -533,7 +525,7 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	const struct rd_kafka_metadata_topic *t;
 	const struct tor_topic_spec **want;
 	rd_kafka_resp_err_t code;
-	int64_t deadline = sink_now_ms() + timeout_ms;
+	int64_t deadline = tor_mono_ms() + timeout_ms;
 	size_t i, n = 0;
 	int rc;
 
@@ -849,7 +841,7 @@ position_scan(rd_kafka_t *rk, const struct tor_config *cfg, int64_t from,
 {
 	rd_kafka_topic_partition_list_t *parts;
 	size_t glen = strlen(cfg->group);
-	int64_t deadline = sink_now_ms() + timeout_ms, next = from;
+	int64_t deadline = tor_mono_ms() + timeout_ms, next = from;
 
 	parts = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(parts, cfg->kafka.checkpoint_topic,
@@ -859,7 +851,7 @@ position_scan(rd_kafka_t *rk, const struct tor_config *cfg, int64_t from,
 	while (next < hi) {
 		rd_kafka_message_t *m;
 
-		if (sink_now_ms() >= deadline)
+		if (tor_mono_ms() >= deadline)
 			return tor_err_set(err, "kafka: %s: read to offset %"
 			    PRId64 " of %" PRId64 " within %d ms only",
 			    cfg->kafka.checkpoint_topic, next, hi, timeout_ms);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tor/clock.h"
 #include "tor/metrics.h"
 
 /* Binlog timestamps have 1 s resolution, so the buckets below 1 s only fill
@@ -35,15 +36,6 @@ void
 tor_metrics_init(struct tor_metrics *m)
 {
 	memset(m, 0, sizeof(*m));
-}
-
-int64_t
-tor_metrics_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int64_t

@@ -23,6 +23,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tor/clock.h"
 #include "tor/binlog.h"
 #include "tor/binlog_decode.h"
 #include "tor/checkpoint.h"
@@ -135,20 +136,11 @@ struct relay {
 	struct txn_time *txn_times;     /* LATENCY_SLOTS, by seq */
 };
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A sign of life for /healthz: the loops call it at least once a second. */
 static void
 beat(struct relay *r)
 {
-	atomic_store_explicit(&r->metrics.relay_beat_ms, mono_ms(),
+	atomic_store_explicit(&r->metrics.relay_beat_ms, tor_mono_ms(),
 	    memory_order_relaxed);
 }
 
@@ -176,7 +168,7 @@ static bool
 stop_requested(struct relay *r)
 {
 	if (*r->stop && r->stop_deadline_ms == 0) {
-		r->stop_deadline_ms = mono_ms() + STOP_GRACE_MS;
+		r->stop_deadline_ms = tor_mono_ms() + STOP_GRACE_MS;
 		log_info("relay", "stop requested: finishing the current "
 		    "transaction, then flushing");
 	}
@@ -186,7 +178,7 @@ stop_requested(struct relay *r)
 static bool
 stop_overdue(struct relay *r)
 {
-	return stop_requested(r) && mono_ms() > r->stop_deadline_ms;
+	return stop_requested(r) && tor_mono_ms() > r->stop_deadline_ms;
 }
 
 /* Whether this replica may still publish: it leads, its local deadline has
@@ -247,7 +239,7 @@ write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
 		return tor_err_set(err, "checkpoint write refused (token %"
 		    PRIu64 ")", r->epoch);
 	}
-	r->last_checkpoint_ms = mono_ms();
+	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(pos, text, sizeof(text));
 	log_debug("checkpoint", "checkpoint at %s gtid=%s", text, pos->gtid);
@@ -262,7 +254,7 @@ checkpoint_tick(struct relay *r)
 	struct tor_position pos;
 	tor_err err;
 
-	if (mono_ms() - r->last_checkpoint_ms < r->cfg->checkpoint.interval_ms)
+	if (tor_mono_ms() - r->last_checkpoint_ms < r->cfg->checkpoint.interval_ms)
 		return;
 	if (r->txn_mode) {
 		/* Acknowledged is not committed: only a Kafka commit moves it. */
@@ -277,7 +269,7 @@ checkpoint_tick(struct relay *r)
 		return;
 	if (write_checkpoint(r, &pos, &err) < 0) {
 		log_warn("checkpoint", "checkpoint not written: %s", err.msg);
-		r->last_checkpoint_ms = mono_ms();
+		r->last_checkpoint_ms = tor_mono_ms();
 		return;
 	}
 	r->checkpoint_dirty = false;
@@ -321,14 +313,14 @@ kafka_commit(struct relay *r, tor_err *err)
 	char record[sizeof(r->read_pos.file) + 64];
 	int rc;
 
-	int64_t t0 = mono_ms();
+	int64_t t0 = tor_mono_ms();
 
 	snprintf(record, sizeof(record), "v1 %" PRIu64 " %s %" PRIu64,
 	    r->epoch, r->read_pos.file, r->read_pos.pos);
 	rc = tor_sink_txn_commit(r->sink, record, KAFKA_COMMIT_TIMEOUT_MS, err);
 	log_debug("kafka", "committed %" PRIu64 " messages up to %s:%" PRIu64
 	    " in %" PRId64 " ms (open %" PRId64 " ms)", r->ktxn_messages,
-	    r->read_pos.file, r->read_pos.pos, mono_ms() - t0,
+	    r->read_pos.file, r->read_pos.pos, tor_mono_ms() - t0,
 	    t0 - r->ktxn_started_ms);
 	r->ktxn_open = false;
 	if (rc != 0) {
@@ -364,7 +356,7 @@ maybe_commit(struct relay *r, bool idle, tor_err *err)
 	if (!r->txn_mode || !r->ktxn_open || r->in_txn)
 		return 0;
 	if (!idle && r->ktxn_messages < KTXN_MAX_MESSAGES &&
-	    mono_ms() - r->ktxn_started_ms < KTXN_MAX_MS)
+	    tor_mono_ms() - r->ktxn_started_ms < KTXN_MAX_MS)
 		return 0;
 	return kafka_commit(r, err);
 }
@@ -385,7 +377,7 @@ produce(struct relay *r, struct tor_message *msg,
 				return sink_failure(r, rc);
 			r->ktxn_open = true;
 			r->ktxn_messages = 0;
-			r->ktxn_started_ms = mono_ms();
+			r->ktxn_started_ms = tor_mono_ms();
 		}
 		rc = tor_sink_produce(r->sink, msg, r->txn_seq, err);
 
@@ -737,12 +729,12 @@ on_event(struct relay *r, const uint8_t *raw, size_t len, tor_err *err)
 static int
 retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 {
-	int64_t until = mono_ms() + *backoff;
+	int64_t until = tor_mono_ms() + *backoff;
 
 	count_retry(r, strcmp(what, "redis") == 0 ? TOR_TARGET_REDIS :
 	    strcmp(what, "kafka") == 0 ? TOR_TARGET_KAFKA : TOR_TARGET_MYSQL);
 	log_warn(what, "%s; retrying in %d ms", err->msg, *backoff);
-	while (mono_ms() < until) {
+	while (tor_mono_ms() < until) {
 		if (stop_requested(r))
 			return RUN_STOPPED;
 		if (!leading(r))
@@ -766,7 +758,7 @@ open_stream(struct relay *r, tor_err *err)
 		tor_format_init(&r->fmt, false);
 		if (tor_binlog_stream(r->binlog, &r->read_pos, err) == 0) {
 			tor_format_init(&r->fmt, tor_binlog_checksum(r->binlog));
-			atomic_store(&r->metrics.stream_beat_ms, mono_ms());
+			atomic_store(&r->metrics.stream_beat_ms, tor_mono_ms());
 			return 0;
 		}
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
@@ -784,10 +776,10 @@ wait_for_work(struct relay *r, tor_err *err)
 		{ .fd = tor_sink_fd(r->sink), .events = POLLIN },
 	};
 	int64_t due = r->last_checkpoint_ms + r->cfg->checkpoint.interval_ms -
-	    mono_ms();
+	    tor_mono_ms();
 	int timeout = 1000;
 
-	int64_t deadline = tor_elector_deadline(r->elector) - mono_ms();
+	int64_t deadline = tor_elector_deadline(r->elector) - tor_mono_ms();
 
 	if (r->checkpoint_dirty || tor_progress_moved(r->progress))
 		timeout = due < 0 ? 0 : due > 1000 ? 1000 : (int)due;
@@ -847,14 +839,14 @@ stream_loop(struct relay *r, tor_err *err)
 			/* Caught up: commit what the Kafka transaction holds,
 			 * then sleep until an event or an acknowledgement comes,
 			 * or the checkpoint is due. */
-			if ((rc = maybe_commit(r, mono_ms() - r->last_event_ms >=
+			if ((rc = maybe_commit(r, tor_mono_ms() - r->last_event_ms >=
 			    KTXN_IDLE_MS, err)) != 0)
 				return rc;
 			if (wait_for_work(r, err) < 0 || serve(r, 0, err) < 0)
 				return -1;
 			continue;
 		}
-		r->last_event_ms = mono_ms();
+		r->last_event_ms = tor_mono_ms();
 		atomic_store_explicit(&r->metrics.stream_beat_ms,
 		    r->last_event_ms, memory_order_relaxed);
 		if ((rc = on_event(r, raw, len, err)) != 0)
@@ -1062,7 +1054,7 @@ lead(struct relay *r, tor_err *err)
 		rc = -1;
 		goto out;
 	}
-	r->last_checkpoint_ms = mono_ms();
+	r->last_checkpoint_ms = tor_mono_ms();
 	rc = stream_loop(r, err);
 out:
 	if (rc == RUN_LOST || rc == RUN_RESTART) {
@@ -1134,9 +1126,9 @@ await_leadership(struct relay *r)
 		if (*r->stop)
 			return false;
 		beat(r);
-		if (mono_ms() >= next_ping) {
+		if (tor_mono_ms() >= next_ping) {
 			ping_redis(r);
-			next_ping = mono_ms() + REDIS_PING_MS;
+			next_ping = tor_mono_ms() + REDIS_PING_MS;
 		}
 		nanosleep(&tick, NULL);
 	}

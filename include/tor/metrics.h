@@ -94,8 +94,6 @@ void tor_metrics_published(struct tor_metrics *m, const char *topic);
 /* One acknowledged message, age_ms after its source event. */
 void tor_metrics_latency(struct tor_metrics *m, int64_t age_ms);
 
-/* Clocks, the same everywhere in tor: monotonic and wall-clock ms. */
-int64_t tor_metrics_mono_ms(void);
 int64_t tor_metrics_wall_ms(void);
 
 /* Appends the text exposition format (version 0.0.4) of m and of the
