@@ -103,6 +103,11 @@ sink_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 		l = TOR_LOG_INFO;
 	else
 		l = TOR_LOG_DEBUG;
+	/* tor sets enable.gapless.guarantee on purpose: librdkafka's note that
+	 * it is experimental would be a warning at every start. */
+	if (strcmp(fac, "CONFWARN") == 0 &&
+	    strstr(buf, "enable.gapless.guarantee") != NULL)
+		l = TOR_LOG_DEBUG;
 	tor_log(l, "kafka", "rdkafka %s: %s", fac, buf);
 }
 

@@ -228,6 +228,12 @@ start_redis() {
 		tail -n 20 "$REDIS_DIR/redis.log" 2>/dev/null | sed 's/^/    /'
 		exit 1
 	fi
+	# Redis writes its pid file a moment after it answers; a stop right
+	# after start must find it, or the server would be left running.
+	for ((i = 0; i < 50; i++)); do
+		live_pid "$REDIS_PID" redis-server >/dev/null && break
+		sleep 0.1
+	done
 	say "redis: up (pid $(live_pid "$REDIS_PID" redis-server), port $REDIS_PORT)"
 }
 
