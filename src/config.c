@@ -22,6 +22,7 @@
 #include <libconfig.h>
 #include <sodium.h>
 
+#include "tor/checkpoint.h"
 #include "tor/config.h"
 
 #define KEYLEN          256
@@ -502,69 +503,19 @@ hostport_ok(const char *s)
 	return *end == '\0' && errno == 0 && port >= 1 && port <= 65535;
 }
 
-static bool
-parse_u64(const char **p, unsigned long long max, unsigned long long *v)
-{
-	const char *s = *p;
-	char *end;
-
-	if (!isdigit((unsigned char)*s))
-		return false;
-	errno = 0;
-	*v = strtoull(s, &end, 10);
-	if (errno != 0 || *v > max)
-		return false;
-	*p = end;
-	return true;
-}
-
-/* A MariaDB GTID list: "D-S-N[,D-S-N...]", at most one entry per domain. */
-static bool
-gtid_list_ok(const char *s)
-{
-	unsigned long long dom, srv, seq, seen[64];
-	size_t n_seen = 0;
-
-	for (;;) {
-		if (!parse_u64(&s, UINT32_MAX, &dom) || *s++ != '-' ||
-		    !parse_u64(&s, UINT32_MAX, &srv) || *s++ != '-' ||
-		    !parse_u64(&s, UINT64_MAX, &seq))
-			return false;
-		for (size_t i = 0; i < n_seen; i++)
-			if (seen[i] == dom)
-				return false;
-		if (n_seen == sizeof(seen) / sizeof(seen[0]))
-			return false;
-		seen[n_seen++] = dom;
-		if (*s == '\0')
-			return true;
-		if (*s++ != ',')
-			return false;
-	}
-}
-
-/* "<binlog file>:<pos>"; a binlog starts with a 4-byte magic, and
- * Connector/C sends the position in 32 bits. */
-static bool
-file_pos_ok(const char *s)
-{
-	const char *colon = strrchr(s, ':'), *p;
-	unsigned long long pos;
-
-	if (colon == NULL || colon == s)
-		return false;
-	p = colon + 1;
-	return parse_u64(&p, UINT32_MAX, &pos) && *p == '\0' && pos >= 4;
-}
-
+/* mysql.start: "end", "beginning", or a position tor_position_parse takes
+ * (the same parser `tor checkpoint set` uses), with a file position that
+ * fits the dump protocol's 32 bits. */
 static bool
 start_ok(const char *s)
 {
+	struct tor_position pos;
+
 	if (strcmp(s, "end") == 0 || strcmp(s, "beginning") == 0)
 		return true;
-	if (strchr(s, ':') != NULL)
-		return file_pos_ok(s);
-	return gtid_list_ok(s);
+	if (tor_position_parse(s, &pos, NULL) < 0)
+		return false;
+	return pos.file[0] == '\0' || pos.pos <= UINT32_MAX;
 }
 
 /*
