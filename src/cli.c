@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -255,6 +256,22 @@ check_target(const struct tor_config *cfg, bool to_end,
 	return rc;
 }
 
+/* Test-only seam: TOR_TEST_CHECKPOINT_SET_PAUSE_MS makes `set` sleep between
+ * its steps, so a test can let a replica act in between. */
+static void
+test_pause(void)
+{
+	const char *ms = getenv("TOR_TEST_CHECKPOINT_SET_PAUSE_MS");
+	struct timespec ts;
+	long v;
+
+	if (ms == NULL || (v = strtol(ms, NULL, 10)) <= 0)
+		return;
+	ts.tv_sec = v / 1000;
+	ts.tv_nsec = (v % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
 /* Writes cp with a fresh token.  A refusal means a later token wrote the
  * checkpoint meanwhile (another `set`, or a leader elected since): its
  * position wins and the message names its token. */
@@ -269,7 +286,9 @@ write_checkpoint(struct tor_redis *r, const struct tor_config *cfg,
 
 	if (tor_lease_next_token(r, cfg, &cp->epoch, err) < 0)
 		return CLI_ERROR;
+	test_pause();
 	rc = tor_checkpoint_store_operator(r, cfg, cp, err);
+	test_pause();
 	if (rc < 0)
 		return CLI_ERROR;
 	if (rc == TOR_CHECKPOINT_WRITTEN)

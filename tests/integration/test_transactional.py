@@ -11,6 +11,7 @@ here ends in a state where no transaction was left open or aborted, and
 counts records exactly.
 """
 
+import re
 import time
 
 import harness
@@ -132,3 +133,92 @@ def test_producer_fenced_steps_down(stack):
             "\n%s" % (t.name, inits, leads, t.log_tail(20))
     p = tor_cli(["status"], cfg=cfg)
     assert p.returncode == 1, p.stdout     # all stopped: no leader
+
+
+def test_full_queue_at_commit(stack):
+    """The producer's queue is full when a Kafka commit adds its position
+    record: the commit waits for room instead of exiting with the
+    transaction open."""
+    name = "tx_qfull"
+    table, ov = make_outbox(stack, name)
+    ov["kafka"] = {"mode": "transactional",
+                   "properties": ["queue.buffering.max.messages=64"]}
+    cfg = harness.base_config(stack, ha=dict(HA), **ov)
+    tor = Tor(stack, cfg, name="r1").start()
+    wait_leading([tor], timeout=10)
+    tor.wait_log("init_transactions done", timeout=10)
+    for b in (1, 2, 3):
+        stack.broker_ctl("rtt %d 100" % b)
+    insert_range(stack, table, 0, 3000, 10)
+    by_n, recs = read_events(stack, name, 3000, timeout=90)
+    assert tor.running(), "exited %s:\n%s" % (tor.proc.returncode,
+                                             tor.log_tail())
+    for b in (1, 2, 3):
+        stack.broker_ctl("rtt %d 0" % b)
+    time.sleep(0.5)
+    by_n, recs = read_events(stack, name, 3000, timeout=60)
+    assert tor.stop() == 0, tor.log_tail()
+    assert_exactly_once(by_n, 3000, name)
+
+
+def test_big_source_transaction_spans_kafka_transactions(stack):
+    """A source transaction that takes longer to publish than a quarter of
+    transaction.timeout.ms is split over several Kafka transactions, each
+    with a position record naming the rows done; a leader killed after one
+    of them leaves its successor to skip exactly those rows."""
+    name = "tx_big"
+    table, ov = make_outbox(stack, name)
+    ov["kafka"] = {"mode": "transactional",
+                   "properties": ["transaction.timeout.ms=2000",
+                                  "queue.buffering.max.messages=200"]}
+    cfg = harness.base_config(stack, ha=dict(HA), **ov)
+    doomed = Tor(stack, cfg, name="r1",
+                 env={"TOR_TEST_CRASH_AFTER_KAFKA_COMMIT": "2"}).start()
+    wait_leading([doomed], timeout=10)
+    doomed.wait_log("init_transactions done", timeout=10)
+    for b in (1, 2, 3):
+        stack.broker_ctl("rtt %d 200" % b)
+    insert_range(stack, table, 0, 3000, 3000)
+    assert doomed.wait(60) == -9, doomed.log_tail()
+    for b in (1, 2, 3):
+        stack.broker_ctl("rtt %d 0" % b)
+    heir = Tor(stack, cfg, name="r2").start()
+    by_n, recs = read_events(stack, name, 3000, timeout=60)
+    time.sleep(0.5)
+    by_n, recs = read_events(stack, name, 3000, timeout=60)
+    assert heir.stop() == 0, heir.log_tail()
+    assert_exactly_once(by_n, 3000, name)
+    check_per_key_order(recs)
+    assert re.search(r"rows already committed", heir.log_text()), \
+        heir.log_tail()
+
+
+def test_commit_retries_end_at_the_lease_deadline(stack):
+    """A Kafka commit that keeps failing with a retriable error is given up
+    once the lease is gone: the leader aborts and steps down instead of
+    retrying while a successor leads."""
+    name = "tx_commit_deadline"
+    table, cfg = tx_config(stack, name)
+    group = harness.config_group(cfg)
+    tor = Tor(stack, cfg, name="r1").start()
+    wait_leading([tor], timeout=10)
+    tor.wait_log("init_transactions done", timeout=10)
+    insert_range(stack, table, 0, 10, 10)
+    read_events(stack, name, 10, timeout=30)
+    since = tor.log_size()
+    stack.broker_ctl("error EndTxn COORDINATOR_LOAD_IN_PROGRESS 100000")
+    insert_range(stack, table, 10, 10, 10)
+    time.sleep(1)
+    stack.redis().set("tor:{%s}:lease" % group, "someone-else 999",
+                      px=60000)
+    t0 = time.monotonic()
+    tor.wait_log("lost the leadership|stepping_down -> follower",
+                 timeout=HA["lease_ms"] / 1000 + 5, since=since)
+    print("  stepped down %.1f s after the lease was taken" %
+          (time.monotonic() - t0))
+    stack.broker_ctl("clear EndTxn")
+    stack.redis().delete("tor:{%s}:lease" % group)
+    tor.wait_log(LEADING, timeout=15, since=tor.log_size())
+    by_n, _ = read_events(stack, name, 20, timeout=60)
+    assert all(n in by_n for n in range(20)), sorted(by_n)
+    assert tor.stop() == 0, tor.log_tail()

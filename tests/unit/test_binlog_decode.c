@@ -845,6 +845,35 @@ test_mysql_gtid(void **state)
 	assert_int_equal(tor_gtid_parse(&e, &fmt, &g, &err), -1);
 }
 
+/* An XID event's body is exactly the 8-byte transaction id: a shorter one
+ * is truncated, a longer one is not an XID event as servers write it. */
+static void
+test_xid_body_length(void **state)
+{
+	struct tor_format fmt;
+	struct bytes body = { .n = 0 }, ev;
+	struct tor_event e;
+	uint64_t xid;
+	tor_err err;
+
+	(void)state;
+	mysql_format(&fmt);
+	put_le(&body, 77, 8);
+	make_event(&ev, TOR_EV_XID, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_xid_parse(&e, &fmt, &xid, &err), 0);
+	assert_int_equal(xid, 77);
+	put_le(&body, 0, 3);
+	make_event(&ev, TOR_EV_XID, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_xid_parse(&e, &fmt, &xid, &err), -1);
+	assert_non_null(strstr(err.msg, "11 bytes"));
+	body.n = 5;
+	make_event(&ev, TOR_EV_XID, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_xid_parse(&e, &fmt, &xid, &err), -1);
+}
+
 static void
 test_query_begin(void **state)
 {
@@ -1177,6 +1206,7 @@ main(void)
 		cmocka_unit_test(test_checksum_mismatch),
 		cmocka_unit_test(test_truncated_at_every_length),
 		cmocka_unit_test(test_mysql_gtid),
+		cmocka_unit_test(test_xid_body_length),
 		cmocka_unit_test(test_query_begin),
 		cmocka_unit_test(test_mysql_rows_v2_extra_data),
 		cmocka_unit_test(test_compressed_lies),

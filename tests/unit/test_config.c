@@ -675,6 +675,9 @@ static const struct bad_case bad_cases[] = {
 	    "\"D-S-N[,D-S-N...]\", got \"0-1\"" },
 	{ "bad_renew.cfg",
 	    "12: ha.renew_ms: must be less than ha.lease_ms (1000 >= 1000)" },
+	{ "bad_renew_margin.cfg", "12: ha.renew_ms: must be below ha.lease_ms "
+	    "less its drift margin (3000 - 300 = 2700 ms), got 2800: the lease "
+	    "would lapse between renews" },
 	{ "bad_missing_mysql_host.cfg", "2: mysql.host: required" },
 	{ "bad_missing_brokers.cfg", "8: kafka.brokers: required" },
 	{ "bad_missing_redis_host.cfg", "9: redis.host: required (unless "
