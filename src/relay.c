@@ -1,16 +1,13 @@
 /*
  * The relay loop (see include/tor/relay.h).
  *
- * The loop follows the binlog's transactions: a GTID event or BEGIN opens
- * one, XID, COMMIT or the end of a standalone statement closes it at the
- * position of its last event.  Rows inserted into an outbox table become
- * messages tagged with their transaction's sequence number; the progress
- * tracker turns acknowledgements into a safe position, written to Redis.
+ * The source-transaction reader (tor/reader.h) turns the binlog into
+ * transactions of outbox rows; the relay produces each row as a message
+ * tagged with its transaction's sequence number, and the progress tracker
+ * turns acknowledgements into a safe position, written to Redis.
  *
  * Stops happen between transactions: a stop request lets the current
  * transaction finish, so a restart neither loses nor repeats a part of it.
- * A broken stream is reopened at the end of the last transaction read; the
- * rows of a transaction that were already produced are skipped on replay.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -34,6 +31,7 @@
 #include "tor/metrics.h"
 #include "tor/outbox.h"
 #include "tor/progress.h"
+#include "tor/reader.h"
 #include "tor/redis.h"
 #include "tor/relay.h"
 
@@ -72,16 +70,6 @@ struct txn_time {
 	int64_t ts_ms;          /* wall clock, from the binlog; 0: unknown */
 };
 
-/* The latest table map of one outbox table. */
-struct table_slot {
-	bool valid;
-	uint64_t table_id;
-	uint8_t *raw;           /* the TABLE_MAP body it was decoded from */
-	size_t raw_len;
-	struct tor_table_map tm;
-	struct tor_value *values;
-};
-
 struct relay {
 	const struct tor_config *cfg;
 	volatile sig_atomic_t *stop;
@@ -103,24 +91,10 @@ struct relay {
 	struct tor_sink *sink;
 	struct tor_redis *redis;
 	struct tor_progress *progress;
-	struct table_slot *slots;       /* one per cfg->outbox.tables entry */
+	struct tor_reader *reader;
 
-	struct tor_format fmt;
-	char file[256];                 /* binlog file being read */
-	struct tor_position read_pos;   /* end of the last transaction read */
+	struct tor_position start;      /* where the session starts reading */
 	uint64_t epoch;
-
-	/* The transaction being read. */
-	bool in_txn;
-	bool standalone;
-	bool has_gtid;
-	struct tor_gtid gtid;
-	uint64_t txn_seq;
-	uint64_t txn_start_pos;
-	uint32_t txn_rows;              /* outbox rows seen in it */
-	char pos_prefix[320];           /* its rows' tor.pos before the index */
-	size_t pos_prefix_len;          /* 0: not formatted yet */
-	uint32_t skip_rows;             /* already produced before a reconnect */
 
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
@@ -128,8 +102,7 @@ struct relay {
 	bool delivery_failed;
 	char delivery_error[256];
 
-	uint64_t events, rows_published, rows_skipped, rows_updated,
-	    rows_deleted, reconnects;
+	uint64_t rows_published, rows_skipped, reconnects;
 
 	/* What /metrics and the probes show (read by the HTTP thread). */
 	struct tor_metrics metrics;
@@ -310,17 +283,18 @@ sink_failure(struct relay *r, int rc)
 static int
 kafka_commit(struct relay *r, tor_err *err)
 {
-	char record[sizeof(r->read_pos.file) + 64];
+	const struct tor_position *at = tor_reader_resume(r->reader);
+	char record[sizeof(at->file) + 64];
 	int rc;
 
 	int64_t t0 = tor_mono_ms();
 
 	snprintf(record, sizeof(record), "v1 %" PRIu64 " %s %" PRIu64,
-	    r->epoch, r->read_pos.file, r->read_pos.pos);
+	    r->epoch, at->file, at->pos);
 	rc = tor_sink_txn_commit(r->sink, record, KAFKA_COMMIT_TIMEOUT_MS, err);
 	log_debug("kafka", "committed %" PRIu64 " messages up to %s:%" PRIu64
 	    " in %" PRId64 " ms (open %" PRId64 " ms)", r->ktxn_messages,
-	    r->read_pos.file, r->read_pos.pos, tor_mono_ms() - t0,
+	    at->file, at->pos, tor_mono_ms() - t0,
 	    t0 - r->ktxn_started_ms);
 	r->ktxn_open = false;
 	if (rc != 0) {
@@ -334,9 +308,9 @@ kafka_commit(struct relay *r, tor_err *err)
 	}
 	/* The commit flushed every message: the tracker has them all. */
 	tor_progress_safe(r->progress, &r->committed);
-	r->committed.pos = r->read_pos.pos;
+	r->committed.pos = at->pos;
 	snprintf(r->committed.file, sizeof(r->committed.file), "%s",
-	    r->read_pos.file);
+	    at->file);
 	r->committed_moved = true;
 	r->commits++;
 	if (r->crash_after_commits != 0 &&
@@ -353,7 +327,7 @@ kafka_commit(struct relay *r, tor_err *err)
 static int
 maybe_commit(struct relay *r, bool idle, tor_err *err)
 {
-	if (!r->txn_mode || !r->ktxn_open || r->in_txn)
+	if (!r->txn_mode || !r->ktxn_open || tor_reader_in_txn(r->reader))
 		return 0;
 	if (!idle && r->ktxn_messages < KTXN_MAX_MESSAGES &&
 	    tor_mono_ms() - r->ktxn_started_ms < KTXN_MAX_MS)
@@ -361,11 +335,11 @@ maybe_commit(struct relay *r, bool idle, tor_err *err)
 	return kafka_commit(r, err);
 }
 
-/* Queues one message, waiting while the producer's queue is full.  Oversized
- * messages follow outbox.unrouted. */
+/* Queues one message of transaction seq, waiting while the producer's
+ * queue is full.  Oversized messages follow outbox.unrouted. */
 static int
 produce(struct relay *r, struct tor_message *msg,
-    const struct tor_row_origin *origin, tor_err *err)
+    const struct tor_row_origin *origin, uint64_t seq, tor_err *err)
 {
 	for (;;) {
 		int rc;
@@ -379,7 +353,7 @@ produce(struct relay *r, struct tor_message *msg,
 			r->ktxn_messages = 0;
 			r->ktxn_started_ms = tor_mono_ms();
 		}
-		rc = tor_sink_produce(r->sink, msg, r->txn_seq, err);
+		rc = tor_sink_produce(r->sink, msg, seq, err);
 
 		switch (rc) {
 		case TOR_SINK_OK:
@@ -415,312 +389,69 @@ produce(struct relay *r, struct tor_message *msg,
 	}
 }
 
-static struct table_slot *
-slot_by_table_id(struct relay *r, uint64_t table_id)
-{
-	for (size_t i = 0; i < r->cfg->outbox.n_tables; i++)
-		if (r->slots[i].valid && r->slots[i].table_id == table_id)
-			return &r->slots[i];
-	return NULL;
-}
-
-static void
-slot_clear(struct table_slot *s)
-{
-	free(s->raw);
-	free(s->values);
-	tor_table_map_free(&s->tm);
-	memset(s, 0, sizeof(*s));
-}
-
+/* The reader's callbacks (tor/reader.h): progress, production, lag. */
 static int
-on_table_map(struct relay *r, const struct tor_event *ev, tor_err *err)
+reader_begin(void *ctx, uint64_t *seq, tor_err *err)
 {
-	const char *schema, *table;
-	size_t schema_len, table_len;
-	uint64_t table_id;
-	struct table_slot *s;
-	int idx;
+	struct relay *r = ctx;
 
-	if (tor_table_map_peek(ev, &r->fmt, &table_id, &schema, &schema_len,
-	    &table, &table_len, err) < 0)
-		return -1;
-	idx = tor_outbox_find_table(r->outbox, schema, schema_len, table,
-	    table_len);
-	if (idx < 0) {
-		/* Table ids are reused for other tables: forget a stale one. */
-		if ((s = slot_by_table_id(r, table_id)) != NULL)
-			s->valid = false;
-		return 0;
-	}
-	s = &r->slots[idx];
-	if (s->raw != NULL && s->raw_len == ev->body_len &&
-	    memcmp(s->raw, ev->body, ev->body_len) == 0) {
-		s->valid = true;
-		return 0;
-	}
-	slot_clear(s);
-	if (tor_table_map_parse(ev, &r->fmt, &s->tm, err) < 0)
-		return -1;
-	if (!s->tm.has_names &&
-	    tor_binlog_describe_table(r->binlog, &s->tm, err) < 0)
-		goto fail;
-	if (tor_outbox_bind(r->outbox, idx, &s->tm, err) < 0)
-		goto fail;
-	for (uint32_t c = 0; c < s->tm.ncols; c++)
-		s->tm.cols[c].skip = !tor_outbox_uses_column(r->outbox, idx, c);
-	s->raw = malloc(ev->body_len);
-	s->values = calloc(s->tm.ncols ? s->tm.ncols : 1, sizeof(*s->values));
-	if (s->raw == NULL || s->values == NULL) {
-		tor_err_set(err, "out of memory");
-		goto fail;
-	}
-	memcpy(s->raw, ev->body, ev->body_len);
-	s->raw_len = ev->body_len;
-	s->table_id = table_id;
-	s->valid = true;
-	log_info("outbox", "table map of %s.%s: table id %" PRIu64 ", %" PRIu32
-	    " columns", s->tm.schema, s->tm.table, table_id, s->tm.ncols);
+	(void)err;
+	*seq = tor_progress_begin(r->progress);
 	return 0;
-fail:
-	slot_clear(s);
-	return -1;
-}
-
-/* "<gtid>:<row>" where the transaction has a GTID, else
- * "<file>:<start pos>:<row>".  The part before the row index is formatted
- * once per transaction. */
-static void
-format_row_pos(struct relay *r, uint32_t row, char *buf, size_t cap)
-{
-	char digits[10];
-	size_t n = 0, len;
-
-	if (r->pos_prefix_len == 0) {
-		char gtid[96];
-		int w;
-
-		if (r->has_gtid) {
-			tor_gtid_format(&r->gtid, gtid, sizeof(gtid));
-			w = snprintf(r->pos_prefix, sizeof(r->pos_prefix), "%s:",
-			    gtid);
-		} else {
-			w = snprintf(r->pos_prefix, sizeof(r->pos_prefix),
-			    "%s:%" PRIu64 ":", r->file, r->txn_start_pos);
-		}
-		r->pos_prefix_len = w < 0 ? 0 : (size_t)w >=
-		    sizeof(r->pos_prefix) ? sizeof(r->pos_prefix) - 1 :
-		    (size_t)w;
-	}
-	do {
-		digits[n++] = (char)('0' + row % 10);
-		row /= 10;
-	} while (row > 0);
-	len = r->pos_prefix_len;
-	if (len + n + 1 > cap)
-		len = cap - n - 1;
-	memcpy(buf, r->pos_prefix, len);
-	while (n > 0)
-		buf[len++] = digits[--n];
-	buf[len] = '\0';
 }
 
 static int
-on_rows(struct relay *r, const struct tor_event *ev, tor_err *err)
+reader_row(void *ctx, uint64_t seq, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err)
 {
-	struct tor_rows rows;
-	struct table_slot *s;
-	int rc;
+	struct relay *r = ctx;
 
-	if (tor_rows_parse(ev, &r->fmt, &rows, err) < 0)
-		return -1;
-	s = slot_by_table_id(r, rows.table_id);
-	if (s == NULL) {
-		tor_rows_free(&rows);
-		return 0;
-	}
-	while ((rc = tor_rows_next(&rows, &s->tm, s->values, err)) == 1) {
-		struct tor_message msg;
-		struct tor_row_origin origin;
-		char pos[512];
-		uint32_t row;
-
-		if (rows.kind == TOR_ROWS_UPDATE) {
-			r->rows_updated++;
-			count_skip(r, TOR_SKIP_UPDATE);
-			continue;
-		}
-		if (rows.kind == TOR_ROWS_DELETE) {
-			r->rows_deleted++;
-			count_skip(r, TOR_SKIP_DELETE);
-			continue;
-		}
-		row = r->txn_rows++;
-		if (row < r->skip_rows)
-			continue;       /* produced before the stream broke */
-		format_row_pos(r, row, pos, sizeof(pos));
-		origin = (struct tor_row_origin){
-			.pos = pos,
-			.epoch = r->epoch,
-			.ts_ms = (int64_t)ev->timestamp * 1000,
-		};
-		r->txn_times[r->txn_seq & (LATENCY_SLOTS - 1)] =
-		    (struct txn_time){ r->txn_seq, origin.ts_ms };
-		rc = tor_outbox_map(r->outbox, (int)(s - r->slots), s->values,
-		    &origin, &msg, err);
-		if (rc < 0)
-			break;
-		if (rc == TOR_OUTBOX_SKIPPED) {
-			r->rows_skipped++;
-			count_skip(r, TOR_SKIP_UNROUTED);
-			continue;
-		}
-		if ((rc = produce(r, &msg, &origin, err)) != 0)
-			break;
-	}
-	tor_rows_free(&rows);
-	return rc < 0 ? -1 : rc == RUN_LOST ? RUN_LOST : 0;
+	r->txn_times[seq & (LATENCY_SLOTS - 1)] =
+	    (struct txn_time){ seq, origin->ts_ms };
+	return produce(r, msg, origin, seq, err);
 }
 
-static void
-txn_begin(struct relay *r, const struct tor_event *ev)
+static int
+reader_commit(void *ctx, const struct tor_reader_end *end, tor_err *err)
 {
-	r->in_txn = true;
-	r->txn_seq = tor_progress_begin(r->progress);
-	r->txn_start_pos = ev->next_pos >= ev->size ? ev->next_pos - ev->size : 0;
-	r->txn_rows = 0;
-	r->pos_prefix_len = 0;
-}
+	struct relay *r = ctx;
 
-static void
-txn_commit(struct relay *r, const struct tor_event *ev)
-{
-	if (!r->in_txn)
-		txn_begin(r, ev);
-	tor_progress_commit(r->progress, ev->next_pos,
-	    r->has_gtid ? &r->gtid : NULL);
+	(void)err;
+	tor_progress_commit(r->progress, end->pos, end->gtid);
 	/* Only transaction ends set the lag: a stream's first events (format
 	 * description, GTID list) carry the binlog file's creation time, and
 	 * heartbeats carry none. */
-	if (ev->timestamp != 0)
+	if (end->ts_ms != 0)
 		atomic_store_explicit(&r->metrics.binlog_lag_ms,
-		    tor_metrics_wall_ms() - (int64_t)ev->timestamp * 1000,
-		    memory_order_relaxed);
-	snprintf(r->read_pos.file, sizeof(r->read_pos.file), "%s", r->file);
-	r->read_pos.pos = ev->next_pos;
-	r->in_txn = false;
-	r->standalone = false;
-	r->has_gtid = false;
-	r->skip_rows = 0;
-	r->txn_rows = 0;
-}
-
-static bool
-sql_is(const struct tor_query *q, const char *word)
-{
-	size_t n = strlen(word);
-
-	return q->sql_len == n && strncasecmp(q->sql, word, n) == 0;
-}
-
-static int
-on_query(struct relay *r, const struct tor_event *ev, tor_err *err)
-{
-	struct tor_query q;
-
-	if (tor_query_parse(ev, &r->fmt, &q, err) < 0)
-		return -1;
-	if (sql_is(&q, "BEGIN")) {
-		if (!r->in_txn)
-			txn_begin(r, ev);
-	} else if (sql_is(&q, "COMMIT")) {
-		txn_commit(r, ev);
-	} else if (!r->in_txn || r->standalone) {
-		/* DDL and other statements that are their own transaction. */
-		txn_commit(r, ev);
-	}
-	tor_query_free(&q);
+		    tor_metrics_wall_ms() - end->ts_ms, memory_order_relaxed);
 	return 0;
 }
 
 static int
-on_event(struct relay *r, const uint8_t *raw, size_t len, tor_err *err)
+reader_rotate(void *ctx, const char *file, uint64_t pos, bool positioned,
+    tor_err *err)
 {
-	struct tor_event ev;
-	uint64_t pos, xid;
+	struct relay *r = ctx;
 
-	if (tor_event_parse(raw, len, &r->fmt, &ev, err) < 0)
-		return -1;
-	r->events++;
-	atomic_fetch_add_explicit(&r->metrics.events_read, 1,
-	    memory_order_relaxed);
-	switch (ev.type) {
-	case TOR_EV_FORMAT_DESCRIPTION:
-		return tor_format_parse(&ev, &r->fmt, err);
-	case TOR_EV_ROTATE:
-		if (tor_rotate_parse(&ev, &r->fmt, r->file, sizeof(r->file), &pos,
-		    err) < 0)
-			return -1;
-		if (!r->in_txn) {
-			snprintf(r->read_pos.file, sizeof(r->read_pos.file), "%s",
-			    r->file);
-			r->read_pos.pos = pos;
-		}
-		return tor_progress_rotate(r->progress, r->file, pos, err);
-	case TOR_EV_MARIADB_GTID:
-	case TOR_EV_MYSQL_GTID:
-	case TOR_EV_MYSQL_ANONYMOUS_GTID:
-		if (tor_gtid_parse(&ev, &r->fmt, &r->gtid, err) < 0)
-			return -1;
-		txn_begin(r, &ev);
-		r->has_gtid = ev.type != TOR_EV_MYSQL_ANONYMOUS_GTID;
-		r->standalone = r->gtid.mariadb && r->gtid.standalone;
-		if (!r->gtid.mariadb)
-			r->standalone = true;   /* until a BEGIN says otherwise */
-		return 0;
-	case TOR_EV_QUERY:
-	case TOR_EV_MARIADB_QUERY_COMPRESSED:
-		if (!r->gtid.mariadb && r->in_txn && r->standalone) {
-			/* MySQL: a GTID then BEGIN is a multi-event transaction. */
-			struct tor_query q;
-
-			if (tor_query_parse(&ev, &r->fmt, &q, err) < 0)
-				return -1;
-			if (sql_is(&q, "BEGIN"))
-				r->standalone = false;
-			tor_query_free(&q);
-			if (!r->standalone)
-				return 0;
-		}
-		return on_query(r, &ev, err);
-	case TOR_EV_XID:
-		if (tor_xid_parse(&ev, &r->fmt, &xid, err) < 0)
-			return -1;
-		txn_commit(r, &ev);
-		return 0;
-	case TOR_EV_TABLE_MAP:
-		return on_table_map(r, &ev, err);
-	case TOR_EV_WRITE_ROWS_V1:
-	case TOR_EV_UPDATE_ROWS_V1:
-	case TOR_EV_DELETE_ROWS_V1:
-	case TOR_EV_WRITE_ROWS_V2:
-	case TOR_EV_UPDATE_ROWS_V2:
-	case TOR_EV_DELETE_ROWS_V2:
-	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1:
-	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED_V1:
-	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED_V1:
-	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED:
-	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
-	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
-		return on_rows(r, &ev, err);
-	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD:
-		return tor_err_set(err, "binlog: MySQL compressed transaction "
-		    "payloads are not supported yet; set "
-		    "binlog_transaction_compression=OFF on the server");
-	default:
-		return 0;       /* heartbeats, GTID lists, checkpoints... */
-	}
+	(void)positioned;
+	return tor_progress_rotate(r->progress, file, pos, err);
 }
+
+static int
+reader_describe(void *ctx, struct tor_table_map *tm, tor_err *err)
+{
+	struct relay *r = ctx;
+
+	return tor_binlog_describe_table(r->binlog, tm, err);
+}
+
+static const struct tor_reader_ops reader_ops = {
+	.begin = reader_begin,
+	.row = reader_row,
+	.commit = reader_commit,
+	.rotate = reader_rotate,
+	.describe = reader_describe,
+};
 
 /* After a failed attempt at `what`: logs err, waits *backoff ms while
  * serving acknowledgements, and doubles *backoff up to its cap.  Returns 0 to
@@ -755,9 +486,11 @@ open_stream(struct relay *r, tor_err *err)
 	int backoff = RECONNECT_MIN_MS, rc = 0;
 
 	for (;;) {
-		tor_format_init(&r->fmt, false);
-		if (tor_binlog_stream(r->binlog, &r->read_pos, err) == 0) {
-			tor_format_init(&r->fmt, tor_binlog_checksum(r->binlog));
+		tor_reader_reset_format(r->reader, false);
+		if (tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
+		    err) == 0) {
+			tor_reader_reset_format(r->reader,
+			    tor_binlog_checksum(r->binlog));
 			atomic_store(&r->metrics.stream_beat_ms, tor_mono_ms());
 			return 0;
 		}
@@ -807,7 +540,7 @@ stream_loop(struct relay *r, tor_err *err)
 	for (;;) {
 		if (!leading(r))
 			return RUN_LOST;
-		if (!r->in_txn && stop_requested(r)) {
+		if (!tor_reader_in_txn(r->reader) && stop_requested(r)) {
 			if ((rc = maybe_commit(r, true, err)) != 0)
 				return rc;
 			return RUN_STOPPED;
@@ -824,13 +557,9 @@ stream_loop(struct relay *r, tor_err *err)
 			count_retry(r, TOR_TARGET_MYSQL);
 			atomic_store(&r->metrics.stream_beat_ms, 0);
 			log_warn("binlog", "%s; reopening at %s:%" PRIu64, err->msg,
-			    r->read_pos.file, r->read_pos.pos);
-			if (r->in_txn) {
-				/* The transaction is read again from its start;
-				 * its rows produced so far are not sent twice. */
-				r->skip_rows = r->txn_rows;
-				r->in_txn = false;
-			}
+			    tor_reader_resume(r->reader)->file,
+			    tor_reader_resume(r->reader)->pos);
+			tor_reader_reopened(r->reader);
 			if ((rc = open_stream(r, err)) != 0)
 				return rc;
 			continue;
@@ -849,7 +578,7 @@ stream_loop(struct relay *r, tor_err *err)
 		r->last_event_ms = tor_mono_ms();
 		atomic_store_explicit(&r->metrics.stream_beat_ms,
 		    r->last_event_ms, memory_order_relaxed);
-		if ((rc = on_event(r, raw, len, err)) != 0)
+		if ((rc = tor_reader_feed(r->reader, raw, len, err)) != 0)
 			return rc;
 		if ((rc = maybe_commit(r, false, err)) != 0)
 			return rc;
@@ -886,22 +615,22 @@ find_start(struct relay *r, tor_err *err)
 			return rc;
 	}
 	if (found) {
-		r->read_pos = cp.pos;
+		r->start = cp.pos;
 		tor_position_format(&cp.pos, text, sizeof(text));
 		log_info("relay", "resuming from the checkpoint at %s (gtid %s, "
 		    "written by token %" PRIu64 ")", text,
 		    cp.pos.gtid[0] ? cp.pos.gtid : "none", cp.epoch);
 	} else {
 		if (tor_binlog_resolve_start(r->binlog, r->cfg->mysql.start,
-		    &r->read_pos, err) < 0)
+		    &r->start, err) < 0)
 			return -1;
-		tor_position_format(&r->read_pos, text, sizeof(text));
+		tor_position_format(&r->start, text, sizeof(text));
 		log_info("relay", "no checkpoint for group %s: starting at %s "
 		    "(mysql.start = %s)", r->cfg->group, text,
 		    r->cfg->mysql.start);
 	}
-	if (r->read_pos.file[0] != '\0')
-		return tor_binlog_check_available(r->binlog, &r->read_pos, err);
+	if (r->start.file[0] != '\0')
+		return tor_binlog_check_available(r->binlog, &r->start, err);
 	return 0;
 }
 
@@ -909,11 +638,8 @@ find_start(struct relay *r, tor_err *err)
 static void
 session_free(struct relay *r)
 {
-	if (r->slots != NULL)
-		for (size_t i = 0; i < r->cfg->outbox.n_tables; i++)
-			slot_clear(&r->slots[i]);
-	free(r->slots);
-	r->slots = NULL;
+	tor_reader_free(r->reader);
+	r->reader = NULL;
 	tor_binlog_free(r->binlog);
 	r->binlog = NULL;
 	tor_progress_free(r->progress);
@@ -926,6 +652,7 @@ static void
 finish(struct relay *r)
 {
 	tor_err err;
+	struct tor_reader_counts counts;
 	struct tor_position pos;
 	char text[300];
 
@@ -942,10 +669,11 @@ finish(struct relay *r)
 		return;
 	}
 	tor_position_format(&pos, text, sizeof(text));
+	tor_reader_counts(r->reader, &counts);
 	log_info("relay", "final checkpoint at %s; published %" PRIu64
 	    ", skipped %" PRIu64 ", ignored %" PRIu64 " updates and %" PRIu64
-	    " deletes of outbox rows", text, r->rows_published, r->rows_skipped,
-	    r->rows_updated, r->rows_deleted);
+	    " deletes of outbox rows", text, r->rows_published,
+	    r->rows_skipped + counts.skipped, counts.updated, counts.deleted);
 }
 
 /* "later" of two positions in one server's binlog: by file number, then
@@ -1001,11 +729,11 @@ take_over_transactions(struct relay *r, tor_err *err)
 		    "%s is malformed: '%.100s'", r->cfg->kafka.checkpoint_topic,
 		    r->cfg->group, record);
 	kpos.pos = pos;
-	if (position_after(&kpos, &r->read_pos)) {
+	if (position_after(&kpos, &r->start)) {
 		tor_position_format(&kpos, text, sizeof(text));
 		log_info("relay", "Kafka committed up to %s (token %llu), past "
 		    "the Redis checkpoint: resuming there", text, token);
-		r->read_pos = kpos;
+		r->start = kpos;
 	}
 	return 0;
 }
@@ -1024,18 +752,14 @@ lead(struct relay *r, tor_err *err)
 	r->epoch = tor_elector_token(r->elector);
 	r->lost = false;
 	r->ktxn_open = false;
-	r->in_txn = r->standalone = r->has_gtid = false;
-	r->skip_rows = r->txn_rows = 0;
 	r->checkpoint_dirty = r->delivery_failed = false;
 	r->stop_deadline_ms = 0;
-	r->rows_published = r->rows_skipped = r->rows_updated =
-	    r->rows_deleted = 0;
-	r->file[0] = '\0';
+	r->rows_published = r->rows_skipped = 0;
+	memset(&r->start, 0, sizeof(r->start));
 	log_info("relay", "leading with token %" PRIu64, r->epoch);
 
 	r->binlog = tor_binlog_new(r->cfg);
-	r->slots = calloc(r->cfg->outbox.n_tables, sizeof(*r->slots));
-	if (r->binlog == NULL || r->slots == NULL) {
+	if (r->binlog == NULL) {
 		rc = tor_err_set(err, "out of memory");
 		goto out;
 	}
@@ -1043,9 +767,12 @@ lead(struct relay *r, tor_err *err)
 		goto out;
 	if (r->txn_mode && (rc = take_over_transactions(r, err)) != 0)
 		goto out;
-	r->committed = r->read_pos;
+	r->committed = r->start;
 	r->committed_moved = false;
-	if ((r->progress = tor_progress_new(&r->read_pos)) == NULL) {
+	r->progress = tor_progress_new(&r->start);
+	r->reader = tor_reader_new(r->cfg, r->outbox, &r->metrics, &reader_ops,
+	    r, &r->start);
+	if (r->progress == NULL || r->reader == NULL) {
 		rc = tor_err_set(err, "out of memory");
 		goto out;
 	}
@@ -1054,6 +781,7 @@ lead(struct relay *r, tor_err *err)
 		rc = -1;
 		goto out;
 	}
+	tor_reader_set_epoch(r->reader, r->epoch);
 	r->last_checkpoint_ms = tor_mono_ms();
 	rc = stream_loop(r, err);
 out:

@@ -15,8 +15,14 @@
 #                       old (pre-5.6) TIME/DATETIME/TIMESTAMP types; YEAR
 #                       and GEOMETRY before other numeric and character
 #                       columns (how MariaDB counts them in the signedness
-#                       and charset metadata); left
-#                       open by the server (FDE flagged "in use")
+#                       and charset metadata)
+#   mariadb-bin.000003  transactions the source-transaction reader must tell
+#                       apart (tests/unit/test_reader.c): a multi-row
+#                       insert, XA transactions prepared and then committed
+#                       or rolled back with other transactions in between,
+#                       XA COMMIT ONE PHASE, and a statement-format group
+#                       that ends with ROLLBACK; left open by the server
+#                       (FDE flagged "in use")
 #
 # Usage: tests/tools/make_binlog_fixtures.sh   (from the repository root)
 set -eu
@@ -181,18 +187,68 @@ CREATE TABLE t_year (
 ) DEFAULT CHARSET=latin1;
 INSERT INTO t_year VALUES
   (2024, -1, 4294967295, ST_GeomFromText('POINT(1 2)'), X'0100', 'hi');
+FLUSH BINARY LOGS;
+EOF
+
+# Third file: the reader's transactions, uncompressed, new temporal types.
+sql -e 'SET GLOBAL log_bin_compress = OFF; SET GLOBAL mysql56_temporal_format = ON'
+sql <<'EOF'
+USE fx;
+CREATE TABLE outbox (
+  id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  aggregate_id VARCHAR(20) NOT NULL, aggregate_type VARCHAR(20) NOT NULL,
+  payload VARCHAR(100)
+) ENGINE=InnoDB DEFAULT CHARSET=latin1;
+CREATE TABLE side_myisam (id INT AUTO_INCREMENT PRIMARY KEY, v INT)
+  ENGINE=MyISAM;
+CREATE TABLE side_innodb (id INT AUTO_INCREMENT PRIMARY KEY, v INT)
+  ENGINE=InnoDB;
+INSERT INTO outbox (aggregate_id, aggregate_type, payload) VALUES
+  ('k1', 'order', 'a1'), ('k2', 'order', 'a2'), ('k3', 'order', 'a3');
+EOF
+# A prepared XA transaction stays with its session until that session ends:
+# one session each.
+sql fx -e "XA START 'x1';
+INSERT INTO outbox (aggregate_id, aggregate_type, payload) VALUES
+  ('k1', 'order', 'x1a'), ('k2', 'order', 'x1b');
+XA END 'x1'; XA PREPARE 'x1';"
+sql fx -e "XA START 'x2';
+INSERT INTO outbox (aggregate_id, aggregate_type, payload) VALUES
+  ('k1', 'order', 'x2a');
+XA END 'x2'; XA PREPARE 'x2';"
+sql <<'EOF'
+USE fx;
+INSERT INTO outbox (aggregate_id, aggregate_type, payload) VALUES
+  ('k4', 'order', 'b1');
+XA COMMIT 'x1';
+XA ROLLBACK 'x2';
+SET SESSION binlog_format = STATEMENT;
+BEGIN;
+INSERT INTO side_innodb (v) VALUES (1);
+INSERT INTO side_myisam (v) VALUES (1);
+ROLLBACK;
+SET SESSION binlog_format = ROW;
+INSERT INTO outbox (aggregate_id, aggregate_type, payload) VALUES
+  ('k5', 'order', 'c1');
+XA START 'x3';
+INSERT INTO outbox (aggregate_id, aggregate_type, payload) VALUES
+  ('k6', 'order', 'x3a');
+XA END 'x3';
+XA COMMIT 'x3' ONE PHASE;
 EOF
 
 mkdir -p "$OUT"
-cp "$TMP/data/mariadb-bin.000001" "$TMP/data/mariadb-bin.000002" "$OUT/"
-chmod 644 "$OUT"/mariadb-bin.00000[12]
+cp "$TMP/data/mariadb-bin.000001" "$TMP/data/mariadb-bin.000002" \
+    "$TMP/data/mariadb-bin.000003" "$OUT/"
+chmod 644 "$OUT"/mariadb-bin.00000[123]
 
 sql -e "USE fx; SELECT * FROM t_min; SELECT * FROM t_old;
     SELECT HEX(id), CONCAT('[', k, ']'), CONCAT('[', t, ']'), u FROM t_key;
     SELECT y, i, u, HEX(g), HEX(b), CONCAT('[', c, ']') FROM t_year;
     SELECT id, LENGTH(body) FROM t_zip;
     SHOW BINLOG EVENTS IN 'mariadb-bin.000001';
-    SHOW BINLOG EVENTS IN 'mariadb-bin.000002';"
+    SHOW BINLOG EVENTS IN 'mariadb-bin.000002';
+    SHOW BINLOG EVENTS IN 'mariadb-bin.000003';"
 
 # Fuzz seeds (tests/fuzz/fuzz_binlog_decode.c input format): per ROWS
 # event, one byte naming its type, the length of the TABLE_MAP body before

@@ -1,0 +1,514 @@
+/*
+ * The source-transaction reader against a real MariaDB 10.11 binlog
+ * (tests/unit/binlog/mariadb-bin.000003, see
+ * tests/tools/make_binlog_fixtures.sh) and a few events built by hand (what
+ * the server cannot be made to write: an INCIDENT, the artificial ROTATE
+ * that starts a dump).
+ *
+ * The file holds, in order: three CREATE TABLEs; T1, one INSERT of three
+ * outbox rows a1 a2 a3; XA x1 prepared (x1a x1b); XA x2 prepared (x2a); T2
+ * (b1); XA COMMIT x1; XA ROLLBACK x2; a statement-format group of two
+ * inserts into other tables that ends with ROLLBACK; T3 (c1); XA x3
+ * committed in one phase (x3a).  The positions below are that file's, as
+ * SHOW BINLOG EVENTS printed them.
+ *
+ * The reader's owner is played by callbacks that record what they are told
+ * and can end the feed at a chosen row with a code of their own.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "tor/reader.h"
+
+#define FIXTURE "tests/unit/binlog/mariadb-bin.000003"
+#define FILE_NAME "mariadb-bin.000003"
+
+/* Positions in the fixture (SHOW BINLOG EVENTS). */
+#define T1_START	1106    /* its GTID event */
+#define T1_ROWS		1412    /* its WRITE_ROWS event */
+#define T1_END		1527
+#define X1_PREPARE_END	2008
+#define X2_PREPARE_END	2447
+#define T2_END		2788
+#define X1_COMMIT_END	2920
+#define X2_ROLLBACK_END	3054
+#define ROLLBACK_START	3054
+#define ROLLBACK_END	3439
+#define T3_END		3780
+#define X3_END		4123
+
+enum rec_kind { R_BEGIN, R_ROW, R_COMMIT, R_ROTATE };
+
+struct rec {
+	enum rec_kind kind;
+	uint64_t seq;
+	char payload[16];
+	char pos[128];
+	uint64_t end;
+	bool positioned;
+};
+
+struct fx {
+	struct tor_config cfg;
+	struct tor_outbox_table table;
+	struct tor_route route;
+	struct tor_metrics metrics;
+	struct tor_outbox *ob;
+	struct tor_reader *rd;
+
+	uint8_t *data;          /* the fixture file */
+	size_t len;
+
+	struct rec recs[128];
+	size_t n;
+	uint64_t next_seq;
+	int rows_seen;
+	int stop_at_row;        /* 1-based; 0: never */
+	int stop_code;
+};
+
+static int
+cb_begin(void *ctx, uint64_t *seq, tor_err *err)
+{
+	struct fx *f = ctx;
+
+	(void)err;
+	*seq = ++f->next_seq;
+	assert_true(f->n < 128);
+	f->recs[f->n++] = (struct rec){ .kind = R_BEGIN, .seq = *seq };
+	return 0;
+}
+
+static int
+cb_row(void *ctx, uint64_t seq, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err)
+{
+	struct fx *f = ctx;
+	struct rec *r;
+
+	(void)err;
+	assert_true(f->n < 128);
+	r = &f->recs[f->n++];
+	*r = (struct rec){ .kind = R_ROW, .seq = seq };
+	snprintf(r->payload, sizeof(r->payload), "%.*s", (int)msg->value_len,
+	    (const char *)msg->value);
+	snprintf(r->pos, sizeof(r->pos), "%s", origin->pos);
+	if (++f->rows_seen == f->stop_at_row)
+		return f->stop_code;
+	return 0;
+}
+
+static int
+cb_commit(void *ctx, const struct tor_reader_end *end, tor_err *err)
+{
+	struct fx *f = ctx;
+
+	(void)err;
+	assert_true(f->n < 128);
+	f->recs[f->n++] = (struct rec){ .kind = R_COMMIT, .end = end->pos };
+	return 0;
+}
+
+static int
+cb_rotate(void *ctx, const char *file, uint64_t pos, bool positioned,
+    tor_err *err)
+{
+	struct fx *f = ctx;
+
+	(void)err;
+	(void)file;
+	assert_true(f->n < 128);
+	f->recs[f->n++] = (struct rec){ .kind = R_ROTATE, .end = pos,
+	    .positioned = positioned };
+	return 0;
+}
+
+static int
+cb_describe(void *ctx, struct tor_table_map *tm, tor_err *err)
+{
+	(void)ctx;
+	(void)tm;
+	return tor_err_set(err, "the fixture has column names");
+}
+
+static const struct tor_reader_ops ops = {
+	.begin = cb_begin,
+	.row = cb_row,
+	.commit = cb_commit,
+	.rotate = cb_rotate,
+	.describe = cb_describe,
+};
+
+static void
+load_fixture(struct fx *f)
+{
+	FILE *fp = fopen(FIXTURE, "rb");
+	long n;
+
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	n = ftell(fp);
+	rewind(fp);
+	f->data = malloc((size_t)n);
+	assert_non_null(f->data);
+	assert_int_equal(fread(f->data, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	f->len = (size_t)n;
+}
+
+static int
+setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	tor_err err;
+
+	assert_non_null(f);
+	f->cfg.group = (char *)"g";
+	f->table.schema = (char *)"fx";
+	f->table.table = (char *)"outbox";
+	f->table.col_id = (char *)"id";
+	f->table.col_key = (char *)"aggregate_id";
+	f->table.col_type = (char *)"aggregate_type";
+	f->table.col_payload = (char *)"payload";
+	f->cfg.outbox.tables = &f->table;
+	f->cfg.outbox.n_tables = 1;
+	f->route.match = (char *)"^order$";
+	f->route.topic = (char *)"order";
+	assert_int_equal(regcomp(&f->route.re, "^order$",
+	    REG_EXTENDED | REG_NOSUB), 0);
+	f->cfg.outbox.routes = &f->route;
+	f->cfg.outbox.n_routes = 1;
+	f->cfg.outbox.topic_template = (char *)"";
+	f->cfg.outbox.unrouted = TOR_UNROUTED_FAIL;
+	f->ob = tor_outbox_new(&f->cfg, &err);
+	assert_non_null(f->ob);
+	load_fixture(f);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *f = *state;
+
+	tor_reader_free(f->rd);
+	tor_outbox_free(f->ob);
+	regfree(&f->route.re);
+	free(f->data);
+	free(f);
+	return 0;
+}
+
+static void
+start_at(struct fx *f, const char *file, uint64_t pos, const char *gtid)
+{
+	struct tor_position p;
+
+	memset(&p, 0, sizeof(p));
+	snprintf(p.file, sizeof(p.file), "%s", file);
+	p.pos = pos;
+	snprintf(p.gtid, sizeof(p.gtid), "%s", gtid);
+	tor_reader_free(f->rd);
+	f->rd = tor_reader_new(&f->cfg, f->ob, &f->metrics, &ops, f, &p);
+	assert_non_null(f->rd);
+	tor_reader_set_epoch(f->rd, 3);
+	tor_reader_reset_format(f->rd, true);
+}
+
+static uint32_t
+event_size(const struct fx *f, size_t off)
+{
+	const uint8_t *p = f->data + off;
+
+	return (uint32_t)p[9] | (uint32_t)p[10] << 8 | (uint32_t)p[11] << 16 |
+	    (uint32_t)p[12] << 24;
+}
+
+/* Feeds the fixture's FORMAT_DESCRIPTION, then the events from offset
+ * `from` up to (not including) offset `to`; returns the first non-zero
+ * result of tor_reader_feed, or 0. */
+static int
+feed_range(struct fx *f, size_t from, size_t to, tor_err *err)
+{
+	size_t off = from;
+	int rc;
+
+	if ((rc = tor_reader_feed(f->rd, f->data + 4, event_size(f, 4),
+	    err)) != 0)
+		return rc;
+	while (off < to && off < f->len) {
+		uint32_t size = event_size(f, off);
+
+		if ((rc = tor_reader_feed(f->rd, f->data + off, size, err)) != 0)
+			return rc;
+		off += size;
+	}
+	return 0;
+}
+
+static size_t
+count_rows(const struct fx *f, const char *payload)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < f->n; i++)
+		if (f->recs[i].kind == R_ROW &&
+		    strcmp(f->recs[i].payload, payload) == 0)
+			n++;
+	return n;
+}
+
+/* The rows handed out, in order, joined by spaces. */
+static void
+rows_text(const struct fx *f, char *buf, size_t cap)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < f->n && at < cap; i++)
+		if (f->recs[i].kind == R_ROW)
+			at += (size_t)snprintf(buf + at, cap - at, "%s%s",
+			    at ? " " : "", f->recs[i].payload);
+}
+
+static bool
+has_commit_at(const struct fx *f, uint64_t end)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (f->recs[i].kind == R_COMMIT && f->recs[i].end == end)
+			return true;
+	return false;
+}
+
+/* The whole file: every row in commit order, every group ends where the
+ * server says it does. */
+static void
+test_whole_file(void **state)
+{
+	struct fx *f = *state;
+	char rows[256];
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, 4, "");
+	assert_int_equal(feed_range(f, 4 + event_size(f, 4), f->len, &err), 0);
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "a1 a2 a3 b1 x1a x1b c1 x3a");
+	assert_true(has_commit_at(f, T1_END));
+	assert_true(has_commit_at(f, T2_END));
+	assert_true(has_commit_at(f, T3_END));
+	assert_true(has_commit_at(f, X3_END));
+	assert_string_equal(tor_reader_resume(f->rd)->file, FILE_NAME);
+	assert_int_equal(tor_reader_resume(f->rd)->pos, X3_END);
+	assert_false(tor_reader_in_txn(f->rd));
+}
+
+/* A code from the row callback ends the feed at once and comes back
+ * unchanged: the rest of the ROWS event is not handed out, and the
+ * transaction does not end. */
+static void
+test_row_code_ends_the_feed(void **state)
+{
+	struct fx *f = *state;
+	char rows[256];
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, 4, "");
+	f->stop_at_row = 2;
+	f->stop_code = 3;
+	assert_int_equal(feed_range(f, 4 + event_size(f, 4), f->len, &err), 3);
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "a1 a2");
+	assert_false(has_commit_at(f, T1_END));
+	assert_true(tor_reader_in_txn(f->rd));
+	assert_int_equal(tor_reader_resume(f->rd)->pos, 4);
+}
+
+/* Two breaks inside T1: after the first, all three rows were handed out;
+ * the second comes before the ROWS event is read again.  The reopened
+ * stream must still not hand out any of them again. */
+static void
+test_second_break_keeps_the_larger_skip(void **state)
+{
+	struct fx *f = *state;
+	char rows[256];
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, T1_START, "");
+	assert_int_equal(feed_range(f, T1_START, T1_END - 31, &err), 0);
+	tor_reader_reopened(f->rd);
+	assert_true(tor_reader_in_txn(f->rd));
+	assert_int_equal(tor_reader_resume(f->rd)->pos, T1_START);
+	assert_int_equal(feed_range(f, T1_START, T1_ROWS, &err), 0);
+	tor_reader_reopened(f->rd);
+	assert_int_equal(feed_range(f, T1_START, T1_END, &err), 0);
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "a1 a2 a3");
+	assert_true(has_commit_at(f, T1_END));
+	assert_false(tor_reader_in_txn(f->rd));
+}
+
+/* A group that ends with ROLLBACK is a whole transaction. */
+static void
+test_rollback_ends_the_group(void **state)
+{
+	struct fx *f = *state;
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, ROLLBACK_START, "");
+	assert_int_equal(feed_range(f, ROLLBACK_START, ROLLBACK_END, &err), 0);
+	assert_true(has_commit_at(f, ROLLBACK_END));
+	assert_false(tor_reader_in_txn(f->rd));
+	assert_int_equal(tor_reader_resume(f->rd)->pos, ROLLBACK_END);
+}
+
+/* XA: prepared rows come out at XA COMMIT (with the commit group's
+ * position), never at XA ROLLBACK; the prepare groups end transactions of
+ * their own. */
+static void
+test_xa_commit_and_rollback(void **state)
+{
+	struct fx *f = *state;
+	tor_err err = { "" };
+	size_t i, commit_at = 0, row_at = 0;
+
+	start_at(f, FILE_NAME, T1_END, "");
+	assert_int_equal(feed_range(f, T1_END, X2_ROLLBACK_END, &err), 0);
+	assert_int_equal(count_rows(f, "x1a"), 1);
+	assert_int_equal(count_rows(f, "x1b"), 1);
+	assert_int_equal(count_rows(f, "x2a"), 0);
+	assert_true(has_commit_at(f, X1_PREPARE_END));
+	assert_true(has_commit_at(f, X2_PREPARE_END));
+	assert_true(has_commit_at(f, X1_COMMIT_END));
+	assert_true(has_commit_at(f, X2_ROLLBACK_END));
+	/* x1's rows belong to the XA COMMIT group: after b1's commit. */
+	for (i = 0; i < f->n; i++) {
+		if (f->recs[i].kind == R_COMMIT && f->recs[i].end == T2_END)
+			commit_at = i;
+		if (f->recs[i].kind == R_ROW &&
+		    strcmp(f->recs[i].payload, "x1a") == 0)
+			row_at = i;
+	}
+	assert_true(row_at > commit_at);
+	assert_int_equal(tor_reader_resume(f->rd)->pos, X2_ROLLBACK_END);
+}
+
+/*
+ * Hand-made events: an INCIDENT, and the artificial ROTATE a dump from a
+ * GTID starts with.
+ */
+struct bytes {
+	uint8_t b[512];
+	size_t n;
+};
+
+static void
+put_le(struct bytes *o, uint64_t v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		o->b[o->n++] = (uint8_t)(v >> (8 * i));
+}
+
+static void
+make_event(struct bytes *ev, uint8_t type, uint32_t next_pos, uint16_t flags,
+    const uint8_t *body, size_t body_len)
+{
+	size_t size = 19 + body_len + 4;
+
+	ev->n = 0;
+	put_le(ev, type == 4 ? 0 : 1700000000, 4);
+	put_le(ev, type, 1);
+	put_le(ev, 1, 4);
+	put_le(ev, size, 4);
+	put_le(ev, next_pos, 4);
+	put_le(ev, flags, 2);
+	memcpy(ev->b + ev->n, body, body_len);
+	ev->n += body_len;
+	put_le(ev, crc32(0L, ev->b, (uInt)ev->n), 4);
+}
+
+/* An INCIDENT (a gap in the binlog) halts the reader, naming where and
+ * which. */
+static void
+test_incident_halts(void **state)
+{
+	static const uint8_t body[] = { 1, 0, 11, 'L', 'O', 'S', 'T', '_',
+	    'E', 'V', 'E', 'N', 'T', 'S' };
+	struct fx *f = *state;
+	struct bytes ev;
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, T1_END, "");
+	assert_int_equal(feed_range(f, T1_END, T2_END, &err), 0);
+	make_event(&ev, 26, T2_END + 19 + sizeof(body) + 4, 0, body,
+	    sizeof(body));
+	assert_int_equal(tor_reader_feed(f->rd, ev.b, ev.n, &err), -1);
+	assert_non_null(strstr(err.msg, "incident"));
+	assert_non_null(strstr(err.msg, "LOST_EVENTS"));
+	assert_non_null(strstr(err.msg, FILE_NAME ":2788"));
+}
+
+/* A dump from a GTID starts with an artificial ROTATE to position 4 of the
+ * file: that is not a position to resume from, and no position is known
+ * before the first transaction ends. */
+static void
+test_gtid_start_has_no_position_before_a_commit(void **state)
+{
+	struct fx *f = *state;
+	struct bytes ev;
+	uint8_t body[64];
+	size_t n = 0;
+	tor_err err = { "" };
+
+	start_at(f, "", 0, "0-1-23");
+	memset(body, 0, 8);
+	body[0] = 4;
+	n = 8;
+	memcpy(body + n, FILE_NAME, strlen(FILE_NAME));
+	n += strlen(FILE_NAME);
+	make_event(&ev, 4, 0, 0x20, body, n);
+	assert_int_equal(tor_reader_feed(f->rd, ev.b, ev.n, &err), 0);
+	assert_int_equal(f->recs[0].kind, R_ROTATE);
+	assert_false(f->recs[0].positioned);
+	assert_string_equal(tor_reader_resume(f->rd)->file, "");
+	assert_string_equal(tor_reader_resume(f->rd)->gtid, "0-1-23");
+	/* The format description and the events up to T1 carry no
+	 * transaction end: still no position. */
+	assert_int_equal(feed_range(f, 4 + event_size(f, 4), T1_START, &err),
+	    0);
+	assert_true(has_commit_at(f, T1_START));        /* the DDL groups */
+	assert_string_equal(tor_reader_resume(f->rd)->file, FILE_NAME);
+	assert_int_equal(tor_reader_resume(f->rd)->pos, T1_START);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_whole_file, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_row_code_ends_the_feed,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_second_break_keeps_the_larger_skip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rollback_ends_the_group,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_xa_commit_and_rollback,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_incident_halts, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_gtid_start_has_no_position_before_a_commit, setup,
+		    teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
