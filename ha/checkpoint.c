@@ -162,6 +162,31 @@ tor_position_parse(const char *text, struct tor_position *p, tor_err *err)
 	return parse_gtid_list(text, p, err);
 }
 
+static unsigned long long
+file_sequence(const char *file)
+{
+	const char *dot = strrchr(file, '.');
+
+	return dot != NULL ? strtoull(dot + 1, NULL, 10) : 0;
+}
+
+int
+tor_position_compare(const struct tor_position *a,
+    const struct tor_position *b)
+{
+	unsigned long long na, nb;
+
+	if (a->file[0] == '\0' || b->file[0] == '\0')
+		return TOR_POSITION_UNORDERED;
+	na = file_sequence(a->file);
+	nb = file_sequence(b->file);
+	if (na != nb)
+		return na < nb ? -1 : 1;
+	if (a->pos != b->pos)
+		return a->pos < b->pos ? -1 : 1;
+	return 0;
+}
+
 int
 tor_position_format(const struct tor_position *p, char *buf, size_t cap)
 {

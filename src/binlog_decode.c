@@ -18,6 +18,7 @@
  * rows' scratch buffer and the pointers are fixed up once the row is done,
  * because the scratch may move while it grows.
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -153,6 +154,8 @@ event_name(uint8_t type)
 	case TOR_EV_ROTATE: return "ROTATE";
 	case TOR_EV_FORMAT_DESCRIPTION: return "FORMAT_DESCRIPTION";
 	case TOR_EV_XID: return "XID";
+	case TOR_EV_INCIDENT: return "INCIDENT";
+	case TOR_EV_XA_PREPARE: return "XA_PREPARE";
 	case TOR_EV_TABLE_MAP: return "TABLE_MAP";
 	case TOR_EV_WRITE_ROWS_V1: return "WRITE_ROWS_V1";
 	case TOR_EV_UPDATE_ROWS_V1: return "UPDATE_ROWS_V1";
@@ -478,6 +481,7 @@ tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
 			return -1;
 		gtid->domain_id = (uint32_t)v;
 		gtid->standalone = (*p & 1) != 0;
+		gtid->xa_prepare = (*p & 0x40) != 0;
 		return 0;
 	case TOR_EV_MYSQL_GTID:
 	case TOR_EV_MYSQL_ANONYMOUS_GTID:
@@ -517,7 +521,90 @@ tor_xid_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	if (ev->type != TOR_EV_XID)
 		return tor_err_set(err, "expected an XID event, got type %u",
 		    ev->type);
+	if (ev->body_len != 8)
+		return tor_err_set(err, "XID event at %" PRIu32 ": body of %zu "
+		    "bytes, expected 8", ev->next_pos, ev->body_len);
 	return cur_le(&c, 8, xid, "xid", err);
+}
+
+/* Appends X'<hex>' of n bytes to buf at *at. */
+static void
+put_hex_literal(char *buf, size_t cap, size_t *at, const uint8_t *p, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (*at + 3 + 2 * n >= cap)
+		return;
+	buf[(*at)++] = 'X';
+	buf[(*at)++] = '\'';
+	for (size_t i = 0; i < n; i++) {
+		buf[(*at)++] = hex[p[i] >> 4];
+		buf[(*at)++] = hex[p[i] & 15];
+	}
+	buf[(*at)++] = '\'';
+	buf[*at] = '\0';
+}
+
+int
+tor_xa_prepare_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    bool *one_phase, char *xid, size_t cap, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len, "XA_PREPARE" };
+	const uint8_t *p, *data;
+	uint64_t format_id, gtrid_len, bqual_len;
+	size_t at = 0;
+
+	(void)fmt;
+	if (ev->type != TOR_EV_XA_PREPARE)
+		return tor_err_set(err, "expected an XA_PREPARE event, got "
+		    "type %u", ev->type);
+	if (cur_take(&c, 1, &p, "one phase flag", err) == -1 ||
+	    cur_le(&c, 4, &format_id, "format id", err) == -1 ||
+	    cur_le(&c, 4, &gtrid_len, "gtrid length", err) == -1 ||
+	    cur_le(&c, 4, &bqual_len, "bqual length", err) == -1)
+		return -1;
+	/* An XID is at most 64 bytes of gtrid and 64 of bqual. */
+	if (gtrid_len > 64 || bqual_len > 64)
+		return tor_err_set(err, "XA_PREPARE event at %" PRIu32 ": XID "
+		    "lengths %" PRIu64 " and %" PRIu64 " (at most 64 each)",
+		    ev->next_pos, gtrid_len, bqual_len);
+	if (cur_take(&c, (size_t)(gtrid_len + bqual_len), &data, "XID data",
+	    err) == -1)
+		return -1;
+	if (c.p != c.end)
+		return tor_err_set(err, "XA_PREPARE event at %" PRIu32 ": %zu "
+		    "bytes after the XID", ev->next_pos, (size_t)(c.end - c.p));
+	*one_phase = *p != 0;
+	xid[0] = '\0';
+	put_hex_literal(xid, cap, &at, data, (size_t)gtrid_len);
+	if (at + 1 < cap)
+		xid[at++] = ',';
+	xid[at] = '\0';
+	put_hex_literal(xid, cap, &at, data + gtrid_len, (size_t)bqual_len);
+	snprintf(xid + at, at < cap ? cap - at : 0, ",%" PRIu64, format_id);
+	return 0;
+}
+
+int
+tor_incident_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    unsigned *number, const char **msg, size_t *len, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len, "INCIDENT" };
+	const uint8_t *p;
+	uint64_t n, mlen;
+
+	(void)fmt;
+	if (ev->type != TOR_EV_INCIDENT)
+		return tor_err_set(err, "expected an INCIDENT event, got type "
+		    "%u", ev->type);
+	if (cur_le(&c, 2, &n, "incident number", err) == -1 ||
+	    cur_le(&c, 1, &mlen, "message length", err) == -1 ||
+	    cur_take(&c, (size_t)mlen, &p, "message", err) == -1)
+		return -1;
+	*number = (unsigned)n;
+	*msg = (const char *)p;
+	*len = (size_t)mlen;
+	return 0;
 }
 
 /*

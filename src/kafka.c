@@ -81,6 +81,13 @@ struct tor_sink {
 	size_t n_topics, cap_topics;
 	int wake[2];            /* librdkafka writes [1] when reports wait */
 	bool fenced;            /* transactional: another producer took over */
+	bool (*guard)(void *);  /* may this producer still publish? */
+	void *guard_ctx;
+	int txn_timeout_ms;     /* transactional: the broker aborts past it */
+	/* Messages the broker refused as too large (their tor.pos and
+	 * size), until tor_sink_rejected collects them. */
+	struct tor_sink_rejection rejected[TOR_SINK_MAX_REJECTED];
+	size_t n_rejected;
 };
 
 /*
@@ -135,6 +142,35 @@ sink_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
 	sink->fatal_logged = 1;
 }
 
+/* A message the broker refused as too large: its tor.pos header names the
+ * row, so that the relay can apply outbox.unrouted to it when it comes
+ * again (the broker's message.max.bytes may be below the client's). */
+static void
+sink_note_rejected(struct tor_sink *sink, const rd_kafka_message_t *m)
+{
+	struct tor_sink_rejection *r;
+	rd_kafka_headers_t *hdrs = NULL;
+	const void *v = NULL;
+	size_t len = 0, size = m->len + m->key_len, i = 0;
+	const char *name;
+
+	if (sink->n_rejected == TOR_SINK_MAX_REJECTED)
+		return;
+	r = &sink->rejected[sink->n_rejected];
+	snprintf(r->pos, sizeof(r->pos), "?");
+	if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		while (rd_kafka_header_get_all(hdrs, i++, &name, &v, &len) ==
+		    RD_KAFKA_RESP_ERR_NO_ERROR) {
+			size += strlen(name) + len;
+			if (strcmp(name, "tor.pos") == 0 && v != NULL)
+				snprintf(r->pos, sizeof(r->pos), "%.*s",
+				    (int)len, (const char *)v);
+		}
+	}
+	r->bytes = size;
+	sink->n_rejected++;
+}
+
 static void
 sink_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -143,6 +179,8 @@ sink_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 	(void)rk;
 	sink->in_flight--;
+	if (m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+		sink_note_rejected(sink, m);
 	/* rd_kafka_message_errstr would hand back the payload of a failed
 	 * produce, which is not a C string: the code's own text is. */
 	sink->ack(sink->ack_ctx, seq, m->err,
@@ -207,6 +245,23 @@ sink_apply_property(rd_kafka_conf_t *conf, const char *prop, tor_err *err)
 	return sink_conf_set(conf, name, eq + 1, err);
 }
 
+/* An operator who lowers transaction.timeout.ms lowers the time a message
+ * may wait with it: librdkafka refuses a message timeout above it. */
+static int
+sink_clamp_message_timeout(rd_kafka_conf_t *conf, tor_err *err)
+{
+	char txn[32], msg[32];
+	size_t n1 = sizeof(txn), n2 = sizeof(msg);
+
+	if (rd_kafka_conf_get(conf, "transaction.timeout.ms", txn, &n1) !=
+	    RD_KAFKA_CONF_OK || rd_kafka_conf_get(conf, "message.timeout.ms",
+	    msg, &n2) != RD_KAFKA_CONF_OK)
+		return 0;
+	if (strtol(msg, NULL, 10) <= strtol(txn, NULL, 10))
+		return 0;
+	return sink_conf_set(conf, "message.timeout.ms", txn, err);
+}
+
 /* Our fixed settings, then the defaults an operator may tune, then theirs. */
 static int
 sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
@@ -258,6 +313,9 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 		if (sink_apply_property(conf, cfg->kafka.properties[i],
 		    err) == -1)
 			return -1;
+	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
+	    sink_clamp_message_timeout(conf, err) == -1)
+		return -1;
 	/* One transactional.id per group: a new leader's init_transactions
 	 * fences the previous leader's producer (DESIGN.md §5). */
 	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
@@ -324,6 +382,8 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 		free(sink);
 		return NULL;
 	}
+	sink->txn_timeout_ms = (int)strtol(sink_conf_value(sink,
+	    "transaction.timeout.ms", expiry, sizeof(expiry)), NULL, 10);
 	/* Delivery reports wake a caller polling tor_sink_fd. */
 	q = rd_kafka_queue_get_main(sink->rk);
 	rd_kafka_queue_io_event_enable(q, sink->wake[1], "r", 1);
@@ -345,9 +405,10 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 }
 
 /*
- * A bounded flush, then a purge: whatever is left gets its ack now (with a
- * purge error), so the caller's bookkeeping sees every seq exactly once and
- * rd_kafka_destroy has nothing to wait for.
+ * Whatever is still queued is purged (its acks come with a purge error), so
+ * the caller's bookkeeping sees every seq exactly once and rd_kafka_destroy
+ * has nothing to wait for.  Never flushes: a caller that may still publish
+ * flushes first (tor_sink_flush), one that may not must not.
  */
 void
 tor_sink_free(struct tor_sink *sink)
@@ -356,16 +417,14 @@ tor_sink_free(struct tor_sink *sink)
 
 	if (sink == NULL)
 		return;
-	rd_kafka_flush(sink->rk, SINK_FREE_FLUSH_MS);
+	rd_kafka_poll(sink->rk, 0);
 	if (sink->in_flight > 0) {
-		log_warn("kafka", "closing with %d messages unacknowledged "
-		    "after %d ms: purging them (they are acked with an error "
-		    "and the checkpoint stays before them)", sink->in_flight,
-		    SINK_FREE_FLUSH_MS);
+		log_warn("kafka", "closing with %d messages unacknowledged: "
+		    "purging them (the checkpoint stays before them)",
+		    sink->in_flight);
 		rd_kafka_purge(sink->rk,
 		    RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 		/* Purged messages' reports are queued; serve them. */
-		rd_kafka_flush(sink->rk, SINK_FREE_FLUSH_MS);
 		rd_kafka_poll(sink->rk, 0);
 		if (sink->in_flight > 0)
 			log_warn("kafka", "%d messages never got a delivery "
@@ -383,6 +442,37 @@ tor_sink_free(struct tor_sink *sink)
 	close(sink->wake[0]);
 	close(sink->wake[1]);
 	free(sink);
+}
+
+void
+tor_sink_set_guard(struct tor_sink *sink, bool (*may_publish)(void *ctx),
+    void *ctx)
+{
+	sink->guard = may_publish;
+	sink->guard_ctx = ctx;
+}
+
+static bool
+sink_may_publish(const struct tor_sink *sink)
+{
+	return sink->guard == NULL || sink->guard(sink->guard_ctx);
+}
+
+size_t
+tor_sink_rejected(struct tor_sink *sink, struct tor_sink_rejection *out,
+    size_t max)
+{
+	size_t n = sink->n_rejected < max ? sink->n_rejected : max;
+
+	memcpy(out, sink->rejected, n * sizeof(*out));
+	sink->n_rejected = 0;
+	return n;
+}
+
+int
+tor_sink_txn_timeout_ms(const struct tor_sink *sink)
+{
+	return sink->txn_timeout_ms;
 }
 
 static int
@@ -682,6 +772,13 @@ tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err)
 }
 
 void
+tor_sink_purge_now(struct tor_sink *sink)
+{
+	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE |
+	    RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+}
+
+void
 tor_sink_purge(struct tor_sink *sink)
 {
 	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE |
@@ -700,8 +797,23 @@ tor_sink_fd(const struct tor_sink *sink)
 int
 tor_sink_flush(struct tor_sink *sink, int timeout_ms, tor_err *err)
 {
-	/* rd_kafka_flush serves the delivery reports while it waits. */
-	rd_kafka_flush(sink->rk, timeout_ms);
+	int64_t deadline = tor_mono_ms() + timeout_ms;
+
+	/* In slices, so that a leadership that ends meanwhile stops it: what
+	 * a replica that may not publish holds is purged, never sent. */
+	while (sink->in_flight > 0 && tor_mono_ms() < deadline) {
+		if (!sink_may_publish(sink)) {
+			tor_sink_purge(sink);
+			return tor_err_set(err, "kafka: the leadership ended "
+			    "while flushing: the messages left were purged");
+		}
+		/* rd_kafka_flush serves the delivery reports while it waits. */
+		rd_kafka_flush(sink->rk, sink_ms_left(deadline) < 50 ?
+		    sink_ms_left(deadline) : 50);
+		if (sink_check_fatal(sink, err) == -1)
+			return -1;
+	}
+	rd_kafka_poll(sink->rk, 0);
 	if (sink_check_fatal(sink, err) == -1)
 		return -1;
 	if (sink->in_flight > 0)
@@ -777,44 +889,97 @@ tor_sink_txn_begin(struct tor_sink *sink, tor_err *err)
 	    sink_txn_error(sink, error, "begin_transaction", err) : 0;
 }
 
-int
-tor_sink_txn_commit(struct tor_sink *sink, const char *record,
-    int timeout_ms, tor_err *err)
+/*
+ * The position record onto partition 0 of the checkpoint topic, key = the
+ * group.  With wait, a full queue is served (acks come in) until there is
+ * room, the guard says the leadership ended (TOR_SINK_LOST) or deadline
+ * passes; without, it answers TOR_SINK_BUSY.
+ */
+static int
+sink_produce_record(struct tor_sink *sink, const char *record, bool wait,
+    int64_t deadline, tor_err *err)
 {
 	const struct tor_config *cfg = sink->cfg;
 	rd_kafka_topic_t *rkt;
 	rd_kafka_resp_err_t code;
-	rd_kafka_error_t *error;
-	int rc;
 
-	/* The position travels inside the transaction it describes: Kafka
-	 * commits the messages and the position together, or neither.  It
-	 * goes to partition 0, whatever the topic's partition count. */
 	rkt = sink_topic(sink, cfg->kafka.checkpoint_topic);
 	if (rkt == NULL)
 		return tor_err_set(err, "kafka: topic %s: %s",
 		    cfg->kafka.checkpoint_topic,
 		    rd_kafka_err2str(rd_kafka_last_error()));
-	code = rd_kafka_producev(sink->rk,
-	    RD_KAFKA_V_RKT(rkt),
-	    RD_KAFKA_V_PARTITION(0),
-	    RD_KAFKA_V_KEY(cfg->group, strlen(cfg->group)),
-	    RD_KAFKA_V_VALUE((void *)(uintptr_t)record, strlen(record)),
-	    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)0),
-	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-	    RD_KAFKA_V_END);
-	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return tor_err_set(err, "kafka: position record to %s: %s",
-		    cfg->kafka.checkpoint_topic, rd_kafka_err2str(code));
-	sink->in_flight++;
 	for (;;) {
-		error = rd_kafka_commit_transaction(sink->rk, timeout_ms);
+		code = rd_kafka_producev(sink->rk,
+		    RD_KAFKA_V_RKT(rkt),
+		    RD_KAFKA_V_PARTITION(0),
+		    RD_KAFKA_V_KEY(cfg->group, strlen(cfg->group)),
+		    RD_KAFKA_V_VALUE((void *)(uintptr_t)record, strlen(record)),
+		    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)0),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_END);
+		if (code == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			sink->in_flight++;
+			return 0;
+		}
+		if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			return tor_err_set(err, "kafka: position record to %s: "
+			    "%s", cfg->kafka.checkpoint_topic,
+			    rd_kafka_err2str(code));
+		if (!wait)
+			return TOR_SINK_BUSY;
+		if (!sink_may_publish(sink))
+			return tor_err_set(err, "kafka: the leadership ended "
+			    "while the queue was full"), TOR_SINK_LOST;
+		if (tor_mono_ms() >= deadline)
+			return tor_err_set(err, "kafka: position record to %s: "
+			    "the producer's queue stayed full",
+			    cfg->kafka.checkpoint_topic), TOR_SINK_ABORT;
+		rd_kafka_poll(sink->rk, 10);
+	}
+}
+
+int
+tor_sink_produce_position(struct tor_sink *sink, const char *record,
+    tor_err *err)
+{
+	return sink_produce_record(sink, record, false, 0, err);
+}
+
+/* Commit attempts last at most this long each, so the guard is asked
+ * between them: a commit never outlives the leadership by more. */
+#define SINK_COMMIT_SLICE_MS 500
+
+int
+tor_sink_txn_commit(struct tor_sink *sink, const char *record,
+    int timeout_ms, tor_err *err)
+{
+	int64_t deadline = tor_mono_ms() + timeout_ms, last_log = 0;
+	rd_kafka_error_t *error;
+	int rc, left;
+
+	/* The position travels inside the transaction it describes: Kafka
+	 * commits the messages and the position together, or neither. */
+	if ((rc = sink_produce_record(sink, record, true, deadline, err)) != 0)
+		return rc;
+	for (;;) {
+		if (!sink_may_publish(sink))
+			return tor_err_set(err, "kafka: the leadership ended "
+			    "before the commit completed"), TOR_SINK_LOST;
+		left = sink_ms_left(deadline);
+		error = rd_kafka_commit_transaction(sink->rk,
+		    left < SINK_COMMIT_SLICE_MS ? left : SINK_COMMIT_SLICE_MS);
 		if (error == NULL)
 			return 0;
 		rc = sink_txn_error(sink, error, "commit_transaction", err);
 		if (rc != TOR_SINK_RETRY)
 			return rc;
-		log_warn("kafka", "%s; retrying the commit", err->msg);
+		if (tor_mono_ms() >= deadline)
+			return tor_err_prefix(err, "kafka: no commit within %d "
+			    "ms: ", timeout_ms), TOR_SINK_ABORT;
+		if (tor_mono_ms() - last_log >= 10000) {
+			log_warn("kafka", "%s; retrying the commit", err->msg);
+			last_log = tor_mono_ms();
+		}
 	}
 }
 
@@ -836,51 +1001,99 @@ tor_sink_fenced(const struct tor_sink *sink)
 	return sink->fenced;
 }
 
-/* Reads partition 0 of the checkpoint topic from offset `from` to hi,
- * keeping the last record whose key is the group.  -1 when it could not get
- * to hi in time (a stale answer could republish what Kafka committed). */
+/* One record or end of partition from a consumer, for tor_position_scan. */
+struct consumer_feed {
+	rd_kafka_t *rk;
+	rd_kafka_message_t *m;
+};
+
+static int
+consumer_next(void *ctx, int timeout_ms, struct tor_position_item *it)
+{
+	struct consumer_feed *f = ctx;
+
+	if (f->m != NULL)
+		rd_kafka_message_destroy(f->m);
+	if ((f->m = rd_kafka_consumer_poll(f->rk, timeout_ms)) == NULL)
+		return 0;
+	if (f->m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+		it->eof = true;
+		it->offset = f->m->offset;
+		return 1;
+	}
+	if (f->m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;       /* transient: keep polling until the deadline */
+	it->eof = false;
+	it->offset = f->m->offset;
+	it->key = f->m->key;
+	it->key_len = f->m->key_len;
+	it->value = f->m->payload;
+	it->value_len = f->m->len;
+	return 1;
+}
+
+int
+tor_position_scan(int (*next)(void *ctx, int timeout_ms,
+    struct tor_position_item *it), void *ctx, const char *group, int64_t hi,
+    int timeout_ms, char *record, size_t cap, bool *found, tor_err *err)
+{
+	size_t glen = strlen(group);
+	int64_t deadline = tor_mono_ms() + timeout_ms, reached = -1;
+	struct tor_position_item it;
+
+	/*
+	 * read_committed stops at the last stable offset: an open transaction
+	 * of another group (the topic is shared) hides the records after it,
+	 * this group's newest among them.  So the end of the partition counts
+	 * only once it has passed hi, the end seen before reading.
+	 */
+	while (reached < hi) {
+		if (tor_mono_ms() >= deadline)
+			return tor_err_set(err, "kafka: position records: read "
+			    "to offset %" PRId64 " of %" PRId64 " within %d ms "
+			    "only (an open transaction holds the rest back)",
+			    reached < 0 ? 0 : reached, hi, timeout_ms);
+		memset(&it, 0, sizeof(it));
+		if (next(ctx, 100, &it) != 1)
+			continue;
+		if (it.eof) {
+			reached = it.offset;
+			continue;
+		}
+		if (it.offset + 1 > reached)
+			reached = it.offset + 1;
+		if (it.key_len == glen && memcmp(it.key, group, glen) == 0 &&
+		    it.value_len < cap) {
+			memcpy(record, it.value, it.value_len);
+			record[it.value_len] = '\0';
+			*found = true;
+		}
+	}
+	return 0;
+}
+
+/* Reads partition 0 of the checkpoint topic from offset `from` up to hi,
+ * keeping the last record whose key is the group. */
 static int
 position_scan(rd_kafka_t *rk, const struct tor_config *cfg, int64_t from,
     int64_t hi, char *record, size_t cap, bool *found, int timeout_ms,
     tor_err *err)
 {
 	rd_kafka_topic_partition_list_t *parts;
-	size_t glen = strlen(cfg->group);
-	int64_t deadline = tor_mono_ms() + timeout_ms, next = from;
+	struct consumer_feed feed = { rk, NULL };
+	int rc;
 
 	parts = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(parts, cfg->kafka.checkpoint_topic,
 	    0)->offset = from;
 	rd_kafka_assign(rk, parts);
 	rd_kafka_topic_partition_list_destroy(parts);
-	while (next < hi) {
-		rd_kafka_message_t *m;
-
-		if (tor_mono_ms() >= deadline)
-			return tor_err_set(err, "kafka: %s: read to offset %"
-			    PRId64 " of %" PRId64 " within %d ms only",
-			    cfg->kafka.checkpoint_topic, next, hi, timeout_ms);
-		if ((m = rd_kafka_consumer_poll(rk, 100)) == NULL)
-			continue;
-		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-			/* read_committed: the end may be before hi (an open
-			 * or aborted transaction's records). */
-			rd_kafka_message_destroy(m);
-			break;
-		}
-		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-			next = m->offset + 1;
-			if (m->key_len == glen && memcmp(m->key, cfg->group,
-			    glen) == 0 && m->len < cap) {
-				memcpy(record, m->payload, m->len);
-				record[m->len] = '\0';
-				*found = true;
-			}
-		}
-		rd_kafka_message_destroy(m);
-	}
+	rc = tor_position_scan(consumer_next, &feed, cfg->group, hi,
+	    timeout_ms, record, cap, found, err);
+	if (feed.m != NULL)
+		rd_kafka_message_destroy(feed.m);
 	rd_kafka_assign(rk, NULL);
-	return 0;
+	return rc;
 }
 
 /* The records at the end of the partition are looked at first: the topic
@@ -888,53 +1101,67 @@ position_scan(rd_kafka_t *rk, const struct tor_config *cfg, int64_t from,
  * normally among the most recent. */
 #define POSITION_TAIL 1000
 
-int
-tor_sink_read_position(const struct tor_config *cfg, char *record,
-    size_t cap, bool *found, int timeout_ms, tor_err *err)
+static rd_kafka_t *
+position_consumer(const struct tor_config *cfg, const char *isolation,
+    tor_err *err)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	rd_kafka_resp_err_t code;
 	rd_kafka_t *rk;
 	char errstr[512], gid[300];
-	int64_t lo = 0, hi = 0;
-	int rc = 0;
 
-	*found = false;
 	snprintf(gid, sizeof(gid), "tor-%s-position-reader", cfg->group);
 	if (sink_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers,
 	    err) == -1 ||
 	    sink_conf_set(conf, "group.id", gid, err) == -1 ||
-	    sink_conf_set(conf, "isolation.level", "read_committed", err) == -1 ||
+	    sink_conf_set(conf, "isolation.level", isolation, err) == -1 ||
 	    sink_conf_set(conf, "enable.auto.commit", "false", err) == -1 ||
 	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1 ||
 	    /* A takeover waits for this read: no long-poll on the last
 	     * (usually only) fetch. */
 	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1) {
 		rd_kafka_conf_destroy(conf);
-		return -1;
+		return NULL;
 	}
 	rd_kafka_conf_set_log_cb(conf, sink_log_cb);
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (rk == NULL) {
 		rd_kafka_conf_destroy(conf);
-		return tor_err_set(err, "kafka: position reader: %s", errstr);
+		tor_err_set(err, "kafka: position reader: %s", errstr);
 	}
-	code = rd_kafka_query_watermark_offsets(rk, cfg->kafka.checkpoint_topic,
-	    0, &lo, &hi, timeout_ms);
+	return rk;
+}
+
+int
+tor_sink_read_position(const struct tor_config *cfg, char *record,
+    size_t cap, bool *found, int timeout_ms, tor_err *err)
+{
+	rd_kafka_resp_err_t code;
+	rd_kafka_t *rk, *ends;
+	int64_t lo = 0, hi = 0;
+	int rc = 0;
+
+	*found = false;
+	/* The end to read to is the log's end, which only a read_uncommitted
+	 * client is told (read_committed hears the last stable offset). */
+	if ((ends = position_consumer(cfg, "read_uncommitted", err)) == NULL)
+		return -1;
+	code = rd_kafka_query_watermark_offsets(ends,
+	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, timeout_ms);
+	rd_kafka_destroy(ends);
 	if (code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
 		log_info("kafka", "%s does not exist yet: no position committed "
 		    "there", cfg->kafka.checkpoint_topic);
-		goto out;
+		return 0;
 	}
-	if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		rc = tor_err_set(err, "kafka: %s: cannot read its offsets: %s",
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return tor_err_set(err, "kafka: %s: cannot read its offsets: %s",
 		    cfg->kafka.checkpoint_topic, rd_kafka_err2str(code));
-		goto out;
-	}
 	if (hi <= lo)
-		goto out;
+		return 0;
+	if ((rk = position_consumer(cfg, "read_committed", err)) == NULL)
+		return -1;
 	if (hi - lo > POSITION_TAIL) {
 		rc = position_scan(rk, cfg, hi - POSITION_TAIL, hi, record, cap,
 		    found, timeout_ms, err);

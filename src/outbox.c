@@ -358,6 +358,47 @@ add_value_header(struct tor_message *msg, const char *name,
 		add_header(msg, name, v->data, v->len);
 }
 
+/* Sets header name to value, replacing the one already there. */
+static void
+set_header(struct tor_message *msg, const char *name, const uint8_t *value,
+    size_t len)
+{
+	for (size_t i = 0; i < msg->n_headers; i++)
+		if (strcmp(msg->headers[i].name, name) == 0) {
+			msg->headers[i].value = value;
+			msg->headers[i].len = len;
+			return;
+		}
+	add_header(msg, name, value, len);
+}
+
+/* tor.pos, tor.epoch and tor.ts: where the row is published from. */
+static void
+stamp(struct tor_outbox *ob, struct tor_message *msg,
+    const struct tor_row_origin *origin)
+{
+	if (origin->pos != NULL)
+		set_header(msg, "tor.pos", (const uint8_t *)origin->pos,
+		    strlen(origin->pos));
+	else
+		set_header(msg, "tor.pos", NULL, 0);
+	/* Formatted again only when they change (per run, per second). */
+	if (!ob->epoch_set || ob->epoch_val != origin->epoch) {
+		snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64,
+		    origin->epoch);
+		ob->epoch_val = origin->epoch;
+		ob->epoch_set = true;
+	}
+	set_header(msg, "tor.epoch", (const uint8_t *)ob->epoch,
+	    strlen(ob->epoch));
+	if (!ob->ts_set || ob->ts_val != origin->ts_ms) {
+		snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
+		ob->ts_val = origin->ts_ms;
+		ob->ts_set = true;
+	}
+	set_header(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
+}
+
 /* Every configured column must be in the row image: a partial image
  * (binlog_row_image MINIMAL or NOBLOB) would publish holes. */
 static int
@@ -457,27 +498,53 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	if (b->id >= 0)
 		add_value_header(msg, "tor.id", &values[b->id]);
 	add_value_header(msg, "tor.type", type);
-	if (origin->pos != NULL)
-		add_header(msg, "tor.pos", (const uint8_t *)origin->pos,
-		    strlen(origin->pos));
-	else
-		add_header(msg, "tor.pos", NULL, 0);
-	/* Formatted again only when they change (per run, per second). */
-	if (!ob->epoch_set || ob->epoch_val != origin->epoch) {
-		snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64,
-		    origin->epoch);
-		ob->epoch_val = origin->epoch;
-		ob->epoch_set = true;
-	}
-	add_header(msg, "tor.epoch", (const uint8_t *)ob->epoch,
-	    strlen(ob->epoch));
-	if (!ob->ts_set || ob->ts_val != origin->ts_ms) {
-		snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
-		ob->ts_val = origin->ts_ms;
-		ob->ts_set = true;
-	}
-	add_header(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
+	stamp(ob, msg, origin);
 	return TOR_OUTBOX_MAPPED;
+}
+
+struct tor_message *
+tor_outbox_message_copy(const struct tor_message *msg)
+{
+	struct tor_message *c;
+	size_t need = sizeof(*c) + strlen(msg->topic) + 1 + msg->key_len +
+	    msg->value_len, i;
+	char *p;
+
+	for (i = 0; i < msg->n_headers; i++)
+		need += strlen(msg->headers[i].name) + 1 + msg->headers[i].len;
+	if ((c = malloc(need)) == NULL)
+		return NULL;
+	*c = *msg;
+	p = (char *)(c + 1);
+	c->topic = p;
+	p = stpcpy(p, msg->topic) + 1;
+	if (msg->key != NULL) {
+		memcpy(p, msg->key, msg->key_len);
+		c->key = (const uint8_t *)p;
+		p += msg->key_len;
+	}
+	if (msg->value != NULL) {
+		memcpy(p, msg->value, msg->value_len);
+		c->value = (const uint8_t *)p;
+		p += msg->value_len;
+	}
+	for (i = 0; i < msg->n_headers; i++) {
+		c->headers[i].name = p;
+		p = stpcpy(p, msg->headers[i].name) + 1;
+		if (msg->headers[i].value != NULL) {
+			memcpy(p, msg->headers[i].value, msg->headers[i].len);
+			c->headers[i].value = (const uint8_t *)p;
+			p += msg->headers[i].len;
+		}
+	}
+	return c;
+}
+
+void
+tor_outbox_restamp(struct tor_outbox *ob, struct tor_message *msg,
+    const struct tor_row_origin *origin)
+{
+	stamp(ob, msg, origin);
 }
 
 /* The bytes tor hands the sink for msg: key, value, header names and

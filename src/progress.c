@@ -20,6 +20,7 @@
 struct txn {
 	uint64_t seq;
 	uint64_t pending;
+	uint32_t holds;         /* XA prepares waiting for their end */
 	uint64_t end_pos;
 	uint32_t file_gen;
 	bool committed;
@@ -180,7 +181,7 @@ advance(struct tor_progress *p)
 	while (p->count > 0) {
 		struct txn *t = at(p, 0);
 
-		if (!t->committed || t->pending > 0)
+		if (!t->committed || t->pending > 0 || t->holds > 0)
 			break;
 		snprintf(p->safe.file, sizeof(p->safe.file), "%s",
 		    file_of(p, t->file_gen));
@@ -201,7 +202,7 @@ advance(struct tor_progress *p)
 
 int
 tor_progress_rotate(struct tor_progress *p, const char *file, uint64_t pos,
-    tor_err *err)
+    bool positioned, tor_err *err)
 {
 	struct file_name *files;
 
@@ -219,7 +220,7 @@ tor_progress_rotate(struct tor_progress *p, const char *file, uint64_t pos,
 		    sizeof(p->files[p->n_files].name), "%s", file);
 		p->n_files++;
 	}
-	if (p->count == 0 && (strcmp(p->safe.file, file) != 0 ||
+	if (positioned && p->count == 0 && (strcmp(p->safe.file, file) != 0 ||
 	    p->safe.pos != pos)) {
 		snprintf(p->safe.file, sizeof(p->safe.file), "%s", file);
 		p->safe.pos = pos;
@@ -290,9 +291,9 @@ tor_progress_commit(struct tor_progress *p, uint64_t end_pos,
 		t->gtid = *gtid;
 	/* A finished transaction behind another finished one: keep only the
 	 * newer end (same domain, so no GTID is lost). */
-	if (t->pending == 0 && p->count >= 2) {
+	if (t->pending == 0 && t->holds == 0 && p->count >= 2) {
 		prev = at(p, p->count - 2);
-		if (prev->committed && prev->pending == 0 &&
+		if (prev->committed && prev->pending == 0 && prev->holds == 0 &&
 		    prev->has_gtid == t->has_gtid &&
 		    (!t->has_gtid || (prev->gtid.mariadb == t->gtid.mariadb &&
 		    prev->gtid.domain_id == t->gtid.domain_id))) {
@@ -306,8 +307,9 @@ tor_progress_commit(struct tor_progress *p, uint64_t end_pos,
 	advance(p);
 }
 
-void
-tor_progress_ack(struct tor_progress *p, uint64_t seq)
+/* The entry of transaction seq, or NULL. */
+static struct txn *
+find(struct tor_progress *p, uint64_t seq, size_t *idx)
 {
 	size_t lo = 0, hi = p->count;
 
@@ -319,13 +321,62 @@ tor_progress_ack(struct tor_progress *p, uint64_t seq)
 		else
 			hi = mid;
 	}
-	if (lo == p->count || at(p, lo)->seq != seq ||
-	    at(p, lo)->pending == 0)
+	if (lo == p->count || at(p, lo)->seq != seq)
+		return NULL;
+	*idx = lo;
+	return at(p, lo);
+}
+
+void
+tor_progress_ack(struct tor_progress *p, uint64_t seq)
+{
+	size_t idx;
+	struct txn *t = find(p, seq, &idx);
+
+	if (t == NULL || t->pending == 0)
 		return;         /* not ours: a bug elsewhere, never move on it */
-	at(p, lo)->pending--;
+	t->pending--;
 	p->pending--;
-	if (lo == 0)
+	if (idx == 0)
 		advance(p);
+}
+
+void
+tor_progress_hold(struct tor_progress *p)
+{
+	at(p, p->count - 1)->holds++;
+}
+
+void
+tor_progress_release(struct tor_progress *p, uint64_t seq)
+{
+	size_t idx;
+	struct txn *t = find(p, seq, &idx);
+
+	if (t == NULL || t->holds == 0)
+		return;
+	t->holds--;
+	if (idx == 0)
+		advance(p);
+}
+
+bool
+tor_progress_done(const struct tor_progress *p, struct tor_position *out)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < p->count; i++) {
+		const struct txn *t = at(p, i);
+
+		if (!t->committed || t->pending > 0)
+			break;
+		memset(out, 0, sizeof(*out));
+		snprintf(out->file, sizeof(out->file), "%s",
+		    file_of(p, t->file_gen));
+		out->pos = t->end_pos;
+		any = true;
+	}
+	return any;
 }
 
 bool

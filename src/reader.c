@@ -1,15 +1,21 @@
 /*
  * The source-transaction reader (see include/tor/reader.h).
  *
- * The reader follows the binlog's transactions: a GTID event or BEGIN opens
- * one, XID, COMMIT or the end of a standalone statement closes it at the
- * position of its last event.  Rows inserted into an outbox table become
- * messages handed to the owner with the owner's number for their
- * transaction.  Positions are taken only at transaction boundaries, where
- * every server writes real ones.
+ * The reader follows the binlog's groups: a GTID event or BEGIN opens one;
+ * XID, COMMIT, ROLLBACK, XA_PREPARE, XA COMMIT/ROLLBACK or the end of a
+ * standalone statement closes it at the position after its last event.
+ * Rows inserted into an outbox table become messages handed to the owner
+ * with the owner's number for their transaction.  Positions are taken only
+ * at group boundaries, where every server writes real ones; a stream that
+ * starts from a GTID has none until its first group ends.
  *
- * A broken stream is reopened at the end of the last transaction read; the
- * rows of a transaction that were already handed out are skipped on replay.
+ * Two ideas keep what is handed out exact.  A group read again (the stream
+ * broke inside it, or Kafka already has part of it) hands out only the rows
+ * past the most it handed out before.  And an XA transaction's rows, which
+ * the binlog holds at XA PREPARE, wait in memory until its XA COMMIT (then
+ * they are handed out as that group's rows) or XA ROLLBACK (then they are
+ * dropped); meanwhile the owner holds the checkpoint before the prepare, so
+ * a restart reads them again.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,6 +26,9 @@
 #include "tor/log.h"
 #include "tor/reader.h"
 
+/* What the prepared XA transactions may hold in memory, together. */
+#define XA_MAX_BYTES (64u << 20)
+
 /* The latest table map of one outbox table. */
 struct table_slot {
 	bool valid;
@@ -28,6 +37,15 @@ struct table_slot {
 	size_t raw_len;
 	struct tor_table_map tm;
 	struct tor_value *values;
+};
+
+/* The outbox rows of one XA transaction, from its prepare to its end. */
+struct xa_txn {
+	char xid[TOR_XID_TEXT];
+	struct tor_message **rows;      /* copies (tor_outbox_message_copy) */
+	size_t n, cap, bytes;
+	uint64_t hold_seq;              /* the prepare's, held; 0: none */
+	struct xa_txn *next;
 };
 
 struct tor_reader {
@@ -41,19 +59,35 @@ struct tor_reader {
 	struct tor_format fmt;
 	struct table_slot *slots;       /* one per cfg->outbox.tables entry */
 	char file[256];                 /* binlog file being read */
-	struct tor_position read_pos;   /* end of the last transaction read */
+	struct tor_position read_pos;   /* end of the last group read */
+	bool positioned;                /* read_pos has a real file:pos */
 
-	/* The transaction being read. */
+	/* What is published already (tor_reader_skip_until). */
+	struct tor_position done;
+	uint32_t done_rows;
+	bool has_done;
+
+	/* The group being read. */
 	bool in_txn;
+	bool rereading;                 /* it broke off: read it again */
+	bool silent;                    /* published already: hand out none */
 	bool standalone;
 	bool has_gtid;
 	struct tor_gtid gtid;
 	uint64_t txn_seq;
 	uint64_t txn_start_pos;
 	uint32_t txn_rows;              /* outbox rows seen in it */
-	uint32_t skip_rows;             /* already handed out before */
+	uint32_t skip_rows;             /* the most handed out before */
 	char pos_prefix[320];           /* its rows' tor.pos before the index */
 	size_t pos_prefix_len;          /* 0: not formatted yet */
+	int64_t txn_ts_ms;
+
+	/* XA: the prepare group being read (rows wait), and the prepared
+	 * transactions waiting for their end. */
+	bool xa_group;
+	struct xa_txn *xa_open;
+	struct xa_txn *xa_pending;
+	size_t xa_bytes;
 
 	struct tor_reader_counts counts;
 };
@@ -86,6 +120,7 @@ tor_reader_new(const struct tor_config *cfg, struct tor_outbox *outbox,
 	rd->ops = *ops;
 	rd->ctx = ctx;
 	rd->read_pos = *start;
+	rd->positioned = start->file[0] != '\0';
 	snprintf(rd->file, sizeof(rd->file), "%s", start->file);
 	tor_format_init(&rd->fmt, false);
 	return rd;
@@ -100,14 +135,33 @@ slot_clear(struct table_slot *s)
 	memset(s, 0, sizeof(*s));
 }
 
+static void
+xa_free(struct tor_reader *rd, struct xa_txn *x)
+{
+	if (x == NULL)
+		return;
+	for (size_t i = 0; i < x->n; i++)
+		free(x->rows[i]);
+	rd->xa_bytes -= x->bytes;
+	free(x->rows);
+	free(x);
+}
+
 void
 tor_reader_free(struct tor_reader *rd)
 {
+	struct xa_txn *x, *next;
+
 	if (rd == NULL)
 		return;
 	for (size_t i = 0; i < rd->cfg->outbox.n_tables; i++)
 		slot_clear(&rd->slots[i]);
 	free(rd->slots);
+	xa_free(rd, rd->xa_open);
+	for (x = rd->xa_pending; x != NULL; x = next) {
+		next = x->next;
+		xa_free(rd, x);
+	}
 	free(rd);
 }
 
@@ -118,9 +172,14 @@ tor_reader_set_epoch(struct tor_reader *rd, uint64_t epoch)
 }
 
 void
-tor_reader_skip_rows(struct tor_reader *rd, uint32_t rows)
+tor_reader_skip_until(struct tor_reader *rd, const struct tor_position *done,
+    uint32_t rows)
 {
-	rd->skip_rows = rows;
+	rd->done = *done;
+	rd->done_rows = rows;
+	rd->has_done = done->file[0] != '\0';
+	if (!rd->has_done && rows > 0)
+		rd->skip_rows = rows;   /* the first group read, by GTID */
 }
 
 void
@@ -132,12 +191,13 @@ tor_reader_reset_format(struct tor_reader *rd, bool checksum)
 void
 tor_reader_reopened(struct tor_reader *rd)
 {
-	if (rd->in_txn) {
-		/* The transaction is read again from its start; its rows
-		 * handed out so far are not handed out twice. */
+	if (!rd->in_txn)
+		return;
+	/* The group is read again from its start.  A second break may come
+	 * before the first break's point: keep the most handed out. */
+	if (rd->txn_rows > rd->skip_rows)
 		rd->skip_rows = rd->txn_rows;
-		rd->in_txn = false;
-	}
+	rd->rereading = true;
 }
 
 const struct tor_position *
@@ -155,7 +215,7 @@ tor_reader_in_txn(const struct tor_reader *rd)
 uint32_t
 tor_reader_txn_rows(const struct tor_reader *rd)
 {
-	return rd->txn_rows;
+	return rd->txn_rows > rd->skip_rows ? rd->txn_rows : rd->skip_rows;
 }
 
 void
@@ -226,9 +286,8 @@ fail:
 	return -1;
 }
 
-/* "<gtid>:<row>" where the transaction has a GTID, else
- * "<file>:<start pos>:<row>".  The part before the row index is formatted
- * once per transaction. */
+/* "<gtid>:<row>" where the group has a GTID, else "<file>:<start
+ * pos>:<row>".  The part before the row index is formatted once per group. */
 static void
 format_row_pos(struct tor_reader *rd, uint32_t row, char *buf, size_t cap)
 {
@@ -264,6 +323,67 @@ format_row_pos(struct tor_reader *rd, uint32_t row, char *buf, size_t cap)
 	buf[len] = '\0';
 }
 
+/*
+ * Hands out one row of the group being read: the next row index, unless
+ * rows up to it were handed out before (a group read again) or the group
+ * is published already.  msg carries the row; for an XA row waiting since
+ * its prepare, restamp says to give it this group's tor.pos, token and time.
+ */
+static int
+hand_out(struct tor_reader *rd, struct tor_message *msg, bool restamp,
+    tor_err *err)
+{
+	struct tor_row_origin origin;
+	char pos[512];
+	uint32_t row = rd->txn_rows++;
+
+	if (rd->silent || row < rd->skip_rows)
+		return 0;
+	format_row_pos(rd, row, pos, sizeof(pos));
+	origin = (struct tor_row_origin){
+		.pos = pos,
+		.epoch = rd->epoch,
+		.ts_ms = rd->txn_ts_ms,
+	};
+	if (restamp)
+		tor_outbox_restamp(rd->outbox, msg, &origin);
+	rd->counts.rows++;
+	return rd->ops.row(rd->ctx, rd->txn_seq, msg, &origin, err);
+}
+
+/* An XA prepare group's row: kept until the transaction ends. */
+static int
+xa_keep(struct tor_reader *rd, const struct tor_message *msg, tor_err *err)
+{
+	struct xa_txn *x = rd->xa_open;
+	struct tor_message *copy;
+
+	if (x == NULL && (x = rd->xa_open = calloc(1, sizeof(*x))) == NULL)
+		return tor_err_set(err, "out of memory");
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? 2 * x->cap : 16;
+		struct tor_message **rows = realloc(x->rows,
+		    cap * sizeof(*rows));
+
+		if (rows == NULL)
+			return tor_err_set(err, "out of memory");
+		x->rows = rows;
+		x->cap = cap;
+	}
+	if ((copy = tor_outbox_message_copy(msg)) == NULL)
+		return tor_err_set(err, "out of memory");
+	x->rows[x->n++] = copy;
+	x->bytes += msg->key_len + msg->value_len;
+	rd->xa_bytes += msg->key_len + msg->value_len;
+	if (rd->xa_bytes > XA_MAX_BYTES)
+		return tor_err_set(err, "binlog: prepared XA transactions hold "
+		    "more than %u MiB of outbox rows (the group at %s:%" PRIu64
+		    " adds to them): tor keeps them in memory until their XA "
+		    "COMMIT; commit or roll back the prepared transactions",
+		    XA_MAX_BYTES >> 20, rd->file, rd->txn_start_pos);
+	return 0;
+}
+
 static int
 on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
@@ -282,7 +402,6 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 		struct tor_message msg;
 		struct tor_row_origin origin;
 		char pos[512];
-		uint32_t row;
 
 		if (rows.kind == TOR_ROWS_UPDATE) {
 			rd->counts.updated++;
@@ -294,14 +413,11 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 			count_skip(rd, TOR_SKIP_DELETE);
 			continue;
 		}
-		row = rd->txn_rows++;
-		if (row < rd->skip_rows)
-			continue;       /* handed out before the stream broke */
-		format_row_pos(rd, row, pos, sizeof(pos));
+		format_row_pos(rd, rd->txn_rows, pos, sizeof(pos));
 		origin = (struct tor_row_origin){
 			.pos = pos,
 			.epoch = rd->epoch,
-			.ts_ms = (int64_t)ev->timestamp * 1000,
+			.ts_ms = rd->txn_ts_ms,
 		};
 		rc = tor_outbox_map(rd->outbox, (int)(s - rd->slots), s->values,
 		    &origin, &msg, err);
@@ -312,50 +428,103 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 			count_skip(rd, TOR_SKIP_UNROUTED);
 			continue;
 		}
-		rd->counts.rows++;
-		if ((rc = rd->ops.row(rd->ctx, rd->txn_seq, &msg, &origin,
-		    err)) != 0)
+		if (rd->xa_group) {
+			rd->txn_rows++;
+			rc = xa_keep(rd, &msg, err);
+		} else
+			rc = hand_out(rd, &msg, false, err);
+		if (rc != 0)
 			break;
 	}
 	tor_rows_free(&rows);
-	return rc < 0 ? -1 : rc == 2 ? 2 : 0;
+	return rc;
+}
+
+/* Whether a group that starts at the current read position is published
+ * already (everything up to rd->done is). */
+static bool
+published_already(struct tor_reader *rd, uint64_t start)
+{
+	struct tor_position here;
+	int c;
+
+	if (!rd->has_done || !rd->positioned)
+		return false;
+	memset(&here, 0, sizeof(here));
+	snprintf(here.file, sizeof(here.file), "%s", rd->file);
+	here.pos = start;
+	c = tor_position_compare(&here, &rd->done);
+	if (c == 0 && rd->done_rows > rd->skip_rows)
+		rd->skip_rows = rd->done_rows;  /* the group done in part */
+	return c < 0;
+}
+
+/* Ends the group being read at end_pos: the owner is told, and the end
+ * becomes the resume position. */
+static int
+end_group(struct tor_reader *rd, uint64_t end_pos, int64_t ts_ms, tor_err *err)
+{
+	struct tor_reader_end end = {
+		.file = rd->file,
+		.pos = end_pos,
+		.gtid = rd->has_gtid ? &rd->gtid : NULL,
+		.ts_ms = ts_ms,
+	};
+	int rc;
+
+	if ((rc = rd->ops.commit(rd->ctx, &end, err)) != 0)
+		return rc;
+	snprintf(rd->read_pos.file, sizeof(rd->read_pos.file), "%s", rd->file);
+	rd->read_pos.pos = end_pos;
+	rd->positioned = true;
+	rd->in_txn = false;
+	rd->rereading = false;
+	rd->silent = false;
+	rd->standalone = false;
+	rd->has_gtid = false;
+	rd->xa_group = false;
+	rd->skip_rows = 0;
+	rd->txn_rows = 0;
+	return 0;
 }
 
 static int
 txn_begin(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
+	uint64_t start = ev->next_pos >= ev->size ? ev->next_pos - ev->size : 0;
+	int rc;
+
+	if (rd->in_txn && !rd->rereading) {
+		log_warn("binlog", "the group at %s:%" PRIu64 " has no COMMIT, "
+		    "XID or ROLLBACK the reader knows before the next group at "
+		    "%" PRIu64 "; taking it as ended there", rd->file,
+		    rd->txn_start_pos, start);
+		if ((rc = end_group(rd, start, rd->txn_ts_ms, err)) != 0)
+			return rc;
+	}
+	if (!rd->rereading) {
+		rd->txn_start_pos = start;
+		rd->silent = published_already(rd, start);
+	}
 	rd->in_txn = true;
-	rd->txn_start_pos = ev->next_pos >= ev->size ?
-	    ev->next_pos - ev->size : 0;
+	rd->rereading = false;
 	rd->txn_rows = 0;
 	rd->pos_prefix_len = 0;
+	rd->xa_group = false;
+	rd->txn_ts_ms = (int64_t)ev->timestamp * 1000;
+	xa_free(rd, rd->xa_open);
+	rd->xa_open = NULL;
 	return rd->ops.begin(rd->ctx, &rd->txn_seq, err);
 }
 
 static int
 txn_commit(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
-	struct tor_reader_end end;
 	int rc;
 
 	if (!rd->in_txn && (rc = txn_begin(rd, ev, err)) != 0)
 		return rc;
-	end = (struct tor_reader_end){
-		.file = rd->file,
-		.pos = ev->next_pos,
-		.gtid = rd->has_gtid ? &rd->gtid : NULL,
-		.ts_ms = (int64_t)ev->timestamp * 1000,
-	};
-	if ((rc = rd->ops.commit(rd->ctx, &end, err)) != 0)
-		return rc;
-	snprintf(rd->read_pos.file, sizeof(rd->read_pos.file), "%s", rd->file);
-	rd->read_pos.pos = ev->next_pos;
-	rd->in_txn = false;
-	rd->standalone = false;
-	rd->has_gtid = false;
-	rd->skip_rows = 0;
-	rd->txn_rows = 0;
-	return 0;
+	return end_group(rd, ev->next_pos, (int64_t)ev->timestamp * 1000, err);
 }
 
 static bool
@@ -366,39 +535,175 @@ sql_is(const struct tor_query *q, const char *word)
 	return q->sql_len == n && strncasecmp(q->sql, word, n) == 0;
 }
 
+/* The XID after "XA COMMIT " or "XA ROLLBACK " in q (prefix matched
+ * without case), copied into xid; false when q is not that statement. */
+static bool
+xa_statement(const struct tor_query *q, const char *prefix, char *xid,
+    size_t cap)
+{
+	size_t n = strlen(prefix), len;
+
+	if (q->sql_len <= n || strncasecmp(q->sql, prefix, n) != 0)
+		return false;
+	len = q->sql_len - n;
+	while (len > 0 && (q->sql[n + len - 1] == ' ' ||
+	    q->sql[n + len - 1] == ';'))
+		len--;
+	snprintf(xid, cap, "%.*s", (int)len, q->sql + n);
+	return true;
+}
+
+static struct xa_txn *
+xa_take(struct tor_reader *rd, const char *xid)
+{
+	struct xa_txn **at, *x;
+
+	for (at = &rd->xa_pending; (x = *at) != NULL; at = &x->next)
+		if (strcmp(x->xid, xid) == 0) {
+			*at = x->next;
+			x->next = NULL;
+			return x;
+		}
+	return NULL;
+}
+
+/*
+ * XA COMMIT or XA ROLLBACK of a prepared transaction: its waiting rows are
+ * handed out as this group's (commit) or dropped (rollback), the hold on
+ * the checkpoint goes, and the group ends.
+ */
+static int
+xa_end(struct tor_reader *rd, const struct tor_event *ev, const char *xid,
+    bool commit, tor_err *err)
+{
+	struct xa_txn *x = xa_take(rd, xid);
+	int rc = 0;
+
+	if (!rd->in_txn && (rc = txn_begin(rd, ev, err)) != 0)
+		return rc;
+	if (x == NULL) {
+		log_warn("binlog", "XA %s %s at %s:%" PRIu64 ": its XA PREPARE "
+		    "was not read by this stream (it is before where the "
+		    "stream started); outbox rows it held, if any, are not "
+		    "published", commit ? "COMMIT" : "ROLLBACK", xid, rd->file,
+		    rd->txn_start_pos);
+		return txn_commit(rd, ev, err);
+	}
+	for (size_t i = 0; commit && rc == 0 && i < x->n; i++)
+		rc = hand_out(rd, x->rows[i], true, err);
+	if (rc == 0) {
+		if (x->hold_seq != 0)
+			rd->ops.release(rd->ctx, x->hold_seq);
+		xa_free(rd, x);
+		return txn_commit(rd, ev, err);
+	}
+	/* Stopped half-way: the group is read again, and so is the prepare
+	 * (the owner drops this reader). */
+	x->next = rd->xa_pending;
+	rd->xa_pending = x;
+	return rc;
+}
+
 static int
 on_query(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
 	struct tor_query q;
+	char xid[TOR_XID_TEXT];
 	int rc = 0;
 
 	if (tor_query_parse(ev, &rd->fmt, &q, err) < 0)
 		return -1;
 	if (sql_is(&q, "BEGIN")) {
-		if (!rd->in_txn)
+		if (!rd->in_txn || rd->rereading)
 			rc = txn_begin(rd, ev, err);
-	} else if (sql_is(&q, "COMMIT")) {
+	} else if (sql_is(&q, "COMMIT") || sql_is(&q, "ROLLBACK")) {
+		/* ROLLBACK ends a group that changed a table that cannot
+		 * roll back: its changes stay, the group is whole. */
 		rc = txn_commit(rd, ev, err);
+	} else if (xa_statement(&q, "XA COMMIT ", xid, sizeof(xid))) {
+		rc = xa_end(rd, ev, xid, true, err);
+	} else if (xa_statement(&q, "XA ROLLBACK ", xid, sizeof(xid))) {
+		rc = xa_end(rd, ev, xid, false, err);
+	} else if (xa_statement(&q, "XA START ", xid, sizeof(xid))) {
+		rd->xa_group = true;            /* MySQL marks it so */
+	} else if (xa_statement(&q, "XA END ", xid, sizeof(xid))) {
+		/* the XA_PREPARE event after it ends the group */
 	} else if (!rd->in_txn || rd->standalone) {
-		/* DDL and other statements that are their own transaction. */
+		/* DDL and other statements that are their own group. */
 		rc = txn_commit(rd, ev, err);
 	}
 	tor_query_free(&q);
 	return rc;
 }
 
+/* XA_PREPARE ends a prepare group; with one_phase it is the commit. */
+static int
+on_xa_prepare(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
+{
+	struct xa_txn *x;
+	bool one_phase;
+	char xid[TOR_XID_TEXT];
+	int rc = 0;
+
+	if (tor_xa_prepare_parse(ev, &rd->fmt, &one_phase, xid, sizeof(xid),
+	    err) < 0)
+		return -1;
+	if (!rd->in_txn && (rc = txn_begin(rd, ev, err)) != 0)
+		return rc;
+	x = rd->xa_open;
+	rd->xa_open = NULL;
+	rd->xa_group = false;
+	if (one_phase) {
+		for (size_t i = 0; x != NULL && rc == 0 && i < x->n; i++)
+			rc = hand_out(rd, x->rows[i], true, err);
+		xa_free(rd, x);
+		return rc != 0 ? rc : txn_commit(rd, ev, err);
+	}
+	if (x == NULL && (x = calloc(1, sizeof(*x))) == NULL)
+		return tor_err_set(err, "out of memory");
+	snprintf(x->xid, sizeof(x->xid), "%s", xid);
+	/* The prepare's rows live only in this group of the binlog: the
+	 * checkpoint stays before it until the transaction ends. */
+	if (x->n > 0 && (rc = rd->ops.hold(rd->ctx, rd->txn_seq, err)) != 0) {
+		xa_free(rd, x);
+		return rc;
+	}
+	if (x->n > 0)
+		x->hold_seq = rd->txn_seq;
+	x->next = rd->xa_pending;
+	rd->xa_pending = x;
+	return txn_commit(rd, ev, err);
+}
+
 static int
 on_gtid(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
+	struct tor_gtid g;
+	char a[96], b[96];
 	int rc;
 
-	if (tor_gtid_parse(ev, &rd->fmt, &rd->gtid, err) < 0)
+	if (tor_gtid_parse(ev, &rd->fmt, &g, err) < 0)
 		return -1;
+	/* The group read again must be the one that broke off. */
+	if (rd->rereading && rd->has_gtid &&
+	    ev->type != TOR_EV_MYSQL_ANONYMOUS_GTID &&
+	    (g.mariadb != rd->gtid.mariadb || g.seq_no != rd->gtid.seq_no ||
+	    g.domain_id != rd->gtid.domain_id || g.gno != rd->gtid.gno ||
+	    memcmp(g.sid, rd->gtid.sid, sizeof(g.sid)) != 0)) {
+		tor_gtid_format(&rd->gtid, a, sizeof(a));
+		tor_gtid_format(&g, b, sizeof(b));
+		return tor_err_set(err, "binlog: the stream reopened at %s:%"
+		    PRIu64 " began with transaction %s, not %s, which it was "
+		    "reading when it broke", rd->read_pos.file,
+		    rd->read_pos.pos, b, a);
+	}
 	if ((rc = txn_begin(rd, ev, err)) != 0)
 		return rc;
+	rd->gtid = g;
 	rd->has_gtid = ev->type != TOR_EV_MYSQL_ANONYMOUS_GTID;
-	rd->standalone = rd->gtid.mariadb && rd->gtid.standalone;
-	if (!rd->gtid.mariadb)
+	rd->standalone = g.mariadb && g.standalone;
+	rd->xa_group = g.mariadb && g.xa_prepare;
+	if (!g.mariadb)
 		rd->standalone = true;  /* until a BEGIN says otherwise */
 	return 0;
 }
@@ -423,12 +728,50 @@ on_mysql_begin(struct tor_reader *rd, const struct tor_event *ev,
 	return 0;
 }
 
+static int
+on_rotate(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
+{
+	uint64_t pos;
+
+	if (tor_rotate_parse(ev, &rd->fmt, rd->file, sizeof(rd->file), &pos,
+	    err) < 0)
+		return -1;
+	/* A stream from a GTID begins with an artificial ROTATE to the top
+	 * of a file: not a position until a group ends there. */
+	if (!rd->in_txn && rd->positioned) {
+		snprintf(rd->read_pos.file, sizeof(rd->read_pos.file), "%s",
+		    rd->file);
+		rd->read_pos.pos = pos;
+	}
+	return rd->ops.rotate(rd->ctx, rd->file, pos, rd->positioned, err);
+}
+
+static int
+on_incident(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
+{
+	static const char *const names[] = { "NONE", "LOST_EVENTS" };
+	const char *msg;
+	unsigned number;
+	size_t len;
+
+	if (tor_incident_parse(ev, &rd->fmt, &number, &msg, &len, err) < 0)
+		return -1;
+	return tor_err_set(err, "binlog: incident %s (%u) at %s:%" PRIu32
+	    ": \"%.*s\"; the server says events are missing from its binlog "
+	    "here, so rows may be lost: tor stops rather than skip them "
+	    "(check the server, then move the checkpoint past it with `tor "
+	    "checkpoint set` once you know what to replay)",
+	    number < 2 ? names[number] : "unknown", number, rd->file,
+	    ev->next_pos >= ev->size ? ev->next_pos - ev->size : 0,
+	    (int)(len > 200 ? 200 : len), msg);
+}
+
 int
 tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
     tor_err *err)
 {
 	struct tor_event ev;
-	uint64_t pos, xid;
+	uint64_t xid;
 	bool handled;
 
 	if (tor_event_parse(raw, len, &rd->fmt, &ev, err) < 0)
@@ -440,15 +783,7 @@ tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
 	case TOR_EV_FORMAT_DESCRIPTION:
 		return tor_format_parse(&ev, &rd->fmt, err);
 	case TOR_EV_ROTATE:
-		if (tor_rotate_parse(&ev, &rd->fmt, rd->file, sizeof(rd->file),
-		    &pos, err) < 0)
-			return -1;
-		if (!rd->in_txn) {
-			snprintf(rd->read_pos.file, sizeof(rd->read_pos.file),
-			    "%s", rd->file);
-			rd->read_pos.pos = pos;
-		}
-		return rd->ops.rotate(rd->ctx, rd->file, pos, true, err);
+		return on_rotate(rd, &ev, err);
 	case TOR_EV_MARIADB_GTID:
 	case TOR_EV_MYSQL_GTID:
 	case TOR_EV_MYSQL_ANONYMOUS_GTID:
@@ -462,6 +797,8 @@ tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
 		if (tor_xid_parse(&ev, &rd->fmt, &xid, err) < 0)
 			return -1;
 		return txn_commit(rd, &ev, err);
+	case TOR_EV_XA_PREPARE:
+		return on_xa_prepare(rd, &ev, err);
 	case TOR_EV_TABLE_MAP:
 		return on_table_map(rd, &ev, err);
 	case TOR_EV_WRITE_ROWS_V1:
@@ -477,6 +814,8 @@ tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
 	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
 	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
 		return on_rows(rd, &ev, err);
+	case TOR_EV_INCIDENT:
+		return on_incident(rd, &ev, err);
 	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD:
 		return tor_err_set(err, "binlog: MySQL compressed transaction "
 		    "payloads are not supported yet; set "

@@ -433,8 +433,7 @@ reader_rotate(void *ctx, const char *file, uint64_t pos, bool positioned,
 {
 	struct relay *r = ctx;
 
-	(void)positioned;
-	return tor_progress_rotate(r->progress, file, pos, err);
+	return tor_progress_rotate(r->progress, file, pos, positioned, err);
 }
 
 static int
@@ -445,12 +444,33 @@ reader_describe(void *ctx, struct tor_table_map *tm, tor_err *err)
 	return tor_binlog_describe_table(r->binlog, tm, err);
 }
 
+static int
+reader_hold(void *ctx, uint64_t seq, tor_err *err)
+{
+	struct relay *r = ctx;
+
+	(void)seq;
+	(void)err;
+	tor_progress_hold(r->progress);
+	return 0;
+}
+
+static void
+reader_release(void *ctx, uint64_t seq)
+{
+	struct relay *r = ctx;
+
+	tor_progress_release(r->progress, seq);
+}
+
 static const struct tor_reader_ops reader_ops = {
 	.begin = reader_begin,
 	.row = reader_row,
 	.commit = reader_commit,
 	.rotate = reader_rotate,
 	.describe = reader_describe,
+	.hold = reader_hold,
+	.release = reader_release,
 };
 
 /* After a failed attempt at `what`: logs err, waits *backoff ms while

@@ -37,6 +37,7 @@ enum tor_event_type {
 	TOR_EV_WRITE_ROWS_V1 = 23,
 	TOR_EV_UPDATE_ROWS_V1 = 24,
 	TOR_EV_DELETE_ROWS_V1 = 25,
+	TOR_EV_INCIDENT = 26,
 	TOR_EV_HEARTBEAT = 27,
 	TOR_EV_WRITE_ROWS_V2 = 30,
 	TOR_EV_UPDATE_ROWS_V2 = 31,
@@ -44,6 +45,7 @@ enum tor_event_type {
 	TOR_EV_MYSQL_GTID = 33,
 	TOR_EV_MYSQL_ANONYMOUS_GTID = 34,
 	TOR_EV_MYSQL_PREVIOUS_GTIDS = 35,
+	TOR_EV_XA_PREPARE = 38,         /* both flavours */
 	TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS = 39,
 	TOR_EV_MYSQL_TRANSACTION_PAYLOAD = 40,
 	TOR_EV_HEARTBEAT_V2 = 41,
@@ -118,6 +120,8 @@ struct tor_gtid {
 	uint64_t seq_no;
 	bool standalone;        /* FL_STANDALONE: a single statement (DDL) with
 	                         * no XID or COMMIT after it */
+	bool xa_prepare;        /* FL_PREPARED_XA: the group ends with an
+	                         * XA_PREPARE event, not a commit */
 	/* MySQL: sid:gno (anonymous: all zero). */
 	uint8_t sid[16];
 	uint64_t gno;
@@ -131,9 +135,24 @@ int tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
  * (snprintf semantics). */
 int tor_gtid_format(const struct tor_gtid *gtid, char *buf, size_t cap);
 
-/* XID: the commit of a transactional transaction. */
+/* XID: the commit of a transactional transaction.  Its body is exactly the
+ * 8-byte transaction id. */
 int tor_xid_parse(const struct tor_event *ev, const struct tor_format *fmt,
     uint64_t *xid, tor_err *err);
+
+/* XA_PREPARE: the end of an XA transaction's prepare group (or, with
+ * *one_phase, its commit).  xid receives the XID the way the server spells
+ * it in XA COMMIT and XA ROLLBACK statements: X'<gtrid hex>',X'<bqual
+ * hex>',<formatID>.  TOR_XID_TEXT always suffices. */
+#define TOR_XID_TEXT 300
+int tor_xa_prepare_parse(const struct tor_event *ev,
+    const struct tor_format *fmt, bool *one_phase, char *xid, size_t cap,
+    tor_err *err);
+
+/* INCIDENT: the server says the binlog has a gap here.  *number is the
+ * incident (1: LOST_EVENTS); msg/len its text, pointing into ev. */
+int tor_incident_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    unsigned *number, const char **msg, size_t *len, tor_err *err);
 
 /* QUERY (and MariaDB QUERY_COMPRESSED): the default schema and the statement
  * text ("BEGIN", "COMMIT", DDL...).  Both point into ev's buffer, or, for a

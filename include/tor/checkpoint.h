@@ -49,6 +49,14 @@ struct tor_checkpoint {
  * (a pos below 4, two GTIDs of one domain, too long). */
 int tor_position_parse(const char *text, struct tor_position *p, tor_err *err);
 
+/* Orders two positions of one server's binlog: by the file's sequence
+ * number (the digits after its last '.'), then the offset.  Returns <0, 0
+ * or >0, or TOR_POSITION_UNORDERED when either has no file (a GTID alone
+ * says nothing about file offsets). */
+#define TOR_POSITION_UNORDERED 2
+int tor_position_compare(const struct tor_position *a,
+    const struct tor_position *b);
+
 /* "file:pos" when file is set, else the gtid. snprintf semantics. */
 int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
 

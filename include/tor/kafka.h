@@ -33,10 +33,16 @@ typedef void tor_sink_ack_fn(void *ctx, uint64_t seq, int err,
  * enable.idempotence, acks and the partitioner may not be overridden). */
 struct tor_sink *tor_sink_new(const struct tor_config *cfg,
     tor_sink_ack_fn *ack, void *ack_ctx, tor_err *err);
-/* Waits at most 2 s for outstanding acks, then purges the rest (acking them
- * with an error, logged) and destroys the producer; never hangs.  Flush
- * first to wait longer.  NULL is a no-op. */
+/* Purges what is still queued (acking it with an error, logged) and
+ * destroys the producer; never sends and never hangs.  A caller that may
+ * still publish flushes first.  NULL is a no-op. */
 void tor_sink_free(struct tor_sink *sink);
+
+/* The leadership check of the calls that wait (flush, the transactional
+ * commit): while may_publish(ctx) is false they stop, purge or abort, and
+ * return.  Without one they wait out their timeouts. */
+void tor_sink_set_guard(struct tor_sink *sink, bool (*may_publish)(void *ctx),
+    void *ctx);
 
 /* Creates the topics of cfg->kafka.topics that do not exist yet; "already
  * exists" counts as success.  Lists all topics first (one metadata request,
@@ -53,6 +59,7 @@ enum {
 	TOR_SINK_FENCED = 3,    /* transactional: fenced or fatal, step down */
 	TOR_SINK_ABORT = 4,     /* transactional: abort, replay from the commit */
 	TOR_SINK_RETRY = 5,     /* transactional: the call may be retried */
+	TOR_SINK_LOST = 6,      /* the guard said the leadership ended */
 };
 
 /* Queues msg (copied; the caller may reuse its buffers).  Returns TOR_SINK_OK,
@@ -79,6 +86,29 @@ int tor_sink_flush(struct tor_sink *sink, int timeout_ms, tor_err *err);
  * (Kafka's producer epoch, the checkpoint token) bound what that can do. */
 void tor_sink_purge(struct tor_sink *sink);
 
+/* The same drop from any thread (the elector's, the moment the leadership
+ * ends); the acks are served by the owner's next poll. */
+void tor_sink_purge_now(struct tor_sink *sink);
+
+/* Messages the broker refused as too large (its message.max.bytes can be
+ * below the client's): their tor.pos and size, collected (and forgotten)
+ * by tor_sink_rejected.  Such an ack has err MSG_SIZE_TOO_LARGE and makes
+ * the producer fatal (gapless), so the caller starts over with a new one. */
+#define TOR_SINK_MAX_REJECTED 16
+struct tor_sink_rejection {
+	char pos[128];
+	size_t bytes;
+};
+size_t tor_sink_rejected(struct tor_sink *sink,
+    struct tor_sink_rejection *out, size_t max);
+
+/* A position record (see tor/checkpoint.h) on partition 0 of
+ * kafka.checkpoint_topic, key = group: the durable copy of the checkpoint
+ * in idempotent mode.  Acked like a message with seq 0.  TOR_SINK_OK,
+ * TOR_SINK_BUSY or -1. */
+int tor_sink_produce_position(struct tor_sink *sink, const char *record,
+    tor_err *err);
+
 /* Readable (poll) when delivery reports wait for tor_sink_poll. */
 int tor_sink_fd(const struct tor_sink *sink);
 
@@ -94,17 +124,44 @@ int tor_sink_txn_begin(struct tor_sink *sink, tor_err *err);
 
 /* Adds the position record (key = group, value = record) to partition 0 of
  * kafka.checkpoint_topic and commits the transaction: the messages and the
- * position become visible together. */
+ * position become visible together.  A full queue is waited out (acks
+ * served); the commit is retried in short attempts while the guard allows,
+ * for at most timeout_ms: TOR_SINK_LOST when the leadership ended first,
+ * TOR_SINK_ABORT when time ran out (the caller aborts). */
 int tor_sink_txn_commit(struct tor_sink *sink, const char *record,
     int timeout_ms, tor_err *err);
+
+/* transaction.timeout.ms as the producer has it: past it the broker aborts
+ * a transaction, so a big source transaction is split well before. */
+int tor_sink_txn_timeout_ms(const struct tor_sink *sink);
 int tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err);
 bool tor_sink_fenced(const struct tor_sink *sink);
 
 /* The group's last committed position record on kafka.checkpoint_topic
- * (read_committed), with its own short-lived consumer.  *found is false when
- * there is none. */
+ * (read_committed), with its own short-lived consumer, read up to the end
+ * the log had when it started (see tor_position_scan).  *found is false
+ * when there is none. */
 int tor_sink_read_position(const struct tor_config *cfg, char *record,
     size_t cap, bool *found, int timeout_ms, tor_err *err);
+
+/* One item of a read of the checkpoint partition: a record, or the end of
+ * what can be read now (eof, at offset). */
+struct tor_position_item {
+	bool eof;
+	int64_t offset;
+	const void *key, *value;
+	size_t key_len, value_len;
+};
+
+/* The scan behind tor_sink_read_position, over any source: next() gives
+ * the next item (1), or nothing within timeout_ms (0).  Keeps the last
+ * value whose key is group in record (cap bytes), and ends only once the
+ * read has reached hi: an end of partition before hi is a last stable
+ * offset held back by an open transaction, and is waited past.  -1 with
+ * err when timeout_ms runs out first. */
+int tor_position_scan(int (*next)(void *ctx, int timeout_ms,
+    struct tor_position_item *it), void *ctx, const char *group, int64_t hi,
+    int timeout_ms, char *record, size_t cap, bool *found, tor_err *err);
 
 /* Messages queued or in flight, not yet acknowledged. */
 int tor_sink_in_flight(const struct tor_sink *sink);

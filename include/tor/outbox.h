@@ -93,6 +93,17 @@ int tor_outbox_map(struct tor_outbox *ob, int table_idx,
     const struct tor_value *values, const struct tor_row_origin *origin,
     struct tor_message *msg, tor_err *err);
 
+/* A copy of msg that owns its bytes (one block: free() it), for a row that
+ * must wait: an XA transaction's, until its commit.  NULL when out of
+ * memory. */
+struct tor_message *tor_outbox_message_copy(const struct tor_message *msg);
+
+/* Points msg's tor.pos, tor.epoch and tor.ts at origin's (the transaction
+ * that publishes the row now).  Valid until the next call of this or of
+ * tor_outbox_map. */
+void tor_outbox_restamp(struct tor_outbox *ob, struct tor_message *msg,
+    const struct tor_row_origin *origin);
+
 /* Redirects an already-mapped message that the sink refused as too large,
  * following outbox.unrouted: TOR_OUTBOX_MAPPED with msg->topic set to the
  * dead-letter topic (key and headers kept, value NULL since it is what was

@@ -28,9 +28,11 @@ struct tor_progress *tor_progress_new(const struct tor_position *start);
 void tor_progress_free(struct tor_progress *p);
 
 /* The binlog moved to another file (ROTATE).  Later commits are positions in
- * it.  With nothing in flight, the safe position moves to (file, pos). */
+ * it.  With nothing in flight and positioned (pos is a real position, not
+ * the top of the file a dump from a GTID starts at), the safe position
+ * moves to (file, pos). */
 int tor_progress_rotate(struct tor_progress *p, const char *file,
-    uint64_t pos, tor_err *err);
+    uint64_t pos, bool positioned, tor_err *err);
 
 /* Opens a transaction and returns its sequence number.  When the previous
  * transaction was left open (the stream broke inside it), it is reopened
@@ -50,6 +52,18 @@ void tor_progress_commit(struct tor_progress *p, uint64_t end_pos,
 
 /* Kafka acknowledged one message of transaction seq. */
 void tor_progress_ack(struct tor_progress *p, uint64_t seq);
+
+/* The open transaction holds the safe position before it until
+ * tor_progress_release(seq): an XA PREPARE whose rows wait for its commit
+ * (they are in the binlog only there). */
+void tor_progress_hold(struct tor_progress *p);
+void tor_progress_release(struct tor_progress *p, uint64_t seq);
+
+/* How far everything is acknowledged, holds aside: the end of the newest
+ * transaction whose messages and all before them are acknowledged (file and
+ * pos only).  False when that is no further than the safe position's
+ * entries reach (nothing is in the ring). */
+bool tor_progress_done(const struct tor_progress *p, struct tor_position *out);
 
 /* Copies the safe position into out; returns true when it moved since the
  * last call. */

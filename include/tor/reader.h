@@ -56,6 +56,10 @@ struct tor_reader_ops {
 	/* Column names and signedness of a table map written without them,
 	 * from information_schema. */
 	int (*describe)(void *ctx, struct tor_table_map *tm, tor_err *err);
+	/* The open transaction (an XA PREPARE whose outbox rows wait for its
+	 * commit) must keep the checkpoint before it until release(seq). */
+	int (*hold)(void *ctx, uint64_t seq, tor_err *err);
+	void (*release)(void *ctx, uint64_t seq);
 };
 
 struct tor_reader;
@@ -72,10 +76,12 @@ void tor_reader_free(struct tor_reader *rd);
 /* The fencing token the rows' messages carry (tor.epoch). */
 void tor_reader_set_epoch(struct tor_reader *rd, uint64_t epoch);
 
-/* The first `rows` outbox rows of the first transaction read are not
- * handed out again: Kafka has them already (a transactional position
- * record that names rows done). */
-void tor_reader_skip_rows(struct tor_reader *rd, uint32_t rows);
+/* What is published already: every group that ends at or before done, and
+ * the first `rows` outbox rows of the group after it.  Such groups are read
+ * (their XA prepares are kept) but hand out nothing.  A done without a file
+ * (a GTID) applies `rows` to the first group read. */
+void tor_reader_skip_until(struct tor_reader *rd,
+    const struct tor_position *done, uint32_t rows);
 
 /* Before the stream is (re)opened: the events that follow are read with
  * checksums or without, until a FORMAT_DESCRIPTION says otherwise. */

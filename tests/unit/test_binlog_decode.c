@@ -28,6 +28,7 @@
 
 #define FIXTURE1 "tests/unit/binlog/mariadb-bin.000001"
 #define FIXTURE2 "tests/unit/binlog/mariadb-bin.000002"
+#define FIXTURE3 "tests/unit/binlog/mariadb-bin.000003"    /* left open */
 
 /*
  * Reading a binlog file: the 4-byte magic, then whole events.
@@ -515,7 +516,7 @@ test_in_use_flag_outside_checksum(void **state)
 	tor_err err = { "" };
 
 	(void)state;
-	binlog_open(&b, FIXTURE2);
+	binlog_open(&b, FIXTURE3);
 	assert_true(binlog_next(&b, &raw, &len));
 	assert_int_equal(raw[4], TOR_EV_FORMAT_DESCRIPTION);
 	assert_true(raw[17] & 1);

@@ -65,6 +65,8 @@ record_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 	struct fx *fx = ctx;
 
 	(void)errstr;
+	if (seq == 0)
+		return;         /* a position record */
 	assert_true(fx->n_acks < MAX_ACKS);
 	fx->acks[fx->n_acks].seq = seq;
 	fx->acks[fx->n_acks].err = err;
@@ -743,6 +745,169 @@ test_free_purges_when_stuck(void **state)
 	}
 }
 
+/* The guard: a deadline in monotonic ms after which it says no. */
+static int64_t guard_until;
+
+static bool
+guard_fn(void *ctx)
+{
+	(void)ctx;
+	return now_ms() < guard_until;
+}
+
+static void
+open_txn_sink(struct fx *fx, const char *prop)
+{
+	tor_err err = { "" };
+
+	fx->cfg.kafka.mode = TOR_KAFKA_TRANSACTIONAL;
+	fx->cfg.kafka.transactional_id = "tor-test";
+	fx->cfg.kafka.checkpoint_topic = "one";
+	open_sink(fx, prop, NULL);
+	if (tor_sink_txn_init(fx->sink, 10000, &err) != 0)
+		fail_msg("init_transactions: %s", err.msg);
+	if (tor_sink_txn_begin(fx->sink, &err) != 0)
+		fail_msg("begin_transaction: %s", err.msg);
+}
+
+/* Transactional mode: the position record meets a full queue at commit
+ * time.  The commit waits for room (serving acks) and succeeds; it never
+ * returns with the transaction open. */
+static void
+test_txn_commit_with_a_full_queue(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("t6", "k", "v");
+	tor_err err = { "" };
+	uint64_t i;
+
+	open_txn_sink(fx, "queue.buffering.max.messages=10");
+	for (i = 1; i <= 10; i++)
+		produce_ok(fx, &m, i);
+	assert_int_equal(tor_sink_produce(fx->sink, &m, 11, &err),
+	    TOR_SINK_BUSY);
+	if (tor_sink_txn_commit(fx->sink, "v2 1 f 4", 10000, &err) != 0)
+		fail_msg("commit: %s", err.msg);
+	assert_acked_once_ok(fx, 10);
+}
+
+/* A commit that keeps failing with a retriable error ends once the guard
+ * says the leadership is gone, not after its own timeout. */
+static void
+test_txn_commit_ends_with_the_leadership(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("t6", "k", "v");
+	tor_err err = { "" };
+	int64_t t0;
+	int rc;
+	rd_kafka_resp_err_t errs[200];
+	size_t i;
+
+	for (i = 0; i < 200; i++)
+		errs[i] = RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
+	open_txn_sink(fx, "linger.ms=0");
+	produce_ok(fx, &m, 1);
+	rd_kafka_mock_push_request_errors_array(fx->mc, 26 /* EndTxn */, 200,
+	    errs);
+	guard_until = now_ms() + 600;
+	tor_sink_set_guard(fx->sink, guard_fn, NULL);
+	t0 = now_ms();
+	rc = tor_sink_txn_commit(fx->sink, "v2 1 f 4", 30000, &err);
+	assert_int_equal(rc, TOR_SINK_LOST);
+	assert_true(now_ms() - t0 < 3000);
+	rd_kafka_mock_clear_request_errors(fx->mc, 26);
+	/* The commit librdkafka was still retrying is the relay's to abort
+	 * or drop with the producer; either way nothing waits on it here. */
+	(void)tor_sink_txn_abort(fx->sink, 1000, &err);
+}
+
+/* A flush stops (and purges) once the guard says no: nothing is published
+ * past the leadership. */
+static void
+test_flush_stops_with_the_leadership(void **state)
+{
+	struct fx *fx = *state;
+	struct tor_message m = msg_of("one", "k", "v");
+	tor_err err = { "" };
+	int64_t t0;
+	int b;
+
+	open_sink(fx, NULL);
+	for (b = 1; b <= N_BROKERS; b++)
+		assert_int_equal(rd_kafka_mock_broker_set_down(fx->mc, b), 0);
+	produce_ok(fx, &m, 1);
+	produce_ok(fx, &m, 2);
+	guard_until = now_ms() + 300;
+	tor_sink_set_guard(fx->sink, guard_fn, NULL);
+	t0 = now_ms();
+	assert_int_equal(tor_sink_flush(fx->sink, 10000, &err), -1);
+	assert_true(now_ms() - t0 < 2000);
+	assert_non_null(strstr(err.msg, "leadership ended"));
+	for (b = 1; b <= N_BROKERS; b++)
+		assert_int_equal(rd_kafka_mock_broker_set_up(fx->mc, b), 0);
+	tor_sink_poll(fx->sink, 500, &err);
+	assert_int_equal(fx->n_acks, 2);
+	assert_int_not_equal(fx->acks[0].err, 0);
+	assert_int_not_equal(fx->acks[1].err, 0);
+	consume(fx, "one", 1, 0);
+}
+
+/* Scripted reads of the checkpoint partition. */
+struct script {
+	const struct tor_position_item *items;
+	size_t n, at;
+};
+
+static int
+script_next(void *ctx, int timeout_ms, struct tor_position_item *it)
+{
+	struct script *sc = ctx;
+
+	(void)timeout_ms;
+	if (sc->at == sc->n)
+		return 0;
+	*it = sc->items[sc->at++];
+	return 1;
+}
+
+#define REC(off, k, v) { false, (off), (k), (v), sizeof(k) - 1, \
+	sizeof(v) - 1 }
+#define EOF_AT(off) { true, (off), NULL, NULL, 0, 0 }
+
+/* Another group's open transaction holds the last stable offset at 5
+ * while the log ends at 8: the end of partition at 5 is not the end, and
+ * this group's newest record (at 6, after it) is found. */
+static void
+test_position_scan_waits_past_the_lso(void **state)
+{
+	static const struct tor_position_item items[] = {
+		REC(3, "test", "v2 1 old 4"),
+		REC(4, "other", "v2 9 x 4"),
+		EOF_AT(5),
+		REC(5, "other", "v2 9 x 5"),
+		REC(6, "test", "v2 2 new 4"),
+		EOF_AT(8),
+	};
+	struct script sc = { items, sizeof(items) / sizeof(items[0]), 0 };
+	char record[64] = "";
+	bool found = false;
+	tor_err err = { "" };
+
+	(void)state;
+	assert_int_equal(tor_position_scan(script_next, &sc, "test", 8, 2000,
+	    record, sizeof(record), &found, &err), 0);
+	assert_true(found);
+	assert_string_equal(record, "v2 2 new 4");
+	/* Held back past the time allowed: an error, not a stale answer. */
+	sc.at = 0;
+	sc.n = 3;
+	found = false;
+	assert_int_equal(tor_position_scan(script_next, &sc, "test", 8, 300,
+	    record, sizeof(record), &found, &err), -1);
+	assert_non_null(strstr(err.msg, "open transaction"));
+}
+
 int
 main(void)
 {
@@ -771,6 +936,13 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_properties,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_txn_commit_with_a_full_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_txn_commit_ends_with_the_leadership, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_flush_stops_with_the_leadership, setup, teardown),
+		cmocka_unit_test(test_position_scan_waits_past_the_lso),
 		cmocka_unit_test_setup_teardown(test_free_purges_when_stuck,
 		    setup, teardown),
 	};

@@ -148,11 +148,11 @@ test_rotation_keeps_file_names_of_transactions_in_flight(void **state)
 	a = tor_progress_begin(p);
 	tor_progress_add(p);
 	tor_progress_commit(p, 900, NULL);
-	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, NULL), 0);
+	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, true, NULL), 0);
 	b = tor_progress_begin(p);
 	tor_progress_add(p);
 	tor_progress_commit(p, 350, NULL);
-	assert_int_equal(tor_progress_rotate(p, "binlog.000003", 4, NULL), 0);
+	assert_int_equal(tor_progress_rotate(p, "binlog.000003", 4, true, NULL), 0);
 
 	tor_progress_ack(p, a);
 	assert_true(tor_progress_take_safe(p, &safe));
@@ -172,12 +172,12 @@ test_rotation_while_idle_moves_to_the_new_file(void **state)
 	struct tor_position safe;
 
 	(void)state;
-	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, NULL), 0);
+	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, true, NULL), 0);
 	assert_true(tor_progress_take_safe(p, &safe));
 	assert_string_equal(safe.file, "binlog.000002");
 	assert_int_equal(safe.pos, 4);
 	/* The rotate event at the start of a stream names the same place. */
-	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, NULL), 0);
+	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, true, NULL), 0);
 	assert_false(tor_progress_take_safe(p, &safe));
 	tor_progress_free(p);
 }

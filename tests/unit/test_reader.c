@@ -45,7 +45,7 @@
 #define T3_END		3780
 #define X3_END		4123
 
-enum rec_kind { R_BEGIN, R_ROW, R_COMMIT, R_ROTATE };
+enum rec_kind { R_BEGIN, R_ROW, R_COMMIT, R_ROTATE, R_HOLD, R_RELEASE };
 
 struct rec {
 	enum rec_kind kind;
@@ -139,12 +139,34 @@ cb_describe(void *ctx, struct tor_table_map *tm, tor_err *err)
 	return tor_err_set(err, "the fixture has column names");
 }
 
+static int
+cb_hold(void *ctx, uint64_t seq, tor_err *err)
+{
+	struct fx *f = ctx;
+
+	(void)err;
+	assert_true(f->n < 128);
+	f->recs[f->n++] = (struct rec){ .kind = R_HOLD, .seq = seq };
+	return 0;
+}
+
+static void
+cb_release(void *ctx, uint64_t seq)
+{
+	struct fx *f = ctx;
+
+	assert_true(f->n < 128);
+	f->recs[f->n++] = (struct rec){ .kind = R_RELEASE, .seq = seq };
+}
+
 static const struct tor_reader_ops ops = {
 	.begin = cb_begin,
 	.row = cb_row,
 	.commit = cb_commit,
 	.rotate = cb_rotate,
 	.describe = cb_describe,
+	.hold = cb_hold,
+	.release = cb_release,
 };
 
 static void
@@ -329,7 +351,7 @@ test_row_code_ends_the_feed(void **state)
 	assert_string_equal(rows, "a1 a2");
 	assert_false(has_commit_at(f, T1_END));
 	assert_true(tor_reader_in_txn(f->rd));
-	assert_int_equal(tor_reader_resume(f->rd)->pos, 4);
+	assert_int_equal(tor_reader_resume(f->rd)->pos, T1_START);
 }
 
 /* Two breaks inside T1: after the first, all three rows were handed out;
@@ -399,6 +421,50 @@ test_xa_commit_and_rollback(void **state)
 	}
 	assert_true(row_at > commit_at);
 	assert_int_equal(tor_reader_resume(f->rd)->pos, X2_ROLLBACK_END);
+	/* Each prepare held the checkpoint (its own group's number) until its
+	 * transaction ended. */
+	for (i = 0; i < f->n && f->recs[i].kind != R_HOLD; i++)
+		;
+	assert_true(i < f->n);
+	assert_int_equal(f->recs[i].seq, 1);            /* x1's prepare */
+	for (i++; i < f->n && f->recs[i].kind != R_HOLD; i++)
+		;
+	assert_true(i < f->n);
+	assert_int_equal(f->recs[i].seq, 2);            /* x2's */
+	for (i = 0; i < f->n && f->recs[i].kind != R_RELEASE; i++)
+		;
+	assert_true(i < f->n && f->recs[i].seq == 1);
+	for (i++; i < f->n && f->recs[i].kind != R_RELEASE; i++)
+		;
+	assert_true(i < f->n && f->recs[i].seq == 2);
+}
+
+/* Groups published already (tor_reader_skip_until) hand out nothing, but
+ * their XA prepares are kept: x1 committed after the done point still comes
+ * out whole; the group right after done hands out only rows past `rows`. */
+static void
+test_skip_until(void **state)
+{
+	struct fx *f = *state;
+	struct tor_position done;
+	char rows[256];
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, T1_START, "");
+	memset(&done, 0, sizeof(done));
+	snprintf(done.file, sizeof(done.file), FILE_NAME);
+	done.pos = T1_END;
+	tor_reader_skip_until(f->rd, &done, 0);
+	assert_int_equal(feed_range(f, T1_START, T2_END, &err), 0);
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "b1");
+	f->n = 0;
+	start_at(f, FILE_NAME, T1_START, "");
+	done.pos = T2_END;
+	tor_reader_skip_until(f->rd, &done, 1);
+	assert_int_equal(feed_range(f, T1_START, X1_COMMIT_END, &err), 0);
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "x1b");
 }
 
 /*
@@ -503,6 +569,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xa_commit_and_rollback,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_skip_until, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_incident_halts, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(
