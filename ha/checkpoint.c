@@ -32,6 +32,7 @@
 #include <sodium.h>
 
 #include "tor/checkpoint.h"
+#include "tor/lease.h"
 
 #define BAD_POSITION "bad position '%.300s': expected <file>:<pos> or a " \
 	"GTID list like 0-1-42"
@@ -195,25 +196,26 @@ tor_position_format(const struct tor_position *p, char *buf, size_t cap)
 	return snprintf(buf, cap, "%s", p->gtid);
 }
 
-static const char *const field_names[TOR_CHECKPOINT_FIELDS] = {
-	"file", "pos", "gtid", "epoch", "updated_ms", "mac",
+static const char *const field_names[] = {
+	"file", "pos", "gtid", "epoch", "updated_ms",
 };
-#define VALUE_FIELDS 5          /* the fields before "mac", which it covers */
+#define VALUE_FIELDS 5          /* always there, in this order */
 #define MAC_HEX (2 * crypto_auth_hmacsha256_BYTES)
 
 /*
- * Writes the values of cp's fields, in field_names order, into buf.
- * Returns the bytes used, or -1 when buf is too small.  Encode and decode
- * both MAC what this writes, so that there is one canonical form.
+ * Writes the names and values of cp's fields into names/values (the five
+ * always, then done and rows when set), the values into buf.  Returns the
+ * number of fields, or -1 when buf is too small.  Encode and decode both
+ * MAC what this writes, so that there is one canonical form.
  */
 static int
-encode_values(const struct tor_checkpoint *cp, const char *values[VALUE_FIELDS],
-    char *buf, size_t cap)
+encode_values(const struct tor_checkpoint *cp, const char **names,
+    const char **values, char *buf, size_t cap)
 {
 	size_t at = 0;
-	int i, n;
+	int i, n, count = VALUE_FIELDS;
 
-	for (i = 0; i < VALUE_FIELDS; i++) {
+	for (i = 0; i < VALUE_FIELDS + 2; i++) {
 		values[i] = buf + at;
 		switch (i) {
 		case 0:
@@ -228,16 +230,33 @@ encode_values(const struct tor_checkpoint *cp, const char *values[VALUE_FIELDS],
 		case 3:
 			n = snprintf(buf + at, cap - at, "%" PRIu64, cp->epoch);
 			break;
-		default:
+		case 4:
 			n = snprintf(buf + at, cap - at, "%" PRId64,
 			    cp->updated_ms);
 			break;
+		case 5:
+			if (cp->done.file[0] == '\0')
+				continue;
+			n = snprintf(buf + at, cap - at, "%s:%" PRIu64,
+			    cp->done.file, cp->done.pos);
+			names[count] = "done";
+			values[count++] = buf + at;
+			break;
+		default:
+			if (cp->rows == 0)
+				continue;
+			n = snprintf(buf + at, cap - at, "%" PRIu32, cp->rows);
+			names[count] = "rows";
+			values[count++] = buf + at;
+			break;
 		}
+		if (i < VALUE_FIELDS)
+			names[i] = field_names[i];
 		if (n < 0 || (size_t)n >= cap - at)
 			return -1;
 		at += (size_t)n + 1;
 	}
-	return (int)at;
+	return count;
 }
 
 /* One value of the MAC's message: "<length>:<value>\n".  The length, not
@@ -257,15 +276,16 @@ mac_update(crypto_auth_hmacsha256_state *st, const char *value)
 }
 
 /*
- * The checkpoint's MAC (checkpoint.h has the message).  The message is
- * streamed into the HMAC rather than built in a buffer, so no group or
- * position is too long for it.  Fails only when libsodium cannot start.
+ * The checkpoint's MAC (checkpoint.h has the message): the five values,
+ * then each optional field as its name and value.  The message is streamed
+ * into the HMAC rather than built in a buffer, so no group or position is
+ * too long for it.  Fails only when libsodium cannot start.
  */
 static int
-checkpoint_mac(const struct tor_config *cfg, const char *values[VALUE_FIELDS],
+checkpoint_mac(const struct tor_config *cfg, const char *version,
+    const char *const *names, const char *const *values, int n,
     unsigned char mac[crypto_auth_hmacsha256_BYTES])
 {
-	static const char version[] = "tor-checkpoint-v1\n";
 	crypto_auth_hmacsha256_state st;
 	int i;
 
@@ -275,15 +295,21 @@ checkpoint_mac(const struct tor_config *cfg, const char *values[VALUE_FIELDS],
 	crypto_auth_hmacsha256_init(&st, cfg->checkpoint.key,
 	    sizeof(cfg->checkpoint.key));
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *)version,
-	    sizeof(version) - 1);
+	    strlen(version));
 	mac_update(&st, cfg->group);
-	for (i = 0; i < VALUE_FIELDS; i++)
+	for (i = 0; i < n; i++) {
+		if (i >= VALUE_FIELDS)
+			mac_update(&st, names[i]);
 		mac_update(&st, values[i]);
+	}
 	crypto_auth_hmacsha256_final(&st, mac);
 	/* The state holds the key's inner and outer pads. */
 	sodium_memzero(&st, sizeof(st));
 	return 0;
 }
+
+#define HASH_VERSION "tor-checkpoint-v1\n"
+#define RECORD_VERSION "tor-record-v2\n"
 
 int
 tor_checkpoint_encode(const struct tor_config *cfg,
@@ -292,21 +318,19 @@ tor_checkpoint_encode(const struct tor_config *cfg,
 {
 	unsigned char mac[crypto_auth_hmacsha256_BYTES];
 	size_t at;
-	int i, used;
+	int n;
 
-	for (i = 0; i < TOR_CHECKPOINT_FIELDS; i++)
-		names[i] = field_names[i];
-	if ((used = encode_values(cp, values, buf, cap)) == -1)
+	if ((n = encode_values(cp, names, values, buf, cap)) == -1)
 		return -1;
 	if (!cfg->checkpoint.has_key)
-		return VALUE_FIELDS;
-
-	at = (size_t)used;
-	if (cap - at < MAC_HEX + 1 || checkpoint_mac(cfg, values, mac) == -1)
+		return n;
+	at = (size_t)(values[n - 1] - buf) + strlen(values[n - 1]) + 1;
+	if (cap - at < MAC_HEX + 1 || checkpoint_mac(cfg, HASH_VERSION, names,
+	    values, n, mac) == -1)
 		return -1;
-	values[VALUE_FIELDS] = sodium_bin2hex(buf + at, cap - at, mac,
-	    sizeof(mac));
-	return VALUE_FIELDS + 1;
+	names[n] = "mac";
+	values[n] = sodium_bin2hex(buf + at, cap - at, mac, sizeof(mac));
+	return n + 1;
 }
 
 static int
@@ -317,6 +341,22 @@ decode_number(const char *name, const char *value, uint64_t max,
 		return tor_err_set(err, "checkpoint field '%s': not a number "
 		    "('%.64s')", name, value);
 	return 0;
+}
+
+/* Whether hex is the lowercase or uppercase hex of mac, in constant time. */
+static bool
+mac_matches(const char *hex, const unsigned char *want)
+{
+	unsigned char got[crypto_auth_hmacsha256_BYTES];
+	size_t len;
+
+	/* Not hex, or not 32 bytes of it, does not verify either.  The
+	 * compare takes the same time wherever the first difference is, so
+	 * that timing says nothing about the right mac. */
+	return strlen(hex) == MAC_HEX &&
+	    sodium_hex2bin(got, sizeof(got), hex, MAC_HEX, NULL, &len,
+	    NULL) == 0 && len == sizeof(got) &&
+	    crypto_verify_32(got, want) == 0;
 }
 
 /*
@@ -330,27 +370,19 @@ verify_mac(const struct tor_config *cfg, const struct tor_checkpoint *cp,
     const char *hex, tor_err *err)
 {
 	unsigned char want[crypto_auth_hmacsha256_BYTES];
-	unsigned char got[crypto_auth_hmacsha256_BYTES];
-	const char *values[VALUE_FIELDS];
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
 	char buf[TOR_CHECKPOINT_BUF];
-	size_t len;
-	int ok;
+	int n, ok;
 
 	if (hex == NULL)
 		return tor_err_set(err, "no mac field, but a checkpoint key is "
 		    "configured (written by a replica without the key, or "
 		    "tampered with)");
-	if (encode_values(cp, values, buf, sizeof(buf)) == -1 ||
-	    checkpoint_mac(cfg, values, want) == -1)
+	if ((n = encode_values(cp, names, values, buf, sizeof(buf))) == -1 ||
+	    checkpoint_mac(cfg, HASH_VERSION, names, values, n, want) == -1)
 		return tor_err_set(err, "cannot compute the checkpoint's mac "
 		    "(libsodium did not start)");
-	/* Not hex, or not 32 bytes of it, does not verify either.  The
-	 * compare takes the same time wherever the first difference is, so
-	 * that timing says nothing about the right mac. */
-	ok = strlen(hex) == MAC_HEX &&
-	    sodium_hex2bin(got, sizeof(got), hex, MAC_HEX, NULL, &len,
-	    NULL) == 0 && len == sizeof(got) &&
-	    crypto_verify_32(got, want) == 0;
+	ok = mac_matches(hex, want);
 	sodium_memzero(want, sizeof(want));
 	if (!ok)
 		return tor_err_set(err, "mac does not verify (tampered with, or "
@@ -396,6 +428,17 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 			if (decode_number(name, value, INT64_MAX, &v, err) == -1)
 				return -1;
 			cp->updated_ms = (int64_t)v;
+		} else if (strcmp(name, "done") == 0) {
+			const char *colon = strrchr(value, ':');
+
+			if (colon == NULL || parse_file_pos(value, colon,
+			    &cp->done, err) == -1)
+				return tor_err_set(err, "checkpoint field 'done': "
+				    "not <file>:<pos> ('%.64s')", value);
+		} else if (strcmp(name, "rows") == 0) {
+			if (decode_number(name, value, UINT32_MAX, &v, err) == -1)
+				return -1;
+			cp->rows = (uint32_t)v;
 		} else if (strcmp(name, "mac") == 0)
 			mac = value;
 		/* Any other field is a later version's: ignored. */
@@ -509,29 +552,46 @@ static const char store_fenced_lua[] =
     STORE_LUA_CHECK_EPOCH
     STORE_LUA_WRITE;
 
-/* The operator's write: the lease is not looked at (ARGV[1] is unused), only
- * the token, so that a checkpoint never moves back to an older token. */
-static const char store_operator_lua[] =
+/*
+ * The operator's move.  KEYS lease, checkpoint, epoch; ARGV the operator's
+ * lease value, its token, lease_ms, then the field/value pairs.  Refused
+ * (0) when the epoch moved past the token (a replica acquired since the
+ * token was drawn: start over) or the stored checkpoint's token is not
+ * below it; otherwise the lease and the checkpoint are the operator's, in
+ * one step.
+ */
+static const char move_lua[] =
+    "if redis.call('GET', KEYS[3]) ~= ARGV[2] then\n"
+    "  return 0\n"
+    "end\n"
     STORE_LUA_CHECK_EPOCH
-    STORE_LUA_WRITE;
+    "local stored = redis.call('HGET', KEYS[2], 'epoch')\n"
+    "if stored and string.match(stored, '^0*(%d-)$') == ARGV[2] then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 4))\n"
+    "return 1\n";
 
 /*
  * Runs one of the store scripts for cp, stamped now.  The whole hash is
  * written by one script, so a reader never sees a file of one write with
- * the pos (or the mac) of another.
+ * the pos (or the mac) of another.  KEYS are the lease, the checkpoint and
+ * (nkeys 3) the epoch; pre are the ARGV before the fields.
  */
 static int
 store(struct tor_redis *r, const struct tor_config *cfg,
-    struct tor_checkpoint *cp, const char *script, const char *what,
-    tor_err *err)
+    struct tor_checkpoint *cp, const char *script, int nkeys,
+    const char *const *pre, int npre, const char *what, tor_err *err)
 {
 	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
-	const char *argv[7 + 2 * TOR_CHECKPOINT_FIELDS];
-	char lease[512], key[512], expected[512], epoch[24];
+	const char *argv[8 + 3 + 2 * TOR_CHECKPOINT_FIELDS];
+	char lease[512], key[512], epoch_key[512], nk[4];
 	char buf[TOR_CHECKPOINT_BUF];
 	struct timespec now;
 	redisReply *reply;
-	int len, i, n, rc;
+	int i, n, rc, argc = 0;
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	cp->updated_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
@@ -539,26 +599,24 @@ store(struct tor_redis *r, const struct tor_config *cfg,
 	    sizeof(buf))) == -1)
 		return tor_err_set(err, "%s: cannot encode the checkpoint "
 		    "(position too long, or libsodium did not start)", what);
-	len = snprintf(expected, sizeof(expected), "%s %" PRIu64,
-	    cfg->instance, cp->epoch);
-	if (len < 0 || (size_t)len >= sizeof(expected))
-		return tor_err_set(err, "%s: instance name too long", what);
-	snprintf(epoch, sizeof(epoch), "%" PRIu64, cp->epoch);
-
 	tor_redis_key(cfg, "lease", lease, sizeof(lease));
 	tor_redis_key(cfg, "checkpoint", key, sizeof(key));
-	argv[0] = "EVAL";
-	argv[1] = script;
-	argv[2] = "2";
-	argv[3] = lease;
-	argv[4] = key;
-	argv[5] = expected;
-	argv[6] = epoch;
+	tor_redis_key(cfg, "epoch", epoch_key, sizeof(epoch_key));
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[argc++] = "EVAL";
+	argv[argc++] = script;
+	argv[argc++] = nk;
+	argv[argc++] = lease;
+	argv[argc++] = key;
+	if (nkeys == 3)
+		argv[argc++] = epoch_key;
+	for (i = 0; i < npre; i++)
+		argv[argc++] = pre[i];
 	for (i = 0; i < n; i++) {
-		argv[7 + 2 * i] = names[i];
-		argv[8 + 2 * i] = values[i];
+		argv[argc++] = names[i];
+		argv[argc++] = values[i];
 	}
-	if ((reply = tor_redis_command(r, 7 + 2 * n, argv, NULL, err)) == NULL)
+	if ((reply = tor_redis_command(r, argc, argv, NULL, err)) == NULL)
 		return tor_err_prefix(err, "%s: ", what);
 	if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
 		rc = TOR_CHECKPOINT_WRITTEN;
@@ -575,13 +633,206 @@ int
 tor_checkpoint_store_fenced(struct tor_redis *r,
     const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err)
 {
-	return store(r, cfg, cp, store_fenced_lua, "checkpoint store", err);
+	char expected[512], epoch[24];
+	const char *pre[2] = { expected, epoch };
+	int len;
+
+	len = snprintf(expected, sizeof(expected), "%s %" PRIu64,
+	    cfg->instance, cp->epoch);
+	if (len < 0 || (size_t)len >= sizeof(expected))
+		return tor_err_set(err, "checkpoint store: instance name too "
+		    "long");
+	snprintf(epoch, sizeof(epoch), "%" PRIu64, cp->epoch);
+	return store(r, cfg, cp, store_fenced_lua, 2, pre, 2,
+	    "checkpoint store", err);
+}
+
+/* A race with acquiring replicas is retried with a newer token; this many
+ * times in a row means something keeps taking tokens. */
+#define MOVE_ATTEMPTS 8
+
+int
+tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_checkpoint *cp, tor_err *err)
+{
+	char value[64], epoch[24], ms[16];
+	const char *pre[3] = { value, epoch, ms };
+	struct tor_checkpoint stored;
+	uint64_t floor = 0;
+	bool found;
+	int i, rc;
+
+	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
+	for (i = 0; i < MOVE_ATTEMPTS; i++) {
+		if (tor_lease_next_token(r, cfg, floor, &cp->epoch, err) < 0)
+			return tor_err_prefix(err, "checkpoint move: ");
+		snprintf(value, sizeof(value), TOR_LEASE_OPERATOR " %" PRIu64,
+		    cp->epoch);
+		snprintf(epoch, sizeof(epoch), "%" PRIu64, cp->epoch);
+		rc = store(r, cfg, cp, move_lua, 3, pre, 3,
+		    "checkpoint operator store", err);
+		if (rc != TOR_CHECKPOINT_REFUSED)
+			return rc;
+		/* A replica drew a token meanwhile, or the stored checkpoint
+		 * has one the epoch key lost: draw past both. */
+		if (tor_checkpoint_load(r, cfg, &stored, &found, err) == 0 &&
+		    found && stored.epoch > floor)
+			floor = stored.epoch;
+	}
+	return tor_err_set(err, "checkpoint operator store: tokens kept being "
+	    "taken by replicas acquiring the lease (%d attempts); not moved",
+	    MOVE_ATTEMPTS);
+}
+
+/* "-" stands for an empty value in a record. */
+static const char *
+dash(const char *s)
+{
+	return s[0] != '\0' ? s : "-";
 }
 
 int
-tor_checkpoint_store_operator(struct tor_redis *r,
-    const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err)
+tor_checkpoint_record_format(const struct tor_config *cfg,
+    const struct tor_checkpoint *cp, char *buf, size_t cap)
 {
-	return store(r, cfg, cp, store_operator_lua, "checkpoint operator store",
-	    err);
+	unsigned char mac[crypto_auth_hmacsha256_BYTES];
+	const char *part[1];
+	char done[300] = "-", hex[MAC_HEX + 1];
+	int n;
+
+	if (cp->done.file[0] != '\0')
+		snprintf(done, sizeof(done), "%s:%" PRIu64, cp->done.file,
+		    cp->done.pos);
+	n = snprintf(buf, cap, "v2 token=%" PRIu64 " file=%s pos=%" PRIu64
+	    " gtid=%s done=%s rows=%" PRIu32, cp->epoch, dash(cp->pos.file),
+	    cp->pos.pos, dash(cp->pos.gtid), done, cp->rows);
+	if (n < 0 || (size_t)n >= cap || !cfg->checkpoint.has_key)
+		return n;
+	part[0] = buf;
+	if (checkpoint_mac(cfg, RECORD_VERSION, NULL, part, 1, mac) == -1)
+		return -1;
+	sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
+	return n + snprintf(buf + n, cap - (size_t)n, " mac=%s", hex);
+}
+
+/* The value of "name=" in a v2 record (up to the next blank), or NULL. */
+static const char *
+record_field(const char *text, const char *name, char *out, size_t cap)
+{
+	size_t n = strlen(name);
+	const char *p = text, *end;
+
+	while ((p = strstr(p, name)) != NULL) {
+		if ((p == text || p[-1] == ' ') && p[n] == '=')
+			break;
+		p += n;
+	}
+	if (p == NULL)
+		return NULL;
+	p += n + 1;
+	end = strchr(p, ' ');
+	if (end == NULL)
+		end = p + strlen(p);
+	if ((size_t)(end - p) >= cap)
+		return NULL;
+	memcpy(out, p, (size_t)(end - p));
+	out[end - p] = '\0';
+	return strcmp(out, "-") == 0 ? "" : out;
+}
+
+static int
+record_v2(const struct tor_config *cfg, const char *text,
+    struct tor_checkpoint *cp, tor_err *err)
+{
+	char v[600], body[TOR_CHECKPOINT_RECORD];
+	const char *f, *macp = strstr(text, " mac=");
+	unsigned char want[crypto_auth_hmacsha256_BYTES];
+	const char *part[1];
+	uint64_t n;
+
+	if ((f = record_field(text, "token", v, sizeof(v))) == NULL ||
+	    !parse_decimal(f, strlen(f), UINT64_MAX, &cp->epoch))
+		return tor_err_set(err, "no token");
+	if ((f = record_field(text, "file", v, sizeof(v))) == NULL ||
+	    strlen(f) >= sizeof(cp->pos.file))
+		return tor_err_set(err, "no file");
+	strcpy(cp->pos.file, f);
+	if ((f = record_field(text, "pos", v, sizeof(v))) == NULL ||
+	    !parse_decimal(f, strlen(f), UINT64_MAX, &cp->pos.pos))
+		return tor_err_set(err, "no pos");
+	if ((f = record_field(text, "gtid", v, sizeof(v))) == NULL ||
+	    strlen(f) >= sizeof(cp->pos.gtid))
+		return tor_err_set(err, "no gtid");
+	strcpy(cp->pos.gtid, f);
+	if ((f = record_field(text, "done", v, sizeof(v))) != NULL &&
+	    f[0] != '\0' && (strrchr(f, ':') == NULL ||
+	    parse_file_pos(f, strrchr(f, ':'), &cp->done, err) == -1))
+		return tor_err_set(err, "bad done '%.64s'", f);
+	if ((f = record_field(text, "rows", v, sizeof(v))) != NULL &&
+	    f[0] != '\0') {
+		if (!parse_decimal(f, strlen(f), UINT32_MAX, &n))
+			return tor_err_set(err, "bad rows");
+		cp->rows = (uint32_t)n;
+	}
+	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
+		return tor_err_set(err, "no position");
+	if (!cfg->checkpoint.has_key)
+		return 0;
+	if (macp == NULL || (size_t)(macp - text) >= sizeof(body))
+		return tor_err_set(err, "no mac, but a checkpoint key is "
+		    "configured");
+	memcpy(body, text, (size_t)(macp - text));
+	body[macp - text] = '\0';
+	part[0] = body;
+	if (checkpoint_mac(cfg, RECORD_VERSION, NULL, part, 1, want) == -1 ||
+	    !mac_matches(macp + 5, want))
+		return tor_err_set(err, "mac does not verify");
+	return 0;
+}
+
+int
+tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
+    struct tor_checkpoint *cp, tor_err *err)
+{
+	unsigned long long token, pos;
+	char file[256];
+	int rc;
+
+	memset(cp, 0, sizeof(*cp));
+	if (strncmp(text, "v2 ", 3) == 0) {
+		if ((rc = record_v2(cfg, text, cp, err)) == 0)
+			return 0;
+		memset(cp, 0, sizeof(*cp));
+		return tor_err_prefix(err, "position record for group %s is "
+		    "malformed ('%.120s'): ", cfg->group, text);
+	}
+	if (sscanf(text, "v1 %llu %255s %llu", &token, file, &pos) == 3) {
+		cp->epoch = token;
+		snprintf(cp->pos.file, sizeof(cp->pos.file), "%s", file);
+		cp->pos.pos = pos;
+		return 0;
+	}
+	return tor_err_set(err, "position record for group %s is malformed: "
+	    "'%.120s'", cfg->group, text);
+}
+
+/* How far a checkpoint says everything is published. */
+static const struct tor_position *
+published(const struct tor_checkpoint *cp)
+{
+	return cp->done.file[0] != '\0' ? &cp->done : &cp->pos;
+}
+
+bool
+tor_checkpoint_newer(const struct tor_checkpoint *a,
+    const struct tor_checkpoint *b)
+{
+	int c;
+
+	if (a->epoch != b->epoch)
+		return b->epoch > a->epoch;
+	c = tor_position_compare(published(b), published(a));
+	if (c == TOR_POSITION_UNORDERED)
+		return b->pos.file[0] != '\0' && a->pos.file[0] == '\0';
+	return c > 0 || (c == 0 && b->rows > a->rows);
 }

@@ -90,6 +90,10 @@ struct tor_elector {
 
 	pthread_t thread;
 	bool running;
+
+	/* Told at every move out of LEADER, from whichever thread makes it. */
+	void (*on_end)(void *);
+	void *on_end_ctx;
 };
 
 const char *
@@ -129,8 +133,13 @@ transition(struct tor_elector *el, enum tor_elector_state to,
 		memset(el->last_poll_reason, 0, sizeof(el->last_poll_reason));
 	}
 
-	if (from == TOR_LEADER)
+	if (from == TOR_LEADER) {
 		atomic_store(&el->deadline, 0);
+		/* Before anything else: what the producer holds must not go
+		 * out past the leadership (it is purged there). */
+		if (el->on_end != NULL)
+			el->on_end(el->on_end_ctx);
+	}
 	if (to == TOR_FOLLOWER)
 		atomic_store(&el->token, 0);
 	if (to == TOR_LEADER) {
@@ -410,17 +419,8 @@ tor_elector_new(const struct tor_config *cfg, const struct tor_elector_ops *ops,
 	el->cfg = cfg;
 	el->ops = ops;
 	el->ctx = ctx;
-	/*
-	 * Drift margin: max(lease_ms / 10, 20) ms.  The lease expires on the
-	 * Redis host's clock, the deadline is kept on ours: clock rates differ
-	 * (NTP slews up to 0.05%), Redis may expire a key a little early, and
-	 * the relay checks may_publish a moment before it acts on it.  A tenth
-	 * of the lease covers the rates with a wide margin; the 20 ms floor
-	 * covers scheduling delays, which do not shrink with short leases.
-	 */
-	el->drift_ms = cfg->ha.lease_ms / 10;
-	if (el->drift_ms < 20)
-		el->drift_ms = 20;
+	/* The drift margin: see tor_config_drift_ms. */
+	el->drift_ms = tor_config_drift_ms(cfg->ha.lease_ms);
 	el->rng = seed_random(cfg);
 	atomic_init(&el->state, TOR_FOLLOWER);
 	atomic_init(&el->token, 0);
@@ -545,12 +545,52 @@ tor_elector_resign(struct tor_elector *el, const char *reason)
 }
 
 void
-tor_elector_relay_stopped(struct tor_elector *el)
+tor_elector_on_leadership_end(struct tor_elector *el, void (*fn)(void *),
+    void *ctx)
 {
 	pthread_mutex_lock(&el->mu);
-	if (atomic_load(&el->state) == TOR_STEPPING_DOWN)
-		transition(el, TOR_FOLLOWER, "relay stopped publishing");
+	el->on_end = fn;
+	el->on_end_ctx = ctx;
 	pthread_mutex_unlock(&el->mu);
+}
+
+/*
+ * The relay stopped publishing.  A leader whose deadline passed before the
+ * elector's thread noticed, or one stepping down, becomes a follower; the
+ * lease, when it is still ours (a resign), is given back with a hand-off
+ * wake-up, so that a successor takes over now rather than at its expiry.
+ */
+void
+tor_elector_relay_stopped(struct tor_elector *el)
+{
+	enum tor_elector_state state;
+	uint64_t token = 0;
+	bool retired;
+	tor_err err;
+	int rc;
+
+	pthread_mutex_lock(&el->mu);
+	retired = el->retired;
+	state = atomic_load(&el->state);
+	if (state == TOR_LEADER &&
+	    el->ops->now_ms(el->ctx) >= atomic_load(&el->deadline))
+		transition(el, TOR_STEPPING_DOWN, "local deadline passed: "
+		    "lease may have expired");
+	if (atomic_load(&el->state) == TOR_STEPPING_DOWN) {
+		token = atomic_load(&el->token);
+		transition(el, TOR_FOLLOWER, "relay stopped publishing");
+	}
+	pthread_mutex_unlock(&el->mu);
+	if (token == 0 || retired)
+		return;
+	err.msg[0] = '\0';
+	rc = el->ops->release(el->ctx, token, &err);
+	if (rc == 1)
+		log_info("elector", "gave the lease (token %" PRIu64 ") back",
+		    token);
+	else if (rc < 0)
+		log_warn("elector", "cannot give the lease (token %" PRIu64 ") "
+		    "back, it will expire: %s", token, err.msg);
 }
 
 /*

@@ -29,8 +29,11 @@
 #define HANDOFF_KEEP "7"        /* LTRIM 0 7: eight entries */
 
 /*
- * KEYS lease, epoch; ARGV instance, lease_ms.  SET NX first, so that the
- * token is spent only by the replica that wins.  INCR runs under pcall: a
+ * KEYS lease, epoch, checkpoint; ARGV instance, lease_ms.  SET NX first, so
+ * that the token is spent only by the replica that wins.  The token is
+ * drawn past the checkpoint's own token when the epoch key is behind it
+ * (lost, or restored from an older snapshot): every write of the new
+ * leader would be refused otherwise, and every replica would flap.  INCR runs under pcall: a
  * script that fails half-way keeps its writes, and a 'pending' lease left
  * behind would block every replica for lease_ms.  The token is returned as
  * the epoch key's own string, not as INCR's Lua number: a Lua number is a
@@ -46,6 +49,15 @@ static const char acquire_lua[] =
     "  return n\n"
     "end\n"
     "local token = redis.call('GET', KEYS[2])\n"
+    "local floor = redis.call('HGET', KEYS[3], 'epoch')\n"
+    "if floor and string.match(floor, '^%d+$') then\n"
+    "  floor = string.match(floor, '^0*(%d-)$')\n"
+    "  if #floor > #token or (#floor == #token and floor >= token) then\n"
+    "    redis.call('SET', KEYS[2], floor)\n"
+    "    redis.call('INCR', KEYS[2])\n"
+    "    token = redis.call('GET', KEYS[2])\n"
+    "  end\n"
+    "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])\n"
     "return token\n";
 
@@ -69,14 +81,6 @@ static const char release_lua[] =
     "redis.call('LTRIM', KEYS[2], 0, " HANDOFF_KEEP ")\n"
     "return released\n";
 
-/* KEYS lease, handoff. */
-/* KEYS lease; ARGV "tor checkpoint set <token>", lease_ms.  Replaces whatever lease
- * holds with the operator's own for lease_ms: the leader's renews fail and
- * its local deadline passes before anybody else can acquire. */
-static const char break_lua[] =
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "return 1\n";
-
 /* KEYS lease.  GET and PTTL in one script, so the ttl is the value's. */
 static const char read_lua[] =
     "local v = redis.call('GET', KEYS[1])\n"
@@ -87,6 +91,7 @@ struct lease_keys {
 	char lease[512];
 	char epoch[512];
 	char handoff[512];
+	char checkpoint[512];
 };
 
 static void
@@ -95,6 +100,7 @@ lease_keys(const struct tor_config *cfg, struct lease_keys *k)
 	tor_redis_key(cfg, "lease", k->lease, sizeof(k->lease));
 	tor_redis_key(cfg, "epoch", k->epoch, sizeof(k->epoch));
 	tor_redis_key(cfg, "handoff", k->handoff, sizeof(k->handoff));
+	tor_redis_key(cfg, "checkpoint", k->checkpoint, sizeof(k->checkpoint));
 }
 
 /* "<instance> <token>", the lease value this replica writes and compares. */
@@ -243,7 +249,7 @@ int
 tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t *token, tor_err *err)
 {
-	const char *what = "lease acquire", *rest[4];
+	const char *what = "lease acquire", *rest[5];
 	struct lease_keys k;
 	char ms[16];
 	redisReply *reply;
@@ -253,9 +259,10 @@ tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
 	rest[0] = k.lease;
 	rest[1] = k.epoch;
-	rest[2] = cfg->instance;
-	rest[3] = ms;
-	if ((reply = eval(r, acquire_lua, 2, 4, rest, what, err)) == NULL)
+	rest[2] = k.checkpoint;
+	rest[3] = cfg->instance;
+	rest[4] = ms;
+	if ((reply = eval(r, acquire_lua, 3, 5, rest, what, err)) == NULL)
 		return -1;
 	if (reply->type == REDIS_REPLY_NIL)
 		rc = 0;
@@ -396,53 +403,44 @@ tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
 	return rc;
 }
 
+/* KEYS epoch; ARGV floor.  SET epoch to floor first when it is below, then
+ * INCR; the result as the key's own string (see acquire_lua). */
+static const char next_token_lua[] =
+    "local e = redis.call('GET', KEYS[1])\n"
+    "local f = ARGV[1]\n"
+    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n"
+    "    (#e == #f and e < f))) then\n"
+    "  redis.call('SET', KEYS[1], f)\n"
+    "end\n"
+    "redis.call('INCR', KEYS[1])\n"
+    "return redis.call('GET', KEYS[1])\n";
+
 int
 tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err)
+    uint64_t floor, uint64_t *token, tor_err *err)
 {
-	const char *argv[2];
+	const char *what = "lease next token", *rest[2];
 	struct lease_keys k;
+	char f[24];
 	redisReply *reply;
 	int rc = -1;
 
 	lease_keys(cfg, &k);
-	argv[0] = "INCR";
-	argv[1] = k.epoch;
-	if ((reply = tor_redis_command(r, 2, argv, NULL, err)) == NULL)
-		return tor_err_prefix(err, "lease next token: ");
-	/* Someone may have SET the key by hand to a negative number: a token
-	 * is never 0 or below. */
-	if (reply->type != REDIS_REPLY_INTEGER || reply->integer <= 0)
-		unexpected("lease next token", k.epoch, reply, err);
-	else {
-		*token = (uint64_t)reply->integer;
-		rc = 0;
-	}
-	freeReplyObject(reply);
-	return rc;
-}
-
-int
-tor_lease_break(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t token, tor_err *err)
-{
-	const char *what = "lease break", *rest[3];
-	char value[64], ttl[24];
-	struct lease_keys k;
-	redisReply *reply;
-	int rc;
-
-	lease_keys(cfg, &k);
-	/* Blanks in the holder's name: no replica's instance can match it. */
-	snprintf(value, sizeof(value), TOR_LEASE_OPERATOR " %" PRIu64, token);
-	snprintf(ttl, sizeof(ttl), "%d", cfg->ha.lease_ms);
-	rest[0] = k.lease;
-	rest[1] = value;
-	rest[2] = ttl;
-	if ((reply = eval(r, break_lua, 1, 3, rest, what, err)) == NULL)
+	snprintf(f, sizeof(f), "%" PRIu64, floor);
+	rest[0] = k.epoch;
+	rest[1] = f;
+	if ((reply = eval(r, next_token_lua, 1, 2, rest, what, err)) == NULL)
 		return -1;
-	rc = reply->type == REDIS_REPLY_INTEGER ? 0 :
-	    unexpected(what, k.lease, reply, err);
+	/* Someone may have SET the key by hand to a negative number or a
+	 * word: a token is digits, never 0. */
+	if (reply->type == REDIS_REPLY_STRING &&
+	    parse_token(reply->str, reply->len, token))
+		rc = 0;
+	else if (reply->type == REDIS_REPLY_STRING)
+		tor_err_set(err, "%s: %s: not a token ('%.64s')", what, k.epoch,
+		    reply->str);
+	else
+		unexpected(what, k.epoch, reply, err);
 	freeReplyObject(reply);
 	return rc;
 }

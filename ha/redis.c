@@ -479,3 +479,48 @@ tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,
 {
 	snprintf(buf, cap, "%s:{%s}:%s", cfg->redis.prefix, cfg->group, name);
 }
+
+/* The value of CONFIG GET name, copied into buf; false when not answered. */
+static bool
+config_get(struct tor_redis *r, const char *name, char *buf, size_t cap)
+{
+	const char *argv[] = { "CONFIG", "GET", name };
+	redisReply *reply;
+	tor_err err;
+	bool ok = false;
+
+	if ((reply = tor_redis_command(r, 3, argv, NULL, &err)) == NULL) {
+		log_debug("redis", "CONFIG GET %s: %s", name, err.msg);
+		return false;
+	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[1]->type == REDIS_REPLY_STRING) {
+		snprintf(buf, cap, "%s", reply->element[1]->str);
+		ok = true;
+	}
+	freeReplyObject(reply);
+	return ok;
+}
+
+void
+tor_redis_check_settings(struct tor_redis *r)
+{
+	char policy[64], maxmem[32], aof[16], save[128];
+
+	if (config_get(r, "maxmemory-policy", policy, sizeof(policy)) &&
+	    config_get(r, "maxmemory", maxmem, sizeof(maxmem)) &&
+	    strcmp(maxmem, "0") != 0 && strcmp(policy, "noeviction") != 0)
+		log_warn("redis", "redis %s:%d: maxmemory-policy is %s with "
+		    "maxmemory %s: Redis may evict the lease, the epoch and the "
+		    "checkpoint; the lease store needs noeviction (tor then "
+		    "resumes from Kafka's copy of the checkpoint, but two "
+		    "replicas may lead at once until it does)", r->host,
+		    r->port, policy, maxmem);
+	if (config_get(r, "appendonly", aof, sizeof(aof)) &&
+	    config_get(r, "save", save, sizeof(save)) &&
+	    strcmp(aof, "no") == 0 && save[0] == '\0')
+		log_warn("redis", "redis %s:%d: no persistence (appendonly no, "
+		    "save \"\"): a restart of Redis loses the checkpoint and the "
+		    "epoch; tor resumes from Kafka's copy then, but set "
+		    "appendonly yes", r->host, r->port);
+}

@@ -366,7 +366,7 @@ tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err)
 {
 	char schema[2 * sizeof(tm->schema) + 1], table[2 * sizeof(tm->table) + 1];
-	char sql[512];
+	char sql[600];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	uint32_t i = 0;
@@ -378,9 +378,9 @@ tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
 	mysql_real_escape_string(b->query, table, tm->table,
 	    (unsigned long)strlen(tm->table));
 	snprintf(sql, sizeof(sql), "SELECT COLUMN_NAME, COLUMN_TYPE LIKE "
-	    "'%%unsigned%%' FROM information_schema.COLUMNS WHERE "
-	    "TABLE_SCHEMA = '%s' AND TABLE_NAME = '%s' ORDER BY "
-	    "ORDINAL_POSITION", schema, table);
+	    "'%%unsigned%%', COALESCE(DATETIME_PRECISION, 0) FROM "
+	    "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' AND "
+	    "TABLE_NAME = '%s' ORDER BY ORDINAL_POSITION", schema, table);
 	res = query_rows(b, sql, err);
 	if (res == NULL)
 		return -1;
@@ -395,9 +395,19 @@ tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
 		    tm->ncols);
 	}
 	while ((row = mysql_fetch_row(res)) != NULL && i < tm->ncols) {
-		free(tm->cols[i].name);
-		tm->cols[i].name = strdup(row[0] != NULL ? row[0] : "");
-		tm->cols[i].is_unsigned = row[1] != NULL && row[1][0] == '1';
+		struct tor_column *col = &tm->cols[i];
+
+		if (!tm->has_names) {
+			free(col->name);
+			col->name = strdup(row[0] != NULL ? row[0] : "");
+			col->is_unsigned = row[1] != NULL && row[1][0] == '1';
+		}
+		/* The old type codes carry no fractional digits in the map
+		 * (MariaDB's pre-10.1.2 TIME(n), DATETIME(n), TIMESTAMP(n)). */
+		if ((col->type == TOR_TYPE_TIME ||
+		    col->type == TOR_TYPE_DATETIME ||
+		    col->type == TOR_TYPE_TIMESTAMP) && row[2] != NULL)
+			col->meta = (uint16_t)strtoul(row[2], NULL, 10);
 		i++;
 	}
 	mysql_free_result(res);

@@ -1273,6 +1273,50 @@ decimal_size(uint16_t meta, size_t *size)
 	return 0;
 }
 
+/*
+ * The pre-MySQL-5.6 temporal types.  Without fractional digits they are
+ * the old formats: TIME as the decimal number HHMMSS in 3 bytes, DATETIME
+ * as YYYYMMDDhhmmss in 8, TIMESTAMP as 4 bytes of seconds.  MariaDB writes
+ * the same type codes for TIME(n), DATETIME(n) and TIMESTAMP(n) in its own
+ * formats (tables from before 10.1.2, or mysql56_temporal_format=OFF), and
+ * the table map carries no n: the caller fills meta from
+ * information_schema.  In those formats TIME and DATETIME are one
+ * big-endian number of microseconds divided by 10^(6-n) (TIME offset by
+ * its zero point, DATETIME packed as
+ * ((((year*13+month)*32+day)*24+hour)*60+minute)*60+second), and
+ * TIMESTAMP is 4 bytes of seconds then the fraction big-endian.
+ */
+static const uint8_t time_hires_bytes[7] = { 3, 4, 4, 5, 5, 5, 6 };
+static const uint8_t datetime_hires_bytes[7] = { 5, 6, 6, 7, 7, 7, 8 };
+static const uint8_t fraction_bytes[7] = { 0, 1, 1, 2, 2, 3, 3 };
+/* (838:59:59 + 1 s) in microseconds: TIME(n)'s zero point, before the
+ * division by 10^(6-n). */
+#define TIME_HIRES_ZERO INT64_C(3020400000000)
+
+static size_t
+old_temporal_size(uint8_t type, uint16_t fsp)
+{
+	switch (type) {
+	case TOR_TYPE_TIME:
+		return fsp == 0 ? 3 : time_hires_bytes[fsp];
+	case TOR_TYPE_TIMESTAMP:
+		return 4 + fraction_bytes[fsp];
+	default:
+		return fsp == 0 ? 8 : datetime_hires_bytes[fsp];
+	}
+}
+
+bool
+tor_table_map_has_old_temporal(const struct tor_table_map *tm)
+{
+	for (uint32_t i = 0; i < tm->ncols; i++)
+		if (tm->cols[i].type == TOR_TYPE_TIME ||
+		    tm->cols[i].type == TOR_TYPE_TIMESTAMP ||
+		    tm->cols[i].type == TOR_TYPE_DATETIME)
+			return true;
+	return false;
+}
+
 /* The length prefix of a string column: 1 byte up to 255, else 2. */
 static size_t
 string_prefix(uint16_t maxlen)
@@ -1300,18 +1344,24 @@ column_size(const struct tor_column *col, const uint8_t *p, size_t avail,
 	case TOR_TYPE_INT24:
 	case TOR_TYPE_DATE:
 	case TOR_TYPE_NEWDATE:
-	case TOR_TYPE_TIME:
 		n = 3;
 		break;
 	case TOR_TYPE_LONG:
 	case TOR_TYPE_FLOAT:
-	case TOR_TYPE_TIMESTAMP:
 		n = 4;
 		break;
 	case TOR_TYPE_LONGLONG:
 	case TOR_TYPE_DOUBLE:
-	case TOR_TYPE_DATETIME:
 		n = 8;
+		break;
+	case TOR_TYPE_TIME:
+	case TOR_TYPE_TIMESTAMP:
+	case TOR_TYPE_DATETIME:
+		if (col->meta > 6) {
+			*why = "fractional digits above 6";
+			return -1;
+		}
+		n = old_temporal_size(col->type, col->meta);
 		break;
 	case TOR_TYPE_NULL:
 		n = 0;
@@ -1529,6 +1579,111 @@ render_epoch(struct tor_buf *out, uint64_t secs, uint32_t usec,
 	return append_fraction(out, usec, fsp);
 }
 
+static uint32_t
+pow10_u32(unsigned int n)
+{
+	uint32_t v = 1;
+
+	while (n-- > 0)
+		v *= 10;
+	return v;
+}
+
+/* hh:mm:ss with hours up to 838, minutes and seconds below 60. */
+static bool
+time_fields_ok(uint64_t h, uint64_t m, uint64_t s)
+{
+	return h <= 838 && m < 60 && s < 60;
+}
+
+/* A date and time as SELECT would print it: a zero date, or fields in
+ * range (months 1-12, days 1-31; MySQL's zero-in-date values 0 too). */
+static bool
+datetime_fields_ok(uint64_t y, uint64_t mo, uint64_t d, uint64_t h,
+    uint64_t mi, uint64_t s)
+{
+	return y <= 9999 && mo <= 12 && d <= 31 && h < 24 && mi < 60 && s < 60;
+}
+
+static int
+render_old_time(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
+{
+	uint64_t mag, secs;
+	uint32_t usec = 0;
+	bool neg;
+
+	if (fsp == 0) {
+		/* HHMMSS as a signed decimal number in 3 bytes. */
+		uint64_t v = get_le(p, 3);
+		int64_t t = (v & 0x800000) ? (int64_t)v - 0x1000000 :
+		    (int64_t)v;
+
+		neg = t < 0;
+		mag = neg ? (uint64_t)-t : (uint64_t)t;
+		secs = mag / 10000 * 3600 + mag / 100 % 100 * 60 + mag % 100;
+		if (!time_fields_ok(mag / 10000, mag / 100 % 100, mag % 100))
+			return -1;
+	} else {
+		int64_t v = (int64_t)get_be(p, time_hires_bytes[fsp]) -
+		    TIME_HIRES_ZERO / pow10_u32(6 - fsp);
+
+		neg = v < 0;
+		mag = (neg ? (uint64_t)-v : (uint64_t)v) * pow10_u32(6 - fsp);
+		usec = (uint32_t)(mag % 1000000);
+		secs = mag / 1000000;
+		if (!time_fields_ok(secs / 3600, secs / 60 % 60, secs % 60))
+			return -1;
+	}
+	if (tor_buf_appendf(out, "%s%02u:%02u:%02u", neg ? "-" : "",
+	    (unsigned int)(secs / 3600), (unsigned int)(secs / 60 % 60),
+	    (unsigned int)(secs % 60)) == -1)
+		return -1;
+	return append_fraction(out, usec, fsp);
+}
+
+static int
+render_old_datetime(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
+{
+	uint64_t y, mo, d, h, mi, s, v;
+	uint32_t usec = 0;
+
+	if (fsp == 0) {
+		/* YYYYMMDDhhmmss as a decimal number in 8 bytes. */
+		uint64_t date, t;
+
+		v = get_le(p, 8);
+		date = v / 1000000;
+		t = v % 1000000;
+		y = date / 10000;
+		mo = date / 100 % 100;
+		d = date % 100;
+		h = t / 10000;
+		mi = t / 100 % 100;
+		s = t % 100;
+	} else {
+		v = get_be(p, datetime_hires_bytes[fsp]) * pow10_u32(6 - fsp);
+		usec = (uint32_t)(v % 1000000);
+		v /= 1000000;
+		s = v % 60;
+		v /= 60;
+		mi = v % 60;
+		v /= 60;
+		h = v % 24;
+		v /= 24;
+		d = v % 32;
+		v /= 32;
+		mo = v % 13;
+		y = v / 13;
+	}
+	if (!datetime_fields_ok(y, mo, d, h, mi, s))
+		return -1;
+	if (tor_buf_appendf(out, "%04u-%02u-%02u %02u:%02u:%02u",
+	    (unsigned int)y, (unsigned int)mo, (unsigned int)d,
+	    (unsigned int)h, (unsigned int)mi, (unsigned int)s) == -1)
+		return -1;
+	return append_fraction(out, usec, fsp);
+}
+
 static int
 render_datetime2(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
 {
@@ -1688,33 +1843,22 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 		return tor_buf_appendf(out, "%04u-%02u-%02u",
 		    (unsigned int)(v >> 9), (unsigned int)(v >> 5 & 15),
 		    (unsigned int)(v & 31));
-	case TOR_TYPE_TIME: {
-		/* HHMMSS as a signed decimal number in 3 bytes. */
-		int64_t t;
+	case TOR_TYPE_TIME:
+		*why = "bad TIME value";
+		return render_old_time(out, p, col->meta);
+	case TOR_TYPE_DATETIME:
+		*why = "bad DATETIME value";
+		return render_old_datetime(out, p, col->meta);
+	case TOR_TYPE_TIMESTAMP: {
+		uint32_t usec = col->meta == 0 ? 0 :
+		    (uint32_t)get_be(p + 4, fraction_bytes[col->meta]) *
+		    pow10_u32(6 - col->meta);
 
-		v = get_le(p, 3);
-		t = (v & 0x800000) ? (int64_t)v - 0x1000000 : (int64_t)v;
-		v = t < 0 ? (uint64_t)-t : (uint64_t)t;
-		return tor_buf_appendf(out, "%s%02u:%02u:%02u", t < 0 ? "-" : "",
-		    (unsigned int)(v / 10000), (unsigned int)(v / 100 % 100),
-		    (unsigned int)(v % 100));
-	}
-	case TOR_TYPE_DATETIME: {
-		/* YYYYMMDDhhmmss as a decimal number in 8 bytes. */
-		uint64_t d, t;
-
-		v = get_le(p, 8);
-		d = v / 1000000;
-		t = v % 1000000;
-		if (d > 99991231)
+		if (usec > 999999)
 			break;
-		return tor_buf_appendf(out, "%04u-%02u-%02u %02u:%02u:%02u",
-		    (unsigned int)(d / 10000), (unsigned int)(d / 100 % 100),
-		    (unsigned int)(d % 100), (unsigned int)(t / 10000),
-		    (unsigned int)(t / 100 % 100), (unsigned int)(t % 100));
+		return render_epoch(out, col->meta == 0 ? get_le(p, 4) :
+		    get_be(p, 4), usec, col->meta);
 	}
-	case TOR_TYPE_TIMESTAMP:
-		return render_epoch(out, get_le(p, 4), 0, 0);
 	case TOR_TYPE_TIMESTAMP2: {
 		uint32_t usec = read_fraction(p + 4, col->meta);
 
@@ -1872,6 +2016,37 @@ decode_image(struct tor_rows *rows, const struct tor_table_map *tm,
 	return 0;
 }
 
+/*
+ * Steps over every row of the event without rendering: the table map must
+ * describe them so that the last row ends exactly where the event does.
+ * Run before the first row is handed out, so that a map that does not fit
+ * (a column sized wrong shifts every column after it) never yields a row.
+ */
+static int
+rows_fit(struct tor_rows *rows, const struct tor_table_map *tm, tor_err *err)
+{
+	const uint8_t *first = rows->cur, *row;
+	unsigned int n = 0;
+	int rc = 0;
+
+	while (rc == 0 && rows->cur < rows->end) {
+		row = rows->cur;
+		if ((rows->kind == TOR_ROWS_UPDATE &&
+		    decode_image(rows, tm, rows->present, NULL, err) == -1) ||
+		    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE ?
+		    rows->present_after : rows->present, NULL, err) == -1)
+			rc = tor_err_prefix(err, "rows event for %s.%s does not "
+			    "fit its table map (row %u): ", tm->schema,
+			    tm->table, n);
+		else if (rows->cur == row)
+			rc = tor_err_set(err, "rows event for %s.%s: row image "
+			    "without any column", tm->schema, tm->table);
+		n++;
+	}
+	rows->cur = first;
+	return rc;
+}
+
 int
 tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
     struct tor_value *values, tor_err *err)
@@ -1881,6 +2056,12 @@ tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
 
 	if (rows->cur == NULL || rows->cur >= rows->end)
 		return 0;
+	if (!rows->fits) {
+		if (rows->table_id == tm->table_id &&
+		    rows->ncols == tm->ncols && rows_fit(rows, tm, err) == -1)
+			return -1;
+		rows->fits = true;
+	}
 	if (rows->table_id != tm->table_id)
 		return tor_err_set(err, "rows event for table id %llu, table "
 		    "map is for id %llu (%s.%s)",

@@ -8,11 +8,12 @@
  * leader, a checkpoint, a move done), 1 (no: none, or a refused position)
  * and 2 (a service could not be asked).
  *
- * Two ideas make `set` safe beside a running leader.  The new checkpoint is
- * written with a fresh token from the epoch counter, so it outranks every
- * leader's token and the leader's next fenced write is refused.  Then the
- * lease is broken, so that leader steps down at its next renew instead of at
- * its next write, and whoever leads next starts from the new position.
+ * One idea makes `set` safe beside running replicas: the move is one step on
+ * the Redis master (tor_checkpoint_move) that draws a fresh token, takes the
+ * lease as the operator for lease_ms and writes the checkpoint under that
+ * token.  The leader's next renew fails and it steps down, its writes are
+ * refused, a replica that acquired in between makes the step start over
+ * with a newer token, and whoever leads next starts from the new position.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -256,8 +257,8 @@ check_target(const struct tor_config *cfg, bool to_end,
 	return rc;
 }
 
-/* Test-only seam: TOR_TEST_CHECKPOINT_SET_PAUSE_MS makes `set` sleep between
- * its steps, so a test can let a replica act in between. */
+/* Test-only seam: TOR_TEST_CHECKPOINT_SET_PAUSE_MS makes `set` sleep before
+ * its move, so a test can let a replica acquire and publish meanwhile. */
 static void
 test_pause(void)
 {
@@ -270,36 +271,6 @@ test_pause(void)
 	ts.tv_sec = v / 1000;
 	ts.tv_nsec = (v % 1000) * 1000000L;
 	nanosleep(&ts, NULL);
-}
-
-/* Writes cp with a fresh token.  A refusal means a later token wrote the
- * checkpoint meanwhile (another `set`, or a leader elected since): its
- * position wins and the message names its token. */
-static int
-write_checkpoint(struct tor_redis *r, const struct tor_config *cfg,
-    struct tor_checkpoint *cp, tor_err *err)
-{
-	struct tor_checkpoint newer;
-	enum checkpoint_state state;
-	tor_err ignored;
-	int rc;
-
-	if (tor_lease_next_token(r, cfg, &cp->epoch, err) < 0)
-		return CLI_ERROR;
-	test_pause();
-	rc = tor_checkpoint_store_operator(r, cfg, cp, err);
-	test_pause();
-	if (rc < 0)
-		return CLI_ERROR;
-	if (rc == TOR_CHECKPOINT_WRITTEN)
-		return CLI_YES;
-	if (read_checkpoint(r, cfg, &newer, &state, &ignored) == 0 &&
-	    state == CHECKPOINT_FOUND)
-		tor_err_set(err, "a newer checkpoint (token %" PRIu64 ") "
-		    "exists; not overwritten", newer.epoch);
-	else
-		tor_err_set(err, "a newer checkpoint exists; not overwritten");
-	return CLI_NO;
 }
 
 int
@@ -318,24 +289,19 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 		return fail(CLI_NO, &err);
 	if ((r = open_redis(cfg, &err)) == NULL)
 		return fail(CLI_ERROR, &err);
-	if ((rc = check_target(cfg, to_end, &cp.pos, &err)) != CLI_YES ||
-	    (rc = write_checkpoint(r, cfg, &cp, &err)) != CLI_YES) {
+	if ((rc = check_target(cfg, to_end, &cp.pos, &err)) != CLI_YES) {
 		tor_redis_free(r);
 		return fail(rc, &err);
+	}
+	test_pause();
+	if (tor_checkpoint_move(r, cfg, &cp, &err) < 0) {
+		tor_redis_free(r);
+		return fail(CLI_ERROR, &err);
 	}
 	print_checkpoint(out, CHECKPOINT_FOUND, &cp, NULL);
 	if (cp.pos.file[0] == '\0')
 		fprintf(out, "note: a GTID position is checked by the server "
 		    "only when a leader starts streaming from it\n");
-	if (tor_lease_break(r, cfg, cp.epoch, &err) < 0) {
-		tor_redis_free(r);
-		/* The leader's next fenced write is refused all the same. */
-		fprintf(out, "leader: not asked to step down\n");
-		tor_err_prefix(&err, "checkpoint written, but the lease was not "
-		    "broken (the leader steps down at its next checkpoint "
-		    "write): ");
-		return fail(CLI_ERROR, &err);
-	}
 	tor_redis_free(r);
 	fprintf(out, "leader: asked to step down\n");
 	return CLI_YES;

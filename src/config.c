@@ -1234,6 +1234,19 @@ load_ha(struct loader *ld, const config_setting_t *root)
 		    "ha.lease_ms (%d >= %d)", cfg->ha.renew_ms,
 		    cfg->ha.lease_ms);
 	}
+	/* Past lease_ms less the drift margin the leader's own deadline has
+	 * gone by before the next renew is sent: it would step down at every
+	 * renew. */
+	if (cfg->ha.renew_ms >= cfg->ha.lease_ms -
+	    tor_config_drift_ms(cfg->ha.lease_ms)) {
+		if ((s = lookup(g, "renew_ms")) == NULL)
+			s = lookup(g, "lease_ms");
+		return fail(ld, s, "ha.renew_ms", "must be below ha.lease_ms "
+		    "less its drift margin (%d - %d = %d ms), got %d: the lease "
+		    "would lapse between renews", cfg->ha.lease_ms,
+		    tor_config_drift_ms(cfg->ha.lease_ms), cfg->ha.lease_ms -
+		    tor_config_drift_ms(cfg->ha.lease_ms), cfg->ha.renew_ms);
+	}
 	return 0;
 }
 

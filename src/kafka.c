@@ -30,6 +30,9 @@
 #include "tor/kafka.h"
 #include "tor/log.h"
 
+_Static_assert(TOR_SINK_ERR_TOO_LARGE == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+    "the ack code the relay looks for");
+
 /* The message's seq rides in the librdkafka message opaque (a pointer). */
 _Static_assert(sizeof(void *) >= sizeof(uint64_t),
     "seq is carried in a pointer-sized opaque");
@@ -544,6 +547,12 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 			    want[i]->name, errstr);
 			goto out;
 		}
+		/* The checkpoint topic keeps the last record of each group:
+		 * compacted, so it stays small and is read fast. */
+		if (sink->cfg->kafka.checkpoint_topic != NULL &&
+		    strcmp(want[i]->name, sink->cfg->kafka.checkpoint_topic) == 0)
+			rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy",
+			    "compact");
 	}
 	opts = rd_kafka_AdminOptions_new(sink->rk,
 	    RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -619,18 +628,19 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	const struct rd_kafka_metadata *md;
 	const struct rd_kafka_metadata_topic *t;
 	const struct tor_topic_spec **want;
+	struct tor_topic_spec checkpoints = {
+		.name = cfg->kafka.checkpoint_topic, .partitions = 1,
+	};
 	rd_kafka_resp_err_t code;
 	int64_t deadline = tor_mono_ms() + timeout_ms;
 	size_t i, n = 0;
 	int rc;
 
-	if (cfg->kafka.n_topics == 0)
-		return 0;
 	code = rd_kafka_metadata(sink->rk, 1, NULL, &md, timeout_ms);
 	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return tor_err_set(err, "kafka: listing topics on %s: %s",
 		    cfg->kafka.brokers, rd_kafka_err2str(code));
-	if ((want = calloc(cfg->kafka.n_topics, sizeof(*want))) == NULL) {
+	if ((want = calloc(cfg->kafka.n_topics + 1, sizeof(*want))) == NULL) {
 		rd_kafka_metadata_destroy(md);
 		return tor_err_set(err, "kafka: out of memory");
 	}
@@ -642,6 +652,14 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 			sink_log_existing(spec, t);
 		else
 			want[n++] = spec;
+	}
+	/* The position records need their topic in both modes; replicated
+	 * like Kafka's own internal topics, as far as the cluster allows. */
+	if (cfg->kafka.checkpoint_topic != NULL &&
+	    ((t = sink_find_topic(md, cfg->kafka.checkpoint_topic)) == NULL ||
+	    t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) {
+		checkpoints.replication = md->broker_cnt < 3 ? md->broker_cnt : 3;
+		want[n++] = &checkpoints;
 	}
 	rd_kafka_metadata_destroy(md);
 	rc = 0;

@@ -223,6 +223,12 @@ render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 	else
 		rc |= append_seconds(out, tor_metrics_wall_ms() - cp);
 	rc |= tor_buf_appendf(out, "\n");
+	rc |= header(out, "tor_checkpoint_restored_total", "counter",
+	    "Leaderships that found no checkpoint in Redis and resumed from "
+	    "Kafka's copy of it (Redis lost its data).");
+	rc |= tor_buf_appendf(out, "tor_checkpoint_restored_total %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->checkpoint_restored,
+	    RELAXED));
 	rc |= header(out, "tor_kafka_queue_messages", "gauge",
 	    "Messages queued in the Kafka producer, not yet acknowledged.");
 	rc |= tor_buf_appendf(out, "tor_kafka_queue_messages %lld\n",

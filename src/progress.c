@@ -379,6 +379,21 @@ tor_progress_done(const struct tor_progress *p, struct tor_position *out)
 	return any;
 }
 
+void
+tor_progress_read(const struct tor_progress *p, struct tor_position *out)
+{
+	*out = p->safe;
+	for (size_t i = 0; i < p->count; i++) {
+		const struct txn *t = at(p, i);
+
+		if (!t->committed || t->holds > 0)
+			break;
+		snprintf(out->file, sizeof(out->file), "%s",
+		    file_of(p, t->file_gen));
+		out->pos = t->end_pos;
+	}
+}
+
 bool
 tor_progress_take_safe(struct tor_progress *p, struct tor_position *out)
 {

@@ -262,7 +262,8 @@ on_table_map(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	slot_clear(s);
 	if (tor_table_map_parse(ev, &rd->fmt, &s->tm, err) < 0)
 		return -1;
-	if (!s->tm.has_names && rd->ops.describe(rd->ctx, &s->tm, err) < 0)
+	if ((!s->tm.has_names || tor_table_map_has_old_temporal(&s->tm)) &&
+	    rd->ops.describe(rd->ctx, &s->tm, err) < 0)
 		goto fail;
 	if (tor_outbox_bind(rd->outbox, idx, &s->tm, err) < 0)
 		goto fail;

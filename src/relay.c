@@ -1,18 +1,27 @@
 /*
- * The relay loop (see include/tor/relay.h).
+ * The relay (see include/tor/relay.h): one leadership session after another.
  *
- * The source-transaction reader (tor/reader.h) turns the binlog into
- * transactions of outbox rows; the relay produces each row as a message
- * tagged with its transaction's sequence number, and the progress tracker
- * turns acknowledgements into a safe position, written to Redis.
+ * A session starts when this replica wins the lease.  It works out where to
+ * start (the newer decision of the Redis checkpoint and Kafka's copy of it,
+ * by token), makes sure its token is above every token either copy carries,
+ * writes both copies under its token before any message goes out, and then
+ * reads the binlog through the source-transaction reader (tor/reader.h),
+ * producing every outbox row as a message tagged with its transaction's
+ * sequence number.  The progress tracker turns acknowledgements (or, in
+ * transactional mode, Kafka commits) into the checkpoint.
  *
- * Stops happen between transactions: a stop request lets the current
- * transaction finish, so a restart neither loses nor repeats a part of it.
+ * Every way out of a session ends in the elector's follower state or in the
+ * end of the process, and nothing the producer still holds is sent once the
+ * leadership is gone: the elector tells the relay at the moment it ends
+ * (from whichever thread sees it first), and the producer is purged there.
+ * Stops happen between transactions: a stop request lets the current one
+ * finish, so a restart neither loses nor repeats a part of it.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +29,14 @@
 
 #include <hiredis/hiredis.h>
 
-#include "tor/clock.h"
 #include "tor/binlog.h"
 #include "tor/binlog_decode.h"
 #include "tor/checkpoint.h"
+#include "tor/clock.h"
 #include "tor/elector.h"
 #include "tor/http.h"
 #include "tor/kafka.h"
+#include "tor/lease.h"
 #include "tor/log.h"
 #include "tor/metrics.h"
 #include "tor/outbox.h"
@@ -51,7 +61,9 @@ enum {
 
 /* Transactional mode: a Kafka transaction holds whole source transactions
  * and is committed when it holds this many messages, is this old, or the
- * binlog has had nothing more for a moment. */
+ * binlog has had nothing more for a moment.  A source transaction that
+ * outgrows it is split: a part is committed once it holds this many
+ * messages or a quarter of transaction.timeout.ms has passed. */
 #define KTXN_MAX_MESSAGES 50000
 #define KTXN_MAX_MS 500
 /* The binlog counts as caught up after this long without an event: the
@@ -65,6 +77,9 @@ enum {
 #define LATENCY_SLOTS 16384     /* a power of two */
 #define REDIS_PING_MS 1000      /* a follower's readiness probe of Redis */
 
+/* Rows the broker refused as too large, remembered across sessions. */
+#define TOO_LARGE_MAX 64
+
 struct txn_time {
 	uint64_t seq;
 	int64_t ts_ms;          /* wall clock, from the binlog; 0: unknown */
@@ -76,33 +91,47 @@ struct relay {
 	struct tor_elector *elector;
 	bool lost;                      /* a write was refused: not leading */
 
+	struct tor_binlog *binlog;
+	struct tor_outbox *outbox;
+	struct tor_redis *redis;
+	struct tor_progress *progress;
+	struct tor_reader *reader;
+
+	/* The producer, and whether it is the live session's: the elector's
+	 * thread purges it through sink_mu when the leadership ends. */
+	pthread_mutex_t sink_mu;
+	struct tor_sink *sink;
+	bool sink_live;
+
+	struct tor_checkpoint start;    /* where the session starts reading */
+	uint64_t max_token;             /* the highest token either copy had */
+	uint64_t epoch;
+	bool streaming;                 /* the session reads the binlog */
+
 	/* Transactional mode. */
 	bool txn_mode;
 	bool ktxn_open;                 /* a Kafka transaction is open */
 	uint64_t ktxn_messages;
 	int64_t ktxn_started_ms;
+	int64_t split_ms;               /* commit a part of a big source txn */
 	int64_t last_event_ms;
-	struct tor_position committed;  /* the last position Kafka committed */
+	struct tor_checkpoint committed;        /* the last Kafka commit's */
 	bool committed_moved;
 	unsigned long crash_after_commits;      /* test fault hook, 0 = off */
 	unsigned long commits;
-	struct tor_binlog *binlog;
-	struct tor_outbox *outbox;
-	struct tor_sink *sink;
-	struct tor_redis *redis;
-	struct tor_progress *progress;
-	struct tor_reader *reader;
-
-	struct tor_position start;      /* where the session starts reading */
-	uint64_t epoch;
 
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
 	int64_t stop_deadline_ms;       /* 0 until a stop is requested */
 	bool delivery_failed;
+	int delivery_code;
 	char delivery_error[256];
 
+	char too_large[TOO_LARGE_MAX][128];     /* tor.pos refused by the broker */
+	size_t n_too_large;
+
 	uint64_t rows_published, rows_skipped, reconnects;
+	int64_t restart_backoff_ms;     /* after sessions that restart at once */
 
 	/* What /metrics and the probes show (read by the HTTP thread). */
 	struct tor_metrics metrics;
@@ -162,22 +191,45 @@ leading(struct relay *r)
 	return !r->lost && tor_elector_may_publish(r->elector);
 }
 
+/* The sink's guard: its waits end when the leadership does. */
+static bool
+sink_guard(void *ctx)
+{
+	return leading(ctx);
+}
+
+/* The elector's thread, or ours, at the moment the leadership ends: what
+ * the producer still holds is dropped before a broker thread can send it. */
+static void
+on_leadership_end(void *ctx)
+{
+	struct relay *r = ctx;
+
+	pthread_mutex_lock(&r->sink_mu);
+	if (r->sink != NULL && r->sink_live)
+		tor_sink_purge_now(r->sink);
+	pthread_mutex_unlock(&r->sink_mu);
+}
+
 static void
 on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 {
 	struct relay *r = ctx;
 
-	if (r->progress == NULL)
-		return;         /* a report outliving its leadership session */
 	if (err != 0) {
 		/* The transaction stays unacknowledged: the checkpoint never
 		 * passes it, and a restart publishes it again. */
-		if (!r->delivery_failed)
+		if (!r->delivery_failed) {
 			snprintf(r->delivery_error, sizeof(r->delivery_error),
 			    "%s", errstr);
+			r->delivery_code = err;
+		}
 		r->delivery_failed = true;
 		return;
 	}
+	/* A position record, or a report outliving its leadership session. */
+	if (seq == 0 || r->progress == NULL)
+		return;
 	tor_progress_ack(r->progress, seq);
 	if (r->txn_times != NULL) {
 		const struct txn_time *t =
@@ -189,16 +241,18 @@ on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 	}
 }
 
+/* Writes cp to Redis under this session's token.  A refusal means a
+ * successor or an operator holds a newer token: this replica resigns. */
 static int
-write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
+write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 {
-	struct tor_checkpoint cp = { .pos = *pos, .epoch = r->epoch };
-	char text[sizeof(pos->file) + 32];
+	char text[sizeof(cp->pos.file) + 32];
 	int rc;
 
 	if (r->lost)
 		return tor_err_set(err, "not leading any more");
-	rc = tor_checkpoint_store_fenced(r->redis, r->cfg, &cp, err);
+	cp->epoch = r->epoch;
+	rc = tor_checkpoint_store_fenced(r->redis, r->cfg, cp, err);
 	/* A refusal is an answer: Redis is there. */
 	set_redis_ok(r, rc >= 0);
 	if (rc < 0)
@@ -214,54 +268,139 @@ write_checkpoint(struct relay *r, const struct tor_position *pos, tor_err *err)
 	}
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
-	tor_position_format(pos, text, sizeof(text));
-	log_debug("checkpoint", "checkpoint at %s gtid=%s", text, pos->gtid);
+	tor_position_format(&cp->pos, text, sizeof(text));
+	log_debug("checkpoint", "checkpoint at %s gtid=%s", text, cp->pos.gtid);
 	return 0;
 }
 
-/* Writes the safe position when it moved and the interval has passed.  A
+/* Kafka's copy of the checkpoint, in idempotent mode: produced after the
+ * acknowledgements that justify it, acked like a message.  A full queue
+ * only postpones it to the next checkpoint. */
+static void
+copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
+{
+	char record[TOR_CHECKPOINT_RECORD];
+	tor_err err;
+
+	int n = tor_checkpoint_record_format(r->cfg, cp, record,
+	    sizeof(record));
+
+	if (n < 0 || (size_t)n >= sizeof(record))
+		return;
+	if (tor_sink_produce_position(r->sink, record, &err) < 0)
+		log_warn("kafka", "position record not produced: %s", err.msg);
+}
+
+/* The idempotent checkpoint: what is acknowledged, and beyond the safe
+ * position (held back by a waiting XA transaction) how far. */
+static void
+safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
+{
+	memset(cp, 0, sizeof(*cp));
+	tor_progress_safe(r->progress, &cp->pos);
+	if (tor_progress_done(r->progress, &cp->done) &&
+	    tor_position_compare(&cp->done, &cp->pos) == 0)
+		memset(&cp->done, 0, sizeof(cp->done));
+}
+
+/* Writes the checkpoint when it moved and the interval has passed.  A
  * failed write is retried at the next tick; relaying goes on meanwhile. */
 static void
 checkpoint_tick(struct relay *r)
 {
-	struct tor_position pos;
+	struct tor_checkpoint cp;
+	struct tor_position ignored;
 	tor_err err;
 
 	if (tor_mono_ms() - r->last_checkpoint_ms < r->cfg->checkpoint.interval_ms)
 		return;
 	if (r->txn_mode) {
 		/* Acknowledged is not committed: only a Kafka commit moves it. */
-		pos = r->committed;
+		cp = r->committed;
 		if (r->committed_moved)
 			r->checkpoint_dirty = true;
 		r->committed_moved = false;
-	} else if (tor_progress_take_safe(r->progress, &pos)) {
-		r->checkpoint_dirty = true;
+	} else {
+		if (tor_progress_take_safe(r->progress, &ignored))
+			r->checkpoint_dirty = true;
+		safe_checkpoint(r, &cp);
 	}
 	if (!r->checkpoint_dirty)
 		return;
-	if (write_checkpoint(r, &pos, &err) < 0) {
+	if (write_checkpoint(r, &cp, &err) < 0) {
 		log_warn("checkpoint", "checkpoint not written: %s", err.msg);
 		r->last_checkpoint_ms = tor_mono_ms();
 		return;
 	}
+	if (!r->txn_mode)
+		copy_to_kafka(r, &cp);
 	r->checkpoint_dirty = false;
 }
 
-/* Serves acknowledgements, fails on a lost message, ticks the checkpoint. */
+/* The rows the broker refused as too large: remembered, so that when they
+ * come again they follow outbox.unrouted like a client-side oversize. */
+static int
+note_too_large(struct relay *r, tor_err *err)
+{
+	struct tor_sink_rejection rej[TOR_SINK_MAX_REJECTED];
+	size_t n = tor_sink_rejected(r->sink, rej, TOR_SINK_MAX_REJECTED);
+
+	for (size_t i = 0; i < n; i++) {
+		log_warn("kafka", "the broker refused the message of row %s "
+		    "(%zu bytes) as too large; it follows outbox.unrouted when "
+		    "it comes again (set message.max.bytes in kafka.properties "
+		    "to the broker's limit to catch such rows before producing)",
+		    rej[i].pos, rej[i].bytes);
+		if (r->n_too_large == TOO_LARGE_MAX)
+			return tor_err_set(err, "kafka: the broker refused more "
+			    "than %d rows as too large; last row %s", TOO_LARGE_MAX,
+			    rej[i].pos);
+		memcpy(r->too_large[r->n_too_large++], rej[i].pos,
+		    sizeof(r->too_large[0]));
+	}
+	return 0;
+}
+
+static bool
+refused_as_too_large(const struct relay *r, const char *pos)
+{
+	for (size_t i = 0; i < r->n_too_large; i++)
+		if (strcmp(r->too_large[i], pos) == 0)
+			return true;
+	return false;
+}
+
+/* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
+ * A message the broker refused as too large ends the session with a
+ * restart (the producer is fatal by then: gapless). */
 static int
 serve(struct relay *r, int timeout_ms, tor_err *err)
 {
+	tor_err fatal;
+	int rc;
+
 	beat(r);
-	if (tor_sink_poll(r->sink, timeout_ms, err) < 0)
-		return -1;
+	rc = tor_sink_poll(r->sink, timeout_ms, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
 	    tor_sink_in_flight(r->sink), memory_order_relaxed);
+	if (r->delivery_failed &&
+	    r->delivery_code == TOR_SINK_ERR_TOO_LARGE) {
+		if (note_too_large(r, err) < 0)
+			return -1;
+		tor_err_set(err, "kafka: the broker refused a message as too "
+		    "large");
+		return RUN_RESTART;
+	}
 	if (r->delivery_failed)
 		return tor_err_set(err, "kafka: a message was not delivered: "
 		    "%s (the checkpoint stays before it; it is published again "
 		    "after a restart)", r->delivery_error);
-	checkpoint_tick(r);
+	if (rc < 0) {
+		*err = fatal;
+		return -1;
+	}
+	if (r->streaming)
+		checkpoint_tick(r);
 	return 0;
 }
 
@@ -275,46 +414,79 @@ sink_failure(struct relay *r, int rc)
 		    "another replica holds the transactional.id");
 		return RUN_LOST;
 	}
+	if (rc == TOR_SINK_LOST)
+		return RUN_LOST;
 	return rc == TOR_SINK_ABORT ? RUN_RESTART : -1;
 }
 
-/* Commits the open Kafka transaction with the position reached: the end of
- * the last source transaction read, all of whose messages it holds. */
+static void
+abort_open_txn(struct relay *r, int timeout_ms)
+{
+	tor_err tmp;
+
+	if (!r->ktxn_open || tor_sink_fenced(r->sink))
+		return;
+	if (tor_sink_txn_abort(r->sink, timeout_ms, &tmp) != 0)
+		log_warn("kafka", "%s", tmp.msg);
+	r->ktxn_open = false;
+}
+
+/* What a Kafka commit makes safe: every transaction read, up to one that
+ * holds; and beyond it what is published too (the groups read after a
+ * waiting XA prepare, and the rows done of a big source transaction being
+ * split). */
+static void
+commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
+{
+	const struct tor_position *read = tor_reader_resume(r->reader);
+
+	memset(cp, 0, sizeof(*cp));
+	cp->epoch = r->epoch;
+	tor_progress_read(r->progress, &cp->pos);
+	if (tor_reader_in_txn(r->reader))
+		cp->rows = tor_reader_txn_rows(r->reader);
+	if (cp->rows > 0 || tor_position_compare(read, &cp->pos) != 0) {
+		snprintf(cp->done.file, sizeof(cp->done.file), "%s", read->file);
+		cp->done.pos = read->pos;
+	}
+}
+
+/*
+ * Commits the open Kafka transaction with the position record that says
+ * what it makes safe.  The transaction counts as open until the commit or
+ * an abort ended it: never leave the session with one open.
+ */
 static int
 kafka_commit(struct relay *r, tor_err *err)
 {
-	const struct tor_position *at = tor_reader_resume(r->reader);
-	char record[sizeof(at->file) + 64];
+	char record[TOR_CHECKPOINT_RECORD], text[300];
+	struct tor_checkpoint cp;
+	int64_t t0 = tor_mono_ms();
 	int rc;
 
-	int64_t t0 = tor_mono_ms();
-
-	snprintf(record, sizeof(record), "v1 %" PRIu64 " %s %" PRIu64,
-	    r->epoch, at->file, at->pos);
+	commit_checkpoint(r, &cp);
+	tor_checkpoint_record_format(r->cfg, &cp, record, sizeof(record));
 	rc = tor_sink_txn_commit(r->sink, record, KAFKA_COMMIT_TIMEOUT_MS, err);
-	log_debug("kafka", "committed %" PRIu64 " messages up to %s:%" PRIu64
-	    " in %" PRId64 " ms (open %" PRId64 " ms)", r->ktxn_messages,
-	    at->file, at->pos, tor_mono_ms() - t0,
+	tor_position_format(&cp.pos, text, sizeof(text));
+	log_debug("kafka", "commit of %" PRIu64 " messages up to %s (rows %"
+	    PRIu32 "): %d in %" PRId64 " ms (open %" PRId64 " ms)",
+	    r->ktxn_messages, text, cp.rows, rc, tor_mono_ms() - t0,
 	    t0 - r->ktxn_started_ms);
-	r->ktxn_open = false;
 	if (rc != 0) {
-		tor_err tmp;
-
-		if (rc == TOR_SINK_ABORT &&
-		    tor_sink_txn_abort(r->sink, KAFKA_COMMIT_TIMEOUT_MS, &tmp) != 0)
-			log_warn("kafka", "%s", tmp.msg);
 		log_warn("kafka", "%s", err->msg);
+		if (rc != TOR_SINK_FENCED)
+			abort_open_txn(r, rc == TOR_SINK_LOST ? 1000 :
+			    KAFKA_COMMIT_TIMEOUT_MS);
+		r->ktxn_open = false;
 		return sink_failure(r, rc);
 	}
-	/* The commit flushed every message: the tracker has them all. */
-	tor_progress_safe(r->progress, &r->committed);
-	r->committed.pos = at->pos;
-	snprintf(r->committed.file, sizeof(r->committed.file), "%s",
-	    at->file);
+	r->ktxn_open = false;
+	r->committed = cp;
 	r->committed_moved = true;
-	r->commits++;
+	if (r->ktxn_messages > 0)
+		r->commits++;
 	if (r->crash_after_commits != 0 &&
-	    r->commits == r->crash_after_commits) {
+	    r->commits == r->crash_after_commits && r->ktxn_messages > 0) {
 		log_warn("relay", "test fault hook: crashing after Kafka commit "
 		    "%lu, before the Redis checkpoint", r->commits);
 		raise(SIGKILL);
@@ -323,16 +495,62 @@ kafka_commit(struct relay *r, tor_err *err)
 }
 
 /* Commits when the open Kafka transaction is big or old enough, or (idle)
- * whenever it holds anything; never inside a source transaction. */
+ * whenever it holds anything; inside a source transaction only a part that
+ * outgrew one Kafka transaction (its position record names the rows done). */
 static int
 maybe_commit(struct relay *r, bool idle, tor_err *err)
 {
-	if (!r->txn_mode || !r->ktxn_open || tor_reader_in_txn(r->reader))
+	int64_t age;
+
+	if (!r->txn_mode || !r->ktxn_open)
 		return 0;
-	if (!idle && r->ktxn_messages < KTXN_MAX_MESSAGES &&
-	    tor_mono_ms() - r->ktxn_started_ms < KTXN_MAX_MS)
+	age = tor_mono_ms() - r->ktxn_started_ms;
+	if (tor_reader_in_txn(r->reader)) {
+		if (r->ktxn_messages < KTXN_MAX_MESSAGES && age < r->split_ms)
+			return 0;
+		log_info("kafka", "a source transaction outgrew one Kafka "
+		    "transaction (%" PRIu64 " messages, %" PRId64 " ms): "
+		    "committing it in parts, %" PRIu32 " rows so far",
+		    r->ktxn_messages, age, tor_reader_txn_rows(r->reader));
+	} else if (!idle && r->ktxn_messages < KTXN_MAX_MESSAGES &&
+	    age < KTXN_MAX_MS) {
 		return 0;
+	}
 	return kafka_commit(r, err);
+}
+
+static int
+begin_ktxn(struct relay *r, tor_err *err)
+{
+	int rc;
+
+	if ((rc = tor_sink_txn_begin(r->sink, err)) != 0)
+		return sink_failure(r, rc);
+	r->ktxn_open = true;
+	r->ktxn_messages = 0;
+	r->ktxn_started_ms = tor_mono_ms();
+	return 0;
+}
+
+/* A message that must not be produced as it is (too large for the client,
+ * or refused by the broker before): outbox.unrouted decides.  Returns 0
+ * when skipped, 1 when msg now goes to the dead-letter topic, or -1. */
+static int
+oversized(struct relay *r, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err)
+{
+	int rc = tor_outbox_oversized(r->outbox, msg, origin, err);
+
+	if (rc < 0)
+		return -1;
+	if (rc == TOR_OUTBOX_SKIPPED) {
+		log_warn("outbox", "skipped a message too large for Kafka (row "
+		    "%s, %zu bytes)", origin->pos, msg->value_len);
+		r->rows_skipped++;
+		count_skip(r, TOR_SKIP_OVERSIZED);
+		return 0;
+	}
+	return 1;
 }
 
 /* Queues one message of transaction seq, waiting while the producer's
@@ -341,20 +559,22 @@ static int
 produce(struct relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, uint64_t seq, tor_err *err)
 {
+	bool redirected = false;
+
 	for (;;) {
 		int rc;
 
 		if (!leading(r))
 			return RUN_LOST;
-		if (r->txn_mode && !r->ktxn_open) {
-			if ((rc = tor_sink_txn_begin(r->sink, err)) != 0)
-				return sink_failure(r, rc);
-			r->ktxn_open = true;
-			r->ktxn_messages = 0;
-			r->ktxn_started_ms = tor_mono_ms();
+		if (r->txn_mode && !r->ktxn_open &&
+		    (rc = begin_ktxn(r, err)) != 0)
+			return rc;
+		if (!redirected && refused_as_too_large(r, origin->pos)) {
+			tor_err_set(err, "the broker refused it before");
+			rc = TOR_SINK_TOO_LARGE;
+		} else {
+			rc = tor_sink_produce(r->sink, msg, seq, err);
 		}
-		rc = tor_sink_produce(r->sink, msg, seq, err);
-
 		switch (rc) {
 		case TOR_SINK_OK:
 			tor_progress_add(r->progress);
@@ -367,21 +587,13 @@ produce(struct relay *r, struct tor_message *msg,
 				return tor_err_set(err, "stopping: Kafka did not "
 				    "take the transaction in progress within "
 				    "%d ms", STOP_GRACE_MS);
-			if (serve(r, 50, err) < 0)
-				return -1;
+			if ((rc = serve(r, 50, err)) != 0)
+				return rc;
 			break;
 		case TOR_SINK_TOO_LARGE:
-			rc = tor_outbox_oversized(r->outbox, msg, origin, err);
-			if (rc < 0)
-				return -1;
-			if (rc == TOR_OUTBOX_SKIPPED) {
-				log_warn("outbox", "skipped a message too large "
-				    "for Kafka (row %s, %zu bytes)", origin->pos,
-				    msg->value_len);
-				r->rows_skipped++;
-				count_skip(r, TOR_SKIP_OVERSIZED);
-				return 0;
-			}
+			if ((rc = oversized(r, msg, origin, err)) <= 0)
+				return rc;
+			redirected = true;
 			break;
 		default:
 			return -1;
@@ -475,12 +687,13 @@ static const struct tor_reader_ops reader_ops = {
 
 /* After a failed attempt at `what`: logs err, waits *backoff ms while
  * serving acknowledgements, and doubles *backoff up to its cap.  Returns 0 to
- * try again, RUN_STOPPED or RUN_LOST when that came meanwhile, -1 on a fatal
- * error (in err). */
+ * try again, RUN_STOPPED or RUN_LOST when that came meanwhile, or what
+ * serving the producer says (-1 on a fatal error, in err). */
 static int
 retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 {
 	int64_t until = tor_mono_ms() + *backoff;
+	int rc;
 
 	count_retry(r, strcmp(what, "redis") == 0 ? TOR_TARGET_REDIS :
 	    strcmp(what, "kafka") == 0 ? TOR_TARGET_KAFKA : TOR_TARGET_MYSQL);
@@ -490,8 +703,8 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 			return RUN_STOPPED;
 		if (!leading(r))
 			return RUN_LOST;
-		if (serve(r, 100, err) < 0)
-			return -1;
+		if ((rc = serve(r, 100, err)) != 0)
+			return rc;
 	}
 	*backoff = *backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
 	    *backoff * 2;
@@ -530,9 +743,8 @@ wait_for_work(struct relay *r, tor_err *err)
 	};
 	int64_t due = r->last_checkpoint_ms + r->cfg->checkpoint.interval_ms -
 	    tor_mono_ms();
-	int timeout = 1000;
-
 	int64_t deadline = tor_elector_deadline(r->elector) - tor_mono_ms();
+	int timeout = 1000;
 
 	if (r->checkpoint_dirty || tor_progress_moved(r->progress))
 		timeout = due < 0 ? 0 : due > 1000 ? 1000 : (int)due;
@@ -560,6 +772,8 @@ stream_loop(struct relay *r, tor_err *err)
 	for (;;) {
 		if (!leading(r))
 			return RUN_LOST;
+		/* A transaction being read, or one a reopened stream must
+		 * read again, is finished first. */
 		if (!tor_reader_in_txn(r->reader) && stop_requested(r)) {
 			if ((rc = maybe_commit(r, true, err)) != 0)
 				return rc;
@@ -591,8 +805,10 @@ stream_loop(struct relay *r, tor_err *err)
 			if ((rc = maybe_commit(r, tor_mono_ms() - r->last_event_ms >=
 			    KTXN_IDLE_MS, err)) != 0)
 				return rc;
-			if (wait_for_work(r, err) < 0 || serve(r, 0, err) < 0)
+			if (wait_for_work(r, err) < 0)
 				return -1;
+			if ((rc = serve(r, 0, err)) != 0)
+				return rc;
 			continue;
 		}
 		r->last_event_ms = tor_mono_ms();
@@ -602,56 +818,232 @@ stream_loop(struct relay *r, tor_err *err)
 			return rc;
 		if ((rc = maybe_commit(r, false, err)) != 0)
 			return rc;
-		if (serve(r, 0, err) < 0)
-			return -1;
+		if ((rc = serve(r, 0, err)) != 0)
+			return rc;
 	}
 }
 
-/* Connects Redis and MySQL, retrying while they are unreachable, and works
- * out where to start: the checkpoint, else mysql.start. */
+/* The Redis checkpoint, waiting while Redis cannot be asked.  A malformed
+ * or tampered one is never used: the session halts. */
 static int
-find_start(struct relay *r, tor_err *err)
+load_redis_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
+    tor_err *err)
 {
-	struct tor_checkpoint cp;
-	bool found = false;
-	int backoff = RECONNECT_MIN_MS, rc = 0;
-	char text[300];
+	int backoff = RECONNECT_MIN_MS, rc;
 
-	/* Unreachable services are waited for; a bad checkpoint or a
-	 * misconfigured server is not going to mend itself. */
-	while (tor_checkpoint_load(r->redis, r->cfg, &cp, &found, err) < 0) {
+	while (tor_checkpoint_load(r->redis, r->cfg, cp, found, err) < 0) {
 		if (strstr(err->msg, "redis ") != err->msg)
-			return -1;      /* malformed: never used */
+			return -1;
 		set_redis_ok(r, false);
 		if ((rc = retry_later(r, "redis", &backoff, err)) != 0)
 			return rc;
 	}
 	set_redis_ok(r, true);
-	backoff = RECONNECT_MIN_MS;
+	return 0;
+}
+
+/* Transactional mode: init_transactions fences the previous leader's
+ * producer and aborts its open transaction, before anything is read. */
+static int
+fence_predecessor(struct relay *r, tor_err *err)
+{
+	int rc, backoff = RECONNECT_MIN_MS;
+
+	while ((rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err)) != 0) {
+		if (rc != TOR_SINK_RETRY && rc != -1)
+			return sink_failure(r, rc);
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Kafka's copy of the checkpoint (the group's last committed position
+ * record), waiting while Kafka cannot be read.  A record that does not
+ * parse (or verify) halts, like a bad Redis checkpoint. */
+static int
+load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
+    tor_err *err)
+{
+	char record[TOR_CHECKPOINT_RECORD];
+	int backoff = RECONNECT_MIN_MS, rc;
+	int wait_ms = tor_sink_txn_timeout_ms(r->sink) + 5000;
+
+	if (wait_ms < r->cfg->mysql.connect_timeout_ms)
+		wait_ms = r->cfg->mysql.connect_timeout_ms;
+	while (tor_sink_read_position(r->cfg, record, sizeof(record), found,
+	    wait_ms, err) < 0)
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	if (*found && tor_checkpoint_record_parse(r->cfg, record, cp, err) < 0)
+		return tor_err_prefix(err, "kafka: %s: ",
+		    r->cfg->kafka.checkpoint_topic);
+	return 0;
+}
+
+/* Logs where the session starts and why. */
+static void
+log_start(struct relay *r, const char *from)
+{
+	char text[300], done[400] = "";
+
+	tor_position_format(&r->start.pos, text, sizeof(text));
+	if (r->start.done.file[0] != '\0' || r->start.rows > 0)
+		snprintf(done, sizeof(done), "; published up to %.256s:%"
+		    PRIu64 " and %" PRIu32 " rows already committed after it",
+		    r->start.done.file[0] ? r->start.done.file : r->start.pos.file,
+		    r->start.done.file[0] ? r->start.done.pos : r->start.pos.pos,
+		    r->start.rows);
+	log_info("relay", "resuming from %s at %s (gtid %s, written by token %"
+	    PRIu64 ")%s", from, text, r->start.pos.gtid[0] ?
+	    r->start.pos.gtid : "none", r->start.epoch, done);
+}
+
+/*
+ * Where this session starts: the newer decision (by token) of the Redis
+ * checkpoint and Kafka's copy of it; mysql.start only when neither exists.
+ * An operator's `tor checkpoint set` carries the newest token, so a replay
+ * it asked for wins over a further position Kafka has; a leader that died
+ * between its Kafka commit and its Redis write left Kafka's copy newer.
+ */
+static int
+choose_start(struct relay *r, tor_err *err)
+{
+	struct tor_checkpoint rcp, kcp;
+	bool in_redis = false, in_kafka = false;
+	int rc;
+
+	if ((rc = load_redis_checkpoint(r, &rcp, &in_redis, err)) != 0)
+		return rc;
+	if (r->txn_mode && (rc = fence_predecessor(r, err)) != 0)
+		return rc;
+	if ((rc = load_kafka_checkpoint(r, &kcp, &in_kafka, err)) != 0)
+		return rc;
+	r->max_token = in_redis ? rcp.epoch : 0;
+	if (in_kafka && kcp.epoch > r->max_token)
+		r->max_token = kcp.epoch;
+	memset(&r->start, 0, sizeof(r->start));
+	if (in_redis && (!in_kafka || !tor_checkpoint_newer(&rcp, &kcp))) {
+		r->start = rcp;
+		log_start(r, "the checkpoint");
+	} else if (in_kafka) {
+		r->start = kcp;
+		if (!in_redis) {
+			atomic_fetch_add(&r->metrics.checkpoint_restored, 1);
+			log_warn("relay", "Redis has no checkpoint for group %s: "
+			    "Kafka's copy on %s is used (did Redis lose its "
+			    "data?)", r->cfg->group,
+			    r->cfg->kafka.checkpoint_topic);
+		}
+		log_start(r, "Kafka's copy of the checkpoint");
+	}
+	return 0;
+}
+
+/* Waits for MySQL, checks it, and resolves mysql.start for a group that
+ * has no checkpoint anywhere. */
+static int
+check_source(struct relay *r, tor_err *err)
+{
+	int backoff = RECONNECT_MIN_MS, rc;
+	char text[300];
+
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
 			return -1;
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
 			return rc;
 	}
-	if (found) {
-		r->start = cp.pos;
-		tor_position_format(&cp.pos, text, sizeof(text));
-		log_info("relay", "resuming from the checkpoint at %s (gtid %s, "
-		    "written by token %" PRIu64 ")", text,
-		    cp.pos.gtid[0] ? cp.pos.gtid : "none", cp.epoch);
-	} else {
+	if (r->start.pos.file[0] == '\0' && r->start.pos.gtid[0] == '\0') {
 		if (tor_binlog_resolve_start(r->binlog, r->cfg->mysql.start,
-		    &r->start, err) < 0)
+		    &r->start.pos, err) < 0)
 			return -1;
-		tor_position_format(&r->start, text, sizeof(text));
+		tor_position_format(&r->start.pos, text, sizeof(text));
 		log_info("relay", "no checkpoint for group %s: starting at %s "
 		    "(mysql.start = %s)", r->cfg->group, text,
 		    r->cfg->mysql.start);
 	}
-	if (r->start.file[0] != '\0')
-		return tor_binlog_check_available(r->binlog, &r->start, err);
+	if (r->start.pos.file[0] != '\0')
+		return tor_binlog_check_available(r->binlog, &r->start.pos, err);
 	return 0;
+}
+
+/*
+ * Tokens never go down: a leader whose token is not above the highest one
+ * either copy of the checkpoint carries (Redis lost its data, tokens began
+ * at 1 again) raises the group's epoch past it and stands again; the next
+ * acquire, its own or another replica's, draws a token above it.
+ */
+static int
+claim_token(struct relay *r, tor_err *err)
+{
+	uint64_t raised;
+
+	if (r->epoch > r->max_token)
+		return 0;
+	if (tor_lease_next_token(r->redis, r->cfg, r->max_token, &raised,
+	    err) < 0)
+		return -1;
+	log_warn("relay", "token %" PRIu64 " is not above token %" PRIu64
+	    " of the checkpoint: the group's epoch is raised past it (now %"
+	    PRIu64 ") and the lease taken again", r->epoch, r->max_token,
+	    raised);
+	r->lost = true;
+	tor_elector_resign(r->elector, "token below the checkpoint's");
+	return RUN_LOST;
+}
+
+/*
+ * Both copies of the checkpoint carry this session's token before any
+ * message does: Redis at once, Kafka in idempotent mode by a record waited
+ * for, in transactional mode by a transaction of the record alone.  So a
+ * Redis that loses its data still finds the newest token in Kafka, and a
+ * start resolved from mysql.start ("end") survives a crash right after.
+ */
+static int
+announce(struct relay *r, tor_err *err)
+{
+	struct tor_checkpoint cp = r->start;
+	char record[TOR_CHECKPOINT_RECORD];
+	int backoff = RECONNECT_MIN_MS, rc;
+
+	while (write_checkpoint(r, &cp, err) < 0) {
+		if (r->lost)
+			return RUN_LOST;
+		if ((rc = retry_later(r, "redis", &backoff, err)) != 0)
+			return rc;
+	}
+	r->committed = cp;
+	tor_checkpoint_record_format(r->cfg, &cp, record, sizeof(record));
+	backoff = RECONNECT_MIN_MS;
+	for (;;) {
+		if (r->txn_mode) {
+			if ((rc = begin_ktxn(r, err)) != 0)
+				return rc;
+			rc = tor_sink_txn_commit(r->sink, record,
+			    KAFKA_COMMIT_TIMEOUT_MS, err);
+			r->ktxn_open = rc != 0;
+			if (rc == 0)
+				return 0;
+			abort_open_txn(r, 2000);
+			if (rc != TOR_SINK_ABORT)
+				return sink_failure(r, rc);
+		} else if ((rc = tor_sink_produce_position(r->sink, record,
+		    err)) == 0 && (rc = tor_sink_flush(r->sink,
+		    r->cfg->mysql.connect_timeout_ms, err)) == 0) {
+			return 0;
+		}
+		/* Kafka refused the record: this producer is done for (an
+		 * aborted transaction, or gapless), a fresh one tries again. */
+		if (r->delivery_failed) {
+			log_warn("kafka", "the position record was refused: %s; "
+			    "starting over with a new producer", r->delivery_error);
+			return RUN_RESTART;
+		}
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	}
 }
 
 /* Frees what one leadership session built. */
@@ -666,29 +1058,36 @@ session_free(struct relay *r)
 	r->progress = NULL;
 }
 
-/* Waits for Kafka to acknowledge what is queued, then writes the checkpoint
- * that is safe now. */
+/* A clean stop: waits for Kafka to acknowledge (or commit) what is queued,
+ * as long as the leadership lasts, then writes the checkpoint that is safe
+ * now, to Redis and (idempotent mode) to Kafka. */
 static void
 finish(struct relay *r)
 {
-	tor_err err;
 	struct tor_reader_counts counts;
-	struct tor_position pos;
+	struct tor_checkpoint cp;
 	char text[300];
+	tor_err err;
 
 	if (tor_sink_flush(r->sink, STOP_GRACE_MS, &err) < 0)
 		log_warn("kafka", "%s", err.msg);
 	tor_sink_poll(r->sink, 0, &err);
 	if (r->txn_mode)
-		pos = r->committed;
+		cp = r->committed;
 	else
-		tor_progress_safe(r->progress, &pos);
-	if (write_checkpoint(r, &pos, &err) < 0) {
+		safe_checkpoint(r, &cp);
+	if (write_checkpoint(r, &cp, &err) < 0) {
 		log_error("checkpoint", "final checkpoint not written: %s",
 		    err.msg);
 		return;
 	}
-	tor_position_format(&pos, text, sizeof(text));
+	if (!r->txn_mode && leading(r)) {
+		copy_to_kafka(r, &cp);
+		if (tor_sink_flush(r->sink, 2000, &err) < 0)
+			log_warn("kafka", "the final position record: %s",
+			    err.msg);
+	}
+	tor_position_format(&cp.pos, text, sizeof(text));
 	tor_reader_counts(r->reader, &counts);
 	log_info("relay", "final checkpoint at %s; published %" PRIu64
 	    ", skipped %" PRIu64 ", ignored %" PRIu64 " updates and %" PRIu64
@@ -696,65 +1095,29 @@ finish(struct relay *r)
 	    r->rows_skipped + counts.skipped, counts.updated, counts.deleted);
 }
 
-/* "later" of two positions in one server's binlog: by file number, then
- * offset. */
-static bool
-position_after(const struct tor_position *a, const struct tor_position *b)
-{
-	const char *da = strrchr(a->file, '.'), *db = strrchr(b->file, '.');
-	unsigned long long na, nb;
-
-	if (b->file[0] == '\0')
-		return a->file[0] != '\0';
-	if (a->file[0] == '\0')
-		return false;
-	na = da != NULL ? strtoull(da + 1, NULL, 10) : 0;
-	nb = db != NULL ? strtoull(db + 1, NULL, 10) : 0;
-	if (na != nb)
-		return na > nb;
-	return a->pos > b->pos;
-}
-
-/*
- * Transactional takeover (DESIGN.md §5): init_transactions fences the
- * previous leader's producer and aborts its open transaction; the last
- * committed position record then says how far Kafka got, which may be past
- * the Redis checkpoint (a leader that died between its Kafka commit and its
- * Redis write).  Resume from the later of the two.
- */
+/* Prepares the session: where to start, the token, the announcement, the
+ * topics, the tracker and the reader. */
 static int
-take_over_transactions(struct relay *r, tor_err *err)
+prepare(struct relay *r, tor_err *err)
 {
-	struct tor_position kpos;
-	char record[600], text[300];
-	unsigned long long token, pos;
-	bool found;
-	int rc, backoff = RECONNECT_MIN_MS;
+	int rc;
 
-	while ((rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err)) != 0) {
-		if (rc != TOR_SINK_RETRY && rc != -1)
-			return sink_failure(r, rc);
-		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
-			return rc;
-	}
-	if (tor_sink_read_position(r->cfg, record, sizeof(record), &found,
-	    r->cfg->mysql.connect_timeout_ms, err) < 0)
+	if ((rc = choose_start(r, err)) != 0 ||
+	    (rc = check_source(r, err)) != 0 ||
+	    (rc = claim_token(r, err)) != 0)
+		return rc;
+	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err) < 0)
 		return -1;
-	if (!found)
-		return 0;
-	memset(&kpos, 0, sizeof(kpos));
-	if (sscanf(record, "v1 %llu %255s %llu", &token, kpos.file, &pos) != 3)
-		return tor_err_set(err, "kafka: %s: position record for group "
-		    "%s is malformed: '%.100s'", r->cfg->kafka.checkpoint_topic,
-		    r->cfg->group, record);
-	kpos.pos = pos;
-	if (position_after(&kpos, &r->start)) {
-		tor_position_format(&kpos, text, sizeof(text));
-		log_info("relay", "Kafka committed up to %s (token %llu), past "
-		    "the Redis checkpoint: resuming there", text, token);
-		r->start = kpos;
-	}
+	if ((rc = announce(r, err)) != 0)
+		return rc;
+	r->progress = tor_progress_new(&r->start.pos);
+	r->reader = tor_reader_new(r->cfg, r->outbox, &r->metrics, &reader_ops,
+	    r, &r->start.pos);
+	if (r->progress == NULL || r->reader == NULL)
+		return tor_err_set(err, "out of memory");
+	tor_reader_set_epoch(r->reader, r->epoch);
+	tor_reader_skip_until(r->reader, &r->start.done, r->start.rows);
 	return 0;
 }
 
@@ -762,7 +1125,7 @@ take_over_transactions(struct relay *r, tor_err *err)
  * One leadership session: from the lease won to the lease given up.  It
  * reads from the checkpoint the previous leader left and publishes under this
  * token until a stop (finish, then hand over), a loss (drop what is in
- * flight: a successor may already publish) or a fatal error.
+ * flight: a successor may already publish), a restart or a fatal error.
  */
 static int
 lead(struct relay *r, tor_err *err)
@@ -773,38 +1136,25 @@ lead(struct relay *r, tor_err *err)
 	r->lost = false;
 	r->ktxn_open = false;
 	r->checkpoint_dirty = r->delivery_failed = false;
+	r->committed_moved = false;
 	r->stop_deadline_ms = 0;
 	r->rows_published = r->rows_skipped = 0;
-	memset(&r->start, 0, sizeof(r->start));
+	r->split_ms = tor_sink_txn_timeout_ms(r->sink) / 4;
+	if (r->split_ms < 200)
+		r->split_ms = 200;
 	log_info("relay", "leading with token %" PRIu64, r->epoch);
 
-	r->binlog = tor_binlog_new(r->cfg);
-	if (r->binlog == NULL) {
+	if ((r->binlog = tor_binlog_new(r->cfg)) == NULL) {
 		rc = tor_err_set(err, "out of memory");
 		goto out;
 	}
-	if ((rc = find_start(r, err)) != 0)
+	if ((rc = prepare(r, err)) != 0)
 		goto out;
-	if (r->txn_mode && (rc = take_over_transactions(r, err)) != 0)
-		goto out;
-	r->committed = r->start;
-	r->committed_moved = false;
-	r->progress = tor_progress_new(&r->start);
-	r->reader = tor_reader_new(r->cfg, r->outbox, &r->metrics, &reader_ops,
-	    r, &r->start);
-	if (r->progress == NULL || r->reader == NULL) {
-		rc = tor_err_set(err, "out of memory");
-		goto out;
-	}
-	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err) < 0) {
-		rc = -1;
-		goto out;
-	}
-	tor_reader_set_epoch(r->reader, r->epoch);
+	r->streaming = true;
 	r->last_checkpoint_ms = tor_mono_ms();
 	rc = stream_loop(r, err);
 out:
+	r->streaming = false;
 	if (rc == RUN_LOST || rc == RUN_RESTART) {
 		/* Not ours to publish any more (or not as it stands): nothing
 		 * queued may go out, an open transaction is aborted. */
@@ -812,25 +1162,16 @@ out:
 		    "checkpoint written", rc == RUN_LOST ? "lost the leadership" :
 		    "starting over from the last commit",
 		    tor_sink_in_flight(r->sink));
-		if (r->ktxn_open && !tor_sink_fenced(r->sink)) {
-			tor_err tmp;
-
-			if (tor_sink_txn_abort(r->sink, 2000, &tmp) != 0)
-				log_warn("kafka", "%s", tmp.msg);
-		}
+		abort_open_txn(r, 2000);
 		tor_sink_purge(r->sink);
 	} else if (rc < 0) {
 		log_error("relay", "halting: %s", err->msg);
-		if (r->ktxn_open && !tor_sink_fenced(r->sink)) {
-			tor_err tmp;
-
-			if (tor_sink_txn_abort(r->sink, 2000, &tmp) != 0)
-				log_warn("kafka", "%s", tmp.msg);
-			r->ktxn_open = false;
-		}
-		if (r->progress != NULL && leading(r))
+		abort_open_txn(r, 2000);
+		if (r->progress != NULL && r->reader != NULL && leading(r))
 			finish(r);
-	} else if (r->progress != NULL) {
+		else
+			tor_sink_purge(r->sink);
+	} else if (r->progress != NULL && r->reader != NULL) {
 		finish(r);
 	}
 	atomic_store(&r->metrics.stream_beat_ms, 0);
@@ -883,6 +1224,68 @@ await_leadership(struct relay *r)
 	return true;
 }
 
+/* A fresh producer per leadership, so nothing of a lost leadership can leak
+ * into the next; made while following, so that it is ready the moment the
+ * lease is won. */
+static int
+new_sink(struct relay *r, tor_err *err)
+{
+	struct tor_sink *sink = tor_sink_new(r->cfg, on_ack, r, err);
+
+	if (sink == NULL)
+		return -1;
+	tor_sink_set_guard(sink, sink_guard, r);
+	pthread_mutex_lock(&r->sink_mu);
+	r->sink = sink;
+	r->sink_live = false;
+	pthread_mutex_unlock(&r->sink_mu);
+	return 0;
+}
+
+static void
+free_sink(struct relay *r)
+{
+	struct tor_sink *sink;
+
+	pthread_mutex_lock(&r->sink_mu);
+	sink = r->sink;
+	r->sink = NULL;
+	r->sink_live = false;
+	pthread_mutex_unlock(&r->sink_mu);
+	tor_sink_free(sink);
+}
+
+static void
+set_sink_live(struct relay *r, bool live)
+{
+	pthread_mutex_lock(&r->sink_mu);
+	r->sink_live = live;
+	pthread_mutex_unlock(&r->sink_mu);
+}
+
+/* A session that restarts at once again and again (Kafka refusing what it
+ * must write first) backs off, up to RECONNECT_MAX_MS, as long as the
+ * leadership and no stop allow. */
+static void
+restart_pause(struct relay *r, int64_t lasted_ms)
+{
+	const struct timespec tick = { 0, 10 * 1000 * 1000 };
+	int64_t until;
+
+	if (lasted_ms > 2 * RECONNECT_MAX_MS) {
+		r->restart_backoff_ms = 0;
+		return;
+	}
+	r->restart_backoff_ms = r->restart_backoff_ms == 0 ? RECONNECT_MIN_MS :
+	    r->restart_backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
+	    r->restart_backoff_ms * 2;
+	until = tor_mono_ms() + r->restart_backoff_ms;
+	while (tor_mono_ms() < until && !*r->stop && leading(r)) {
+		beat(r);
+		nanosleep(&tick, NULL);
+	}
+}
+
 int
 tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
@@ -893,6 +1296,7 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	tor_err release_err;
 	int rc = -1;
 
+	pthread_mutex_init(&r.sink_mu, NULL);
 	tor_metrics_init(&r.metrics);
 	beat(&r);
 
@@ -914,19 +1318,19 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 		goto out;
 	if ((r.elector = tor_elector_new_redis(cfg, err)) == NULL)
 		goto out;
+	tor_elector_on_leadership_end(r.elector, on_leadership_end, &r);
 	/* Before the elector runs, so that a follower answers probes too; a
 	 * port that cannot be bound is fatal here, before any lease. */
 	if (cfg->http.listen[0] != '\0' &&
 	    (http = tor_http_start(cfg, &r.metrics, r.elector, err)) == NULL)
 		goto out;
+	tor_redis_check_settings(r.redis);
 	if (tor_elector_start(r.elector, err) < 0)
 		goto out;
 	for (;;) {
-		/* A producer made while following is ready the moment the
-		 * lease is won; a fresh one per leadership, so nothing of a
-		 * lost leadership can leak into the next. */
-		if (r.sink == NULL &&
-		    (r.sink = tor_sink_new(cfg, on_ack, &r, err)) == NULL) {
+		int64_t began;
+
+		if (r.sink == NULL && new_sink(&r, err) < 0) {
 			rc = -1;
 			break;
 		}
@@ -934,20 +1338,25 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 			rc = 0;
 			break;
 		}
+		set_sink_live(&r, true);
+		began = tor_mono_ms();
 		rc = lead(&r, err);
-		tor_sink_free(r.sink);
-		r.sink = NULL;
-		if (rc == RUN_RESTART)
-			continue;       /* still leading: a fresh producer */
-		if (rc != RUN_LOST)
+		free_sink(&r);
+		if (rc == RUN_STOPPED || rc < 0)
 			break;
-		tor_elector_relay_stopped(r.elector);
+		if (rc == RUN_RESTART)
+			restart_pause(&r, tor_mono_ms() - began);
+		/* Lost, or a restart: unless this replica still leads, the
+		 * elector must hear that the relay stopped, or it would stay
+		 * stepping down for ever. */
+		if (!tor_elector_may_publish(r.elector) || r.lost)
+			tor_elector_relay_stopped(r.elector);
 	}
-	if (rc == RUN_STOPPED || rc < 0) {
-		if (tor_elector_release(r.elector, &release_err) < 0)
-			log_warn("elector", "lease not released (it expires by "
-			    "itself): %s", release_err.msg);
-	}
+	/* Every exit gives the lease back, a leader's and one an acquire in
+	 * flight has just won. */
+	if (tor_elector_release(r.elector, &release_err) < 0)
+		log_warn("elector", "lease not released (it expires by itself): "
+		    "%s", release_err.msg);
 	if (rc == RUN_STOPPED)
 		rc = 0;
 out:
@@ -958,8 +1367,9 @@ out:
 		tor_elector_free(r.elector);
 	}
 	free(r.txn_times);
-	tor_sink_free(r.sink);
+	free_sink(&r);
 	tor_outbox_free(r.outbox);
 	tor_redis_free(r.redis);
+	pthread_mutex_destroy(&r.sink_mu);
 	return rc;
 }

@@ -15,7 +15,10 @@
 #   TOR_MYSQL_PORT     MariaDB port (default 3307)
 #   TOR_REDIS_PORT     Redis port (default 6380)
 #   TOR_MYSQL_EXTRA    extra mariadbd options, e.g. "--binlog-format=STATEMENT"
-#   TOR_BROKER_TOPICS  topics created by the broker (default "order:3 invoice:3 dlq:1")
+#   TOR_BROKER_TOPICS  topics created by the broker (default "order:3 invoice:3 dlq:1";
+#                      __tor_checkpoints:1 is always added: tor creates its
+#                      checkpoint topic where it is missing, and the dev broker
+#                      cannot CreateTopics, DESIGN.md §9)
 #   TOR_SENTINEL       1: "all" includes the sentinel service (default: off)
 #
 # The sentinel service is optional and never part of "all" unless
@@ -450,7 +453,7 @@ start_broker() {
 	fi
 	[ -n "${pid:-}" ] && stop_pid "$pid" broker   # alive but deaf: start over
 	rm -f "$BROKER_PID" "$BROKER_BOOTSTRAP" "$BROKER_CTL"
-	for t in $BROKER_TOPICS; do
+	for t in $BROKER_TOPICS __tor_checkpoints:1; do
 		args+=(--topic "$t")
 	done
 	setsid "$DEVBROKER" --brokers 3 "${args[@]}" \

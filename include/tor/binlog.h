@@ -42,9 +42,11 @@ int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 int tor_binlog_check_available(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
-/* Fills the names and signedness of tm's columns from information_schema
- * (for table maps written without binlog_row_metadata=FULL).  Fails when the
- * table's current column count differs from the map's. */
+/* Fills what tm lacks from information_schema: the names and signedness of
+ * its columns (table maps written without binlog_row_metadata=FULL), and
+ * the fractional digits of old-format TIME, DATETIME and TIMESTAMP columns
+ * (in meta).  Fails when the table's current column count differs from the
+ * map's. */
 int tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err);
 

@@ -256,6 +256,10 @@ int tor_table_map_peek(const struct tor_event *ev, const struct tor_format *fmt,
     uint64_t *table_id, const char **schema, size_t *schema_len,
     const char **table, size_t *table_len, tor_err *err);
 
+/* Whether tm has a TIME, DATETIME or TIMESTAMP column of the old type
+ * codes, whose fractional digits the caller must set in meta. */
+bool tor_table_map_has_old_temporal(const struct tor_table_map *tm);
+
 /* Decodes a whole TABLE_MAP into tm (allocating; free with
  * tor_table_map_free, which also frees names the caller set with malloc). */
 int tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
@@ -281,6 +285,7 @@ struct tor_rows {
 	const uint8_t *end;
 	uint8_t *inflated;              /* owned */
 	struct tor_buf scratch;         /* owned: rendered values */
+	bool fits;                      /* every row checked against the map */
 };
 
 /* Parses a ROWS event (v1, v2, or MariaDB compressed) up to its first row.
@@ -324,8 +329,11 @@ struct tor_value {
  * into rows->scratch and stay valid until the next call or tor_rows_free.
  * values must have room for tm->ncols entries.
  * Returns 1 with a row, 0 when the event has no more rows, -1 on malformed
- * data (naming the table, column and type) or a table map that does not fit
- * the event ("rows event for table id N has X columns, table map has Y").
+ * data (naming the table, column and type; temporal fields out of range are
+ * malformed) or a table map that does not fit the event ("rows event for
+ * table id N has X columns, table map has Y"; "... does not fit its table
+ * map (row N): ...").  The first call checks every row of the event against
+ * the map, so a map that does not fit yields no row at all.
  * MySQL's PARTIAL_UPDATE_ROWS (partial JSON) is refused by tor_rows_parse. */
 int tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
     struct tor_value *values, tor_err *err);

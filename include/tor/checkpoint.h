@@ -7,14 +7,23 @@
  * by exactly one function, tor_checkpoint_store_fenced(), which is where the
  * lease token is checked.
  *
- * With cfg->checkpoint.has_key, mac is the lowercase hex of HMAC-SHA-256
- * (key cfg->checkpoint.key) over
+ * and, when there is more published than pos says, done ("file:pos") and
+ * rows.  With cfg->checkpoint.has_key, mac is the lowercase hex of
+ * HMAC-SHA-256 (key cfg->checkpoint.key) over
  *
  *	"tor-checkpoint-v1\n" <group> <file> <pos> <gtid> <epoch> <updated_ms>
+ *	    [ "done" <done> ] [ "rows" <rows> ]
  *
  * each value written as "<byte length>:<value>\n", and the numbers in
  * decimal without leading zeros, as encode writes them.  The group is in
  * it so that one group's checkpoint copied to another's key does not verify.
+ *
+ * Kafka keeps a copy (DESIGN.md §3): a position record on the checkpoint
+ * topic, key = group, value "v2 token=<epoch> file=<f> pos=<p> gtid=<g>
+ * done=<file:pos> rows=<n> [mac=<hex>]", empty values written as "-", the
+ * mac (with a checkpoint key) over "tor-record-v2\n", the group and the
+ * text before " mac=".  Version 1 records ("v1 <token> <file> <pos>") are
+ * still read.
  */
 #ifndef TOR_CHECKPOINT_H
 #define TOR_CHECKPOINT_H
@@ -36,9 +45,18 @@ struct tor_position {
 };
 
 struct tor_checkpoint {
-	struct tor_position pos;
+	struct tor_position pos;  /* where to resume: a group boundary */
 	uint64_t epoch;         /* fencing token of the writer */
 	int64_t updated_ms;     /* wall clock of the write, ms since the epoch */
+	/* What is published beyond pos (tor_reader_skip_until): every group
+	 * that ends at or before done, and the first `rows` outbox rows of the
+	 * group after it.  done.file is "" when nothing is: then `rows`, if
+	 * not 0, counts rows of the group at pos.  pos stays behind done while
+	 * an XA transaction prepared after pos waits for its commit (its rows
+	 * are only in the binlog there), or while a big source transaction is
+	 * published in parts (transactional mode). */
+	struct tor_position done;
+	uint32_t rows;
 };
 
 /* Parses an operator's position: "<file>:<pos>" (file a binlog base name:
@@ -61,12 +79,12 @@ int tor_position_compare(const struct tor_position *a,
 int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
 
 /* The hash fields of cfg->group's checkpoint cp, as HSET would be given them:
- * file, pos, gtid, epoch, updated_ms, and mac when cfg has a checkpoint key.
+ * file, pos, gtid, epoch, updated_ms, done and rows when set, and mac when
+ * cfg has a checkpoint key.
  * Field values are written into buf (cap bytes; TOR_CHECKPOINT_BUF always
  * suffices) and names are static strings.  Returns the number of field/value
- * pairs (5, or 6 with the mac), or -1 when buf is too small or libsodium
- * cannot start. */
-#define TOR_CHECKPOINT_FIELDS 6         /* at most */
+ * pairs (5 to 8), or -1 when buf is too small or libsodium cannot start. */
+#define TOR_CHECKPOINT_FIELDS 8         /* at most */
 #define TOR_CHECKPOINT_BUF 1024
 int tor_checkpoint_encode(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, const char *names[TOR_CHECKPOINT_FIELDS],
@@ -111,10 +129,32 @@ enum {
 int tor_checkpoint_store_fenced(struct tor_redis *r,
     const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err);
 
-/* The operator's writer (`tor checkpoint set`): writes cp, whose epoch must be
- * a fresh token (tor_lease_next_token), refusing only when the stored epoch
- * is above it.  Same returns. */
-int tor_checkpoint_store_operator(struct tor_redis *r,
-    const struct tor_config *cfg, struct tor_checkpoint *cp, tor_err *err);
+/* The operator's move (`tor checkpoint set`), in one step on the Redis
+ * master: a fresh token (cp->epoch is set to it), the lease taken as
+ * TOR_LEASE_OPERATOR for lease_ms (the leader's renew fails and it steps
+ * down; nobody acquires before its deadline has passed) and the checkpoint
+ * written under that token.  A replica that acquires meanwhile makes the
+ * step start over with a newer token, so no leader elected before the move
+ * can overwrite it.  TOR_CHECKPOINT_WRITTEN or -1. */
+int tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_checkpoint *cp, tor_err *err);
+
+/* The position record of cp (see above) into buf; snprintf semantics.
+ * TOR_CHECKPOINT_RECORD always suffices. */
+#define TOR_CHECKPOINT_RECORD 1024
+int tor_checkpoint_record_format(const struct tor_config *cfg,
+    const struct tor_checkpoint *cp, char *buf, size_t cap);
+
+/* Reads a position record back.  A record that does not parse, lacks a
+ * position, or (with a checkpoint key) lacks a mac or does not verify
+ * fails naming why. */
+int tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
+    struct tor_checkpoint *cp, tor_err *err);
+
+/* Which of two checkpoints of the group is the newer decision: the higher
+ * token; for equal tokens (one leadership wrote both) the one that names
+ * more published.  Returns true when b wins over a. */
+bool tor_checkpoint_newer(const struct tor_checkpoint *a,
+    const struct tor_checkpoint *b);
 
 #endif

@@ -177,4 +177,19 @@ const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
 
 void tor_config_free(struct tor_config *cfg);
 
+/*
+ * The leader's drift margin for a lease of lease_ms: max(lease_ms / 10, 20)
+ * ms.  The lease expires on the Redis host's clock, the leader's deadline
+ * is kept on its own: clock rates differ (NTP slews up to 0.05%), Redis may
+ * expire a key a little early, and the relay checks its deadline a moment
+ * before it acts on it.  A tenth of the lease covers the rates with a wide
+ * margin; the 20 ms floor covers scheduling delays, which do not shrink
+ * with short leases.  ha.renew_ms must stay below lease_ms less this.
+ */
+static inline int
+tor_config_drift_ms(int lease_ms)
+{
+	return lease_ms / 10 > 20 ? lease_ms / 10 : 20;
+}
+
 #endif

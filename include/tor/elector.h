@@ -83,9 +83,19 @@ int64_t tor_elector_deadline(const struct tor_elector *el);
  * refused, Kafka fenced it, a fatal error): LEADER -> STEPPING_DOWN. */
 void tor_elector_resign(struct tor_elector *el, const char *reason);
 
-/* The relay has stopped publishing: STEPPING_DOWN -> FOLLOWER.  (A leader
+/* The relay has stopped publishing (purged, aborted): STEPPING_DOWN ->
+ * FOLLOWER, and a LEADER whose local deadline has passed too.  A lease
+ * still ours is given back (compare-and-DEL, hand-off wake-up).  Every
+ * leadership session that does not end the process ends here.  (A leader
  * whose relay stopped for a clean shutdown calls tor_elector_release.) */
 void tor_elector_relay_stopped(struct tor_elector *el);
+
+/* fn(ctx) is called at every move out of LEADER (the deadline, a lost
+ * lease, a resign, a release), in the thread that makes it and with the
+ * elector's mutex held: it must be quick and must not call the elector
+ * (the relay purges its producer there). */
+void tor_elector_on_leadership_end(struct tor_elector *el, void (*fn)(void *),
+    void *ctx);
 
 /* Clean shutdown of a leader, after its final checkpoint: releases the lease
  * (compare-and-DEL, hand-off wake-up) and becomes a follower that no longer

@@ -95,6 +95,7 @@ void tor_sink_purge_now(struct tor_sink *sink);
  * by tor_sink_rejected.  Such an ack has err MSG_SIZE_TOO_LARGE and makes
  * the producer fatal (gapless), so the caller starts over with a new one. */
 #define TOR_SINK_MAX_REJECTED 16
+#define TOR_SINK_ERR_TOO_LARGE 10       /* the ack's err: MESSAGE_TOO_LARGE */
 struct tor_sink_rejection {
 	char pos[128];
 	size_t bytes;

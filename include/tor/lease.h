@@ -17,7 +17,8 @@
 #include "tor/err.h"
 #include "tor/redis.h"
 
-/* SET lease NX PX lease_ms and, only when that took, INCR epoch and store
+/* SET lease NX PX lease_ms and, only when that took, INCR epoch (past the
+ * checkpoint's token when the epoch is behind it) and store
  * "<instance> <token>".  Returns 1 with *token set when this replica now
  * holds the lease, 0 when another does, -1 on a Redis error. */
 int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
@@ -47,22 +48,16 @@ int tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
     char *instance, size_t cap, uint64_t *token, int64_t *ttl_ms,
     tor_err *err);
 
-/* INCR epoch: a fresh token for a write that is not a leader's
- * (`tor checkpoint set`).  Returns 0 with *token set, or -1. */
+/* A fresh token for a write that is not a leader's (`tor checkpoint set`),
+ * or to put the epoch past a token seen elsewhere (Kafka's copy of the
+ * checkpoint): the epoch is raised to floor first when below it, then
+ * INCRed.  Returns 0 with *token set, or -1. */
 int tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err);
+    uint64_t floor, uint64_t *token, tor_err *err);
 
-/* The holder's name in a lease taken by tor_lease_break (instance names
- * have no blanks, so no replica mistakes it for its own). */
+/* The holder's name in a lease taken by `tor checkpoint set`
+ * (tor_checkpoint_move): instance names have no blanks, so no replica
+ * mistakes it for its own. */
 #define TOR_LEASE_OPERATOR "tor checkpoint set"
-
-/* Takes the lease from whoever holds it for lease_ms, as
- * "tor checkpoint set <token>"
- * (token: a fresh one from tor_lease_next_token).  The leader's next renew
- * fails and it steps down; no replica can acquire until the operator's lease
- * expires, by which time the old leader's local deadline has passed, so two
- * leaders never publish at once.  0 or -1. */
-int tor_lease_break(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t token, tor_err *err);
 
 #endif

@@ -69,6 +69,9 @@ struct tor_metrics {
 	_Atomic int64_t checkpoint_wall_ms;
 	/* Messages the producer holds, not yet acknowledged. */
 	_Atomic int64_t kafka_queue;
+	/* Leaderships that found no checkpoint in Redis and resumed from
+	 * Kafka's copy (Redis lost its data). */
+	_Atomic uint64_t checkpoint_restored;
 
 	/* Publish latency: at each Kafka acknowledgement, wall-clock now
 	 * minus the source row event's binlog timestamp.  Per bucket (not

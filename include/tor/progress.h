@@ -75,6 +75,11 @@ bool tor_progress_moved(const struct tor_progress *p);
 /* The safe position, without consuming the "moved" flag. */
 void tor_progress_safe(const struct tor_progress *p, struct tor_position *out);
 
+/* How far the transactions read reach, acknowledged or not, up to the first
+ * one that holds: what a Kafka commit of everything produced makes safe
+ * (transactional mode).  The GTID state is the safe position's. */
+void tor_progress_read(const struct tor_progress *p, struct tor_position *out);
+
 /* Transactions and messages in flight (committed or open, not all acked). */
 uint64_t tor_progress_pending_messages(const struct tor_progress *p);
 

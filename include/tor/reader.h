@@ -53,8 +53,9 @@ struct tor_reader_ops {
 	 * stream started from a GTID has not reached a real position yet. */
 	int (*rotate)(void *ctx, const char *file, uint64_t pos,
 	    bool positioned, tor_err *err);
-	/* Column names and signedness of a table map written without them,
-	 * from information_schema. */
+	/* What a table map lacks, from information_schema: column names and
+	 * signedness (written without them), the fractional digits of
+	 * old-format temporal columns. */
 	int (*describe)(void *ctx, struct tor_table_map *tm, tor_err *err);
 	/* The open transaction (an XA PREPARE whose outbox rows wait for its
 	 * commit) must keep the checkpoint before it until release(seq). */

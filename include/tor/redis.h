@@ -45,6 +45,12 @@ redisReply *tor_redis_command(struct tor_redis *r, int argc,
  * master ("redis host:port: ROLE: slave, not a master"). */
 int tor_redis_replicas(struct tor_redis *r, tor_err *err);
 
+/* Asks the server how it keeps data (CONFIG GET) and logs a warning for
+ * each setting the lease and checkpoint cannot live with: no persistence,
+ * or maxmemory with an eviction policy.  Best effort: a server that does
+ * not answer CONFIG (ACL, renamed) is left alone. */
+void tor_redis_check_settings(struct tor_redis *r);
+
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,
     size_t cap);

@@ -95,7 +95,7 @@ def test_crash_after_kafka_commit_resumes_from_kafka(stack):
     time.sleep(0.5)
     by_n, recs = read_events(stack, name, 400, timeout=60)
     assert heir.stop() == 0, heir.log_tail()
-    assert "past the Redis checkpoint: resuming there" in heir.log_text(), \
+    assert "resuming from Kafka's copy of the checkpoint" in heir.log_text(), \
         heir.log_tail()
     assert_exactly_once(by_n, 400, name)
     check_per_key_order(recs)

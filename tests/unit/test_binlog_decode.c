@@ -1197,6 +1197,113 @@ test_malformed_table_maps(void **state)
 	assert_non_null(strstr(err.msg, "not NUL-terminated"));
 }
 
+/*
+ * MariaDB's pre-10.1.2 TIME(n), DATETIME(n) and TIMESTAMP(n), as a MariaDB
+ * 10.11 server wrote them with mysql56_temporal_format=OFF (the bytes of
+ * its TABLE_MAP and WRITE_ROWS events, copied here).  The map has the old
+ * type codes and no metadata; the precisions come from information_schema
+ * (set by hand below).  The values are what SELECT printed.
+ */
+static const char old_time_map[] = "1700000000000100017800026f7400090b0b0b0c"
+    "0c0c07070700ff01041b027431027434027436026433026436026431027332027336"
+    "027331";
+static const char old_time_rows[] = "170000000000010009ff0100fe01cce0510e10"
+    "98edff02b4b2027dc000422bb5c296fe007fb403f923600100a96c4c59857fffffff63"
+    "000000010000013b9aca0003";
+static const uint16_t old_time_fsp[9] = { 1, 4, 6, 3, 6, 1, 2, 6, 1 };
+static const char *const old_time_want[9] = { "-00:00:01.5",
+    "838:59:59.9999", "-12:34:56.123456", "2024-02-29 13:14:15.678",
+    "1000-01-01 00:00:00.000001", "2024-06-30 12:00:00.5",
+    "2038-01-19 03:14:07.99", "1970-01-01 00:00:01.000001",
+    "2001-09-09 01:46:40.3" };
+
+static void
+from_hex(struct bytes *o, const char *hex)
+{
+	o->n = 0;
+	for (size_t i = 0; hex[i] != '\0'; i += 2) {
+		unsigned int v;
+
+		assert_int_equal(sscanf(hex + i, "%2x", &v), 1);
+		o->b[o->n++] = (uint8_t)v;
+	}
+}
+
+static void
+mariadb_format(struct tor_format *fmt)
+{
+	struct binlog b;
+	const uint8_t *raw;
+	size_t len;
+	struct tor_event ev;
+	tor_err err;
+
+	binlog_open(&b, FIXTURE1);
+	assert_true(binlog_next(&b, &raw, &len));
+	tor_format_init(fmt, false);
+	assert_int_equal(tor_event_parse(raw, len, fmt, &ev, &err), 0);
+	assert_int_equal(tor_format_parse(&ev, fmt, &err), 0);
+	free(b.data);
+}
+
+static void
+test_old_temporal_with_fractions(void **state)
+{
+	struct tor_format fmt;
+	struct bytes body, ev;
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	struct tor_value values[9];
+	tor_err err = { "" };
+	uint32_t i;
+
+	(void)state;
+	mariadb_format(&fmt);
+	from_hex(&body, old_time_map);
+	make_event(&ev, TOR_EV_TABLE_MAP, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), 0);
+	assert_true(tor_table_map_has_old_temporal(&tm));
+
+	/* Sized as if every precision were 0 (no information_schema): the
+	 * row does not fit, and no row comes out at all. */
+	from_hex(&body, old_time_rows);
+	make_event(&ev, TOR_EV_WRITE_ROWS_V1, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(tor_rows_next(&rows, &tm, values, &err), -1);
+	assert_non_null(strstr(err.msg, "does not fit its table map"));
+	tor_rows_free(&rows);
+
+	/* With the precisions: every value as SELECT shows it. */
+	for (i = 0; i < 9; i++)
+		tm.cols[i].meta = old_time_fsp[i];
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(tor_rows_next(&rows, &tm, values, &err), 1);
+	for (i = 0; i < 9; i++) {
+		assert_false(values[i].is_null);
+		if (values[i].len != strlen(old_time_want[i]) ||
+		    memcmp(values[i].data, old_time_want[i], values[i].len) != 0)
+			fail_msg("column %u: '%.*s', wanted '%s'", i,
+			    (int)values[i].len, (const char *)values[i].data,
+			    old_time_want[i]);
+	}
+	assert_int_equal(tor_rows_next(&rows, &tm, values, &err), 0);
+	tor_rows_free(&rows);
+
+	/* Out-of-range fields are refused, not rendered: TIME(1) of
+	 * 1866 hours. */
+	body.b[13] = 0x05;      /* t1's top byte: far past 838:59:59 */
+	make_event(&ev, TOR_EV_WRITE_ROWS_V1, &body, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(tor_rows_next(&rows, &tm, values, &err), -1);
+	assert_non_null(strstr(err.msg, "bad TIME value"));
+	tor_rows_free(&rows);
+	tor_table_map_free(&tm);
+}
+
 int
 main(void)
 {
@@ -1212,6 +1319,7 @@ main(void)
 		cmocka_unit_test(test_mysql_rows_v2_extra_data),
 		cmocka_unit_test(test_compressed_lies),
 		cmocka_unit_test(test_malformed_table_maps),
+		cmocka_unit_test(test_old_temporal_with_fractions),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

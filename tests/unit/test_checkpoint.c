@@ -610,7 +610,7 @@ test_select_db(void **state)
 
 	s->cfg.redis.db = 3;
 	r = tor_redis_new(&s->cfg);
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), 0);
 
 	reply = redisCommand(c, "EXISTS tor:{orders}:checkpoint");
 	assert_int_equal(reply->integer, 0);
@@ -658,7 +658,7 @@ test_reconnect_after_restart(void **state)
 	char want[128];
 	bool found;
 
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), 0);
 
 	/* A crash: the established connection breaks. */
 	server_stop(s, SIGKILL);
@@ -683,7 +683,7 @@ test_reconnect_after_restart(void **state)
 	freeReplyObject(reply);
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
 	assert_false(found);
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err), 0);
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), 0);
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
 	assert_true(found);
 	assert_memory_equal(&back, &cp, sizeof(cp));
@@ -838,9 +838,9 @@ store_refused(struct tor_redis *r, redisContext *c, struct tor_config *cfg,
 	tor_err err = { "" };
 	int rc;
 
+	(void)fenced;
 	hash_snapshot(c, before, sizeof(before));
-	rc = fenced ? tor_checkpoint_store_fenced(r, cfg, cp, &err) :
-	    tor_checkpoint_store_operator(r, cfg, cp, &err);
+	rc = tor_checkpoint_store_fenced(r, cfg, cp, &err);
 	if (rc != TOR_CHECKPOINT_REFUSED)
 		fail_msg("store (epoch %llu) not refused: %d %s",
 		    (unsigned long long)cp->epoch, rc, err.msg);
@@ -920,46 +920,50 @@ test_store_fenced(void **state)
 	tor_redis_free(r);
 }
 
+/* The operator's move: a fresh token above every one handed out, the lease
+ * taken for lease_ms, the checkpoint written, in one step; a leader's
+ * fenced write after it is refused. */
 static void
-test_store_operator(void **state)
+test_move(void **state)
 {
 	struct server *s = *state;
-	struct tor_checkpoint cp = { .pos = { .gtid = "0-1-42" }, .epoch = 4 },
-	    back;
+	struct tor_checkpoint cp = { .pos = { .gtid = "0-1-42" } }, back,
+	    lead = { .pos = { .file = "f.000001", .pos = 4 }, .epoch = 7 };
 	struct tor_redis *r = tor_redis_new(&s->cfg);
 	redisContext *c = raw_connect(s);
 	tor_err err = { "" };
+	redisReply *reply;
 	char want[128];
 	bool found;
-	uint64_t e;
 
-	/* No lease needed, and a lease of someone else's does not matter. */
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:epoch 7"));
+	set_lease(c, "relay-a 7");
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &lead, &err),
 	    TOR_CHECKPOINT_WRITTEN);
-	set_lease(c, "relay-b 3");
-	cp.epoch = 6;
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err),
 	    TOR_CHECKPOINT_WRITTEN);
+	assert_true(cp.epoch == 8);
 	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
-	assert_true(found && back.epoch == 6);
+	assert_true(found && back.epoch == 8);
 	assert_string_equal(back.pos.gtid, "0-1-42");
+	reply = redisCommand(c, "GET tor:{orders}:lease");
+	assert_string_equal(reply->str, "tor checkpoint set 8");
+	freeReplyObject(reply);
+	reply = redisCommand(c, "PTTL tor:{orders}:lease");
+	assert_true(reply->integer > 0 && reply->integer <= s->cfg.ha.lease_ms);
+	freeReplyObject(reply);
+	/* The old leader is a zombie now. */
+	store_refused(r, c, &s->cfg, &lead, true);
 
-	/* Tokens never go down, whoever writes. */
-	for (e = 0; e < 6; e++) {
-		cp.epoch = e;
-		store_refused(r, c, &s->cfg, &cp, false);
-		set_lease(c, "relay-a 5");
-		cp.epoch = 5;
-		store_refused(r, c, &s->cfg, &cp, true);
-	}
-	assert_int_equal(tor_checkpoint_load(r, &s->cfg, &back, &found, &err), 0);
-	assert_true(found && back.epoch == 6);
+	/* The epoch key lost, the checkpoint's token kept: drawn past it. */
+	freeReplyObject(redisCommand(c, "DEL tor:{orders}:epoch"));
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err),
+	    TOR_CHECKPOINT_WRITTEN);
+	assert_true(cp.epoch == 9);
 
 	/* A stored epoch that is not a number is an error, not overwritten. */
 	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch x7"));
-	cp.epoch = 100;
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
-	    -1);
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), -1);
 	snprintf(want, sizeof(want), "checkpoint operator store: redis "
 	    "127.0.0.1:%d: ", s->port);
 	assert_memory_equal(err.msg, want, strlen(want));
@@ -968,12 +972,83 @@ test_store_operator(void **state)
 	/* A key of the wrong type. */
 	freeReplyObject(redisCommand(c, "DEL tor:{orders}:checkpoint"));
 	freeReplyObject(redisCommand(c, "SET tor:{orders}:checkpoint x"));
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
-	    -1);
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), -1);
 	assert_non_null(strstr(err.msg, "WRONGTYPE"));
 
 	redisFree(c);
 	tor_redis_free(r);
+}
+
+/* done and rows travel in the hash, under the mac, and in the record. */
+static void
+test_done_and_records(void **state)
+{
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234, .gtid = "0-1-42" }, .epoch = 9,
+	    .updated_ms = 1700000000123, .done = { .file = "mysql-bin.000004",
+	    .pos = 77 }, .rows = 12 }, back;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	const char *bad[TOR_CHECKPOINT_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF], rec[TOR_CHECKPOINT_RECORD];
+	tor_err err = { "" };
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 8);
+	assert_string_equal(names[5], "done");
+	assert_string_equal(values[5], "mysql-bin.000004:77");
+	assert_string_equal(names[6], "rows");
+	assert_string_equal(values[6], "12");
+	assert_string_equal(names[7], "mac");
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(&cfg, 8, names, values, &back,
+	    &err), 0);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+	/* Dropping done (or changing rows) is tampering. */
+	memcpy(bad, values, sizeof(bad));
+	bad[6] = "11";
+	decode_with(&cfg, 8, names, bad, MAC_BAD);
+	{
+		const char *n2[] = { "file", "pos", "gtid", "epoch",
+		    "updated_ms", "rows", "mac" };
+		const char *v2[] = { values[0], values[1], values[2], values[3],
+		    values[4], values[6], values[7] };
+
+		decode_with(&cfg, 7, n2, v2, MAC_BAD);
+	}
+
+	/* The record, with its own mac; an old v1 record still reads. */
+	assert_true(tor_checkpoint_record_format(&cfg, &cp, rec,
+	    sizeof(rec)) > 0);
+	assert_non_null(strstr(rec, "v2 token=9 file=mysql-bin.000003 pos=1234 "
+	    "gtid=0-1-42 done=mysql-bin.000004:77 rows=12 mac="));
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), 0);
+	assert_true(back.epoch == 9 && back.rows == 12 && back.pos.pos == 1234);
+	assert_string_equal(back.done.file, "mysql-bin.000004");
+	rec[strlen(rec) - 1] ^= 1;
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "mac does not verify"));
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v1 5 b.000002 "
+	    "400", &back, &err), 0);
+	assert_true(back.epoch == 5 && back.pos.pos == 400);
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=x",
+	    &back, &err), -1);
+	assert_non_null(strstr(err.msg, "malformed"));
+
+	/* The newer decision: the higher token, else the one further on. */
+	back = cp;
+	back.epoch = 10;
+	back.done.file[0] = '\0';
+	assert_true(tor_checkpoint_newer(&cp, &back));
+	assert_false(tor_checkpoint_newer(&back, &cp));
+	back = cp;
+	back.rows = 13;
+	assert_true(tor_checkpoint_newer(&cp, &back));
+	back.rows = 12;
+	assert_false(tor_checkpoint_newer(&cp, &back));
 }
 
 static void
@@ -992,9 +1067,8 @@ test_store_redis_down(void **state)
 	snprintf(want, sizeof(want), "checkpoint store: redis 127.0.0.1:%d: "
 	    "connect: Connection refused", s->port);
 	assert_string_equal(err.msg, want);
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
-	    -1);
-	snprintf(want, sizeof(want), "checkpoint operator store: redis "
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), -1);
+	snprintf(want, sizeof(want), "checkpoint move: lease next token: redis "
 	    "127.0.0.1:%d: connect: Connection refused", s->port);
 	assert_string_equal(err.msg, want);
 	tor_redis_free(r);
@@ -1114,16 +1188,18 @@ test_mac_store_load(void **state)
 	freeReplyObject(reply);
 	load_refused(r, &s->cfg, MAC_NO_FIELD);
 
-	/* The operator's write signs too. */
-	cp.epoch = 8;
-	assert_int_equal(tor_checkpoint_store_operator(r, &s->cfg, &cp, &err),
+	/* The operator's move signs too. */
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:epoch 7"));
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err),
 	    TOR_CHECKPOINT_WRITTEN);
+	assert_true(cp.epoch == 8);
 	load_same(r, &s->cfg, &cp);
 
 	/* The fences hold as before: a zombie's signed write is refused
 	 * (store stamps updated_ms even then, so keep what was written). */
 	written = cp;
-	set_lease(c, "relay-a 9");
+	cp.epoch = 7;
+	set_lease(c, "relay-a 7");
 	store_refused(r, c, &s->cfg, &cp, true);
 	load_same(r, &s->cfg, &written);
 
@@ -1150,8 +1226,9 @@ main(void)
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_fenced, setup_server,
 		    teardown_server),
-		cmocka_unit_test_setup_teardown(test_store_operator, setup_server,
+		cmocka_unit_test_setup_teardown(test_move, setup_server,
 		    teardown_server),
+		cmocka_unit_test(test_done_and_records),
 		cmocka_unit_test_setup_teardown(test_mac_store_load, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_redis_down,

@@ -479,10 +479,68 @@ test_resign_and_relay_stopped(void **state)
 	tor_elector_relay_stopped(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(tor_elector_token(fx->el), 0);
+	/* The lease it still held goes back at once (compare-and-delete, and
+	 * a hand-off wake-up): the successor does not wait for it to expire. */
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
 
 	/* And competes again. */
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+}
+
+/* The relay saw the local deadline pass before the elector's thread did:
+ * its session ends, and the replica still ends up a follower that competes
+ * again, never stuck as a leader that may not publish. */
+static void
+test_relay_stopped_past_the_deadline(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.now = t0 + LEASE_MS;
+	assert_false(tor_elector_may_publish(fx->el));
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	tor_elector_relay_stopped(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+}
+
+static int ends_seen;
+
+static void
+count_end(void *ctx)
+{
+	(void)ctx;
+	ends_seen++;
+}
+
+/* Every way out of LEADER tells the relay at once, from whichever thread
+ * makes the move: its producer is purged before anything else runs. */
+static void
+test_leadership_end_is_told(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+
+	ends_seen = 0;
+	tor_elector_on_leadership_end(fx->el, count_end, NULL);
+	t0 = become_leader(fx);
+	fx->fake.now = t0 + LEASE_MS - DRIFT_MS;
+	tor_elector_step(fx->el);               /* the deadline */
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_int_equal(ends_seen, 1);
+	tor_elector_relay_stopped(fx->el);
+	become_leader(fx);
+	tor_elector_resign(fx->el, "checkpoint write refused");
+	assert_int_equal(ends_seen, 2);
+	tor_elector_relay_stopped(fx->el);
+	t0 = become_leader(fx);
+	fx->fake.renew_rc = 0;
+	fx->fake.now = t0 + RENEW_MS;
+	tor_elector_step(fx->el);               /* the lease is gone */
+	assert_int_equal(ends_seen, 3);
 }
 
 static void
@@ -713,6 +771,8 @@ main(void)
 		T(test_redis_silent_leader_steps_down_at_deadline),
 		T(test_renew_error_then_success_extends),
 		T(test_resign_and_relay_stopped),
+		T(test_relay_stopped_past_the_deadline),
+		T(test_leadership_end_is_told),
 		T(test_resign_and_relay_stopped_elsewhere_do_nothing),
 		T(test_resign_during_renew_wins),
 		T(test_release_gives_back_the_lease_and_retires),

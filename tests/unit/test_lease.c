@@ -293,12 +293,14 @@ test_read_bad_values(void **state)
 	assert_non_null(strstr(err.msg, "WRONGTYPE"));
 
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch nope"));
-	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, &rt, &err), -1);
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, 0, &rt, &err),
+	    -1);
 	assert_non_null(strstr(err.msg, "lease next token: redis 127.0.0.1:"));
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch -3"));
-	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, &rt, &err), -1);
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, 0, &rt, &err),
+	    -1);
 	assert_string_equal(err.msg, "lease next token: tor:{orders}:epoch: "
-	    "unexpected integer reply");
+	    "not a token ('-2')");
 }
 
 static void
@@ -330,14 +332,21 @@ test_tokens_grow(void **state)
 	int i;
 
 	for (i = 0; i < 5; i++) {
-		assert_int_equal(tor_lease_next_token(p->a, a, &n, &err), 0);
+		assert_int_equal(tor_lease_next_token(p->a, a, 0, &n, &err), 0);
 		assert_true(n == prev + 1);
 		prev = n;
 	}
 	assert_int_equal(acquire(p->a, a, &t), 1);
 	assert_true(t == n + 1);
-	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, &n, &err), 0);
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, 0, &n, &err), 0);
 	assert_true(n == t + 1);
+	/* A floor puts the epoch past a token seen elsewhere; a floor below
+	 * it changes nothing. */
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, 1000, &n, &err),
+	    0);
+	assert_true(n == 1001);
+	assert_int_equal(tor_lease_next_token(p->b, &p->cfg_b, 5, &n, &err), 0);
+	assert_true(n == 1002);
 
 	/* Beyond a double's 53 bits the token is still exact. */
 	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease"));
@@ -349,30 +358,33 @@ test_tokens_grow(void **state)
 	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
 }
 
+/* The epoch key lost while the checkpoint kept its token: the next acquire
+ * still draws a token above the checkpoint's, so the new leader's writes
+ * are not refused (no flapping). */
 static void
-test_break(void **state)
+test_acquire_past_the_checkpoint_token(void **state)
 {
 	struct pair *p = *state;
 	struct tor_config *a = &p->s->cfg;
-	uint64_t t = 0, tb = 0;
-	tor_err err = { "" };
+	uint64_t t = 0;
 
-	p->cfg_b.ha.lease_ms = 200;
+	freeReplyObject(redisCommand(p->c,
+	    "HSET tor:{orders}:checkpoint file f pos 4 epoch 57"));
 	assert_int_equal(acquire(p->a, a, &t), 1);
-	assert_int_equal(tor_lease_break(p->b, &p->cfg_b, 99, &err), 0);
-	raw_lease_equals(p->c, "tor checkpoint set 99");
-	assert_true(raw_int(p->c, "PTTL tor:{orders}:lease") > 100);
-	/* The old leader finds out at its next renew; nobody can take the
-	 * lease before the operator's expires (lease_ms: 200 ms here). */
-	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 0);
-	assert_int_equal(acquire(p->b, &p->cfg_b, &tb), 0);
-	usleep(300 * 1000);
-	assert_int_equal(acquire(p->b, &p->cfg_b, &tb), 1);
-	assert_true(tb > t);
-	/* Breaking a free lease is fine too. */
-	assert_int_equal(tor_lease_release(p->b, &p->cfg_b, tb, &err), 1);
-	assert_int_equal(tor_lease_break(p->b, &p->cfg_b, 100, &err), 0);
-	raw_lease_equals(p->c, "tor checkpoint set 100");
+	assert_true(t == 58);
+	raw_lease_equals(p->c, "relay-a 58");
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease"));
+	/* Beyond 53 bits, compared as digits. */
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint epoch "
+	    "%s", "9007199254740993"));
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 9007199254740994ULL);
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease"));
+	/* A checkpoint below the epoch changes nothing. */
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint epoch "
+	    "3"));
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 9007199254740995ULL);
 }
 
 /* Every operation fails with -1 and names the server and the operation. */
@@ -389,7 +401,7 @@ test_redis_down(void **state)
 
 	server_stop(p->s, SIGKILL);
 	snprintf(want, sizeof(want), "redis 127.0.0.1:%d", p->s->port);
-	for (i = 0; i < 7; i++) {
+	for (i = 0; i < 6; i++) {
 		const char *op;
 
 		memset(&err, 0, sizeof(err));
@@ -415,13 +427,9 @@ test_redis_down(void **state)
 			rc = tor_lease_read(p->a, a, inst, sizeof(inst), &t,
 			    &ttl, &err);
 			break;
-		case 5:
-			op = "lease next token: ";
-			rc = tor_lease_next_token(p->a, a, &t, &err);
-			break;
 		default:
-			op = "lease break: ";
-			rc = tor_lease_break(p->a, a, 1, &err);
+			op = "lease next token: ";
+			rc = tor_lease_next_token(p->a, a, 0, &t, &err);
 			break;
 		}
 		if (rc != -1)
@@ -445,7 +453,7 @@ main(void)
 		T(test_read_bad_values),
 		T(test_acquire_failed_incr),
 		T(test_tokens_grow),
-		T(test_break),
+		T(test_acquire_past_the_checkpoint_token),
 		T(test_redis_down),
 	};
 #undef T
