@@ -164,7 +164,7 @@ def test_leadership_ending_in_restart_returns_to_follower(stack):
     group = group_of(cfg)
     tor = Tor(stack, cfg, name="r1").start()
     wait_leading([tor], timeout=10)
-    tor.wait_log("init_transactions done", timeout=10)
+    tor.wait_log("starting at|resuming from", timeout=30)
     insert_range(stack, table, 0, 10, 10)
     read_all_events(stack, name, 10)
     since = tor.log_size()

@@ -18,8 +18,8 @@ import harness
 from harness import Tor, tor_cli
 from test_ha import (HA, LEADING, epoch_of, leader_now, log_lines,
                      stop_all, wait_leading)
-from test_relay import (check_per_key_order, check_record, insert_range,
-                        make_outbox, read_events)
+from test_relay import (check_per_key_order, check_record, checkpoint,
+                        insert_range, make_outbox, read_events)
 
 
 def tx_config(stack, name):
@@ -146,15 +146,24 @@ def test_full_queue_at_commit(stack):
     cfg = harness.base_config(stack, ha=dict(HA), **ov)
     tor = Tor(stack, cfg, name="r1").start()
     wait_leading([tor], timeout=10)
-    tor.wait_log("init_transactions done", timeout=10)
+    tor.wait_log("starting at|resuming from", timeout=30)
     for b in (1, 2, 3):
         stack.broker_ctl("rtt %d 100" % b)
     insert_range(stack, table, 0, 3000, 10)
-    by_n, recs = read_events(stack, name, 3000, timeout=90)
-    assert tor.running(), "exited %s:\n%s" % (tor.proc.returncode,
-                                             tor.log_tail())
+    # Until the checkpoint reaches the binlog's end, every commit met a
+    # full queue; reading back waits for the latency to go (the dev
+    # broker answers a fetch with one batch).
+    end = stack.binlog_position()
+    deadline = time.monotonic() + 90
+    while (checkpoint(stack, tor.group).get("file"),
+           int(checkpoint(stack, tor.group).get("pos", 0))) != end:
+        assert tor.running(), "exited %s:\n%s" % (tor.proc.returncode,
+                                                 tor.log_tail())
+        assert time.monotonic() < deadline, checkpoint(stack, tor.group)
+        time.sleep(0.2)
     for b in (1, 2, 3):
         stack.broker_ctl("rtt %d 0" % b)
+    by_n, recs = read_events(stack, name, 3000, timeout=60)
     time.sleep(0.5)
     by_n, recs = read_events(stack, name, 3000, timeout=60)
     assert tor.stop() == 0, tor.log_tail()
@@ -175,7 +184,7 @@ def test_big_source_transaction_spans_kafka_transactions(stack):
     doomed = Tor(stack, cfg, name="r1",
                  env={"TOR_TEST_CRASH_AFTER_KAFKA_COMMIT": "2"}).start()
     wait_leading([doomed], timeout=10)
-    doomed.wait_log("init_transactions done", timeout=10)
+    doomed.wait_log("starting at|resuming from", timeout=30)
     for b in (1, 2, 3):
         stack.broker_ctl("rtt %d 200" % b)
     insert_range(stack, table, 0, 3000, 3000)
@@ -202,7 +211,7 @@ def test_commit_retries_end_at_the_lease_deadline(stack):
     group = harness.config_group(cfg)
     tor = Tor(stack, cfg, name="r1").start()
     wait_leading([tor], timeout=10)
-    tor.wait_log("init_transactions done", timeout=10)
+    tor.wait_log("starting at|resuming from", timeout=30)
     insert_range(stack, table, 0, 10, 10)
     read_events(stack, name, 10, timeout=30)
     since = tor.log_size()
