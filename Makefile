@@ -3,7 +3,7 @@
 # the Debian packages the project needs.
 
 CC      ?= cc
-PKGS    := libmariadb rdkafka hiredis libsodium libconfig libmicrohttpd zlib
+PKGS    := libmariadb rdkafka hiredis libsodium libconfig libmicrohttpd zlib libisal
 WARN    := -Wall -Wextra -Werror
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -15,7 +15,7 @@ ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN)
 # Debian packages: build, run the local stack, and test.
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libmariadb-dev librdkafka-dev libhiredis-dev libsodium-dev libconfig-dev \
-	libmicrohttpd-dev zlib1g-dev libcmocka-dev libjemalloc-dev \
+	libmicrohttpd-dev zlib1g-dev libisal-dev libcmocka-dev libjemalloc-dev \
 	mariadb-server mariadb-client redis-server redis-sentinel kcat \
 	python3 python3-confluent-kafka python3-pymysql python3-redis \
 	python3-prometheus-client procps python3-yaml systemd
@@ -86,7 +86,7 @@ FUZZ_LIB_SRC := src/binlog_decode.c src/binlog_json.c src/buf.c src/err.c
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined \
-		-o $@ $< $(FUZZ_LIB_SRC) -lz -lm
+		-o $@ $< $(FUZZ_LIB_SRC) -lz -lisal -lm
 
 fuzz-build: $(FUZZ_BIN)
 

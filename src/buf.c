@@ -51,18 +51,52 @@ int
 tor_buf_appendf(struct tor_buf *b, const char *fmt, ...)
 {
 	va_list ap;
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
 	int n;
 
+	/* Most texts fit the room already there: one formatting pass. */
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(room > 0 ? (char *)b->data + b->len : NULL, room, fmt,
+	    ap);
 	va_end(ap);
-	if (n < 0 || tor_buf_reserve(b, (size_t)n) == -1)
+	if (n < 0)
 		return -1;
-	va_start(ap, fmt);
-	vsnprintf((char *)b->data + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
+	if ((size_t)n >= room) {
+		if (tor_buf_reserve(b, (size_t)n) == -1)
+			return -1;
+		va_start(ap, fmt);
+		vsnprintf((char *)b->data + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
 	return 0;
+}
+
+int
+tor_buf_append_uint(struct tor_buf *b, uint64_t v, unsigned int min_digits)
+{
+	char digits[20];
+	size_t n = 0;
+
+	do {
+		digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	if (min_digits > sizeof(digits))
+		min_digits = sizeof(digits);
+	while (n < min_digits)
+		digits[sizeof(digits) - ++n] = '0';
+	return tor_buf_append(b, digits + sizeof(digits) - n, n);
+}
+
+int
+tor_buf_append_int(struct tor_buf *b, int64_t v)
+{
+	uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	if (v < 0 && tor_buf_append(b, "-", 1) == -1)
+		return -1;
+	return tor_buf_append_uint(b, mag, 1);
 }
 
 void

@@ -1019,9 +1019,11 @@ tor_sink_fenced(const struct tor_sink *sink)
 	return sink->fenced;
 }
 
-/* One record or end of partition from a consumer, for tor_position_scan. */
+/* One record or end of partition from the checkpoint partition, for
+ * tor_position_scan (the legacy consumer: a partition started at an offset,
+ * no group, no assignment to wait for). */
 struct consumer_feed {
-	rd_kafka_t *rk;
+	rd_kafka_topic_t *rkt;
 	rd_kafka_message_t *m;
 };
 
@@ -1032,7 +1034,7 @@ consumer_next(void *ctx, int timeout_ms, struct tor_position_item *it)
 
 	if (f->m != NULL)
 		rd_kafka_message_destroy(f->m);
-	if ((f->m = rd_kafka_consumer_poll(f->rk, timeout_ms)) == NULL)
+	if ((f->m = rd_kafka_consume(f->rkt, 0, timeout_ms)) == NULL)
 		return 0;
 	if (f->m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
 		it->eof = true;
@@ -1093,31 +1095,37 @@ tor_position_scan(int (*next)(void *ctx, int timeout_ms,
 /* Reads partition 0 of the checkpoint topic from offset `from` up to hi,
  * keeping the last record whose key is the group. */
 static int
-position_scan(rd_kafka_t *rk, const struct tor_config *cfg, int64_t from,
-    int64_t hi, char *record, size_t cap, bool *found, int timeout_ms,
-    tor_err *err)
+position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
+    int64_t from, int64_t hi, char *record, size_t cap, bool *found,
+    int timeout_ms, tor_err *err)
 {
-	rd_kafka_topic_partition_list_t *parts;
-	struct consumer_feed feed = { rk, NULL };
+	struct consumer_feed feed = { rkt, NULL };
 	int rc;
 
-	parts = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(parts, cfg->kafka.checkpoint_topic,
-	    0)->offset = from;
-	rd_kafka_assign(rk, parts);
-	rd_kafka_topic_partition_list_destroy(parts);
+	if (rd_kafka_consume_start(rkt, 0, from) == -1)
+		return tor_err_set(err, "kafka: %s: cannot read from offset %"
+		    PRId64 ": %s", cfg->kafka.checkpoint_topic, from,
+		    rd_kafka_err2str(rd_kafka_last_error()));
 	rc = tor_position_scan(consumer_next, &feed, cfg->group, hi,
 	    timeout_ms, record, cap, found, err);
 	if (feed.m != NULL)
 		rd_kafka_message_destroy(feed.m);
-	rd_kafka_assign(rk, NULL);
+	rd_kafka_consume_stop(rkt, 0);
 	return rc;
 }
 
-/* The records at the end of the partition are looked at first: the topic
- * is shared by groups and, compacted or not, a group's last position is
- * normally among the most recent. */
-#define POSITION_TAIL 1000
+/* The records at the end of the partition are looked at first, in windows
+ * that grow: the topic is shared by groups and, compacted or not, a group's
+ * last position is normally among the most recent, and the group's newest
+ * record in the last n records is its newest in the partition. */
+static const int64_t position_windows[] = { 16, 1024 };
+
+struct tor_position_reader {
+	const struct tor_config *cfg;
+	rd_kafka_t *ends;       /* read_uncommitted: tells the log's end */
+	rd_kafka_t *records;    /* read_committed: reads the records */
+	rd_kafka_topic_t *rkt;  /* the checkpoint topic, on records */
+};
 
 static rd_kafka_t *
 position_consumer(const struct tor_config *cfg, const char *isolation,
@@ -1135,8 +1143,10 @@ position_consumer(const struct tor_config *cfg, const char *isolation,
 	    sink_conf_set(conf, "enable.auto.commit", "false", err) == -1 ||
 	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1 ||
 	    /* A takeover waits for this read: no long-poll on the last
-	     * (usually only) fetch. */
-	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1) {
+	     * (usually only) fetch, and little prefetched. */
+	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1 ||
+	    sink_conf_set(conf, "queued.max.messages.kbytes", "1024",
+	    err) == -1) {
 		rd_kafka_conf_destroy(conf);
 		return NULL;
 	}
@@ -1149,23 +1159,69 @@ position_consumer(const struct tor_config *cfg, const char *isolation,
 	return rk;
 }
 
+struct tor_position_reader *
+tor_position_reader_new(const struct tor_config *cfg, tor_err *err)
+{
+	struct tor_position_reader *pr = calloc(1, sizeof(*pr));
+	int64_t lo, hi;
+
+	if (pr == NULL) {
+		tor_err_set(err, "kafka: out of memory");
+		return NULL;
+	}
+	pr->cfg = cfg;
+	if ((pr->ends = position_consumer(cfg, "read_uncommitted",
+	    err)) == NULL || (pr->records = position_consumer(cfg,
+	    "read_committed", err)) == NULL) {
+		tor_position_reader_free(pr);
+		return NULL;
+	}
+	if ((pr->rkt = rd_kafka_topic_new(pr->records,
+	    cfg->kafka.checkpoint_topic, NULL)) == NULL) {
+		tor_err_set(err, "kafka: %s: %s", cfg->kafka.checkpoint_topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
+		tor_position_reader_free(pr);
+		return NULL;
+	}
+	/* Connect now, while following: a takeover then waits for no
+	 * connection set-up or metadata.  Failing is fine here; the read
+	 * retries. */
+	(void)rd_kafka_query_watermark_offsets(pr->ends,
+	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, 1000);
+	(void)rd_kafka_query_watermark_offsets(pr->records,
+	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, 1000);
+	return pr;
+}
+
+void
+tor_position_reader_free(struct tor_position_reader *pr)
+{
+	if (pr == NULL)
+		return;
+	if (pr->rkt != NULL)
+		rd_kafka_topic_destroy(pr->rkt);
+	if (pr->records != NULL)
+		rd_kafka_destroy(pr->records);
+	if (pr->ends != NULL)
+		rd_kafka_destroy(pr->ends);
+	free(pr);
+}
+
 int
-tor_sink_read_position(const struct tor_config *cfg, char *record,
+tor_position_reader_read(struct tor_position_reader *pr, char *record,
     size_t cap, bool *found, int timeout_ms, tor_err *err)
 {
+	const struct tor_config *cfg = pr->cfg;
 	rd_kafka_resp_err_t code;
-	rd_kafka_t *rk, *ends;
 	int64_t lo = 0, hi = 0;
-	int rc = 0;
+	size_t i;
+	int rc;
 
 	*found = false;
 	/* The end to read to is the log's end, which only a read_uncommitted
 	 * client is told (read_committed hears the last stable offset). */
-	if ((ends = position_consumer(cfg, "read_uncommitted", err)) == NULL)
-		return -1;
-	code = rd_kafka_query_watermark_offsets(ends,
+	code = rd_kafka_query_watermark_offsets(pr->ends,
 	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, timeout_ms);
-	rd_kafka_destroy(ends);
 	if (code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
@@ -1176,20 +1232,17 @@ tor_sink_read_position(const struct tor_config *cfg, char *record,
 	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return tor_err_set(err, "kafka: %s: cannot read its offsets: %s",
 		    cfg->kafka.checkpoint_topic, rd_kafka_err2str(code));
+	for (i = 0; i < sizeof(position_windows) /
+	    sizeof(position_windows[0]); i++) {
+		if (hi - lo <= position_windows[i])
+			break;
+		rc = position_scan(pr->rkt, cfg, hi - position_windows[i], hi,
+		    record, cap, found, timeout_ms, err);
+		if (rc < 0 || *found)
+			return rc;
+	}
 	if (hi <= lo)
 		return 0;
-	if ((rk = position_consumer(cfg, "read_committed", err)) == NULL)
-		return -1;
-	if (hi - lo > POSITION_TAIL) {
-		rc = position_scan(rk, cfg, hi - POSITION_TAIL, hi, record, cap,
-		    found, timeout_ms, err);
-		if (rc < 0 || *found)
-			goto out;
-	}
-	rc = position_scan(rk, cfg, lo, hi, record, cap, found, timeout_ms,
-	    err);
-out:
-	rd_kafka_consumer_close(rk);
-	rd_kafka_destroy(rk);
-	return rc;
+	return position_scan(pr->rkt, cfg, lo, hi, record, cap, found,
+	    timeout_ms, err);
 }

@@ -372,16 +372,20 @@ set_header(struct tor_message *msg, const char *name, const uint8_t *value,
 	add_header(msg, name, value, len);
 }
 
-/* tor.pos, tor.epoch and tor.ts: where the row is published from. */
+/* tor.pos, tor.epoch and tor.ts: where the row is published from.  A new
+ * message gets them appended (the per-row path), a waiting one replaced. */
 static void
 stamp(struct tor_outbox *ob, struct tor_message *msg,
-    const struct tor_row_origin *origin)
+    const struct tor_row_origin *origin, bool replace)
 {
+	void (*set)(struct tor_message *, const char *, const uint8_t *,
+	    size_t) = replace ? set_header : add_header;
+
 	if (origin->pos != NULL)
-		set_header(msg, "tor.pos", (const uint8_t *)origin->pos,
+		set(msg, "tor.pos", (const uint8_t *)origin->pos,
 		    strlen(origin->pos));
 	else
-		set_header(msg, "tor.pos", NULL, 0);
+		set(msg, "tor.pos", NULL, 0);
 	/* Formatted again only when they change (per run, per second). */
 	if (!ob->epoch_set || ob->epoch_val != origin->epoch) {
 		snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64,
@@ -389,14 +393,13 @@ stamp(struct tor_outbox *ob, struct tor_message *msg,
 		ob->epoch_val = origin->epoch;
 		ob->epoch_set = true;
 	}
-	set_header(msg, "tor.epoch", (const uint8_t *)ob->epoch,
-	    strlen(ob->epoch));
+	set(msg, "tor.epoch", (const uint8_t *)ob->epoch, strlen(ob->epoch));
 	if (!ob->ts_set || ob->ts_val != origin->ts_ms) {
 		snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
 		ob->ts_val = origin->ts_ms;
 		ob->ts_set = true;
 	}
-	set_header(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
+	set(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
 }
 
 /* Every configured column must be in the row image: a partial image
@@ -498,7 +501,7 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	if (b->id >= 0)
 		add_value_header(msg, "tor.id", &values[b->id]);
 	add_value_header(msg, "tor.type", type);
-	stamp(ob, msg, origin);
+	stamp(ob, msg, origin, false);
 	return TOR_OUTBOX_MAPPED;
 }
 
@@ -544,7 +547,7 @@ void
 tor_outbox_restamp(struct tor_outbox *ob, struct tor_message *msg,
     const struct tor_row_origin *origin)
 {
-	stamp(ob, msg, origin);
+	stamp(ob, msg, origin, true);
 }
 
 /* The bytes tor hands the sink for msg: key, value, header names and

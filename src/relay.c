@@ -94,6 +94,7 @@ struct relay {
 	struct tor_binlog *binlog;
 	struct tor_outbox *outbox;
 	struct tor_redis *redis;
+	struct tor_position_reader *positions;  /* Kafka's copies, kept warm */
 	struct tor_progress *progress;
 	struct tor_reader *reader;
 
@@ -303,6 +304,32 @@ safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 		memset(&cp->done, 0, sizeof(cp->done));
 }
 
+static void commit_checkpoint(struct relay *r, struct tor_checkpoint *cp);
+
+static bool
+same_position(const struct tor_position *a, const struct tor_position *b)
+{
+	return a->pos == b->pos && strcmp(a->file, b->file) == 0 &&
+	    strcmp(a->gtid, b->gtid) == 0;
+}
+
+/* Transactional mode, no Kafka transaction open: everything read since the
+ * last commit produced nothing, so the position read is as safe as the
+ * commit's (transactions without outbox rows keep the checkpoint moving). */
+static void
+advance_committed(struct relay *r)
+{
+	struct tor_checkpoint cp;
+
+	commit_checkpoint(r, &cp);
+	if (cp.rows == r->committed.rows &&
+	    same_position(&cp.pos, &r->committed.pos) &&
+	    same_position(&cp.done, &r->committed.done))
+		return;
+	r->committed = cp;
+	r->committed_moved = true;
+}
+
 /* Writes the checkpoint when it moved and the interval has passed.  A
  * failed write is retried at the next tick; relaying goes on meanwhile. */
 static void
@@ -315,7 +342,12 @@ checkpoint_tick(struct relay *r)
 	if (tor_mono_ms() - r->last_checkpoint_ms < r->cfg->checkpoint.interval_ms)
 		return;
 	if (r->txn_mode) {
-		/* Acknowledged is not committed: only a Kafka commit moves it. */
+		/* Acknowledged is not committed: only a Kafka commit moves it,
+		 * or, while no Kafka transaction is open, the transactions read
+		 * since the last one (they produced nothing). */
+		(void)tor_progress_take_safe(r->progress, &ignored);
+		if (!r->ktxn_open)
+			advance_committed(r);
 		cp = r->committed;
 		if (r->committed_moved)
 			r->checkpoint_dirty = true;
@@ -323,7 +355,8 @@ checkpoint_tick(struct relay *r)
 	} else {
 		if (tor_progress_take_safe(r->progress, &ignored))
 			r->checkpoint_dirty = true;
-		safe_checkpoint(r, &cp);
+		if (r->checkpoint_dirty)
+			safe_checkpoint(r, &cp);
 	}
 	if (!r->checkpoint_dirty)
 		return;
@@ -506,7 +539,10 @@ maybe_commit(struct relay *r, bool idle, tor_err *err)
 		return 0;
 	age = tor_mono_ms() - r->ktxn_started_ms;
 	if (tor_reader_in_txn(r->reader)) {
-		if (r->ktxn_messages < KTXN_MAX_MESSAGES && age < r->split_ms)
+		/* Past the boundary rule's size by as much again: this source
+		 * transaction alone is that big. */
+		if (r->ktxn_messages < 2 * KTXN_MAX_MESSAGES &&
+		    age < r->split_ms)
 			return 0;
 		log_info("kafka", "a source transaction outgrew one Kafka "
 		    "transaction (%" PRIu64 " messages, %" PRId64 " ms): "
@@ -872,8 +908,8 @@ load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
 
 	if (wait_ms < r->cfg->mysql.connect_timeout_ms)
 		wait_ms = r->cfg->mysql.connect_timeout_ms;
-	while (tor_sink_read_position(r->cfg, record, sizeof(record), found,
-	    wait_ms, err) < 0)
+	while (tor_position_reader_read(r->positions, record, sizeof(record),
+	    found, wait_ms, err) < 0)
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
 	if (*found && tor_checkpoint_record_parse(r->cfg, record, cp, err) < 0)
@@ -1316,6 +1352,8 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	}
 	if ((r.outbox = tor_outbox_new(cfg, err)) == NULL)
 		goto out;
+	if ((r.positions = tor_position_reader_new(cfg, err)) == NULL)
+		goto out;
 	if ((r.elector = tor_elector_new_redis(cfg, err)) == NULL)
 		goto out;
 	tor_elector_on_leadership_end(r.elector, on_leadership_end, &r);
@@ -1368,6 +1406,7 @@ out:
 	}
 	free(r.txn_times);
 	free_sink(&r);
+	tor_position_reader_free(r.positions);
 	tor_outbox_free(r.outbox);
 	tor_redis_free(r.redis);
 	pthread_mutex_destroy(&r.sink_mu);

@@ -281,6 +281,7 @@ struct tor_rows {
 	uint32_t ncols;
 	const uint8_t *present;         /* columns present in the (before) image */
 	const uint8_t *present_after;   /* UPDATE: columns of the after image */
+	uint32_t npresent, npresent_after;      /* bits set in each */
 	const uint8_t *cur;             /* next row image */
 	const uint8_t *end;
 	uint8_t *inflated;              /* owned */

@@ -32,6 +32,13 @@ int tor_buf_append(struct tor_buf *b, const void *p, size_t n);
 int tor_buf_appendf(struct tor_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Appends v in decimal, zero-padded to at least min_digits digits (as
+ * printf's "%0*llu"; at most 20).  Returns 0 or -1. */
+int tor_buf_append_uint(struct tor_buf *b, uint64_t v, unsigned int min_digits);
+
+/* Appends v in decimal, with a '-' when negative.  Returns 0 or -1. */
+int tor_buf_append_int(struct tor_buf *b, int64_t v);
+
 /* Forgets the contents but keeps the memory for reuse. */
 void tor_buf_reset(struct tor_buf *b);
 

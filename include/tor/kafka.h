@@ -138,11 +138,19 @@ int tor_sink_txn_timeout_ms(const struct tor_sink *sink);
 int tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err);
 bool tor_sink_fenced(const struct tor_sink *sink);
 
-/* The group's last committed position record on kafka.checkpoint_topic
- * (read_committed), with its own short-lived consumer, read up to the end
- * the log had when it started (see tor_position_scan).  *found is false
- * when there is none. */
-int tor_sink_read_position(const struct tor_config *cfg, char *record,
+/* The reader of the group's position records on kafka.checkpoint_topic:
+ * two consumers of its own (one read_uncommitted, for the log's end; one
+ * read_committed, for the records), made once and kept connected, so a
+ * takeover does not wait for connections. */
+struct tor_position_reader;
+struct tor_position_reader *tor_position_reader_new(
+    const struct tor_config *cfg, tor_err *err);
+void tor_position_reader_free(struct tor_position_reader *pr);
+
+/* The group's last committed position record, read up to the end the log
+ * had when the read started (see tor_position_scan).  *found is false when
+ * there is none. */
+int tor_position_reader_read(struct tor_position_reader *pr, char *record,
     size_t cap, bool *found, int timeout_ms, tor_err *err);
 
 /* One item of a read of the checkpoint partition: a record, or the end of
@@ -154,7 +162,7 @@ struct tor_position_item {
 	size_t key_len, value_len;
 };
 
-/* The scan behind tor_sink_read_position, over any source: next() gives
+/* The scan behind tor_position_reader_read, over any source: next() gives
  * the next item (1), or nothing within timeout_ms (0).  Keeps the last
  * value whose key is group in record (cap bytes), and ends only once the
  * read has reached hi: an end of partition before hi is a last stable
