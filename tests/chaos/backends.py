@@ -1,0 +1,519 @@
+"""Fault back-ends for the chaos runner: one small interface, several ways to
+reach the parts.
+
+A back-end knows how to act on the replicas and on the three services a run
+depends on:
+
+  replica(name, action)   action: start, stop (SIGTERM), kill (SIGKILL),
+                          pause (SIGSTOP), resume (SIGCONT)
+  service(kind, action)   kind: mysql, redis, broker; action: start, stop,
+                          kill, wipe (Redis only: restarted with no data),
+                          down N / up N (a broker), latency MS (all brokers;
+                          0 clears it)
+  logs(name)              a replica's log text (for the timeline and for
+                          crash reports)
+  tor(args)               runs the tor command line against the group (for
+                          `tor checkpoint set`)
+
+and describes the run's endpoints (MySQL, Redis, the bootstrap list, the
+group, the outbox table and where each aggregate type is routed).  Each
+back-end says which actions it has; the runner refuses a fault whose actions
+are missing, naming them.
+
+  LocalBackend    the local stack (deploy/local/stack.sh) in a run directory
+                  of its own and replicas as processes of this machine
+  CommandBackend  every action is a shell command from a target file: the
+                  presets "systemd" (systemctl on the hosts, over ssh or
+                  locally) and "kubernetes" (kubectl against the manifests of
+                  deploy/k8s) fill in the usual ones, the file may override
+                  any; see tests/chaos/README.md
+"""
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+import harness  # noqa: E402
+
+REPLICA_ACTIONS = ("start", "stop", "kill", "pause", "resume")
+
+
+class Unsupported(Exception):
+    pass
+
+
+class Backend:
+    """What the runner needs of a back-end (see the module comment)."""
+
+    name = "?"
+    dev_broker = False
+
+    # endpoints, set by the subclass
+    mysql = None            # pymysql.connect kwargs for the writers
+    redis = None            # {"host", "port", "password"}
+    redis_prefix = "tor"
+    brokers = None
+    kafka_props = {}
+    group = None
+    table = None            # schema.table
+    columns = None          # {"id", "key", "type", "payload"}
+    routes = None           # aggregate type -> topic
+    lease_ms = 3000
+
+    def setup(self, log):
+        pass
+
+    def teardown(self, log):
+        pass
+
+    def replicas(self):
+        raise NotImplementedError
+
+    def has(self, what):
+        """True when the action ("replica.kill", "redis.wipe", "broker.down"
+        ...) is available."""
+        raise NotImplementedError
+
+    def replica(self, name, action):
+        raise NotImplementedError
+
+    def service(self, kind, action, arg=None):
+        raise NotImplementedError
+
+    def logs(self, name):
+        return ""
+
+    def tor(self, args, timeout=60):
+        raise NotImplementedError
+
+    def running(self, name):
+        """True/False where the back-end can tell, else None."""
+        return None
+
+
+# ---------------------------------------------------------------------------
+# local processes
+
+
+class LocalBackend(Backend):
+    """The local stack in its own run directory, N replicas as processes.
+
+    Replicas run the binary in $TOR_BIN (default: the ASan build), each with
+    its own log in <run dir>/tor-it/.  Redis persists only what a fault asks
+    for: its stop is SHUTDOWN SAVE (data kept), its wipe SHUTDOWN NOSAVE
+    with the dump removed (restarted empty)."""
+
+    name = "local"
+    dev_broker = True
+
+    TOPICS = ("chaos.order", "chaos.invoice")
+
+    def __init__(self, replicas=3, mode="idempotent", run_dir=None,
+                 mysql_port=None, redis_port=None, partitions=8,
+                 binary=None, lease_ms=2000):
+        self.n = replicas
+        self.mode = mode
+        self.run_dir = run_dir or os.path.join(REPO, "run", "chaos")
+        self.mysql_port = mysql_port or int(os.environ.get(
+            "TOR_CHAOS_MYSQL_PORT", "3347"))
+        self.redis_port = redis_port or int(os.environ.get(
+            "TOR_CHAOS_REDIS_PORT", "6407"))
+        self.partitions = partitions
+        self.binary = binary or harness.default_tor_binary()
+        self.lease_ms = lease_ms
+        self.stack = None
+        self.tors = {}
+        self.table = "shop.chaos_outbox"
+        self.columns = {"id": "id", "key": "aggregate_id",
+                        "type": "aggregate_type", "payload": "payload"}
+        self.routes = {"order": "chaos.order", "invoice": "chaos.invoice"}
+
+    def _env(self):
+        return {"TOR_RUN_DIR": self.run_dir,
+                "TOR_MYSQL_PORT": str(self.mysql_port),
+                "TOR_REDIS_PORT": str(self.redis_port),
+                "TOR_BROKER_TOPICS": " ".join(
+                    "%s:%d" % (t, self.partitions) for t in self.TOPICS)}
+
+    def setup(self, log):
+        os.environ.update(self._env())
+        self.stack = harness.Stack(self.run_dir)
+        log("local stack in %s (mysql %d, redis %d)" % (
+            self.run_dir, self.mysql_port, self.redis_port))
+        self.stack.start(env=self._env())
+        self.stack.dirty.clear()
+        self.stack.broker_ctl("reset")
+        self.stack.sql("DROP TABLE IF EXISTS %s" % self.table)
+        self.stack.sql(harness.outbox_ddl(self.table))
+        self.mysql = {"host": "127.0.0.1", "port": self.mysql_port,
+                      "user": "app", "password": "app", "database": "shop"}
+        self.redis = {"host": "127.0.0.1", "port": self.redis_port,
+                      "password": None}
+        self.brokers = self.stack.brokers
+        self.group = harness.unique_group("chaos")
+        cfg = harness.base_config(
+            self.stack, group=self.group,
+            outbox={"tables": [{"table": self.table,
+                                "columns": dict(self.columns)}],
+                    "routes": [{"match": "^%s$" % t, "topic": topic}
+                               for t, topic in self.routes.items()]},
+            kafka={"mode": self.mode},
+            ha={"lease_ms": self.lease_ms, "renew_ms": self.lease_ms // 4,
+                "retry_ms": 100},
+            checkpoint={"interval_ms": 200})
+        self.cfg_text = cfg
+        harness.begin_test("chaos")
+        for i in range(1, self.n + 1):
+            name = "r%d" % i
+            self.tors[name] = harness.Tor(self.stack, cfg, name=name,
+                                          binary=self.binary)
+
+    def teardown(self, log):
+        for t in self.tors.values():
+            if t.running():
+                t.kill9()
+        if self.stack is not None:
+            try:
+                self.stack.stop()
+            except harness.StackError as e:
+                log("stack stop: %s" % e)
+
+    def replicas(self):
+        return list(self.tors)
+
+    def has(self, what):
+        return True
+
+    def running(self, name):
+        return self.tors[name].running()
+
+    def replica(self, name, action):
+        t = self.tors[name]
+        if action == "start":
+            if not t.running():
+                t.start()
+        elif action == "stop":
+            if t.running():
+                t.stop(timeout=60)
+        elif action == "kill":
+            if t.running():
+                t.proc.send_signal(signal.SIGCONT)
+                t.kill9()
+        elif action == "pause":
+            t.sigstop()
+        elif action == "resume":
+            t.sigcont()
+        else:
+            raise Unsupported("replica action %r" % action)
+
+    def _pid(self, rel):
+        try:
+            with open(os.path.join(self.run_dir, rel)) as f:
+                return int(f.read().strip() or 0) or None
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _kill_pidfile(self, rel):
+        pid = self._pid(rel)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
+
+    def service(self, kind, action, arg=None):
+        s = self.stack
+        if kind == "mysql":
+            if action == "start":
+                s.start("mariadb", env=self._env())
+            elif action == "stop":
+                s.stop("mariadb")
+            elif action == "kill":
+                self._kill_pidfile("mariadb/mysqld.pid")
+            else:
+                raise Unsupported("mysql %s" % action)
+        elif kind == "redis":
+            if action == "start":
+                s.start("redis", env=self._env())
+            elif action in ("stop", "wipe"):
+                self._redis_shutdown(save=action == "stop")
+                if action == "wipe":
+                    try:
+                        os.remove(os.path.join(self.run_dir, "redis",
+                                               "dump.rdb"))
+                    except FileNotFoundError:
+                        pass
+            elif action == "kill":
+                self._kill_pidfile("redis/redis.pid")
+            else:
+                raise Unsupported("redis %s" % action)
+        elif kind == "broker":
+            if action in ("down", "up"):
+                s.broker_ctl("%s %d" % (action, int(arg)))
+            elif action == "latency":
+                for b in (1, 2, 3):
+                    s.broker_ctl("rtt %d %d" % (b, int(arg)))
+            elif action in ("start", "stop", "kill"):
+                # The dev broker's ports change when it restarts: a running
+                # replica would keep the old list.  Whole-cluster outages
+                # are every broker down.
+                for b in (1, 2, 3):
+                    s.broker_ctl("%s %d" % ("up" if action == "start" else
+                                            "down", b))
+            else:
+                raise Unsupported("broker %s" % action)
+        else:
+            raise Unsupported(kind)
+
+    def _redis_shutdown(self, save):
+        r = self.stack.redis()
+        try:
+            r.execute_command("SHUTDOWN", "SAVE" if save else "NOSAVE")
+        except Exception:
+            pass            # the connection closes as it shuts down
+        pid = self._pid("redis/redis.pid")
+        for _ in range(100):
+            if pid is None:
+                break
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+
+    def logs(self, name):
+        return self.tors[name].log_text()
+
+    def tor(self, args, timeout=60):
+        return harness.tor_cli(list(args), cfg=self.cfg_text,
+                               stack=self.stack, binary=self.binary,
+                               timeout=timeout)
+
+    def row_starts(self, ids):
+        """{id: (binlog file, start of its transaction)} for the outbox rows
+        with these ids, from the binlog files on disk (mariadb-binlog)."""
+        want = {str(i) for i in ids}
+        data = os.path.join(self.run_dir, "mariadb", "data")
+        schema, table = self.table.split(".")
+        insert = "### INSERT INTO `%s`.`%s`" % (schema, table)
+        out = {}
+        files = sorted(f for f in os.listdir(data)
+                       if re.match(r"^binlog\.\d+$", f))
+        for name in files:
+            p = subprocess.Popen(
+                ["mariadb-binlog", "--base64-output=decode-rows", "-v",
+                 os.path.join(data, name)], stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL)
+            at = start = None
+            in_outbox = False
+            for raw in p.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith("# at "):
+                    at = int(line[5:])
+                elif " GTID " in line and line.startswith("#"):
+                    start = at
+                elif line.startswith("### INSERT INTO "):
+                    in_outbox = line == insert
+                elif in_outbox and line.startswith("###   @1="):
+                    rid = line[9:]
+                    if rid in want:
+                        out[rid] = (name, start)
+            p.wait()
+        return out
+
+    def exit_codes(self):
+        return {n: t.proc.returncode if t.proc else None
+                for n, t in self.tors.items()}
+
+
+# ---------------------------------------------------------------------------
+# shell commands from a target file
+
+# {ssh}: the host's command prefix ("ssh root@vm-a", or "" on this machine);
+# {name}: the replica; {ns}: the Kubernetes namespace; {arg}: the action's
+# argument (a broker number, a latency in ms).
+PRESETS = {
+    "systemd": {
+        "replica.start": "{ssh} systemctl start tor",
+        "replica.stop": "{ssh} systemctl stop tor",
+        "replica.kill": "{ssh} systemctl kill --signal=SIGKILL tor",
+        "replica.pause": "{ssh} systemctl kill --signal=SIGSTOP tor",
+        "replica.resume": "{ssh} systemctl kill --signal=SIGCONT tor",
+        "replica.logs": "{ssh} journalctl -u tor -o cat --no-pager "
+                        "--since=@{since}",
+        "replica.running": "{ssh} systemctl is-active --quiet tor",
+        "mysql.start": "{ssh} systemctl start mariadb",
+        "mysql.stop": "{ssh} systemctl stop mariadb",
+        "mysql.kill": "{ssh} systemctl kill --signal=SIGKILL mariadb",
+        "redis.start": "{ssh} systemctl start redis-server",
+        "redis.stop": "{ssh} systemctl stop redis-server",
+        "redis.kill": "{ssh} systemctl kill --signal=SIGKILL redis-server",
+        "redis.wipe": "{ssh} sh -c 'systemctl stop redis-server && "
+                      "rm -f /var/lib/redis/dump.rdb "
+                      "/var/lib/redis/appendonly.aof* && "
+                      "rm -rf /var/lib/redis/appendonlydir'",
+        "tor": "{ssh} tor",
+    },
+    "kubernetes": {
+        # A deleted pod is made again by its StatefulSet: "start" waits for
+        # it.  pause/resume need the chaos overlay (deploy/k8s/chaos/):
+        # shareProcessNamespace, so that tor is not the PID 1 that a
+        # SIGSTOP from inside the pod cannot reach.
+        "replica.start": "kubectl -n {ns} wait --for=condition=Ready "
+                         "pod/{name} --timeout=120s",
+        "replica.stop": "kubectl -n {ns} delete pod {name} --wait=false",
+        "replica.kill": "kubectl -n {ns} delete pod {name} --grace-period=0 "
+                        "--force --wait=false",
+        "replica.pause": "kubectl -n {ns} exec {name} -c tor -- sh -c "
+                         "'for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = "
+                         "tor ] && kill -STOP ${{p#/proc/}}; done'",
+        "replica.resume": "kubectl -n {ns} exec {name} -c tor -- sh -c "
+                          "'for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" "
+                          "= tor ] && kill -CONT ${{p#/proc/}}; done'",
+        "replica.logs": "kubectl -n {ns} logs {name} -c tor --since-time="
+                        "{since_iso} --all-containers=false",
+        "tor": "kubectl -n {ns} exec {leader_pod} -c tor -- tor",
+    },
+}
+
+
+class CommandBackend(Backend):
+    """Every action a shell command from the target file (JSON):
+
+      {"backend": "systemd" | "kubernetes" | "commands",
+       "group": "...", "brokers": "k1:9092,...", "kafka_props": {...},
+       "mysql": {"host", "port", "user", "password", "database"},
+       "redis": {"host", "port", "password", "prefix"},
+       "outbox": {"table": "shop.outbox",
+                  "columns": {"id", "key", "type", "payload"},
+                  "routes": {"order": "order", ...}},
+       "lease_ms": 3000, "namespace": "tor",
+       "replicas": [{"name": "vm-a", "ssh": "ssh root@vm-a"}, ...],
+       "hosts": {"mysql": "ssh root@db1", "redis": "...",
+                 "brokers": ["ssh root@k1", ...]},
+       "tor_config": "/etc/tor/tor.cfg",
+       "commands": {"broker.down": "...", ...}}
+
+    "commands" overrides or adds to the preset.  Broker actions have no
+    preset: a real cluster's are the operator's to give (broker.down and
+    broker.up with {arg} the broker's number from 1, broker.latency with
+    {arg} in ms, e.g. through tc netem)."""
+
+    def __init__(self, target_path, mode="idempotent"):
+        with open(target_path) as f:
+            t = json.load(f)
+        self.target = t
+        self.name = t.get("backend", "commands")
+        if self.name not in PRESETS and self.name != "commands":
+            raise ValueError("%s: backend must be systemd, kubernetes or "
+                             "commands, not %r" % (target_path, self.name))
+        self.commands = dict(PRESETS.get(self.name, {}))
+        self.commands.update(t.get("commands", {}))
+        for key in ("group", "brokers", "mysql", "redis", "outbox",
+                    "replicas"):
+            if key not in t:
+                raise ValueError("%s: missing %r" % (target_path, key))
+        self.mode = mode
+        self.group = t["group"]
+        self.brokers = t["brokers"]
+        self.kafka_props = t.get("kafka_props", {})
+        self.mysql = dict(t["mysql"])
+        self.redis = {"host": t["redis"]["host"],
+                      "port": int(t["redis"].get("port", 6379)),
+                      "password": t["redis"].get("password")}
+        self.redis_prefix = t["redis"].get("prefix", "tor")
+        ob = t["outbox"]
+        self.table = ob["table"]
+        self.columns = dict({"id": "id", "key": "aggregate_id",
+                             "type": "aggregate_type", "payload": "payload"},
+                            **ob.get("columns", {}))
+        self.routes = dict(ob["routes"])
+        self.lease_ms = int(t.get("lease_ms", 3000))
+        self.ns = t.get("namespace", "default")
+        self.hosts = t.get("hosts", {})
+        self.tor_config = t.get("tor_config", "/etc/tor/tor.cfg")
+        self._replicas = [r if isinstance(r, dict) else {"name": r}
+                          for r in t["replicas"]]
+        self.since = time.time()
+        self.leader_pod = self._replicas[0]["name"]
+
+    def replicas(self):
+        return [r["name"] for r in self._replicas]
+
+    def has(self, what):
+        return what in self.commands
+
+    def _fmt(self, key, **kw):
+        if key not in self.commands:
+            raise Unsupported("the target has no %r command" % key)
+        values = {"ns": self.ns, "ssh": "", "since": int(self.since),
+                  "since_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                             time.gmtime(self.since)),
+                  "leader_pod": self.leader_pod, "arg": ""}
+        values.update(kw)
+        return self.commands[key].format(**values).strip()
+
+    def _run(self, command, timeout=120, check=True):
+        p = subprocess.run(command, shell=True, capture_output=True,
+                           text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError("%s: exit %d: %s" % (
+                command, p.returncode, (p.stderr or p.stdout).strip()[-400:]))
+        return p
+
+    def _replica(self, name):
+        for r in self._replicas:
+            if r["name"] == name:
+                return r
+        raise KeyError(name)
+
+    def replica(self, name, action):
+        r = self._replica(name)
+        self._run(self._fmt("replica." + action, name=name,
+                            ssh=r.get("ssh", "")))
+
+    def running(self, name):
+        if "replica.running" not in self.commands:
+            return None
+        r = self._replica(name)
+        return self._run(self._fmt("replica.running", name=name,
+                                   ssh=r.get("ssh", "")),
+                         check=False).returncode == 0
+
+    def service(self, kind, action, arg=None):
+        ssh = self.hosts.get(kind, "")
+        if kind == "broker" and isinstance(self.hosts.get("brokers"), list) \
+                and arg is not None and action in ("down", "up"):
+            ssh = self.hosts["brokers"][int(arg) - 1]
+        self._run(self._fmt("%s.%s" % (kind, action), ssh=ssh,
+                            arg="" if arg is None else arg))
+
+    def logs(self, name):
+        if "replica.logs" not in self.commands:
+            return ""
+        r = self._replica(name)
+        p = self._run(self._fmt("replica.logs", name=name,
+                                ssh=r.get("ssh", "")), check=False)
+        return p.stdout
+
+    def tor(self, args, timeout=60):
+        ssh = self._replicas[0].get("ssh", "")
+        cmd = "%s %s -c %s" % (self._fmt("tor", ssh=ssh),
+                               " ".join(shlex.quote(a) for a in args),
+                               shlex.quote(self.tor_config))
+        return self._run(cmd, timeout=timeout, check=False)

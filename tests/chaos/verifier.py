@@ -1,0 +1,552 @@
+"""The chaos verifier's core: what Kafka holds against what MySQL committed.
+
+Used by tests/chaos/verify (the command) and tests/chaos/run (after a run).
+Nothing here knows the dev broker or the local stack: it takes a bootstrap
+list, a MySQL connection and the outbox table, so the same code judges a run
+on a real Kafka cluster.
+
+The truth is MySQL: every row of the outbox table in the run's id range must
+be on Kafka at least once.  A record is matched to its row by the `tor.id`
+header (the event-id column).  Per row the verifier looks at:
+
+  lost        a row with no record
+  duplicated  a row with more than one record (every copy after the first)
+  reordered   per key, the rows' first appearances (partition offset order)
+              not in binlog order, binlog order being the `tor.pos` header
+              (`<gtid>:<row>` or `<file>:<pos>:<row>`)
+  pos         copies of one row with different tor.pos (a relay naming a row
+              wrongly)
+  zombie      per partition, a record whose token (`tor.epoch`) is below one
+              already seen earlier in the partition: a replica publishing
+              after a newer leader had
+
+Duplicates are attributed to a cause when a timeline (the runner's) is given:
+the leadership that published the copy, and the fault that led to it.
+"""
+
+import collections
+import json
+import re
+import time
+
+from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
+
+# ---------------------------------------------------------------------------
+# binlog order from tor.pos
+
+_MARIADB_GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+_MYSQL_GTID = re.compile(r"^([0-9a-fA-F-]{36}):(\d+)$")
+_FILE_POS = re.compile(r"^(.*?)(\d+):(\d+)$")
+
+
+def binlog_order(pos):
+    """A sort key for a tor.pos value, or None when it cannot be read.
+
+    The first element names the sequence the key belongs to: keys of
+    different sequences (two MariaDB domains, two MySQL server uuids, a GTID
+    and a file position) do not compare."""
+    if not pos or ":" not in pos:
+        return None
+    prefix, _, row = pos.rpartition(":")
+    if not row.isdigit():
+        return None
+    row = int(row)
+    m = _MARIADB_GTID.match(prefix)
+    if m:
+        return (("gtid", int(m.group(1))), int(m.group(3)), 0, row)
+    m = _MYSQL_GTID.match(prefix)
+    if m:
+        return (("uuid", m.group(1).lower()), int(m.group(2)), 0, row)
+    m = _FILE_POS.match(prefix)
+    if m:
+        return (("file", m.group(1)), int(m.group(2)), int(m.group(3)), row)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# reading
+
+
+Copy = collections.namedtuple("Copy", "topic partition offset key token pos")
+
+
+class Retention(Exception):
+    """A partition no longer starts at offset 0: records were dropped by the
+    broker's retention, so absences cannot be judged."""
+
+
+def _consumer(brokers, isolation, extra=None):
+    conf = {
+        "bootstrap.servers": brokers,
+        "group.id": "tor-chaos-verify",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": isolation,
+        "enable.partition.eof": False,
+    }
+    conf.update(extra or {})
+    return Consumer(conf)
+
+
+def read_topics(brokers, topics, isolation, timeout=120, extra=None,
+                group=None, log=None):
+    """Every record of the topics, as {tor.id: [Copy, ...]} in partition
+    offset order, plus per partition the (offset, token) of each record and
+    the count of records without a tor.id.  Reads each partition from its start to its
+    end as the consumer sees it now (the last stable offset under
+    read_committed)."""
+    c = _consumer(brokers, isolation, extra)
+    by_id = collections.defaultdict(list)
+    tokens = collections.OrderedDict()
+    no_id = 0
+    other_group = 0
+    try:
+        targets = {}
+        for topic in topics:
+            md = c.list_topics(topic, timeout=30)
+            t = md.topics.get(topic)
+            if t is None or t.error is not None:
+                raise RuntimeError("topic %s: %s" % (
+                    topic, t.error if t else "missing"))
+            for p in sorted(t.partitions):
+                tp = TopicPartition(topic, p)
+                lo, hi = c.get_watermark_offsets(tp, timeout=30, cached=False)
+                if lo > 0:
+                    raise Retention("%s[%d] starts at offset %d, not 0: the "
+                                    "broker dropped records (retention)" %
+                                    (topic, p, lo))
+                tokens[(topic, p)] = []
+                if hi > lo:
+                    targets[(topic, p)] = hi
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in targets])
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while targets and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    continue
+                seen += 1
+                h = {}
+                for k, v in m.headers() or []:
+                    h.setdefault(k, v)
+                if group is not None and h.get("tor.group") not in (
+                        None, group.encode()):
+                    other_group += 1
+                    continue
+                token = int(h["tor.epoch"]) if h.get("tor.epoch") else None
+                tokens[(m.topic(), m.partition())].append(
+                    (m.offset(), token))
+                rid = h.get("tor.id")
+                if rid is None:
+                    no_id += 1
+                    continue
+                pos = h.get("tor.pos")
+                by_id[rid.decode()].append(Copy(
+                    m.topic(), m.partition(), m.offset(), m.key(), token,
+                    pos.decode() if pos else None))
+            pos = c.position([TopicPartition(t, p) for t, p in targets])
+            for tp in pos:
+                if tp.offset >= 0 and tp.offset >= targets[(tp.topic,
+                                                            tp.partition)]:
+                    del targets[(tp.topic, tp.partition)]
+            if log and seen:
+                log("read %d records, %d partitions to go" %
+                    (seen, len(targets)))
+        if targets:
+            raise RuntimeError("could not read to the end of %s within %ss" %
+                               (", ".join("%s[%d]" % k for k in targets),
+                                timeout))
+    finally:
+        c.close()
+    return by_id, tokens, no_id, other_group
+
+
+def read_position_records(brokers, topic, group, extra=None, timeout=60):
+    """The group's position records on the checkpoint topic, in offset
+    order, each {"token", "file", "pos", "done", "rows"}: every record,
+    committed or not (read_uncommitted)."""
+    c = _consumer(brokers, "read_uncommitted", extra)
+    out = []
+    try:
+        md = c.list_topics(topic, timeout=30)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            return out
+        parts = sorted(t.partitions)
+        targets = {}
+        for p in parts:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p),
+                                             timeout=30, cached=False)
+            if hi > lo:
+                targets[p] = hi
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        deadline = time.monotonic() + timeout
+        while targets and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error() or m.key() != group.encode():
+                    continue
+                rec = parse_position_record(m.value())
+                if rec is not None:
+                    out.append(rec)
+            for tp in c.position([TopicPartition(topic, p) for p in targets]):
+                if tp.offset >= 0 and tp.offset >= targets[tp.partition]:
+                    del targets[tp.partition]
+    finally:
+        c.close()
+    return out
+
+
+def parse_position_record(value):
+    """A v2 position record ("v2 token=.. file=.. pos=.. gtid=.. done=..
+    rows=.."), or None."""
+    if not value:
+        return None
+    f = dict(w.split("=", 1) for w in value.decode(errors="replace").split()
+             if "=" in w)
+    try:
+        done = f.get("done", "-")
+        dfile, _, dpos = done.rpartition(":") if done != "-" else ("", "",
+                                                                   "0")
+        return {"token": int(f["token"]), "file": f.get("file", "-"),
+                "pos": int(f.get("pos", 0)), "rows": int(f.get("rows", 0)),
+                "done": (dfile, int(dpos)) if dfile else None}
+    except (KeyError, ValueError):
+        return None
+
+
+def last_transaction_windows(records):
+    """Per token, the source positions its last Kafka transaction covered:
+    [the position of its second-last record, the position of its last].
+
+    tor begins a Kafka transaction only after the one before committed, so
+    only a token's last transaction can have been left open when the token
+    lost its leadership."""
+    by_token = collections.OrderedDict()
+    for r in records:
+        by_token.setdefault(r["token"], []).append(r)
+    out = {}
+    for token, recs in by_token.items():
+        if len(recs) < 2:
+            continue
+        lo, hi = recs[-2], recs[-1]
+        end = (hi["file"], hi["pos"])
+        if hi["done"] is not None and hi["done"] > end:
+            end = hi["done"]
+        out[token] = ((lo["file"], lo["pos"]), end, hi["rows"] > 0)
+    return out
+
+
+def read_rows(conn, table, id_col, key_col, min_id=None, max_id=None):
+    """{id (text): key (bytes)} of the outbox rows committed in the range."""
+    where, args = [], []
+    if min_id is not None:
+        where.append("%s > %%s" % id_col)
+        args.append(min_id)
+    if max_id is not None:
+        where.append("%s <= %%s" % id_col)
+        args.append(max_id)
+    sql = "SELECT %s, %s FROM %s" % (id_col, key_col, table)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = {}
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        for rid, key in cur.fetchall():
+            if isinstance(key, str):
+                key = key.encode()
+            rows[str(rid)] = key
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# timeline: which leadership published a token, and why it began
+
+
+class Timeline:
+    """The runner's record of a run, one JSON object per line:
+
+      {"t": seconds, "event": "fault", "kind": "kill", "detail": "..."}
+      {"t": seconds, "event": "leader", "holder": "r2", "token": 7}
+      {"t": seconds, "event": "operator", "token": 9, "to": "..."}
+
+    t counts from the run's start."""
+
+    def __init__(self, entries=()):
+        self.entries = sorted(entries, key=lambda e: e["t"])
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls(json.loads(line) for line in f if line.strip())
+
+    def leadership_start(self, token):
+        for e in self.entries:
+            if e["event"] == "leader" and e.get("token") == token:
+                return e["t"]
+        return None
+
+    def faults_between(self, t0, t1):
+        return [e for e in self.entries if e["event"] == "fault" and
+                t0 <= e["t"] <= t1]
+
+    def operator_tokens(self):
+        return {e["token"] for e in self.entries
+                if e["event"] == "operator" and e.get("token") is not None}
+
+    def cause_of_token(self, token):
+        """The fault kind that led to the leadership of `token`: the last
+        fault begun before the leadership began (an operator's move when the
+        token right before this one was an operator's), or "start"."""
+        if token is None:
+            return "unknown"
+        ops = self.operator_tokens()
+        if any(o < token and not self._token_between(o, token) for o in ops):
+            return "operator"
+        t = self.leadership_start(token)
+        if t is None:
+            return "unknown"
+        before = [e for e in self.entries if e["event"] == "fault" and
+                  e["t"] <= t]
+        return before[-1]["kind"] if before else "start"
+
+    def _token_between(self, lo, hi):
+        return any(e["event"] == "leader" and lo < e.get("token", 0) < hi
+                   for e in self.entries)
+
+    def faults_during(self, token):
+        """Fault kinds begun while `token` led (a copy published twice under
+        one token is the producer's resend: these are its likely causes)."""
+        start = self.leadership_start(token)
+        if start is None:
+            return []
+        end = None
+        for e in self.entries:
+            if e["event"] == "leader" and e["t"] > start and \
+                    e.get("token") != token:
+                end = e["t"]
+                break
+        return [e["kind"] for e in self.faults_between(
+            start, end if end is not None else float("inf"))]
+
+
+# ---------------------------------------------------------------------------
+# the verdict
+
+
+class Verdict:
+    def __init__(self):
+        self.rows = 0
+        self.records = 0
+        self.lost = []
+        self.unjudged_lost = []          # (id, token): see judge()
+        self.duplicates = 0              # copies beyond the first
+        self.duplicated_rows = 0
+        self.dup_by_cause = collections.Counter()
+        self.dup_by_token = collections.Counter()
+        self.reordered = []              # (key, row, came after row)
+        self.pos_mismatch = []
+        self.zombies = []                # (topic, partition, offset, token, above)
+        self.tokens = {}                 # "topic[p]" -> [distinct tokens in order]
+        self.unknown = 0                 # records for ids not in MySQL's range
+        self.no_id = 0
+        self.other_group = 0
+        self.mode = "idempotent"
+        self.dev_broker = False
+        self.notes = []
+
+    def judged_duplicates(self):
+        """Duplicates that count against the run: in transactional mode,
+        those not replayed on purpose by an operator, and only where the
+        broker can show them (DESIGN.md §9: the dev broker has no
+        transaction markers, so aborted transactions are read too)."""
+        if self.mode != "transactional" or self.dev_broker:
+            return 0
+        return self.duplicates - self.dup_by_cause.get("operator", 0)
+
+    def failed(self):
+        return bool(self.lost or self.reordered or self.zombies or
+                    self.pos_mismatch or self.judged_duplicates())
+
+    def to_json(self):
+        return {
+            "rows": self.rows, "records": self.records,
+            "lost": len(self.lost), "lost_sample": self.lost[:20],
+            "lost_not_judged": len(self.unjudged_lost),
+            "lost_not_judged_sample": [list(x) for x in
+                                       self.unjudged_lost[:20]],
+            "duplicates": self.duplicates,
+            "duplicated_rows": self.duplicated_rows,
+            "duplicates_by_cause": dict(self.dup_by_cause),
+            "duplicates_by_token": {str(k): v for k, v in
+                                    self.dup_by_token.items()},
+            "reordered": len(self.reordered),
+            "reordered_sample": [list(map(_text, r))
+                                 for r in self.reordered[:20]],
+            "pos_mismatch": len(self.pos_mismatch),
+            "zombies": len(self.zombies),
+            "zombie_sample": [list(z) for z in self.zombies[:20]],
+            "tokens": self.tokens,
+            "records_without_tor_id": self.no_id,
+            "records_of_other_groups": self.other_group,
+            "records_for_unknown_rows": self.unknown,
+            "mode": self.mode, "dev_broker": self.dev_broker,
+            "judged_duplicates": self.judged_duplicates(),
+            "failed": self.failed(), "notes": self.notes,
+        }
+
+    def report(self):
+        out = []
+        out.append("verify: %d rows in MySQL, %d records on Kafka (%s mode%s)"
+                   % (self.rows, self.records, self.mode,
+                      ", dev broker" if self.dev_broker else ""))
+        out.append("  lost:       %d%s" % (len(self.lost), (
+            " e.g. id " + ", ".join(self.lost[:10])) if self.lost else ""))
+        if self.unjudged_lost:
+            out.append("  lost, not judged: %d (rows of a token's last "
+                       "Kafka transaction: the dev broker shows its position "
+                       "record even if it never committed, so a successor "
+                       "may resume past them; a real broker aborts it and "
+                       "the successor publishes them again) e.g. %s" % (
+                           len(self.unjudged_lost), ", ".join(
+                               "id %s (token %s)" % x
+                               for x in self.unjudged_lost[:5])))
+        out.append("  duplicated: %d copies of %d rows" % (
+            self.duplicates, self.duplicated_rows))
+        for cause, n in sorted(self.dup_by_cause.items(),
+                               key=lambda kv: -kv[1]):
+            out.append("    %-24s %d" % (cause, n))
+        out.append("  reordered:  %d" % len(self.reordered))
+        for key, row, after in self.reordered[:5]:
+            out.append("    key %s: row %s first came after row %s" %
+                       (_text(key), row, after))
+        if self.pos_mismatch:
+            out.append("  tor.pos differs between copies: %d rows, e.g. %s" %
+                       (len(self.pos_mismatch), self.pos_mismatch[:3]))
+        out.append("  zombies:    %d" % len(self.zombies))
+        for z in self.zombies[:5]:
+            out.append("    %s[%d] offset %d: token %s after token %s" % z)
+        for tp, seq in self.tokens.items():
+            out.append("  tokens %-22s %s" % (tp, _tokens_text(seq)))
+        if self.unknown:
+            out.append("  records for ids outside the run's rows: %d" %
+                       self.unknown)
+        if self.no_id:
+            out.append("  records without tor.id: %d" % self.no_id)
+        for n in self.notes:
+            out.append("  note: " + n)
+        if self.mode == "transactional":
+            if self.dev_broker:
+                out.append("  duplicates not judged: the dev broker has no "
+                           "transaction markers, so read_committed also "
+                           "reads aborted transactions (DESIGN.md §9)")
+            else:
+                out.append("  duplicates judged (read_committed): %d" %
+                           self.judged_duplicates())
+        out.append("verdict: %s" % ("FAIL" if self.failed() else "PASS"))
+        return "\n".join(out)
+
+
+def _text(v):
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    return str(v)
+
+
+def _tokens_text(seq):
+    if len(seq) > 12:
+        return "%s ... %s (%d tokens)" % (
+            " ".join(map(str, seq[:6])), " ".join(map(str, seq[-6:])),
+            len(seq))
+    return " ".join(map(str, seq))
+
+
+def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
+          dev_broker=False, timeline=None, position_records=None,
+          row_starts=None):
+    """The verdict for MySQL's rows ({id: key}) against Kafka's copies.
+
+    In transactional mode on the dev broker, a lost row inside a token's
+    last Kafka transaction is not judged (see Verdict.report); that needs
+    the group's position records and, per lost row, where its source
+    transaction starts in the binlog (row_starts: {id: (file, pos)})."""
+    v = Verdict()
+    v.mode, v.dev_broker = mode, dev_broker
+    v.rows = len(rows)
+    v.no_id, v.other_group = no_id, other_group
+    v.records = sum(len(c) for c in by_id.values()) + no_id
+    timeline = timeline or Timeline()
+
+    for rid in rows:
+        if rid not in by_id:
+            v.lost.append(rid)
+    v.lost.sort(key=lambda s: (len(s), s))
+    if v.lost and mode == "transactional" and dev_broker and \
+            position_records and row_starts:
+        windows = last_transaction_windows(position_records)
+        kept = []
+        for rid in v.lost:
+            start = row_starts.get(rid)
+            token = None
+            for t, (lo, hi, partial) in windows.items():
+                if start is not None and lo <= start and (
+                        start < hi or (partial and start == hi)):
+                    token = t
+                    break
+            if token is None:
+                kept.append(rid)
+            else:
+                v.unjudged_lost.append((rid, token))
+        v.lost = kept
+    v.unknown = sum(len(c) for rid, c in by_id.items() if rid not in rows)
+
+    firsts = collections.defaultdict(list)   # key -> [(partition, offset, order, id)]
+    for rid, copies in by_id.items():
+        if rid not in rows:
+            continue
+        copies = sorted(copies, key=lambda c: (c.topic, c.partition,
+                                               c.offset))
+        first = copies[0]
+        if len(copies) > 1:
+            v.duplicated_rows += 1
+            v.duplicates += len(copies) - 1
+            for c in copies[1:]:
+                v.dup_by_token[c.token] += 1
+                if c.token == first.token:
+                    during = timeline.faults_during(c.token)
+                    cause = "resend (%s)" % (during[0] if during else
+                                             "no fault")
+                else:
+                    cause = timeline.cause_of_token(c.token)
+                v.dup_by_cause[cause] += 1
+            if len({c.pos for c in copies}) > 1:
+                v.pos_mismatch.append(rid)
+        firsts[(first.topic, rows[rid])].append(
+            (first.partition, first.offset, binlog_order(first.pos), rid))
+
+    for (topic, key), seen in firsts.items():
+        seen.sort()
+        newest = {}                 # sequence -> (order, id) furthest seen
+        for _part, _off, order, rid in seen:
+            if order is None:
+                continue
+            seq = order[0]
+            top = newest.get(seq)
+            if top is not None and order < top[0]:
+                v.reordered.append((key, rid, top[1]))
+            elif top is None or order > top[0]:
+                newest[seq] = (order, rid)
+
+    for (topic, p), seq in tokens.items():
+        distinct = []
+        top = None
+        for offset, token in seq:
+            if token is None:
+                continue
+            if top is not None and token < top:
+                v.zombies.append((topic, p, offset, token, top))
+            if not distinct or distinct[-1] != token:
+                distinct.append(token)
+            top = token if top is None else max(top, token)
+        if seq:
+            v.tokens["%s[%d]" % (topic, p)] = distinct
+    return v
