@@ -5,13 +5,16 @@
 #   fuzz         each build/fuzz/fuzz_* for a bounded number of runs
 #   integration  tests/integration/test_*.py against the local stack
 #                (deploy/local/stack.sh), started and stopped here
+#   chaos        the chaos verifier's own tests, then a 60-second chaos run
+#                (tests/chaos/run) on a stack of its own (run/chaos)
 #
-# `tests/run.sh [unit|fuzz|integration]...` runs a subset (default: all).
+# `tests/run.sh [unit|fuzz|integration|chaos]...` runs a subset (default:
+# all).
 set -u
 cd "$(dirname "$0")/.."
 root=$PWD
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit fuzz integration)
+[ ${#suites[@]} -eq 0 ] && suites=(unit fuzz integration chaos)
 
 passed=0
 failed=0
@@ -84,11 +87,37 @@ run_integration() {
 	rm -f "$out"
 }
 
+run_chaos() {
+	local out p f rc
+	out=$(mktemp)
+	/usr/bin/python3 tests/chaos/test_verify.py 2>&1 | tee "$out"
+	p=$(grep -c '^ok ' "$out")
+	f=$(grep -c '^not ok ' "$out")
+	passed=$((passed + p))
+	failed=$((failed + f))
+	[ "$f" -gt 0 ] && failures+=("tests/chaos/test_verify.py")
+	# Every fault kind once or more, idempotent mode, the ASan build.
+	/usr/bin/python3 tests/chaos/run --duration "${TOR_CHAOS_SECONDS:-60}" \
+		--interval 2 --big-every 30 --seed "${TOR_CHAOS_SEED:-1}" 2>&1 |
+		tee "$out"
+	rc=${PIPESTATUS[0]}
+	if [ "$rc" -eq 0 ]; then
+		passed=$((passed + 1))
+		echo "ok - chaos run"
+	else
+		failed=$((failed + 1))
+		failures+=("tests/chaos/run (exit $rc)")
+		echo "not ok - chaos run (exit $rc)"
+	fi
+	rm -f "$out"
+}
+
 for s in "${suites[@]}"; do
 	case "$s" in
 	unit) run_unit ;;
 	fuzz) run_fuzz ;;
 	integration) run_integration ;;
+	chaos) run_chaos ;;
 	*) echo "unknown suite: $s" >&2; exit 2 ;;
 	esac
 done

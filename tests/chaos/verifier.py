@@ -88,13 +88,33 @@ def _consumer(brokers, isolation, extra=None):
     return Consumer(conf)
 
 
+def end_offsets(brokers, topics, extra=None):
+    """{(topic, partition): high watermark} now: where a run's records will
+    begin (the runner takes them before it writes)."""
+    c = _consumer(brokers, "read_uncommitted", extra)
+    out = {}
+    try:
+        for topic in topics:
+            t = c.list_topics(topic, timeout=30).topics.get(topic)
+            if t is None or t.error is not None:
+                continue
+            for p in t.partitions:
+                out[(topic, p)] = c.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=30, cached=False)[1]
+    finally:
+        c.close()
+    return out
+
+
 def read_topics(brokers, topics, isolation, timeout=120, extra=None,
-                group=None, log=None):
+                group=None, log=None, start_offsets=None):
     """Every record of the topics, as {tor.id: [Copy, ...]} in partition
     offset order, plus per partition the (offset, token) of each record and
-    the count of records without a tor.id.  Reads each partition from its start to its
-    end as the consumer sees it now (the last stable offset under
-    read_committed)."""
+    the count of records without a tor.id.  Reads each partition from
+    start_offsets (default: its beginning) to its end as the consumer sees
+    it now (the last stable offset under read_committed).  Retention is
+    raised when a partition no longer holds its start."""
+    start_offsets = start_offsets or {}
     c = _consumer(brokers, isolation, extra)
     by_id = collections.defaultdict(list)
     tokens = collections.OrderedDict()
@@ -111,14 +131,18 @@ def read_topics(brokers, topics, isolation, timeout=120, extra=None,
             for p in sorted(t.partitions):
                 tp = TopicPartition(topic, p)
                 lo, hi = c.get_watermark_offsets(tp, timeout=30, cached=False)
-                if lo > 0:
-                    raise Retention("%s[%d] starts at offset %d, not 0: the "
+                start = start_offsets.get((topic, p), 0)
+                if lo > start:
+                    raise Retention("%s[%d] starts at offset %d, not %d: the "
                                     "broker dropped records (retention)" %
-                                    (topic, p, lo))
+                                    (topic, p, lo, start))
                 tokens[(topic, p)] = []
-                if hi > lo:
-                    targets[(topic, p)] = hi
-        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in targets])
+                if hi > start:
+                    targets[(topic, p)] = (start, hi)
+        c.assign([TopicPartition(t, p, start if start > 0 else
+                                 OFFSET_BEGINNING)
+                  for (t, p), (start, _) in targets.items()])
+        targets = {k: hi for k, (_, hi) in targets.items()}
         deadline = time.monotonic() + timeout
         seen = 0
         while targets and time.monotonic() < deadline:
@@ -332,6 +356,10 @@ class Timeline:
 # ---------------------------------------------------------------------------
 # the verdict
 
+# Causes after which no copy may repeat, in any mode and on any broker: the
+# leader stopped on purpose hands over what it published (DESIGN.md §3).
+GRACEFUL = ("handover",)
+
 
 class Verdict:
     def __init__(self):
@@ -355,12 +383,15 @@ class Verdict:
         self.notes = []
 
     def judged_duplicates(self):
-        """Duplicates that count against the run: in transactional mode,
-        those not replayed on purpose by an operator, and only where the
-        broker can show them (DESIGN.md §9: the dev broker has no
-        transaction markers, so aborted transactions are read too)."""
+        """Duplicates that count against the run.  A graceful handover
+        repeats nothing in either mode, and any broker shows that.  In
+        transactional mode, every copy not replayed on purpose by an
+        operator, where the broker can show it (DESIGN.md §9: the dev broker
+        has no transaction markers, so aborted transactions are read too)."""
+        graceful = sum(n for cause, n in self.dup_by_cause.items()
+                       if cause in GRACEFUL)
         if self.mode != "transactional" or self.dev_broker:
-            return 0
+            return graceful
         return self.duplicates - self.dup_by_cause.get("operator", 0)
 
     def failed(self):
@@ -434,6 +465,9 @@ class Verdict:
             out.append("  records without tor.id: %d" % self.no_id)
         for n in self.notes:
             out.append("  note: " + n)
+        if self.judged_duplicates():
+            out.append("  duplicates that count: %d" %
+                       self.judged_duplicates())
         if self.mode == "transactional":
             if self.dev_broker:
                 out.append("  duplicates not judged: the dev broker has no "

@@ -371,6 +371,20 @@ def test_kustomization_lists_every_file():
         sorted(listed), sorted(files))
 
 
+def test_chaos_overlay_shares_the_process_namespace():
+    # tests/chaos/backends.py's Kubernetes pause signals tor from inside the
+    # pod; that reaches tor only when tor is not the namespace's PID 1.
+    d = os.path.join(K8S, "chaos")
+    k = load_docs(os.path.join(d, "kustomization.yaml"))[0]
+    assert k["kind"] == "Kustomization" and k["resources"] == ["../"], k
+    paths = [p["path"] for p in k["patches"]]
+    assert paths == ["share-process-namespace.yaml"], paths
+    patch = load_docs(os.path.join(d, paths[0]))[0]
+    assert (patch["kind"], patch["metadata"]["name"]) == (
+        "StatefulSet", statefulset()["metadata"]["name"]), patch
+    assert patch["spec"]["template"]["spec"]["shareProcessNamespace"] is True
+
+
 # ---------------------------------------------------------------------------
 # systemd
 
