@@ -416,6 +416,11 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	rc = tor_sink_poll(r->sink, timeout_ms, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
 	    tor_sink_in_flight(r->sink), memory_order_relaxed);
+	/* The purge at the leadership's end fails what it dropped: that is
+	 * the session ending, and its report may come before the relay has
+	 * seen the end itself. */
+	if (r->delivery_failed && !leading(r))
+		return RUN_LOST;
 	if (r->delivery_failed &&
 	    r->delivery_code == TOR_SINK_ERR_TOO_LARGE) {
 		if (note_too_large(r, err) < 0)
@@ -821,7 +826,8 @@ stream_loop(struct relay *r, tor_err *err)
 			    STOP_GRACE_MS);
 		rc = tor_binlog_next(r->binlog, &raw, &len, err);
 		if (rc == TOR_BINLOG_FATAL)
-			return -1;
+			return tor_reader_blame(r->reader,
+			    tor_binlog_refused_at(r->binlog), err);
 		if (rc == TOR_BINLOG_ERROR) {
 			r->reconnects++;
 			count_retry(r, TOR_TARGET_MYSQL);

@@ -47,6 +47,14 @@ import harness  # noqa: E402
 REPLICA_ACTIONS = ("start", "stop", "kill", "pause", "resume")
 
 
+def default_run_dir():
+    """The chaos stack's run directory: $TOR_CHAOS_RUN_DIR or run/chaos;
+    $TOR_CHAOS_MYSQL_PORT and $TOR_CHAOS_REDIS_PORT move its ports, so two
+    stacks can run side by side."""
+    return os.environ.get("TOR_CHAOS_RUN_DIR") or os.path.join(
+        REPO, "run", "chaos")
+
+
 class Unsupported(Exception):
     pass
 
@@ -122,7 +130,7 @@ class LocalBackend(Backend):
                  binary=None, lease_ms=2000):
         self.n = replicas
         self.mode = mode
-        self.run_dir = run_dir or os.path.join(REPO, "run", "chaos")
+        self.run_dir = run_dir or default_run_dir()
         self.mysql_port = mysql_port or int(os.environ.get(
             "TOR_CHAOS_MYSQL_PORT", "3347"))
         self.redis_port = redis_port or int(os.environ.get(

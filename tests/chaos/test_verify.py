@@ -126,6 +126,32 @@ def test_a_zombie_token_fails(stack):
            "verdict: FAIL")
 
 
+def test_a_paused_leaders_queue_is_told_apart(stack):
+    # Token 2's leader was SIGSTOPped; token 3 took over; token 2's queue
+    # went out when it resumed.  Reported, not judged, where nothing fences
+    # producers; a failure in transactional mode on a real broker.
+    group = "verify-" + secrets.token_hex(3)
+    recs = [(n, 2) for n in range(1, 5)] + [(n, 3) for n in range(5, 9)] + \
+        [(5, 2), (6, 2)]
+    publish(stack, group, recs)
+    tl = os.path.join(stack.run_dir, "verify-timeline-%s.jsonl" % group)
+    with open(tl, "w") as f:
+        f.write('{"t": 0.0, "event": "leader", "holder": "r1", "token": 2}\n'
+                '{"t": 5.0, "event": "fault", "kind": "stop", '
+                '"detail": "leader r1 for 3.0 s"}\n'
+                '{"t": 7.0, "event": "leader", "holder": "r2", "token": 3}\n')
+    try:
+        rc, out = verify(stack, group, "--timeline", tl)
+        expect(rc, out, 0, "zombies:    0",
+               "a paused leader's queue, sent when it resumed: 2 records of "
+               "token(s) 2", "verdict: PASS")
+        rc, out = verify(stack, group, "--timeline", tl, "--mode",
+                         "transactional")
+        expect(rc, out, 1, "zombies:    2", "verdict: FAIL")
+    finally:
+        os.remove(tl)
+
+
 def test_a_row_named_by_two_positions_fails(stack):
     recs = ALL_ONCE + [(6, 2, "0-1-999:3")]
     rc, out = case(stack, recs)

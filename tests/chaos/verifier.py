@@ -18,7 +18,11 @@ header (the event-id column).  Per row the verifier looks at:
               wrongly)
   zombie      per partition, a record whose token (`tor.epoch`) is below one
               already seen earlier in the partition: a replica publishing
-              after a newer leader had
+              after a newer leader had.  Where no broker fences producers
+              (idempotent mode; the dev broker), the queue of a leader that
+              was SIGSTOPped goes out when it resumes, before it sees its
+              lease has passed: with a timeline, those records are reported
+              apart and not judged.
 
 Duplicates are attributed to a cause when a timeline (the runner's) is given:
 the leadership that published the copy, and the fault that led to it.
@@ -337,6 +341,21 @@ class Timeline:
         return any(e["event"] == "leader" and lo < e.get("token", 0) < hi
                    for e in self.entries)
 
+    def paused_tokens(self):
+        """Tokens whose leader was SIGSTOPped during its leadership (a
+        "stop" fault naming its holder): their queued messages go out when
+        the process resumes, before it sees that its lease has passed."""
+        out = set()
+        leaders = [e for e in self.entries if e["event"] == "leader"]
+        for i, e in enumerate(leaders):
+            end = leaders[i + 1]["t"] if i + 1 < len(leaders) else float(
+                "inf")
+            for f in self.faults_between(e["t"], end):
+                if f["kind"] == "stop" and f.get("detail", "").startswith(
+                        "leader %s " % e.get("holder")):
+                    out.add(e["token"])
+        return out
+
     def faults_during(self, token):
         """Fault kinds begun while `token` led (a copy published twice under
         one token is the producer's resend: these are its likely causes)."""
@@ -374,6 +393,7 @@ class Verdict:
         self.reordered = []              # (key, row, came after row)
         self.pos_mismatch = []
         self.zombies = []                # (topic, partition, offset, token, above)
+        self.paused_zombies = []         # the same, from a paused leader's queue
         self.tokens = {}                 # "topic[p]" -> [distinct tokens in order]
         self.unknown = 0                 # records for ids not in MySQL's range
         self.no_id = 0
@@ -398,6 +418,11 @@ class Verdict:
         return bool(self.lost or self.reordered or self.zombies or
                     self.pos_mismatch or self.judged_duplicates())
 
+    def fenced(self):
+        """True when a paused leader's messages must be refused by the
+        broker: transactional mode on a broker that fences producers."""
+        return self.mode == "transactional" and not self.dev_broker
+
     def to_json(self):
         return {
             "rows": self.rows, "records": self.records,
@@ -416,6 +441,9 @@ class Verdict:
             "pos_mismatch": len(self.pos_mismatch),
             "zombies": len(self.zombies),
             "zombie_sample": [list(z) for z in self.zombies[:20]],
+            "paused_leader_zombies": len(self.paused_zombies),
+            "paused_leader_zombie_sample": [list(z) for z in
+                                            self.paused_zombies[:20]],
             "tokens": self.tokens,
             "records_without_tor_id": self.no_id,
             "records_of_other_groups": self.other_group,
@@ -456,6 +484,14 @@ class Verdict:
         out.append("  zombies:    %d" % len(self.zombies))
         for z in self.zombies[:5]:
             out.append("    %s[%d] offset %d: token %s after token %s" % z)
+        if self.paused_zombies:
+            toks = sorted({z[3] for z in self.paused_zombies})
+            out.append("  a paused leader's queue, sent when it resumed: %d "
+                       "records of token(s) %s after a higher token (%s mode"
+                       "%s: no broker fences them; reported, not judged)" % (
+                           len(self.paused_zombies),
+                           " ".join(map(str, toks)), self.mode,
+                           ", dev broker" if self.dev_broker else ""))
         for tp, seq in self.tokens.items():
             out.append("  tokens %-22s %s" % (tp, _tokens_text(seq)))
         if self.unknown:
@@ -570,6 +606,7 @@ def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
             elif top is None or order > top[0]:
                 newest[seq] = (order, rid)
 
+    paused = timeline.paused_tokens() if not v.fenced() else set()
     for (topic, p), seq in tokens.items():
         distinct = []
         top = None
@@ -577,7 +614,8 @@ def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
             if token is None:
                 continue
             if top is not None and token < top:
-                v.zombies.append((topic, p, offset, token, top))
+                (v.paused_zombies if token in paused else v.zombies).append(
+                    (topic, p, offset, token, top))
             if not distinct or distinct[-1] != token:
                 distinct.append(token)
             top = token if top is None else max(top, token)

@@ -7,11 +7,12 @@ refusals and latency come from its control socket (DESIGN.md §9).
 
 import collections
 import json
+import threading
 import time
 
 import harness
 from harness import Tor, header, read_all, wait_for
-from test_ha import (HA, epoch_of, lease_key, log_lines, n_of,
+from test_ha import (HA, epoch_of, lease_key, leader_now, log_lines, n_of,
                      read_all_events, stop_all, wait_leading)
 from test_relay import checkpoint, insert_range, make_outbox
 
@@ -171,3 +172,50 @@ def test_paused_leader_residue(stack):
                                               len(late), len(recs)))
     assert residue <= 500, "residue %d: queued messages were sent after " \
         "the deadline, not only requests already on the wire" % residue
+
+
+def test_paused_leader_returns_to_follower(stack):
+    """A leader SIGSTOPped past its lease while rows keep coming purges its
+    queue when it wakes: the purged messages' failed deliveries end the
+    session, and the replica goes on as a follower.  (Found by the chaos
+    runner: the purge's delivery reports reached the relay first and halted
+    the process, exit 1.)  Three pauses, of whichever replica leads; then
+    nothing is lost."""
+    name = "sink_pause_follower"
+    table, ov = make_outbox(stack, name)
+    cfg = harness.base_config(stack, ha=dict(HA), **ov)
+    tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2", "r3")]
+    wait_leading(tors, timeout=10)
+    done = threading.Event()
+    written = [0]
+
+    def write():
+        while not done.is_set():
+            insert_range(stack, table, written[0], 20, 5)
+            written[0] += 20
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.0)
+            since = {t: t.log_size() for t in tors}
+            leader = leader_now(tors)[0]
+            leader.sigstop()
+            wait_leading([t for t in tors if t is not leader], since=since,
+                         timeout=15)
+            leader.sigcont()
+            leader.wait_log(r"stepping_down -> follower", timeout=15,
+                            since=since[leader])
+            time.sleep(0.5)
+            assert leader.running(), "the paused leader exited (%s):\n%s" % (
+                leader.proc.returncode, leader.log_tail())
+            assert "halting" not in leader.log_text()[since[leader]:], \
+                leader.log_tail()
+    finally:
+        done.set()
+        writer.join(30)
+    by_n, _ = read_all_events(stack, name, written[0], timeout=60)
+    stop_all(tors)
+    assert all(n in by_n for n in range(written[0]))
