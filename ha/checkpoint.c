@@ -416,9 +416,17 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 				return -1;
 			have_pos = true;
 		} else if (strcmp(name, "gtid") == 0) {
+			struct tor_position g;
+
 			if (strlen(value) >= sizeof(cp->pos.gtid))
 				return tor_err_set(err, "checkpoint field 'gtid': "
 				    "too long");
+			/* A server asked to resume from a GTID list it cannot
+			 * parse refuses each new dump at once. */
+			if (value[0] != '\0' && parse_gtid_list(value, &g,
+			    NULL) == -1)
+				return tor_err_set(err, "checkpoint field 'gtid': "
+				    "not a GTID list ('%.64s')", value);
 			strcpy(cp->pos.gtid, value);
 		} else if (strcmp(name, "epoch") == 0) {
 			if (decode_number(name, value, UINT64_MAX, &cp->epoch,
@@ -471,8 +479,13 @@ tor_checkpoint_load(struct tor_redis *r, const struct tor_config *cfg,
 	tor_redis_key(cfg, "checkpoint", key, sizeof(key));
 	argv[0] = "HGETALL";
 	argv[1] = key;
-	if ((reply = tor_redis_command(r, 2, argv, NULL, err)) == NULL)
+	if ((reply = tor_redis_command(r, 2, argv, NULL, err)) == NULL) {
+		/* Redis answered: the key is there, but is not a hash. */
+		if (strstr(err->msg, ": WRONGTYPE ") != NULL)
+			tor_err_set(err, "%s: not a checkpoint hash (the key "
+			    "holds another type)", key);
 		return -1;
+	}
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
 		tor_err_set(err, "%s: HGETALL: unexpected reply", key);
 		goto out;

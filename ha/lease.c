@@ -35,7 +35,9 @@
  * (lost, or restored from an older snapshot): every write of the new
  * leader would be refused otherwise, and every replica would flap.  INCR runs under pcall: a
  * script that fails half-way keeps its writes, and a 'pending' lease left
- * behind would block every replica for lease_ms.  The token is returned as
+ * behind would block every replica for lease_ms.  So does HGET: a
+ * checkpoint key that is not a hash gives no floor (the leader's load of
+ * the checkpoint refuses it, naming it).  The token is returned as
  * the epoch key's own string, not as INCR's Lua number: a Lua number is a
  * double and would print a large token as "1e+14".
  */
@@ -49,8 +51,8 @@ static const char acquire_lua[] =
     "  return n\n"
     "end\n"
     "local token = redis.call('GET', KEYS[2])\n"
-    "local floor = redis.call('HGET', KEYS[3], 'epoch')\n"
-    "if floor and string.match(floor, '^%d+$') then\n"
+    "local floor = redis.pcall('HGET', KEYS[3], 'epoch')\n"
+    "if type(floor) == 'string' and string.match(floor, '^%d+$') then\n"
     "  floor = string.match(floor, '^0*(%d-)$')\n"
     "  if #floor > #token or (#floor == #token and floor >= token) then\n"
     "    redis.call('SET', KEYS[2], floor)\n"

@@ -60,6 +60,7 @@ struct tor_binlog {
 	bool closing;
 	bool ended;                     /* the reader stopped: see end_* */
 	int end_code;
+	uint64_t refused_at;            /* the event the library refused, or 0 */
 	char end_msg[sizeof(((tor_err *)0)->msg)];
 
 	uint8_t *event;         /* the event handed out by tor_binlog_next */
@@ -123,6 +124,7 @@ close_stream(struct tor_binlog *b)
 	b->head = b->tail = b->used = b->wrap = 0;
 	b->closing = false;
 	b->ended = false;
+	b->refused_at = 0;
 }
 
 void
@@ -533,7 +535,27 @@ fail:
 	return -1;
 }
 
-/* Errors after which a new connection cannot do better. */
+/* The client library parses each event before handing it over, and
+ * refuses one it cannot: a type it does not know that the server did not
+ * mark ignorable (5020), or bytes that do not parse (5021). */
+static bool
+is_refused_event(unsigned int code)
+{
+	switch (code) {
+#ifdef CR_UNKNOWN_BINLOG_EVENT
+	case CR_UNKNOWN_BINLOG_EVENT:
+#endif
+#ifdef CR_BINLOG_ERROR
+	case CR_BINLOG_ERROR:
+#endif
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Errors after which a new connection cannot do better: a refused event
+ * comes again, the server sends the same bytes. */
 static bool
 is_fatal(unsigned int code)
 {
@@ -544,8 +566,34 @@ is_fatal(unsigned int code)
 	case ER_DBACCESS_DENIED_ERROR:
 		return true;
 	default:
-		return false;
+		return is_refused_event(code);
 	}
+}
+
+/* Where the event the library refused starts (its log_pos less its size),
+ * read from the packet it leaves in the connection's buffer; 0 when the
+ * buffer does not hold an event. */
+static uint64_t
+refused_event_start(const MYSQL *m)
+{
+	const unsigned char *p = m->net.read_pos;
+	uint32_t size, pos;
+
+	if (p == NULL || m->net.buff_end < p + 1 + 17 || p[0] != 0)
+		return 0;
+	size = (uint32_t)p[10] | (uint32_t)p[11] << 8 | (uint32_t)p[12] << 16 |
+	    (uint32_t)p[13] << 24;
+	pos = (uint32_t)p[14] | (uint32_t)p[15] << 8 | (uint32_t)p[16] << 16 |
+	    (uint32_t)p[17] << 24;
+	return pos > size ? pos - size : 0;
+}
+
+/* Read after tor_binlog_next reported the end, which it read under the
+ * mutex the reader set refused_at under. */
+uint64_t
+tor_binlog_refused_at(const struct tor_binlog *b)
+{
+	return b->ended ? b->refused_at : 0;
 }
 
 /* The reader's last word: why the stream ended. */
@@ -660,6 +708,11 @@ reader_main(void *arg)
 	code = mysql_errno(b->stream);
 	if (code == 0)
 		code = b->rpl->error_no;
+	if (is_refused_event(code)) {
+		pthread_mutex_lock(&b->mu);
+		b->refused_at = refused_event_start(b->stream);
+		pthread_mutex_unlock(&b->mu);
+	}
 	reader_end(b, is_fatal(code) ? TOR_BINLOG_FATAL : TOR_BINLOG_ERROR,
 	    "mysql %s:%d: binlog stream: %s (%u)", b->cfg->mysql.host,
 	    b->cfg->mysql.port, code != 0 ? (mysql_errno(b->stream) ?

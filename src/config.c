@@ -733,6 +733,22 @@ load_identity(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/* A file the TLS library opens at every connect: one it cannot read is a
+ * configuration error now, not a connection that fails and is retried for
+ * ever.  Not looked at when TLS is off. */
+static int
+check_tls_file(struct loader *ld, const config_setting_t *tls,
+    const char *name, const char *file)
+{
+	char key[KEYLEN];
+
+	if (ld->cfg->mysql.tls.mode == TOR_TLS_DISABLED || file[0] == '\0' ||
+	    access(file, R_OK) == 0)
+		return 0;
+	return fail(ld, lookup(tls, name), keypath(key, "mysql.tls", name),
+	    "cannot read %s: %s", file, strerror(errno));
+}
+
 static int
 load_mysql(struct loader *ld, const config_setting_t *root)
 {
@@ -787,6 +803,10 @@ load_mysql(struct loader *ld, const config_setting_t *root)
 	if (cfg->mysql.tls.key[0] != '\0' && cfg->mysql.tls.cert[0] == '\0')
 		return fail(ld, lookup(tls, "key"), "mysql.tls.key",
 		    "needs mysql.tls.cert");
+	if (check_tls_file(ld, tls, "ca", cfg->mysql.tls.ca) == -1 ||
+	    check_tls_file(ld, tls, "cert", cfg->mysql.tls.cert) == -1 ||
+	    check_tls_file(ld, tls, "key", cfg->mysql.tls.key) == -1)
+		return -1;
 	return resolve_password(ld, g, "mysql", "TOR_MYSQL_PASSWORD",
 	    cfg->mysql.password_file, &cfg->mysql.password);
 }

@@ -16,6 +16,11 @@
  * they are handed out as that group's rows) or XA ROLLBACK (then they are
  * dropped); meanwhile the owner holds the checkpoint before the prepare, so
  * a restart reads them again.
+ *
+ * An event the reader cannot take (it does not decode, or its type is one
+ * nobody taught us and the server did not mark ignorable) stops it with an
+ * error that names the binlog file and the position where the event
+ * starts: skipping it could skip outbox rows.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -59,6 +64,9 @@ struct tor_reader {
 	struct tor_format fmt;
 	struct table_slot *slots;       /* one per cfg->outbox.tables entry */
 	char file[256];                 /* binlog file being read */
+	uint64_t ev_pos;                /* the next event starts here or later */
+	uint64_t ev_start;              /* the event being fed: its start, */
+	bool ev_start_known;            /* or unknown (after ev_pos) */
 	struct tor_position read_pos;   /* end of the last group read */
 	bool positioned;                /* read_pos has a real file:pos */
 
@@ -122,6 +130,7 @@ tor_reader_new(const struct tor_config *cfg, struct tor_outbox *outbox,
 	rd->read_pos = *start;
 	rd->positioned = start->file[0] != '\0';
 	snprintf(rd->file, sizeof(rd->file), "%s", start->file);
+	rd->ev_pos = start->pos;
 	tor_format_init(&rd->fmt, false);
 	return rd;
 }
@@ -191,6 +200,11 @@ tor_reader_reset_format(struct tor_reader *rd, bool checksum)
 void
 tor_reader_reopened(struct tor_reader *rd)
 {
+	/* The stream says again which table each id is: a map read past the
+	 * resume point must not decode the events before it.  The raw bytes
+	 * stay, so the same map read again is not decoded again. */
+	for (size_t i = 0; i < rd->cfg->outbox.n_tables; i++)
+		rd->slots[i].valid = false;
 	if (!rd->in_txn)
 		return;
 	/* The group is read again from its start.  A second break may come
@@ -204,6 +218,35 @@ const struct tor_position *
 tor_reader_resume(const struct tor_reader *rd)
 {
 	return &rd->read_pos;
+}
+
+static int
+blame_at(const struct tor_reader *rd, uint64_t start, bool known,
+    tor_err *err)
+{
+	if (rd->file[0] == '\0')
+		return tor_err_prefix(err, "binlog event at the stream's start "
+		    "(before its first ROTATE): ");
+	if (!known)
+		return tor_err_prefix(err, "binlog event in %s after %" PRIu64
+		    ": ", rd->file, start);
+	return tor_err_prefix(err, "binlog event at %s:%" PRIu64 ": ",
+	    rd->file, start);
+}
+
+int
+tor_reader_blame(const struct tor_reader *rd, uint64_t start, tor_err *err)
+{
+	if (start != 0 && start >= rd->ev_pos)
+		return blame_at(rd, start, true, err);
+	return blame_at(rd, rd->ev_pos, false, err);
+}
+
+/* The event being fed did not decode, or cannot be taken: err names it. */
+static int
+bad_event(const struct tor_reader *rd, tor_err *err)
+{
+	return blame_at(rd, rd->ev_start, rd->ev_start_known, err);
 }
 
 bool
@@ -244,7 +287,7 @@ on_table_map(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 
 	if (tor_table_map_peek(ev, &rd->fmt, &table_id, &schema, &schema_len,
 	    &table, &table_len, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	idx = tor_outbox_find_table(rd->outbox, schema, schema_len, table,
 	    table_len);
 	if (idx < 0) {
@@ -261,7 +304,7 @@ on_table_map(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	}
 	slot_clear(s);
 	if (tor_table_map_parse(ev, &rd->fmt, &s->tm, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	if ((!s->tm.has_names || tor_table_map_has_old_temporal(&s->tm)) &&
 	    rd->ops.describe(rd->ctx, &s->tm, err) < 0)
 		goto fail;
@@ -284,7 +327,7 @@ on_table_map(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	return 0;
 fail:
 	slot_clear(s);
-	return -1;
+	return bad_event(rd, err);
 }
 
 /* "<gtid>:<row>" where the group has a GTID, else "<file>:<start
@@ -385,6 +428,8 @@ xa_keep(struct tor_reader *rd, const struct tor_message *msg, tor_err *err)
 	return 0;
 }
 
+static int txn_begin(struct tor_reader *, const struct tor_event *, tor_err *);
+
 static int
 on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
@@ -393,17 +438,33 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	int rc;
 
 	if (tor_rows_parse(ev, &rd->fmt, &rows, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	s = slot_by_table_id(rd, rows.table_id);
 	if (s == NULL) {
 		tor_rows_free(&rows);
 		return 0;
 	}
-	while ((rc = tor_rows_next(&rows, &s->tm, s->values, err)) == 1) {
+	/* Rows before any GTID or BEGIN (a stream started inside a
+	 * transaction, at its TABLE_MAP) open a group of their own, as BEGIN
+	 * would, and start it again when it is read again: the owner counts
+	 * rows only in a transaction it was told of, and once. */
+	if ((!rd->in_txn || rd->rereading) &&
+	    (rc = txn_begin(rd, ev, err)) != 0) {
+		tor_rows_free(&rows);
+		return rc;
+	}
+	for (;;) {
 		struct tor_message msg;
 		struct tor_row_origin origin;
 		char pos[512];
 
+		/* A row that does not decode is the event's fault; a row that
+		 * does not map or publish names itself (its tor.pos). */
+		if ((rc = tor_rows_next(&rows, &s->tm, s->values, err)) != 1) {
+			if (rc < 0)
+				bad_event(rd, err);
+			break;
+		}
 		if (rows.kind == TOR_ROWS_UPDATE) {
 			rd->counts.updated++;
 			count_skip(rd, TOR_SKIP_UPDATE);
@@ -613,7 +674,7 @@ on_query(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	int rc = 0;
 
 	if (tor_query_parse(ev, &rd->fmt, &q, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	if (sql_is(&q, "BEGIN")) {
 		if (!rd->in_txn || rd->rereading)
 			rc = txn_begin(rd, ev, err);
@@ -648,7 +709,7 @@ on_xa_prepare(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 
 	if (tor_xa_prepare_parse(ev, &rd->fmt, &one_phase, xid, sizeof(xid),
 	    err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	if (!rd->in_txn && (rc = txn_begin(rd, ev, err)) != 0)
 		return rc;
 	x = rd->xa_open;
@@ -684,7 +745,7 @@ on_gtid(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	int rc;
 
 	if (tor_gtid_parse(ev, &rd->fmt, &g, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	/* The group read again must be the one that broke off. */
 	if (rd->rereading && rd->has_gtid &&
 	    ev->type != TOR_EV_MYSQL_ANONYMOUS_GTID &&
@@ -720,7 +781,7 @@ on_mysql_begin(struct tor_reader *rd, const struct tor_event *ev,
 	if (rd->gtid.mariadb || !rd->in_txn || !rd->standalone)
 		return 0;
 	if (tor_query_parse(ev, &rd->fmt, &q, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	if (sql_is(&q, "BEGIN")) {
 		rd->standalone = false;
 		*handled = true;
@@ -736,7 +797,8 @@ on_rotate(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 
 	if (tor_rotate_parse(ev, &rd->fmt, rd->file, sizeof(rd->file), &pos,
 	    err) < 0)
-		return -1;
+		return bad_event(rd, err);
+	rd->ev_pos = pos;
 	/* A stream from a GTID begins with an artificial ROTATE to the top
 	 * of a file: not a position until a group ends there. */
 	if (!rd->in_txn && rd->positioned) {
@@ -756,7 +818,7 @@ on_incident(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	size_t len;
 
 	if (tor_incident_parse(ev, &rd->fmt, &number, &msg, &len, err) < 0)
-		return -1;
+		return bad_event(rd, err);
 	return tor_err_set(err, "binlog: incident %s (%u) at %s:%" PRIu32
 	    ": \"%.*s\"; the server says events are missing from its binlog "
 	    "here, so rows may be lost: tor stops rather than skip them "
@@ -767,41 +829,130 @@ on_incident(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	    (int)(len > 200 ? 200 : len), msg);
 }
 
-int
-tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
-    tor_err *err)
+/* Types that carry no outbox row: heartbeats, GTID lists and binlog
+ * checkpoints, the context of statement-based events, MySQL's previous
+ * GTIDs and group replication events, and partial JSON updates (updates of
+ * outbox rows are ignored).  The reader reads past them. */
+static bool
+carries_no_rows(uint8_t type)
 {
-	struct tor_event ev;
+	switch (type) {
+	case TOR_EV_STOP:
+	case TOR_EV_INTVAR:
+	case TOR_EV_APPEND_BLOCK:
+	case TOR_EV_DELETE_FILE:
+	case TOR_EV_RAND:
+	case TOR_EV_USER_VAR:
+	case TOR_EV_BEGIN_LOAD_QUERY:
+	case TOR_EV_EXECUTE_LOAD_QUERY:
+	case TOR_EV_HEARTBEAT:
+	case TOR_EV_IGNORABLE:
+	case TOR_EV_ROWS_QUERY:
+	case TOR_EV_MYSQL_PREVIOUS_GTIDS:
+	case TOR_EV_MYSQL_TRANSACTION_CONTEXT:
+	case TOR_EV_MYSQL_VIEW_CHANGE:
+	case TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS:
+	case TOR_EV_HEARTBEAT_V2:
+	case TOR_EV_MARIADB_ANNOTATE_ROWS:
+	case TOR_EV_MARIADB_BINLOG_CHECKPOINT:
+	case TOR_EV_MARIADB_GTID_LIST:
+	case TOR_EV_MARIADB_START_ENCRYPTION:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* An event of a type the reader does not decode: read past when it carries
+ * no rows or the server marked it ignorable, else a halt (a newer server's
+ * event, or a corrupted one, may hold rows). */
+static int
+on_other(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
+{
+	if (carries_no_rows(ev->type) || (ev->flags & TOR_EV_F_IGNORABLE))
+		return 0;
+	tor_err_set(err, "unknown event type %u (%" PRIu32 " bytes, flags "
+	    "0x%04x, not marked ignorable): it may hold outbox rows, so tor "
+	    "stops rather than skip it (a server newer than tor, or a "
+	    "corrupted binlog)", ev->type, ev->size, ev->flags);
+	return bad_event(rd, err);
+}
+
+/* Where the event in raw starts, for messages: its log_pos less its size,
+ * unless that lies before the end of the last event (a size field that
+ * lies, or a log_pos the server left 0: MariaDB 11.4+ inside a
+ * transaction), when the received length may tell, else only "after the
+ * last event".  The server skips events it does not send (ANNOTATE_ROWS),
+ * so the end of the last event is not always the next one's start. */
+static void
+locate(struct tor_reader *rd, const uint8_t *raw, size_t len)
+{
+	uint64_t size, pos;
+
+	rd->ev_start = rd->ev_pos;
+	rd->ev_start_known = false;
+	if (len < 17)
+		return;
+	size = (uint64_t)raw[9] | (uint64_t)raw[10] << 8 |
+	    (uint64_t)raw[11] << 16 | (uint64_t)raw[12] << 24;
+	pos = (uint64_t)raw[13] | (uint64_t)raw[14] << 8 |
+	    (uint64_t)raw[15] << 16 | (uint64_t)raw[16] << 24;
+	if (pos == 0)
+		return;
+	if (size <= pos && pos - size >= rd->ev_pos)
+		rd->ev_start = pos - size;
+	else if (len <= pos && pos - len >= rd->ev_pos)
+		rd->ev_start = pos - len;
+	else
+		return;
+	rd->ev_start_known = true;
+}
+
+/* After an event: the next one starts at its log_pos or later.  A log_pos
+ * of 0 (an artificial event, MariaDB 11.4+ inside a transaction) says
+ * nothing, and a FORMAT_DESCRIPTION replayed at a stream's start inside a
+ * file carries the log_pos of the file's top: positions only move forward
+ * within a file. */
+static void
+advance(struct tor_reader *rd, const struct tor_event *ev)
+{
+	if (ev->next_pos > rd->ev_pos)
+		rd->ev_pos = ev->next_pos;
+}
+
+static int
+dispatch(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
+{
 	uint64_t xid;
 	bool handled;
 
-	if (tor_event_parse(raw, len, &rd->fmt, &ev, err) < 0)
-		return -1;
-	rd->counts.events++;
-	atomic_fetch_add_explicit(&rd->metrics->events_read, 1,
-	    memory_order_relaxed);
-	switch (ev.type) {
+	switch (ev->type) {
 	case TOR_EV_FORMAT_DESCRIPTION:
-		return tor_format_parse(&ev, &rd->fmt, err);
+		if (tor_format_parse(ev, &rd->fmt, err) < 0)
+			return bad_event(rd, err);
+		return 0;
 	case TOR_EV_ROTATE:
-		return on_rotate(rd, &ev, err);
+		return on_rotate(rd, ev, err);
 	case TOR_EV_MARIADB_GTID:
 	case TOR_EV_MYSQL_GTID:
 	case TOR_EV_MYSQL_ANONYMOUS_GTID:
-		return on_gtid(rd, &ev, err);
+		return on_gtid(rd, ev, err);
 	case TOR_EV_QUERY:
 	case TOR_EV_MARIADB_QUERY_COMPRESSED:
-		if (on_mysql_begin(rd, &ev, &handled, err) < 0)
+		if (on_mysql_begin(rd, ev, &handled, err) < 0)
 			return -1;
-		return handled ? 0 : on_query(rd, &ev, err);
+		return handled ? 0 : on_query(rd, ev, err);
 	case TOR_EV_XID:
-		if (tor_xid_parse(&ev, &rd->fmt, &xid, err) < 0)
-			return -1;
-		return txn_commit(rd, &ev, err);
+		if (tor_xid_parse(ev, &rd->fmt, &xid, err) < 0)
+			return bad_event(rd, err);
+		return txn_commit(rd, ev, err);
 	case TOR_EV_XA_PREPARE:
-		return on_xa_prepare(rd, &ev, err);
+		return on_xa_prepare(rd, ev, err);
 	case TOR_EV_TABLE_MAP:
-		return on_table_map(rd, &ev, err);
+		return on_table_map(rd, ev, err);
+	case TOR_EV_WRITE_ROWS_V0:
+	case TOR_EV_UPDATE_ROWS_V0:
+	case TOR_EV_DELETE_ROWS_V0:
 	case TOR_EV_WRITE_ROWS_V1:
 	case TOR_EV_UPDATE_ROWS_V1:
 	case TOR_EV_DELETE_ROWS_V1:
@@ -814,14 +965,35 @@ tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
 	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED:
 	case TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED:
 	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
-		return on_rows(rd, &ev, err);
+		return on_rows(rd, ev, err);
 	case TOR_EV_INCIDENT:
-		return on_incident(rd, &ev, err);
+		return on_incident(rd, ev, err);
 	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD:
-		return tor_err_set(err, "binlog: MySQL compressed transaction "
-		    "payloads are not supported yet; set "
-		    "binlog_transaction_compression=OFF on the server");
+		tor_err_set(err, "MySQL compressed transaction payloads are not "
+		    "supported yet; set binlog_transaction_compression=OFF on "
+		    "the server");
+		return bad_event(rd, err);
 	default:
-		return 0;       /* heartbeats, GTID lists, checkpoints... */
+		return on_other(rd, ev, err);
 	}
+}
+
+int
+tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
+    tor_err *err)
+{
+	struct tor_event ev;
+	int rc;
+
+	locate(rd, raw, len);
+	if (tor_event_parse(raw, len, &rd->fmt, &ev, err) < 0)
+		return bad_event(rd, err);
+	rd->counts.events++;
+	atomic_fetch_add_explicit(&rd->metrics->events_read, 1,
+	    memory_order_relaxed);
+	rc = dispatch(rd, &ev, err);
+	/* A ROTATE moved the position itself, to its new file. */
+	if (rc == 0 && ev.type != TOR_EV_ROTATE)
+		advance(rd, &ev);
+	return rc;
 }

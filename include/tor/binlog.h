@@ -74,6 +74,11 @@ enum {
 int tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
     tor_err *err);
 
+/* After tor_binlog_next said TOR_BINLOG_FATAL because the client library
+ * refused an event (it parses each one itself): where that event starts,
+ * from its header; else 0. */
+uint64_t tor_binlog_refused_at(const struct tor_binlog *b);
+
 /* Readable (poll) when tor_binlog_next may have something to say. */
 int tor_binlog_fd(const struct tor_binlog *b);
 

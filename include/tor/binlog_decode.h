@@ -28,8 +28,15 @@ enum tor_event_type {
 	TOR_EV_QUERY = 2,
 	TOR_EV_STOP = 3,
 	TOR_EV_ROTATE = 4,
+	TOR_EV_INTVAR = 5,
+	TOR_EV_APPEND_BLOCK = 9,
+	TOR_EV_DELETE_FILE = 11,
+	TOR_EV_RAND = 13,
+	TOR_EV_USER_VAR = 14,
 	TOR_EV_FORMAT_DESCRIPTION = 15,
 	TOR_EV_XID = 16,
+	TOR_EV_BEGIN_LOAD_QUERY = 17,
+	TOR_EV_EXECUTE_LOAD_QUERY = 18,
 	TOR_EV_TABLE_MAP = 19,
 	TOR_EV_WRITE_ROWS_V0 = 20,      /* MySQL 5.1.0-5.1.15 era; rejected */
 	TOR_EV_UPDATE_ROWS_V0 = 21,
@@ -39,12 +46,16 @@ enum tor_event_type {
 	TOR_EV_DELETE_ROWS_V1 = 25,
 	TOR_EV_INCIDENT = 26,
 	TOR_EV_HEARTBEAT = 27,
+	TOR_EV_IGNORABLE = 28,
+	TOR_EV_ROWS_QUERY = 29,
 	TOR_EV_WRITE_ROWS_V2 = 30,
 	TOR_EV_UPDATE_ROWS_V2 = 31,
 	TOR_EV_DELETE_ROWS_V2 = 32,
 	TOR_EV_MYSQL_GTID = 33,
 	TOR_EV_MYSQL_ANONYMOUS_GTID = 34,
 	TOR_EV_MYSQL_PREVIOUS_GTIDS = 35,
+	TOR_EV_MYSQL_TRANSACTION_CONTEXT = 36,
+	TOR_EV_MYSQL_VIEW_CHANGE = 37,
 	TOR_EV_XA_PREPARE = 38,         /* both flavours */
 	TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS = 39,
 	TOR_EV_MYSQL_TRANSACTION_PAYLOAD = 40,
@@ -62,6 +73,10 @@ enum tor_event_type {
 	TOR_EV_MARIADB_UPDATE_ROWS_COMPRESSED = 170,
 	TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED = 171,
 };
+
+/* A header flag (the 2 bytes at offset 17): a reader that does not know the
+ * event's type may skip it (the server's LOG_EVENT_IGNORABLE_F). */
+#define TOR_EV_F_IGNORABLE      0x0080
 
 /* What the last FORMAT_DESCRIPTION event said about the events after it. */
 struct tor_format {

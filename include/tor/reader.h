@@ -96,6 +96,13 @@ void tor_reader_reopened(struct tor_reader *rd);
 /* Where to (re)open the stream: the end of the last whole transaction. */
 const struct tor_position *tor_reader_resume(const struct tor_reader *rd);
 
+/* For a failure of the stream itself (tor_reader_feed names its own
+ * events): prefixes err with "binlog event at <file>:<start>: ", or, when
+ * start is 0 or before the end of the last event fed, "binlog event in
+ * <file> after <end of the last event>: ".  Returns -1. */
+int tor_reader_blame(const struct tor_reader *rd, uint64_t start,
+    tor_err *err);
+
 /* Whether the reader is inside a source transaction (one being read, or
  * one a reopened stream has to read again): a clean stop waits for it. */
 bool tor_reader_in_txn(const struct tor_reader *rd);

@@ -20,14 +20,113 @@ Two protocols are recognised, just enough to aim a rule:
   - Redis: a request that runs the lease's acquire script (it sets the
     lease to 'pending') is an *acquire*; hold_acquire_win delays the reply
     when the reply is a token (the acquire won).
+
+Binlog events on a dump connection can be rewritten (rewrite_event): the
+server's stream is split into protocol packets (3-byte length, sequence
+id), and each packet that is one binlog event (OK byte 0x00, then the
+event: a 19-byte header of timestamp, type, server_id, event_size, log_pos
+and flags, the body, and a CRC32 of the rest when checksums are on) is
+offered to the rule, which may hand back other bytes: a flipped byte with
+the old CRC (a bad checksum), a changed header or body with the CRC
+recomputed (crc32 helper: only the content is wrong), a shorter event.  A
+packet of 16 MB or more (a length of 0xffffff and its continuations) is
+passed on untouched, as are error, EOF and heartbeat packets.
+
+    p.rewrite_event(match_event(types=(WRITE_ROWS,), contains=b"marker"),
+                    lambda ev: crc32(set_header(ev, type=200)))
+    p.rewrites   # [{"conn", "type", "start", "log_pos", "size"}] done
 """
 
 import socket
+import struct
 import threading
 import time
+import zlib
 
 COM_BINLOG_DUMP = 0x12
 COM_BINLOG_DUMP_GTID = 0x1e
+
+# Binlog event types the tests aim at (the byte at offset 4 of an event).
+QUERY = 2
+ROTATE = 4
+FORMAT_DESCRIPTION = 15
+XID = 16
+TABLE_MAP = 19
+WRITE_ROWS_V1 = 23              # MariaDB writes v1 rows events
+HEARTBEAT = 27
+WRITE_ROWS = 30
+MARIADB_GTID = 162
+LOG_EVENT_IGNORABLE_F = 0x80
+EVENT_HEADER_LEN = 19
+MAX_PACKET = 0xffffff
+
+
+def event_header(ev):
+    """(timestamp, type, server_id, event_size, log_pos, flags) of an
+    event's bytes."""
+    return struct.unpack_from("<IBIIIH", ev, 0)
+
+
+def set_header(ev, type=None, size=None, log_pos=None, flags=None):
+    """The event with header fields replaced (the CRC is left as it was:
+    pass the result to crc32() to make it match again)."""
+    ts, t, sid, sz, pos, fl = event_header(ev)
+    head = struct.pack("<IBIIIH", ts,
+                       t if type is None else type, sid,
+                       sz if size is None else size,
+                       pos if log_pos is None else log_pos,
+                       fl if flags is None else flags)
+    return head + ev[EVENT_HEADER_LEN:]
+
+
+def crc32(ev):
+    """The event with its last 4 bytes replaced by the CRC32 of the rest,
+    as a server computes it: only the content is wrong, not the checksum."""
+    return ev[:-4] + struct.pack("<I", zlib.crc32(ev[:-4]) & 0xffffffff)
+
+
+def match_event(types=None, contains=None):
+    """A matcher for rewrite_event: an event of one of `types` (None: any)
+    whose bytes contain `contains` (None: any)."""
+    def match(ev):
+        if types is not None and ev[4] not in types:
+            return False
+        return contains is None or contains in ev
+    return match
+
+
+class EventRule:
+    """Rewrites the first `per_connection` events that match on each dump
+    connection it applies to: the next `connections` ones (None: all)."""
+
+    def __init__(self, match, rewrite, connections=None, per_connection=1):
+        self.match = match
+        self.rewrite = rewrite
+        self.connections = connections
+        self.per_connection = per_connection
+
+
+class _Framer:
+    """Splits a server's byte stream into MySQL packets."""
+
+    def __init__(self):
+        self.buf = b""
+        self.continued = False     # the next packet continues a 16 MB one
+
+    def feed(self, data):
+        """[(header bytes, payload, is_continuation)] of the whole packets
+        now in the buffer."""
+        self.buf += data
+        out = []
+        while len(self.buf) >= 4:
+            n = int.from_bytes(self.buf[:3], "little")
+            if len(self.buf) < 4 + n:
+                break
+            head, payload = self.buf[:4], self.buf[4:4 + n]
+            self.buf = self.buf[4 + n:]
+            out.append((head, payload, self.continued))
+            self.continued = n == MAX_PACKET
+        return out
 
 
 class _Conn:
@@ -41,6 +140,8 @@ class _Conn:
         self.dump_rule = None         # ("cut", n) or ("stall", secs)
         self.dump_bytes = 0           # server bytes since the dump started
         self.acquire_pending = False  # Redis: the last request was acquire
+        self.event_rules = []         # [[EventRule, rewrites left]]
+        self.framer = None            # set when event rules apply
         self.lock = threading.Lock()
 
     def close(self):
@@ -69,6 +170,8 @@ class Proxy:
         self.dump_rules = []          # consumed by dump connections in order
         self.dumps_seen = 0
         self.cuts = []                # (conn index, dump bytes) of each cut
+        self.event_rules = []         # EventRule, for dump connections
+        self.rewrites = []            # what the event rules changed
         self.acquire_hold = None      # seconds, for the next winning acquire
         self.acquire_held = threading.Event()
         self.refusing = False
@@ -88,6 +191,22 @@ class Proxy:
         the server for `seconds` after the dump starts."""
         with self.lock:
             self.dump_rules.append(("stall", seconds))
+
+    def rewrite_event(self, match, rewrite, connections=None,
+                      per_connection=1):
+        """On dump connections (the next `connections` ones, None: every
+        one, as a binlog corrupted on the server would be), the first
+        `per_connection` events for which match(event bytes) is true are
+        replaced by rewrite(event bytes).  Each rewrite is noted in
+        self.rewrites with the original header's type, start (log_pos less
+        event_size), log_pos and size."""
+        with self.lock:
+            self.event_rules.append(EventRule(match, rewrite, connections,
+                                              per_connection))
+
+    def rewritten(self):
+        with self.lock:
+            return list(self.rewrites)
 
     def hold_acquire_win(self, seconds):
         """The next acquire that wins the lease gets its reply `seconds`
@@ -181,6 +300,13 @@ class Proxy:
                         conn.dump_rule = ("stall",
                                           time.monotonic() +
                                           conn.dump_rule[1])
+                for r in self.event_rules:
+                    if r.connections is None or r.connections > 0:
+                        conn.event_rules.append([r, r.per_connection])
+                        if r.connections is not None:
+                            r.connections -= 1
+                if conn.event_rules:
+                    conn.framer = _Framer()
         if data.startswith(b"*") and b"'pending'" in data:
             conn.acquire_pending = True
 
@@ -198,9 +324,41 @@ class Proxy:
             pass
         conn.close()
 
+    def _rewrite_events(self, conn, data):
+        """The whole packets in data (and what came before it), with the
+        event rules applied; a packet's tail waits for the next call."""
+        out = []
+        for head, payload, continued in conn.framer.feed(data):
+            if (not continued and len(payload) < MAX_PACKET and
+                    len(payload) >= 1 + EVENT_HEADER_LEN and
+                    payload[0] == 0 and payload[5] != HEARTBEAT):
+                payload = self._rewrite_one(conn, payload)
+                head = len(payload).to_bytes(3, "little") + head[3:4]
+            out.append(head + payload)
+        return b"".join(out)
+
+    def _rewrite_one(self, conn, payload):
+        ev = payload[1:]
+        for entry in conn.event_rules:
+            rule, left = entry
+            if left <= 0 or not rule.match(ev):
+                continue
+            entry[1] -= 1
+            _, t, _, size, pos, _ = event_header(ev)
+            with self.lock:
+                self.rewrites.append({"conn": conn.index, "type": t,
+                                      "start": pos - size, "log_pos": pos,
+                                      "size": size})
+            return payload[:1] + rule.rewrite(ev)
+        return payload
+
     def _forward_reply(self, conn, data):
         """Forwards data to the client, applying the rules; False when the
         connection was cut."""
+        if conn.dump and conn.framer is not None:
+            data = self._rewrite_events(conn, data)
+            if not data:
+                return True
         if conn.acquire_pending:
             conn.acquire_pending = False
             won = data.startswith(b"$") and not data.startswith(b"$-1")

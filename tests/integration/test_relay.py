@@ -9,6 +9,7 @@ headers, per-key order, and (where the scenario allows none) duplicates.
 
 import collections
 import json
+import re
 import signal
 import threading
 import time
@@ -369,6 +370,9 @@ def test_unrouted_and_oversized_go_to_the_dead_letter_topic(stack):
     assert header(by_key[b"k2"], "tor.type") == b"shipment"
     assert by_key[b"k3"].value is None
     assert b"too large" in header(by_key[b"k3"], "tor.error")
+    # The dead letter names its row: the third of its transaction.
+    assert re.match(rb"^\d+-\d+-\d+:2$", header(by_key[b"k3"], "tor.pos")), \
+        by_key[b"k3"].headers
     by_key = {r.key: r for r in orders}
     assert by_key[b"k1"].value == b'{"n": 0}'
     assert by_key[b"k4"].value is None       # SQL NULL payload: tombstone

@@ -702,6 +702,67 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_partitions.cfg",
 	    "10: kafka.topics[0].partitions: must be positive, got 0" },
 	{ "bad_bool.cfg", "6: outbox.routes[0].icase: expected true or false" },
+	/* One key of every section, each check of src/config.c once. */
+	{ "bad_group.cfg", "2: group: expected letters, digits, '.', '_' or "
+	    "'-', got \"orders/eu\"" },
+	{ "bad_instance.cfg",
+	    "2: instance: must not contain blanks, got \"replica 1\"" },
+	{ "bad_mysql_user.cfg", "2: mysql.user: must not be empty" },
+	{ "bad_heartbeat.cfg",
+	    "4: mysql.heartbeat_ms: must be positive, got 0" },
+	{ "bad_connect_timeout.cfg",
+	    "2: mysql.connect_timeout_ms: expected an integer" },
+	{ "bad_tls_cert_no_key.cfg", "4: mysql.tls.cert: needs mysql.tls.key" },
+	{ "bad_tls_ca_missing.cfg", "6: mysql.tls.ca: cannot read "
+	    "tests/unit/config/no-such-ca.pem: No such file or directory" },
+	{ "bad_tables_type.cfg",
+	    "4: outbox.tables: expected a list ( { ... }, ... )" },
+	{ "bad_route_topic.cfg", "6: outbox.routes[0].topic: \"order events\" "
+	    "is not a valid Kafka topic name (1 to 249 letters, digits, '.', "
+	    "'_' or '-')" },
+	{ "bad_regex_range.cfg", "6: outbox.routes[0].match: \"^[z-a]\" does "
+	    "not compile: Invalid range end" },
+	{ "bad_template_chars.cfg", "6: outbox.topic_template: "
+	    "\"ev/${aggregate_type}\": besides ${aggregate_type}, a topic name "
+	    "has only letters, digits, '.', '_' or '-'" },
+	{ "bad_dlq_topic.cfg", "7: outbox.unrouted: expected fail, skip or "
+	    "\"dlq:<topic>\", got \"dlq:dead letters\"" },
+	{ "bad_table_twice.cfg",
+	    "6: outbox.tables[1]: shop.outbox is listed twice" },
+	{ "bad_header_twice.cfg", "7: outbox.tables[0].headers[1]: header "
+	    "\"ID\" is mapped twice" },
+	{ "bad_brokers_type.cfg", "8: kafka.brokers: expected a string" },
+	{ "bad_checkpoint_topic.cfg", "10: kafka.checkpoint_topic: \"..\" is "
+	    "not a valid Kafka topic name (1 to 249 letters, digits, '.', '_' "
+	    "or '-')" },
+	{ "bad_property_acks.cfg", "10: kafka.properties[0]: acks cannot be "
+	    "overridden: the idempotent producer needs acks=all" },
+	{ "bad_property_bootstrap.cfg", "11: kafka.properties[2]: "
+	    "bootstrap.servers cannot be overridden: set kafka.brokers "
+	    "instead" },
+	{ "bad_replication.cfg", "10: kafka.topics[0].replication: must be "
+	    "between 1 and 32767, got 40000" },
+	{ "bad_topic_twice.cfg",
+	    "11: kafka.topics[1]: topic \"order\" is listed twice" },
+	{ "bad_redis_db.cfg", "9: redis.db: must not be negative, got -1" },
+	{ "bad_redis_prefix.cfg", "11: redis.prefix: must not be empty nor "
+	    "hold braces or blanks, got \"tor{x}\"" },
+	{ "bad_redis_timeout.cfg",
+	    "9: redis.timeout_ms: must be positive, got 0" },
+	{ "bad_sentinel_no_master.cfg", "10: redis.sentinel.master: required "
+	    "when redis.sentinel.nodes are given" },
+	{ "bad_ha_retry.cfg", "11: ha.retry_ms: must be positive, got -5" },
+	{ "bad_ha_lease_type.cfg", "10: ha.lease_ms: expected an integer" },
+	{ "bad_checkpoint_interval.cfg",
+	    "11: checkpoint.interval_ms: must not be negative, got -1" },
+	{ "bad_checkpoint_unknown.cfg",
+	    "11: checkpoint.interval: unknown key" },
+	{ "bad_key_file_missing.cfg", "11: checkpoint.key_file: cannot read "
+	    "tests/unit/config/no-such.key: No such file or directory" },
+	{ "bad_http_listen_type.cfg", "10: http.listen: expected a string" },
+	{ "bad_log_format.cfg",
+	    "10: log.format: expected logfmt or json, got \"text\"" },
+	{ "bad_section_type.cfg", "10: ha: expected a group { ... }" },
 };
 
 static void

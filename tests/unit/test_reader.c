@@ -555,6 +555,88 @@ test_gtid_start_has_no_position_before_a_commit(void **state)
 	assert_int_equal(tor_reader_resume(f->rd)->pos, T1_START);
 }
 
+/* A stream that starts inside a transaction (an operator's start at T1's
+ * TABLE_MAP, past its GTID) has rows before any GTID or BEGIN: they come
+ * in a transaction the owner was told of first, which ends with T1.
+ * Found by tests/fuzz/fuzz_outbox.c (rows handed out with no transaction
+ * begun, under the number of the one before or 0). */
+static void
+test_rows_before_a_group_open_one(void **state)
+{
+	struct fx *f = *state;
+	size_t off, tmap = 0;
+	tor_err err = { "" };
+
+	for (off = T1_START; off < T1_ROWS; off += event_size(f, off))
+		tmap = off;
+	start_at(f, FILE_NAME, tmap, "");
+	assert_int_equal(feed_range(f, tmap, T1_END, &err), 0);
+	assert_true(f->n >= 5);
+	assert_int_equal(f->recs[0].kind, R_BEGIN);
+	for (size_t i = 1; i <= 3; i++) {
+		assert_int_equal(f->recs[i].kind, R_ROW);
+		assert_int_equal(f->recs[i].seq, f->recs[0].seq);
+	}
+	assert_int_equal(f->recs[4].kind, R_COMMIT);
+	assert_int_equal(f->recs[4].end, T1_END);
+	assert_false(tor_reader_in_txn(f->rd));
+}
+
+/* Such a group, broken off before its end and read again from where the
+ * stream started, hands out its rows once. */
+static void
+test_rows_before_a_group_read_again_once(void **state)
+{
+	struct fx *f = *state;
+	size_t off, tmap = 0;
+	char rows[256];
+	tor_err err = { "" };
+
+	for (off = T1_START; off < T1_ROWS; off += event_size(f, off))
+		tmap = off;
+	start_at(f, FILE_NAME, tmap, "");
+	assert_int_equal(feed_range(f, tmap, T1_END - 31, &err), 0);
+	tor_reader_reopened(f->rd);
+	assert_true(tor_reader_in_txn(f->rd));
+	assert_int_equal(tor_reader_resume(f->rd)->pos, tmap);
+	assert_int_equal(feed_range(f, tmap, T1_END, &err), 0);
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "a1 a2 a3");
+	assert_true(has_commit_at(f, T1_END));
+	assert_false(tor_reader_in_txn(f->rd));
+}
+
+/* A reopened stream says again which table each id is: a table map read
+ * past the resume point must not decode the rows read again before it.
+ * Here a stream started at T1's ROWS event, past its TABLE_MAP (whose rows
+ * are not read: no map), then the map and the ROWS event again, then a
+ * break: read again, the first ROWS event has no map as before, and the
+ * rows come out once.  Found by tests/fuzz/fuzz_outbox.c (a stream read
+ * with a break handed out more than read straight through). */
+static void
+test_reopened_stream_forgets_later_table_maps(void **state)
+{
+	struct fx *f = *state;
+	size_t off, tmap = 0;
+	char rows[256];
+	tor_err err = { "" };
+
+	for (off = T1_START; off < T1_ROWS; off += event_size(f, off))
+		tmap = off;
+	start_at(f, FILE_NAME, T1_ROWS, "");
+	for (int pass = 0; pass < 2; pass++) {
+		const size_t order[] = { 4, T1_ROWS, tmap, T1_ROWS };
+
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+			assert_int_equal(tor_reader_feed(f->rd, f->data +
+			    order[i], event_size(f, order[i]), &err), 0);
+		if (pass == 0)
+			tor_reader_reopened(f->rd);
+	}
+	rows_text(f, rows, sizeof(rows));
+	assert_string_equal(rows, "a1 a2 a3");
+}
+
 int
 main(void)
 {
@@ -575,6 +657,13 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_gtid_start_has_no_position_before_a_commit, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_rows_before_a_group_open_one, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_rows_before_a_group_read_again_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_reopened_stream_forgets_later_table_maps, setup,
 		    teardown),
 	};
 
