@@ -153,12 +153,12 @@ static redisReply *
 eval(struct tor_redis *r, const char *script, int nkeys, int nrest,
     const char **rest, const char *what, tor_err *err)
 {
-	const char *argv[8];
+	const char *argv[9];
 	char numkeys[16];
 	redisReply *reply;
 	int i;
 
-	/* Every script here takes at most four keys and arguments. */
+	/* Every script here takes at most six keys and arguments. */
 	if (nrest > (int)(sizeof(argv) / sizeof(argv[0])) - 3) {
 		tor_err_set(err, "%s: too many script arguments", what);
 		return NULL;
@@ -417,6 +417,67 @@ static const char next_token_lua[] =
     "redis.call('INCR', KEYS[1])\n"
     "return redis.call('GET', KEYS[1])\n";
 
+/* KEYS epoch, lease; ARGV floor, the lease value held, the hold's holder,
+ * hold_ms.  Raises the epoch as next_token_lua does; the hold replaces the
+ * lease only while it is still the caller's. */
+static const char hold_lua[] =
+    "local e = redis.call('GET', KEYS[1])\n"
+    "local f = ARGV[1]\n"
+    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n"
+    "    (#e == #f and e < f))) then\n"
+    "  redis.call('SET', KEYS[1], f)\n"
+    "end\n"
+    "redis.call('INCR', KEYS[1])\n"
+    "local t = redis.call('GET', KEYS[1])\n"
+    "if redis.call('GET', KEYS[2]) == ARGV[2] then\n"
+    "  redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. t, 'PX', ARGV[4])\n"
+    "end\n"
+    "return t\n";
+
+/* A token from the epoch key's reply: digits, never 0 (someone may have SET
+ * the key by hand to a negative number or a word). */
+static int
+token_reply(const redisReply *reply, const char *what, const char *key,
+    uint64_t *token, tor_err *err)
+{
+	if (reply->type == REDIS_REPLY_STRING &&
+	    parse_token(reply->str, reply->len, token))
+		return 0;
+	if (reply->type == REDIS_REPLY_STRING)
+		return tor_err_set(err, "%s: %s: not a token ('%.64s')", what,
+		    key, reply->str);
+	unexpected(what, key, reply, err);
+	return -1;
+}
+
+int
+tor_lease_hold(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t held_token, uint64_t floor, uint64_t *token, tor_err *err)
+{
+	const char *what = "lease hold", *rest[6];
+	struct lease_keys k;
+	char f[24], value[320], ms[24];
+	redisReply *reply;
+	int rc;
+
+	lease_keys(cfg, &k);
+	if (lease_value(cfg, held_token, value, sizeof(value), what, err) < 0)
+		return -1;
+	snprintf(f, sizeof(f), "%" PRIu64, floor);
+	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
+	rest[0] = k.epoch;
+	rest[1] = k.lease;
+	rest[2] = f;
+	rest[3] = value;
+	rest[4] = TOR_LEASE_HOLD;
+	rest[5] = ms;
+	if ((reply = eval(r, hold_lua, 2, 6, rest, what, err)) == NULL)
+		return -1;
+	rc = token_reply(reply, what, k.epoch, token, err);
+	freeReplyObject(reply);
+	return rc;
+}
+
 int
 tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t floor, uint64_t *token, tor_err *err)
@@ -425,7 +486,7 @@ tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
 	struct lease_keys k;
 	char f[24];
 	redisReply *reply;
-	int rc = -1;
+	int rc;
 
 	lease_keys(cfg, &k);
 	snprintf(f, sizeof(f), "%" PRIu64, floor);
@@ -433,16 +494,7 @@ tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
 	rest[1] = f;
 	if ((reply = eval(r, next_token_lua, 1, 2, rest, what, err)) == NULL)
 		return -1;
-	/* Someone may have SET the key by hand to a negative number or a
-	 * word: a token is digits, never 0. */
-	if (reply->type == REDIS_REPLY_STRING &&
-	    parse_token(reply->str, reply->len, token))
-		rc = 0;
-	else if (reply->type == REDIS_REPLY_STRING)
-		tor_err_set(err, "%s: %s: not a token ('%.64s')", what, k.epoch,
-		    reply->str);
-	else
-		unexpected(what, k.epoch, reply, err);
+	rc = token_reply(reply, what, k.epoch, token, err);
 	freeReplyObject(reply);
 	return rc;
 }

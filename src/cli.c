@@ -157,8 +157,10 @@ tor_cli_status(const struct tor_config *cfg, FILE *out)
 	tor_redis_free(r);
 
 	fprintf(out, "group: %s\n", cfg->group);
-	if (held && strcmp(leader, TOR_LEASE_OPERATOR) == 0) {
-		/* After `checkpoint set`: nobody leads until it expires. */
+	if (held && (strcmp(leader, TOR_LEASE_OPERATOR) == 0 ||
+	    strcmp(leader, TOR_LEASE_HOLD) == 0)) {
+		/* After `checkpoint set`, or Redis's loss of its data: nobody
+		 * leads until it expires. */
 		fprintf(out, "leader: none\n");
 		fprintf(out, "paused_by: %s (token %" PRIu64 ")\n", leader,
 		    token);

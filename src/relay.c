@@ -1015,7 +1015,10 @@ check_source(struct relay *r, tor_err *err)
  * Tokens never go down: a leader whose token is not above the highest one
  * either copy of the checkpoint carries (Redis lost its data, tokens began
  * at 1 again) raises the group's epoch past it and stands again; the next
- * acquire, its own or another replica's, draws a token above it.
+ * acquire, its own or another replica's, draws a token above it.  The
+ * leadership of that highest token may still be running (it learns of the
+ * loss at its next renew, or when its deadline passes), so the lease is
+ * held for lease_ms first: no two leaders publish at once.
  */
 static int
 claim_token(struct relay *r, tor_err *err)
@@ -1024,13 +1027,14 @@ claim_token(struct relay *r, tor_err *err)
 
 	if (r->epoch > r->max_token)
 		return 0;
-	if (tor_lease_next_token(r->redis, r->cfg, r->max_token, &raised,
+	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
 		return -1;
 	log_warn("relay", "token %" PRIu64 " is not above token %" PRIu64
-	    " of the checkpoint: the group's epoch is raised past it (now %"
-	    PRIu64 ") and the lease taken again", r->epoch, r->max_token,
-	    raised);
+	    " of the checkpoint (Redis lost its data?): the group's epoch is "
+	    "raised past it (now %" PRIu64 ") and nobody leads for %d ms "
+	    "(ha.lease_ms), until a leadership from before the loss has "
+	    "stopped", r->epoch, r->max_token, raised, r->cfg->ha.lease_ms);
 	r->lost = true;
 	tor_elector_resign(r->elector, "token below the checkpoint's");
 	return RUN_LOST;

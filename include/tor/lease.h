@@ -55,9 +55,22 @@ int tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
 int tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t floor, uint64_t *token, tor_err *err);
 
+/* Redis lost its data while a leadership may still run (the token drawn
+ * is not above the one Kafka's copy of the checkpoint carries): raises the
+ * epoch past floor as tor_lease_next_token does and, while the lease still
+ * holds held_token, replaces it with a hold (TOR_LEASE_HOLD) for
+ * ha.lease_ms that no replica can take.  Whoever led before the loss has
+ * seen its lease gone, or its own deadline pass, when the hold expires.
+ * Returns 0 with *token set, or -1. */
+int tor_lease_hold(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t held_token, uint64_t floor, uint64_t *token, tor_err *err);
+
 /* The holder's name in a lease taken by `tor checkpoint set`
  * (tor_checkpoint_move): instance names have no blanks, so no replica
  * mistakes it for its own. */
 #define TOR_LEASE_OPERATOR "tor checkpoint set"
+
+/* The holder's name in the hold of tor_lease_hold. */
+#define TOR_LEASE_HOLD "tor redis-lost-data"
 
 #endif

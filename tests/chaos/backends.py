@@ -389,10 +389,10 @@ PRESETS = {
                         "--force --wait=false",
         "replica.pause": "kubectl -n {ns} exec {name} -c tor -- sh -c "
                          "'for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = "
-                         "tor ] && kill -STOP ${{p#/proc/}}; done'",
+                         "tor ] && kill -STOP ${p#/proc/}; done'",
         "replica.resume": "kubectl -n {ns} exec {name} -c tor -- sh -c "
                           "'for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" "
-                          "= tor ] && kill -CONT ${{p#/proc/}}; done'",
+                          "= tor ] && kill -CONT ${p#/proc/}; done'",
         "replica.logs": "kubectl -n {ns} logs {name} -c tor --since-time="
                         "{since_iso} --all-containers=false",
         "tor": "kubectl -n {ns} exec {leader_pod} -c tor -- tor",
@@ -447,11 +447,15 @@ class CommandBackend(Backend):
         self.redis_prefix = t["redis"].get("prefix", "tor")
         ob = t["outbox"]
         self.table = ob["table"]
+        # "range": the auto-increment column a run's rows are told apart
+        # by, when the event id ("id") is not it (a UUID).
         self.columns = dict({"id": "id", "key": "aggregate_id",
                              "type": "aggregate_type", "payload": "payload"},
                             **ob.get("columns", {}))
         self.routes = dict(ob["routes"])
         self.lease_ms = int(t.get("lease_ms", 3000))
+        # The deployment's broker is tor's dev broker (DESIGN.md §9).
+        self.dev_broker = bool(t.get("dev_broker", False))
         self.ns = t.get("namespace", "default")
         self.hosts = t.get("hosts", {})
         self.tor_config = t.get("tor_config", "/etc/tor/tor.cfg")
@@ -474,7 +478,11 @@ class CommandBackend(Backend):
                                              time.gmtime(self.since)),
                   "leader_pod": self.leader_pod, "arg": ""}
         values.update(kw)
-        return self.commands[key].format(**values).strip()
+        # Only the known placeholders: a command's own braces are shell's.
+        cmd = self.commands[key]
+        for name, v in values.items():
+            cmd = cmd.replace("{%s}" % name, str(v))
+        return cmd.strip()
 
     def _run(self, command, timeout=120, check=True):
         p = subprocess.run(command, shell=True, capture_output=True,

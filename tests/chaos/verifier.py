@@ -264,14 +264,18 @@ def last_transaction_windows(records):
     return out
 
 
-def read_rows(conn, table, id_col, key_col, min_id=None, max_id=None):
-    """{id (text): key (bytes)} of the outbox rows committed in the range."""
+def read_rows(conn, table, id_col, key_col, min_id=None, max_id=None,
+              range_col=None):
+    """{id (text): key (bytes)} of the outbox rows committed in the range of
+    range_col (default: the id column; an auto-increment column where the
+    event id is a UUID)."""
+    range_col = range_col or id_col
     where, args = [], []
     if min_id is not None:
-        where.append("%s > %%s" % id_col)
+        where.append("%s > %%s" % range_col)
         args.append(min_id)
     if max_id is not None:
-        where.append("%s <= %%s" % id_col)
+        where.append("%s <= %%s" % range_col)
         args.append(max_id)
     sql = "SELECT %s, %s FROM %s" % (id_col, key_col, table)
     if where:

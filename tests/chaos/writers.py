@@ -13,6 +13,7 @@ failed was committed is MySQL's to say, and the verifier asks MySQL.
 import random
 import threading
 import time
+import uuid
 
 import pymysql
 
@@ -70,6 +71,13 @@ class Writer(threading.Thread):
         c = self.columns
         sql = "INSERT INTO %s (%s, %s, %s) VALUES (%%s, %%s, %%s)" % (
             self.table, c["key"], c["type"], c["payload"])
+        if c.get("range", c["id"]) != c["id"]:
+            # The event id is not the row's auto-increment: give it one.
+            sql = "INSERT INTO %s (%s, %s, %s, %s) VALUES (%%s, %%s, %%s, " \
+                "%%s)" % (self.table, c["key"], c["type"], c["payload"],
+                          c["id"])
+            rows = [r + (str(uuid.UUID(int=self.rng.getrandbits(128),
+                                        version=4)),) for r in rows]
         with self.conn.cursor() as cur:
             if len(rows) == 1:
                 cur.execute(sql, rows[0])

@@ -13,9 +13,10 @@ import time
 import harness
 from harness import Tor, tor_cli
 from proxy import Proxy
-from test_ha import (HA, LEADING, check_tokens_grow, epoch_of, group_of,
-                     lease, lease_key, log_lines, n_of, read_all_events,
-                     stop_all, wait_leading)
+from test_ha import (HA, LEADING, Feeder, assert_none_lost,
+                     check_tokens_grow, epoch_of, group_of, lease, lease_key,
+                     log_lines, n_of, read_all_events, stop_all,
+                     wait_leading)
 from test_relay import (checkpoint, check_per_key_order, insert_range,
                         make_outbox)
 
@@ -66,6 +67,57 @@ def test_redis_flushall_loses_nothing(stack):
                                   ).group(0)
     check_tokens_grow(recs)
     assert r2.stop() == 0, r2.log_tail()
+
+
+def test_redis_flushall_under_a_leader_no_overlap(stack):
+    """Redis loses everything while a leader streams (a restart without
+    persistence, then FLUSHALL): the next
+    leader's token is below the one Kafka's copy of the checkpoint carries,
+    so it knows a leadership may still run, and nobody leads until that one
+    has seen its lease gone (lease_ms): no partition holds the old token
+    after the new one, and nothing is lost.  renew_ms and the checkpoint
+    interval are long here, so the old leader learns late."""
+    name = "to_flush_live"
+    table, ov = make_outbox(stack, name)
+    cfg = harness.base_config(stack, ha={"lease_ms": 6000, "renew_ms": 2500,
+                                         "retry_ms": 100},
+                              checkpoint={"interval_ms": 5000}, **ov)
+    tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
+    _, token, _ = wait_leading(tors, timeout=10)
+    feeder = Feeder(stack, table, 0, None, 5, 0.005)
+    feeder.start()
+    try:
+        time.sleep(2.0)
+        for how in ("restart", "flushall"):
+            since = {t: t.log_size() for t in tors}
+            if how == "restart":
+                stack.stop("redis")
+                time.sleep(0.7)
+                stack.start("redis")
+            else:
+                stack.redis().flushall()
+            # The first token after the loss is 1 again; the leadership
+            # that streams holds one above the old.
+            deadline = time.monotonic() + 30
+            while True:
+                who, tok, _ = wait_leading(tors, since=since, timeout=30)
+                if tok > token:
+                    break
+                assert time.monotonic() < deadline, "no token above %d" % (
+                    token)
+                since = {t: t.log_size() for t in tors}
+            print("  %s: %s leads with token %d (was %d); holds logged: %d"
+                  % (how, who.name, tok, token, sum(
+                      len(log_lines(t, "nobody leads for")) for t in tors)))
+            token = tok
+            time.sleep(2.0)
+    finally:
+        feeder.stop()
+    total = feeder.finish()
+    by_n, recs = read_all_events(stack, name, total, timeout=60)
+    assert_none_lost(by_n, total)
+    check_tokens_grow(recs)
+    stop_all(tors)
 
 
 def test_epoch_key_lost_no_flapping(stack):

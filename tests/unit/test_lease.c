@@ -387,6 +387,41 @@ test_acquire_past_the_checkpoint_token(void **state)
 	assert_true(t == 9007199254740995ULL);
 }
 
+/* Redis lost its data under a leader: the hold raises the epoch past the
+ * floor, replaces our lease with one nobody can take (nor renew), for
+ * lease_ms; a lease that is no longer ours is left alone. */
+static void
+test_hold_after_data_loss(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0;
+	tor_err err = { "" };
+	char holder[64];
+	int64_t ttl;
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 1);
+	assert_int_equal(tor_lease_hold(p->a, a, t, 40, &n, &err), 0);
+	assert_true(n == 41);
+	raw_lease_equals(p->c, TOR_LEASE_HOLD " 41");
+	ttl = raw_int(p->c, "PTTL tor:{orders}:lease");
+	assert_true(ttl > a->ha.lease_ms - 1000 && ttl <= a->ha.lease_ms);
+	assert_int_equal(tor_lease_read(p->b, &p->cfg_b, holder, sizeof(holder),
+	    &n, &ttl, &err), 1);
+	assert_string_equal(holder, TOR_LEASE_HOLD);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 0);
+	/* After it, tokens go on above it. */
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease"));
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	assert_true(n == 42);
+	/* Not our lease (any more): the epoch is raised, the lease stays. */
+	assert_int_equal(tor_lease_hold(p->a, a, t, 100, &n, &err), 0);
+	assert_true(n == 101);
+	raw_lease_equals(p->c, "relay-b 42");
+}
+
 /* Every operation fails with -1 and names the server and the operation. */
 static void
 test_redis_down(void **state)
@@ -454,6 +489,7 @@ main(void)
 		T(test_acquire_failed_incr),
 		T(test_tokens_grow),
 		T(test_acquire_past_the_checkpoint_token),
+		T(test_hold_after_data_loss),
 		T(test_redis_down),
 	};
 #undef T
