@@ -41,6 +41,10 @@
 
 /* STEPPING_DOWN only waits for the relay to say it stopped: poll often. */
 #define STEPPING_DOWN_POLL_MS	10
+/* With ha.fast_failover a leader looks at its Redis connection this often
+ * between renews: a successor may take the lease the moment Redis sees
+ * that connection close, so the leader must stop as soon. */
+#define WATCH_MS		20
 /* A retired elector (released or stopped) has nothing left to do; the
  * thread sleeps until tor_elector_stop wakes it. */
 #define RETIRED_DELAY_MS	60000
@@ -254,7 +258,15 @@ step_follower(struct tor_elector *el)
 	return 0;
 }
 
-/* ms until the leader's next renew or its deadline, whichever comes first. */
+/* Whether the leader watches its connection (see WATCH_MS). */
+static bool
+watching(const struct tor_elector *el)
+{
+	return el->cfg->ha.fast_failover && el->ops->connection_lost != NULL;
+}
+
+/* ms until the leader's next renew, its deadline or its next look at the
+ * connection, whichever comes first. */
 static int
 leader_delay(struct tor_elector *el, int64_t now)
 {
@@ -263,6 +275,8 @@ leader_delay(struct tor_elector *el, int64_t now)
 
 	if (deadline < next)
 		next = deadline;
+	if (watching(el) && now + WATCH_MS < next)
+		next = now + WATCH_MS;
 	if (next <= now)
 		return 0;
 	return next - now > INT32_MAX ? INT32_MAX : (int)(next - now);
@@ -343,6 +357,13 @@ step_leader(struct tor_elector *el)
 	if (now >= atomic_load(&el->deadline)) {
 		transition(el, TOR_STEPPING_DOWN,
 		    "local deadline passed: lease may have expired");
+		return STEPPING_DOWN_POLL_MS;
+	}
+	/* Redis saw the connection close, as it would a dead process's: a
+	 * follower may take the lease now (ha.fast_failover). */
+	if (watching(el) && el->ops->connection_lost(el->ctx)) {
+		transition(el, TOR_STEPPING_DOWN, "Redis connection lost: the "
+		    "lease may be taken over at once");
 		return STEPPING_DOWN_POLL_MS;
 	}
 	if (now < el->renew_sent + el->cfg->ha.renew_ms)
@@ -718,12 +739,28 @@ monotonic_ms(void *ctx)
 	return tor_mono_ms();
 }
 
+/* Skipped while another thread uses the connection (a release): that
+ * command will tell. */
+static bool
+redis_connection_lost(void *ctx)
+{
+	struct redis_backend *b = ctx;
+	bool lost;
+
+	if (pthread_mutex_trylock(&b->io) != 0)
+		return false;
+	lost = tor_redis_lost(b->redis);
+	pthread_mutex_unlock(&b->io);
+	return lost;
+}
+
 static const struct tor_elector_ops redis_ops = {
 	.acquire = redis_acquire,
 	.renew = redis_renew,
 	.release = redis_release,
 	.wait_handoff = redis_wait_handoff,
 	.now_ms = monotonic_ms,
+	.connection_lost = redis_connection_lost,
 };
 
 struct tor_elector *

@@ -29,8 +29,11 @@
 #define HANDOFF_KEEP "7"        /* LTRIM 0 7: eight entries */
 
 /*
- * KEYS lease, epoch, checkpoint; ARGV instance, lease_ms.  SET NX first, so
- * that the token is spent only by the replica that wins.  The token is
+ * KEYS lease, epoch, checkpoint, client; ARGV instance, lease_ms, this
+ * connection's client record ("" for none), and, to take over a dead
+ * leader's lease, the lease value and the client record found (else "").
+ * SET NX first, so that the token is spent only by the replica that wins;
+ * a lease held comes back as {value, client record}.  The token is
  * drawn past the checkpoint's own token when the epoch key is behind it
  * (lost, or restored from an older snapshot): every write of the new
  * leader would be refused otherwise, and every replica would flap.  INCR runs under pcall: a
@@ -42,8 +45,19 @@
  * double and would print a large token as "1e+14".
  */
 static const char acquire_lua[] =
+    "local function held()\n"
+    "  return {redis.call('GET', KEYS[1]) or '',\n"
+    "          redis.call('GET', KEYS[4]) or ''}\n"
+    "end\n"
+    "if ARGV[4] ~= '' then\n"
+    "  if redis.call('GET', KEYS[1]) ~= ARGV[4] or\n"
+    "      (redis.call('GET', KEYS[4]) or '') ~= ARGV[5] then\n"
+    "    return held()\n"
+    "  end\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "end\n"
     "if not redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[2]) then\n"
-    "  return false\n"
+    "  return held()\n"
     "end\n"
     "local n = redis.pcall('INCR', KEYS[2])\n"
     "if type(n) == 'table' and n.err then\n"
@@ -61,22 +75,35 @@ static const char acquire_lua[] =
     "  end\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])\n"
+    "if ARGV[3] ~= '' then\n"
+    "  redis.call('SET', KEYS[4], token .. ' ' .. ARGV[3], 'PX', ARGV[2])\n"
+    "else\n"
+    "  redis.call('DEL', KEYS[4])\n"
+    "end\n"
     "return token\n";
 
-/* KEYS lease; ARGV value, lease_ms. */
+/* KEYS lease, client; ARGV value, lease_ms, token, this connection's client
+ * record ("" for none).  The record is written again at every renew: after
+ * a reconnect it names the new connection. */
 static const char renew_lua[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  if ARGV[4] ~= '' then\n"
+    "    redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. ARGV[4], 'PX', ARGV[2])\n"
+    "  else\n"
+    "    redis.call('DEL', KEYS[2])\n"
+    "  end\n"
+    "  return 1\n"
     "end\n"
     "return 0\n";
 
-/* KEYS lease, handoff; ARGV value, token.  The wake-up is pushed even when
- * the lease was not ours: a replica stepping down says so either way, and a
- * spare wake-up costs a follower one failed acquire. */
+/* KEYS lease, handoff, client; ARGV value, token.  The wake-up is pushed
+ * even when the lease was not ours: a replica stepping down says so either
+ * way, and a spare wake-up costs a follower one failed acquire. */
 static const char release_lua[] =
     "local released = 0\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('DEL', KEYS[1], KEYS[3])\n"
     "  released = 1\n"
     "end\n"
     "redis.call('LPUSH', KEYS[2], ARGV[2])\n"
@@ -91,6 +118,7 @@ static const char read_lua[] =
 
 struct lease_keys {
 	char lease[512];
+	char client[512];
 	char epoch[512];
 	char handoff[512];
 	char checkpoint[512];
@@ -100,6 +128,7 @@ static void
 lease_keys(const struct tor_config *cfg, struct lease_keys *k)
 {
 	tor_redis_key(cfg, "lease", k->lease, sizeof(k->lease));
+	tor_redis_key(cfg, "lease_client", k->client, sizeof(k->client));
 	tor_redis_key(cfg, "epoch", k->epoch, sizeof(k->epoch));
 	tor_redis_key(cfg, "handoff", k->handoff, sizeof(k->handoff));
 	tor_redis_key(cfg, "checkpoint", k->checkpoint, sizeof(k->checkpoint));
@@ -153,12 +182,12 @@ static redisReply *
 eval(struct tor_redis *r, const char *script, int nkeys, int nrest,
     const char **rest, const char *what, tor_err *err)
 {
-	const char *argv[9];
+	const char *argv[12];
 	char numkeys[16];
 	redisReply *reply;
 	int i;
 
-	/* Every script here takes at most six keys and arguments. */
+	/* Every script here takes at most nine keys and arguments. */
 	if (nrest > (int)(sizeof(argv) / sizeof(argv[0])) - 3) {
 		tor_err_set(err, "%s: too many script arguments", what);
 		return NULL;
@@ -247,36 +276,131 @@ wait_for_replica(struct tor_redis *r, const struct tor_config *cfg,
 	freeReplyObject(reply);
 }
 
-int
-tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err)
+/* This connection's client record, "<run_id> <client id>", into buf: ""
+ * when fast failover is off or the server would not say who we are. */
+static int
+client_record(struct tor_redis *r, const struct tor_config *cfg, char *buf,
+    size_t cap, tor_err *err)
 {
-	const char *what = "lease acquire", *rest[5];
-	struct lease_keys k;
+	char run_id[48];
+	long long id;
+
+	buf[0] = '\0';
+	if (!cfg->ha.fast_failover)
+		return 0;
+	if (tor_redis_identity(r, run_id, sizeof(run_id), &id, err) < 0)
+		return -1;
+	if (id > 0)
+		snprintf(buf, cap, "%s %lld", run_id, id);
+	return 0;
+}
+
+/* A lease held: its value and its client record, as acquire_lua found
+ * them. */
+struct held_lease {
+	char value[512];
+	char record[128];
+};
+
+/* One acquire_lua: 1 won (*token), 0 held (*h filled), -1. */
+static int
+try_acquire(struct tor_redis *r, const struct tor_config *cfg,
+    const struct lease_keys *k, const char *record,
+    const struct held_lease *expect, uint64_t *token, struct held_lease *h,
+    tor_err *err)
+{
+	const char *what = "lease acquire", *rest[9];
 	char ms[16];
 	redisReply *reply;
 	int rc = -1;
 
-	lease_keys(cfg, &k);
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
-	rest[0] = k.lease;
-	rest[1] = k.epoch;
-	rest[2] = k.checkpoint;
-	rest[3] = cfg->instance;
-	rest[4] = ms;
-	if ((reply = eval(r, acquire_lua, 3, 5, rest, what, err)) == NULL)
+	rest[0] = k->lease;
+	rest[1] = k->epoch;
+	rest[2] = k->checkpoint;
+	rest[3] = k->client;
+	rest[4] = cfg->instance;
+	rest[5] = ms;
+	rest[6] = record;
+	rest[7] = expect != NULL ? expect->value : "";
+	rest[8] = expect != NULL ? expect->record : "";
+	if ((reply = eval(r, acquire_lua, 4, 9, rest, what, err)) == NULL)
 		return -1;
-	if (reply->type == REDIS_REPLY_NIL)
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING &&
+	    reply->element[1]->type == REDIS_REPLY_STRING) {
+		snprintf(h->value, sizeof(h->value), "%s",
+		    reply->element[0]->str);
+		snprintf(h->record, sizeof(h->record), "%s",
+		    reply->element[1]->str);
 		rc = 0;
-	else if (reply->type == REDIS_REPLY_STRING &&
+	} else if (reply->type == REDIS_REPLY_STRING &&
 	    parse_token(reply->str, reply->len, token))
 		rc = 1;
 	else if (reply->type == REDIS_REPLY_STRING)
-		tor_err_set(err, "%s: %s: not a token ('%.64s')", what, k.epoch,
+		tor_err_set(err, "%s: %s: not a token ('%.64s')", what, k->epoch,
 		    reply->str);
 	else
-		unexpected(what, k.lease, reply, err);
+		unexpected(what, k->lease, reply, err);
 	freeReplyObject(reply);
+	return rc;
+}
+
+/*
+ * Whether the leader of a held lease is dead: its client record belongs to
+ * this lease (same token), was made on the server run we talk to (a client
+ * id means nothing on another server, or after a restart), and that client
+ * is no longer connected.  A paused process keeps its connection, and so
+ * does one cut off by a network partition the server has not noticed:
+ * their leases expire as before.  Any doubt (no record, a refused CLIENT
+ * LIST) says alive.
+ */
+static bool
+holder_gone(struct tor_redis *r, const struct held_lease *h,
+    const char *record, long long *client_id)
+{
+	char rec_token[24], rec_run[48], my_run[48];
+	const char *sp;
+	tor_err e;
+
+	if (record[0] == '\0' || h->record[0] == '\0' ||
+	    sscanf(h->record, "%23s %47s %lld", rec_token, rec_run,
+	    client_id) != 3 || *client_id <= 0 ||
+	    (sp = strrchr(h->value, ' ')) == NULL ||
+	    strcmp(sp + 1, rec_token) != 0 ||
+	    sscanf(record, "%47s", my_run) != 1 || strcmp(rec_run, my_run) != 0)
+		return false;
+	if (tor_redis_client_connected(r, *client_id, &e) != 0) {
+		log_debug("lease", "cannot tell whether the leader is alive: %s",
+		    e.msg);
+		return false;
+	}
+	return true;
+}
+
+int
+tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t *token, tor_err *err)
+{
+	struct lease_keys k;
+	struct held_lease h, found;
+	char record[128];
+	long long dead;
+	int rc;
+
+	lease_keys(cfg, &k);
+	if (client_record(r, cfg, record, sizeof(record), err) < 0)
+		return -1;
+	rc = try_acquire(r, cfg, &k, record, NULL, token, &h, err);
+	if (rc == 0 && holder_gone(r, &h, record, &dead)) {
+		/* Compare-and-set on what was found: a lease renewed or taken
+		 * meanwhile is left alone. */
+		rc = try_acquire(r, cfg, &k, record, &h, token, &found, err);
+		if (rc == 1)
+			log_info("lease", "took the lease over from \"%s\": its "
+			    "Redis client %lld is gone (ha.fast_failover)",
+			    h.value, dead);
+	}
 	if (rc == 1)
 		wait_for_replica(r, cfg, *token);
 	return rc;
@@ -286,19 +410,24 @@ int
 tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err)
 {
-	const char *what = "lease renew", *rest[3];
+	const char *what = "lease renew", *rest[6];
 	struct lease_keys k;
-	char value[512], ms[16];
+	char value[512], ms[16], tok[24], record[128];
 	redisReply *reply;
 
 	lease_keys(cfg, &k);
-	if (lease_value(cfg, token, value, sizeof(value), what, err) == -1)
+	if (lease_value(cfg, token, value, sizeof(value), what, err) == -1 ||
+	    client_record(r, cfg, record, sizeof(record), err) == -1)
 		return -1;
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
+	snprintf(tok, sizeof(tok), "%" PRIu64, token);
 	rest[0] = k.lease;
-	rest[1] = value;
-	rest[2] = ms;
-	if ((reply = eval(r, renew_lua, 1, 3, rest, what, err)) == NULL)
+	rest[1] = k.client;
+	rest[2] = value;
+	rest[3] = ms;
+	rest[4] = tok;
+	rest[5] = record;
+	if ((reply = eval(r, renew_lua, 2, 6, rest, what, err)) == NULL)
 		return -1;
 	return verdict(what, k.lease, reply, err);
 }
@@ -307,7 +436,7 @@ int
 tor_lease_release(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err)
 {
-	const char *what = "lease release", *rest[4];
+	const char *what = "lease release", *rest[5];
 	struct lease_keys k;
 	char value[512], tok[24];
 	redisReply *reply;
@@ -318,9 +447,10 @@ tor_lease_release(struct tor_redis *r, const struct tor_config *cfg,
 	snprintf(tok, sizeof(tok), "%" PRIu64, token);
 	rest[0] = k.lease;
 	rest[1] = k.handoff;
-	rest[2] = value;
-	rest[3] = tok;
-	if ((reply = eval(r, release_lua, 2, 4, rest, what, err)) == NULL)
+	rest[2] = k.client;
+	rest[3] = value;
+	rest[4] = tok;
+	if ((reply = eval(r, release_lua, 3, 5, rest, what, err)) == NULL)
 		return -1;
 	return verdict(what, k.lease, reply, err);
 }

@@ -24,10 +24,12 @@
  * Sentinel (on a connection kept for that) who the master is.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -47,6 +49,11 @@ struct tor_redis {
 	redisContext *sc;       /* kept connection to a Sentinel, or NULL */
 	size_t sc_node;         /* which of redis.sentinel.nodes sc talks to */
 	int64_t checked_ms;     /* when a Sentinel last confirmed the master */
+	/* Who c is on which server run (tor_redis_identity), asked once per
+	 * connection; client_id 0 when the server would not say. */
+	bool identified;
+	long long client_id;
+	char run_id[48];
 };
 
 /* How often the master is checked with a Sentinel: once per lease renew,
@@ -82,6 +89,7 @@ drop_connection(struct tor_redis *r)
 		redisFree(r->c);
 		r->c = NULL;
 	}
+	r->identified = false;
 }
 
 static void
@@ -523,4 +531,111 @@ tor_redis_check_settings(struct tor_redis *r)
 		    "save \"\"): a restart of Redis loses the checkpoint and the "
 		    "epoch; tor resumes from Kafka's copy then, but set "
 		    "appendonly yes", r->host, r->port);
+}
+
+/* CLIENT ID and the run_id line of INFO server, on the live connection.  A
+ * server that refuses either (an ACL, a renamed command) leaves client_id
+ * 0: leases then expire as they always did. */
+static void
+identify(struct tor_redis *r)
+{
+	const char *id_argv[] = { "CLIENT", "ID" };
+	const char *info_argv[] = { "INFO", "server" };
+	redisReply *reply;
+	const char *line;
+	tor_err err;
+	size_t n;
+
+	r->identified = true;
+	r->client_id = 0;
+	r->run_id[0] = '\0';
+	if ((reply = run(r, 2, id_argv, NULL, "CLIENT ID", &err)) == NULL) {
+		log_warn("redis", "%s: a dead leader's lease is not taken over "
+		    "at once (ha.fast_failover needs CLIENT ID and CLIENT LIST)",
+		    err.msg);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_INTEGER)
+		r->client_id = reply->integer;
+	freeReplyObject(reply);
+	if (r->c == NULL ||
+	    (reply = run(r, 2, info_argv, NULL, "INFO", &err)) == NULL) {
+		r->client_id = 0;
+		return;
+	}
+	if (reply->type == REDIS_REPLY_STRING) {
+		if ((line = strstr(reply->str, "run_id:")) != NULL) {
+			line += strlen("run_id:");
+			n = strcspn(line, "\r\n");
+			if (n > 0 && n < sizeof(r->run_id))
+				snprintf(r->run_id, sizeof(r->run_id), "%.*s",
+				    (int)n, line);
+		}
+	}
+	freeReplyObject(reply);
+	if (r->run_id[0] == '\0')
+		r->client_id = 0;
+}
+
+int
+tor_redis_identity(struct tor_redis *r, char *run_id, size_t cap,
+    long long *client_id, tor_err *err)
+{
+	check_master(r);
+	if (r->c == NULL && tor_redis_connect(r, err) == -1)
+		return -1;
+	if (!r->identified)
+		identify(r);
+	if (r->c == NULL)
+		return redis_err(r, err, "CLIENT ID", "connection lost");
+	snprintf(run_id, cap, "%s", r->run_id);
+	*client_id = r->client_id;
+	return 0;
+}
+
+int
+tor_redis_client_connected(struct tor_redis *r, long long client_id,
+    tor_err *err)
+{
+	const char *argv[] = { "CLIENT", "LIST", "ID", NULL };
+	char id[24];
+	redisReply *reply;
+	int rc;
+
+	snprintf(id, sizeof(id), "%lld", client_id);
+	argv[3] = id;
+	if ((reply = tor_redis_command(r, 4, argv, NULL, err)) == NULL)
+		return -1;
+	if (reply->type == REDIS_REPLY_STRING)
+		rc = reply->len > 0;
+	else
+		rc = redis_err(r, err, "CLIENT LIST", "unexpected reply");
+	freeReplyObject(reply);
+	return rc;
+}
+
+bool
+tor_redis_lost(struct tor_redis *r)
+{
+	struct pollfd p;
+	char byte;
+	ssize_t n;
+
+	if (r->c == NULL)
+		return true;
+	p.fd = r->c->fd;
+	p.events = POLLIN | POLLRDHUP;
+	p.revents = 0;
+	if (poll(&p, 1, 0) <= 0)
+		return false;
+	/* Nothing is owed to us between commands: readable means the server
+	 * closed (or reset) the connection. */
+	if ((p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) == 0) {
+		n = recv(p.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n > 0 || (n < 0 && (errno == EAGAIN ||
+		    errno == EWOULDBLOCK || errno == EINTR)))
+			return false;
+	}
+	drop_connection(r);
+	return true;
 }

@@ -75,7 +75,7 @@ static const char *const keys_redis[] = { "host", "port", "db", "password",
 	"password_file", "prefix", "timeout_ms", "sentinel", NULL };
 static const char *const keys_sentinel[] = { "master", "nodes", NULL };
 static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
-	NULL };
+	"fast_failover", NULL };
 static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
 	NULL };
 static const char *const keys_http[] = { "listen", NULL };
@@ -1244,7 +1244,9 @@ load_ha(struct loader *ld, const config_setting_t *root)
 	    opt_int32(ld, g, "ha", "renew_ms", 1000, 1,
 	    &cfg->ha.renew_ms) == -1 ||
 	    opt_int32(ld, g, "ha", "retry_ms", 200, 1,
-	    &cfg->ha.retry_ms) == -1)
+	    &cfg->ha.retry_ms) == -1 ||
+	    opt_bool(ld, g, "ha", "fast_failover", true,
+	    &cfg->ha.fast_failover) == -1)
 		return -1;
 	/* A lease renewed no faster than it expires lapses between renews. */
 	if (cfg->ha.renew_ms >= cfg->ha.lease_ms) {
@@ -1577,6 +1579,8 @@ tor_config_print(const struct tor_config *cfg, FILE *out)
 	print_int(out, 2, "lease_ms", cfg->ha.lease_ms);
 	print_int(out, 2, "renew_ms", cfg->ha.renew_ms);
 	print_int(out, 2, "retry_ms", cfg->ha.retry_ms);
+	fprintf(out, "  fast_failover = %s;\n", cfg->ha.fast_failover ? "true" :
+	    "false");
 	fputs("};\n\ncheckpoint = {\n", out);
 	print_int(out, 2, "interval_ms", cfg->checkpoint.interval_ms);
 	print_str(out, 2, "key_file", cfg->checkpoint.key_file);

@@ -79,6 +79,8 @@ enum {
 
 /* Rows the broker refused as too large, remembered across sessions. */
 #define TOO_LARGE_MAX 64
+/* How long a fatal producer's delivery reports are waited for (serve). */
+#define FATAL_REPORTS_MS 2000
 
 struct txn_time {
 	uint64_t seq;
@@ -414,6 +416,13 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 
 	beat(r);
 	rc = tor_sink_poll(r->sink, timeout_ms, &fatal);
+	/* A fatal producer (gapless) fails everything it holds; the report
+	 * that says why, e.g. a message the broker refused as too large, may
+	 * come a moment after the error: collect the reports first. */
+	for (int64_t until = tor_mono_ms() + FATAL_REPORTS_MS;
+	    rc < 0 && !r->delivery_failed && leading(r) &&
+	    tor_sink_in_flight(r->sink) > 0 && tor_mono_ms() < until;)
+		rc = tor_sink_poll(r->sink, 10, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
 	    tor_sink_in_flight(r->sink), memory_order_relaxed);
 	/* The purge at the leadership's end fails what it dropped: that is
@@ -434,6 +443,8 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		    "%s (the checkpoint stays before it; it is published again "
 		    "after a restart)", r->delivery_error);
 	if (rc < 0) {
+		if (!leading(r))
+			return RUN_LOST;        /* see produce() */
 		*err = fatal;
 		return -1;
 	}
@@ -637,6 +648,16 @@ produce(struct relay *r, struct tor_message *msg,
 			redirected = true;
 			break;
 		default:
+			/* The leadership ended since the check above: its purge
+			 * made the producer fatal (gapless), which ends this
+			 * session, not the process. */
+			if (!leading(r))
+				return RUN_LOST;
+			/* A message the broker refused (too large) makes the
+			 * producer fatal too: its delivery report says which
+			 * row, and outbox.unrouted decides. */
+			if ((rc = serve(r, 0, err)) != 0)
+				return rc;
 			return -1;
 		}
 	}

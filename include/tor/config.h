@@ -137,6 +137,7 @@ struct tor_config {
 		int lease_ms;   /* 3000 */
 		int renew_ms;   /* 1000 */
 		int retry_ms;   /* 200 */
+		bool fast_failover;     /* true: take over a dead leader's lease */
 	} ha;
 
 	struct {

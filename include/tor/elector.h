@@ -45,6 +45,9 @@ struct tor_elector_ops {
 	int (*wait_handoff)(void *ctx, int timeout_ms, tor_err *err);
 	/* monotonic milliseconds */
 	int64_t (*now_ms)(void *ctx);
+	/* true when the connection the lease was recorded with is gone (may
+	 * be NULL: never); looked at between renews, without blocking */
+	bool (*connection_lost)(void *ctx);
 };
 
 struct tor_elector;

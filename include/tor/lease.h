@@ -19,12 +19,18 @@
 
 /* SET lease NX PX lease_ms and, only when that took, INCR epoch (past the
  * checkpoint's token when the epoch is behind it) and store
- * "<instance> <token>".  Returns 1 with *token set when this replica now
- * holds the lease, 0 when another does, -1 on a Redis error. */
+ * "<instance> <token>"; with ha.fast_failover, P:{G}:lease_client records
+ * "<token> <run_id> <client id>" of this connection beside it.  A lease
+ * held by a leader whose recorded client is no longer connected to this
+ * same server run (the process died: the kernel closed its socket) is
+ * taken over at once, compare-and-set on the lease and its record, with a
+ * fresh token.  Returns 1 with *token set when this replica now holds the
+ * lease, 0 when another does, -1 on a Redis error. */
 int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t *token, tor_err *err);
 
-/* PEXPIRE lease lease_ms if it still holds "<instance> <token>".  Returns 1
+/* PEXPIRE lease lease_ms if it still holds "<instance> <token>", and
+ * record this connection's client beside it again.  Returns 1
  * renewed, 0 the lease is not ours any more (expired, taken, or deleted by
  * `tor checkpoint set`), -1 on a Redis error. */
 int tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,

@@ -12,6 +12,8 @@
 #ifndef TOR_REDIS_H
 #define TOR_REDIS_H
 
+#include <stdbool.h>
+
 #include <hiredis/hiredis.h>
 
 #include "tor/config.h"
@@ -50,6 +52,23 @@ int tor_redis_replicas(struct tor_redis *r, tor_err *err);
  * or maxmemory with an eviction policy.  Best effort: a server that does
  * not answer CONFIG (ACL, renamed) is left alone. */
 void tor_redis_check_settings(struct tor_redis *r);
+
+/* Who this connection is (CLIENT ID) on which run of which server (INFO's
+ * run_id), asked once per connection (connecting first if need be).
+ * *client_id is 0 when the server would not say (an ACL).  Returns 0, or -1
+ * with err set when Redis cannot be reached. */
+int tor_redis_identity(struct tor_redis *r, char *run_id, size_t cap,
+    long long *client_id, tor_err *err);
+
+/* Whether client client_id is connected to the server now (CLIENT LIST ID,
+ * Redis 6.2+): 1 yes, 0 no, -1 with err set (an error, or refused). */
+int tor_redis_client_connected(struct tor_redis *r, long long client_id,
+    tor_err *err);
+
+/* Whether the connection is gone: never made, dropped after an error, or
+ * closed by the server since the last command (looked at without
+ * blocking).  A closed one is dropped, so the next command reconnects. */
+bool tor_redis_lost(struct tor_redis *r);
 
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,

@@ -46,6 +46,9 @@ struct fake {
 	int wait_calls;
 	int wait_timeout;
 
+	bool lost;              /* the connection is gone */
+	int lost_calls;
+
 	/* Called from inside acquire or renew, once, then cleared. */
 	void (*during)(struct fake *);
 	struct tor_elector *el;
@@ -130,12 +133,22 @@ fake_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
 	return f->wait_rc;
 }
 
+static bool
+fake_lost(void *ctx)
+{
+	struct fake *f = ctx;
+
+	f->lost_calls++;
+	return f->lost;
+}
+
 static const struct tor_elector_ops fake_ops = {
 	.acquire = fake_acquire,
 	.renew = fake_renew,
 	.release = fake_release,
 	.wait_handoff = fake_wait_handoff,
 	.now_ms = fake_now,
+	.connection_lost = fake_lost,
 };
 
 struct fixture {
@@ -404,6 +417,49 @@ test_renew_lost_steps_down(void **state)
 	assert_int_equal(tor_elector_deadline(fx->el), 0);
 	/* The token stays while the relay winds down. */
 	assert_int_equal(tor_elector_token(fx->el), 7);
+}
+
+/* ha.fast_failover: between renews the leader looks at its connection
+ * every few ms and steps down the moment it is gone (a successor may take
+ * the lease at once); without it, the connection is not looked at. */
+static void
+test_lost_connection_steps_down_at_once(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+	int delay;
+
+	fx->cfg.ha.fast_failover = true;
+	t0 = become_leader(fx);
+	fx->fake.now = t0 + 1;
+	delay = tor_elector_step(fx->el);
+	assert_true(delay > 0 && delay <= 20);
+	assert_int_equal(fx->fake.lost_calls, 1);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	fx->fake.lost = true;
+	fx->fake.now = t0 + 1 + delay;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_false(tor_elector_may_publish(fx->el));
+	assert_int_equal(fx->fake.renew_calls, 0);
+	/* The relay stops: the lease is given back (on a new connection). */
+	tor_elector_relay_stopped(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+}
+
+static void
+test_connection_not_watched_without_fast_failover(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.lost = true;
+	fx->fake.now = t0 + 1;
+	assert_int_equal(tor_elector_step(fx->el), RENEW_MS - 1);
+	assert_int_equal(fx->fake.lost_calls, 0);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
 }
 
 static void
@@ -768,6 +824,8 @@ main(void)
 		T(test_leader_renews_every_renew_ms_not_earlier),
 		T(test_slow_renew_counts_from_send_time),
 		T(test_renew_lost_steps_down),
+		T(test_lost_connection_steps_down_at_once),
+		T(test_connection_not_watched_without_fast_failover),
 		T(test_redis_silent_leader_steps_down_at_deadline),
 		T(test_renew_error_then_success_extends),
 		T(test_resign_and_relay_stopped),

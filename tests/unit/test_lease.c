@@ -422,6 +422,100 @@ test_hold_after_data_loss(void **state)
 	raw_lease_equals(p->c, "relay-b 42");
 }
 
+/* The recorded client of a's connection, "<token> <run_id> <id>". */
+static void
+raw_record(redisContext *c, char *buf, size_t cap)
+{
+	redisReply *reply = redisCommand(c, "GET tor:{orders}:lease_client");
+
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	snprintf(buf, cap, "%s", reply->str);
+	freeReplyObject(reply);
+}
+
+static long long
+recorded_client(redisContext *c)
+{
+	char rec[128], tok[24], run[48];
+	long long id = 0;
+
+	raw_record(c, rec, sizeof(rec));
+	assert_int_equal(sscanf(rec, "%23s %47s %lld", tok, run, &id), 3);
+	return id;
+}
+
+/* ha.fast_failover: the lease records its leader's client; once Redis no
+ * longer has that client (the process died), a follower takes the lease at
+ * once with a fresh token.  A live client (a paused process keeps its
+ * connection) is waited out; so is a record of another lease, or of another
+ * server run. */
+static void
+test_dead_leader_taken_over(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0;
+	tor_err err = { "" };
+	char rec[128], want[160];
+	long long id;
+
+	a->ha.fast_failover = true;
+	p->cfg_b.ha.fast_failover = true;
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	raw_record(p->c, rec, sizeof(rec));
+	assert_true(strncmp(rec, "1 ", 2) == 0);
+	id = recorded_client(p->c);
+	assert_true(id > 0);
+
+	/* Alive: b waits; a renews and keeps its record. */
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+	assert_true(recorded_client(p->c) == id);
+
+	/* A record of another server run (a restart, another master): not
+	 * trusted, even for a client that does not exist. */
+	snprintf(want, sizeof(want), "SET tor:{orders}:lease_client %s",
+	    "1 0123456789abcdef0123456789abcdef01234567 999999");
+	freeReplyObject(redisCommand(p->c, want));
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
+	/* Renew records the live connection again. */
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+	assert_true(recorded_client(p->c) == id);
+
+	/* The connection closes (as a killed process's does). */
+	freeReplyObject(redisCommand(p->c, "CLIENT KILL ID %lld", id));
+	assert_true(tor_redis_lost(p->a));
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	assert_true(n == 2);
+	raw_lease_equals(p->c, "relay-b 2");
+	raw_record(p->c, rec, sizeof(rec));
+	assert_true(strncmp(rec, "2 ", 2) == 0);
+	/* a's renew on a new connection finds the lease gone. */
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 0);
+
+	/* A record that is not this lease's (the operator's lease, a hold):
+	 * nothing to take over. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s",
+	    "tor checkpoint set 9"));
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease_client %s",
+	    "2 x 999999"));
+	assert_int_equal(acquire(p->a, a, &n), 0);
+
+	/* Without fast failover nothing is recorded and nothing is taken. */
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:lease "
+	    "tor:{orders}:lease_client"));
+	a->ha.fast_failover = false;
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:lease_client"), 0);
+	/* Release takes the record with the lease. */
+	a->ha.fast_failover = true;
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:lease_client"), 1);
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:lease_client"), 0);
+}
+
 /* Every operation fails with -1 and names the server and the operation. */
 static void
 test_redis_down(void **state)
@@ -490,6 +584,7 @@ main(void)
 		T(test_tokens_grow),
 		T(test_acquire_past_the_checkpoint_token),
 		T(test_hold_after_data_loss),
+		T(test_dead_leader_taken_over),
 		T(test_redis_down),
 	};
 #undef T
