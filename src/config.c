@@ -331,24 +331,27 @@ source_literal(const config_setting_t *s, long long *v)
 		if (++n == want)
 			break;
 	len = strlen(name);
+	/* p walks the matches of name; q reads what follows one (p itself
+	 * must not move past the line's end). */
 	for (p = line; n == want && (p = strstr(p, name)) != NULL; p += len) {
+		char *q = p + len;
+
 		if (p > line && (isalnum((unsigned char)p[-1]) ||
 		    p[-1] == '_' || p[-1] == '-' || p[-1] == '*'))
 			continue;
-		p += len;
-		p += strspn(p, " \t");
-		if (*p != '=' && *p != ':')
+		q += strspn(q, " \t");
+		if (*q != '=' && *q != ':')
 			continue;
-		p++;
-		p += strspn(p, " \t");
+		q++;
+		q += strspn(q, " \t");
 		errno = 0;
-		if ((p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) ||
-		    ((p[0] == '-' || p[0] == '+') && p[1] == '0' &&
-		    (p[2] == 'x' || p[2] == 'X')))
-			*v = strtoll(p, &end, 16);
+		if ((q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) ||
+		    ((q[0] == '-' || q[0] == '+') && q[1] == '0' &&
+		    (q[2] == 'x' || q[2] == 'X')))
+			*v = strtoll(q, &end, 16);
 		else
-			*v = strtoll(p, &end, 10);
-		found = end != p && (isdigit((unsigned char)end[-1]) ||
+			*v = strtoll(q, &end, 10);
+		found = end != q && (isdigit((unsigned char)end[-1]) ||
 		    isxdigit((unsigned char)end[-1]));
 		break;
 	}

@@ -20,8 +20,9 @@
 
 #include "tor/outbox.h"
 
-/* The tor.* headers: id, type, pos, epoch, ts, and error (oversized only). */
-#define TOR_OWN_HEADERS 6
+/* The tor.* headers: id, type, group, pos, epoch, ts, and error (oversized
+ * only). */
+#define TOR_OWN_HEADERS 7
 #define MAX_CONFIGURED_HEADERS (TOR_MAX_HEADERS - TOR_OWN_HEADERS)
 
 /* Kafka's limit on topic names (and its legal characters, below). */
@@ -501,6 +502,10 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	if (b->id >= 0)
 		add_value_header(msg, "tor.id", &values[b->id]);
 	add_value_header(msg, "tor.type", type);
+	/* Which group wrote it: a takeover reads back its group's own
+	 * messages where several groups (or other producers) share a topic. */
+	add_header(msg, "tor.group", (const uint8_t *)cfg->group,
+	    strlen(cfg->group));
 	stamp(ob, msg, origin, false);
 	return TOR_OUTBOX_MAPPED;
 }

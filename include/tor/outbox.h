@@ -17,8 +17,8 @@
 #include "tor/err.h"
 
 /* At most this many headers on one message: the configured ones plus the
- * tor.* headers (five, and tor.error on a dead-lettered oversized message),
- * so a table may configure at most TOR_MAX_HEADERS - 6 mappings
+ * tor.* headers (six, and tor.error on a dead-lettered oversized message),
+ * so a table may configure at most TOR_MAX_HEADERS - 7 mappings
  * (tor_outbox_new refuses more). */
 #define TOR_MAX_HEADERS 32
 

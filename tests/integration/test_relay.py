@@ -97,6 +97,7 @@ def check_record(r, n, name):
     assert header(r, "uuid") == uuid.encode(), (n, r.headers)
     assert header(r, "tor.type") == kind.encode(), (n, r.headers)
     assert header(r, "tor.id") is not None
+    assert header(r, "tor.group"), (n, r.headers)
     assert header(r, "tor.pos") is not None
     assert int(header(r, "tor.epoch")) >= 1
     assert abs(int(header(r, "tor.ts")) / 1000 - time.time()) < 600
@@ -138,6 +139,8 @@ def test_ten_thousand_rows_interleaved(stack):
     by_n, recs = read_events(stack, name, 10000)
     assert_exactly(by_n, 10000, name)
     check_per_key_order(recs)
+    groups = set(header(r, "tor.group") for r in recs)
+    assert groups == {tor.group.encode()}, groups
     assert tor.stop() == 0, tor.log_tail()
     cp = checkpoint(stack, tor.group)
     file_, pos = stack.binlog_position()

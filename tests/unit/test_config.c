@@ -280,6 +280,38 @@ tmp_close(struct tmpdir *d)
 	rmdir(d->path);
 }
 
+/* An integer whose name ends its line, the value on the next (found by
+ * fuzz_config: the literal's second reading ran past the line's end).  The
+ * value is read as libconfig gives it. */
+static void
+test_integer_name_at_line_end(void **state)
+{
+	static const char text[] =
+	    "mysql = {\n"
+	    "  host = \"db\";\n"
+	    "  server_id\n"
+	    "  = 29494;\n"
+	    "  port =\n"
+	    "3307; };\n"
+	    "outbox = {\n"
+	    "  tables = ( { table = \"shop.outbox\";\n"
+	    "    columns = { key = \"k\"; type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"ev.${aggregate_type}\";\n"
+	    "};\n"
+	    "kafka = { brokers = \"k:9092\"; };\n"
+	    "redis = { host = \"r\"; };\n";
+	struct tor_config cfg;
+	struct tmpdir d;
+
+	(void)state;
+	tmp_open(&d);
+	load_ok(&cfg, tmp_file(&d, "split.cfg", text, sizeof(text) - 1));
+	assert_true(cfg.mysql.server_id == 29494);
+	assert_int_equal(cfg.mysql.port, 3307);
+	tor_config_free(&cfg);
+	tmp_close(&d);
+}
+
 /* A config whose secrets are inline and in files. */
 static const char *
 secrets_cfg(struct tmpdir *d, const char *key_file)
@@ -794,6 +826,8 @@ main(void)
 		    clean_env),
 		cmocka_unit_test_setup(test_server_id_derived, clean_env),
 		cmocka_unit_test_setup(test_server_id_max, clean_env),
+		cmocka_unit_test_setup(test_integer_name_at_line_end,
+		    clean_env),
 		cmocka_unit_test_setup(test_secret_precedence, clean_env),
 		cmocka_unit_test_setup(test_checkpoint_key, clean_env),
 		cmocka_unit_test_setup(test_print_masks_secrets, clean_env),

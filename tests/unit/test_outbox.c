@@ -351,14 +351,16 @@ test_map_row(void **state)
 	assert_memory_equal(msg.value, "{\"total\":12}", 12);
 
 	/* Configured headers first, in order, then the tor.* ones. */
-	assert_int_equal(msg.n_headers, 7);
+	assert_int_equal(msg.n_headers, 8);
 	assert_string_equal(msg.headers[0].name, "uuid");
 	assert_string_equal(msg.headers[1].name, "traceparent");
 	assert_string_equal(msg.headers[2].name, "tor.id");
 	assert_string_equal(msg.headers[3].name, "tor.type");
-	assert_string_equal(msg.headers[4].name, "tor.pos");
-	assert_string_equal(msg.headers[5].name, "tor.epoch");
-	assert_string_equal(msg.headers[6].name, "tor.ts");
+	assert_string_equal(msg.headers[4].name, "tor.group");
+	assert_string_equal(msg.headers[5].name, "tor.pos");
+	assert_string_equal(msg.headers[6].name, "tor.epoch");
+	assert_string_equal(msg.headers[7].name, "tor.ts");
+	assert_header(&msg, "tor.group", "orders");
 	assert_header(&msg, "uuid", "0b7e-11");
 	assert_header(&msg, "traceparent", "00-abc-01");
 	assert_header(&msg, "tor.id", "0b7e-11");
@@ -404,7 +406,7 @@ test_map_tombstone_and_nulls(void **state)
 	assert_int_equal(msg.value_len, 0);
 	assert_null(msg.key);
 	assert_int_equal(msg.key_len, 0);
-	assert_int_equal(msg.n_headers, 7);
+	assert_int_equal(msg.n_headers, 8);
 	assert_header(&msg, "uuid", NULL);
 	assert_header(&msg, "traceparent", NULL);
 	assert_header(&msg, "tor.id", NULL);
@@ -442,7 +444,7 @@ test_map_without_id_column(void **state)
 	bind_ok(f);
 	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
 	    &err), TOR_OUTBOX_MAPPED);
-	assert_int_equal(msg.n_headers, 4);
+	assert_int_equal(msg.n_headers, 5);
 	assert_null(header(&msg, "tor.id"));
 	assert_header(&msg, "tor.type", "order");
 }
@@ -513,14 +515,14 @@ test_too_many_headers(void **state)
 		many[i].header = (char *)"h";
 	}
 	f->table.headers = many;
-	f->table.n_headers = TOR_MAX_HEADERS - 6;
+	f->table.n_headers = TOR_MAX_HEADERS - 7;
 	ob = tor_outbox_new(&f->cfg, &err);
 	assert_non_null(ob);
 	tor_outbox_free(ob);
-	f->table.n_headers = TOR_MAX_HEADERS - 5;
+	f->table.n_headers = TOR_MAX_HEADERS - 6;
 	assert_null(tor_outbox_new(&f->cfg, &err));
-	assert_string_equal(err.msg, "shop.outbox: 27 header mappings, at most "
-	    "26 (outbox table at /etc/tor/tor.cfg:12)");
+	assert_string_equal(err.msg, "shop.outbox: 26 header mappings, at most "
+	    "25 (outbox table at /etc/tor/tor.cfg:12)");
 	f->table.headers = f->headers;
 	f->table.n_headers = 2;
 }
@@ -597,7 +599,7 @@ test_unrouted_dlq(void **state)
 	/* The whole message goes to the dead-letter topic. */
 	assert_memory_equal(msg.key, "order-17", 8);
 	assert_memory_equal(msg.value, "{\"total\":12}", 12);
-	assert_int_equal(msg.n_headers, 7);
+	assert_int_equal(msg.n_headers, 8);
 	assert_header(&msg, "tor.type", "no/slash");
 }
 
@@ -614,11 +616,11 @@ test_oversized(void **state)
 	orig = msg;
 
 	/* Size: key 8 + value 12 + headers: uuid 4+7, traceparent 11+9,
-	 * tor.id 6+7, tor.type 8+5, tor.pos 7+23, tor.epoch 9+1,
-	 * tor.ts 6+13 = 136. */
+	 * tor.id 6+7, tor.type 8+5, tor.group 9+6, tor.pos 7+23, tor.epoch
+	 * 9+1, tor.ts 6+13 = 151. */
 	f->cfg.outbox.unrouted = TOR_UNROUTED_FAIL;
 	assert_int_equal(tor_outbox_oversized(f->ob, &msg, &f->origin, &err), -1);
-	assert_string_equal(err.msg, "message too large (136 bytes) for topic "
+	assert_string_equal(err.msg, "message too large (151 bytes) for topic "
 	    "'orders' (row mysql-bin.000003:1234:0)");
 
 	f->cfg.outbox.unrouted = TOR_UNROUTED_SKIP;
@@ -636,11 +638,11 @@ test_oversized(void **state)
 	assert_int_equal(msg.n_headers, orig.n_headers + 1);
 	assert_header(&msg, "tor.type", "order");
 	assert_header(&msg, "tor.pos", "mysql-bin.000003:1234:0");
-	assert_header(&msg, "tor.error", "message too large (136 bytes)");
+	assert_header(&msg, "tor.error", "message too large (151 bytes)");
 
 	/* Still too large without its value: nothing left to drop. */
 	assert_int_equal(tor_outbox_oversized(f->ob, &msg, &f->origin, &err), -1);
-	assert_string_equal(err.msg, "message too large (162 bytes) even "
+	assert_string_equal(err.msg, "message too large (177 bytes) even "
 	    "without its value for dead-letter topic 'outbox.dlq' (row "
 	    "mysql-bin.000003:1234:0)");
 }
