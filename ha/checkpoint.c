@@ -215,7 +215,7 @@ encode_values(const struct tor_checkpoint *cp, const char **names,
 	size_t at = 0;
 	int i, n, count = VALUE_FIELDS;
 
-	for (i = 0; i < VALUE_FIELDS + 2; i++) {
+	for (i = 0; i < VALUE_FIELDS + 3; i++) {
 		values[i] = buf + at;
 		switch (i) {
 		case 0:
@@ -242,11 +242,18 @@ encode_values(const struct tor_checkpoint *cp, const char **names,
 			names[count] = "done";
 			values[count++] = buf + at;
 			break;
-		default:
+		case 6:
 			if (cp->rows == 0)
 				continue;
 			n = snprintf(buf + at, cap - at, "%" PRIu32, cp->rows);
 			names[count] = "rows";
+			values[count++] = buf + at;
+			break;
+		default:
+			if (cp->moved == 0)
+				continue;
+			n = snprintf(buf + at, cap - at, "%" PRIu64, cp->moved);
+			names[count] = "moved";
 			values[count++] = buf + at;
 			break;
 		}
@@ -447,6 +454,10 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 			if (decode_number(name, value, UINT32_MAX, &v, err) == -1)
 				return -1;
 			cp->rows = (uint32_t)v;
+		} else if (strcmp(name, "moved") == 0) {
+			if (decode_number(name, value, UINT64_MAX, &cp->moved,
+			    err) == -1)
+				return -1;
 		} else if (strcmp(name, "mac") == 0)
 			mac = value;
 		/* Any other field is a later version's: ignored. */
@@ -681,6 +692,7 @@ tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
 			return tor_err_prefix(err, "checkpoint move: ");
 		snprintf(value, sizeof(value), TOR_LEASE_OPERATOR " %" PRIu64,
 		    cp->epoch);
+		cp->moved = cp->epoch;
 		snprintf(epoch, sizeof(epoch), "%" PRIu64, cp->epoch);
 		rc = store(r, cfg, cp, move_lua, 3, pre, 3,
 		    "checkpoint operator store", err);
@@ -719,6 +731,9 @@ tor_checkpoint_record_format(const struct tor_config *cfg,
 	n = snprintf(buf, cap, "v2 token=%" PRIu64 " file=%s pos=%" PRIu64
 	    " gtid=%s done=%s rows=%" PRIu32, cp->epoch, dash(cp->pos.file),
 	    cp->pos.pos, dash(cp->pos.gtid), done, cp->rows);
+	if (n >= 0 && (size_t)n < cap && cp->moved != 0)
+		n += snprintf(buf + n, cap - (size_t)n, " moved=%" PRIu64,
+		    cp->moved);
 	if (n < 0 || (size_t)n >= cap || !cfg->checkpoint.has_key)
 		return n;
 	part[0] = buf;
@@ -787,6 +802,10 @@ record_v2(const struct tor_config *cfg, const char *text,
 			return tor_err_set(err, "bad rows");
 		cp->rows = (uint32_t)n;
 	}
+	if ((f = record_field(text, "moved", v, sizeof(v))) != NULL &&
+	    f[0] != '\0' && !parse_decimal(f, strlen(f), UINT64_MAX,
+	    &cp->moved))
+		return tor_err_set(err, "bad moved");
 	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
 		return tor_err_set(err, "no position");
 	if (!cfg->checkpoint.has_key)

@@ -71,6 +71,7 @@ static const char *const sink_fixed_props[] = {
 struct sink_topic {
 	char *name;
 	rd_kafka_topic_t *rkt;
+	int partitions;         /* from the metadata at first use; 0 unknown */
 };
 
 struct tor_sink {
@@ -703,11 +704,68 @@ sink_topic(struct tor_sink *sink, const char *name)
 		return NULL;
 	}
 	t->rkt = rkt;
+	t->partitions = 0;
 	sink->n_topics++;
 	if (rd_kafka_metadata(sink->rk, 0, rkt, &md,
-	    SINK_TOPIC_LOOKUP_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	    SINK_TOPIC_LOOKUP_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		if (md->topic_cnt == 1 && md->topics[0].err ==
+		    RD_KAFKA_RESP_ERR_NO_ERROR)
+			t->partitions = md->topics[0].partition_cnt;
 		rd_kafka_metadata_destroy(md);
+	}
 	return rkt;
+}
+
+static struct sink_topic *
+sink_topic_entry(struct tor_sink *sink, const char *name)
+{
+	if (sink_topic(sink, name) == NULL)
+		return NULL;
+	for (size_t i = 0; i < sink->n_topics; i++)
+		if (strcmp(sink->topics[i].name, name) == 0)
+			return &sink->topics[i];
+	return NULL;
+}
+
+int
+tor_sink_partitions(struct tor_sink *sink, const char *topic)
+{
+	struct sink_topic *t = sink_topic_entry(sink, topic);
+
+	return t != NULL && t->partitions > 0 ? t->partitions : -1;
+}
+
+/* The header's value, or NULL. */
+static const struct tor_header *
+find_header(const struct tor_message *msg, const char *name)
+{
+	for (size_t i = 0; i < msg->n_headers; i++)
+		if (strcmp(msg->headers[i].name, name) == 0)
+			return &msg->headers[i];
+	return NULL;
+}
+
+int
+tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
+{
+	const struct tor_header *pos;
+	struct sink_topic *t;
+
+	if (msg->topic == NULL ||
+	    (t = sink_topic_entry(sink, msg->topic)) == NULL ||
+	    t->partitions <= 0)
+		return -1;
+	/* The Java producer's hash of the key; a row without a key goes
+	 * where its tor.pos hashes, so that a replay of it lands where it
+	 * landed before (a random partition could not be looked at). */
+	if (msg->key != NULL)
+		return rd_kafka_msg_partitioner_murmur2(t->rkt, msg->key,
+		    msg->key_len, t->partitions, NULL, NULL);
+	if ((pos = find_header(msg, "tor.pos")) != NULL && pos->value != NULL)
+		return rd_kafka_msg_partitioner_murmur2(t->rkt, pos->value,
+		    pos->len, t->partitions, NULL, NULL);
+	return rd_kafka_msg_partitioner_murmur2(t->rkt, "", 0, t->partitions,
+	    NULL, NULL);
 }
 
 /* One librdkafka header list from the message's headers; NULL when none. */
@@ -735,6 +793,7 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 	rd_kafka_resp_err_t code;
 	size_t key_len = msg->key != NULL ? msg->key_len : 0;
 	size_t value_len = msg->value != NULL ? msg->value_len : 0;
+	int32_t partition;
 
 	if (msg->topic == NULL || msg->topic[0] == '\0')
 		return tor_err_set(err, "kafka: message seq %" PRIu64 " has "
@@ -742,9 +801,13 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 	if ((rkt = sink_topic(sink, msg->topic)) == NULL)
 		return tor_err_set(err, "kafka: topic %s: %s", msg->topic,
 		    rd_kafka_err2str(rd_kafka_last_error()));
+	partition = tor_sink_partition(sink, msg);
 	hdrs = sink_headers(msg);
 	code = rd_kafka_producev(sink->rk,
 	    RD_KAFKA_V_RKT(rkt),
+	    /* Unknown partition count: librdkafka's murmur2_random decides. */
+	    RD_KAFKA_V_PARTITION(partition >= 0 ? partition :
+	    RD_KAFKA_PARTITION_UA),
 	    RD_KAFKA_V_KEY(msg->key, key_len),
 	    /* Not written to: F_COPY copies it before producev returns. */
 	    RD_KAFKA_V_VALUE((void *)(uintptr_t)msg->value, value_len),
@@ -1245,4 +1308,189 @@ tor_position_reader_read(struct tor_position_reader *pr, char *record,
 		return 0;
 	return position_scan(pr->rkt, cfg, lo, hi, record, cap, found,
 	    timeout_ms, err);
+}
+
+/* The tail windows of a takeover's read of a topic (see the checkpoint's
+ * position_windows above). */
+static const int64_t tail_windows[] = { 16, 1024 };
+
+struct tail_state {
+	bool done;              /* read to the end in this pass */
+	bool seen;              /* a message of the group was read */
+	bool whole;             /* this pass started at the log's start */
+	int64_t lo, hi;         /* the log's start and end */
+	int64_t newest;         /* offset of the newest counted message */
+};
+
+/* Whether m is the group's, and if so its tor.pos and token. */
+static bool
+group_message(const rd_kafka_message_t *m, const struct tor_config *cfg,
+    const void **pos, size_t *pos_len, uint64_t *token)
+{
+	rd_kafka_headers_t *h = NULL;
+	const void *v;
+	size_t n;
+	char digits[24];
+
+	if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    rd_kafka_header_get_last(h, "tor.group", &v, &n) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR || v == NULL ||
+	    n != strlen(cfg->group) || memcmp(v, cfg->group, n) != 0)
+		return false;
+	*token = 0;
+	if (rd_kafka_header_get_last(h, "tor.epoch", &v, &n) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR && v != NULL && n > 0 &&
+	    n < sizeof(digits)) {
+		memcpy(digits, v, n);
+		digits[n] = '\0';
+		*token = strtoull(digits, NULL, 10);
+	}
+	if (rd_kafka_header_get_last(h, "tor.pos", pos, pos_len) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		*pos = NULL;
+	return true;
+}
+
+/* One pass: every partition in want[] read from window records before its
+ * end (as its watermarks said) to the end, all at once on one queue. */
+static int
+tails_pass(struct tor_position_reader *pr, rd_kafka_topic_t *rkt,
+    const bool *want, int n, int64_t window, uint64_t floor,
+    struct tor_partition_tail *tails, struct tail_state *st,
+    int64_t deadline, tor_err *err)
+{
+	rd_kafka_queue_t *q = rd_kafka_queue_new(pr->ends);
+	bool *started = calloc((size_t)n, sizeof(bool));
+	int left = 0, rc = 0;
+
+	if (started == NULL) {
+		rd_kafka_queue_destroy(q);
+		return tor_err_set(err, "kafka: out of memory");
+	}
+	for (int p = 0; p < n; p++) {
+		int64_t from;
+
+		if (!want[p])
+			continue;
+		st[p].done = st[p].hi <= st[p].lo;      /* empty */
+		if (st[p].done)
+			continue;
+		from = st[p].hi - window > st[p].lo ? st[p].hi - window :
+		    st[p].lo;
+		st[p].whole = from == st[p].lo;
+		if (rd_kafka_consume_start_queue(rkt, p, from, q) == -1) {
+			rc = tor_err_set(err, "kafka: %s [%d]: cannot read its "
+			    "tail: %s", rd_kafka_topic_name(rkt), p,
+			    rd_kafka_err2str(rd_kafka_last_error()));
+			break;
+		}
+		started[p] = true;
+		left++;
+	}
+	while (rc == 0 && left > 0 && tor_mono_ms() < deadline) {
+		rd_kafka_message_t *m = rd_kafka_consume_queue(q, 20);
+		const void *pos;
+		size_t pos_len;
+		uint64_t token;
+		int p;
+
+		if (m == NULL)
+			continue;
+		p = m->partition;
+		if (p < 0 || p >= n || !started[p] || st[p].done) {
+			rd_kafka_message_destroy(m);
+			continue;
+		}
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    group_message(m, pr->cfg, &pos, &pos_len, &token)) {
+			st[p].seen = true;
+			if (token >= floor && m->offset > st[p].newest &&
+			    pos != NULL && tor_row_pos_parse(pos, pos_len,
+			    &tails[p].pos)) {
+				tails[p].found = true;
+				st[p].newest = m->offset;
+			}
+		}
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF ||
+		    (m->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    m->offset + 1 >= st[p].hi)) {
+			st[p].done = true;
+			left--;
+		}
+		rd_kafka_message_destroy(m);
+	}
+	for (int p = 0; p < n; p++)
+		if (started[p])
+			rd_kafka_consume_stop(rkt, p);
+	free(started);
+	rd_kafka_queue_destroy(q);
+	return rc;
+}
+
+int
+tor_position_reader_tails(struct tor_position_reader *pr, const char *topic,
+    int n, uint64_t floor, struct tor_partition_tail *tails, int timeout_ms,
+    tor_err *err)
+{
+	int64_t deadline = tor_mono_ms() + timeout_ms;
+	rd_kafka_topic_t *rkt;
+	struct tail_state *st;
+	bool *want;
+	int rc = 0;
+
+	memset(tails, 0, (size_t)n * sizeof(*tails));
+	st = calloc((size_t)n, sizeof(*st));
+	want = calloc((size_t)n, sizeof(*want));
+	if ((st == NULL || want == NULL) && n > 0) {
+		free(st);
+		free(want);
+		return tor_err_set(err, "kafka: out of memory");
+	}
+	if ((rkt = rd_kafka_topic_new(pr->ends, topic, NULL)) == NULL) {
+		free(st);
+		free(want);
+		return tor_err_set(err, "kafka: %s: %s", topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
+	}
+	for (int p = 0; rc == 0 && p < n; p++) {
+		rd_kafka_resp_err_t code;
+
+		want[p] = true;
+		st[p].newest = -1;
+		/* The end to read to, as a read_uncommitted client is told. */
+		code = rd_kafka_query_watermark_offsets(pr->ends, topic, p,
+		    &st[p].lo, &st[p].hi, sink_ms_left(deadline));
+		if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
+			rc = tor_err_set(err, "kafka: %s [%d]: cannot read its "
+			    "offsets: %s", topic, p, rd_kafka_err2str(code));
+	}
+	for (size_t w = 0; rc == 0 && w < sizeof(tail_windows) /
+	    sizeof(tail_windows[0]); w++) {
+		bool any = false;
+
+		rc = tails_pass(pr, rkt, want, n, tail_windows[w], floor, tails,
+		    st, deadline, err);
+		/* Known: the end was reached and the group's newest message
+		 * was in the window, or the window held the whole partition.
+		 * Else a wider window, once. */
+		for (int p = 0; rc == 0 && p < n; p++) {
+			if (!want[p])
+				continue;
+			want[p] = false;
+			if (!st[p].done)
+				continue;
+			if (st[p].seen || st[p].whole || st[p].hi <= st[p].lo) {
+				tails[p].known = true;
+				continue;
+			}
+			want[p] = true;
+			any = true;
+		}
+		if (!any)
+			break;
+	}
+	rd_kafka_topic_destroy(rkt);
+	free(st);
+	free(want);
+	return rc;
 }

@@ -229,6 +229,19 @@ render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 	rc |= tor_buf_appendf(out, "tor_checkpoint_restored_total %llu\n",
 	    (unsigned long long)atomic_load_explicit(&m->checkpoint_restored,
 	    RELAXED));
+	rc |= header(out, "tor_events_deduplicated_total", "counter",
+	    "Rows replayed after a takeover that were not published again: "
+	    "their partition already held them.");
+	rc |= tor_buf_appendf(out, "tor_events_deduplicated_total %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->deduplicated,
+	    RELAXED));
+	rc |= header(out, "tor_events_dedup_unknown_total", "counter",
+	    "Rows replayed after a takeover whose partition could not tell "
+	    "whether it held them (another binlog lineage, a tail not found): "
+	    "published, at-least-once.");
+	rc |= tor_buf_appendf(out, "tor_events_dedup_unknown_total %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->dedup_unknown,
+	    RELAXED));
 	rc |= header(out, "tor_kafka_queue_messages", "gauge",
 	    "Messages queued in the Kafka producer, not yet acknowledged.");
 	rc |= tor_buf_appendf(out, "tor_kafka_queue_messages %lld\n",

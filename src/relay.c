@@ -33,6 +33,7 @@
 #include "tor/binlog_decode.h"
 #include "tor/checkpoint.h"
 #include "tor/clock.h"
+#include "tor/dedup.h"
 #include "tor/elector.h"
 #include "tor/http.h"
 #include "tor/kafka.h"
@@ -107,6 +108,11 @@ struct relay {
 	bool sink_live;
 
 	struct tor_checkpoint start;    /* where the session starts reading */
+	/* Idempotent mode: what the partitions hold already (NULL in
+	 * transactional mode, and once every partition is passed). */
+	struct tor_dedup *dedup;
+	uint64_t dedup_skipped, dedup_unknown;
+	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
 	uint64_t epoch;
 	bool streaming;                 /* the session reads the binlog */
@@ -300,6 +306,7 @@ static void
 safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 {
 	memset(cp, 0, sizeof(*cp));
+	cp->moved = r->start.moved;
 	tor_progress_safe(r->progress, &cp->pos);
 	if (tor_progress_done(r->progress, &cp->done) &&
 	    tor_position_compare(&cp->done, &cp->pos) == 0)
@@ -491,6 +498,7 @@ commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 
 	memset(cp, 0, sizeof(*cp));
 	cp->epoch = r->epoch;
+	cp->moved = r->start.moved;
 	tor_progress_read(r->progress, &cp->pos);
 	if (tor_reader_in_txn(r->reader))
 		cp->rows = tor_reader_txn_rows(r->reader);
@@ -605,6 +613,93 @@ oversized(struct relay *r, struct tor_message *msg,
 	return 1;
 }
 
+/* How long a takeover may spend reading one topic's tails. */
+#define DEDUP_READ_MS 5000
+
+/* Reads what topic's partitions hold of this group (de-duplication at
+ * takeover).  A topic whose partitions or tails cannot be read is learned
+ * as unknown: its rows are published, at-least-once. */
+static void
+learn_topic(struct relay *r, const char *topic)
+{
+	struct tor_partition_tail *tails = NULL;
+	int n = tor_sink_partitions(r->sink, topic), found = 0, unknown = 0;
+	int64_t t0 = tor_mono_ms();
+	tor_err err;
+
+	if (n > 0 && (tails = calloc((size_t)n, sizeof(*tails))) == NULL)
+		n = 0;
+	if (n > 0 && tor_position_reader_tails(r->positions, topic, n,
+	    r->start.moved, tails, DEDUP_READ_MS, &err) < 0) {
+		log_warn("relay", "%s: %s; its rows are published again from "
+		    "the checkpoint (at-least-once)", topic, err.msg);
+		memset(tails, 0, (size_t)n * sizeof(*tails));
+	}
+	for (int i = 0; i < n; i++) {
+		found += tails[i].known && tails[i].found;
+		unknown += !tails[i].known;
+	}
+	if (n <= 0)
+		log_warn("relay", "%s: partition count unknown: its rows are "
+		    "published again from the checkpoint (at-least-once)", topic);
+	else
+		log_info("relay", "de-duplication: %s: read %d partitions in %"
+		    PRId64 " ms: %d hold rows of this group%s", topic, n,
+		    tor_mono_ms() - t0, found, unknown > 0 ? ", some could not "
+		    "be read to the group's newest message (at-least-once "
+		    "there)" : "");
+	if (tor_dedup_learn(r->dedup, topic, n > 0 ? n : 0, tails) < 0)
+		log_warn("relay", "%s: de-duplication: out of memory", topic);
+	free(tails);
+}
+
+/* The takeover's one line about it: once the replay has passed every
+ * partition's position, or when the session ends before. */
+static void
+report_dedup(struct relay *r)
+{
+	if (r->dedup == NULL || r->dedup_reported)
+		return;
+	r->dedup_reported = true;
+	log_info("relay", "de-duplication: %" PRIu64 " replayed rows not "
+	    "published again (their partitions held them)%s; %" PRIu64
+	    " published without knowing (at-least-once)", r->dedup_skipped,
+	    tor_dedup_done(r->dedup) ? "" : " before the session ended",
+	    r->dedup_unknown);
+}
+
+/* Whether msg's row is in its partition already (a replay after a
+ * takeover): then it is not produced, and counts as done. */
+static bool
+published_already(struct relay *r, const struct tor_message *msg,
+    const struct tor_row_origin *origin)
+{
+	int v;
+
+	if (r->dedup == NULL)
+		return false;
+	if (!tor_dedup_knows(r->dedup, msg->topic))
+		learn_topic(r, msg->topic);       /* a topic_template topic */
+	else if (tor_dedup_done(r->dedup))
+		return false;
+	v = tor_dedup_check(r->dedup, msg->topic, tor_sink_partition(r->sink,
+	    msg), origin->pos);
+	if (tor_dedup_done(r->dedup))
+		report_dedup(r);
+	if (v == TOR_DEDUP_SKIP) {
+		r->dedup_skipped++;
+		atomic_fetch_add_explicit(&r->metrics.deduplicated, 1,
+		    memory_order_relaxed);
+		return true;
+	}
+	if (v == TOR_DEDUP_UNKNOWN) {
+		r->dedup_unknown++;
+		atomic_fetch_add_explicit(&r->metrics.dedup_unknown, 1,
+		    memory_order_relaxed);
+	}
+	return false;
+}
+
 /* Queues one message of transaction seq, waiting while the producer's
  * queue is full.  Oversized messages follow outbox.unrouted. */
 static int
@@ -613,6 +708,8 @@ produce(struct relay *r, struct tor_message *msg,
 {
 	bool redirected = false;
 
+	if (published_already(r, msg, origin))
+		return 0;
 	for (;;) {
 		int rc;
 
@@ -975,6 +1072,7 @@ choose_start(struct relay *r, tor_err *err)
 {
 	struct tor_checkpoint rcp, kcp;
 	bool in_redis = false, in_kafka = false;
+	uint64_t moved;
 	int rc;
 
 	if ((rc = load_redis_checkpoint(r, &rcp, &in_redis, err)) != 0)
@@ -987,6 +1085,10 @@ choose_start(struct relay *r, tor_err *err)
 	if (in_kafka && kcp.epoch > r->max_token)
 		r->max_token = kcp.epoch;
 	memset(&r->start, 0, sizeof(r->start));
+	/* The last operator's move, whichever copy says it. */
+	moved = in_redis ? rcp.moved : 0;
+	if (in_kafka && kcp.moved > moved)
+		moved = kcp.moved;
 	if (in_redis && (!in_kafka || !tor_checkpoint_newer(&rcp, &kcp))) {
 		r->start = rcp;
 		log_start(r, "the checkpoint");
@@ -1001,6 +1103,7 @@ choose_start(struct relay *r, tor_err *err)
 		}
 		log_start(r, "Kafka's copy of the checkpoint");
 	}
+	r->start.moved = moved;
 	return 0;
 }
 
@@ -1123,6 +1226,8 @@ session_free(struct relay *r)
 	r->binlog = NULL;
 	tor_progress_free(r->progress);
 	r->progress = NULL;
+	tor_dedup_free(r->dedup);
+	r->dedup = NULL;
 }
 
 /* A clean stop: waits for Kafka to acknowledge (or commit) what is queued,
@@ -1162,6 +1267,25 @@ finish(struct relay *r)
 	    r->rows_skipped + counts.skipped, counts.updated, counts.deleted);
 }
 
+/* Idempotent mode: before the first message, what the routes' topics
+ * (and the dead-letter topic) hold of this group; a topic_template topic
+ * is read the first time this leadership produces to it. */
+static int
+learn_topics(struct relay *r, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+
+	if ((r->dedup = tor_dedup_new()) == NULL)
+		return tor_err_set(err, "out of memory");
+	for (size_t i = 0; i < cfg->outbox.n_routes; i++)
+		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic))
+			learn_topic(r, cfg->outbox.routes[i].topic);
+	if (cfg->outbox.unrouted == TOR_UNROUTED_DLQ &&
+	    !tor_dedup_knows(r->dedup, cfg->outbox.dlq_topic))
+		learn_topic(r, cfg->outbox.dlq_topic);
+	return 0;
+}
+
 /* Prepares the session: where to start, the token, the announcement, the
  * topics, the tracker and the reader. */
 static int
@@ -1177,6 +1301,8 @@ prepare(struct relay *r, tor_err *err)
 	    err) < 0)
 		return -1;
 	if ((rc = announce(r, err)) != 0)
+		return rc;
+	if (!r->txn_mode && (rc = learn_topics(r, err)) != 0)
 		return rc;
 	r->progress = tor_progress_new(&r->start.pos);
 	r->reader = tor_reader_new(r->cfg, r->outbox, &r->metrics, &reader_ops,
@@ -1206,6 +1332,8 @@ lead(struct relay *r, tor_err *err)
 	r->committed_moved = false;
 	r->stop_deadline_ms = 0;
 	r->rows_published = r->rows_skipped = 0;
+	r->dedup_skipped = r->dedup_unknown = 0;
+	r->dedup_reported = false;
 	r->split_ms = tor_sink_txn_timeout_ms(r->sink) / 4;
 	if (r->split_ms < 200)
 		r->split_ms = 200;
@@ -1241,6 +1369,7 @@ out:
 	} else if (r->progress != NULL && r->reader != NULL) {
 		finish(r);
 	}
+	report_dedup(r);
 	atomic_store(&r->metrics.stream_beat_ms, 0);
 	atomic_store(&r->metrics.kafka_queue, 0);
 	session_free(r);

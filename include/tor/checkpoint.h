@@ -8,11 +8,11 @@
  * lease token is checked.
  *
  * and, when there is more published than pos says, done ("file:pos") and
- * rows.  With cfg->checkpoint.has_key, mac is the lowercase hex of
+ * rows; after an operator's move, moved (its token).  With cfg->checkpoint.has_key, mac is the lowercase hex of
  * HMAC-SHA-256 (key cfg->checkpoint.key) over
  *
  *	"tor-checkpoint-v1\n" <group> <file> <pos> <gtid> <epoch> <updated_ms>
- *	    [ "done" <done> ] [ "rows" <rows> ]
+ *	    [ "done" <done> ] [ "rows" <rows> ] [ "moved" <moved> ]
  *
  * each value written as "<byte length>:<value>\n", and the numbers in
  * decimal without leading zeros, as encode writes them.  The group is in
@@ -20,7 +20,7 @@
  *
  * Kafka keeps a copy (DESIGN.md §3): a position record on the checkpoint
  * topic, key = group, value "v2 token=<epoch> file=<f> pos=<p> gtid=<g>
- * done=<file:pos> rows=<n> [mac=<hex>]", empty values written as "-", the
+ * done=<file:pos> rows=<n> [moved=<token>] [mac=<hex>]", empty values written as "-", the
  * mac (with a checkpoint key) over "tor-record-v2\n", the group and the
  * text before " mac=".  Version 1 records ("v1 <token> <file> <pos>") are
  * still read.
@@ -57,6 +57,11 @@ struct tor_checkpoint {
 	 * published in parts (transactional mode). */
 	struct tor_position done;
 	uint32_t rows;
+	/* The token of the last operator's move (`tor checkpoint set`), or 0;
+	 * carried by every checkpoint after it.  Messages published under a
+	 * lower token are not counted as published by de-duplication at
+	 * takeover: the move asked for them again. */
+	uint64_t moved;
 };
 
 /* Parses an operator's position: "<file>:<pos>" (file a binlog base name:
@@ -84,7 +89,7 @@ int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
  * Field values are written into buf (cap bytes; TOR_CHECKPOINT_BUF always
  * suffices) and names are static strings.  Returns the number of field/value
  * pairs (5 to 8), or -1 when buf is too small or libsodium cannot start. */
-#define TOR_CHECKPOINT_FIELDS 8         /* at most */
+#define TOR_CHECKPOINT_FIELDS 9         /* at most */
 #define TOR_CHECKPOINT_BUF 1024
 int tor_checkpoint_encode(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, const char *names[TOR_CHECKPOINT_FIELDS],

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "tor/config.h"
+#include "tor/dedup.h"
 #include "tor/err.h"
 #include "tor/outbox.h"
 
@@ -71,6 +72,15 @@ enum {
  * overtakes the failed one; produce and poll then return -1. */
 int tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
     uint64_t seq, tor_err *err);
+
+/* The partition count of topic as the metadata said at its first use in
+ * this sink, or -1 when unknown (the topic could not be looked up). */
+int tor_sink_partitions(struct tor_sink *sink, const char *topic);
+
+/* The partition tor_sink_produce gives msg: the Java producer's murmur2 of
+ * the key, or of tor.pos for a message without a key; -1 when the topic's
+ * partition count is unknown (librdkafka's murmur2_random decides then). */
+int tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg);
 
 /* Serves delivery reports (calling the ack function) for up to timeout_ms.
  * Returns -1 with err set when the producer hit a fatal error, else 0. */
@@ -146,6 +156,18 @@ struct tor_position_reader;
 struct tor_position_reader *tor_position_reader_new(
     const struct tor_config *cfg, tor_err *err);
 void tor_position_reader_free(struct tor_position_reader *pr);
+
+/* De-duplication at takeover (tor/dedup.h): for each of topic's n
+ * partitions, the newest message this group published there (header
+ * tor.group) among the partition's last records, in windows of 16 then
+ * 1024, all partitions read at once; a message whose tor.epoch is below
+ * floor does not count (it was published before an operator's move, which
+ * asked for a replay).  tails[p].known is false where the window ran out
+ * before the group's newest message (other producers share the topic) or
+ * the read timed out.  Returns 0, or -1 with err set. */
+int tor_position_reader_tails(struct tor_position_reader *pr,
+    const char *topic, int n, uint64_t floor,
+    struct tor_partition_tail *tails, int timeout_ms, tor_err *err);
 
 /* The group's last committed position record, read up to the end the log
  * had when the read started (see tor_position_scan).  *found is false when

@@ -72,6 +72,11 @@ struct tor_metrics {
 	/* Leaderships that found no checkpoint in Redis and resumed from
 	 * Kafka's copy (Redis lost its data). */
 	_Atomic uint64_t checkpoint_restored;
+	/* De-duplication at takeover: replayed rows not published again
+	 * (their partition held them), and rows published without knowing
+	 * (another lineage, a tail not found: at-least-once). */
+	_Atomic uint64_t deduplicated;
+	_Atomic uint64_t dedup_unknown;
 
 	/* Publish latency: at each Kafka acknowledgement, wall-clock now
 	 * minus the source row event's binlog timestamp.  Per bucket (not

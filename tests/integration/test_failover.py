@@ -41,10 +41,11 @@ def client_record(stack, group):
     return int(tok), run, int(cid)
 
 
-def kill_rounds(stack, tors, cfg, rounds, feeder=None):
+def kill_rounds(stack, tors, cfg, rounds, pause=1.0, started=None):
     """Kills the lease holder `rounds` times, starting it again as a
-    standby each time; returns [(ms to the successor's leading line,
-    killed token, new token, whether it logged a takeover)]."""
+    standby each time (appended to started, when given) and waiting pause
+    seconds; returns [(ms to the successor's leading line, killed token, new
+    token, whether it logged a takeover)]."""
     group = group_of(cfg)
     out = []
     for _ in range(rounds):
@@ -61,8 +62,11 @@ def kill_rounds(stack, tors, cfg, rounds, feeder=None):
         assert tok > holder[1], (tok, holder)
         out.append(((ts - t_kill) * 1000, holder[1], tok, bool(log_lines(
             who, r"took the lease over from", since[who]))))
-        tors[tors.index(victim)] = Tor(stack, cfg, name=victim.name).start()
-        time.sleep(1.0)
+        fresh = Tor(stack, cfg, name=victim.name).start()
+        tors[tors.index(victim)] = fresh
+        if started is not None:
+            started.append(fresh)
+        time.sleep(pause)
     return out
 
 
