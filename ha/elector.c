@@ -45,6 +45,8 @@
  * between renews: a successor may take the lease the moment Redis sees
  * that connection close, so the leader must stop as soon. */
 #define WATCH_MS		20
+/* With ha.fast_failover a follower tries at least this often. */
+#define FAST_RETRY_MS		100
 /* A retired elector (released or stopped) has nothing left to do; the
  * thread sleeps until tor_elector_stop wakes it. */
 #define RETIRED_DELAY_MS	60000
@@ -200,6 +202,11 @@ static int
 jittered_retry_ms(struct tor_elector *el)
 {
 	int retry = el->cfg->ha.retry_ms;
+
+	/* A dead leader's lease is free the moment Redis drops its client:
+	 * the sooner a follower looks, the shorter the failover. */
+	if (el->cfg->ha.fast_failover && retry > FAST_RETRY_MS)
+		retry = FAST_RETRY_MS;
 	int low = retry - retry / 5;
 	int span = retry / 5 * 2;
 

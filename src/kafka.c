@@ -719,12 +719,12 @@ sink_topic(struct tor_sink *sink, const char *name)
 static struct sink_topic *
 sink_topic_entry(struct tor_sink *sink, const char *name)
 {
-	if (sink_topic(sink, name) == NULL)
-		return NULL;
 	for (size_t i = 0; i < sink->n_topics; i++)
 		if (strcmp(sink->topics[i].name, name) == 0)
 			return &sink->topics[i];
-	return NULL;
+	if (sink_topic(sink, name) == NULL)
+		return NULL;
+	return &sink->topics[sink->n_topics - 1];
 }
 
 int
@@ -745,16 +745,14 @@ find_header(const struct tor_message *msg, const char *name)
 	return NULL;
 }
 
-int
-tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
+/* The partition of msg in topic t (see tor_sink_partition). */
+static int32_t
+topic_partition(const struct sink_topic *t, const struct tor_message *msg)
 {
 	const struct tor_header *pos;
-	struct sink_topic *t;
 
-	if (msg->topic == NULL ||
-	    (t = sink_topic_entry(sink, msg->topic)) == NULL ||
-	    t->partitions <= 0)
-		return -1;
+	if (t->partitions <= 0)
+		return RD_KAFKA_PARTITION_UA;
 	/* The Java producer's hash of the key; a row without a key goes
 	 * where its tor.pos hashes, so that a replay of it lands where it
 	 * landed before (a random partition could not be looked at). */
@@ -766,6 +764,17 @@ tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
 		    pos->len, t->partitions, NULL, NULL);
 	return rd_kafka_msg_partitioner_murmur2(t->rkt, "", 0, t->partitions,
 	    NULL, NULL);
+}
+
+int
+tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
+{
+	struct sink_topic *t;
+
+	if (msg->topic == NULL ||
+	    (t = sink_topic_entry(sink, msg->topic)) == NULL)
+		return -1;
+	return topic_partition(t, msg);
 }
 
 /* One librdkafka header list from the message's headers; NULL when none. */
@@ -793,21 +802,22 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 	rd_kafka_resp_err_t code;
 	size_t key_len = msg->key != NULL ? msg->key_len : 0;
 	size_t value_len = msg->value != NULL ? msg->value_len : 0;
+	struct sink_topic *t;
 	int32_t partition;
 
 	if (msg->topic == NULL || msg->topic[0] == '\0')
 		return tor_err_set(err, "kafka: message seq %" PRIu64 " has "
 		    "no topic", seq);
-	if ((rkt = sink_topic(sink, msg->topic)) == NULL)
+	if ((t = sink_topic_entry(sink, msg->topic)) == NULL)
 		return tor_err_set(err, "kafka: topic %s: %s", msg->topic,
 		    rd_kafka_err2str(rd_kafka_last_error()));
-	partition = tor_sink_partition(sink, msg);
+	rkt = t->rkt;
+	partition = topic_partition(t, msg);
 	hdrs = sink_headers(msg);
 	code = rd_kafka_producev(sink->rk,
 	    RD_KAFKA_V_RKT(rkt),
 	    /* Unknown partition count: librdkafka's murmur2_random decides. */
-	    RD_KAFKA_V_PARTITION(partition >= 0 ? partition :
-	    RD_KAFKA_PARTITION_UA),
+	    RD_KAFKA_V_PARTITION(partition),
 	    RD_KAFKA_V_KEY(msg->key, key_len),
 	    /* Not written to: F_COPY copies it before producev returns. */
 	    RD_KAFKA_V_VALUE((void *)(uintptr_t)msg->value, value_len),
@@ -1310,9 +1320,11 @@ tor_position_reader_read(struct tor_position_reader *pr, char *record,
 	    timeout_ms, err);
 }
 
-/* The tail windows of a takeover's read of a topic (see the checkpoint's
- * position_windows above). */
-static const int64_t tail_windows[] = { 16, 1024 };
+/* The tail windows of a takeover's read of a topic, each for the
+ * partitions where the one before did not reach the group's newest
+ * message (other groups and producers share the topic); the last is the
+ * whole partition.  The read's time limit bounds the cost. */
+static const int64_t tail_windows[] = { 16, 1024, 32768, INT64_MAX };
 
 struct tail_state {
 	bool done;              /* read to the end in this pass */
@@ -1375,7 +1387,7 @@ tails_pass(struct tor_position_reader *pr, rd_kafka_topic_t *rkt,
 		st[p].done = st[p].hi <= st[p].lo;      /* empty */
 		if (st[p].done)
 			continue;
-		from = st[p].hi - window > st[p].lo ? st[p].hi - window :
+		from = window < st[p].hi - st[p].lo ? st[p].hi - window :
 		    st[p].lo;
 		st[p].whole = from == st[p].lo;
 		if (rd_kafka_consume_start_queue(rkt, p, from, q) == -1) {

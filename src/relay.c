@@ -680,8 +680,16 @@ published_already(struct relay *r, const struct tor_message *msg,
 		return false;
 	if (!tor_dedup_knows(r->dedup, msg->topic))
 		learn_topic(r, msg->topic);       /* a topic_template topic */
-	else if (tor_dedup_done(r->dedup))
+	else if (tor_dedup_done(r->dedup)) {
+		/* Every partition is passed, and no topic comes later: the
+		 * rest of the leadership publishes without looking. */
+		if (r->cfg->outbox.topic_template[0] == '\0') {
+			report_dedup(r);
+			tor_dedup_free(r->dedup);
+			r->dedup = NULL;
+		}
 		return false;
+	}
 	v = tor_dedup_check(r->dedup, msg->topic, tor_sink_partition(r->sink,
 	    msg), origin->pos);
 	if (tor_dedup_done(r->dedup))

@@ -159,12 +159,13 @@ void tor_position_reader_free(struct tor_position_reader *pr);
 
 /* De-duplication at takeover (tor/dedup.h): for each of topic's n
  * partitions, the newest message this group published there (header
- * tor.group) among the partition's last records, in windows of 16 then
- * 1024, all partitions read at once; a message whose tor.epoch is below
+ * tor.group) among the partition's last records, in windows of 16, 1024,
+ * 32768 records, then the whole partition, all partitions read at once,
+ * within timeout_ms; a message whose tor.epoch is below
  * floor does not count (it was published before an operator's move, which
- * asked for a replay).  tails[p].known is false where the window ran out
- * before the group's newest message (other producers share the topic) or
- * the read timed out.  Returns 0, or -1 with err set. */
+ * asked for a replay).  tails[p].known is false where the read timed out
+ * before it reached the group's newest message.  Returns 0, or -1 with err
+ * set. */
 int tor_position_reader_tails(struct tor_position_reader *pr,
     const char *topic, int n, uint64_t floor,
     struct tor_partition_tail *tails, int timeout_ms, tor_err *err);

@@ -508,7 +508,7 @@ def stop_trial(cl, watcher, i):
     victim.sigstop()
     try:
         lead = wait_leading(others, since, TAKEOVER_TIMEOUT)
-        first = watcher.wait_first(lead[2], TAKEOVER_TIMEOUT) if lead else None
+        first = watcher.wait_first(lead[1], TAKEOVER_TIMEOUT) if lead else None
     finally:
         victim.sigcont()
     if lead is None or first is None:

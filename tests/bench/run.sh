@@ -4,8 +4,10 @@
 # Starts deploy/local/stack.sh in a separate run directory with ports apart
 # from the test stack's (so a test stack may run beside it), runs
 # tests/bench/bench_relay.py with the release binary bin/tor, then
-# tests/bench/bench_failover.py (kill -9 and SIGTERM failover times of three
-# replicas), and stops the stack on any exit.  Figures are printed, never
+# tests/bench/bench_failover.py (kill -9, SIGTERM and SIGSTOP failover times
+# of three replicas) and tests/bench/bench_dedup.py (what a takeover spends
+# reading partitions' tails, 3 and 100 partitions), and stops the stack on
+# any exit.  Figures are printed, never
 # judged: the exit status is non-zero only when something broke (the stack,
 # tor, a tool), not when a figure misses its target.
 #
@@ -28,7 +30,7 @@ root=$PWD
 export TOR_RUN_DIR=${TOR_BENCH_RUN_DIR:-$root/run/bench}
 export TOR_MYSQL_PORT=${TOR_BENCH_MYSQL_PORT:-3337}
 export TOR_REDIS_PORT=${TOR_BENCH_REDIS_PORT:-6397}
-export TOR_BROKER_TOPICS="bench:3 bench.kcat:3 bench.lat:3"
+export TOR_BROKER_TOPICS="bench:3 bench.kcat:3 bench.lat:3 bench.dedup3:3 bench.dedup100:100"
 unset TOR_MYSQL_EXTRA
 export TOR_BIN=${TOR_BIN:-$root/bin/tor}
 
@@ -57,4 +59,5 @@ fi
 rc=0
 /usr/bin/python3 "$root/tests/bench/bench_relay.py" || rc=1
 /usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
+/usr/bin/python3 "$root/tests/bench/bench_dedup.py" || rc=1
 exit $rc

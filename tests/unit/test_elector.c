@@ -449,6 +449,25 @@ test_lost_connection_steps_down_at_once(void **state)
 	assert_int_equal(fx->fake.release_token, 7);
 }
 
+/* With fast failover a follower looks at least every 100 ms (jittered),
+ * whatever retry_ms says: a dead leader's lease is free at once. */
+static void
+test_fast_failover_follower_looks_often(void **state)
+{
+	struct fixture *fx = *state;
+
+	fx->cfg.ha.fast_failover = true;
+	fx->fake.acquire_rc = 0;
+	tor_elector_step(fx->el);               /* start-up: candidate */
+	tor_elector_step(fx->el);               /* held: follower */
+	for (int i = 0; i < 20; i++) {
+		tor_elector_step(fx->el);       /* waits, then candidate */
+		assert_true(fx->fake.wait_timeout >= 80 &&
+		    fx->fake.wait_timeout < 120);
+		tor_elector_step(fx->el);       /* held again */
+	}
+}
+
 static void
 test_connection_not_watched_without_fast_failover(void **state)
 {
@@ -826,6 +845,7 @@ main(void)
 		T(test_renew_lost_steps_down),
 		T(test_lost_connection_steps_down_at_once),
 		T(test_connection_not_watched_without_fast_failover),
+		T(test_fast_failover_follower_looks_often),
 		T(test_redis_silent_leader_steps_down_at_deadline),
 		T(test_renew_error_then_success_extends),
 		T(test_resign_and_relay_stopped),
