@@ -1225,7 +1225,8 @@ tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	}
 	if (cur_packed(&c, &width, "column count", err) == -1)
 		return -1;
-	if (width == 0 || (width + 7) / 8 > cur_left(&c))
+	/* Compared as bits: (width + 7) / 8 wraps for a count near 2^64. */
+	if (width == 0 || width > (uint64_t)cur_left(&c) * 8)
 		return tor_err_set(err, "%s: %llu columns do not fit in %zu "
 		    "bytes", c.what, (unsigned long long)width, cur_left(&c));
 	rows->ncols = (uint32_t)width;

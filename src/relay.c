@@ -114,6 +114,7 @@ struct relay {
 	uint64_t dedup_skipped, dedup_unknown;
 	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
+	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
 	bool streaming;                 /* the session reads the binlog */
 
@@ -1089,6 +1090,7 @@ choose_start(struct relay *r, tor_err *err)
 		return rc;
 	if ((rc = load_kafka_checkpoint(r, &kcp, &in_kafka, err)) != 0)
 		return rc;
+	r->start_found = in_redis || in_kafka;
 	r->max_token = in_redis ? rcp.epoch : 0;
 	if (in_kafka && kcp.epoch > r->max_token)
 		r->max_token = kcp.epoch;
@@ -1283,6 +1285,11 @@ learn_topics(struct relay *r, tor_err *err)
 {
 	const struct tor_config *cfg = r->cfg;
 
+	/* A group that starts at mysql.start has published nothing from
+	 * here: nothing to read back (and a busy shared topic would be read
+	 * whole for nothing). */
+	if (!r->start_found)
+		return 0;
 	if ((r->dedup = tor_dedup_new()) == NULL)
 		return tor_err_set(err, "out of memory");
 	for (size_t i = 0; i < cfg->outbox.n_routes; i++)

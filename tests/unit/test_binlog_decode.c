@@ -1016,6 +1016,33 @@ static const struct xv mysql_expect[2][42] = {
 	  NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_, NUL_ },
 };
 
+/* A column count near 2^64 (found by fuzz_binlog_decode): its bitmap size
+ * wrapped to 0 bytes, and counting its present columns read past the
+ * event.  Refused, naming the count. */
+static void
+test_rows_column_count_wraps(void **state)
+{
+	struct tor_format fmt;
+	struct bytes rb = { .n = 0 }, ev;
+	struct tor_event e;
+	struct tor_rows rows;
+	tor_err err;
+
+	(void)state;
+	mysql_format(&fmt);
+	put_le(&rb, 0x0000ab0000cdull, 6);
+	put_le(&rb, 1, 2);
+	put_le(&rb, 2, 2);                      /* no extra data */
+	put(&rb, "\xfe\xfe\xff\xff\xff\xff\xff\xff\xff", 9);
+	put(&rb, "\x01\x01", 2);
+	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), -1);
+	assert_non_null(strstr(err.msg, "18446744073709551614 columns do not "
+	    "fit"));
+	tor_rows_free(&rows);
+}
+
 static void
 test_mysql_rows_v2_extra_data(void **state)
 {
@@ -1316,6 +1343,7 @@ main(void)
 		cmocka_unit_test(test_mysql_gtid),
 		cmocka_unit_test(test_xid_body_length),
 		cmocka_unit_test(test_query_begin),
+		cmocka_unit_test(test_rows_column_count_wraps),
 		cmocka_unit_test(test_mysql_rows_v2_extra_data),
 		cmocka_unit_test(test_compressed_lies),
 		cmocka_unit_test(test_malformed_table_maps),
