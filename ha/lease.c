@@ -535,30 +535,28 @@ tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
 	return rc;
 }
 
-/* KEYS epoch; ARGV floor.  SET epoch to floor first when it is below, then
- * INCR; the result as the key's own string (see acquire_lua). */
+/* KEYS[1] epoch, ARGV[1] floor: SET epoch to floor first when it is below,
+ * then INCR; t is the result as the key's own string (see acquire_lua).
+ * The start of next_token_lua and hold_lua. */
+#define RAISE_EPOCH_LUA \
+    "local e = redis.call('GET', KEYS[1])\n" \
+    "local f = ARGV[1]\n" \
+    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n" \
+    "    (#e == #f and e < f))) then\n" \
+    "  redis.call('SET', KEYS[1], f)\n" \
+    "end\n" \
+    "redis.call('INCR', KEYS[1])\n" \
+    "local t = redis.call('GET', KEYS[1])\n"
+
 static const char next_token_lua[] =
-    "local e = redis.call('GET', KEYS[1])\n"
-    "local f = ARGV[1]\n"
-    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n"
-    "    (#e == #f and e < f))) then\n"
-    "  redis.call('SET', KEYS[1], f)\n"
-    "end\n"
-    "redis.call('INCR', KEYS[1])\n"
-    "return redis.call('GET', KEYS[1])\n";
+    RAISE_EPOCH_LUA
+    "return t\n";
 
 /* KEYS epoch, lease; ARGV floor, the lease value held, the hold's holder,
- * hold_ms.  Raises the epoch as next_token_lua does; the hold replaces the
- * lease only while it is still the caller's. */
+ * hold_ms.  Raises the epoch as next_token_lua does (RAISE_EPOCH_LUA); the
+ * hold replaces the lease only while it is still the caller's. */
 static const char hold_lua[] =
-    "local e = redis.call('GET', KEYS[1])\n"
-    "local f = ARGV[1]\n"
-    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n"
-    "    (#e == #f and e < f))) then\n"
-    "  redis.call('SET', KEYS[1], f)\n"
-    "end\n"
-    "redis.call('INCR', KEYS[1])\n"
-    "local t = redis.call('GET', KEYS[1])\n"
+    RAISE_EPOCH_LUA
     "if redis.call('GET', KEYS[2]) == ARGV[2] then\n"
     "  redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. t, 'PX', ARGV[4])\n"
     "end\n"
@@ -586,7 +584,7 @@ tor_lease_hold(struct tor_redis *r, const struct tor_config *cfg,
 {
 	const char *what = "lease hold", *rest[6];
 	struct lease_keys k;
-	char f[24], value[320], ms[24];
+	char f[24], value[512], ms[24];
 	redisReply *reply;
 	int rc;
 

@@ -462,12 +462,21 @@ check_master(struct tor_redis *r)
 	}
 }
 
+/* Before a command: follows a Sentinel failover, reconnects if need be. */
+static int
+ready(struct tor_redis *r, tor_err *err)
+{
+	check_master(r);
+	if (r->c == NULL && tor_redis_connect(r, err) == -1)
+		return -1;
+	return 0;
+}
+
 redisReply *
 tor_redis_command(struct tor_redis *r, int argc, const char **argv,
     const size_t *argvlen, tor_err *err)
 {
-	check_master(r);
-	if (r->c == NULL && tor_redis_connect(r, err) == -1)
+	if (ready(r, err) == -1)
 		return NULL;
 	return run(r, argc, argv, argvlen, "", err);
 }
@@ -475,8 +484,7 @@ tor_redis_command(struct tor_redis *r, int argc, const char **argv,
 int
 tor_redis_replicas(struct tor_redis *r, tor_err *err)
 {
-	check_master(r);
-	if (r->c == NULL && tor_redis_connect(r, err) == -1)
+	if (ready(r, err) == -1)
 		return -1;
 	return role_replicas(r, err);
 }
@@ -581,8 +589,7 @@ int
 tor_redis_identity(struct tor_redis *r, char *run_id, size_t cap,
     long long *client_id, tor_err *err)
 {
-	check_master(r);
-	if (r->c == NULL && tor_redis_connect(r, err) == -1)
+	if (ready(r, err) == -1)
 		return -1;
 	if (!r->identified)
 		identify(r);
