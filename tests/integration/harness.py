@@ -218,6 +218,25 @@ class Stack:
             raise StackError("SHOW MASTER STATUS is empty: log_bin off?")
         return rows[0][0], int(rows[0][1])
 
+    def purge_binlogs(self, gone, timeout=20):
+        """Rotates and purges until the server lists binlog file `gone` no
+        more.  The server silently keeps a file that a binlog dump thread
+        still reads, and the dump thread of a tor that just stopped may not
+        have noticed its client went yet."""
+        self.sql("FLUSH BINARY LOGS")
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sql("PURGE BINARY LOGS TO '%s'" % self.binlog_position()[0])
+            files = [r[0] for r in self.sql("SHOW BINARY LOGS")]
+            if gone not in files:
+                return files
+            if time.monotonic() > deadline:
+                raise StackError("binlog %s not purged after %d s: %s; "
+                                 "processlist %s" % (
+                                     gone, timeout, files,
+                                     self.sql("SHOW PROCESSLIST")))
+            time.sleep(0.2)
+
     def wait_mysql(self, timeout=30):
         deadline = time.monotonic() + timeout
         while True:

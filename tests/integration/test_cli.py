@@ -141,26 +141,11 @@ def test_checkpoint_set_to_end_and_to_a_gtid(stack):
     assert int(by_gtid["epoch"]) > int(at_end["epoch"]), (at_end, by_gtid)
 
 
-def purge_to(stack, new_file, gone, timeout=10):
-    """PURGE BINARY LOGS TO new_file until the server lists `gone` no more:
-    it keeps a file that a binlog dump thread still reads, and the dump
-    thread of a tor that just stopped may not have noticed yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stack.sql("PURGE BINARY LOGS TO '%s'" % new_file)
-        files = [r[0] for r in stack.sql("SHOW BINARY LOGS")]
-        if gone not in files:
-            return
-        assert time.monotonic() < deadline, ("not purged", gone, files)
-        time.sleep(0.2)
-
-
 def test_checkpoint_set_refuses_a_purged_file(stack):
     tor = finished_run(stack)
     old_file, _ = stack.binlog_position()
     before = checkpoint_hash(stack, tor.group)
-    stack.sql("FLUSH BINARY LOGS")
-    purge_to(stack, stack.binlog_position()[0], old_file)
+    stack.purge_binlogs(old_file)
     p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to",
             "%s:4" % old_file)
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)

@@ -316,9 +316,7 @@ def test_purged_start_position_refused(stack):
     name = "relay_h3"
     table, ov = make_outbox(stack, name)
     old_file, _ = stack.binlog_position()
-    stack.sql("FLUSH BINARY LOGS")
-    new_file, _ = stack.binlog_position()
-    stack.sql("PURGE BINARY LOGS TO '%s'" % new_file)
+    stack.purge_binlogs(old_file)
     tor = Tor(stack, harness.base_config(stack, start="%s:4" % old_file,
                                          **ov)).start()
     assert tor.wait(30) == 1
