@@ -788,7 +788,8 @@ sink_headers(const struct tor_message *msg)
 		return NULL;
 	hdrs = rd_kafka_headers_new(msg->n_headers);
 	for (i = 0; i < msg->n_headers; i++)
-		rd_kafka_header_add(hdrs, msg->headers[i].name, -1,
+		rd_kafka_header_add(hdrs, msg->headers[i].name,
+		    (ssize_t)msg->headers[i].name_len,
 		    msg->headers[i].value, (ssize_t)msg->headers[i].len);
 	return hdrs;
 }

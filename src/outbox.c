@@ -54,6 +54,7 @@ struct tor_outbox {
 	uint64_t epoch_val;             /* what epoch and ts hold, when set */
 	int64_t ts_val;
 	bool epoch_set, ts_set;
+	size_t epoch_len, ts_len, group_len;
 	char topic[TOPIC_MAX + 1];      /* a topic built from topic_template */
 	char epoch[24];                 /* tor.epoch value */
 	char ts[24];                    /* tor.ts value */
@@ -83,6 +84,7 @@ tor_outbox_new(const struct tor_config *cfg, tor_err *err)
 	if ((ob = calloc(1, sizeof(*ob))) == NULL)
 		goto nomem;
 	ob->cfg = cfg;
+	ob->group_len = strlen(cfg->group);
 	if (cfg->outbox.n_tables > 0 &&
 	    (ob->binds = calloc(cfg->outbox.n_tables, sizeof(*ob->binds))) == NULL)
 		goto nomem;
@@ -338,31 +340,35 @@ origin_pos(const struct tor_row_origin *origin)
 	return origin->pos != NULL ? origin->pos : "?";
 }
 
+/* A header name literal and its length. */
+#define NAME(literal) literal, sizeof(literal) - 1
+
 static void
-add_header(struct tor_message *msg, const char *name, const uint8_t *value,
-    size_t len)
+add_header(struct tor_message *msg, const char *name, size_t name_len,
+    const uint8_t *value, size_t len)
 {
 	struct tor_header *h = &msg->headers[msg->n_headers++];
 
 	h->name = name;
+	h->name_len = name_len;
 	h->value = value;
 	h->len = len;
 }
 
 static void
-add_value_header(struct tor_message *msg, const char *name,
+add_value_header(struct tor_message *msg, const char *name, size_t name_len,
     const struct tor_value *v)
 {
 	if (v->is_null)
-		add_header(msg, name, NULL, 0);
+		add_header(msg, name, name_len, NULL, 0);
 	else
-		add_header(msg, name, v->data, v->len);
+		add_header(msg, name, name_len, v->data, v->len);
 }
 
 /* Sets header name to value, replacing the one already there. */
 static void
-set_header(struct tor_message *msg, const char *name, const uint8_t *value,
-    size_t len)
+set_header(struct tor_message *msg, const char *name, size_t name_len,
+    const uint8_t *value, size_t len)
 {
 	for (size_t i = 0; i < msg->n_headers; i++)
 		if (strcmp(msg->headers[i].name, name) == 0) {
@@ -370,7 +376,7 @@ set_header(struct tor_message *msg, const char *name, const uint8_t *value,
 			msg->headers[i].len = len;
 			return;
 		}
-	add_header(msg, name, value, len);
+	add_header(msg, name, name_len, value, len);
 }
 
 /* tor.pos, tor.epoch and tor.ts: where the row is published from.  A new
@@ -379,28 +385,29 @@ static void
 stamp(struct tor_outbox *ob, struct tor_message *msg,
     const struct tor_row_origin *origin, bool replace)
 {
-	void (*set)(struct tor_message *, const char *, const uint8_t *,
-	    size_t) = replace ? set_header : add_header;
+	void (*set)(struct tor_message *, const char *, size_t,
+	    const uint8_t *, size_t) = replace ? set_header : add_header;
 
 	if (origin->pos != NULL)
-		set(msg, "tor.pos", (const uint8_t *)origin->pos,
+		set(msg, NAME("tor.pos"), (const uint8_t *)origin->pos,
 		    strlen(origin->pos));
 	else
-		set(msg, "tor.pos", NULL, 0);
+		set(msg, NAME("tor.pos"), NULL, 0);
 	/* Formatted again only when they change (per run, per second). */
 	if (!ob->epoch_set || ob->epoch_val != origin->epoch) {
-		snprintf(ob->epoch, sizeof(ob->epoch), "%" PRIu64,
-		    origin->epoch);
+		ob->epoch_len = (size_t)snprintf(ob->epoch, sizeof(ob->epoch),
+		    "%" PRIu64, origin->epoch);
 		ob->epoch_val = origin->epoch;
 		ob->epoch_set = true;
 	}
-	set(msg, "tor.epoch", (const uint8_t *)ob->epoch, strlen(ob->epoch));
+	set(msg, NAME("tor.epoch"), (const uint8_t *)ob->epoch, ob->epoch_len);
 	if (!ob->ts_set || ob->ts_val != origin->ts_ms) {
-		snprintf(ob->ts, sizeof(ob->ts), "%" PRId64, origin->ts_ms);
+		ob->ts_len = (size_t)snprintf(ob->ts, sizeof(ob->ts), "%" PRId64,
+		    origin->ts_ms);
 		ob->ts_val = origin->ts_ms;
 		ob->ts_set = true;
 	}
-	set(msg, "tor.ts", (const uint8_t *)ob->ts, strlen(ob->ts));
+	set(msg, NAME("tor.ts"), (const uint8_t *)ob->ts, ob->ts_len);
 }
 
 /* Every configured column must be in the row image: a partial image
@@ -455,7 +462,12 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	key = &values[b->key];
 	payload = &values[b->payload];
 
-	memset(msg, 0, sizeof(*msg));
+	/* Not memset: the header array is most of the struct, and only
+	 * n_headers of it is read. */
+	msg->topic = NULL;
+	msg->key = msg->value = NULL;
+	msg->key_len = msg->value_len = 0;
+	msg->n_headers = 0;
 	/* A NULL type has nothing to match; it is unrouted like any other. */
 	if (!type->is_null) {
 		if (reserve_type(ob, type->len) == -1)
@@ -498,14 +510,14 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 
 	for (i = 0; i < t->n_headers; i++)
 		add_value_header(msg, t->headers[i].header,
-		    &values[b->headers[i]]);
+		    strlen(t->headers[i].header), &values[b->headers[i]]);
 	if (b->id >= 0)
-		add_value_header(msg, "tor.id", &values[b->id]);
-	add_value_header(msg, "tor.type", type);
+		add_value_header(msg, NAME("tor.id"), &values[b->id]);
+	add_value_header(msg, NAME("tor.type"), type);
 	/* Which group wrote it: a takeover reads back its group's own
 	 * messages where several groups (or other producers) share a topic. */
-	add_header(msg, "tor.group", (const uint8_t *)cfg->group,
-	    strlen(cfg->group));
+	add_header(msg, NAME("tor.group"), (const uint8_t *)cfg->group,
+	    ob->group_len);
 	stamp(ob, msg, origin, false);
 	return TOR_OUTBOX_MAPPED;
 }
@@ -519,7 +531,7 @@ tor_outbox_message_copy(const struct tor_message *msg)
 	char *p;
 
 	for (i = 0; i < msg->n_headers; i++)
-		need += strlen(msg->headers[i].name) + 1 + msg->headers[i].len;
+		need += msg->headers[i].name_len + 1 + msg->headers[i].len;
 	if ((c = malloc(need)) == NULL)
 		return NULL;
 	*c = *msg;
@@ -538,7 +550,8 @@ tor_outbox_message_copy(const struct tor_message *msg)
 	}
 	for (i = 0; i < msg->n_headers; i++) {
 		c->headers[i].name = p;
-		p = stpcpy(p, msg->headers[i].name) + 1;
+		memcpy(p, msg->headers[i].name, msg->headers[i].name_len + 1);
+		p += msg->headers[i].name_len + 1;
 		if (msg->headers[i].value != NULL) {
 			memcpy(p, msg->headers[i].value, msg->headers[i].len);
 			c->headers[i].value = (const uint8_t *)p;
@@ -564,7 +577,7 @@ message_size(const struct tor_message *msg)
 	size_t n = msg->key_len + msg->value_len, i;
 
 	for (i = 0; i < msg->n_headers; i++)
-		n += strlen(msg->headers[i].name) + msg->headers[i].len;
+		n += msg->headers[i].name_len + msg->headers[i].len;
 	return n;
 }
 
@@ -598,7 +611,7 @@ tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
 		msg->value_len = 0;
 		snprintf(ob->error, sizeof(ob->error),
 		    "message too large (%zu bytes)", size);
-		add_header(msg, "tor.error", (const uint8_t *)ob->error,
+		add_header(msg, NAME("tor.error"), (const uint8_t *)ob->error,
 		    strlen(ob->error));
 		return TOR_OUTBOX_MAPPED;
 	case TOR_UNROUTED_FAIL:

@@ -370,29 +370,32 @@ format_row_pos(struct tor_reader *rd, uint32_t row, char *buf, size_t cap)
 /*
  * Hands out one row of the group being read: the next row index, unless
  * rows up to it were handed out before (a group read again) or the group
- * is published already.  msg carries the row; for an XA row waiting since
- * its prepare, restamp says to give it this group's tor.pos, token and time.
+ * is published already.  msg carries the row and origin where it was
+ * mapped from; an XA row waiting since its prepare (origin NULL) gets this
+ * group's tor.pos, token and time here.
  */
 static int
-hand_out(struct tor_reader *rd, struct tor_message *msg, bool restamp,
-    tor_err *err)
+hand_out(struct tor_reader *rd, struct tor_message *msg,
+    const struct tor_row_origin *origin, tor_err *err)
 {
-	struct tor_row_origin origin;
+	struct tor_row_origin now;
 	char pos[512];
 	uint32_t row = rd->txn_rows++;
 
 	if (rd->silent || row < rd->skip_rows)
 		return 0;
-	format_row_pos(rd, row, pos, sizeof(pos));
-	origin = (struct tor_row_origin){
-		.pos = pos,
-		.epoch = rd->epoch,
-		.ts_ms = rd->txn_ts_ms,
-	};
-	if (restamp)
-		tor_outbox_restamp(rd->outbox, msg, &origin);
+	if (origin == NULL) {
+		format_row_pos(rd, row, pos, sizeof(pos));
+		now = (struct tor_row_origin){
+			.pos = pos,
+			.epoch = rd->epoch,
+			.ts_ms = rd->txn_ts_ms,
+		};
+		tor_outbox_restamp(rd->outbox, msg, &now);
+		origin = &now;
+	}
 	rd->counts.rows++;
-	return rd->ops.row(rd->ctx, rd->txn_seq, msg, &origin, err);
+	return rd->ops.row(rd->ctx, rd->txn_seq, msg, origin, err);
 }
 
 /* An XA prepare group's row: kept until the transaction ends. */
@@ -494,7 +497,7 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 			rd->txn_rows++;
 			rc = xa_keep(rd, &msg, err);
 		} else
-			rc = hand_out(rd, &msg, false, err);
+			rc = hand_out(rd, &msg, &origin, err);
 		if (rc != 0)
 			break;
 	}
@@ -652,7 +655,7 @@ xa_end(struct tor_reader *rd, const struct tor_event *ev, const char *xid,
 		return txn_commit(rd, ev, err);
 	}
 	for (size_t i = 0; commit && rc == 0 && i < x->n; i++)
-		rc = hand_out(rd, x->rows[i], true, err);
+		rc = hand_out(rd, x->rows[i], NULL, err);
 	if (rc == 0) {
 		if (x->hold_seq != 0)
 			rd->ops.release(rd->ctx, x->hold_seq);
@@ -717,7 +720,7 @@ on_xa_prepare(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	rd->xa_group = false;
 	if (one_phase) {
 		for (size_t i = 0; x != NULL && rc == 0 && i < x->n; i++)
-			rc = hand_out(rd, x->rows[i], true, err);
+			rc = hand_out(rd, x->rows[i], NULL, err);
 		xa_free(rd, x);
 		return rc != 0 ? rc : txn_commit(rd, ev, err);
 	}

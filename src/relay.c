@@ -427,10 +427,11 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	/* A fatal producer (gapless) fails everything it holds; the report
 	 * that says why, e.g. a message the broker refused as too large, may
 	 * come a moment after the error: collect the reports first. */
-	for (int64_t until = tor_mono_ms() + FATAL_REPORTS_MS;
-	    rc < 0 && !r->delivery_failed && leading(r) &&
-	    tor_sink_in_flight(r->sink) > 0 && tor_mono_ms() < until;)
-		rc = tor_sink_poll(r->sink, 10, &fatal);
+	if (rc < 0)
+		for (int64_t until = tor_mono_ms() + FATAL_REPORTS_MS;
+		    rc < 0 && !r->delivery_failed && leading(r) &&
+		    tor_sink_in_flight(r->sink) > 0 && tor_mono_ms() < until;)
+			rc = tor_sink_poll(r->sink, 10, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
 	    tor_sink_in_flight(r->sink), memory_order_relaxed);
 	/* The purge at the leadership's end fails what it dropped: that is

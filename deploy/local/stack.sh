@@ -43,7 +43,9 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-RUN_DIR=${TOR_RUN_DIR:-$repo/run/local}
+# Absolute: mariadbd resolves the paths of its my.cnf from its own working
+# directory, not ours.
+RUN_DIR=$(realpath -m "${TOR_RUN_DIR:-$repo/run/local}")
 MYSQL_PORT=${TOR_MYSQL_PORT:-3307}
 REDIS_PORT=${TOR_REDIS_PORT:-6380}
 MYSQL_EXTRA=${TOR_MYSQL_EXTRA:-}

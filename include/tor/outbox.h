@@ -24,6 +24,7 @@
 
 struct tor_header {
 	const char *name;
+	size_t name_len;        /* strlen(name), known where the name is */
 	const uint8_t *value;   /* NULL for SQL NULL */
 	size_t len;
 };

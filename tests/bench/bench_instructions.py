@@ -10,6 +10,7 @@ for each binary in turn, twice, alternating, a fresh outbox table gets ROWS
 `valgrind --tool=callgrind` from the position before them until the Redis
 checkpoint reaches the binlog's end, and gets SIGTERM.  Prints the whole
 process's instructions (every thread, start-up included) per row.
+TOR_CALLGRIND_KEEP=1 keeps each run's callgrind output for callgrind_annotate.
 """
 
 import os
@@ -67,8 +68,11 @@ def one(stack, binary, tag, rows):
     text = subprocess.run(["callgrind_annotate", out], capture_output=True,
                           text=True).stdout
     m = re.search(r"^([\d,]+)\s.*PROGRAM TOTALS", text, re.M)
-    for f in (path, out):
-        os.unlink(f)
+    os.unlink(path)
+    if os.environ.get("TOR_CALLGRIND_KEEP"):
+        print("callgrind output kept: %s" % out)
+    else:
+        os.unlink(out)
     return int(m.group(1).replace(",", "")) / rows if m else None
 
 

@@ -303,9 +303,11 @@ test_roundtrip_key_value_headers(void **state)
 	open_sink(fx, NULL);
 	m = msg_of("one", "k1", "v1");
 	m.headers[0].name = "tor.id";
+	m.headers[0].name_len = 6;
 	m.headers[0].value = (const uint8_t *)"id-1";
 	m.headers[0].len = 4;
 	m.headers[1].name = "nullhdr";
+	m.headers[1].name_len = 7;
 	m.headers[1].value = NULL;
 	m.n_headers = 2;
 	produce_ok(fx, &m, 1);
