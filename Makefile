@@ -3,7 +3,7 @@
 # the Debian packages the project needs.
 
 CC      ?= cc
-PKGS    := libmariadb rdkafka hiredis libsodium libconfig libmicrohttpd zlib libisal
+PKGS    := libmariadb rdkafka hiredis libsodium libconfig libmicrohttpd zlib libisal libzstd
 WARN    := -Wall -Wextra -Werror
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -15,7 +15,7 @@ ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN)
 # Debian packages: build, run the local stack, and test.
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libmariadb-dev librdkafka-dev libhiredis-dev libsodium-dev libconfig-dev \
-	libmicrohttpd-dev zlib1g-dev libisal-dev libcmocka-dev libjemalloc-dev \
+	libmicrohttpd-dev zlib1g-dev libisal-dev libzstd-dev libcmocka-dev libjemalloc-dev \
 	mariadb-server mariadb-client redis-server redis-sentinel kcat \
 	python3 python3-confluent-kafka python3-pymysql python3-redis \
 	python3-prometheus-client procps python3-yaml systemd
@@ -82,7 +82,7 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
 	$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_LIB_OBJ) $(LIBS) -lcmocka
 
 # libFuzzer targets over the parts that do no I/O: the decoders, the config
-# loader, the reader with the outbox mapping.  A target's own sources are
+# loader, the reader with the outbox mapping, MySQL's compressed payloads.  A target's own sources are
 # extra prerequisites (every .c prerequisite is compiled in), its own
 # libraries FUZZ_LIBS.  ha/checkpoint.c holds the position parser and drags
 # lease.c and redis.c (hiredis) in; nothing there is called.
@@ -90,8 +90,11 @@ FUZZ_LIB_SRC := src/binlog_decode.c src/binlog_json.c src/buf.c src/err.c
 FUZZ_POS_SRC := src/log.c ha/checkpoint.c ha/lease.c ha/redis.c
 build/fuzz/fuzz_config: src/config.c $(FUZZ_POS_SRC)
 build/fuzz/fuzz_config: FUZZ_LIBS := -lconfig -lsodium -lhiredis
-build/fuzz/fuzz_outbox: src/reader.c src/outbox.c $(FUZZ_POS_SRC)
-build/fuzz/fuzz_outbox: FUZZ_LIBS := -lsodium -lhiredis
+build/fuzz/fuzz_outbox: src/reader.c src/outbox.c src/binlog_payload.c \
+	$(FUZZ_POS_SRC)
+build/fuzz/fuzz_outbox: FUZZ_LIBS := -lsodium -lhiredis -lzstd
+build/fuzz/fuzz_payload: src/binlog_payload.c
+build/fuzz/fuzz_payload: FUZZ_LIBS := -lzstd
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -fsanitize=fuzzer $(SAN) \

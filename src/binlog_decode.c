@@ -147,27 +147,50 @@ bit_lsb(const uint8_t *map, size_t i)
 	return (map[i / 8] >> (i % 8)) & 1;
 }
 
-static const char *
-event_name(uint8_t type)
+const char *
+tor_event_name(uint8_t type)
 {
 	switch (type) {
 	case TOR_EV_QUERY: return "QUERY";
+	case TOR_EV_STOP: return "STOP";
 	case TOR_EV_ROTATE: return "ROTATE";
+	case TOR_EV_INTVAR: return "INTVAR";
+	case TOR_EV_APPEND_BLOCK: return "APPEND_BLOCK";
+	case TOR_EV_DELETE_FILE: return "DELETE_FILE";
+	case TOR_EV_RAND: return "RAND";
+	case TOR_EV_USER_VAR: return "USER_VAR";
 	case TOR_EV_FORMAT_DESCRIPTION: return "FORMAT_DESCRIPTION";
 	case TOR_EV_XID: return "XID";
-	case TOR_EV_INCIDENT: return "INCIDENT";
-	case TOR_EV_XA_PREPARE: return "XA_PREPARE";
+	case TOR_EV_BEGIN_LOAD_QUERY: return "BEGIN_LOAD_QUERY";
+	case TOR_EV_EXECUTE_LOAD_QUERY: return "EXECUTE_LOAD_QUERY";
 	case TOR_EV_TABLE_MAP: return "TABLE_MAP";
+	case TOR_EV_WRITE_ROWS_V0: return "WRITE_ROWS_V0";
+	case TOR_EV_UPDATE_ROWS_V0: return "UPDATE_ROWS_V0";
+	case TOR_EV_DELETE_ROWS_V0: return "DELETE_ROWS_V0";
 	case TOR_EV_WRITE_ROWS_V1: return "WRITE_ROWS_V1";
 	case TOR_EV_UPDATE_ROWS_V1: return "UPDATE_ROWS_V1";
 	case TOR_EV_DELETE_ROWS_V1: return "DELETE_ROWS_V1";
+	case TOR_EV_INCIDENT: return "INCIDENT";
+	case TOR_EV_HEARTBEAT: return "HEARTBEAT";
+	case TOR_EV_IGNORABLE: return "IGNORABLE";
+	case TOR_EV_ROWS_QUERY: return "ROWS_QUERY";
 	case TOR_EV_WRITE_ROWS_V2: return "WRITE_ROWS";
 	case TOR_EV_UPDATE_ROWS_V2: return "UPDATE_ROWS";
 	case TOR_EV_DELETE_ROWS_V2: return "DELETE_ROWS";
 	case TOR_EV_MYSQL_GTID: return "GTID";
 	case TOR_EV_MYSQL_ANONYMOUS_GTID: return "ANONYMOUS_GTID";
+	case TOR_EV_MYSQL_PREVIOUS_GTIDS: return "PREVIOUS_GTIDS";
+	case TOR_EV_MYSQL_TRANSACTION_CONTEXT: return "TRANSACTION_CONTEXT";
+	case TOR_EV_MYSQL_VIEW_CHANGE: return "VIEW_CHANGE";
+	case TOR_EV_XA_PREPARE: return "XA_PREPARE";
 	case TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS: return "PARTIAL_UPDATE_ROWS";
+	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD: return "TRANSACTION_PAYLOAD";
+	case TOR_EV_HEARTBEAT_V2: return "HEARTBEAT_V2";
+	case TOR_EV_MARIADB_ANNOTATE_ROWS: return "ANNOTATE_ROWS";
+	case TOR_EV_MARIADB_BINLOG_CHECKPOINT: return "BINLOG_CHECKPOINT";
 	case TOR_EV_MARIADB_GTID: return "MARIADB_GTID";
+	case TOR_EV_MARIADB_GTID_LIST: return "GTID_LIST";
+	case TOR_EV_MARIADB_START_ENCRYPTION: return "START_ENCRYPTION";
 	case TOR_EV_MARIADB_QUERY_COMPRESSED: return "QUERY_COMPRESSED";
 	case TOR_EV_MARIADB_WRITE_ROWS_COMPRESSED_V1:
 		return "WRITE_ROWS_COMPRESSED_V1";
@@ -181,8 +204,16 @@ event_name(uint8_t type)
 		return "UPDATE_ROWS_COMPRESSED";
 	case TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED:
 		return "DELETE_ROWS_COMPRESSED";
-	default: return "binlog";
+	default: return NULL;
 	}
+}
+
+static const char *
+event_name(uint8_t type)
+{
+	const char *n = tor_event_name(type);
+
+	return n != NULL ? n : "binlog";
 }
 
 static const char *
@@ -209,6 +240,7 @@ type_name(uint8_t type)
 	case TOR_TYPE_TIMESTAMP2: return "TIMESTAMP";
 	case TOR_TYPE_DATETIME2: return "DATETIME";
 	case TOR_TYPE_TIME2: return "TIME";
+	case TOR_TYPE_VECTOR: return "VECTOR";
 	case TOR_TYPE_JSON: return "JSON";
 	case TOR_TYPE_NEWDECIMAL: return "DECIMAL";
 	case TOR_TYPE_ENUM: return "ENUM";
@@ -612,6 +644,73 @@ tor_incident_parse(const struct tor_event *ev, const struct tor_format *fmt,
 }
 
 /*
+ * The payload's header is a list of fields, each a packed type, a packed
+ * length and (for the fields known here) a packed value, ended by type 0;
+ * the events follow.  Fields of other types are skipped by their length: a
+ * newer server may append some.
+ */
+int
+tor_payload_parse(const struct tor_event *ev, struct tor_payload_info *out,
+    tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len,
+	    "TRANSACTION_PAYLOAD" };
+	uint64_t type, len, v, size = 0, compression = 0, usize = 0;
+	bool has_size = false, has_compression = false, has_usize = false;
+
+	if (ev->type != TOR_EV_MYSQL_TRANSACTION_PAYLOAD)
+		return tor_err_set(err, "expected a TRANSACTION_PAYLOAD event, "
+		    "got type %u", ev->type);
+	for (;;) {
+		struct cursor f;
+		const uint8_t *p;
+
+		if (cur_packed(&c, &type, "field type", err) == -1)
+			return -1;
+		if (type == 0)
+			break;
+		if (cur_packed(&c, &len, "field length", err) == -1 ||
+		    cur_take(&c, len, &p, "field", err) == -1)
+			return -1;
+		if (type > 3)
+			continue;
+		f = (struct cursor){ p, p + len, "TRANSACTION_PAYLOAD" };
+		if (cur_packed(&f, &v, "field value", err) == -1)
+			return -1;
+		if (type == 1) {
+			size = v;
+			has_size = true;
+		} else if (type == 2) {
+			compression = v;
+			has_compression = true;
+		} else {
+			usize = v;
+			has_usize = true;
+		}
+	}
+	if (!has_size || !has_compression)
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: no %s field",
+		    has_size ? "compression type" : "payload size");
+	if (size != cur_left(&c))
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: payload size field "
+		    "says %llu bytes, the event holds %zu",
+		    (unsigned long long)size, cur_left(&c));
+	if (compression != TOR_PAYLOAD_ZSTD && compression != TOR_PAYLOAD_NONE)
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: compression type "
+		    "%llu is not supported (tor reads zstd, 0, and none, 255)",
+		    (unsigned long long)compression);
+	if (compression == TOR_PAYLOAD_ZSTD && !has_usize)
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: zstd payload "
+		    "without an uncompressed size field");
+	out->compression = (unsigned)compression;
+	out->data = c.p;
+	out->data_len = cur_left(&c);
+	out->uncompressed_size = compression == TOR_PAYLOAD_NONE ?
+	    out->data_len : usize;
+	return 0;
+}
+
+/*
  * MariaDB's compressed block (log_bin_compress): one header byte 0b1000_0LLL
  * (top bit set, algorithm 0 = zlib in bits 4-6, LLL = 1..4 bytes of length),
  * the uncompressed length big-endian in LLL bytes, then a zlib stream.
@@ -789,7 +888,9 @@ tor_table_map_peek(const struct tor_event *ev, const struct tor_format *fmt,
 	    table_len, err);
 }
 
-/* The per-type metadata of one column, turned into tor_column's meta. */
+/* The per-type metadata of one column, turned into tor_column's meta.  1
+ * for a type tor does not know: how many metadata bytes it has is unknown
+ * too, so the columns after it cannot be read. */
 static int
 read_column_meta(struct cursor *c, struct tor_column *col, uint32_t i,
     tor_err *err)
@@ -805,6 +906,7 @@ read_column_meta(struct cursor *c, struct tor_column *col, uint32_t i,
 	case TOR_TYPE_BLOB:
 	case TOR_TYPE_GEOMETRY:
 	case TOR_TYPE_JSON:
+	case TOR_TYPE_VECTOR:
 	case TOR_TYPE_TIME2:
 	case TOR_TYPE_DATETIME2:
 	case TOR_TYPE_TIMESTAMP2:
@@ -848,9 +950,23 @@ read_column_meta(struct cursor *c, struct tor_column *col, uint32_t i,
 			return tor_err_set(err, "TABLE_MAP: column %u has "
 			    "string metadata with real type %u", i, col->type);
 		break;
-	default:
+	case TOR_TYPE_DECIMAL:
+	case TOR_TYPE_TINY:
+	case TOR_TYPE_SHORT:
+	case TOR_TYPE_LONG:
+	case TOR_TYPE_NULL:
+	case TOR_TYPE_TIMESTAMP:
+	case TOR_TYPE_LONGLONG:
+	case TOR_TYPE_INT24:
+	case TOR_TYPE_DATE:
+	case TOR_TYPE_TIME:
+	case TOR_TYPE_DATETIME:
+	case TOR_TYPE_YEAR:
+	case TOR_TYPE_NEWDATE:
 		col->meta = 0;
 		break;
+	default:
+		return 1;
 	}
 	return 0;
 }
@@ -1044,6 +1160,20 @@ read_optional_field(struct cursor *c, struct tor_table_map *tm, uint8_t kind,
 	}
 }
 
+/* Named when the optional metadata has the names: they are read despite
+ * the unknown column, as they do not depend on it. */
+static void
+unknown_type_error(const struct tor_table_map *tm, uint32_t i, tor_err *err)
+{
+	const struct tor_column *col = &tm->cols[i];
+
+	tor_err_set(err, "column %u (%s%s%s) has type code %u, which tor "
+	    "cannot decode (a server newer than tor?): its rows cannot be "
+	    "read", i, col->name != NULL ? "`" : "", col->name != NULL ?
+	    col->name : "no name: binlog_row_metadata is not FULL",
+	    col->name != NULL ? "`" : "", col->type);
+}
+
 int
 tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
     struct tor_table_map *tm, tor_err *err)
@@ -1053,6 +1183,8 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	size_t schema_len, table_len;
 	const uint8_t *types, *meta, *nullmap;
 	uint64_t ncols, metalen;
+	int64_t unknown = -1;           /* a column of a type tor does not know */
+	int rc;
 
 	memset(tm, 0, sizeof(*tm));
 	if (table_map_head(ev, fmt, &c, &tm->table_id, &schema, &schema_len,
@@ -1083,10 +1215,16 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	for (uint32_t i = 0; i < tm->ncols; i++) {
 		tm->cols[i].type = types[i];
 		tm->cols[i].nullable = bit_lsb(nullmap, i);
-		if (read_column_meta(&m, &tm->cols[i], i, err) == -1)
-			goto fail;
 	}
-	if (cur_left(&m) != 0) {
+	for (uint32_t i = 0; i < tm->ncols; i++) {
+		if ((rc = read_column_meta(&m, &tm->cols[i], i, err)) == -1)
+			goto fail;
+		if (rc == 1) {
+			unknown = (int64_t)i;
+			break;
+		}
+	}
+	if (unknown < 0 && cur_left(&m) != 0) {
 		tor_err_set(err, "TABLE_MAP for %s.%s: %zu metadata bytes left "
 		    "over after the last column", tm->schema, tm->table,
 		    cur_left(&m));
@@ -1110,8 +1248,12 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 		if (read_optional_field(&f, tm, *kind, fmt->mariadb, err) == -1)
 			goto fail;
 	}
-	return 0;
+	if (unknown < 0)
+		return 0;
 fail:
+	/* The unknown type is the cause of whatever went wrong after it. */
+	if (unknown >= 0)
+		unknown_type_error(tm, (uint32_t)unknown, err);
 	tor_err_prefix(err, "table %s.%s: ", tm->schema, tm->table);
 	tor_table_map_free(tm);
 	return -1;
@@ -1420,6 +1562,7 @@ column_size(const struct tor_column *col, const uint8_t *p, size_t avail,
 	case TOR_TYPE_BLOB:
 	case TOR_TYPE_GEOMETRY:
 	case TOR_TYPE_JSON:
+	case TOR_TYPE_VECTOR:
 		if (col->meta < 1 || col->meta > 4) {
 			*why = "length prefix outside 1-4 bytes";
 			return -1;
@@ -1948,6 +2091,7 @@ is_string_type(uint8_t type)
 	case TOR_TYPE_LONG_BLOB:
 	case TOR_TYPE_BLOB:
 	case TOR_TYPE_GEOMETRY:
+	case TOR_TYPE_VECTOR:
 		return true;
 	default:
 		return false;

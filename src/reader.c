@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tor/binlog_payload.h"
 #include "tor/log.h"
 #include "tor/reader.h"
 
@@ -67,6 +68,8 @@ struct tor_reader {
 	uint64_t ev_pos;                /* the next event starts here or later */
 	uint64_t ev_start;              /* the event being fed: its start, */
 	bool ev_start_known;            /* or unknown (after ev_pos) */
+	struct tor_payload *payload;    /* TRANSACTION_PAYLOAD's events */
+	bool in_payload;                /* feeding them now */
 	struct tor_position read_pos;   /* end of the last group read */
 	bool positioned;                /* read_pos has a real file:pos */
 
@@ -171,6 +174,7 @@ tor_reader_free(struct tor_reader *rd)
 		next = x->next;
 		xa_free(rd, x);
 	}
+	tor_payload_free(rd->payload);
 	free(rd);
 }
 
@@ -224,6 +228,9 @@ static int
 blame_at(const struct tor_reader *rd, uint64_t start, bool known,
     tor_err *err)
 {
+	if (rd->in_payload)
+		tor_err_prefix(err, "its event at offset %" PRIu64 ": ",
+		    tor_payload_offset(rd->payload));
 	if (rd->file[0] == '\0')
 		return tor_err_prefix(err, "binlog event at the stream's start "
 		    "(before its first ROTATE): ");
@@ -456,6 +463,20 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 		tor_rows_free(&rows);
 		return rc;
 	}
+	/* Updates and deletes of outbox rows are not published: counted by
+	 * event, their images never decoded, so that an image tor cannot
+	 * read (a partial JSON update, a MINIMAL image) cannot stop it. */
+	if (rows.kind != TOR_ROWS_WRITE) {
+		bool update = rows.kind == TOR_ROWS_UPDATE;
+
+		if (update)
+			rd->counts.updated++;
+		else
+			rd->counts.deleted++;
+		count_skip(rd, update ? TOR_SKIP_UPDATE : TOR_SKIP_DELETE);
+		tor_rows_free(&rows);
+		return 0;
+	}
 	for (;;) {
 		struct tor_message msg;
 		struct tor_row_origin origin;
@@ -467,16 +488,6 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 			if (rc < 0)
 				bad_event(rd, err);
 			break;
-		}
-		if (rows.kind == TOR_ROWS_UPDATE) {
-			rd->counts.updated++;
-			count_skip(rd, TOR_SKIP_UPDATE);
-			continue;
-		}
-		if (rows.kind == TOR_ROWS_DELETE) {
-			rd->counts.deleted++;
-			count_skip(rd, TOR_SKIP_DELETE);
-			continue;
 		}
 		format_row_pos(rd, rd->txn_rows, pos, sizeof(pos));
 		origin = (struct tor_row_origin){
@@ -923,6 +934,64 @@ advance(struct tor_reader *rd, const struct tor_event *ev)
 		rd->ev_pos = ev->next_pos;
 }
 
+static int dispatch(struct tor_reader *, const struct tor_event *, tor_err *);
+
+/*
+ * A MySQL compressed transaction: its events, read out one at a time, are
+ * dispatched as if the server had sent them, except that each takes the
+ * payload's place in the binlog (its start and end).  So the group's
+ * positions, tor.pos and the checkpoint are those of the payload, and a
+ * resume lands before or after it, never inside.  The inner events carry
+ * no checksums.
+ */
+static int
+on_payload(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
+{
+	struct tor_payload_info info;
+	struct tor_format inner = rd->fmt;
+	const uint8_t *raw;
+	size_t len;
+	int rc;
+
+	if (tor_payload_parse(ev, &info, err) < 0)
+		return bad_event(rd, err);
+	if (rd->payload == NULL && (rd->payload = tor_payload_new()) == NULL) {
+		tor_err_set(err, "TRANSACTION_PAYLOAD: out of memory");
+		return bad_event(rd, err);
+	}
+	inner.checksum = false;
+	tor_payload_start(rd->payload, &info);
+	rd->in_payload = true;
+	for (;;) {
+		struct tor_event iev;
+
+		if ((rc = tor_payload_next(rd->payload, &raw, &len, err)) <= 0) {
+			if (rc < 0)
+				bad_event(rd, err);
+			break;
+		}
+		if (tor_event_parse(raw, len, &inner, &iev, err) < 0) {
+			rc = bad_event(rd, err);
+			break;
+		}
+		if (iev.type == TOR_EV_MYSQL_TRANSACTION_PAYLOAD ||
+		    iev.type == TOR_EV_FORMAT_DESCRIPTION ||
+		    iev.type == TOR_EV_ROTATE) {
+			tor_err_set(err, "TRANSACTION_PAYLOAD holds a %s event, "
+			    "which no transaction can hold",
+			    tor_event_name(iev.type));
+			rc = bad_event(rd, err);
+			break;
+		}
+		iev.size = ev->size;
+		iev.next_pos = ev->next_pos;
+		if ((rc = dispatch(rd, &iev, err)) != 0)
+			break;
+	}
+	rd->in_payload = false;
+	return rc;
+}
+
 static int
 dispatch(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 {
@@ -972,10 +1041,7 @@ dispatch(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	case TOR_EV_INCIDENT:
 		return on_incident(rd, ev, err);
 	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD:
-		tor_err_set(err, "MySQL compressed transaction payloads are not "
-		    "supported yet; set binlog_transaction_compression=OFF on "
-		    "the server");
-		return bad_event(rd, err);
+		return on_payload(rd, ev, err);
 	default:
 		return on_other(rd, ev, err);
 	}

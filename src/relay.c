@@ -1273,8 +1273,8 @@ finish(struct relay *r)
 	tor_position_format(&cp.pos, text, sizeof(text));
 	tor_reader_counts(r->reader, &counts);
 	log_info("relay", "final checkpoint at %s; published %" PRIu64
-	    ", skipped %" PRIu64 ", ignored %" PRIu64 " updates and %" PRIu64
-	    " deletes of outbox rows", text, r->rows_published,
+	    ", skipped %" PRIu64 ", ignored %" PRIu64 " update and %" PRIu64
+	    " delete events on outbox tables", text, r->rows_published,
 	    r->rows_skipped + counts.skipped, counts.updated, counts.deleted);
 }
 

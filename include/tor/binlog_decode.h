@@ -88,6 +88,10 @@ struct tor_format {
 	bool checksum;                  /* events end with a 4-byte CRC32 */
 };
 
+/* The type's name as the servers' docs spell it ("WRITE_ROWS",
+ * "TRANSACTION_PAYLOAD"), or NULL for a type tor does not know. */
+const char *tor_event_name(uint8_t type);
+
 /* The state before any FORMAT_DESCRIPTION was seen: v4 header, and checksums
  * as the connection negotiated them (@master_binlog_checksum). */
 void tor_format_init(struct tor_format *fmt, bool checksum);
@@ -169,6 +173,20 @@ int tor_xa_prepare_parse(const struct tor_event *ev,
 int tor_incident_parse(const struct tor_event *ev, const struct tor_format *fmt,
     unsigned *number, const char **msg, size_t *len, tor_err *err);
 
+/* TRANSACTION_PAYLOAD (MySQL 8.0.20+, binlog_transaction_compression): a
+ * whole transaction's events inside one event, without their checksums,
+ * zstd-compressed or stored as they are.  data points into ev. */
+#define TOR_PAYLOAD_ZSTD 0
+#define TOR_PAYLOAD_NONE 255
+struct tor_payload_info {
+	unsigned compression;           /* TOR_PAYLOAD_ZSTD or _NONE */
+	uint64_t uncompressed_size;     /* the inner events' bytes */
+	const uint8_t *data;
+	size_t data_len;
+};
+int tor_payload_parse(const struct tor_event *ev,
+    struct tor_payload_info *out, tor_err *err);
+
 /* QUERY (and MariaDB QUERY_COMPRESSED): the default schema and the statement
  * text ("BEGIN", "COMMIT", DDL...).  Both point into ev's buffer, or, for a
  * compressed event, into q->owned (free with tor_query_free). */
@@ -206,6 +224,7 @@ enum tor_field_type {
 	TOR_TYPE_TIMESTAMP2 = 17,
 	TOR_TYPE_DATETIME2 = 18,
 	TOR_TYPE_TIME2 = 19,
+	TOR_TYPE_VECTOR = 242,          /* MySQL 9: float32s, stored like a BLOB */
 	TOR_TYPE_JSON = 245,
 	TOR_TYPE_NEWDECIMAL = 246,
 	TOR_TYPE_ENUM = 247,

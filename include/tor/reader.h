@@ -114,7 +114,9 @@ uint32_t tor_reader_txn_rows(const struct tor_reader *rd);
 int tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
     tor_err *err);
 
-/* Counts for the log line at the end of a session. */
+/* Counts for the log line at the end of a session: events read, rows
+ * handed out and skipped, and UPDATE and DELETE rows events on outbox
+ * tables (events, not rows: their images are not decoded). */
 struct tor_reader_counts {
 	uint64_t events, rows, skipped, updated, deleted;
 };

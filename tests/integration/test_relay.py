@@ -145,7 +145,7 @@ def test_ten_thousand_rows_interleaved(stack):
     cp = checkpoint(stack, tor.group)
     file_, pos = stack.binlog_position()
     assert cp.get("file") == file_ and int(cp["pos"]) == pos, (cp, file_, pos)
-    assert "ignored 100 updates and 100 deletes" in tor.log_text(), \
+    assert "ignored 100 update and 100 delete events" in tor.log_text(), \
         tor.log_tail()
 
 

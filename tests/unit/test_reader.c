@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "tor/reader.h"
 
@@ -33,7 +34,9 @@
 
 /* Positions in the fixture (SHOW BINLOG EVENTS). */
 #define T1_START	1106    /* its GTID event */
+#define T1_MAP		1306    /* its TABLE_MAP event */
 #define T1_ROWS		1412    /* its WRITE_ROWS event */
+#define T1_XID		1496
 #define T1_END		1527
 #define X1_PREPARE_END	2008
 #define X2_PREPARE_END	2447
@@ -69,6 +72,8 @@ struct fx {
 
 	struct rec recs[128];
 	size_t n;
+	char last_pos[128];     /* of the last row, kept or not */
+	uint64_t last_end;      /* of the last commit, kept or not */
 	uint64_t next_seq;
 	int rows_seen;
 	int stop_at_row;        /* 1-based; 0: never */
@@ -95,12 +100,15 @@ cb_row(void *ctx, uint64_t seq, struct tor_message *msg,
 	struct rec *r;
 
 	(void)err;
-	assert_true(f->n < 128);
-	r = &f->recs[f->n++];
-	*r = (struct rec){ .kind = R_ROW, .seq = seq };
-	snprintf(r->payload, sizeof(r->payload), "%.*s", (int)msg->value_len,
-	    (const char *)msg->value);
-	snprintf(r->pos, sizeof(r->pos), "%s", origin->pos);
+	snprintf(f->last_pos, sizeof(f->last_pos), "%s", origin->pos);
+	/* Beyond 128 rows (a big payload) they are counted only. */
+	if (f->n < 128) {
+		r = &f->recs[f->n++];
+		*r = (struct rec){ .kind = R_ROW, .seq = seq };
+		snprintf(r->payload, sizeof(r->payload), "%.*s",
+		    (int)msg->value_len, (const char *)msg->value);
+		snprintf(r->pos, sizeof(r->pos), "%s", origin->pos);
+	}
 	if (++f->rows_seen == f->stop_at_row)
 		return f->stop_code;
 	return 0;
@@ -112,8 +120,10 @@ cb_commit(void *ctx, const struct tor_reader_end *end, tor_err *err)
 	struct fx *f = ctx;
 
 	(void)err;
-	assert_true(f->n < 128);
-	f->recs[f->n++] = (struct rec){ .kind = R_COMMIT, .end = end->pos };
+	f->last_end = end->pos;
+	if (f->n < 128)
+		f->recs[f->n++] = (struct rec){ .kind = R_COMMIT,
+		    .end = end->pos };
 	return 0;
 }
 
@@ -637,6 +647,282 @@ test_reopened_stream_forgets_later_table_maps(void **state)
 	assert_string_equal(rows, "a1 a2 a3");
 }
 
+/*
+ * MySQL's compressed transactions (TRANSACTION_PAYLOAD), built from the
+ * fixture's T1 the way MySQL 8.0.20+ writes one: its GTID outside, its
+ * TABLE_MAP, rows and XID inside, each without its checksum, after a
+ * header of packed (type, length, value) fields.
+ */
+struct payload {
+	uint8_t *b;
+	size_t n, cap;
+};
+
+static void
+pl_put(struct payload *o, const void *p, size_t n)
+{
+	if (o->n + n > o->cap) {
+		o->cap = (o->n + n) * 2;
+		o->b = realloc(o->b, o->cap);
+		assert_non_null(o->b);
+	}
+	memcpy(o->b + o->n, p, n);
+	o->n += n;
+}
+
+static void
+pl_le(struct payload *o, uint64_t v, size_t n)
+{
+	uint8_t b[8];
+
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	pl_put(o, b, n);
+}
+
+/* MySQL's packed integer, and the byte count it takes. */
+static size_t
+packed_len(uint64_t v)
+{
+	return v < 251 ? 1 : v < 65536 ? 3 : v < 16777216 ? 4 : 9;
+}
+
+static void
+pl_packed(struct payload *o, uint64_t v)
+{
+	static const uint8_t prefix[] = { 0, 0, 0, 252, 253, 0, 0, 0, 0, 254 };
+	size_t n = packed_len(v);
+
+	if (n == 1) {
+		pl_le(o, v, 1);
+		return;
+	}
+	pl_le(o, prefix[n], 1);
+	pl_le(o, v, n - 1);
+}
+
+static void
+pl_field(struct payload *o, uint64_t type, uint64_t v)
+{
+	pl_packed(o, type);
+	pl_packed(o, packed_len(v));
+	pl_packed(o, v);
+}
+
+/* The fixture's event at off, without its checksum. */
+static void
+pl_inner(struct payload *o, const struct fx *f, size_t off)
+{
+	uint32_t size = event_size(f, off) - 4;
+	size_t at = o->n;
+
+	pl_put(o, f->data + off, size);
+	for (size_t i = 0; i < 4; i++)
+		o->b[at + 9 + i] = (uint8_t)(size >> (8 * i));
+}
+
+/* T1's inner events, its WRITE_ROWS `copies` times. */
+static void
+t1_inner(struct payload *o, const struct fx *f, int copies)
+{
+	pl_inner(o, f, T1_MAP);
+	for (int i = 0; i < copies; i++)
+		pl_inner(o, f, T1_ROWS);
+	pl_inner(o, f, T1_XID);
+}
+
+/* A TRANSACTION_PAYLOAD event ending at next_pos that holds `inner`,
+ * zstd-compressed unless compression is 255; `usize` is the uncompressed
+ * size it claims (0: the true one).  Its checksum is right. */
+static void
+payload_event(struct payload *ev, const struct payload *inner,
+    unsigned compression, uint64_t usize, uint32_t next_pos)
+{
+	struct payload body = { 0 };
+	uint8_t *data = inner->b;
+	size_t data_len = inner->n, at;
+
+	if (compression == 0) {
+		size_t cap = ZSTD_compressBound(inner->n);
+
+		data = malloc(cap);
+		assert_non_null(data);
+		data_len = ZSTD_compress(data, cap, inner->b, inner->n, 3);
+		assert_false(ZSTD_isError(data_len));
+	}
+	pl_field(&body, 2, compression);
+	if (compression == 0)
+		pl_field(&body, 3, usize != 0 ? usize : inner->n);
+	pl_field(&body, 1, data_len);
+	pl_packed(&body, 0);
+	pl_put(&body, data, data_len);
+	if (data != inner->b)
+		free(data);
+	ev->n = 0;
+	pl_le(ev, 1700000000, 4);
+	pl_le(ev, 40, 1);
+	pl_le(ev, 1, 4);
+	pl_le(ev, 19 + body.n + 4, 4);
+	pl_le(ev, next_pos, 4);
+	pl_le(ev, 0, 2);
+	pl_put(ev, body.b, body.n);
+	at = ev->n;
+	pl_le(ev, crc32(0L, ev->b, (uInt)at), 4);
+	free(body.b);
+}
+
+/* The fixture up to T1's GTID event, then the payload event. */
+static int
+feed_t1_payload(struct fx *f, const struct payload *ev, tor_err *err)
+{
+	int rc;
+
+	start_at(f, FILE_NAME, 4, "");
+	if ((rc = feed_range(f, 4 + event_size(f, 4), T1_MAP, err)) != 0)
+		return rc;
+	return tor_reader_feed(f->rd, ev->b, ev->n, err);
+}
+
+/* Compressed or not, T1 in a payload gives what T1 as plain events gives:
+ * the same rows with the same tor.pos, the group's end at the payload's
+ * end; the file after it reads on as before. */
+static void
+test_payload_reads_like_plain_events(void **state)
+{
+	struct fx *f = *state;
+	struct payload inner = { 0 }, ev = { 0 };
+	char plain[256], rows[256], pos[3][128];
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, 4, "");
+	assert_int_equal(feed_range(f, 4 + event_size(f, 4), T1_END, &err), 0);
+	rows_text(f, plain, sizeof(plain));
+	assert_string_equal(plain, "a1 a2 a3");
+	for (int i = 0; i < 3; i++)
+		snprintf(pos[i], sizeof(pos[i]), "%s", f->recs[i + 1].pos);
+	t1_inner(&inner, f, 1);
+	for (unsigned c = 0; c < 2; c++) {
+		payload_event(&ev, &inner, c == 0 ? 0 : 255, 0, T1_END);
+		f->n = 0;
+		assert_int_equal(feed_t1_payload(f, &ev, &err), 0);
+		rows_text(f, rows, sizeof(rows));
+		assert_string_equal(rows, "a1 a2 a3");
+		for (int i = 0; i < 3; i++)
+			assert_string_equal(f->recs[i + 1].pos, pos[i]);
+		assert_true(has_commit_at(f, T1_END));
+		assert_int_equal(tor_reader_feed(f->rd, f->data + T1_END,
+		    event_size(f, T1_END), &err), 0);
+	}
+	free(inner.b);
+	free(ev.b);
+}
+
+/* A payload of 320 KB of events (4,000 rows events) is read through a
+ * buffer that holds a few of them: every row, in order, row indices 0 to
+ * 11,999 of one group. */
+static void
+test_payload_big_transaction(void **state)
+{
+	struct fx *f = *state;
+	struct payload inner = { 0 }, ev = { 0 };
+	tor_err err = { "" };
+	const char *idx;
+
+	t1_inner(&inner, f, 4000);
+	assert_true(inner.n > 300000);
+	payload_event(&ev, &inner, 0, 0, T1_END);
+	assert_int_equal(feed_t1_payload(f, &ev, &err), 0);
+	assert_int_equal(f->rows_seen, 12000);
+	idx = strrchr(f->last_pos, ':');
+	assert_non_null(idx);
+	assert_string_equal(idx, ":11999");
+	assert_int_equal(f->last_end, T1_END);
+	free(inner.b);
+	free(ev.b);
+}
+
+/* Payloads that lie halt the reader, naming the payload's position and
+ * what is wrong; nothing of them is handed out as a committed group. */
+static void
+test_payload_bad_halts(void **state)
+{
+	struct fx *f = *state;
+	struct payload inner = { 0 }, ev = { 0 };
+	tor_err err = { "" };
+
+	t1_inner(&inner, f, 1);
+	/* The compressed data cut short (sizes fixed up to match). */
+	payload_event(&ev, &inner, 0, 0, T1_END);
+	{
+		struct payload cut = { 0 }, head = { 0 };
+		size_t clen = ZSTD_compressBound(inner.n);
+		uint8_t *c = malloc(clen);
+
+		clen = ZSTD_compress(c, clen, inner.b, inner.n, 3);
+		pl_field(&head, 2, 0);
+		pl_field(&head, 3, inner.n);
+		pl_field(&head, 1, clen - 8);
+		pl_packed(&head, 0);
+		pl_put(&head, c, clen - 8);
+		pl_le(&cut, 1700000000, 4);
+		pl_le(&cut, 40, 1);
+		pl_le(&cut, 1, 4);
+		pl_le(&cut, 19 + head.n + 4, 4);
+		pl_le(&cut, T1_END, 4);
+		pl_le(&cut, 0, 2);
+		pl_put(&cut, head.b, head.n);
+		pl_le(&cut, crc32(0L, cut.b, (uInt)cut.n), 4);
+		assert_int_equal(feed_t1_payload(f, &cut, &err), -1);
+		assert_non_null(strstr(err.msg, "TRANSACTION_PAYLOAD"));
+		assert_non_null(strstr(err.msg, "binlog event at " FILE_NAME
+		    ":"));
+		assert_false(has_commit_at(f, T1_END));
+		free(c);
+		free(cut.b);
+		free(head.b);
+	}
+	/* An uncompressed size that is not the events': found only at the
+	 * end, once its events (whole and decoded) were read, its commit
+	 * included; the reader halts there all the same. */
+	f->n = 0;
+	payload_event(&ev, &inner, 0, inner.n + 100, T1_END);
+	assert_int_equal(feed_t1_payload(f, &ev, &err), -1);
+	assert_non_null(strstr(err.msg, "TRANSACTION_PAYLOAD"));
+	assert_non_null(strstr(err.msg, "the event says"));
+	/* An inner event whose size runs past the payload. */
+	f->n = 0;
+	inner.b[9 + 2] = 0x10;
+	payload_event(&ev, &inner, 255, 0, T1_END);
+	assert_int_equal(feed_t1_payload(f, &ev, &err), -1);
+	assert_non_null(strstr(err.msg, "offset 0"));
+	assert_non_null(strstr(err.msg, "says it is"));
+	/* A payload inside a payload. */
+	f->n = 0;
+	{
+		struct payload nested = { 0 };
+
+		t1_inner(&inner, f, 1);
+		inner.n = 0;
+		t1_inner(&inner, f, 1);
+		payload_event(&ev, &inner, 255, 0, T1_END);
+		nested.n = 0;
+		pl_put(&nested, ev.b, ev.n - 4);
+		nested.b[9] = (uint8_t)(ev.n - 4);
+		nested.b[10] = (uint8_t)((ev.n - 4) >> 8);
+		payload_event(&ev, &nested, 255, 0, T1_END);
+		assert_int_equal(feed_t1_payload(f, &ev, &err), -1);
+		assert_non_null(strstr(err.msg, "holds a TRANSACTION_PAYLOAD"));
+		free(nested.b);
+	}
+	/* An unknown compression type. */
+	f->n = 0;
+	payload_event(&ev, &inner, 7, 0, T1_END);
+	assert_int_equal(feed_t1_payload(f, &ev, &err), -1);
+	assert_non_null(strstr(err.msg, "compression type 7"));
+	free(inner.b);
+	free(ev.b);
+}
+
 int
 main(void)
 {
@@ -664,6 +950,12 @@ main(void)
 		    test_rows_before_a_group_read_again_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_reopened_stream_forgets_later_table_maps, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_payload_reads_like_plain_events, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_payload_big_transaction,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_payload_bad_halts, setup,
 		    teardown),
 	};
 
