@@ -82,7 +82,8 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
 	$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_LIB_OBJ) $(LIBS) -lcmocka
 
 # libFuzzer targets over the parts that do no I/O: the decoders, the config
-# loader, the reader with the outbox mapping, MySQL's compressed payloads.  A target's own sources are
+# loader, the reader with the outbox mapping, MySQL's compressed payloads,
+# `tor decode`'s file reader.  A target's own sources are
 # extra prerequisites (every .c prerequisite is compiled in), its own
 # libraries FUZZ_LIBS.  ha/checkpoint.c holds the position parser and drags
 # lease.c and redis.c (hiredis) in; nothing there is called.
@@ -93,6 +94,9 @@ build/fuzz/fuzz_config: FUZZ_LIBS := -lconfig -lsodium -lhiredis
 build/fuzz/fuzz_outbox: src/reader.c src/outbox.c src/binlog_payload.c \
 	$(FUZZ_POS_SRC)
 build/fuzz/fuzz_outbox: FUZZ_LIBS := -lsodium -lhiredis -lzstd
+build/fuzz/fuzz_decode: src/decode.c src/reader.c src/outbox.c \
+	src/binlog_payload.c $(FUZZ_POS_SRC)
+build/fuzz/fuzz_decode: FUZZ_LIBS := -lsodium -lhiredis -lzstd
 build/fuzz/fuzz_payload: src/binlog_payload.c
 build/fuzz/fuzz_payload: FUZZ_LIBS := -lzstd
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(HDRS)

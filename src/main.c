@@ -6,6 +6,7 @@
  * for a configuration error, 1 for a fatal runtime error.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "tor/cli.h"
 #include "tor/config.h"
+#include "tor/decode.h"
 #include "tor/log.h"
 #include "tor/relay.h"
 #include "tor/version.h"
@@ -53,6 +55,9 @@ usage(FILE *out)
 	    "       tor checkpoint set --to POS -c FILE\n"
 	    "                                        move it: <file>:<pos>, a "
 	    "GTID list, or end\n"
+	    "       tor decode -c FILE [--all-events] BINLOG...\n"
+	    "                                        what tor would publish "
+	    "from binlog files\n"
 	    "       tor --version\n");
 }
 
@@ -62,6 +67,7 @@ enum command {
 	CMD_STATUS,
 	CMD_CHECKPOINT_SHOW,
 	CMD_CHECKPOINT_SET,
+	CMD_DECODE,
 };
 
 /* The words before the options: "status", "checkpoint show|set". */
@@ -74,6 +80,11 @@ parse_command(int argc, char **argv, enum command *cmd, int *used)
 		return 0;
 	if (strcmp(argv[1], "status") == 0) {
 		*cmd = CMD_STATUS;
+		*used = 1;
+		return 0;
+	}
+	if (strcmp(argv[1], "decode") == 0) {
+		*cmd = CMD_DECODE;
 		*used = 1;
 		return 0;
 	}
@@ -121,12 +132,14 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'k' },
 		{ "to", required_argument, NULL, 't' },
+		{ "all-events", no_argument, NULL, 'a' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tor_config cfg;
 	const char *path = NULL, *to = NULL;
+	bool all_events = false;
 	enum command cmd;
 	tor_err err;
 	int opt, rc, used;
@@ -149,6 +162,9 @@ main(int argc, char **argv)
 		case 't':
 			to = optarg;
 			break;
+		case 'a':
+			all_events = true;
+			break;
 		case 'V':
 			printf("tor %s\n", TOR_VERSION);
 			return 0;
@@ -160,8 +176,9 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL || optind != argc ||
-	    (cmd == CMD_CHECKPOINT_SET) != (to != NULL)) {
+	if (path == NULL || (cmd == CMD_DECODE) != (optind < argc) ||
+	    (cmd == CMD_CHECKPOINT_SET) != (to != NULL) ||
+	    (all_events && cmd != CMD_DECODE)) {
 		usage(stderr);
 		return 2;
 	}
@@ -185,6 +202,13 @@ main(int argc, char **argv)
 		break;
 	case CMD_CHECKPOINT_SET:
 		rc = tor_cli_checkpoint_set(&cfg, to, stdout);
+		break;
+	case CMD_DECODE:
+		/* Of the reader's log lines only warnings (an XA whose
+		 * prepare is not in the files): stdout holds the JSON. */
+		tor_log_setup(TOR_LOG_WARN, cfg.log.format, cfg.instance);
+		rc = tor_decode_files(&cfg, argv + optind, argc - optind,
+		    all_events, stdout, stderr);
 		break;
 	default:
 		rc = run_replica(&cfg);

@@ -104,10 +104,12 @@ struct tor_reader {
 };
 
 static void
-count_skip(struct tor_reader *rd, enum tor_skip_reason why)
+count_skip(struct tor_reader *rd, enum tor_skip_reason why, const char *pos)
 {
 	atomic_fetch_add_explicit(&rd->metrics->skipped[why], 1,
 	    memory_order_relaxed);
+	if (rd->ops.skipped != NULL)
+		rd->ops.skipped(rd->ctx, why, pos);
 }
 
 struct tor_reader *
@@ -473,7 +475,8 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 			rd->counts.updated++;
 		else
 			rd->counts.deleted++;
-		count_skip(rd, update ? TOR_SKIP_UPDATE : TOR_SKIP_DELETE);
+		count_skip(rd, update ? TOR_SKIP_UPDATE : TOR_SKIP_DELETE,
+		    NULL);
 		tor_rows_free(&rows);
 		return 0;
 	}
@@ -501,7 +504,7 @@ on_rows(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 			break;
 		if (rc == TOR_OUTBOX_SKIPPED) {
 			rd->counts.skipped++;
-			count_skip(rd, TOR_SKIP_UNROUTED);
+			count_skip(rd, TOR_SKIP_UNROUTED, pos);
 			continue;
 		}
 		if (rd->xa_group) {

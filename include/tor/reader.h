@@ -61,6 +61,9 @@ struct tor_reader_ops {
 	 * commit) must keep the checkpoint before it until release(seq). */
 	int (*hold)(void *ctx, uint64_t seq, tor_err *err);
 	void (*release)(void *ctx, uint64_t seq);
+	/* Optional: a row (its tor.pos) or a whole rows event (pos NULL) is
+	 * not published, and why.  Already counted in the metrics. */
+	void (*skipped)(void *ctx, enum tor_skip_reason why, const char *pos);
 };
 
 struct tor_reader;
