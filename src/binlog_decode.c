@@ -186,6 +186,7 @@ tor_event_name(uint8_t type)
 	case TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS: return "PARTIAL_UPDATE_ROWS";
 	case TOR_EV_MYSQL_TRANSACTION_PAYLOAD: return "TRANSACTION_PAYLOAD";
 	case TOR_EV_HEARTBEAT_V2: return "HEARTBEAT_V2";
+	case TOR_EV_MYSQL_GTID_TAGGED: return "GTID_TAGGED";
 	case TOR_EV_MARIADB_ANNOTATE_ROWS: return "ANNOTATE_ROWS";
 	case TOR_EV_MARIADB_BINLOG_CHECKPOINT: return "BINLOG_CHECKPOINT";
 	case TOR_EV_MARIADB_GTID: return "MARIADB_GTID";
@@ -496,6 +497,106 @@ tor_rotate_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	return 0;
 }
 
+/*
+ * MySQL's serialization format (8.3+, GTID_TAGGED): integers are
+ * variable-length, the count of trailing one bits of the first byte
+ * saying how many more bytes follow (eight ones: the next eight bytes
+ * are the value), the value shifted left past those bits; signed values
+ * zigzag-encoded.
+ */
+static int
+cur_varlen(struct cursor *c, uint64_t *v, const char *field, tor_err *err)
+{
+	const uint8_t *p;
+	size_t n = 1;
+
+	if (cur_take(c, 1, &p, field, err) == -1)
+		return -1;
+	while (n < 9 && (p[0] >> (n - 1) & 1))
+		n++;
+	if (n > 1 && cur_take(c, n - 1, NULL, field, err) == -1)
+		return -1;
+	if (n == 9)
+		*v = get_le(p + 1, 8);
+	else
+		*v = get_le(p, n) >> n;
+	return 0;
+}
+
+/* The fields of a tagged GTID event, by their number: a message header
+ * (format version, size, last field a reader must know), then (number,
+ * value) pairs in increasing order.  Only the GTID's parts are read. */
+enum {
+	TAGGED_FLAGS = 0, TAGGED_SID = 1, TAGGED_GNO = 2, TAGGED_TAG = 3,
+	TAGGED_LAST_KNOWN = 11,         /* commit_group_ticket, MySQL 8.4 */
+};
+
+static int
+parse_tagged_gtid(struct cursor *c, struct tor_gtid *gtid, tor_err *err)
+{
+	uint64_t version, size, last, id, v, len;
+	const uint8_t *tag, *start = c->p;
+	bool has_sid = false, has_gno = false;
+
+	if (cur_varlen(c, &version, "format version", err) == -1 ||
+	    cur_varlen(c, &size, "size", err) == -1 ||
+	    cur_varlen(c, &last, "last required field", err) == -1)
+		return -1;
+	if (size > (uint64_t)(c->end - start) ||
+	    size < (uint64_t)(c->p - start))
+		return tor_err_set(err, "GTID_TAGGED: size %llu, the event "
+		    "holds %zu and its header alone %zu",
+		    (unsigned long long)size, (size_t)(c->end - start),
+		    (size_t)(c->p - start));
+	c->end = start + size;
+	/* A field a reader must know that this one does not. */
+	if (last > TAGGED_LAST_KNOWN)
+		return tor_err_set(err, "GTID_TAGGED: field %llu is required "
+		    "and unknown to tor (a newer server?)",
+		    (unsigned long long)last);
+	while (cur_left(c) > 0) {
+		if (cur_varlen(c, &id, "field number", err) == -1)
+			return -1;
+		if (id > TAGGED_TAG)
+			break;
+		switch (id) {
+		case TAGGED_FLAGS:
+			if (cur_varlen(c, &v, "flags", err) == -1)
+				return -1;
+			break;
+		case TAGGED_SID:
+			for (int i = 0; i < 16; i++) {
+				if (cur_varlen(c, &v, "source id", err) == -1)
+					return -1;
+				gtid->sid[i] = (uint8_t)v;
+			}
+			has_sid = true;
+			break;
+		case TAGGED_GNO:
+			if (cur_varlen(c, &v, "transaction number", err) == -1)
+				return -1;
+			gtid->gno = (v >> 1) ^ (0 - (v & 1));
+			has_gno = true;
+			break;
+		case TAGGED_TAG:
+			if (cur_varlen(c, &len, "tag length", err) == -1 ||
+			    cur_take(c, len, &tag, "tag", err) == -1)
+				return -1;
+			if (len >= sizeof(gtid->tag))
+				return tor_err_set(err, "GTID_TAGGED: tag of "
+				    "%llu bytes, at most 32",
+				    (unsigned long long)len);
+			memcpy(gtid->tag, tag, len);
+			gtid->tag[len] = '\0';
+			break;
+		}
+	}
+	if (!has_sid || !has_gno)
+		return tor_err_set(err, "GTID_TAGGED: no %s field",
+		    has_sid ? "transaction number" : "source id");
+	return 0;
+}
+
 int
 tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
     struct tor_gtid *gtid, tor_err *err)
@@ -527,6 +628,8 @@ tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
 			return -1;
 		memcpy(gtid->sid, p, 16);
 		return 0;
+	case TOR_EV_MYSQL_GTID_TAGGED:
+		return parse_tagged_gtid(&c, gtid, err);
 	default:
 		return tor_err_set(err, "expected a GTID event, got type %u",
 		    ev->type);
@@ -542,9 +645,10 @@ tor_gtid_format(const struct tor_gtid *gtid, char *buf, size_t cap)
 		return snprintf(buf, cap, "%u-%u-%llu", gtid->domain_id,
 		    gtid->server_id, (unsigned long long)gtid->seq_no);
 	return snprintf(buf, cap, "%02x%02x%02x%02x-%02x%02x-%02x%02x-"
-	    "%02x%02x-%02x%02x%02x%02x%02x%02x:%llu", s[0], s[1], s[2], s[3],
-	    s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[12], s[13],
-	    s[14], s[15], (unsigned long long)gtid->gno);
+	    "%02x%02x-%02x%02x%02x%02x%02x%02x:%s%s%llu", s[0], s[1], s[2],
+	    s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[12],
+	    s[13], s[14], s[15], gtid->tag, gtid->tag[0] != '\0' ? ":" : "",
+	    (unsigned long long)gtid->gno);
 }
 
 int

@@ -59,6 +59,20 @@ is_uuid(const char *s, size_t len)
 	return true;
 }
 
+/* A GTID tag: a letter or '_', then letters, digits or '_', at most 32. */
+static bool
+is_tag(const char *s, size_t len)
+{
+	if (len == 0 || len > 32 || (s[0] >= '0' && s[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' &&
+		    s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+		    s[i] == '_'))
+			return false;
+	return true;
+}
+
 static bool
 set_lineage(struct tor_row_pos *p, const char *s, size_t len)
 {
@@ -128,7 +142,11 @@ tor_row_pos_parse(const char *text, size_t len, struct tor_row_pos *p)
 		return false;
 	if (c1 == NULL)
 		return parse_mariadb(text, (size_t)(c2 - text), p);
-	if (is_uuid(text, (size_t)(c1 - text))) {
+	/* "<uuid>:<n>" or, tagged (MySQL 8.3+), "<uuid>:<tag>:<n>": each
+	 * source and tag numbers its transactions on its own. */
+	if (is_uuid(text, (size_t)(c1 - text)) || (c1 - text > 37 &&
+	    is_uuid(text, 36) && text[36] == ':' &&
+	    is_tag(text + 37, (size_t)(c1 - text - 37)))) {
 		if (!parse_u64(c1 + 1, (size_t)(c2 - c1 - 1), &p->major))
 			return false;
 		p->kind = TOR_POS_MYSQL;

@@ -768,7 +768,8 @@ on_gtid(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	    ev->type != TOR_EV_MYSQL_ANONYMOUS_GTID &&
 	    (g.mariadb != rd->gtid.mariadb || g.seq_no != rd->gtid.seq_no ||
 	    g.domain_id != rd->gtid.domain_id || g.gno != rd->gtid.gno ||
-	    memcmp(g.sid, rd->gtid.sid, sizeof(g.sid)) != 0)) {
+	    memcmp(g.sid, rd->gtid.sid, sizeof(g.sid)) != 0 ||
+	    strcmp(g.tag, rd->gtid.tag) != 0)) {
 		tor_gtid_format(&rd->gtid, a, sizeof(a));
 		tor_gtid_format(&g, b, sizeof(b));
 		return tor_err_set(err, "binlog: the stream reopened at %s:%"
@@ -1011,6 +1012,7 @@ dispatch(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	case TOR_EV_MARIADB_GTID:
 	case TOR_EV_MYSQL_GTID:
 	case TOR_EV_MYSQL_ANONYMOUS_GTID:
+	case TOR_EV_MYSQL_GTID_TAGGED:
 		return on_gtid(rd, ev, err);
 	case TOR_EV_QUERY:
 	case TOR_EV_MARIADB_QUERY_COMPRESSED:

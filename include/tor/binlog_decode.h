@@ -60,6 +60,7 @@ enum tor_event_type {
 	TOR_EV_MYSQL_PARTIAL_UPDATE_ROWS = 39,
 	TOR_EV_MYSQL_TRANSACTION_PAYLOAD = 40,
 	TOR_EV_HEARTBEAT_V2 = 41,
+	TOR_EV_MYSQL_GTID_TAGGED = 42,
 	TOR_EV_MARIADB_ANNOTATE_ROWS = 160,
 	TOR_EV_MARIADB_BINLOG_CHECKPOINT = 161,
 	TOR_EV_MARIADB_GTID = 162,
@@ -141,9 +142,10 @@ struct tor_gtid {
 	                         * no XID or COMMIT after it */
 	bool xa_prepare;        /* FL_PREPARED_XA: the group ends with an
 	                         * XA_PREPARE event, not a commit */
-	/* MySQL: sid:gno (anonymous: all zero). */
+	/* MySQL: sid:gno (anonymous: all zero), or sid:tag:gno (8.3+). */
 	uint8_t sid[16];
 	uint64_t gno;
+	char tag[33];           /* "" untagged */
 };
 
 int tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,

@@ -23,7 +23,8 @@
 /* A row's position as tor.pos writes it, parsed for comparing. */
 struct tor_row_pos {
 	enum { TOR_POS_MARIADB, TOR_POS_MYSQL, TOR_POS_FILE } kind;
-	char lineage[64];       /* domain, server uuid, or binlog base name */
+	char lineage[80];       /* domain, server uuid[:tag], or binlog base
+	                         * name */
 	uint64_t major;         /* seq_no, gno, or the file's sequence number */
 	uint64_t minor;         /* 0, 0, or the transaction's start offset */
 	uint64_t row;

@@ -121,7 +121,8 @@ fuzz_whole(const uint8_t *data, size_t size)
 	static const uint8_t types[] = { TOR_EV_QUERY, TOR_EV_ROTATE,
 	    TOR_EV_FORMAT_DESCRIPTION, TOR_EV_XID, TOR_EV_MYSQL_GTID,
 	    TOR_EV_MARIADB_GTID, TOR_EV_MARIADB_QUERY_COMPRESSED,
-	    TOR_EV_TABLE_MAP };
+	    TOR_EV_TABLE_MAP, TOR_EV_MYSQL_GTID_TAGGED,
+	    TOR_EV_MYSQL_TRANSACTION_PAYLOAD };
 	struct tor_format fmt, f2;
 	struct tor_event ev;
 	tor_err err;
@@ -140,6 +141,7 @@ fuzz_whole(const uint8_t *data, size_t size)
 		size_t len;
 		struct tor_query q;
 		struct tor_gtid g;
+		struct tor_payload_info pl;
 		char file[512];
 		uint64_t v;
 		const char *s, *n;
@@ -167,6 +169,9 @@ fuzz_whole(const uint8_t *data, size_t size)
 			case TOR_EV_TABLE_MAP:
 				(void)tor_table_map_peek(&ev, &fmt, &v, &s,
 				    &sl, &n, &nl, &err);
+				break;
+			case TOR_EV_MYSQL_TRANSACTION_PAYLOAD:
+				(void)tor_payload_parse(&ev, &pl, &err);
 				break;
 			default:
 				if (tor_gtid_parse(&ev, &fmt, &g, &err) == 0)

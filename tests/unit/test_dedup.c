@@ -45,6 +45,18 @@ test_parse(void **state)
 	assert_int_equal(p.kind, TOR_POS_MYSQL);
 	assert_string_equal(p.lineage, "3e11fa47-71ca-11e1-9e33-c80aa9429562");
 	assert_true(p.major == 23 && p.row == 0);
+	/* Tagged (MySQL 8.3+): each source and tag is a sequence. */
+	p = pos("3e11fa47-71ca-11e1-9e33-c80aa9429562:orders_2:23:0");
+	assert_int_equal(p.kind, TOR_POS_MYSQL);
+	assert_string_equal(p.lineage,
+	    "3e11fa47-71ca-11e1-9e33-c80aa9429562:orders_2");
+	assert_true(p.major == 23 && p.row == 0);
+	assert_true(cmp("3e11fa47-71ca-11e1-9e33-c80aa9429562:t:9:0",
+	    "3e11fa47-71ca-11e1-9e33-c80aa9429562:t:8:5") > 0);
+	assert_int_equal(cmp("3e11fa47-71ca-11e1-9e33-c80aa9429562:t:9:0",
+	    "3e11fa47-71ca-11e1-9e33-c80aa9429562:8:5"), TOR_ROW_POS_UNORDERED);
+	assert_false(tor_row_pos_parse(
+	    "3e11fa47-71ca-11e1-9e33-c80aa9429562:9tag:9:0", 45, &p));
 	p = pos("binlog.000017:1234:12");
 	assert_int_equal(p.kind, TOR_POS_FILE);
 	assert_string_equal(p.lineage, "binlog");

@@ -647,6 +647,37 @@ test_reopened_stream_forgets_later_table_maps(void **state)
 	assert_string_equal(rows, "a1 a2 a3");
 }
 
+/* A MySQL 8.3+ tagged GTID opens T1 instead of its MariaDB GTID: its rows'
+ * tor.pos carry the GTID with its tag (the body is one Percona Server
+ * 8.4.11 wrote, see test_binlog_decode). */
+static void
+test_tagged_gtid_names_the_rows(void **state)
+{
+	static const uint8_t body[] = {
+	    0x02, 0x7c, 0x00, 0x00, 0x02, 0x02, 0xee, 0x45, 0x03, 0x41, 0x02,
+	    0x58, 0x02, 0x69, 0x03, 0x22, 0xc5, 0x03, 0x69, 0x02, 0x82, 0x41,
+	    0x02, 0x35, 0x02, 0xdc, 0xbe, 0xdc, 0x35, 0x02, 0x04, 0x04, 0x06,
+	    0x10, 0x74, 0x65, 0x73, 0x74, 0x5f, 0x74, 0x61, 0x67, 0x08, 0x00,
+	    0x0a, 0x04, 0x0c, 0x7f, 0x00, 0x3e, 0x89, 0x00, 0xfa, 0x5b, 0x06,
+	    0x10, 0x45, 0x05, 0x12, 0xdb, 0xd0, 0x09 };
+	struct fx *f = *state;
+	struct bytes ev;
+	tor_err err = { "" };
+
+	start_at(f, FILE_NAME, 4, "");
+	assert_int_equal(feed_range(f, 4 + event_size(f, 4), T1_START, &err),
+	    0);
+	make_event(&ev, 42, T1_MAP, 0, body, sizeof(body));
+	assert_int_equal(tor_reader_feed(f->rd, ev.b, ev.n, &err), 0);
+	for (size_t off = T1_MAP; off < T1_END; off += event_size(f, off))
+		assert_int_equal(tor_reader_feed(f->rd, f->data + off,
+		    event_size(f, off), &err), 0);
+	assert_int_equal(count_rows(f, "a1"), 1);
+	assert_string_equal(f->last_pos,
+	    "77d1902c-01da-11f1-9a41-908d6e5f6e8d:test_tag:1:2");
+	assert_true(has_commit_at(f, T1_END));
+}
+
 /*
  * MySQL's compressed transactions (TRANSACTION_PAYLOAD), built from the
  * fixture's T1 the way MySQL 8.0.20+ writes one: its GTID outside, its
@@ -951,6 +982,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_reopened_stream_forgets_later_table_maps, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_tagged_gtid_names_the_rows, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_payload_reads_like_plain_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_big_transaction,
