@@ -197,11 +197,23 @@ connect_server(const struct tor_config *cfg, int read_timeout_ms, tor_err *err)
 		if (cfg->mysql.tls.mode == TOR_TLS_VERIFY)
 			mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &yes);
 	}
+	/* MySQL 8's caching_sha2_password sends the password over TLS, or
+	 * RSA-encrypted with the server's key: pinned here, or asked for. */
+	if (cfg->mysql.server_public_key[0] != '\0')
+		mysql_optionsv(m, MYSQL_SERVER_PUBLIC_KEY,
+		    cfg->mysql.server_public_key);
 	if (mysql_real_connect(m, cfg->mysql.host, cfg->mysql.user,
 	    cfg->mysql.password, NULL, (unsigned int)cfg->mysql.port, NULL,
 	    0) == NULL) {
-		tor_err_set(err, "mysql %s:%d: %s", cfg->mysql.host,
-		    cfg->mysql.port, mysql_error(m));
+		const char *e = mysql_error(m);
+
+		tor_err_set(err, "mysql %s:%d: %s%s", cfg->mysql.host,
+		    cfg->mysql.port, e, strstr(e, "sha2") != NULL ||
+		    strstr(e, "RSA") != NULL || strstr(e, "sha256") != NULL ?
+		    " (the user authenticates with caching_sha2_password or "
+		    "sha256_password, MySQL 8's default: it needs TLS, "
+		    "mysql.tls.mode = required, or the server's RSA key, "
+		    "mysql.server_public_key)" : "");
 		mysql_close(m);
 		return NULL;
 	}

@@ -57,7 +57,7 @@ static const char *const keys_top[] = { "group", "instance", "mysql",
 	"outbox", "kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
 static const char *const keys_mysql[] = { "host", "port", "user", "password",
 	"password_file", "server_id", "start", "heartbeat_ms",
-	"connect_timeout_ms", "tls", NULL };
+	"connect_timeout_ms", "server_public_key", "tls", NULL };
 static const char *const keys_tls[] = { "mode", "ca", "cert", "key", NULL };
 static const char *const keys_outbox[] = { "tables", "routes",
 	"topic_template", "unrouted", NULL };
@@ -773,8 +773,15 @@ load_mysql(struct loader *ld, const config_setting_t *root)
 	    opt_int32(ld, g, "mysql", "heartbeat_ms", 1000, 1,
 	    &cfg->mysql.heartbeat_ms) == -1 ||
 	    opt_int32(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
-	    &cfg->mysql.connect_timeout_ms) == -1)
+	    &cfg->mysql.connect_timeout_ms) == -1 ||
+	    opt_str(ld, g, "mysql", "server_public_key", "",
+	    &cfg->mysql.server_public_key) == -1)
 		return -1;
+	if (cfg->mysql.server_public_key[0] != '\0' &&
+	    access(cfg->mysql.server_public_key, R_OK) != 0)
+		return fail(ld, lookup(g, "server_public_key"),
+		    "mysql.server_public_key", "cannot read %s: %s",
+		    cfg->mysql.server_public_key, strerror(errno));
 	if (cfg->mysql.user[0] == '\0')
 		return fail(ld, lookup(g, "user"),
 		    "mysql.user", "must not be empty");
@@ -1462,6 +1469,7 @@ print_mysql(const struct tor_config *cfg, FILE *out)
 	print_str(out, 2, "start", cfg->mysql.start);
 	print_int(out, 2, "heartbeat_ms", cfg->mysql.heartbeat_ms);
 	print_int(out, 2, "connect_timeout_ms", cfg->mysql.connect_timeout_ms);
+	print_str(out, 2, "server_public_key", cfg->mysql.server_public_key);
 	fputs("  tls = {\n", out);
 	print_str(out, 4, "mode", tls_modes[cfg->mysql.tls.mode]);
 	print_str(out, 4, "ca", cfg->mysql.tls.ca);
@@ -1623,6 +1631,7 @@ tor_config_free(struct tor_config *cfg)
 	free(cfg->mysql.user);
 	free_secret(cfg->mysql.password);
 	free(cfg->mysql.password_file);
+	free(cfg->mysql.server_public_key);
 	free(cfg->mysql.start);
 	free(cfg->mysql.tls.ca);
 	free(cfg->mysql.tls.cert);

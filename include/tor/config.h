@@ -91,6 +91,9 @@ struct tor_config {
 		char *start;    /* "end" | "beginning" | "<file>:<pos>" | GTID set */
 		int heartbeat_ms;       /* 1000 */
 		int connect_timeout_ms; /* 5000 */
+		/* PEM file of the server's RSA key, for caching_sha2_password
+		 * and sha256_password without TLS; "" asks the server. */
+		char *server_public_key;
 		struct {
 			enum tor_tls_mode mode; /* preferred */
 			char *ca, *cert, *key;  /* "" when unset */

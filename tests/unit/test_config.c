@@ -747,6 +747,9 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_tls_cert_no_key.cfg", "4: mysql.tls.cert: needs mysql.tls.key" },
 	{ "bad_tls_ca_missing.cfg", "6: mysql.tls.ca: cannot read "
 	    "tests/unit/config/no-such-ca.pem: No such file or directory" },
+	{ "bad_server_public_key.cfg", "4: mysql.server_public_key: cannot "
+	    "read tests/unit/config/no-such-key.pem: No such file or "
+	    "directory" },
 	{ "bad_tables_type.cfg",
 	    "4: outbox.tables: expected a list ( { ... }, ... )" },
 	{ "bad_route_topic.cfg", "6: outbox.routes[0].topic: \"order events\" "
