@@ -262,14 +262,14 @@ tor_binlog_check_server(struct tor_binlog *b, tor_err *err)
 		{ "binlog_format", "ROW" },
 		{ "binlog_row_image", "FULL" },
 	};
-	char seen[3][64] = { "", "", "" };
+	char seen[3][64] = { "", "", "" }, gtid_mode[32] = "";
 	bool row_metadata_full = false;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 
 	res = query_rows(b, "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
 	    "('log_bin', 'binlog_format', 'binlog_row_image', "
-	    "'binlog_row_metadata')", err);
+	    "'binlog_row_metadata', 'gtid_mode')", err);
 	if (res == NULL)
 		return TOR_BINLOG_ERROR;
 	while ((row = mysql_fetch_row(res)) != NULL) {
@@ -280,6 +280,8 @@ tor_binlog_check_server(struct tor_binlog *b, tor_err *err)
 				snprintf(seen[i], sizeof(seen[i]), "%s", row[1]);
 		if (strcmp(row[0], "binlog_row_metadata") == 0)
 			row_metadata_full = strcasecmp(row[1], "FULL") == 0;
+		if (strcmp(row[0], "gtid_mode") == 0)
+			snprintf(gtid_mode, sizeof(gtid_mode), "%s", row[1]);
 	}
 	mysql_free_result(res);
 	for (size_t i = 0; i < 3; i++) {
@@ -290,6 +292,15 @@ tor_binlog_check_server(struct tor_binlog *b, tor_err *err)
 			    needs[i].name, seen[i], needs[i].name,
 			    needs[i].want), TOR_BINLOG_FATAL;
 	}
+	/* MySQL only (MariaDB's GTIDs are always on and have no such
+	 * variable). */
+	if (gtid_mode[0] != '\0')
+		log_info("binlog", "MySQL gtid_mode %s: %s; tor resumes by "
+		    "file:pos on MySQL (its GTID resume needs a protocol call "
+		    "the client library lacks)", gtid_mode,
+		    strcasecmp(gtid_mode, "ON") == 0 ? "every row's tor.pos "
+		    "names its transaction's GTID" : "rows of transactions "
+		    "without a GTID carry <file>:<pos>:<row> in tor.pos");
 	if (!row_metadata_full)
 		log_warn("binlog", "binlog_row_metadata is not FULL: column names "
 		    "come from information_schema, which is only right while the "
