@@ -309,6 +309,78 @@ tor_binlog_check_server(struct tor_binlog *b, tor_err *err)
 	return 0;
 }
 
+/* Whether the result's first column holds name (MySQL column names are
+ * compared without case). */
+static bool
+has_column(MYSQL_RES *res, const char *name)
+{
+	MYSQL_ROW row;
+
+	mysql_data_seek(res, 0);
+	while ((row = mysql_fetch_row(res)) != NULL)
+		if (row[0] != NULL && strcasecmp(row[0], name) == 0)
+			return true;
+	return false;
+}
+
+/* The configured columns of t that the table lacks, the first one. */
+static const char *
+missing_column(const struct tor_outbox_table *t, MYSQL_RES *res)
+{
+	const char *cols[4] = { t->col_id, t->col_key, t->col_type,
+	    t->col_payload };
+
+	for (size_t i = 0; i < 4; i++)
+		if (cols[i] != NULL && !has_column(res, cols[i]))
+			return cols[i];
+	for (size_t i = 0; i < t->n_headers; i++)
+		if (!has_column(res, t->headers[i].column))
+			return t->headers[i].column;
+	return NULL;
+}
+
+int
+tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err)
+{
+	const struct tor_config *cfg = b->cfg;
+
+	for (size_t i = 0; i < cfg->outbox.n_tables; i++) {
+		const struct tor_outbox_table *t = &cfg->outbox.tables[i];
+		char schema[2 * 64 + 1], table[2 * 64 + 1], sql[400];
+		const char *missing;
+		MYSQL_RES *res;
+
+		if (strlen(t->schema) > 64 || strlen(t->table) > 64)
+			return tor_err_set(err, "%s.%s: a name longer than 64 "
+			    "characters", t->schema, t->table), TOR_BINLOG_FATAL;
+		if (ensure_query(b, err) < 0)
+			return TOR_BINLOG_ERROR;
+		mysql_real_escape_string(b->query, schema, t->schema,
+		    (unsigned long)strlen(t->schema));
+		mysql_real_escape_string(b->query, table, t->table,
+		    (unsigned long)strlen(t->table));
+		snprintf(sql, sizeof(sql), "SELECT COLUMN_NAME FROM "
+		    "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' AND "
+		    "TABLE_NAME = '%s'", schema, table);
+		if ((res = query_rows(b, sql, err)) == NULL)
+			return TOR_BINLOG_ERROR;
+		if (mysql_num_rows(res) == 0) {
+			mysql_free_result(res);
+			return tor_err_set(err, "%s.%s: no such table (or the "
+			    "user %s may not see it: grant it SELECT) on mysql "
+			    "%s:%d", t->schema, t->table, cfg->mysql.user,
+			    cfg->mysql.host, cfg->mysql.port), TOR_BINLOG_FATAL;
+		}
+		missing = missing_column(t, res);
+		mysql_free_result(res);
+		if (missing != NULL)
+			return tor_err_set(err, "%s.%s.%s: no such column (outbox "
+			    "table at %s:%d)", t->schema, t->table, missing,
+			    cfg->path, t->line), TOR_BINLOG_FATAL;
+	}
+	return 0;
+}
+
 /* The binlog files the server still has, in order, one per row. */
 static MYSQL_RES *
 binary_logs(struct tor_binlog *b, tor_err *err)

@@ -67,7 +67,7 @@ static const char *const keys_columns[] = { "id", "key", "type", "payload",
 	NULL };
 static const char *const keys_header[] = { "column", "header", NULL };
 static const char *const keys_route[] = { "match", "topic", "icase", NULL };
-static const char *const keys_kafka[] = { "brokers", "mode",
+static const char *const keys_kafka[] = { "brokers", "mode", "partitioner",
 	"transactional_id", "checkpoint_topic", "topics", "properties", NULL };
 static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
@@ -85,6 +85,8 @@ static const char *const tls_modes[] = { "disabled", "preferred", "required",
 	"verify", NULL };
 static const char *const kafka_modes[] = { "idempotent", "transactional",
 	NULL };
+static const char *const partitioners[] = { "murmur2", "fnv1a", "crc32",
+	NULL };
 static const char *const log_formats[] = { "logfmt", "json", NULL };
 
 /*
@@ -99,8 +101,8 @@ static const struct {
 	    "(no duplicates or reordering on retry)" },
 	{ "acks", "the idempotent producer needs acks=all" },
 	{ "request.required.acks", "the idempotent producer needs acks=all" },
-	{ "partitioner", "tor uses murmur2_random so that keys land on the "
-	    "partitions Java producers pick" },
+	{ "partitioner", "set kafka.partitioner instead (tor picks each "
+	    "message's partition itself)" },
 	{ "transactional.id", "set kafka.transactional_id instead" },
 	{ "bootstrap.servers", "set kafka.brokers instead" },
 	{ "metadata.broker.list", "set kafka.brokers instead" },
@@ -1131,13 +1133,15 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 	struct tor_config *cfg = ld->cfg;
 	config_setting_t *g, *topics, *s;
 	char key[KEYLEN], buf[KEYLEN];
-	int mode;
+	int mode, partitioner;
 	size_t n;
 
 	if (opt_group(ld, root, "", "kafka", keys_kafka, &g) == -1 ||
 	    req_str(ld, g, "kafka", "brokers", &cfg->kafka.brokers) == -1 ||
 	    opt_enum(ld, g, "kafka", "mode", kafka_modes, TOR_KAFKA_IDEMPOTENT,
 	    &mode) == -1 ||
+	    opt_enum(ld, g, "kafka", "partitioner", partitioners,
+	    TOR_PARTITIONER_MURMUR2, &partitioner) == -1 ||
 	    opt_str(ld, g, "kafka", "transactional_id", "",
 	    &cfg->kafka.transactional_id) == -1 ||
 	    opt_str(ld, g, "kafka", "checkpoint_topic", "__tor_checkpoints",
@@ -1146,6 +1150,7 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 	    "kafka.checkpoint_topic", cfg->kafka.checkpoint_topic) == -1)
 		return -1;
 	cfg->kafka.mode = (enum tor_kafka_mode)mode;
+	cfg->kafka.partitioner = (enum tor_partitioner)partitioner;
 	/* Every replica of a group shares it, so that Kafka fences zombies. */
 	if (cfg->kafka.transactional_id[0] == '\0') {
 		free(cfg->kafka.transactional_id);
@@ -1536,6 +1541,7 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 	fputs("kafka = {\n", out);
 	print_str(out, 2, "brokers", cfg->kafka.brokers);
 	print_str(out, 2, "mode", kafka_modes[cfg->kafka.mode]);
+	print_str(out, 2, "partitioner", partitioners[cfg->kafka.partitioner]);
 	print_str(out, 2, "transactional_id", cfg->kafka.transactional_id);
 	print_str(out, 2, "checkpoint_topic", cfg->kafka.checkpoint_topic);
 	fputs("  topics = (", out);

@@ -5,8 +5,9 @@
  * Two ideas make it work.  First, the producer is configured so that Kafka
  * itself keeps our promises: the idempotent producer (acks=all, at most 5
  * requests in flight, gapless) never reorders or silently drops a message,
- * and murmur2_random puts a key on the same partition as a Java producer
- * would.  Second, nothing happens behind the caller's back: delivery reports
+ * and each key goes to the partition the configured producer family's hash
+ * picks (kafka.partitioner: the Java producer's murmur2 by default).
+ * Second, nothing happens behind the caller's back: delivery reports
  * are served only by tor_sink_poll/tor_sink_flush in the caller's thread, the
  * queue is bounded so memory stays flat, and a full queue is answered with
  * TOR_SINK_BUSY (back-pressure) instead of growing.  Every produced message
@@ -274,8 +275,8 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 	static const char *const defaults[][2] = {
 		{ "enable.idempotence", "true" },
 		{ "acks", "all" },
-		/* The Java producer's partitioner: keys land where other
-		 * producers of the same keys put them. */
+		/* For a topic whose partition count is not known yet, when
+		 * librdkafka picks (tor picks by kafka.partitioner else). */
 		{ "partitioner", "murmur2_random" },
 		/* The most idempotence allows while keeping order. */
 		{ "max.in.flight.requests.per.connection", "5" },
@@ -393,10 +394,13 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 	rd_kafka_queue_io_event_enable(q, sink->wake[1], "r", 1);
 	rd_kafka_queue_destroy(q);
 	log_info("kafka", "producer %s for %s: %s, acks=all, "
-	    "murmur2_random, queue %s messages / %s KiB, linger.ms=%s, "
+	    "partitioner %s, queue %s messages / %s KiB, linger.ms=%s, "
 	    "compression %s, message.timeout.ms=%s", rd_kafka_name(sink->rk),
 	    cfg->kafka.brokers, cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL ?
 	    "transactional" : "idempotent",
+	    cfg->kafka.partitioner == TOR_PARTITIONER_FNV1A ? "fnv1a" :
+	    cfg->kafka.partitioner == TOR_PARTITIONER_CRC32 ? "crc32" :
+	    "murmur2",
 	    sink_conf_value(sink, "queue.buffering.max.messages", q_msgs,
 	    sizeof(q_msgs)),
 	    sink_conf_value(sink, "queue.buffering.max.kbytes", q_kb,
@@ -745,25 +749,43 @@ find_header(const struct tor_message *msg, const char *name)
 	return NULL;
 }
 
-/* The partition of msg in topic t (see tor_sink_partition). */
+/* The partition of msg in topic t (see tor_sink_partition): the
+ * configured producer family's hash of the key.  A row without a key goes
+ * where its tor.pos hashes, so that a replay of it lands where it landed
+ * before (a random partition could not be looked at).  librdkafka's
+ * functions are the families' own: murmur2 the Java producer's (sign bit
+ * cleared), fnv1a Sarama's (absolute value of the signed hash), crc32 its
+ * "consistent". */
 static int32_t
-topic_partition(const struct sink_topic *t, const struct tor_message *msg)
+topic_partition(const struct sink_topic *t, const struct tor_message *msg,
+    enum tor_partitioner how)
 {
 	const struct tor_header *pos;
+	const void *key = "";
+	size_t len = 0;
 
 	if (t->partitions <= 0)
 		return RD_KAFKA_PARTITION_UA;
-	/* The Java producer's hash of the key; a row without a key goes
-	 * where its tor.pos hashes, so that a replay of it lands where it
-	 * landed before (a random partition could not be looked at). */
-	if (msg->key != NULL)
-		return rd_kafka_msg_partitioner_murmur2(t->rkt, msg->key,
-		    msg->key_len, t->partitions, NULL, NULL);
-	if ((pos = find_header(msg, "tor.pos")) != NULL && pos->value != NULL)
-		return rd_kafka_msg_partitioner_murmur2(t->rkt, pos->value,
-		    pos->len, t->partitions, NULL, NULL);
-	return rd_kafka_msg_partitioner_murmur2(t->rkt, "", 0, t->partitions,
-	    NULL, NULL);
+	if (msg->key != NULL) {
+		key = msg->key;
+		len = msg->key_len;
+	} else if ((pos = find_header(msg, "tor.pos")) != NULL &&
+	    pos->value != NULL) {
+		key = pos->value;
+		len = pos->len;
+	}
+	switch (how) {
+	case TOR_PARTITIONER_FNV1A:
+		return rd_kafka_msg_partitioner_fnv1a(t->rkt, key, len,
+		    t->partitions, NULL, NULL);
+	case TOR_PARTITIONER_CRC32:
+		return rd_kafka_msg_partitioner_consistent(t->rkt, key, len,
+		    t->partitions, NULL, NULL);
+	case TOR_PARTITIONER_MURMUR2:
+	default:
+		return rd_kafka_msg_partitioner_murmur2(t->rkt, key, len,
+		    t->partitions, NULL, NULL);
+	}
 }
 
 int
@@ -774,7 +796,7 @@ tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
 	if (msg->topic == NULL ||
 	    (t = sink_topic_entry(sink, msg->topic)) == NULL)
 		return -1;
-	return topic_partition(t, msg);
+	return topic_partition(t, msg, sink->cfg->kafka.partitioner);
 }
 
 /* One librdkafka header list from the message's headers; NULL when none. */
@@ -813,7 +835,7 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 		return tor_err_set(err, "kafka: topic %s: %s", msg->topic,
 		    rd_kafka_err2str(rd_kafka_last_error()));
 	rkt = t->rkt;
-	partition = topic_partition(t, msg);
+	partition = topic_partition(t, msg, sink->cfg->kafka.partitioner);
 	hdrs = sink_headers(msg);
 	code = rd_kafka_producev(sink->rk,
 	    RD_KAFKA_V_RKT(rkt),

@@ -1118,15 +1118,17 @@ choose_start(struct relay *r, tor_err *err)
 	return 0;
 }
 
-/* Waits for MySQL, checks it, and resolves mysql.start for a group that
- * has no checkpoint anywhere. */
+/* Waits for MySQL, checks it and the outbox tables' names, and resolves
+ * mysql.start for a group that has no checkpoint anywhere. */
 static int
 check_source(struct relay *r, tor_err *err)
 {
 	int backoff = RECONNECT_MIN_MS, rc;
 	char text[300];
 
-	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0) {
+	/* The outbox's names are checked now, not at its first row. */
+	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0 ||
+	    (rc = tor_binlog_check_outbox(r->binlog, err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
 			return -1;
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)

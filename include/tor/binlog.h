@@ -31,6 +31,12 @@ void tor_binlog_free(struct tor_binlog *b);
  * with a message naming the variable, its value and what tor needs. */
 int tor_binlog_check_server(struct tor_binlog *b, tor_err *err);
 
+/* Looks the configured outbox tables and their columns up in
+ * information_schema: 0, TOR_BINLOG_ERROR when the server cannot be asked,
+ * TOR_BINLOG_FATAL with "schema.table: no such table" or
+ * "schema.table.column: no such column". */
+int tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err);
+
 /* Turns mysql.start into a position: "end" is the server's current end of
  * binlog, "beginning" the first binlog file it still has, "<file>:<pos>" and
  * GTID lists as given. */

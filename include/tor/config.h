@@ -38,6 +38,13 @@ enum tor_kafka_mode {
 	TOR_KAFKA_TRANSACTIONAL,
 };
 
+/* Which producer family's key hash picks a message's partition. */
+enum tor_partitioner {
+	TOR_PARTITIONER_MURMUR2,        /* the Java producer's */
+	TOR_PARTITIONER_FNV1A,          /* Sarama's (the Go tor) */
+	TOR_PARTITIONER_CRC32,          /* librdkafka's "consistent" */
+};
+
 /* One `outbox.tables` entry.  Column names are as configured; `id` may be
  * NULL (no event-id column).  `line` is the entry's line in the file, for
  * errors found later (a column missing from the real table). */
@@ -113,6 +120,7 @@ struct tor_config {
 	struct {
 		char *brokers;  /* required */
 		enum tor_kafka_mode mode;
+		enum tor_partitioner partitioner;       /* murmur2 */
 		char *transactional_id; /* resolved: "tor-<group>" when "" */
 		char *checkpoint_topic; /* "__tor_checkpoints" */
 		struct tor_topic_spec *topics;

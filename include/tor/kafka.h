@@ -1,6 +1,7 @@
 /*
  * The Kafka sink: one asynchronous librdkafka producer (idempotent,
- * acks=all, murmur2_random partitioner), batched by librdkafka.
+ * acks=all, the partition picked by kafka.partitioner), batched by
+ * librdkafka.
  *
  * Delivery reports are served only inside tor_sink_poll/tor_sink_flush, in
  * the caller's thread, so the ack callback needs no locking.  The producer's
@@ -77,9 +78,10 @@ int tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
  * this sink, or -1 when unknown (the topic could not be looked up). */
 int tor_sink_partitions(struct tor_sink *sink, const char *topic);
 
-/* The partition tor_sink_produce gives msg: the Java producer's murmur2 of
- * the key, or of tor.pos for a message without a key; -1 when the topic's
- * partition count is unknown (librdkafka's murmur2_random decides then). */
+/* The partition tor_sink_produce gives msg: kafka.partitioner's hash (the
+ * Java producer's murmur2, Sarama's fnv1a or crc32) of the key, or of
+ * tor.pos for a message without a key; -1 when the topic's partition count
+ * is unknown (librdkafka's murmur2_random decides then). */
 int tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg);
 
 /* Serves delivery reports (calling the ack function) for up to timeout_ms.

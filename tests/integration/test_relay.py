@@ -287,15 +287,40 @@ def test_broker_down_five_seconds(stack):
     check_per_key_order(first.values())
 
 
-def test_missing_configured_column_halts(stack):
+def test_column_dropped_while_running_halts_at_its_row(stack):
+    """A configured column dropped after the replica started: the first
+    row without it halts the relay, naming it, and nothing after it is
+    published."""
     name = "relay_h1"
     table, ov = make_outbox(stack, name)
-    ov["outbox"]["tables"][0]["columns"]["payload"] = "body"
+    ov["outbox"]["tables"][0]["headers"] = [{"column": "trace_id",
+                                            "header": "trace"}]
     tor = Tor(stack, ov).start()
     tor.wait_log("starting at", timeout=30)
+    stack.sql("ALTER TABLE %s DROP COLUMN trace_id" % table)
     insert_range(stack, table, 0, 3, 3)
     assert tor.wait(30) == 1
-    assert "shop.ob_relay_h1.body: no such column" in tor.log_text(), \
+    assert "shop.ob_relay_h1.trace_id: no such column" in tor.log_text(), \
+        tor.log_tail()
+
+
+def test_missing_table_or_column_halts_at_start(stack):
+    """The configured tables and columns are looked up when a replica
+    starts leading: a wrong name halts it then, naming it, with no row
+    written yet (not hours later, at the first row)."""
+    name = "relay_h1s"
+    table, ov = make_outbox(stack, name)
+    ov["outbox"]["tables"][0]["headers"] = [{"column": "traceid",
+                                            "header": "trace"}]
+    tor = Tor(stack, ov).start()
+    assert tor.wait(30) == 1, tor.log_tail()
+    assert "shop.ob_relay_h1s.traceid: no such column" in tor.log_text(), \
+        tor.log_tail()
+    ov["outbox"]["tables"][0]["table"] = "shop.ob_relay_none"
+    del ov["outbox"]["tables"][0]["headers"]
+    tor = Tor(stack, ov).start()
+    assert tor.wait(30) == 1, tor.log_tail()
+    assert "shop.ob_relay_none: no such table" in tor.log_text(), \
         tor.log_tail()
 
 

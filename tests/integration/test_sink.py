@@ -9,6 +9,7 @@ import collections
 import json
 import threading
 import time
+import zlib
 
 import harness
 from harness import Tor, header, read_all, wait_for
@@ -219,3 +220,88 @@ def test_paused_leader_returns_to_follower(stack):
     by_n, _ = read_all_events(stack, name, written[0], timeout=60)
     stop_all(tors)
     assert all(n in by_n for n in range(written[0]))
+
+
+# The three producer families' partitioners, written here from their
+# definitions, independently of tor and librdkafka: the Java client's
+# murmur2 (seed 0x9747b28c, sign bit cleared), Sarama's FNV-1a (32-bit,
+# absolute value of the signed hash) and CRC-32 (librdkafka "consistent").
+def _java_murmur2(data):
+    m, r = 0x5bd1e995, 24
+    h = (0x9747b28c ^ len(data)) & 0xffffffff
+    n4 = len(data) // 4
+    for i in range(n4):
+        k = int.from_bytes(data[4 * i:4 * i + 4], "little")
+        k = (k * m) & 0xffffffff
+        k ^= k >> r
+        k = (k * m) & 0xffffffff
+        h = (h * m) & 0xffffffff
+        h ^= k
+    rest = data[4 * n4:]
+    if len(rest) == 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if len(rest) >= 1:
+        h ^= rest[0]
+        h = (h * m) & 0xffffffff
+    h ^= h >> 13
+    h = (h * m) & 0xffffffff
+    h ^= h >> 15
+    return h
+
+
+def _sarama_fnv1a(data):
+    h = 0x811c9dc5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xffffffff
+    return h
+
+
+REFERENCE = {
+    "murmur2": lambda key, n: (_java_murmur2(key) & 0x7fffffff) % n,
+    "fnv1a": lambda key, n: abs(_sarama_fnv1a(key) - (1 << 32)
+                                if _sarama_fnv1a(key) >= 1 << 31
+                                else _sarama_fnv1a(key)) % n,
+    "crc32": lambda key, n: zlib.crc32(key) % n,
+}
+
+
+def test_partitioner_matches_each_producer_family(stack):
+    """kafka.partitioner: every key lands on the partition the Java client
+    (murmur2), Sarama (fnv1a, the Go tor) or librdkafka's consistent
+    partitioner (crc32) would give it, computed here from each one's
+    definition; 300 keys over 7 partitions."""
+    keys = ["k%d" % i for i in range(250)] + \
+        ["order-%d-\u00e9" % i for i in range(50)]
+    for how in ("murmur2", "fnv1a", "crc32"):
+        name = "part_" + how
+        topic = name + ".order"
+        table = "shop.ob_" + name
+        stack.broker_ctl("create %s 7" % topic)
+        stack.sql("DROP TABLE IF EXISTS %s" % table)
+        stack.sql(harness.outbox_ddl(table))
+        cfg = {
+            "outbox": {"tables": [{"table": table, "columns": {
+                "id": "id", "key": "aggregate_id", "type": "aggregate_type",
+                "payload": "payload"}}],
+                "routes": [{"match": "^order$", "topic": topic}]},
+            "kafka": {"brokers": stack.brokers, "topics": [],
+                      "partitioner": how},
+        }
+        tor = Tor(stack, cfg).start()
+        tor.wait_log("starting at|resuming", timeout=30)
+        stack.sql_many([("INSERT INTO %s (aggregate_type, aggregate_id, "
+                         "payload) VALUES ('order', %%s, %%s)" % table,
+                         [k, "p%d" % i]) for i, k in enumerate(keys)],
+                       user="app")
+        recs = read_all(stack.brokers, topic, count=len(keys), timeout=30)
+        tor.stop()
+        assert len(recs) == len(keys), (how, len(recs))
+        wrong = [(r.key, r.partition, REFERENCE[how](r.key, 7))
+                 for r in recs if r.partition != REFERENCE[how](r.key, 7)]
+        assert not wrong, (how, len(wrong), wrong[:5])
+        used = len(set(r.partition for r in recs))
+        assert used == 7, (how, used)
+        print("  %s: %d keys, each on its %s partition (7 used)" % (
+            how, len(keys), how))
