@@ -194,6 +194,15 @@ emit_quoted(struct render *r, const uint8_t *s, size_t n)
 	return emit(r, "\"", 1);
 }
 
+int
+tor_json_quote(struct tor_buf *out, const uint8_t *s, size_t n)
+{
+	tor_err err;
+	struct render r = { out, SIZE_MAX, &err };
+
+	return emit_quoted(&r, s, n);
+}
+
 /*
  * Doubles as MySQL's my_gcvt(..., MY_GCVT_MAX_FIELD_WIDTH) prints them: the
  * shortest digits that read back as the same double, in fixed notation

@@ -3,8 +3,9 @@
  * status, tor checkpoint show and tor checkpoint set.
  *
  * Each runs once: it opens its own Redis connection (and, for `set`, a MySQL
- * query connection), prints one "key: value" line per fact and says what
- * went wrong on stderr as "tor: <message>".  Exit codes are 0 (yes: a
+ * query connection), prints one "key: value" line per fact (with --json, one
+ * JSON object of the same keys) and says what went wrong on stderr as
+ * "tor: <message>".  Exit codes are 0 (yes: a
  * leader, a checkpoint, a move done), 1 (no: none, or a refused position)
  * and 2 (a service could not be asked).
  *
@@ -23,6 +24,8 @@
 #include <time.h>
 
 #include "tor/binlog.h"
+#include "tor/binlog_json.h"
+#include "tor/buf.h"
 #include "tor/checkpoint.h"
 #include "tor/cli.h"
 #include "tor/lease.h"
@@ -39,6 +42,90 @@ enum checkpoint_state {
 	CHECKPOINT_FOUND,
 	CHECKPOINT_INVALID,     /* the hash is there but does not decode */
 };
+
+/*
+ * What a command found, printed at the end in one go: as "key: value"
+ * lines, or as one JSON object whose keys are the same (the names are part
+ * of the contract, README "Operator commands").  A fact that is absent
+ * ("none", "unknown") is null in JSON.
+ */
+enum fact_kind { FACT_TEXT, FACT_INT, FACT_ABSENT };
+
+struct fact {
+	const char *key;
+	enum fact_kind kind;
+	char text[1200];        /* FACT_TEXT's value; FACT_ABSENT's word */
+	int64_t num;
+};
+
+struct facts {
+	struct fact f[16];
+	size_t n;
+};
+
+static struct fact *
+fact_new(struct facts *fs, const char *key, enum fact_kind kind)
+{
+	struct fact *f = &fs->f[fs->n < 16 ? fs->n++ : 15];
+
+	f->key = key;
+	f->kind = kind;
+	return f;
+}
+
+static void
+fact_text(struct facts *fs, const char *key, const char *value)
+{
+	snprintf(fact_new(fs, key, FACT_TEXT)->text, sizeof(fs->f[0].text),
+	    "%s", value);
+}
+
+static void
+fact_int(struct facts *fs, const char *key, int64_t value)
+{
+	fact_new(fs, key, FACT_INT)->num = value;
+}
+
+static void
+fact_absent(struct facts *fs, const char *key, const char *word)
+{
+	snprintf(fact_new(fs, key, FACT_ABSENT)->text, sizeof(fs->f[0].text),
+	    "%s", word);
+}
+
+static void
+print_facts(FILE *out, const struct facts *fs, bool json)
+{
+	struct tor_buf b = { 0 };
+
+	for (size_t i = 0; i < fs->n; i++) {
+		const struct fact *f = &fs->f[i];
+
+		if (!json) {
+			if (f->kind == FACT_INT)
+				fprintf(out, "%s: %" PRId64 "\n", f->key, f->num);
+			else
+				fprintf(out, "%s: %s\n", f->key, f->text);
+			continue;
+		}
+		fprintf(out, "%s\"%s\": ", i == 0 ? "{" : ", ", f->key);
+		if (f->kind == FACT_INT) {
+			fprintf(out, "%" PRId64, f->num);
+		} else if (f->kind == FACT_ABSENT) {
+			fputs("null", out);
+		} else {
+			b.len = 0;
+			if (tor_json_quote(&b, (const uint8_t *)f->text,
+			    strlen(f->text)) == 0)
+				fwrite(b.data, 1, b.len, out);
+			else
+				fputs("null", out);
+		}
+	}
+	if (json)
+		fputs(fs->n > 0 ? "}\n" : "{}\n", out);
+	tor_buf_free(&b);
+}
 
 static int
 fail(int code, const tor_err *err)
@@ -104,37 +191,40 @@ read_checkpoint(struct tor_redis *r, const struct tor_config *cfg,
 }
 
 static void
-print_checkpoint(FILE *out, enum checkpoint_state state,
+checkpoint_facts(struct facts *fs, enum checkpoint_state state,
     const struct tor_checkpoint *cp, const tor_err *invalid)
 {
 	char text[sizeof(cp->pos.file) + sizeof(cp->pos.gtid) + 32];
 
 	if (state == CHECKPOINT_NONE) {
-		fprintf(out, "checkpoint: none\n");
+		fact_absent(fs, "checkpoint", "none");
 		return;
 	}
 	if (state == CHECKPOINT_INVALID) {
-		fprintf(out, "checkpoint: invalid (%s)\n", invalid->msg);
+		snprintf(text, sizeof(text), "invalid (%s)", invalid->msg);
+		fact_text(fs, "checkpoint", text);
 		return;
 	}
 	tor_position_format(&cp->pos, text, sizeof(text));
-	fprintf(out, "checkpoint: %s\n", text);
-	fprintf(out, "checkpoint_gtid: %s\n",
-	    cp->pos.gtid[0] != '\0' ? cp->pos.gtid : "none");
-	fprintf(out, "checkpoint_token: %" PRIu64 "\n", cp->epoch);
+	fact_text(fs, "checkpoint", text);
+	if (cp->pos.gtid[0] != '\0')
+		fact_text(fs, "checkpoint_gtid", cp->pos.gtid);
+	else
+		fact_absent(fs, "checkpoint_gtid", "none");
+	fact_int(fs, "checkpoint_token", (int64_t)cp->epoch);
 	/* A writer's clock ahead of ours would make the age negative. */
 	if (cp->updated_ms > 0) {
 		int64_t age = now_ms() - cp->updated_ms;
 
-		fprintf(out, "checkpoint_age_ms: %" PRId64 "\n",
-		    age > 0 ? age : 0);
+		fact_int(fs, "checkpoint_age_ms", age > 0 ? age : 0);
 	} else
-		fprintf(out, "checkpoint_age_ms: unknown\n");
+		fact_absent(fs, "checkpoint_age_ms", "unknown");
 }
 
 int
-tor_cli_status(const struct tor_config *cfg, FILE *out)
+tor_cli_status(const struct tor_config *cfg, bool json, FILE *out)
 {
+	struct facts fs = { .n = 0 };
 	struct tor_checkpoint cp;
 	enum checkpoint_state state;
 	struct tor_redis *r;
@@ -156,29 +246,34 @@ tor_cli_status(const struct tor_config *cfg, FILE *out)
 	}
 	tor_redis_free(r);
 
-	fprintf(out, "group: %s\n", cfg->group);
+	fact_text(&fs, "group", cfg->group);
 	if (held && (strcmp(leader, TOR_LEASE_OPERATOR) == 0 ||
 	    strcmp(leader, TOR_LEASE_HOLD) == 0)) {
+		char by[300];
+
 		/* After `checkpoint set`, or Redis's loss of its data: nobody
 		 * leads until it expires. */
-		fprintf(out, "leader: none\n");
-		fprintf(out, "paused_by: %s (token %" PRIu64 ")\n", leader,
+		fact_absent(&fs, "leader", "none");
+		snprintf(by, sizeof(by), "%s (token %" PRIu64 ")", leader,
 		    token);
-		fprintf(out, "pause_ms_left: %" PRId64 "\n", ttl_ms);
+		fact_text(&fs, "paused_by", by);
+		fact_int(&fs, "pause_ms_left", ttl_ms);
 		held = 0;
 	} else if (held) {
-		fprintf(out, "leader: %s\n", leader);
-		fprintf(out, "token: %" PRIu64 "\n", token);
-		fprintf(out, "lease_ms_left: %" PRId64 "\n", ttl_ms);
+		fact_text(&fs, "leader", leader);
+		fact_int(&fs, "token", (int64_t)token);
+		fact_int(&fs, "lease_ms_left", ttl_ms);
 	} else
-		fprintf(out, "leader: none\n");
-	print_checkpoint(out, state, &cp, &invalid);
+		fact_absent(&fs, "leader", "none");
+	checkpoint_facts(&fs, state, &cp, &invalid);
+	print_facts(out, &fs, json);
 	return held ? CLI_YES : CLI_NO;
 }
 
 int
-tor_cli_checkpoint_show(const struct tor_config *cfg, FILE *out)
+tor_cli_checkpoint_show(const struct tor_config *cfg, bool json, FILE *out)
 {
+	struct facts fs = { .n = 0 };
 	struct tor_checkpoint cp;
 	enum checkpoint_state state;
 	struct tor_redis *r;
@@ -191,7 +286,8 @@ tor_cli_checkpoint_show(const struct tor_config *cfg, FILE *out)
 	tor_redis_free(r);
 	if (rc < 0)
 		return fail(CLI_ERROR, &err);
-	print_checkpoint(out, state, &cp, &err);
+	checkpoint_facts(&fs, state, &cp, &err);
+	print_facts(out, &fs, json);
 	switch (state) {
 	case CHECKPOINT_FOUND:
 		return CLI_YES;
@@ -300,11 +396,17 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 		tor_redis_free(r);
 		return fail(CLI_ERROR, &err);
 	}
-	print_checkpoint(out, CHECKPOINT_FOUND, &cp, NULL);
-	if (cp.pos.file[0] == '\0')
-		fprintf(out, "note: a GTID position is checked by the server "
-		    "only when a leader starts streaming from it\n");
+	{
+		struct facts fs = { .n = 0 };
+
+		checkpoint_facts(&fs, CHECKPOINT_FOUND, &cp, NULL);
+		if (cp.pos.file[0] == '\0')
+			fact_text(&fs, "note", "a GTID position is checked by "
+			    "the server only when a leader starts streaming "
+			    "from it");
+		fact_text(&fs, "leader", "asked to step down");
+		print_facts(out, &fs, false);
+	}
 	tor_redis_free(r);
-	fprintf(out, "leader: asked to step down\n");
 	return CLI_YES;
 }

@@ -12,6 +12,8 @@
 
 #include <sodium.h>
 
+#include "tor/binlog_json.h"
+#include "tor/buf.h"
 #include "tor/decode.h"
 #include "tor/metrics.h"
 #include "tor/outbox.h"
@@ -74,22 +76,13 @@ is_utf8(const uint8_t *p, size_t n)
 static void
 put_string(FILE *out, const char *s, size_t n)
 {
-	fputc('"', out);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+	struct tor_buf b = { 0 };
 
-		if (c == '"' || c == '\\')
-			fprintf(out, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", out);
-		else if (c == '\t')
-			fputs("\\t", out);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(out, "\\u%04x", c);
-		else
-			fputc(c, out);
-	}
-	fputc('"', out);
+	if (tor_json_quote(&b, (const uint8_t *)s, n) == 0)
+		fwrite(b.data, 1, b.len, out);
+	else
+		fputs("null", out);
+	tor_buf_free(&b);
 }
 
 static void

@@ -49,9 +49,10 @@ usage(FILE *out)
 	    "usage: tor -c FILE                      run one replica\n"
 	    "       tor --check-config -c FILE       validate FILE, print the "
 	    "effective config\n"
-	    "       tor status -c FILE               the group's leader and "
+	    "       tor status -c FILE [--json]      the group's leader and "
 	    "checkpoint\n"
-	    "       tor checkpoint show -c FILE      the group's checkpoint\n"
+	    "       tor checkpoint show -c FILE [--json]\n"
+	    "                                        the group's checkpoint\n"
 	    "       tor checkpoint set --to POS -c FILE\n"
 	    "                                        move it: <file>:<pos>, a "
 	    "GTID list, or end\n"
@@ -133,13 +134,14 @@ main(int argc, char **argv)
 		{ "check-config", no_argument, NULL, 'k' },
 		{ "to", required_argument, NULL, 't' },
 		{ "all-events", no_argument, NULL, 'a' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tor_config cfg;
 	const char *path = NULL, *to = NULL;
-	bool all_events = false;
+	bool all_events = false, json = false;
 	enum command cmd;
 	tor_err err;
 	int opt, rc, used;
@@ -165,6 +167,9 @@ main(int argc, char **argv)
 		case 'a':
 			all_events = true;
 			break;
+		case 'j':
+			json = true;
+			break;
 		case 'V':
 			printf("tor %s\n", TOR_VERSION);
 			return 0;
@@ -178,7 +183,8 @@ main(int argc, char **argv)
 	}
 	if (path == NULL || (cmd == CMD_DECODE) != (optind < argc) ||
 	    (cmd == CMD_CHECKPOINT_SET) != (to != NULL) ||
-	    (all_events && cmd != CMD_DECODE)) {
+	    (all_events && cmd != CMD_DECODE) ||
+	    (json && cmd != CMD_STATUS && cmd != CMD_CHECKPOINT_SHOW)) {
 		usage(stderr);
 		return 2;
 	}
@@ -195,10 +201,10 @@ main(int argc, char **argv)
 		rc = 0;
 		break;
 	case CMD_STATUS:
-		rc = tor_cli_status(&cfg, stdout);
+		rc = tor_cli_status(&cfg, json, stdout);
 		break;
 	case CMD_CHECKPOINT_SHOW:
-		rc = tor_cli_checkpoint_show(&cfg, stdout);
+		rc = tor_cli_checkpoint_show(&cfg, json, stdout);
 		break;
 	case CMD_CHECKPOINT_SET:
 		rc = tor_cli_checkpoint_set(&cfg, to, stdout);

@@ -35,4 +35,9 @@
 int tor_json_render(const uint8_t *data, size_t len, struct tor_buf *out,
     tor_err *err);
 
+/* Appends s (n bytes, UTF-8 passing through) to out as a JSON string:
+ * quotes, backslash and control characters escaped.  -1 when out of
+ * memory. */
+int tor_json_quote(struct tor_buf *out, const uint8_t *s, size_t n);
+
 #endif

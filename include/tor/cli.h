@@ -7,11 +7,13 @@
  *
  * They read and write the group's keys in Redis and, for `set`, ask the MySQL
  * server whether it still has the position.  Output is for people and for
- * scripts: one "key: value" line per fact.
+ * scripts: one "key: value" line per fact, or with json one JSON object of
+ * the same keys (absent facts null).
  */
 #ifndef TOR_CLI_H
 #define TOR_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "tor/config.h"
@@ -19,14 +21,15 @@
 /* Prints the group's leader (instance, token, lease ms left) and checkpoint
  * (position, gtid, age, token).  Exit code: 0 when a leader holds the lease,
  * 1 when none does, 2 when Redis cannot be asked. */
-int tor_cli_status(const struct tor_config *cfg, FILE *out);
+int tor_cli_status(const struct tor_config *cfg, bool json, FILE *out);
 
 /* `checkpoint show`: the checkpoint's fields; exit 0, 1 when there is none, 2
  * on error.  `checkpoint set --to X`: refuses (exit 1, message naming the
  * position) a position the server no longer has or a malformed one; else
  * writes it with a fresh token, breaks the lease so the running leader steps
  * down and the next one starts there, prints what it wrote, exit 0. */
-int tor_cli_checkpoint_show(const struct tor_config *cfg, FILE *out);
+int tor_cli_checkpoint_show(const struct tor_config *cfg, bool json,
+    FILE *out);
 int tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
     FILE *out);
 

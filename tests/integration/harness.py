@@ -289,6 +289,12 @@ class Stack:
         if not self.answers():
             self.start()
         self.broker_ctl("reset")
+        self.default_outbox()
+
+    def default_outbox(self):
+        """shop.outbox, the table base_config names: a replica checks its
+        outbox tables exist when it starts leading."""
+        self.sql(outbox_ddl())
 
     def answers(self):
         """True if MariaDB, Redis and the broker all answer right now (a

@@ -140,6 +140,7 @@ def main(argv):
         if tests:
             try:
                 stack.start()
+                stack.default_outbox()
             except Exception as e:
                 print("not ok - stack start\n  %s" % e)
                 failed += len(tests)

@@ -11,6 +11,7 @@ need the HA relay: a running replica holds the lease, and steps down when
 `checkpoint set` breaks it.
 """
 
+import json
 import secrets
 import time
 
@@ -264,3 +265,41 @@ def test_checkpoint_set_makes_the_leader_step_down(stack):
     assert f["checkpoint"] == "%s:%d" % (file_, pos), p.stdout
     assert tor.running(), tor.log_tail()
     assert tor.stop() == 0, tor.log_tail()
+
+
+def test_json_output_has_the_same_facts(stack):
+    """--json: one JSON object with the keys of the text output, numbers as
+    numbers, absent facts null; the exit codes do not change."""
+    cfg = harness.base_config(stack)
+    p = cli(stack, cfg, "status", "--json")
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert json.loads(p.stdout) == {"group": harness.config_group(cfg),
+                                    "leader": None, "checkpoint": None}, \
+        p.stdout
+    p = cli(stack, cfg, "checkpoint", "show", "--json")
+    assert p.returncode == 1 and json.loads(p.stdout) == \
+        {"checkpoint": None}, (p.returncode, p.stdout)
+
+    tor = Tor(stack).start()
+    p = status_until(stack, tor.cfg_text, 0)
+    text = facts(p.stdout)
+    p = cli(stack, tor.cfg_text, "status", "--json")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    j = json.loads(p.stdout)
+    assert set(j) == set(text), (j, text)
+    assert j["leader"] == "r1" and isinstance(j["token"], int) and \
+        j["token"] >= 1, j
+    assert isinstance(j["lease_ms_left"], int), j
+    assert tor.stop() == 0, tor.log_tail()
+    p = cli(stack, tor.cfg_text, "checkpoint", "show", "--json")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    j = json.loads(p.stdout)
+    assert set(j) == {"checkpoint", "checkpoint_gtid", "checkpoint_token",
+                      "checkpoint_age_ms"}, j
+    assert isinstance(j["checkpoint_token"], int) and \
+        isinstance(j["checkpoint_age_ms"], int), j
+    assert j["checkpoint_gtid"] is None or ":" not in j["checkpoint_gtid"]
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", "end",
+            "--json")
+    assert p.returncode == 2 and "usage" in p.stderr, (p.returncode,
+                                                       p.stderr)
