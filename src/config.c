@@ -64,6 +64,7 @@ static const char *const keys_outbox[] = { "tables", "routes",
 static const char *const keys_table[] = { "table", "columns", "headers",
 	NULL };
 static const char *const keys_columns[] = { "id", "key", "type", "payload",
+	"timestamp",
 	NULL };
 static const char *const keys_header[] = { "column", "header", NULL };
 static const char *const keys_route[] = { "match", "topic", "icase", NULL };
@@ -875,11 +876,16 @@ load_table(struct loader *ld, const config_setting_t *e, const char *epath,
 	    opt_str(ld, cols, cpath, "id", "", &t->col_id) == -1 ||
 	    req_str(ld, cols, cpath, "key", &t->col_key) == -1 ||
 	    req_str(ld, cols, cpath, "type", &t->col_type) == -1 ||
-	    req_str(ld, cols, cpath, "payload", &t->col_payload) == -1)
+	    req_str(ld, cols, cpath, "payload", &t->col_payload) == -1 ||
+	    opt_str(ld, cols, cpath, "timestamp", "", &t->col_timestamp) == -1)
 		return -1;
 	if (t->col_id[0] == '\0') {
 		free(t->col_id);
 		t->col_id = NULL;
+	}
+	if (t->col_timestamp[0] == '\0') {
+		free(t->col_timestamp);
+		t->col_timestamp = NULL;
 	}
 
 	keypath(hpath, epath, "headers");
@@ -1501,6 +1507,8 @@ print_outbox(const struct tor_config *cfg, FILE *out)
 		print_str(out, 8, "key", t->col_key);
 		print_str(out, 8, "type", t->col_type);
 		print_str(out, 8, "payload", t->col_payload);
+		print_str(out, 8, "timestamp", t->col_timestamp != NULL ?
+		    t->col_timestamp : "");
 		fputs("      };\n      headers = (", out);
 		for (size_t j = 0; j < t->n_headers; j++) {
 			fputs(j == 0 ? " { column = " : ", { column = ", out);
@@ -1653,6 +1661,7 @@ tor_config_free(struct tor_config *cfg)
 		free(t->col_key);
 		free(t->col_type);
 		free(t->col_payload);
+		free(t->col_timestamp);
 		for (size_t j = 0; t->headers != NULL && j < t->n_headers;
 		    j++) {
 			free(t->headers[j].column);

@@ -845,6 +845,8 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 	    /* Not written to: F_COPY copies it before producev returns. */
 	    RD_KAFKA_V_VALUE((void *)(uintptr_t)msg->value, value_len),
 	    RD_KAFKA_V_HEADERS(hdrs),
+	    /* The event's time (tor.ts), not the moment of the produce. */
+	    RD_KAFKA_V_TIMESTAMP(msg->timestamp_ms),
 	    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq),
 	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 	    RD_KAFKA_V_END);

@@ -37,6 +37,7 @@ struct binding {
 	int key;
 	int type;
 	int payload;
+	int timestamp;          /* -1 when no timestamp column is configured */
 	int *headers;           /* one per configured header mapping */
 };
 
@@ -180,8 +181,12 @@ tor_outbox_bind(struct tor_outbox *ob, int table_idx,
 	 * indexes. */
 	b->bound = false;
 	b->id = -1;
+	b->timestamp = -1;
 	if (t->col_id != NULL &&
 	    bind_column(ob->cfg, t, tm, t->col_id, &b->id, err) == -1)
+		return -1;
+	if (t->col_timestamp != NULL && bind_column(ob->cfg, t, tm,
+	    t->col_timestamp, &b->timestamp, err) == -1)
 		return -1;
 	if (bind_column(ob->cfg, t, tm, t->col_key, &b->key, err) == -1 ||
 	    bind_column(ob->cfg, t, tm, t->col_type, &b->type, err) == -1 ||
@@ -204,7 +209,8 @@ tor_outbox_uses_column(const struct tor_outbox *ob, int table_idx,
 
 	if (!b->bound)
 		return true;
-	if (c == b->id || c == b->key || c == b->type || c == b->payload)
+	if (c == b->id || c == b->key || c == b->type || c == b->payload ||
+	    c == b->timestamp)
 		return true;
 	for (size_t i = 0; i < ob->cfg->outbox.tables[table_idx].n_headers; i++)
 		if (c == b->headers[i])
@@ -379,8 +385,9 @@ set_header(struct tor_message *msg, const char *name, size_t name_len,
 	add_header(msg, name, name_len, value, len);
 }
 
-/* tor.pos, tor.epoch and tor.ts: where the row is published from.  A new
- * message gets them appended (the per-row path), a waiting one replaced. */
+/* tor.pos, tor.epoch and tor.ts: where the row is published from, and
+ * when.  A new message gets them appended (the per-row path), a waiting
+ * one replaced. */
 static void
 stamp(struct tor_outbox *ob, struct tor_message *msg,
     const struct tor_row_origin *origin, bool replace)
@@ -401,10 +408,14 @@ stamp(struct tor_outbox *ob, struct tor_message *msg,
 		ob->epoch_set = true;
 	}
 	set(msg, NAME("tor.epoch"), (const uint8_t *)ob->epoch, ob->epoch_len);
-	if (!ob->ts_set || ob->ts_val != origin->ts_ms) {
+	/* The row's own time, when its table names a column for it and the
+	 * value is one, else the commit's. */
+	if (!msg->timestamp_from_row)
+		msg->timestamp_ms = origin->ts_ms;
+	if (!ob->ts_set || ob->ts_val != msg->timestamp_ms) {
 		ob->ts_len = (size_t)snprintf(ob->ts, sizeof(ob->ts), "%" PRId64,
-		    origin->ts_ms);
-		ob->ts_val = origin->ts_ms;
+		    msg->timestamp_ms);
+		ob->ts_val = msg->timestamp_ms;
 		ob->ts_set = true;
 	}
 	set(msg, NAME("tor.ts"), (const uint8_t *)ob->ts, ob->ts_len);
@@ -421,6 +432,8 @@ check_present(const struct tor_outbox_table *t, const struct binding *b,
 
 	if (b->id >= 0 && !values[b->id].present)
 		missing = t->col_id;
+	else if (b->timestamp >= 0 && !values[b->timestamp].present)
+		missing = t->col_timestamp;
 	else if (!values[b->key].present)
 		missing = t->col_key;
 	else if (!values[b->type].present)
@@ -434,6 +447,76 @@ check_present(const struct tor_outbox_table *t, const struct binding *b,
 		return tor_err_set(err, "%s.%s.%s: not in the row image; "
 		    "binlog_row_image must be FULL", t->schema, t->table, missing);
 	return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t
+days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool
+digits(const uint8_t *p, size_t n, int64_t *v)
+{
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		*v = *v * 10 + (p[i] - '0');
+	}
+	return n > 0;
+}
+
+/*
+ * The event time of columns.timestamp, in ms since the epoch: an integer
+ * column is taken as ms, a DATETIME or TIMESTAMP as the text the decoder
+ * renders ("YYYY-MM-DD HH:MM:SS[.ffffff]"; a TIMESTAMP is UTC, a DATETIME
+ * is taken as UTC).  false for NULL, a zero date and anything else: the
+ * commit time stands then.
+ */
+static bool
+row_time(const struct tor_value *v, int64_t *ms)
+{
+	const uint8_t *p = v->data;
+	int64_t y, mo, d, h, mi, s, frac = 0;
+	size_t n = v->len;
+
+	if (v->is_null || p == NULL || n == 0)
+		return false;
+	/* At most 18 digits: no overflow. */
+	if (p[0] == '-' && n > 1 && n <= 19 && digits(p + 1, n - 1, ms)) {
+		*ms = -*ms;
+		return true;
+	}
+	if (n <= 18 && digits(p, n, ms))
+		return true;
+	if (n < 19 || p[4] != '-' || p[7] != '-' || p[10] != ' ' ||
+	    p[13] != ':' || p[16] != ':' || !digits(p, 4, &y) ||
+	    !digits(p + 5, 2, &mo) || !digits(p + 8, 2, &d) ||
+	    !digits(p + 11, 2, &h) || !digits(p + 14, 2, &mi) ||
+	    !digits(p + 17, 2, &s) || mo < 1 || mo > 12 || d < 1 || d > 31 ||
+	    h > 23 || mi > 59 || s > 59)
+		return false;
+	if (n > 19) {
+		if (p[19] != '.' || n > 26 || !digits(p + 20, n - 20, &frac))
+			return false;
+		for (size_t i = n - 20; i < 3; i++)
+			frac *= 10;
+		for (size_t i = n - 20; i > 3; i--)
+			frac /= 10;
+	}
+	*ms = ((days_from_civil(y, (unsigned)mo, (unsigned)d) * 24 + h) * 60 +
+	    mi) * 60 * 1000 + s * 1000 + frac;
+	return true;
 }
 
 int
@@ -468,6 +551,8 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	msg->key = msg->value = NULL;
 	msg->key_len = msg->value_len = 0;
 	msg->n_headers = 0;
+	msg->timestamp_from_row = b->timestamp >= 0 &&
+	    row_time(&values[b->timestamp], &msg->timestamp_ms);
 	/* A NULL type has nothing to match; it is unrouted like any other. */
 	if (!type->is_null) {
 		if (reserve_type(ob, type->len) == -1)

@@ -60,6 +60,7 @@ struct tor_outbox_table {
 	char *col_key;
 	char *col_type;
 	char *col_payload;
+	char *col_timestamp;    /* the event's time; may be NULL */
 	struct tor_header_map *headers;
 	size_t n_headers;
 	int line;

@@ -39,6 +39,9 @@ struct tor_message {
 	size_t value_len;
 	struct tor_header headers[TOR_MAX_HEADERS];
 	size_t n_headers;
+	int64_t timestamp_ms;   /* the Kafka timestamp (tor.ts); 0: the broker's
+	                         * clock at produce */
+	bool timestamp_from_row;/* columns.timestamp gave it, not the commit */
 };
 
 /* Where a row came from, for the tor.* headers. */

@@ -682,7 +682,7 @@ def insert_events(stack, events, table="shop.outbox", user="app"):
 # Kafka
 
 Record = collections.namedtuple(
-    "Record", "topic partition offset key value headers")
+    "Record", "topic partition offset key value headers timestamp_ms")
 
 
 def _consumer(brokers, isolation):
@@ -753,7 +753,8 @@ def read_all(brokers, topic, timeout=20, count=None,
                     continue     # partition EOF and transient errors
                 records.append(Record(m.topic(), m.partition(), m.offset(),
                                       m.key(), m.value(),
-                                      list(m.headers() or [])))
+                                      list(m.headers() or []),
+                                      m.timestamp()[1]))
             if count is None:
                 # position(), not the last offset + 1: a transactional
                 # producer's commit markers occupy offsets too.

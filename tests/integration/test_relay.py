@@ -478,3 +478,40 @@ def test_redis_down_mid_stream(stack):
     assert tor.stop() == 0, tor.log_tail()
     cp = checkpoint(stack, tor.group)
     assert (cp["file"], int(cp["pos"])) == stack.binlog_position(), cp
+
+
+def test_kafka_timestamp_is_the_event_time(stack):
+    """Every record's Kafka timestamp is its tor.ts: the source commit time
+    by default (not the produce time), or the row's own time from
+    columns.timestamp (a TIMESTAMP(3) column here)."""
+    name = "relay_ts"
+    table, ov = make_outbox(stack, name)
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    insert_range(stack, table, 0, 30, 10)
+    by_n, recs = read_events(stack, name, 30)
+    tor.stop()
+    for r in recs:
+        ts = r.timestamp_ms
+        assert ts == int(header(r, "tor.ts")), (ts, r.headers)
+        assert ts % 1000 == 0, ts          # the binlog's commit second
+    del ov["outbox"]["tables"][0]["headers"]
+    ov["outbox"]["tables"][0]["columns"]["timestamp"] = "created_at"
+    tor = Tor(stack, ov).start()
+    tor.wait_log("resuming|starting at", timeout=30)
+    stack.sql_many(["SET time_zone = '+00:00'"] + [
+        ("INSERT INTO %s (aggregate_type, aggregate_id, payload, created_at) "
+         "VALUES ('order', %%s, %%s, %%s)" % table,
+         ["k%d" % n, json.dumps({"n": 1000 + n}),
+          "2020-05-01 12:00:%02d.%03d" % (n, 250 + n)]) for n in range(20)],
+        user="app")
+    recs = [r for r in read_all(stack.brokers, name + ".order", count=40,
+                                timeout=30)
+            if json.loads(r.value)["n"] >= 1000]
+    tor.stop()
+    assert len(recs) == 20, len(recs)
+    for r in recs:
+        n = json.loads(r.value)["n"] - 1000
+        want = 1588334400000 + n * 1000 + 250 + n
+        assert r.timestamp_ms == want, (n, r.timestamp_ms, want)
+        assert int(header(r, "tor.ts")) == want, r.headers

@@ -677,6 +677,61 @@ test_partial_image(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/* columns.timestamp: the row's own time sets tor.ts and the Kafka
+ * timestamp (a DATETIME/TIMESTAMP as rendered, taken as UTC; an integer
+ * column as ms); NULL, a zero date or anything else leaves the commit's. */
+static void
+test_map_timestamp_column(void **state)
+{
+	static const struct {
+		const char *value;      /* NULL: SQL NULL */
+		int64_t ms;
+	} cases[] = {
+		{ "2026-12-01 10:00:00.5", 1796119200500 },
+		{ "2026-12-01 10:00:00.123456", 1796119200123 },
+		{ "1970-01-01 00:00:00", 0 },
+		{ "2000-02-29 23:59:59", 951868799000 },
+		{ "1700000000999", 1700000000999 },
+		{ "-5", -5 },
+		{ NULL, 1700000000123 },
+		{ "0000-00-00 00:00:00", 1700000000123 },
+		{ "2026-13-01 00:00:00", 1700000000123 },
+		{ "soon", 1700000000123 },
+		{ "12345678901234567890", 1700000000123 },
+	};
+	struct fixture *f = *state;
+	struct tor_message msg;
+	tor_err err = { "" };
+	char want[32];
+
+	f->table.col_timestamp = (char *)"trace_id";
+	f->table.n_headers = 1;
+	bind_ok(f);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		f->values[C_TRACE] = cases[i].value != NULL ?
+		    val(cases[i].value) : null_value;
+		assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin,
+		    &msg, &err), TOR_OUTBOX_MAPPED);
+		snprintf(want, sizeof(want), "%lld", (long long)cases[i].ms);
+		assert_header(&msg, "tor.ts", want);
+		assert_int_equal(msg.timestamp_ms, cases[i].ms);
+	}
+	/* An XA row restamped at its commit keeps its own time. */
+	f->values[C_TRACE] = val("2026-12-01 10:00:00.5");
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	f->origin.ts_ms = 1800000000000;
+	tor_outbox_restamp(f->ob, &msg, &f->origin);
+	assert_header(&msg, "tor.ts", "1796119200500");
+	/* Without the column: the commit time. */
+	f->table.col_timestamp = NULL;
+	bind_ok(f);
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_header(&msg, "tor.ts", "1800000000000");
+	assert_int_equal(msg.timestamp_ms, 1800000000000);
+}
+
 int
 main(void)
 {
@@ -691,6 +746,7 @@ main(void)
 		T(test_route_nul_byte),
 		T(test_route_not_nul_terminated),
 		T(test_map_row),
+		T(test_map_timestamp_column),
 		T(test_map_large_numbers),
 		T(test_map_tombstone_and_nulls),
 		T(test_map_empty_is_not_null),
