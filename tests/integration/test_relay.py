@@ -515,3 +515,42 @@ def test_kafka_timestamp_is_the_event_time(stack):
         want = 1588334400000 + n * 1000 + 250 + n
         assert r.timestamp_ms == want, (n, r.timestamp_ms, want)
         assert int(header(r, "tor.ts")) == want, r.headers
+
+
+def test_trace_context_travels_in_headers(stack):
+    """Tracing (Debezium's tracing option, OpenTelemetry): traceparent and
+    tracestate columns mapped to the headers of those names reach the
+    consumer byte for byte, so a W3C propagator on the consumer continues
+    the service's trace; a row without a trace context gets headers with
+    null values, which propagators take as no context."""
+    name = "relay_trace"
+    table, ov = make_outbox(stack, name)
+    stack.sql("ALTER TABLE %s ADD COLUMN tracestate VARCHAR(512) NULL" %
+              table)
+    ov["outbox"]["tables"][0]["headers"] = [
+        {"column": "trace_id", "header": "traceparent"},
+        {"column": "tracestate", "header": "tracestate"}]
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    rows = []
+    for n in range(10):
+        tp = "00-%032x-%016x-01" % (0x4bf92f3577b34da6a3ce929d0e0e4736 + n,
+                                    0x00f067aa0ba902b7 + n)
+        rows.append((n, tp if n < 8 else None,
+                     "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+                     if n < 8 else None))
+    stack.sql_many([("INSERT INTO %s (aggregate_type, aggregate_id, payload, "
+                     "trace_id, tracestate) VALUES ('order', 'k', %%s, %%s, "
+                     "%%s)" % table, [json.dumps({"n": n}), tp, ts])
+                    for n, tp, ts in rows], user="app")
+    recs = read_all(stack.brokers, name + ".order", count=10, timeout=30)
+    tor.stop()
+    assert len(recs) == 10, len(recs)
+    for r in recs:
+        n, tp, ts = rows[json.loads(r.value)["n"]]
+        h = dict(r.headers)
+        assert h["traceparent"] == (tp.encode() if tp else None), (n, h)
+        assert h["tracestate"] == (ts.encode() if ts else None), (n, h)
+        if tp:
+            version, trace_id, span_id, flags = h["traceparent"].split(b"-")
+            assert (len(trace_id), len(span_id), flags) == (32, 16, b"01")
