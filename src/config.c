@@ -69,6 +69,7 @@ static const char *const keys_columns[] = { "id", "key", "type", "payload",
 static const char *const keys_header[] = { "column", "header", NULL };
 static const char *const keys_route[] = { "match", "topic", "icase", NULL };
 static const char *const keys_kafka[] = { "brokers", "mode", "partitioner",
+	"unreachable_ms",
 	"transactional_id", "checkpoint_topic", "topics", "properties", NULL };
 static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
@@ -1148,6 +1149,8 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 	    &mode) == -1 ||
 	    opt_enum(ld, g, "kafka", "partitioner", partitioners,
 	    TOR_PARTITIONER_MURMUR2, &partitioner) == -1 ||
+	    opt_int32(ld, g, "kafka", "unreachable_ms", 10000, 1,
+	    &cfg->kafka.unreachable_ms) == -1 ||
 	    opt_str(ld, g, "kafka", "transactional_id", "",
 	    &cfg->kafka.transactional_id) == -1 ||
 	    opt_str(ld, g, "kafka", "checkpoint_topic", "__tor_checkpoints",
@@ -1550,6 +1553,7 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 	print_str(out, 2, "brokers", cfg->kafka.brokers);
 	print_str(out, 2, "mode", kafka_modes[cfg->kafka.mode]);
 	print_str(out, 2, "partitioner", partitioners[cfg->kafka.partitioner]);
+	print_int(out, 2, "unreachable_ms", cfg->kafka.unreachable_ms);
 	print_str(out, 2, "transactional_id", cfg->kafka.transactional_id);
 	print_str(out, 2, "checkpoint_topic", cfg->kafka.checkpoint_topic);
 	fputs("  topics = (", out);

@@ -17,9 +17,10 @@
  *   /readyz   503 while stepping down or when the relay's last Redis
  *             operation failed (a follower pings Redis every second, a
  *             leader writes its checkpoint); a leader is ready only while a
- *             binlog stream is open and its last event (heartbeats count)
- *             is younger than 3 x mysql.heartbeat_ms.  A follower or a
- *             candidate that reaches Redis is ready: it can take over.
+ *             binlog stream is open, its last event (heartbeats count)
+ *             is younger than 3 x mysql.heartbeat_ms, and its producer
+ *             reached a broker within kafka.unreachable_ms.  A follower or
+ *             a candidate that reaches Redis is ready: it can take over.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -93,6 +94,7 @@ unready(const struct tor_http *h, char *why, size_t cap)
 	enum tor_elector_state state = tor_elector_state(h->el);
 	int64_t stream = atomic_load(&h->m->stream_beat_ms);
 	int64_t stale = 3 * (int64_t)h->cfg->mysql.heartbeat_ms;
+	int64_t down = atomic_load(&h->m->kafka_down_since_ms);
 
 	if (state == TOR_STEPPING_DOWN)
 		return "stepping down\n";
@@ -102,6 +104,12 @@ unready(const struct tor_http *h, char *why, size_t cap)
 		return NULL;
 	if (stream == 0)
 		return "leader: no binlog stream open\n";
+	if (down > 0 && tor_mono_ms() - down >= h->cfg->kafka.unreachable_ms) {
+		snprintf(why, cap, "leader: no Kafka broker reachable for %lld "
+		    "ms (over kafka.unreachable_ms)\n",
+		    (long long)(tor_mono_ms() - down));
+		return why;
+	}
 	if (tor_mono_ms() - stream >= stale) {
 		snprintf(why, cap, "leader: no binlog event for %lld ms "
 		    "(over 3 x mysql.heartbeat_ms)\n",

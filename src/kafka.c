@@ -82,6 +82,7 @@ struct tor_sink {
 	void *ack_ctx;
 	int in_flight;		/* produced minus acked; caller's thread only */
 	int fatal_logged;
+	int64_t down_since_ms;  /* monotonic; 0 while a broker is up */
 	struct sink_topic *topics;      /* handles of the topics produced to */
 	size_t n_topics, cap_topics;
 	int wake[2];            /* librdkafka writes [1] when reports wait */
@@ -145,6 +146,31 @@ sink_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
 		log_error("kafka", "fatal producer error %s: %s; the sink "
 		    "accepts no more messages", rd_kafka_err2name(code), why);
 	sink->fatal_logged = 1;
+}
+
+/*
+ * librdkafka's statistics, once a second (served by rd_kafka_poll): whether
+ * any broker connection is up.  librdkafka says when all brokers went down
+ * but not when one came back; its statistics say both.
+ */
+static int
+sink_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+	struct tor_sink *sink = opaque;
+
+	(void)rk;
+	(void)len;
+	if (strstr(json, "\"state\":\"UP\"") != NULL)
+		sink->down_since_ms = 0;
+	else if (sink->down_since_ms == 0)
+		sink->down_since_ms = tor_mono_ms();
+	return 0;       /* json is librdkafka's to free */
+}
+
+int64_t
+tor_sink_down_since(const struct tor_sink *sink)
+{
+	return sink->down_since_ms;
 }
 
 /* A message the broker refused as too large: its tor.pos header names the
@@ -278,6 +304,8 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 		/* For a topic whose partition count is not known yet, when
 		 * librdkafka picks (tor picks by kafka.partitioner else). */
 		{ "partitioner", "murmur2_random" },
+		/* Whether a broker is reachable, for /readyz. */
+		{ "statistics.interval.ms", "1000" },
 		/* The most idempotence allows while keeping order. */
 		{ "max.in.flight.requests.per.connection", "5" },
 		/* A permanent error on one batch stops the producer instead
@@ -369,6 +397,7 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 	rd_kafka_conf_set_opaque(conf, sink);
 	rd_kafka_conf_set_log_cb(conf, sink_log_cb);
 	rd_kafka_conf_set_error_cb(conf, sink_error_cb);
+	rd_kafka_conf_set_stats_cb(conf, sink_stats_cb);
 	rd_kafka_conf_set_dr_msg_cb(conf, sink_dr_msg_cb);
 
 	/* On success rd_kafka_new owns conf; on failure we still do. */

@@ -434,6 +434,8 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 			rc = tor_sink_poll(r->sink, 10, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
 	    tor_sink_in_flight(r->sink), memory_order_relaxed);
+	atomic_store_explicit(&r->metrics.kafka_down_since_ms,
+	    tor_sink_down_since(r->sink), memory_order_relaxed);
 	/* The purge at the leadership's end fails what it dropped: that is
 	 * the session ending, and its report may come before the relay has
 	 * seen the end itself. */
@@ -1390,6 +1392,7 @@ out:
 	report_dedup(r);
 	atomic_store(&r->metrics.stream_beat_ms, 0);
 	atomic_store(&r->metrics.kafka_queue, 0);
+	atomic_store(&r->metrics.kafka_down_since_ms, 0);
 	session_free(r);
 	return rc;
 }

@@ -122,6 +122,7 @@ struct tor_config {
 		char *brokers;  /* required */
 		enum tor_kafka_mode mode;
 		enum tor_partitioner partitioner;       /* murmur2 */
+		int unreachable_ms;     /* 10000: /readyz 503 past it */
 		char *transactional_id; /* resolved: "tor-<group>" when "" */
 		char *checkpoint_topic; /* "__tor_checkpoints" */
 		struct tor_topic_spec *topics;

@@ -74,6 +74,10 @@ enum {
 int tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
     uint64_t seq, tor_err *err);
 
+/* Since when (monotonic ms) the producer has reached no broker, from
+ * librdkafka's statistics a second apart; 0 while one is up. */
+int64_t tor_sink_down_since(const struct tor_sink *sink);
+
 /* The partition count of topic as the metadata said at its first use in
  * this sink, or -1 when unknown (the topic could not be looked up). */
 int tor_sink_partitions(struct tor_sink *sink, const char *topic);

@@ -69,6 +69,9 @@ struct tor_metrics {
 	_Atomic int64_t checkpoint_wall_ms;
 	/* Messages the producer holds, not yet acknowledged. */
 	_Atomic int64_t kafka_queue;
+	/* Monotonic ms since when the leader's producer has reached no broker
+	 * (0: it reaches one, or no leadership). */
+	_Atomic int64_t kafka_down_since_ms;
 	/* Leaderships that found no checkpoint in Redis and resumed from
 	 * Kafka's copy (Redis lost its data). */
 	_Atomic uint64_t checkpoint_restored;

@@ -172,3 +172,38 @@ def test_port_in_use_exits_1(stack):
         assert "leading" not in log, log
     finally:
         held.close()
+
+
+def test_leader_unready_while_no_broker_is_reachable(stack):
+    """A leader whose producer reaches no Kafka broker for longer than
+    kafka.unreachable_ms answers /readyz 503 saying so, and is ready again
+    once a broker is back; it stays alive (/healthz 200) meanwhile."""
+    name = "http_kafka"
+    table, overrides = make_outbox(stack, name)
+    overrides["kafka"] = {"brokers": stack.brokers, "topics": [],
+                          "unreachable_ms": 2000}
+    port = free_port()
+    tor = replica(stack, overrides, port, "r1",
+                  harness.unique_group("http-kafka")).start()
+    wait_until("leader ready", lambda: get(port, "/readyz")[0] == 200,
+               tor=tor)
+    brokers = stack.brokers.split(",")
+    t0 = time.monotonic()
+    for b in range(1, len(brokers) + 1):
+        stack.broker_ctl("down %d" % b)
+    status, body, _ = wait_until(
+        "unready", lambda: (lambda g: g if g[0] == 503 else None)(
+            get(port, "/readyz")), timeout=15, tor=tor)
+    print("  /readyz 503 %.1f s after every broker went down: %s" % (
+        time.monotonic() - t0, body.strip()))
+    assert "no Kafka broker reachable" in body, body
+    assert time.monotonic() - t0 >= 2.0
+    assert get(port, "/healthz")[0] == 200
+    for b in range(1, len(brokers) + 1):
+        stack.broker_ctl("up %d" % b)
+    t1 = time.monotonic()
+    wait_until("ready again", lambda: get(port, "/readyz")[0] == 200,
+               timeout=20, tor=tor)
+    print("  ready again %.1f s after the brokers came back" % (
+        time.monotonic() - t1))
+    assert tor.stop() == 0, tor.log_tail()
