@@ -208,8 +208,8 @@ dial(const struct tor_config *cfg, const char *host, int port, tor_err *err)
 	return c;
 }
 
-/* AUTH when a password is set, SELECT redis.db; drops the connection on
- * failure. */
+/* AUTH (as redis.user when set) when a password is set, SELECT redis.db;
+ * drops the connection on failure. */
 static int
 authenticate(struct tor_redis *r, tor_err *err)
 {
@@ -218,9 +218,13 @@ authenticate(struct tor_redis *r, tor_err *err)
 	char db[16];
 
 	if (cfg->redis.password != NULL && cfg->redis.password[0] != '\0') {
-		const char *argv[] = { "AUTH", cfg->redis.password };
+		/* An ACL user (Redis 6+), or the default user's password. */
+		bool acl = cfg->redis.user != NULL && cfg->redis.user[0] != '\0';
+		const char *argv[] = { "AUTH", acl ? cfg->redis.user :
+		    cfg->redis.password, cfg->redis.password };
 
-		if ((reply = run(r, 2, argv, NULL, "AUTH", err)) == NULL) {
+		if ((reply = run(r, acl ? 3 : 2, argv, NULL, "AUTH",
+		    err)) == NULL) {
 			drop_connection(r);
 			return -1;
 		}

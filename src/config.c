@@ -73,7 +73,8 @@ static const char *const keys_kafka[] = { "brokers", "mode", "partitioner",
 	"transactional_id", "checkpoint_topic", "topics", "properties", NULL };
 static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
-static const char *const keys_redis[] = { "host", "port", "db", "password",
+static const char *const keys_redis[] = { "host", "port", "db", "user",
+	"password",
 	"password_file", "prefix", "timeout_ms", "sentinel", NULL };
 static const char *const keys_sentinel[] = { "master", "nodes", NULL };
 static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
@@ -1218,6 +1219,7 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    opt_str(ld, g, "redis", "host", "", &cfg->redis.host) == -1 ||
 	    opt_port(ld, g, "redis", "port", 6379, &cfg->redis.port) == -1 ||
 	    opt_int(ld, g, "redis", "db", 0, 0, INT_MAX, &db) == -1 ||
+	    opt_str(ld, g, "redis", "user", "", &cfg->redis.user) == -1 ||
 	    opt_str(ld, g, "redis", "password", "",
 	    &cfg->redis.password) == -1 ||
 	    opt_str(ld, g, "redis", "password_file", "",
@@ -1252,8 +1254,14 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	if (cfg->redis.host[0] == '\0' && cfg->redis.sentinel.n_nodes == 0)
 		return fail(ld, g, "redis.host", "required (unless "
 		    "redis.sentinel.nodes are given)");
-	return resolve_password(ld, g, "redis", "TOR_REDIS_PASSWORD",
-	    cfg->redis.password_file, &cfg->redis.password);
+	if (resolve_password(ld, g, "redis", "TOR_REDIS_PASSWORD",
+	    cfg->redis.password_file, &cfg->redis.password) == -1)
+		return -1;
+	if (cfg->redis.user[0] != '\0' && cfg->redis.password[0] == '\0')
+		return fail(ld, lookup(g, "user"), "redis.user", "needs a "
+		    "password (redis.password, redis.password_file or "
+		    "TOR_REDIS_PASSWORD)");
+	return 0;
 }
 
 static int
@@ -1577,6 +1585,7 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_str(out, 2, "host", cfg->redis.host);
 	print_int(out, 2, "port", cfg->redis.port);
 	print_int(out, 2, "db", cfg->redis.db);
+	print_str(out, 2, "user", cfg->redis.user);
 	print_secret(out, 2, "password", cfg->redis.password);
 	print_str(out, 2, "password_file", cfg->redis.password_file);
 	print_str(out, 2, "prefix", cfg->redis.prefix);
@@ -1694,6 +1703,7 @@ tor_config_free(struct tor_config *cfg)
 
 	free(cfg->redis.host);
 	free_secret(cfg->redis.password);
+	free(cfg->redis.user);
 	free(cfg->redis.password_file);
 	free(cfg->redis.prefix);
 	free(cfg->redis.sentinel.master);

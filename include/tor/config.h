@@ -135,6 +135,7 @@ struct tor_config {
 		char *host;     /* required unless sentinel nodes are given */
 		int port;       /* 6379 */
 		int db;         /* 0 */
+		char *user;     /* ACL user; "" (default) is "default" */
 		char *password; /* resolved secret, "" when none */
 		char *password_file;
 		char *prefix;   /* "tor" */

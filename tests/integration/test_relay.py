@@ -554,3 +554,47 @@ def test_trace_context_travels_in_headers(stack):
         if tp:
             version, trace_id, span_id, flags = h["traceparent"].split(b"-")
             assert (len(trace_id), len(span_id), flags) == (32, 16, b"01")
+
+
+def test_redis_acl_user_limited_to_the_groups_keys(stack):
+    """redis.user: tor authenticates as an ACL user that may touch only its
+    group's keys and no dangerous command (no CONFIG, INFO, CLIENT LIST:
+    fast failover falls back to lease expiry); it leads, relays and writes
+    its checkpoint, and the ACL refuses that user any other key."""
+    import redis as redis_lib
+    name = "relay_acl"
+    table, ov = make_outbox(stack, name)
+    group = harness.unique_group("acl")
+    user = "tor_" + group.replace(".", "_").replace("-", "_")[-20:]
+    admin = stack.redis()
+    admin.execute_command("ACL", "SETUSER", user, "reset", "on", ">s3cret",
+                          "~tor:{%s}:*" % group, "&*", "+@all",
+                          "-@dangerous")
+    try:
+        ov.update(group=group, redis={"host": "127.0.0.1",
+                                      "port": stack.redis_port,
+                                      "user": user, "password": "s3cret"})
+        tor = Tor(stack, ov).start()
+        tor.wait_log("starting at", timeout=30)
+        insert_range(stack, table, 0, 30, 10)
+        by_n, recs = read_events(stack, name, 30)
+        assert len(by_n) == 30, len(by_n)
+        assert tor.stop() == 0, tor.log_tail()
+        cp = checkpoint(stack, group)
+        assert cp.get("file") and int(cp.get("epoch", 0)) >= 1, cp
+        limited = redis_lib.Redis(host="127.0.0.1", port=stack.redis_port,
+                                  username=user, password="s3cret")
+        assert limited.exists("tor:{%s}:checkpoint" % group) == 1
+        for cmd in (("SET", "tor:{other}:checkpoint", "x"),
+                    ("GET", "unrelated"), ("CONFIG", "GET", "maxmemory")):
+            try:
+                limited.execute_command(*cmd)
+            except redis_lib.exceptions.NoPermissionError as e:
+                print("  %s as %s: %s" % (cmd[0], user, e))
+            else:
+                raise AssertionError("%s was allowed" % (cmd,))
+        p = harness.tor_cli(["status"], cfg=tor.cfg_text)
+        assert p.returncode == 1 and "leader: none" in p.stdout, \
+            (p.returncode, p.stdout, p.stderr)
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)

@@ -747,6 +747,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_tls_cert_no_key.cfg", "4: mysql.tls.cert: needs mysql.tls.key" },
 	{ "bad_tls_ca_missing.cfg", "6: mysql.tls.ca: cannot read "
 	    "tests/unit/config/no-such-ca.pem: No such file or directory" },
+	{ "bad_redis_user_no_password.cfg", "9: redis.user: needs a password "
+	    "(redis.password, redis.password_file or TOR_REDIS_PASSWORD)" },
 	{ "bad_server_public_key.cfg", "4: mysql.server_public_key: cannot "
 	    "read tests/unit/config/no-such-key.pem: No such file or "
 	    "directory" },
