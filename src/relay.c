@@ -1429,9 +1429,14 @@ await_leadership(struct relay *r)
 	int64_t next_ping = 0;
 
 	while (tor_elector_state(r->elector) != TOR_LEADER) {
+		tor_err ignored;
+
 		if (*r->stop)
 			return false;
 		beat(r);
+		/* The waiting producer's events (its statistics every second,
+		 * broker errors) are served as they come, not piled up. */
+		(void)tor_sink_poll(r->sink, 0, &ignored);
 		if (tor_mono_ms() >= next_ping) {
 			ping_redis(r);
 			next_ping = tor_mono_ms() + REDIS_PING_MS;
