@@ -82,6 +82,7 @@ struct tor_sink {
 	void *ack_ctx;
 	int in_flight;		/* produced minus acked; caller's thread only */
 	int fatal_logged;
+	_Atomic uint64_t *errors;       /* tor_sink_count_errors, or NULL */
 	int64_t down_since_ms;  /* monotonic; 0 while a broker is up */
 	struct sink_topic *topics;      /* handles of the topics produced to */
 	size_t n_topics, cap_topics;
@@ -136,6 +137,9 @@ sink_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
 	struct tor_sink *sink = opaque;
 	char why[512];
 
+	if (sink->errors != NULL)
+		atomic_fetch_add_explicit(sink->errors, 1,
+		    memory_order_relaxed);
 	if (code != RD_KAFKA_RESP_ERR__FATAL) {
 		log_warn("kafka", "producer error %s: %s",
 		    rd_kafka_err2name(code), reason);
@@ -165,6 +169,12 @@ sink_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 	else if (sink->down_since_ms == 0)
 		sink->down_since_ms = tor_mono_ms();
 	return 0;       /* json is librdkafka's to free */
+}
+
+void
+tor_sink_count_errors(struct tor_sink *sink, _Atomic uint64_t *counter)
+{
+	sink->errors = counter;
 }
 
 int64_t

@@ -36,6 +36,7 @@ void
 tor_metrics_init(struct tor_metrics *m)
 {
 	memset(m, 0, sizeof(*m));
+	m->start_wall_ms = tor_metrics_wall_ms();
 }
 
 int64_t
@@ -242,6 +243,12 @@ render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 	rc |= tor_buf_appendf(out, "tor_events_dedup_unknown_total %llu\n",
 	    (unsigned long long)atomic_load_explicit(&m->dedup_unknown,
 	    RELAXED));
+	rc |= header(out, "tor_kafka_errors_total", "counter",
+	    "Errors the Kafka producer reported: a broker unreachable or a "
+	    "request failed (retried by the producer), or a fatal error.");
+	rc |= tor_buf_appendf(out, "tor_kafka_errors_total %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->kafka_errors,
+	    RELAXED));
 	rc |= header(out, "tor_kafka_queue_messages", "gauge",
 	    "Messages queued in the Kafka producer, not yet acknowledged.");
 	rc |= tor_buf_appendf(out, "tor_kafka_queue_messages %lld\n",
@@ -270,5 +277,10 @@ tor_metrics_render(const struct tor_metrics *m, const struct tor_elector *el,
 	    "Always 1; the version is the label.");
 	rc |= tor_buf_appendf(out, "tor_build_info{version=\"%s\"} 1\n",
 	    TOR_VERSION);
+	rc |= header(out, "process_start_time_seconds", "gauge",
+	    "When the process started, in seconds since the Unix epoch.");
+	rc |= tor_buf_appendf(out, "process_start_time_seconds ");
+	rc |= append_seconds(out, m->start_wall_ms);
+	rc |= tor_buf_appendf(out, "\n");
 	return rc != 0 ? -1 : 0;
 }

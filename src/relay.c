@@ -1457,6 +1457,7 @@ new_sink(struct relay *r, tor_err *err)
 	if (sink == NULL)
 		return -1;
 	tor_sink_set_guard(sink, sink_guard, r);
+	tor_sink_count_errors(sink, &r->metrics.kafka_errors);
 	pthread_mutex_lock(&r->sink_mu);
 	r->sink = sink;
 	r->sink_live = false;

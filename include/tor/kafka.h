@@ -11,6 +11,7 @@
 #ifndef TOR_KAFKA_H
 #define TOR_KAFKA_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -73,6 +74,10 @@ enum {
  * overtakes the failed one; produce and poll then return -1. */
 int tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
     uint64_t seq, tor_err *err);
+
+/* Makes every error the producer reports (see sink_error_cb) add one to
+ * *counter, from then on. */
+void tor_sink_count_errors(struct tor_sink *sink, _Atomic uint64_t *counter);
 
 /* Since when (monotonic ms) the producer has reached no broker, from
  * librdkafka's statistics a second apart; 0 while one is up. */

@@ -80,6 +80,11 @@ struct tor_metrics {
 	 * (another lineage, a tail not found: at-least-once). */
 	_Atomic uint64_t deduplicated;
 	_Atomic uint64_t dedup_unknown;
+	/* Errors the Kafka producer reported (a broker unreachable, a request
+	 * failed: librdkafka retries those; a fatal one). */
+	_Atomic uint64_t kafka_errors;
+	/* Wall-clock ms when the process started (tor_metrics_init). */
+	int64_t start_wall_ms;
 
 	/* Publish latency: at each Kafka acknowledgement, wall-clock now
 	 * minus the source row event's binlog timestamp.  Per bucket (not

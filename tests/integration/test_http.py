@@ -25,6 +25,7 @@ NAMES = [
     "tor_publish_latency_seconds_bucket", "tor_publish_latency_seconds_sum",
     "tor_publish_latency_seconds_count", "tor_kafka_queue_messages",
     "tor_failovers_total", "tor_reconnects_total", "tor_build_info",
+    "tor_kafka_errors_total", "process_start_time_seconds",
 ]
 
 
@@ -109,6 +110,8 @@ def test_leader_follower_and_redis_down(stack):
     for st in ("follower", "candidate", "stepping_down"):
         assert value(smp, "tor_state", state=st) == 0, st
     assert value(smp, "tor_lease_epoch") >= 1
+    assert abs(value(smp, "process_start_time_seconds") - time.time()) < 60
+    assert value(smp, "tor_kafka_errors_total") == 0
     assert value(smp, "tor_publish_latency_seconds_bucket", le="+Inf") == \
         value(smp, "tor_publish_latency_seconds_count")
     read_before = value(smp, "tor_events_read_total")
@@ -178,7 +181,9 @@ def test_port_in_use_exits_1(stack):
 def test_leader_unready_while_no_broker_is_reachable(stack):
     """A leader whose producer reaches no Kafka broker for longer than
     kafka.unreachable_ms answers /readyz 503 saying so, and is ready again
-    once a broker is back; it stays alive (/healthz 200) meanwhile."""
+    once a broker is back; it stays alive (/healthz 200) meanwhile, and
+    tor_kafka_errors_total counts the producer's errors; rows written
+    meanwhile are published once the brokers are back."""
     name = "http_kafka"
     table, overrides = make_outbox(stack, name)
     overrides["kafka"] = {"brokers": stack.brokers, "topics": [],
@@ -200,6 +205,9 @@ def test_leader_unready_while_no_broker_is_reachable(stack):
     assert "no Kafka broker reachable" in body, body
     assert time.monotonic() - t0 >= 2.0
     assert get(port, "/healthz")[0] == 200
+    errors = value(samples(port), "tor_kafka_errors_total")
+    assert errors >= 1, errors
+    insert_range(stack, table, 0, 10, 10)
     for b in range(1, len(brokers) + 1):
         stack.broker_ctl("up %d" % b)
     t1 = time.monotonic()
@@ -207,6 +215,10 @@ def test_leader_unready_while_no_broker_is_reachable(stack):
                timeout=20, tor=tor)
     print("  ready again %.1f s after the brokers came back" % (
         time.monotonic() - t1))
+    by_n, _ = read_events(stack, name, 10)
+    assert sorted(by_n) == list(range(10)), sorted(by_n)
+    print("  %d producer errors counted" % value(
+        samples(port), "tor_kafka_errors_total"))
     assert tor.stop() == 0, tor.log_tail()
 
 
