@@ -327,10 +327,10 @@ has_column(MYSQL_RES *res, const char *name)
 static const char *
 missing_column(const struct tor_outbox_table *t, MYSQL_RES *res)
 {
-	const char *cols[5] = { t->col_id, t->col_key, t->col_type,
-	    t->col_payload, t->col_timestamp };
+	const char *cols[6] = { t->col_id, t->col_key, t->col_type,
+	    t->col_payload, t->col_timestamp, t->col_partition };
 
-	for (size_t i = 0; i < 5; i++)
+	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
 		if (cols[i] != NULL && !has_column(res, cols[i]))
 			return cols[i];
 	for (size_t i = 0; i < t->n_headers; i++)

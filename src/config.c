@@ -59,13 +59,12 @@ static const char *const keys_mysql[] = { "host", "port", "user", "password",
 	"password_file", "server_id", "start", "heartbeat_ms",
 	"connect_timeout_ms", "server_public_key", "tls", NULL };
 static const char *const keys_tls[] = { "mode", "ca", "cert", "key", NULL };
-static const char *const keys_outbox[] = { "tables", "routes",
+static const char *const keys_outbox[] = { "tables", "routes", "route",
 	"topic_template", "unrouted", NULL };
 static const char *const keys_table[] = { "table", "columns", "headers",
 	NULL };
 static const char *const keys_columns[] = { "id", "key", "type", "payload",
-	"timestamp",
-	NULL };
+	"timestamp", "partition", NULL };
 static const char *const keys_header[] = { "column", "header", NULL };
 static const char *const keys_route[] = { "match", "topic", "icase", NULL };
 static const char *const keys_kafka[] = { "brokers", "mode", "partitioner",
@@ -86,6 +85,7 @@ static const char *const keys_log[] = { "level", "format", NULL };
 
 static const char *const tls_modes[] = { "disabled", "preferred", "required",
 	"verify", NULL };
+static const char *const route_modes[] = { "first", "all", NULL };
 static const char *const kafka_modes[] = { "idempotent", "transactional",
 	NULL };
 static const char *const partitioners[] = { "murmur2", "fnv1a", "crc32",
@@ -879,7 +879,8 @@ load_table(struct loader *ld, const config_setting_t *e, const char *epath,
 	    req_str(ld, cols, cpath, "key", &t->col_key) == -1 ||
 	    req_str(ld, cols, cpath, "type", &t->col_type) == -1 ||
 	    req_str(ld, cols, cpath, "payload", &t->col_payload) == -1 ||
-	    opt_str(ld, cols, cpath, "timestamp", "", &t->col_timestamp) == -1)
+	    opt_str(ld, cols, cpath, "timestamp", "", &t->col_timestamp) == -1 ||
+	    opt_str(ld, cols, cpath, "partition", "", &t->col_partition) == -1)
 		return -1;
 	if (t->col_id[0] == '\0') {
 		free(t->col_id);
@@ -888,6 +889,10 @@ load_table(struct loader *ld, const config_setting_t *e, const char *epath,
 	if (t->col_timestamp[0] == '\0') {
 		free(t->col_timestamp);
 		t->col_timestamp = NULL;
+	}
+	if (t->col_partition[0] == '\0') {
+		free(t->col_partition);
+		t->col_partition = NULL;
 	}
 
 	keypath(hpath, epath, "headers");
@@ -986,6 +991,7 @@ load_outbox(struct loader *ld, const config_setting_t *root)
 	char key[KEYLEN];
 	const char *tmpl, *at;
 	size_t n;
+	int route;
 
 	if (opt_group(ld, root, "", "outbox", keys_outbox, &g) == -1 ||
 	    member(ld, g, "outbox", "tables", K_LIST, &tables) == -1)
@@ -1054,6 +1060,10 @@ load_outbox(struct loader *ld, const config_setting_t *root)
 	if (cfg->outbox.n_routes == 0 && tmpl[0] == '\0')
 		return fail(ld, g, "outbox.routes", "no routes and no "
 		    "outbox.topic_template: give at least one");
+	if (opt_enum(ld, g, "outbox", "route", route_modes, TOR_ROUTE_FIRST,
+	    &route) == -1)
+		return -1;
+	cfg->outbox.route = (enum tor_route_mode)route;
 	return load_unrouted(ld, g);
 }
 
@@ -1520,6 +1530,8 @@ print_outbox(const struct tor_config *cfg, FILE *out)
 		print_str(out, 8, "payload", t->col_payload);
 		print_str(out, 8, "timestamp", t->col_timestamp != NULL ?
 		    t->col_timestamp : "");
+		print_str(out, 8, "partition", t->col_partition != NULL ?
+		    t->col_partition : "");
 		fputs("      };\n      headers = (", out);
 		for (size_t j = 0; j < t->n_headers; j++) {
 			fputs(j == 0 ? " { column = " : ", { column = ", out);
@@ -1543,6 +1555,7 @@ print_outbox(const struct tor_config *cfg, FILE *out)
 		    i + 1 < cfg->outbox.n_routes ? "," : "");
 	}
 	fputs("  );\n", out);
+	print_str(out, 2, "route", route_modes[cfg->outbox.route]);
 	print_str(out, 2, "topic_template", cfg->outbox.topic_template);
 	if (cfg->outbox.unrouted == TOR_UNROUTED_DLQ)
 		snprintf(unrouted, sizeof(unrouted), "dlq:%s",
@@ -1675,6 +1688,7 @@ tor_config_free(struct tor_config *cfg)
 		free(t->col_type);
 		free(t->col_payload);
 		free(t->col_timestamp);
+		free(t->col_partition);
 		for (size_t j = 0; t->headers != NULL && j < t->n_headers;
 		    j++) {
 			free(t->headers[j].column);

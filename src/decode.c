@@ -29,6 +29,7 @@ struct decode {
 	uint64_t at;                    /* where the event being fed starts */
 	uint64_t seq;
 	uint64_t messages, skipped;
+	struct tor_outbox *ob;          /* the reader's: for outbox.route */
 };
 
 static bool
@@ -128,16 +129,32 @@ on_begin(void *ctx, uint64_t *seq, tor_err *err)
 	return 0;
 }
 
+static void print_message(struct decode *d, const char *topic,
+    const struct tor_message *msg, const struct tor_row_origin *origin);
+
+/* One line per message: with outbox.route = all, one per topic. */
 static int
 on_row(void *ctx, uint64_t seq, struct tor_message *msg,
     const struct tor_row_origin *origin, tor_err *err)
 {
 	struct decode *d = ctx;
+	const char *const *topics;
+	size_t n;
 
 	(void)seq;
 	(void)err;
+	n = tor_outbox_topics(d->ob, msg, &topics);
+	for (size_t i = 0; i < n; i++)
+		print_message(d, topics[i], msg, origin);
+	return 0;
+}
+
+static void
+print_message(struct decode *d, const char *topic,
+    const struct tor_message *msg, const struct tor_row_origin *origin)
+{
 	fputs("{\"message\": {\"topic\": ", d->out);
-	put_cstring(d->out, msg->topic);
+	put_cstring(d->out, topic);
 	fputs(", \"key\": ", d->out);
 	put_bytes(d->out, msg->key, msg->key_len);
 	fputs(", \"value\": ", d->out);
@@ -155,7 +172,6 @@ on_row(void *ctx, uint64_t seq, struct tor_message *msg,
 	put_cstring(d->out, d->file);
 	fprintf(d->out, ", \"event\": %" PRIu64 "}}\n", d->at);
 	d->messages++;
-	return 0;
 }
 
 static int
@@ -329,6 +345,7 @@ tor_decode_buffer(const struct tor_config *cfg, const char *name,
 		fprintf(errout, "tor decode: %s\n", err.msg);
 		return 1;
 	}
+	d.ob = ob;
 	snprintf(start.file, sizeof(start.file), "%s", name);
 	if ((rd = tor_reader_new(cfg, ob, &metrics, &decode_ops, &d,
 	    &start)) == NULL) {
@@ -366,6 +383,7 @@ tor_decode_files(const struct tor_config *cfg, char *const *files,
 		fprintf(errout, "tor decode: %s\n", err.msg);
 		return 1;
 	}
+	d.ob = ob;
 	for (int i = 0; i < n_files && rc == 0; i++) {
 		struct tor_position start = { .pos = 4 };
 		const struct tor_position *now;

@@ -788,8 +788,9 @@ find_header(const struct tor_message *msg, const char *name)
 	return NULL;
 }
 
-/* The partition of msg in topic t (see tor_sink_partition): the
- * configured producer family's hash of the key.  A row without a key goes
+/* The partition of msg in topic t (see tor_sink_partition): the row's
+ * (columns.partition), else the configured producer family's hash of the
+ * key.  A row without a key goes
  * where its tor.pos hashes, so that a replay of it lands where it landed
  * before (a random partition could not be looked at).  librdkafka's
  * functions are the families' own: murmur2 the Java producer's (sign bit
@@ -803,6 +804,9 @@ topic_partition(const struct sink_topic *t, const struct tor_message *msg,
 	const void *key = "";
 	size_t len = 0;
 
+	/* columns.partition's, in range (the relay checked it). */
+	if (msg->partition_given && !msg->partition_null)
+		return (int32_t)msg->partition;
 	if (t->partitions <= 0)
 		return RD_KAFKA_PARTITION_UA;
 	if (msg->key != NULL) {

@@ -38,6 +38,7 @@ struct binding {
 	int type;
 	int payload;
 	int timestamp;          /* -1 when no timestamp column is configured */
+	int partition;          /* -1 when no partition column is configured */
 	int *headers;           /* one per configured header mapping */
 };
 
@@ -52,6 +53,10 @@ struct tor_outbox {
 	bool route_cached;
 	size_t route_type_len;          /* type_buf holds that type */
 	const char *route_topic;
+	/* outbox.route = all: the distinct topics of every route the cached
+	 * type matches, route_topic first; n_fan 0 when no route matched. */
+	const char **fan;
+	size_t n_fan;
 	uint64_t epoch_val;             /* what epoch and ts hold, when set */
 	int64_t ts_val;
 	bool epoch_set, ts_set;
@@ -59,7 +64,7 @@ struct tor_outbox {
 	char topic[TOPIC_MAX + 1];      /* a topic built from topic_template */
 	char epoch[24];                 /* tor.epoch value */
 	char ts[24];                    /* tor.ts value */
-	char error[64];                 /* tor.error value */
+	char error[TOPIC_MAX + 128];    /* tor.error value */
 };
 
 struct tor_outbox *
@@ -86,6 +91,9 @@ tor_outbox_new(const struct tor_config *cfg, tor_err *err)
 		goto nomem;
 	ob->cfg = cfg;
 	ob->group_len = strlen(cfg->group);
+	if (cfg->outbox.n_routes > 0 &&
+	    (ob->fan = calloc(cfg->outbox.n_routes, sizeof(*ob->fan))) == NULL)
+		goto nomem;
 	if (cfg->outbox.n_tables > 0 &&
 	    (ob->binds = calloc(cfg->outbox.n_tables, sizeof(*ob->binds))) == NULL)
 		goto nomem;
@@ -115,6 +123,7 @@ tor_outbox_free(struct tor_outbox *ob)
 		for (i = 0; i < ob->cfg->outbox.n_tables; i++)
 			free(ob->binds[i].headers);
 	free(ob->binds);
+	free(ob->fan);
 	free(ob->type_buf);
 	free(ob);
 }
@@ -163,6 +172,26 @@ bind_column(const struct tor_config *cfg, const struct tor_outbox_table *t,
 	return 0;
 }
 
+/* columns.partition names a partition: an integer column, nothing else. */
+static int
+check_integer(const struct tor_config *cfg, const struct tor_outbox_table *t,
+    const struct tor_table_map *tm, int idx, tor_err *err)
+{
+	switch (tm->cols[idx].type) {
+	case TOR_TYPE_TINY:
+	case TOR_TYPE_SHORT:
+	case TOR_TYPE_INT24:
+	case TOR_TYPE_LONG:
+	case TOR_TYPE_LONGLONG:
+		return 0;
+	default:
+		return tor_err_set(err, "%s.%s.%s: columns.partition must be "
+		    "an integer column (outbox table at %s:%d)", t->schema,
+		    t->table, tm->cols[idx].name, cfg->path != NULL ?
+		    cfg->path : "?", t->line);
+	}
+}
+
 int
 tor_outbox_bind(struct tor_outbox *ob, int table_idx,
     const struct tor_table_map *tm, tor_err *err)
@@ -182,11 +211,16 @@ tor_outbox_bind(struct tor_outbox *ob, int table_idx,
 	b->bound = false;
 	b->id = -1;
 	b->timestamp = -1;
+	b->partition = -1;
 	if (t->col_id != NULL &&
 	    bind_column(ob->cfg, t, tm, t->col_id, &b->id, err) == -1)
 		return -1;
 	if (t->col_timestamp != NULL && bind_column(ob->cfg, t, tm,
 	    t->col_timestamp, &b->timestamp, err) == -1)
+		return -1;
+	if (t->col_partition != NULL && (bind_column(ob->cfg, t, tm,
+	    t->col_partition, &b->partition, err) == -1 ||
+	    check_integer(ob->cfg, t, tm, b->partition, err) == -1))
 		return -1;
 	if (bind_column(ob->cfg, t, tm, t->col_key, &b->key, err) == -1 ||
 	    bind_column(ob->cfg, t, tm, t->col_type, &b->type, err) == -1 ||
@@ -210,7 +244,7 @@ tor_outbox_uses_column(const struct tor_outbox *ob, int table_idx,
 	if (!b->bound)
 		return true;
 	if (c == b->id || c == b->key || c == b->type || c == b->payload ||
-	    c == b->timestamp)
+	    c == b->timestamp || c == b->partition)
 		return true;
 	for (size_t i = 0; i < ob->cfg->outbox.tables[table_idx].n_headers; i++)
 		if (c == b->headers[i])
@@ -281,6 +315,17 @@ reserve_type(struct tor_outbox *ob, size_t len)
 	return 0;
 }
 
+/* Whether the fan-out list has topic already: two routes to one topic give
+ * the row one copy there, not two. */
+static bool
+fan_has(const struct tor_outbox *ob, const char *topic)
+{
+	for (size_t i = 0; i < ob->n_fan; i++)
+		if (strcmp(ob->fan[i], topic) == 0)
+			return true;
+	return false;
+}
+
 const char *
 tor_outbox_route(struct tor_outbox *ob, const uint8_t *type, size_t type_len)
 {
@@ -302,12 +347,20 @@ tor_outbox_route(struct tor_outbox *ob, const uint8_t *type, size_t type_len)
 	ob->type_buf[type_len] = '\0';
 
 	ob->route_topic = NULL;
-	for (i = 0; i < cfg->outbox.n_routes; i++)
+	ob->n_fan = 0;
+	for (i = 0; i < cfg->outbox.n_routes; i++) {
+		const char *topic = cfg->outbox.routes[i].topic;
+
 		if (regexec(&cfg->outbox.routes[i].re, ob->type_buf, 0, NULL,
-		    0) == 0) {
-			ob->route_topic = cfg->outbox.routes[i].topic;
+		    0) != 0)
+			continue;
+		if (ob->route_topic == NULL)
+			ob->route_topic = topic;
+		if (cfg->outbox.route != TOR_ROUTE_ALL)
 			break;
-		}
+		if (!fan_has(ob, topic))
+			ob->fan[ob->n_fan++] = topic;
+	}
 	if (ob->route_topic == NULL && cfg->outbox.topic_template != NULL &&
 	    cfg->outbox.topic_template[0] != '\0')
 		ob->route_topic = expand_template(ob, ob->type_buf, type_len);
@@ -434,6 +487,8 @@ check_present(const struct tor_outbox_table *t, const struct binding *b,
 		missing = t->col_id;
 	else if (b->timestamp >= 0 && !values[b->timestamp].present)
 		missing = t->col_timestamp;
+	else if (b->partition >= 0 && !values[b->partition].present)
+		missing = t->col_partition;
 	else if (!values[b->key].present)
 		missing = t->col_key;
 	else if (!values[b->type].present)
@@ -474,6 +529,30 @@ digits(const uint8_t *p, size_t n, int64_t *v)
 		*v = *v * 10 + (p[i] - '0');
 	}
 	return n > 0;
+}
+
+/* The value of columns.partition (an integer column, rendered as decimal
+ * text); false for NULL. */
+static bool
+row_partition(const struct tor_value *v, int64_t *partition)
+{
+	const uint8_t *p = v->data;
+	size_t n = v->len;
+
+	if (v->is_null || p == NULL || n == 0)
+		return false;
+	/* Past 18 digits no partition can be meant: it stays out of range. */
+	if (n > 19 || (n == 19 && p[0] != '-')) {
+		*partition = p[0] == '-' ? -1 : INT64_MAX;
+		return true;
+	}
+	if (p[0] == '-' && n > 1 && digits(p + 1, n - 1, partition)) {
+		*partition = -*partition;
+		return true;
+	}
+	if (!digits(p, n, partition))
+		*partition = -1;
+	return true;
 }
 
 /*
@@ -553,6 +632,10 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	msg->n_headers = 0;
 	msg->timestamp_from_row = b->timestamp >= 0 &&
 	    row_time(&values[b->timestamp], &msg->timestamp_ms);
+	msg->partition_given = b->partition >= 0;
+	if (msg->partition_given)
+		msg->partition_null = !row_partition(&values[b->partition],
+		    &msg->partition);
 	/* A NULL type has nothing to match; it is unrouted like any other. */
 	if (!type->is_null) {
 		if (reserve_type(ob, type->len) == -1)
@@ -646,6 +729,53 @@ tor_outbox_message_copy(const struct tor_message *msg)
 	return c;
 }
 
+size_t
+tor_outbox_topics(struct tor_outbox *ob, const struct tor_message *msg,
+    const char *const **topics)
+{
+	const struct tor_header *type = NULL;
+
+	*topics = &msg->topic;
+	if (ob->cfg->outbox.route != TOR_ROUTE_ALL)
+		return 1;
+	for (size_t i = 0; i < msg->n_headers && type == NULL; i++)
+		if (msg->headers[i].name_len == 8 &&
+		    memcmp(msg->headers[i].name, "tor.type", 8) == 0)
+			type = &msg->headers[i];
+	if (type == NULL || type->value == NULL ||
+	    tor_outbox_route(ob, type->value, type->len) == NULL ||
+	    ob->n_fan == 0)
+		return 1;       /* unrouted, the template's or dead-lettered */
+	*topics = ob->fan;
+	return ob->n_fan;
+}
+
+int
+tor_outbox_unroutable(struct tor_outbox *ob, struct tor_message *msg,
+    const char *why, const struct tor_row_origin *origin, tor_err *err)
+{
+	const struct tor_config *cfg = ob->cfg;
+
+	switch (cfg->outbox.unrouted) {
+	case TOR_UNROUTED_SKIP:
+		return TOR_OUTBOX_SKIPPED;
+	case TOR_UNROUTED_DLQ:
+		if (msg->n_headers >= TOR_MAX_HEADERS)
+			return tor_err_set(err, "%s, and no room for its "
+			    "tor.error header (row %s)", why,
+			    origin_pos(origin));
+		msg->topic = cfg->outbox.dlq_topic;
+		msg->partition_given = false;   /* the key's, there */
+		snprintf(ob->error, sizeof(ob->error), "%s", why);
+		add_header(msg, NAME("tor.error"), (const uint8_t *)ob->error,
+		    strlen(ob->error));
+		return TOR_OUTBOX_MAPPED;
+	case TOR_UNROUTED_FAIL:
+	default:
+		return tor_err_set(err, "%s (row %s)", why, origin_pos(origin));
+	}
+}
+
 void
 tor_outbox_restamp(struct tor_outbox *ob, struct tor_message *msg,
     const struct tor_row_origin *origin)
@@ -692,6 +822,7 @@ tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
 		/* The value is what made it too large; the key and headers
 		 * are enough for someone to find the row and replay it. */
 		msg->topic = cfg->outbox.dlq_topic;
+		msg->partition_given = false;   /* the key's, there */
 		msg->value = NULL;
 		msg->value_len = 0;
 		snprintf(ob->error, sizeof(ob->error),

@@ -712,19 +712,56 @@ published_already(struct relay *r, const struct tor_message *msg,
 	return false;
 }
 
-/* Queues one message of transaction seq, waiting while the producer's
- * queue is full.  Oversized messages follow outbox.unrouted. */
+/* A row whose columns.partition is NULL or not a partition of its topic:
+ * outbox.unrouted decides.  Returns 1 to produce msg as it is (possibly to
+ * the dead-letter topic now), 0 when skipped, or -1. */
 static int
-produce(struct relay *r, struct tor_message *msg,
-    const struct tor_row_origin *origin, uint64_t seq, tor_err *err)
+check_partition(struct relay *r, struct tor_message *msg,
+    const struct tor_row_origin *origin, bool *diverted, tor_err *err)
+{
+	int n = tor_sink_partitions(r->sink, msg->topic), rc;
+	char why[320];
+
+	/* Unknown count (no metadata): the broker judges the partition. */
+	if (!msg->partition_null && msg->partition >= 0 &&
+	    (n <= 0 || msg->partition < n))
+		return 1;
+	if (msg->partition_null)
+		snprintf(why, sizeof(why), "partition column is NULL (topic "
+		    "%s)", msg->topic);
+	else
+		snprintf(why, sizeof(why), "partition %" PRId64 " is out of "
+		    "range: topic %s has %d", msg->partition, msg->topic, n);
+	*diverted = true;
+	if ((rc = tor_outbox_unroutable(r->outbox, msg, why, origin, err)) < 0)
+		return -1;
+	if (rc == TOR_OUTBOX_SKIPPED) {
+		log_warn("outbox", "skipped a row: %s (row %s)", why,
+		    origin->pos);
+		r->rows_skipped++;
+		count_skip(r, TOR_SKIP_UNROUTED);
+		return 0;
+	}
+	return 1;
+}
+
+/* Queues one message of transaction seq to msg->topic, waiting while the
+ * producer's queue is full.  Oversized messages and rows naming a partition
+ * the topic lacks follow outbox.unrouted (*diverted then). */
+static int
+produce_copy(struct relay *r, struct tor_message *msg,
+    const struct tor_row_origin *origin, uint64_t seq, bool *diverted,
+    tor_err *err)
 {
 	bool redirected = false;
+	int rc;
 
+	if (msg->partition_given &&
+	    (rc = check_partition(r, msg, origin, diverted, err)) <= 0)
+		return rc;
 	if (published_already(r, msg, origin))
 		return 0;
 	for (;;) {
-		int rc;
-
 		if (!leading(r))
 			return RUN_LOST;
 		if (r->txn_mode && !r->ktxn_open &&
@@ -752,6 +789,7 @@ produce(struct relay *r, struct tor_message *msg,
 				return rc;
 			break;
 		case TOR_SINK_TOO_LARGE:
+			*diverted = true;
 			if ((rc = oversized(r, msg, origin, err)) <= 0)
 				return rc;
 			redirected = true;
@@ -770,6 +808,28 @@ produce(struct relay *r, struct tor_message *msg,
 			return -1;
 		}
 	}
+}
+
+/* Queues a row's message to each of its topics (outbox.route); a copy
+ * that went to the dead-letter topic or was skipped is the row's last, so
+ * that a row has one dead letter at most. */
+static int
+produce(struct relay *r, struct tor_message *msg,
+    const struct tor_row_origin *origin, uint64_t seq, tor_err *err)
+{
+	const char *const *topics;
+	size_t n = tor_outbox_topics(r->outbox, msg, &topics);
+	bool diverted = false;
+
+	for (size_t i = 0; i < n && !diverted; i++) {
+		int rc;
+
+		msg->topic = topics[i];
+		if ((rc = produce_copy(r, msg, origin, seq, &diverted,
+		    err)) != 0)
+			return rc;
+	}
+	return 0;
 }
 
 /* The reader's callbacks (tor/reader.h): progress, production, lag. */

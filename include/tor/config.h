@@ -33,6 +33,12 @@ enum tor_unrouted {
 	TOR_UNROUTED_DLQ,       /* publish to outbox.dlq_topic */
 };
 
+/* outbox.route: which routes a row's aggregate type goes to. */
+enum tor_route_mode {
+	TOR_ROUTE_FIRST,        /* the first that matches (default) */
+	TOR_ROUTE_ALL,          /* a copy to every one that matches */
+};
+
 enum tor_kafka_mode {
 	TOR_KAFKA_IDEMPOTENT,
 	TOR_KAFKA_TRANSACTIONAL,
@@ -61,6 +67,7 @@ struct tor_outbox_table {
 	char *col_type;
 	char *col_payload;
 	char *col_timestamp;    /* the event's time; may be NULL */
+	char *col_partition;    /* an integer column: the partition; may be NULL */
 	struct tor_header_map *headers;
 	size_t n_headers;
 	int line;
@@ -113,6 +120,7 @@ struct tor_config {
 		size_t n_tables;
 		struct tor_route *routes;
 		size_t n_routes;
+		enum tor_route_mode route;
 		char *topic_template;   /* "" when unset; contains ${aggregate_type} */
 		enum tor_unrouted unrouted;
 		char *dlq_topic;        /* set when unrouted is TOR_UNROUTED_DLQ */

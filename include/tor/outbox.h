@@ -42,6 +42,12 @@ struct tor_message {
 	int64_t timestamp_ms;   /* the Kafka timestamp (tor.ts); 0: the broker's
 	                         * clock at produce */
 	bool timestamp_from_row;/* columns.timestamp gave it, not the commit */
+	/* columns.partition: the row names its partition (partition_given),
+	 * or its value was NULL (partition_null); the relay checks it against
+	 * the topic's partition count before the message goes out. */
+	bool partition_given;
+	bool partition_null;
+	int64_t partition;
 };
 
 /* Where a row came from, for the tor.* headers. */
@@ -101,6 +107,21 @@ int tor_outbox_map(struct tor_outbox *ob, int table_idx,
  * must wait: an XA transaction's, until its commit.  NULL when out of
  * memory. */
 struct tor_message *tor_outbox_message_copy(const struct tor_message *msg);
+
+/* The topics msg goes to: with outbox.route = all every distinct topic of
+ * the routes its tor.type matches (msg->topic first), else msg->topic
+ * alone.  Returns their number (at least 1); *topics is valid until the
+ * next call of this or of tor_outbox_map. */
+size_t tor_outbox_topics(struct tor_outbox *ob, const struct tor_message *msg,
+    const char *const **topics);
+
+/* Applies outbox.unrouted to a mapped message that cannot go where it was
+ * routed, `why` saying so (e.g. its partition is not one of the topic's):
+ * TOR_OUTBOX_SKIPPED, TOR_OUTBOX_MAPPED with msg->topic set to the
+ * dead-letter topic, its partition the key's and header tor.error = why,
+ * or -1 with "<why> (row <pos>)". */
+int tor_outbox_unroutable(struct tor_outbox *ob, struct tor_message *msg,
+    const char *why, const struct tor_row_origin *origin, tor_err *err);
 
 /* Points msg's tor.pos, tor.epoch and tor.ts at origin's (the transaction
  * that publishes the row now).  Valid until the next call of this or of

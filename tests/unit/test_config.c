@@ -521,6 +521,7 @@ test_print_reloads(void **state)
 	assert_int_equal(again.mysql.server_id, cfg.mysql.server_id);
 	assert_int_equal(again.outbox.n_routes, 2);
 	assert_true(again.outbox.routes[0].icase);
+	assert_int_equal(again.outbox.route, TOR_ROUTE_FIRST);
 	assert_string_equal(again.outbox.tables[0].headers[0].header, "uuid");
 	assert_string_equal(again.kafka.properties[1], "linger.ms=5");
 	assert_string_equal(again.kafka.transactional_id, "tor-orders");
@@ -752,6 +753,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_server_public_key.cfg", "4: mysql.server_public_key: cannot "
 	    "read tests/unit/config/no-such-key.pem: No such file or "
 	    "directory" },
+	{ "bad_route_mode.cfg", "7: outbox.route: expected first or all, got "
+	    "\"every\"" },
 	{ "bad_tables_type.cfg",
 	    "4: outbox.tables: expected a list ( { ... }, ... )" },
 	{ "bad_route_topic.cfg", "6: outbox.routes[0].topic: \"order events\" "

@@ -26,7 +26,7 @@ struct fixture {
 	struct tor_config cfg;
 	struct tor_outbox_table table;
 	struct tor_header_map headers[2];
-	struct tor_route routes[3];
+	struct tor_route routes[4];
 	struct tor_column cols[NCOLS];
 	struct tor_table_map tm;
 	struct tor_value values[NCOLS];
@@ -732,6 +732,151 @@ test_map_timestamp_column(void **state)
 	assert_int_equal(msg.timestamp_ms, 1800000000000);
 }
 
+/* outbox.route = all: every distinct topic of the matching routes, the
+ * first match first; the template's and the dead-letter topic alone; a
+ * held copy of a message fans out as the message does. */
+static void
+test_route_all_fans_out(void **state)
+{
+	struct fixture *f = *state;
+	struct tor_message msg, *copy;
+	const char *const *topics;
+	tor_err err = { "" };
+
+	add_route(f, "^ord", "orders", false);  /* a second way to "orders" */
+	bind_ok(f);
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	/* route = first (the default): one topic. */
+	assert_int_equal(tor_outbox_topics(f->ob, &msg, &topics), 1);
+	assert_string_equal(topics[0], "orders");
+
+	f->cfg.outbox.route = TOR_ROUTE_ALL;
+	reopen(f);
+	bind_ok(f);
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_string_equal(msg.topic, "orders");
+	assert_int_equal(tor_outbox_topics(f->ob, &msg, &topics), 2);
+	assert_string_equal(topics[0], "orders");
+	assert_string_equal(topics[1], "has-e");
+	copy = tor_outbox_message_copy(&msg);
+	assert_non_null(copy);
+
+	f->values[C_TYPE] = val("orders");      /* routes 2 and 3 */
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_string_equal(msg.topic, "has-e");
+	assert_int_equal(tor_outbox_topics(f->ob, &msg, &topics), 2);
+	assert_string_equal(topics[0], "has-e");
+	assert_string_equal(topics[1], "orders");
+
+	/* The copy made before still goes where its own type routes. */
+	assert_int_equal(tor_outbox_topics(f->ob, copy, &topics), 2);
+	assert_string_equal(topics[0], "orders");
+	assert_string_equal(topics[1], "has-e");
+	free(copy);
+
+	f->values[C_TYPE] = val("xyz");         /* no route: the template */
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_int_equal(tor_outbox_topics(f->ob, &msg, &topics), 1);
+	assert_string_equal(topics[0], "outbox.event.xyz");
+
+	f->cfg.outbox.topic_template = (char *)"";
+	f->cfg.outbox.unrouted = TOR_UNROUTED_DLQ;
+	reopen(f);
+	bind_ok(f);
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_int_equal(tor_outbox_topics(f->ob, &msg, &topics), 1);
+	assert_string_equal(topics[0], "outbox.dlq");
+}
+
+/* columns.partition: an integer column only; its value as given, NULL
+ * said so, values past int64 kept out of range on their side. */
+static void
+test_map_partition_column(void **state)
+{
+	static const struct {
+		const char *value;      /* NULL: SQL NULL */
+		bool null;
+		int64_t partition;
+	} cases[] = {
+		{ "3", false, 3 },
+		{ "0", false, 0 },
+		{ "-2", false, -2 },
+		{ "18446744073709551615", false, INT64_MAX },
+		{ "-99999999999999999999", false, -1 },
+		{ NULL, true, 0 },
+	};
+	struct fixture *f = *state;
+	struct tor_message msg;
+	tor_err err = { "" };
+
+	f->table.col_partition = (char *)"trace_id";
+	f->table.n_headers = 1;
+	assert_int_equal(tor_outbox_bind(f->ob, 0, &f->tm, &err), -1);
+	assert_string_equal(err.msg, "shop.outbox.trace_id: columns.partition "
+	    "must be an integer column (outbox table at " CFG_PATH ":12)");
+	f->cols[C_TRACE].type = TOR_TYPE_LONG;
+	bind_ok(f);
+	assert_true(tor_outbox_uses_column(f->ob, 0, C_TRACE));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		f->values[C_TRACE] = cases[i].value != NULL ?
+		    val(cases[i].value) : null_value;
+		assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin,
+		    &msg, &err), TOR_OUTBOX_MAPPED);
+		assert_true(msg.partition_given);
+		assert_int_equal(msg.partition_null, cases[i].null);
+		if (!cases[i].null)
+			assert_int_equal(msg.partition, cases[i].partition);
+	}
+	f->values[C_TRACE].present = false;
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), -1);
+	assert_string_equal(err.msg, "shop.outbox.trace_id: not in the row "
+	    "image; binlog_row_image must be FULL");
+	f->table.col_partition = NULL;
+	bind_ok(f);
+	f->values[C_TRACE] = val("1");
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_false(msg.partition_given);
+}
+
+/* A message that cannot go where it was routed: outbox.unrouted's three
+ * answers, the reason in the error or the tor.error header. */
+static void
+test_unroutable(void **state)
+{
+	struct fixture *f = *state;
+	struct tor_message msg;
+	tor_err err = { "" };
+	const char *why = "partition 9 is out of range: topic orders has 3";
+
+	bind_ok(f);
+	assert_int_equal(tor_outbox_map(f->ob, 0, f->values, &f->origin, &msg,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_int_equal(tor_outbox_unroutable(f->ob, &msg, why, &f->origin,
+	    &err), -1);
+	assert_string_equal(err.msg, "partition 9 is out of range: topic "
+	    "orders has 3 (row mysql-bin.000003:1234:0)");
+	f->cfg.outbox.unrouted = TOR_UNROUTED_SKIP;
+	assert_int_equal(tor_outbox_unroutable(f->ob, &msg, why, &f->origin,
+	    &err), TOR_OUTBOX_SKIPPED);
+	f->cfg.outbox.unrouted = TOR_UNROUTED_DLQ;
+	msg.partition_given = true;
+	msg.partition = 9;
+	assert_int_equal(tor_outbox_unroutable(f->ob, &msg, why, &f->origin,
+	    &err), TOR_OUTBOX_MAPPED);
+	assert_string_equal(msg.topic, "outbox.dlq");
+	assert_false(msg.partition_given);
+	assert_header(&msg, "tor.error", why);
+	assert_header(&msg, "tor.pos", "mysql-bin.000003:1234:0");
+	assert_non_null(msg.value);
+}
+
 int
 main(void)
 {
@@ -759,6 +904,9 @@ main(void)
 		T(test_unrouted_dlq),
 		T(test_oversized),
 		T(test_partial_image),
+		T(test_route_all_fans_out),
+		T(test_map_partition_column),
+		T(test_unroutable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
