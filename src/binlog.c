@@ -339,6 +339,32 @@ missing_column(const struct tor_outbox_table *t, MYSQL_RES *res)
 	return NULL;
 }
 
+/* information_schema's rows for schema.table's columns, in order: name,
+ * whether unsigned, fractional digits.  NULL with err set on failure. */
+static MYSQL_RES *
+table_columns(struct tor_binlog *b, const char *schema_name,
+    const char *table_name, tor_err *err)
+{
+	char schema[2 * 64 + 1], table[2 * 64 + 1], sql[600];
+
+	if (strlen(schema_name) > 64 || strlen(table_name) > 64) {
+		tor_err_set(err, "%s.%s: a name longer than 64 characters",
+		    schema_name, table_name);
+		return NULL;
+	}
+	if (ensure_query(b, err) < 0)
+		return NULL;
+	mysql_real_escape_string(b->query, schema, schema_name,
+	    (unsigned long)strlen(schema_name));
+	mysql_real_escape_string(b->query, table, table_name,
+	    (unsigned long)strlen(table_name));
+	snprintf(sql, sizeof(sql), "SELECT COLUMN_NAME, COLUMN_TYPE LIKE "
+	    "'%%unsigned%%', COALESCE(DATETIME_PRECISION, 0) FROM "
+	    "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' AND "
+	    "TABLE_NAME = '%s' ORDER BY ORDINAL_POSITION", schema, table);
+	return query_rows(b, sql, err);
+}
+
 int
 tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err)
 {
@@ -346,23 +372,13 @@ tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err)
 
 	for (size_t i = 0; i < cfg->outbox.n_tables; i++) {
 		const struct tor_outbox_table *t = &cfg->outbox.tables[i];
-		char schema[2 * 64 + 1], table[2 * 64 + 1], sql[400];
 		const char *missing;
 		MYSQL_RES *res;
 
 		if (strlen(t->schema) > 64 || strlen(t->table) > 64)
 			return tor_err_set(err, "%s.%s: a name longer than 64 "
 			    "characters", t->schema, t->table), TOR_BINLOG_FATAL;
-		if (ensure_query(b, err) < 0)
-			return TOR_BINLOG_ERROR;
-		mysql_real_escape_string(b->query, schema, t->schema,
-		    (unsigned long)strlen(t->schema));
-		mysql_real_escape_string(b->query, table, t->table,
-		    (unsigned long)strlen(t->table));
-		snprintf(sql, sizeof(sql), "SELECT COLUMN_NAME FROM "
-		    "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' AND "
-		    "TABLE_NAME = '%s'", schema, table);
-		if ((res = query_rows(b, sql, err)) == NULL)
+		if ((res = table_columns(b, t->schema, t->table, err)) == NULL)
 			return TOR_BINLOG_ERROR;
 		if (mysql_num_rows(res) == 0) {
 			mysql_free_result(res);
@@ -458,28 +474,95 @@ tor_binlog_check_available(struct tor_binlog *b,
 	return 0;
 }
 
+/* Events a group of the binlog starts with, and events never inside one
+ * (SHOW BINLOG EVENTS names): a position where one starts is between
+ * transactions. */
+static bool
+starts_outside_a_group(const char *type, const char *info, bool after_gtid)
+{
+	static const char *const outside[] = { "Gtid", "Anonymous_Gtid",
+	    "Gtid_tagged", "Format_desc", "Gtid_list", "Binlog_checkpoint",
+	    "Previous_gtids", "Rotate", "Stop", "Start_encryption", NULL };
+
+	for (size_t i = 0; outside[i] != NULL; i++)
+		if (strcmp(type, outside[i]) == 0)
+			return true;
+	/* Without GTIDs (MySQL 5.6) a transaction starts at its BEGIN. */
+	return !after_gtid && strcmp(type, "Query") == 0 && info != NULL &&
+	    strcmp(info, "BEGIN") == 0;
+}
+
+#define EVENTS_PAGE 10000
+
+int
+tor_binlog_group_start(struct tor_binlog *b, const struct tor_position *at,
+    struct tor_position *start, tor_err *err)
+{
+	uint64_t from = 4, best = 4;
+	bool after_gtid = false, seen = at->pos == 4, past = false;
+	char file[2 * sizeof(at->file) + 1], sql[sizeof(file) + 100];
+
+	if (ensure_query(b, err) < 0)
+		return -1;
+	mysql_real_escape_string(b->query, file, at->file,
+	    (unsigned long)strlen(at->file));
+	/* A page at a time, from one event's start to the next: a big file
+	 * is read only up to at. */
+	while (!past) {
+		MYSQL_RES *res;
+		MYSQL_ROW row;
+		int rows = 0;
+
+		snprintf(sql, sizeof(sql), "SHOW BINLOG EVENTS IN '%s' FROM %"
+		    PRIu64 " LIMIT %d", file, from, EVENTS_PAGE);
+		if ((res = query_rows(b, sql, err)) == NULL)
+			return -1;
+		while (!past && (row = mysql_fetch_row(res)) != NULL) {
+			uint64_t pos = strtoull(row[1] ? row[1] : "0", NULL, 10);
+			const char *type = row[2] != NULL ? row[2] : "";
+
+			rows++;
+			if (pos > at->pos) {
+				past = true;
+				break;
+			}
+			seen |= pos == at->pos;
+			if (starts_outside_a_group(type, row[5], after_gtid))
+				best = pos;
+			after_gtid = strstr(type, "Gtid") != NULL;
+			from = strtoull(row[4] ? row[4] : "0", NULL, 10);
+		}
+		mysql_free_result(res);
+		if (rows < EVENTS_PAGE)
+			break;
+	}
+	/* Past the last event: the file's end is between transactions. */
+	if (!past && at->pos == from)
+		seen = true, best = from;
+	else if (!past && at->pos > from)
+		return tor_err_set(err, "mysql %s:%d: position %s:%" PRIu64
+		    " is beyond the end of binlog file %s (%" PRIu64 ")",
+		    b->cfg->mysql.host, b->cfg->mysql.port, at->file, at->pos,
+		    at->file, from), 1;
+	if (!seen)
+		return tor_err_set(err, "mysql %s:%d: no event starts at %s:%"
+		    PRIu64, b->cfg->mysql.host, b->cfg->mysql.port, at->file,
+		    at->pos), 1;
+	*start = *at;
+	start->pos = best;
+	start->gtid[0] = '\0';
+	return 0;
+}
+
 int
 tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err)
 {
-	char schema[2 * sizeof(tm->schema) + 1], table[2 * sizeof(tm->table) + 1];
-	char sql[600];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	uint32_t i = 0;
 
-	if (ensure_query(b, err) < 0)
-		return -1;
-	mysql_real_escape_string(b->query, schema, tm->schema,
-	    (unsigned long)strlen(tm->schema));
-	mysql_real_escape_string(b->query, table, tm->table,
-	    (unsigned long)strlen(tm->table));
-	snprintf(sql, sizeof(sql), "SELECT COLUMN_NAME, COLUMN_TYPE LIKE "
-	    "'%%unsigned%%', COALESCE(DATETIME_PRECISION, 0) FROM "
-	    "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' AND "
-	    "TABLE_NAME = '%s' ORDER BY ORDINAL_POSITION", schema, table);
-	res = query_rows(b, sql, err);
-	if (res == NULL)
+	if ((res = table_columns(b, tm->schema, tm->table, err)) == NULL)
 		return -1;
 	if (mysql_num_rows(res) != tm->ncols) {
 		unsigned long long n = mysql_num_rows(res);

@@ -16,6 +16,7 @@
  * refused, a replica that acquired in between makes the step start over
  * with a newer token, and whoever leads next starts from the new position.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -408,5 +409,218 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 		print_facts(out, &fs, false);
 	}
 	tor_redis_free(r);
+	return CLI_YES;
+}
+
+/* Where the Go tor's position is: its own Redis (host, port, db, no
+ * password, as the Go tor's config has them), else tor's.  The handle keeps
+ * a pointer to the config: other must outlive it. */
+static struct tor_redis *
+open_go_tor_redis(const struct tor_config *cfg,
+    const struct tor_go_tor_source *src, struct tor_config *other,
+    tor_err *err)
+{
+	if (src->host == NULL)
+		return open_redis(cfg, err);
+	*other = *cfg;
+	other->redis.host = (char *)src->host;
+	other->redis.port = src->port;
+	other->redis.db = src->db;
+	other->redis.user = (char *)"";
+	other->redis.password = (char *)"";
+	other->redis.sentinel.master = (char *)"";
+	other->redis.sentinel.n_nodes = 0;
+	return open_redis(other, err);
+}
+
+/* Skips JSON white space. */
+static const char *
+json_blank(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+/* A JSON string without escapes other than \" \\ and \/ (binlog file
+ * names are plain), copied into out; NULL when it is not one or too long. */
+static const char *
+json_string(const char *p, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	if (*p++ != '"')
+		return NULL;
+	for (; *p != '"'; p++) {
+		char c = *p;
+
+		if (c == '\0' || (unsigned char)c < 0x20)
+			return NULL;
+		if (c == '\\') {
+			c = *++p;
+			if (c != '"' && c != '\\' && c != '/')
+				return NULL;
+		}
+		if (n + 1 >= cap)
+			return NULL;
+		out[n++] = c;
+	}
+	out[n] = '\0';
+	return p + 1;
+}
+
+/*
+ * The Go tor's position: {"name": "<binlog file>", "pos": <n>}, either key
+ * left out when empty or 0 (its JSON omits them); other keys are refused,
+ * since they would mean this is not what we think it is.
+ */
+static int
+parse_go_tor_position(const char *text, struct tor_position *pos,
+    tor_err *err)
+{
+	const char *p = json_blank(text);
+	bool any = false;
+
+	memset(pos, 0, sizeof(*pos));
+	if (*p++ != '{')
+		goto bad;
+	for (p = json_blank(p); *p != '}'; p = json_blank(p)) {
+		char key[16];
+
+		if (any && *p++ != ',')
+			goto bad;
+		if ((p = json_string(json_blank(p), key, sizeof(key))) == NULL)
+			goto bad;
+		p = json_blank(p);
+		if (*p++ != ':')
+			goto bad;
+		p = json_blank(p);
+		if (strcmp(key, "name") == 0) {
+			if ((p = json_string(p, pos->file,
+			    sizeof(pos->file))) == NULL)
+				goto bad;
+		} else if (strcmp(key, "pos") == 0) {
+			char *end;
+
+			if (*p < '0' || *p > '9')
+				goto bad;
+			errno = 0;
+			pos->pos = strtoull(p, &end, 10);
+			if (errno != 0 || pos->pos > UINT32_MAX)
+				goto bad;
+			p = end;
+		} else {
+			goto bad;
+		}
+		any = true;
+	}
+	if (*json_blank(p + 1) != '\0')
+		goto bad;
+	if (pos->file[0] == '\0')
+		return tor_err_set(err, "the Go tor's position names no binlog "
+		    "file (it never saved one): \"%.200s\"", text);
+	if (pos->pos < 4)
+		pos->pos = 4;   /* the file's start */
+	return 0;
+bad:
+	return tor_err_set(err, "not the Go tor's position (expected {\"name\": "
+	    "\"<binlog file>\", \"pos\": <n>}): \"%.200s\"", text);
+}
+
+/* Reads the Go tor's position from its Redis key. */
+static int
+read_go_tor_position(const struct tor_config *cfg,
+    const struct tor_go_tor_source *src, struct tor_position *pos,
+    tor_err *err)
+{
+	const char *argv[] = { "GET", src->key };
+	struct tor_config other;
+	struct tor_redis *r;
+	redisReply *reply;
+	int rc = CLI_YES;
+
+	if ((r = open_go_tor_redis(cfg, src, &other, err)) == NULL)
+		return CLI_ERROR;
+	reply = tor_redis_command(r, 2, argv, NULL, err);
+	if (reply == NULL) {
+		rc = CLI_ERROR;
+	} else if (reply->type == REDIS_REPLY_NIL) {
+		tor_err_set(err, "%s: no such key (the Go tor's redisKey, in "
+		    "the Redis it used: --redis-host, --redis-port, "
+		    "--redis-db)", src->key);
+		rc = CLI_NO;
+	} else if (reply->type != REDIS_REPLY_STRING) {
+		tor_err_set(err, "%s: not a string value", src->key);
+		rc = CLI_NO;
+	} else if (parse_go_tor_position(reply->str, pos, err) < 0) {
+		tor_err_prefix(err, "%s: ", src->key);
+		rc = CLI_NO;
+	}
+	if (reply != NULL)
+		freeReplyObject(reply);
+	tor_redis_free(r);
+	return rc;
+}
+
+/* Moves a position inside a transaction back to where that transaction
+ * began (the Go tor saves one after each rows event). */
+static int
+round_to_group(const struct tor_config *cfg, struct tor_position *pos,
+    tor_err *err)
+{
+	struct tor_position start;
+	struct tor_binlog *b;
+	int rc;
+
+	if ((rc = check_target(cfg, false, pos, err)) != CLI_YES)
+		return rc;
+	if ((b = tor_binlog_new(cfg)) == NULL) {
+		tor_err_set(err, "out of memory");
+		return CLI_ERROR;
+	}
+	rc = tor_binlog_group_start(b, pos, &start, err);
+	tor_binlog_free(b);
+	if (rc != 0) {
+		tor_err_prefix(err, "not moving the checkpoint: ");
+		return rc > 0 ? CLI_NO : CLI_ERROR;
+	}
+	*pos = start;
+	return CLI_YES;
+}
+
+int
+tor_cli_checkpoint_import(const struct tor_config *cfg,
+    const struct tor_go_tor_source *src, FILE *out)
+{
+	struct tor_position go;
+	struct tor_checkpoint cp;
+	struct tor_redis *r;
+	struct facts fs = { .n = 0 };
+	char text[sizeof(go.file) + 32];
+	tor_err err;
+	int rc;
+
+	if ((rc = read_go_tor_position(cfg, src, &go, &err)) != CLI_YES)
+		return fail(rc, &err);
+	memset(&cp, 0, sizeof(cp));
+	cp.pos = go;
+	if ((rc = round_to_group(cfg, &cp.pos, &err)) != CLI_YES)
+		return fail(rc, &err);
+	if ((r = open_redis(cfg, &err)) == NULL)
+		return fail(CLI_ERROR, &err);
+	if (tor_checkpoint_move(r, cfg, &cp, &err) < 0) {
+		tor_redis_free(r);
+		return fail(CLI_ERROR, &err);
+	}
+	tor_redis_free(r);
+	checkpoint_facts(&fs, CHECKPOINT_FOUND, &cp, NULL);
+	snprintf(text, sizeof(text), "%s:%" PRIu64, go.file, go.pos);
+	fact_text(&fs, "imported", text);
+	if (cp.pos.pos != go.pos)
+		fact_text(&fs, "note", "the Go tor's position is inside a "
+		    "transaction: moved back to its start, whose rows are "
+		    "published again");
+	fact_text(&fs, "leader", "asked to step down");
+	print_facts(out, &fs, false);
 	return CLI_YES;
 }

@@ -1646,6 +1646,12 @@ tor_config_print(const struct tor_config *cfg, FILE *out)
 	fputs("};\n", out);
 }
 
+const char *
+tor_config_partitioner_name(enum tor_partitioner how)
+{
+	return partitioners[how];
+}
+
 const char *const *
 tor_config_not_in_effect(const struct tor_config *cfg)
 {

@@ -437,9 +437,7 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 	    "compression %s, message.timeout.ms=%s", rd_kafka_name(sink->rk),
 	    cfg->kafka.brokers, cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL ?
 	    "transactional" : "idempotent",
-	    cfg->kafka.partitioner == TOR_PARTITIONER_FNV1A ? "fnv1a" :
-	    cfg->kafka.partitioner == TOR_PARTITIONER_CRC32 ? "crc32" :
-	    "murmur2",
+	    tor_config_partitioner_name(cfg->kafka.partitioner),
 	    sink_conf_value(sink, "queue.buffering.max.messages", q_msgs,
 	    sizeof(q_msgs)),
 	    sink_conf_value(sink, "queue.buffering.max.kbytes", q_kb,

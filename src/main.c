@@ -5,6 +5,7 @@
  * Exit codes are part of the contract (DESIGN.md §7): 0 for a clean stop, 2
  * for a configuration error, 1 for a fatal runtime error.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <signal.h>
@@ -56,6 +57,10 @@ usage(FILE *out)
 	    "       tor checkpoint set --to POS -c FILE\n"
 	    "                                        move it: <file>:<pos>, a "
 	    "GTID list, or end\n"
+	    "       tor checkpoint import --go-tor-key KEY [--redis-host HOST "
+	    "[--redis-port N] [--redis-db N]] -c FILE\n"
+	    "                                        take over the Go tor's "
+	    "position\n"
 	    "       tor decode -c FILE [--all-events] BINLOG...\n"
 	    "                                        what tor would publish "
 	    "from binlog files\n"
@@ -68,10 +73,12 @@ enum command {
 	CMD_STATUS,
 	CMD_CHECKPOINT_SHOW,
 	CMD_CHECKPOINT_SET,
+	CMD_CHECKPOINT_IMPORT,
 	CMD_DECODE,
 };
 
-/* The words before the options: "status", "checkpoint show|set". */
+/* The words before the options: "status", "checkpoint show|set|import",
+ * "decode". */
 static int
 parse_command(int argc, char **argv, enum command *cmd, int *used)
 {
@@ -99,9 +106,28 @@ parse_command(int argc, char **argv, enum command *cmd, int *used)
 			*cmd = CMD_CHECKPOINT_SET;
 			return 0;
 		}
+		if (strcmp(argv[2], "import") == 0) {
+			*cmd = CMD_CHECKPOINT_IMPORT;
+			return 0;
+		}
 	}
 	fprintf(stderr, "tor: unknown command '%s'\n", argv[1]);
 	return -1;
+}
+
+/* A decimal option value in [min, max]. */
+static int
+parse_number(const char *s, int min, int max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = (int)v;
+	return 0;
 }
 
 static int
@@ -135,13 +161,18 @@ main(int argc, char **argv)
 		{ "to", required_argument, NULL, 't' },
 		{ "all-events", no_argument, NULL, 'a' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "go-tor-key", required_argument, NULL, 'g' },
+		{ "redis-host", required_argument, NULL, 'H' },
+		{ "redis-port", required_argument, NULL, 'P' },
+		{ "redis-db", required_argument, NULL, 'D' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tor_config cfg;
+	struct tor_go_tor_source go = { .port = 6379 };
 	const char *path = NULL, *to = NULL;
-	bool all_events = false, json = false;
+	bool all_events = false, json = false, go_redis_opts = false;
 	enum command cmd;
 	tor_err err;
 	int opt, rc, used;
@@ -170,6 +201,24 @@ main(int argc, char **argv)
 		case 'j':
 			json = true;
 			break;
+		case 'g':
+			go.key = optarg;
+			break;
+		case 'H':
+			go.host = optarg;
+			break;
+		case 'P':
+		case 'D':
+			if (parse_number(optarg, opt == 'P' ? 1 : 0,
+			    opt == 'P' ? 65535 : 1000000, opt == 'P' ? &go.port :
+			    &go.db) < 0) {
+				fprintf(stderr, "tor: --redis-%s: expected a "
+				    "number, got '%s'\n", opt == 'P' ? "port" :
+				    "db", optarg);
+				return 2;
+			}
+			go_redis_opts = true;
+			break;
 		case 'V':
 			printf("tor %s\n", TOR_VERSION);
 			return 0;
@@ -184,7 +233,11 @@ main(int argc, char **argv)
 	if (path == NULL || (cmd == CMD_DECODE) != (optind < argc) ||
 	    (cmd == CMD_CHECKPOINT_SET) != (to != NULL) ||
 	    (all_events && cmd != CMD_DECODE) ||
-	    (json && cmd != CMD_STATUS && cmd != CMD_CHECKPOINT_SHOW)) {
+	    (json && cmd != CMD_STATUS && cmd != CMD_CHECKPOINT_SHOW) ||
+	    (cmd == CMD_CHECKPOINT_IMPORT) != (go.key != NULL) ||
+	    ((go.host != NULL || go_redis_opts) &&
+	    cmd != CMD_CHECKPOINT_IMPORT) ||
+	    (go_redis_opts && go.host == NULL)) {
 		usage(stderr);
 		return 2;
 	}
@@ -208,6 +261,9 @@ main(int argc, char **argv)
 		break;
 	case CMD_CHECKPOINT_SET:
 		rc = tor_cli_checkpoint_set(&cfg, to, stdout);
+		break;
+	case CMD_CHECKPOINT_IMPORT:
+		rc = tor_cli_checkpoint_import(&cfg, &go, stdout);
 		break;
 	case CMD_DECODE:
 		/* Of the reader's log lines only warnings (an XA whose

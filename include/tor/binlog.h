@@ -48,6 +48,15 @@ int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 int tor_binlog_check_available(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
+/* The start of the binlog group (transaction) that holds at, a file
+ * position where an event starts or the file's end: at itself when it is
+ * between transactions, else where its transaction began (SHOW BINLOG
+ * EVENTS, read up to at).  Returns 0, 1 when the server refuses at (no
+ * event starts there, past the file's end; err says so), -1 when the
+ * server could not be asked. */
+int tor_binlog_group_start(struct tor_binlog *b, const struct tor_position *at,
+    struct tor_position *start, tor_err *err);
+
 /* Fills what tm lacks from information_schema: the names and signedness of
  * its columns (table maps written without binlog_row_metadata=FULL), and
  * the fractional digits of old-format TIME, DATETIME and TIMESTAMP columns

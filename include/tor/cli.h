@@ -4,6 +4,7 @@
  *   tor status -c tor.cfg
  *   tor checkpoint show -c tor.cfg
  *   tor checkpoint set --to <file>:<pos>|<gtid>|end -c tor.cfg
+ *   tor checkpoint import --go-tor-key KEY [--redis-host H ...] -c tor.cfg
  *
  * They read and write the group's keys in Redis and, for `set`, ask the MySQL
  * server whether it still has the position.  Output is for people and for
@@ -32,5 +33,23 @@ int tor_cli_checkpoint_show(const struct tor_config *cfg, bool json,
     FILE *out);
 int tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
     FILE *out);
+
+/* Where `checkpoint import` finds the Go tor's position: its Redis key, in
+ * the Redis at host:port/db (host NULL: tor's own Redis). */
+struct tor_go_tor_source {
+	const char *key;
+	const char *host;
+	int port;
+	int db;
+};
+
+/* `checkpoint import`: reads the Go tor's position (JSON {"name": file,
+ * "pos": n}), moves it back to the start of its transaction when it lies
+ * inside one, and writes it as the group's checkpoint as `set` does (a
+ * fresh token, the leader steps down).  Exit 0; 1 when the key is missing
+ * or not a Go tor position, or the server refuses the position; 2 when
+ * Redis or MySQL cannot be asked. */
+int tor_cli_checkpoint_import(const struct tor_config *cfg,
+    const struct tor_go_tor_source *src, FILE *out);
 
 #endif

@@ -198,6 +198,9 @@ void tor_config_print(const struct tor_config *cfg, FILE *out);
  * array and strings are static or owned by cfg. */
 const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
 
+/* The kafka.partitioner value that names how (as tor.cfg spells it). */
+const char *tor_config_partitioner_name(enum tor_partitioner how);
+
 void tor_config_free(struct tor_config *cfg);
 
 /*

@@ -303,3 +303,113 @@ def test_json_output_has_the_same_facts(stack):
             "--json")
     assert p.returncode == 2 and "usage" in p.stderr, (p.returncode,
                                                        p.stderr)
+
+
+# ---------------------------------------------------------------------------
+# checkpoint import: taking over the Go tor's position
+
+
+def three_transactions(stack, topic_base):
+    """Rows 0-8 in three transactions of three INSERTs each (three rows
+    events each, as the Go tor saw them); returns the binlog file, the
+    position after the first transaction and the End_log_pos of the second
+    transaction's first rows event (where the Go tor would have saved)."""
+    stack.sql("DROP TABLE IF EXISTS %s" % TABLE)
+    stack.sql(harness.outbox_ddl(TABLE))
+    stack.sql("FLUSH BINARY LOGS")
+    ends = []
+    for t in range(3):
+        stack.sql_many([("INSERT INTO %s (aggregate_type, aggregate_id, "
+                         "payload) VALUES ('order', 'k', %%s)" % TABLE,
+                         [json.dumps({"n": 3 * t + i})]) for i in range(3)],
+                       user="app")
+        ends.append(stack.binlog_position())
+    file_, after_first = ends[0]
+    rows = stack.sql("SHOW BINLOG EVENTS IN '%s' FROM %d" % (file_,
+                                                            after_first))
+    inside = next(int(r[4]) for r in rows if r[2].startswith("Write_rows"))
+    return file_, after_first, inside
+
+
+def relayed(stack, cfg, topic, count):
+    """Runs a tor from the group's checkpoint until count rows came; the
+    n of each record on the topic."""
+    tor = Tor(stack, cfg).start()
+    recs = wait_for(stack.brokers, topic, count, timeout=60)
+    time.sleep(1)
+    assert tor.stop() == 0, tor.log_tail()
+    return sorted(json.loads(r.value)["n"] for r in
+                  harness.read_all(stack.brokers, topic))
+
+
+def test_checkpoint_import_takes_the_go_tors_position(stack):
+    """The Go tor's value {"name": file, "pos": n} at a transaction's end
+    becomes the checkpoint as it is; one inside a transaction (it saves
+    after each rows event) moves back to that transaction's start, which is
+    published again whole.  The relay then publishes from there on, nothing
+    before.  Its Redis may be another (--redis-host/--redis-port/--redis-db)."""
+    topic_base = "imp_" + secrets.token_hex(3)
+    file_, after_first, inside = three_transactions(stack, topic_base)
+    cases = [("end", after_first, after_first, None),
+             ("inside", inside, after_first, "5")]
+    for what, go_pos, want, db in cases:
+        cfg = harness.base_config(stack, **outbox_overrides(
+            "%s_%s" % (topic_base, what)))
+        value = json.dumps({"name": file_, "pos": go_pos})
+        args = ["checkpoint", "import", "--go-tor-key", "gotor:" + what]
+        if db is None:
+            stack.redis().set("gotor:" + what, value)
+        else:
+            stack.redis(db=int(db)).set("gotor:" + what, value)
+            args += ["--redis-host", "127.0.0.1", "--redis-port",
+                     str(stack.redis_port), "--redis-db", db]
+        p = cli(stack, cfg, *args)
+        assert p.returncode == 0, (what, p.returncode, p.stdout, p.stderr)
+        f = facts(p.stdout)
+        assert f["checkpoint"] == "%s:%d" % (file_, want), (what, p.stdout)
+        assert f["imported"] == "%s:%d" % (file_, go_pos), p.stdout
+        assert f["leader"] == "asked to step down", p.stdout
+        assert ("note" in f) == (go_pos != want), p.stdout
+        cp = checkpoint_hash(stack, harness.config_group(cfg))
+        assert (cp["file"], int(cp["pos"])) == (file_, want), cp
+        got = relayed(stack, cfg, "%s_%s.order" % (topic_base, what), 6)
+        assert got == list(range(3, 9)), (what, got)
+        print("  %s: Go tor at %d -> checkpoint %s:%d, rows 3-8 relayed" % (
+            what, go_pos, file_, want))
+
+
+def test_checkpoint_import_refuses_what_is_not_a_go_tor_position(stack):
+    tor = finished_run(stack)
+    before = checkpoint_hash(stack, tor.group)
+    file_, pos = stack.binlog_position()
+    r = stack.redis()
+    for value, says in [
+            (None, "gotor:bad: no such key"),
+            ("not json", "not the Go tor's position"),
+            ('{"name": "%s", "pos": "4"}' % file_,
+             "not the Go tor's position"),
+            ('{"name": "%s", "pos": 4, "gtid": "x"}' % file_,
+             "not the Go tor's position"),
+            ('{"pos": 4}', "names no binlog file"),
+            ('{"name": "%s", "pos": %d}' % (file_, pos - 1),
+             "no event starts at %s:%d" % (file_, pos - 1)),
+            ('{"name": "%s", "pos": %d}' % (file_, pos + 999),
+             "beyond the end"),
+            ('{"name": "binlog.000001", "pos": 4}',
+             "no longer on the server")]:
+        if value is None:
+            r.delete("gotor:bad")
+        else:
+            r.set("gotor:bad", value)
+        p = cli(stack, tor.cfg_text, "checkpoint", "import", "--go-tor-key",
+                "gotor:bad")
+        assert p.returncode == 1, (value, p.returncode, p.stdout, p.stderr)
+        assert says in p.stderr, (value, p.stderr)
+        assert p.stdout == "", (value, p.stdout)
+    assert checkpoint_hash(stack, tor.group) == before
+    p = cli(stack, tor.cfg_text, "checkpoint", "import")
+    assert p.returncode == 2 and "usage" in p.stderr, p.stderr
+    p = cli(stack, tor.cfg_text, "checkpoint", "import", "--go-tor-key", "k",
+            "--redis-port", "x", "--redis-host", "h")
+    assert p.returncode == 2 and "--redis-port: expected a number" in \
+        p.stderr, p.stderr
