@@ -293,6 +293,36 @@ split_node(const char *node, char *host, size_t cap, int *port)
 	*port = atoi(colon + 1);
 }
 
+/* AUTH on a new Sentinel connection when redis.sentinel has a password
+ * (Sentinels keep their own users, apart from the master's). */
+static int
+sentinel_auth(struct tor_redis *r, const char *host, int port, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+	const char *user = cfg->redis.sentinel.user;
+	const char *password = cfg->redis.sentinel.password;
+	bool acl = user != NULL && user[0] != '\0';
+	const char *argv[] = { "AUTH", acl ? user : password, password };
+	redisReply *reply;
+	char text[160];
+	int rc = -1;
+
+	if (password == NULL || password[0] == '\0')
+		return 0;
+	reply = redisCommandArgv(r->sc, acl ? 3 : 2, argv, NULL);
+	if (reply == NULL) {
+		context_error(r->sc, cfg->redis.timeout_ms, text, sizeof(text));
+		server_err(err, host, port, "AUTH", text);
+	} else if (reply->type == REDIS_REPLY_ERROR) {
+		server_err(err, host, port, "AUTH", reply->str);
+	} else {
+		rc = 0;
+	}
+	if (reply != NULL)
+		freeReplyObject(reply);
+	return rc;
+}
+
 /*
  * Asks the Sentinel nodes[i] where the master is, over the kept Sentinel
  * connection when it goes there (it is dialled and kept otherwise).
@@ -318,6 +348,10 @@ ask_sentinel(struct tor_redis *r, size_t i, char *host, size_t cap,
 		if ((r->sc = dial(cfg, shost, sport, err)) == NULL)
 			return -1;
 		r->sc_node = i;
+		if (sentinel_auth(r, shost, sport, err) < 0) {
+			drop_sentinel(r);
+			return -1;
+		}
 	}
 	reply = redisCommandArgv(r->sc, 3, argv, NULL);
 	if (reply == NULL) {

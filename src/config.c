@@ -75,7 +75,8 @@ static const char *const keys_topic[] = { "name", "partitions",
 static const char *const keys_redis[] = { "host", "port", "db", "user",
 	"password",
 	"password_file", "prefix", "timeout_ms", "sentinel", NULL };
-static const char *const keys_sentinel[] = { "master", "nodes", NULL };
+static const char *const keys_sentinel[] = { "master", "nodes", "user",
+	"password", "password_file", NULL };
 static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
 	"fast_failover", NULL };
 static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
@@ -1251,8 +1252,22 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    &cfg->redis.sentinel.master) == -1 ||
 	    load_strings(ld, sen, "redis.sentinel", "nodes",
 	    &cfg->redis.sentinel.nodes, &cfg->redis.sentinel.n_nodes,
-	    check_node) == -1)
+	    check_node) == -1 ||
+	    opt_str(ld, sen, "redis.sentinel", "user", "",
+	    &cfg->redis.sentinel.user) == -1 ||
+	    opt_str(ld, sen, "redis.sentinel", "password", "",
+	    &cfg->redis.sentinel.password) == -1 ||
+	    opt_str(ld, sen, "redis.sentinel", "password_file", "",
+	    &cfg->redis.sentinel.password_file) == -1 ||
+	    resolve_password(ld, sen, "redis.sentinel",
+	    "TOR_SENTINEL_PASSWORD", cfg->redis.sentinel.password_file,
+	    &cfg->redis.sentinel.password) == -1)
 		return -1;
+	if (cfg->redis.sentinel.user[0] != '\0' &&
+	    cfg->redis.sentinel.password[0] == '\0')
+		return fail(ld, lookup(sen, "user"), "redis.sentinel.user",
+		    "needs a password (redis.sentinel.password, "
+		    "redis.sentinel.password_file or TOR_SENTINEL_PASSWORD)");
 	if (cfg->redis.sentinel.n_nodes > 0 &&
 	    cfg->redis.sentinel.master[0] == '\0')
 		return fail(ld, sen, "redis.sentinel.master", "required when "
@@ -1607,6 +1622,9 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_str(out, 4, "master", cfg->redis.sentinel.master);
 	print_strings(out, 4, "nodes", cfg->redis.sentinel.nodes,
 	    cfg->redis.sentinel.n_nodes);
+	print_str(out, 4, "user", cfg->redis.sentinel.user);
+	print_secret(out, 4, "password", cfg->redis.sentinel.password);
+	print_str(out, 4, "password_file", cfg->redis.sentinel.password_file);
 	fputs("  };\n};\n\n", out);
 }
 
@@ -1727,6 +1745,9 @@ tor_config_free(struct tor_config *cfg)
 	free(cfg->redis.password_file);
 	free(cfg->redis.prefix);
 	free(cfg->redis.sentinel.master);
+	free(cfg->redis.sentinel.user);
+	free_secret(cfg->redis.sentinel.password);
+	free(cfg->redis.sentinel.password_file);
 	free_strings(cfg->redis.sentinel.nodes, cfg->redis.sentinel.n_nodes);
 
 	free(cfg->checkpoint.key_file);

@@ -32,6 +32,12 @@
 # TOR_SENTINEL_MASTER, TOR_SENTINEL_NODES ("127.0.0.1:p1,127.0.0.1:p2,...")
 # and TOR_SENTINEL_REPLICA_PORT.
 #
+# TOR_SENTINEL_ACL=1 (at start): the Sentinels take no unauthenticated
+# client (user default off): ACL user "stack" (password "stack-secret", all
+# commands: this script and the Sentinels among themselves) and "tor"
+# (password "tor-sentinel-secret", AUTH, PING and SENTINEL
+# get-master-addr-by-name only).
+#
 # After start, $TOR_RUN_DIR/env holds TOR_MYSQL_HOST, TOR_MYSQL_PORT,
 # TOR_MYSQL_SOCKET, TOR_REDIS_PORT, TOR_KAFKA_BROKERS and TOR_BROKER_CONTROL
 # in shell syntax: `. run/local/env`.
@@ -271,8 +277,21 @@ replica_answers() {
 
 # One field of `SENTINEL MASTER mymaster` as the Sentinel at port $1 sees it
 # (the reply is name and value on alternate lines).
+# redis-cli to the Sentinel at port $1, as user "stack" when they were
+# started with TOR_SENTINEL_ACL=1 (the mark stays with their files).
+sentinel_cli() {
+	local p=$1
+	shift
+	if [ -f "$SENTINEL_DIR/acl" ]; then
+		redis-cli -h 127.0.0.1 -p "$p" --user stack --pass stack-secret \
+		    --no-auth-warning "$@"
+	else
+		redis-cli -h 127.0.0.1 -p "$p" "$@"
+	fi
+}
+
 sentinel_field() {
-	redis-cli -h 127.0.0.1 -p "$1" sentinel master "$SENTINEL_MASTER" 2>/dev/null |
+	sentinel_cli "$1" sentinel master "$SENTINEL_MASTER" 2>/dev/null |
 		awk -v f="$2" 'NR % 2 == 1 && $0 == f { getline; print; exit }'
 }
 
@@ -329,7 +348,20 @@ sentinel down-after-milliseconds $SENTINEL_MASTER 1000
 sentinel failover-timeout $SENTINEL_MASTER 3000
 sentinel parallel-syncs $SENTINEL_MASTER 1
 EOF
+		[ "${TOR_SENTINEL_ACL:-0}" = 1 ] &&
+			cat >>"$SENTINEL_DIR/sentinel-$p.conf" <<EOF
+user default off
+user stack on >stack-secret ~* &* +@all
+user tor on >tor-sentinel-secret -@all +auth +ping +sentinel|get-master-addr-by-name
+sentinel sentinel-user stack
+sentinel sentinel-pass stack-secret
+EOF
 	done
+	if [ "${TOR_SENTINEL_ACL:-0}" = 1 ]; then
+		touch "$SENTINEL_DIR/acl"
+	else
+		rm -f "$SENTINEL_DIR/acl"
+	fi
 }
 
 # The Sentinel at port $1 sees the master, its replica and both others.
@@ -426,7 +458,7 @@ stop_sentinel() {
 status_sentinel() {
 	local master
 	if sentinel_up && replica_answers; then
-		master=$(redis-cli -h 127.0.0.1 -p "${SENTINEL_PORTS[0]}" sentinel \
+		master=$(sentinel_cli "${SENTINEL_PORTS[0]}" sentinel \
 		    get-master-addr-by-name "$SENTINEL_MASTER" 2>/dev/null | paste -sd:)
 		say "sentinel: up (master $SENTINEL_MASTER at ${master:-?}, sentinels ${SENTINEL_PORTS[*]})"
 	else

@@ -152,6 +152,11 @@ struct tor_config {
 			char *master;   /* "" when unused */
 			char **nodes;   /* "host:port" */
 			size_t n_nodes;
+			/* Sentinel's own AUTH: an ACL user (or "" for the
+			 * default one) and its resolved password ("": none). */
+			char *user;
+			char *password;
+			char *password_file;
 		} sentinel;
 	} redis;
 

@@ -33,12 +33,14 @@ MASTER = "mymaster"
 class Sentinels:
     """The sentinel service for the length of a `with` block."""
 
-    def __init__(self, stack):
+    def __init__(self, stack, acl=False):
         self.stack = stack
+        self.acl = acl
 
     def __enter__(self):
         try:
-            self.stack.start("sentinel")
+            self.stack.start("sentinel", env={"TOR_SENTINEL_ACL": "1"}
+                             if self.acl else None)
             env = self.stack.env
             self.master = env["TOR_SENTINEL_MASTER"]
             self.nodes = env["TOR_SENTINEL_NODES"].split(",")
@@ -58,11 +60,17 @@ class Sentinels:
     def ports(self):
         return [int(n.rsplit(":", 1)[1]) for n in self.nodes]
 
+    def cli(self, node):
+        auth = ["--user", "stack", "--pass", "stack-secret",
+                "--no-auth-warning"] if self.acl else []
+        return ["redis-cli", "-h", "127.0.0.1", "-p",
+                str(self.ports()[node])] + auth
+
     def master_addr(self, node=0):
         """(host, port) of the master as the node-th Sentinel names it."""
-        p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p",
-                            str(self.ports()[node]), "sentinel",
-                            "get-master-addr-by-name", self.master],
+        p = subprocess.run(self.cli(node) + ["sentinel",
+                                             "get-master-addr-by-name",
+                                             self.master],
                            capture_output=True, text=True, timeout=10)
         host, port = p.stdout.split()
         return host, int(port)
@@ -74,21 +82,21 @@ class Sentinels:
 
     def failover(self):
         """SENTINEL FAILOVER on the first Sentinel, by redis-cli."""
-        p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p",
-                            str(self.ports()[0]), "sentinel", "failover",
-                            self.master],
+        p = subprocess.run(self.cli(0) + ["sentinel", "failover",
+                                          self.master],
                            capture_output=True, text=True, timeout=10)
         assert p.stdout.strip() == "OK", (p.stdout, p.stderr)
 
-    def redis_section(self):
+    def redis_section(self, **auth):
         """The redis section of a replica's config: Sentinels, no host."""
-        return harness.cfg_value({"sentinel": {"master": self.master,
-                                               "nodes": list(self.nodes)}})
+        return harness.cfg_value({"sentinel": dict(
+            {"master": self.master, "nodes": list(self.nodes)}, **auth)})
 
 
-def sentinel_config(stack, sen, name):
+def sentinel_config(stack, sen, name, **auth):
     table, ov = make_outbox(stack, name)
-    cfg = harness.base_config(stack, redis=sen.redis_section(), ha=dict(HA),
+    cfg = harness.base_config(stack, redis=sen.redis_section(**auth),
+                              ha=dict(HA),
                               checkpoint={"interval_ms": 200}, **ov)
     assert "host" not in cfg.split("redis = ", 1)[1].split("ha = ", 1)[0], \
         cfg
@@ -149,6 +157,36 @@ def test_relays_through_sentinel(stack):
         assert not log_lines(tor, r"confirmed the lease|WAIT for a replica"), \
             tor.log_tail()
         assert tor.stop() == 0, tor.log_tail()
+
+
+def test_sentinels_with_acl_users(stack):
+    """Sentinels that take no unauthenticated client: a replica with
+    redis.sentinel.user/password (an ACL user that may only AUTH, PING and
+    ask for the master) finds the master and relays; without them, or with
+    a wrong password, it says which Sentinel refused and publishes
+    nothing."""
+    name = "sen_acl"
+    with Sentinels(stack, acl=True) as sen:
+        good = {"user": "tor", "password": "tor-sentinel-secret"}
+        table, cfg = sentinel_config(stack, sen, name, **good)
+        tor = Tor(stack, cfg).start()
+        wait_leading([tor], timeout=15)
+        insert_range(stack, table, 0, 60, 20)
+        by_n, _ = read_all_events(stack, name, 60)
+        assert_none_lost(by_n, 60)
+        assert tor.stop() == 0, tor.log_tail()
+        for auth, says in [({}, "NOAUTH"),
+                           ({"user": "tor", "password": "wrong"},
+                            "WRONGPASS")]:
+            _, cfg = sentinel_config(stack, sen, name + "_bad", **auth)
+            bad = Tor(stack, cfg, name="bad").start()
+            bad.wait_log(says, timeout=20)
+            text = bad.log_text()
+            assert "sentinels 127.0.0.1:" in text, bad.log_tail()
+            assert "-> leader" not in text, bad.log_tail()
+            bad.kill9()
+        print("  relayed 60 rows through Sentinels with ACL users; "
+              "refused without credentials and with a wrong password")
 
 
 def failover_mid_stream(stack, name, trigger):

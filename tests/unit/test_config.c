@@ -28,6 +28,7 @@ clean_env(void **state)
 	(void)state;
 	unsetenv("TOR_MYSQL_PASSWORD");
 	unsetenv("TOR_REDIS_PASSWORD");
+	unsetenv("TOR_SENTINEL_PASSWORD");
 	unsetenv("TOR_CHECKPOINT_KEY");
 	setenv("HOSTNAME", "test-host", 1);
 	return 0;
@@ -750,6 +751,9 @@ static const struct bad_case bad_cases[] = {
 	    "tests/unit/config/no-such-ca.pem: No such file or directory" },
 	{ "bad_redis_user_no_password.cfg", "9: redis.user: needs a password "
 	    "(redis.password, redis.password_file or TOR_REDIS_PASSWORD)" },
+	{ "bad_sentinel_user_no_password.cfg", "10: redis.sentinel.user: "
+	    "needs a password (redis.sentinel.password, "
+	    "redis.sentinel.password_file or TOR_SENTINEL_PASSWORD)" },
 	{ "bad_server_public_key.cfg", "4: mysql.server_public_key: cannot "
 	    "read tests/unit/config/no-such-key.pem: No such file or "
 	    "directory" },
