@@ -18,7 +18,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
 	libmicrohttpd-dev zlib1g-dev libisal-dev libzstd-dev libcmocka-dev libjemalloc-dev \
 	mariadb-server mariadb-client redis-server redis-sentinel kcat \
 	python3 python3-confluent-kafka python3-pymysql python3-redis \
-	python3-prometheus-client procps python3-yaml systemd
+	python3-prometheus-client procps python3-yaml systemd prometheus
 
 SRC      := $(wildcard src/*.c ha/*.c)
 LIB_SRC  := $(filter-out src/main.c,$(SRC))
@@ -36,14 +36,35 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
 all: bin/tor bin/tor-devbroker bin/tor-example
 
+# prometheus is here for promtool (tests/integration/test_monitoring.py).
+# Its package would start a Prometheus server and enable it at boot; it is
+# installed apart, with a policy-rc.d that forbids starting services (unless
+# the machine has one already), and its service is disabled afterwards.
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		apt-get update -qq || exit 1; \
+		others=$$(echo "$$missing" | grep -vx prometheus); \
+		if [ -n "$$others" ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends $$others >/dev/null || exit 1; \
+		fi; \
+		if echo "$$missing" | grep -qx prometheus; then \
+			policy=/usr/sbin/policy-rc.d; ours=; \
+			if [ ! -e $$policy ]; then \
+				trap 'rm -f '$$policy EXIT; ours=1; \
+				printf '#!/bin/sh\nexit 101\n' >$$policy; chmod 755 $$policy; \
+			fi; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends prometheus >/dev/null || exit 1; \
+			[ -z "$$ours" ] || { rm -f $$policy; trap - EXIT; }; \
+			if [ -d /run/systemd/system ]; then \
+				systemctl disable --now prometheus.service >/dev/null 2>&1 || true; \
+			fi; \
+		fi; \
 	fi
 
 # The release binary allocates through jemalloc: librdkafka makes and frees
