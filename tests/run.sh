@@ -112,10 +112,38 @@ run_chaos() {
 	rm -f "$out"
 }
 
+# The fuzz targets (busy on a CPU) run beside the unit tests (which mostly
+# wait on timers) when both are asked for; their output follows the unit
+# tests'.
+run_unit_and_fuzz() {
+	local out p f counts
+	out=$(mktemp)
+	(
+		passed=0 failed=0 failures=()
+		run_fuzz
+		echo "$passed $failed ${failures[*]}" >"$out.counts"
+	) >"$out" 2>&1 &
+	run_unit
+	wait $!
+	cat "$out"
+	read -r p f counts <"$out.counts" || { p=0; f=1; counts="fuzz"; }
+	passed=$((passed + p))
+	failed=$((failed + f))
+	[ -n "$counts" ] && failures+=($counts)
+	rm -f "$out" "$out.counts"
+}
+
+fuzz_done=0
 for s in "${suites[@]}"; do
 	case "$s" in
-	unit) run_unit ;;
-	fuzz) run_fuzz ;;
+	unit)
+		if [[ " ${suites[*]} " == *" fuzz "* ]]; then
+			run_unit_and_fuzz
+			fuzz_done=1
+		else
+			run_unit
+		fi ;;
+	fuzz) [ "$fuzz_done" = 1 ] || run_fuzz ;;
 	integration) run_integration ;;
 	chaos) run_chaos ;;
 	*) echo "unknown suite: $s" >&2; exit 2 ;;
