@@ -23,13 +23,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import harness
-from test_deploy import K8S, load_docs, one_of, selects
+from test_deploy import K8S, load_docs, selects
 from test_http import free_port, get, published, replica, samples, value, \
     wait_until
 from test_relay import insert_range, make_outbox
 
 REPO = harness.REPO
 MON = os.path.join(REPO, "deploy", "monitoring")
+OPERATOR = os.path.join(K8S, "prometheus-operator")
 RULES = os.path.join(MON, "tor-alerts.yaml")
 RULE_TESTS = os.path.join(MON, "tor-alerts.test.yaml")
 DASHBOARD = os.path.join(MON, "tor-dashboard.json")
@@ -516,11 +517,21 @@ def test_dashboard_and_rules_name_only_exported_metrics(stack):
 # Kubernetes: the Prometheus Operator's objects
 
 
+def operator_object(kind):
+    """The one object of that kind in deploy/k8s/prometheus-operator."""
+    found = [o for f in ("servicemonitor.yaml", "prometheusrule.yaml")
+             for o in load_docs(os.path.join(OPERATOR, f))
+             if o.get("kind") == kind]
+    assert len(found) == 1, (kind, found)
+    return found[0]
+
+
 def test_prometheusrule_holds_the_rule_files_groups():
-    rule = one_of("PrometheusRule")
+    rule = operator_object("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1", rule["apiVersion"]
     assert rule["spec"]["groups"] == rule_groups(), (
-        "deploy/k8s/prometheusrule.yaml's spec.groups differ from %s" % RULES)
+        "deploy/k8s/prometheus-operator/prometheusrule.yaml's spec.groups "
+        "differ from %s" % RULES)
     # The text too, comments included: spec is the rule file's groups,
     # indented by two.
     with open(RULES) as f:
@@ -528,7 +539,7 @@ def test_prometheusrule_holds_the_rule_files_groups():
     body = rules_text[rules_text.index("groups:"):]
     want = "".join(("  " + line) if line.strip() else line
                    for line in body.splitlines(True))
-    with open(os.path.join(K8S, "prometheusrule.yaml")) as f:
+    with open(os.path.join(OPERATOR, "prometheusrule.yaml")) as f:
         text = f.read()
     assert text.endswith("spec:\n" + want), (
         "prometheusrule.yaml is not 'spec:' and %s indented by two (see "
@@ -536,7 +547,7 @@ def test_prometheusrule_holds_the_rule_files_groups():
 
 
 def test_servicemonitor_selects_the_metrics_service():
-    sm = one_of("ServiceMonitor")
+    sm = operator_object("ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1", sm["apiVersion"]
     services = [o for o in load_docs(os.path.join(K8S, "service-metrics.yaml"))
                 if o.get("kind") == "Service"]
@@ -564,6 +575,13 @@ def test_servicemonitor_selects_the_metrics_service():
 
 
 def test_kustomization_lists_the_monitoring_objects():
-    k = load_docs(os.path.join(K8S, "kustomization.yaml"))[0]
-    for f in ("prometheusrule.yaml", "servicemonitor.yaml"):
-        assert f in k["resources"], "kustomization.yaml lacks %s" % f
+    """The operator's objects are an overlay on deploy/k8s, so that the base
+    applies on a cluster without the operator's CRDs."""
+    k = load_docs(os.path.join(OPERATOR, "kustomization.yaml"))[0]
+    assert k["kind"] == "Kustomization", k
+    assert k["resources"] == ["../", "servicemonitor.yaml",
+                              "prometheusrule.yaml"], k["resources"]
+    base = load_docs(os.path.join(K8S, "kustomization.yaml"))[0]
+    kinds = {o.get("kind") for r in base["resources"]
+             for o in load_docs(os.path.join(K8S, r))}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}, kinds
