@@ -20,13 +20,17 @@
  * refuses every message once as too large, bit 7 checksums negotiated;
  * byte 1 the row whose callback stops the feed (0: none); byte 2 the record
  * up to which everything is published already (tor_reader_skip_until, 0:
- * nothing) and byte 3 bits 0-2 its rows, bit 3 a start from a GTID.
+ * nothing) and byte 3 bits 0-2 its rows, bit 3 a start from a GTID, bit 4
+ * outbox.route = all (with a fourth route, to "order" again), bit 5
+ * columns.partition on fz.outbox_typed's id.
  *
  * Checks, besides the sanitizers: rows come only inside a transaction the
  * owner opened, with its number; every message has a legal topic, at most
  * TOR_MAX_HEADERS headers, tor.pos equal to the row's origin, and copies
  * (tor_outbox_message_copy) equal; holds are released once; the oversized
- * policy does what outbox.h says.  And the stream read with its breaks
+ * policy does what outbox.h says; the fan-out topics are legal, distinct,
+ * msg->topic first, and a copy's are the message's; a row naming no
+ * partition 0-3 gets what outbox.unrouted says.  And the stream read with its breaks
  * hands out exactly what it hands out read straight through: the same
  * rows, in the same transactions, with the same commits.
  *
@@ -68,7 +72,7 @@ static struct tor_header_map typed_headers[2] = {
 	{ (char *)"id", (char *)"row-id" },
 	{ (char *)"ts", (char *)"created" },
 };
-static struct tor_route routes[3];
+static struct tor_route routes[4];
 /* FUZZ_OUTBOX_TRACE=1: what each run hands out, to read a crash input. */
 static bool tracing;
 
@@ -136,6 +140,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	add_route("^order$", "order", true);
 	add_route("^invoice", "invoice", false);
 	add_route("^(pay|ship)ment\\.[a-z]+$", "logistics", false);
+	add_route("^(order|pay)", "order", true);     /* route = all only */
 	cfg.outbox.dlq_topic = (char *)"dlq";
 	return 0;
 }
@@ -158,6 +163,7 @@ struct knobs {
 	uint32_t done_rec;
 	uint32_t done_rows;
 	bool gtid_start;
+	bool fan_out, partition;
 };
 
 /* What one feed of the stream handed out, and the owner's view of it. */
@@ -271,6 +277,61 @@ check_message(const struct tor_message *msg,
 	free(copy);
 }
 
+/* The topics of msg's copies: legal, distinct, msg->topic first, the same
+ * for a held copy of it. */
+static void
+check_fan_out(struct run *r, const struct tor_message *msg)
+{
+	const char *const *topics;
+	struct tor_message *copy;
+	size_t n = tor_outbox_topics(r->ob, msg, &topics), m;
+	char last[512];
+
+	if (n < 1 || n > 4 || strcmp(topics[0], msg->topic) != 0)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		if (!topic_ok(topics[i]))
+			abort();
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(topics[i], topics[j]) == 0)
+				abort();
+	}
+	if (cfg.outbox.route != TOR_ROUTE_ALL && n != 1)
+		abort();
+	snprintf(last, sizeof(last), "%s", topics[n - 1]);
+	if ((copy = tor_outbox_message_copy(msg)) == NULL)
+		abort();
+	m = tor_outbox_topics(r->ob, copy, &topics);
+	if (m != n || strcmp(topics[m - 1], last) != 0)
+		abort();
+	free(copy);
+}
+
+/* A row naming no partition of a 4-partition topic: outbox.unrouted. */
+static void
+check_partition(struct run *r, struct tor_message *msg,
+    const struct tor_row_origin *origin)
+{
+	tor_err err;
+	int rc;
+
+	if (!msg->partition_given || (!msg->partition_null &&
+	    msg->partition >= 0 && msg->partition < 4))
+		return;
+	err.msg[0] = '\0';
+	rc = tor_outbox_unroutable(r->ob, msg, "partition out of range",
+	    origin, &err);
+	if (cfg.outbox.unrouted == TOR_UNROUTED_SKIP ? rc != TOR_OUTBOX_SKIPPED :
+	    cfg.outbox.unrouted == TOR_UNROUTED_FAIL ? rc != -1 ||
+	    strstr(err.msg, "partition out of range (row ") == NULL :
+	    rc == -1 ? msg->n_headers < TOR_MAX_HEADERS :
+	    rc != TOR_OUTBOX_MAPPED || strcmp(msg->topic, "dlq") != 0 ||
+	    msg->partition_given || find_header(msg, "tor.error") == NULL)
+		abort();
+	if (rc == TOR_OUTBOX_MAPPED)
+		check_message(msg, origin);
+}
+
 /* The sink refuses msg as too large: outbox.unrouted decides. */
 static void
 refuse_as_too_large(struct run *r, struct tor_message *msg,
@@ -355,7 +416,10 @@ cb_row(void *ctx, uint64_t seq, struct tor_message *msg,
 		    strlen(msg->headers[i].name));
 		mix_bytes(r, msg->headers[i].value, msg->headers[i].len);
 	}
-	if (r->k->oversized)
+	check_fan_out(r, msg);
+	if (r->k->partition)
+		check_partition(r, msg, origin);
+	else if (r->k->oversized)
 		refuse_as_too_large(r, msg, origin);
 	if (++r->rows == r->k->stop_at_row)
 		return STOP_CODE;
@@ -767,11 +831,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.done_rec = data[2],
 		.done_rows = data[3] & 7,
 		.gtid_start = data[3] & 8,
+		.fan_out = data[3] & 16,
+		.partition = data[3] & 32,
 	};
 	cfg.outbox.unrouted = k.unrouted;
 	cfg.outbox.topic_template = (char *)(k.template ?
 	    "outbox.event.${aggregate_type}" : "");
-	cfg.outbox.n_routes = k.no_routes ? 0 : 3;
+	cfg.outbox.n_routes = k.no_routes ? 0 : k.fan_out ? 4 : 3;
+	cfg.outbox.route = k.fan_out ? TOR_ROUTE_ALL : TOR_ROUTE_FIRST;
+	tables[T_TYPED].col_partition = k.partition ? (char *)"id" : NULL;
 	tables[T_OUTBOX].col_id = k.no_id ? NULL : (char *)"uuid";
 	data += 4;
 	size -= 4;
