@@ -21,6 +21,7 @@ from test_dedup import copies
 from test_failover import kill_rounds
 from test_ha import (HA, Feeder, assert_none_lost, stop_all, wait_leading)
 from test_relay import check_per_key_order, insert_range, make_outbox
+from test_source import xa
 
 
 def fan_config(stack, name, **extra):
@@ -176,6 +177,38 @@ def test_route_all_transactional(stack):
     check_fan_out(got, 360)
     assert r1.stop() == 0, r1.log_tail()
     print("  360 rows, 720 messages over two handovers, each copy once")
+
+
+def test_route_all_xa_copies_at_commit_none_at_rollback(stack):
+    """A prepared XA transaction's rows are held; at XA COMMIT each goes to
+    all of its routes (the copies made from the held rows), at XA ROLLBACK
+    to none."""
+    name = "route_xa"
+    for x in ("tor_fan1", "tor_fan2"):      # left by a run that failed
+        try:
+            stack.sql("XA ROLLBACK '%s'" % x)
+        except Exception:
+            pass
+    table, ov = fan_config(stack, name)
+    tor = Tor(stack, ov).start()
+    tor.wait_log("starting at", timeout=30)
+    xa(stack, "tor_fan1", range(0, 5), end=None, table=table)
+    xa(stack, "tor_fan2", range(10, 15), end=None, table=table)
+    stack.sql("XA COMMIT 'tor_fan1'")
+    stack.sql("XA ROLLBACK 'tor_fan2'")
+    stack.sql_many([("INSERT INTO %s (aggregate_type, aggregate_id, payload)"
+                     " VALUES ('order', 'k', %%s)" % table,
+                     [json.dumps({"n": 5})])], user="app")
+    order = harness.wait_for(stack.brokers, name + ".order", 6)
+    every = harness.wait_for(stack.brokers, name + ".all", 6)
+    time.sleep(1)
+    assert tor.stop() == 0, tor.log_tail()
+    for topic, recs in ((".order", order), (".all", every)):
+        got = sorted(json.loads(r.value)["n"] for r in read_all(
+            stack.brokers, name + topic))
+        assert got == list(range(6)), (topic, got)
+    print("  XA: 5 committed rows in .order and .all, 5 rolled back in "
+          "neither")
 
 
 # ---------------------------------------------------------------------------
