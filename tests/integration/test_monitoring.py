@@ -54,6 +54,7 @@ LOOSENED = [
     ("TorNoReplicaScraped", "expr", " unless on (namespace, job) tor_build_info",
      "", "one replica still scraped"),
     ("TorSeveralLeaders", "for", "2m", "0s", "two leaders for two scrapes"),
+    ("TorSteppingDownStuck", "for", "1m", "0s", "a graceful stop's flush"),
     ("TorLeaderFlapping", "expr", "> 4", "> 2", "a rolling restart"),
     ("TorBinlogLag", "expr", "> 60", "> 30", "a leader 45 s behind"),
     ("TorBinlogLag", "expr", " and tor_leader == 1", "", "a follower's gauge"),
