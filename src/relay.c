@@ -141,6 +141,10 @@ struct relay {
 	size_t n_too_large;
 
 	uint64_t rows_published, rows_skipped, reconnects;
+	/* Unrouted rows skipped since the last log line about them, and when
+	 * that line was written (reader_skipped). */
+	uint64_t unrouted_unlogged;
+	int64_t unrouted_logged_ms;
 	int64_t restart_backoff_ms;     /* after sessions that restart at once */
 
 	/* What /metrics and the probes show (read by the HTTP thread). */
@@ -906,6 +910,32 @@ reader_release(void *ctx, uint64_t seq)
 	tor_progress_release(r->progress, seq);
 }
 
+/* How often at most a line says that rows no route takes were skipped. */
+#define SKIP_LOG_MS 10000
+
+/* Rows outbox.unrouted = skip dropped: the first at once, then at most a
+ * line per SKIP_LOG_MS with how many since, so that a burst of them cannot
+ * flood the log (tor_events_skipped_total counts every one). */
+static void
+reader_skipped(void *ctx, enum tor_skip_reason why, const char *pos)
+{
+	struct relay *r = ctx;
+	int64_t now;
+
+	if (why != TOR_SKIP_UNROUTED)
+		return;
+	r->unrouted_unlogged++;
+	now = tor_mono_ms();
+	if (r->unrouted_logged_ms != 0 &&
+	    now - r->unrouted_logged_ms < SKIP_LOG_MS)
+		return;
+	log_warn("outbox", "skipped %" PRIu64 " row%s that no route takes "
+	    "(outbox.unrouted = skip), the last at %s", r->unrouted_unlogged,
+	    r->unrouted_unlogged == 1 ? "" : "s", pos);
+	r->unrouted_unlogged = 0;
+	r->unrouted_logged_ms = now;
+}
+
 static const struct tor_reader_ops reader_ops = {
 	.begin = reader_begin,
 	.row = reader_row,
@@ -914,6 +944,7 @@ static const struct tor_reader_ops reader_ops = {
 	.describe = reader_describe,
 	.hold = reader_hold,
 	.release = reader_release,
+	.skipped = reader_skipped,
 };
 
 /* After a failed attempt at `what`: logs err, waits *backoff ms while

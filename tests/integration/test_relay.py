@@ -405,6 +405,8 @@ def test_unrouted_and_oversized_go_to_the_dead_letter_topic(stack):
 
 
 def test_unrouted_skip_counts_and_goes_on(stack):
+    """outbox.unrouted = skip: the row is dropped, counted and logged; a
+    burst of them is one line (at most one per 10 s), not one per row."""
     name = "relay_k"
     table, ov = make_outbox(stack, name)
     ov["outbox"]["unrouted"] = "skip"
@@ -416,8 +418,19 @@ def test_unrouted_skip_counts_and_goes_on(stack):
             ("shipment", "k1", b"a"), ("order", "k2", b"b")]], user="app")
     recs = wait_for(stack.brokers, name + ".order", 1, timeout=60)
     assert [r.value for r in recs] == [b"b"]
+    tor.wait_log(r"skipped 1 row that no route takes \(outbox.unrouted = "
+                 r"skip\), the last at \S+:0", timeout=10)
+    stack.sql_many([
+        ("INSERT INTO %s (aggregate_type, aggregate_id, payload) VALUES "
+         "('shipment', 'k3', 'c')" % table)] * 50, user="app")
+    stack.sql_many([
+        ("INSERT INTO %s (aggregate_type, aggregate_id, payload) VALUES "
+         "('order', 'k4', 'd')" % table)], user="app")
+    wait_for(stack.brokers, name + ".order", 2, timeout=60)
     assert tor.stop() == 0
-    assert "skipped 1" in tor.log_text(), tor.log_tail()
+    text = tor.log_text()
+    assert "skipped 51," in text, tor.log_tail()
+    assert text.count("that no route takes") == 1, tor.log_tail()
 
 
 def test_unrouted_fail_halts_before_the_row(stack):
