@@ -88,6 +88,13 @@ struct txn_time {
 	int64_t ts_ms;          /* wall clock, from the binlog; 0: unknown */
 };
 
+/* Skipped rows not yet reported in the log, and when the last line
+ * about them was written (skip_log_due). */
+struct skip_log {
+	uint64_t unlogged;
+	int64_t logged_ms;
+};
+
 struct relay {
 	const struct tor_config *cfg;
 	volatile sig_atomic_t *stop;
@@ -141,10 +148,9 @@ struct relay {
 	size_t n_too_large;
 
 	uint64_t rows_published, rows_skipped, reconnects;
-	/* Unrouted rows skipped since the last log line about them, and when
-	 * that line was written (reader_skipped). */
-	uint64_t unrouted_unlogged;
-	int64_t unrouted_logged_ms;
+	/* Rows skipped as unrouted, and as naming a partition their topic
+	 * lacks: logged at most a line per SKIP_LOG_MS (skip_log_due). */
+	struct skip_log unrouted_log, partition_log;
 	int64_t restart_backoff_ms;     /* after sessions that restart at once */
 
 	/* What /metrics and the probes show (read by the HTTP thread). */
@@ -716,6 +722,27 @@ published_already(struct relay *r, const struct tor_message *msg,
 	return false;
 }
 
+/* How often at most a line says that rows of one kind were skipped. */
+#define SKIP_LOG_MS 10000
+
+/* Counts one skipped row; returns how many to report now (the first at
+ * once, then those of each SKIP_LOG_MS since), or 0: a burst of them cannot
+ * flood the log, and tor_events_skipped_total counts every one. */
+static uint64_t
+skip_log_due(struct skip_log *l)
+{
+	int64_t now = tor_mono_ms();
+	uint64_t n;
+
+	l->unlogged++;
+	if (l->logged_ms != 0 && now - l->logged_ms < SKIP_LOG_MS)
+		return 0;
+	n = l->unlogged;
+	l->unlogged = 0;
+	l->logged_ms = now;
+	return n;
+}
+
 /* A row whose columns.partition is NULL or not a partition of its topic:
  * outbox.unrouted decides.  Returns 1 to produce msg as it is (possibly to
  * the dead-letter topic now), 0 when skipped, or -1. */
@@ -740,8 +767,12 @@ check_partition(struct relay *r, struct tor_message *msg,
 	if ((rc = tor_outbox_unroutable(r->outbox, msg, why, origin, err)) < 0)
 		return -1;
 	if (rc == TOR_OUTBOX_SKIPPED) {
-		log_warn("outbox", "skipped a row: %s (row %s)", why,
-		    origin->pos);
+		uint64_t n = skip_log_due(&r->partition_log);
+
+		if (n > 0)
+			log_warn("outbox", "skipped %" PRIu64 " row%s naming a "
+			    "partition its topic lacks, the last: %s (row %s)",
+			    n, n == 1 ? "" : "s", why, origin->pos);
 		r->rows_skipped++;
 		count_skip(r, TOR_SKIP_UNROUTED);
 		return 0;
@@ -910,30 +941,19 @@ reader_release(void *ctx, uint64_t seq)
 	tor_progress_release(r->progress, seq);
 }
 
-/* How often at most a line says that rows no route takes were skipped. */
-#define SKIP_LOG_MS 10000
-
-/* Rows outbox.unrouted = skip dropped: the first at once, then at most a
- * line per SKIP_LOG_MS with how many since, so that a burst of them cannot
- * flood the log (tor_events_skipped_total counts every one). */
+/* Rows outbox.unrouted = skip dropped: no route takes them (the reader
+ * says so), or they name a partition their topic lacks. */
 static void
 reader_skipped(void *ctx, enum tor_skip_reason why, const char *pos)
 {
 	struct relay *r = ctx;
-	int64_t now;
+	uint64_t n;
 
-	if (why != TOR_SKIP_UNROUTED)
-		return;
-	r->unrouted_unlogged++;
-	now = tor_mono_ms();
-	if (r->unrouted_logged_ms != 0 &&
-	    now - r->unrouted_logged_ms < SKIP_LOG_MS)
-		return;
-	log_warn("outbox", "skipped %" PRIu64 " row%s that no route takes "
-	    "(outbox.unrouted = skip), the last at %s", r->unrouted_unlogged,
-	    r->unrouted_unlogged == 1 ? "" : "s", pos);
-	r->unrouted_unlogged = 0;
-	r->unrouted_logged_ms = now;
+	if (why == TOR_SKIP_UNROUTED &&
+	    (n = skip_log_due(&r->unrouted_log)) > 0)
+		log_warn("outbox", "skipped %" PRIu64 " row%s that no route "
+		    "takes (outbox.unrouted = skip), the last at %s", n,
+		    n == 1 ? "" : "s", pos);
 }
 
 static const struct tor_reader_ops reader_ops = {
