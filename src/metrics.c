@@ -101,6 +101,16 @@ header(struct tor_buf *out, const char *name, const char *type,
 	    name, type);
 }
 
+/* A counter without labels: its HELP and TYPE lines and its value. */
+static int
+counter(struct tor_buf *out, const char *name, const char *help,
+    const _Atomic uint64_t *value)
+{
+	return header(out, name, "counter", help) |
+	    tor_buf_appendf(out, "%s %llu\n", name, (unsigned long long)
+	    atomic_load_explicit(value, RELAXED));
+}
+
 /* Milliseconds as seconds, exactly (no binary fraction noise). */
 static int
 append_seconds(struct tor_buf *out, int64_t ms)
@@ -148,10 +158,9 @@ render_events(const struct tor_metrics *m, struct tor_buf *out)
 	unsigned n = atomic_load_explicit(&m->n_topics, memory_order_acquire);
 	int rc = 0;
 
-	rc |= header(out, "tor_events_read_total", "counter",
-	    "Binlog events read (all kinds, heartbeats included).");
-	rc |= tor_buf_appendf(out, "tor_events_read_total %llu\n",
-	    (unsigned long long)atomic_load_explicit(&m->events_read, RELAXED));
+	rc |= counter(out, "tor_events_read_total",
+	    "Binlog events read (all kinds, heartbeats included).",
+	    &m->events_read);
 	/* Kafka topic names are [a-zA-Z0-9._-]: no label escaping needed. */
 	rc |= header(out, "tor_events_published_total", "counter",
 	    "Outbox rows handed to the Kafka producer, by topic (a replay "
@@ -224,31 +233,21 @@ render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 	else
 		rc |= append_seconds(out, tor_metrics_wall_ms() - cp);
 	rc |= tor_buf_appendf(out, "\n");
-	rc |= header(out, "tor_checkpoint_restored_total", "counter",
+	rc |= counter(out, "tor_checkpoint_restored_total",
 	    "Leaderships that found no checkpoint in Redis and resumed from "
-	    "Kafka's copy of it (Redis lost its data).");
-	rc |= tor_buf_appendf(out, "tor_checkpoint_restored_total %llu\n",
-	    (unsigned long long)atomic_load_explicit(&m->checkpoint_restored,
-	    RELAXED));
-	rc |= header(out, "tor_events_deduplicated_total", "counter",
+	    "Kafka's copy of it (Redis lost its data).",
+	    &m->checkpoint_restored);
+	rc |= counter(out, "tor_events_deduplicated_total",
 	    "Rows replayed after a takeover that were not published again: "
-	    "their partition already held them.");
-	rc |= tor_buf_appendf(out, "tor_events_deduplicated_total %llu\n",
-	    (unsigned long long)atomic_load_explicit(&m->deduplicated,
-	    RELAXED));
-	rc |= header(out, "tor_events_dedup_unknown_total", "counter",
+	    "their partition already held them.", &m->deduplicated);
+	rc |= counter(out, "tor_events_dedup_unknown_total",
 	    "Rows replayed after a takeover whose partition could not tell "
 	    "whether it held them (another binlog lineage, a tail not found): "
-	    "published, at-least-once.");
-	rc |= tor_buf_appendf(out, "tor_events_dedup_unknown_total %llu\n",
-	    (unsigned long long)atomic_load_explicit(&m->dedup_unknown,
-	    RELAXED));
-	rc |= header(out, "tor_kafka_errors_total", "counter",
+	    "published, at-least-once.", &m->dedup_unknown);
+	rc |= counter(out, "tor_kafka_errors_total",
 	    "Errors the Kafka producer reported: a broker unreachable or a "
-	    "request failed (retried by the producer), or a fatal error.");
-	rc |= tor_buf_appendf(out, "tor_kafka_errors_total %llu\n",
-	    (unsigned long long)atomic_load_explicit(&m->kafka_errors,
-	    RELAXED));
+	    "request failed (retried by the producer), or a fatal error.",
+	    &m->kafka_errors);
 	rc |= header(out, "tor_kafka_queue_messages", "gauge",
 	    "Messages queued in the Kafka producer, not yet acknowledged.");
 	rc |= tor_buf_appendf(out, "tor_kafka_queue_messages %lld\n",
