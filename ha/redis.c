@@ -208,6 +208,20 @@ dial(const struct tor_config *cfg, const char *host, int port, tor_err *err)
 	return c;
 }
 
+/* AUTH's arguments after the command: the user and the password for an
+ * ACL user (Redis 6+), else the default user's password alone.  Returns
+ * how many (with "AUTH"). */
+static int
+auth_args(const char *user, const char *password, const char *argv[3])
+{
+	bool acl = user != NULL && user[0] != '\0';
+
+	argv[0] = "AUTH";
+	argv[1] = acl ? user : password;
+	argv[2] = password;
+	return acl ? 3 : 2;
+}
+
 /* AUTH (as redis.user when set) when a password is set, SELECT redis.db;
  * drops the connection on failure. */
 static int
@@ -218,13 +232,11 @@ authenticate(struct tor_redis *r, tor_err *err)
 	char db[16];
 
 	if (cfg->redis.password != NULL && cfg->redis.password[0] != '\0') {
-		/* An ACL user (Redis 6+), or the default user's password. */
-		bool acl = cfg->redis.user != NULL && cfg->redis.user[0] != '\0';
-		const char *argv[] = { "AUTH", acl ? cfg->redis.user :
-		    cfg->redis.password, cfg->redis.password };
+		const char *argv[3];
+		int argc = auth_args(cfg->redis.user, cfg->redis.password,
+		    argv);
 
-		if ((reply = run(r, acl ? 3 : 2, argv, NULL, "AUTH",
-		    err)) == NULL) {
+		if ((reply = run(r, argc, argv, NULL, "AUTH", err)) == NULL) {
 			drop_connection(r);
 			return -1;
 		}
@@ -299,17 +311,16 @@ static int
 sentinel_auth(struct tor_redis *r, const char *host, int port, tor_err *err)
 {
 	const struct tor_config *cfg = r->cfg;
-	const char *user = cfg->redis.sentinel.user;
 	const char *password = cfg->redis.sentinel.password;
-	bool acl = user != NULL && user[0] != '\0';
-	const char *argv[] = { "AUTH", acl ? user : password, password };
+	const char *argv[3];
 	redisReply *reply;
 	char text[160];
-	int rc = -1;
+	int argc, rc = -1;
 
 	if (password == NULL || password[0] == '\0')
 		return 0;
-	reply = redisCommandArgv(r->sc, acl ? 3 : 2, argv, NULL);
+	argc = auth_args(cfg->redis.sentinel.user, password, argv);
+	reply = redisCommandArgv(r->sc, argc, argv, NULL);
 	if (reply == NULL) {
 		context_error(r->sc, cfg->redis.timeout_ms, text, sizeof(text));
 		server_err(err, host, port, "AUTH", text);
