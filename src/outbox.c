@@ -750,6 +750,23 @@ tor_outbox_topics(struct tor_outbox *ob, const struct tor_message *msg,
 	return ob->n_fan;
 }
 
+/* Sends msg to the dead-letter topic, on its key's partition there, with
+ * header tor.error = why. */
+static int
+dead_letter(struct tor_outbox *ob, struct tor_message *msg, const char *why,
+    const struct tor_row_origin *origin, tor_err *err)
+{
+	if (msg->n_headers >= TOR_MAX_HEADERS)
+		return tor_err_set(err, "%s, no room for its tor.error header "
+		    "(row %s)", why, origin_pos(origin));
+	msg->topic = ob->cfg->outbox.dlq_topic;
+	msg->partition_given = false;
+	snprintf(ob->error, sizeof(ob->error), "%s", why);
+	add_header(msg, NAME("tor.error"), (const uint8_t *)ob->error,
+	    strlen(ob->error));
+	return TOR_OUTBOX_MAPPED;
+}
+
 int
 tor_outbox_unroutable(struct tor_outbox *ob, struct tor_message *msg,
     const char *why, const struct tor_row_origin *origin, tor_err *err)
@@ -760,16 +777,7 @@ tor_outbox_unroutable(struct tor_outbox *ob, struct tor_message *msg,
 	case TOR_UNROUTED_SKIP:
 		return TOR_OUTBOX_SKIPPED;
 	case TOR_UNROUTED_DLQ:
-		if (msg->n_headers >= TOR_MAX_HEADERS)
-			return tor_err_set(err, "%s, and no room for its "
-			    "tor.error header (row %s)", why,
-			    origin_pos(origin));
-		msg->topic = cfg->outbox.dlq_topic;
-		msg->partition_given = false;   /* the key's, there */
-		snprintf(ob->error, sizeof(ob->error), "%s", why);
-		add_header(msg, NAME("tor.error"), (const uint8_t *)ob->error,
-		    strlen(ob->error));
-		return TOR_OUTBOX_MAPPED;
+		return dead_letter(ob, msg, why, origin, err);
 	case TOR_UNROUTED_FAIL:
 	default:
 		return tor_err_set(err, "%s (row %s)", why, origin_pos(origin));
@@ -802,6 +810,7 @@ tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
 {
 	const struct tor_config *cfg = ob->cfg;
 	size_t size = message_size(msg), i;
+	char why[64];
 
 	switch (cfg->outbox.unrouted) {
 	case TOR_UNROUTED_SKIP:
@@ -815,20 +824,14 @@ tor_outbox_oversized(struct tor_outbox *ob, struct tor_message *msg,
 				    "(%zu bytes) even without its value for "
 				    "dead-letter topic '%s' (row %s)", size,
 				    cfg->outbox.dlq_topic, origin_pos(origin));
-		if (msg->n_headers >= TOR_MAX_HEADERS)
-			return tor_err_set(err, "message too large (%zu bytes), "
-			    "no room for its tor.error header (row %s)", size,
-			    origin_pos(origin));
+		snprintf(why, sizeof(why), "message too large (%zu bytes)",
+		    size);
+		if (dead_letter(ob, msg, why, origin, err) < 0)
+			return -1;
 		/* The value is what made it too large; the key and headers
 		 * are enough for someone to find the row and replay it. */
-		msg->topic = cfg->outbox.dlq_topic;
-		msg->partition_given = false;   /* the key's, there */
 		msg->value = NULL;
 		msg->value_len = 0;
-		snprintf(ob->error, sizeof(ob->error),
-		    "message too large (%zu bytes)", size);
-		add_header(msg, NAME("tor.error"), (const uint8_t *)ob->error,
-		    strlen(ob->error));
 		return TOR_OUTBOX_MAPPED;
 	case TOR_UNROUTED_FAIL:
 	default:
