@@ -340,18 +340,14 @@ missing_column(const struct tor_outbox_table *t, MYSQL_RES *res)
 }
 
 /* information_schema's rows for schema.table's columns, in order: name,
- * whether unsigned, fractional digits.  NULL with err set on failure. */
+ * whether unsigned, fractional digits.  NULL with err set on failure.  The
+ * names are MySQL's, at most 64 characters (a table map's, or checked). */
 static MYSQL_RES *
 table_columns(struct tor_binlog *b, const char *schema_name,
     const char *table_name, tor_err *err)
 {
 	char schema[2 * 64 + 1], table[2 * 64 + 1], sql[600];
 
-	if (strlen(schema_name) > 64 || strlen(table_name) > 64) {
-		tor_err_set(err, "%s.%s: a name longer than 64 characters",
-		    schema_name, table_name);
-		return NULL;
-	}
 	if (ensure_query(b, err) < 0)
 		return NULL;
 	mysql_real_escape_string(b->query, schema, schema_name,

@@ -572,20 +572,21 @@ round_to_group(const struct tor_config *cfg, struct tor_position *pos,
 	struct tor_binlog *b;
 	int rc;
 
-	if ((rc = check_target(cfg, false, pos, err)) != CLI_YES)
-		return rc;
 	if ((b = tor_binlog_new(cfg)) == NULL) {
 		tor_err_set(err, "out of memory");
 		return CLI_ERROR;
 	}
-	rc = tor_binlog_group_start(b, pos, &start, err);
-	tor_binlog_free(b);
-	if (rc != 0) {
-		tor_err_prefix(err, "not moving the checkpoint: ");
-		return rc > 0 ? CLI_NO : CLI_ERROR;
+	/* One connection asks both: the file is there, then the group. */
+	if ((rc = check_on_server(cfg, b, false, pos, err)) == CLI_YES) {
+		rc = tor_binlog_group_start(b, pos, &start, err);
+		if (rc != 0)
+			tor_err_prefix(err, "not moving the checkpoint: ");
+		rc = rc == 0 ? CLI_YES : rc > 0 ? CLI_NO : CLI_ERROR;
 	}
-	*pos = start;
-	return CLI_YES;
+	tor_binlog_free(b);
+	if (rc == CLI_YES)
+		*pos = start;
+	return rc;
 }
 
 int
