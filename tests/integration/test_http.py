@@ -83,6 +83,12 @@ def wait_until(what, pred, timeout=20, tor=None):
         time.sleep(0.2)
 
 
+def wait_unready(port, what, timeout, tor):
+    """(status, body, content type) of the first /readyz that says 503."""
+    return wait_until(what, lambda: (lambda g: g if g[0] == 503 else None)(
+        get(port, "/readyz")), timeout=timeout, tor=tor)
+
+
 def replica(stack, overrides, port, name, group):
     cfg = dict(overrides, group=group,
                http={"listen": "127.0.0.1:%d" % port})
@@ -149,9 +155,7 @@ def test_leader_follower_and_redis_down(stack):
     # Redis back after the test).
     stack.stop("redis")
     t0 = time.monotonic()
-    status, body, _ = wait_until(
-        "r2 unready", lambda: (lambda g: g if g[0] == 503 else None)(
-            get(p2, "/readyz")), timeout=10, tor=r2)
+    status, body, _ = wait_unready(p2, "r2 unready", 10, r2)
     print("  r2 /readyz 503 %.1fs after Redis stopped: %s" % (
         time.monotonic() - t0, body.strip()))
     assert "redis" in body, body
@@ -197,9 +201,7 @@ def test_leader_unready_while_no_broker_is_reachable(stack):
     t0 = time.monotonic()
     for b in range(1, len(brokers) + 1):
         stack.broker_ctl("down %d" % b)
-    status, body, _ = wait_until(
-        "unready", lambda: (lambda g: g if g[0] == 503 else None)(
-            get(port, "/readyz")), timeout=15, tor=tor)
+    status, body, _ = wait_unready(port, "unready", 15, tor)
     print("  /readyz 503 %.1f s after every broker went down: %s" % (
         time.monotonic() - t0, body.strip()))
     assert "no Kafka broker reachable" in body, body

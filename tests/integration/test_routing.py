@@ -21,7 +21,7 @@ from test_dedup import copies
 from test_failover import kill_rounds
 from test_ha import (HA, Feeder, assert_none_lost, stop_all, wait_leading)
 from test_relay import check_per_key_order, insert_range, make_outbox
-from test_source import xa
+from test_source import roll_back_left_over, xa
 
 
 def fan_config(stack, name, **extra):
@@ -184,11 +184,7 @@ def test_route_all_xa_copies_at_commit_none_at_rollback(stack):
     all of its routes (the copies made from the held rows), at XA ROLLBACK
     to none."""
     name = "route_xa"
-    for x in ("tor_fan1", "tor_fan2"):      # left by a run that failed
-        try:
-            stack.sql("XA ROLLBACK '%s'" % x)
-        except Exception:
-            pass
+    roll_back_left_over(stack, "tor_fan1", "tor_fan2")
     table, ov = fan_config(stack, name)
     tor = Tor(stack, ov).start()
     tor.wait_log("starting at", timeout=30)

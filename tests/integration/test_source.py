@@ -238,6 +238,15 @@ def xa(stack, xid, rows=None, end="COMMIT", table=None):
         stack.sql("XA %s '%s'" % (end, xid))
 
 
+def roll_back_left_over(stack, *xids):
+    """XA ROLLBACK of prepared transactions a failed run may have left."""
+    for x in xids:
+        try:
+            stack.sql("XA ROLLBACK '%s'" % x)
+        except Exception:
+            pass
+
+
 def order_ns(stack, name):
     return sorted(json.loads(r.value)["n"] for r in
                   read_all(stack.brokers, name + ".order", timeout=10))
@@ -247,11 +256,7 @@ def test_xa_published_at_commit_dropped_at_rollback(stack):
     """XA: the rows of a prepared XA transaction are published when it
     commits (also across a restart in between), never when it rolls back."""
     name = "src_xa"
-    for x in ("tor_xa1", "tor_xa2"):       # left by a run that failed
-        try:
-            stack.sql("XA ROLLBACK '%s'" % x)
-        except Exception:
-            pass
+    roll_back_left_over(stack, "tor_xa1", "tor_xa2")
     table, ov = make_outbox(stack, name)
     cfg = harness.base_config(stack, ha=dict(HA), **ov)
     tor = Tor(stack, cfg, name="r1").start()
