@@ -32,7 +32,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps test unit integration bench chaos clean check-asan fuzz-build fuzz
-.PHONY: up down watch soak
+.PHONY: up down watch soak deb-deps kafka-deps
 
 all: bin/tor bin/tor-devbroker bin/tor-example
 
@@ -40,7 +40,9 @@ all: bin/tor bin/tor-devbroker bin/tor-example
 # Its package would start a Prometheus server and enable it at boot; it is
 # installed apart, with a policy-rc.d that forbids starting services (unless
 # the machine has one already), and its service is disabled afterwards.
-deps:
+deps: deb-deps kafka-deps
+
+deb-deps:
 	@missing=$$(for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \
@@ -66,6 +68,24 @@ deps:
 			fi; \
 		fi; \
 	fi
+
+# Apache Kafka's jars (deploy/kafka/pom.xml) for deploy/local/stack.sh:
+# resolved from Maven Central once (into ~/.m2, then copied here), offline
+# afterwards.  A JDK and Maven from Debian where the machine has none.
+KAFKA_LIB := build/kafka/lib
+kafka-deps: $(KAFKA_LIB)/.resolved
+
+$(KAFKA_LIB)/.resolved: deploy/kafka/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install \
+			-y -qq --no-install-recommends openjdk-17-jdk-headless maven \
+			>/dev/null; } || exit 1
+	@rm -rf $(KAFKA_LIB) && mkdir -p $(KAFKA_LIB)
+	@mvn -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+		-DoutputDirectory=$(CURDIR)/$(KAFKA_LIB) -DincludeScope=runtime \
+		>build/kafka/mvn.log 2>&1 || { tail -n 30 build/kafka/mvn.log; exit 1; }
+	@echo "kafka: $$(ls $(KAFKA_LIB) | grep -c 'jar$$') jars in $(KAFKA_LIB) ($$(ls $(KAFKA_LIB) | sed -n 's/^kafka_2.13-\(.*\)\.jar$$/Apache Kafka \1/p'))"
+	@touch $@
 
 # The release binary allocates through jemalloc: librdkafka makes and frees
 # several small blocks per message (its copy, each header), and glibc's

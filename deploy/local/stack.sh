@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The local stack for developing and testing tor: MariaDB (binlog source),
-# Redis (lease and checkpoint) and the development Kafka broker
-# (bin/tor-devbroker, DESIGN.md §9), all as plain background processes of
-# this user, everything under one run directory.
+# Redis (lease and checkpoint) and Apache Kafka (KRaft, one node or three;
+# DESIGN.md §9), all as plain background processes of this user, everything
+# under one run directory.  The development broker (bin/tor-devbroker,
+# librdkafka's mock cluster) stands in for Kafka with TOR_KAFKA=dev, or runs
+# beside it as the service "devbroker".
 #
-#   stack.sh start|stop|status|restart [mariadb|redis|broker|sentinel ...]   (default: all)
+#   stack.sh start|stop|status|restart [mariadb|redis|kafka|devbroker|sentinel ...]   (default: all)
 #   stack.sh destroy                     stop all and remove the run directory
-#   stack.sh broker-ctl <command...>     e.g. `stack.sh broker-ctl down 1`
+#   stack.sh kafka-ctl kill|start|stop|pause|resume N
+#                                        kill -9, restart on its data, SIGTERM,
+#                                        SIGSTOP or SIGCONT Kafka node N
+#   stack.sh broker-ctl <command...>     the dev broker's, e.g. `broker-ctl down 1`
 #   stack.sh env                         print the env file
 #   stack.sh tor-config                  print a tor.cfg (the sample) pointed at this stack
 #
@@ -15,10 +20,27 @@
 #   TOR_MYSQL_PORT     MariaDB port (default 3307)
 #   TOR_REDIS_PORT     Redis port (default 6380)
 #   TOR_MYSQL_EXTRA    extra mariadbd options, e.g. "--binlog-format=STATEMENT"
-#   TOR_BROKER_TOPICS  topics created by the broker (default "order:3 invoice:3 dlq:1";
-#                      __tor_checkpoints:1 is always added: tor creates its
-#                      checkpoint topic where it is missing, and the dev broker
-#                      cannot CreateTopics, DESIGN.md §9)
+#   TOR_KAFKA          "kafka" (default): "all" is Apache Kafka; "dev": the
+#                      dev broker instead (no JVM)
+#   TOR_KAFKA_NODES    Kafka nodes, 1 (default) or 3 (replication factor 3,
+#                      min.insync.replicas 2); storage is formatted again
+#                      when it changes
+#   TOR_KAFKA_PORT     node 1's client port (default 9192); node i listens on
+#                      +i-1 for clients, +10+i-1 for its controller, +30+i-1
+#                      for clients that reach it through a test's proxy on
+#                      +40+i-1 (the address that listener advertises); a
+#                      stack's Kafka takes the 50 ports from TOR_KAFKA_PORT
+#   TOR_KAFKA_HEAP     each node's heap (default 384m)
+#   TOR_KAFKA_SASL_SSL a directory with ca.pem and server.pem (the key and
+#                      its certificate): every node also listens for
+#                      SASL_SSL (SCRAM-SHA-512) on +20+i-1; users
+#                      TOR_KAFKA_SCRAM_USERS ("name:password ...") are made
+#                      when the storage is formatted
+#   TOR_BROKER_TOPICS  topics made at start (default "order:3 invoice:3 dlq:1");
+#                      others are made on first use with 4 partitions.  tor
+#                      makes its checkpoint topic itself on Kafka; the dev
+#                      broker cannot CreateTopics (DESIGN.md §9), so there
+#                      __tor_checkpoints:1 is always added
 #   TOR_SENTINEL       1: "all" includes the sentinel service (default: off)
 #
 # The sentinel service is optional and never part of "all" unless
@@ -39,12 +61,15 @@
 # get-master-addr-by-name only).
 #
 # After start, $TOR_RUN_DIR/env holds TOR_MYSQL_HOST, TOR_MYSQL_PORT,
-# TOR_MYSQL_SOCKET, TOR_REDIS_PORT, TOR_KAFKA_BROKERS and TOR_BROKER_CONTROL
-# in shell syntax: `. run/local/env`.
+# TOR_MYSQL_SOCKET, TOR_REDIS_PORT and TOR_KAFKA_BROKERS (Kafka's, or the dev
+# broker's with TOR_KAFKA=dev) in shell syntax: `. run/local/env`; with
+# Kafka also TOR_KAFKA_NODES (and TOR_KAFKA_SASL_SSL_BROKERS), with the dev
+# broker TOR_DEVBROKER_BROKERS and TOR_BROKER_CONTROL (its control socket).
 #
 # MariaDB users made at the first start: tor/tor (replication and SELECT on
 # *.*), app/app (ALL on shop.*), root without password from 127.0.0.1 and
-# through the socket.  The datadir survives stop/restart; `destroy` drops it.
+# through the socket.  The datadirs (MariaDB's, Kafka's) survive
+# stop/restart; `destroy` drops them.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,6 +82,16 @@ REDIS_PORT=${TOR_REDIS_PORT:-6380}
 MYSQL_EXTRA=${TOR_MYSQL_EXTRA:-}
 BROKER_TOPICS=${TOR_BROKER_TOPICS:-order:3 invoice:3 dlq:1}
 DEVBROKER=$repo/bin/tor-devbroker
+KAFKA_MODE=${TOR_KAFKA:-kafka}
+KAFKA_NODES=${TOR_KAFKA_NODES:-1}
+KAFKA_PORT=${TOR_KAFKA_PORT:-9192}
+KAFKA_HEAP=${TOR_KAFKA_HEAP:-384m}
+KAFKA_SASL_SSL=${TOR_KAFKA_SASL_SSL:-}
+KAFKA_SCRAM_USERS=${TOR_KAFKA_SCRAM_USERS:-}
+KAFKA_LIB=${TOR_KAFKA_LIB:-$repo/build/kafka/lib}
+KAFKA_STOP_TIMEOUT=${TOR_KAFKA_STOP_TIMEOUT:-10}
+case "$KAFKA_NODES" in 1 | 3) ;; *) printf 'stack: TOR_KAFKA_NODES must be 1 or 3, not %s\n' "$KAFKA_NODES" >&2; exit 2 ;; esac
+case "$KAFKA_MODE" in kafka | dev) ;; *) printf 'stack: TOR_KAFKA must be kafka or dev, not %s\n' "$KAFKA_MODE" >&2; exit 2 ;; esac
 
 MY_DIR=$RUN_DIR/mariadb
 MY_CNF=$MY_DIR/my.cnf
@@ -68,12 +103,14 @@ BROKER_DIR=$RUN_DIR/broker
 BROKER_PID=$BROKER_DIR/broker.pid
 BROKER_CTL=$BROKER_DIR/control.sock
 BROKER_BOOTSTRAP=$BROKER_DIR/bootstrap
+KAFKA_DIR=$RUN_DIR/kafka
 SENTINEL_DIR=$RUN_DIR/sentinel
 SENTINEL_MASTER=mymaster
 REPLICA_PORT=$((REDIS_PORT + 1))
 SENTINEL_PORTS=($((REDIS_PORT + 100)) $((REDIS_PORT + 101)) $((REDIS_PORT + 102)))
 
-ALL_SERVICES=(mariadb redis broker)
+ALL_SERVICES=(mariadb redis kafka)
+[ "$KAFKA_MODE" = dev ] && ALL_SERVICES=(mariadb redis devbroker)
 # Sentinels watch Redis: they go up after it and down before it, or they
 # would fail over a Redis that is only being stopped.
 [ "${TOR_SENTINEL:-0}" = 1 ] && ALL_SERVICES+=(sentinel)
@@ -92,9 +129,23 @@ render() {
 # shellcheck source=deploy/local/proc.sh
 . "$here/proc.sh"
 
+# True when some Kafka node of this run directory runs.
+kafka_running() {
+	local i
+	for ((i = 1; i <= 3; i++)); do
+		kafka_node_pid "$i" >/dev/null && return 0
+	done
+	return 1
+}
+
 write_env() {
-	local brokers=""
-	[ -s "$BROKER_BOOTSTRAP" ] && brokers=$(head -n 1 "$BROKER_BOOTSTRAP")
+	local brokers="" dev=""
+	[ -s "$BROKER_BOOTSTRAP" ] && dev=$(head -n 1 "$BROKER_BOOTSTRAP")
+	if [ "$KAFKA_MODE" = dev ]; then
+		brokers=$dev
+	elif kafka_running || [ -f "$KAFKA_DIR/.formatted" ]; then
+		brokers=$(kafka_bootstrap)
+	fi
 	mkdir -p "$RUN_DIR"
 	cat >"$RUN_DIR/env.tmp" <<EOF
 # Written by deploy/local/stack.sh; source it: . $RUN_DIR/env
@@ -104,9 +155,27 @@ TOR_MYSQL_PORT='$MYSQL_PORT'
 TOR_MYSQL_SOCKET='$MY_SOCK'
 TOR_REDIS_PORT='$REDIS_PORT'
 TOR_KAFKA_BROKERS='$brokers'
-TOR_BROKER_CONTROL='$BROKER_CTL'
-export TOR_RUN_DIR TOR_MYSQL_HOST TOR_MYSQL_PORT TOR_MYSQL_SOCKET TOR_REDIS_PORT TOR_KAFKA_BROKERS TOR_BROKER_CONTROL
+export TOR_RUN_DIR TOR_MYSQL_HOST TOR_MYSQL_PORT TOR_MYSQL_SOCKET TOR_REDIS_PORT TOR_KAFKA_BROKERS
 EOF
+	if [ "$KAFKA_MODE" = kafka ] && [ -n "$brokers" ]; then
+		cat >>"$RUN_DIR/env.tmp" <<EOF
+TOR_KAFKA_NODES='$KAFKA_NODES'
+TOR_KAFKA_PORT='$KAFKA_PORT'
+TOR_KAFKA_PROXIED_BROKERS='$(kafka_proxied_bootstrap)'
+export TOR_KAFKA_NODES TOR_KAFKA_PORT TOR_KAFKA_PROXIED_BROKERS
+EOF
+		[ -n "$KAFKA_SASL_SSL" ] && cat >>"$RUN_DIR/env.tmp" <<EOF
+TOR_KAFKA_SASL_SSL_BROKERS='$(kafka_secure_bootstrap)'
+export TOR_KAFKA_SASL_SSL_BROKERS
+EOF
+	fi
+	if [ -n "$dev" ]; then
+		cat >>"$RUN_DIR/env.tmp" <<EOF
+TOR_DEVBROKER_BROKERS='$dev'
+TOR_BROKER_CONTROL='$BROKER_CTL'
+export TOR_DEVBROKER_BROKERS TOR_BROKER_CONTROL
+EOF
+	fi
 	sentinel_up && sentinel_env >>"$RUN_DIR/env.tmp"
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
 }
@@ -467,21 +536,439 @@ status_sentinel() {
 	fi
 }
 
-# ---- development Kafka broker -----------------------------------------------
+# ---- Apache Kafka (KRaft) ----------------------------------------------------
+#
+# TOR_KAFKA_NODES combined broker+controller nodes (1 or 3) of the Apache
+# Kafka that deploy/kafka/pom.xml pins, run from the jars `make deps` copied
+# to $KAFKA_LIB.  Node i (1-based) listens for clients on KAFKA_PORT+i-1
+# and for its controller quorum on KAFKA_PORT+10+i-1; with
+# TOR_KAFKA_SASL_SSL set also SASL_SSL (SCRAM-SHA-512) on KAFKA_PORT+20+i-1.
+# The listener PROXIED on KAFKA_PORT+30+i-1 advertises KAFKA_PORT+40+i-1,
+# where a test's TCP proxy forwards to it: a client bootstrapped there
+# (TOR_KAFKA_PROXIED_BROKERS) reaches every node through the proxy, which
+# can delay, stall or cut what it carries (tests/integration/proxy.py).
+# Replication follows the node count: three nodes keep every topic, the
+# offsets and the transaction state on all three with min.insync.replicas
+# 2; one node keeps one copy.  Topics not named anywhere are created on
+# first use with 4 partitions (like the dev broker's).
 
-broker_answers() {
+kafka_node_dir() { echo "$KAFKA_DIR/node$1"; }
+kafka_client_port() { echo $((KAFKA_PORT + $1 - 1)); }
+kafka_controller_port() { echo $((KAFKA_PORT + 10 + $1 - 1)); }
+kafka_secure_port() { echo $((KAFKA_PORT + 20 + $1 - 1)); }
+kafka_proxied_port() { echo $((KAFKA_PORT + 30 + $1 - 1)); }
+kafka_proxy_port() { echo $((KAFKA_PORT + 40 + $1 - 1)); }
+
+# "127.0.0.1:<port>,..." of every node, each port from function $1.
+kafka_addresses() {
+	local i list=""
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		list="$list${list:+,}127.0.0.1:$("$1" "$i")"
+	done
+	echo "$list"
+}
+
+kafka_bootstrap() { kafka_addresses kafka_client_port; }
+kafka_secure_bootstrap() { kafka_addresses kafka_secure_port; }
+kafka_proxied_bootstrap() { kafka_addresses kafka_proxy_port; }
+
+kafka_java() {
+	if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
+		echo "$JAVA_HOME/bin/java"
+	else
+		command -v java || die "kafka: no java on PATH (make deps installs a JDK)"
+	fi
+}
+
+kafka_check_lib() {
+	ls "$KAFKA_LIB"/kafka_2.13-*.jar >/dev/null 2>&1 ||
+		die "kafka: no Kafka jars in $KAFKA_LIB (make deps resolves them from deploy/kafka/pom.xml)"
+}
+
+# Writes node $1's server.properties.  Written at every start, so a changed
+# setting here reaches the node at its next start; the data stays.
+kafka_write_config() {
+	local i=$1 dir voters="" j rf=$KAFKA_NODES isr=1 listeners advertised map
+	dir=$(kafka_node_dir "$i")
+	[ "$KAFKA_NODES" -ge 3 ] && isr=2
+	for ((j = 1; j <= KAFKA_NODES; j++)); do
+		voters="$voters${voters:+,}$j@127.0.0.1:$(kafka_controller_port "$j")"
+	done
+	listeners="PLAINTEXT://127.0.0.1:$(kafka_client_port "$i"),CONTROLLER://127.0.0.1:$(kafka_controller_port "$i"),PROXIED://127.0.0.1:$(kafka_proxied_port "$i")"
+	advertised="PLAINTEXT://127.0.0.1:$(kafka_client_port "$i"),PROXIED://127.0.0.1:$(kafka_proxy_port "$i")"
+	map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT"
+	if [ -n "$KAFKA_SASL_SSL" ]; then
+		listeners="$listeners,SASL_SSL://127.0.0.1:$(kafka_secure_port "$i")"
+		advertised="$advertised,SASL_SSL://127.0.0.1:$(kafka_secure_port "$i")"
+		map="$map,SASL_SSL:SASL_SSL"
+	fi
+	cat >"$dir/server.properties.tmp" <<PROPS
+# Generated by deploy/local/stack.sh at every start; do not edit.
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$voters
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$map
+log.dirs=$dir/data
+num.partitions=4
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=4
+auto.create.topics.enable=true
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=0
+# Tests wait on these: a timed-out transaction is aborted within a second of
+# its timeout, a broker that died is out of the ISR within 6 s.
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
+replica.lag.time.max.ms=6000
+broker.session.timeout.ms=6000
+broker.heartbeat.interval.ms=1000
+# A laptop's broker: few threads, small segments, a day of retention.
+num.network.threads=2
+num.io.threads=4
+num.replica.fetchers=1
+background.threads=4
+log.segment.bytes=67108864
+log.retention.hours=24
+log.cleaner.dedupe.buffer.size=8388608
+PROPS
+	if [ -n "$KAFKA_SASL_SSL" ]; then
+		cat >>"$dir/server.properties.tmp" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$KAFKA_SASL_SSL/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$KAFKA_SASL_SSL/ca.pem
+ssl.client.auth=none
+PROPS
+	fi
+	mv "$dir/server.properties.tmp" "$dir/server.properties"
+}
+
+kafka_node_pid() {
+	live_pid "$(kafka_node_dir "$1")/kafka.pid" "kafka.Kafka"
+}
+
+# The java command every node and tool runs with (into the array JVM):
+# small heaps and a quick start (C1 only), which is what tests need; set
+# TOR_KAFKA_JVM_OPTS for a broker that must go fast for long (make bench).
+kafka_jvm_command() {
+	local java
+	java=$(kafka_java) || exit 1
+	# shellcheck disable=SC2206  # the options are a list
+	JVM=("$java" ${TOR_KAFKA_JVM_OPTS:--Xms64m -Xmx$KAFKA_HEAP -XX:+UseSerialGC -XX:TieredStopAtLevel=1}
+	    -Djava.awt.headless=true
+	    -Dlog4j2.configurationFile="$repo/deploy/kafka/log4j2.xml"
+	    -Dkafka.log.file="$KAFKA_DIR/tools.log"
+	    -cp "$KAFKA_LIB/*")
+}
+
+kafka_jvm() {
+	kafka_jvm_command
+	"${JVM[@]}" "$@"
+}
+
+# Formats the nodes' storage once (all with one cluster id, in parallel):
+# the KRaft equivalent of mariadb-install-db.  A different node count than
+# the one formatted starts over with empty storage.
+kafka_format() {
+	local i cid dir pids=() scram=()
+	if [ -f "$KAFKA_DIR/.formatted" ] &&
+	    [ "$(cat "$KAFKA_DIR/.formatted")" = "$KAFKA_NODES${KAFKA_SASL_SSL:+ sasl}" ]; then
+		return 0
+	fi
+	say "kafka: formatting storage of $KAFKA_NODES node(s) in $KAFKA_DIR"
+	for ((i = 1; i <= 3; i++)); do rm -rf "$(kafka_node_dir "$i")"; done
+	rm -f "$KAFKA_DIR/.formatted"
+	cid=$(kafka_jvm kafka.tools.StorageTool random-uuid 2>>"$KAFKA_DIR/format.log") ||
+		die "kafka: StorageTool random-uuid failed (see $KAFKA_DIR/format.log)"
+	if [ -n "$KAFKA_SASL_SSL" ]; then
+		# SCRAM users exist from the start: "name:password ...".
+		local u
+		for u in $KAFKA_SCRAM_USERS; do
+			scram+=(--add-scram "SCRAM-SHA-512=[name=${u%%:*},password=${u#*:}]")
+		done
+	fi
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		dir=$(kafka_node_dir "$i")
+		mkdir -p "$dir"
+		kafka_write_config "$i"
+		kafka_jvm -Dkafka.log.file="$dir/format.log" kafka.tools.StorageTool \
+		    format -t "$cid" -c "$dir/server.properties" "${scram[@]}" \
+		    >>"$dir/format.log" 2>&1 &
+		pids+=($!)
+	done
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		wait "${pids[$((i - 1))]}" ||
+			{ tail -n 20 "$(kafka_node_dir "$i")/format.log" | sed 's/^/    /'
+			  die "kafka: formatting node $i failed"; }
+	done
+	echo "$KAFKA_NODES${KAFKA_SASL_SSL:+ sasl}" >"$KAFKA_DIR/.formatted"
+}
+
+# Starts node $1 (no wait).  Its own session; fds to files.
+kafka_start_node() {
+	local i=$1 dir pid
+	dir=$(kafka_node_dir "$i")
+	if pid=$(kafka_node_pid "$i"); then
+		return 0
+	fi
+	kafka_write_config "$i"
+	rm -f "$dir/kafka.pid"
+	kafka_jvm_command
+	# Where this start's log begins: kafka_node_started reads from there.
+	if [ -f "$dir/server.log" ]; then wc -c <"$dir/server.log"; else echo 0; fi >"$dir/started"
+	setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+	    "${JVM[@]}" -Dkafka.log.file="$dir/server.log" \
+	    kafka.Kafka "$dir/server.properties" \
+	    </dev/null >>"$dir/kafka.out" 2>&1 &
+	for ((pid = 0; pid < 50; pid++)); do
+		[ -s "$dir/kafka.pid" ] && break
+		sleep 0.02
+	done
+}
+
+# Node $1 has said it started since its last start.
+kafka_node_started() {
+	local dir from
+	dir=$(kafka_node_dir "$1")
+	from=$(cat "$dir/started" 2>/dev/null || echo 0)
+	tail -c +$((from + 1)) "$dir/server.log" 2>/dev/null | grep -q 'Kafka Server started'
+}
+
+# Every node that should run answers a metadata request listing them all.
+kafka_answers() {
+	local want=${1:-$KAFKA_NODES} n
+	n=$(timeout 10 kcat -L -b "$(kafka_bootstrap)" -m 3 2>/dev/null |
+		grep -c '^  broker [0-9]* at ')
+	[ "${n:-0}" -ge "$want" ]
+}
+
+kafka_fail() {
+	local i
+	say "kafka: $1"
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		say "  node $i, last lines of $(kafka_node_dir "$i")/server.log and kafka.out:"
+		tail -n 15 "$(kafka_node_dir "$i")/server.log" 2>/dev/null | sed 's/^/    /'
+		tail -n 5 "$(kafka_node_dir "$i")/kafka.out" 2>/dev/null | sed 's/^/    /'
+	done
+	exit 1
+}
+
+# Waits until nodes $@ said they started and the cluster lists every node
+# that runs.
+kafka_wait() {
+	local i n t0 ok up=0
+	t0=$(date +%s%N)
+	for ((n = 0; n < 1200; n++)); do
+		ok=1
+		for i in "$@"; do
+			kafka_node_pid "$i" >/dev/null || kafka_fail "node $i exited during start"
+			kafka_node_started "$i" || { ok=0; break; }
+		done
+		if [ "$ok" = 1 ]; then
+			up=0
+			for ((i = 1; i <= KAFKA_NODES; i++)); do
+				kafka_node_pid "$i" >/dev/null && up=$((up + 1))
+			done
+			kafka_answers "$up" && break
+		fi
+		sleep 0.1
+	done
+	[ "$n" -lt 1200 ] || kafka_fail "not up after 120 s"
+	KAFKA_WAITED_MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
+# Partitions whose in-sync replicas are fewer than their replicas, by one
+# metadata request (what an operator checks before the next step of a
+# rolling restart).
+kafka_under_replicated() {
+	timeout 10 kcat -L -b "$(kafka_bootstrap)" -m 3 2>/dev/null | awk '
+		/^    partition [0-9]+, leader/ {
+			r = $0; sub(/.*replicas: /, "", r); sub(/, isrs:.*/, "", r)
+			i = $0; sub(/.*isrs: /, "", i); sub(/[^0-9,].*/, "", i)
+			if (split(r, a, ",") != split(i, b, ",")) n++
+		}
+		END { print n + 0 }'
+}
+
+# Waits up to 60 s until no partition is under-replicated.
+kafka_wait_in_sync() {
+	local n
+	for ((n = 0; n < 600; n++)); do
+		[ "$(kafka_under_replicated)" = 0 ] && return 0
+		sleep 0.1
+	done
+	say "kafka: $(kafka_under_replicated) partition(s) still under-replicated after 60 s"
+}
+
+# A node that runs but was stopped by SIGSTOP (kafka-ctl pause).
+kafka_node_paused() {
+	local pid
+	pid=$(kafka_node_pid "$1") || return 1
+	[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" = T ]
+}
+
+# Starts the nodes that are down and resumes paused ones, then waits until
+# all serve and, where some were not, every partition is in sync again.
+start_kafka() {
+	local i nodes=() woke=0
+	mkdir -p "$KAFKA_DIR"
+	kafka_check_lib
+	kafka_format
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		if kafka_node_paused "$i"; then
+			kill -CONT "$(kafka_node_pid "$i")"
+			woke=1
+		elif ! kafka_node_pid "$i" >/dev/null; then
+			kafka_start_node "$i"
+			nodes+=("$i")
+		fi
+	done
+	if [ ${#nodes[@]} -eq 0 ] && [ "$woke" = 0 ] && kafka_answers; then
+		[ "$KAFKA_NODES" -gt 1 ] && kafka_wait_in_sync
+		say "kafka: already up ($(kafka_bootstrap))"
+		return 0
+	fi
+	kafka_wait "${nodes[@]}"
+	[ "$KAFKA_NODES" -gt 1 ] && kafka_wait_in_sync
+	kafka_create_topics
+	say "kafka: up ($KAFKA_NODES node(s), $(kafka_bootstrap)${KAFKA_SASL_SSL:+, SASL_SSL $(kafka_secure_bootstrap)}) in ${KAFKA_WAITED_MS} ms"
+}
+
+# TOR_BROKER_TOPICS ("name:partitions ...") and the checkpoint topic exist
+# before any client asks: tests and benchmarks count on their partitions.
+kafka_create_topics() {
+	[ -n "$BROKER_TOPICS" ] || return 0
+	/usr/bin/python3 "$here/kafka_admin.py" --brokers "$(kafka_bootstrap)" \
+	    create $BROKER_TOPICS >>"$KAFKA_DIR/admin.log" 2>&1 ||
+		{ tail -n 10 "$KAFKA_DIR/admin.log" | sed 's/^/    /'
+		  die "kafka: creating topics $BROKER_TOPICS failed"; }
+}
+
+# Stops nodes $@ (default all) with SIGTERM, all at once (a node waits for
+# the quorum in its controlled shutdown, so one by one the last would wait
+# for nobody), then KILL after STOP_TIMEOUT.
+kafka_stop_nodes() {
+	local i pid pids=() j
+	for i in "$@"; do
+		if pid=$(kafka_node_pid "$i"); then
+			kill -CONT "$pid" 2>/dev/null
+			kill -TERM "$pid" 2>/dev/null
+			pids+=("$pid")
+		fi
+	done
+	for ((j = 0; j < KAFKA_STOP_TIMEOUT * 10; j++)); do
+		local alive=0
+		for pid in "${pids[@]}"; do
+			kill -0 "$pid" 2>/dev/null && alive=1
+		done
+		[ "$alive" = 0 ] && return 0
+		sleep 0.1
+	done
+	for pid in "${pids[@]}"; do
+		kill -0 "$pid" 2>/dev/null && say "kafka: pid $pid ignored TERM for ${KAFKA_STOP_TIMEOUT}s: KILL"
+		kill -KILL "$pid" 2>/dev/null
+	done
+	for pid in "${pids[@]}"; do
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	done
+}
+
+# Every node that may have been started (up to 3, whatever TOR_KAFKA_NODES
+# says now).
+stop_kafka() {
+	local i running=()
+	for ((i = 1; i <= 3; i++)); do
+		kafka_node_pid "$i" >/dev/null && running+=("$i")
+	done
+	if [ ${#running[@]} -eq 0 ]; then
+		say "kafka: not running"
+		return 0
+	fi
+	kafka_stop_nodes "${running[@]}"
+	say "kafka: stopped"
+}
+
+status_kafka() {
+	local i rc=0 pid
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		if pid=$(kafka_node_pid "$i"); then
+			say "kafka: node $i up (pid $pid, 127.0.0.1:$(kafka_client_port "$i"))"
+		else
+			say "kafka: node $i down"
+			rc=1
+		fi
+	done
+	[ "$rc" = 0 ] && ! kafka_answers && { say "kafka: no answer to metadata"; rc=1; }
+	return $rc
+}
+
+# stack.sh kafka-ctl kill|start|stop|pause|resume N: one node's fault.
+kafka_ctl() {
+	local verb=${1:-} i=${2:-} pid
+	case "$i" in
+	[1-9]) [ "$i" -le "$KAFKA_NODES" ] || die "kafka-ctl: no node $i (TOR_KAFKA_NODES=$KAFKA_NODES)" ;;
+	*) die "usage: stack.sh kafka-ctl kill|start|stop|pause|resume N" ;;
+	esac
+	case "$verb" in
+	kill)
+		pid=$(kafka_node_pid "$i") || die "kafka-ctl: node $i is not running"
+		kill -KILL "$pid"
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+		say "kafka: node $i killed (pid $pid)"
+		;;
+	stop)
+		kafka_node_pid "$i" >/dev/null || die "kafka-ctl: node $i is not running"
+		kafka_stop_nodes "$i"
+		say "kafka: node $i stopped"
+		;;
+	start)
+		kafka_check_lib
+		if kafka_node_pid "$i" >/dev/null; then
+			say "kafka: node $i already up"
+			return 0
+		fi
+		kafka_start_node "$i"
+		kafka_wait "$i"
+		kafka_wait_in_sync
+		say "kafka: node $i up (127.0.0.1:$(kafka_client_port "$i")) in ${KAFKA_WAITED_MS} ms"
+		;;
+	pause | resume)
+		pid=$(kafka_node_pid "$i") || die "kafka-ctl: node $i is not running"
+		if [ "$verb" = pause ]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+		say "kafka: node $i ${verb}d (pid $pid)"
+		;;
+	*) die "usage: stack.sh kafka-ctl kill|start|stop|pause|resume N" ;;
+	esac
+}
+
+# ---- development Kafka broker (TOR_KAFKA=dev, or beside the real one) ----------
+#
+# librdkafka's mock cluster (bin/tor-devbroker): for protocol errors injected
+# at one exact request, and a JVM-free demo (DESIGN.md §9).
+
+devbroker_answers() {
 	[ -S "$BROKER_CTL" ] && [ -x "$DEVBROKER" ] &&
 		"$DEVBROKER" --ctl "$BROKER_CTL" ping >/dev/null 2>&1
 }
 
-start_broker() {
+start_devbroker() {
 	local pid i t args=()
 	mkdir -p "$BROKER_DIR"
 	if [ ! -x "$DEVBROKER" ] || [ "$here/devbroker.c" -nt "$DEVBROKER" ]; then
 		make -C "$repo" --no-print-directory bin/tor-devbroker >&2 ||
 			die "broker: cannot build bin/tor-devbroker"
 	fi
-	if pid=$(live_pid "$BROKER_PID" tor-devbroker) && broker_answers; then
+	if pid=$(live_pid "$BROKER_PID" tor-devbroker) && devbroker_answers; then
 		say "broker: already up (pid $pid, $(head -n 1 "$BROKER_BOOTSTRAP"))"
 		return 0
 	fi
@@ -496,7 +983,7 @@ start_broker() {
 	pid=$!
 	echo "$pid" >"$BROKER_PID"
 	for ((i = 0; i < 100; i++)); do
-		[ -s "$BROKER_BOOTSTRAP" ] && broker_answers && break
+		[ -s "$BROKER_BOOTSTRAP" ] && devbroker_answers && break
 		if ! kill -0 "$pid" 2>/dev/null; then
 			say "broker: tor-devbroker exited during start; last lines of $BROKER_DIR/broker.log:"
 			tail -n 20 "$BROKER_DIR/broker.log" | sed 's/^/    /'
@@ -504,11 +991,11 @@ start_broker() {
 		fi
 		sleep 0.1
 	done
-	broker_answers || die "broker: no answer to ping after 10s (pid $pid)"
+	devbroker_answers || die "broker: no answer to ping after 10s (pid $pid)"
 	say "broker: up (pid $pid, $(head -n 1 "$BROKER_BOOTSTRAP"), topics: $BROKER_TOPICS)"
 }
 
-stop_broker() {
+stop_devbroker() {
 	local pid
 	if pid=$(live_pid "$BROKER_PID" tor-devbroker); then
 		stop_pid "$pid" broker
@@ -519,9 +1006,9 @@ stop_broker() {
 	rm -f "$BROKER_PID" "$BROKER_BOOTSTRAP" "$BROKER_CTL"
 }
 
-status_broker() {
+status_devbroker() {
 	local pid
-	if pid=$(live_pid "$BROKER_PID" tor-devbroker) && broker_answers; then
+	if pid=$(live_pid "$BROKER_PID" tor-devbroker) && devbroker_answers; then
 		say "broker: up (pid $pid, $(head -n 1 "$BROKER_BOOTSTRAP"))"
 	else
 		say "broker: down"
@@ -539,17 +1026,16 @@ services_of() {
 	fi
 	for s in "$@"; do
 		case "$s" in
-		mariadb | redis | broker | sentinel) ;;
+		mariadb | redis | kafka | devbroker | sentinel) ;;
 		mysql) s=mariadb ;;
-		kafka) s=broker ;;
-		*) die "unknown service '$s' (mariadb, redis, broker, sentinel)" ;;
+		*) die "unknown service '$s' (mariadb, redis, kafka, devbroker, sentinel)" ;;
 		esac
 		echo "$s"
 	done
 }
 
 usage() {
-	sed -n '7,11p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '10,17p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 }
 
@@ -565,11 +1051,13 @@ start)
 stop)
 	# A plain stop ends the Sentinels too, before Redis, whether or not
 	# TOR_SENTINEL says they belong to "all".
-	[ $# -eq 0 ] && stop_sentinel
-	for s in $(services_of "$@"); do
-		[ "$s" = sentinel ] && [ $# -eq 0 ] && continue
-		"stop_$s"
-	done
+	# It also ends both brokers, whichever TOR_KAFKA names.
+	if [ $# -eq 0 ]; then
+		stop_sentinel
+		for s in mariadb redis kafka devbroker; do "stop_$s"; done
+	else
+		for s in $(services_of "$@"); do "stop_$s"; done
+	fi
 	;;
 restart)
 	mkdir -p "$RUN_DIR" || die "cannot create $RUN_DIR"
@@ -583,11 +1071,12 @@ status)
 	;;
 destroy)
 	stop_sentinel
-	for s in "${ALL_SERVICES[@]}"; do
-		[ "$s" = sentinel ] || "stop_$s"
-	done
+	for s in mariadb redis kafka devbroker; do "stop_$s"; done
 	rm -rf "$RUN_DIR"
 	say "removed $RUN_DIR"
+	;;
+kafka-ctl)
+	kafka_ctl "$@"
 	;;
 broker-ctl)
 	[ $# -ge 1 ] || die "usage: stack.sh broker-ctl <command...>"
@@ -603,13 +1092,15 @@ tor-config)
 	[ -f "$RUN_DIR/env" ] || die "no $RUN_DIR/env: run stack.sh start"
 	# shellcheck disable=SC1091
 	. "$RUN_DIR/env"
+	dev_topics=()
+	[ "$TOR_KAFKA_BROKERS" = "${TOR_DEVBROKER_BROKERS:-}" ] &&
+		dev_topics=(-e "s/^\(  topics = \).*/\1( );   # the dev broker made them (DESIGN.md §9)/")
 	sed -e "s/^\(  port = \)3306;/\1$TOR_MYSQL_PORT;/" \
 	    -e "s/^\(  port = \)6379;/\1$TOR_REDIS_PORT;/" \
 	    -e "s/^\(  brokers = \)\"[^\"]*\";/\1\"$TOR_KAFKA_BROKERS\";/" \
 	    -e "s/^\(  password = \)\"\";\(.*# default \"\"; prefer password_file or TOR_MYSQL\)/\1\"tor\";\2/" \
 	    -e "s/^\(  listen = \)\"0.0.0.0:9187\";/\1\"\";/" \
-	    -e "s/^\(  topics = \).*/\1( );   # the dev broker made them (DESIGN.md §9)/" \
-	    "$repo/tor.cfg"
+	    "${dev_topics[@]}" "$repo/tor.cfg"
 	;;
 -h | --help | help) usage ;;
 *) usage ;;

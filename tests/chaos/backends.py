@@ -149,12 +149,14 @@ class LocalBackend(Backend):
         return {"TOR_RUN_DIR": self.run_dir,
                 "TOR_MYSQL_PORT": str(self.mysql_port),
                 "TOR_REDIS_PORT": str(self.redis_port),
+                "TOR_KAFKA": "dev",
                 "TOR_BROKER_TOPICS": " ".join(
                     "%s:%d" % (t, self.partitions) for t in self.TOPICS)}
 
     def setup(self, log):
         os.environ.update(self._env())
         self.stack = harness.Stack(self.run_dir)
+        self.stack.kafka = "dev"
         log("local stack in %s (mysql %d, redis %d)" % (
             self.run_dir, self.mysql_port, self.redis_port))
         self.stack.start(env=self._env())

@@ -30,8 +30,9 @@ import time
 
 import pymysql
 import redis as redis_lib
-from confluent_kafka import (Consumer, KafkaException, OFFSET_BEGINNING,
-                             TopicPartition)
+from confluent_kafka import (Consumer, KafkaError, KafkaException,
+                             OFFSET_BEGINNING, TopicPartition)
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -71,15 +72,23 @@ class Stack:
     (e.g. {"TOR_MYSQL_EXTRA": "--binlog-format=STATEMENT"}) and marks the
     stack as needing a clean restart, which the runner does after the test.
 
-    Restarting the broker gives it new random ports and empty topics: a
-    running tor keeps the old bootstrap list.  To take Kafka away from tor
-    mid-test, use broker_ctl("down N") / ("up N") instead.
+    Three Kafkas (DESIGN.md §9), and `brokers` names the one the test chose:
+      - Apache Kafka, one node (the default, "kafka");
+      - the three-node cluster ("cluster", use_cluster()): replication
+        factor 3, min.insync.replicas 2, started at the first test that asks
+        and kept for the run (a stack of its own in <run dir>/cluster);
+      - the development broker ("dev", use_dev_broker()): only for protocol
+        errors injected at one exact request (broker_ctl), and the test says
+        why in its docstring.
+    kafka_ctl() kills, stops, starts, pauses and resumes the chosen Kafka's
+    nodes; the runner brings every node back after the test.
     """
 
     def __init__(self, run_dir=None):
         self.run_dir = run_dir or default_run_dir()
         self.env = {}
         self.dirty = set()       # services restarted with a non-default env
+        self.kafka = "kafka"
         self.reload_env()
 
     # -- lifecycle --
@@ -104,7 +113,11 @@ class Stack:
         self.reload_env()
 
     def stop(self, *services):
+        """Stops the named services; with none, everything this run
+        started, the three-node cluster included."""
         self._stack_sh("stop", services)
+        if not services:
+            KafkaCluster(self.run_dir).stop()
 
     def restart(self, *services, env=None):
         self._stack_sh("restart", services, env)
@@ -116,7 +129,7 @@ class Stack:
         return self._stack_sh("status", services).returncode == 0
 
     def _note_env(self, services, env):
-        names = services or ("mariadb", "redis", "broker")
+        names = services or ("mariadb", "redis", "kafka")
         for s in names:
             if env:
                 self.dirty.add(s)
@@ -125,16 +138,7 @@ class Stack:
 
     def reload_env(self):
         """Reads $TOR_RUN_DIR/env (written by stack.sh start)."""
-        path = os.path.join(self.run_dir, "env")
-        self.env = {}
-        try:
-            with open(path) as f:
-                for line in f:
-                    m = re.match(r"^(\w+)='(.*)'$", line.strip())
-                    if m:
-                        self.env[m.group(1)] = m.group(2)
-        except FileNotFoundError:
-            pass
+        self.env = read_env_file(os.path.join(self.run_dir, "env"))
         return self.env
 
     def _need(self, name):
@@ -156,13 +160,66 @@ class Stack:
     def redis_port(self):
         return int(self._need("TOR_REDIS_PORT"))
 
+    # -- Kafka --
+
     @property
     def brokers(self):
+        """The bootstrap list of the Kafka this test runs on."""
+        if self.kafka == "dev":
+            return self._need("TOR_DEVBROKER_BROKERS")
+        if self.kafka == "cluster":
+            return self.cluster().brokers
         return self._need("TOR_KAFKA_BROKERS")
 
     @property
-    def broker_control(self):
-        return self._need("TOR_BROKER_CONTROL")
+    def kafka_nodes(self):
+        return 3 if self.kafka == "cluster" else 1
+
+    def use_dev_broker(self):
+        """From here on this test runs on the development broker."""
+        self.kafka = "dev"
+        return self.brokers
+
+    def use_cluster(self):
+        """From here on this test runs on the three-node cluster (started
+        now if this run has not yet)."""
+        self.kafka = "cluster"
+        c = self.cluster()
+        c.start()
+        return c
+
+    def cluster(self):
+        """A handle on the run's three-node cluster (not started here)."""
+        return KafkaCluster(self.run_dir, self.env.get("TOR_KAFKA_PORT"))
+
+    def kafka_ctl(self, verb, node=1):
+        """stack.sh kafka-ctl <verb> <node> on this test's Kafka: kill (-9),
+        stop (SIGTERM, waited for), start (waits until it serves and every
+        partition is in sync again), pause (SIGSTOP), resume (SIGCONT)."""
+        if self.kafka == "cluster":
+            return self.cluster().ctl(verb, node)
+        if self.kafka == "dev":
+            raise StackError("kafka_ctl on the dev broker: use broker_ctl")
+        return self._stack_sh("kafka-ctl", [verb, str(node)]).stdout
+
+    def kafka_proxy(self):
+        """A KafkaProxy between the clients a test points at its `brokers`
+        and this test's Kafka (one node or the cluster); stopped by the
+        runner after the test."""
+        if self.kafka == "dev":
+            raise StackError("no proxy for the dev broker: use broker_ctl")
+        port = self.cluster().port if self.kafka == "cluster" else \
+            int(self._need("TOR_KAFKA_PORT"))
+        return KafkaProxy(port, self.kafka_nodes).start()
+
+    def create_topic(self, name, partitions, config=None):
+        """Creates a topic on this test's Kafka (replicated on every node)
+        and waits until each partition has a leader.  On the dev broker:
+        its control socket's `create`."""
+        if self.kafka == "dev":
+            self.broker_ctl("create %s %d" % (name, partitions))
+            return
+        create_topics(self.brokers, [(name, partitions)], config=config)
 
     # -- MariaDB --
 
@@ -256,6 +313,10 @@ class Stack:
 
     # -- dev broker --
 
+    @property
+    def broker_control(self):
+        return self._need("TOR_BROKER_CONTROL")
+
     def broker_ctl(self, command, check=True, timeout=10):
         """Sends one control command to tor-devbroker, returns its reply
         line ("ok" or "error: ..."); raises on anything but "ok" if check."""
@@ -280,14 +341,23 @@ class Stack:
 
     # -- the runner's clean slate between tests --
 
+    SERVICES = ("mariadb", "redis", "kafka", "devbroker")
+
+    def start_all(self):
+        """What the integration runner runs on: MariaDB, Redis, Kafka (one
+        node) and the dev broker."""
+        self.start(*self.SERVICES)
+
     def make_healthy(self):
         """Brings the stack back to its default state after a test: services
         restarted with a special env are restarted plainly, stopped ones are
-        started, the broker's brokers are up with no latency or errors."""
+        started, every Kafka node runs (resumed, in sync), the dev broker's
+        brokers are up with no latency or errors."""
         for s in sorted(self.dirty):
             self.restart(s)
         if not self.answers():
-            self.start()
+            self.start_all()
+        KafkaCluster(self.run_dir).make_healthy()
         self.broker_ctl("reset")
         self.default_outbox()
 
@@ -297,17 +367,157 @@ class Stack:
         self.sql(outbox_ddl())
 
     def answers(self):
-        """True if MariaDB, Redis and the broker all answer right now (a
-        quick check, without stack.sh)."""
+        """True if MariaDB, Redis, the Kafka node and the dev broker all
+        answer right now (a quick check, without stack.sh)."""
         try:
             self.reload_env()
             conn = self.connect(timeout=2)
             conn.close()
             if not self.redis().ping():
                 return False
+            if not kafka_node_serves(os.path.join(self.run_dir, "kafka"), 1,
+                                     self._need("TOR_KAFKA_BROKERS")):
+                return False
             return self.broker_ctl("ping", timeout=2) == "ok"
         except Exception:
             return False
+
+
+def read_env_file(path):
+    env = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"^(\w+)='(.*)'$", line.strip())
+                if m:
+                    env[m.group(1)] = m.group(2)
+    except FileNotFoundError:
+        pass
+    return env
+
+
+def kafka_node_serves(kafka_dir, node, brokers):
+    """Node `node` of the Kafka in kafka_dir runs, is not stopped (SIGSTOP),
+    and takes a TCP connection on its client port."""
+    try:
+        with open(os.path.join(kafka_dir, "node%d" % node, "kafka.pid")) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t", "Z", "X"):
+            return False
+        host, port = brokers.split(",")[node - 1].rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+_proxies = []       # KafkaProxy objects of the running test
+
+
+class KafkaProxy:
+    """TCP proxies in front of a Kafka's nodes: node i's listener PROXIED
+    (port base+30+i-1) advertises base+40+i-1, where the proxy for it
+    listens (deploy/local/stack.sh).  A client bootstrapped at `brokers`
+    reaches every node through them, so delay_replies, blackhole and
+    refuse act on all its traffic with Kafka, and on no one else's."""
+
+    def __init__(self, base_port, nodes):
+        from proxy import Proxy
+        self.proxies = [Proxy(base_port + 30 + i, port=base_port + 40 + i)
+                        for i in range(nodes)]
+        self.brokers = ",".join("127.0.0.1:%d" % p.port
+                                for p in self.proxies)
+
+    def start(self):
+        for p in self.proxies:
+            p.start()
+        _proxies.append(self)
+        return self
+
+    def stop(self):
+        for p in self.proxies:
+            p.stop()
+
+    def delay_replies(self, seconds):
+        for p in self.proxies:
+            p.delay_replies(seconds)
+
+    def blackhole(self, on=True):
+        for p in self.proxies:
+            p.blackhole(on)
+
+    def refuse(self, on=True):
+        for p in self.proxies:
+            p.refuse(on)
+
+
+def stop_proxies():
+    """Called by the runner after each test."""
+    while _proxies:
+        p = _proxies.pop()
+        p.blackhole(False)
+        p.stop()
+
+
+class KafkaCluster:
+    """The three-node Kafka cluster of a run: a stack of its own (Kafka
+    only) in <run dir>/cluster, its ports from the single node's + 50."""
+
+    def __init__(self, run_dir, single_port=None):
+        self.run_dir = os.path.join(run_dir, "cluster")
+        self.port = int(single_port or 9192) + 50
+        env = read_env_file(os.path.join(self.run_dir, "env"))
+        if env.get("TOR_KAFKA_PORT"):
+            self.port = int(env["TOR_KAFKA_PORT"])
+        self.brokers = ",".join("127.0.0.1:%d" % (self.port + i)
+                                for i in range(3))
+
+    def _stack_sh(self, *args, timeout=240):
+        e = dict(os.environ, TOR_RUN_DIR=self.run_dir, TOR_KAFKA_NODES="3",
+                 TOR_KAFKA_PORT=str(self.port), TOR_BROKER_TOPICS="")
+        p = subprocess.run([STACK_SH] + list(args), env=e,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=timeout)
+        if p.returncode != 0 and args[0] != "status":
+            raise StackError("cluster: stack.sh %s failed (exit %d):\n%s" %
+                             (" ".join(args), p.returncode, p.stdout))
+        return p
+
+    def started(self):
+        return os.path.exists(os.path.join(self.run_dir, "env"))
+
+    def all_serve(self):
+        return all(kafka_node_serves(os.path.join(self.run_dir, "kafka"), i,
+                                     self.brokers) for i in (1, 2, 3))
+
+    def start(self):
+        if self.started() and self.all_serve():
+            return
+        self._stack_sh("start", "kafka")
+
+    def stop(self):
+        if os.path.isdir(self.run_dir):
+            self._stack_sh("stop", "kafka")
+
+    def ctl(self, verb, node):
+        return self._stack_sh("kafka-ctl", verb, str(node)).stdout
+
+    def in_sync(self):
+        try:
+            md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(
+                timeout=5)
+        except KafkaException:
+            return False
+        return len(md.brokers) == 3 and all(
+            len(p.isrs) == len(p.replicas)
+            for t in md.topics.values() for p in t.partitions.values())
+
+    def make_healthy(self):
+        """Every node up and resumed, every partition in sync."""
+        if self.started() and not (self.all_serve() and self.in_sync()):
+            self._stack_sh("start", "kafka")
 
 
 # ---------------------------------------------------------------------------
@@ -466,12 +676,14 @@ def started_tors():
 
 
 def kill_all_tors():
-    """Kills (SIGCONT then SIGKILL) every Tor still running; returns them."""
+    """Kills (SIGCONT then SIGKILL) every Tor still running, and stops the
+    test's Kafka proxies; returns the Tors."""
     killed = []
     for t in _started:
         if t.running():
             t.kill9()
             killed.append(t)
+    stop_proxies()
     return killed
 
 
@@ -697,25 +909,53 @@ def _consumer(brokers, isolation):
     })
 
 
-def _partitions(c, topic, timeout):
-    md = c.list_topics(topic, timeout=timeout)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        raise AssertionError("topic %s: %s" % (topic,
-                                               t.error if t else "missing"))
-    return sorted(t.partitions)
+def _partitions(c, topic, timeout, wait=False):
+    """The topic's partitions; [] for a topic that does not exist (Kafka
+    makes it at the first produce), or with wait, once it exists (an
+    AssertionError after timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        md = c.list_topics(topic, timeout=timeout)
+        t = md.topics.get(topic)
+        if t is not None and t.error is None and t.partitions:
+            return sorted(t.partitions)
+        missing = t is None or (t.error is not None and t.error.code() ==
+                                KafkaError.UNKNOWN_TOPIC_OR_PART)
+        if missing and not wait:
+            return []
+        if time.monotonic() > deadline:
+            raise AssertionError("topic %s: %s after %ss" % (
+                topic, t.error if t else "missing", timeout))
+        time.sleep(0.2)
+
+
+def _watermarks(c, topic, partition, timeout):
+    """(low, high) of a partition, asked again while Kafka answers that
+    its leader is moving or not yet known (a topic made a moment ago, a
+    node that just went down)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, partition),
+                                           timeout=timeout, cached=False)
+        except KafkaException as e:
+            if not e.args[0].retriable() and e.args[0].code() not in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def high_watermarks(brokers, topic, timeout=10):
-    """{partition: high watermark} of the topic now.  Note: on the dev broker
-    a metadata request for an unknown topic creates it (4 partitions)."""
+    """{partition: high watermark} of the topic now."""
     c = _consumer(brokers, "read_uncommitted")
     try:
         out = {}
         for p in _partitions(c, topic, timeout):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p),
-                                             timeout=timeout, cached=False)
-            out[p] = hi
+            out[p] = _watermarks(c, topic, p, timeout)[1]
         return out
     finally:
         c.close()
@@ -733,12 +973,11 @@ def read_all(brokers, topic, timeout=20, count=None,
     c = _consumer(brokers, isolation)
     records = []
     try:
-        parts = _partitions(c, topic, timeout)
+        parts = _partitions(c, topic, timeout, wait=count is not None)
         targets = {}
         if count is None:
             for p in parts:
-                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p),
-                                                 timeout=timeout, cached=False)
+                lo, hi = _watermarks(c, topic, p, timeout)
                 if hi > lo:
                     targets[p] = hi
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -786,6 +1025,69 @@ def header(record, name):
     return None
 
 
+def create_topics(brokers, specs, config=None, timeout=30):
+    """Creates topics [(name, partitions)] replicated on as many nodes as
+    the cluster has (at most 3), with topic configs `config` (a dict), and
+    waits until every partition has a leader.  An existing topic is an
+    error: a test's topics are its own."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    rf = min(len(admin.list_topics(timeout=timeout).brokers), 3)
+    new = [NewTopic(n, p, rf, config=dict(config or {})) for n, p in specs]
+    for name, fut in admin.create_topics(new,
+                                         operation_timeout=timeout).items():
+        fut.result()
+    deadline = time.monotonic() + timeout
+    names = [n for n, _ in specs]
+    while True:
+        md = admin.list_topics(timeout=timeout)
+        if all(n in md.topics and md.topics[n].error is None and
+               md.topics[n].partitions and
+               all(p.leader >= 0 for p in md.topics[n].partitions.values())
+               for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("topics %s have no leader after %ss" %
+                                 (names, timeout))
+        time.sleep(0.1)
+
+
+def topic_config(brokers, topic, timeout=10):
+    """{name: value} of a topic's configuration as the broker has it."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    cfg = admin.describe_configs([res])[res].result(timeout=timeout)
+    return {k: v.value for k, v in cfg.items()}
+
+
+def topic_replicas(brokers, topic, timeout=10):
+    """{partition: (replicas, in-sync replicas)} of a topic."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    t = admin.list_topics(topic, timeout=timeout).topics[topic]
+    return {p: (list(m.replicas), list(m.isrs))
+            for p, m in t.partitions.items()}
+
+
+# Topics the stack makes and every test may use; the rest are a test's own.
+SHARED_TOPICS = ("order", "invoice", "dlq")
+
+
+def delete_test_topics(brokers, timeout=30):
+    """Deletes every topic but the shared ones and Kafka's and tor's
+    internal ones ("__..."), so that the broker does not carry a whole
+    run's topics.  The runner calls it after a test passed."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    names = [n for n in admin.list_topics(timeout=timeout).topics
+             if not n.startswith("__") and n not in SHARED_TOPICS]
+    if not names:
+        return
+    for fut in admin.delete_topics(names,
+                                   operation_timeout=timeout).values():
+        try:
+            fut.result()
+        except KafkaException:
+            pass          # deleted meanwhile, or will be: not ours to judge
+
+
 def count_records(brokers, topic, timeout=10):
     """Records in the topic by watermarks (high - low per partition): the
     cheap count for large runs (the dev broker's retention is limited)."""
@@ -793,8 +1095,7 @@ def count_records(brokers, topic, timeout=10):
     try:
         total = 0
         for p in _partitions(c, topic, timeout):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p),
-                                             timeout=timeout, cached=False)
+            lo, hi = _watermarks(c, topic, p, timeout)
             total += hi - lo
         return total
     finally:
@@ -805,4 +1106,5 @@ __all__ = ["Stack", "StackError", "Tor", "base_config", "base_sections",
            "cfg_value", "unique_group", "outbox_ddl", "insert_events",
            "read_all", "wait_for", "high_watermarks", "count_records",
            "header", "Record", "tor_cli", "begin_test", "kill_all_tors",
-           "started_tors", "KafkaException"]
+           "started_tors", "KafkaException", "KafkaCluster", "create_topics",
+           "topic_config", "topic_replicas", "delete_test_topics"]

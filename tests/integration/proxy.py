@@ -13,6 +13,11 @@ network or a server do it.  Rules are consumed in order, one per connection
 they apply to, so a test can script "cut the first dump connection at N
 bytes, the second at M, leave the third alone".
 
+Rules for any protocol: delay_replies adds a latency to everything the
+server sends (order kept, as a slow link would); blackhole forwards nothing
+either way and closes nothing (a link that drops every packet: the peers
+time out); refuse closes connections (the service looks down).
+
 Two protocols are recognised, just enough to aim a rule:
   - MySQL: a connection becomes a *dump* connection when the client sends
     COM_BINLOG_DUMP (0x12) or COM_BINLOG_DUMP_GTID (0x1e); byte counts of
@@ -37,6 +42,7 @@ passed on untouched, as are error, EOF and heartbeat packets.
     p.rewrites   # [{"conn", "type", "start", "log_pos", "size"}] done
 """
 
+import collections
 import socket
 import struct
 import threading
@@ -143,6 +149,9 @@ class _Conn:
         self.event_rules = []         # [[EventRule, rewrites left]]
         self.framer = None            # set when event rules apply
         self.lock = threading.Lock()
+        self.late = collections.deque()   # (due, bytes) for delay_replies
+        self.late_ready = threading.Condition(self.lock)
+        self.late_sender = None
 
     def close(self):
         with self.lock:
@@ -158,11 +167,13 @@ class _Conn:
 
 
 class Proxy:
-    def __init__(self, target_port, target_host="127.0.0.1"):
+    def __init__(self, target_port, target_host="127.0.0.1", port=0):
+        """A proxy to target_host:target_port listening on 127.0.0.1:port
+        (0: a free port, in self.port)."""
         self.target = (target_host, target_port)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind(("127.0.0.1", port))
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
@@ -175,6 +186,10 @@ class Proxy:
         self.acquire_hold = None      # seconds, for the next winning acquire
         self.acquire_held = threading.Event()
         self.refusing = False
+        self.reply_delay = 0.0
+        self.holes = threading.Event()    # set: blackhole, nothing passes
+        self.holes_open = threading.Event()
+        self.holes_open.set()
         self.running = False
         self.thread = None
 
@@ -225,6 +240,22 @@ class Proxy:
         for c in conns:
             c.close()
 
+    def delay_replies(self, seconds):
+        """From now on, what the server sends reaches the client `seconds`
+        later (0: at once again); order is kept, throughput is not
+        limited."""
+        with self.lock:
+            self.reply_delay = float(seconds)
+
+    def blackhole(self, on=True):
+        """While on, nothing is forwarded either way and nothing is closed:
+        the peers see a link that drops every packet, until their own
+        timeouts.  What was held is forwarded when it ends."""
+        if on:
+            self.holes_open.clear()
+        else:
+            self.holes_open.set()
+
     def dump_connections(self):
         with self.lock:
             return self.dumps_seen
@@ -239,10 +270,14 @@ class Proxy:
 
     def stop(self):
         self.running = False
-        try:
-            self.listener.close()
-        except OSError:
-            pass
+        # shutdown first: close alone leaves the socket listening while
+        # the accept thread sits in accept().
+        for f in (lambda: self.listener.shutdown(socket.SHUT_RDWR),
+                  self.listener.close):
+            try:
+                f()
+            except OSError:
+                pass
         with self.lock:
             conns = list(self.conns)
         for c in conns:
@@ -282,6 +317,7 @@ class Proxy:
                 if not data:
                     break
                 self._look_at_request(conn, data)
+                self.holes_open.wait()
                 conn.server.sendall(data)
         except OSError:
             pass
@@ -318,8 +354,50 @@ class Proxy:
                 data = conn.server.recv(65536)
                 if not data:
                     break
+                self.holes_open.wait()
+                with self.lock:
+                    delay = self.reply_delay
+                if delay > 0 or conn.late_sender is not None:
+                    self._send_late(conn, data, delay)
+                    continue
                 if not self._forward_reply(conn, data):
                     break
+        except OSError:
+            pass
+        if conn.late_sender is not None:
+            with conn.lock:
+                conn.late.append((0, None))
+                conn.late_ready.notify()
+            return          # the sender closes once the queue is drained
+        conn.close()
+
+    def _send_late(self, conn, data, delay):
+        """Queues data to be forwarded at now + delay by the connection's
+        own sender thread (started at the first delayed reply; later
+        replies queue behind it even once the delay is 0, to keep
+        order)."""
+        with conn.lock:
+            conn.late.append((time.monotonic() + delay, data))
+            conn.late_ready.notify()
+            if conn.late_sender is None:
+                conn.late_sender = threading.Thread(
+                    target=self._late_sender, args=(conn,), daemon=True)
+                conn.late_sender.start()
+
+    def _late_sender(self, conn):
+        try:
+            while True:
+                with conn.lock:
+                    while not conn.late:
+                        conn.late_ready.wait()
+                    due, data = conn.late.popleft()
+                if data is None:
+                    break
+                left = due - time.monotonic()
+                if left > 0:
+                    time.sleep(left)
+                if not self._forward_reply(conn, data):
+                    return
         except OSError:
             pass
         conn.close()

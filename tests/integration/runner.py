@@ -7,9 +7,11 @@ Discovers tests/integration/test_*.py and runs each top-level function named
 test_* in file order (only those whose "<module>.<name>" contains one of the
 substrings, when given).  A test takes no argument or one: a fresh
 harness.Stack handle.  The stack is started once here (deploy/local/stack.sh
-start) and stopped at the end, also on SIGINT/SIGTERM.  Between tests every
-tor process the test started is killed and the stack is brought back to its
-default state (services up, broker reset).
+start: MariaDB, Redis, one Kafka node and the dev broker; the three-node
+cluster when a test first asks for it) and stopped at the end, also on
+SIGINT/SIGTERM.  Between tests every tor process the test started is killed
+and the stack is brought back to its default state (services up, every
+Kafka node running, dev broker reset); a passed test's topics are deleted.
 
 Output: "ok - <module>.<name> (<secs>s)" or "not ok - <module>.<name>" with
 the traceback and the tail of the test's tor logs; last line
@@ -119,7 +121,24 @@ def run_one(qname, func, timeout):
     except Exception as e:  # the next test would fail for our reason
         print("  stack not healthy after %s: %s" % (qname, e), flush=True)
         ok = False
+    if ok:
+        delete_topics(stack)
     return ok
+
+
+def delete_topics(stack):
+    """A passed test's topics, on the single node and the cluster."""
+    targets = [stack.env.get("TOR_KAFKA_BROKERS")]
+    cluster = harness.KafkaCluster(stack.run_dir,
+                                   stack.env.get("TOR_KAFKA_PORT"))
+    if cluster.started():
+        targets.append(cluster.brokers)
+    for brokers in filter(None, targets):
+        try:
+            harness.delete_test_topics(brokers)
+        except Exception as e:  # the next test does not depend on it
+            print("  topics not deleted from %s: %s" % (brokers, e),
+                  flush=True)
 
 
 def main(argv):
@@ -139,7 +158,7 @@ def main(argv):
             tests = []
         if tests:
             try:
-                stack.start()
+                stack.start_all()
                 stack.default_outbox()
             except Exception as e:
                 print("not ok - stack start\n  %s" % e)

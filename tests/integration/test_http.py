@@ -197,10 +197,8 @@ def test_leader_unready_while_no_broker_is_reachable(stack):
                   harness.unique_group("http-kafka")).start()
     wait_until("leader ready", lambda: get(port, "/readyz")[0] == 200,
                tor=tor)
-    brokers = stack.brokers.split(",")
     t0 = time.monotonic()
-    for b in range(1, len(brokers) + 1):
-        stack.broker_ctl("down %d" % b)
+    stack.kafka_ctl("kill", 1)
     status, body, _ = wait_unready(port, "unready", 15, tor)
     print("  /readyz 503 %.1f s after every broker went down: %s" % (
         time.monotonic() - t0, body.strip()))
@@ -210,12 +208,11 @@ def test_leader_unready_while_no_broker_is_reachable(stack):
     errors = value(samples(port), "tor_kafka_errors_total")
     assert errors >= 1, errors
     insert_range(stack, table, 0, 10, 10)
-    for b in range(1, len(brokers) + 1):
-        stack.broker_ctl("up %d" % b)
+    stack.kafka_ctl("start", 1)
     t1 = time.monotonic()
     wait_until("ready again", lambda: get(port, "/readyz")[0] == 200,
                timeout=20, tor=tor)
-    print("  ready again %.1f s after the brokers came back" % (
+    print("  ready again %.1f s after the broker came back" % (
         time.monotonic() - t1))
     by_n, _ = read_events(stack, name, 10)
     assert sorted(by_n) == list(range(10)), sorted(by_n)

@@ -218,7 +218,7 @@ def partition_outbox(stack, name, unrouted, column="part",
     table, ov = make_outbox(stack, name)
     stack.sql("ALTER TABLE %s ADD COLUMN %s" % (table, ddl))
     for t in ("order", "invoice"):
-        stack.broker_ctl("create %s.%s 4" % (name, t))
+        stack.create_topic("%s.%s" % (name, t), 4)
     ov["outbox"]["tables"][0]["columns"]["partition"] = column
     ov["outbox"]["unrouted"] = unrouted
     return table, ov

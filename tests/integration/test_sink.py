@@ -1,8 +1,9 @@
 """Kafka's side of the promises (DESIGN.md §1, §3, §4): a broker that refuses
 a message as too large after the client let it through, and a leader whose
 lease ends while messages are still queued in its producer (a zombie must
-not publish them).  Real MariaDB, Redis and dev broker; the broker's
-refusals and latency come from its control socket (DESIGN.md §9).
+not publish them).  Real MariaDB, Redis and Apache Kafka (one node): the
+refusal is the topic's own max.message.bytes, the broker away is the node
+killed, the latency a proxy on the link (harness.KafkaProxy).
 """
 
 import collections
@@ -17,8 +18,6 @@ from test_ha import (HA, epoch_of, lease_key, leader_now, log_lines, n_of,
                      read_all_events, stop_all, wait_leading)
 from test_relay import checkpoint, insert_range, make_outbox
 
-BROKERS = (1, 2, 3)
-
 
 def one_row(stack, table, n, payload):
     stack.sql_many([("INSERT INTO %s (aggregate_type, aggregate_id, payload, "
@@ -26,17 +25,23 @@ def one_row(stack, table, n, payload):
                      ["k%d" % n, payload, "uuid-%d" % n])], user="app")
 
 
+# The topic's limit, below the client's message.max.bytes (1 MB): the
+# client lets the row through and the broker refuses it.
+TOPIC_MAX_BYTES = 2000
+
+
 def refused_by_broker(stack, name, unrouted):
-    """Starts a replica, has the broker refuse the next produce request as
-    too large, inserts one row (it alone is in that request), then nine
-    more.  Returns (tor, table)."""
+    """Starts a replica on a topic whose max.message.bytes is 2,000, inserts
+    one row of 3,000 bytes (alone in its request), then nine small ones.
+    Returns (tor, table)."""
     table, ov = make_outbox(stack, name)
     ov["outbox"]["unrouted"] = unrouted
+    stack.create_topic(name + ".order", 3,
+                       config={"max.message.bytes": str(TOPIC_MAX_BYTES)})
     tor = Tor(stack, ov).start()
     tor.wait_log("starting at", timeout=30)
     insert_range(stack, table, 100, 3, 3)       # warm: metadata, batches
     wait_for(stack.brokers, name + ".order", 1, timeout=30)
-    stack.broker_ctl("error Produce MSG_SIZE_TOO_LARGE 1")
     one_row(stack, table, 0, json.dumps({"n": 0, "big": "x" * 3000}))
     time.sleep(1)
     for n in range(1, 10):
@@ -87,16 +92,6 @@ def test_broker_size_refusal_fail_names_the_row(stack):
     assert "too large" in line[-1] and "row " in line[-1], line[-1]
 
 
-def all_down(stack):
-    for b in BROKERS:
-        stack.broker_ctl("down %d" % b)
-
-
-def all_up(stack):
-    for b in BROKERS:
-        stack.broker_ctl("up %d" % b)
-
-
 def test_no_flush_past_the_lease(stack):
     """A leader stopping (SIGTERM) while its broker is away flushes its
     queue; its lease is taken meanwhile.  Once its local deadline passed it
@@ -110,7 +105,7 @@ def test_no_flush_past_the_lease(stack):
     _, t1, _ = wait_leading([r1], timeout=10)
     insert_range(stack, table, 0, 20, 10)
     read_all_events(stack, name, 20)
-    all_down(stack)
+    stack.kafka_ctl("kill", 1)
     insert_range(stack, table, 20, 20, 10)
     time.sleep(0.5)
     r1.send_signal(15)
@@ -118,7 +113,7 @@ def test_no_flush_past_the_lease(stack):
     stack.redis().set(lease_key(group), "someone-else 999", px=3000)
     r1.wait_log("leader -> stepping_down", timeout=10)
     time.sleep(0.5)
-    all_up(stack)
+    stack.kafka_ctl("start", 1)
     r1.wait(30)
     r2 = Tor(stack, cfg, name="r2").start()
     _, t2, _ = wait_leading([r2], timeout=10)
@@ -132,18 +127,20 @@ def test_no_flush_past_the_lease(stack):
 
 
 def test_paused_leader_residue(stack):
-    """A leader with a backlog (broker latency raised) is SIGSTOPped past
-    its lease; its successor publishes; it is then continued.  Whatever it
-    still sends is the residue no purge can recall: counted here per
-    partition as messages of a lower token after one of a higher token."""
+    """A leader with a backlog (300 ms added to every reply from Kafka, by
+    a proxy on the link) is SIGSTOPped past its lease; its successor
+    publishes; it is then continued.  Whatever it still sends is the
+    residue no purge can recall: counted here per partition as messages of
+    a lower token after one of a higher token."""
     name = "sink_zombie_pause"
     table, ov = make_outbox(stack, name)
+    proxy = stack.kafka_proxy()
+    ov["kafka"] = {"brokers": proxy.brokers, "topics": []}
     cfg = harness.base_config(stack, ha=dict(HA), **ov)
     tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
     leader, t1, _ = wait_leading(tors, timeout=10)
     other = [t for t in tors if t is not leader][0]
-    for b in BROKERS:
-        stack.broker_ctl("rtt %d 300" % b)
+    proxy.delay_replies(0.3)
     insert_range(stack, table, 0, 6000, 500)
     time.sleep(1.0)                 # the leader's queue fills
     since = {t: t.log_size() for t in tors}
@@ -152,8 +149,7 @@ def test_paused_leader_residue(stack):
     time.sleep(1.0)
     leader.sigcont()
     leader.wait_log("stepping_down", timeout=10, since=since[leader])
-    for b in BROKERS:
-        stack.broker_ctl("rtt %d 0" % b)
+    proxy.delay_replies(0)
     by_n, recs = read_all_events(stack, name, 6000, timeout=60)
     time.sleep(1)
     by_n, recs = read_all_events(stack, name, 6000, timeout=60)
@@ -278,7 +274,7 @@ def test_partitioner_matches_each_producer_family(stack):
         name = "part_" + how
         topic = name + ".order"
         table = "shop.ob_" + name
-        stack.broker_ctl("create %s 7" % topic)
+        stack.create_topic(topic, 7)
         stack.sql("DROP TABLE IF EXISTS %s" % table)
         stack.sql(harness.outbox_ddl(table))
         cfg = {

@@ -1,14 +1,16 @@
-"""Transactional mode (kafka.mode = "transactional", DESIGN.md §5) on the
-dev broker.
+"""Transactional mode (kafka.mode = "transactional", DESIGN.md §5) on Apache
+Kafka (one node): steady flow and graceful handovers seen by a
+read_committed consumer, a leader that dies between its Kafka commit and
+its Redis write (the successor must resume from the position committed in
+Kafka), a full queue at commit and a source transaction split over several
+Kafka transactions (Kafka's replies slowed by a proxy on the link).  Every
+count is exact: aborted records stay hidden behind the transaction markers.
 
-What the dev broker can show (DESIGN.md §9): steady flow and graceful
-handovers seen by a read_committed consumer, a leader that dies between its
-Kafka commit and its Redis write (the successor must resume from the
-position committed in Kafka), and an injected PRODUCER_FENCED.  What it
-cannot: real producer fencing of a zombie, or transaction markers hiding
-aborted records (its read_committed consumer sees them too).  So every test
-here ends in a state where no transaction was left open or aborted, and
-counts records exactly.
+Two tests inject a protocol error at one exact request, which no real
+broker can be made to answer on demand, and so run on the development
+broker (DESIGN.md §9): PRODUCER_FENCED on EndTxn, and a retriable EndTxn
+error that lasts past the lease.  Real fencing of a live zombie is
+test_kafka_claims.
 """
 
 import re
@@ -102,9 +104,12 @@ def test_crash_after_kafka_commit_resumes_from_kafka(stack):
 
 
 def test_producer_fenced_steps_down(stack):
-    """PRODUCER_FENCED on EndTxn (injected by the dev broker): the leader
-    resigns, another replica takes over, and the fenced one runs
-    init_transactions again only after winning the lease again."""
+    """PRODUCER_FENCED on EndTxn: the leader resigns, another replica takes
+    over, and the fenced one runs init_transactions again only after
+    winning the lease again.  On the dev broker: the error is injected at
+    the one EndTxn (a real broker fences only a producer that another
+    init_transactions replaced, which the lease here does not allow)."""
+    stack.use_dev_broker()
     name = "tx_fenced"
     table, cfg = tx_config(stack, name)
     tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
@@ -141,18 +146,17 @@ def test_full_queue_at_commit(stack):
     transaction open."""
     name = "tx_qfull"
     table, ov = make_outbox(stack, name)
-    ov["kafka"] = {"mode": "transactional",
+    proxy = stack.kafka_proxy()
+    ov["kafka"] = {"mode": "transactional", "brokers": proxy.brokers,
                    "properties": ["queue.buffering.max.messages=64"]}
     cfg = harness.base_config(stack, ha=dict(HA), **ov)
     tor = Tor(stack, cfg, name="r1").start()
     wait_leading([tor], timeout=10)
     tor.wait_log("starting at|resuming from", timeout=30)
-    for b in (1, 2, 3):
-        stack.broker_ctl("rtt %d 100" % b)
+    proxy.delay_replies(0.1)
     insert_range(stack, table, 0, 3000, 10)
     # Until the checkpoint reaches the binlog's end, every commit met a
-    # full queue; reading back waits for the latency to go (the dev
-    # broker answers a fetch with one batch).
+    # full queue.
     end = stack.binlog_position()
     deadline = time.monotonic() + 90
     while (checkpoint(stack, tor.group).get("file"),
@@ -161,8 +165,7 @@ def test_full_queue_at_commit(stack):
                                                  tor.log_tail())
         assert time.monotonic() < deadline, checkpoint(stack, tor.group)
         time.sleep(0.2)
-    for b in (1, 2, 3):
-        stack.broker_ctl("rtt %d 0" % b)
+    proxy.delay_replies(0)
     by_n, recs = read_events(stack, name, 3000, timeout=60)
     time.sleep(0.5)
     by_n, recs = read_events(stack, name, 3000, timeout=60)
@@ -177,7 +180,8 @@ def test_big_source_transaction_spans_kafka_transactions(stack):
     of them leaves its successor to skip exactly those rows."""
     name = "tx_big"
     table, ov = make_outbox(stack, name)
-    ov["kafka"] = {"mode": "transactional",
+    proxy = stack.kafka_proxy()
+    ov["kafka"] = {"mode": "transactional", "brokers": proxy.brokers,
                    "properties": ["transaction.timeout.ms=2000",
                                   "queue.buffering.max.messages=200"]}
     cfg = harness.base_config(stack, ha=dict(HA), **ov)
@@ -185,12 +189,10 @@ def test_big_source_transaction_spans_kafka_transactions(stack):
                  env={"TOR_TEST_CRASH_AFTER_KAFKA_COMMIT": "2"}).start()
     wait_leading([doomed], timeout=10)
     doomed.wait_log("starting at|resuming from", timeout=30)
-    for b in (1, 2, 3):
-        stack.broker_ctl("rtt %d 200" % b)
+    proxy.delay_replies(0.2)
     insert_range(stack, table, 0, 3000, 3000)
     assert doomed.wait(60) == -9, doomed.log_tail()
-    for b in (1, 2, 3):
-        stack.broker_ctl("rtt %d 0" % b)
+    proxy.delay_replies(0)
     heir = Tor(stack, cfg, name="r2").start()
     by_n, recs = read_events(stack, name, 3000, timeout=60)
     time.sleep(0.5)
@@ -205,7 +207,10 @@ def test_big_source_transaction_spans_kafka_transactions(stack):
 def test_commit_retries_end_at_the_lease_deadline(stack):
     """A Kafka commit that keeps failing with a retriable error is given up
     once the lease is gone: the leader aborts and steps down instead of
-    retrying while a successor leads."""
+    retrying while a successor leads.  On the dev broker: a real
+    coordinator cannot be made to answer COORDINATOR_LOAD_IN_PROGRESS to
+    every EndTxn on demand."""
+    stack.use_dev_broker()
     name = "tx_commit_deadline"
     table, cfg = tx_config(stack, name)
     group = harness.config_group(cfg)

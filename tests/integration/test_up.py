@@ -1,9 +1,9 @@
 """`make up` and `make down`: the local demo as README's reader runs it.
 
 The demo gets a run directory and ports of its own (TOR_RUN_DIR,
-TOR_MYSQL_PORT, TOR_REDIS_PORT, TOR_EXAMPLE_PORT), away from the stack the
-runner started: its own MariaDB, Redis, dev broker, example service and
-three tor replicas.  The test does what `make up` tells the reader to do,
+TOR_MYSQL_PORT, TOR_REDIS_PORT, TOR_KAFKA_PORT, TOR_EXAMPLE_PORT), away from
+the stack the runner started: its own MariaDB, Redis, Apache Kafka (one
+node), example service and three tor replicas.  The test does what `make up` tells the reader to do,
 reads the events from Kafka, and checks that `make down` leaves no process.
 """
 
@@ -21,6 +21,7 @@ import harness
 
 MYSQL_PORT = 3397
 REDIS_PORT = 6397
+KAFKA_PORT = 9342
 EXAMPLE_PORT = 8097
 TOR_BIN = os.path.join(harness.REPO, "bin", "tor")
 
@@ -51,7 +52,8 @@ def pids_of(run_dir):
     """{pid file: pid} of every process the demo keeps a pid file for."""
     out = {}
     for rel in ["tor-r1.pid", "tor-r2.pid", "tor-r3.pid", "tor-example.pid",
-                "mariadb/mysqld.pid", "redis/redis.pid", "broker/broker.pid"]:
+                "mariadb/mysqld.pid", "redis/redis.pid",
+                "kafka/node1/kafka.pid"]:
         try:
             with open(os.path.join(run_dir, rel)) as f:
                 out[rel] = int(f.read().strip())
@@ -105,6 +107,7 @@ def test_make_up_demo():
     run_dir = tempfile.mkdtemp(prefix="tor-up-")
     env = dict(os.environ, TOR_RUN_DIR=run_dir,
                TOR_MYSQL_PORT=str(MYSQL_PORT), TOR_REDIS_PORT=str(REDIS_PORT),
+               TOR_KAFKA_PORT=str(KAFKA_PORT), TOR_KAFKA="kafka",
                TOR_EXAMPLE_PORT=str(EXAMPLE_PORT))
     pids = {}
     try:
