@@ -4,7 +4,8 @@
 #   unit         each build/asan/tests/test_* (cmocka, ASan+UBSan), TAP output
 #   fuzz         each build/fuzz/fuzz_* for a bounded number of runs
 #   integration  tests/integration/test_*.py against the local stack
-#                (deploy/local/stack.sh), started and stopped here
+#                (deploy/local/stack.sh), started and stopped here, in
+#                TOR_IT_SHARDS (default 2) shards, each a stack of its own
 #   chaos        the chaos verifier's own tests, then a 60-second chaos run
 #                (tests/chaos/run) on a stack of its own (run/chaos)
 #
@@ -73,7 +74,8 @@ run_fuzz() {
 run_integration() {
 	local out
 	out=$(mktemp)
-	/usr/bin/python3 tests/integration/runner.py 2>&1 | tee "$out"
+	/usr/bin/python3 tests/integration/runner.py \
+		--shards "${TOR_IT_SHARDS:-2}" 2>&1 | tee "$out"
 	local p f
 	p=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$out" | tail -n 1)
 	f=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$out" | tail -n 1)
