@@ -1424,13 +1424,15 @@ prepare(struct relay *r, tor_err *err)
 {
 	int rc;
 
+	/* First: a lookup of the checkpoint topic (init_transactions makes
+	 * one) would have the broker auto-create it, not compacted. */
+	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err) < 0)
+		return -1;
 	if ((rc = choose_start(r, err)) != 0 ||
 	    (rc = check_source(r, err)) != 0 ||
 	    (rc = claim_token(r, err)) != 0)
 		return rc;
-	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err) < 0)
-		return -1;
 	if ((rc = announce(r, err)) != 0)
 		return rc;
 	if (!r->txn_mode && (rc = learn_topics(r, err)) != 0)
