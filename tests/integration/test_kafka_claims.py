@@ -13,16 +13,28 @@ read_uncommitted for what was aborted), and on the replicas' logs.  Every
 test prints the figures it measured.
 """
 
+import collections
+import random
 import secrets
 import time
 
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import (AdminClient, ConfigResource, ConfigSource,
                                    NewTopic)
 
 import harness
-from harness import Tor
-from test_ha import HA, wait_leading
-from test_relay import insert_range, make_outbox, read_events
+from harness import Tor, read_all
+from test_ha import (HA, LOST, Feeder, epoch_of, log_lines, n_of, stop_all,
+                     wait_leading)
+from test_relay import (check_per_key_order, insert_range, make_outbox,
+                        read_events)
+from test_transactional import assert_exactly_once
+
+
+def fresh(name):
+    """A test's name for its table and topics, new at each run: the
+    cluster outlives a run, and a failed test's topics stay on it."""
+    return "%s_%s" % (name, secrets.token_hex(2))
 
 
 def cluster_config(stack, name, mode="idempotent", **kafka):
@@ -44,6 +56,92 @@ def topic_settings(brokers, topic, timeout=10):
     return {k: (v.value, v.source) for k, v in cfg.items()}
 
 
+class OpenTransactions:
+    """Where the log holds records no read_committed consumer may see yet:
+    partitions whose last stable offset (what a read_committed client is
+    told is the end) is below the high watermark.  With the only producer
+    of the topics stopped, that is its open transaction."""
+
+    def __init__(self, brokers, topics):
+        self.topics = topics
+        self.ends = {iso: Consumer({
+            "bootstrap.servers": brokers, "group.id": "kc-" + iso,
+            "isolation.level": iso, "enable.auto.commit": False})
+            for iso in ("read_committed", "read_uncommitted")}
+        self.partitions = [(t, p) for t in topics for p in range(4)]
+
+    def ranges(self):
+        """{(topic, partition): (last stable offset, high watermark)} of
+        the partitions where the two differ."""
+        out = {}
+        for t, p in self.partitions:
+            tp = TopicPartition(t, p)
+            lso = self.ends["read_committed"].get_watermark_offsets(
+                tp, timeout=5, cached=False)[1]
+            hw = self.ends["read_uncommitted"].get_watermark_offsets(
+                tp, timeout=5, cached=False)[1]
+            if lso < hw:
+                out[(t, p)] = (lso, hw)
+        return out
+
+    def close(self):
+        for c in self.ends.values():
+            c.close()
+
+
+def stop_mid_transaction(tor, probe, attempts=60):
+    """SIGSTOPs tor at a moment its Kafka transaction is open with records
+    in the log; returns those ranges and the attempts it took.  A stop
+    that finds none continues tor and tries again a moment later.  The
+    ranges are read twice, 100 ms apart, the same: a commit already on its
+    way would have moved the last stable offset by then."""
+    for attempt in range(1, attempts + 1):
+        tor.sigstop()
+        time.sleep(0.05)
+        first = probe.ranges()
+        if first:
+            time.sleep(0.1)
+            if probe.ranges() == first:
+                return first, attempt
+        tor.sigcont()
+        time.sleep(random.uniform(0.02, 0.2))
+    raise AssertionError("no open transaction with records in the log in "
+                         "%d stops of %s" % (attempts, tor.name))
+
+
+def aborted_in(ranges, committed, uncommitted):
+    """The records of ranges ({(topic, partition): (lo, hi)}) that
+    read_uncommitted returned and read_committed did not."""
+    seen = {(r.topic, r.partition, r.offset) for r in committed}
+    return [r for r in uncommitted
+            if (r.topic, r.partition) in ranges and
+            ranges[(r.topic, r.partition)][0] <= r.offset <
+            ranges[(r.topic, r.partition)][1] and
+            (r.topic, r.partition, r.offset) not in seen]
+
+
+def read_both(stack, name, isolation):
+    return (read_all(stack.brokers, name + ".order", timeout=20,
+                     isolation=isolation) +
+            read_all(stack.brokers, name + ".invoice", timeout=20,
+                     isolation=isolation))
+
+
+def read_committed_events(stack, name, total, timeout=60):
+    """Reads both topics (read_committed) until every event 0..total-1 is
+    there; returns ({n: [records]}, records)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = read_both(stack, name, "read_committed")
+        by_n = collections.defaultdict(list)
+        for r in recs:
+            by_n[n_of(r)].append(r)
+        if all(n in by_n for n in range(total)) or \
+                time.monotonic() > deadline:
+            return by_n, recs
+        time.sleep(0.3)
+
+
 def make_topic(brokers, name, replication, config, timeout=30):
     """A one-partition topic with the given replication and configs (the
     harness's create_topic always replicates on every node)."""
@@ -63,7 +161,7 @@ def test_checkpoint_topic_created_compacted_and_replicated(stack):
     on three replicas with min.insync.replicas 2 set on the topic itself
     (transactional mode, where the producer meets the topic first)."""
     stack.use_cluster()
-    name = "kc_cptopic"
+    name = fresh("kc_cptopic")
     topic = "kc_checkpoints_" + secrets.token_hex(3)
     table, cfg = cluster_config(stack, name, mode="transactional",
                                 checkpoint_topic=topic)
@@ -97,7 +195,7 @@ def test_existing_checkpoint_topic_is_checked(stack):
     cluster allows is used, with a warning: a durability trade-off the
     operator may have made on purpose."""
     stack.use_cluster()
-    name = "kc_cpcheck"
+    name = fresh("kc_cpcheck")
     deleting = "kc_cp_delete_" + secrets.token_hex(3)
     make_topic(stack.brokers, deleting, 3, {"cleanup.policy": "delete"})
     table, cfg = cluster_config(stack, name, checkpoint_topic=deleting)
@@ -123,3 +221,186 @@ def test_existing_checkpoint_topic_is_checked(stack):
     print("  one replica: %s" % (warn[0] if warn else "no warning"))
     assert tor.stop() == 0, tor.log_tail()
     assert warn and "1 replica" in warn[0], tor.log_tail()
+
+
+# ---------------------------------------------------------------------------
+# 1. transactional mode, kill -9 with the transaction open
+
+
+def leader_of(tors):
+    """The replica whose last leadership line says it leads."""
+    found = []
+    for t in tors:
+        lines = log_lines(t, r"leading with token|" + LOST)
+        if lines and lines[-1][1].group(0).startswith("leading"):
+            found.append(t)
+    assert len(found) == 1, [t.log_tail(5) for t in tors]
+    return found[0]
+
+
+def test_transactional_kill9_mid_transaction_exactly_once(stack):
+    """Three replicas in transactional mode under a steady write load; the
+    leader is kill -9'd five times, each time while its Kafka transaction
+    is open with records in the log (seen by the broker's last stable
+    offset).  The successor's init_transactions aborts it: a read_committed
+    consumer sees every event exactly once, in per-key order, and none of
+    the aborted records."""
+    stack.use_cluster()
+    name = fresh("kc_txkill")
+    table, cfg = cluster_config(stack, name, mode="transactional")
+    tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2", "r3")]
+    wait_leading(tors, timeout=20)
+    leader_of(tors).wait_log("starting at|resuming from", timeout=30)
+    probe = OpenTransactions(stack.brokers,
+                             [name + ".order", name + ".invoice"])
+    feeder = Feeder(stack, table, 0, None, 20, 0.05)
+    feeder.start()
+    kills = []
+    started = time.time()
+    try:
+        time.sleep(1.0)
+        for _ in range(5):
+            victim = leader_of(tors)
+            token = max(int(m.group(1)) for _, m, _, _ in
+                        log_lines(victim, r"leading with token (\d+)"))
+            others = [t for t in tors if t is not victim]
+            since = {t: t.log_size() for t in others}
+            ranges, attempts = stop_mid_transaction(victim, probe)
+            t_kill = time.time()
+            victim.kill9()
+            who, new_token, t_lead = wait_leading(others, since, timeout=20)
+            init = who.wait_log("init_transactions done", timeout=20,
+                                since=since[who])
+            t_init = log_lines(who, "init_transactions done",
+                               since[who])[0][0]
+            who.wait_log("resuming from", timeout=20, since=since[who])
+            t_resume = log_lines(who, "resuming from", since[who])[0][0]
+            assert init and new_token > token, (new_token, token)
+            kills.append({"token": token, "ranges": ranges,
+                          "attempts": attempts,
+                          "lead": t_lead - t_kill, "init": t_init - t_kill,
+                          "resume": t_resume - t_kill})
+            tors[tors.index(victim)] = Tor(stack, cfg,
+                                           name=victim.name).start()
+            time.sleep(1.0)
+    finally:
+        feeder.stop()
+        probe.close()
+    total = feeder.finish()
+    rate = total / (time.time() - started)
+    by_n, recs = read_committed_events(stack, name, total)
+    uncommitted = read_both(stack, name, "read_uncommitted")
+    stop_all(tors)
+    assert_exactly_once(by_n, total, name)
+    check_per_key_order(recs)
+    for i, k in enumerate(kills):
+        gone = aborted_in(k["ranges"], recs, uncommitted)
+        k["aborted"] = len(gone)
+        print("  kill %d: token %d, stopped %d time(s) to find the "
+              "transaction open (%d records over %d partitions past the "
+              "last stable offset); successor leading %.0f ms, "
+              "init_transactions done %.0f ms, resuming %.0f ms after the "
+              "kill; %d records aborted" % (
+                  i + 1, k["token"], k["attempts"],
+                  sum(hi - lo for lo, hi in k["ranges"].values()),
+                  len(k["ranges"]), k["lead"] * 1000, k["init"] * 1000,
+                  k["resume"] * 1000, len(gone)))
+        assert gone, "kill %d: the open transaction's records %s were " \
+            "not aborted" % (i + 1, k["ranges"])
+        assert all(epoch_of(r) == k["token"] for r in gone), \
+            [epoch_of(r) for r in gone]
+    print("  %d events at %.0f rows/s, %d committed records (each event "
+          "once), %d records only read_uncommitted sees" % (
+              total, rate, len(recs), len(uncommitted) - len(recs)))
+
+
+# ---------------------------------------------------------------------------
+# 2. a live zombie in transactional mode
+
+
+def test_transactional_zombie_is_fenced(stack):
+    """The leader is SIGSTOPped with its Kafka transaction open (records in
+    the log past the last stable offset) and stays stopped past its lease;
+    its successor's init_transactions bumps the producer epoch and aborts
+    that transaction, and the successor publishes.  Woken, the zombie gets
+    nothing into what read_committed sees, and steps down without exiting.
+    read_uncommitted still shows its aborted records: counted."""
+    stack.use_cluster()
+    name = fresh("kc_txzombie")
+    table, cfg = cluster_config(stack, name, mode="transactional")
+    tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
+    wait_leading(tors, timeout=20)
+    zombie = leader_of(tors)
+    zombie.wait_log("starting at|resuming from", timeout=30)
+    ztoken = max(int(m.group(1)) for _, m, _, _ in
+                 log_lines(zombie, r"leading with token (\d+)"))
+    heir = [t for t in tors if t is not zombie][0]
+    probe = OpenTransactions(stack.brokers,
+                             [name + ".order", name + ".invoice"])
+    feeder = Feeder(stack, table, 0, None, 20, 0.05)
+    feeder.start()
+    try:
+        time.sleep(1.0)
+        since = {t: t.log_size() for t in tors}
+        ranges, attempts = stop_mid_transaction(zombie, probe)
+        t_stop = time.time()
+        _, htoken, t_lead = wait_leading([heir], since, timeout=20)
+        heir.wait_log("resuming from", timeout=20, since=since[heir])
+        # The successor publishes: its records are read_committed.
+        deadline = time.monotonic() + 30
+        while not any(epoch_of(r) == htoken for r in
+                      read_both(stack, name, "read_committed")):
+            assert time.monotonic() < deadline, heir.log_tail()
+            time.sleep(0.2)
+        t_cont = time.time()
+        zombie.sigcont()
+        zombie.wait_log(r"stepping_down -> follower", timeout=20,
+                        since=since[zombie])
+        time.sleep(1.0)     # whatever the zombie still sends
+        assert zombie.running(), zombie.log_tail()
+    finally:
+        zombie.sigcont()
+        feeder.stop()
+        probe.close()
+    total = feeder.finish()
+    by_n, recs = read_committed_events(stack, name, total)
+    uncommitted = read_both(stack, name, "read_uncommitted")
+    stop_all(tors)
+    assert_exactly_once(by_n, total, name)
+    check_per_key_order(recs)
+    woke = zombie.log_text()[since[zombie]:]
+    # The coordinator aborts an open transaction before it gives its
+    # transactional.id a new epoch, and has the new producer ask again
+    # meanwhile (CONCURRENT_TRANSACTIONS).
+    waited = [ln for ln in heir.log_text()[since[heir]:].splitlines()
+              if "GETPID" in ln and "concurrent operation" in ln]
+    # Everything the zombie got into read_committed was committed before
+    # its stop: below the last stable offsets seen then.
+    late = [r for r in recs if epoch_of(r) == ztoken and
+            r.offset >= ranges.get((r.topic, r.partition),
+                                   (float("inf"),))[0]]
+    residue = [r for r in uncommitted if epoch_of(r) == ztoken and
+               (r.topic, r.partition, r.offset) not in
+               {(c.topic, c.partition, c.offset) for c in recs}]
+    print("  %s (token %d) stopped after %d tries with %d records open "
+          "over %d partitions; %s leads with token %d %.0f ms later; "
+          "zombie continued %.0f ms after the stop" % (
+              zombie.name, ztoken, attempts,
+              sum(hi - lo for lo, hi in ranges.values()), len(ranges),
+              heir.name, htoken, (t_lead - t_stop) * 1000,
+              (t_cont - t_stop) * 1000))
+    print("  read_committed: %d of the zombie's records after its stop; "
+          "read_uncommitted: %d aborted records of the zombie (the "
+          "residue); %d events, each once" % (len(late), len(residue),
+                                              total))
+    print("  the successor's init_transactions asked %d time(s) while "
+          "the broker aborted the zombie's transaction" % (len(waited) + 1))
+    print("  zombie's log after the stop:\n" + "\n".join(
+        "    " + ln for ln in woke.splitlines()
+        if "level=info" not in ln or "->" in ln))
+    assert not late, "the zombie's records visible to read_committed: %s" \
+        % [(r.topic, r.partition, r.offset) for r in late[:5]]
+    assert residue, "no aborted record of the zombie: its transaction " \
+        "was not open"
+    assert waited, "the successor's init_transactions found no " \
+        "transaction to abort:\n" + heir.log_tail()
