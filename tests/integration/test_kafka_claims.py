@@ -503,3 +503,87 @@ def test_idempotent_paused_leader_residue(stack):
     assert residue <= QUEUE_CAP, \
         "residue %d above the %d messages that can be in flight" % (
             residue, QUEUE_CAP)
+
+
+# ---------------------------------------------------------------------------
+# 4. the broker de-duplicates an idempotent producer's retries
+
+
+def stored(stack, name):
+    """Records in both topics by their watermarks (read directly, not
+    through the test's proxy)."""
+    return sum(harness.count_records(stack.brokers, "%s.%s" % (name, t))
+               for t in ("order", "invoice"))
+
+
+def test_broker_deduplicates_retried_produce_requests(stack):
+    """tor's link to Kafka answers 3 s late for a while and its requests
+    time out after 1.5 s (socket.timeout.ms; librdkafka checks once a
+    second): the broker has stored the batches of the timed-out produce
+    requests, none of them acknowledged, and librdkafka sends them again
+    on a new connection once the link is back, with the same producer id
+    and sequence numbers.  Kafka keeps one copy: each event once
+    (read_uncommitted too), nothing lost, per-key order kept.  The
+    timeouts are in tor's log and tor_kafka_errors_total."""
+    stack.use_cluster()
+    name = fresh("kc_retry")
+    proxy = stack.kafka_proxy()
+    table, cfg = cluster_config(stack, name, brokers=proxy.brokers,
+                                properties=["socket.timeout.ms=1500"])
+    cfg, port = with_http(cfg)
+    tor = Tor(stack, cfg, name="r1").start()
+    wait_leading([tor], timeout=20)
+    tor.wait_log("starting at|resuming from", timeout=30)
+    insert_range(stack, table, 0, 30, 30)          # metadata, producer id
+    read_committed_events(stack, name, 30, timeout=30)
+    errors0 = value(samples(port), "tor_kafka_errors_total")
+    since = tor.log_size()
+    proxy.delay_replies(3.0)
+    t0 = time.monotonic()
+    insert_range(stack, table, 30, 300, 30)
+    tor.wait_log("Timed out ProduceRequest in flight", timeout=15,
+                 since=since)
+    t_timeout = time.monotonic() - t0
+    # No reply has come through since the delay began: what the broker
+    # holds beyond the first 30 was stored and never acknowledged.
+    unacked = stored(stack, name) - 30
+    waiting = value(samples(port), "tor_kafka_queue_messages")
+    proxy.delay_replies(0)
+    # Everything acknowledged: the checkpoint reaches the binlog's end.
+    end = stack.binlog_position()
+    deadline = time.monotonic() + 60
+    while harness_checkpoint(stack, tor.group) != end:
+        assert tor.running(), tor.log_tail()
+        assert time.monotonic() < deadline, (
+            harness_checkpoint(stack, tor.group), end, tor.log_tail())
+        time.sleep(0.2)
+    t_acked = time.monotonic() - t0
+    errors = value(samples(port), "tor_kafka_errors_total") - errors0
+    log = tor.log_text()[since:]
+    timeouts = [ln for ln in log.splitlines()
+                if "Timed out ProduceRequest in flight" in ln]
+    assert tor.stop() == 0, tor.log_tail()
+    committed = read_both(stack, name, "read_committed")
+    uncommitted = read_both(stack, name, "read_uncommitted")
+    print("  first produce timeout %.1f s into the slow link: %d records "
+          "stored and not acknowledged, %d messages waiting in tor; all "
+          "acknowledged %.1f s after the link slowed" % (
+              t_timeout, unacked, waiting, t_acked))
+    print("  %d produce requests timed out (tor's log), "
+          "tor_kafka_errors_total +%d; Kafka holds %d records "
+          "(read_uncommitted %d) for 330 events" % (
+              len(timeouts), errors, len(committed), len(uncommitted)))
+    assert unacked > 0 and waiting > 0, (unacked, waiting)
+    assert errors > 0, errors
+    for recs in (committed, uncommitted):
+        by_n = collections.defaultdict(list)
+        for r in recs:
+            by_n[n_of(r)].append(r)
+        assert_exactly_once(by_n, 330, name)
+        check_per_key_order(recs)
+
+
+def harness_checkpoint(stack, group):
+    """(file, pos) of the group's Redis checkpoint."""
+    cp = stack.redis().hgetall("tor:{%s}:checkpoint" % group)
+    return (cp.get(b"file", b"").decode(), int(cp.get(b"pos", 0)))
