@@ -587,3 +587,102 @@ def harness_checkpoint(stack, group):
     """(file, pos) of the group's Redis checkpoint."""
     cp = stack.redis().hgetall("tor:{%s}:checkpoint" % group)
     return (cp.get(b"file", b"").decode(), int(cp.get(b"pos", 0)))
+
+
+# ---------------------------------------------------------------------------
+# 5. the broker aborts a transaction past transaction.timeout.ms
+
+
+def cut_mid_transaction(proxy, probe, attempts=60):
+    """Blackholes tor's link to Kafka at a moment its transaction is open
+    with records in the log; returns those ranges and the attempts it took
+    (like stop_mid_transaction, with the link cut instead of the
+    process stopped)."""
+    for attempt in range(1, attempts + 1):
+        proxy.blackhole(True)
+        time.sleep(0.05)
+        first = probe.ranges()
+        if first:
+            time.sleep(0.1)
+            if probe.ranges() == first:
+                return first, attempt
+        proxy.blackhole(False)
+        time.sleep(random.uniform(0.02, 0.2))
+    raise AssertionError("no open transaction with records in the log in "
+                         "%d cuts" % attempts)
+
+
+def test_broker_aborts_a_transaction_past_its_timeout(stack):
+    """transaction.timeout.ms = 3000: tor's link to Kafka is cut (its lease
+    in Redis stays valid) while its transaction is open with records in
+    the log, until the broker aborts that transaction (the last stable
+    offset moves past it).  Then the link is back: tor's next commit
+    fails, it starts over from its last commit, and read_committed sees
+    every event once and none of the aborted records."""
+    stack.use_cluster()
+    name = fresh("kc_txtimeout")
+    proxy = stack.kafka_proxy()
+    table, cfg = cluster_config(stack, name, mode="transactional",
+                                brokers=proxy.brokers,
+                                properties=["transaction.timeout.ms=3000"])
+    tor = Tor(stack, cfg, name="r1").start()
+    wait_leading([tor], timeout=20)
+    tor.wait_log("starting at|resuming from", timeout=30)
+    probe = OpenTransactions(stack.brokers,
+                             [name + ".order", name + ".invoice"])
+    feeder = Feeder(stack, table, 0, None, 20, 0.05)
+    feeder.start()
+    try:
+        time.sleep(1.0)
+        since = tor.log_size()
+        ranges, attempts = cut_mid_transaction(proxy, probe)
+        t_cut = time.monotonic()
+        try:
+            deadline = time.monotonic() + 15
+            while set(probe.ranges()) & set(ranges):
+                assert time.monotonic() < deadline, probe.ranges()
+                time.sleep(0.1)
+            t_abort = time.monotonic() - t_cut
+            time.sleep(2.0)
+        finally:
+            proxy.blackhole(False)
+            t_back = time.time()
+        time.sleep(3.0)
+        assert tor.running(), tor.log_tail()
+    finally:
+        feeder.stop()
+        probe.close()
+    total = feeder.finish()
+    by_n, recs = read_committed_events(stack, name, total)
+    uncommitted = read_both(stack, name, "read_uncommitted")
+    assert tor.running(), tor.log_tail()
+    log = tor.log_text()[since:]
+    assert tor.stop() == 0, tor.log_tail()
+    gone = aborted_in(ranges, recs, uncommitted)
+    resumed = log_lines(tor, r"resuming from", since)
+    fenced = log_lines(tor, r"-> stepping_down: Kafka fenced", since)
+    print("  link cut after %d tries with %d records open over %d "
+          "partitions; the broker aborted them %.1f s into the cut; link "
+          "back 2 s later; tor %s, resuming %.0f ms after the link was "
+          "back; %d records aborted, %d events each once" % (
+              attempts, sum(hi - lo for lo, hi in ranges.values()),
+              len(ranges), t_abort,
+              "stepped down (fenced) and led again" if fenced else
+              "started over in its leadership",
+              (resumed[0][0] - t_back) * 1000 if resumed else -1,
+              len(gone), total))
+    print("  tor's log from the cut:\n" + "\n".join(
+        "    " + ln for ln in log.splitlines()
+        if "level=info" not in ln or "->" in ln or "resuming" in ln)[:6000])
+    assert gone, "nothing aborted in %s" % ranges
+    assert_exactly_once(by_n, total, name)
+    check_per_key_order(recs)
+    assert resumed, "tor did not start over:\n" + log
+    # A session that starts over keeps its token, without taking its own
+    # checkpoint for a sign that Redis lost its data.
+    assert "is not above token" not in log, log
+    # librdkafka reports the broker's abort as a fence: the step-down
+    # must not blame only another replica, of which there is none here.
+    for ln in log.splitlines():
+        if "stepping_down" in ln and "fenced" in ln:
+            assert "transaction.timeout.ms" in ln, ln
