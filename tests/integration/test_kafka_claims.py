@@ -18,7 +18,7 @@ import random
 import secrets
 import time
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, ConfigResource, ConfigSource,
                                    NewTopic)
 
@@ -686,3 +686,65 @@ def test_broker_aborts_a_transaction_past_its_timeout(stack):
     for ln in log.splitlines():
         if "stepping_down" in ln and "fenced" in ln:
             assert "transaction.timeout.ms" in ln, ln
+
+
+FOREIGN_TIMEOUT_MS = 6000
+
+
+def test_takeover_behind_a_foreign_open_transaction(stack):
+    """Another producer (its own transactional.id) writes to the checkpoint
+    topic and leaves its transaction open: the last stable offset stays
+    behind it.  The leader then commits a transaction (its position record
+    lands past that offset) and dies before writing Redis, so only Kafka's
+    copy knows the position.  The successor must read past the held-back
+    offset to the end it saw (DESIGN.md §5): it waits until the broker
+    aborts the other transaction (its transaction.timeout.ms, 6 s), then
+    resumes from Kafka's copy, and read_committed sees each event once."""
+    stack.use_cluster()
+    name = fresh("kc_lso")
+    topic = "kc_lso_checkpoints_" + secrets.token_hex(3)
+    table, cfg = cluster_config(stack, name, mode="transactional",
+                                checkpoint_topic=topic)
+    doomed = Tor(stack, cfg, name="r1",
+                 env={"TOR_TEST_CRASH_AFTER_KAFKA_COMMIT": "3"}).start()
+    wait_leading([doomed], timeout=20)
+    doomed.wait_log("starting at|resuming from", timeout=30)
+    heir = Tor(stack, cfg, name="r2").start()
+    heir.wait_log("follower: Redis answers", timeout=20)
+    for burst in range(2):            # Kafka commits 1 and 2
+        insert_range(stack, table, burst * 50, 50, 50)
+        read_committed_events(stack, name, (burst + 1) * 50, timeout=30)
+    foreign = Producer({"bootstrap.servers": stack.brokers,
+                        "transactional.id": "kc-foreign-" +
+                        secrets.token_hex(3),
+                        "transaction.timeout.ms": FOREIGN_TIMEOUT_MS})
+    foreign.init_transactions(30)
+    foreign.begin_transaction()
+    foreign.produce(topic, key=b"another-group", value=b"{}", partition=0)
+    foreign.flush(10)
+    t_open = time.time()
+    since = heir.log_size()
+    insert_range(stack, table, 100, 50, 50)  # commit 3, then the crash
+    assert doomed.wait(20) == -9, doomed.log_tail()
+    t_kill = time.time()
+    _, _, t_lead = wait_leading([heir], {heir: since}, timeout=20)
+    heir.wait_log("resuming from", timeout=FOREIGN_TIMEOUT_MS / 1000 + 20,
+                  since=since)
+    t_resume, m, _, line = log_lines(heir, r"resuming from (.*?) at",
+                                     since)[0]
+    insert_range(stack, table, 150, 50, 50)
+    by_n, recs = read_committed_events(stack, name, 200)
+    assert heir.stop() == 0, heir.log_tail()
+    del foreign
+    print("  the other transaction opened %.1f s before the crash; the "
+          "successor led %.0f ms after it and resumed from %s %.1f s after "
+          "it, %.1f s after the other transaction opened (its timeout "
+          "%.1f s)" % (t_kill - t_open, (t_lead - t_kill) * 1000,
+                       m.group(1), t_resume - t_kill, t_resume - t_open,
+                       FOREIGN_TIMEOUT_MS / 1000))
+    assert_exactly_once(by_n, 200, name)
+    check_per_key_order(recs)
+    assert m.group(1) == "Kafka's copy of the checkpoint", line
+    assert t_resume - t_open >= FOREIGN_TIMEOUT_MS / 1000 - 0.5, \
+        "resumed %.1f s after the other transaction opened" % (
+            t_resume - t_open)
