@@ -26,9 +26,9 @@ import harness
 from harness import Tor, read_all
 from test_ha import (HA, LOST, Feeder, epoch_of, log_lines, n_of, stop_all,
                      wait_leading)
+from test_http import free_port, samples, value
 from test_relay import (check_per_key_order, insert_range, make_outbox,
                         read_events)
-from test_http import free_port, samples, value
 from test_transactional import assert_exactly_once
 
 
@@ -151,77 +151,6 @@ def make_topic(brokers, name, replication, config, timeout=30):
                                         config=config)],
                               operation_timeout=timeout)[name]
     fut.result()
-
-
-# ---------------------------------------------------------------------------
-# 7. the checkpoint topic
-
-
-def test_checkpoint_topic_created_compacted_and_replicated(stack):
-    """A missing checkpoint topic is created compacted, with one partition,
-    on three replicas with min.insync.replicas 2 set on the topic itself
-    (transactional mode, where the producer meets the topic first)."""
-    stack.use_cluster()
-    name = fresh("kc_cptopic")
-    topic = "kc_checkpoints_" + secrets.token_hex(3)
-    table, cfg = cluster_config(stack, name, mode="transactional",
-                                checkpoint_topic=topic)
-    tor = Tor(stack, cfg, name="r1").start()
-    wait_leading([tor], timeout=20)
-    tor.wait_log("starting at|resuming from", timeout=30)
-    insert_range(stack, table, 0, 30, 10)
-    by_n, _ = read_events(stack, name, 30, timeout=30)
-    assert sorted(by_n) == list(range(30)), sorted(by_n)
-    settings = topic_settings(stack.brokers, topic)
-    reps = harness.topic_replicas(stack.brokers, topic)
-    print("  %s: cleanup.policy=%s, min.insync.replicas=%s (%s), "
-          "partitions %s" % (topic, settings["cleanup.policy"][0],
-                             settings["min.insync.replicas"][0],
-                             settings["min.insync.replicas"][1],
-                             {p: r for p, r in reps.items()}))
-    assert tor.stop() == 0, tor.log_tail()
-    assert settings["cleanup.policy"][0] == "compact", settings
-    assert list(reps) == [0], reps
-    replicas, isr = reps[0]
-    assert sorted(replicas) == [1, 2, 3] and sorted(isr) == [1, 2, 3], reps
-    assert settings["min.insync.replicas"] == (
-        "2", ConfigSource.DYNAMIC_TOPIC_CONFIG.value), settings
-
-
-def test_existing_checkpoint_topic_is_checked(stack):
-    """A checkpoint topic that exists with cleanup.policy=delete is
-    refused: retention may delete a group's last position record, and a
-    replica that then finds no Redis checkpoint would start from
-    mysql.start (rows lost or replayed).  One with fewer replicas than the
-    cluster allows is used, with a warning: a durability trade-off the
-    operator may have made on purpose."""
-    stack.use_cluster()
-    name = fresh("kc_cpcheck")
-    deleting = "kc_cp_delete_" + secrets.token_hex(3)
-    make_topic(stack.brokers, deleting, 3, {"cleanup.policy": "delete"})
-    table, cfg = cluster_config(stack, name, checkpoint_topic=deleting)
-    tor = Tor(stack, cfg, name="r1").start()
-    rc = tor.wait(30)
-    halt = [ln for ln in tor.log_text().splitlines() if "halting" in ln]
-    print("  delete policy: exit %s, %s" % (rc, halt[-1] if halt else
-                                             tor.log_tail(3)))
-    assert rc == 1, tor.log_tail()
-    assert halt and deleting in halt[-1] and \
-        "cleanup.policy=delete" in halt[-1], tor.log_tail()
-
-    thin = "kc_cp_thin_" + secrets.token_hex(3)
-    make_topic(stack.brokers, thin, 1, {"cleanup.policy": "compact"})
-    table, cfg = cluster_config(stack, name, checkpoint_topic=thin)
-    tor = Tor(stack, cfg, name="r2").start()
-    wait_leading([tor], timeout=20)
-    insert_range(stack, table, 0, 20, 10)
-    by_n, _ = read_events(stack, name, 20, timeout=30)
-    assert sorted(by_n) == list(range(20)), sorted(by_n)
-    warn = [ln for ln in tor.log_text().splitlines()
-            if "level=warn" in ln and thin in ln]
-    print("  one replica: %s" % (warn[0] if warn else "no warning"))
-    assert tor.stop() == 0, tor.log_tail()
-    assert warn and "1 replica" in warn[0], tor.log_tail()
 
 
 # ---------------------------------------------------------------------------
@@ -726,7 +655,7 @@ def test_takeover_behind_a_foreign_open_transaction(stack):
     since = heir.log_size()
     insert_range(stack, table, 100, 50, 50)  # commit 3, then the crash
     assert doomed.wait(20) == -9, doomed.log_tail()
-    t_kill = time.time()
+    t_kill = log_lines(doomed, r"crashing after Kafka commit")[0][0]
     _, _, t_lead = wait_leading([heir], {heir: since}, timeout=20)
     heir.wait_log("resuming from", timeout=FOREIGN_TIMEOUT_MS / 1000 + 20,
                   since=since)
@@ -748,3 +677,76 @@ def test_takeover_behind_a_foreign_open_transaction(stack):
     assert t_resume - t_open >= FOREIGN_TIMEOUT_MS / 1000 - 0.5, \
         "resumed %.1f s after the other transaction opened" % (
             t_resume - t_open)
+
+
+# ---------------------------------------------------------------------------
+# 7. the checkpoint topic
+
+
+def test_checkpoint_topic_created_compacted_and_replicated(stack):
+    """A missing checkpoint topic is created compacted, with one partition,
+    on three replicas with min.insync.replicas 2 set on the topic itself.
+    In transactional mode: init_transactions looks the topic up, which
+    would have the broker auto-create it (delete policy, 4 partitions) if
+    tor had not created it first."""
+    stack.use_cluster()
+    name = fresh("kc_cptopic")
+    topic = "kc_checkpoints_" + secrets.token_hex(3)
+    table, cfg = cluster_config(stack, name, mode="transactional",
+                                checkpoint_topic=topic)
+    tor = Tor(stack, cfg, name="r1").start()
+    wait_leading([tor], timeout=20)
+    tor.wait_log("starting at|resuming from", timeout=30)
+    insert_range(stack, table, 0, 30, 10)
+    by_n, _ = read_events(stack, name, 30, timeout=30)
+    assert sorted(by_n) == list(range(30)), sorted(by_n)
+    settings = topic_settings(stack.brokers, topic)
+    reps = harness.topic_replicas(stack.brokers, topic)
+    print("  %s: cleanup.policy=%s, min.insync.replicas=%s (%s), "
+          "partitions %s" % (topic, settings["cleanup.policy"][0],
+                             settings["min.insync.replicas"][0],
+                             settings["min.insync.replicas"][1],
+                             {p: r for p, r in reps.items()}))
+    assert tor.stop() == 0, tor.log_tail()
+    assert settings["cleanup.policy"][0] == "compact", settings
+    assert list(reps) == [0], reps
+    replicas, isr = reps[0]
+    assert sorted(replicas) == [1, 2, 3] and sorted(isr) == [1, 2, 3], reps
+    assert settings["min.insync.replicas"] == (
+        "2", ConfigSource.DYNAMIC_TOPIC_CONFIG.value), settings
+
+
+def test_existing_checkpoint_topic_is_checked(stack):
+    """A checkpoint topic that exists with cleanup.policy=delete is
+    refused: retention may delete a group's last position record, and a
+    replica that then finds no Redis checkpoint would start from
+    mysql.start (rows lost or replayed).  One with fewer replicas than the
+    cluster allows is used, with a warning: a durability trade-off the
+    operator may have made on purpose."""
+    stack.use_cluster()
+    name = fresh("kc_cpcheck")
+    deleting = "kc_cp_delete_" + secrets.token_hex(3)
+    make_topic(stack.brokers, deleting, 3, {"cleanup.policy": "delete"})
+    table, cfg = cluster_config(stack, name, checkpoint_topic=deleting)
+    tor = Tor(stack, cfg, name="r1").start()
+    rc = tor.wait(30)
+    halt = [ln for ln in tor.log_text().splitlines() if "halting" in ln]
+    print("  delete policy: exit %s, %s" % (rc, halt[-1] if halt else
+                                             tor.log_tail(3)))
+    assert rc == 1, tor.log_tail()
+    assert halt and deleting in halt[-1] and \
+        "cleanup.policy=delete" in halt[-1], tor.log_tail()
+
+    thin = "kc_cp_thin_" + secrets.token_hex(3)
+    make_topic(stack.brokers, thin, 1, {"cleanup.policy": "compact"})
+    table, cfg = cluster_config(stack, name, checkpoint_topic=thin)
+    tor = Tor(stack, cfg, name="r2").start()
+    wait_leading([tor], timeout=20)
+    insert_range(stack, table, 0, 20, 10)
+    by_n, _ = read_events(stack, name, 20, timeout=30)
+    assert sorted(by_n) == list(range(20)), sorted(by_n)
+    warn = [ln for ln in tor.log_text().splitlines()
+            if "level=warn" in ln and thin in ln]
+    print("  one replica: %s" % (warn[0] if warn else "no warning"))
+    assert tor.stop() == 0, tor.log_tail()
+    assert warn and "1 replica" in warn[0], tor.log_tail()
