@@ -90,24 +90,35 @@ class OpenTransactions:
             c.close()
 
 
-def stop_mid_transaction(tor, probe, attempts=60):
-    """SIGSTOPs tor at a moment its Kafka transaction is open with records
-    in the log; returns those ranges and the attempts it took.  A stop
-    that finds none continues tor and tries again a moment later.  The
-    ranges are read twice, 100 ms apart, the same: a commit already on its
-    way would have moved the last stable offset by then."""
+def hold_mid_transaction(hold, release, probe, attempts=60):
+    """Holds tor (hold(): SIGSTOP, or its link to Kafka cut) at a moment
+    its Kafka transaction is open with records in the log; returns those
+    ranges and the attempts it took.  A hold that finds none is released
+    and tried again a moment later.  The ranges are read twice, 100 ms
+    apart, the same: a commit already on its way would have moved the last
+    stable offset by then."""
     for attempt in range(1, attempts + 1):
-        tor.sigstop()
+        hold()
         time.sleep(0.05)
         first = probe.ranges()
         if first:
             time.sleep(0.1)
             if probe.ranges() == first:
                 return first, attempt
-        tor.sigcont()
+        release()
         time.sleep(random.uniform(0.02, 0.2))
     raise AssertionError("no open transaction with records in the log in "
-                         "%d stops of %s" % (attempts, tor.name))
+                         "%d tries" % attempts)
+
+
+def steady_flow(stack, name, table):
+    """A Feeder writing a few hundred rows/s (20 a transaction), started,
+    and an OpenTransactions on the test's topics."""
+    probe = OpenTransactions(stack.brokers,
+                             [name + ".order", name + ".invoice"])
+    feeder = Feeder(stack, table, 0, None, 20, 0.05)
+    feeder.start()
+    return probe, feeder
 
 
 def aborted_in(ranges, committed, uncommitted):
@@ -181,10 +192,7 @@ def test_transactional_kill9_mid_transaction_exactly_once(stack):
     tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2", "r3")]
     wait_leading(tors, timeout=20)
     leader_of(tors).wait_log("starting at|resuming from", timeout=30)
-    probe = OpenTransactions(stack.brokers,
-                             [name + ".order", name + ".invoice"])
-    feeder = Feeder(stack, table, 0, None, 20, 0.05)
-    feeder.start()
+    probe, feeder = steady_flow(stack, name, table)
     kills = []
     started = time.time()
     try:
@@ -195,7 +203,8 @@ def test_transactional_kill9_mid_transaction_exactly_once(stack):
                         log_lines(victim, r"leading with token (\d+)"))
             others = [t for t in tors if t is not victim]
             since = {t: t.log_size() for t in others}
-            ranges, attempts = stop_mid_transaction(victim, probe)
+            ranges, attempts = hold_mid_transaction(
+                victim.sigstop, victim.sigcont, probe)
             t_kill = time.time()
             victim.kill9()
             who, new_token, t_lead = wait_leading(others, since, timeout=20)
@@ -265,14 +274,12 @@ def test_transactional_zombie_is_fenced(stack):
     ztoken = max(int(m.group(1)) for _, m, _, _ in
                  log_lines(zombie, r"leading with token (\d+)"))
     heir = [t for t in tors if t is not zombie][0]
-    probe = OpenTransactions(stack.brokers,
-                             [name + ".order", name + ".invoice"])
-    feeder = Feeder(stack, table, 0, None, 20, 0.05)
-    feeder.start()
+    probe, feeder = steady_flow(stack, name, table)
     try:
         time.sleep(1.0)
         since = {t: t.log_size() for t in tors}
-        ranges, attempts = stop_mid_transaction(zombie, probe)
+        ranges, attempts = hold_mid_transaction(
+            zombie.sigstop, zombie.sigcont, probe)
         t_stop = time.time()
         _, htoken, t_lead = wait_leading([heir], since, timeout=20)
         heir.wait_log("resuming from", timeout=20, since=since[heir])
@@ -522,25 +529,6 @@ def harness_checkpoint(stack, group):
 # 5. the broker aborts a transaction past transaction.timeout.ms
 
 
-def cut_mid_transaction(proxy, probe, attempts=60):
-    """Blackholes tor's link to Kafka at a moment its transaction is open
-    with records in the log; returns those ranges and the attempts it took
-    (like stop_mid_transaction, with the link cut instead of the
-    process stopped)."""
-    for attempt in range(1, attempts + 1):
-        proxy.blackhole(True)
-        time.sleep(0.05)
-        first = probe.ranges()
-        if first:
-            time.sleep(0.1)
-            if probe.ranges() == first:
-                return first, attempt
-        proxy.blackhole(False)
-        time.sleep(random.uniform(0.02, 0.2))
-    raise AssertionError("no open transaction with records in the log in "
-                         "%d cuts" % attempts)
-
-
 def test_broker_aborts_a_transaction_past_its_timeout(stack):
     """transaction.timeout.ms = 3000: tor's link to Kafka is cut (its lease
     in Redis stays valid) while its transaction is open with records in
@@ -557,14 +545,13 @@ def test_broker_aborts_a_transaction_past_its_timeout(stack):
     tor = Tor(stack, cfg, name="r1").start()
     wait_leading([tor], timeout=20)
     tor.wait_log("starting at|resuming from", timeout=30)
-    probe = OpenTransactions(stack.brokers,
-                             [name + ".order", name + ".invoice"])
-    feeder = Feeder(stack, table, 0, None, 20, 0.05)
-    feeder.start()
+    probe, feeder = steady_flow(stack, name, table)
     try:
         time.sleep(1.0)
         since = tor.log_size()
-        ranges, attempts = cut_mid_transaction(proxy, probe)
+        ranges, attempts = hold_mid_transaction(
+            lambda: proxy.blackhole(True), lambda: proxy.blackhole(False),
+            probe)
         t_cut = time.monotonic()
         try:
             deadline = time.monotonic() + 15
