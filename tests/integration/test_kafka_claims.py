@@ -5,12 +5,14 @@ open; a live zombie fenced by its successor's init_transactions; the
 residue of a paused leader in idempotent mode; the broker de-duplicating an
 idempotent producer's retries; the broker aborting a transaction past
 transaction.timeout.ms, and a takeover behind another producer's open
-transaction on the shared checkpoint topic; the checkpoint topic's own
-settings.
+transaction on the checkpoint topic it shares with tor; the checkpoint
+topic's own settings.
 
 Judged on what Kafka holds, read back with read_committed (and
-read_uncommitted for what was aborted), and on the replicas' logs.  Every
-test prints the figures it measured.
+read_uncommitted for what was aborted), and on the replicas' logs.  A
+transaction is caught open by the broker's own account: the last stable
+offset below the high watermark while tor is held (stopped, or its link
+cut).  Every test prints the figures it measured.
 """
 
 import collections
