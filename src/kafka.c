@@ -590,11 +590,17 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 			goto out;
 		}
 		/* The checkpoint topic keeps the last record of each group:
-		 * compacted, so it stays small and is read fast. */
+		 * compacted, so it stays small and is read fast; on three
+		 * replicas an acknowledged record survives a broker's loss. */
 		if (sink->cfg->kafka.checkpoint_topic != NULL &&
-		    strcmp(want[i]->name, sink->cfg->kafka.checkpoint_topic) == 0)
+		    strcmp(want[i]->name, sink->cfg->kafka.checkpoint_topic) ==
+		    0) {
 			rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy",
 			    "compact");
+			if (want[i]->replication >= 3)
+				rd_kafka_NewTopic_set_config(nts[i],
+				    "min.insync.replicas", "2");
+		}
 	}
 	opts = rd_kafka_AdminOptions_new(sink->rk,
 	    RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -656,6 +662,105 @@ out:
 	return rc;
 }
 
+/* A topic's cleanup.policy as broker `broker` has it, into value; -1 with
+ * the reason when it does not tell (the dev broker, an ACL without
+ * DescribeConfigs).  Asked of a given broker: librdkafka would otherwise
+ * wait for the controller, which the dev broker never names. */
+static int
+sink_cleanup_policy(struct tor_sink *sink, const char *topic, int32_t broker,
+    char *value, size_t cap, int timeout_ms, tor_err *err)
+{
+	rd_kafka_ConfigResource_t *res;
+	rd_kafka_AdminOptions_t *opts;
+	rd_kafka_queue_t *q;
+	rd_kafka_event_t *ev;
+	const rd_kafka_ConfigResource_t **rs;
+	const rd_kafka_ConfigEntry_t **entries;
+	size_t nrs = 0, n = 0;
+	char errstr[512];
+	int rc = -1;
+
+	res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+	opts = rd_kafka_AdminOptions_new(sink->rk,
+	    RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+	rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr,
+	    sizeof(errstr));
+	rd_kafka_AdminOptions_set_broker(opts, broker, errstr, sizeof(errstr));
+	q = rd_kafka_queue_new(sink->rk);
+	rd_kafka_DescribeConfigs(sink->rk, &res, 1, opts, q);
+	rd_kafka_AdminOptions_destroy(opts);
+	rd_kafka_ConfigResource_destroy(res);
+	/* The request timeout answers first; the margin only guards
+	 * against a result that never comes. */
+	ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+	rd_kafka_queue_destroy(q);
+	if (ev == NULL)
+		return tor_err_set(err, "no answer in %d ms", timeout_ms);
+	if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		tor_err_set(err, "%s", rd_kafka_event_error_string(ev));
+		goto out;
+	}
+	rs = rd_kafka_DescribeConfigs_result_resources(
+	    rd_kafka_event_DescribeConfigs_result(ev), &nrs);
+	if (nrs != 1 || rd_kafka_ConfigResource_error(rs[0]) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR) {
+		tor_err_set(err, "%s", nrs != 1 ? "no result" :
+		    rd_kafka_ConfigResource_error_string(rs[0]));
+		goto out;
+	}
+	entries = rd_kafka_ConfigResource_configs(rs[0], &n);
+	for (size_t i = 0; i < n && rc != 0; i++)
+		if (strcmp(rd_kafka_ConfigEntry_name(entries[i]),
+		    "cleanup.policy") == 0 &&
+		    rd_kafka_ConfigEntry_value(entries[i]) != NULL) {
+			snprintf(value, cap, "%s",
+			    rd_kafka_ConfigEntry_value(entries[i]));
+			rc = 0;
+		}
+	if (rc != 0)
+		tor_err_set(err, "cleanup.policy not listed");
+out:
+	rd_kafka_event_destroy(ev);
+	return rc;
+}
+
+/*
+ * A checkpoint topic made by someone else.  Not compacted, retention may
+ * delete a group's last position record, and a replica that then finds no
+ * Redis checkpoint starts from mysql.start (rows lost or replayed): refused.
+ * Fewer replicas than the cluster allows is the operator's trade-off to
+ * make, so a warning.
+ */
+static int
+sink_check_checkpoint_topic(struct tor_sink *sink,
+    const struct rd_kafka_metadata_topic *t, int brokers, int timeout_ms,
+    tor_err *err)
+{
+	int want = brokers < 3 ? brokers : 3;
+	char policy[64];
+	tor_err why;
+
+	if (t->partition_cnt > 0 && t->partitions[0].replica_cnt < want)
+		log_warn("kafka", "checkpoint topic %s has %d replica(s) on %d "
+		    "brokers: a broker's loss can take the groups' position "
+		    "records with it (%d replicas recommended)", t->topic,
+		    t->partitions[0].replica_cnt, brokers, want);
+	if (t->partition_cnt == 0 || sink_cleanup_policy(sink, t->topic,
+	    t->partitions[0].leader, policy, sizeof(policy), timeout_ms,
+	    &why) < 0) {
+		log_warn("kafka", "checkpoint topic %s: its cleanup.policy is "
+		    "not known (%s): not checked", t->topic,
+		    t->partition_cnt == 0 ? "no partitions" : why.msg);
+		return 0;
+	}
+	if (strcmp(policy, "compact") != 0)
+		return tor_err_set(err, "kafka: checkpoint topic %s has "
+		    "cleanup.policy=%s: retention may delete a group's last "
+		    "position record; set cleanup.policy=compact on it, or name "
+		    "another kafka.checkpoint_topic", t->topic, policy);
+	return 0;
+}
+
 /*
  * Lists every topic (one metadata request for all of them: a lookup of a
  * single name auto-creates it on brokers with auto.create.topics.enable, and
@@ -676,7 +781,7 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	rd_kafka_resp_err_t code;
 	int64_t deadline = tor_mono_ms() + timeout_ms;
 	size_t i, n = 0;
-	int rc;
+	int rc = 0;
 
 	code = rd_kafka_metadata(sink->rk, 1, NULL, &md, timeout_ms);
 	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -697,15 +802,17 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	}
 	/* The position records need their topic in both modes; replicated
 	 * like Kafka's own internal topics, as far as the cluster allows. */
-	if (cfg->kafka.checkpoint_topic != NULL &&
-	    ((t = sink_find_topic(md, cfg->kafka.checkpoint_topic)) == NULL ||
-	    t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) {
+	t = cfg->kafka.checkpoint_topic != NULL ?
+	    sink_find_topic(md, cfg->kafka.checkpoint_topic) : NULL;
+	if (t != NULL && t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+		rc = sink_check_checkpoint_topic(sink, t, md->broker_cnt,
+		    sink_ms_left(deadline), err);
+	} else if (cfg->kafka.checkpoint_topic != NULL) {
 		checkpoints.replication = md->broker_cnt < 3 ? md->broker_cnt : 3;
 		want[n++] = &checkpoints;
 	}
 	rd_kafka_metadata_destroy(md);
-	rc = 0;
-	if (n > 0)
+	if (rc == 0 && n > 0)
 		rc = sink_create_missing(sink, want, n, sink_ms_left(deadline),
 		    err);
 	free(want);

@@ -123,6 +123,10 @@ struct relay {
 	uint64_t max_token;             /* the highest token either copy had */
 	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
+	/* The elector's leadership of the last session (its failover count),
+	 * and whether this session starts over in that same one. */
+	uint64_t leadership;
+	bool led, restarted;
 	bool streaming;                 /* the session reads the binlog */
 
 	/* Transactional mode. */
@@ -238,8 +242,10 @@ on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 
 	if (err != 0) {
 		/* The transaction stays unacknowledged: the checkpoint never
-		 * passes it, and a restart publishes it again. */
-		if (!r->delivery_failed) {
+		 * passes it, and a restart publishes it again.  A producer gone
+		 * fatal fails all it holds, in no set order: the broker's
+		 * refusal of a message as too large is the one that says why. */
+		if (!r->delivery_failed || err == TOR_SINK_ERR_TOO_LARGE) {
 			snprintf(r->delivery_error, sizeof(r->delivery_error),
 			    "%s", errstr);
 			r->delivery_code = err;
@@ -439,7 +445,8 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	 * come a moment after the error: collect the reports first. */
 	if (rc < 0)
 		for (int64_t until = tor_mono_ms() + FATAL_REPORTS_MS;
-		    rc < 0 && !r->delivery_failed && leading(r) &&
+		    rc < 0 && !(r->delivery_failed &&
+		    r->delivery_code == TOR_SINK_ERR_TOO_LARGE) && leading(r) &&
 		    tor_sink_in_flight(r->sink) > 0 && tor_mono_ms() < until;)
 			rc = tor_sink_poll(r->sink, 10, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
@@ -480,8 +487,12 @@ sink_failure(struct relay *r, int rc)
 {
 	if (rc == TOR_SINK_FENCED) {
 		r->lost = true;
+		/* The broker's abort of a transaction that outlived
+		 * transaction.timeout.ms bumps the epoch too: librdkafka
+		 * reports it the same way. */
 		tor_elector_resign(r->elector, "Kafka fenced this producer: "
-		    "another replica holds the transactional.id");
+		    "another replica holds the transactional.id, or the broker "
+		    "aborted a transaction older than transaction.timeout.ms");
 		return RUN_LOST;
 	}
 	if (rc == TOR_SINK_LOST)
@@ -1275,7 +1286,10 @@ claim_token(struct relay *r, tor_err *err)
 {
 	uint64_t raised;
 
-	if (r->epoch > r->max_token)
+	/* A session that starts over in its leadership finds its own token
+	 * in the checkpoint it wrote. */
+	if (r->epoch > r->max_token ||
+	    (r->restarted && r->epoch == r->max_token))
 		return 0;
 	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
@@ -1424,13 +1438,15 @@ prepare(struct relay *r, tor_err *err)
 {
 	int rc;
 
+	/* First: a lookup of the checkpoint topic (init_transactions makes
+	 * one) would have the broker auto-create it, not compacted. */
+	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err) < 0)
+		return -1;
 	if ((rc = choose_start(r, err)) != 0 ||
 	    (rc = check_source(r, err)) != 0 ||
 	    (rc = claim_token(r, err)) != 0)
 		return rc;
-	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err) < 0)
-		return -1;
 	if ((rc = announce(r, err)) != 0)
 		return rc;
 	if (!r->txn_mode && (rc = learn_topics(r, err)) != 0)
@@ -1457,6 +1473,10 @@ lead(struct relay *r, tor_err *err)
 	int rc;
 
 	r->epoch = tor_elector_token(r->elector);
+	r->restarted = r->led &&
+	    r->leadership == tor_elector_failovers(r->elector);
+	r->leadership = tor_elector_failovers(r->elector);
+	r->led = true;
 	r->lost = false;
 	r->ktxn_open = false;
 	r->checkpoint_dirty = r->delivery_failed = false;
