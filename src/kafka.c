@@ -1392,6 +1392,9 @@ position_consumer(struct tor_position_reader *pr, const char *isolation,
 	    sink_conf_set(conf, "isolation.level", isolation, err) == -1 ||
 	    sink_conf_set(conf, "enable.auto.commit", "false", err) == -1 ||
 	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1 ||
+	    /* Nobody reads a reader's statistics: they would pile up on its
+	     * queue, which only a follower serves. */
+	    sink_conf_set(conf, "statistics.interval.ms", "0", err) == -1 ||
 	    /* A takeover waits for this read: no long-poll on the last
 	     * (usually only) fetch, and little prefetched. */
 	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1 ||

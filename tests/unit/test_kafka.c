@@ -841,6 +841,7 @@ test_readers_take_properties(void **state)
 		"message.timeout.ms=120000", "transaction.timeout.ms=30000",
 		"retries=5", "socket.keepalive.enable=true",
 		"client.id=tor-test", "sasl.password=hunter2",
+		"statistics.interval.ms=10",
 		/* librdkafka logs the client's settings at its start. */
 		"debug=conf",
 	};
@@ -861,6 +862,9 @@ test_readers_take_properties(void **state)
 	 * librdkafka masks the password in its dump. */
 	assert_non_null(strstr(log, "client.id = tor-test"));
 	assert_null(strstr(log, "hunter2"));
+	/* Statistics nobody would read are not collected. */
+	assert_non_null(strstr(log, "statistics.interval.ms = 0"));
+	assert_null(strstr(log, "statistics.interval.ms = 10"));
 	free(log);
 
 	fx->props[0] = "socket.timeout.ms=soon";
