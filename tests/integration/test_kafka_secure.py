@@ -183,10 +183,10 @@ def all_once(kafka, name, total, running, everyone):
 
 
 def test_takeover_reads_tails_and_positions_through_sasl_ssl(stack):
-    """Idempotent mode.  r1 relays 300 rows; its checkpoint is written only
-    at its start (interval one minute), so after its kill -9 the standby r2
-    replays all 300 and must find each in its partition (the tail reader):
-    300 rows not published again.  Then r2 stops, the Redis checkpoint is
+    """Idempotent mode.  r1 relays 300 rows and writes no checkpoint meanwhile
+    (interval one minute), so after its kill -9 the standby r2 replays all
+    300 and must find each in its partition (the tail reader): 300 rows not
+    published again.  Then r2 stops, the Redis checkpoint is
     deleted and r3 resumes from Kafka's copy (the position reader).  Every
     event once."""
     kafka = secure_kafka(stack)
