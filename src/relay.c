@@ -1167,9 +1167,12 @@ load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
 	if (wait_ms < r->cfg->mysql.connect_timeout_ms)
 		wait_ms = r->cfg->mysql.connect_timeout_ms;
 	while (tor_position_reader_read(r->positions, record, sizeof(record),
-	    found, wait_ms, err) < 0)
+	    found, wait_ms, err) < 0) {
+		if (tor_position_reader_poll(r->positions, err) < 0)
+			return -1;
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
+	}
 	if (*found && tor_checkpoint_record_parse(r->cfg, record, cp, err) < 0)
 		return tor_err_prefix(err, "kafka: %s: ",
 		    r->cfg->kafka.checkpoint_topic);
@@ -1551,30 +1554,33 @@ ping_redis(struct relay *r)
 	set_redis_ok(r, reply != NULL);
 }
 
-/* Sleeps until this replica leads, or a stop comes (false).  Pings Redis
- * every REDIS_PING_MS meanwhile, for /readyz. */
-static bool
-await_leadership(struct relay *r)
+/* Sleeps until this replica leads (1), or a stop comes (0).  Pings Redis
+ * every REDIS_PING_MS meanwhile, for /readyz.  -1 with err when Kafka
+ * refused the waiting clients' TLS or SASL: configuration that a
+ * leadership would only meet again. */
+static int
+await_leadership(struct relay *r, tor_err *err)
 {
 	const struct timespec tick = { 0, 2 * 1000 * 1000 };
 	int64_t next_ping = 0;
 
 	while (tor_elector_state(r->elector) != TOR_LEADER) {
-		tor_err ignored;
-
 		if (*r->stop)
-			return false;
+			return 0;
 		beat(r);
-		/* The waiting producer's events (its statistics every second,
-		 * broker errors) are served as they come, not piled up. */
-		(void)tor_sink_poll(r->sink, 0, &ignored);
+		/* The waiting clients' events (the producer's statistics
+		 * every second, broker errors) are served as they come, not
+		 * piled up. */
+		if (tor_sink_poll(r->sink, 0, err) < 0 ||
+		    tor_position_reader_poll(r->positions, err) < 0)
+			return -1;
 		if (tor_mono_ms() >= next_ping) {
 			ping_redis(r);
 			next_ping = tor_mono_ms() + REDIS_PING_MS;
 		}
 		nanosleep(&tick, NULL);
 	}
-	return true;
+	return 1;
 }
 
 /* A fresh producer per leadership, so nothing of a lost leadership can leak
@@ -1690,10 +1696,8 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 			rc = -1;
 			break;
 		}
-		if (!await_leadership(&r)) {
-			rc = 0;
+		if ((rc = await_leadership(&r, err)) <= 0)
 			break;
-		}
 		set_sink_live(&r, true);
 		began = tor_mono_ms();
 		rc = lead(&r, err);

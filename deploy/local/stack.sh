@@ -31,11 +31,14 @@
 #                      +40+i-1 (the address that listener advertises); a
 #                      stack's Kafka takes the 50 ports from TOR_KAFKA_PORT
 #   TOR_KAFKA_HEAP     each node's heap (default 384m)
-#   TOR_KAFKA_SASL_SSL a directory with ca.pem and server.pem (the key and
-#                      its certificate): every node also listens for
-#                      SASL_SSL (SCRAM-SHA-512) on +20+i-1; users
-#                      TOR_KAFKA_SCRAM_USERS ("name:password ...") are made
-#                      when the storage is formatted
+#   TOR_KAFKA_SASL_SSL a directory with ca.pem and server.pem (the key, in
+#                      PKCS#8, and its certificate): every node also listens
+#                      for SASL_SSL on +20+i-1, mechanisms SCRAM-SHA-512 and
+#                      PLAIN; users TOR_KAFKA_SCRAM_USERS ("name:password
+#                      ...") are made for both when the storage is formatted
+#                      (librdkafka before 2.6.1 cannot authenticate with SCRAM
+#                      to Kafka 4.x, which checks the nonce strictly: PLAIN
+#                      over TLS serves such clients)
 #   TOR_BROKER_TOPICS  topics made at start (default "order:3 invoice:3 dlq:1");
 #                      others are made on first use with 4 partitions.  tor
 #                      makes its checkpoint topic itself on Kafka; the dev
@@ -640,9 +643,14 @@ log.retention.hours=24
 log.cleaner.dedupe.buffer.size=8388608
 PROPS
 	if [ -n "$KAFKA_SASL_SSL" ]; then
+		local u plain=""
+		for u in $KAFKA_SCRAM_USERS; do
+			plain="$plain user_${u%%:*}=\"${u#*:}\""
+		done
 		cat >>"$dir/server.properties.tmp" <<PROPS
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain;
 ssl.keystore.type=PEM
 ssl.keystore.location=$KAFKA_SASL_SSL/server.pem
 ssl.truststore.type=PEM

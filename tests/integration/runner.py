@@ -9,7 +9,8 @@ substrings, when given).  A test takes no argument or one: a fresh
 harness.Stack handle.  The stack is started once here (deploy/local/stack.sh
 start: MariaDB, Redis, one Kafka node and the dev broker; the three-node
 cluster when a test first asks for it) and stopped at the end, also on
-SIGINT/SIGTERM.  Between tests every tor process the test started is killed
+SIGINT/SIGTERM, with what test modules started for themselves
+(harness.at_run_end).  Between tests every tor process the test started is killed
 and the stack is brought back to its default state (services up, every
 Kafka node running, dev broker reset); a passed test's topics are deleted.
 
@@ -174,6 +175,7 @@ def stop_stack(stack):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     harness.kill_all_tors()
+    harness.run_end_hooks()
     try:
         stack.stop()
     except Exception as e:
