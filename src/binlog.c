@@ -175,7 +175,7 @@ connect_server(const struct tor_config *cfg, int read_timeout_ms, tor_err *err)
 {
 	unsigned int connect_s = ms_to_s(cfg->mysql.connect_timeout_ms);
 	unsigned int read_s = ms_to_s(read_timeout_ms);
-	unsigned long max_packet = 1UL << 30;
+	unsigned long max_packet = TOR_EVENT_MAX;
 	MYSQL *m = mysql_init(NULL);
 
 	if (m == NULL)

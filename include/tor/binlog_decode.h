@@ -75,6 +75,15 @@ enum tor_event_type {
 	TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED = 171,
 };
 
+/* The largest event tor reads, as it comes or out of a TRANSACTION_PAYLOAD
+ * or a compressed event: 1 GiB.  No server writes a larger one (MySQL's
+ * max_log_event_size, which its dump thread and its own payload reader
+ * hold events to; max_allowed_packet's ceiling on MySQL and MariaDB), and
+ * tor's stream takes no larger packet (src/binlog.c).  A smaller limit
+ * would refuse real events: binlog_row_event_max_size is a soft limit,
+ * and a row larger than it makes an event of its own, up to this size. */
+#define TOR_EVENT_MAX (1u << 30)
+
 /* A header flag (the 2 bytes at offset 17): a reader that does not know the
  * event's type may skip it (the server's LOG_EVENT_IGNORABLE_F). */
 #define TOR_EV_F_IGNORABLE      0x0080
