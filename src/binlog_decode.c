@@ -39,9 +39,11 @@
 #define CHECKSUM_ALG_OFF        0
 #define CHECKSUM_ALG_CRC32      1
 /* zlib cannot expand data by more than about 1032:1; a compressed event
- * claiming more is lying, and we refuse before allocating. */
+ * claiming more is lying, and we refuse before allocating.  A claim within
+ * that may still lie: the buffer starts at INFLATE_FIRST and grows only as
+ * the data inflates. */
 #define ZLIB_MAX_RATIO          1032
-#define INFLATE_MAX             (1024u * 1024u * 1024u)
+#define INFLATE_FIRST           (1u << 20)
 #define CHARSET_BINARY          63
 
 /* Optional metadata field types of a TABLE_MAP (binlog_row_metadata). */
@@ -820,12 +822,13 @@ tor_payload_parse(const struct tor_event *ev, struct tor_payload_info *out,
  * the uncompressed length big-endian in LLL bytes, then a zlib stream.
  */
 static int
-inflate_block(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len,
-    const char *what, tor_err *err)
+inflate_block(const struct tor_event *ev, const uint8_t *p, size_t n,
+    uint8_t **out, size_t *out_len, tor_err *err)
 {
-	size_t lenlen, ulen, avail;
-	uLongf got;
-	uint8_t *buf;
+	const char *what = event_name(ev->type);
+	size_t lenlen, ulen, avail, cap;
+	z_stream zs;
+	uint8_t *buf, *grown;
 	int rc;
 
 	if (n < 2)
@@ -843,19 +846,47 @@ inflate_block(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len,
 	if (ulen == 0)
 		return tor_err_set(err, "%s: compressed block claims 0 bytes",
 		    what);
-	if (ulen > INFLATE_MAX || ulen / ZLIB_MAX_RATIO > avail)
+	if (ulen > TOR_EVENT_MAX)
+		return tor_err_set(err, "%s event at %u: compressed block claims "
+		    "%zu bytes inflated, more than the %u of the largest event "
+		    "a server writes", what, ev->next_pos, ulen, TOR_EVENT_MAX);
+	if (ulen / ZLIB_MAX_RATIO > avail)
 		return tor_err_set(err, "%s: compressed block of %zu bytes "
 		    "claims an impossible %zu bytes inflated", what, avail, ulen);
-	if ((buf = malloc(ulen)) == NULL)
+	cap = ulen < INFLATE_FIRST ? ulen : INFLATE_FIRST;
+	memset(&zs, 0, sizeof(zs));
+	if ((buf = malloc(cap)) == NULL || inflateInit(&zs) != Z_OK) {
+		free(buf);
 		return tor_err_set(err, "%s: out of memory inflating %zu bytes",
-		    what, ulen);
-	got = (uLongf)ulen;
-	rc = uncompress(buf, &got, p + 1 + lenlen, (uLong)avail);
-	if (rc != Z_OK || got != ulen) {
+		    what, cap);
+	}
+	zs.next_in = (Bytef *)(uintptr_t)(p + 1 + lenlen);
+	zs.avail_in = (uInt)avail;
+	for (;;) {
+		zs.next_out = buf + zs.total_out;
+		zs.avail_out = (uInt)(cap - zs.total_out);
+		rc = inflate(&zs, Z_FINISH);
+		if ((rc != Z_OK && rc != Z_BUF_ERROR) || zs.avail_out != 0 ||
+		    cap == ulen)
+			break;
+		/* Full, and the stream has more: it has earned more room. */
+		cap = cap > ulen / 2 ? ulen : cap * 2;
+		if ((grown = realloc(buf, cap)) == NULL) {
+			inflateEnd(&zs);
+			free(buf);
+			return tor_err_set(err, "%s: out of memory inflating %zu "
+			    "bytes", what, cap);
+		}
+		buf = grown;
+	}
+	inflateEnd(&zs);
+	if (rc != Z_STREAM_END || zs.total_out != ulen) {
 		free(buf);
 		return tor_err_set(err, "%s: zlib could not inflate the "
 		    "compressed block (%s, %lu of %zu bytes)", what,
-		    rc == Z_OK ? "short" : zError(rc), (unsigned long)got, ulen);
+		    rc == Z_STREAM_END ? "short" : zs.avail_out == 0 ? "longer" :
+		    rc == Z_BUF_ERROR ? "truncated" : zError(rc), zs.total_out,
+		    ulen);
 	}
 	*out = buf;
 	*out_len = ulen;
@@ -903,8 +934,8 @@ tor_query_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	q->schema = (const char *)db;
 	q->schema_len = *dblen;
 	if (ev->type == TOR_EV_MARIADB_QUERY_COMPRESSED) {
-		if (inflate_block(c.p, cur_left(&c), &q->owned, &q->sql_len,
-		    c.what, err) == -1)
+		if (inflate_block(ev, c.p, cur_left(&c), &q->owned,
+		    &q->sql_len, err) == -1)
 			return -1;
 		q->sql = (const char *)q->owned;
 	} else {
@@ -1491,8 +1522,8 @@ tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	if (compressed) {
 		size_t n;
 
-		if (inflate_block(c.p, cur_left(&c), &rows->inflated, &n,
-		    c.what, err) == -1)
+		if (inflate_block(ev, c.p, cur_left(&c), &rows->inflated, &n,
+		    err) == -1)
 			return -1;
 		rows->cur = rows->inflated;
 		rows->end = rows->inflated + n;

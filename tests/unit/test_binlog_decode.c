@@ -25,6 +25,9 @@
 #include <zlib.h>
 
 #include "tor/binlog_decode.h"
+#include "tor/buf.h"
+
+#include "alloc_probe.h"
 
 #define FIXTURE1 "tests/unit/binlog/mariadb-bin.000001"
 #define FIXTURE2 "tests/unit/binlog/mariadb-bin.000002"
@@ -1161,10 +1164,14 @@ test_compressed_lies(void **state)
 	put_le(&body, 0, 2);
 	put_le(&body, 0, 2);
 	put(&body, "\0", 1);
-	/* 4 GB claimed from a few bytes. */
+	/* 4 GB claimed from a few bytes: more than any event. */
 	put(&body, "\x84\xff\xff\xff\xff\x78\x9c\x00", 8);
 	make_event(&ev, TOR_EV_MARIADB_QUERY_COMPRESSED, &body, false);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	assert_non_null(strstr(err.msg, "largest event"));
+	/* 32 MiB from a few bytes: more than zlib inflates them to. */
+	ev.b[19 + 15] = 0x01;
 	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
 	assert_non_null(strstr(err.msg, "impossible"));
 	/* A real stream with the wrong length. */
@@ -1186,6 +1193,99 @@ test_compressed_lies(void **state)
 	ev.b[19 + 14] = 0x41;
 	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
 	assert_non_null(strstr(err.msg, "header"));
+}
+
+/*
+ * Events too big for struct bytes, built in a tor_buf.
+ */
+
+static void
+big_le(struct tor_buf *b, uint64_t v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = (uint8_t)(v >> (8 * i));
+
+		assert_int_equal(tor_buf_append(b, &c, 1), 0);
+	}
+}
+
+static void
+big_put(struct tor_buf *b, const void *p, size_t n)
+{
+	assert_int_equal(tor_buf_append(b, p, n), 0);
+}
+
+/* An event of the given type around body, as tor_event_parse leaves it. */
+static struct tor_event
+big_event(uint8_t type, const struct tor_buf *body)
+{
+	return (struct tor_event){ .type = type, .size = 19 + body->len,
+	    .next_pos = 4242, .body = body->data, .body_len = body->len };
+}
+
+/* A QUERY_COMPRESSED body up to its compressed block. */
+static void
+compressed_query_head(struct tor_buf *b)
+{
+	big_le(b, 1, 4);                        /* thread id */
+	big_le(b, 0, 4);                        /* exec time */
+	big_le(b, 0, 1);                        /* schema length */
+	big_le(b, 0, 2);                        /* error code */
+	big_le(b, 0, 2);                        /* status vars length */
+	big_put(b, "\0", 1);
+}
+
+/* A compressed block may claim up to 1032 times its size, zlib's best
+ * ratio, and the claim was allocated before inflating: 1 MiB of block
+ * holding a 6-byte stream took 1 GiB.  Memory now grows with what
+ * inflates.  A claim past the largest event a server writes is refused
+ * naming the event and the limit. */
+static void
+test_compressed_claim_is_not_allocated(void **state)
+{
+	const size_t claim = 1u << 30;
+	const size_t avail = claim / 1032 + 1;
+	struct tor_format fmt;
+	struct tor_buf body = { 0 };
+	struct tor_event e;
+	struct tor_query q;
+	tor_err err;
+	uint8_t z[64];
+	uLongf zlen = sizeof(z);
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	assert_int_equal(compress(z, &zlen, (const Bytef *)"COMMIT", 6), Z_OK);
+	compressed_query_head(&body);
+	big_le(&body, 0x84, 1);
+	big_put(&body, "\x40\x00\x00\x00", 4);   /* 2^30, big-endian */
+	big_put(&body, z, zlen);
+	assert_int_equal(tor_buf_reserve(&body, avail - zlen), 0);
+	memset(body.data + body.len, 0, avail - zlen);
+	body.len += avail - zlen;
+	e = big_event(TOR_EV_MARIADB_QUERY_COMPRESSED, &body);
+	alloc_probe_start();
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	alloc_probe_stop();
+	printf("  event of %zu bytes claiming %zu inflated: largest "
+	    "allocation %zu (%s)\n", body.len + 19, claim,
+	    alloc_probe.largest, err.msg);
+	assert_non_null(strstr(err.msg, "could not inflate"));
+	assert_true(alloc_probe.largest <= (1u << 20));
+
+	/* One byte more than any event. */
+	body.len = 0;
+	compressed_query_head(&body);
+	big_le(&body, 0x84, 1);
+	big_put(&body, "\x40\x00\x00\x01", 4);
+	big_put(&body, z, zlen);
+	e = big_event(TOR_EV_MARIADB_QUERY_COMPRESSED, &body);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	printf("  %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "QUERY_COMPRESSED event at 4242"));
+	assert_non_null(strstr(err.msg, "1073741825"));
+	assert_non_null(strstr(err.msg, "1073741824"));
+	tor_buf_free(&body);
 }
 
 static void
@@ -1488,6 +1588,7 @@ main(void)
 		cmocka_unit_test(test_rows_column_count_wraps),
 		cmocka_unit_test(test_mysql_rows_v2_extra_data),
 		cmocka_unit_test(test_compressed_lies),
+		cmocka_unit_test(test_compressed_claim_is_not_allocated),
 		cmocka_unit_test(test_malformed_table_maps),
 		cmocka_unit_test(test_old_temporal_with_fractions),
 	};
