@@ -5,10 +5,11 @@
  * that knows where its buffer ends: a cursor never hands out a byte past
  * the end, and every refusal names the event and the field that did not
  * fit.  Counts read from the input (columns, enum members) are bounded by
- * the bytes that remain before anything is allocated for them, and an
- * inflated event may not claim more than zlib's best ratio allows, so a
- * hostile length field cannot make us allocate more than a small multiple
- * of what was received.
+ * what a table can hold and by the bytes that remain before anything is
+ * allocated for them, and an inflated event may not claim more than zlib's
+ * best ratio allows (nor more than TOR_EVENT_MAX) and gets memory only as
+ * it inflates, so a hostile length field cannot make us allocate more than
+ * a small multiple of what was received.
  *
  * Row images are decoded in two steps: column_size() learns how many bytes
  * a value occupies from the column type and the TABLE_MAP metadata (which
@@ -45,8 +46,16 @@
 #define ZLIB_MAX_RATIO          1032
 #define INFLATE_FIRST           (1u << 20)
 #define CHARSET_BINARY          63
+/* What a table can hold on MySQL and MariaDB alike: 4096 columns
+ * (MAX_FIELDS), 64 members in a SET, 65535 in an ENUM.  A map or a row
+ * past them is not from a server, and would cost memory or time in
+ * proportion. */
+#define TABLE_COLUMNS_MAX       4096
+#define SET_MEMBERS_MAX         64
+#define ENUM_MEMBERS_MAX        65535
 
-/* Optional metadata field types of a TABLE_MAP (binlog_row_metadata). */
+/* Optional metadata field types of a TABLE_MAP (binlog_row_metadata).
+ * A server writes each at most once. */
 enum {
 	OPT_SIGNEDNESS = 1,
 	OPT_DEFAULT_CHARSET = 2,
@@ -55,6 +64,10 @@ enum {
 	OPT_SET_STR_VALUE = 5,
 	OPT_ENUM_STR_VALUE = 6,
 };
+
+static const char *const opt_names[] = { NULL, "SIGNEDNESS",
+    "DEFAULT_CHARSET", "COLUMN_CHARSET", "COLUMN_NAME", "SET_STR_VALUE",
+    "ENUM_STR_VALUE" };
 
 /* A read position inside one event; `what` names the event in messages. */
 struct cursor {
@@ -1152,13 +1165,15 @@ is_character(uint8_t type)
 
 /* DEFAULT_CHARSET: the most common collation, then (index among character
  * columns, collation) pairs for the exceptions.  COLUMN_CHARSET: one
- * collation per character column. */
+ * collation per character column.  The character columns are listed once,
+ * so that a pair costs one step however many columns there are. */
 static int
 read_charsets(struct cursor *c, struct tor_table_map *tm, bool per_column,
     tor_err *err)
 {
+	uint16_t chars[TABLE_COLUMNS_MAX];
+	uint32_t nchars = 0;
 	uint64_t cs, idx;
-	uint32_t k = 0;
 
 	if (!per_column && cur_packed(c, &cs, "default charset", err) == -1)
 		return -1;
@@ -1169,20 +1184,14 @@ read_charsets(struct cursor *c, struct tor_table_map *tm, bool per_column,
 		    -1)
 			return -1;
 		tm->cols[i].charset = (uint16_t)cs;
+		chars[nchars++] = (uint16_t)i;
 	}
 	while (!per_column && cur_left(c) > 0) {
 		if (cur_packed(c, &idx, "charset column index", err) == -1 ||
 		    cur_packed(c, &cs, "column charset", err) == -1)
 			return -1;
-		for (uint32_t i = 0; i < tm->ncols; i++) {
-			if (!is_character(tm->cols[i].type))
-				continue;
-			if (k++ == idx) {
-				tm->cols[i].charset = (uint16_t)cs;
-				break;
-			}
-		}
-		k = 0;
+		if (idx < nchars)
+			tm->cols[chars[idx]].charset = (uint16_t)cs;
 	}
 	return 0;
 }
@@ -1203,46 +1212,71 @@ read_string(struct cursor *c, char **out, const char *field, tor_err *err)
 	return 0;
 }
 
+/* n member names (each a packed length and the bytes) as one allocation:
+ * the n pointers, then the names, each NUL-terminated. */
+static int
+read_names(struct cursor *c, uint64_t n, char ***out, tor_err *err)
+{
+	struct cursor scan = *c;
+	const uint8_t *p;
+	uint64_t len;
+	size_t bytes = 0;
+	char *at;
+
+	for (uint64_t k = 0; k < n; k++) {
+		if (cur_packed(&scan, &len, "member name", err) == -1 ||
+		    cur_take(&scan, len, NULL, "member name", err) == -1)
+			return -1;
+		bytes += (size_t)len + 1;
+	}
+	/* An empty list is a list too: names known, none of them. */
+	if ((*out = malloc((size_t)n * sizeof(char *) + bytes + 1)) == NULL)
+		return tor_err_set(err, "TABLE_MAP: out of memory");
+	at = (char *)(*out + n);
+	for (uint64_t k = 0; k < n; k++) {
+		(void)cur_packed(c, &len, "member name", err);
+		(void)cur_take(c, len, &p, "member name", err);
+		memcpy(at, p, (size_t)len);
+		at[len] = '\0';
+		(*out)[k] = at;
+		at += len + 1;
+	}
+	return 0;
+}
+
 /* SET_STR_VALUE or ENUM_STR_VALUE: for each column of that type in order,
  * a count and that many strings. */
 static int
 read_member_lists(struct cursor *c, struct tor_table_map *tm, uint8_t type,
     tor_err *err)
 {
+	bool is_enum = type == TOR_TYPE_ENUM;
+	uint64_t most = is_enum ? ENUM_MEMBERS_MAX : SET_MEMBERS_MAX;
+
 	for (uint32_t i = 0; i < tm->ncols && cur_left(c) > 0; i++) {
 		struct tor_column *col = &tm->cols[i];
-		char ***list = type == TOR_TYPE_ENUM ? &col->enum_values :
-		    &col->set_values;
-		size_t *count = type == TOR_TYPE_ENUM ? &col->n_enum_values :
-		    &col->n_set_values;
 		uint64_t n;
 
 		if (col->type != type)
 			continue;
-		if (*list != NULL)
-			return tor_err_set(err, "TABLE_MAP: member names of "
-			    "column %u given twice", i);
 		if (cur_packed(c, &n, "member count", err) == -1)
 			return -1;
-		/* Each member takes at least its length byte. */
-		if (n > cur_left(c))
-			return tor_err_set(err, "TABLE_MAP: column %u claims "
-			    "%llu members in %zu bytes", i,
-			    (unsigned long long)n, cur_left(c));
-		if ((*list = calloc(n == 0 ? 1 : (size_t)n, sizeof(char *))) ==
-		    NULL)
-			return tor_err_set(err, "TABLE_MAP: out of memory");
-		for (uint64_t k = 0; k < n; k++) {
-			if (read_string(c, &(*list)[k], "member name", err) ==
-			    -1)
-				return -1;
-			(*count)++;
-		}
+		if (n > most)
+			return tor_err_set(err, "TABLE_MAP: %s column %u lists "
+			    "%llu members, more than the %llu %s can have",
+			    is_enum ? "ENUM" : "SET", i, (unsigned long long)n,
+			    (unsigned long long)most, is_enum ? "an ENUM" :
+			    "a SET");
+		if (read_names(c, n, is_enum ? &col->enum_values :
+		    &col->set_values, err) == -1)
+			return -1;
+		*(is_enum ? &col->n_enum_values : &col->n_set_values) =
+		    (size_t)n;
 	}
 	if (cur_left(c) > 0)
 		return tor_err_set(err, "TABLE_MAP: member names for more "
 		    "%s columns than the table has",
-		    type == TOR_TYPE_ENUM ? "ENUM" : "SET");
+		    is_enum ? "ENUM" : "SET");
 	return 0;
 }
 
@@ -1267,14 +1301,10 @@ read_optional_field(struct cursor *c, struct tor_table_map *tm, uint8_t kind,
 		}
 		return 0;
 	case OPT_COLUMN_NAME:
-		for (uint32_t i = 0; i < tm->ncols; i++) {
-			if (tm->cols[i].name != NULL)
-				return tor_err_set(err, "TABLE_MAP: column "
-				    "names given twice");
+		for (uint32_t i = 0; i < tm->ncols; i++)
 			if (read_string(c, &tm->cols[i].name, "column name",
 			    err) == -1)
 				return -1;
-		}
 		tm->has_names = true;
 		if (cur_left(c) > 0)
 			return tor_err_set(err, "TABLE_MAP: %zu bytes after "
@@ -1319,6 +1349,7 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	const uint8_t *types, *meta, *nullmap;
 	uint64_t ncols, metalen;
 	int64_t unknown = -1;           /* a column of a type tor does not know */
+	uint32_t seen = 0;              /* optional metadata read, by type */
 	int rc;
 
 	memset(tm, 0, sizeof(*tm));
@@ -1331,6 +1362,11 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	memcpy(tm->table, table, table_len);
 	if (cur_packed(&c, &ncols, "column count", err) == -1)
 		return -1;
+	if (ncols > TABLE_COLUMNS_MAX)
+		return tor_err_set(err, "TABLE_MAP event at %u for %s.%s: %llu "
+		    "columns, more than the %d a table can have", ev->next_pos,
+		    tm->schema, tm->table, (unsigned long long)ncols,
+		    TABLE_COLUMNS_MAX);
 	if (ncols == 0 || ncols > cur_left(&c))
 		return tor_err_set(err, "TABLE_MAP for %s.%s: %llu columns "
 		    "cannot fit in %zu bytes", tm->schema, tm->table,
@@ -1365,7 +1401,8 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 		    cur_left(&m));
 		goto fail;
 	}
-	/* Optional metadata: type, packed length, value; until the end. */
+	/* Optional metadata: type, packed length, value; until the end.  A
+	 * field read twice would be walked over the columns twice. */
 	while (cur_left(&c) > 0) {
 		const uint8_t *kind, *val;
 		uint64_t len;
@@ -1377,6 +1414,14 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 		    -1 ||
 		    cur_take(&c, len, &val, "optional metadata", err) == -1)
 			goto fail;
+		if (*kind <= OPT_ENUM_STR_VALUE && *kind >= OPT_SIGNEDNESS) {
+			if (seen & 1u << *kind) {
+				tor_err_set(err, "TABLE_MAP: optional metadata "
+				    "%s given twice", opt_names[*kind]);
+				goto fail;
+			}
+			seen |= 1u << *kind;
+		}
 		f.p = val;
 		f.end = val + len;
 		f.what = "TABLE_MAP";
@@ -1394,21 +1439,13 @@ fail:
 	return -1;
 }
 
-static void
-free_list(char **list, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(list[i]);
-	free(list);
-}
-
 void
 tor_table_map_free(struct tor_table_map *tm)
 {
 	for (uint32_t i = 0; tm->cols != NULL && i < tm->ncols; i++) {
 		free(tm->cols[i].name);
-		free_list(tm->cols[i].enum_values, tm->cols[i].n_enum_values);
-		free_list(tm->cols[i].set_values, tm->cols[i].n_set_values);
+		free(tm->cols[i].enum_values);
+		free(tm->cols[i].set_values);
 	}
 	free(tm->cols);
 	tm->cols = NULL;
@@ -1502,6 +1539,10 @@ tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	}
 	if (cur_packed(&c, &width, "column count", err) == -1)
 		return -1;
+	if (width > TABLE_COLUMNS_MAX)
+		return tor_err_set(err, "%s event at %u: %llu columns, more than "
+		    "the %d a table can have", c.what, ev->next_pos,
+		    (unsigned long long)width, TABLE_COLUMNS_MAX);
 	/* Compared as bits: (width + 7) / 8 wraps for a count near 2^64. */
 	if (width == 0 || width > (uint64_t)cur_left(&c) * 8)
 		return tor_err_set(err, "%s: %llu columns do not fit in %zu "
@@ -2093,8 +2134,9 @@ render_set(struct tor_buf *out, const struct tor_column *col, uint64_t mask)
 {
 	bool first = true;
 
-	/* A bit beyond the known members means the names do not belong to
-	 * this value: show the number rather than a partial list. */
+	/* A bit beyond the known members (at most 64: the map's parse
+	 * refuses more) means the names do not belong to this value: show
+	 * the number rather than a partial list. */
 	if (col->set_values == NULL || (col->n_set_values < 64 &&
 	    mask >> col->n_set_values != 0))
 		return tor_buf_append_uint(out, mask, 1);

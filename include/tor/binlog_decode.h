@@ -279,9 +279,10 @@ struct tor_column {
 	 * trailing 0x00 bytes: they are padded back to n bytes. */
 	uint16_t charset;
 	char *name;             /* malloc'd, or NULL */
-	char **enum_values;     /* malloc'd, n_enum_values entries, or NULL */
-	size_t n_enum_values;
-	char **set_values;
+	char **enum_values;     /* n_enum_values names, or NULL: one malloc'd
+	                         * block, the names after the pointers */
+	size_t n_enum_values;   /* at most 65535 */
+	char **set_values;      /* the same, at most 64 */
 	size_t n_set_values;
 };
 

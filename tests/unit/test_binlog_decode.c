@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <zlib.h>
@@ -1041,8 +1042,16 @@ test_rows_column_count_wraps(void **state)
 	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
 	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), -1);
-	assert_non_null(strstr(err.msg, "18446744073709551614 columns do not "
-	    "fit"));
+	assert_non_null(strstr(err.msg, "18446744073709551614 columns, more "
+	    "than the 4096"));
+	tor_rows_free(&rows);
+	/* Within the limit, but not within the event. */
+	rb.n = 10;
+	put(&rb, "\xfc\x00\x10\x01\x01", 5);
+	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), -1);
+	assert_non_null(strstr(err.msg, "4096 columns do not fit"));
 	tor_rows_free(&rows);
 }
 
@@ -1288,6 +1297,298 @@ test_compressed_claim_is_not_allocated(void **state)
 	tor_buf_free(&body);
 }
 
+/* A packed integer in its shortest form. */
+static void
+big_packed(struct tor_buf *b, uint64_t v)
+{
+	if (v < 251) {
+		big_le(b, v, 1);
+	} else if (v < (1u << 16)) {
+		big_le(b, 252, 1);
+		big_le(b, v, 2);
+	} else if (v < (1u << 24)) {
+		big_le(b, 253, 1);
+		big_le(b, v, 3);
+	} else {
+		big_le(b, 254, 1);
+		big_le(b, v, 8);
+	}
+}
+
+/* One optional metadata field of a TABLE_MAP. */
+static void
+big_opt(struct tor_buf *b, uint8_t kind, const struct tor_buf *value)
+{
+	big_le(b, kind, 1);
+	big_packed(b, value->len);
+	big_put(b, value->data, value->len);
+}
+
+/* The TABLE_MAP body of shop.wide (table id 77): ncols columns of one type
+ * with the same metadata (meta_len bytes), all nullable.  The caller adds
+ * optional metadata. */
+static void
+wide_map(struct tor_buf *b, uint64_t ncols, uint8_t type, const void *meta,
+    size_t meta_len)
+{
+	big_le(b, 77, 6);
+	big_le(b, 1, 2);
+	big_put(b, "\x04shop\0\x04wide\0", 12);
+	big_packed(b, ncols);
+	for (uint64_t i = 0; i < ncols; i++)
+		big_le(b, type, 1);
+	big_packed(b, ncols * meta_len);
+	for (uint64_t i = 0; i < ncols; i++)
+		big_put(b, meta, meta_len);
+	for (uint64_t i = 0; i < (ncols + 7) / 8; i++)
+		big_le(b, 0xff, 1);
+}
+
+static double
+seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) +
+	    (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A table has at most 4096 columns (MAX_FIELDS, MySQL and MariaDB alike);
+ * the count was bounded only by the event's bytes, and a 1 MB TABLE_MAP
+ * of a million columns took one allocation of 64 MB.  Refused past 4096,
+ * in a TABLE_MAP and in a ROWS event, naming the event and the limit. */
+static void
+test_column_count_limit(void **state)
+{
+	struct tor_format fmt;
+	struct tor_buf b = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	tor_err err;
+	int rc;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	wide_map(&b, 1000000, TOR_TYPE_TINY, NULL, 0);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	alloc_probe_start();
+	rc = tor_table_map_parse(&e, &fmt, &tm, &err);
+	alloc_probe_stop();
+	printf("  TABLE_MAP of %zu bytes: %s; largest allocation %zu\n",
+	    b.len + 19, rc == 0 ? "a million columns" : err.msg,
+	    alloc_probe.largest);
+	if (rc == 0)
+		tor_table_map_free(&tm);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "TABLE_MAP event at 4242 for "
+	    "shop.wide: 1000000 columns, more than the 4096"));
+	assert_true(alloc_probe.largest < (1u << 20));
+
+	b.len = 0;
+	wide_map(&b, 4096, TOR_TYPE_TINY, NULL, 0);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(tm.ncols, 4096);
+	tor_table_map_free(&tm);
+
+	/* A ROWS event one column wider, all present, no row. */
+	b.len = 0;
+	big_le(&b, 77, 6);
+	big_le(&b, 1, 2);
+	big_le(&b, 2, 2);                       /* no extra data */
+	big_packed(&b, 4097);
+	for (int i = 0; i < (4097 + 7) / 8; i++)
+		big_le(&b, 0xff, 1);
+	e = big_event(TOR_EV_WRITE_ROWS_V2, &b);
+	rc = tor_rows_parse(&e, &fmt, &rows, &err);
+	tor_rows_free(&rows);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "WRITE_ROWS event at 4242: 4097 "
+	    "columns, more than the 4096"));
+	tor_buf_free(&b);
+}
+
+/* A one-column map of shop.wide, an ENUM or SET (stored in `size`
+ * bytes), whose member names field lists `n` names m0, m1, ... */
+static void
+member_map(struct tor_buf *b, uint8_t type, uint8_t size, uint64_t n)
+{
+	const uint8_t meta[2] = { type, size };
+	struct tor_buf names = { 0 };
+	char name[24];
+
+	b->len = 0;
+	wide_map(b, 1, TOR_TYPE_STRING, meta, 2);
+	big_packed(&names, n);
+	for (uint64_t i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "m%llu", (unsigned long long)i);
+		big_packed(&names, strlen(name));
+		big_put(&names, name, strlen(name));
+	}
+	big_opt(b, type == TOR_TYPE_SET ? 5 : 6, &names);
+	tor_buf_free(&names);
+}
+
+/* A SET has at most 64 members.  Member names for 65 made the value's
+ * rendering shift its 64-bit mask by 64 (undefined; UBSan stops the
+ * test); such a map is refused, and so is an ENUM of more than the 65535
+ * members an ENUM can have. */
+static void
+test_set_of_more_than_64_members(void **state)
+{
+	static const uint8_t row[] = { 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x80 };
+	struct tor_format fmt;
+	struct tor_buf b = { 0 }, rb = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	struct tor_value v;
+	tor_err err;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	member_map(&b, TOR_TYPE_SET, 8, 64);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(tm.cols[0].n_set_values, 64);
+	big_le(&rb, 77, 6);
+	big_le(&rb, 1, 2);
+	big_le(&rb, 2, 2);
+	big_put(&rb, "\x01\x01", 2);          /* one column, present */
+	big_put(&rb, row, sizeof(row));         /* members 0 and 63 */
+	e = big_event(TOR_EV_WRITE_ROWS_V2, &rb);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	if (tor_rows_next(&rows, &tm, &v, &err) != 1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(v.len, 6);
+	assert_memory_equal(v.data, "m0,m63", 6);
+	tor_rows_free(&rows);
+	tor_table_map_free(&tm);
+
+	member_map(&b, TOR_TYPE_SET, 8, 65);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == 0) {
+		/* What the map allowed before: the row's rendering. */
+		e = big_event(TOR_EV_WRITE_ROWS_V2, &rb);
+		assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+		(void)tor_rows_next(&rows, &tm, &v, &err);
+		tor_rows_free(&rows);
+		tor_table_map_free(&tm);
+		fail_msg("a SET of 65 members was taken");
+	}
+	printf("  %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "SET column 0 lists 65 members, more "
+	    "than the 64"));
+
+	member_map(&b, TOR_TYPE_ENUM, 2, 65536);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	printf("  %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "ENUM column 0 lists 65536 members, "
+	    "more than the 65535"));
+	tor_buf_free(&b);
+	tor_buf_free(&rb);
+}
+
+/* An ENUM's member names took an allocation each: 60,000 empty names,
+ * one byte of input apiece, made 60,000 allocations.  One list, one
+ * allocation. */
+static void
+test_member_names_are_one_allocation(void **state)
+{
+	struct tor_format fmt;
+	struct tor_buf b = { 0 }, names = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	const uint8_t meta[2] = { TOR_TYPE_ENUM, 2 };
+	tor_err err;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	wide_map(&b, 1, TOR_TYPE_STRING, meta, 2);
+	big_packed(&names, 60000);
+	for (int i = 0; i < 60000; i++)
+		big_le(&names, 0, 1);
+	big_opt(&b, 6, &names);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	alloc_probe_start();
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	alloc_probe_stop();
+	printf("  60,000 ENUM names in %zu bytes: %zu allocations, %zu bytes "
+	    "at most\n", names.len, alloc_probe.count, alloc_probe.peak);
+	assert_int_equal(tm.cols[0].n_enum_values, 60000);
+	assert_string_equal(tm.cols[0].enum_values[59999], "");
+	assert_true(alloc_probe.count <= 4);
+	tor_table_map_free(&tm);
+	tor_buf_free(&b);
+	tor_buf_free(&names);
+}
+
+/* DEFAULT_CHARSET: a default, then (character column index, collation)
+ * pairs.  Each pair walked the columns to find its column's index:
+ * 262,144 pairs over 4096 VARCHARs, a 1 MB field, took seconds (a 1 GiB
+ * one, hours).  And each repeat of a field walked them all again.  The
+ * pairs now cost one step each, a field may come once, and the collations
+ * land where they did. */
+static void
+test_charset_pairs_are_linear(void **state)
+{
+	static const uint8_t varchar_meta[2] = { 0x2c, 0x01 };     /* 300 */
+	const int npairs = 262144;
+	struct tor_format fmt;
+	struct tor_buf b = { 0 }, cs = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct timespec t0;
+	tor_err err;
+	int rc;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	wide_map(&b, 4096, TOR_TYPE_VARCHAR, varchar_meta, 2);
+	big_packed(&cs, 33);                    /* utf8mb3 by default */
+	for (int i = 0; i < npairs - 1; i++) {
+		big_packed(&cs, 4095);
+		big_packed(&cs, 8);             /* latin1 */
+	}
+	big_packed(&cs, 4094);
+	big_packed(&cs, 63);                    /* binary */
+	big_opt(&b, 2, &cs);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	printf("  %d charset pairs over 4096 columns (%zu bytes): %.3f s\n",
+	    npairs, cs.len, seconds_since(&t0));
+	assert_int_equal(tm.cols[0].charset, 33);
+	assert_int_equal(tm.cols[4093].charset, 33);
+	assert_int_equal(tm.cols[4094].charset, 63);
+	assert_int_equal(tm.cols[4095].charset, 8);
+	tor_table_map_free(&tm);
+
+	/* The field again, 349,525 times: 3 bytes each. */
+	cs.len = 0;
+	big_packed(&cs, 8);
+	for (int i = 0; i < 349525; i++)
+		big_opt(&b, 2, &cs);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = tor_table_map_parse(&e, &fmt, &tm, &err);
+	printf("  DEFAULT_CHARSET 349,526 times: %.3f s, %s\n",
+	    seconds_since(&t0), rc == 0 ? "taken" : err.msg);
+	if (rc == 0)
+		tor_table_map_free(&tm);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "DEFAULT_CHARSET given twice"));
+	tor_buf_free(&b);
+	tor_buf_free(&cs);
+}
+
 static void
 test_malformed_table_maps(void **state)
 {
@@ -1299,7 +1600,8 @@ test_malformed_table_maps(void **state)
 
 	(void)state;
 	tor_format_init(&fmt, false);
-	/* A column count far beyond the bytes that follow. */
+	/* A column count far beyond what a table has, and one within it
+	 * but beyond the bytes that follow. */
 	put_le(&body, 5, 6);
 	put_le(&body, 0, 2);
 	put_str(&body, "s");
@@ -1310,9 +1612,15 @@ test_malformed_table_maps(void **state)
 	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
 	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
-	assert_non_null(strstr(err.msg, "columns cannot fit"));
-	/* Metadata that runs out mid-column. */
+	assert_non_null(strstr(err.msg, "more than the 4096"));
 	body.n -= 9;
+	put(&body, "\xfc\x00\x10", 3);
+	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	assert_non_null(strstr(err.msg, "4096 columns cannot fit"));
+	/* Metadata that runs out mid-column. */
+	body.n -= 3;
 	put(&body, "\x02\x0f\x0f\x02\x2c\x01\x00", 7);
 	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
@@ -1589,6 +1897,10 @@ main(void)
 		cmocka_unit_test(test_mysql_rows_v2_extra_data),
 		cmocka_unit_test(test_compressed_lies),
 		cmocka_unit_test(test_compressed_claim_is_not_allocated),
+		cmocka_unit_test(test_column_count_limit),
+		cmocka_unit_test(test_set_of_more_than_64_members),
+		cmocka_unit_test(test_member_names_are_one_allocation),
+		cmocka_unit_test(test_charset_pairs_are_linear),
 		cmocka_unit_test(test_malformed_table_maps),
 		cmocka_unit_test(test_old_temporal_with_fractions),
 	};
