@@ -9,7 +9,9 @@
  * allocated for them, and an inflated event may not claim more than zlib's
  * best ratio allows (nor more than TOR_EVENT_MAX) and gets memory only as
  * it inflates, so a hostile length field cannot make us allocate more than
- * a small multiple of what was received.
+ * a small multiple of what was received.  Nor is anything walked once per
+ * item of the input (a charset pair, a repeated field, a row's step over
+ * the table's columns), so an event costs time in proportion to its bytes.
  *
  * Row images are decoded in two steps: column_size() learns how many bytes
  * a value occupies from the column type and the TABLE_MAP metadata (which
@@ -1580,6 +1582,10 @@ tor_rows_free(struct tor_rows *rows)
 {
 	free(rows->inflated);
 	rows->inflated = NULL;
+	if (rows->cols_after != rows->cols)
+		free(rows->cols_after);
+	free(rows->cols);
+	rows->cols = rows->cols_after = NULL;
 	tor_buf_free(&rows->scratch);
 	rows->cur = rows->end = NULL;
 }
@@ -2308,37 +2314,37 @@ column_error(const struct tor_table_map *tm, uint32_t i, const char *why,
 }
 
 /*
- * Decodes one row image whose columns are flagged in `present`.  With
- * values NULL it only steps over the image (an UPDATE's before image).
- * Values rendered into the scratch are left with data NULL and fixed up by
- * the caller once the scratch stops moving.
+ * Decodes one row image: the before image, or the after image of an
+ * UPDATE.  With values NULL it only steps over the image (an UPDATE's
+ * before image, or a row checked before any goes out), and only the
+ * image's present columns are visited, so that a row costs what it holds,
+ * not what the table has.  values (all cleared by the caller) get the
+ * present columns; those rendered into the scratch are left with data
+ * NULL and fixed up by the caller once the scratch stops moving.
  */
 static int
 decode_image(struct tor_rows *rows, const struct tor_table_map *tm,
-    const uint8_t *present, struct tor_value *values, tor_err *err)
+    bool after, struct tor_value *values, tor_err *err)
 {
+	const uint16_t *cols = after ? rows->cols_after : rows->cols;
+	size_t n = after ? rows->npresent_after : rows->npresent;
 	const uint8_t *nulls;
-	size_t npresent = present == rows->present ? rows->npresent :
-	    rows->npresent_after, k = 0;
 
-	if ((npresent + 7) / 8 > (size_t)(rows->end - rows->cur))
+	if ((n + 7) / 8 > (size_t)(rows->end - rows->cur))
 		return tor_err_set(err, "row of %s.%s: truncated null bitmap",
 		    tm->schema, tm->table);
 	nulls = rows->cur;
-	rows->cur += (npresent + 7) / 8;
-	for (uint32_t i = 0; i < rows->ncols; i++) {
+	rows->cur += (n + 7) / 8;
+	for (size_t k = 0; k < n; k++) {
+		uint32_t i = cols[k];
 		const struct tor_column *col = &tm->cols[i];
 		struct tor_value *v = values != NULL ? &values[i] : NULL;
 		const char *why;
 		size_t size;
 
 		if (v != NULL)
-			memset(v, 0, sizeof(*v));
-		if (!bit_lsb(present, i))
-			continue;
-		if (v != NULL)
 			v->present = true;
-		if (bit_lsb(nulls, k++)) {
+		if (bit_lsb(nulls, k)) {
 			if (v != NULL)
 				v->is_null = true;
 			continue;
@@ -2395,9 +2401,9 @@ rows_fit(struct tor_rows *rows, const struct tor_table_map *tm,
 	while (rc == 0 && rows->cur < rows->end) {
 		row = rows->cur;
 		if ((rows->kind == TOR_ROWS_UPDATE &&
-		    decode_image(rows, tm, rows->present, NULL, err) == -1) ||
-		    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE ?
-		    rows->present_after : rows->present, NULL, err) == -1)
+		    decode_image(rows, tm, false, NULL, err) == -1) ||
+		    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE, NULL,
+		    err) == -1)
 			rc = tor_err_prefix(err, "rows event for %s.%s does not "
 			    "fit its table map (row %u): ", tm->schema,
 			    tm->table, n);
@@ -2410,12 +2416,35 @@ rows_fit(struct tor_rows *rows, const struct tor_table_map *tm,
 	return rc;
 }
 
+/* The present columns of each image, in order, listed once per event. */
+static int
+list_present(struct tor_rows *rows, tor_err *err)
+{
+	bool update = rows->kind == TOR_ROWS_UPDATE;
+	size_t k = 0, ka = 0;
+
+	rows->cols = malloc((rows->npresent + 1) * sizeof(uint16_t));
+	rows->cols_after = update ?
+	    malloc((rows->npresent_after + 1) * sizeof(uint16_t)) : rows->cols;
+	if (rows->cols == NULL || rows->cols_after == NULL)
+		return tor_err_set(err, "rows event: out of memory");
+	for (uint32_t i = 0; i < rows->ncols; i++) {
+		if (bit_lsb(rows->present, i))
+			rows->cols[k++] = (uint16_t)i;
+		if (update && bit_lsb(rows->present_after, i))
+			rows->cols_after[ka++] = (uint16_t)i;
+	}
+	return 0;
+}
+
 int
 tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
     struct tor_value *values, tor_err *err)
 {
+	bool update = rows->kind == TOR_ROWS_UPDATE;
+	const uint16_t *handed;
 	const uint8_t *start;
-	size_t at = 0;
+	size_t at = 0, n;
 
 	if (rows->cur == NULL || rows->cur >= rows->end)
 		return 0;
@@ -2428,12 +2457,13 @@ tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
 		return tor_err_set(err, "rows event for table id %llu has %u "
 		    "columns, table map has %u", (unsigned long long)
 		    rows->table_id, rows->ncols, tm->ncols);
+	if (rows->cols == NULL && list_present(rows, err) == -1)
+		return -1;
 	tor_buf_reset(&rows->scratch);
+	memset(values, 0, rows->ncols * sizeof(*values));
 	start = rows->cur;
-	if ((rows->kind == TOR_ROWS_UPDATE &&
-	    decode_image(rows, tm, rows->present, NULL, err) == -1) ||
-	    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE ?
-	    rows->present_after : rows->present, values, err) == -1) {
+	if ((update && decode_image(rows, tm, false, NULL, err) == -1) ||
+	    decode_image(rows, tm, update, values, err) == -1) {
 		/* A first row that cannot be read: a map that does not fit
 		 * the event is the likelier cause, and names it better. */
 		rows->cur = start;
@@ -2453,10 +2483,12 @@ tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
 			return -1;
 		rows->fits = true;
 	}
-	for (uint32_t i = 0; i < rows->ncols; i++) {
-		struct tor_value *v = &values[i];
+	handed = update ? rows->cols_after : rows->cols;
+	n = update ? rows->npresent_after : rows->npresent;
+	for (size_t k = 0; k < n; k++) {
+		struct tor_value *v = &values[handed[k]];
 
-		if (!v->present || v->is_null || v->data != NULL)
+		if (v->is_null || v->data != NULL)
 			continue;
 		v->data = rows->scratch.data != NULL ? rows->scratch.data + at :
 		    (const uint8_t *)"";

@@ -319,7 +319,8 @@ enum tor_rows_kind {
 };
 
 /* A ROWS event being walked row by row.  Owns the inflated body of a
- * compressed event and the scratch where non-string values are rendered. */
+ * compressed event, the lists of its present columns and the scratch where
+ * non-string values are rendered. */
 struct tor_rows {
 	enum tor_rows_kind kind;
 	uint64_t table_id;
@@ -328,6 +329,8 @@ struct tor_rows {
 	const uint8_t *present;         /* columns present in the (before) image */
 	const uint8_t *present_after;   /* UPDATE: columns of the after image */
 	uint32_t npresent, npresent_after;      /* bits set in each */
+	uint16_t *cols, *cols_after;    /* owned: the columns set in each,
+	                                 * listed at the first tor_rows_next */
 	const uint8_t *cur;             /* next row image */
 	const uint8_t *end;
 	uint8_t *inflated;              /* owned */
