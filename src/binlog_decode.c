@@ -2249,7 +2249,8 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 	case TOR_TYPE_JSON: {
 		size_t lb = col->meta;
 
-		rc = tor_json_render(p + lb, size - lb, out, err);
+		rc = tor_json_render(p + lb, size - lb, TOR_JSON_TEXT_MAX, out,
+		    err);
 		*why = err != NULL ? err->msg : "bad JSON";
 		return rc;
 	}
