@@ -1236,8 +1236,13 @@ read_names(struct cursor *c, uint64_t n, char ***out, tor_err *err)
 		return tor_err_set(err, "TABLE_MAP: out of memory");
 	at = (char *)(*out + n);
 	for (uint64_t k = 0; k < n; k++) {
-		(void)cur_packed(c, &len, "member name", err);
-		(void)cur_take(c, len, &p, "member name", err);
+		/* As the scan read them: these reads cannot fail. */
+		if (cur_packed(c, &len, "member name", err) == -1 ||
+		    cur_take(c, len, &p, "member name", err) == -1) {
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
 		memcpy(at, p, (size_t)len);
 		at[len] = '\0';
 		(*out)[k] = at;
