@@ -29,6 +29,7 @@
 #include "tor/buf.h"
 
 #include "alloc_probe.h"
+#include "buf_put.h"
 
 #define FIXTURE1 "tests/unit/binlog/mariadb-bin.000001"
 #define FIXTURE2 "tests/unit/binlog/mariadb-bin.000002"
@@ -1205,24 +1206,8 @@ test_compressed_lies(void **state)
 }
 
 /*
- * Events too big for struct bytes, built in a tor_buf.
+ * Events too big for struct bytes, built in a tor_buf (buf_put.h).
  */
-
-static void
-big_le(struct tor_buf *b, uint64_t v, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = (uint8_t)(v >> (8 * i));
-
-		assert_int_equal(tor_buf_append(b, &c, 1), 0);
-	}
-}
-
-static void
-big_put(struct tor_buf *b, const void *p, size_t n)
-{
-	assert_int_equal(tor_buf_append(b, p, n), 0);
-}
 
 /* An event of the given type around body, as tor_event_parse leaves it. */
 static struct tor_event
@@ -1236,12 +1221,12 @@ big_event(uint8_t type, const struct tor_buf *body)
 static void
 compressed_query_head(struct tor_buf *b)
 {
-	big_le(b, 1, 4);                        /* thread id */
-	big_le(b, 0, 4);                        /* exec time */
-	big_le(b, 0, 1);                        /* schema length */
-	big_le(b, 0, 2);                        /* error code */
-	big_le(b, 0, 2);                        /* status vars length */
-	big_put(b, "\0", 1);
+	buf_le(b, 1, 4);                        /* thread id */
+	buf_le(b, 0, 4);                        /* exec time */
+	buf_le(b, 0, 1);                        /* schema length */
+	buf_le(b, 0, 2);                        /* error code */
+	buf_le(b, 0, 2);                        /* status vars length */
+	buf_put(b, "\0", 1);
 }
 
 /* A compressed block may claim up to 1032 times its size, zlib's best
@@ -1266,9 +1251,9 @@ test_compressed_claim_is_not_allocated(void **state)
 	tor_format_init(&fmt, false);
 	assert_int_equal(compress(z, &zlen, (const Bytef *)"COMMIT", 6), Z_OK);
 	compressed_query_head(&body);
-	big_le(&body, 0x84, 1);
-	big_put(&body, "\x40\x00\x00\x00", 4);   /* 2^30, big-endian */
-	big_put(&body, z, zlen);
+	buf_le(&body, 0x84, 1);
+	buf_put(&body, "\x40\x00\x00\x00", 4);   /* 2^30, big-endian */
+	buf_put(&body, z, zlen);
 	assert_int_equal(tor_buf_reserve(&body, avail - zlen), 0);
 	memset(body.data + body.len, 0, avail - zlen);
 	body.len += avail - zlen;
@@ -1285,9 +1270,9 @@ test_compressed_claim_is_not_allocated(void **state)
 	/* One byte more than any event. */
 	body.len = 0;
 	compressed_query_head(&body);
-	big_le(&body, 0x84, 1);
-	big_put(&body, "\x40\x00\x00\x01", 4);
-	big_put(&body, z, zlen);
+	buf_le(&body, 0x84, 1);
+	buf_put(&body, "\x40\x00\x00\x01", 4);
+	buf_put(&body, z, zlen);
 	e = big_event(TOR_EV_MARIADB_QUERY_COMPRESSED, &body);
 	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
 	printf("  %s\n", err.msg);
@@ -1297,31 +1282,13 @@ test_compressed_claim_is_not_allocated(void **state)
 	tor_buf_free(&body);
 }
 
-/* A packed integer in its shortest form. */
-static void
-big_packed(struct tor_buf *b, uint64_t v)
-{
-	if (v < 251) {
-		big_le(b, v, 1);
-	} else if (v < (1u << 16)) {
-		big_le(b, 252, 1);
-		big_le(b, v, 2);
-	} else if (v < (1u << 24)) {
-		big_le(b, 253, 1);
-		big_le(b, v, 3);
-	} else {
-		big_le(b, 254, 1);
-		big_le(b, v, 8);
-	}
-}
-
 /* One optional metadata field of a TABLE_MAP. */
 static void
 big_opt(struct tor_buf *b, uint8_t kind, const struct tor_buf *value)
 {
-	big_le(b, kind, 1);
-	big_packed(b, value->len);
-	big_put(b, value->data, value->len);
+	buf_le(b, kind, 1);
+	buf_packed(b, value->len);
+	buf_put(b, value->data, value->len);
 }
 
 /* The TABLE_MAP body of shop.wide (table id 77): ncols columns of one type
@@ -1331,17 +1298,17 @@ static void
 wide_map(struct tor_buf *b, uint64_t ncols, uint8_t type, const void *meta,
     size_t meta_len)
 {
-	big_le(b, 77, 6);
-	big_le(b, 1, 2);
-	big_put(b, "\x04shop\0\x04wide\0", 12);
-	big_packed(b, ncols);
+	buf_le(b, 77, 6);
+	buf_le(b, 1, 2);
+	buf_put(b, "\x04shop\0\x04wide\0", 12);
+	buf_packed(b, ncols);
 	for (uint64_t i = 0; i < ncols; i++)
-		big_le(b, type, 1);
-	big_packed(b, ncols * meta_len);
+		buf_le(b, type, 1);
+	buf_packed(b, ncols * meta_len);
 	for (uint64_t i = 0; i < ncols; i++)
-		big_put(b, meta, meta_len);
+		buf_put(b, meta, meta_len);
 	for (uint64_t i = 0; i < (ncols + 7) / 8; i++)
-		big_le(b, 0xff, 1);
+		buf_le(b, 0xff, 1);
 }
 
 static double
@@ -1396,12 +1363,12 @@ test_column_count_limit(void **state)
 
 	/* A ROWS event one column wider, all present, no row. */
 	b.len = 0;
-	big_le(&b, 77, 6);
-	big_le(&b, 1, 2);
-	big_le(&b, 2, 2);                       /* no extra data */
-	big_packed(&b, 4097);
+	buf_le(&b, 77, 6);
+	buf_le(&b, 1, 2);
+	buf_le(&b, 2, 2);                       /* no extra data */
+	buf_packed(&b, 4097);
 	for (int i = 0; i < (4097 + 7) / 8; i++)
-		big_le(&b, 0xff, 1);
+		buf_le(&b, 0xff, 1);
 	e = big_event(TOR_EV_WRITE_ROWS_V2, &b);
 	rc = tor_rows_parse(&e, &fmt, &rows, &err);
 	tor_rows_free(&rows);
@@ -1422,11 +1389,11 @@ member_map(struct tor_buf *b, uint8_t type, uint8_t size, uint64_t n)
 
 	b->len = 0;
 	wide_map(b, 1, TOR_TYPE_STRING, meta, 2);
-	big_packed(&names, n);
+	buf_packed(&names, n);
 	for (uint64_t i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "m%llu", (unsigned long long)i);
-		big_packed(&names, strlen(name));
-		big_put(&names, name, strlen(name));
+		buf_packed(&names, strlen(name));
+		buf_put(&names, name, strlen(name));
 	}
 	big_opt(b, type == TOR_TYPE_SET ? 5 : 6, &names);
 	tor_buf_free(&names);
@@ -1455,11 +1422,11 @@ test_set_of_more_than_64_members(void **state)
 	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
 		fail_msg("%s", err.msg);
 	assert_int_equal(tm.cols[0].n_set_values, 64);
-	big_le(&rb, 77, 6);
-	big_le(&rb, 1, 2);
-	big_le(&rb, 2, 2);
-	big_put(&rb, "\x01\x01", 2);          /* one column, present */
-	big_put(&rb, row, sizeof(row));         /* members 0 and 63 */
+	buf_le(&rb, 77, 6);
+	buf_le(&rb, 1, 2);
+	buf_le(&rb, 2, 2);
+	buf_put(&rb, "\x01\x01", 2);          /* one column, present */
+	buf_put(&rb, row, sizeof(row));         /* members 0 and 63 */
 	e = big_event(TOR_EV_WRITE_ROWS_V2, &rb);
 	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
 	if (tor_rows_next(&rows, &tm, &v, &err) != 1)
@@ -1510,9 +1477,9 @@ test_member_names_are_one_allocation(void **state)
 	(void)state;
 	tor_format_init(&fmt, false);
 	wide_map(&b, 1, TOR_TYPE_STRING, meta, 2);
-	big_packed(&names, 60000);
+	buf_packed(&names, 60000);
 	for (int i = 0; i < 60000; i++)
-		big_le(&names, 0, 1);
+		buf_le(&names, 0, 1);
 	big_opt(&b, 6, &names);
 	e = big_event(TOR_EV_TABLE_MAP, &b);
 	alloc_probe_start();
@@ -1551,13 +1518,13 @@ test_charset_pairs_are_linear(void **state)
 	(void)state;
 	tor_format_init(&fmt, false);
 	wide_map(&b, 4096, TOR_TYPE_VARCHAR, varchar_meta, 2);
-	big_packed(&cs, 33);                    /* utf8mb3 by default */
+	buf_packed(&cs, 33);                    /* utf8mb3 by default */
 	for (int i = 0; i < npairs - 1; i++) {
-		big_packed(&cs, 4095);
-		big_packed(&cs, 8);             /* latin1 */
+		buf_packed(&cs, 4095);
+		buf_packed(&cs, 8);             /* latin1 */
 	}
-	big_packed(&cs, 4094);
-	big_packed(&cs, 63);                    /* binary */
+	buf_packed(&cs, 4094);
+	buf_packed(&cs, 63);                    /* binary */
 	big_opt(&b, 2, &cs);
 	e = big_event(TOR_EV_TABLE_MAP, &b);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1573,7 +1540,7 @@ test_charset_pairs_are_linear(void **state)
 
 	/* The field again, 349,525 times: 3 bytes each. */
 	cs.len = 0;
-	big_packed(&cs, 8);
+	buf_packed(&cs, 8);
 	for (int i = 0; i < 349525; i++)
 		big_opt(&b, 2, &cs);
 	e = big_event(TOR_EV_TABLE_MAP, &b);
@@ -1616,15 +1583,15 @@ test_rows_step_over_present_columns_only(void **state)
 	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
 		fail_msg("%s", err.msg);
 	b.len = 0;
-	big_le(&b, 77, 6);
-	big_le(&b, 1, 2);
-	big_le(&b, 2, 2);
-	big_packed(&b, 4096);
-	big_le(&b, 0x01, 1);                    /* column 0 present */
+	buf_le(&b, 77, 6);
+	buf_le(&b, 1, 2);
+	buf_le(&b, 2, 2);
+	buf_packed(&b, 4096);
+	buf_le(&b, 0x01, 1);                    /* column 0 present */
 	for (int i = 1; i < 4096 / 8; i++)
-		big_le(&b, 0, 1);
+		buf_le(&b, 0, 1);
 	for (int i = 0; i < nrows; i++)
-		big_le(&b, 0x01, 1);            /* its value NULL */
+		buf_le(&b, 0x01, 1);            /* its value NULL */
 	e = big_event(TOR_EV_WRITE_ROWS_V2, &b);
 	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -22,46 +22,25 @@
 #include "tor/buf.h"
 
 #include "alloc_probe.h"
+#include "buf_put.h"
 
 #define RLE_BLOCK_MAX (128u << 10)
-
-static void
-put_le(struct tor_buf *b, uint64_t v, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = (uint8_t)(v >> (8 * i));
-
-		assert_int_equal(tor_buf_append(b, &c, 1), 0);
-	}
-}
-
-/* A packed integer, the long form for anything past one byte. */
-static void
-put_packed(struct tor_buf *b, uint64_t v)
-{
-	if (v < 251) {
-		put_le(b, v, 1);
-		return;
-	}
-	put_le(b, 254, 1);
-	put_le(b, v, 8);
-}
 
 /* The header of a zstd frame without a content size, whose window is
  * 2^window_log bytes. */
 static void
 frame_start(struct tor_buf *f, unsigned int window_log)
 {
-	put_le(f, ZSTD_MAGICNUMBER, 4);
-	put_le(f, 0x00, 1);                     /* no size, no checksum */
-	put_le(f, (window_log - 10) << 3, 1);
+	buf_le(f, ZSTD_MAGICNUMBER, 4);
+	buf_le(f, 0x00, 1);                     /* no size, no checksum */
+	buf_le(f, (window_log - 10) << 3, 1);
 }
 
 static void
 frame_raw(struct tor_buf *f, const void *p, size_t n)
 {
-	put_le(f, n << 3, 3);
-	assert_int_equal(tor_buf_append(f, p, n), 0);
+	buf_le(f, n << 3, 3);
+	buf_put(f, p, n);
 }
 
 static void
@@ -70,8 +49,8 @@ frame_rle(struct tor_buf *f, uint8_t byte, size_t n)
 	while (n > 0) {
 		size_t k = n < RLE_BLOCK_MAX ? n : RLE_BLOCK_MAX;
 
-		put_le(f, k << 3 | 1 << 1, 3);
-		put_le(f, byte, 1);
+		buf_le(f, k << 3 | 1 << 1, 3);
+		buf_le(f, byte, 1);
 		n -= k;
 	}
 }
@@ -80,7 +59,7 @@ frame_rle(struct tor_buf *f, uint8_t byte, size_t n)
 static void
 frame_end(struct tor_buf *f)
 {
-	put_le(f, 1, 3);
+	buf_le(f, 1, 3);
 }
 
 /* An inner event's common header: type, and size in bytes. */
@@ -89,14 +68,27 @@ frame_event_header(struct tor_buf *f, uint8_t type, uint64_t size)
 {
 	struct tor_buf h = { 0 };
 
-	put_le(&h, 1700000000, 4);
-	put_le(&h, type, 1);
-	put_le(&h, 7, 4);
-	put_le(&h, size, 4);
-	put_le(&h, 0, 4);
-	put_le(&h, 0, 2);
+	buf_le(&h, 1700000000, 4);
+	buf_le(&h, type, 1);
+	buf_le(&h, 7, 4);
+	buf_le(&h, size, 4);
+	buf_le(&h, 0, 4);
+	buf_le(&h, 0, 2);
 	frame_raw(f, h.data, h.len);
 	tor_buf_free(&h);
+}
+
+/* One field of a payload's header: type, length, packed value. */
+static void
+payload_field(struct tor_buf *b, uint64_t type, uint64_t v)
+{
+	struct tor_buf value = { 0 };
+
+	buf_packed(&value, v);
+	buf_packed(b, type);
+	buf_packed(b, value.len);
+	buf_put(b, value.data, value.len);
+	tor_buf_free(&value);
 }
 
 /* The body of a TRANSACTION_PAYLOAD event around data. */
@@ -104,19 +96,12 @@ static void
 payload_body(struct tor_buf *b, unsigned int compression, uint64_t usize,
     const struct tor_buf *data)
 {
-	put_packed(b, 2);
-	put_packed(b, compression < 251 ? 1 : 9);
-	put_packed(b, compression);
-	if (compression == TOR_PAYLOAD_ZSTD) {
-		put_packed(b, 3);
-		put_packed(b, usize < 251 ? 1 : 9);
-		put_packed(b, usize);
-	}
-	put_packed(b, 1);
-	put_packed(b, data->len < 251 ? 1 : 9);
-	put_packed(b, data->len);
-	put_packed(b, 0);
-	assert_int_equal(tor_buf_append(b, data->data, data->len), 0);
+	payload_field(b, 2, compression);
+	if (compression == TOR_PAYLOAD_ZSTD)
+		payload_field(b, 3, usize);
+	payload_field(b, 1, data->len);
+	buf_packed(b, 0);
+	buf_put(b, data->data, data->len);
 }
 
 static void
@@ -135,7 +120,7 @@ start_payload(struct tor_payload *p, const struct tor_buf *body)
 /* An inner event of 64 MiB from 2 KB of input, in two frames (the first
  * ends 100 bytes short of it).  The buffer it is read into grew by
  * doubling to twice the event (a 1 GiB event, the largest a server
- * writes, took 2 GiB from 32,838 bytes), and kept that size for ever; it
+ * writes, took 2 GiB from 32 KB), and kept that size for ever; it
  * may be the event and one zstd block at most, and is released once the
  * payload has been read. */
 static void
