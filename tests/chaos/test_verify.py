@@ -180,24 +180,6 @@ def test_timeline_attributes_duplicates(stack):
            "verdict: FAIL")
 
 
-def test_last_transaction_windows():
-    # No stack: a token's last Kafka transaction, from its position records.
-    recs = [verifier.parse_position_record(v) for v in (
-        b"v2 token=4 file=binlog.000002 pos=100 gtid=0-1-5 done=- rows=0",
-        b"v2 token=4 file=binlog.000002 pos=900 gtid=0-1-9 done=- rows=0",
-        b"v2 token=4 file=binlog.000003 pos=50 gtid=0-1-12 done=- rows=2",
-        b"v2 token=5 file=binlog.000003 pos=50 gtid=0-1-12 done=- rows=2")]
-    w = verifier.last_transaction_windows(recs)
-    assert w == {4: (("binlog.000002", 900), ("binlog.000003", 50), True)}, w
-    rows = {"1": b"a", "2": b"a", "3": b"a"}
-    starts = {"1": ("binlog.000002", 950), "2": ("binlog.000003", 50),
-              "3": ("binlog.000003", 400)}
-    v = verifier.judge(rows, {}, {}, mode="transactional", dev_broker=True,
-                       position_records=recs, row_starts=starts)
-    assert sorted(v.unjudged_lost) == [("1", 4), ("2", 4)], v.unjudged_lost
-    assert v.lost == ["3"] and v.failed()
-
-
 def main():
     b = backends.LocalBackend()
     os.environ.update(b._env())
