@@ -33,7 +33,8 @@ import json
 import re
 import time
 
-from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import (Consumer, KafkaError, KafkaException,
+                             OFFSET_BEGINNING, TopicPartition)
 
 # ---------------------------------------------------------------------------
 # binlog order from tor.pos
@@ -92,6 +93,30 @@ def _consumer(brokers, isolation, extra=None):
     return Consumer(conf)
 
 
+_MOVED = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+          KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+          KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+          KafkaError._TRANSPORT}
+
+
+def _watermarks(c, topic, partition, timeout=60):
+    """(low, high) of a partition.  A partition whose leader just moved (a
+    node restarted) answers NOT_LEADER for a moment, and the client asks
+    the leader its metadata names: the topic's metadata is fetched again
+    before each retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, partition),
+                                           timeout=30, cached=False)
+        except KafkaException as e:
+            if e.args[0].code() not in _MOVED or \
+                    time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+        c.list_topics(topic, timeout=30)
+
+
 def end_offsets(brokers, topics, extra=None):
     """{(topic, partition): high watermark} now: where a run's records will
     begin (the runner takes them before it writes)."""
@@ -103,8 +128,7 @@ def end_offsets(brokers, topics, extra=None):
             if t is None or t.error is not None:
                 continue
             for p in t.partitions:
-                out[(topic, p)] = c.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=30, cached=False)[1]
+                out[(topic, p)] = _watermarks(c, topic, p)[1]
     finally:
         c.close()
     return out
@@ -133,8 +157,7 @@ def read_topics(brokers, topics, isolation, timeout=120, extra=None,
                 raise RuntimeError("topic %s: %s" % (
                     topic, t.error if t else "missing"))
             for p in sorted(t.partitions):
-                tp = TopicPartition(topic, p)
-                lo, hi = c.get_watermark_offsets(tp, timeout=30, cached=False)
+                lo, hi = _watermarks(c, topic, p)
                 start = start_offsets.get((topic, p), 0)
                 if lo > start:
                     raise Retention("%s[%d] starts at offset %d, not %d: the "
