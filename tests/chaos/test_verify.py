@@ -180,6 +180,30 @@ def test_timeline_attributes_duplicates(stack):
            "verdict: FAIL")
 
 
+def test_an_operators_replay_spans_later_leaderships(stack):
+    # Token 2 published 1..8; an operator moved the checkpoint back (token
+    # 3); token 4 replayed 7, was killed, and token 5 went on with 8.  Both
+    # copies are the replay's: rows published before the move and again
+    # after it, whichever leadership finished the replay.
+    group = "verify-" + secrets.token_hex(3)
+    publish(stack, group, [(n, 2) for n in range(1, 9)] + [(7, 4), (8, 5)])
+    tl = os.path.join(stack.run_dir, "verify-timeline-%s.jsonl" % group)
+    with open(tl, "w") as f:
+        f.write('{"t": 0.0, "event": "leader", "holder": "r1", "token": 2}\n'
+                '{"t": 5.0, "event": "fault", "kind": "operator"}\n'
+                '{"t": 5.1, "event": "operator", "token": 3, '
+                '"to": "binlog.000001:4"}\n'
+                '{"t": 5.2, "event": "leader", "holder": "r1", "token": 4}\n'
+                '{"t": 6.0, "event": "fault", "kind": "kill"}\n'
+                '{"t": 6.5, "event": "leader", "holder": "r2", "token": 5}\n')
+    try:
+        rc, out = verify(stack, group, "--timeline", tl, "--mode",
+                         "transactional")
+    finally:
+        os.remove(tl)
+    expect(rc, out, 0, "operator                 2", "verdict: PASS")
+
+
 def main():
     b = backends.LocalBackend()
     os.environ.update(b._env())

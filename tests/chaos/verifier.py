@@ -289,6 +289,13 @@ class Timeline:
                   e["t"] <= t]
         return before[-1]["kind"] if before else "start"
 
+    def replayed(self, first_token, token):
+        """True when an operator's move falls between a row's first copy
+        (under first_token) and a later copy (under token): the move sent
+        the position back before the row, so its replay, in whichever
+        leadership went on with it, published the row again."""
+        return any(first_token < o <= token for o in self.operator_tokens())
+
     def _token_between(self, lo, hi):
         return any(e["event"] == "leader" and lo < e.get("token", 0) < hi
                    for e in self.entries)
@@ -501,6 +508,9 @@ def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
                     during = timeline.faults_during(c.token)
                     cause = "resend (%s)" % (during[0] if during else
                                              "no fault")
+                elif None not in (first.token, c.token) and \
+                        timeline.replayed(first.token, c.token):
+                    cause = "operator"
                 else:
                     cause = timeline.cause_of_token(c.token)
                 v.dup_by_cause[cause] += 1
