@@ -216,8 +216,8 @@ See who leads:
   bin/tor status -c $cfg
 
 Kill the leader ($LEADER now) and watch the failover: a standby leads within
-about 3 s and goes on from the checkpoint; PUT and DELETE meanwhile, no event
-is lost:
+a second (Redis sees the dead process's connection close) and goes on from
+the checkpoint; PUT and DELETE meanwhile, no event is lost:
   kill -9 \$(cat $(shown "$RUN_DIR")/tor-$LEADER.pid)
   bin/tor status -c $cfg
 
