@@ -1462,6 +1462,39 @@ position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
  * record in the last n records is its newest in the partition. */
 static const int64_t position_windows[] = { 16, 1024 };
 
+/*
+ * A partition's watermarks.  librdkafka asks the leader its metadata cache
+ * names, and a client that only queries offsets does not refresh that
+ * cache by itself: once the partition's leader moved to another broker,
+ * every query would meet NOT_LEADER_FOR_PARTITION.  An answer that says the
+ * leader moved has the topic's metadata fetched again, and one more query.
+ */
+static rd_kafka_resp_err_t
+watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+    int64_t *lo, int64_t *hi, int timeout_ms)
+{
+	int64_t deadline = tor_mono_ms() + timeout_ms;
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t code;
+	rd_kafka_topic_t *rkt;
+
+	code = rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi,
+	    timeout_ms);
+	if (code != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+	    code != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
+	    code != RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH &&
+	    code != RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH)
+		return code;
+	if ((rkt = rd_kafka_topic_new(rk, topic, NULL)) == NULL)
+		return code;
+	if (rd_kafka_metadata(rk, 0, rkt, &md, sink_ms_left(deadline)) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi,
+	    sink_ms_left(deadline));
+}
+
 struct tor_position_reader {
 	const struct tor_config *cfg;
 	rd_kafka_t *ends;       /* read_uncommitted: tells the log's end */
@@ -1597,8 +1630,8 @@ tor_position_reader_read(struct tor_position_reader *pr, char *record,
 	*found = false;
 	/* The end to read to is the log's end, which only a read_uncommitted
 	 * client is told (read_committed hears the last stable offset). */
-	code = rd_kafka_query_watermark_offsets(pr->ends,
-	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, timeout_ms);
+	code = watermarks(pr->ends, cfg->kafka.checkpoint_topic, 0, &lo, &hi,
+	    timeout_ms);
 	if (code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
@@ -1774,8 +1807,8 @@ tor_position_reader_tails(struct tor_position_reader *pr, const char *topic,
 		want[p] = true;
 		st[p].newest = -1;
 		/* The end to read to, as a read_uncommitted client is told. */
-		code = rd_kafka_query_watermark_offsets(pr->ends, topic, p,
-		    &st[p].lo, &st[p].hi, sink_ms_left(deadline));
+		code = watermarks(pr->ends, topic, p, &st[p].lo, &st[p].hi,
+		    sink_ms_left(deadline));
 		if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
 			rc = tor_err_set(err, "kafka: %s [%d]: cannot read its "
 			    "offsets: %s", topic, p, rd_kafka_err2str(code));
