@@ -39,7 +39,7 @@
 #                      (librdkafka before 2.6.1 cannot authenticate with SCRAM
 #                      to Kafka 4.x, which checks the nonce strictly: PLAIN
 #                      over TLS serves such clients)
-#   TOR_BROKER_TOPICS  topics made at start (default "order:3 invoice:3 dlq:1");
+#   TOR_BROKER_TOPICS  topics made at start (unset: "order:3 invoice:3 dlq:1"; "": none);
 #                      others are made on first use with 4 partitions.  tor
 #                      makes its checkpoint topic itself on Kafka; the dev
 #                      broker cannot CreateTopics (DESIGN.md §9), so there
@@ -83,7 +83,7 @@ RUN_DIR=$(realpath -m "${TOR_RUN_DIR:-$repo/run/local}")
 MYSQL_PORT=${TOR_MYSQL_PORT:-3307}
 REDIS_PORT=${TOR_REDIS_PORT:-6380}
 MYSQL_EXTRA=${TOR_MYSQL_EXTRA:-}
-BROKER_TOPICS=${TOR_BROKER_TOPICS:-order:3 invoice:3 dlq:1}
+BROKER_TOPICS=${TOR_BROKER_TOPICS-order:3 invoice:3 dlq:1}
 DEVBROKER=$repo/bin/tor-devbroker
 KAFKA_MODE=${TOR_KAFKA:-kafka}
 KAFKA_NODES=${TOR_KAFKA_NODES:-1}
