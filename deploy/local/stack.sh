@@ -852,8 +852,8 @@ start_kafka() {
 	say "kafka: up ($KAFKA_NODES node(s), $(kafka_bootstrap)${KAFKA_SASL_SSL:+, SASL_SSL $(kafka_secure_bootstrap)}) in ${KAFKA_WAITED_MS} ms"
 }
 
-# TOR_BROKER_TOPICS ("name:partitions ...") and the checkpoint topic exist
-# before any client asks: tests and benchmarks count on their partitions.
+# TOR_BROKER_TOPICS ("name:partitions ...") exist before any client asks:
+# tests and benchmarks count on their partitions.
 kafka_create_topics() {
 	[ -n "$BROKER_TOPICS" ] || return 0
 	/usr/bin/python3 "$here/kafka_admin.py" --brokers "$(kafka_bootstrap)" \
