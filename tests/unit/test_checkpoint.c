@@ -735,7 +735,9 @@ test_paused_server_times_out(void **state)
 	elapsed = now_ms() - t0;
 	kill(s->pid, SIGCONT);
 	assert_null(reply);
-	assert_true(elapsed >= 250 && elapsed < 2000);
+	/* Gave up on its own timeout; the upper bound only tells "gave up"
+	 * from "waited for SIGCONT", with room for a loaded machine. */
+	assert_true(elapsed >= 250 && elapsed < 10000);
 	snprintf(want, sizeof(want), "redis 127.0.0.1:%d: no reply within "
 	    "300 ms", s->port);
 	assert_string_equal(err.msg, want);
