@@ -194,8 +194,9 @@ class Stack:
 
     def kafka_ctl(self, verb, node=1):
         """stack.sh kafka-ctl <verb> <node> on this test's Kafka: kill (-9),
-        stop (SIGTERM, waited for), start (waits until it serves and every
-        partition is in sync again), pause (SIGSTOP), resume (SIGCONT)."""
+        stop (SIGTERM, waited for), start (waits until it serves and, if
+        no other node is down, every partition is in sync again), pause
+        (SIGSTOP), resume (SIGCONT)."""
         if self.kafka == "cluster":
             return self.cluster().ctl(verb, node)
         if self.kafka == "dev":
