@@ -1253,6 +1253,64 @@ position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
 	return rc;
 }
 
+/* How long one attempt at a partition's offsets may take (the readers'
+ * socket.timeout.ms: it bounds a request to a node that is down), and the
+ * pause between attempts. */
+#define OFFSETS_ATTEMPT_MS 10000
+#define OFFSETS_PAUSE_MS 100
+
+/* Asks for a topic's metadata, which updates the handle's cache. */
+static void
+position_refresh(rd_kafka_t *rk, const char *topic, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md;
+	rd_kafka_topic_t *rkt;
+
+	if ((rkt = rd_kafka_topic_new(rk, topic, NULL)) == NULL)
+		return;
+	if (rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+}
+
+/*
+ * A partition's watermarks.  rd_kafka_query_watermark_offsets asks the node
+ * its handle's metadata cache names as the leader, and librdkafka 2.0.2
+ * neither refreshes that entry when the answer is NOT_LEADER nor gives up on
+ * a node that is down before socket.timeout.ms, whatever its timeout says.
+ * A takeover after the leadership moved (a cluster without its controller
+ * quorum still names the dead leader) would ask the wrong node until the
+ * entry ages out (metadata.max.age.ms, 15 min).  So each attempt first asks
+ * where the leader is now, and attempts go on until timeout_ms.
+ */
+static rd_kafka_resp_err_t
+position_offsets(rd_kafka_t *rk, const char *topic, int32_t partition,
+    int64_t *lo, int64_t *hi, int timeout_ms)
+{
+	const struct timespec pause = { 0, OFFSETS_PAUSE_MS * 1000 * 1000 };
+	int64_t deadline = tor_mono_ms() + timeout_ms;
+	rd_kafka_resp_err_t code;
+	int left;
+
+	for (;;) {
+		left = sink_ms_left(deadline);
+		if (left > OFFSETS_ATTEMPT_MS)
+			left = OFFSETS_ATTEMPT_MS;
+		position_refresh(rk, topic, left);
+		code = rd_kafka_query_watermark_offsets(rk, topic, partition,
+		    lo, hi, sink_ms_left(deadline) < left ?
+		    sink_ms_left(deadline) : left);
+		if (code == RD_KAFKA_RESP_ERR_NO_ERROR ||
+		    code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+		    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+		    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+		    sink_ms_left(deadline) <= OFFSETS_PAUSE_MS)
+			return code;
+		nanosleep(&pause, NULL);
+	}
+}
+
 /* The records at the end of the partition are looked at first, in windows
  * that grow: the topic is shared by groups and, compacted or not, a group's
  * last position is normally among the most recent, and the group's newest
@@ -1272,9 +1330,11 @@ position_consumer(const struct tor_config *cfg, const char *isolation,
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *rk;
-	char errstr[512], gid[300];
+	char errstr[512], gid[300], socket_timeout[16];
 
 	snprintf(gid, sizeof(gid), "tor-%s-position-reader", cfg->group);
+	snprintf(socket_timeout, sizeof(socket_timeout), "%d",
+	    OFFSETS_ATTEMPT_MS);
 	if (sink_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers,
 	    err) == -1 ||
 	    sink_conf_set(conf, "group.id", gid, err) == -1 ||
@@ -1284,6 +1344,10 @@ position_consumer(const struct tor_config *cfg, const char *isolation,
 	    /* A takeover waits for this read: no long-poll on the last
 	     * (usually only) fetch, and little prefetched. */
 	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1 ||
+	    /* A request to a node that is down fails after this, not after
+	     * the default minute (see position_offsets). */
+	    sink_conf_set(conf, "socket.timeout.ms", socket_timeout,
+	    err) == -1 ||
 	    sink_conf_set(conf, "queued.max.messages.kbytes", "1024",
 	    err) == -1) {
 		rd_kafka_conf_destroy(conf);
@@ -1359,8 +1423,8 @@ tor_position_reader_read(struct tor_position_reader *pr, char *record,
 	*found = false;
 	/* The end to read to is the log's end, which only a read_uncommitted
 	 * client is told (read_committed hears the last stable offset). */
-	code = rd_kafka_query_watermark_offsets(pr->ends,
-	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, timeout_ms);
+	code = position_offsets(pr->ends, cfg->kafka.checkpoint_topic, 0, &lo,
+	    &hi, timeout_ms);
 	if (code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
@@ -1536,8 +1600,8 @@ tor_position_reader_tails(struct tor_position_reader *pr, const char *topic,
 		want[p] = true;
 		st[p].newest = -1;
 		/* The end to read to, as a read_uncommitted client is told. */
-		code = rd_kafka_query_watermark_offsets(pr->ends, topic, p,
-		    &st[p].lo, &st[p].hi, sink_ms_left(deadline));
+		code = position_offsets(pr->ends, topic, p, &st[p].lo,
+		    &st[p].hi, sink_ms_left(deadline));
 		if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
 			rc = tor_err_set(err, "kafka: %s [%d]: cannot read its "
 			    "offsets: %s", topic, p, rd_kafka_err2str(code));
