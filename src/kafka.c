@@ -503,6 +503,13 @@ sink_may_publish(const struct tor_sink *sink)
 	return sink->guard == NULL || sink->guard(sink->guard_ctx);
 }
 
+bool
+tor_sink_out_of_step(int err)
+{
+	return err == RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER ||
+	    err == RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID;
+}
+
 size_t
 tor_sink_rejected(struct tor_sink *sink, struct tor_sink_rejection *out,
     size_t max)

@@ -459,6 +459,12 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		    "large");
 		return RUN_RESTART;
 	}
+	if (r->delivery_failed && tor_sink_out_of_step(r->delivery_code)) {
+		log_warn("kafka", "%s: the producer lost step with the broker; "
+		    "a new one continues from the checkpoint", r->delivery_error);
+		tor_err_set(err, "kafka: the producer lost step with the broker");
+		return RUN_RESTART;
+	}
 	if (r->delivery_failed)
 		return tor_err_set(err, "kafka: a message was not delivered: "
 		    "%s (the checkpoint stays before it; it is published again "

@@ -124,6 +124,13 @@ struct tor_sink_rejection {
 size_t tor_sink_rejected(struct tor_sink *sink,
     struct tor_sink_rejection *out, size_t max);
 
+/* Whether an ack's err means that only this producer is done for: its
+ * idempotence state lost step with a partition's leader, which librdkafka
+ * 2.0.2 makes fatal (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER for the batch after
+ * one a new leader refused with NOT_ENOUGH_REPLICAS).  A new producer may
+ * continue from the checkpoint. */
+bool tor_sink_out_of_step(int err);
+
 /* A position record (see tor/checkpoint.h) on partition 0 of
  * kafka.checkpoint_topic, key = group: the durable copy of the checkpoint
  * in idempotent mode.  Acked like a message with seq 0.  TOR_SINK_OK,
