@@ -121,6 +121,9 @@ struct relay {
 	uint64_t dedup_skipped, dedup_unknown;
 	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
+	/* The token of this replica's last checkpoint write: a session
+	 * restarted within that leadership finds it in the checkpoint. */
+	uint64_t written_token;
 	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
 	bool streaming;                 /* the session reads the binlog */
@@ -286,6 +289,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 		return tor_err_set(err, "checkpoint write refused (token %"
 		    PRIu64 ")", r->epoch);
 	}
+	r->written_token = r->epoch;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -1274,14 +1278,15 @@ check_source(struct relay *r, tor_err *err)
  * acquire, its own or another replica's, draws a token above it.  The
  * leadership of that highest token may still be running (it learns of the
  * loss at its next renew, or when its deadline passes), so the lease is
- * held for lease_ms first: no two leaders publish at once.
+ * held for lease_ms first: no two leaders publish at once.  A session
+ * restarted within this replica's leadership finds its own token there.
  */
 static int
 claim_token(struct relay *r, tor_err *err)
 {
 	uint64_t raised;
 
-	if (r->epoch > r->max_token)
+	if (r->epoch > r->max_token || r->epoch == r->written_token)
 		return 0;
 	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
