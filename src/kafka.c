@@ -503,11 +503,18 @@ sink_may_publish(const struct tor_sink *sink)
 	return sink->guard == NULL || sink->guard(sink->guard_ctx);
 }
 
-bool
-tor_sink_out_of_step(int err)
+static bool
+sink_out_of_step_code(int err)
 {
 	return err == RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER ||
 	    err == RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID;
+}
+
+bool
+tor_sink_out_of_step(const struct tor_sink *sink, int err)
+{
+	return sink_out_of_step_code(err) ||
+	    sink_out_of_step_code(rd_kafka_fatal_error(sink->rk, NULL, 0));
 }
 
 size_t

@@ -463,9 +463,12 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		    "large");
 		return RUN_RESTART;
 	}
-	if (r->delivery_failed && tor_sink_out_of_step(r->delivery_code)) {
+	if ((r->delivery_failed || rc < 0) &&
+	    tor_sink_out_of_step(r->sink, r->delivery_failed ?
+	    r->delivery_code : 0)) {
 		log_warn("kafka", "%s: the producer lost step with the broker; "
-		    "a new one continues from the checkpoint", r->delivery_error);
+		    "a new one continues from the checkpoint", rc < 0 ?
+		    fatal.msg : r->delivery_error);
 		tor_err_set(err, "kafka: the producer lost step with the broker");
 		return RUN_RESTART;
 	}

@@ -124,12 +124,13 @@ struct tor_sink_rejection {
 size_t tor_sink_rejected(struct tor_sink *sink,
     struct tor_sink_rejection *out, size_t max);
 
-/* Whether an ack's err means that only this producer is done for: its
- * idempotence state lost step with a partition's leader, which librdkafka
- * 2.0.2 makes fatal (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER for the batch after
- * one a new leader refused with NOT_ENOUGH_REPLICAS).  A new producer may
- * continue from the checkpoint. */
-bool tor_sink_out_of_step(int err);
+/* Whether only this producer is done for: its idempotence state lost step
+ * with a partition's leader, which librdkafka 2.0.2 makes fatal (e.g.
+ * OUT_OF_ORDER_SEQUENCE_NUMBER for the batch after one a new leader refused
+ * with NOT_ENOUGH_REPLICAS), as an ack's err or the producer's fatal error
+ * says (the acks of the messages it purged then may come first).  A new
+ * producer may continue from the checkpoint. */
+bool tor_sink_out_of_step(const struct tor_sink *sink, int err);
 
 /* A position record (see tor/checkpoint.h) on partition 0 of
  * kafka.checkpoint_topic, key = group: the durable copy of the checkpoint

@@ -39,10 +39,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import harness
 from harness import Tor, read_all
-from test_ha import (HA, Feeder, check_tokens_grow, epoch_of, lease, log_ts,
-                     stop_all, wait_leading)
+from test_ha import (HA, LEADING, Feeder, check_tokens_grow, epoch_of, lease,
+                     log_lines, log_ts, stop_all, wait_leading)
 from test_http import free_port, get
-from test_relay import check_per_key_order, make_outbox, read_events
+from test_relay import (check_per_key_order, insert_range, make_outbox,
+                        read_events)
 from test_transactional import assert_exactly_once
 
 MODES = ("idempotent", "transactional")
@@ -537,3 +538,35 @@ def test_rolling_restart_two_down_whole_cluster(stack):
     run.back(f)
     run.wait_flowing(f)
     run.finish()
+
+
+def test_producer_out_of_step_is_replaced(stack):
+    """A broker answers OUT_OF_ORDER_SEQUENCE_NUMBER, as a new leader did in
+    fault d to the batch after one it had refused with NOT_ENOUGH_REPLICAS:
+    librdkafka makes the idempotent producer fatal, and the replica starts
+    its session over with a new producer, under the same token, instead of
+    exiting; nothing is lost.  On the dev broker: the real cluster answers
+    so only in an unlucky moment of a leader change."""
+    stack.use_dev_broker()
+    name = "kf_step"
+    table, ov = make_outbox(stack, name)
+    cfg = harness.base_config(stack, ha=dict(HA),
+                              checkpoint={"interval_ms": 200}, **ov)
+    tor = Tor(stack, cfg, name="r1").start()
+    _, token, _ = wait_leading([tor], timeout=10)
+    tor.wait_log("starting at|resuming from", timeout=30)
+    insert_range(stack, table, 0, 50, 10)
+    read_events(stack, name, 50, timeout=30)
+    since = tor.log_size()
+    stack.broker_ctl("error Produce OUT_OF_ORDER_SEQUENCE_NUMBER 1")
+    insert_range(stack, table, 50, 50, 10)
+    tor.wait_log("lost step with the broker", timeout=20, since=since)
+    tor.wait_log("resuming from", timeout=20, since=since)
+    by_n, _ = read_events(stack, name, 100, timeout=60)
+    missing = [n for n in range(100) if n not in by_n]
+    assert not missing, "lost %s" % missing[:10]
+    assert tor.running(), tor.log_tail()
+    tokens = [int(m.group(1)) for _, m, _, _ in log_lines(tor, LEADING)]
+    assert tokens == [token, token], tokens
+    assert "is not above token" not in tor.log_text(), tor.log_tail()
+    assert tor.stop() == 0, tor.log_tail()
