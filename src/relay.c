@@ -121,9 +121,10 @@ struct relay {
 	uint64_t dedup_skipped, dedup_unknown;
 	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
-	/* The token of this replica's last checkpoint write: a session
-	 * restarted within that leadership finds it in the checkpoint. */
-	uint64_t written_token;
+	/* The token and the leadership (tor_elector_failovers counts this
+	 * replica's leaderships) of its last checkpoint write: a session
+	 * restarted within that leadership finds its own token there. */
+	uint64_t written_token, written_leadership;
 	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
 	bool streaming;                 /* the session reads the binlog */
@@ -290,6 +291,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 		    PRIu64 ")", r->epoch);
 	}
 	r->written_token = r->epoch;
+	r->written_leadership = tor_elector_failovers(r->elector);
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -1289,7 +1291,8 @@ claim_token(struct relay *r, tor_err *err)
 {
 	uint64_t raised;
 
-	if (r->epoch > r->max_token || r->epoch == r->written_token)
+	if (r->epoch > r->max_token || (r->epoch == r->written_token &&
+	    tor_elector_failovers(r->elector) == r->written_leadership))
 		return 0;
 	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
