@@ -24,6 +24,10 @@ nothing lost, per-key order, tokens that never go down in a partition, no
 duplicate in either mode (the idempotent producer retries with its
 sequence numbers and the broker stores a batch once; a new leadership
 skips what its predecessor published), and no replica halted.
+
+test_producer_out_of_step_is_replaced runs on the dev broker: the
+OUT_OF_ORDER_SEQUENCE_NUMBER a new leader answered in fault d, injected at
+one Produce request.
 """
 
 import collections
@@ -39,8 +43,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import harness
 from harness import Tor, read_all
-from test_ha import (HA, LEADING, Feeder, check_tokens_grow, epoch_of, lease,
-                     log_lines, log_ts, stop_all, wait_leading)
+from test_ha import (HA, LEADING, Feeder, check_tokens_grow, epoch_of,
+                     ha_config, lease, log_lines, log_ts, stop_all,
+                     wait_leading)
 from test_http import free_port, get
 from test_relay import (check_per_key_order, insert_range, make_outbox,
                         read_events)
@@ -54,6 +59,8 @@ WRITE_PAUSE = 0.05
 # Past this after a fault was over, a group that has not flowed again
 # never will.
 FLOW_TIMEOUT = 90
+# How long the writers go on after the last fault's flow came back.
+SETTLE = 3
 # transaction.state.log.num.partitions of deploy/local/stack.sh.
 TXN_STATE_PARTITIONS = 4
 
@@ -319,6 +326,16 @@ class Run:
                 txn_coordinator(self.stack.brokers,
                                 "tor-" + self.groups[1].group))
 
+    def kill_and_restart(self, label, node, what):
+        """Fault `label`: kill -9 of node, until every group flows again
+        without it, then its start on its data."""
+        self.stack.kafka_ctl("kill", node)
+        f = self.fault(label, what)
+        self.wait_flowing(f)
+        f.notes.append("afterwards " + self.where())
+        self.stack.kafka_ctl("start", node)
+        self.back(f)
+
     def fault(self, label, what):
         f = Fault(label, what, self.groups)
         print("  %s. %s" % (label, what), flush=True)
@@ -372,6 +389,7 @@ class Run:
         """Stops the writers, waits until every event is in Kafka, prints
         the figures and judges each group."""
         last = self.faults[-1]
+        time.sleep(SETTLE)      # the last fault's figures: a while flowing
         for g in self.groups:
             g.feeder.stop()
         totals = {g: g.feeder.finish() for g in self.groups}
@@ -452,13 +470,8 @@ def test_leader_controller_and_pause(stack):
     c = run.cluster
 
     node = run.leader_node()
-    what = "kill -9 of node %d (%s)" % (node, run.where())
-    stack.kafka_ctl("kill", node)
-    f = run.fault("a", what)
-    run.wait_flowing(f)
-    f.notes.append("afterwards " + run.where())
-    stack.kafka_ctl("start", node)
-    run.back(f)
+    run.kill_and_restart("a", node, "kill -9 of node %d (%s)" % (
+        node, run.where()))
 
     # A takeover reads the checkpoint topic, whose leader moved while the
     # standbys' readers knew the old one.
@@ -469,14 +482,8 @@ def test_leader_controller_and_pause(stack):
     run.wait_flowing(f)
 
     node = wait_controller(c)
-    what = "kill -9 of node %d, the active controller (%s)" % (
-        node, run.where())
-    stack.kafka_ctl("kill", node)
-    f = run.fault("b", what)
-    run.wait_flowing(f)
-    f.notes.append("afterwards " + run.where())
-    stack.kafka_ctl("start", node)
-    run.back(f)
+    run.kill_and_restart("b", node, "kill -9 of node %d, the active "
+                         "controller (%s)" % (node, run.where()))
 
     node = run.leader_node()
     what = "SIGSTOP of node %d for 20 s (%s)" % (node, run.where())
@@ -549,9 +556,7 @@ def test_producer_out_of_step_is_replaced(stack):
     so only in an unlucky moment of a leader change."""
     stack.use_dev_broker()
     name = "kf_step"
-    table, ov = make_outbox(stack, name)
-    cfg = harness.base_config(stack, ha=dict(HA),
-                              checkpoint={"interval_ms": 200}, **ov)
+    table, cfg = ha_config(stack, name)
     tor = Tor(stack, cfg, name="r1").start()
     _, token, _ = wait_leading([tor], timeout=10)
     tor.wait_log("starting at|resuming from", timeout=30)
