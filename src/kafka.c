@@ -1273,6 +1273,14 @@ position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
 #define OFFSETS_ATTEMPT_MS 10000
 #define OFFSETS_PAUSE_MS 100
 
+static int
+position_attempt_ms(int64_t deadline)
+{
+	int left = sink_ms_left(deadline);
+
+	return left < OFFSETS_ATTEMPT_MS ? left : OFFSETS_ATTEMPT_MS;
+}
+
 /* Asks for a topic's metadata, which updates the handle's cache. */
 static void
 position_refresh(rd_kafka_t *rk, const char *topic, int timeout_ms)
@@ -1305,16 +1313,11 @@ position_offsets(rd_kafka_t *rk, const char *topic, int32_t partition,
 	const struct timespec pause = { 0, OFFSETS_PAUSE_MS * 1000 * 1000 };
 	int64_t deadline = tor_mono_ms() + timeout_ms;
 	rd_kafka_resp_err_t code;
-	int left;
 
 	for (;;) {
-		left = sink_ms_left(deadline);
-		if (left > OFFSETS_ATTEMPT_MS)
-			left = OFFSETS_ATTEMPT_MS;
-		position_refresh(rk, topic, left);
+		position_refresh(rk, topic, position_attempt_ms(deadline));
 		code = rd_kafka_query_watermark_offsets(rk, topic, partition,
-		    lo, hi, sink_ms_left(deadline) < left ?
-		    sink_ms_left(deadline) : left);
+		    lo, hi, position_attempt_ms(deadline));
 		if (code == RD_KAFKA_RESP_ERR_NO_ERROR ||
 		    code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 		    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
