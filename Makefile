@@ -178,20 +178,25 @@ unit: all check-asan
 integration: all check-asan
 	@tests/run.sh integration
 
+# The benchmarks on a stack of their own (tests/bench/run.sh): the relay on
+# Apache Kafka (one node, a benchmark's JVM) and on the dev broker beside it
+# for comparison (TOR_BENCH_KAFKA), failover and de-duplication on Kafka.
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@tests/bench/run.sh
 
 # A 30-minute soak at 2,000 events/s with a failover a minute (SIGTERM and
-# kill -9 of the leader in turn) on a stack of its own: RSS and fds of every
+# kill -9 of the leader in turn) on a stack of its own (Apache Kafka, one
+# node): RSS and fds of every
 # replica every 10 s, reported as slopes per hour, and no event lost.
 # TOR_SOAK_SECONDS and TOR_SOAK_RATE make it shorter or lighter.
 soak: deps
 	@$(MAKE) --no-print-directory all
 	@tests/soak/run
 
-# Ten minutes of faults against three replicas (tests/chaos/README.md):
-# five in each mode.  CHAOS_SEED picks the schedule.
+# Ten minutes of faults against three replicas and three Kafka nodes
+# (tests/chaos/README.md): five in each mode.  CHAOS_SEED picks the
+# schedule.
 CHAOS_SEED ?= 7
 chaos: deps
 	@$(MAKE) --no-print-directory all check-asan
@@ -200,9 +205,9 @@ chaos: deps
 	tests/chaos/run --duration 300 --mode transactional \
 		--seed $(CHAOS_SEED) --partitions 16
 
-# The local demo: the stack, the example service and three tor replicas
-# (deploy/local/up.sh; TOR_RUN_DIR, TOR_MYSQL_PORT, TOR_REDIS_PORT and
-# TOR_EXAMPLE_PORT move it).
+# The local demo: the stack (Apache Kafka, one node), the example service
+# and three tor replicas (deploy/local/up.sh; TOR_RUN_DIR, TOR_MYSQL_PORT,
+# TOR_REDIS_PORT, TOR_KAFKA_PORT and TOR_EXAMPLE_PORT move it).
 up: deps
 	@$(MAKE) --no-print-directory all
 	@deploy/local/up.sh up

@@ -839,6 +839,12 @@ tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
 		    "malformed ('%.120s'): ", cfg->group, text);
 	}
 	if (sscanf(text, "v1 %llu %255s %llu", &token, file, &pos) == 3) {
+		/* v1 predates the mac: with a key set it proves nothing. */
+		if (cfg->checkpoint.has_key)
+			return tor_err_set(err, "position record for group %s "
+			    "has no mac, but a checkpoint key is configured "
+			    "(an unsigned v1 record): '%.120s'", cfg->group,
+			    text);
 		cp->epoch = token;
 		snprintf(cp->pos.file, sizeof(cp->pos.file), "%s", file);
 		cp->pos.pos = pos;

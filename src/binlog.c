@@ -35,7 +35,8 @@
 #include "tor/log.h"
 
 /* Bytes of events the reader may hold ahead of the relay; a larger event
- * grows the ring to fit it. */
+ * grows the ring (and the relay's copy of it) to fit it, and both go back
+ * to this size once it has been read. */
 #define RING_CAP (4u << 20)
 
 struct tor_binlog {
@@ -175,7 +176,7 @@ connect_server(const struct tor_config *cfg, int read_timeout_ms, tor_err *err)
 {
 	unsigned int connect_s = ms_to_s(cfg->mysql.connect_timeout_ms);
 	unsigned int read_s = ms_to_s(read_timeout_ms);
-	unsigned long max_packet = 1UL << 30;
+	unsigned long max_packet = TOR_EVENT_MAX;
 	MYSQL *m = mysql_init(NULL);
 
 	if (m == NULL)
@@ -895,6 +896,23 @@ reader_main(void *arg)
 	return NULL;
 }
 
+/* An empty ring grown for an outsized event goes back to RING_CAP (the
+ * writer grows it again when it must).  Called with the lock held. */
+static void
+shrink_ring(struct tor_binlog *b)
+{
+	uint8_t *ring;
+
+	if (b->used != 0 || b->cap <= RING_CAP)
+		return;
+	if ((ring = malloc(RING_CAP)) == NULL)
+		return;
+	free(b->ring);
+	b->ring = ring;
+	b->cap = RING_CAP;
+	b->head = b->tail = b->wrap = 0;
+}
+
 int
 tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
     tor_err *err)
@@ -922,19 +940,23 @@ tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
 		b->wrap = 0;
 	}
 	memcpy(&n, b->ring + b->head, 4);
-	if (n > b->event_cap) {
-		uint8_t *e = realloc(b->event, n);
+	/* The last event is done with: a fresh buffer, not a copy of it. */
+	if (n > b->event_cap || (b->event_cap > RING_CAP && n <= RING_CAP)) {
+		size_t want = n > RING_CAP ? n : RING_CAP;
+		uint8_t *e = malloc(want);
 
 		if (e == NULL) {
 			pthread_mutex_unlock(&b->mu);
 			return tor_err_set(err, "out of memory"), TOR_BINLOG_ERROR;
 		}
+		free(b->event);
 		b->event = e;
-		b->event_cap = n;
+		b->event_cap = want;
 	}
 	memcpy(b->event, b->ring + b->head + 4, n);
 	b->head += 4 + n;
 	b->used -= 4 + n;
+	shrink_ring(b);
 	/* Wake a waiting reader only once half the ring is free: one wake-up
 	 * per batch of events, not per event. */
 	if (b->writer_waiting && b->used <= b->cap / 2)

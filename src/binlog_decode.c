@@ -5,10 +5,13 @@
  * that knows where its buffer ends: a cursor never hands out a byte past
  * the end, and every refusal names the event and the field that did not
  * fit.  Counts read from the input (columns, enum members) are bounded by
- * the bytes that remain before anything is allocated for them, and an
- * inflated event may not claim more than zlib's best ratio allows, so a
- * hostile length field cannot make us allocate more than a small multiple
- * of what was received.
+ * what a table can hold and by the bytes that remain before anything is
+ * allocated for them, and an inflated event may not claim more than zlib's
+ * best ratio allows (nor more than TOR_EVENT_MAX) and gets memory only as
+ * it inflates, so a hostile length field cannot make us allocate more than
+ * a small multiple of what was received.  Nor is anything walked once per
+ * item of the input (a charset pair, a repeated field, a row's step over
+ * the table's columns), so an event costs time in proportion to its bytes.
  *
  * Row images are decoded in two steps: column_size() learns how many bytes
  * a value occupies from the column type and the TABLE_MAP metadata (which
@@ -39,12 +42,22 @@
 #define CHECKSUM_ALG_OFF        0
 #define CHECKSUM_ALG_CRC32      1
 /* zlib cannot expand data by more than about 1032:1; a compressed event
- * claiming more is lying, and we refuse before allocating. */
+ * claiming more is lying, and we refuse before allocating.  A claim within
+ * that may still lie: the buffer starts at INFLATE_FIRST and grows only as
+ * the data inflates. */
 #define ZLIB_MAX_RATIO          1032
-#define INFLATE_MAX             (1024u * 1024u * 1024u)
+#define INFLATE_FIRST           (1u << 20)
 #define CHARSET_BINARY          63
+/* What a table can hold on MySQL and MariaDB alike: 4096 columns
+ * (MAX_FIELDS), 64 members in a SET, 65535 in an ENUM.  A map or a row
+ * past them is not from a server, and would cost memory or time in
+ * proportion. */
+#define TABLE_COLUMNS_MAX       4096
+#define SET_MEMBERS_MAX         64
+#define ENUM_MEMBERS_MAX        65535
 
-/* Optional metadata field types of a TABLE_MAP (binlog_row_metadata). */
+/* Optional metadata field types of a TABLE_MAP (binlog_row_metadata).
+ * A server writes each at most once. */
 enum {
 	OPT_SIGNEDNESS = 1,
 	OPT_DEFAULT_CHARSET = 2,
@@ -53,6 +66,10 @@ enum {
 	OPT_SET_STR_VALUE = 5,
 	OPT_ENUM_STR_VALUE = 6,
 };
+
+static const char *const opt_names[] = { NULL, "SIGNEDNESS",
+    "DEFAULT_CHARSET", "COLUMN_CHARSET", "COLUMN_NAME", "SET_STR_VALUE",
+    "ENUM_STR_VALUE" };
 
 /* A read position inside one event; `what` names the event in messages. */
 struct cursor {
@@ -820,12 +837,13 @@ tor_payload_parse(const struct tor_event *ev, struct tor_payload_info *out,
  * the uncompressed length big-endian in LLL bytes, then a zlib stream.
  */
 static int
-inflate_block(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len,
-    const char *what, tor_err *err)
+inflate_block(const struct tor_event *ev, const uint8_t *p, size_t n,
+    uint8_t **out, size_t *out_len, tor_err *err)
 {
-	size_t lenlen, ulen, avail;
-	uLongf got;
-	uint8_t *buf;
+	const char *what = event_name(ev->type);
+	size_t lenlen, ulen, avail, cap;
+	z_stream zs;
+	uint8_t *buf, *grown;
 	int rc;
 
 	if (n < 2)
@@ -843,19 +861,47 @@ inflate_block(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len,
 	if (ulen == 0)
 		return tor_err_set(err, "%s: compressed block claims 0 bytes",
 		    what);
-	if (ulen > INFLATE_MAX || ulen / ZLIB_MAX_RATIO > avail)
+	if (ulen > TOR_EVENT_MAX)
+		return tor_err_set(err, "%s event at %u: compressed block claims "
+		    "%zu bytes inflated, more than the %u of the largest event "
+		    "a server writes", what, ev->next_pos, ulen, TOR_EVENT_MAX);
+	if (ulen / ZLIB_MAX_RATIO > avail)
 		return tor_err_set(err, "%s: compressed block of %zu bytes "
 		    "claims an impossible %zu bytes inflated", what, avail, ulen);
-	if ((buf = malloc(ulen)) == NULL)
+	cap = ulen < INFLATE_FIRST ? ulen : INFLATE_FIRST;
+	memset(&zs, 0, sizeof(zs));
+	if ((buf = malloc(cap)) == NULL || inflateInit(&zs) != Z_OK) {
+		free(buf);
 		return tor_err_set(err, "%s: out of memory inflating %zu bytes",
-		    what, ulen);
-	got = (uLongf)ulen;
-	rc = uncompress(buf, &got, p + 1 + lenlen, (uLong)avail);
-	if (rc != Z_OK || got != ulen) {
+		    what, cap);
+	}
+	zs.next_in = (Bytef *)(uintptr_t)(p + 1 + lenlen);
+	zs.avail_in = (uInt)avail;
+	for (;;) {
+		zs.next_out = buf + zs.total_out;
+		zs.avail_out = (uInt)(cap - zs.total_out);
+		rc = inflate(&zs, Z_FINISH);
+		if ((rc != Z_OK && rc != Z_BUF_ERROR) || zs.avail_out != 0 ||
+		    cap == ulen)
+			break;
+		/* Full, and the stream has more: it has earned more room. */
+		cap = cap > ulen / 2 ? ulen : cap * 2;
+		if ((grown = realloc(buf, cap)) == NULL) {
+			inflateEnd(&zs);
+			free(buf);
+			return tor_err_set(err, "%s: out of memory inflating %zu "
+			    "bytes", what, cap);
+		}
+		buf = grown;
+	}
+	inflateEnd(&zs);
+	if (rc != Z_STREAM_END || zs.total_out != ulen) {
 		free(buf);
 		return tor_err_set(err, "%s: zlib could not inflate the "
 		    "compressed block (%s, %lu of %zu bytes)", what,
-		    rc == Z_OK ? "short" : zError(rc), (unsigned long)got, ulen);
+		    rc == Z_STREAM_END ? "short" : zs.avail_out == 0 ? "longer" :
+		    rc == Z_BUF_ERROR ? "truncated" : zError(rc), zs.total_out,
+		    ulen);
 	}
 	*out = buf;
 	*out_len = ulen;
@@ -903,8 +949,8 @@ tor_query_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	q->schema = (const char *)db;
 	q->schema_len = *dblen;
 	if (ev->type == TOR_EV_MARIADB_QUERY_COMPRESSED) {
-		if (inflate_block(c.p, cur_left(&c), &q->owned, &q->sql_len,
-		    c.what, err) == -1)
+		if (inflate_block(ev, c.p, cur_left(&c), &q->owned,
+		    &q->sql_len, err) == -1)
 			return -1;
 		q->sql = (const char *)q->owned;
 	} else {
@@ -1121,13 +1167,15 @@ is_character(uint8_t type)
 
 /* DEFAULT_CHARSET: the most common collation, then (index among character
  * columns, collation) pairs for the exceptions.  COLUMN_CHARSET: one
- * collation per character column. */
+ * collation per character column.  The character columns are listed once,
+ * so that a pair costs one step however many columns there are. */
 static int
 read_charsets(struct cursor *c, struct tor_table_map *tm, bool per_column,
     tor_err *err)
 {
+	uint16_t chars[TABLE_COLUMNS_MAX];
+	uint32_t nchars = 0;
 	uint64_t cs, idx;
-	uint32_t k = 0;
 
 	if (!per_column && cur_packed(c, &cs, "default charset", err) == -1)
 		return -1;
@@ -1138,20 +1186,14 @@ read_charsets(struct cursor *c, struct tor_table_map *tm, bool per_column,
 		    -1)
 			return -1;
 		tm->cols[i].charset = (uint16_t)cs;
+		chars[nchars++] = (uint16_t)i;
 	}
 	while (!per_column && cur_left(c) > 0) {
 		if (cur_packed(c, &idx, "charset column index", err) == -1 ||
 		    cur_packed(c, &cs, "column charset", err) == -1)
 			return -1;
-		for (uint32_t i = 0; i < tm->ncols; i++) {
-			if (!is_character(tm->cols[i].type))
-				continue;
-			if (k++ == idx) {
-				tm->cols[i].charset = (uint16_t)cs;
-				break;
-			}
-		}
-		k = 0;
+		if (idx < nchars)
+			tm->cols[chars[idx]].charset = (uint16_t)cs;
 	}
 	return 0;
 }
@@ -1172,46 +1214,76 @@ read_string(struct cursor *c, char **out, const char *field, tor_err *err)
 	return 0;
 }
 
+/* n member names (each a packed length and the bytes) as one allocation:
+ * the n pointers, then the names, each NUL-terminated. */
+static int
+read_names(struct cursor *c, uint64_t n, char ***out, tor_err *err)
+{
+	struct cursor scan = *c;
+	const uint8_t *p;
+	uint64_t len;
+	size_t bytes = 0;
+	char *at;
+
+	for (uint64_t k = 0; k < n; k++) {
+		if (cur_packed(&scan, &len, "member name", err) == -1 ||
+		    cur_take(&scan, len, NULL, "member name", err) == -1)
+			return -1;
+		bytes += (size_t)len + 1;
+	}
+	/* An empty list is a list too: names known, none of them. */
+	if ((*out = malloc((size_t)n * sizeof(char *) + bytes + 1)) == NULL)
+		return tor_err_set(err, "TABLE_MAP: out of memory");
+	at = (char *)(*out + n);
+	for (uint64_t k = 0; k < n; k++) {
+		/* As the scan read them: these reads cannot fail. */
+		if (cur_packed(c, &len, "member name", err) == -1 ||
+		    cur_take(c, len, &p, "member name", err) == -1) {
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		memcpy(at, p, (size_t)len);
+		at[len] = '\0';
+		(*out)[k] = at;
+		at += len + 1;
+	}
+	return 0;
+}
+
 /* SET_STR_VALUE or ENUM_STR_VALUE: for each column of that type in order,
  * a count and that many strings. */
 static int
 read_member_lists(struct cursor *c, struct tor_table_map *tm, uint8_t type,
     tor_err *err)
 {
+	bool is_enum = type == TOR_TYPE_ENUM;
+	uint64_t most = is_enum ? ENUM_MEMBERS_MAX : SET_MEMBERS_MAX;
+
 	for (uint32_t i = 0; i < tm->ncols && cur_left(c) > 0; i++) {
 		struct tor_column *col = &tm->cols[i];
-		char ***list = type == TOR_TYPE_ENUM ? &col->enum_values :
-		    &col->set_values;
-		size_t *count = type == TOR_TYPE_ENUM ? &col->n_enum_values :
-		    &col->n_set_values;
 		uint64_t n;
 
 		if (col->type != type)
 			continue;
-		if (*list != NULL)
-			return tor_err_set(err, "TABLE_MAP: member names of "
-			    "column %u given twice", i);
 		if (cur_packed(c, &n, "member count", err) == -1)
 			return -1;
-		/* Each member takes at least its length byte. */
-		if (n > cur_left(c))
-			return tor_err_set(err, "TABLE_MAP: column %u claims "
-			    "%llu members in %zu bytes", i,
-			    (unsigned long long)n, cur_left(c));
-		if ((*list = calloc(n == 0 ? 1 : (size_t)n, sizeof(char *))) ==
-		    NULL)
-			return tor_err_set(err, "TABLE_MAP: out of memory");
-		for (uint64_t k = 0; k < n; k++) {
-			if (read_string(c, &(*list)[k], "member name", err) ==
-			    -1)
-				return -1;
-			(*count)++;
-		}
+		if (n > most)
+			return tor_err_set(err, "TABLE_MAP: %s column %u lists "
+			    "%llu members, more than the %llu %s can have",
+			    is_enum ? "ENUM" : "SET", i, (unsigned long long)n,
+			    (unsigned long long)most, is_enum ? "an ENUM" :
+			    "a SET");
+		if (read_names(c, n, is_enum ? &col->enum_values :
+		    &col->set_values, err) == -1)
+			return -1;
+		*(is_enum ? &col->n_enum_values : &col->n_set_values) =
+		    (size_t)n;
 	}
 	if (cur_left(c) > 0)
 		return tor_err_set(err, "TABLE_MAP: member names for more "
 		    "%s columns than the table has",
-		    type == TOR_TYPE_ENUM ? "ENUM" : "SET");
+		    is_enum ? "ENUM" : "SET");
 	return 0;
 }
 
@@ -1236,14 +1308,10 @@ read_optional_field(struct cursor *c, struct tor_table_map *tm, uint8_t kind,
 		}
 		return 0;
 	case OPT_COLUMN_NAME:
-		for (uint32_t i = 0; i < tm->ncols; i++) {
-			if (tm->cols[i].name != NULL)
-				return tor_err_set(err, "TABLE_MAP: column "
-				    "names given twice");
+		for (uint32_t i = 0; i < tm->ncols; i++)
 			if (read_string(c, &tm->cols[i].name, "column name",
 			    err) == -1)
 				return -1;
-		}
 		tm->has_names = true;
 		if (cur_left(c) > 0)
 			return tor_err_set(err, "TABLE_MAP: %zu bytes after "
@@ -1288,6 +1356,7 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	const uint8_t *types, *meta, *nullmap;
 	uint64_t ncols, metalen;
 	int64_t unknown = -1;           /* a column of a type tor does not know */
+	uint32_t seen = 0;              /* optional metadata read, by type */
 	int rc;
 
 	memset(tm, 0, sizeof(*tm));
@@ -1300,6 +1369,11 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	memcpy(tm->table, table, table_len);
 	if (cur_packed(&c, &ncols, "column count", err) == -1)
 		return -1;
+	if (ncols > TABLE_COLUMNS_MAX)
+		return tor_err_set(err, "TABLE_MAP event at %u for %s.%s: %llu "
+		    "columns, more than the %d a table can have", ev->next_pos,
+		    tm->schema, tm->table, (unsigned long long)ncols,
+		    TABLE_COLUMNS_MAX);
 	if (ncols == 0 || ncols > cur_left(&c))
 		return tor_err_set(err, "TABLE_MAP for %s.%s: %llu columns "
 		    "cannot fit in %zu bytes", tm->schema, tm->table,
@@ -1334,7 +1408,8 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 		    cur_left(&m));
 		goto fail;
 	}
-	/* Optional metadata: type, packed length, value; until the end. */
+	/* Optional metadata: type, packed length, value; until the end.  A
+	 * field read twice would be walked over the columns twice. */
 	while (cur_left(&c) > 0) {
 		const uint8_t *kind, *val;
 		uint64_t len;
@@ -1346,6 +1421,14 @@ tor_table_map_parse(const struct tor_event *ev, const struct tor_format *fmt,
 		    -1 ||
 		    cur_take(&c, len, &val, "optional metadata", err) == -1)
 			goto fail;
+		if (*kind <= OPT_ENUM_STR_VALUE && *kind >= OPT_SIGNEDNESS) {
+			if (seen & 1u << *kind) {
+				tor_err_set(err, "TABLE_MAP: optional metadata "
+				    "%s given twice", opt_names[*kind]);
+				goto fail;
+			}
+			seen |= 1u << *kind;
+		}
 		f.p = val;
 		f.end = val + len;
 		f.what = "TABLE_MAP";
@@ -1363,21 +1446,13 @@ fail:
 	return -1;
 }
 
-static void
-free_list(char **list, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(list[i]);
-	free(list);
-}
-
 void
 tor_table_map_free(struct tor_table_map *tm)
 {
 	for (uint32_t i = 0; tm->cols != NULL && i < tm->ncols; i++) {
 		free(tm->cols[i].name);
-		free_list(tm->cols[i].enum_values, tm->cols[i].n_enum_values);
-		free_list(tm->cols[i].set_values, tm->cols[i].n_set_values);
+		free(tm->cols[i].enum_values);
+		free(tm->cols[i].set_values);
 	}
 	free(tm->cols);
 	tm->cols = NULL;
@@ -1471,6 +1546,10 @@ tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	}
 	if (cur_packed(&c, &width, "column count", err) == -1)
 		return -1;
+	if (width > TABLE_COLUMNS_MAX)
+		return tor_err_set(err, "%s event at %u: %llu columns, more than "
+		    "the %d a table can have", c.what, ev->next_pos,
+		    (unsigned long long)width, TABLE_COLUMNS_MAX);
 	/* Compared as bits: (width + 7) / 8 wraps for a count near 2^64. */
 	if (width == 0 || width > (uint64_t)cur_left(&c) * 8)
 		return tor_err_set(err, "%s: %llu columns do not fit in %zu "
@@ -1491,8 +1570,8 @@ tor_rows_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	if (compressed) {
 		size_t n;
 
-		if (inflate_block(c.p, cur_left(&c), &rows->inflated, &n,
-		    c.what, err) == -1)
+		if (inflate_block(ev, c.p, cur_left(&c), &rows->inflated, &n,
+		    err) == -1)
 			return -1;
 		rows->cur = rows->inflated;
 		rows->end = rows->inflated + n;
@@ -1508,6 +1587,10 @@ tor_rows_free(struct tor_rows *rows)
 {
 	free(rows->inflated);
 	rows->inflated = NULL;
+	if (rows->cols_after != rows->cols)
+		free(rows->cols_after);
+	free(rows->cols);
+	rows->cols = rows->cols_after = NULL;
 	tor_buf_free(&rows->scratch);
 	rows->cur = rows->end = NULL;
 }
@@ -2062,8 +2145,9 @@ render_set(struct tor_buf *out, const struct tor_column *col, uint64_t mask)
 {
 	bool first = true;
 
-	/* A bit beyond the known members means the names do not belong to
-	 * this value: show the number rather than a partial list. */
+	/* A bit beyond the known members (at most 64: the map's parse
+	 * refuses more) means the names do not belong to this value: show
+	 * the number rather than a partial list. */
 	if (col->set_values == NULL || (col->n_set_values < 64 &&
 	    mask >> col->n_set_values != 0))
 		return tor_buf_append_uint(out, mask, 1);
@@ -2170,7 +2254,8 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 	case TOR_TYPE_JSON: {
 		size_t lb = col->meta;
 
-		rc = tor_json_render(p + lb, size - lb, out, err);
+		rc = tor_json_render(p + lb, size - lb, TOR_JSON_TEXT_MAX, out,
+		    err);
 		*why = err != NULL ? err->msg : "bad JSON";
 		return rc;
 	}
@@ -2235,37 +2320,37 @@ column_error(const struct tor_table_map *tm, uint32_t i, const char *why,
 }
 
 /*
- * Decodes one row image whose columns are flagged in `present`.  With
- * values NULL it only steps over the image (an UPDATE's before image).
- * Values rendered into the scratch are left with data NULL and fixed up by
- * the caller once the scratch stops moving.
+ * Decodes one row image: the before image, or the after image of an
+ * UPDATE.  With values NULL it only steps over the image (an UPDATE's
+ * before image, or a row checked before any goes out), and only the
+ * image's present columns are visited, so that a row costs what it holds,
+ * not what the table has.  values (all cleared by the caller) get the
+ * present columns; those rendered into the scratch are left with data
+ * NULL and fixed up by the caller once the scratch stops moving.
  */
 static int
 decode_image(struct tor_rows *rows, const struct tor_table_map *tm,
-    const uint8_t *present, struct tor_value *values, tor_err *err)
+    bool after, struct tor_value *values, tor_err *err)
 {
+	const uint16_t *cols = after ? rows->cols_after : rows->cols;
+	size_t n = after ? rows->npresent_after : rows->npresent;
 	const uint8_t *nulls;
-	size_t npresent = present == rows->present ? rows->npresent :
-	    rows->npresent_after, k = 0;
 
-	if ((npresent + 7) / 8 > (size_t)(rows->end - rows->cur))
+	if ((n + 7) / 8 > (size_t)(rows->end - rows->cur))
 		return tor_err_set(err, "row of %s.%s: truncated null bitmap",
 		    tm->schema, tm->table);
 	nulls = rows->cur;
-	rows->cur += (npresent + 7) / 8;
-	for (uint32_t i = 0; i < rows->ncols; i++) {
+	rows->cur += (n + 7) / 8;
+	for (size_t k = 0; k < n; k++) {
+		uint32_t i = cols[k];
 		const struct tor_column *col = &tm->cols[i];
 		struct tor_value *v = values != NULL ? &values[i] : NULL;
 		const char *why;
 		size_t size;
 
 		if (v != NULL)
-			memset(v, 0, sizeof(*v));
-		if (!bit_lsb(present, i))
-			continue;
-		if (v != NULL)
 			v->present = true;
-		if (bit_lsb(nulls, k++)) {
+		if (bit_lsb(nulls, k)) {
 			if (v != NULL)
 				v->is_null = true;
 			continue;
@@ -2322,9 +2407,9 @@ rows_fit(struct tor_rows *rows, const struct tor_table_map *tm,
 	while (rc == 0 && rows->cur < rows->end) {
 		row = rows->cur;
 		if ((rows->kind == TOR_ROWS_UPDATE &&
-		    decode_image(rows, tm, rows->present, NULL, err) == -1) ||
-		    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE ?
-		    rows->present_after : rows->present, NULL, err) == -1)
+		    decode_image(rows, tm, false, NULL, err) == -1) ||
+		    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE, NULL,
+		    err) == -1)
 			rc = tor_err_prefix(err, "rows event for %s.%s does not "
 			    "fit its table map (row %u): ", tm->schema,
 			    tm->table, n);
@@ -2337,12 +2422,35 @@ rows_fit(struct tor_rows *rows, const struct tor_table_map *tm,
 	return rc;
 }
 
+/* The present columns of each image, in order, listed once per event. */
+static int
+list_present(struct tor_rows *rows, tor_err *err)
+{
+	bool update = rows->kind == TOR_ROWS_UPDATE;
+	size_t k = 0, ka = 0;
+
+	rows->cols = malloc((rows->npresent + 1) * sizeof(uint16_t));
+	rows->cols_after = update ?
+	    malloc((rows->npresent_after + 1) * sizeof(uint16_t)) : rows->cols;
+	if (rows->cols == NULL || rows->cols_after == NULL)
+		return tor_err_set(err, "rows event: out of memory");
+	for (uint32_t i = 0; i < rows->ncols; i++) {
+		if (bit_lsb(rows->present, i))
+			rows->cols[k++] = (uint16_t)i;
+		if (update && bit_lsb(rows->present_after, i))
+			rows->cols_after[ka++] = (uint16_t)i;
+	}
+	return 0;
+}
+
 int
 tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
     struct tor_value *values, tor_err *err)
 {
+	bool update = rows->kind == TOR_ROWS_UPDATE;
+	const uint16_t *handed;
 	const uint8_t *start;
-	size_t at = 0;
+	size_t at = 0, n;
 
 	if (rows->cur == NULL || rows->cur >= rows->end)
 		return 0;
@@ -2355,12 +2463,13 @@ tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
 		return tor_err_set(err, "rows event for table id %llu has %u "
 		    "columns, table map has %u", (unsigned long long)
 		    rows->table_id, rows->ncols, tm->ncols);
+	if (rows->cols == NULL && list_present(rows, err) == -1)
+		return -1;
 	tor_buf_reset(&rows->scratch);
+	memset(values, 0, rows->ncols * sizeof(*values));
 	start = rows->cur;
-	if ((rows->kind == TOR_ROWS_UPDATE &&
-	    decode_image(rows, tm, rows->present, NULL, err) == -1) ||
-	    decode_image(rows, tm, rows->kind == TOR_ROWS_UPDATE ?
-	    rows->present_after : rows->present, values, err) == -1) {
+	if ((update && decode_image(rows, tm, false, NULL, err) == -1) ||
+	    decode_image(rows, tm, update, values, err) == -1) {
 		/* A first row that cannot be read: a map that does not fit
 		 * the event is the likelier cause, and names it better. */
 		rows->cur = start;
@@ -2380,10 +2489,12 @@ tor_rows_next(struct tor_rows *rows, const struct tor_table_map *tm,
 			return -1;
 		rows->fits = true;
 	}
-	for (uint32_t i = 0; i < rows->ncols; i++) {
-		struct tor_value *v = &values[i];
+	handed = update ? rows->cols_after : rows->cols;
+	n = update ? rows->npresent_after : rows->npresent;
+	for (size_t k = 0; k < n; k++) {
+		struct tor_value *v = &values[handed[k]];
 
-		if (!v->present || v->is_null || v->data != NULL)
+		if (v->is_null || v->data != NULL)
 			continue;
 		v->data = rows->scratch.data != NULL ? rows->scratch.data + at :
 		    (const uint8_t *)"";

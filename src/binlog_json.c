@@ -62,7 +62,9 @@ enum {
 
 struct render {
 	struct tor_buf *out;
+	size_t start;           /* out->len before the value */
 	size_t limit;           /* out->len may not grow past this */
+	const char *why;        /* the limit's reason, for the message */
 	tor_err *err;
 };
 
@@ -106,10 +108,14 @@ as_signed(uint64_t u, unsigned bits)
 static int
 emit(struct render *r, const void *p, size_t n)
 {
+	size_t most = r->limit < SIZE_MAX ? r->limit + 1 : SIZE_MAX;
+
 	if (n > r->limit - r->out->len)
 		return tor_err_set(r->err, "json: rendered text exceeds %zu "
-		    "bytes (entries sharing values?)", r->limit);
-	if (tor_buf_append(r->out, p, n) == -1)
+		    "bytes (%s)", r->limit - r->start, r->why);
+	/* The buffer's doubling stops at the limit (and its spare byte). */
+	if (tor_buf_reserve_within(r->out, n, most) == -1 ||
+	    tor_buf_append(r->out, p, n) == -1)
 		return tor_err_set(r->err, "json: out of memory");
 	return 0;
 }
@@ -198,7 +204,7 @@ int
 tor_json_quote(struct tor_buf *out, const uint8_t *s, size_t n)
 {
 	tor_err err;
-	struct render r = { out, SIZE_MAX, &err };
+	struct render r = { out, 0, SIZE_MAX, "", &err };
 
 	return emit_quoted(&r, s, n);
 }
@@ -656,18 +662,24 @@ render_value(struct render *r, uint8_t type, const uint8_t *p, size_t avail,
 }
 
 int
-tor_json_render(const uint8_t *data, size_t len, struct tor_buf *out,
-    tor_err *err)
+tor_json_render(const uint8_t *data, size_t len, size_t max_text,
+    struct tor_buf *out, tor_err *err)
 {
 	struct render r;
 	size_t start = out->len, budget;
 
 	r.out = out;
 	r.err = err;
+	r.start = start;
+	r.why = "entries sharing values?";
 	if (len > (SIZE_MAX - OUTPUT_SLACK) / OUTPUT_PER_INPUT_BYTE)
 		budget = SIZE_MAX;
 	else
 		budget = len * OUTPUT_PER_INPUT_BYTE + OUTPUT_SLACK;
+	if (budget > max_text) {
+		budget = max_text;
+		r.why = "the most one value may take";
+	}
 	r.limit = budget > SIZE_MAX - start ? SIZE_MAX : start + budget;
 
 	if (len == 0) {

@@ -4,14 +4,14 @@
 #include "tor/binlog_payload.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zstd.h>
 
 #define HEADER_LEN 19           /* an inner event's common header */
-#define EVENT_MAX (1u << 30)    /* max_allowed_packet's ceiling: no server
-                                 * writes a bigger event */
+#define TYPE_TEXT 16
 
 struct tor_payload {
 	struct tor_payload_info info;
@@ -45,9 +45,26 @@ tor_payload_free(struct tor_payload *p)
 	free(p);
 }
 
+/* Lets go of a buffer or a zstd window grown for an outsized event, so
+ * that one event does not set the reader's memory for good. */
+static void
+release_outsized(struct tor_payload *p)
+{
+	if (p->cap > TOR_PAYLOAD_KEEP) {
+		free(p->buf);
+		p->buf = NULL;
+		p->cap = p->start = p->end = 0;
+	}
+	if (p->zs != NULL && ZSTD_sizeof_DStream(p->zs) > TOR_PAYLOAD_KEEP) {
+		ZSTD_freeDStream(p->zs);
+		p->zs = NULL;
+	}
+}
+
 void
 tor_payload_start(struct tor_payload *p, const struct tor_payload_info *info)
 {
+	release_outsized(p);
 	p->info = *info;
 	p->in = (ZSTD_inBuffer){ info->data, info->data_len, 0 };
 	p->frame_end = false;
@@ -67,11 +84,12 @@ tor_payload_offset(const struct tor_payload *p)
 
 /* Room for at least one zstd output block after end, the bytes kept moved
  * to the front first.  The buffer grows only as data comes out, so a size
- * field that lies cannot make it large. */
+ * field that lies cannot make it large; it doubles, but never past the
+ * need bytes wanted from start (the event being read) and one block. */
 static int
-make_room(struct tor_payload *p, tor_err *err)
+make_room(struct tor_payload *p, size_t need, tor_err *err)
 {
-	size_t chunk = ZSTD_DStreamOutSize(), want;
+	size_t chunk = ZSTD_DStreamOutSize(), want, most;
 	uint8_t *n;
 
 	if (p->cap - p->end >= chunk)
@@ -84,6 +102,9 @@ make_room(struct tor_payload *p, tor_err *err)
 			return 0;
 	}
 	want = p->cap * 2 > p->end + chunk ? p->cap * 2 : p->end + chunk;
+	most = need > p->end + chunk ? need : p->end + chunk;
+	if (want > most)
+		want = most;
 	if ((n = realloc(p->buf, want)) == NULL)
 		return tor_err_set(err, "TRANSACTION_PAYLOAD: out of memory for "
 		    "%zu bytes of events", want);
@@ -106,7 +127,7 @@ fill(struct tor_payload *p, size_t need, tor_err *err)
 
 		if (p->in.pos == p->in.size && p->frame_end)
 			return 0;
-		if (make_room(p, err) == -1)
+		if (make_room(p, need, err) == -1)
 			return -1;
 		out = (ZSTD_outBuffer){ p->buf, p->cap, p->end };
 		before = p->end;
@@ -127,6 +148,18 @@ fill(struct tor_payload *p, size_t need, tor_err *err)
 	return 1;
 }
 
+/* For messages: the type's name, or its number in buf. */
+static const char *
+type_text(uint8_t type, char buf[TYPE_TEXT])
+{
+	const char *n = tor_event_name(type);
+
+	if (n != NULL)
+		return n;
+	snprintf(buf, TYPE_TEXT, "type %u", type);
+	return buf;
+}
+
 static uint32_t
 le32(const uint8_t *b)
 {
@@ -134,8 +167,22 @@ le32(const uint8_t *b)
 	    (uint32_t)b[3] << 24;
 }
 
+static int next_event(struct tor_payload *, const uint8_t **, size_t *,
+    tor_err *);
+
 int
 tor_payload_next(struct tor_payload *p, const uint8_t **raw, size_t *len,
+    tor_err *err)
+{
+	int rc = next_event(p, raw, len, err);
+
+	if (rc != 1)
+		release_outsized(p);
+	return rc;
+}
+
+static int
+next_event(struct tor_payload *p, const uint8_t **raw, size_t *len,
     tor_err *err)
 {
 	bool zstd = p->info.compression == TOR_PAYLOAD_ZSTD;
@@ -143,6 +190,7 @@ tor_payload_next(struct tor_payload *p, const uint8_t **raw, size_t *len,
 	uint64_t left;
 	uint32_t size;
 	uint8_t type;
+	char tname[TYPE_TEXT];
 	int rc;
 
 	p->start += p->handed;
@@ -175,18 +223,24 @@ tor_payload_next(struct tor_payload *p, const uint8_t **raw, size_t *len,
 	size = le32(at + 9);
 	left = p->info.uncompressed_size > p->offset ?
 	    p->info.uncompressed_size - p->offset : 0;
-	if (size < HEADER_LEN || size > left || size > EVENT_MAX)
-		return tor_err_set(err, "TRANSACTION_PAYLOAD: event of type %u "
-		    "at offset %llu says it is %u bytes (%llu left of %llu)",
-		    type, (unsigned long long)p->offset, size,
+	if (size > TOR_EVENT_MAX)
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: %s event at offset "
+		    "%llu says it is %u bytes, more than the %u of the largest "
+		    "event a server writes", type_text(type, tname),
+		    (unsigned long long)p->offset, size, TOR_EVENT_MAX);
+	if (size < HEADER_LEN || size > left)
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: %s event at offset "
+		    "%llu says it is %u bytes (%llu left of %llu)",
+		    type_text(type, tname), (unsigned long long)p->offset, size,
 		    (unsigned long long)left,
 		    (unsigned long long)p->info.uncompressed_size);
 	if (zstd && (rc = fill(p, size, err)) < 0)
 		return -1;
 	if (p->end - p->start < size)
-		return tor_err_set(err, "TRANSACTION_PAYLOAD: event of type %u "
-		    "at offset %llu is cut off (%zu of its %u bytes)", type,
-		    (unsigned long long)p->offset, p->end - p->start, size);
+		return tor_err_set(err, "TRANSACTION_PAYLOAD: %s event at offset "
+		    "%llu is cut off (%zu of its %u bytes)",
+		    type_text(type, tname), (unsigned long long)p->offset,
+		    p->end - p->start, size);
 	*raw = (zstd ? p->buf : p->info.data) + p->start;
 	*len = size;
 	p->handed = size;

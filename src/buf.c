@@ -17,6 +17,12 @@
 int
 tor_buf_reserve(struct tor_buf *b, size_t n)
 {
+	return tor_buf_reserve_within(b, n, SIZE_MAX);
+}
+
+int
+tor_buf_reserve_within(struct tor_buf *b, size_t n, size_t most)
+{
 	size_t need, cap;
 	uint8_t *p;
 
@@ -25,9 +31,13 @@ tor_buf_reserve(struct tor_buf *b, size_t n)
 	need = b->len + n + 1;
 	if (need <= b->cap)
 		return 0;
+	if (need > most)
+		return -1;
 	cap = b->cap < 64 ? 64 : b->cap;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if (cap > most)
+		cap = most;
 	if ((p = realloc(b->data, cap)) == NULL)
 		return -1;
 	b->data = p;

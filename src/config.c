@@ -1089,22 +1089,73 @@ load_topic(struct loader *ld, const config_setting_t *e, const char *epath,
 	return 0;
 }
 
+/* Where the first word that marks a secret ends in s[0, n), or 0. */
+static size_t
+secret_word_end(const char *s, size_t n)
+{
+	static const char *const words[] = { "password", "secret", "jaas" };
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+			size_t len = strlen(words[w]);
+
+			if (n - i >= len && strncasecmp(s + i, words[w],
+			    len) == 0)
+				return i + len;
+		}
+	return 0;
+}
+
+/* The length of a property's name when it is "name=value" with a name
+ * free of blanks, else 0. */
+static size_t
+property_name_len(const char *prop)
+{
+	const char *eq = strchr(prop, '=');
+	size_t n;
+
+	if (eq == NULL || eq == prop)
+		return 0;
+	n = (size_t)(eq - prop);
+	for (size_t i = 0; i < n; i++)
+		if (isspace((unsigned char)prop[i]))
+			return 0;
+	return n;
+}
+
+const char *
+tor_config_property_shown(const char *prop, char *buf, size_t cap)
+{
+	size_t n = property_name_len(prop), end;
+
+	if (n > 0) {
+		if (secret_word_end(prop, n) == 0)
+			return prop;
+		snprintf(buf, cap, "%.*s=" MASK, (int)n, prop);
+		return buf;
+	}
+	if ((end = secret_word_end(prop, strlen(prop))) == 0)
+		return prop;
+	snprintf(buf, cap, "%.*s" MASK, (int)end, prop);
+	return buf;
+}
+
 /* A "name=value" librdkafka property that does not touch what tor fixes. */
 static int
 check_property(struct loader *ld, const config_setting_t *s, const char *key,
     const char *prop)
 {
 	const char *eq = strchr(prop, '=');
-	size_t n;
+	char shown[KEYLEN];
+	size_t n = property_name_len(prop);
 
 	if (eq == NULL || eq == prop)
 		return fail(ld, s, key, "expected \"name=value\", got \"%s\"",
-		    prop);
-	n = (size_t)(eq - prop);
-	for (size_t i = 0; i < n; i++)
-		if (isspace((unsigned char)prop[i]))
-			return fail(ld, s, key, "expected \"name=value\" "
-			    "without blanks in the name, got \"%s\"", prop);
+		    tor_config_property_shown(prop, shown, sizeof(shown)));
+	if (n == 0)
+		return fail(ld, s, key, "expected \"name=value\" without "
+		    "blanks in the name, got \"%s\"",
+		    tor_config_property_shown(prop, shown, sizeof(shown)));
 	for (size_t i = 0; i < sizeof(fixed_properties) /
 	    sizeof(fixed_properties[0]); i++)
 		if (strlen(fixed_properties[i].name) == n &&
@@ -1601,9 +1652,15 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 		    cfg->kafka.topics[i].replication);
 	}
 	fputs(" );\n", out);
-	print_strings(out, 2, "properties", cfg->kafka.properties,
-	    cfg->kafka.n_properties);
-	fputs("};\n\n", out);
+	fputs("  properties = (", out);
+	for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
+		char shown[KEYLEN];
+
+		fputs(i == 0 ? " " : ", ", out);
+		print_quoted(out, tor_config_property_shown(
+		    cfg->kafka.properties[i], shown, sizeof(shown)));
+	}
+	fputs(" );\n};\n\n", out);
 }
 
 static void

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,28 @@ static const char *const sink_fixed_props[] = {
 	"transactional.id",
 };
 
+/*
+ * The properties that concern the producer alone, as librdkafka 2.0.2 lists
+ * them (CONFIGURATION.md, C/P = P; aliases and callbacks included).  The
+ * readers take every other kafka.properties entry (security, sockets,
+ * client.id, ...) but not these: set on a consumer, librdkafka ignores them
+ * and warns at every start.  tests/unit/test_kafka.c checks the list
+ * against the library tor is linked with.
+ */
+static const char *const producer_only_props[] = {
+	"transactional.id", "transaction.timeout.ms", "enable.idempotence",
+	"enable.gapless.guarantee", "queue.buffering.max.messages",
+	"queue.buffering.max.kbytes", "queue.buffering.max.ms", "linger.ms",
+	"message.send.max.retries", "retries", "retry.backoff.ms",
+	"queue.buffering.backpressure.threshold", "compression.codec",
+	"compression.type", "batch.num.messages", "batch.size",
+	"delivery.report.only.error", "dr_cb", "dr_msg_cb",
+	"sticky.partitioning.linger.ms", "request.required.acks", "acks",
+	"request.timeout.ms", "message.timeout.ms", "delivery.timeout.ms",
+	"queuing.strategy", "produce.offset.report", "partitioner",
+	"partitioner_cb", "msg_order_cmp", "compression.level",
+};
+
 /* A topic produced to, with its librdkafka handle (kept for the sink's life:
  * outboxes route to a handful of topics). */
 struct sink_topic {
@@ -88,6 +111,7 @@ struct tor_sink {
 	size_t n_topics, cap_topics;
 	int wake[2];            /* librdkafka writes [1] when reports wait */
 	bool fenced;            /* transactional: another producer took over */
+	char refused[768];      /* a broker refused TLS or SASL: why, or "" */
 	bool (*guard)(void *);  /* may this producer still publish? */
 	void *guard_ctx;
 	int txn_timeout_ms;     /* transactional: the broker aborts past it */
@@ -126,6 +150,47 @@ sink_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 }
 
 /*
+ * A broker that refuses tor's TLS (its certificate does not verify, no
+ * common protocol) or SASL (wrong credentials, mechanism not enabled) will
+ * refuse it again: that is configuration, so tor stops (exit 1) the way a
+ * Kafka Connect worker does, instead of retrying unseen.  librdkafka names
+ * the broker in reason.  Keeps the first such failure in out; true when
+ * code is one.
+ */
+static bool
+note_refusal(rd_kafka_t *rk, int code, const char *reason, char *out,
+    size_t cap)
+{
+	char mech[64] = "";
+	size_t n = sizeof(mech);
+	const char *hint = "kafka.properties: security.protocol, ssl.*";
+
+	if (code != RD_KAFKA_RESP_ERR__AUTHENTICATION &&
+	    code != RD_KAFKA_RESP_ERR__SSL)
+		return false;
+	if (out[0] != '\0')
+		return true;
+	if (code == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
+		hint = "kafka.properties: sasl.mechanisms, sasl.username, "
+		    "sasl.password";
+		/* Kafka 4 checks the SCRAM nonce strictly; librdkafka before
+		 * 2.6.1 sends it wrong, so the right password fails too. */
+		if (rd_kafka_conf_get(rd_kafka_conf(rk), "sasl.mechanisms",
+		    mech, &n) == RD_KAFKA_CONF_OK &&
+		    strncasecmp(mech, "SCRAM", 5) == 0 &&
+		    rd_kafka_version() < 0x020601ff) {
+			snprintf(out, cap, "kafka: %s (%s; with %s, librdkafka "
+			    "%s fails on Kafka 4 brokers whatever the password: "
+			    "they need librdkafka 2.6.1 or later, or PLAIN over "
+			    "TLS)", reason, hint, mech, rd_kafka_version_str());
+			return true;
+		}
+	}
+	snprintf(out, cap, "kafka: %s (%s)", reason, hint);
+	return true;
+}
+
+/*
  * Served by rd_kafka_poll in the caller's thread.  Most errors are transient
  * (a broker down, a connection reset) and librdkafka retries on its own; a
  * fatal one stops the producer for good, and tor_sink_poll/produce report it
@@ -140,6 +205,9 @@ sink_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
 	if (sink->errors != NULL)
 		atomic_fetch_add_explicit(sink->errors, 1,
 		    memory_order_relaxed);
+	if (note_refusal(rk, code, reason, sink->refused,
+	    sizeof(sink->refused)))
+		return;
 	if (code != RD_KAFKA_RESP_ERR__FATAL) {
 		log_warn("kafka", "producer error %s: %s",
 		    rd_kafka_err2name(code), reason);
@@ -236,6 +304,8 @@ sink_check_fatal(struct tor_sink *sink, tor_err *err)
 	char why[256];
 	rd_kafka_resp_err_t code;
 
+	if (sink->refused[0] != '\0')
+		return tor_err_set(err, "%s", sink->refused);
 	code = rd_kafka_fatal_error(sink->rk, why, sizeof(why));
 	if (code == RD_KAFKA_RESP_ERR_NO_ERROR)
 		return 0;
@@ -251,30 +321,44 @@ sink_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 
 	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) !=
 	    RD_KAFKA_CONF_OK)
-		return tor_err_set(err, "kafka: property %s=%s: %s", name,
-		    value, errstr);
+		return tor_err_set(err, "kafka: property %s: %s", name,
+		    errstr);
 	return 0;
 }
 
+bool
+tor_sink_producer_only(const char *name)
+{
+	for (size_t i = 0; i < sizeof(producer_only_props) /
+	    sizeof(producer_only_props[0]); i++)
+		if (strcmp(name, producer_only_props[i]) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Applies one "name=value" of kafka.properties.  tor_config already refuses
+ * Applies one "name=value" of kafka.properties to a producer's conf, or a
+ * consumer's (which skips the producer's own).  tor_config already refuses
  * the safety settings; refusing them here again keeps the sink safe whoever
- * builds its config.
+ * builds its config.  No error shows a value: it may be a secret.
  */
 static int
-sink_apply_property(rd_kafka_conf_t *conf, const char *prop, tor_err *err)
+apply_property(rd_kafka_conf_t *conf, const char *prop, bool consumer,
+    tor_err *err)
 {
-	char name[256];
+	char name[256], shown[256];
 	const char *eq = strchr(prop, '=');
 	size_t n, i;
 
 	if (eq == NULL || eq == prop)
 		return tor_err_set(err, "kafka.properties: \"%s\": expected "
-		    "name=value", prop);
+		    "name=value", tor_config_property_shown(prop, shown,
+		    sizeof(shown)));
 	n = (size_t)(eq - prop);
 	if (n >= sizeof(name))
 		return tor_err_set(err, "kafka.properties: \"%.40s...\": name "
-		    "too long", prop);
+		    "too long", tor_config_property_shown(prop, shown,
+		    sizeof(shown)));
 	memcpy(name, prop, n);
 	name[n] = '\0';
 	for (i = 0; i < sizeof(sink_fixed_props) / sizeof(sink_fixed_props[0]);
@@ -283,7 +367,21 @@ sink_apply_property(rd_kafka_conf_t *conf, const char *prop, tor_err *err)
 			return tor_err_set(err, "kafka.properties: %s may not "
 			    "be overridden (tor sets it to keep its ordering "
 			    "and delivery promises)", name);
+	if (consumer && tor_sink_producer_only(name))
+		return 0;
 	return sink_conf_set(conf, name, eq + 1, err);
+}
+
+/* Every kafka.properties entry, in order, after what tor set before. */
+static int
+apply_properties(rd_kafka_conf_t *conf, const struct tor_config *cfg,
+    bool consumer, tor_err *err)
+{
+	for (size_t i = 0; i < cfg->kafka.n_properties; i++)
+		if (apply_property(conf, cfg->kafka.properties[i], consumer,
+		    err) == -1)
+			return -1;
+	return 0;
 }
 
 /* An operator who lowers transaction.timeout.ms lowers the time a message
@@ -352,10 +450,8 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 	    (sink_conf_set(conf, "transaction.timeout.ms", "60000", err) == -1 ||
 	    sink_conf_set(conf, "message.timeout.ms", "60000", err) == -1))
 		return -1;
-	for (i = 0; i < cfg->kafka.n_properties; i++)
-		if (sink_apply_property(conf, cfg->kafka.properties[i],
-		    err) == -1)
-			return -1;
+	if (apply_properties(conf, cfg, false, err) == -1)
+		return -1;
 	if (cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
 	    sink_clamp_message_timeout(conf, err) == -1)
 		return -1;
@@ -604,11 +700,17 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 			goto out;
 		}
 		/* The checkpoint topic keeps the last record of each group:
-		 * compacted, so it stays small and is read fast. */
+		 * compacted, so it stays small and is read fast; on three
+		 * replicas an acknowledged record survives a broker's loss. */
 		if (sink->cfg->kafka.checkpoint_topic != NULL &&
-		    strcmp(want[i]->name, sink->cfg->kafka.checkpoint_topic) == 0)
+		    strcmp(want[i]->name, sink->cfg->kafka.checkpoint_topic) ==
+		    0) {
 			rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy",
 			    "compact");
+			if (want[i]->replication >= 3)
+				rd_kafka_NewTopic_set_config(nts[i],
+				    "min.insync.replicas", "2");
+		}
 	}
 	opts = rd_kafka_AdminOptions_new(sink->rk,
 	    RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -670,6 +772,105 @@ out:
 	return rc;
 }
 
+/* A topic's cleanup.policy as broker `broker` has it, into value; -1 with
+ * the reason when it does not tell (the dev broker, an ACL without
+ * DescribeConfigs).  Asked of a given broker: librdkafka would otherwise
+ * wait for the controller, which the dev broker never names. */
+static int
+sink_cleanup_policy(struct tor_sink *sink, const char *topic, int32_t broker,
+    char *value, size_t cap, int timeout_ms, tor_err *err)
+{
+	rd_kafka_ConfigResource_t *res;
+	rd_kafka_AdminOptions_t *opts;
+	rd_kafka_queue_t *q;
+	rd_kafka_event_t *ev;
+	const rd_kafka_ConfigResource_t **rs;
+	const rd_kafka_ConfigEntry_t **entries;
+	size_t nrs = 0, n = 0;
+	char errstr[512];
+	int rc = -1;
+
+	res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+	opts = rd_kafka_AdminOptions_new(sink->rk,
+	    RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+	rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr,
+	    sizeof(errstr));
+	rd_kafka_AdminOptions_set_broker(opts, broker, errstr, sizeof(errstr));
+	q = rd_kafka_queue_new(sink->rk);
+	rd_kafka_DescribeConfigs(sink->rk, &res, 1, opts, q);
+	rd_kafka_AdminOptions_destroy(opts);
+	rd_kafka_ConfigResource_destroy(res);
+	/* The request timeout answers first; the margin only guards
+	 * against a result that never comes. */
+	ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+	rd_kafka_queue_destroy(q);
+	if (ev == NULL)
+		return tor_err_set(err, "no answer in %d ms", timeout_ms);
+	if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		tor_err_set(err, "%s", rd_kafka_event_error_string(ev));
+		goto out;
+	}
+	rs = rd_kafka_DescribeConfigs_result_resources(
+	    rd_kafka_event_DescribeConfigs_result(ev), &nrs);
+	if (nrs != 1 || rd_kafka_ConfigResource_error(rs[0]) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR) {
+		tor_err_set(err, "%s", nrs != 1 ? "no result" :
+		    rd_kafka_ConfigResource_error_string(rs[0]));
+		goto out;
+	}
+	entries = rd_kafka_ConfigResource_configs(rs[0], &n);
+	for (size_t i = 0; i < n && rc != 0; i++)
+		if (strcmp(rd_kafka_ConfigEntry_name(entries[i]),
+		    "cleanup.policy") == 0 &&
+		    rd_kafka_ConfigEntry_value(entries[i]) != NULL) {
+			snprintf(value, cap, "%s",
+			    rd_kafka_ConfigEntry_value(entries[i]));
+			rc = 0;
+		}
+	if (rc != 0)
+		tor_err_set(err, "cleanup.policy not listed");
+out:
+	rd_kafka_event_destroy(ev);
+	return rc;
+}
+
+/*
+ * A checkpoint topic made by someone else.  Not compacted, retention may
+ * delete a group's last position record, and a replica that then finds no
+ * Redis checkpoint starts from mysql.start (rows lost or replayed): refused.
+ * Fewer replicas than the cluster allows is the operator's trade-off to
+ * make, so a warning.
+ */
+static int
+sink_check_checkpoint_topic(struct tor_sink *sink,
+    const struct rd_kafka_metadata_topic *t, int brokers, int timeout_ms,
+    tor_err *err)
+{
+	int want = brokers < 3 ? brokers : 3;
+	char policy[64];
+	tor_err why;
+
+	if (t->partition_cnt > 0 && t->partitions[0].replica_cnt < want)
+		log_warn("kafka", "checkpoint topic %s has %d replica(s) on %d "
+		    "brokers: a broker's loss can take the groups' position "
+		    "records with it (%d replicas recommended)", t->topic,
+		    t->partitions[0].replica_cnt, brokers, want);
+	if (t->partition_cnt == 0 || sink_cleanup_policy(sink, t->topic,
+	    t->partitions[0].leader, policy, sizeof(policy), timeout_ms,
+	    &why) < 0) {
+		log_warn("kafka", "checkpoint topic %s: its cleanup.policy is "
+		    "not known (%s): not checked", t->topic,
+		    t->partition_cnt == 0 ? "no partitions" : why.msg);
+		return 0;
+	}
+	if (strcmp(policy, "compact") != 0)
+		return tor_err_set(err, "kafka: checkpoint topic %s has "
+		    "cleanup.policy=%s: retention may delete a group's last "
+		    "position record; set cleanup.policy=compact on it, or name "
+		    "another kafka.checkpoint_topic", t->topic, policy);
+	return 0;
+}
+
 /*
  * Lists every topic (one metadata request for all of them: a lookup of a
  * single name auto-creates it on brokers with auto.create.topics.enable, and
@@ -690,7 +891,7 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	rd_kafka_resp_err_t code;
 	int64_t deadline = tor_mono_ms() + timeout_ms;
 	size_t i, n = 0;
-	int rc;
+	int rc = 0;
 
 	code = rd_kafka_metadata(sink->rk, 1, NULL, &md, timeout_ms);
 	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -711,15 +912,17 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	}
 	/* The position records need their topic in both modes; replicated
 	 * like Kafka's own internal topics, as far as the cluster allows. */
-	if (cfg->kafka.checkpoint_topic != NULL &&
-	    ((t = sink_find_topic(md, cfg->kafka.checkpoint_topic)) == NULL ||
-	    t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) {
+	t = cfg->kafka.checkpoint_topic != NULL ?
+	    sink_find_topic(md, cfg->kafka.checkpoint_topic) : NULL;
+	if (t != NULL && t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+		rc = sink_check_checkpoint_topic(sink, t, md->broker_cnt,
+		    sink_ms_left(deadline), err);
+	} else if (cfg->kafka.checkpoint_topic != NULL) {
 		checkpoints.replication = md->broker_cnt < 3 ? md->broker_cnt : 3;
 		want[n++] = &checkpoints;
 	}
 	rd_kafka_metadata_destroy(md);
-	rc = 0;
-	if (n > 0)
+	if (rc == 0 && n > 0)
 		rc = sink_create_missing(sink, want, n, sink_ms_left(deadline),
 		    err);
 	free(want);
@@ -1339,12 +1542,26 @@ struct tor_position_reader {
 	rd_kafka_t *ends;       /* read_uncommitted: tells the log's end */
 	rd_kafka_t *records;    /* read_committed: reads the records */
 	rd_kafka_topic_t *rkt;  /* the checkpoint topic, on records */
+	char refused[768];      /* a broker refused TLS or SASL: why, or "" */
 };
 
+/* Served by tor_position_reader_poll.  Other errors are a broker down or
+ * unreachable, which librdkafka retries and its log lines say. */
+static void
+position_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
+{
+	struct tor_position_reader *pr = opaque;
+
+	(void)note_refusal(rk, code, reason, pr->refused, sizeof(pr->refused));
+}
+
+/* One of the reader's consumers: kafka.properties (the producer's own
+ * left out), then what the reader needs, which no property overrides. */
 static rd_kafka_t *
-position_consumer(const struct tor_config *cfg, const char *isolation,
+position_consumer(struct tor_position_reader *pr, const char *isolation,
     tor_err *err)
 {
+	const struct tor_config *cfg = pr->cfg;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *rk;
 	char errstr[512], gid[300], socket_timeout[16];
@@ -1354,10 +1571,14 @@ position_consumer(const struct tor_config *cfg, const char *isolation,
 	    OFFSETS_ATTEMPT_MS);
 	if (sink_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers,
 	    err) == -1 ||
+	    apply_properties(conf, cfg, true, err) == -1 ||
 	    sink_conf_set(conf, "group.id", gid, err) == -1 ||
 	    sink_conf_set(conf, "isolation.level", isolation, err) == -1 ||
 	    sink_conf_set(conf, "enable.auto.commit", "false", err) == -1 ||
 	    sink_conf_set(conf, "enable.partition.eof", "true", err) == -1 ||
+	    /* Nobody reads a reader's statistics: they would pile up on its
+	     * queue, which only a follower serves. */
+	    sink_conf_set(conf, "statistics.interval.ms", "0", err) == -1 ||
 	    /* A takeover waits for this read: no long-poll on the last
 	     * (usually only) fetch, and little prefetched. */
 	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1 ||
@@ -1370,7 +1591,9 @@ position_consumer(const struct tor_config *cfg, const char *isolation,
 		rd_kafka_conf_destroy(conf);
 		return NULL;
 	}
+	rd_kafka_conf_set_opaque(conf, pr);
 	rd_kafka_conf_set_log_cb(conf, sink_log_cb);
+	rd_kafka_conf_set_error_cb(conf, position_error_cb);
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (rk == NULL) {
 		rd_kafka_conf_destroy(conf);
@@ -1390,8 +1613,8 @@ tor_position_reader_new(const struct tor_config *cfg, tor_err *err)
 		return NULL;
 	}
 	pr->cfg = cfg;
-	if ((pr->ends = position_consumer(cfg, "read_uncommitted",
-	    err)) == NULL || (pr->records = position_consumer(cfg,
+	if ((pr->ends = position_consumer(pr, "read_uncommitted",
+	    err)) == NULL || (pr->records = position_consumer(pr,
 	    "read_committed", err)) == NULL) {
 		tor_position_reader_free(pr);
 		return NULL;
@@ -1410,7 +1633,22 @@ tor_position_reader_new(const struct tor_config *cfg, tor_err *err)
 	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, 1000);
 	(void)rd_kafka_query_watermark_offsets(pr->records,
 	    cfg->kafka.checkpoint_topic, 0, &lo, &hi, 1000);
+	/* Credentials or a CA the brokers refuse end tor here, at start. */
+	if (tor_position_reader_poll(pr, err) < 0) {
+		tor_position_reader_free(pr);
+		return NULL;
+	}
 	return pr;
+}
+
+int
+tor_position_reader_poll(struct tor_position_reader *pr, tor_err *err)
+{
+	rd_kafka_poll(pr->ends, 0);
+	rd_kafka_poll(pr->records, 0);
+	if (pr->refused[0] != '\0')
+		return tor_err_set(err, "%s", pr->refused);
+	return 0;
 }
 
 void

@@ -242,8 +242,10 @@ on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 
 	if (err != 0) {
 		/* The transaction stays unacknowledged: the checkpoint never
-		 * passes it, and a restart publishes it again. */
-		if (!r->delivery_failed) {
+		 * passes it, and a restart publishes it again.  A producer gone
+		 * fatal fails all it holds, in no set order: the broker's
+		 * refusal of a message as too large is the one that says why. */
+		if (!r->delivery_failed || err == TOR_SINK_ERR_TOO_LARGE) {
 			snprintf(r->delivery_error, sizeof(r->delivery_error),
 			    "%s", errstr);
 			r->delivery_code = err;
@@ -445,7 +447,8 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	 * come a moment after the error: collect the reports first. */
 	if (rc < 0)
 		for (int64_t until = tor_mono_ms() + FATAL_REPORTS_MS;
-		    rc < 0 && !r->delivery_failed && leading(r) &&
+		    rc < 0 && !(r->delivery_failed &&
+		    r->delivery_code == TOR_SINK_ERR_TOO_LARGE) && leading(r) &&
 		    tor_sink_in_flight(r->sink) > 0 && tor_mono_ms() < until;)
 			rc = tor_sink_poll(r->sink, 10, &fatal);
 	atomic_store_explicit(&r->metrics.kafka_queue,
@@ -495,8 +498,12 @@ sink_failure(struct relay *r, int rc)
 {
 	if (rc == TOR_SINK_FENCED) {
 		r->lost = true;
+		/* The broker's abort of a transaction that outlived
+		 * transaction.timeout.ms bumps the epoch too: librdkafka
+		 * reports it the same way. */
 		tor_elector_resign(r->elector, "Kafka fenced this producer: "
-		    "another replica holds the transactional.id");
+		    "another replica holds the transactional.id, or the broker "
+		    "aborted a transaction older than transaction.timeout.ms");
 		return RUN_LOST;
 	}
 	if (rc == TOR_SINK_LOST)
@@ -1171,9 +1178,12 @@ load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
 	if (wait_ms < r->cfg->mysql.connect_timeout_ms)
 		wait_ms = r->cfg->mysql.connect_timeout_ms;
 	while (tor_position_reader_read(r->positions, record, sizeof(record),
-	    found, wait_ms, err) < 0)
+	    found, wait_ms, err) < 0) {
+		if (tor_position_reader_poll(r->positions, err) < 0)
+			return -1;
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
+	}
 	if (*found && tor_checkpoint_record_parse(r->cfg, record, cp, err) < 0)
 		return tor_err_prefix(err, "kafka: %s: ",
 		    r->cfg->kafka.checkpoint_topic);
@@ -1441,13 +1451,15 @@ prepare(struct relay *r, tor_err *err)
 {
 	int rc;
 
+	/* First: a lookup of the checkpoint topic (init_transactions makes
+	 * one) would have the broker auto-create it, not compacted. */
+	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
+	    err) < 0)
+		return -1;
 	if ((rc = choose_start(r, err)) != 0 ||
 	    (rc = check_source(r, err)) != 0 ||
 	    (rc = claim_token(r, err)) != 0)
 		return rc;
-	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err) < 0)
-		return -1;
 	if ((rc = announce(r, err)) != 0)
 		return rc;
 	if (!r->txn_mode && (rc = learn_topics(r, err)) != 0)
@@ -1548,30 +1560,33 @@ ping_redis(struct relay *r)
 	set_redis_ok(r, reply != NULL);
 }
 
-/* Sleeps until this replica leads, or a stop comes (false).  Pings Redis
- * every REDIS_PING_MS meanwhile, for /readyz. */
-static bool
-await_leadership(struct relay *r)
+/* Sleeps until this replica leads (1), or a stop comes (0).  Pings Redis
+ * every REDIS_PING_MS meanwhile, for /readyz.  -1 with err when Kafka
+ * refused the waiting clients' TLS or SASL: configuration that a
+ * leadership would only meet again. */
+static int
+await_leadership(struct relay *r, tor_err *err)
 {
 	const struct timespec tick = { 0, 2 * 1000 * 1000 };
 	int64_t next_ping = 0;
 
 	while (tor_elector_state(r->elector) != TOR_LEADER) {
-		tor_err ignored;
-
 		if (*r->stop)
-			return false;
+			return 0;
 		beat(r);
-		/* The waiting producer's events (its statistics every second,
-		 * broker errors) are served as they come, not piled up. */
-		(void)tor_sink_poll(r->sink, 0, &ignored);
+		/* The waiting clients' events (the producer's statistics
+		 * every second, broker errors) are served as they come, not
+		 * piled up. */
+		if (tor_sink_poll(r->sink, 0, err) < 0 ||
+		    tor_position_reader_poll(r->positions, err) < 0)
+			return -1;
 		if (tor_mono_ms() >= next_ping) {
 			ping_redis(r);
 			next_ping = tor_mono_ms() + REDIS_PING_MS;
 		}
 		nanosleep(&tick, NULL);
 	}
-	return true;
+	return 1;
 }
 
 /* A fresh producer per leadership, so nothing of a lost leadership can leak
@@ -1687,10 +1702,8 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 			rc = -1;
 			break;
 		}
-		if (!await_leadership(&r)) {
-			rc = 0;
+		if ((rc = await_leadership(&r, err)) <= 0)
 			break;
-		}
 		set_sink_live(&r, true);
 		began = tor_mono_ms();
 		rc = lead(&r, err);

@@ -31,12 +31,15 @@
 #                      +40+i-1 (the address that listener advertises); a
 #                      stack's Kafka takes the 50 ports from TOR_KAFKA_PORT
 #   TOR_KAFKA_HEAP     each node's heap (default 384m)
-#   TOR_KAFKA_SASL_SSL a directory with ca.pem and server.pem (the key and
-#                      its certificate): every node also listens for
-#                      SASL_SSL (SCRAM-SHA-512) on +20+i-1; users
-#                      TOR_KAFKA_SCRAM_USERS ("name:password ...") are made
-#                      when the storage is formatted
-#   TOR_BROKER_TOPICS  topics made at start (default "order:3 invoice:3 dlq:1");
+#   TOR_KAFKA_SASL_SSL a directory with ca.pem and server.pem (the key, in
+#                      PKCS#8, and its certificate): every node also listens
+#                      for SASL_SSL on +20+i-1, mechanisms SCRAM-SHA-512 and
+#                      PLAIN; users TOR_KAFKA_SCRAM_USERS ("name:password
+#                      ...") are made for both when the storage is formatted
+#                      (librdkafka before 2.6.1 cannot authenticate with SCRAM
+#                      to Kafka 4.x, which checks the nonce strictly: PLAIN
+#                      over TLS serves such clients)
+#   TOR_BROKER_TOPICS  topics made at start (unset: "order:3 invoice:3 dlq:1"; "": none);
 #                      others are made on first use with 4 partitions.  tor
 #                      makes its checkpoint topic itself on Kafka; the dev
 #                      broker cannot CreateTopics (DESIGN.md §9), so there
@@ -80,7 +83,7 @@ RUN_DIR=$(realpath -m "${TOR_RUN_DIR:-$repo/run/local}")
 MYSQL_PORT=${TOR_MYSQL_PORT:-3307}
 REDIS_PORT=${TOR_REDIS_PORT:-6380}
 MYSQL_EXTRA=${TOR_MYSQL_EXTRA:-}
-BROKER_TOPICS=${TOR_BROKER_TOPICS:-order:3 invoice:3 dlq:1}
+BROKER_TOPICS=${TOR_BROKER_TOPICS-order:3 invoice:3 dlq:1}
 DEVBROKER=$repo/bin/tor-devbroker
 KAFKA_MODE=${TOR_KAFKA:-kafka}
 KAFKA_NODES=${TOR_KAFKA_NODES:-1}
@@ -640,9 +643,14 @@ log.retention.hours=24
 log.cleaner.dedupe.buffer.size=8388608
 PROPS
 	if [ -n "$KAFKA_SASL_SSL" ]; then
+		local u plain=""
+		for u in $KAFKA_SCRAM_USERS; do
+			plain="$plain user_${u%%:*}=\"${u#*:}\""
+		done
 		cat >>"$dir/server.properties.tmp" <<PROPS
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain;
 ssl.keystore.type=PEM
 ssl.keystore.location=$KAFKA_SASL_SSL/server.pem
 ssl.truststore.type=PEM
@@ -852,8 +860,8 @@ start_kafka() {
 	say "kafka: up ($KAFKA_NODES node(s), $(kafka_bootstrap)${KAFKA_SASL_SSL:+, SASL_SSL $(kafka_secure_bootstrap)}) in ${KAFKA_WAITED_MS} ms"
 }
 
-# TOR_BROKER_TOPICS ("name:partitions ...") and the checkpoint topic exist
-# before any client asks: tests and benchmarks count on their partitions.
+# TOR_BROKER_TOPICS ("name:partitions ...") exist before any client asks:
+# tests and benchmarks count on their partitions.
 kafka_create_topics() {
 	[ -n "$BROKER_TOPICS" ] || return 0
 	/usr/bin/python3 "$here/kafka_admin.py" --brokers "$(kafka_bootstrap)" \

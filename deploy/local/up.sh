@@ -17,6 +17,8 @@
 #   TOR_RUN_DIR        run directory (default <repo>/run/local)
 #   TOR_MYSQL_PORT     MariaDB port (default 3307)
 #   TOR_REDIS_PORT     Redis port (default 6380)
+#   TOR_KAFKA_PORT     Apache Kafka's port (default 9192; one node, and the
+#                      49 ports after it, see deploy/local/stack.sh)
 #   TOR_EXAMPLE_PORT   the example service's port on 127.0.0.1 (default 8080)
 #
 # In the run directory: tor.cfg (the replicas' config, from `stack.sh
@@ -44,7 +46,7 @@ die() { printf 'up: %s\n' "$*" >&2; exit 1; }
 # so `TOR_RUN_DIR=... make down` (or up again) finds the same processes.
 load_env() {
 	local mysql=${TOR_MYSQL_PORT:-} redis=${TOR_REDIS_PORT:-}
-	local example=${TOR_EXAMPLE_PORT:-}
+	local kafka=${TOR_KAFKA_PORT:-} example=${TOR_EXAMPLE_PORT:-}
 	# shellcheck disable=SC1091
 	[ -f "$RUN_DIR/env" ] && . "$RUN_DIR/env"
 	# shellcheck disable=SC1091
@@ -52,6 +54,7 @@ load_env() {
 	export TOR_RUN_DIR=$RUN_DIR
 	export TOR_MYSQL_PORT=${mysql:-${TOR_MYSQL_PORT:-3307}}
 	export TOR_REDIS_PORT=${redis:-${TOR_REDIS_PORT:-6380}}
+	export TOR_KAFKA_PORT=${kafka:-${TOR_KAFKA_PORT:-9192}}
 	export TOR_EXAMPLE_PORT=${example:-${TOR_EXAMPLE_PORT:-8080}}
 	EXAMPLE_PORT=$TOR_EXAMPLE_PORT
 }
@@ -213,8 +216,8 @@ See who leads:
   bin/tor status -c $cfg
 
 Kill the leader ($LEADER now) and watch the failover: a standby leads within
-about 3 s and goes on from the checkpoint; PUT and DELETE meanwhile, no event
-is lost:
+a second (Redis sees the dead process's connection close) and goes on from
+the checkpoint; PUT and DELETE meanwhile, no event is lost:
   kill -9 \$(cat $(shown "$RUN_DIR")/tor-$LEADER.pid)
   bin/tor status -c $cfg
 

@@ -75,6 +75,15 @@ enum tor_event_type {
 	TOR_EV_MARIADB_DELETE_ROWS_COMPRESSED = 171,
 };
 
+/* The largest event tor reads, as it comes or out of a TRANSACTION_PAYLOAD
+ * or a compressed event: 1 GiB.  No server writes a larger one (MySQL's
+ * max_log_event_size, which its dump thread and its own payload reader
+ * hold events to; max_allowed_packet's ceiling on MySQL and MariaDB), and
+ * tor's stream takes no larger packet (src/binlog.c).  A smaller limit
+ * would refuse real events: binlog_row_event_max_size is a soft limit,
+ * and a row larger than it makes an event of its own, up to this size. */
+#define TOR_EVENT_MAX (1u << 30)
+
 /* A header flag (the 2 bytes at offset 17): a reader that does not know the
  * event's type may skip it (the server's LOG_EVENT_IGNORABLE_F). */
 #define TOR_EV_F_IGNORABLE      0x0080
@@ -270,9 +279,10 @@ struct tor_column {
 	 * trailing 0x00 bytes: they are padded back to n bytes. */
 	uint16_t charset;
 	char *name;             /* malloc'd, or NULL */
-	char **enum_values;     /* malloc'd, n_enum_values entries, or NULL */
-	size_t n_enum_values;
-	char **set_values;
+	char **enum_values;     /* n_enum_values names, or NULL: one malloc'd
+	                         * block, the names after the pointers */
+	size_t n_enum_values;   /* at most 65535 */
+	char **set_values;      /* the same, at most 64 */
 	size_t n_set_values;
 };
 
@@ -309,7 +319,8 @@ enum tor_rows_kind {
 };
 
 /* A ROWS event being walked row by row.  Owns the inflated body of a
- * compressed event and the scratch where non-string values are rendered. */
+ * compressed event, the lists of its present columns and the scratch where
+ * non-string values are rendered. */
 struct tor_rows {
 	enum tor_rows_kind kind;
 	uint64_t table_id;
@@ -318,6 +329,8 @@ struct tor_rows {
 	const uint8_t *present;         /* columns present in the (before) image */
 	const uint8_t *present_after;   /* UPDATE: columns of the after image */
 	uint32_t npresent, npresent_after;      /* bits set in each */
+	uint16_t *cols, *cols_after;    /* owned: the columns set in each,
+	                                 * listed at the first tor_rows_next */
 	const uint8_t *cur;             /* next row image */
 	const uint8_t *end;
 	uint8_t *inflated;              /* owned */

@@ -4,9 +4,12 @@
  * A payload can hold many MiB of events; they are decompressed as they are
  * read, so memory stays at about the largest inner event plus zstd's
  * window, not the whole transaction.  The handle is reused from one
- * payload to the next (its buffer and zstd context are kept).  Hostile
- * bytes give -1 with a message that names the offset in the uncompressed
- * events, never a crash (tests/fuzz drives it).
+ * payload to the next: its buffer and zstd context are kept, unless they
+ * grew past TOR_PAYLOAD_KEEP for an outsized event or window, then they
+ * are released once the payload is read.  Hostile bytes give -1 with a
+ * message that names the offset in the uncompressed events, never a crash
+ * (tests/fuzz drives it); an inner event may not be larger than
+ * TOR_EVENT_MAX, like any other.
  */
 #ifndef TOR_BINLOG_PAYLOAD_H
 #define TOR_BINLOG_PAYLOAD_H
@@ -16,6 +19,11 @@
 
 #include "tor/binlog_decode.h"
 #include "tor/err.h"
+
+/* What the handle keeps between payloads: the binlog reader's own ring
+ * size (src/binlog.c), several times what MySQL's default compression
+ * level needs (a 2 MiB window, events of 8 KiB). */
+#define TOR_PAYLOAD_KEEP (4u << 20)
 
 struct tor_payload;
 

@@ -23,6 +23,11 @@ struct tor_buf {
  * overflows or memory runs out (the buffer is then unchanged). */
 int tor_buf_reserve(struct tor_buf *b, size_t n);
 
+/* The same for a buffer that will never hold more than most - 1 bytes (a
+ * text with a bound): it does not double past most.  -1 also when len + n
+ * would pass most - 1. */
+int tor_buf_reserve_within(struct tor_buf *b, size_t n, size_t most);
+
 /* Appends n bytes from p (p may be NULL when n is 0).  Returns 0 or -1 as
  * tor_buf_reserve. */
 int tor_buf_append(struct tor_buf *b, const void *p, size_t n);

@@ -203,6 +203,16 @@ void tor_config_print(const struct tor_config *cfg, FILE *out);
  * array and strings are static or owned by cfg. */
 const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
 
+/* A kafka.properties entry as --check-config, logs and errors may show it.
+ * The value of a property whose name holds "password", "secret" or "jaas"
+ * in any case (sasl.password, ssl.key.password,
+ * sasl.oauthbearer.client.secret, a Java client's sasl.jaas.config) is
+ * masked: "sasl.password=********"; a malformed entry holding one of these
+ * words is masked after it ("sasl.password********"), since any of it may
+ * be the secret.  Returns prop itself or buf. */
+const char *tor_config_property_shown(const char *prop, char *buf,
+    size_t cap);
+
 /* The kafka.partitioner value that names how (as tor.cfg spells it). */
 const char *tor_config_partitioner_name(enum tor_partitioner how);
 

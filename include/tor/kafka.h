@@ -33,7 +33,8 @@ typedef void tor_sink_ack_fn(void *ctx, uint64_t seq, int err,
 
 /* Builds the producer from cfg->kafka (properties passed through after the
  * fixed ones, so an operator can tune but the safety settings are checked:
- * enable.idempotence, acks and the partitioner may not be overridden). */
+ * enable.idempotence, acks and the partitioner may not be overridden).  An
+ * error never shows a property's value. */
 struct tor_sink *tor_sink_new(const struct tor_config *cfg,
     tor_sink_ack_fn *ack, void *ack_ctx, tor_err *err);
 /* Purges what is still queued (acking it with an error, logged) and
@@ -94,7 +95,9 @@ int tor_sink_partitions(struct tor_sink *sink, const char *topic);
 int tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg);
 
 /* Serves delivery reports (calling the ack function) for up to timeout_ms.
- * Returns -1 with err set when the producer hit a fatal error, else 0. */
+ * Returns -1 with err set when the producer hit a fatal error or a broker
+ * refused its TLS or SASL (a configuration error: err names the broker and
+ * what failed), else 0. */
 int tor_sink_poll(struct tor_sink *sink, int timeout_ms, tor_err *err);
 
 /* Waits up to timeout_ms until every queued message is acknowledged,
@@ -167,14 +170,25 @@ int tor_sink_txn_timeout_ms(const struct tor_sink *sink);
 int tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err);
 bool tor_sink_fenced(const struct tor_sink *sink);
 
+/* Whether a librdkafka property concerns the producer alone (linger.ms,
+ * compression.type, acks, ...): tor's consumers leave those of
+ * kafka.properties out and take the rest. */
+bool tor_sink_producer_only(const char *name);
+
 /* The reader of the group's position records on kafka.checkpoint_topic:
  * two consumers of its own (one read_uncommitted, for the log's end; one
- * read_committed, for the records), made once and kept connected, so a
- * takeover does not wait for connections. */
+ * read_committed, for the records) with kafka.properties (see
+ * tor_sink_producer_only), made once and kept connected, so a takeover
+ * does not wait for connections.  Fails when a broker refused their TLS or
+ * SASL while they connected. */
 struct tor_position_reader;
 struct tor_position_reader *tor_position_reader_new(
     const struct tor_config *cfg, tor_err *err);
 void tor_position_reader_free(struct tor_position_reader *pr);
+
+/* Serves the reader's events: -1 with err when a broker refused its TLS or
+ * SASL (as tor_sink_poll), else 0.  The reads below only time out then. */
+int tor_position_reader_poll(struct tor_position_reader *pr, tor_err *err);
 
 /* De-duplication at takeover (tor/dedup.h): for each of topic's n
  * partitions, the newest message this group published there (header

@@ -12,10 +12,13 @@ each run measures:
   2. raw read rate: mariadb-binlog --read-from-remote-server over exactly
      the same binlog range, to /dev/null.
   3. raw produce rate: kcat producing the same keys and values (idempotent,
-     acks=all, linger.ms=5) to the same dev broker.
+     acks=all, linger.ms=5) to the same broker.
   4. latency: with tor running, single-row autocommit inserts paced at
      1,000/s for LAT_SECONDS, commit time -> arrival time at a consumer.
 
+1, 3 and 4 on each broker TOR_BENCH_KAFKA names ("kafka": Apache Kafka,
+the stack's; "dev": the development broker beside it; default "kafka"),
+the rows inserted once per run for all of them.
 Every figure is the median of RUNS runs, printed with the individual runs.
 Nothing is asserted about speed; the exit status is 1 only when something
 broke (tor exited early or with a non-zero status, lost messages, a tool
@@ -281,6 +284,10 @@ def measure_relay(stack, workdir, run, group, before, end,
         problem("relay run %d: %d messages in topic %s, want %d (checkpoint "
                 "%s:%d claims all were acknowledged)" % (run, got, TOPIC,
                                                          ROWS, *cp))
+    elif got > ROWS and mode == "transactional" and stack.kafka != "dev":
+        # Each commit takes an offset per partition for its marker.
+        log("  note: %d offsets for %d rows (transaction markers among "
+            "them)" % (got, ROWS))
     elif got > ROWS:
         log("  note: %d messages for %d rows (%d duplicates)" %
             (got, ROWS, got - ROWS))
@@ -367,8 +374,7 @@ def consume_latency(brokers, topic, out_path):
                     seq = json.loads(m.value())["seq"]
                 except (ValueError, KeyError, TypeError):
                     continue
-                ts_type, ts = m.timestamp()
-                out.write("%d %.6f %d\n" % (seq, now, ts if ts_type else -1))
+                out.write("%d %.6f\n" % (seq, now))
                 continue
             out.flush()
     c.close()
@@ -462,30 +468,20 @@ def measure_latency(stack, workdir, run, group):
         tor.stop("latency run %d" % run)
 
     arrivals = {}
-    created = {}
     with open(arrivals_path) as fh:
         for x in fh:
-            s, t, c = x.split()
+            s, t = x.split()
             s = int(s)
             if s >= 0 and s not in arrivals:
                 arrivals[s] = float(t)
-                created[s] = int(c) / 1000.0
     lat = sorted((arrivals[s] - commits[s]) * 1000.0 for s in arrivals
                  if s in commits)
-    # The split at the producer's CreateTime (ms resolution, the moment tor
-    # handed the message to librdkafka): where the time goes.
-    to_produce = sorted((created[s] - commits[s]) * 1000.0 for s in arrivals
-                        if s in commits and created[s] > 0)
-    to_arrive = sorted((arrivals[s] - created[s]) * 1000.0 for s in arrivals
-                       if s in commits and created[s] > 0)
     if len(lat) < total:
         problem("latency run %d: %d of %d messages arrived" %
                 (run, len(lat), total))
     return {"p50": percentile(lat, 0.50), "p99": percentile(lat, 0.99),
             "max": lat[-1] if lat else float("nan"), "arrived": len(lat),
-            "sent": total, "rate": total / t_insert,
-            "split": (percentile(to_produce, 0.5), percentile(to_produce, 0.99),
-                      percentile(to_arrive, 0.5), percentile(to_arrive, 0.99))}
+            "sent": total, "rate": total / t_insert}
 
 
 # ---------------------------------------------------------------------------
@@ -505,111 +501,101 @@ def runs_str(xs, f):
     return "[" + ", ".join("-" if x is None else f(x) for x in xs) + "]"
 
 
-def main():
-    stack = harness.Stack()
-    stack.wait_mysql()
-    workdir = tempfile.mkdtemp(prefix="bench-", dir=stack.run_dir)
-    kcat_input = os.path.join(workdir, "kcat-input.tsv")
-    write_kcat_input(kcat_input)
-    tag = "%d-%d" % (int(time.time()), os.getpid())
-    if KAFKA_PROPS:
-        log("bench: extra kafka.properties for tor: %s" % KAFKA_PROPS)
-    log("bench: %s, %d runs, %d rows of ~%d bytes (key k<i%%%d>, %d rows a "
-        "transaction), brokers %s, files in %s" %
-        (TOR_BIN, RUNS, ROWS, len(payload_of(ROWS - 1)), KEYS, PER_TXN,
-         stack.brokers, workdir))
+# The brokers the relay is measured on, in order: "kafka" (Apache Kafka,
+# the stack's) and "dev" (the development broker beside it, for comparison
+# with figures taken on it before).
+BROKERS = [b.strip() for b in os.environ.get("TOR_BENCH_KAFKA",
+                                             "kafka").split(",") if b.strip()]
+BROKER_NAMES = {"kafka": "Apache Kafka", "dev": "dev broker"}
 
-    res = {k: [] for k in ("tor", "cpu", "cpu_us", "rss", "read", "produce",
-                           "ratio", "p50", "p99", "max", "lat", "steady",
-                           "startup", "txn", "txn_ratio")}
-    for run in range(1, RUNS + 1):
-        log("run %d/%d" % (run, RUNS))
-        fresh_table(stack)
-        before = stack.binlog_position()
-        t0 = time.monotonic()
-        insert_rows(stack)
-        end = stack.binlog_position()
-        log("  inserted %d rows in %.1f s; binlog %s:%d .. %s:%d" %
-            (ROWS, time.monotonic() - t0, before[0], before[1], end[0],
-             end[1]))
+KEYS_PER_BROKER = ("tor", "cpu", "cpu_us", "rss", "produce", "ratio", "p50",
+                   "p99", "max", "lat", "steady", "startup", "txn",
+                   "txn_ratio")
 
-        rel = measure_relay(stack, workdir, run, "bench-%s-r%d" % (tag, run),
-                            before, end)
-        if rel:
-            ev, cpu, rss, el, steady = rel
-            res["tor"].append(ev)
-            res["cpu"].append(cpu)
-            res["cpu_us"].append(cpu * 1e6 / ROWS)
-            res["rss"].append(rss)
-            log("  tor:         %s events/s (%.2f s), CPU %.2f s = %.2f "
-                "us/event, peak RSS %.1f MiB" %
-                (fmt_rate(ev), el, cpu, cpu * 1e6 / ROWS, rss))
-            res["startup"].append(steady[0] if steady else None)
-            res["steady"].append(steady[1] if steady else None)
-            if steady:
-                log("               first checkpoint %.2f s after start; "
-                    "%s events/s from there on" % (steady[0],
-                                                    fmt_rate(steady[1])))
-        else:
-            for k in ("tor", "cpu", "cpu_us", "rss", "steady", "startup"):
-                res[k].append(None)
 
-        # The same rows again in transactional mode (DESIGN.md §5).
-        txn = measure_relay(stack, workdir, run, "bench-%s-t%d" % (tag, run),
-                            before, end, mode="transactional")
-        res["txn"].append(txn[0] if txn else None)
-        res["txn_ratio"].append(txn[0] / rel[0] if txn and rel else None)
-        if txn:
-            log("  transactional: %s events/s (%.2f s), CPU %.2f us/event, "
-                "peak RSS %.1f MiB" % (fmt_rate(txn[0]), txn[3],
-                                       txn[1] * 1e6 / ROWS, txn[2]))
+def measure_on(stack, kind, workdir, run, tag, before, end, rd, kcat_input,
+               res):
+    """The throughput figures of one run on one broker, into res[kind]."""
+    stack.kafka = kind
+    r = res[kind]
+    log("  on the %s (%s):" % (BROKER_NAMES[kind], stack.brokers))
+    rel = measure_relay(stack, workdir, run, "bench-%s-%s-r%d" % (
+        tag, kind, run), before, end)
+    if rel:
+        ev, cpu, rss, el, steady = rel
+        r["tor"].append(ev)
+        r["cpu"].append(cpu)
+        r["cpu_us"].append(cpu * 1e6 / ROWS)
+        r["rss"].append(rss)
+        log("  tor:         %s events/s (%.2f s), CPU %.2f s = %.2f "
+            "us/event, peak RSS %.1f MiB" %
+            (fmt_rate(ev), el, cpu, cpu * 1e6 / ROWS, rss))
+        r["startup"].append(steady[0] if steady else None)
+        r["steady"].append(steady[1] if steady else None)
+        if steady:
+            log("               first checkpoint %.2f s after start; "
+                "%s events/s from there on" % (steady[0],
+                                                fmt_rate(steady[1])))
+    else:
+        for k in ("tor", "cpu", "cpu_us", "rss", "steady", "startup"):
+            r[k].append(None)
 
-        rd = measure_raw_read(stack, before, end)
-        res["read"].append(rd[0] if rd else None)
-        if rd:
-            log("  raw read:    %s events/s (%.2f s, mariadb-binlog)" %
-                (fmt_rate(rd[0]), rd[1]))
+    # The same rows again in transactional mode (DESIGN.md §5).
+    txn = measure_relay(stack, workdir, run, "bench-%s-%s-t%d" % (
+        tag, kind, run), before, end, mode="transactional")
+    r["txn"].append(txn[0] if txn else None)
+    r["txn_ratio"].append(txn[0] / rel[0] if txn and rel else None)
+    if txn:
+        log("  transactional: %s events/s (%.2f s), CPU %.2f us/event, "
+            "peak RSS %.1f MiB" % (fmt_rate(txn[0]), txn[3],
+                                   txn[1] * 1e6 / ROWS, txn[2]))
 
-        pr = measure_raw_produce(stack, kcat_input)
-        res["produce"].append(pr[0] if pr else None)
-        if pr:
-            log("  raw produce: %s events/s (%.2f s, kcat)" %
-                (fmt_rate(pr[0]), pr[1]))
+    pr = measure_raw_produce(stack, kcat_input)
+    r["produce"].append(pr[0] if pr else None)
+    if pr:
+        log("  raw produce: %s events/s (%.2f s, kcat)" %
+            (fmt_rate(pr[0]), pr[1]))
 
-        if rel and rd and pr:
-            ratio = rel[0] / min(rd[0], pr[0])
-            res["ratio"].append(ratio)
-            log("  ratio tor / min(raw read, raw produce) = %.2f" % ratio)
-        else:
-            res["ratio"].append(None)
+    if rel and rd and pr:
+        ratio = rel[0] / min(rd[0], pr[0])
+        r["ratio"].append(ratio)
+        log("  ratio tor / min(raw read, raw produce) = %.2f" % ratio)
+    else:
+        r["ratio"].append(None)
 
-        lat = measure_latency(stack, workdir, run,
-                              "bench-%s-l%d" % (tag, run))
-        if lat:
-            for k in ("p50", "p99", "max"):
-                res[k].append(lat[k])
-            res["lat"].append(lat)
-            log("  latency:     p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d of "
-                "%d arrived; inserts at %s/s" %
-                (lat["p50"], lat["p99"], lat["max"], lat["arrived"],
-                 lat["sent"], fmt_rate(lat["rate"])))
-            log("               commit -> tor produce() p50 %.1f p99 %.1f ms;"
-                " produce() -> consumer p50 %.1f p99 %.1f ms (CreateTime, "
-                "1 ms resolution)" % lat["split"])
-        else:
-            for k in ("p50", "p99", "max"):
-                res[k].append(None)
 
-    # -- report --
-    m = {k: med(v) for k, v in res.items() if k != "lat"}
+def latency_on(stack, kind, workdir, run, tag, res):
+    """The latency of one run on one broker, into res[kind]."""
+    stack.kafka = kind
+    r = res[kind]
+    lat = measure_latency(stack, workdir, run, "bench-%s-%s-l%d" % (
+        tag, kind, run))
+    if lat:
+        for k in ("p50", "p99", "max"):
+            r[k].append(lat[k])
+        r["lat"].append(lat)
+        log("  latency on the %s: p50 %.1f ms, p99 %.1f ms, max %.1f ms; "
+            "%d of %d arrived; inserts at %s/s" %
+            (BROKER_NAMES[kind], lat["p50"], lat["p99"], lat["max"],
+             lat["arrived"], lat["sent"], fmt_rate(lat["rate"])))
+    else:
+        for k in ("p50", "p99", "max"):
+            r[k].append(None)
+
+
+def report(res, read):
+    """The medians, one column per broker, each run in brackets."""
+    m = {kind: {k: med(v) for k, v in r.items() if k != "lat"}
+         for kind, r in res.items()}
+    m_read = med(read)
     log("")
-    log("results (median of %d; individual runs in brackets)" % RUNS)
+    log("results (median of %d; individual runs in brackets; raw read is "
+        "the same for every broker)" % RUNS)
     rows = [
         ("tor events/s", "tor", fmt_rate, ""),
         ("  first checkpoint s", "startup", lambda x: "%.2f" % x,
          "after process start"),
         ("  events/s after it", "steady", fmt_rate, "start-up excluded"),
-        ("raw read events/s", "read", fmt_rate, ""),
         ("raw produce events/s", "produce", fmt_rate, ""),
         ("ratio tor / min(raw)", "ratio", lambda x: "%.2f" % x,
          "per run; target >= 0.5"),
@@ -622,30 +608,100 @@ def main():
         ("latency p99 ms", "p99", lambda x: "%.1f" % x, "target <= 20"),
         ("latency max ms", "max", lambda x: "%.1f" % x, ""),
     ]
-    for label, k, f, note in rows:
-        log("  %-22s %10s  %s%s" % (label, f(m[k]), runs_str(res[k], f),
-                                    "  (" + note + ")" if note else ""))
-    ratio_of_medians = m["tor"] / min(m["read"], m["produce"])
-    arrived = sum(x["arrived"] for x in res["lat"])
-    sent = sum(x["sent"] for x in res["lat"])
-    rates = [x["rate"] for x in res["lat"]]
-    log("  latency: %d of %d messages arrived over %d runs; inserts paced at "
-        "%d/s achieved %s/s (median)" % (arrived, sent, len(res["lat"]),
-                                          LAT_RATE, fmt_rate(med(rates))))
+    log("  %-22s %10s  %s" % ("raw read events/s", fmt_rate(m_read),
+                              runs_str(read, fmt_rate)))
+    for kind in res:
+        log("  on the %s:" % BROKER_NAMES[kind])
+        for label, k, f, note in rows:
+            log("  %-22s %10s  %s%s" % (label, f(m[kind][k]),
+                                        runs_str(res[kind][k], f),
+                                        "  (" + note + ")" if note else ""))
+        lats = res[kind]["lat"]
+        log("  latency: %d of %d messages arrived over %d runs; inserts "
+            "paced at %d/s achieved %s/s (median)" % (
+                sum(x["arrived"] for x in lats),
+                sum(x["sent"] for x in lats), len(lats), LAT_RATE,
+                fmt_rate(med([x["rate"] for x in lats]))))
+    if len(res) > 1:
+        kinds = list(res)
+        log("  %s / %s (medians): tor %.2f, raw produce %.2f, "
+            "transactional %.2f, latency p50 %.2f, p99 %.2f" % (
+                kinds[0], kinds[1], *(
+                    m[kinds[0]][k] / m[kinds[1]][k] for k in (
+                        "tor", "produce", "txn", "p50", "p99"))))
     log("  latency is commit -> consumer arrival (consumer fetch.wait.max.ms"
         "=5 included): an upper bound of commit -> ack")
     log("  for scale: a relay that sends one message at a time and waits for "
         "each ack manages about %s events/s on this kind of machine" %
         fmt_rate(NAIVE_RATE))
     log("")
-    log("summary: relay: %s events/s (median of %d) = %.2f x min(raw read %s, "
-        "raw produce %s); CPU %.2f us/event; peak RSS %.0f MiB; latency p50 "
-        "%.1f ms p99 %.1f ms (max %.1f ms, %d of %d arrived, %s inserts/s); "
-        "transactional %s events/s = %.2f x idempotent" %
-        (fmt_rate(m["tor"]), RUNS, ratio_of_medians, fmt_rate(m["read"]),
-         fmt_rate(m["produce"]), m["cpu_us"], m["rss"], m["p50"], m["p99"],
-         m["max"], arrived, sent, fmt_rate(med(rates)), fmt_rate(m["txn"]),
-         m["txn_ratio"]))
+    for kind in res:
+        mk = m[kind]
+        lats = res[kind]["lat"]
+        log("summary (%s): relay: %s events/s (median of %d) = %.2f x "
+            "min(raw read %s, raw produce %s); CPU %.2f us/event; peak RSS "
+            "%.0f MiB; latency p50 %.1f ms p99 %.1f ms (max %.1f ms, %d of "
+            "%d arrived, %s inserts/s); transactional %s events/s = %.2f x "
+            "idempotent" % (
+                BROKER_NAMES[kind], fmt_rate(mk["tor"]), RUNS,
+                mk["tor"] / min(m_read, mk["produce"]), fmt_rate(m_read),
+                fmt_rate(mk["produce"]), mk["cpu_us"], mk["rss"], mk["p50"],
+                mk["p99"], mk["max"], sum(x["arrived"] for x in lats),
+                sum(x["sent"] for x in lats),
+                fmt_rate(med([x["rate"] for x in lats])),
+                fmt_rate(mk["txn"]), mk["txn_ratio"]))
+
+
+def main():
+    stack = harness.Stack()
+    stack.wait_mysql()
+    bad = [b for b in BROKERS if b not in BROKER_NAMES]
+    if bad or not BROKERS:
+        log("bench: TOR_BENCH_KAFKA names %s; known: kafka, dev" % (
+            ",".join(bad) or "nothing"))
+        return 1
+    workdir = tempfile.mkdtemp(prefix="bench-", dir=stack.run_dir)
+    kcat_input = os.path.join(workdir, "kcat-input.tsv")
+    write_kcat_input(kcat_input)
+    tag = "%d-%d" % (int(time.time()), os.getpid())
+    if KAFKA_PROPS:
+        log("bench: extra kafka.properties for tor: %s" % KAFKA_PROPS)
+    log("bench: %s, %d runs, %d rows of ~%d bytes (key k<i%%%d>, %d rows a "
+        "transaction), on %s, files in %s" %
+        (TOR_BIN, RUNS, ROWS, len(payload_of(ROWS - 1)), KEYS, PER_TXN,
+         ", ".join(BROKER_NAMES[b] for b in BROKERS), workdir))
+    # A broker's first records meet cold code (a JVM's JIT among it):
+    # kcat's input once to each, not measured.
+    for kind in BROKERS:
+        stack.kafka = kind
+        measure_raw_produce(stack, kcat_input)
+
+    res = {kind: {k: [] for k in KEYS_PER_BROKER} for kind in BROKERS}
+    read = []
+    for run in range(1, RUNS + 1):
+        log("run %d/%d" % (run, RUNS))
+        fresh_table(stack)
+        before = stack.binlog_position()
+        t0 = time.monotonic()
+        insert_rows(stack)
+        end = stack.binlog_position()
+        log("  inserted %d rows in %.1f s; binlog %s:%d .. %s:%d" %
+            (ROWS, time.monotonic() - t0, before[0], before[1], end[0],
+             end[1]))
+        rd = measure_raw_read(stack, before, end)
+        read.append(rd[0] if rd else None)
+        if rd:
+            log("  raw read:    %s events/s (%.2f s, mariadb-binlog)" %
+                (fmt_rate(rd[0]), rd[1]))
+        for kind in BROKERS:
+            measure_on(stack, kind, workdir, run, tag, before, end, rd,
+                       kcat_input, res)
+        # Last: its rows follow the throughput runs' end in the binlog,
+        # where a relay run of another broker would meet them.
+        for kind in BROKERS:
+            latency_on(stack, kind, workdir, run, tag, res)
+
+    report(res, read)
     try:
         os.unlink(kcat_input)
     except OSError:

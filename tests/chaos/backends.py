@@ -8,8 +8,11 @@ depends on:
                           pause (SIGSTOP), resume (SIGCONT)
   service(kind, action)   kind: mysql, redis, broker; action: start, stop,
                           kill, wipe (Redis only: restarted with no data),
-                          down N / up N (a broker), latency MS (all brokers;
-                          0 clears it)
+                          down N (a broker killed, -9) / up N (started again
+                          on its data), pause N / resume N (SIGSTOP,
+                          SIGCONT), controller (returns the number of the
+                          broker that is the active controller), latency MS
+                          (all brokers; 0 clears it)
   logs(name)              a replica's log text (for the timeline and for
                           crash reports)
   tor(args)               runs the tor command line against the group (for
@@ -21,7 +24,8 @@ back-end says which actions it has; the runner refuses a fault whose actions
 are missing, naming them.
 
   LocalBackend    the local stack (deploy/local/stack.sh) in a run directory
-                  of its own and replicas as processes of this machine
+                  of its own, Apache Kafka as three nodes, and replicas as
+                  processes of this machine
   CommandBackend  every action is a shell command from a target file: the
                   presets "systemd" (systemctl on the hosts, over ssh or
                   locally) and "kubernetes" (kubectl against the manifests of
@@ -30,9 +34,10 @@ are missing, naming them.
 """
 
 import json
+import multiprocessing
 import os
-import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +54,8 @@ REPLICA_ACTIONS = ("start", "stop", "kill", "pause", "resume")
 
 def default_run_dir():
     """The chaos stack's run directory: $TOR_CHAOS_RUN_DIR or run/chaos;
-    $TOR_CHAOS_MYSQL_PORT and $TOR_CHAOS_REDIS_PORT move its ports, so two
+    $TOR_CHAOS_MYSQL_PORT, $TOR_CHAOS_REDIS_PORT and $TOR_CHAOS_KAFKA_PORT
+    (the first of the 50 ports its Kafka takes) move its ports, so two
     stacks can run side by side."""
     return os.environ.get("TOR_CHAOS_RUN_DIR") or os.path.join(
         REPO, "run", "chaos")
@@ -76,6 +82,7 @@ class Backend:
     columns = None          # {"id", "key", "type", "payload"}
     routes = None           # aggregate type -> topic
     lease_ms = 3000
+    broker_count = 3        # brokers numbered 1..broker_count
 
     def setup(self, log):
         pass
@@ -95,6 +102,8 @@ class Backend:
         raise NotImplementedError
 
     def service(self, kind, action, arg=None):
+        """Does the action; "broker controller" returns a broker's
+        number."""
         raise NotImplementedError
 
     def logs(self, name):
@@ -112,8 +121,66 @@ class Backend:
 # local processes
 
 
+def _proxy_main(conn, base_port, nodes):
+    """The child of ProxyProcess: the proxy, and its orders from the pipe
+    until the parent says stop or goes away."""
+    p = harness.KafkaProxy(base_port, nodes).start()
+    conn.send(p.brokers)
+    try:
+        while True:
+            verb, arg = conn.recv()
+            if verb == "stop":
+                break
+            p.delay_replies(arg)
+            conn.send("ok")
+    except (EOFError, OSError):
+        pass
+    p.stop()
+
+
+class ProxyProcess:
+    """harness.KafkaProxy in a process of its own: its threads carry every
+    byte the replicas exchange with Kafka, and in the runner's process they
+    would wait on the writers' and watchers' turn at the interpreter."""
+
+    def __init__(self, base_port, nodes):
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_proxy_main, daemon=True,
+                                args=(child, base_port, nodes))
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(10):
+            self.stop()
+            raise RuntimeError("the Kafka proxy did not start")
+        self.brokers = self.conn.recv()
+
+    def delay_replies(self, seconds):
+        self.conn.send(("delay", float(seconds)))
+        if not self.conn.poll(10):
+            raise RuntimeError("the Kafka proxy does not answer")
+        self.conn.recv()
+
+    def stop(self):
+        try:
+            self.conn.send(("stop", None))
+        except OSError:
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
 class LocalBackend(Backend):
     """The local stack in its own run directory, N replicas as processes.
+
+    Kafka is three nodes (replication factor 3, min.insync.replicas 2),
+    formatted afresh at every run: a broker fault kills (-9) or pauses
+    (SIGSTOP) a node through `stack.sh kafka-ctl`, and the replicas reach
+    the brokers through a proxy (harness.KafkaProxy, in a process of its
+    own) that adds latency on demand.  The runner and the verifier talk to
+    the brokers directly.
 
     Replicas run the binary in $TOR_BIN (default: the ASan build), each with
     its own log in <run dir>/tor-it/.  Redis persists only what a fault asks
@@ -121,13 +188,14 @@ class LocalBackend(Backend):
     with the dump removed (restarted empty)."""
 
     name = "local"
-    dev_broker = True
+    dev_broker = False
+    NODES = broker_count = 3
 
     TOPICS = ("chaos.order", "chaos.invoice")
 
     def __init__(self, replicas=3, mode="idempotent", run_dir=None,
-                 mysql_port=None, redis_port=None, partitions=8,
-                 binary=None, lease_ms=2000):
+                 mysql_port=None, redis_port=None, kafka_port=None,
+                 partitions=8, binary=None, lease_ms=2000):
         self.n = replicas
         self.mode = mode
         self.run_dir = run_dir or default_run_dir()
@@ -135,10 +203,13 @@ class LocalBackend(Backend):
             "TOR_CHAOS_MYSQL_PORT", "3347"))
         self.redis_port = redis_port or int(os.environ.get(
             "TOR_CHAOS_REDIS_PORT", "6407"))
+        self.kafka_port = kafka_port or int(os.environ.get(
+            "TOR_CHAOS_KAFKA_PORT", "9292"))
         self.partitions = partitions
         self.binary = binary or harness.default_tor_binary()
         self.lease_ms = lease_ms
         self.stack = None
+        self.proxy = None
         self.tors = {}
         self.table = "shop.chaos_outbox"
         self.columns = {"id": "id", "key": "aggregate_id",
@@ -149,19 +220,25 @@ class LocalBackend(Backend):
         return {"TOR_RUN_DIR": self.run_dir,
                 "TOR_MYSQL_PORT": str(self.mysql_port),
                 "TOR_REDIS_PORT": str(self.redis_port),
-                "TOR_KAFKA": "dev",
+                "TOR_KAFKA": "kafka",
+                "TOR_KAFKA_NODES": str(self.NODES),
+                "TOR_KAFKA_PORT": str(self.kafka_port),
                 "TOR_BROKER_TOPICS": " ".join(
                     "%s:%d" % (t, self.partitions) for t in self.TOPICS)}
 
     def setup(self, log):
         os.environ.update(self._env())
         self.stack = harness.Stack(self.run_dir)
-        self.stack.kafka = "dev"
-        log("local stack in %s (mysql %d, redis %d)" % (
-            self.run_dir, self.mysql_port, self.redis_port))
+        log("local stack in %s (mysql %d, redis %d, kafka %d nodes from "
+            "port %d)" % (self.run_dir, self.mysql_port, self.redis_port,
+                          self.NODES, self.kafka_port))
+        # Kafka from empty storage: the topics get this run's partitions,
+        # and runs do not pile up on disk.
+        self.stack.stop("kafka")
+        shutil.rmtree(os.path.join(self.run_dir, "kafka"),
+                      ignore_errors=True)
         self.stack.start(env=self._env())
         self.stack.dirty.clear()
-        self.stack.broker_ctl("reset")
         self.stack.sql("DROP TABLE IF EXISTS %s" % self.table)
         self.stack.sql(harness.outbox_ddl(self.table))
         self.mysql = {"host": "127.0.0.1", "port": self.mysql_port,
@@ -169,6 +246,7 @@ class LocalBackend(Backend):
         self.redis = {"host": "127.0.0.1", "port": self.redis_port,
                       "password": None}
         self.brokers = self.stack.brokers
+        self.proxy = ProxyProcess(self.kafka_port, self.NODES)
         self.group = harness.unique_group("chaos")
         cfg = harness.base_config(
             self.stack, group=self.group,
@@ -176,7 +254,7 @@ class LocalBackend(Backend):
                                 "columns": dict(self.columns)}],
                     "routes": [{"match": "^%s$" % t, "topic": topic}
                                for t, topic in self.routes.items()]},
-            kafka={"mode": self.mode},
+            kafka={"mode": self.mode, "brokers": self.proxy.brokers},
             ha={"lease_ms": self.lease_ms, "renew_ms": self.lease_ms // 4,
                 "retry_ms": 100},
             checkpoint={"interval_ms": 200})
@@ -191,6 +269,8 @@ class LocalBackend(Backend):
         for t in self.tors.values():
             if t.running():
                 t.kill9()
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.stack is not None:
             try:
                 self.stack.stop()
@@ -246,6 +326,26 @@ class LocalBackend(Backend):
                     return
                 time.sleep(0.05)
 
+    def controller(self):
+        """The node that leads the KRaft quorum (the active controller):
+        the leader of the highest epoch any node has written to its
+        quorum-state file."""
+        best = (-1, None)
+        for i in range(1, self.NODES + 1):
+            path = os.path.join(self.run_dir, "kafka", "node%d" % i, "data",
+                                "__cluster_metadata-0", "quorum-state")
+            try:
+                with open(path) as f:
+                    st = json.load(f)
+            except (OSError, ValueError):
+                continue
+            epoch, leader = st.get("leaderEpoch", -1), st.get("leaderId", -1)
+            if leader is not None and leader > 0 and epoch > best[0]:
+                best = (epoch, leader)
+        if best[1] is None:
+            raise RuntimeError("no node names a quorum leader")
+        return best[1]
+
     def service(self, kind, action, arg=None):
         s = self.stack
         if kind == "mysql":
@@ -273,18 +373,17 @@ class LocalBackend(Backend):
             else:
                 raise Unsupported("redis %s" % action)
         elif kind == "broker":
-            if action in ("down", "up"):
-                s.broker_ctl("%s %d" % (action, int(arg)))
+            verbs = {"down": "kill", "up": "start", "pause": "pause",
+                     "resume": "resume"}
+            if action in verbs:
+                s.kafka_ctl(verbs[action], int(arg))
+            elif action == "controller":
+                return self.controller()
             elif action == "latency":
-                for b in (1, 2, 3):
-                    s.broker_ctl("rtt %d %d" % (b, int(arg)))
-            elif action in ("start", "stop", "kill"):
-                # The dev broker's ports change when it restarts: a running
-                # replica would keep the old list.  Whole-cluster outages
-                # are every broker down.
-                for b in (1, 2, 3):
-                    s.broker_ctl("%s %d" % ("up" if action == "start" else
-                                            "down", b))
+                self.proxy.delay_replies(int(arg) / 1000.0)
+            elif action == "start":
+                # Every node up, paused ones resumed, partitions in sync.
+                s.start("kafka", env=self._env())
             else:
                 raise Unsupported("broker %s" % action)
         else:
@@ -313,38 +412,6 @@ class LocalBackend(Backend):
         return harness.tor_cli(list(args), cfg=self.cfg_text,
                                stack=self.stack, binary=self.binary,
                                timeout=timeout)
-
-    def row_starts(self, ids):
-        """{id: (binlog file, start of its transaction)} for the outbox rows
-        with these ids, from the binlog files on disk (mariadb-binlog)."""
-        want = {str(i) for i in ids}
-        data = os.path.join(self.run_dir, "mariadb", "data")
-        schema, table = self.table.split(".")
-        insert = "### INSERT INTO `%s`.`%s`" % (schema, table)
-        out = {}
-        files = sorted(f for f in os.listdir(data)
-                       if re.match(r"^binlog\.\d+$", f))
-        for name in files:
-            p = subprocess.Popen(
-                ["mariadb-binlog", "--base64-output=decode-rows", "-v",
-                 os.path.join(data, name)], stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL)
-            at = start = None
-            in_outbox = False
-            for raw in p.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
-                if line.startswith("# at "):
-                    at = int(line[5:])
-                elif " GTID " in line and line.startswith("#"):
-                    start = at
-                elif line.startswith("### INSERT INTO "):
-                    in_outbox = line == insert
-                elif in_outbox and line.startswith("###   @1="):
-                    rid = line[9:]
-                    if rid in want:
-                        out[rid] = (name, start)
-            p.wait()
-        return out
 
     def exit_codes(self):
         return {n: t.proc.returncode if t.proc else None
@@ -420,9 +487,12 @@ class CommandBackend(Backend):
        "commands": {"broker.down": "...", ...}}
 
     "commands" overrides or adds to the preset.  Broker actions have no
-    preset: a real cluster's are the operator's to give (broker.down and
-    broker.up with {arg} the broker's number from 1, broker.latency with
-    {arg} in ms, e.g. through tc netem)."""
+    preset: a real cluster's are the operator's to give (broker.down,
+    broker.up, broker.pause and broker.resume with {arg} the broker's number
+    from 1; broker.controller printing the number of the active
+    controller; broker.start bringing every broker up at once; broker.latency
+    with {arg} in ms, e.g. through tc netem).  "broker_count" (default 3)
+    says how many brokers there are."""
 
     def __init__(self, target_path, mode="idempotent"):
         with open(target_path) as f:
@@ -456,6 +526,7 @@ class CommandBackend(Backend):
                             **ob.get("columns", {}))
         self.routes = dict(ob["routes"])
         self.lease_ms = int(t.get("lease_ms", 3000))
+        self.broker_count = int(t.get("broker_count", 3))
         # The deployment's broker is tor's dev broker (DESIGN.md §9).
         self.dev_broker = bool(t.get("dev_broker", False))
         self.ns = t.get("namespace", "default")
@@ -516,10 +587,14 @@ class CommandBackend(Backend):
     def service(self, kind, action, arg=None):
         ssh = self.hosts.get(kind, "")
         if kind == "broker" and isinstance(self.hosts.get("brokers"), list) \
-                and arg is not None and action in ("down", "up"):
+                and arg is not None and action in ("down", "up", "pause",
+                                                   "resume"):
             ssh = self.hosts["brokers"][int(arg) - 1]
-        self._run(self._fmt("%s.%s" % (kind, action), ssh=ssh,
-                            arg="" if arg is None else arg))
+        p = self._run(self._fmt("%s.%s" % (kind, action), ssh=ssh,
+                                arg="" if arg is None else arg))
+        if (kind, action) == ("broker", "controller"):
+            return int(p.stdout.split()[-1])
+        return None
 
     def logs(self, name):
         if "replica.logs" not in self.commands:

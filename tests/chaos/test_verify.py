@@ -10,6 +10,7 @@ case uses its own group (tor.group header), so the cases share one topic.
 Run by `tests/run.sh chaos`; ends with "N passed, N failed".
 """
 
+import json
 import os
 import secrets
 import subprocess
@@ -66,6 +67,19 @@ def case(stack, records, *extra):
     group = "verify-" + secrets.token_hex(3)
     publish(stack, group, records)
     return verify(stack, group, *extra)
+
+
+def with_timeline(stack, group, entries, *runs):
+    """Runs verify once per argument list in runs, with a timeline file
+    of entries (dicts) for the group; returns [(rc, out), ...]."""
+    tl = os.path.join(stack.run_dir, "verify-timeline-%s.jsonl" % group)
+    with open(tl, "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in entries)
+    try:
+        return [verify(stack, group, "--timeline", tl, *extra)
+                for extra in runs]
+    finally:
+        os.remove(tl)
 
 
 def expect(rc, out, want_rc, *texts):
@@ -134,22 +148,16 @@ def test_a_paused_leaders_queue_is_told_apart(stack):
     recs = [(n, 2) for n in range(1, 5)] + [(n, 3) for n in range(5, 9)] + \
         [(5, 2), (6, 2)]
     publish(stack, group, recs)
-    tl = os.path.join(stack.run_dir, "verify-timeline-%s.jsonl" % group)
-    with open(tl, "w") as f:
-        f.write('{"t": 0.0, "event": "leader", "holder": "r1", "token": 2}\n'
-                '{"t": 5.0, "event": "fault", "kind": "stop", '
-                '"detail": "leader r1 for 3.0 s"}\n'
-                '{"t": 7.0, "event": "leader", "holder": "r2", "token": 3}\n')
-    try:
-        rc, out = verify(stack, group, "--timeline", tl)
-        expect(rc, out, 0, "zombies:    0",
-               "a paused leader's queue, sent when it resumed: 2 records of "
-               "token(s) 2", "verdict: PASS")
-        rc, out = verify(stack, group, "--timeline", tl, "--mode",
-                         "transactional")
-        expect(rc, out, 1, "zombies:    2", "verdict: FAIL")
-    finally:
-        os.remove(tl)
+    (rc, out), (rc_t, out_t) = with_timeline(stack, group, [
+        {"t": 0.0, "event": "leader", "holder": "r1", "token": 2},
+        {"t": 5.0, "event": "fault", "kind": "stop",
+         "detail": "leader r1 for 3.0 s"},
+        {"t": 7.0, "event": "leader", "holder": "r2", "token": 3}],
+        (), ("--mode", "transactional"))
+    expect(rc, out, 0, "zombies:    0",
+           "a paused leader's queue, sent when it resumed: 2 records of "
+           "token(s) 2", "verdict: PASS")
+    expect(rc_t, out_t, 1, "zombies:    2", "verdict: FAIL")
 
 
 def test_a_row_named_by_two_positions_fails(stack):
@@ -164,38 +172,33 @@ def test_timeline_attributes_duplicates(stack):
     # handover's copies count against the run in any mode.
     group = "verify-" + secrets.token_hex(3)
     publish(stack, group, ALL_ONCE + [(7, 2), (8, 2), (8, 3)])
-    tl = os.path.join(stack.run_dir, "verify-timeline-%s.jsonl" % group)
-    with open(tl, "w") as f:
-        f.write('{"t": 0.0, "event": "leader", "holder": "r1", "token": 1}\n'
-                '{"t": 5.0, "event": "fault", "kind": "kill"}\n'
-                '{"t": 7.0, "event": "leader", "holder": "r2", "token": 2}\n'
-                '{"t": 9.0, "event": "fault", "kind": "handover"}\n'
-                '{"t": 9.1, "event": "leader", "holder": "r3", "token": 3}\n')
-    try:
-        rc, out = verify(stack, group, "--timeline", tl)
-    finally:
-        os.remove(tl)
+    [(rc, out)] = with_timeline(stack, group, [
+        {"t": 0.0, "event": "leader", "holder": "r1", "token": 1},
+        {"t": 5.0, "event": "fault", "kind": "kill"},
+        {"t": 7.0, "event": "leader", "holder": "r2", "token": 2},
+        {"t": 9.0, "event": "fault", "kind": "handover"},
+        {"t": 9.1, "event": "leader", "holder": "r3", "token": 3}], ())
     expect(rc, out, 1, "kill                     2",
            "handover                 1", "duplicates that count: 1",
            "verdict: FAIL")
 
 
-def test_last_transaction_windows():
-    # No stack: a token's last Kafka transaction, from its position records.
-    recs = [verifier.parse_position_record(v) for v in (
-        b"v2 token=4 file=binlog.000002 pos=100 gtid=0-1-5 done=- rows=0",
-        b"v2 token=4 file=binlog.000002 pos=900 gtid=0-1-9 done=- rows=0",
-        b"v2 token=4 file=binlog.000003 pos=50 gtid=0-1-12 done=- rows=2",
-        b"v2 token=5 file=binlog.000003 pos=50 gtid=0-1-12 done=- rows=2")]
-    w = verifier.last_transaction_windows(recs)
-    assert w == {4: (("binlog.000002", 900), ("binlog.000003", 50), True)}, w
-    rows = {"1": b"a", "2": b"a", "3": b"a"}
-    starts = {"1": ("binlog.000002", 950), "2": ("binlog.000003", 50),
-              "3": ("binlog.000003", 400)}
-    v = verifier.judge(rows, {}, {}, mode="transactional", dev_broker=True,
-                       position_records=recs, row_starts=starts)
-    assert sorted(v.unjudged_lost) == [("1", 4), ("2", 4)], v.unjudged_lost
-    assert v.lost == ["3"] and v.failed()
+def test_an_operators_replay_spans_later_leaderships(stack):
+    # Token 2 published 1..8; an operator moved the checkpoint back (token
+    # 3); token 4 replayed 7, was killed, and token 5 went on with 8.  Both
+    # copies are the replay's: rows published before the move and again
+    # after it, whichever leadership finished the replay.
+    group = "verify-" + secrets.token_hex(3)
+    publish(stack, group, [(n, 2) for n in range(1, 9)] + [(7, 4), (8, 5)])
+    [(rc, out)] = with_timeline(stack, group, [
+        {"t": 0.0, "event": "leader", "holder": "r1", "token": 2},
+        {"t": 5.0, "event": "fault", "kind": "operator"},
+        {"t": 5.1, "event": "operator", "token": 3, "to": "binlog.000001:4"},
+        {"t": 5.2, "event": "leader", "holder": "r1", "token": 4},
+        {"t": 6.0, "event": "fault", "kind": "kill"},
+        {"t": 6.5, "event": "leader", "holder": "r2", "token": 5}],
+        ("--mode", "transactional"))
+    expect(rc, out, 0, "operator                 2", "verdict: PASS")
 
 
 def main():

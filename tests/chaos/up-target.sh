@@ -7,8 +7,14 @@
 #
 #   tests/chaos/up-target.sh --duration 60 --seed 3
 #
+# The demo's Kafka is one node: its broker faults are that node killed
+# (-9) and started again on its data, or paused (SIGSTOP) and resumed, and
+# it is the controller; the replicas talk to it directly, so there is no
+# latency fault (the local back-end's proxy gives one).
+#
 # Environment: TOR_CHAOS_UP_DIR (default run/chaos-up), and its ports
 # TOR_CHAOS_UP_MYSQL_PORT (3349), TOR_CHAOS_UP_REDIS_PORT (6409),
+# TOR_CHAOS_UP_KAFKA_PORT (9492, and the 49 after it),
 # TOR_CHAOS_UP_EXAMPLE_PORT (8089).
 set -u
 cd "$(dirname "$0")/../.."
@@ -17,6 +23,8 @@ run=${TOR_CHAOS_UP_DIR:-$root/run/chaos-up}
 export TOR_RUN_DIR=$run
 export TOR_MYSQL_PORT=${TOR_CHAOS_UP_MYSQL_PORT:-3349}
 export TOR_REDIS_PORT=${TOR_CHAOS_UP_REDIS_PORT:-6409}
+export TOR_KAFKA_PORT=${TOR_CHAOS_UP_KAFKA_PORT:-9492}
+export TOR_KAFKA=kafka TOR_KAFKA_NODES=1
 export TOR_EXAMPLE_PORT=${TOR_CHAOS_UP_EXAMPLE_PORT:-8089}
 
 trap 'deploy/local/up.sh down >/dev/null 2>&1' EXIT
@@ -25,7 +33,7 @@ deploy/local/up.sh up >/dev/null || { echo "up-target: make up failed" >&2; exit
 # shellcheck disable=SC1091
 . "$run/env"
 group=$(sed -n 's/^group = "\(.*\)";.*/\1/p' "$run/tor.cfg")
-env="TOR_RUN_DIR=$run TOR_MYSQL_PORT=$TOR_MYSQL_PORT TOR_REDIS_PORT=$TOR_REDIS_PORT"
+env="TOR_RUN_DIR=$run TOR_MYSQL_PORT=$TOR_MYSQL_PORT TOR_REDIS_PORT=$TOR_REDIS_PORT TOR_KAFKA_PORT=$TOR_KAFKA_PORT TOR_KAFKA=kafka TOR_KAFKA_NODES=1"
 stack="$env $root/deploy/local/stack.sh"
 pid="\$(cat $run/tor-{name}.pid)"
 gone="while kill -0 \$p 2>/dev/null; do sleep 0.1; done"
@@ -33,7 +41,7 @@ gone="while kill -0 \$p 2>/dev/null; do sleep 0.1; done"
 /usr/bin/python3 - "$run/target.json" <<PY
 import json, sys
 json.dump({
-  "backend": "commands", "dev_broker": True,
+  "backend": "commands", "broker_count": 1,
   "group": "$group", "brokers": "$TOR_KAFKA_BROKERS",
   "mysql": {"host": "127.0.0.1", "port": $TOR_MYSQL_PORT, "user": "app",
             "password": "app", "database": "shop"},
@@ -59,9 +67,12 @@ json.dump({
     "redis.stop": "redis-cli -p $TOR_REDIS_PORT shutdown save; true",
     "redis.wipe": "redis-cli -p $TOR_REDIS_PORT shutdown nosave; rm -f $run/redis/dump.rdb",
     "redis.start": "$stack start redis >/dev/null",
-    "broker.down": "$stack broker-ctl down {arg} >/dev/null",
-    "broker.up": "$stack broker-ctl up {arg} >/dev/null",
-    "broker.latency": "for b in 1 2 3; do $stack broker-ctl rtt \$b {arg} >/dev/null; done",
+    "broker.down": "$stack kafka-ctl kill {arg} >/dev/null",
+    "broker.up": "$stack kafka-ctl start {arg} >/dev/null",
+    "broker.pause": "$stack kafka-ctl pause {arg} >/dev/null",
+    "broker.resume": "$stack kafka-ctl resume {arg} >/dev/null",
+    "broker.controller": "echo 1",
+    "broker.start": "$stack start kafka >/dev/null",
     "tor": "$root/bin/tor"
   }
 }, open(sys.argv[1], "w"), indent=1)

@@ -33,7 +33,8 @@ import json
 import re
 import time
 
-from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import (Consumer, KafkaError, KafkaException,
+                             OFFSET_BEGINNING, TopicPartition)
 
 # ---------------------------------------------------------------------------
 # binlog order from tor.pos
@@ -92,6 +93,30 @@ def _consumer(brokers, isolation, extra=None):
     return Consumer(conf)
 
 
+_MOVED = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+          KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+          KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+          KafkaError._TRANSPORT}
+
+
+def _watermarks(c, topic, partition, timeout=60):
+    """(low, high) of a partition.  A partition whose leader just moved (a
+    node restarted) answers NOT_LEADER for a moment, and the client asks
+    the leader its metadata names: the topic's metadata is fetched again
+    before each retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, partition),
+                                           timeout=30, cached=False)
+        except KafkaException as e:
+            if e.args[0].code() not in _MOVED or \
+                    time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+        c.list_topics(topic, timeout=30)
+
+
 def end_offsets(brokers, topics, extra=None):
     """{(topic, partition): high watermark} now: where a run's records will
     begin (the runner takes them before it writes)."""
@@ -103,8 +128,7 @@ def end_offsets(brokers, topics, extra=None):
             if t is None or t.error is not None:
                 continue
             for p in t.partitions:
-                out[(topic, p)] = c.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=30, cached=False)[1]
+                out[(topic, p)] = _watermarks(c, topic, p)[1]
     finally:
         c.close()
     return out
@@ -133,8 +157,7 @@ def read_topics(brokers, topics, isolation, timeout=120, extra=None,
                 raise RuntimeError("topic %s: %s" % (
                     topic, t.error if t else "missing"))
             for p in sorted(t.partitions):
-                tp = TopicPartition(topic, p)
-                lo, hi = c.get_watermark_offsets(tp, timeout=30, cached=False)
+                lo, hi = _watermarks(c, topic, p)
                 start = start_offsets.get((topic, p), 0)
                 if lo > start:
                     raise Retention("%s[%d] starts at offset %d, not %d: the "
@@ -187,81 +210,6 @@ def read_topics(brokers, topics, isolation, timeout=120, extra=None,
     finally:
         c.close()
     return by_id, tokens, no_id, other_group
-
-
-def read_position_records(brokers, topic, group, extra=None, timeout=60):
-    """The group's position records on the checkpoint topic, in offset
-    order, each {"token", "file", "pos", "done", "rows"}: every record,
-    committed or not (read_uncommitted)."""
-    c = _consumer(brokers, "read_uncommitted", extra)
-    out = []
-    try:
-        md = c.list_topics(topic, timeout=30)
-        t = md.topics.get(topic)
-        if t is None or t.error is not None:
-            return out
-        parts = sorted(t.partitions)
-        targets = {}
-        for p in parts:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p),
-                                             timeout=30, cached=False)
-            if hi > lo:
-                targets[p] = hi
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        deadline = time.monotonic() + timeout
-        while targets and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.5):
-                if m.error() or m.key() != group.encode():
-                    continue
-                rec = parse_position_record(m.value())
-                if rec is not None:
-                    out.append(rec)
-            for tp in c.position([TopicPartition(topic, p) for p in targets]):
-                if tp.offset >= 0 and tp.offset >= targets[tp.partition]:
-                    del targets[tp.partition]
-    finally:
-        c.close()
-    return out
-
-
-def parse_position_record(value):
-    """A v2 position record ("v2 token=.. file=.. pos=.. gtid=.. done=..
-    rows=.."), or None."""
-    if not value:
-        return None
-    f = dict(w.split("=", 1) for w in value.decode(errors="replace").split()
-             if "=" in w)
-    try:
-        done = f.get("done", "-")
-        dfile, _, dpos = done.rpartition(":") if done != "-" else ("", "",
-                                                                   "0")
-        return {"token": int(f["token"]), "file": f.get("file", "-"),
-                "pos": int(f.get("pos", 0)), "rows": int(f.get("rows", 0)),
-                "done": (dfile, int(dpos)) if dfile else None}
-    except (KeyError, ValueError):
-        return None
-
-
-def last_transaction_windows(records):
-    """Per token, the source positions its last Kafka transaction covered:
-    [the position of its second-last record, the position of its last].
-
-    tor begins a Kafka transaction only after the one before committed, so
-    only a token's last transaction can have been left open when the token
-    lost its leadership."""
-    by_token = collections.OrderedDict()
-    for r in records:
-        by_token.setdefault(r["token"], []).append(r)
-    out = {}
-    for token, recs in by_token.items():
-        if len(recs) < 2:
-            continue
-        lo, hi = recs[-2], recs[-1]
-        end = (hi["file"], hi["pos"])
-        if hi["done"] is not None and hi["done"] > end:
-            end = hi["done"]
-        out[token] = ((lo["file"], lo["pos"]), end, hi["rows"] > 0)
-    return out
 
 
 def read_rows(conn, table, id_col, key_col, min_id=None, max_id=None,
@@ -341,6 +289,13 @@ class Timeline:
                   e["t"] <= t]
         return before[-1]["kind"] if before else "start"
 
+    def replayed(self, first_token, token):
+        """True when an operator's move falls between a row's first copy
+        (under first_token) and a later copy (under token): the move sent
+        the position back before the row, so its replay, in whichever
+        leadership went on with it, published the row again."""
+        return any(first_token < o <= token for o in self.operator_tokens())
+
     def _token_between(self, lo, hi):
         return any(e["event"] == "leader" and lo < e.get("token", 0) < hi
                    for e in self.entries)
@@ -389,7 +344,6 @@ class Verdict:
         self.rows = 0
         self.records = 0
         self.lost = []
-        self.unjudged_lost = []          # (id, token): see judge()
         self.duplicates = 0              # copies beyond the first
         self.duplicated_rows = 0
         self.dup_by_cause = collections.Counter()
@@ -431,9 +385,6 @@ class Verdict:
         return {
             "rows": self.rows, "records": self.records,
             "lost": len(self.lost), "lost_sample": self.lost[:20],
-            "lost_not_judged": len(self.unjudged_lost),
-            "lost_not_judged_sample": [list(x) for x in
-                                       self.unjudged_lost[:20]],
             "duplicates": self.duplicates,
             "duplicated_rows": self.duplicated_rows,
             "duplicates_by_cause": dict(self.dup_by_cause),
@@ -464,15 +415,6 @@ class Verdict:
                       ", dev broker" if self.dev_broker else ""))
         out.append("  lost:       %d%s" % (len(self.lost), (
             " e.g. id " + ", ".join(self.lost[:10])) if self.lost else ""))
-        if self.unjudged_lost:
-            out.append("  lost, not judged: %d (rows of a token's last "
-                       "Kafka transaction: the dev broker shows its position "
-                       "record even if it never committed, so a successor "
-                       "may resume past them; a real broker aborts it and "
-                       "the successor publishes them again) e.g. %s" % (
-                           len(self.unjudged_lost), ", ".join(
-                               "id %s (token %s)" % x
-                               for x in self.unjudged_lost[:5])))
         out.append("  duplicated: %d copies of %d rows" % (
             self.duplicates, self.duplicated_rows))
         for cause, n in sorted(self.dup_by_cause.items(),
@@ -535,14 +477,8 @@ def _tokens_text(seq):
 
 
 def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
-          dev_broker=False, timeline=None, position_records=None,
-          row_starts=None):
-    """The verdict for MySQL's rows ({id: key}) against Kafka's copies.
-
-    In transactional mode on the dev broker, a lost row inside a token's
-    last Kafka transaction is not judged (see Verdict.report); that needs
-    the group's position records and, per lost row, where its source
-    transaction starts in the binlog (row_starts: {id: (file, pos)})."""
+          dev_broker=False, timeline=None):
+    """The verdict for MySQL's rows ({id: key}) against Kafka's copies."""
     v = Verdict()
     v.mode, v.dev_broker = mode, dev_broker
     v.rows = len(rows)
@@ -554,23 +490,6 @@ def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
         if rid not in by_id:
             v.lost.append(rid)
     v.lost.sort(key=lambda s: (len(s), s))
-    if v.lost and mode == "transactional" and dev_broker and \
-            position_records and row_starts:
-        windows = last_transaction_windows(position_records)
-        kept = []
-        for rid in v.lost:
-            start = row_starts.get(rid)
-            token = None
-            for t, (lo, hi, partial) in windows.items():
-                if start is not None and lo <= start and (
-                        start < hi or (partial and start == hi)):
-                    token = t
-                    break
-            if token is None:
-                kept.append(rid)
-            else:
-                v.unjudged_lost.append((rid, token))
-        v.lost = kept
     v.unknown = sum(len(c) for rid, c in by_id.items() if rid not in rows)
 
     firsts = collections.defaultdict(list)   # key -> [(partition, offset, order, id)]
@@ -589,6 +508,9 @@ def judge(rows, by_id, tokens, no_id=0, other_group=0, mode="idempotent",
                     during = timeline.faults_during(c.token)
                     cause = "resend (%s)" % (during[0] if during else
                                              "no fault")
+                elif None not in (first.token, c.token) and \
+                        timeline.replayed(first.token, c.token):
+                    cause = "operator"
                 else:
                     cause = timeline.cause_of_token(c.token)
                 v.dup_by_cause[cause] += 1

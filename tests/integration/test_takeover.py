@@ -2,8 +2,9 @@
 that lost its data, an epoch key gone, a leader that resigns, a replica
 stopped while its acquire is in flight, a leadership that ends oddly, and
 an operator's `tor checkpoint set` racing a new leader or meeting Kafka's
-copy of the position.  Real MariaDB, Redis and dev broker throughout;
-tests/integration/proxy.py aims a fault at one Redis reply.
+copy of the position.  Real MariaDB, Redis and Kafka (one node), but for one
+test that needs an error injected at one Produce request (the dev broker,
+DESIGN.md §9); tests/integration/proxy.py aims a fault at one Redis reply.
 """
 
 import subprocess

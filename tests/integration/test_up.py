@@ -21,7 +21,7 @@ import harness
 
 MYSQL_PORT = 3397
 REDIS_PORT = 6397
-KAFKA_PORT = 9342
+KAFKA_PORT = 9792
 EXAMPLE_PORT = 8097
 TOR_BIN = os.path.join(harness.REPO, "bin", "tor")
 

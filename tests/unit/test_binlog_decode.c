@@ -20,11 +20,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <zlib.h>
 
 #include "tor/binlog_decode.h"
+#include "tor/buf.h"
+
+#include "alloc_probe.h"
+#include "buf_put.h"
 
 #define FIXTURE1 "tests/unit/binlog/mariadb-bin.000001"
 #define FIXTURE2 "tests/unit/binlog/mariadb-bin.000002"
@@ -1038,8 +1043,16 @@ test_rows_column_count_wraps(void **state)
 	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
 	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), -1);
-	assert_non_null(strstr(err.msg, "18446744073709551614 columns do not "
-	    "fit"));
+	assert_non_null(strstr(err.msg, "18446744073709551614 columns, more "
+	    "than the 4096"));
+	tor_rows_free(&rows);
+	/* Within the limit, but not within the event. */
+	rb.n = 10;
+	put(&rb, "\xfc\x00\x10\x01\x01", 5);
+	make_event(&ev, TOR_EV_WRITE_ROWS_V2, &rb, true);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), -1);
+	assert_non_null(strstr(err.msg, "4096 columns do not fit"));
 	tor_rows_free(&rows);
 }
 
@@ -1161,10 +1174,14 @@ test_compressed_lies(void **state)
 	put_le(&body, 0, 2);
 	put_le(&body, 0, 2);
 	put(&body, "\0", 1);
-	/* 4 GB claimed from a few bytes. */
+	/* 4 GB claimed from a few bytes: more than any event. */
 	put(&body, "\x84\xff\xff\xff\xff\x78\x9c\x00", 8);
 	make_event(&ev, TOR_EV_MARIADB_QUERY_COMPRESSED, &body, false);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	assert_non_null(strstr(err.msg, "largest event"));
+	/* 32 MiB from a few bytes: more than zlib inflates them to. */
+	ev.b[19 + 15] = 0x01;
 	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
 	assert_non_null(strstr(err.msg, "impossible"));
 	/* A real stream with the wrong length. */
@@ -1188,6 +1205,418 @@ test_compressed_lies(void **state)
 	assert_non_null(strstr(err.msg, "header"));
 }
 
+/*
+ * Events too big for struct bytes, built in a tor_buf (buf_put.h).
+ */
+
+/* An event of the given type around body, as tor_event_parse leaves it. */
+static struct tor_event
+big_event(uint8_t type, const struct tor_buf *body)
+{
+	return (struct tor_event){ .type = type, .size = 19 + body->len,
+	    .next_pos = 4242, .body = body->data, .body_len = body->len };
+}
+
+/* A QUERY_COMPRESSED body up to its compressed block. */
+static void
+compressed_query_head(struct tor_buf *b)
+{
+	buf_le(b, 1, 4);                        /* thread id */
+	buf_le(b, 0, 4);                        /* exec time */
+	buf_le(b, 0, 1);                        /* schema length */
+	buf_le(b, 0, 2);                        /* error code */
+	buf_le(b, 0, 2);                        /* status vars length */
+	buf_put(b, "\0", 1);
+}
+
+/* A compressed block may claim up to 1032 times its size, zlib's best
+ * ratio, and the claim was allocated before inflating: 1 MiB of block
+ * holding a 6-byte stream took 1 GiB.  Memory now grows with what
+ * inflates.  A claim past the largest event a server writes is refused
+ * naming the event and the limit. */
+static void
+test_compressed_claim_is_not_allocated(void **state)
+{
+	const size_t claim = 1u << 30;
+	const size_t avail = claim / 1032 + 1;
+	struct tor_format fmt;
+	struct tor_buf body = { 0 };
+	struct tor_event e;
+	struct tor_query q;
+	tor_err err;
+	uint8_t z[64];
+	uLongf zlen = sizeof(z);
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	assert_int_equal(compress(z, &zlen, (const Bytef *)"COMMIT", 6), Z_OK);
+	compressed_query_head(&body);
+	buf_le(&body, 0x84, 1);
+	buf_put(&body, "\x40\x00\x00\x00", 4);   /* 2^30, big-endian */
+	buf_put(&body, z, zlen);
+	assert_int_equal(tor_buf_reserve(&body, avail - zlen), 0);
+	memset(body.data + body.len, 0, avail - zlen);
+	body.len += avail - zlen;
+	e = big_event(TOR_EV_MARIADB_QUERY_COMPRESSED, &body);
+	alloc_probe_start();
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	alloc_probe_stop();
+	printf("  event of %zu bytes claiming %zu inflated: largest "
+	    "allocation %zu (%s)\n", body.len + 19, claim,
+	    alloc_probe.largest, err.msg);
+	assert_non_null(strstr(err.msg, "could not inflate"));
+	assert_true(alloc_probe.largest <= (1u << 20));
+
+	/* One byte more than any event. */
+	body.len = 0;
+	compressed_query_head(&body);
+	buf_le(&body, 0x84, 1);
+	buf_put(&body, "\x40\x00\x00\x01", 4);
+	buf_put(&body, z, zlen);
+	e = big_event(TOR_EV_MARIADB_QUERY_COMPRESSED, &body);
+	assert_int_equal(tor_query_parse(&e, &fmt, &q, &err), -1);
+	printf("  %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "QUERY_COMPRESSED event at 4242"));
+	assert_non_null(strstr(err.msg, "1073741825"));
+	assert_non_null(strstr(err.msg, "1073741824"));
+	tor_buf_free(&body);
+}
+
+/* One optional metadata field of a TABLE_MAP. */
+static void
+big_opt(struct tor_buf *b, uint8_t kind, const struct tor_buf *value)
+{
+	buf_le(b, kind, 1);
+	buf_packed(b, value->len);
+	buf_put(b, value->data, value->len);
+}
+
+/* The TABLE_MAP body of shop.wide (table id 77): ncols columns of one type
+ * with the same metadata (meta_len bytes), all nullable.  The caller adds
+ * optional metadata. */
+static void
+wide_map(struct tor_buf *b, uint64_t ncols, uint8_t type, const void *meta,
+    size_t meta_len)
+{
+	buf_le(b, 77, 6);
+	buf_le(b, 1, 2);
+	buf_put(b, "\x04shop\0\x04wide\0", 12);
+	buf_packed(b, ncols);
+	for (uint64_t i = 0; i < ncols; i++)
+		buf_le(b, type, 1);
+	buf_packed(b, ncols * meta_len);
+	for (uint64_t i = 0; i < ncols; i++)
+		buf_put(b, meta, meta_len);
+	for (uint64_t i = 0; i < (ncols + 7) / 8; i++)
+		buf_le(b, 0xff, 1);
+}
+
+static double
+seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) +
+	    (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A table has at most 4096 columns (MAX_FIELDS, MySQL and MariaDB alike);
+ * the count was bounded only by the event's bytes, and a 1 MB TABLE_MAP
+ * of a million columns took one allocation of 64 MB.  Refused past 4096,
+ * in a TABLE_MAP and in a ROWS event, naming the event and the limit. */
+static void
+test_column_count_limit(void **state)
+{
+	struct tor_format fmt;
+	struct tor_buf b = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	tor_err err;
+	int rc;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	wide_map(&b, 1000000, TOR_TYPE_TINY, NULL, 0);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	alloc_probe_start();
+	rc = tor_table_map_parse(&e, &fmt, &tm, &err);
+	alloc_probe_stop();
+	printf("  TABLE_MAP of %zu bytes: %s; largest allocation %zu\n",
+	    b.len + 19, rc == 0 ? "a million columns" : err.msg,
+	    alloc_probe.largest);
+	if (rc == 0)
+		tor_table_map_free(&tm);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "TABLE_MAP event at 4242 for "
+	    "shop.wide: 1000000 columns, more than the 4096"));
+	assert_true(alloc_probe.largest < (1u << 20));
+
+	b.len = 0;
+	wide_map(&b, 4096, TOR_TYPE_TINY, NULL, 0);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(tm.ncols, 4096);
+	tor_table_map_free(&tm);
+
+	/* A ROWS event one column wider, all present, no row. */
+	b.len = 0;
+	buf_le(&b, 77, 6);
+	buf_le(&b, 1, 2);
+	buf_le(&b, 2, 2);                       /* no extra data */
+	buf_packed(&b, 4097);
+	for (int i = 0; i < (4097 + 7) / 8; i++)
+		buf_le(&b, 0xff, 1);
+	e = big_event(TOR_EV_WRITE_ROWS_V2, &b);
+	rc = tor_rows_parse(&e, &fmt, &rows, &err);
+	tor_rows_free(&rows);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "WRITE_ROWS event at 4242: 4097 "
+	    "columns, more than the 4096"));
+	tor_buf_free(&b);
+}
+
+/* A one-column map of shop.wide, an ENUM or SET (stored in `size`
+ * bytes), whose member names field lists `n` names m0, m1, ... */
+static void
+member_map(struct tor_buf *b, uint8_t type, uint8_t size, uint64_t n)
+{
+	const uint8_t meta[2] = { type, size };
+	struct tor_buf names = { 0 };
+	char name[24];
+
+	b->len = 0;
+	wide_map(b, 1, TOR_TYPE_STRING, meta, 2);
+	buf_packed(&names, n);
+	for (uint64_t i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "m%llu", (unsigned long long)i);
+		buf_packed(&names, strlen(name));
+		buf_put(&names, name, strlen(name));
+	}
+	big_opt(b, type == TOR_TYPE_SET ? 5 : 6, &names);
+	tor_buf_free(&names);
+}
+
+/* A SET has at most 64 members.  Member names for 65 made the value's
+ * rendering shift its 64-bit mask by 64 (undefined; UBSan stops the
+ * test); such a map is refused, and so is an ENUM of more than the 65535
+ * members an ENUM can have. */
+static void
+test_set_of_more_than_64_members(void **state)
+{
+	static const uint8_t row[] = { 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x80 };
+	struct tor_format fmt;
+	struct tor_buf b = { 0 }, rb = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	struct tor_value v;
+	tor_err err;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	member_map(&b, TOR_TYPE_SET, 8, 64);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(tm.cols[0].n_set_values, 64);
+	buf_le(&rb, 77, 6);
+	buf_le(&rb, 1, 2);
+	buf_le(&rb, 2, 2);
+	buf_put(&rb, "\x01\x01", 2);          /* one column, present */
+	buf_put(&rb, row, sizeof(row));         /* members 0 and 63 */
+	e = big_event(TOR_EV_WRITE_ROWS_V2, &rb);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	if (tor_rows_next(&rows, &tm, &v, &err) != 1)
+		fail_msg("%s", err.msg);
+	assert_int_equal(v.len, 6);
+	assert_memory_equal(v.data, "m0,m63", 6);
+	tor_rows_free(&rows);
+	tor_table_map_free(&tm);
+
+	member_map(&b, TOR_TYPE_SET, 8, 65);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == 0) {
+		/* What the map allowed before: the row's rendering. */
+		e = big_event(TOR_EV_WRITE_ROWS_V2, &rb);
+		assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+		(void)tor_rows_next(&rows, &tm, &v, &err);
+		tor_rows_free(&rows);
+		tor_table_map_free(&tm);
+		fail_msg("a SET of 65 members was taken");
+	}
+	printf("  %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "SET column 0 lists 65 members, more "
+	    "than the 64"));
+
+	member_map(&b, TOR_TYPE_ENUM, 2, 65536);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	printf("  %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "ENUM column 0 lists 65536 members, "
+	    "more than the 65535"));
+	tor_buf_free(&b);
+	tor_buf_free(&rb);
+}
+
+/* An ENUM's member names took an allocation each: 60,000 empty names,
+ * one byte of input apiece, made 60,000 allocations.  One list, one
+ * allocation. */
+static void
+test_member_names_are_one_allocation(void **state)
+{
+	struct tor_format fmt;
+	struct tor_buf b = { 0 }, names = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	const uint8_t meta[2] = { TOR_TYPE_ENUM, 2 };
+	tor_err err;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	wide_map(&b, 1, TOR_TYPE_STRING, meta, 2);
+	buf_packed(&names, 60000);
+	for (int i = 0; i < 60000; i++)
+		buf_le(&names, 0, 1);
+	big_opt(&b, 6, &names);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	alloc_probe_start();
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	alloc_probe_stop();
+	printf("  60,000 ENUM names in %zu bytes: %zu allocations, %zu bytes "
+	    "at most\n", names.len, alloc_probe.count, alloc_probe.peak);
+	assert_int_equal(tm.cols[0].n_enum_values, 60000);
+	assert_string_equal(tm.cols[0].enum_values[59999], "");
+	assert_true(alloc_probe.count <= 4);
+	tor_table_map_free(&tm);
+	tor_buf_free(&b);
+	tor_buf_free(&names);
+}
+
+/* DEFAULT_CHARSET: a default, then (character column index, collation)
+ * pairs.  Each pair walked the columns to find its column's index:
+ * 262,144 pairs over 4096 VARCHARs, a 1 MB field, took seconds (a 1 GiB
+ * one, hours).  And each repeat of a field walked them all again.  The
+ * pairs now cost one step each, a field may come once, and the collations
+ * land where they did. */
+static void
+test_charset_pairs_are_linear(void **state)
+{
+	static const uint8_t varchar_meta[2] = { 0x2c, 0x01 };     /* 300 */
+	const int npairs = 262144;
+	struct tor_format fmt;
+	struct tor_buf b = { 0 }, cs = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct timespec t0;
+	tor_err err;
+	int rc;
+
+	(void)state;
+	tor_format_init(&fmt, false);
+	wide_map(&b, 4096, TOR_TYPE_VARCHAR, varchar_meta, 2);
+	buf_packed(&cs, 33);                    /* utf8mb3 by default */
+	for (int i = 0; i < npairs - 1; i++) {
+		buf_packed(&cs, 4095);
+		buf_packed(&cs, 8);             /* latin1 */
+	}
+	buf_packed(&cs, 4094);
+	buf_packed(&cs, 63);                    /* binary */
+	big_opt(&b, 2, &cs);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	printf("  %d charset pairs over 4096 columns (%zu bytes): %.3f s\n",
+	    npairs, cs.len, seconds_since(&t0));
+	assert_int_equal(tm.cols[0].charset, 33);
+	assert_int_equal(tm.cols[4093].charset, 33);
+	assert_int_equal(tm.cols[4094].charset, 63);
+	assert_int_equal(tm.cols[4095].charset, 8);
+	tor_table_map_free(&tm);
+
+	/* The field again, 349,525 times: 3 bytes each. */
+	cs.len = 0;
+	buf_packed(&cs, 8);
+	for (int i = 0; i < 349525; i++)
+		big_opt(&b, 2, &cs);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = tor_table_map_parse(&e, &fmt, &tm, &err);
+	printf("  DEFAULT_CHARSET 349,526 times: %.3f s, %s\n",
+	    seconds_since(&t0), rc == 0 ? "taken" : err.msg);
+	if (rc == 0)
+		tor_table_map_free(&tm);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "DEFAULT_CHARSET given twice"));
+	tor_buf_free(&b);
+	tor_buf_free(&cs);
+}
+
+/* Before its first row goes out, a ROWS event is stepped through to see
+ * that the map fits every row, and each row's step went over every column
+ * of the map, present in the event or not: 262,144 one-byte rows of a
+ * 4096-column table (one column present, NULL) took seconds (a 1 GiB
+ * event, hours).  A row now costs its present columns. */
+static void
+test_rows_step_over_present_columns_only(void **state)
+{
+	const int nrows = 262144;
+	struct tor_format fmt;
+	struct tor_buf b = { 0 };
+	struct tor_event e;
+	struct tor_table_map tm;
+	struct tor_rows rows;
+	struct tor_value *vals = calloc(4096, sizeof(*vals));
+	struct timespec t0;
+	tor_err err;
+	int rc;
+
+	(void)state;
+	assert_non_null(vals);
+	tor_format_init(&fmt, false);
+	wide_map(&b, 4096, TOR_TYPE_TINY, NULL, 0);
+	e = big_event(TOR_EV_TABLE_MAP, &b);
+	if (tor_table_map_parse(&e, &fmt, &tm, &err) == -1)
+		fail_msg("%s", err.msg);
+	b.len = 0;
+	buf_le(&b, 77, 6);
+	buf_le(&b, 1, 2);
+	buf_le(&b, 2, 2);
+	buf_packed(&b, 4096);
+	buf_le(&b, 0x01, 1);                    /* column 0 present */
+	for (int i = 1; i < 4096 / 8; i++)
+		buf_le(&b, 0, 1);
+	for (int i = 0; i < nrows; i++)
+		buf_le(&b, 0x01, 1);            /* its value NULL */
+	e = big_event(TOR_EV_WRITE_ROWS_V2, &b);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = tor_rows_next(&rows, &tm, vals, &err);
+	printf("  first of %d rows over 4096 columns: %.3f s\n", nrows,
+	    seconds_since(&t0));
+	if (rc != 1)
+		fail_msg("%s", err.msg);
+	assert_true(vals[0].present && vals[0].is_null);
+	assert_false(vals[1].present);
+	assert_false(vals[4095].present);
+	tor_rows_free(&rows);
+
+	/* A last row that does not fit is still found. */
+	b.data[b.len - 1] = 0x00;               /* not NULL, no value */
+	e = big_event(TOR_EV_WRITE_ROWS_V2, &b);
+	assert_int_equal(tor_rows_parse(&e, &fmt, &rows, &err), 0);
+	assert_int_equal(tor_rows_next(&rows, &tm, vals, &err), -1);
+	assert_non_null(strstr(err.msg, "(row 262143)"));
+	tor_rows_free(&rows);
+	tor_table_map_free(&tm);
+	tor_buf_free(&b);
+	free(vals);
+}
+
 static void
 test_malformed_table_maps(void **state)
 {
@@ -1199,7 +1628,8 @@ test_malformed_table_maps(void **state)
 
 	(void)state;
 	tor_format_init(&fmt, false);
-	/* A column count far beyond the bytes that follow. */
+	/* A column count far beyond what a table has, and one within it
+	 * but beyond the bytes that follow. */
 	put_le(&body, 5, 6);
 	put_le(&body, 0, 2);
 	put_str(&body, "s");
@@ -1210,9 +1640,15 @@ test_malformed_table_maps(void **state)
 	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
 	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
-	assert_non_null(strstr(err.msg, "columns cannot fit"));
-	/* Metadata that runs out mid-column. */
+	assert_non_null(strstr(err.msg, "more than the 4096"));
 	body.n -= 9;
+	put(&body, "\xfc\x00\x10", 3);
+	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
+	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
+	assert_int_equal(tor_table_map_parse(&e, &fmt, &tm, &err), -1);
+	assert_non_null(strstr(err.msg, "4096 columns cannot fit"));
+	/* Metadata that runs out mid-column. */
+	body.n -= 3;
 	put(&body, "\x02\x0f\x0f\x02\x2c\x01\x00", 7);
 	make_event(&ev, TOR_EV_TABLE_MAP, &body, false);
 	assert_int_equal(tor_event_parse(ev.b, ev.n, &fmt, &e, &err), 0);
@@ -1488,6 +1924,12 @@ main(void)
 		cmocka_unit_test(test_rows_column_count_wraps),
 		cmocka_unit_test(test_mysql_rows_v2_extra_data),
 		cmocka_unit_test(test_compressed_lies),
+		cmocka_unit_test(test_compressed_claim_is_not_allocated),
+		cmocka_unit_test(test_column_count_limit),
+		cmocka_unit_test(test_set_of_more_than_64_members),
+		cmocka_unit_test(test_member_names_are_one_allocation),
+		cmocka_unit_test(test_charset_pairs_are_linear),
+		cmocka_unit_test(test_rows_step_over_present_columns_only),
 		cmocka_unit_test(test_malformed_table_maps),
 		cmocka_unit_test(test_old_temporal_with_fractions),
 	};

@@ -11,12 +11,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "tor/binlog_json.h"
+
+#include "alloc_probe.h"
 
 /* Renders d and compares with want; also checks that the text is appended
  * after what the buffer already held. */
@@ -28,7 +31,7 @@ expect_json(const uint8_t *d, size_t n, const char *want)
 	int rc;
 
 	assert_int_equal(tor_buf_append(&out, "<", 1), 0);
-	rc = tor_json_render(d, n, &out, &err);
+	rc = tor_json_render(d, n, TOR_JSON_TEXT_MAX, &out, &err);
 	if (rc != 0)
 		fail_msg("render failed: %s", err.msg);
 	assert_int_equal(out.len, 1 + strlen(want));
@@ -47,7 +50,8 @@ expect_fail(const uint8_t *d, size_t n)
 	tor_err err = { { 0 } };
 
 	assert_int_equal(tor_buf_append(&out, "<", 1), 0);
-	assert_int_equal(tor_json_render(d, n, &out, &err), -1);
+	assert_int_equal(tor_json_render(d, n, TOR_JSON_TEXT_MAX, &out, &err),
+	    -1);
 	assert_int_equal(out.len, 1);
 	assert_true(err.msg[0] != '\0');
 	tor_buf_free(&out);
@@ -667,7 +671,8 @@ test_depth_limit(void **state)
 	(void)state;
 	/* 100 levels, MySQL's own limit, render. */
 	d = nested_arrays(TOR_JSON_MAX_DEPTH, &len);
-	assert_int_equal(tor_json_render(d, len, &out, &err), 0);
+	assert_int_equal(tor_json_render(d, len, TOR_JSON_TEXT_MAX, &out,
+	    &err), 0);
 	assert_int_equal(out.len, 2 * TOR_JSON_MAX_DEPTH);
 	for (i = 0; i < TOR_JSON_MAX_DEPTH; i++) {
 		assert_int_equal(out.data[i], '[');
@@ -712,6 +717,79 @@ test_shared_values_blowup(void **state)
 	expect_fail(d, sizeof(d));
 }
 
+/*
+ * A large array of 16 entries that all point at one string of 64 MiB:
+ * [s, s, ..., s].  Layout after the type byte 0x03: count (4), size (4),
+ * 16 value entries of type 0x0c and a 4-byte offset, all 88 (the byte
+ * after the header), then the string: its length in 7-bit groups, and
+ * its bytes.
+ */
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint8_t *
+sixteen_times(size_t len, size_t *n)
+{
+	size_t size = 88 + 4 + len;
+	uint8_t *d = malloc(1 + size), *p = d;
+
+	assert_non_null(d);
+	*p++ = 0x03;
+	put32(p, 16);
+	put32(p + 4, (uint32_t)size);
+	p += 8;
+	for (int i = 0; i < 16; i++) {
+		*p++ = 0x0c;
+		put32(p, 88);
+		p += 4;
+	}
+	for (int i = 0; i < 4; i++)
+		*p++ = (uint8_t)(len >> (7 * i) & 0x7f) | (i < 3 ? 0x80 : 0);
+	memset(p, 'a', len);
+	*n = 1 + size;
+	return d;
+}
+
+/* The text of one value is bounded by its size (16 times, for entries
+ * that share values) and by the caller's max_text: TOR_JSON_TEXT_MAX, 1
+ * GiB, for a column.  There was no such bound: a 64 MiB document of
+ * sixteen entries sharing one string rendered to 1 GiB and 64 bytes, in a
+ * buffer that doubled to 2 GiB (11 s under ASan).  The same shape at
+ * 64 KiB against a max_text of 1 MiB: refused, and the buffer never grows
+ * past the bound, though doubling would take it to 2 MiB. */
+static void
+test_text_limit(void **state)
+{
+	const size_t most = 1u << 20;
+	struct tor_buf out = { 0 };
+	tor_err err = { { 0 } };
+	size_t n;
+	uint8_t *d = sixteen_times(64u << 10, &n);
+
+	(void)state;
+	assert_true(16 * (64u << 10) + 64 <= 16 * n + 1024);
+	alloc_probe_start();
+	assert_int_equal(tor_json_render(d, n, most, &out, &err), -1);
+	alloc_probe_stop();
+	printf("  %zu bytes of JSON: %s, largest allocation %zu\n", n,
+	    err.msg, alloc_probe.largest);
+	assert_string_equal(err.msg, "json: rendered text exceeds 1048576 "
+	    "bytes (the most one value may take)");
+	assert_int_equal(out.len, 0);
+	assert_true(alloc_probe.largest <= most + 1);
+	/* With room for it, the text is all there. */
+	assert_int_equal(tor_json_render(d, n, most + 64, &out, &err), 0);
+	assert_int_equal(out.len, most + 64);
+	assert_memory_equal(out.data, "[\"aaa", 5);
+	assert_memory_equal(out.data + out.len - 5, "aaa\"]", 5);
+	tor_buf_free(&out);
+	free(d);
+}
+
 int
 main(void)
 {
@@ -741,6 +819,7 @@ main(void)
 		cmocka_unit_test(test_bad_types_and_lengths),
 		cmocka_unit_test(test_depth_limit),
 		cmocka_unit_test(test_shared_values_blowup),
+		cmocka_unit_test(test_text_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,8 @@
 /*
  * The byte buffer: formatted appends that fit the room there and that do
  * not, and the decimal appends the decoder renders numbers and dates with
- * (they must print what printf's "%0*llu" and "%lld" would).
+ * (they must print what printf's "%0*llu" and "%lld" would), and growth
+ * up to a bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -90,6 +91,26 @@ test_append_int_matches_printf(void **state)
 	tor_buf_free(&b);
 }
 
+/* A buffer with a bound doubles up to it and no further, and refuses
+ * what would pass it. */
+static void
+test_reserve_within(void **state)
+{
+	struct tor_buf b = { 0 };
+
+	(void)state;
+	assert_int_equal(tor_buf_append(&b, "x", 1), 0);
+	assert_int_equal(tor_buf_reserve_within(&b, 99, 1000), 0);
+	assert_int_equal(b.cap, 128);
+	assert_int_equal(tor_buf_reserve_within(&b, 600, 1000), 0);
+	assert_int_equal(b.cap, 1000);          /* not 1024 */
+	assert_int_equal(tor_buf_reserve_within(&b, 998, 1000), 0);
+	assert_int_equal(tor_buf_reserve_within(&b, 999, 1000), -1);
+	assert_int_equal(b.cap, 1000);
+	assert_int_equal(b.len, 1);
+	tor_buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -97,6 +118,7 @@ main(void)
 		cmocka_unit_test(test_appendf_in_room_and_growing),
 		cmocka_unit_test(test_append_uint_matches_printf),
 		cmocka_unit_test(test_append_int_matches_printf),
+		cmocka_unit_test(test_reserve_within),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

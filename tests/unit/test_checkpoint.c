@@ -1048,6 +1048,12 @@ test_done_and_records(void **state)
 	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v1 5 b.000002 "
 	    "400", &back, &err), 0);
 	assert_true(back.epoch == 5 && back.pos.pos == 400);
+	/* A v1 record carries no mac: with a key configured it is a forgery
+	 * anyone who may produce to the topic could write. */
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, "v1 5 b.000002 400",
+	    &back, &err), -1);
+	assert_non_null(strstr(err.msg, "no mac"));
+	assert_true(back.epoch == 0 && back.pos.file[0] == '\0');
 	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=x",
 	    &back, &err), -1);
 	assert_non_null(strstr(err.msg, "malformed"));

@@ -503,6 +503,43 @@ test_print_masks_secrets(void **state)
 	tor_config_free(&cfg);
 }
 
+/* kafka.properties whose names hold password, secret or jaas, in any
+ * case, print with their values masked; the others as they are. */
+static void
+test_print_masks_secret_properties(void **state)
+{
+	static const char cfg_text[] =
+	    "mysql = { host = \"db\"; };\n"
+	    "outbox = { tables = ( { table = \"shop.outbox\";\n"
+	    "  columns = { key = \"k\"; type = \"t\"; payload = \"p\"; }; "
+	    "} );\n"
+	    "  topic_template = \"ev.${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; properties = (\n"
+	    "  \"security.protocol=SASL_SSL\", \"sasl.password=hunter2-a\",\n"
+	    "  \"ssl.key.password=hunter2-b\",\n"
+	    "  \"sasl.oauthbearer.client.secret=hunter2-c\",\n"
+	    "  \"Sasl.Jaas.Config=x required password=\\\"hunter2-d\\\";\",\n"
+	    "  \"sasl.username=tor\" ); };\n"
+	    "redis = { host = \"r\"; };\n";
+	struct tor_config cfg;
+	struct tmpdir d;
+	char *text;
+
+	(void)state;
+	tmp_open(&d);
+	load_ok(&cfg, tmp_file(&d, "props.cfg", cfg_text, strlen(cfg_text)));
+	text = print_to_string(&cfg);
+	assert_null(strstr(text, "hunter2"));
+	assert_non_null(strstr(text, "properties = ( "
+	    "\"security.protocol=SASL_SSL\", \"sasl.password=********\", "
+	    "\"ssl.key.password=********\", "
+	    "\"sasl.oauthbearer.client.secret=********\", "
+	    "\"Sasl.Jaas.Config=********\", \"sasl.username=tor\" );"));
+	free(text);
+	tor_config_free(&cfg);
+	tmp_close(&d);
+}
+
 /* The printed config is valid tor.cfg and means the same. */
 static void
 test_print_reloads(void **state)
@@ -704,6 +741,11 @@ static const struct bad_case bad_cases[] = {
 	    "idempotent producer (no duplicates or reordering on retry)" },
 	{ "bad_property_no_eq.cfg", "10: kafka.properties[0]: expected "
 	    "\"name=value\", got \"linger.ms\"" },
+	{ "bad_property_secret_no_eq.cfg", "10: kafka.properties[0]: "
+	    "expected \"name=value\", got \"sasl.password********\"" },
+	{ "bad_property_secret_blank.cfg", "10: kafka.properties[1]: "
+	    "expected \"name=value\" without blanks in the name, got "
+	    "\"SSL.Key.Password********\"" },
 	{ "bad_start.cfg", "4: mysql.start: expected \"end\", \"beginning\", "
 	    "\"<file>:<pos>\" (pos >= 4) or a MariaDB GTID list "
 	    "\"D-S-N[,D-S-N...]\", got \"0-1\"" },
@@ -843,6 +885,8 @@ main(void)
 		cmocka_unit_test_setup(test_secret_precedence, clean_env),
 		cmocka_unit_test_setup(test_checkpoint_key, clean_env),
 		cmocka_unit_test_setup(test_print_masks_secrets, clean_env),
+		cmocka_unit_test_setup(test_print_masks_secret_properties,
+		    clean_env),
 		cmocka_unit_test_setup(test_print_reloads, clean_env),
 		cmocka_unit_test_setup(test_not_in_effect_transactional,
 		    clean_env),

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
@@ -51,7 +52,7 @@ struct fx {
 	rd_kafka_mock_cluster_t *mc;
 	struct tor_config cfg;
 	struct tor_topic_spec topics[2];
-	char *props[8];
+	char *props[16];
 	struct tor_sink *sink;
 	struct ack acks[MAX_ACKS];
 	size_t n_acks;
@@ -719,6 +720,160 @@ test_refused_properties(void **state)
 	}
 }
 
+/* An entry that may hold a secret never shows it in an error: neither a
+ * malformed one nor a Java client's sasl.jaas.config, which librdkafka
+ * does not know. */
+static void
+test_property_errors_hide_secrets(void **state)
+{
+	static const char *const bad[][2] = {
+		{ "sasl.password hunter2", "sasl.password" },
+		{ "sasl.password =hunter2", "sasl.password" },
+		{ "sasl.jaas.config=org.apache.kafka.common.security.plain."
+		    "PlainLoginModule required username=\"tor\" "
+		    "password=\"hunter2\";", "sasl.jaas.config" },
+	};
+	struct fx *fx = *state;
+	tor_err err;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		fx->props[0] = (char *)bad[i][0];
+		fx->cfg.kafka.n_properties = 1;
+		memset(&err, 0, sizeof(err));
+		assert_null(tor_sink_new(&fx->cfg, record_ack, fx, &err));
+		if (strstr(err.msg, bad[i][1]) == NULL ||
+		    strstr(err.msg, "hunter2") != NULL)
+			fail_msg("\"%s\": %s", bad[i][0], err.msg);
+		memset(&err, 0, sizeof(err));
+		assert_null(tor_position_reader_new(&fx->cfg, &err));
+		if (strstr(err.msg, bad[i][1]) == NULL ||
+		    strstr(err.msg, "hunter2") != NULL)
+			fail_msg("reader, \"%s\": %s", bad[i][0], err.msg);
+	}
+}
+
+/* The library's own table of its properties (rd_kafka_conf_properties_show):
+ * each row's name and its C/P column, "P" for the producer's alone. */
+static void
+test_producer_only_matches_librdkafka(void **state)
+{
+	char *table = NULL, *line, *save = NULL;
+	size_t len = 0;
+	int producer = 0, others = 0;
+	FILE *f = open_memstream(&table, &len);
+
+	(void)state;
+	assert_non_null(f);
+	rd_kafka_conf_properties_show(f);
+	fclose(f);
+	for (line = strtok_r(table, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char name[128], scope[8];
+
+		if (sscanf(line, "%127s | %7s |", name, scope) != 2 ||
+		    strcmp(name, "Property") == 0 || name[0] == '-')
+			continue;
+		if (strcmp(scope, "P") == 0) {
+			producer++;
+			if (!tor_sink_producer_only(name))
+				fail_msg("%s is librdkafka's producer's alone, "
+				    "tor's readers would be given it", name);
+		} else {
+			others++;
+			if (tor_sink_producer_only(name))
+				fail_msg("%s (%s) would be kept from tor's "
+				    "readers", name, scope);
+		}
+	}
+	free(table);
+	/* The parse found the table: 2.0.2 has 33 P rows, 100-odd others. */
+	assert_true(producer >= 30);
+	assert_true(others >= 100);
+}
+
+/* stderr (tor's log) into a file while fn runs; returns what was written. */
+static char *
+captured_log(void (*fn)(struct fx *), struct fx *fx)
+{
+	FILE *tmp = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	char *text;
+	long n;
+
+	assert_non_null(tmp);
+	assert_true(saved >= 0);
+	assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+	fn(fx);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	assert_true((n = ftell(tmp)) >= 0);
+	rewind(tmp);
+	assert_non_null(text = calloc(1, (size_t)n + 1));
+	assert_int_equal(fread(text, 1, (size_t)n, tmp), (size_t)n);
+	fclose(tmp);
+	return text;
+}
+
+static tor_err reader_err;
+
+/* Opens and closes a reader, logging everything; reader_err says why it
+ * failed ("" when it did not). */
+static void
+open_reader(struct fx *fx)
+{
+	struct tor_position_reader *pr;
+
+	memset(&reader_err, 0, sizeof(reader_err));
+	tor_log_setup(TOR_LOG_DEBUG, TOR_LOG_LOGFMT, "test");
+	pr = tor_position_reader_new(&fx->cfg, &reader_err);
+	tor_log_setup(TOR_LOG_ERROR, TOR_LOG_LOGFMT, "test");
+	tor_position_reader_free(pr);
+}
+
+/* The readers take kafka.properties (a bad value fails them, as it does
+ * the producer) but not the producer's own, which librdkafka would warn
+ * about at every start. */
+static void
+test_readers_take_properties(void **state)
+{
+	static char *const props[] = {
+		"linger.ms=10", "compression.type=lz4", "batch.size=100000",
+		"message.timeout.ms=120000", "transaction.timeout.ms=30000",
+		"retries=5", "socket.keepalive.enable=true",
+		"client.id=tor-test", "sasl.password=hunter2",
+		"statistics.interval.ms=10",
+		/* librdkafka logs the client's settings at its start. */
+		"debug=conf",
+	};
+	struct fx *fx = *state;
+	tor_err err = { "" };
+	char *log;
+
+	fx->cfg.kafka.checkpoint_topic = "__tor_checkpoints";
+	assert_true(sizeof(props) <= sizeof(fx->props));
+	memcpy(fx->props, props, sizeof(props));
+	fx->cfg.kafka.n_properties = sizeof(props) / sizeof(props[0]);
+	log = captured_log(open_reader, fx);
+	if (reader_err.msg[0] != '\0')
+		fail_msg("tor_position_reader_new: %s", reader_err.msg);
+	if (strstr(log, "will be ignored") != NULL)
+		fail_msg("librdkafka warned:\n%s", log);
+	/* The properties reached the consumers (and the log was caught);
+	 * librdkafka masks the password in its dump. */
+	assert_non_null(strstr(log, "client.id = tor-test"));
+	assert_null(strstr(log, "hunter2"));
+	/* Statistics nobody would read are not collected. */
+	assert_non_null(strstr(log, "statistics.interval.ms = 0"));
+	assert_null(strstr(log, "statistics.interval.ms = 10"));
+	free(log);
+
+	fx->props[0] = "socket.timeout.ms=soon";
+	fx->cfg.kafka.n_properties = 1;
+	assert_null(tor_position_reader_new(&fx->cfg, &err));
+	if (strstr(err.msg, "socket.timeout.ms") == NULL)
+		fail_msg("the error does not name the property: %s", err.msg);
+}
+
 /* tor_sink_free with the brokers gone returns in bounded time and acks
  * every message, with an error. */
 static void
@@ -937,6 +1092,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_flush_empty_is_zero,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_properties,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_property_errors_hide_secrets, setup, teardown),
+		cmocka_unit_test(test_producer_only_matches_librdkafka),
+		cmocka_unit_test_setup_teardown(test_readers_take_properties,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_txn_commit_with_a_full_queue, setup, teardown),
