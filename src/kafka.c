@@ -664,6 +664,29 @@ sink_log_existing(const struct tor_topic_spec *spec,
 		    t->partition_cnt);
 }
 
+/* Whether a failed topic listing or creation is worth trying again: Kafka
+ * out of reach or busy (a broker down, an election, fewer brokers up than
+ * the replication asks for), not a refusal that stays. */
+static bool
+sink_transient(rd_kafka_resp_err_t code)
+{
+	switch (code) {
+	case RD_KAFKA_RESP_ERR__TRANSPORT:
+	case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+	case RD_KAFKA_RESP_ERR__TIMED_OUT:
+	case RD_KAFKA_RESP_ERR__WAIT_COORD:
+	case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+	case RD_KAFKA_RESP_ERR_NOT_CONTROLLER:
+	case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+	case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+	case RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR:
+	case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /*
  * Sends one CreateTopics request for the topics in want[] and waits for its
  * result.  "Already exists" (another replica was quicker) is success.
@@ -728,17 +751,22 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 	ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
 	rd_kafka_queue_destroy(q);
 	if (ev == NULL) {
-		rc = tor_err_set(err, "kafka: creating topics %s: no answer "
-		    "in %d ms", names, timeout_ms);
+		tor_err_set(err, "kafka: creating topics %s: no answer in %d "
+		    "ms", names, timeout_ms);
+		rc = TOR_SINK_RETRY;
 		goto out;
 	}
 	if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		for (i = 0; i < n; i++)
-			log_error("kafka", "topic=%s not created: %s",
-			    want[i]->name, rd_kafka_event_error_string(ev));
-		rc = tor_err_set(err, "kafka: creating topics %s: %s (%s)",
-		    names, rd_kafka_event_error_string(ev),
-		    rd_kafka_err2name(rd_kafka_event_error(ev)));
+		rd_kafka_resp_err_t code = rd_kafka_event_error(ev);
+
+		if (!sink_transient(code))
+			for (i = 0; i < n; i++)
+				log_error("kafka", "topic=%s not created: %s",
+				    want[i]->name,
+				    rd_kafka_event_error_string(ev));
+		tor_err_set(err, "kafka: creating topics %s: %s (%s)", names,
+		    rd_kafka_event_error_string(ev), rd_kafka_err2name(code));
+		rc = sink_transient(code) ? TOR_SINK_RETRY : -1;
 		rd_kafka_event_destroy(ev);
 		goto out;
 	}
@@ -753,14 +781,16 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 		} else if (code == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
 			log_info("kafka", "topic=%s exists (created "
 			    "meanwhile)", name);
-		} else {
-			log_error("kafka", "topic=%s not created: %s", name,
-			    rd_kafka_topic_result_error_string(trs[i]));
-			if (rc == 0)
-				rc = tor_err_set(err, "kafka: creating topic "
-				    "%s: %s (%s)", name,
-				    rd_kafka_topic_result_error_string(trs[i]),
-				    rd_kafka_err2name(code));
+		} else if (rc != -1) {
+			/* A refusal outweighs a transient failure. */
+			if (!sink_transient(code))
+				log_error("kafka", "topic=%s not created: %s",
+				    name,
+				    rd_kafka_topic_result_error_string(trs[i]));
+			tor_err_set(err, "kafka: creating topic %s: %s (%s)",
+			    name, rd_kafka_topic_result_error_string(trs[i]),
+			    rd_kafka_err2name(code));
+			rc = sink_transient(code) ? TOR_SINK_RETRY : -1;
 		}
 	}
 	rd_kafka_event_destroy(ev);
@@ -894,9 +924,11 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	int rc = 0;
 
 	code = rd_kafka_metadata(sink->rk, 1, NULL, &md, timeout_ms);
-	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return tor_err_set(err, "kafka: listing topics on %s: %s",
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		tor_err_set(err, "kafka: listing topics on %s: %s",
 		    cfg->kafka.brokers, rd_kafka_err2str(code));
+		return sink_transient(code) ? TOR_SINK_RETRY : -1;
+	}
 	if ((want = calloc(cfg->kafka.n_topics + 1, sizeof(*want))) == NULL) {
 		rd_kafka_metadata_destroy(md);
 		return tor_err_set(err, "kafka: out of memory");

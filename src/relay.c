@@ -1449,12 +1449,16 @@ learn_topics(struct relay *r, tor_err *err)
 static int
 prepare(struct relay *r, tor_err *err)
 {
-	int rc;
+	int backoff = RECONNECT_MIN_MS, rc;
 
 	/* First: a lookup of the checkpoint topic (init_transactions makes
-	 * one) would have the broker auto-create it, not compacted. */
-	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err) < 0)
+	 * one) would have the broker auto-create it, not compacted.  Kafka
+	 * out of reach is waited out, as every later step does. */
+	while ((rc = tor_sink_create_topics(r->sink,
+	    r->cfg->mysql.connect_timeout_ms, err)) == TOR_SINK_RETRY)
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	if (rc < 0)
 		return -1;
 	if ((rc = choose_start(r, err)) != 0 ||
 	    (rc = check_source(r, err)) != 0 ||

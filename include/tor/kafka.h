@@ -49,7 +49,9 @@ void tor_sink_set_guard(struct tor_sink *sink, bool (*may_publish)(void *ctx),
     void *ctx);
 
 /* Creates the topics of cfg->kafka.topics that do not exist yet; "already
- * exists" counts as success.  Lists all topics first (one metadata request,
+ * exists" counts as success.  TOR_SINK_RETRY (err says why) when Kafka
+ * could not be asked or was busy (brokers down, an election): the caller
+ * tries again later; -1 on a refusal that stays.  Lists all topics first (one metadata request,
  * no per-topic lookups, which would auto-create them) and sends CreateTopics
  * only for the missing ones, one log line per topic.  An error (a timeout
  * included) names the topics.  On the dev broker CreateTopics always times
