@@ -599,6 +599,20 @@ sink_may_publish(const struct tor_sink *sink)
 	return sink->guard == NULL || sink->guard(sink->guard_ctx);
 }
 
+static bool
+sink_out_of_step_code(int err)
+{
+	return err == RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER ||
+	    err == RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID;
+}
+
+bool
+tor_sink_out_of_step(const struct tor_sink *sink, int err)
+{
+	return sink_out_of_step_code(err) ||
+	    sink_out_of_step_code(rd_kafka_fatal_error(sink->rk, NULL, 0));
+}
+
 size_t
 tor_sink_rejected(struct tor_sink *sink, struct tor_sink_rejection *out,
     size_t max)
@@ -648,6 +662,29 @@ sink_log_existing(const struct tor_topic_spec *spec,
 	else
 		log_info("kafka", "topic=%s exists partitions=%d", spec->name,
 		    t->partition_cnt);
+}
+
+/* Whether a failed topic listing or creation is worth trying again: Kafka
+ * out of reach or busy (a broker down, an election, fewer brokers up than
+ * the replication asks for), not a refusal that stays. */
+static bool
+sink_transient(rd_kafka_resp_err_t code)
+{
+	switch (code) {
+	case RD_KAFKA_RESP_ERR__TRANSPORT:
+	case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+	case RD_KAFKA_RESP_ERR__TIMED_OUT:
+	case RD_KAFKA_RESP_ERR__WAIT_COORD:
+	case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+	case RD_KAFKA_RESP_ERR_NOT_CONTROLLER:
+	case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+	case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+	case RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR:
+	case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /*
@@ -714,17 +751,22 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 	ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
 	rd_kafka_queue_destroy(q);
 	if (ev == NULL) {
-		rc = tor_err_set(err, "kafka: creating topics %s: no answer "
-		    "in %d ms", names, timeout_ms);
+		tor_err_set(err, "kafka: creating topics %s: no answer in %d "
+		    "ms", names, timeout_ms);
+		rc = TOR_SINK_RETRY;
 		goto out;
 	}
 	if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		for (i = 0; i < n; i++)
-			log_error("kafka", "topic=%s not created: %s",
-			    want[i]->name, rd_kafka_event_error_string(ev));
-		rc = tor_err_set(err, "kafka: creating topics %s: %s (%s)",
-		    names, rd_kafka_event_error_string(ev),
-		    rd_kafka_err2name(rd_kafka_event_error(ev)));
+		rd_kafka_resp_err_t code = rd_kafka_event_error(ev);
+
+		if (!sink_transient(code))
+			for (i = 0; i < n; i++)
+				log_error("kafka", "topic=%s not created: %s",
+				    want[i]->name,
+				    rd_kafka_event_error_string(ev));
+		tor_err_set(err, "kafka: creating topics %s: %s (%s)", names,
+		    rd_kafka_event_error_string(ev), rd_kafka_err2name(code));
+		rc = sink_transient(code) ? TOR_SINK_RETRY : -1;
 		rd_kafka_event_destroy(ev);
 		goto out;
 	}
@@ -739,14 +781,16 @@ sink_create_missing(struct tor_sink *sink, const struct tor_topic_spec **want,
 		} else if (code == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
 			log_info("kafka", "topic=%s exists (created "
 			    "meanwhile)", name);
-		} else {
-			log_error("kafka", "topic=%s not created: %s", name,
-			    rd_kafka_topic_result_error_string(trs[i]));
-			if (rc == 0)
-				rc = tor_err_set(err, "kafka: creating topic "
-				    "%s: %s (%s)", name,
-				    rd_kafka_topic_result_error_string(trs[i]),
-				    rd_kafka_err2name(code));
+		} else if (rc != -1) {
+			/* A refusal outweighs a transient failure. */
+			if (!sink_transient(code))
+				log_error("kafka", "topic=%s not created: %s",
+				    name,
+				    rd_kafka_topic_result_error_string(trs[i]));
+			tor_err_set(err, "kafka: creating topic %s: %s (%s)",
+			    name, rd_kafka_topic_result_error_string(trs[i]),
+			    rd_kafka_err2name(code));
+			rc = sink_transient(code) ? TOR_SINK_RETRY : -1;
 		}
 	}
 	rd_kafka_event_destroy(ev);
@@ -880,9 +924,11 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 	int rc = 0;
 
 	code = rd_kafka_metadata(sink->rk, 1, NULL, &md, timeout_ms);
-	if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return tor_err_set(err, "kafka: listing topics on %s: %s",
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		tor_err_set(err, "kafka: listing topics on %s: %s",
 		    cfg->kafka.brokers, rd_kafka_err2str(code));
+		return sink_transient(code) ? TOR_SINK_RETRY : -1;
+	}
 	if ((want = calloc(cfg->kafka.n_topics + 1, sizeof(*want))) == NULL) {
 		rd_kafka_metadata_destroy(md);
 		return tor_err_set(err, "kafka: out of memory");
@@ -1456,44 +1502,72 @@ position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
 	return rc;
 }
 
+/* How long one attempt at a partition's offsets may take (the readers'
+ * socket.timeout.ms: it bounds a request to a node that is down), and the
+ * pause between attempts. */
+#define OFFSETS_ATTEMPT_MS 10000
+#define OFFSETS_PAUSE_MS 100
+
+static int
+position_attempt_ms(int64_t deadline)
+{
+	int left = sink_ms_left(deadline);
+
+	return left < OFFSETS_ATTEMPT_MS ? left : OFFSETS_ATTEMPT_MS;
+}
+
+/* Asks for a topic's metadata, which updates the handle's cache. */
+static void
+position_refresh(rd_kafka_t *rk, const char *topic, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md;
+	rd_kafka_topic_t *rkt;
+
+	if ((rkt = rd_kafka_topic_new(rk, topic, NULL)) == NULL)
+		return;
+	if (rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+}
+
+/*
+ * A partition's watermarks.  rd_kafka_query_watermark_offsets asks the node
+ * its handle's metadata cache names as the leader, and librdkafka 2.0.2
+ * neither refreshes that entry when the answer is NOT_LEADER nor gives up on
+ * a node that is down before socket.timeout.ms, whatever its timeout says.
+ * A takeover after the leadership moved (a cluster without its controller
+ * quorum still names the dead leader) would ask the wrong node until the
+ * entry ages out (metadata.max.age.ms, 15 min).  So each attempt first asks
+ * where the leader is now, and attempts go on until timeout_ms.
+ */
+static rd_kafka_resp_err_t
+position_offsets(rd_kafka_t *rk, const char *topic, int32_t partition,
+    int64_t *lo, int64_t *hi, int timeout_ms)
+{
+	const struct timespec pause = { 0, OFFSETS_PAUSE_MS * 1000 * 1000 };
+	int64_t deadline = tor_mono_ms() + timeout_ms;
+	rd_kafka_resp_err_t code;
+
+	for (;;) {
+		position_refresh(rk, topic, position_attempt_ms(deadline));
+		code = rd_kafka_query_watermark_offsets(rk, topic, partition,
+		    lo, hi, position_attempt_ms(deadline));
+		if (code == RD_KAFKA_RESP_ERR_NO_ERROR ||
+		    code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+		    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+		    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+		    sink_ms_left(deadline) <= OFFSETS_PAUSE_MS)
+			return code;
+		nanosleep(&pause, NULL);
+	}
+}
+
 /* The records at the end of the partition are looked at first, in windows
  * that grow: the topic is shared by groups and, compacted or not, a group's
  * last position is normally among the most recent, and the group's newest
  * record in the last n records is its newest in the partition. */
 static const int64_t position_windows[] = { 16, 1024 };
-
-/*
- * A partition's watermarks.  librdkafka asks the leader its metadata cache
- * names, and a client that only queries offsets does not refresh that
- * cache by itself: once the partition's leader moved to another broker,
- * every query would meet NOT_LEADER_FOR_PARTITION.  An answer that says the
- * leader moved has the topic's metadata fetched again, and one more query.
- */
-static rd_kafka_resp_err_t
-watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
-    int64_t *lo, int64_t *hi, int timeout_ms)
-{
-	int64_t deadline = tor_mono_ms() + timeout_ms;
-	const struct rd_kafka_metadata *md;
-	rd_kafka_resp_err_t code;
-	rd_kafka_topic_t *rkt;
-
-	code = rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi,
-	    timeout_ms);
-	if (code != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
-	    code != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
-	    code != RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH &&
-	    code != RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH)
-		return code;
-	if ((rkt = rd_kafka_topic_new(rk, topic, NULL)) == NULL)
-		return code;
-	if (rd_kafka_metadata(rk, 0, rkt, &md, sink_ms_left(deadline)) ==
-	    RD_KAFKA_RESP_ERR_NO_ERROR)
-		rd_kafka_metadata_destroy(md);
-	rd_kafka_topic_destroy(rkt);
-	return rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi,
-	    sink_ms_left(deadline));
-}
 
 struct tor_position_reader {
 	const struct tor_config *cfg;
@@ -1522,9 +1596,11 @@ position_consumer(struct tor_position_reader *pr, const char *isolation,
 	const struct tor_config *cfg = pr->cfg;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *rk;
-	char errstr[512], gid[300];
+	char errstr[512], gid[300], socket_timeout[16];
 
 	snprintf(gid, sizeof(gid), "tor-%s-position-reader", cfg->group);
+	snprintf(socket_timeout, sizeof(socket_timeout), "%d",
+	    OFFSETS_ATTEMPT_MS);
 	if (sink_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers,
 	    err) == -1 ||
 	    apply_properties(conf, cfg, true, err) == -1 ||
@@ -1538,6 +1614,10 @@ position_consumer(struct tor_position_reader *pr, const char *isolation,
 	    /* A takeover waits for this read: no long-poll on the last
 	     * (usually only) fetch, and little prefetched. */
 	    sink_conf_set(conf, "fetch.wait.max.ms", "10", err) == -1 ||
+	    /* A request to a node that is down fails after this, not after
+	     * the default minute (see position_offsets). */
+	    sink_conf_set(conf, "socket.timeout.ms", socket_timeout,
+	    err) == -1 ||
 	    sink_conf_set(conf, "queued.max.messages.kbytes", "1024",
 	    err) == -1) {
 		rd_kafka_conf_destroy(conf);
@@ -1630,8 +1710,8 @@ tor_position_reader_read(struct tor_position_reader *pr, char *record,
 	*found = false;
 	/* The end to read to is the log's end, which only a read_uncommitted
 	 * client is told (read_committed hears the last stable offset). */
-	code = watermarks(pr->ends, cfg->kafka.checkpoint_topic, 0, &lo, &hi,
-	    timeout_ms);
+	code = position_offsets(pr->ends, cfg->kafka.checkpoint_topic, 0, &lo,
+	    &hi, timeout_ms);
 	if (code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 	    code == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
@@ -1807,8 +1887,8 @@ tor_position_reader_tails(struct tor_position_reader *pr, const char *topic,
 		want[p] = true;
 		st[p].newest = -1;
 		/* The end to read to, as a read_uncommitted client is told. */
-		code = watermarks(pr->ends, topic, p, &st[p].lo, &st[p].hi,
-		    sink_ms_left(deadline));
+		code = position_offsets(pr->ends, topic, p, &st[p].lo,
+		    &st[p].hi, sink_ms_left(deadline));
 		if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
 			rc = tor_err_set(err, "kafka: %s [%d]: cannot read its "
 			    "offsets: %s", topic, p, rd_kafka_err2str(code));

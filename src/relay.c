@@ -121,12 +121,12 @@ struct relay {
 	uint64_t dedup_skipped, dedup_unknown;
 	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
+	/* The token and the leadership (tor_elector_failovers counts this
+	 * replica's leaderships) of its last checkpoint write: a session
+	 * restarted within that leadership finds its own token there. */
+	uint64_t written_token, written_leadership;
 	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
-	/* The elector's leadership of the last session (its failover count),
-	 * and whether this session starts over in that same one. */
-	uint64_t leadership;
-	bool led, restarted;
 	bool streaming;                 /* the session reads the binlog */
 
 	/* Transactional mode. */
@@ -292,6 +292,8 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 		return tor_err_set(err, "checkpoint write refused (token %"
 		    PRIu64 ")", r->epoch);
 	}
+	r->written_token = r->epoch;
+	r->written_leadership = tor_elector_failovers(r->elector);
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -464,6 +466,15 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 			return -1;
 		tor_err_set(err, "kafka: the broker refused a message as too "
 		    "large");
+		return RUN_RESTART;
+	}
+	if ((r->delivery_failed || rc < 0) &&
+	    tor_sink_out_of_step(r->sink, r->delivery_failed ?
+	    r->delivery_code : 0)) {
+		log_warn("kafka", "%s: the producer lost step with the broker; "
+		    "a new one continues from the checkpoint", rc < 0 ?
+		    fatal.msg : r->delivery_error);
+		tor_err_set(err, "kafka: the producer lost step with the broker");
 		return RUN_RESTART;
 	}
 	if (r->delivery_failed)
@@ -1282,17 +1293,16 @@ check_source(struct relay *r, tor_err *err)
  * acquire, its own or another replica's, draws a token above it.  The
  * leadership of that highest token may still be running (it learns of the
  * loss at its next renew, or when its deadline passes), so the lease is
- * held for lease_ms first: no two leaders publish at once.
+ * held for lease_ms first: no two leaders publish at once.  A session
+ * restarted within this replica's leadership finds its own token there.
  */
 static int
 claim_token(struct relay *r, tor_err *err)
 {
 	uint64_t raised;
 
-	/* A session that starts over in its leadership finds its own token
-	 * in the checkpoint it wrote. */
-	if (r->epoch > r->max_token ||
-	    (r->restarted && r->epoch == r->max_token))
+	if (r->epoch > r->max_token || (r->epoch == r->written_token &&
+	    tor_elector_failovers(r->elector) == r->written_leadership))
 		return 0;
 	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
@@ -1439,12 +1449,16 @@ learn_topics(struct relay *r, tor_err *err)
 static int
 prepare(struct relay *r, tor_err *err)
 {
-	int rc;
+	int backoff = RECONNECT_MIN_MS, rc;
 
 	/* First: a lookup of the checkpoint topic (init_transactions makes
-	 * one) would have the broker auto-create it, not compacted. */
-	if (tor_sink_create_topics(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err) < 0)
+	 * one) would have the broker auto-create it, not compacted.  Kafka
+	 * out of reach is waited out, as every later step does. */
+	while ((rc = tor_sink_create_topics(r->sink,
+	    r->cfg->mysql.connect_timeout_ms, err)) == TOR_SINK_RETRY)
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	if (rc < 0)
 		return -1;
 	if ((rc = choose_start(r, err)) != 0 ||
 	    (rc = check_source(r, err)) != 0 ||
@@ -1476,10 +1490,6 @@ lead(struct relay *r, tor_err *err)
 	int rc;
 
 	r->epoch = tor_elector_token(r->elector);
-	r->restarted = r->led &&
-	    r->leadership == tor_elector_failovers(r->elector);
-	r->leadership = tor_elector_failovers(r->elector);
-	r->led = true;
 	r->lost = false;
 	r->ktxn_open = false;
 	r->checkpoint_dirty = r->delivery_failed = false;

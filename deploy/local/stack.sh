@@ -818,6 +818,14 @@ kafka_wait_in_sync() {
 	say "kafka: $(kafka_under_replicated) partition(s) still under-replicated after 60 s"
 }
 
+# Every node of the cluster has a process (paused ones too).
+kafka_all_running() {
+	local j
+	for ((j = 1; j <= KAFKA_NODES; j++)); do
+		kafka_node_pid "$j" >/dev/null || return 1
+	done
+}
+
 # A node that runs but was stopped by SIGSTOP (kafka-ctl pause).
 kafka_node_paused() {
 	local pid
@@ -947,7 +955,13 @@ kafka_ctl() {
 		fi
 		kafka_start_node "$i"
 		kafka_wait "$i"
-		kafka_wait_in_sync
+		# With another node down no partition can be in sync: waiting
+		# would only time out.
+		if kafka_all_running; then
+			kafka_wait_in_sync
+		else
+			say "kafka: another node is down: not waiting for the partitions to be in sync"
+		fi
 		say "kafka: node $i up (127.0.0.1:$(kafka_client_port "$i")) in ${KAFKA_WAITED_MS} ms"
 		;;
 	pause | resume)

@@ -49,7 +49,9 @@ void tor_sink_set_guard(struct tor_sink *sink, bool (*may_publish)(void *ctx),
     void *ctx);
 
 /* Creates the topics of cfg->kafka.topics that do not exist yet; "already
- * exists" counts as success.  Lists all topics first (one metadata request,
+ * exists" counts as success.  TOR_SINK_RETRY (err says why) when Kafka
+ * could not be asked or was busy (brokers down, an election): the caller
+ * tries again later; -1 on a refusal that stays.  Lists all topics first (one metadata request,
  * no per-topic lookups, which would auto-create them) and sends CreateTopics
  * only for the missing ones, one log line per topic.  An error (a timeout
  * included) names the topics.  On the dev broker CreateTopics always times
@@ -126,6 +128,14 @@ struct tor_sink_rejection {
 };
 size_t tor_sink_rejected(struct tor_sink *sink,
     struct tor_sink_rejection *out, size_t max);
+
+/* Whether only this producer is done for: its idempotence state lost step
+ * with a partition's leader, which librdkafka 2.0.2 makes fatal (e.g.
+ * OUT_OF_ORDER_SEQUENCE_NUMBER for the batch after one a new leader refused
+ * with NOT_ENOUGH_REPLICAS), as an ack's err or the producer's fatal error
+ * says (the acks of the messages it purged then may come first).  A new
+ * producer may continue from the checkpoint. */
+bool tor_sink_out_of_step(const struct tor_sink *sink, int err);
 
 /* A position record (see tor/checkpoint.h) on partition 0 of
  * kafka.checkpoint_topic, key = group: the durable copy of the checkpoint

@@ -194,8 +194,9 @@ class Stack:
 
     def kafka_ctl(self, verb, node=1):
         """stack.sh kafka-ctl <verb> <node> on this test's Kafka: kill (-9),
-        stop (SIGTERM, waited for), start (waits until it serves and every
-        partition is in sync again), pause (SIGSTOP), resume (SIGCONT)."""
+        stop (SIGTERM, waited for), start (waits until it serves and, if
+        no other node is down, every partition is in sync again), pause
+        (SIGSTOP), resume (SIGCONT)."""
         if self.kafka == "cluster":
             return self.cluster().ctl(verb, node)
         if self.kafka == "dev":
@@ -951,10 +952,10 @@ def _partitions(c, topic, timeout, wait=False):
         time.sleep(0.2)
 
 
-def _watermarks(c, topic, partition, timeout):
-    """(low, high) of a partition, asked again while Kafka answers that
-    its leader is moving or not yet known (a topic made a moment ago, a
-    node that just went down)."""
+def watermarks(c, topic, partition, timeout):
+    """(low, high) of a partition as consumer c is told, asked again while
+    Kafka answers that its leader is moving or not yet known (a topic made
+    a moment ago, a node that just went down)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -964,7 +965,8 @@ def _watermarks(c, topic, partition, timeout):
             if not e.args[0].retriable() and e.args[0].code() not in (
                     KafkaError.NOT_LEADER_FOR_PARTITION,
                     KafkaError.LEADER_NOT_AVAILABLE,
-                    KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    KafkaError._UNKNOWN_PARTITION):
                 raise
             if time.monotonic() > deadline:
                 raise
@@ -977,7 +979,7 @@ def high_watermarks(brokers, topic, timeout=10):
     try:
         out = {}
         for p in _partitions(c, topic, timeout):
-            out[p] = _watermarks(c, topic, p, timeout)[1]
+            out[p] = watermarks(c, topic, p, timeout)[1]
         return out
     finally:
         c.close()
@@ -999,7 +1001,7 @@ def read_all(brokers, topic, timeout=20, count=None,
         targets = {}
         if count is None:
             for p in parts:
-                lo, hi = _watermarks(c, topic, p, timeout)
+                lo, hi = watermarks(c, topic, p, timeout)
                 if hi > lo:
                     targets[p] = hi
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -1117,7 +1119,7 @@ def count_records(brokers, topic, timeout=10):
     try:
         total = 0
         for p in _partitions(c, topic, timeout):
-            lo, hi = _watermarks(c, topic, p, timeout)
+            lo, hi = watermarks(c, topic, p, timeout)
             total += hi - lo
         return total
     finally:

@@ -82,9 +82,10 @@ class OpenTransactions:
         out = {}
         for t, p in self.partitions:
             tp = TopicPartition(t, p)
-            out[(t, p)] = tuple(self.ends[iso].get_watermark_offsets(
-                tp, timeout=5, cached=False)[1]
-                for iso in ("read_committed", "read_uncommitted"))
+            out[(t, p)] = tuple(harness.watermarks(self.ends[iso], t, p,
+                                                   5)[1]
+                                for iso in ("read_committed",
+                                            "read_uncommitted"))
         return out
 
     def close(self):

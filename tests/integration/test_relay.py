@@ -294,6 +294,27 @@ def test_broker_down_five_seconds(stack):
     assert_exactly(by_n, 900, name)
 
 
+def test_kafka_down_at_takeover_is_waited_out(stack):
+    """A replica that wins the lease while Kafka is down waits for it (the
+    topic listing of its session's start is retried like every later
+    step) instead of exiting; rows written meanwhile arrive once Kafka is
+    back."""
+    name = "relay_g2"
+    table, ov = make_outbox(stack, name)
+    stack.kafka_ctl("kill", 1)
+    tor = Tor(stack, ov).start()
+    tor.wait_log("leading with token", timeout=30)
+    insert_range(stack, table, 0, 30, 10)
+    tor.wait_log(r"listing topics on .*; retrying in", timeout=30)
+    time.sleep(2)
+    assert tor.running(), "exited %s:\n%s" % (tor.proc.returncode,
+                                              tor.log_tail())
+    stack.kafka_ctl("start", 1)
+    by_n, recs = read_events(stack, name, 30, timeout=60)
+    assert tor.stop() == 0, tor.log_tail()
+    assert_exactly(by_n, 30, name)
+
+
 def test_column_dropped_while_running_halts_at_its_row(stack):
     """A configured column dropped after the replica started: the first
     row without it halts the relay, naming it, and nothing after it is
