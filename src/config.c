@@ -1131,7 +1131,12 @@ tor_config_property_shown(const char *prop, char *buf, size_t cap)
 	if (n > 0) {
 		if (secret_word_end(prop, n) == 0)
 			return prop;
-		snprintf(buf, cap, "%.*s=" MASK, (int)n, prop);
+		/* A name too long for buf is cut, never the "=" and mask. */
+		if (n + sizeof("=" MASK) > cap && cap > sizeof("...=" MASK))
+			snprintf(buf, cap, "%.*s...=" MASK,
+			    (int)(cap - sizeof("...=" MASK)), prop);
+		else
+			snprintf(buf, cap, "%.*s=" MASK, (int)n, prop);
 		return buf;
 	}
 	if ((end = secret_word_end(prop, strlen(prop))) == 0)
@@ -1654,11 +1659,15 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 	fputs(" );\n", out);
 	fputs("  properties = (", out);
 	for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
-		char shown[KEYLEN];
+		/* Room for the whole name: the printed config must load. */
+		size_t cap = strlen(cfg->kafka.properties[i]) + sizeof(MASK) + 1;
+		char *shown = malloc(cap);
 
 		fputs(i == 0 ? " " : ", ", out);
-		print_quoted(out, tor_config_property_shown(
-		    cfg->kafka.properties[i], shown, sizeof(shown)));
+		print_quoted(out, shown == NULL ? "(out of memory)" :
+		    tor_config_property_shown(cfg->kafka.properties[i], shown,
+		    cap));
+		free(shown);
 	}
 	fputs(" );\n};\n\n", out);
 }

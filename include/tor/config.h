@@ -209,7 +209,8 @@ const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
  * sasl.oauthbearer.client.secret, a Java client's sasl.jaas.config) is
  * masked: "sasl.password=********"; a malformed entry holding one of these
  * words is masked after it ("sasl.password********"), since any of it may
- * be the secret.  Returns prop itself or buf. */
+ * be the secret.  A name too long for buf is cut ("...=********").
+ * Returns prop itself or buf. */
 const char *tor_config_property_shown(const char *prop, char *buf,
     size_t cap);
 

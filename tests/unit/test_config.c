@@ -540,6 +540,47 @@ test_print_masks_secret_properties(void **state)
 	tmp_close(&d);
 }
 
+/* A secret-named property whose name alone is longer than an error
+ * message's buffer: printed masked and whole, so the printed config still
+ * loads (found by fuzz_config: the name was cut before its "=" and the
+ * reprint refused). */
+static void
+test_print_masks_a_long_secret_name(void **state)
+{
+	char name[600], cfg_text[1200], *text, *line;
+	struct tor_config cfg, again;
+	struct tmpdir d;
+
+	(void)state;
+	memset(name, 'e', sizeof(name));
+	memcpy(name, "linger.", 7);
+	memcpy(name + 300, "jaas", 4);
+	name[sizeof(name) - 1] = '\0';
+	snprintf(cfg_text, sizeof(cfg_text),
+	    "mysql = { host = \"db\"; };\n"
+	    "outbox = { tables = ( { table = \"shop.outbox\";\n"
+	    "  columns = { key = \"k\"; type = \"t\"; payload = \"p\"; }; "
+	    "} );\n"
+	    "  topic_template = \"ev.${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; properties = ( \"%s=hunter2\" "
+	    "); };\n"
+	    "redis = { host = \"r\"; };\n", name);
+	tmp_open(&d);
+	load_ok(&cfg, tmp_file(&d, "long.cfg", cfg_text, strlen(cfg_text)));
+	text = print_to_string(&cfg);
+	assert_null(strstr(text, "hunter2"));
+	line = strstr(text, name);
+	assert_non_null(line);
+	assert_memory_equal(line + strlen(name), "=********\"", 10);
+	load_ok(&again, tmp_file(&d, "again.cfg", text, strlen(text)));
+	assert_string_equal(again.kafka.properties[0] + strlen(name),
+	    "=********");
+	free(text);
+	tor_config_free(&again);
+	tor_config_free(&cfg);
+	tmp_close(&d);
+}
+
 /* The printed config is valid tor.cfg and means the same. */
 static void
 test_print_reloads(void **state)
@@ -886,6 +927,8 @@ main(void)
 		cmocka_unit_test_setup(test_checkpoint_key, clean_env),
 		cmocka_unit_test_setup(test_print_masks_secrets, clean_env),
 		cmocka_unit_test_setup(test_print_masks_secret_properties,
+		    clean_env),
+		cmocka_unit_test_setup(test_print_masks_a_long_secret_name,
 		    clean_env),
 		cmocka_unit_test_setup(test_print_reloads, clean_env),
 		cmocka_unit_test_setup(test_not_in_effect_transactional,
