@@ -32,7 +32,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps test unit integration bench chaos clean check-asan fuzz-build fuzz
-.PHONY: up down watch soak deb-deps kafka-deps
+.PHONY: up down watch soak deb-deps kafka-deps bench-peers
 
 all: bin/tor bin/tor-devbroker bin/tor-example
 
@@ -184,6 +184,20 @@ integration: all check-asan
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@tests/bench/run.sh
+
+# tor beside its peers, Debezium Server and the Go tor, each in turn on a
+# stack of its own (tests/bench/peers/run.sh): a backlog's throughput, CPU
+# and memory, latency, kill -9, SIGTERM and an emptied position store;
+# writes docs/peers.md and docs/peers.png.  The peers are fetched once into
+# build/peers (Maven Central, the Go module proxy); the chart's matplotlib
+# comes from Debian here, not in make deps.  About 40 minutes.
+bench-peers: deps
+	@$(MAKE) --no-print-directory all
+	@dpkg-query -W -f='$${Status}\n' python3-matplotlib 2>/dev/null | \
+		grep -q '^install ok installed' || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends python3-matplotlib >/dev/null; } || exit 1
+	@tests/bench/peers/run.sh
 
 # A 30-minute soak at 2,000 events/s with a failover a minute (SIGTERM and
 # kill -9 of the leader in turn) on a stack of its own (Apache Kafka, one
