@@ -190,7 +190,8 @@ bench: deps
 # and memory, latency, kill -9, SIGTERM and an emptied position store;
 # writes docs/peers.md and docs/peers.png.  The peers are fetched once into
 # build/peers (Maven Central, the Go module proxy); the chart's matplotlib
-# comes from Debian here, not in make deps.  About 40 minutes.
+# comes from Debian here, not in make deps.  About 45 minutes on two
+# busy cores; not part of make test.
 bench-peers: deps
 	@$(MAKE) --no-print-directory all
 	@dpkg-query -W -f='$${Status}\n' python3-matplotlib 2>/dev/null | \

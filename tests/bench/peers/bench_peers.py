@@ -47,12 +47,14 @@ Per run (RUNS, default 3; every figure is the median of the runs):
               rows lost, rows published twice, and rows of earlier phases
               published again (a replay from further back).  These run after
               every other phase of the run: FLUSHALL empties every peer's
-              Redis keys.
+              Redis keys, so a Redis peer whose wipe comes after another's
+              starts its own with no position; the rows it skips then are
+              counted apart ("at its start"), not as the fault's.
 
 The order of the peers turns by one each run.  Nothing is asserted about
 speed; the exit status is 1 only when something broke (a relay that would
 not start, a tool that failed).  The results go to $TOR_PEERS_OUT
-(results.json), then chart.py and the table (docs/peers.md).
+(results.json), then report.py writes the table (docs/peers.md) and the chart.
 
 Environment: TOR_PEERS_RUNS, TOR_PEERS_ROWS, TOR_PEERS (the peers, comma-
 separated), TOR_PEERS_DEBEZIUM (the unpacked distribution),
@@ -91,7 +93,7 @@ STEADY_S = 3.0       # rows flowing before a fault
 SETTLE_S = 3.0       # rows flowing after it, before the feed stops
 DOWN_S = 2.0         # the relay down while its store is empty
 START_TIMEOUT = 180  # s for a relay's first message (a JVM on two cores)
-DRAIN_TIMEOUT = 60   # s without a new arrival before the drain gives up
+DRAIN_TIMEOUT = 30   # s without a new arrival before the drain gives up
 PARTITIONS = 3
 DATABASE, TABLE_NAME = "shop", "peers_outbox"
 TABLE = DATABASE + "." + TABLE_NAME
@@ -230,8 +232,8 @@ class Feeder(threading.Thread):
 # ---------------------------------------------------------------------------
 # the consumer: a child process (its own interpreter, so the feeder's
 # inserts and its polls do not share a lock), which writes one line per
-# record, "<tag> <seq> <arrival wall time>", and flushes at least every
-# 100 ms.
+# record, "<tag> <seq> <arrival wall time> <partition> <offset>", and
+# flushes at least every 100 ms.
 
 
 def consume(brokers, topic, out_path):
@@ -256,9 +258,12 @@ def consume(brokers, topic, out_path):
             if m is not None and not m.error():
                 try:
                     v = json.loads(m.value())
-                    out.write("%s %d %.6f\n" % (v["t"], v["seq"], now))
+                    tag, seq = v["t"], v["seq"]
                 except (ValueError, KeyError, TypeError):
-                    out.write("? -1 %.6f\n" % now)
+                    tag, seq = "?", -1
+                out.write("%s %d %.6f %d %d\n" % (tag, seq, now,
+                                                   m.partition(),
+                                                   m.offset()))
             if time.monotonic() - last_flush > 0.1:
                 out.flush()
                 last_flush = time.monotonic()
@@ -279,19 +284,29 @@ class Arrivals:
             raise RuntimeError("consumer of %s did not start (%r)" %
                                (topic, line))
 
-    def read(self):
-        """[(tag, seq, arrival)] so far."""
+    def read(self, where=False):
+        """[(tag, seq, arrival)] so far; where: [(tag, seq, arrival,
+        partition, offset)]."""
         out = []
         try:
             with open(self.path) as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 3 and line.endswith("\n"):
-                        out.append((parts[0], int(parts[1]),
-                                    float(parts[2])))
+                    if len(parts) == 5 and line.endswith("\n"):
+                        r = (parts[0], int(parts[1]), float(parts[2]),
+                             int(parts[3]), int(parts[4]))
+                        out.append(r if where else r[:3])
         except FileNotFoundError:
             pass
         return out
+
+    def catch_up(self, stack, topic, timeout=60):
+        """Until this consumer read everything the topic holds now: an
+        arrival time means the relay's, not this reader's, delay (a relay
+        that starts with tens of thousands of rows of other phases to
+        publish leaves the reader behind for a while)."""
+        want = high_watermark_sum_once(stack, topic)
+        self.wait(lambda a: len(a) >= want, timeout)
 
     def wait(self, pred, timeout, alive=None):
         """Until pred(arrivals) is true (returns them) or timeout (None);
@@ -744,6 +759,7 @@ def measure_latency(stack, peer, phase):
             problem("%s latency: warm-up row not relayed in %d s (%s)" % (
                 peer.name, START_TIMEOUT, peer.why_dead() or "alive"))
             return None
+        arr.catch_up(stack, phase.topic)
         time.sleep(1.0)
         total = int(LAT_RATE * LAT_SECONDS)
         feeder = Feeder(stack, phase.tag, LAT_RATE, count=total)
@@ -791,23 +807,35 @@ def drain(arr, feeder, tag):
         time.sleep(0.1)
 
 
-def count_outcome(arrivals, feeder, tag, t_fault):
-    """(lost, duplicated, older rows again) over this phase's topic.
+def count_outcome(arrivals, feeder, tag):
+    """(lost, lost at the start, duplicated, older rows again) over this
+    phase's topic, from [(tag, seq, arrival, partition, offset)].
+
+    Lost at the start: rows before the first that arrived, i.e. rows the
+    relay skipped when it started, before any fault of this phase (a
+    store emptied by another peer's FLUSHALL earlier in the run).
 
     Rows of other phases come first when the relay starts (those inserted
     while other peers ran are new to it); once this phase's rows flow, the
-    relay has passed all of them (binlog order), so one that arrives after
-    the fault was published again from further back."""
+    relay has passed all of them (binlog order), so one that stands in a
+    partition after the first of this phase's rows there was published
+    again from further back.  Offsets, not arrival times: the reader may
+    be behind."""
     counts = {}
+    first = {}
+    for t, s, _, part, off in arrivals:
+        if t == tag:
+            first[part] = min(off, first.get(part, off))
     foreign = 0
-    for t, s, at in arrivals:
+    for t, s, _, part, off in arrivals:
         if t == tag and s >= 0:
             counts[s] = counts.get(s, 0) + 1
-        elif t != tag and at > t_fault:
+        elif t != tag and part in first and off > first[part]:
             foreign += 1
     lost = sum(1 for s in feeder.commits if s not in counts)
+    lost_start = min(counts) if counts else len(feeder.commits)
     dup = sum(n - 1 for n in counts.values() if n > 1)
-    return lost, dup, foreign
+    return lost, lost_start, dup, foreign
 
 
 def measure_fault(stack, peer, phase, kind):
@@ -821,6 +849,7 @@ def measure_fault(stack, peer, phase, kind):
     try:
         if wait_flowing(peer, arr, phase.tag, 0, kind) is None:
             return None
+        arr.catch_up(stack, phase.topic)
         time.sleep(STEADY_S)
         if kind == "wipe":
             t_fault = time.time()
@@ -845,16 +874,29 @@ def measure_fault(stack, peer, phase, kind):
     finally:
         feeder.stop()
         if out is not None:
-            got = drain(arr, feeder, phase.tag)
+            drain(arr, feeder, phase.tag)
         arr.stop()
+        got = arr.read(where=True)
         peer.stop_all()
     if feeder.error:
         problem("%s %s: inserts failed: %r" % (peer.name, kind,
                                                feeder.error))
-    lost, dup, foreign = count_outcome(got, feeder, phase.tag, t_fault)
-    out.update({"lost": lost, "dup": dup, "foreign": foreign,
-                "rows": len(feeder.commits)})
+    lost, lost_start, dup, foreign = count_outcome(got, feeder, phase.tag)
+    out.update({"lost": lost - lost_start, "lost_start": lost_start,
+                "dup": dup, "foreign": foreign,
+                "rows": len(feeder.commits),
+                "pause_s": longest_pause(got, phase.tag, t_fault)})
     return out
+
+
+def longest_pause(arrivals, tag, t_fault):
+    """The longest time without an arrival of this phase's rows from the
+    fault on: "flow again" alone says nothing of a process that goes on
+    publishing for a while after SIGTERM and then leaves a gap."""
+    times = sorted(at for t, s, at, _, _ in arrivals
+                   if t == tag and s >= 0 and at >= t_fault)
+    times = [t_fault] + times
+    return max((b - a for a, b in zip(times, times[1:])), default=None)
 
 
 # ---------------------------------------------------------------------------
@@ -922,11 +964,14 @@ def one_run(stack, peers, tag, run, res):
                         Phase(stack, tag, run, p, kind), kind)
             res[p.name][kind].append(r)
             if r:
-                log("  %-15s %-7s %s: rows flow again after %s; %d rows: "
-                    "lost %d, duplicated %d, older rows again %d (%s)" % (
+                log("  %-15s %-7s %s: rows flow again after %s, longest "
+                    "pause %s; %d rows: lost %d (and %d at its start), "
+                    "duplicated %d, older rows again %d (%s)" % (
                         p.name, kind, r["how"],
                         "%.2f s" % r["flow_s"] if r["came_back"] else
-                        "NEVER (%s)" % r["why"], r["rows"], r["lost"],
+                        "NEVER (%s)" % r["why"], "-" if r["pause_s"] is None
+                        else "%.2f s" % r["pause_s"], r["rows"], r["lost"],
+                        r["lost_start"],
                         r["dup"], r["foreign"], load()))
 
 
@@ -950,14 +995,15 @@ def summarize(res):
         m = {}
         for k in ("rate", "cpu_us", "rss", "seconds", "first", "steady"):
             m["thru_" + k] = med([x[k] for x in r["thru"] if x])
-        for k in ("p50", "p99"):
+        for k in ("p50", "p99", "rate"):
             m["lat_" + k] = med([x[k] for x in r["lat"] if x])
         for kind in ("kill", "term", "wipe"):
             xs = [x for x in r[kind] if x]
             m[kind + "_flow"] = med([x["flow_s"] for x in xs])
+            m[kind + "_pause"] = med([x.get("pause_s") for x in xs])
             m[kind + "_never"] = sum(1 for x in xs if not x["came_back"])
-            for k in ("lost", "dup", "foreign"):
-                m[kind + "_" + k] = med([x[k] for x in xs])
+            for k in ("lost", "dup", "foreign", "lost_start"):
+                m[kind + "_" + k] = med([x.get(k, 0) for x in xs])
             m[kind + "_how"] = xs[0]["how"] if xs else None
         m["runs"] = {k: len([x for x in r[k] if x]) for k in r}
         out[name] = m

@@ -1,7 +1,9 @@
 """The table and the chart of `make bench-peers` from bench_peers.py's
 results.json: prints the table, writes <docs>/peers.md and <docs>/peers.png
 (matplotlib, Debian's python3-matplotlib, which the Makefile's bench-peers
-path installs).
+path installs).  Of an existing peers.md only the part between the two
+BEGIN/END comment lines is rewritten: the prose around it is written by
+hand from what was observed.
 
     report.py results.json DOCS_DIR [SECONDS_IN_ALL]
 """
@@ -16,6 +18,8 @@ LABELS = {"tor-1": "tor, 1 replica", "tor-3": "tor, 3 replicas",
           "debezium-file": "Debezium Server, file offsets",
           "debezium-redis": "Debezium Server, Redis offsets",
           "go-tor": "the Go tor"}
+BEGIN = "<!-- BEGIN: written by make bench-peers (report.py) -->"
+END = "<!-- END: written by make bench-peers -->"
 ORDER = ["tor-1", "tor-3", "debezium-file", "debezium-redis", "go-tor"]
 
 
@@ -27,7 +31,17 @@ def flow(m, kind):
     if m[kind + "_never"]:
         return "did not come back (%d of %d runs)" % (
             m[kind + "_never"], m["runs"][kind])
-    return num(m[kind + "_flow"], "{:.2f}")
+    return "%s (%s)" % (num(m[kind + "_flow"], "{:.2f}"),
+                        num(m.get(kind + "_pause"), "{:.2f}"))
+
+
+def lost_wipe(m):
+    """Rows lost to the emptied store, and apart those skipped at the
+    phase's start because another peer's FLUSHALL had emptied this one's
+    store earlier in the run."""
+    start = m.get("wipe_lost_start") or 0
+    return num(m["wipe_lost"]) + (" (+%s at its start)" % num(start)
+                                  if start else "")
 
 
 def rows_of(res):
@@ -42,7 +56,7 @@ def tables(res):
     out = []
     out.append("| peer | backlog events/s | ratio to tor, 1 replica | "
                "events/s from the first message | CPU us/event | peak RSS "
-               "MiB | latency p50 / p99 ms |")
+               "MiB | latency p50 / p99 ms (inserts/s reached) |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
     for n in rows_of(res):
         if n in absent:
@@ -51,14 +65,16 @@ def tables(res):
             continue
         m = s[n]
         ratio = (m["thru_rate"] / ref if ref and m["thru_rate"] else None)
-        out.append("| %s | %s | %s | %s | %s | %s | %s / %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s / %s (%s) |" % (
             LABELS.get(n, n), num(m["thru_rate"]), num(ratio, "{:.2f}"),
             num(m["thru_steady"]), num(m["thru_cpu_us"], "{:.1f}"),
             num(m["thru_rss"]),
-            num(m["lat_p50"], "{:.1f}"), num(m["lat_p99"], "{:.1f}")))
+            num(m["lat_p50"], "{:.1f}"), num(m["lat_p99"], "{:.1f}"),
+            num(m.get("lat_rate"))))
     out.append("")
-    out.append("| peer | kill -9: flow again s | lost | duplicated | "
-               "SIGTERM + restart: flow again s | lost | duplicated | "
+    out.append("| peer | kill -9: flow again s (longest pause) | lost | "
+               "duplicated | SIGTERM + restart: flow again s (longest "
+               "pause) | lost | duplicated | "
                "store emptied: how | lost | published twice | older rows "
                "again |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
@@ -72,7 +88,7 @@ def tables(res):
                    % (LABELS.get(n, n), flow(m, "kill"), num(m["kill_lost"]),
                       num(m["kill_dup"]), flow(m, "term"),
                       num(m["term_lost"]), num(m["term_dup"]),
-                      m["wipe_how"] or "-", num(m["wipe_lost"]),
+                      m["wipe_how"] or "-", lost_wipe(m),
                       num(m["wipe_dup"]), num(m["wipe_foreign"])))
     return out
 
@@ -83,13 +99,16 @@ def per_run(res):
     for n in res["peers"]:
         r = res["raw"][n]
         thru = ", ".join(num(x["rate"]) if x else "-" for x in r["thru"])
-        lat = ", ".join("%.1f/%.1f" % (x["p50"], x["p99"]) if x else "-"
+        lat = ", ".join("%.1f/%.1f at %s/s" % (x["p50"], x["p99"],
+                                                num(x["rate"])) if x else "-"
                         for x in r["lat"])
         faults = []
         for kind in ("kill", "term", "wipe"):
             faults.append("%s [%s]" % (kind, ", ".join(
-                ("%s s %d/%d/%d" % (num(x["flow_s"], "{:.2f}"), x["lost"],
-                                    x["dup"], x["foreign"])) if x else "-"
+                ("%s s %d%s/%d/%d" % (
+                    num(x["flow_s"], "{:.2f}"), x["lost"],
+                    "+%d" % x["lost_start"] if x.get("lost_start") else "",
+                    x["dup"], x["foreign"])) if x else "-"
                 for x in r[kind])))
         out.append("- %s: events/s [%s]; latency p50/p99 ms [%s]; %s" % (
             LABELS.get(n, n), thru, lat, "; ".join(faults)))
@@ -119,8 +138,6 @@ def write_md(res, path, seconds):
     v = versions()
     loads = res["loads"]
     lines = [
-        "# tor beside its peers",
-        "",
         "Written by `make bench-peers` (tests/bench/peers/) on %s: every "
         "peer on the same machine (%d cores), in turn, against the same "
         "stack (deploy/local/stack.sh: %s; %s; Apache Kafka 4.1.2, one "
@@ -150,20 +167,28 @@ def write_md(res, path, seconds):
         "- **CPU us/event, peak RSS**: user+system CPU of the relay process "
         "(tor, 3 replicas: the leader's) over the same span, divided by the "
         "rows; its VmHWM.",
-        "- **latency**: single-row autocommit inserts at %d rows/s for %g s; "
-        "commit -> arrival at a consumer (fetch.wait.max.ms 5)."
+        "- **latency**: single-row autocommit inserts, one connection, paced "
+        "at %d rows/s for %g s (on a busy machine MariaDB may not take them "
+        "that fast: the rate reached is in brackets); commit -> arrival at "
+        "a consumer (fetch.wait.max.ms 5)."
         % (res["lat_rate"], res["lat_seconds"]),
         "- **kill -9 / SIGTERM + restart**: rows at %d/s; the relay process "
         "(tor, 3 replicas: the leader) is signalled and started again as "
         "soon as it exited (a supervisor's restart); *flow again* is the "
-        "signal -> the first arrival of a row committed after it; *lost* "
+        "signal -> the first arrival of a row committed after it, and in "
+        "brackets the longest time without an arrival from the signal on "
+        "(a relay that drains on SIGTERM keeps rows flowing for a while, "
+        "then leaves a gap while it restarts); *lost* "
         "is rows committed and never read back after a drain; *duplicated* "
         "is arrivals beyond the first of a row." % res["fault_rate"],
         "- **store emptied**: the relay stopped (SIGTERM, every replica), "
         "its position store emptied (how: the column), down %g s while rows "
         "go on at %d/s, started again; *older rows again* counts rows of "
-        "earlier phases published again into this phase's topic (a replay "
-        "from further back)." % (res["down_s"], res["fault_rate"]),
+        "other phases that stand in a partition of this phase's topic after "
+        "the first of this phase's rows there (by offset): rows the relay "
+        "had passed, published again (a replay from further back).  Lost "
+        "and duplicated are the phase's own rows."
+        % (res["down_s"], res["fault_rate"]),
         "",
         "## Each peer's settings",
         "",
@@ -188,14 +213,25 @@ def write_md(res, path, seconds):
         "## Each run",
         "",
         "(events/s; latency p50/p99; per fault: flow again s, "
-        "lost/duplicated/older rows again)",
+        "lost/duplicated/older rows again; +N: rows skipped at the phase's "
+        "start, its store emptied by another peer's FLUSHALL before)",
         "",
     ]
     lines += per_run(res)
     lines += ["", "The bench took %d s in all (fetches included)." %
-              seconds if seconds else "", ""]
+              seconds if seconds else ""]
+    gen = BEGIN + "\n" + "\n".join(lines) + "\n" + END
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    if BEGIN in old and END in old:
+        text = old[:old.index(BEGIN)] + gen + old[old.index(END) + len(END):]
+    else:
+        text = "# tor beside its peers\n\n" + gen + "\n"
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
 
 
 def chart(res, path):

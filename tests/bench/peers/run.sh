@@ -57,6 +57,7 @@ if [ ! -f "$dbz/.unpacked" ]; then
 	if mvn -B -f "$here/pom.xml" dependency:unpack -DoutputDirectory="$out" \
 	    >"$out/mvn.log" 2>&1 && [ -x "$dbz/run.sh" ]; then
 		touch "$dbz/.unpacked"
+		rm -rf "$here/target"  # the plugin's markers, nothing we need
 	else
 		tail -n 20 "$out/mvn.log" | sed 's/^/    /'
 		export TOR_PEERS_DEBEZIUM_WHY="its distribution could not be fetched from Maven Central (build/peers/mvn.log)"
@@ -102,7 +103,7 @@ if [ ! -x "$out/go-tor/bin/tor" ] && { [ ! -f "$gotor_why" ] || [ "${TOR_PEERS_G
 	fi
 fi
 if [ -x "$out/go-tor/bin/tor" ]; then
-	echo "the Go tor was built ($out/go-tor/bin/tor), but this bench has no runner for it: the proxy refused it when the bench was written, so its settings were never tried here" >"$gotor_why"
+	echo "the Go tor was built ($out/go-tor/bin/tor), but this bench has no runner for it yet: the module proxy refused it whenever the bench was run (403, \"This module version is not available.\"), so its settings were never tried here" >"$gotor_why"
 fi
 echo "bench-peers: the Go tor: $(cat "$gotor_why")"
 
