@@ -402,7 +402,8 @@ class TorPeer:
         return any(t.running() for t in self.tors.values())
 
     def fault(self, sig):
-        """sig to the leader; it is started again once it exited."""
+        """sig to the leader; it is started again once it exited.
+        Returns (signal time, exit time)."""
         t = self._leader()
         if t is None:
             raise RuntimeError("%s: no leader to signal" % self.name)
@@ -411,8 +412,9 @@ class TorPeer:
             t.kill9()
         else:
             t.stop(sig, timeout=60)
+        t_exit = time.time()
         self._start_one(t.name)
-        return t_fault
+        return t_fault, t_exit
 
     def stop_all(self):
         for t in self.tors.values():
@@ -589,8 +591,9 @@ class DebeziumPeer:
         t_fault = time.time()
         self.proc.send_signal(sig)
         self._wait_exit(60)
+        t_exit = time.time()
         self._launch()
-        return t_fault
+        return t_fault, t_exit
 
     def stop_all(self):
         if self.proc is None:
@@ -854,17 +857,20 @@ def measure_fault(stack, peer, phase, kind):
         if kind == "wipe":
             t_fault = time.time()
             peer.stop_all()
+            t_exit = time.time()
             how = peer.wipe_store()
             time.sleep(DOWN_S)
             peer.restart_all()
         else:
             how = "SIGKILL" if kind == "kill" else "SIGTERM"
-            t_fault = peer.fault(signal.SIGKILL if kind == "kill" else
-                                 signal.SIGTERM)
-        # The first row the old process cannot have published.
-        while feeder.first_after(t_fault) is None and feeder.error is None:
+            t_fault, t_exit = peer.fault(
+                signal.SIGKILL if kind == "kill" else signal.SIGTERM)
+        # The first row the old process cannot have published: committed
+        # after it exited (one that drains on SIGTERM publishes rows
+        # committed after the signal).
+        while feeder.first_after(t_exit) is None and feeder.error is None:
             time.sleep(0.01)
-        since = feeder.first_after(t_fault)
+        since = feeder.first_after(t_exit)
         t_flow = wait_flowing(peer, arr, phase.tag, since, kind)
         out = {"how": how, "flow_s": (t_flow - t_fault) if t_flow else None,
                "came_back": t_flow is not None,
