@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tor/clock.h"
 #include "tor/lease.h"
 #include "tor/log.h"
 
@@ -380,7 +381,7 @@ holder_gone(struct tor_redis *r, const struct held_lease *h,
 
 int
 tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err)
+    uint64_t *token, int64_t *sent_ms, tor_err *err)
 {
 	struct lease_keys k;
 	struct held_lease h, found;
@@ -389,12 +390,16 @@ tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	int rc;
 
 	lease_keys(cfg, &k);
+	if (tor_redis_ready(r, err) < 0)
+		return tor_err_prefix(err, "lease acquire: ");
 	if (client_record(r, cfg, record, sizeof(record), err) < 0)
 		return -1;
+	*sent_ms = tor_mono_ms();
 	rc = try_acquire(r, cfg, &k, record, NULL, token, &h, err);
 	if (rc == 0 && holder_gone(r, &h, record, &dead)) {
 		/* Compare-and-set on what was found: a lease renewed or taken
 		 * meanwhile is left alone. */
+		*sent_ms = tor_mono_ms();
 		rc = try_acquire(r, cfg, &k, record, &h, token, &found, err);
 		if (rc == 1)
 			log_info("lease", "took the lease over from \"%s\": its "

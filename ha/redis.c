@@ -521,6 +521,12 @@ ready(struct tor_redis *r, tor_err *err)
 	return 0;
 }
 
+int
+tor_redis_ready(struct tor_redis *r, tor_err *err)
+{
+	return ready(r, err);
+}
+
 redisReply *
 tor_redis_command(struct tor_redis *r, int argc, const char **argv,
     const size_t *argvlen, tor_err *err)

@@ -1404,7 +1404,8 @@ tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err)
 bool
 tor_sink_fenced(const struct tor_sink *sink)
 {
-	return sink->fenced;
+	return sink->fenced || rd_kafka_fatal_error(sink->rk, NULL, 0) ==
+	    RD_KAFKA_RESP_ERR__FENCED;
 }
 
 /* One record or end of partition from the checkpoint partition, for

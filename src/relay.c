@@ -10,10 +10,12 @@
  * sequence number.  The progress tracker turns acknowledgements (or, in
  * transactional mode, Kafka commits) into the checkpoint.
  *
- * Every way out of a session ends in the elector's follower state or in the
- * end of the process, and nothing the producer still holds is sent once the
- * leadership is gone: the elector tells the relay at the moment it ends
- * (from whichever thread sees it first), and the producer is purged there.
+ * Every leadership the elector grants is taken here once and ended here
+ * once, by its number (tor/elector.h): a session runs for it (several, when
+ * a session restarts within it), and ends it unless the process ends.
+ * Nothing the producer still holds is sent once the leadership is gone: the
+ * elector tells the relay at the moment it ends (from whichever thread sees
+ * it first), and the producer is purged there.
  * Stops happen between transactions: a stop request lets the current one
  * finish, so a restart neither loses nor repeats a part of it.
  */
@@ -77,6 +79,9 @@ enum {
  * (an ack older than that is not observed). */
 #define LATENCY_SLOTS 16384     /* a power of two */
 #define REDIS_PING_MS 1000      /* a follower's readiness probe of Redis */
+/* A follower waits for a leadership in slices this long, serving its
+ * clients and looking for a stop between them. */
+#define AWAIT_SLICE_MS 100
 
 /* Rows the broker refused as too large, remembered across sessions. */
 #define TOO_LARGE_MAX 64
@@ -99,6 +104,7 @@ struct relay {
 	const struct tor_config *cfg;
 	volatile sig_atomic_t *stop;
 	struct tor_elector *elector;
+	uint64_t leadership;            /* the one the sessions run for */
 	bool lost;                      /* a write was refused: not leading */
 
 	struct tor_binlog *binlog;
@@ -121,9 +127,8 @@ struct relay {
 	uint64_t dedup_skipped, dedup_unknown;
 	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
-	/* The token and the leadership (tor_elector_failovers counts this
-	 * replica's leaderships) of its last checkpoint write: a session
-	 * restarted within that leadership finds its own token there. */
+	/* The token and the leadership of its last checkpoint write: a
+	 * session restarted within that leadership finds its own token there. */
 	uint64_t written_token, written_leadership;
 	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
@@ -212,7 +217,7 @@ stop_overdue(struct relay *r)
 static bool
 leading(struct relay *r)
 {
-	return !r->lost && tor_elector_may_publish(r->elector);
+	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
 /* The sink's guard: its waits end when the leadership does. */
@@ -287,13 +292,14 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 		/* A successor holds the lease, or an operator moved the
 		 * checkpoint: this replica must not publish another message. */
 		r->lost = true;
-		tor_elector_resign(r->elector, "checkpoint write refused: the "
-		    "lease or the checkpoint belongs to a newer token");
+		tor_elector_resign(r->elector, r->leadership, "checkpoint write "
+		    "refused: the lease or the checkpoint belongs to a newer "
+		    "token");
 		return tor_err_set(err, "checkpoint write refused (token %"
 		    PRIu64 ")", r->epoch);
 	}
 	r->written_token = r->epoch;
-	r->written_leadership = tor_elector_failovers(r->elector);
+	r->written_leadership = r->leadership;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -333,6 +339,7 @@ safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 }
 
 static void commit_checkpoint(struct relay *r, struct tor_checkpoint *cp);
+static int sink_failure(struct relay *r, int rc);
 
 static bool
 same_position(const struct tor_position *a, const struct tor_position *b)
@@ -460,6 +467,14 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	 * seen the end itself. */
 	if (r->delivery_failed && !leading(r))
 		return RUN_LOST;
+	/* Transactional mode: another producer's init_transactions took the
+	 * transactional.id (a replica that woke after this one took over, or
+	 * an operator's tool): the producer is fatal and what it held is
+	 * failed.  This leadership gives up, as when a transactional call
+	 * says so; the process does not halt. */
+	if ((r->delivery_failed || rc < 0) && r->txn_mode &&
+	    tor_sink_fenced(r->sink))
+		return sink_failure(r, TOR_SINK_FENCED);
 	if (r->delivery_failed &&
 	    r->delivery_code == TOR_SINK_ERR_TOO_LARGE) {
 		if (note_too_large(r, err) < 0)
@@ -501,9 +516,10 @@ sink_failure(struct relay *r, int rc)
 		/* The broker's abort of a transaction that outlived
 		 * transaction.timeout.ms bumps the epoch too: librdkafka
 		 * reports it the same way. */
-		tor_elector_resign(r->elector, "Kafka fenced this producer: "
-		    "another replica holds the transactional.id, or the broker "
-		    "aborted a transaction older than transaction.timeout.ms");
+		tor_elector_resign(r->elector, r->leadership, "Kafka fenced this "
+		    "producer: another replica holds the transactional.id, or "
+		    "the broker aborted a transaction older than "
+		    "transaction.timeout.ms");
 		return RUN_LOST;
 	}
 	if (rc == TOR_SINK_LOST)
@@ -1147,19 +1163,40 @@ load_redis_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
 	return 0;
 }
 
-/* Transactional mode: init_transactions fences the previous leader's
- * producer and aborts its open transaction, before anything is read. */
+/*
+ * Transactional mode: init_transactions fences the previous leader's
+ * producer and aborts its open transaction, before anything is read.  It
+ * fences whoever holds the transactional.id, a successor too: so it is
+ * asked only while this leadership holds, checked right before each try (a
+ * replica paused between winning the lease and this point wakes to find
+ * its leadership over, and fences nobody).  What no check here can close:
+ * a pause after the check, or a request slower than the lease, lands after
+ * the successor's own init_transactions; the successor is then fenced, and
+ * steps down (serve, sink_failure) for the next acquire to resume.
+ */
 static int
 fence_predecessor(struct relay *r, tor_err *err)
 {
 	int rc, backoff = RECONNECT_MIN_MS;
 
-	while ((rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err)) != 0) {
+	for (;;) {
+		if (!leading(r))
+			return RUN_LOST;
+		rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
+		    err);
+		if (rc == 0)
+			break;
 		if (rc != TOR_SINK_RETRY && rc != -1)
 			return sink_failure(r, rc);
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
+	}
+	if (!leading(r)) {
+		log_warn("kafka", "init_transactions ended after the leadership "
+		    "of token %" PRIu64 " did: a successor's producer may have "
+		    "been fenced by it (it steps down, and the next leader goes "
+		    "on)", r->epoch);
+		return RUN_LOST;
 	}
 	return 0;
 }
@@ -1302,7 +1339,7 @@ claim_token(struct relay *r, tor_err *err)
 	uint64_t raised;
 
 	if (r->epoch > r->max_token || (r->epoch == r->written_token &&
-	    tor_elector_failovers(r->elector) == r->written_leadership))
+	    r->leadership == r->written_leadership))
 		return 0;
 	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
@@ -1313,7 +1350,8 @@ claim_token(struct relay *r, tor_err *err)
 	    "(ha.lease_ms), until a leadership from before the loss has "
 	    "stopped", r->epoch, r->max_token, raised, r->cfg->ha.lease_ms);
 	r->lost = true;
-	tor_elector_resign(r->elector, "token below the checkpoint's");
+	tor_elector_resign(r->elector, r->leadership,
+	    "token below the checkpoint's");
 	return RUN_LOST;
 }
 
@@ -1479,8 +1517,8 @@ prepare(struct relay *r, tor_err *err)
 }
 
 /*
- * One leadership session: from the lease won to the lease given up.  It
- * reads from the checkpoint the previous leader left and publishes under this
+ * One session of the leadership run_leadership holds.  It reads from the
+ * checkpoint the previous leader (or session) left and publishes under this
  * token until a stop (finish, then hand over), a loss (drop what is in
  * flight: a successor may already publish), a restart or a fatal error.
  */
@@ -1489,7 +1527,6 @@ lead(struct relay *r, tor_err *err)
 {
 	int rc;
 
-	r->epoch = tor_elector_token(r->elector);
 	r->lost = false;
 	r->ktxn_open = false;
 	r->checkpoint_dirty = r->delivery_failed = false;
@@ -1564,23 +1601,22 @@ ping_redis(struct relay *r)
 	set_redis_ok(r, reply != NULL);
 }
 
-/* Sleeps until this replica leads (1), or a stop comes (0).  Pings Redis
- * every REDIS_PING_MS meanwhile, for /readyz.  -1 with err when Kafka
- * refused the waiting clients' TLS or SASL: configuration that a
+/* Waits for the next leadership the elector grants (1, *l set: one not
+ * taken yet, maybe over already), or a stop (0).  The wait blocks in the
+ * elector, a slice at a time; between slices it serves the waiting
+ * clients' events (the producer's statistics every second, broker errors)
+ * and pings Redis every REDIS_PING_MS, for /readyz.  -1 with err when
+ * Kafka refused the waiting clients' TLS or SASL: configuration that a
  * leadership would only meet again. */
 static int
-await_leadership(struct relay *r, tor_err *err)
+await_leadership(struct relay *r, struct tor_leadership *l, tor_err *err)
 {
-	const struct timespec tick = { 0, 2 * 1000 * 1000 };
 	int64_t next_ping = 0;
 
-	while (tor_elector_state(r->elector) != TOR_LEADER) {
+	for (;;) {
 		if (*r->stop)
 			return 0;
 		beat(r);
-		/* The waiting clients' events (the producer's statistics
-		 * every second, broker errors) are served as they come, not
-		 * piled up. */
 		if (tor_sink_poll(r->sink, 0, err) < 0 ||
 		    tor_position_reader_poll(r->positions, err) < 0)
 			return -1;
@@ -1588,9 +1624,9 @@ await_leadership(struct relay *r, tor_err *err)
 			ping_redis(r);
 			next_ping = tor_mono_ms() + REDIS_PING_MS;
 		}
-		nanosleep(&tick, NULL);
+		if (tor_elector_take(r->elector, AWAIT_SLICE_MS, l) == 1)
+			return 1;
 	}
-	return 1;
 }
 
 /* A fresh producer per leadership, so nothing of a lost leadership can leak
@@ -1656,6 +1692,52 @@ restart_pause(struct relay *r, int64_t lasted_ms)
 	}
 }
 
+/*
+ * Leadership l, from its taking to its end: a session, and another after a
+ * restart as long as l lasts.  A leadership that is over already when it is
+ * taken (it began and ended while the relay looked elsewhere) gets no
+ * session.  Unless the process stops (RUN_STOPPED, a fatal error: the
+ * caller releases), l is ended here, whatever ended it: the elector then
+ * competes again.
+ */
+static int
+run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
+{
+	int64_t began;
+	int rc;
+
+	r->leadership = l->id;
+	r->epoch = l->token;
+	r->lost = false;
+	if (!leading(r)) {
+		log_info("relay", "the leadership of token %" PRIu64 " ended "
+		    "before its session began: nothing was published under it",
+		    l->token);
+		tor_elector_end(r->elector, l->id, "ended before its session");
+		return RUN_LOST;
+	}
+	for (;;) {
+		if (r->sink == NULL && new_sink(r, err) < 0)
+			return -1;
+		set_sink_live(r, true);
+		began = tor_mono_ms();
+		rc = lead(r, err);
+		free_sink(r);
+		if (rc != RUN_RESTART)
+			break;
+		restart_pause(r, tor_mono_ms() - began);
+		if (*r->stop)
+			return RUN_STOPPED;
+		if (!leading(r))
+			break;
+	}
+	if (rc == RUN_LOST || rc == RUN_RESTART)
+		tor_elector_end(r->elector, l->id, r->lost ?
+		    "the relay gave the leadership up" :
+		    "the relay saw the leadership end");
+	return rc;
+}
+
 int
 tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
@@ -1700,30 +1782,20 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	if (tor_elector_start(r.elector, err) < 0)
 		goto out;
 	for (;;) {
-		int64_t began;
+		struct tor_leadership l;
 
 		if (r.sink == NULL && new_sink(&r, err) < 0) {
 			rc = -1;
 			break;
 		}
-		if ((rc = await_leadership(&r, err)) <= 0)
+		if ((rc = await_leadership(&r, &l, err)) <= 0)
 			break;
-		set_sink_live(&r, true);
-		began = tor_mono_ms();
-		rc = lead(&r, err);
-		free_sink(&r);
+		rc = run_leadership(&r, &l, err);
 		if (rc == RUN_STOPPED || rc < 0)
 			break;
-		if (rc == RUN_RESTART)
-			restart_pause(&r, tor_mono_ms() - began);
-		/* Lost, or a restart: unless this replica still leads, the
-		 * elector must hear that the relay stopped, or it would stay
-		 * stepping down for ever. */
-		if (!tor_elector_may_publish(r.elector) || r.lost)
-			tor_elector_relay_stopped(r.elector);
 	}
-	/* Every exit gives the lease back, a leader's and one an acquire in
-	 * flight has just won. */
+	/* Every exit ends the leadership it runs in and gives the lease back,
+	 * a leader's and one an acquire in flight has just won. */
 	if (tor_elector_release(r.elector, &release_err) < 0)
 		log_warn("elector", "lease not released (it expires by itself): "
 		    "%s", release_err.msg);

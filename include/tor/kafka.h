@@ -170,6 +170,10 @@ int tor_sink_txn_commit(struct tor_sink *sink, const char *record,
  * a transaction, so a big source transaction is split well before. */
 int tor_sink_txn_timeout_ms(const struct tor_sink *sink);
 int tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err);
+
+/* Whether another producer took the transactional.id: a transactional call
+ * answered TOR_SINK_FENCED, or the producer went fatal as fenced while it
+ * produced. */
 bool tor_sink_fenced(const struct tor_sink *sink);
 
 /* Whether a librdkafka property concerns the producer alone (linger.ms,

@@ -25,9 +25,12 @@
  * same server run (the process died: the kernel closed its socket) is
  * taken over at once, compare-and-set on the lease and its record, with a
  * fresh token.  Returns 1 with *token set when this replica now holds the
- * lease, 0 when another does, -1 on a Redis error. */
+ * lease, 0 when another does, -1 on a Redis error.  *sent_ms is the lease
+ * clock's time (tor_mono_ms) the script that won was sent: the lease's PX
+ * expiry runs from later than that, whatever came before (a reconnect, a
+ * Sentinel's answer) or after (WAIT for a replica). */
 int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err);
+    uint64_t *token, int64_t *sent_ms, tor_err *err);
 
 /* PEXPIRE lease lease_ms if it still holds "<instance> <token>", and
  * record this connection's client beside it again.  Returns 1

@@ -33,6 +33,12 @@ void tor_redis_free(struct tor_redis *r);
  * master from sentinels <nodes>; last: <reason>". */
 int tor_redis_connect(struct tor_redis *r, tor_err *err);
 
+/* Does now what a command would do first: follows a Sentinel failover
+ * when the check is due, and connects when not connected.  0, or -1 with
+ * err set as tor_redis_command's.  A command right after it is one round
+ * trip (the lease's acquire times its request from there). */
+int tor_redis_ready(struct tor_redis *r, tor_err *err);
+
 /* Runs one command given as argv (binary-safe).  Returns the reply (free it
  * with freeReplyObject) or NULL with err set for a connection failure or a
  * Redis error reply ("redis 127.0.0.1:6379: ERR ...").  In Sentinel mode,

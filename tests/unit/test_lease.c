@@ -9,6 +9,7 @@
  */
 #include "redis_server.h"
 
+#include "tor/clock.h"
 #include "tor/lease.h"
 
 struct pair {
@@ -90,10 +91,14 @@ static int
 acquire(struct tor_redis *r, const struct tor_config *cfg, uint64_t *token)
 {
 	tor_err err = { "" };
-	int rc = tor_lease_acquire(r, cfg, token, &err);
+	int64_t before = tor_mono_ms(), sent = 0;
+	int rc = tor_lease_acquire(r, cfg, token, &sent, &err);
 
 	if (rc == -1)
 		fail_msg("acquire: %s", err.msg);
+	/* The winning script's send time, on the lease clock. */
+	if (rc == 1)
+		assert_true(sent >= before && sent <= tor_mono_ms());
 	return rc;
 }
 
@@ -307,13 +312,15 @@ static void
 test_acquire_failed_incr(void **state)
 {
 	struct pair *p = *state;
+	int64_t sent;
 	uint64_t t = 0;
 	tor_err err = { "" };
 
 	/* INCR fails half-way through the script: the error comes back and
 	 * no 'pending' lease is left to block everyone for lease_ms. */
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch nope"));
-	assert_int_equal(tor_lease_acquire(p->a, &p->s->cfg, &t, &err), -1);
+	assert_int_equal(tor_lease_acquire(p->a, &p->s->cfg, &t, &sent, &err),
+	    -1);
 	assert_non_null(strstr(err.msg, "lease acquire: redis 127.0.0.1:"));
 	raw_lease_equals(p->c, NULL);
 
@@ -522,6 +529,7 @@ test_redis_down(void **state)
 {
 	struct pair *p = *state;
 	struct tor_config *a = &p->s->cfg;
+	int64_t sent;
 	uint64_t t = 0;
 	int64_t ttl;
 	tor_err err;
@@ -537,7 +545,7 @@ test_redis_down(void **state)
 		switch (i) {
 		case 0:
 			op = "lease acquire: ";
-			rc = tor_lease_acquire(p->a, a, &t, &err);
+			rc = tor_lease_acquire(p->a, a, &t, &sent, &err);
 			break;
 		case 1:
 			op = "lease renew: ";
