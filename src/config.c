@@ -1385,6 +1385,35 @@ load_ha(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/*
+ * redis.timeout_ms against ha.lease_ms.  The leader's deadline runs from
+ * the moment its winning acquire script was sent: the script's reply, the
+ * replica count (ROLE) and the WAIT for a replica (given half the timeout)
+ * come before the leadership is granted, and the first renew's reply must
+ * come before the deadline.  Each reply may take redis.timeout_ms, so 3.5
+ * of them must fit in lease_ms less its drift margin; past that a slow
+ * Redis (a fork, an fsync) makes acquires that win a lease already over.
+ */
+static int
+check_redis_timeout(struct loader *ld, const config_setting_t *root)
+{
+	const struct tor_config *cfg = ld->cfg;
+	int room = cfg->ha.lease_ms - tor_config_drift_ms(cfg->ha.lease_ms);
+	config_setting_t *s;
+
+	if ((int64_t)cfg->redis.timeout_ms * 7 <= (int64_t)room * 2)
+		return 0;
+	if ((s = lookup(lookup(root, "redis"), "timeout_ms")) == NULL)
+		s = lookup(lookup(root, "ha"), "lease_ms");
+	return fail(ld, s, "redis.timeout_ms", "must be at most 2/7 of "
+	    "ha.lease_ms less its drift margin (%d - %d = %d ms, so at most "
+	    "%d), got %d: an acquire's reply, the replica check and the WAIT "
+	    "for a replica, then the first renew's reply, each up to "
+	    "redis.timeout_ms, would not fit in the lease", cfg->ha.lease_ms,
+	    tor_config_drift_ms(cfg->ha.lease_ms), room, room * 2 / 7,
+	    cfg->redis.timeout_ms);
+}
+
 static int
 load_rest(struct loader *ld, const config_setting_t *root)
 {
@@ -1447,6 +1476,7 @@ load_all(struct loader *ld, const config_setting_t *root)
 	    load_kafka(ld, root) == -1 ||
 	    load_redis(ld, root) == -1 ||
 	    load_ha(ld, root) == -1 ||
+	    check_redis_timeout(ld, root) == -1 ||
 	    load_rest(ld, root) == -1)
 		return -1;
 	collect_notes(ld->cfg);

@@ -795,6 +795,16 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_renew_margin.cfg", "12: ha.renew_ms: must be below ha.lease_ms "
 	    "less its drift margin (3000 - 300 = 2700 ms), got 2800: the lease "
 	    "would lapse between renews" },
+	{ "bad_redis_timeout_lease.cfg", "10: redis.timeout_ms: must be at "
+	    "most 2/7 of ha.lease_ms less its drift margin (2000 - 200 = 1800 "
+	    "ms, so at most 514), got 600: an acquire's reply, the replica "
+	    "check and the WAIT for a replica, then the first renew's reply, "
+	    "each up to redis.timeout_ms, would not fit in the lease" },
+	{ "bad_lease_for_redis_timeout.cfg", "11: redis.timeout_ms: must be "
+	    "at most 2/7 of ha.lease_ms less its drift margin (1500 - 150 = "
+	    "1350 ms, so at most 385), got 500: an acquire's reply, the "
+	    "replica check and the WAIT for a replica, then the first renew's "
+	    "reply, each up to redis.timeout_ms, would not fit in the lease" },
 	{ "bad_missing_mysql_host.cfg", "2: mysql.host: required" },
 	{ "bad_missing_brokers.cfg", "8: kafka.brokers: required" },
 	{ "bad_missing_redis_host.cfg", "9: redis.host: required (unless "
