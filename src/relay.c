@@ -83,7 +83,8 @@ enum {
  * clients and looking for a stop between them. */
 #define AWAIT_SLICE_MS 100
 
-/* Rows the broker refused as too large, remembered across sessions. */
+/* Rows the broker refused as too large, remembered across sessions and
+ * shared with the group's other replicas through Redis. */
 #define TOO_LARGE_MAX 64
 /* How long a fatal producer's delivery reports are waited for (serve). */
 #define FATAL_REPORTS_MS 2000
@@ -153,7 +154,8 @@ struct relay {
 	int delivery_code;
 	char delivery_error[256];
 
-	char too_large[TOO_LARGE_MAX][128];     /* tor.pos refused by the broker */
+	/* The tor.pos of rows the broker refused as too large. */
+	char too_large[TOO_LARGE_MAX][TOR_REFUSED_POS];
 	size_t n_too_large;
 
 	uint64_t rows_published, rows_skipped, reconnects;
@@ -405,30 +407,6 @@ checkpoint_tick(struct relay *r)
 	r->checkpoint_dirty = false;
 }
 
-/* The rows the broker refused as too large: remembered, so that when they
- * come again they follow outbox.unrouted like a client-side oversize. */
-static int
-note_too_large(struct relay *r, tor_err *err)
-{
-	struct tor_sink_rejection rej[TOR_SINK_MAX_REJECTED];
-	size_t n = tor_sink_rejected(r->sink, rej, TOR_SINK_MAX_REJECTED);
-
-	for (size_t i = 0; i < n; i++) {
-		log_warn("kafka", "the broker refused the message of row %s "
-		    "(%zu bytes) as too large; it follows outbox.unrouted when "
-		    "it comes again (set message.max.bytes in kafka.properties "
-		    "to the broker's limit to catch such rows before producing)",
-		    rej[i].pos, rej[i].bytes);
-		if (r->n_too_large == TOO_LARGE_MAX)
-			return tor_err_set(err, "kafka: the broker refused more "
-			    "than %d rows as too large; last row %s", TOO_LARGE_MAX,
-			    rej[i].pos);
-		memcpy(r->too_large[r->n_too_large++], rej[i].pos,
-		    sizeof(r->too_large[0]));
-	}
-	return 0;
-}
-
 static bool
 refused_as_too_large(const struct relay *r, const char *pos)
 {
@@ -436,6 +414,78 @@ refused_as_too_large(const struct relay *r, const char *pos)
 		if (strcmp(r->too_large[i], pos) == 0)
 			return true;
 	return false;
+}
+
+/* Remembers a row refused as too large (once); false when the list is
+ * full. */
+static bool
+remember_too_large(struct relay *r, const char *pos)
+{
+	if (refused_as_too_large(r, pos))
+		return true;
+	if (r->n_too_large == TOO_LARGE_MAX)
+		return false;
+	snprintf(r->too_large[r->n_too_large++], sizeof(r->too_large[0]), "%s",
+	    pos);
+	return true;
+}
+
+/* The rows the broker refused as too large: remembered, so that when they
+ * come again they follow outbox.unrouted like a client-side oversize, here
+ * and (through Redis) at the next leader, whichever replica it is. */
+static int
+note_too_large(struct relay *r, tor_err *err)
+{
+	struct tor_sink_rejection rej[TOR_SINK_MAX_REJECTED];
+	size_t n = tor_sink_rejected(r->sink, rej, TOR_SINK_MAX_REJECTED);
+	tor_err e;
+
+	for (size_t i = 0; i < n; i++) {
+		log_warn("kafka", "the broker refused the message of row %s "
+		    "(%zu bytes) as too large; it follows outbox.unrouted when "
+		    "it comes again (set message.max.bytes in kafka.properties "
+		    "to the broker's limit to catch such rows before producing)",
+		    rej[i].pos, rej[i].bytes);
+		if (!remember_too_large(r, rej[i].pos))
+			return tor_err_set(err, "kafka: the broker refused more "
+			    "than %d rows as too large; last row %s", TOO_LARGE_MAX,
+			    rej[i].pos);
+		if (tor_checkpoint_refused_add(r->redis, r->cfg, rej[i].pos,
+		    &e) < 0)
+			log_warn("redis", "%s; the next leader, if another "
+			    "replica, offers row %s to the broker again", e.msg,
+			    rej[i].pos);
+	}
+	return 0;
+}
+
+static void
+learn_refused(void *ctx, const char *pos)
+{
+	struct relay *r = ctx;
+
+	if (!remember_too_large(r, pos))
+		log_warn("relay", "more than %d rows refused as too large: row "
+		    "%s is offered to the broker again", TOO_LARGE_MAX, pos);
+}
+
+/* Before the first message: the rows the group's replicas saw the broker
+ * refuse as too large.  Advice: when Redis cannot say, such a row is
+ * offered to the broker again, refused, and learned (a session restart). */
+static void
+load_refused(struct relay *r)
+{
+	size_t ignored;
+	tor_err err;
+
+	if (tor_checkpoint_refused_load(r->redis, r->cfg, learn_refused, r,
+	    &ignored, &err) < 0)
+		log_warn("redis", "%s; a row the broker refused as too large "
+		    "under another replica is offered to it again", err.msg);
+	else if (ignored > 0)
+		log_warn("relay", "%zu rows listed as refused by the broker do "
+		    "not verify with the checkpoint key: ignored (offered to "
+		    "the broker if they come)", ignored);
 }
 
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
@@ -1201,29 +1251,47 @@ fence_predecessor(struct relay *r, tor_err *err)
 	return 0;
 }
 
-/* Kafka's copy of the checkpoint (the group's last committed position
- * record), waiting while Kafka cannot be read.  A record that does not
- * parse (or verify) halts, like a bad Redis checkpoint. */
+/* Kafka's copy of the checkpoint (the newest decision among the group's
+ * committed position records, tor_checkpoint_pick), waiting while Kafka
+ * cannot be read.  A last record that does not parse (or verify) halts,
+ * like a bad Redis checkpoint. */
 static int
 load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
     tor_err *err)
 {
-	char record[TOR_CHECKPOINT_RECORD];
+	struct tor_record_pick pick;
 	int backoff = RECONNECT_MIN_MS, rc;
 	int wait_ms = tor_sink_txn_timeout_ms(r->sink) + 5000;
 
 	if (wait_ms < r->cfg->mysql.connect_timeout_ms)
 		wait_ms = r->cfg->mysql.connect_timeout_ms;
-	while (tor_position_reader_read(r->positions, record, sizeof(record),
-	    found, wait_ms, err) < 0) {
+	for (;;) {
+		tor_checkpoint_pick_start(&pick, r->cfg);
+		if (tor_position_reader_read(r->positions, tor_checkpoint_pick,
+		    &pick, found, wait_ms, err) == 0)
+			break;
 		if (tor_position_reader_poll(r->positions, err) < 0)
 			return -1;
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
 	}
-	if (*found && tor_checkpoint_record_parse(r->cfg, record, cp, err) < 0)
+	if ((rc = tor_checkpoint_picked(&pick, cp, err)) < 0)
 		return tor_err_prefix(err, "kafka: %s: ",
 		    r->cfg->kafka.checkpoint_topic);
+	*found = rc == 1;
+	if (pick.passed > 0)
+		log_warn("kafka", "%s: %u position record%s of group %s before "
+		    "the last one do%s not parse; passed over",
+		    r->cfg->kafka.checkpoint_topic, pick.passed,
+		    pick.passed == 1 ? "" : "s", r->cfg->group,
+		    pick.passed == 1 ? "es" : "");
+	if (*found && cp->epoch > pick.last_epoch)
+		log_warn("kafka", "%s: the last position record of group %s "
+		    "carries token %" PRIu64 ", below token %" PRIu64 " of one "
+		    "before it (a paused leader's record that reached the "
+		    "broker late): token %" PRIu64 "'s is used",
+		    r->cfg->kafka.checkpoint_topic, r->cfg->group,
+		    pick.last_epoch, cp->epoch, cp->epoch);
 	return 0;
 }
 
@@ -1504,6 +1572,7 @@ prepare(struct relay *r, tor_err *err)
 		return rc;
 	if ((rc = announce(r, err)) != 0)
 		return rc;
+	load_refused(r);
 	if (!r->txn_mode && (rc = learn_topics(r, err)) != 0)
 		return rc;
 	r->progress = tor_progress_new(&r->start.pos);

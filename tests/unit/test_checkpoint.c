@@ -1264,6 +1264,96 @@ test_mac_store_load(void **state)
 	tor_redis_free(r);
 }
 
+
+struct seen {
+	char pos[8][TOR_REFUSED_POS];
+	size_t n;
+};
+
+static void
+see(void *ctx, const char *pos)
+{
+	struct seen *sn = ctx;
+
+	assert_true(sn->n < 8);
+	snprintf(sn->pos[sn->n++], TOR_REFUSED_POS, "%s", pos);
+}
+
+/* Loads the refused rows with cfg; returns how many verified (in sn) and
+ * sets *ignored. */
+static size_t
+refused_rows(struct tor_redis *r, const struct tor_config *cfg,
+    struct seen *sn, size_t *ignored)
+{
+	tor_err err = { "" };
+
+	memset(sn, 0, sizeof(*sn));
+	if (tor_checkpoint_refused_load(r, cfg, see, sn, ignored, &err) != 0)
+		fail_msg("refused load: %s", err.msg);
+	return sn->n;
+}
+
+/* The rows the broker refused, shared through Redis: added once each,
+ * kept a while, and with a checkpoint key signed (a member nobody signed,
+ * signed with another key or for another group, is ignored and counted). */
+static void
+test_refused_rows(void **state)
+{
+	struct server *s = *state;
+	struct tor_config other;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	redisContext *c = raw_connect(s);
+	redisReply *reply;
+	struct seen sn;
+	size_t ignored;
+	tor_err err = { "" };
+
+	assert_int_equal(refused_rows(r, &s->cfg, &sn, &ignored), 0);
+	assert_int_equal(tor_checkpoint_refused_add(r, &s->cfg, "0-1-63:0",
+	    &err), 0);
+	assert_int_equal(tor_checkpoint_refused_add(r, &s->cfg,
+	    "binlog.000002:4711:3", &err), 0);
+	assert_int_equal(tor_checkpoint_refused_add(r, &s->cfg, "0-1-63:0",
+	    &err), 0);
+	assert_int_equal(refused_rows(r, &s->cfg, &sn, &ignored), 2);
+	assert_int_equal(ignored, 0);
+	reply = redisCommand(c, "PTTL tor:{orders}:refused");
+	assert_true(reply->integer > 6 * 86400 * 1000LL);
+	freeReplyObject(reply);
+
+	/* With a key the unsigned members do not count. */
+	other = s->cfg;
+	set_test_key(&other, 0x00);
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 0);
+	assert_int_equal(ignored, 2);
+	assert_int_equal(tor_checkpoint_refused_add(r, &other, "0-1-70:2",
+	    &err), 0);
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 1);
+	assert_string_equal(sn.pos[0], "0-1-70:2");
+	assert_int_equal(ignored, 2);
+	/* Without a key the mac is not read. */
+	assert_int_equal(refused_rows(r, &s->cfg, &sn, &ignored), 3);
+	/* Another key, another group: ignored. */
+	set_test_key(&other, 0xff);
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 0);
+	assert_int_equal(ignored, 3);
+	freeReplyObject(redisCommand(c, "COPY tor:{orders}:refused "
+	    "tor:{payments}:refused"));
+	set_test_key(&other, 0x00);
+	other.group = (char *)"payments";
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 0);
+	assert_int_equal(ignored, 3);
+
+	/* Not a set: an error, which the relay only logs. */
+	freeReplyObject(redisCommand(c, "DEL tor:{orders}:refused"));
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:refused x"));
+	assert_int_equal(tor_checkpoint_refused_load(r, &s->cfg, see, &sn,
+	    &ignored, &err), -1);
+	assert_non_null(strstr(err.msg, "refused rows: "));
+	redisFree(c);
+	tor_redis_free(r);
+}
+
 int
 main(void)
 {
@@ -1287,6 +1377,8 @@ main(void)
 		    teardown_server),
 		cmocka_unit_test(test_done_and_records),
 		cmocka_unit_test(test_moved),
+		cmocka_unit_test_setup_teardown(test_refused_rows, setup_server,
+		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_mac_store_load, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_redis_down,
