@@ -154,9 +154,15 @@ struct relay {
 	int delivery_code;
 	char delivery_error[256];
 
-	/* The tor.pos of rows the broker refused as too large. */
+	/* The tor.pos of rows the broker refused as too large: in this
+	 * process (a cap that halts, as a broker limit nobody set must not
+	 * go unnoticed), and listed in Redis by the group's replicas
+	 * (reloaded by every session, cut at the cap without a halt: a
+	 * week's list must not stop every leader). */
 	char too_large[TOO_LARGE_MAX][TOR_REFUSED_POS];
 	size_t n_too_large;
+	char group_refused[TOO_LARGE_MAX][TOR_REFUSED_POS];
+	size_t n_group_refused, group_refused_over;
 
 	uint64_t rows_published, rows_skipped, reconnects;
 	/* Rows skipped as unrouted, and as naming a partition their topic
@@ -408,26 +414,29 @@ checkpoint_tick(struct relay *r)
 }
 
 static bool
-refused_as_too_large(const struct relay *r, const char *pos)
+listed(const char (*list)[TOR_REFUSED_POS], size_t n, const char *pos)
 {
-	for (size_t i = 0; i < r->n_too_large; i++)
-		if (strcmp(r->too_large[i], pos) == 0)
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], pos) == 0)
 			return true;
 	return false;
 }
 
-/* Remembers a row refused as too large (once); false when the list is
- * full. */
-static bool
-remember_too_large(struct relay *r, const char *pos)
+/* A tor.pos longer than a slot is cut: it matches nothing then. */
+static void
+list_add(char (*list)[TOR_REFUSED_POS], size_t *n, const char *pos)
 {
-	if (refused_as_too_large(r, pos))
-		return true;
-	if (r->n_too_large == TOO_LARGE_MAX)
-		return false;
-	snprintf(r->too_large[r->n_too_large++], sizeof(r->too_large[0]), "%s",
-	    pos);
-	return true;
+	size_t len = strnlen(pos, TOR_REFUSED_POS - 1);
+
+	memcpy(list[*n], pos, len);
+	list[(*n)++][len] = '\0';
+}
+
+static bool
+refused_as_too_large(const struct relay *r, const char *pos)
+{
+	return listed(r->too_large, r->n_too_large, pos) ||
+	    listed(r->group_refused, r->n_group_refused, pos);
 }
 
 /* The rows the broker refused as too large: remembered, so that when they
@@ -446,10 +455,13 @@ note_too_large(struct relay *r, tor_err *err)
 		    "it comes again (set message.max.bytes in kafka.properties "
 		    "to the broker's limit to catch such rows before producing)",
 		    rej[i].pos, rej[i].bytes);
-		if (!remember_too_large(r, rej[i].pos))
+		if (listed(r->too_large, r->n_too_large, rej[i].pos))
+			continue;
+		if (r->n_too_large == TOO_LARGE_MAX)
 			return tor_err_set(err, "kafka: the broker refused more "
 			    "than %d rows as too large; last row %s", TOO_LARGE_MAX,
 			    rej[i].pos);
+		list_add(r->too_large, &r->n_too_large, rej[i].pos);
 		if (tor_checkpoint_refused_add(r->redis, r->cfg, rej[i].pos,
 		    &e) < 0)
 			log_warn("redis", "%s; the next leader, if another "
@@ -464,9 +476,12 @@ learn_refused(void *ctx, const char *pos)
 {
 	struct relay *r = ctx;
 
-	if (!remember_too_large(r, pos))
-		log_warn("relay", "more than %d rows refused as too large: row "
-		    "%s is offered to the broker again", TOO_LARGE_MAX, pos);
+	if (listed(r->too_large, r->n_too_large, pos))
+		return;
+	if (r->n_group_refused == TOO_LARGE_MAX)
+		r->group_refused_over++;
+	else
+		list_add(r->group_refused, &r->n_group_refused, pos);
 }
 
 /* Before the first message: the rows the group's replicas saw the broker
@@ -478,14 +493,21 @@ load_refused(struct relay *r)
 	size_t ignored;
 	tor_err err;
 
+	r->n_group_refused = r->group_refused_over = 0;
 	if (tor_checkpoint_refused_load(r->redis, r->cfg, learn_refused, r,
-	    &ignored, &err) < 0)
+	    &ignored, &err) < 0) {
 		log_warn("redis", "%s; a row the broker refused as too large "
 		    "under another replica is offered to it again", err.msg);
-	else if (ignored > 0)
+		return;
+	}
+	if (ignored > 0)
 		log_warn("relay", "%zu rows listed as refused by the broker do "
 		    "not verify with the checkpoint key: ignored (offered to "
 		    "the broker if they come)", ignored);
+	if (r->group_refused_over > 0)
+		log_warn("relay", "%zu rows listed as refused by the broker past "
+		    "the first %d: offered to the broker again if they come",
+		    r->group_refused_over, TOO_LARGE_MAX);
 }
 
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
