@@ -28,6 +28,12 @@
 #define KEYLEN          256
 #define SECRET_MAX      4096    /* longest password file we accept */
 #define MASK            "********"
+/* The longest duration of any *_ms key, a day: longer serves nobody, and
+ * under it every sum tor makes of them fits an int (the stream's read
+ * timeout of three heartbeats and a second, a retry's jitter of 1.2, a
+ * follower's wait plus redis.timeout_ms, a timeout rounded up to the
+ * seconds a client library multiplies by 1000 again). */
+#define MS_MAX          86400000
 
 struct loader {
 	struct tor_config *cfg;
@@ -313,52 +319,138 @@ opt_bool(struct loader *ld, const config_setting_t *g, const char *gpath,
 	return 0;
 }
 
+/* How many settings named like s stand on s's line of s's file before it,
+ * counted in document order (libconfig keeps members in it) from g down.
+ * *seen turns true at s itself. */
+static int
+rank_on_line(const config_setting_t *g, const config_setting_t *s,
+    bool *seen)
+{
+	const char *file = config_setting_source_file(s);
+	const char *name = config_setting_name(s);
+	int line = config_setting_source_line(s), n = 0;
+
+	for (int i = 0; !*seen && i < config_setting_length(g); i++) {
+		const config_setting_t *e = config_setting_get_elem(g,
+		    (unsigned)i);
+		const char *ename = config_setting_name(e);
+		const char *efile = config_setting_source_file(e);
+
+		if (e == s) {
+			*seen = true;
+			break;
+		}
+		if (ename != NULL && strcmp(ename, name) == 0 &&
+		    (int)config_setting_source_line(e) == line &&
+		    efile != NULL &&
+		    strcmp(efile, file) == 0)
+			n++;
+		if (config_setting_is_aggregate(e))
+			n += rank_on_line(e, s, seen);
+	}
+	return n;
+}
+
+/* Where the text of a libconfig file stands at a character: in a string, in
+ * a block comment, or in the open.  Both may span lines. */
+struct scan {
+	bool in_string, in_comment;
+};
+
+/*
+ * The start of the value of the rank-th "name =" or "name:" on line, read
+ * from the scan state the lines before left (and moved past this one), or
+ * NULL.  Strings and comments are skipped: their words name no setting.
+ */
+static const char *
+find_assignment(struct scan *sc, const char *line, const char *name,
+    int rank)
+{
+	size_t len = strlen(name);
+	const char *found = NULL;
+
+	for (const char *p = line; *p != '\0'; p++) {
+		if (sc->in_string) {
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '"')
+				sc->in_string = false;
+			continue;
+		}
+		if (sc->in_comment) {
+			if (p[0] == '*' && p[1] == '/') {
+				sc->in_comment = false;
+				p++;
+			}
+			continue;
+		}
+		if (*p == '"') {
+			sc->in_string = true;
+			continue;
+		}
+		if (p[0] == '/' && p[1] == '*') {
+			sc->in_comment = true;
+			p++;
+			continue;
+		}
+		if (*p == '#' || (p[0] == '/' && p[1] == '/'))
+			break;
+		/* A name starts where no name character precedes it. */
+		if (found != NULL || strncmp(p, name, len) != 0 || (p > line &&
+		    (isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
+		    p[-1] == '-' || p[-1] == '*')))
+			continue;
+		const char *q = p + len + strspn(p + len, " \t");
+
+		if ((*q == '=' || *q == ':') && rank-- == 0)
+			found = q + 1 + strspn(q + 1, " \t");
+	}
+	return found;
+}
+
 /*
  * libconfig 1.5 reads an integer literal without the L suffix into 32 bits
  * and wraps silently: "server_id = 4294967295" reads as -1 and
- * "port = 4294970592" as a valid 3296.  So the literal is read again from the
- * setting's line, and taken at face value when it is found there.
+ * "port = 4294970592" as a valid 3296.  So the literal is read again from
+ * the setting's line, and taken at face value when it is found there.  The
+ * file is scanned from its start, so that a string or a comment (which may
+ * span lines) never passes for the setting, and the setting is told from
+ * others of its name on the same line by its rank among them.
  */
 static bool
 source_literal(const config_setting_t *s, long long *v)
 {
 	const char *file = config_setting_source_file(s);
-	const char *name = config_setting_name(s);
-	int want = config_setting_source_line(s), n = 0;
-	char *line = NULL, *p, *end;
-	size_t cap = 0, len;
-	bool found = false;
+	const char *name = config_setting_name(s), *q;
+	const config_setting_t *root = s;
+	int want = config_setting_source_line(s), n = 0, rank;
+	struct scan sc = { false, false };
+	char *line = NULL, *end;
+	bool found = false, seen = false;
+	size_t cap = 0;
 	FILE *f;
 
 	if (file == NULL || name == NULL || want <= 0 ||
 	    (f = fopen(file, "r")) == NULL)
 		return false;
-	while (getline(&line, &cap, f) != -1)
-		if (++n == want)
-			break;
-	len = strlen(name);
-	/* p walks the matches of name; q reads what follows one (p itself
-	 * must not move past the line's end). */
-	for (p = line; n == want && (p = strstr(p, name)) != NULL; p += len) {
-		char *q = p + len;
-
-		if (p > line && (isalnum((unsigned char)p[-1]) ||
-		    p[-1] == '_' || p[-1] == '-' || p[-1] == '*'))
+	while (config_setting_parent(root) != NULL)
+		root = config_setting_parent(root);
+	rank = rank_on_line(root, s, &seen);
+	while (getline(&line, &cap, f) != -1) {
+		q = find_assignment(&sc, line, name, rank);
+		if (++n < want)
 			continue;
-		q += strspn(q, " \t");
-		if (*q != '=' && *q != ':')
-			continue;
-		q++;
-		q += strspn(q, " \t");
-		errno = 0;
-		if ((q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) ||
-		    ((q[0] == '-' || q[0] == '+') && q[1] == '0' &&
-		    (q[2] == 'x' || q[2] == 'X')))
-			*v = strtoll(q, &end, 16);
-		else
-			*v = strtoll(q, &end, 10);
-		found = end != q && (isdigit((unsigned char)end[-1]) ||
-		    isxdigit((unsigned char)end[-1]));
+		if (q != NULL) {
+			errno = 0;
+			if ((q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) ||
+			    ((q[0] == '-' || q[0] == '+') && q[1] == '0' &&
+			    (q[2] == 'x' || q[2] == 'X')))
+				*v = strtoll(q, &end, 16);
+			else
+				*v = strtoll(q, &end, 10);
+			found = end != q && (isdigit((unsigned char)end[-1]) ||
+			    isxdigit((unsigned char)end[-1]));
+		}
 		break;
 	}
 	free(line);
@@ -415,6 +507,21 @@ opt_int32(struct loader *ld, const config_setting_t *g, const char *gpath,
 	if (opt_int(ld, g, gpath, name, def, min, INT_MAX, &v) == -1)
 		return -1;
 	*out = (int)v;
+	return 0;
+}
+
+/* A duration in ms, at least min (0 or 1), at most MS_MAX. */
+static int
+opt_ms(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, int def, int min, int *out)
+{
+	char key[KEYLEN];
+
+	if (opt_int32(ld, g, gpath, name, def, min, out) == -1)
+		return -1;
+	if (*out > MS_MAX)
+		return fail(ld, lookup(g, name), keypath(key, gpath, name),
+		    "must be at most %d (a day), got %d", MS_MAX, *out);
 	return 0;
 }
 
@@ -776,9 +883,9 @@ load_mysql(struct loader *ld, const config_setting_t *root)
 	    &cfg->mysql.password_file) == -1 ||
 	    opt_int(ld, g, "mysql", "server_id", 0, 0, UINT32_MAX, &v) == -1 ||
 	    opt_str(ld, g, "mysql", "start", "end", &cfg->mysql.start) == -1 ||
-	    opt_int32(ld, g, "mysql", "heartbeat_ms", 1000, 1,
+	    opt_ms(ld, g, "mysql", "heartbeat_ms", 1000, 1,
 	    &cfg->mysql.heartbeat_ms) == -1 ||
-	    opt_int32(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
+	    opt_ms(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
 	    &cfg->mysql.connect_timeout_ms) == -1 ||
 	    opt_str(ld, g, "mysql", "server_public_key", "",
 	    &cfg->mysql.server_public_key) == -1)
@@ -1217,7 +1324,7 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 	    &mode) == -1 ||
 	    opt_enum(ld, g, "kafka", "partitioner", partitioners,
 	    TOR_PARTITIONER_MURMUR2, &partitioner) == -1 ||
-	    opt_int32(ld, g, "kafka", "unreachable_ms", 10000, 1,
+	    opt_ms(ld, g, "kafka", "unreachable_ms", 10000, 1,
 	    &cfg->kafka.unreachable_ms) == -1 ||
 	    opt_str(ld, g, "kafka", "transactional_id", "",
 	    &cfg->kafka.transactional_id) == -1 ||
@@ -1292,7 +1399,7 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    opt_str(ld, g, "redis", "password_file", "",
 	    &cfg->redis.password_file) == -1 ||
 	    opt_str(ld, g, "redis", "prefix", "tor", &cfg->redis.prefix) == -1 ||
-	    opt_int32(ld, g, "redis", "timeout_ms", 500, 1,
+	    opt_ms(ld, g, "redis", "timeout_ms", 500, 1,
 	    &cfg->redis.timeout_ms) == -1)
 		return -1;
 	cfg->redis.db = (int)db;
@@ -1345,6 +1452,35 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/*
+ * A renew goes out renew_ms after the last one and may take redis.timeout_ms
+ * to be answered; its answer must come before the leader's own deadline
+ * (lease_ms less the drift margin), or a slow but answered renew ends a
+ * healthy leadership.
+ */
+static int
+check_renew_room(struct loader *ld, const config_setting_t *root)
+{
+	const struct tor_config *cfg = ld->cfg;
+	const config_setting_t *ha = lookup(root, "ha");
+	int drift = tor_config_drift_ms(cfg->ha.lease_ms);
+	config_setting_t *s;
+
+	if (cfg->ha.renew_ms + cfg->redis.timeout_ms <
+	    cfg->ha.lease_ms - drift)
+		return 0;
+	/* The line of whichever of the three the file sets. */
+	if ((s = lookup(ha, "renew_ms")) == NULL &&
+	    (s = lookup(ha, "lease_ms")) == NULL)
+		s = lookup(lookup(root, "redis"), "timeout_ms");
+	return fail(ld, s, "ha.renew_ms", "%d + redis.timeout_ms %d must stay "
+	    "below ha.lease_ms less its drift margin (%d - %d = %d ms): a "
+	    "renew answered as late as redis.timeout_ms allows would come "
+	    "after the leader's own deadline", cfg->ha.renew_ms,
+	    cfg->redis.timeout_ms, cfg->ha.lease_ms, drift,
+	    cfg->ha.lease_ms - drift);
+}
+
 static int
 load_ha(struct loader *ld, const config_setting_t *root)
 {
@@ -1352,11 +1488,11 @@ load_ha(struct loader *ld, const config_setting_t *root)
 	config_setting_t *g, *s;
 
 	if (opt_group(ld, root, "", "ha", keys_ha, &g) == -1 ||
-	    opt_int32(ld, g, "ha", "lease_ms", 3000, 1,
+	    opt_ms(ld, g, "ha", "lease_ms", 3000, 1,
 	    &cfg->ha.lease_ms) == -1 ||
-	    opt_int32(ld, g, "ha", "renew_ms", 1000, 1,
+	    opt_ms(ld, g, "ha", "renew_ms", 1000, 1,
 	    &cfg->ha.renew_ms) == -1 ||
-	    opt_int32(ld, g, "ha", "retry_ms", 200, 1,
+	    opt_ms(ld, g, "ha", "retry_ms", 200, 1,
 	    &cfg->ha.retry_ms) == -1 ||
 	    opt_bool(ld, g, "ha", "fast_failover", true,
 	    &cfg->ha.fast_failover) == -1)
@@ -1382,7 +1518,7 @@ load_ha(struct loader *ld, const config_setting_t *root)
 		    tor_config_drift_ms(cfg->ha.lease_ms), cfg->ha.lease_ms -
 		    tor_config_drift_ms(cfg->ha.lease_ms), cfg->ha.renew_ms);
 	}
-	return 0;
+	return check_renew_room(ld, root);
 }
 
 static int
@@ -1393,7 +1529,7 @@ load_rest(struct loader *ld, const config_setting_t *root)
 	int format;
 
 	if (opt_group(ld, root, "", "checkpoint", keys_checkpoint, &cp) == -1 ||
-	    opt_int32(ld, cp, "checkpoint", "interval_ms", 1000, 0,
+	    opt_ms(ld, cp, "checkpoint", "interval_ms", 1000, 0,
 	    &cfg->checkpoint.interval_ms) == -1 ||
 	    opt_str(ld, cp, "checkpoint", "key_file", "",
 	    &cfg->checkpoint.key_file) == -1 ||

@@ -10,7 +10,8 @@
  *     free);
  *   - a loaded config satisfies what include/tor/config.h promises of it
  *     (required keys set, resolved defaults, compiled routes, valid topic
- *     names, renew_ms below lease_ms less the drift margin...);
+ *     names, renew_ms below lease_ms less the drift margin, and with a
+ *     Redis round trip too, every duration within a day...);
  *   - what tor_config_print prints (`tor --check-config`) loads again and
  *     prints the same, comments aside.
  * Nothing here talks to a server.  The process environment is cleaned
@@ -28,6 +29,8 @@
 #include <unistd.h>
 
 #include "tor/config.h"
+
+#define DAY_MS 86400000
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -218,7 +221,17 @@ check_loaded(const struct tor_config *cfg)
 	if (cfg->ha.lease_ms < 1 || cfg->ha.renew_ms < 1 ||
 	    cfg->ha.retry_ms < 1 ||
 	    cfg->ha.renew_ms >= cfg->ha.lease_ms -
+	    tor_config_drift_ms(cfg->ha.lease_ms) ||
+	    cfg->ha.renew_ms + cfg->redis.timeout_ms >= cfg->ha.lease_ms -
 	    tor_config_drift_ms(cfg->ha.lease_ms))
+		abort();
+	/* Every duration within a day, so that no sum of them overflows. */
+	if (cfg->mysql.heartbeat_ms > DAY_MS ||
+	    cfg->mysql.connect_timeout_ms > DAY_MS ||
+	    cfg->kafka.unreachable_ms > DAY_MS ||
+	    cfg->redis.timeout_ms > DAY_MS || cfg->ha.lease_ms > DAY_MS ||
+	    cfg->ha.renew_ms > DAY_MS || cfg->ha.retry_ms > DAY_MS ||
+	    cfg->checkpoint.interval_ms > DAY_MS)
 		abort();
 	if (cfg->checkpoint.interval_ms < 0 || cfg->checkpoint.key_file == NULL ||
 	    cfg->http.listen == NULL)

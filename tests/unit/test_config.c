@@ -313,6 +313,93 @@ test_integer_name_at_line_end(void **state)
 	tmp_close(&d);
 }
 
+/* The groups a test puts an integer in, around one line of its own. */
+static const char literal_head[] =
+    "outbox = {\n"
+    "  tables = ( { table = \"shop.outbox\";\n"
+    "    columns = { key = \"k\"; type = \"t\"; payload = \"p\"; }; } );\n"
+    "  topic_template = \"ev.${aggregate_type}\";\n"
+    "};\n"
+    "kafka = { brokers = \"k:9092\"; };\n";
+
+/* Loads literal_head + text; the result of tor_config_load. */
+static int
+load_text(const char *text, struct tor_config *cfg, tor_err *err)
+{
+	char all[2048];
+	struct tmpdir d;
+	int rc;
+
+	snprintf(all, sizeof(all), "%s%s", literal_head, text);
+	tmp_open(&d);
+	rc = tor_config_load(cfg, tmp_file(&d, "lit.cfg", all, strlen(all)),
+	    err);
+	tmp_close(&d);
+	return rc;
+}
+
+/*
+ * An integer literal is read again from its own line (libconfig 1.5 wraps
+ * past 32 bits), and the reading must find the setting itself: not a
+ * "name=digits" inside a string or a comment, nor a setting of the same
+ * name in another group on the same line.
+ */
+static void
+test_integer_literal_is_the_settings_own(void **state)
+{
+	static const struct {
+		const char *text;
+		int mysql_port, redis_port;
+	} good[] = {
+		{ "mysql = { host = \"db\"; password = \"port=1\"; "
+		    "port = 3306; };\nredis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; password = \"x\\\"port=1\"; "
+		    "port = 3306; };\nredis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; /* port = 1 */ port = 3306; };\n"
+		    "redis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; user = \"a\nport = 1\"; /* x\n"
+		    " port = 2 */ port = 3306; };\n"
+		    "redis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; port = 3307; }; redis = { host = "
+		    "\"r\"; port = 6380; };\n", 3307, 6380 },
+		{ "mysql = { host = \"db\"; port = 3307; # port = 1\n};\n"
+		    "redis = { host = \"r\"; port: 6380; // port = 2\n};\n",
+		    3307, 6380 },
+	};
+	static const char *const bad[] = {
+		/* The wrapped value of the second port is 1, in range. */
+		"mysql = { host = \"db\"; port = 3306; }; redis = { host = "
+		    "\"r\"; port = 4294967297; };\n",
+		"mysql = { host = \"db\"; user = \"port = 3306\"; "
+		    "port = 4294970592; };\nredis = { host = \"r\"; };\n",
+	};
+	struct tor_config cfg;
+	tor_err err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (load_text(good[i].text, &cfg, &err) != 0)
+			fail_msg("good[%zu]: %s", i, err.msg);
+		int mysql_port = cfg.mysql.port, redis_port = cfg.redis.port;
+
+		tor_config_free(&cfg);
+		if (mysql_port != good[i].mysql_port ||
+		    redis_port != good[i].redis_port)
+			fail_msg("good[%zu]: mysql.port %d, redis.port %d", i,
+			    mysql_port, redis_port);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (load_text(bad[i], &cfg, &err) != -1) {
+			tor_config_free(&cfg);
+			fail_msg("bad[%zu] loaded", i);
+		}
+		if (strstr(err.msg, "must be between 1 and 65535") == NULL)
+			fail_msg("bad[%zu]: %s", i, err.msg);
+	}
+}
+
 /* A config whose secrets are inline and in files. */
 static const char *
 secrets_cfg(struct tmpdir *d, const char *key_file)
@@ -890,6 +977,23 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_log_format.cfg",
 	    "10: log.format: expected logfmt or json, got \"text\"" },
 	{ "bad_section_type.cfg", "10: ha: expected a group { ... }" },
+	{ "bad_heartbeat_overflow.cfg", "5: mysql.heartbeat_ms: must be at "
+	    "most 86400000 (a day), got 2147483647" },
+	{ "bad_connect_timeout_overflow.cfg", "4: mysql.connect_timeout_ms: "
+	    "must be at most 86400000 (a day), got 2147483000" },
+	{ "bad_retry_overflow.cfg", "11: ha.retry_ms: must be at most "
+	    "86400000 (a day), got 1800000000" },
+	{ "bad_redis_timeout_overflow.cfg", "11: redis.timeout_ms: must be at "
+	    "most 86400000 (a day), got 2147483647" },
+	{ "bad_renew_room.cfg", "17: ha.renew_ms: 1000 + redis.timeout_ms 2000 "
+	    "must stay below ha.lease_ms less its drift margin (3000 - 300 = "
+	    "2700 ms): a renew answered as late as redis.timeout_ms allows "
+	    "would come after the leader's own deadline" },
+	{ "bad_renew_room_timeout.cfg", "12: ha.renew_ms: 1000 + "
+	    "redis.timeout_ms 1700 must stay below ha.lease_ms less its drift "
+	    "margin (3000 - 300 = 2700 ms): a renew answered as late as "
+	    "redis.timeout_ms allows would come after the leader's own "
+	    "deadline" },
 };
 
 static void
@@ -922,6 +1026,8 @@ main(void)
 		cmocka_unit_test_setup(test_server_id_derived, clean_env),
 		cmocka_unit_test_setup(test_server_id_max, clean_env),
 		cmocka_unit_test_setup(test_integer_name_at_line_end,
+		    clean_env),
+		cmocka_unit_test_setup(test_integer_literal_is_the_settings_own,
 		    clean_env),
 		cmocka_unit_test_setup(test_secret_precedence, clean_env),
 		cmocka_unit_test_setup(test_checkpoint_key, clean_env),
