@@ -310,11 +310,12 @@ copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
 	char record[TOR_CHECKPOINT_RECORD];
 	tor_err err;
 
-	int n = tor_checkpoint_record_format(r->cfg, cp, record,
-	    sizeof(record));
-
-	if (n < 0 || (size_t)n >= sizeof(record))
+	if (tor_checkpoint_record_format(r->cfg, cp, record,
+	    sizeof(record)) < 0) {
+		log_warn("kafka", "position record not produced: its mac could "
+		    "not be computed");
 		return;
+	}
 	if (tor_sink_produce_position(r->sink, record, &err) < 0)
 		log_warn("kafka", "position record not produced: %s", err.msg);
 }
