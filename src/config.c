@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libconfig.h>
@@ -27,6 +28,7 @@
 
 #define KEYLEN          256
 #define SECRET_MAX      4096    /* longest password file we accept */
+#define PROPERTIES_MAX  16384   /* longest kafka.properties_file */
 #define MASK            "********"
 /* The longest duration of any *_ms key, a day: longer serves nobody, and
  * under it every sum tor makes of them fits an int (the stream's read
@@ -75,7 +77,8 @@ static const char *const keys_header[] = { "column", "header", NULL };
 static const char *const keys_route[] = { "match", "topic", "icase", NULL };
 static const char *const keys_kafka[] = { "brokers", "mode", "partitioner",
 	"unreachable_ms",
-	"transactional_id", "checkpoint_topic", "topics", "properties", NULL };
+	"transactional_id", "checkpoint_topic", "topics", "properties",
+	"properties_file", NULL };
 static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
 static const char *const keys_redis[] = { "host", "port", "db", "user",
@@ -635,19 +638,53 @@ start_ok(const char *s)
 }
 
 /*
- * Reads a secret file whole.  Returns the byte count, or -1 with err set
- * naming key and file.  The caller wipes buf.
+ * Notes a secret file that users other than tor's may read: open to every
+ * user, or to its group while tor's own user owns it (owned by root and
+ * open to tor's group is how a secret is usually handed to a service).  A
+ * warning, not a refusal: a Kubernetes Secret volume is 0644 unless its
+ * defaultMode says otherwise, and a refusal would stop every replica.
+ */
+static void
+warn_loose_mode(struct loader *ld, const char *key, const char *file,
+    const struct stat *st)
+{
+	struct tor_config *cfg = ld->cfg;
+	unsigned mode = (unsigned)st->st_mode & 07777;
+	const char *fix = "make it 0600, or 0640 owned by root with tor's group";
+
+	if (cfg->n_warnings >= TOR_CONFIG_WARNINGS)
+		return;
+	if ((st->st_mode & S_IRWXO) != 0)
+		snprintf(cfg->warnings[cfg->n_warnings++],
+		    sizeof(cfg->warnings[0]), "%s %s is open to every user "
+		    "(mode %04o): %s", key, file, mode, fix);
+	else if ((st->st_mode & S_IRWXG) != 0 && st->st_uid == geteuid())
+		snprintf(cfg->warnings[cfg->n_warnings++],
+		    sizeof(cfg->warnings[0]), "%s %s is open to its group "
+		    "(mode %04o) and owned by tor's own user: %s", key, file,
+		    mode, fix);
+}
+
+/*
+ * Reads a secret file whole (through a symbolic link too: the mode looked
+ * at is the file's).  Returns the byte count, or -1 with err set naming key
+ * and file.  The caller wipes buf.
  */
 static ssize_t
 read_secret(struct loader *ld, const config_setting_t *s, const char *key,
     const char *file, unsigned char *buf, size_t cap)
 {
+	struct stat st;
 	size_t n;
 	FILE *f;
 
 	if ((f = fopen(file, "rb")) == NULL)
 		return fail(ld, s, key, "cannot read %s: %s", file,
 		    strerror(errno));
+	/* The stdio buffer would keep a copy of the secret when freed. */
+	setvbuf(f, NULL, _IONBF, 0);
+	if (fstat(fileno(f), &st) == 0)
+		warn_loose_mode(ld, key, file, &st);
 	n = fread(buf, 1, cap, f);
 	if (ferror(f)) {
 		int e = errno;
@@ -1309,6 +1346,97 @@ load_strings(struct loader *ld, const config_setting_t *g, const char *gpath,
 	return 0;
 }
 
+/* Takes prop (malloc'd) as the last kafka.properties entry; frees it on
+ * failure. */
+static int
+append_property(struct loader *ld, char *prop)
+{
+	struct tor_config *cfg = ld->cfg;
+	char **v = realloc(cfg->kafka.properties,
+	    (cfg->kafka.n_properties + 1) * sizeof(*v));
+
+	if (prop == NULL || v == NULL) {
+		free_secret(prop);
+		if (v != NULL)
+			cfg->kafka.properties = v;
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	}
+	v[cfg->kafka.n_properties++] = prop;
+	cfg->kafka.properties = v;
+	return 0;
+}
+
+/* The "name=value" lines of kafka.properties_file, text[0, n), after
+ * kafka.properties; blank lines and # comments skipped. */
+static int
+load_properties_lines(struct loader *ld, const config_setting_t *s,
+    const char *file, char *text, size_t n)
+{
+	char key[KEYLEN];
+	size_t at = 0;
+
+	for (int line = 1; at < n; line++) {
+		char *p = text + at, *end = memchr(p, '\n', n - at);
+		size_t len = end != NULL ? (size_t)(end - p) : n - at;
+
+		at += len + 1;
+		if (len > 0 && p[len - 1] == '\r')
+			len--;
+		p[len] = '\0';
+		p += strspn(p, " \t");
+		if (*p == '\0' || *p == '#')
+			continue;
+		mark_cut(key, snprintf(key, KEYLEN, "kafka.properties_file: "
+		    "%s:%d", file, line));
+		if (check_property(ld, s, key, p) == -1 ||
+		    append_property(ld, strdup(p)) == -1)
+			return -1;
+		ld->cfg->kafka.n_file_properties++;
+	}
+	return 0;
+}
+
+/*
+ * The entries that may carry the cluster's credentials outside tor.cfg:
+ * kafka.properties_file's lines, then TOR_KAFKA_SASL_PASSWORD as
+ * sasl.password (librdkafka takes the last of a name, so the environment
+ * wins over the file, which wins over tor.cfg, as for the other secrets).
+ */
+static int
+load_kafka_secrets(struct loader *ld, const config_setting_t *g)
+{
+	struct tor_config *cfg = ld->cfg;
+	const char *env = getenv("TOR_KAFKA_SASL_PASSWORD"), *file;
+	char buf[PROPERTIES_MAX], *prop;
+	config_setting_t *s;
+	ssize_t n;
+	int rc;
+
+	if (opt_str(ld, g, "kafka", "properties_file", "",
+	    &cfg->kafka.properties_file) == -1)
+		return -1;
+	file = cfg->kafka.properties_file;
+	if (file[0] != '\0') {
+		s = lookup(g, "properties_file");
+		if ((n = read_secret(ld, s, "kafka.properties_file", file,
+		    (unsigned char *)buf, sizeof(buf) - 1)) == -1)
+			return -1;
+		if (memchr(buf, '\0', (size_t)n) != NULL)
+			rc = fail(ld, s, "kafka.properties_file", "%s: contains "
+			    "a NUL byte", file);
+		else
+			rc = load_properties_lines(ld, s, file, buf, (size_t)n);
+		sodium_memzero(buf, sizeof(buf));
+		if (rc == -1)
+			return -1;
+	}
+	if (env == NULL || env[0] == '\0')
+		return 0;
+	if ((prop = malloc(strlen(env) + sizeof("sasl.password="))) != NULL)
+		sprintf(prop, "sasl.password=%s", env);
+	return append_property(ld, prop);
+}
+
 static int
 load_kafka(struct loader *ld, const config_setting_t *root)
 {
@@ -1368,8 +1496,11 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 				return fail(ld, s, key, "topic \"%s\" is listed "
 				    "twice", cfg->kafka.topics[i].name);
 	}
-	return load_strings(ld, g, "kafka", "properties",
-	    &cfg->kafka.properties, &cfg->kafka.n_properties, check_property);
+	if (load_strings(ld, g, "kafka", "properties", &cfg->kafka.properties,
+	    &cfg->kafka.n_properties, check_property) == -1)
+		return -1;
+	cfg->kafka.n_inline_properties = cfg->kafka.n_properties;
+	return load_kafka_secrets(ld, g);
 }
 
 static int
@@ -1774,6 +1905,24 @@ print_outbox(const struct tor_config *cfg, FILE *out)
 	fputs("};\n\n", out);
 }
 
+/* head, then the entries of v masked, as a libconfig list. */
+static void
+print_properties(FILE *out, const char *head, char *const *v, size_t n)
+{
+	fputs(head, out);
+	for (size_t i = 0; i < n; i++) {
+		/* Room for the whole name: the printed config must load. */
+		size_t cap = strlen(v[i]) + sizeof(MASK) + 1;
+		char *shown = malloc(cap);
+
+		fputs(i == 0 ? " " : ", ", out);
+		print_quoted(out, shown == NULL ? "(out of memory)" :
+		    tor_config_property_shown(v[i], shown, cap));
+		free(shown);
+	}
+	fputs(" );\n", out);
+}
+
 static void
 print_kafka(const struct tor_config *cfg, FILE *out)
 {
@@ -1793,19 +1942,19 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 		    cfg->kafka.topics[i].replication);
 	}
 	fputs(" );\n", out);
-	fputs("  properties = (", out);
-	for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
-		/* Room for the whole name: the printed config must load. */
-		size_t cap = strlen(cfg->kafka.properties[i]) + sizeof(MASK) + 1;
-		char *shown = malloc(cap);
-
-		fputs(i == 0 ? " " : ", ", out);
-		print_quoted(out, shown == NULL ? "(out of memory)" :
-		    tor_config_property_shown(cfg->kafka.properties[i], shown,
-		    cap));
-		free(shown);
-	}
-	fputs(" );\n};\n\n", out);
+	print_str(out, 2, "properties_file", cfg->kafka.properties_file);
+	print_properties(out, "  properties = (", cfg->kafka.properties,
+	    cfg->kafka.n_inline_properties);
+	/* Not keys of the file: what the file and the environment added. */
+	if (cfg->kafka.n_file_properties > 0)
+		print_properties(out, "  # from properties_file: (",
+		    cfg->kafka.properties + cfg->kafka.n_inline_properties,
+		    cfg->kafka.n_file_properties);
+	if (cfg->kafka.n_properties > cfg->kafka.n_inline_properties +
+	    cfg->kafka.n_file_properties)
+		print_properties(out, "  # from TOR_KAFKA_SASL_PASSWORD: (",
+		    cfg->kafka.properties + cfg->kafka.n_properties - 1, 1);
+	fputs("};\n\n", out);
 }
 
 static void
@@ -1886,6 +2035,16 @@ free_strings(char **v, size_t n)
 	free(v);
 }
 
+/* Any kafka.properties entry may carry a secret (sasl.password, a key's
+ * passphrase): each is wiped. */
+static void
+free_secrets(char **v, size_t n)
+{
+	for (size_t i = 0; v != NULL && i < n; i++)
+		free_secret(v[i]);
+	free(v);
+}
+
 void
 tor_config_free(struct tor_config *cfg)
 {
@@ -1939,7 +2098,8 @@ tor_config_free(struct tor_config *cfg)
 	    i++)
 		free(cfg->kafka.topics[i].name);
 	free(cfg->kafka.topics);
-	free_strings(cfg->kafka.properties, cfg->kafka.n_properties);
+	free_secrets(cfg->kafka.properties, cfg->kafka.n_properties);
+	free(cfg->kafka.properties_file);
 
 	free(cfg->redis.host);
 	free_secret(cfg->redis.password);

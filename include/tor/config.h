@@ -89,6 +89,10 @@ struct tor_topic_spec {
 	int replication;        /* default 1 */
 };
 
+/* One per secret file at most: the three password files, the checkpoint
+ * key file and kafka.properties_file. */
+#define TOR_CONFIG_WARNINGS 5
+
 struct tor_config {
 	char *path;             /* the file it came from */
 
@@ -135,8 +139,14 @@ struct tor_config {
 		char *checkpoint_topic; /* "__tor_checkpoints" */
 		struct tor_topic_spec *topics;
 		size_t n_topics;
-		char **properties;      /* "name=value" strings, passed to librdkafka */
+		/* "name=value" strings, passed to librdkafka in order:
+		 * kafka.properties, then properties_file's lines, then
+		 * "sasl.password=" TOR_KAFKA_SASL_PASSWORD (the last wins). */
+		char **properties;
 		size_t n_properties;
+		size_t n_inline_properties;     /* from kafka.properties */
+		size_t n_file_properties;       /* from properties_file */
+		char *properties_file;          /* "" when unset */
 	} kafka;
 
 	struct {
@@ -185,6 +195,11 @@ struct tor_config {
 
 	/* Filled by tor_config_load: what tor_config_not_in_effect() returns. */
 	const char *not_built[8];
+
+	/* What tor_config_load found questionable but loaded (a secret file
+	 * others may read), one line each, for the log and --check-config. */
+	char warnings[TOR_CONFIG_WARNINGS][320];
+	size_t n_warnings;
 };
 
 /* Parses and validates the file at path into cfg (which the caller zeroes or

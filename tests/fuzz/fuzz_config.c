@@ -94,6 +94,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	unsetenv("TOR_MYSQL_PASSWORD");
 	unsetenv("TOR_REDIS_PASSWORD");
 	unsetenv("TOR_CHECKPOINT_KEY");
+	unsetenv("TOR_SENTINEL_PASSWORD");
+	unsetenv("TOR_KAFKA_SASL_PASSWORD");
 	setenv("HOSTNAME", "fuzz-host", 1);
 	input_fd = open_memfd("fuzz_config.cfg", input_path,
 	    sizeof(input_path));
@@ -206,6 +208,11 @@ check_loaded(const struct tor_config *cfg)
 		if (cfg->kafka.properties[i] == NULL ||
 		    strchr(cfg->kafka.properties[i], '=') == NULL)
 			abort();
+	if (cfg->kafka.properties_file == NULL ||
+	    cfg->kafka.n_inline_properties + cfg->kafka.n_file_properties !=
+	    cfg->kafka.n_properties ||
+	    cfg->n_warnings > TOR_CONFIG_WARNINGS)
+		abort();
 
 	if (cfg->redis.host == NULL || cfg->redis.password == NULL ||
 	    !nonempty(cfg->redis.prefix) ||

@@ -13,11 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "tor/config.h"
+
+#include "alloc_probe.h"
 
 #define DIR "tests/unit/config/"
 
@@ -30,6 +33,7 @@ clean_env(void **state)
 	unsetenv("TOR_REDIS_PASSWORD");
 	unsetenv("TOR_SENTINEL_PASSWORD");
 	unsetenv("TOR_CHECKPOINT_KEY");
+	unsetenv("TOR_KAFKA_SASL_PASSWORD");
 	setenv("HOSTNAME", "test-host", 1);
 	return 0;
 }
@@ -627,6 +631,229 @@ test_print_masks_secret_properties(void **state)
 	tmp_close(&d);
 }
 
+/* The outbox every secrets test shares. */
+#define OUTBOX_TEXT "outbox = { tables = ( { table = \"s.t\"; columns = { " \
+	"key = \"k\"; type = \"t\"; payload = \"p\"; }; } );\n" \
+	"  topic_template = \"${aggregate_type}\"; };\n"
+
+/* tor_config_free leaves no secret behind in the memory it frees: the
+ * passwords, inline or from a file, and every kafka.properties entry. */
+static void
+test_free_wipes_secrets(void **state)
+{
+	static const char marker[] = "hunter2";
+	struct tor_config cfg;
+	struct tmpdir d;
+	char text[2048];
+	const char *pw;
+	size_t freed_with;
+
+	(void)state;
+	tmp_open(&d);
+	pw = tmp_file(&d, "redis.secret", "hunter2-redis\n", 14);
+	snprintf(text, sizeof(text),
+	    "mysql = { host = \"db\"; password = \"hunter2-mysql\"; };\n"
+	    OUTBOX_TEXT
+	    "kafka = { brokers = \"k:9092\"; properties = ( "
+	    "\"sasl.username=tor\", \"sasl.password=hunter2-kafka\" ); };\n"
+	    "redis = { host = \"r\"; password_file = \"%s\"; sentinel = { "
+	    "master = \"m\"; nodes = ( \"s:26379\" ); "
+	    "password = \"hunter2-sentinel\"; }; };\n", pw);
+	load_ok(&cfg, tmp_file(&d, "wipe.cfg", text, strlen(text)));
+	assert_string_equal(cfg.redis.password, "hunter2-redis");
+	alloc_probe_watch(marker, strlen(marker));
+	tor_config_free(&cfg);
+	alloc_probe_stop();
+	freed_with = alloc_probe.freed_with;
+	tmp_close(&d);
+	if (freed_with != 0)
+		fail_msg("%zu blocks freed still holding a secret", freed_with);
+}
+
+/* Loads a config whose mysql.password_file is file. */
+static void
+load_with_password_file(struct tor_config *cfg, struct tmpdir *d,
+    const char *file)
+{
+	char text[1024];
+
+	snprintf(text, sizeof(text), "mysql = { host = \"db\"; "
+	    "password_file = \"%s\"; };\n" OUTBOX_TEXT
+	    "kafka = { brokers = \"k:9092\"; };\nredis = { host = \"r\"; };\n",
+	    file);
+	load_ok(cfg, tmp_file(d, "mode.cfg", text, strlen(text)));
+	assert_string_equal(cfg->mysql.password, "pw");
+}
+
+/*
+ * A secret file others may read is loaded with a warning (a refusal would
+ * stop every replica of a deployment that mounts a Kubernetes Secret with
+ * its default mode 0644): open to every user, or to its group while tor's
+ * own user owns it.  A file of another owner (root) open to its group only
+ * is the usual way to hand tor a secret, and 0600 is quiet.
+ */
+static void
+test_secret_file_modes(void **state)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	char want[600], link[160];
+	const char *pw;
+
+	(void)state;
+	tmp_open(&d);
+	pw = tmp_file(&d, "mysql.secret", "pw\n", 3);
+
+	assert_int_equal(chmod(pw, 0644), 0);
+	load_with_password_file(&cfg, &d, pw);
+	snprintf(want, sizeof(want), "mysql.password_file %s is open to every "
+	    "user (mode 0644): make it 0600, or 0640 owned by root with tor's "
+	    "group", pw);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], want);
+	tor_config_free(&cfg);
+
+	/* Through a symbolic link, as a Kubernetes Secret volume has it: the
+	 * mode of the file it leads to, the name as configured. */
+	snprintf(link, sizeof(link), "%s/link.secret", d.path);
+	assert_int_equal(symlink(pw, link), 0);
+	load_with_password_file(&cfg, &d, link);
+	snprintf(want, sizeof(want), "mysql.password_file %s is open to every "
+	    "user (mode 0644): make it 0600, or 0640 owned by root with tor's "
+	    "group", link);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], want);
+	tor_config_free(&cfg);
+	unlink(link);
+
+	assert_int_equal(chmod(pw, 0640), 0);
+	load_with_password_file(&cfg, &d, pw);
+	snprintf(want, sizeof(want), "mysql.password_file %s is open to its "
+	    "group (mode 0640) and owned by tor's own user: make it 0600, or "
+	    "0640 owned by root with tor's group", pw);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], want);
+	tor_config_free(&cfg);
+
+	assert_int_equal(chmod(pw, 0600), 0);
+	load_with_password_file(&cfg, &d, pw);
+	assert_int_equal(cfg.n_warnings, 0);
+	tor_config_free(&cfg);
+
+	if (geteuid() == 0) {
+		/* Another owner, group access only: quiet. */
+		assert_int_equal(chown(pw, 1, getegid()), 0);
+		assert_int_equal(chmod(pw, 0640), 0);
+		load_with_password_file(&cfg, &d, pw);
+		assert_int_equal(cfg.n_warnings, 0);
+		tor_config_free(&cfg);
+	}
+	tmp_close(&d);
+}
+
+/* kafka.properties_file: name=value lines after kafka.properties, blank
+ * lines and # comments skipped; TOR_KAFKA_SASL_PASSWORD last of all.  The
+ * printed config names the file and shows its entries masked in a comment,
+ * and loads again. */
+static void
+test_kafka_properties_file(void **state)
+{
+	static const char props_text[] = "# the cluster's credentials\n\n"
+	    "sasl.username=tor\r\n  sasl.password=hunter2-file\n";
+	struct tor_config cfg, again;
+	struct tmpdir d;
+	char text[1024], want[400], *printed;
+	const char *props, *path;
+
+	(void)state;
+	tmp_open(&d);
+	props = tmp_file(&d, "kafka.properties", props_text,
+	    sizeof(props_text) - 1);
+	assert_int_equal(chmod(props, 0600), 0);
+	snprintf(text, sizeof(text), "mysql = { host = \"db\"; };\n"
+	    OUTBOX_TEXT "kafka = { brokers = \"k:9092\"; properties = ( "
+	    "\"linger.ms=5\" ); properties_file = \"%s\"; };\n"
+	    "redis = { host = \"r\"; };\n", props);
+	path = tmp_file(&d, "pf.cfg", text, strlen(text));
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.kafka.n_properties, 3);
+	assert_int_equal(cfg.kafka.n_inline_properties, 1);
+	assert_string_equal(cfg.kafka.properties[0], "linger.ms=5");
+	assert_string_equal(cfg.kafka.properties[1], "sasl.username=tor");
+	assert_string_equal(cfg.kafka.properties[2], "sasl.password=hunter2-file");
+	assert_int_equal(cfg.n_warnings, 0);
+	printed = print_to_string(&cfg);
+	assert_null(strstr(printed, "hunter2"));
+	snprintf(want, sizeof(want), "  properties_file = \"%s\";\n", props);
+	assert_non_null(strstr(printed, want));
+	assert_non_null(strstr(printed, "  properties = ( \"linger.ms=5\" );\n"
+	    "  # from properties_file: ( \"sasl.username=tor\", "
+	    "\"sasl.password=********\" );\n"));
+	tor_config_free(&cfg);
+	/* What --check-config prints loads again, with the same entries. */
+	path = tmp_file(&d, "printed.cfg", printed, strlen(printed));
+	load_ok(&again, path);
+	assert_int_equal(again.kafka.n_properties, 3);
+	assert_string_equal(again.kafka.properties[2],
+	    "sasl.password=hunter2-file");
+	tor_config_free(&again);
+	free(printed);
+
+	setenv("TOR_KAFKA_SASL_PASSWORD", "hunter2-env", 1);
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.kafka.n_properties, 4);
+	assert_string_equal(cfg.kafka.properties[3],
+	    "sasl.password=hunter2-env");
+	printed = print_to_string(&cfg);
+	assert_null(strstr(printed, "hunter2"));
+	assert_non_null(strstr(printed, "  # from TOR_KAFKA_SASL_PASSWORD: "
+	    "( \"sasl.password=********\" );\n"));
+	free(printed);
+	tor_config_free(&cfg);
+	unsetenv("TOR_KAFKA_SASL_PASSWORD");
+	tmp_close(&d);
+}
+
+/* A bad line of kafka.properties_file is refused naming the file and its
+ * line, a secret in it masked. */
+static void
+test_kafka_properties_file_errors(void **state)
+{
+	static const struct {
+		const char *line, *problem;
+	} bad[] = {
+		{ "acks=1", "acks cannot be overridden: the idempotent producer "
+		    "needs acks=all" },
+		{ "sasl.password hunter2", "expected \"name=value\", got "
+		    "\"sasl.password********\"" },
+	};
+	struct tor_config cfg;
+	struct tmpdir d;
+	char text[1024], props_text[128], want[800];
+	const char *props, *path;
+	tor_err err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		tmp_open(&d);
+		snprintf(props_text, sizeof(props_text), "linger.ms=5\n%s\n",
+		    bad[i].line);
+		props = tmp_file(&d, "kafka.properties", props_text,
+		    strlen(props_text));
+		snprintf(text, sizeof(text), "mysql = { host = \"db\"; };\n"
+		    OUTBOX_TEXT "kafka = { brokers = \"k:9092\";\n"
+		    "  properties_file = \"%s\"; };\n"
+		    "redis = { host = \"r\"; };\n", props);
+		path = tmp_file(&d, "pf.cfg", text, strlen(text));
+		snprintf(want, sizeof(want), "%s:5: kafka.properties_file: "
+		    "%s:2: %s", path, props, bad[i].problem);
+		memset(&err, 0, sizeof(err));
+		assert_int_equal(tor_config_load(&cfg, path, &err), -1);
+		assert_string_equal(err.msg, want);
+		tmp_close(&d);
+	}
+}
+
 /* A secret-named property whose name alone is longer than an error
  * message's buffer: printed masked and whole, so the printed config still
  * loads (found by fuzz_config: the name was cut before its "=" and the
@@ -1037,6 +1264,11 @@ main(void)
 		cmocka_unit_test_setup(test_print_masks_a_long_secret_name,
 		    clean_env),
 		cmocka_unit_test_setup(test_print_reloads, clean_env),
+		cmocka_unit_test_setup(test_free_wipes_secrets, clean_env),
+		cmocka_unit_test_setup(test_secret_file_modes, clean_env),
+		cmocka_unit_test_setup(test_kafka_properties_file, clean_env),
+		cmocka_unit_test_setup(test_kafka_properties_file_errors,
+		    clean_env),
 		cmocka_unit_test_setup(test_not_in_effect_transactional,
 		    clean_env),
 		cmocka_unit_test_setup(test_start_values, clean_env),
