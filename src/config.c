@@ -1233,11 +1233,14 @@ load_topic(struct loader *ld, const config_setting_t *e, const char *epath,
 	return 0;
 }
 
-/* Where the first word that marks a secret ends in s[0, n), or 0. */
+/* Where the first word that marks a secret ends in s[0, n), or 0.  Besides
+ * the passwords: a private key given inline (ssl.key.pem) and its
+ * passphrase. */
 static size_t
 secret_word_end(const char *s, size_t n)
 {
-	static const char *const words[] = { "password", "secret", "jaas" };
+	static const char *const words[] = { "password", "secret", "jaas",
+	    "key.pem", "passphrase" };
 
 	for (size_t i = 0; i < n; i++)
 		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {

@@ -219,9 +219,10 @@ void tor_config_print(const struct tor_config *cfg, FILE *out);
 const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
 
 /* A kafka.properties entry as --check-config, logs and errors may show it.
- * The value of a property whose name holds "password", "secret" or "jaas"
- * in any case (sasl.password, ssl.key.password,
- * sasl.oauthbearer.client.secret, a Java client's sasl.jaas.config) is
+ * The value of a property whose name holds "password", "secret", "jaas",
+ * "key.pem" or "passphrase" in any case (sasl.password, ssl.key.password,
+ * sasl.oauthbearer.client.secret, a Java client's sasl.jaas.config, the
+ * private key ssl.key.pem, an assertion key's passphrase) is
  * masked: "sasl.password=********"; a malformed entry holding one of these
  * words is masked after it ("sasl.password********"), since any of it may
  * be the secret.  A name too long for buf is cut ("...=********").

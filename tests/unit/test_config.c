@@ -594,8 +594,8 @@ test_print_masks_secrets(void **state)
 	tor_config_free(&cfg);
 }
 
-/* kafka.properties whose names hold password, secret or jaas, in any
- * case, print with their values masked; the others as they are. */
+/* kafka.properties whose names hold password, secret, jaas, key.pem or
+ * passphrase, in any case, print with their values masked; the others as they are. */
 static void
 test_print_masks_secret_properties(void **state)
 {
@@ -610,6 +610,8 @@ test_print_masks_secret_properties(void **state)
 	    "  \"ssl.key.password=hunter2-b\",\n"
 	    "  \"sasl.oauthbearer.client.secret=hunter2-c\",\n"
 	    "  \"Sasl.Jaas.Config=x required password=\\\"hunter2-d\\\";\",\n"
+	    "  \"ssl.key.pem=-----BEGIN PRIVATE KEY-----hunter2-e\",\n"
+	    "  \"sasl.oauthbearer.assertion.private.key.passphrase=hunter2-f\",\n"
 	    "  \"sasl.username=tor\" ); };\n"
 	    "redis = { host = \"r\"; };\n";
 	struct tor_config cfg;
@@ -625,7 +627,9 @@ test_print_masks_secret_properties(void **state)
 	    "\"security.protocol=SASL_SSL\", \"sasl.password=********\", "
 	    "\"ssl.key.password=********\", "
 	    "\"sasl.oauthbearer.client.secret=********\", "
-	    "\"Sasl.Jaas.Config=********\", \"sasl.username=tor\" );"));
+	    "\"Sasl.Jaas.Config=********\", \"ssl.key.pem=********\", "
+	    "\"sasl.oauthbearer.assertion.private.key.passphrase=********\", "
+	    "\"sasl.username=tor\" );"));
 	free(text);
 	tor_config_free(&cfg);
 	tmp_close(&d);
