@@ -21,9 +21,19 @@
  *             is younger than 3 x mysql.heartbeat_ms, and its producer
  *             reached a broker within kafka.unreachable_ms.  A follower or
  *             a candidate that reaches Redis is ready: it can take over.
+ *
+ * The probes must be answered whoever else connects: a client that opens a
+ * connection and never finishes its request (each byte it trickles resets
+ * the idle timeout) holds a slot for ever.  So one client address holds at
+ * most PER_IP_LIMIT connections, all of them at most CONNECTION_LIMIT
+ * (epoll: no select() ceiling) of CONNECTION_MEMORY each, and a silent one
+ * goes after IDLE_TIMEOUT_S.  Clients from more addresses than that can
+ * still fill the server: the port is for the probes and Prometheus, to be
+ * bound where only they reach it.
  */
 #include <errno.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +41,7 @@
 #include <unistd.h>
 
 #include <microhttpd.h>
+#include <pthread.h>
 
 #include "tor/clock.h"
 #include "tor/buf.h"
@@ -38,6 +49,10 @@
 #include "tor/log.h"
 
 #define HEALTH_STALE_MS 10000
+#define PER_IP_LIMIT    8       /* the kubelet's two probes, a scrape, room */
+#define CONNECTION_LIMIT 256
+#define CONNECTION_MEMORY (16 * 1024)   /* a request's headers, with room */
+#define IDLE_TIMEOUT_S  3       /* a probe sends its request at once */
 
 struct tor_http {
 	const struct tor_config *cfg;
@@ -218,7 +233,8 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
     const struct tor_elector *el, tor_err *err)
 {
 	struct tor_http *h;
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD;
+	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
+	sigset_t all, old;
 	bool v6 = false;
 	int fd;
 
@@ -235,12 +251,19 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
 	}
 	if (v6)
 		flags |= MHD_USE_IPv6;
-	/* MHD owns fd from here: MHD_stop_daemon closes it. */
+	/* MHD owns fd from here: MHD_stop_daemon closes it.  Signals belong
+	 * to the main thread (SIGTERM starts a clean shutdown and interrupts
+	 * its waits); the server's thread inherits this mask. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	h->d = MHD_start_daemon(flags, 0, NULL, NULL, answer, h,
 	    MHD_OPTION_LISTEN_SOCKET, fd,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)PER_IP_LIMIT,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
 	    MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (h->d == NULL) {
 		close(fd);
 		free(h);
