@@ -125,6 +125,53 @@ def test_slow_clients_leave_healthz_answered(stack):
     assert tor.running(), tor.log_tail()
 
 
+def probe(port):
+    """The status of one /healthz probe as the kubelet asks (a fresh
+    connection, a 2 s timeout); None when unanswered."""
+    try:
+        return get(port, "/healthz", timeout=2)[0]
+    except OSError:
+        return None                 # connected, never answered
+
+
+def test_trickling_clients_are_cut(stack):
+    """A client that trickles its request a byte a second never goes idle:
+    300 of them from 300 addresses (one each, under the per-address limit)
+    held all 256 of the server's connections, and every /healthz probe went
+    unanswered for as long as they trickled (26 s seen).  A request must
+    arrive whole within 5 s of its connection (or of its last answer): the
+    trickling ones are cut, the ones waiting to be accepted next, and the
+    probes are answered again."""
+    tor, port = http_replica(stack, "hard_trickle")
+    sources = ["127.0.%d.%d" % (1 + i // 250, 2 + i % 250)
+               for i in range(300)]
+    slow = SlowClients(port, sources)
+    seen = []
+    try:
+        start = time.monotonic()
+        answered = all_cut = None
+        while time.monotonic() - start < 25 and (answered is None or
+                                                 all_cut is None):
+            time.sleep(1.0)
+            at = time.monotonic() - start
+            status, held = probe(port), slow.held()
+            seen.append("%.0fs:%s/%d" % (at, status, held))
+            if answered is None and status == 200:
+                answered = at
+            if all_cut is None and held == 0:
+                all_cut = at
+        last = probe(port)
+    finally:
+        slow.close()
+    print("  300 trickling clients from 300 addresses (time: probe/held): "
+          "%s; first probe answered at %s s, all cut at %s s" % (
+              " ".join(seen), answered and "%.1f" % answered,
+              all_cut and "%.1f" % all_cut))
+    assert answered is not None and all_cut is not None, seen
+    assert last == 200, last
+    assert tor.running(), tor.log_tail()
+
+
 def test_http_thread_blocks_stop_signals(stack):
     """SIGTERM and SIGINT start the clean shutdown in the main thread,
     whose blocking waits they interrupt; the HTTP server's thread must not
