@@ -645,8 +645,7 @@ start_ok(const char *s)
  * defaultMode says otherwise, and a refusal would stop every replica.
  */
 static void
-warn_loose_mode(struct loader *ld, const char *key, const char *file,
-    const struct stat *st)
+warn_loose_mode(struct loader *ld, const char *what, const struct stat *st)
 {
 	struct tor_config *cfg = ld->cfg;
 	unsigned mode = (unsigned)st->st_mode & 07777;
@@ -656,13 +655,13 @@ warn_loose_mode(struct loader *ld, const char *key, const char *file,
 		return;
 	if ((st->st_mode & S_IRWXO) != 0)
 		snprintf(cfg->warnings[cfg->n_warnings++],
-		    sizeof(cfg->warnings[0]), "%s %s is open to every user "
-		    "(mode %04o): %s", key, file, mode, fix);
+		    sizeof(cfg->warnings[0]), "%s is open to every user "
+		    "(mode %04o): %s", what, mode, fix);
 	else if ((st->st_mode & S_IRWXG) != 0 && st->st_uid == geteuid())
 		snprintf(cfg->warnings[cfg->n_warnings++],
-		    sizeof(cfg->warnings[0]), "%s %s is open to its group "
-		    "(mode %04o) and owned by tor's own user: %s", key, file,
-		    mode, fix);
+		    sizeof(cfg->warnings[0]), "%s is open to its group "
+		    "(mode %04o) and owned by tor's own user: %s", what, mode,
+		    fix);
 }
 
 /*
@@ -683,8 +682,12 @@ read_secret(struct loader *ld, const config_setting_t *s, const char *key,
 		    strerror(errno));
 	/* The stdio buffer would keep a copy of the secret when freed. */
 	setvbuf(f, NULL, _IONBF, 0);
-	if (fstat(fileno(f), &st) == 0)
-		warn_loose_mode(ld, key, file, &st);
+	if (fstat(fileno(f), &st) == 0) {
+		char what[KEYLEN + PATH_MAX];
+
+		snprintf(what, sizeof(what), "%s %s", key, file);
+		warn_loose_mode(ld, what, &st);
+	}
 	n = fread(buf, 1, cap, f);
 	if (ferror(f)) {
 		int e = errno;
@@ -1707,6 +1710,61 @@ collect_notes(struct tor_config *cfg)
 	cfg->not_built[0] = NULL;
 }
 
+/* s, when it sets a secret (not empty) in a file others may read: the
+ * file is warned of like a secret file.  True when s sets one. */
+static bool
+warn_inline_secret(struct loader *ld, const config_setting_t *s,
+    const char *key)
+{
+	const char *file, *v;
+	char what[KEYLEN + PATH_MAX];
+	struct stat st;
+
+	if (s == NULL || config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    (v = config_setting_get_string(s)) == NULL || v[0] == '\0')
+		return false;
+	if ((file = config_setting_source_file(s)) != NULL &&
+	    stat(file, &st) == 0) {
+		snprintf(what, sizeof(what), "%s is set inline in %s, which",
+		    key, file);
+		warn_loose_mode(ld, what, &st);
+	}
+	return true;
+}
+
+/*
+ * The first secret set inline in the file (a password, a secret-named
+ * kafka.properties entry) makes it a secret file too: one warning when
+ * others may read it.  Without a secret in it, any mode is fine (a
+ * Kubernetes ConfigMap is 0644).
+ */
+static void
+warn_inline_secrets(struct loader *ld, const config_setting_t *root)
+{
+	static const char *const paths[] = { "mysql.password",
+	    "redis.password", "redis.sentinel.password" };
+	const config_setting_t *list;
+	char key[KEYLEN];
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (warn_inline_secret(ld, config_setting_lookup(
+		    (config_setting_t *)root, paths[i]), paths[i]))
+			return;
+	list = config_setting_lookup((config_setting_t *)root,
+	    "kafka.properties");
+	for (int i = 0; list != NULL && i < config_setting_length(list); i++) {
+		const config_setting_t *e = config_setting_get_elem(list,
+		    (unsigned)i);
+		const char *prop = config_setting_get_string(e);
+
+		if (prop == NULL || secret_word_end(prop, strlen(prop)) == 0)
+			continue;
+		elempath(key, "kafka.properties", i);
+		if (warn_inline_secret(ld, e, key))
+			return;
+	}
+}
+
 static int
 load_all(struct loader *ld, const config_setting_t *root)
 {
@@ -1719,6 +1777,7 @@ load_all(struct loader *ld, const config_setting_t *root)
 	    load_ha(ld, root) == -1 ||
 	    load_rest(ld, root) == -1)
 		return -1;
+	warn_inline_secrets(ld, root);
 	collect_notes(ld->cfg);
 	return copy_str(ld, ld->path, &ld->cfg->path);
 }

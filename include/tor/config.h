@@ -90,8 +90,8 @@ struct tor_topic_spec {
 };
 
 /* One per secret file at most: the three password files, the checkpoint
- * key file and kafka.properties_file. */
-#define TOR_CONFIG_WARNINGS 5
+ * key file, kafka.properties_file and tor.cfg holding a secret inline. */
+#define TOR_CONFIG_WARNINGS 6
 
 struct tor_config {
 	char *path;             /* the file it came from */

@@ -755,6 +755,65 @@ test_secret_file_modes(void **state)
 	tmp_close(&d);
 }
 
+/*
+ * tor.cfg itself is a secret file when it holds a password inline (or a
+ * secret kafka.properties entry): open to every user, it is warned like a
+ * password file.  Without a secret in it, 0644 is quiet (a Kubernetes
+ * ConfigMap is mounted so).
+ */
+static void
+test_inline_secret_in_a_loose_file(void **state)
+{
+	static const struct {
+		const char *text, *key;
+	} cases[] = {
+		{ "mysql = { host = \"db\"; password = \"hunter2\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; };\n"
+		    "redis = { host = \"r\"; };\n", "mysql.password" },
+		{ "mysql = { host = \"db\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; properties = ( "
+		    "\"linger.ms=5\", \"sasl.password=hunter2\" ); };\n"
+		    "redis = { host = \"r\"; };\n", "kafka.properties[1]" },
+		{ "mysql = { host = \"db\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; };\n"
+		    "redis = { host = \"r\"; sentinel = { master = \"m\"; "
+		    "nodes = ( \"s:26379\" ); password = \"hunter2\"; }; };\n",
+		    "redis.sentinel.password" },
+		{ "mysql = { host = \"db\"; password = \"\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; };\n"
+		    "redis = { host = \"r\"; };\n", NULL },
+	};
+	struct tor_config cfg;
+	struct tmpdir d;
+	char text[1024], want[600];
+	const char *path;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		tmp_open(&d);
+		snprintf(text, sizeof(text), "%s" OUTBOX_TEXT, cases[i].text);
+		path = tmp_file(&d, "inline.cfg", text, strlen(text));
+		assert_int_equal(chmod(path, 0644), 0);
+		load_ok(&cfg, path);
+		if (cases[i].key == NULL) {
+			assert_int_equal(cfg.n_warnings, 0);
+		} else {
+			snprintf(want, sizeof(want), "%s is set inline in %s, "
+			    "which is open to every user (mode 0644): make it "
+			    "0600, or 0640 owned by root with tor's group",
+			    cases[i].key, path);
+			assert_int_equal(cfg.n_warnings, 1);
+			assert_string_equal(cfg.warnings[0], want);
+		}
+		tor_config_free(&cfg);
+		assert_int_equal(chmod(path, 0600), 0);
+		load_ok(&cfg, path);
+		assert_int_equal(cfg.n_warnings, 0);
+		tor_config_free(&cfg);
+		tmp_close(&d);
+	}
+}
+
 /* kafka.properties_file: name=value lines after kafka.properties, blank
  * lines and # comments skipped; TOR_KAFKA_SASL_PASSWORD last of all.  The
  * printed config names the file and shows its entries masked in a comment,
@@ -1270,6 +1329,8 @@ main(void)
 		cmocka_unit_test_setup(test_print_reloads, clean_env),
 		cmocka_unit_test_setup(test_free_wipes_secrets, clean_env),
 		cmocka_unit_test_setup(test_secret_file_modes, clean_env),
+		cmocka_unit_test_setup(test_inline_secret_in_a_loose_file,
+		    clean_env),
 		cmocka_unit_test_setup(test_kafka_properties_file, clean_env),
 		cmocka_unit_test_setup(test_kafka_properties_file_errors,
 		    clean_env),
