@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "tor/clock.h"
 #include "tor/elector.h"
 #include "tor/lease.h"
@@ -874,6 +876,14 @@ static const struct tor_elector_ops redis_ops = {
 	.connection_lost = redis_connection_lost,
 };
 
+/* The backend's copy of the config holds the checkpoint key: wiped. */
+static void
+backend_free(struct redis_backend *b)
+{
+	sodium_memzero(b, sizeof(*b));
+	free(b);
+}
+
 struct tor_elector *
 tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
 {
@@ -904,7 +914,7 @@ nomem:
 		tor_redis_free(b->lease);
 		tor_redis_free(b->wait);
 		pthread_mutex_destroy(&b->io);
-		free(b);
+		backend_free(b);
 	}
 	tor_err_format(err, "elector: out of memory");
 	return NULL;
@@ -920,7 +930,7 @@ tor_elector_free(struct tor_elector *el)
 		tor_redis_free(el->backend->lease);
 		tor_redis_free(el->backend->wait);
 		pthread_mutex_destroy(&el->backend->io);
-		free(el->backend);
+		backend_free(el->backend);
 	}
 	pthread_cond_destroy(&el->wake);
 	pthread_mutex_destroy(&el->mu);

@@ -1444,8 +1444,9 @@ consumer_next(void *ctx, int timeout_ms, struct tor_position_item *it)
 int
 tor_position_scan(int (*next)(void *ctx, int timeout_ms,
     struct tor_position_item *it), void *ctx, const char *group, int64_t hi,
-    int timeout_ms, void (*take)(void *tctx, const void *value, size_t len),
-    void *tctx, bool *found, tor_err *err)
+    int timeout_ms, size_t cap,
+    void (*take)(void *tctx, const void *value, size_t len), void *tctx,
+    bool *found, tor_err *err)
 {
 	size_t glen = strlen(group);
 	int64_t deadline = tor_mono_ms() + timeout_ms, reached = -1;
@@ -1472,10 +1473,18 @@ tor_position_scan(int (*next)(void *ctx, int timeout_ms,
 		}
 		if (it.offset + 1 > reached)
 			reached = it.offset + 1;
-		if (it.key_len == glen && memcmp(it.key, group, glen) == 0) {
-			take(tctx, it.value, it.value_len);
-			*found = true;
+		if (it.key_len != glen || memcmp(it.key, group, glen) != 0)
+			continue;
+		/* Not one tor wrote: its records always fit. */
+		if (it.value_len >= cap) {
+			log_warn("kafka", "position record of group %s at offset "
+			    "%" PRId64 ": %zu bytes, longer than any tor writes "
+			    "(%zu): skipped", group, it.offset, it.value_len,
+			    cap - 1);
+			continue;
 		}
+		take(tctx, it.value, it.value_len);
+		*found = true;
 	}
 	return 0;
 }
@@ -1484,8 +1493,9 @@ tor_position_scan(int (*next)(void *ctx, int timeout_ms,
  * handing each record whose key is the group to take. */
 static int
 position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
-    int64_t from, int64_t hi, void (*take)(void *, const void *, size_t),
-    void *tctx, bool *found, int timeout_ms, tor_err *err)
+    int64_t from, int64_t hi, size_t cap,
+    void (*take)(void *, const void *, size_t), void *tctx, bool *found,
+    int timeout_ms, tor_err *err)
 {
 	struct consumer_feed feed = { rkt, NULL };
 	int rc;
@@ -1495,7 +1505,7 @@ position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
 		    PRId64 ": %s", cfg->kafka.checkpoint_topic, from,
 		    rd_kafka_err2str(rd_kafka_last_error()));
 	rc = tor_position_scan(consumer_next, &feed, cfg->group, hi,
-	    timeout_ms, take, tctx, found, err);
+	    timeout_ms, cap, take, tctx, found, err);
 	if (feed.m != NULL)
 		rd_kafka_message_destroy(feed.m);
 	rd_kafka_consume_stop(rkt, 0);
@@ -1698,7 +1708,7 @@ tor_position_reader_free(struct tor_position_reader *pr)
 }
 
 int
-tor_position_reader_read(struct tor_position_reader *pr,
+tor_position_reader_read(struct tor_position_reader *pr, size_t cap,
     void (*take)(void *tctx, const void *value, size_t len), void *tctx,
     bool *found, int timeout_ms, tor_err *err)
 {
@@ -1728,13 +1738,13 @@ tor_position_reader_read(struct tor_position_reader *pr,
 		if (hi - lo <= position_windows[i])
 			break;
 		rc = position_scan(pr->rkt, cfg, hi - position_windows[i], hi,
-		    take, tctx, found, timeout_ms, err);
+		    cap, take, tctx, found, timeout_ms, err);
 		if (rc < 0 || *found)
 			return rc;
 	}
 	if (hi <= lo)
 		return 0;
-	return position_scan(pr->rkt, cfg, lo, hi, take, tctx, found,
+	return position_scan(pr->rkt, cfg, lo, hi, cap, take, tctx, found,
 	    timeout_ms, err);
 }
 

@@ -213,9 +213,10 @@ int tor_position_reader_tails(struct tor_position_reader *pr,
  * when the read started (see tor_position_scan), among the partition's
  * last records in windows of 16, 1024, then the whole partition: take gets
  * each one of the first window that holds any, in offset order (a caller
- * picks the newest decision among them, tor_checkpoint_pick).  *found is
- * false when there is none. */
-int tor_position_reader_read(struct tor_position_reader *pr,
+ * picks the newest decision among them, tor_checkpoint_pick); one of cap
+ * bytes or more is skipped, with a warning.  *found is false when there is
+ * none. */
+int tor_position_reader_read(struct tor_position_reader *pr, size_t cap,
     void (*take)(void *tctx, const void *value, size_t len), void *tctx,
     bool *found, int timeout_ms, tor_err *err);
 
@@ -231,13 +232,16 @@ struct tor_position_item {
 /* The scan behind tor_position_reader_read, over any source: next() gives
  * the next item (1), or nothing within timeout_ms (0).  Hands every value
  * whose key is group to take(tctx, value, len) in offset order (*found
- * then), and ends only once the read has reached hi: an end of partition
- * before hi is a last stable offset held back by an open transaction, and
- * is waited past.  -1 with err when timeout_ms runs out first. */
+ * then), but for one of cap bytes or more (no tor writes such a record),
+ * which is skipped with a warning naming its offset; ends only once the
+ * read has reached hi: an end of partition before hi is a last stable
+ * offset held back by an open transaction, and is waited past.  -1 with
+ * err when timeout_ms runs out first. */
 int tor_position_scan(int (*next)(void *ctx, int timeout_ms,
     struct tor_position_item *it), void *ctx, const char *group, int64_t hi,
-    int timeout_ms, void (*take)(void *tctx, const void *value, size_t len),
-    void *tctx, bool *found, tor_err *err);
+    int timeout_ms, size_t cap,
+    void (*take)(void *tctx, const void *value, size_t len), void *tctx,
+    bool *found, tor_err *err);
 
 /* Messages queued or in flight, not yet acknowledged. */
 int tor_sink_in_flight(const struct tor_sink *sink);

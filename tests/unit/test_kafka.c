@@ -1065,7 +1065,7 @@ test_position_scan_waits_past_the_lso(void **state)
 
 	(void)state;
 	assert_int_equal(tor_position_scan(script_next, &sc, "test", 8, 2000,
-	    keep_last, record, &found, &err), 0);
+	    sizeof(record), keep_last, record, &found, &err), 0);
 	assert_true(found);
 	assert_string_equal(record, "v2 2 new 4");
 	/* Held back past the time allowed: an error, not a stale answer. */
@@ -1073,7 +1073,7 @@ test_position_scan_waits_past_the_lso(void **state)
 	sc.n = 3;
 	found = false;
 	assert_int_equal(tor_position_scan(script_next, &sc, "test", 8, 300,
-	    keep_last, record, &found, &err), -1);
+	    sizeof(record), keep_last, record, &found, &err), -1);
 	assert_non_null(strstr(err.msg, "open transaction"));
 }
 
@@ -1089,7 +1089,7 @@ scan_pick(const struct tor_position_item *items, size_t n, int64_t hi,
 
 	tor_checkpoint_pick_start(pick, &cfg);
 	assert_int_equal(tor_position_scan(script_next, &sc, "test", hi, 2000,
-	    tor_checkpoint_pick, pick, &found, err), 0);
+	    TOR_CHECKPOINT_RECORD, tor_checkpoint_pick, pick, &found, err), 0);
 	return tor_checkpoint_picked(pick, cp, err);
 }
 
@@ -1153,11 +1153,12 @@ test_position_scan_same_token_further_position(void **state)
 
 /* The last record must parse (a tampered or foreign one halts the
  * takeover, as it did); an earlier one that does not is passed over and
- * counted; one longer than any tor writes does not parse. */
+ * counted.  One longer than any tor writes is skipped by the scan (the one
+ * before it stands), and does not parse when handed to the pick. */
 static void
 test_position_scan_bad_records(void **state)
 {
-	static char huge[2000];
+	static char huge[TOR_CHECKPOINT_RECORD + 1000];
 	static struct tor_position_item items[] = {
 		REC(0, "test", "v2 token=x"),
 		REC(1, "test", RECORD(4, "binlog.000001", 300)),
@@ -1165,6 +1166,7 @@ test_position_scan_bad_records(void **state)
 		REC(3, "test", RECORD(3, "binlog.000001", 200)),
 		EOF_AT(4),
 	};
+	static struct tor_config cfg = { .group = "test" };
 	struct tor_record_pick pick;
 	struct tor_checkpoint cp;
 	tor_err err = { "" };
@@ -1173,14 +1175,77 @@ test_position_scan_bad_records(void **state)
 	memset(huge, 'v', sizeof(huge));
 	assert_int_equal(scan_pick(items, 5, 4, &cp, &pick, &err), 1);
 	assert_int_equal(cp.epoch, 4);
-	assert_int_equal(pick.passed, 2);
-	/* Ending on the bad ones. */
-	assert_int_equal(scan_pick(items, 3, 3, &cp, &pick, &err), -1);
-	assert_non_null(strstr(err.msg, "of 2000 bytes, longer than any tor "
-	    "writes (1023)"));
+	assert_int_equal(pick.passed, 1);
+	/* Ending on the one too long: skipped. */
+	assert_int_equal(scan_pick(items, 3, 3, &cp, &pick, &err), 1);
+	assert_int_equal(cp.epoch, 4);
+	/* Ending on a malformed one. */
 	assert_int_equal(scan_pick(items, 1, 1, &cp, &pick, &err), -1);
 	assert_non_null(strstr(err.msg, "malformed"));
 	assert_int_equal(scan_pick(items + 4, 1, 4, &cp, &pick, &err), 0);
+	/* Handed to the pick all the same. */
+	tor_checkpoint_pick_start(&pick, &cfg);
+	tor_checkpoint_pick(&pick, huge, sizeof(huge));
+	assert_int_equal(tor_checkpoint_picked(&pick, &cp, &err), -1);
+	assert_non_null(strstr(err.msg, "of 3048 bytes, longer than any tor "
+	    "writes (2047)"));
+}
+
+/* Runs a scan with stderr (where the log goes) in a file; the log text. */
+static char *
+scan_logged(struct script *sc, char *record, size_t cap, bool *found,
+    int *rc)
+{
+	FILE *log = tmpfile();
+	int saved = dup(2);
+	tor_err err = { "" };
+	char *text;
+	long len;
+
+	assert_non_null(log);
+	fflush(stderr);
+	assert_int_equal(dup2(fileno(log), 2), 2);
+	*rc = tor_position_scan(script_next, sc, "test", 8, 2000, cap, keep_last,
+	    record, found, &err);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	len = lseek(fileno(log), 0, SEEK_END);
+	assert_non_null(text = calloc(1, (size_t)len + 1));
+	assert_int_equal(pread(fileno(log), text, (size_t)len, 0), len);
+	fclose(log);
+	return text;
+}
+
+/* A record of the group too long for the reader's buffer (tor writes none:
+ * TOR_CHECKPOINT_RECORD holds its longest) is skipped, and the log says
+ * so: the record before it stands. */
+static void
+test_position_scan_logs_a_record_too_long(void **state)
+{
+	static const struct tor_position_item items[] = {
+		REC(3, "test", "v2 1 old 4"),
+		REC(4, "test", "v2 token=2 file=far-too-long-for-the-buffer"),
+		EOF_AT(8),
+	};
+	struct script sc = { items, sizeof(items) / sizeof(items[0]), 0 };
+	char record[64] = "", *log;
+	bool found = false;
+	int rc;
+
+	(void)state;
+	tor_log_setup(TOR_LOG_INFO, TOR_LOG_LOGFMT, "test");
+	log = scan_logged(&sc, record, 32, &found, &rc);
+	tor_log_setup(getenv("TOR_TEST_LOG") != NULL ? TOR_LOG_DEBUG :
+	    TOR_LOG_ERROR, TOR_LOG_LOGFMT, "test");
+	print_message("%s", log);
+	assert_int_equal(rc, 0);
+	assert_true(found);
+	assert_string_equal(record, "v2 1 old 4");
+	assert_non_null(strstr(log, "level=warn component=kafka"));
+	assert_non_null(strstr(log, "position record of group test at offset "
+	    "4: 43 bytes, longer than any tor writes (31): skipped"));
+	free(log);
 }
 
 int
@@ -1226,6 +1291,7 @@ main(void)
 		cmocka_unit_test(test_position_scan_picks_the_highest_token),
 		cmocka_unit_test(test_position_scan_same_token_further_position),
 		cmocka_unit_test(test_position_scan_bad_records),
+		cmocka_unit_test(test_position_scan_logs_a_record_too_long),
 		cmocka_unit_test_setup_teardown(test_free_purges_when_stuck,
 		    setup, teardown),
 	};
