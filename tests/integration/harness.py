@@ -736,7 +736,10 @@ class Tor:
                                     dir=_work_dir(stack))
         self.cfg_path = os.path.join(self.dir, "tor.cfg")
         self.log_path = os.path.join(self.dir, "tor.log")
-        with open(self.cfg_path, "w") as f:
+        # 0600 as an operator keeps it: it holds passwords inline.
+        fd = os.open(self.cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(cfg)
         self.proc = None
         self.returncode = None
