@@ -28,23 +28,61 @@
  * cannot grow the list. */
 #define HANDOFF_KEEP "7"        /* LTRIM 0 7: eight entries */
 
+/* TOR_TOKEN_MAX as the scripts compare it: strings of digits, by length
+ * then bytes (a Lua number is a double, exact only to 2^53). */
+#define TOKEN_MAX_TEXT "999999999999999999"
+
+/*
+ * Lua shared by the scripts that draw a token.  next_token(key, floor)
+ * raises the epoch key to floor when it is below (floor: digits without
+ * leading zeros, or '' for none), INCRs it and returns the token as the
+ * key's own string, not as INCR's Lua number, which would print a large
+ * token as "1e+14".  When the token would pass TOR_TOKEN_MAX it writes
+ * nothing and answers an error: INCR works on signed 64 bits, and an epoch
+ * pushed to the edge would fail every acquire from then on.  A key that
+ * is not a number fails in INCR, in Redis's words.
+ */
+#define TOKEN_LUA \
+    "local MAX = '" TOKEN_MAX_TEXT "'\n" \
+    "local function above(a, b)\n" \
+    "  return #a > #b or (#a == #b and a > b)\n" \
+    "end\n" \
+    "local function next_token(key, floor)\n" \
+    "  local e = redis.call('GET', key) or '0'\n" \
+    "  if string.match(e, '^%d+$') then\n" \
+    "    local raise = above(floor, e)\n" \
+    "    if raise then e = floor end\n" \
+    "    if not above(MAX, e) then\n" \
+    "      return redis.error_reply(key .. ': no token after ' .. e ..\n" \
+    "          ', past the largest token (' .. MAX .. '): an epoch or a ' ..\n" \
+    "          'checkpoint set by hand, or tampered with')\n" \
+    "    end\n" \
+    "    if raise then redis.call('SET', key, floor) end\n" \
+    "  end\n" \
+    "  redis.call('INCR', key)\n" \
+    "  return redis.call('GET', key)\n" \
+    "end\n"
+
 /*
  * KEYS lease, epoch, checkpoint, client; ARGV instance, lease_ms, this
  * connection's client record ("" for none), and, to take over a dead
  * leader's lease, the lease value and the client record found (else "").
  * SET NX first, so that the token is spent only by the replica that wins;
- * a lease held comes back as {value, client record}.  The token is
- * drawn past the checkpoint's own token when the epoch key is behind it
- * (lost, or restored from an older snapshot): every write of the new
- * leader would be refused otherwise, and every replica would flap.  INCR runs under pcall: a
- * script that fails half-way keeps its writes, and a 'pending' lease left
- * behind would block every replica for lease_ms.  So does HGET: a
- * checkpoint key that is not a hash gives no floor (the leader's load of
- * the checkpoint refuses it, naming it).  The token is returned as
- * the epoch key's own string, not as INCR's Lua number: a Lua number is a
- * double and would print a large token as "1e+14".
+ * a lease held comes back as {value, client record}.
+ *
+ * The token is drawn past the checkpoint's own token when the epoch key
+ * is behind it (lost, or restored from an older snapshot): every write of
+ * the new leader would be refused otherwise, and every replica would flap.
+ * A checkpoint token past TOR_TOKEN_MAX is no leader's: it gives no floor
+ * (the winner then finds it above its own token, and tor_lease_hold
+ * refuses to raise the epoch past the bound, naming it), and nor does a
+ * checkpoint key that is not a hash.  Everything after the
+ * 'pending' lease runs under pcall: a script that fails half-way keeps its
+ * writes, and a 'pending' lease left behind would block every replica for
+ * lease_ms, at every attempt.
  */
 static const char acquire_lua[] =
+    TOKEN_LUA
     "local function held()\n"
     "  return {redis.call('GET', KEYS[1]) or '',\n"
     "          redis.call('GET', KEYS[4]) or ''}\n"
@@ -59,20 +97,25 @@ static const char acquire_lua[] =
     "if not redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[2]) then\n"
     "  return held()\n"
     "end\n"
-    "local n = redis.pcall('INCR', KEYS[2])\n"
-    "if type(n) == 'table' and n.err then\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  return n\n"
-    "end\n"
-    "local token = redis.call('GET', KEYS[2])\n"
-    "local floor = redis.pcall('HGET', KEYS[3], 'epoch')\n"
-    "if type(floor) == 'string' and string.match(floor, '^%d+$') then\n"
-    "  floor = string.match(floor, '^0*(%d-)$')\n"
-    "  if #floor > #token or (#floor == #token and floor >= token) then\n"
-    "    redis.call('SET', KEYS[2], floor)\n"
-    "    redis.call('INCR', KEYS[2])\n"
-    "    token = redis.call('GET', KEYS[2])\n"
+    "local ok, token = pcall(function()\n"
+    "  local floor = redis.pcall('HGET', KEYS[3], 'epoch')\n"
+    "  if type(floor) ~= 'string' or not string.match(floor, '^%d+$') then\n"
+    "    floor = ''\n"
     "  end\n"
+    "  floor = string.match(floor, '^0*(%d-)$')\n"
+    "  if #floor > #MAX then floor = '' end\n"
+    "  return next_token(KEYS[2], floor)\n"
+    "end)\n"
+    "if not ok or type(token) ~= 'string' or\n"
+    "    not string.match(token, '^[1-9]%d*$') then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  if not ok then\n"
+    "    return redis.error_reply(type(token) == 'table' and token.err or\n"
+    "        tostring(token))\n"
+    "  end\n"
+    "  if type(token) == 'table' then return token end\n"
+    "  return redis.error_reply(KEYS[2] .. ': not a token (\\'' ..\n"
+    "      tostring(token) .. '\\')')\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])\n"
     "if ARGV[3] ~= '' then\n"
@@ -203,8 +246,8 @@ eval(struct tor_redis *r, const char *script, int nkeys, int nrest,
 	return reply;
 }
 
-/* A token as Redis stores it: digits only, at least 1, fits 64 bits.
- * strtoull alone would take " -1" and wrap it. */
+/* A token as Redis stores it: digits only, 1 to TOR_TOKEN_MAX.  strtoull
+ * alone would take " -1" and wrap it. */
 static bool
 parse_token(const char *s, size_t len, uint64_t *out)
 {
@@ -215,7 +258,8 @@ parse_token(const char *s, size_t len, uint64_t *out)
 		return false;
 	errno = 0;
 	*out = strtoull(s, &end, 10);
-	return errno == 0 && *end == '\0' && *out > 0;
+	return errno == 0 && *end == '\0' && *out > 0 &&
+	    *out <= TOR_TOKEN_MAX;
 }
 
 /* An integer reply that must be 0 or 1 (a script's verdict). */
@@ -535,32 +579,33 @@ tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
 	return rc;
 }
 
-/* KEYS[1] epoch, ARGV[1] floor: SET epoch to floor first when it is below,
- * then INCR; t is the result as the key's own string (see acquire_lua).
- * The start of next_token_lua and hold_lua. */
-#define RAISE_EPOCH_LUA \
-    "local e = redis.call('GET', KEYS[1])\n" \
-    "local f = ARGV[1]\n" \
-    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n" \
-    "    (#e == #f and e < f))) then\n" \
-    "  redis.call('SET', KEYS[1], f)\n" \
-    "end\n" \
-    "redis.call('INCR', KEYS[1])\n" \
-    "local t = redis.call('GET', KEYS[1])\n"
-
+/* KEYS epoch; ARGV floor (see TOKEN_LUA). */
 static const char next_token_lua[] =
-    RAISE_EPOCH_LUA
-    "return t\n";
+    TOKEN_LUA
+    "return next_token(KEYS[1], ARGV[1])\n";
 
 /* KEYS epoch, lease; ARGV floor, the lease value held, the hold's holder,
- * hold_ms.  Raises the epoch as next_token_lua does (RAISE_EPOCH_LUA); the
- * hold replaces the lease only while it is still the caller's. */
+ * hold_ms.  Raises the epoch as next_token_lua does; the hold replaces the
+ * lease only while it is still the caller's. */
 static const char hold_lua[] =
-    RAISE_EPOCH_LUA
+    TOKEN_LUA
+    "local t = next_token(KEYS[1], ARGV[1])\n"
+    "if type(t) ~= 'string' then return t end\n"
     "if redis.call('GET', KEYS[2]) == ARGV[2] then\n"
     "  redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. t, 'PX', ARGV[4])\n"
     "end\n"
     "return t\n";
+
+/* A floor passed to next_token: there must be a token after it. */
+static int
+check_floor(uint64_t floor, const char *what, tor_err *err)
+{
+	if (floor < TOR_TOKEN_MAX)
+		return 0;
+	return tor_err_set(err, "%s: no token after %" PRIu64 ", past the "
+	    "largest token (%llu): a checkpoint set by hand, or tampered with",
+	    what, floor, TOR_TOKEN_MAX);
+}
 
 /* A token from the epoch key's reply: digits, never 0 (someone may have SET
  * the key by hand to a negative number or a word). */
@@ -589,7 +634,8 @@ tor_lease_hold(struct tor_redis *r, const struct tor_config *cfg,
 	int rc;
 
 	lease_keys(cfg, &k);
-	if (lease_value(cfg, held_token, value, sizeof(value), what, err) < 0)
+	if (check_floor(floor, what, err) < 0 ||
+	    lease_value(cfg, held_token, value, sizeof(value), what, err) < 0)
 		return -1;
 	snprintf(f, sizeof(f), "%" PRIu64, floor);
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
@@ -616,6 +662,8 @@ tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
 	redisReply *reply;
 	int rc;
 
+	if (check_floor(floor, what, err) < 0)
+		return -1;
 	lease_keys(cfg, &k);
 	snprintf(f, sizeof(f), "%" PRIu64, floor);
 	rest[0] = k.epoch;

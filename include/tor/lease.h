@@ -17,6 +17,12 @@
 #include "tor/err.h"
 #include "tor/redis.h"
 
+/* The largest fencing token: 18 digits.  Redis's INCR works on signed 64
+ * bits, so an epoch at or below this bound can always be raised by one;
+ * and no group comes near it (a leadership a millisecond for thirty
+ * million years).  A token past it was not drawn by a replica. */
+#define TOR_TOKEN_MAX 999999999999999999ULL
+
 /* SET lease NX PX lease_ms and, only when that took, INCR epoch (past the
  * checkpoint's token when the epoch is behind it) and store
  * "<instance> <token>"; with ha.fast_failover, P:{G}:lease_client records
@@ -25,7 +31,8 @@
  * same server run (the process died: the kernel closed its socket) is
  * taken over at once, compare-and-set on the lease and its record, with a
  * fresh token.  Returns 1 with *token set when this replica now holds the
- * lease, 0 when another does, -1 on a Redis error. */
+ * lease, 0 when another does, -1 on a Redis error, or when no token is
+ * left below TOR_TOKEN_MAX (the lease is then left as it was). */
 int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t *token, tor_err *err);
 

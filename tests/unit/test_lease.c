@@ -387,6 +387,100 @@ test_acquire_past_the_checkpoint_token(void **state)
 	assert_true(t == 9007199254740995ULL);
 }
 
+/* A lease key that is still there, in ms, or -2 when there is none. */
+static long long
+raw_lease_ttl(redisContext *c)
+{
+	return raw_int(c, "PTTL tor:{orders}:lease");
+}
+
+/* Tokens are bounded (TOR_TOKEN_MAX): a checkpoint whose epoch is past
+ * the bound (tampered with: no leader draws such a token) gives the
+ * acquire no floor, and the hold refuses it as a floor.
+ * An epoch key at the bound, or past Redis's integers, fails every
+ * acquire with a message that says so, and never leaves the 'pending'
+ * lease behind, which would block every replica for lease_ms. */
+static void
+test_tokens_bounded(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0;
+	tor_err err = { "" };
+	char max[24], over[24];
+	redisReply *reply;
+	int i;
+
+	snprintf(max, sizeof(max), "%llu", (unsigned long long)TOR_TOKEN_MAX);
+	snprintf(over, sizeof(over), "%llu",
+	    (unsigned long long)TOR_TOKEN_MAX + 1);
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
+	    "file f pos 4 epoch %s", "9223372036854775807"));
+	for (i = 0; i < 2; i++) {
+		/* A failed acquire must leave no lease behind: a 'pending' one
+		 * would hold every replica off for lease_ms, every time. */
+		if (tor_lease_acquire(p->a, a, &t, &err) != 1) {
+			reply = redisCommand(p->c, "GET tor:{orders}:lease");
+			snprintf(max, sizeof(max), "%s",
+			    reply->type == REDIS_REPLY_STRING ? reply->str :
+			    "(none)");
+			freeReplyObject(reply);
+			fail_msg("acquire %d: %s; the lease is then '%s', %lld "
+			    "ms to live", i, err.msg, max, raw_lease_ttl(p->c));
+		}
+		assert_true(t == (uint64_t)i + 1);
+		assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	}
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
+	    "epoch %s", "99999999999999999999999"));
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 3);
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	/* The largest token is a floor like any other; the next one is past
+	 * the bound. */
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
+	    "epoch %s", max));
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(tor_lease_acquire(p->a, a, &t, &err), -1);
+		assert_non_null(strstr(err.msg, "lease acquire: redis "
+		    "127.0.0.1:"));
+		assert_non_null(strstr(err.msg, "past the largest token"));
+		assert_true(raw_lease_ttl(p->c) == -2);
+	}
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:checkpoint"));
+
+	/* The epoch key itself at the bound, or past Redis's integers. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s", max));
+	assert_int_equal(tor_lease_acquire(p->a, a, &t, &err), -1);
+	assert_non_null(strstr(err.msg, "past the largest token"));
+	assert_true(raw_lease_ttl(p->c) == -2);
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s",
+	    "9223372036854775807"));
+	assert_int_equal(tor_lease_acquire(p->a, a, &t, &err), -1);
+	assert_true(raw_lease_ttl(p->c) == -2);
+	assert_int_equal(tor_lease_next_token(p->a, a, 0, &n, &err), -1);
+	assert_non_null(strstr(err.msg, "lease next token: "));
+	assert_int_equal(tor_lease_hold(p->a, a, 1, 0, &n, &err), -1);
+	assert_non_null(strstr(err.msg, "lease hold: "));
+
+	/* A floor from elsewhere (Kafka's copy) at or past the bound. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch 5"));
+	assert_int_equal(tor_lease_next_token(p->a, a, TOR_TOKEN_MAX, &n, &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "past the largest token"));
+	assert_int_equal(tor_lease_hold(p->a, a, 1, UINT64_MAX, &n, &err), -1);
+	assert_non_null(strstr(err.msg, "past the largest token"));
+	assert_true(raw_int(p->c, "GET tor:{orders}:epoch") == 5);
+	assert_int_equal(tor_lease_next_token(p->a, a, TOR_TOKEN_MAX - 1, &n,
+	    &err), 0);
+	assert_true(n == TOR_TOKEN_MAX);
+	/* A lease value with a token past the bound is not a token. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s%s",
+	    "relay-b ", over));
+	assert_int_equal(tor_lease_read(p->a, a, max, sizeof(max), &n,
+	    &(int64_t){ 0 }, &err), -1);
+}
+
 /* Redis lost its data under a leader: the hold raises the epoch past the
  * floor, replaces our lease with one nobody can take (nor renew), for
  * lease_ms; a lease that is no longer ours is left alone. */
@@ -583,6 +677,7 @@ main(void)
 		T(test_acquire_failed_incr),
 		T(test_tokens_grow),
 		T(test_acquire_past_the_checkpoint_token),
+		T(test_tokens_bounded),
 		T(test_hold_after_data_loss),
 		T(test_dead_leader_taken_over),
 		T(test_redis_down),
