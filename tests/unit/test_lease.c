@@ -553,12 +553,15 @@ test_dead_leader_taken_over(void **state)
 	tor_err err = { "" };
 	char rec[128], want[160];
 	long long id;
+	int64_t t0;
 
 	a->ha.fast_failover = true;
 	p->cfg_b.ha.fast_failover = true;
 	assert_int_equal(acquire(p->a, a, &t), 1);
 	raw_record(p->c, rec, sizeof(rec));
 	assert_true(strncmp(rec, "1 ", 2) == 0);
+	/* No replicas: the record says so. */
+	assert_true(strcmp(rec + strlen(rec) - 2, " -") == 0);
 	id = recorded_client(p->c);
 	assert_true(id > 0);
 
@@ -570,17 +573,21 @@ test_dead_leader_taken_over(void **state)
 	/* A record of another server run (a restart, another master): not
 	 * trusted, even for a client that does not exist. */
 	snprintf(want, sizeof(want), "SET tor:{orders}:lease_client %s",
-	    "1 0123456789abcdef0123456789abcdef01234567 999999");
+	    "1 0123456789abcdef0123456789abcdef01234567 999999 -");
 	freeReplyObject(redisCommand(p->c, want));
 	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
 	/* Renew records the live connection again. */
 	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
 	assert_true(recorded_client(p->c) == id);
 
-	/* The connection closes (as a killed process's does). */
+	/* The connection closes (as a killed process's does): b takes the
+	 * lease at once, and leads a grace period later, by which a live
+	 * leader that was told of the close has stopped. */
 	freeReplyObject(redisCommand(p->c, "CLIENT KILL ID %lld", id));
 	assert_true(tor_redis_lost(p->a));
+	t0 = now_ms();
 	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	assert_true(now_ms() - t0 >= TOR_LEASE_TAKEOVER_GRACE_MS);
 	assert_true(n == 2);
 	raw_lease_equals(p->c, "relay-b 2");
 	raw_record(p->c, rec, sizeof(rec));
@@ -593,7 +600,7 @@ test_dead_leader_taken_over(void **state)
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s",
 	    "tor checkpoint set 9"));
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease_client %s",
-	    "2 x 999999"));
+	    "2 x 999999 -"));
 	assert_int_equal(acquire(p->a, a, &n), 0);
 
 	/* Without fast failover nothing is recorded and nothing is taken. */
@@ -608,6 +615,106 @@ test_dead_leader_taken_over(void **state)
 	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:lease_client"), 1);
 	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
 	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:lease_client"), 0);
+}
+
+/* How many replicas the master of p lists as online. */
+static int
+online_replicas(redisContext *c)
+{
+	redisReply *reply = redisCommand(c, "INFO replication");
+	const char *at;
+	int n = 0;
+
+	assert_non_null(reply);
+	for (at = reply->str; (at = strstr(at, ",state=online,")) != NULL;
+	    at++)
+		n++;
+	freeReplyObject(reply);
+	return n;
+}
+
+static void
+wait_replicas(redisContext *c, int want)
+{
+	int i;
+
+	for (i = 0; i < 200 && online_replicas(c) != want; i++)
+		sleep_ms(50);
+	assert_int_equal(online_replicas(c), want);
+}
+
+/* A Sentinel failover in small: the leader recorded the master's replica;
+ * the replica is promoted (it leaves the master) and the leader, alive,
+ * follows it there, so its client is gone from the old master, which
+ * still takes writes.  A follower on the old master must not take the
+ * lease over, even after the leader's last renew there (which keeps the
+ * replica it had seen in the record); once the replica is back, the gone
+ * client is trusted again. */
+static void
+test_takeover_needs_the_leaders_replicas(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	struct server rs = { .port = free_port() };
+	redisContext *rc;
+	uint64_t t = 0, n = 0;
+	tor_err err = { "" };
+	char rec[256], want[64];
+
+	server_start(&rs);
+	rc = raw_connect(&rs);
+	/* A sync at once, not after the default 5 s wait for more
+	 * replicas, and loaded from the socket: a replica writes what it
+	 * received to a dump.rdb in its directory otherwise, which every
+	 * later server of the tests would load. */
+	freeReplyObject(redisCommand(p->c, "CONFIG SET "
+	    "repl-diskless-sync-delay 0"));
+	freeReplyObject(redisCommand(rc, "CONFIG SET repl-diskless-load "
+	    "swapdb"));
+	freeReplyObject(redisCommand(rc, "REPLICAOF 127.0.0.1 %d", p->s->port));
+	wait_replicas(p->c, 1);
+	a->ha.fast_failover = true;
+	p->cfg_b.ha.fast_failover = true;
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 1);
+
+	/* Promoted: it leaves the old master.  The leader renews once more
+	 * on the old master before it follows. */
+	freeReplyObject(redisCommand(rc, "REPLICAOF NO ONE"));
+	wait_replicas(p->c, 0);
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+	freeReplyObject(redisCommand(p->c, "CLIENT KILL ID %lld",
+	    recorded_client(p->c)));
+	assert_true(tor_redis_lost(p->a));
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
+	snprintf(want, sizeof(want), "relay-a %llu", (unsigned long long)t);
+	raw_lease_equals(p->c, want);
+	/* The record kept the replica the leader saw first. */
+	raw_record(p->c, rec, sizeof(rec));
+	snprintf(want, sizeof(want), " 127.0.0.1:%d", rs.port);
+	assert_non_null(strstr(rec, want));
+	snprintf(want, sizeof(want), "relay-a %llu", (unsigned long long)t);
+
+	/* Back as a replica of this master: the leader cannot be renewing
+	 * there; a gone client is dead. */
+	freeReplyObject(redisCommand(rc, "REPLICAOF 127.0.0.1 %d", p->s->port));
+	wait_replicas(p->c, 1);
+	raw_lease_equals(p->c, want);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	assert_true(n == t + 1);
+
+	/* A record that names no replicas (as an older version wrote it) is
+	 * not trusted either. */
+	raw_record(p->c, rec, sizeof(rec));
+	*strrchr(rec, ' ') = '\0';
+	*strrchr(rec, ' ') = '\0';
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease_client "
+	    "%s 999999", rec));
+	assert_int_equal(acquire(p->a, a, &t), 0);
+	snprintf(want, sizeof(want), "relay-b %llu", (unsigned long long)n);
+	raw_lease_equals(p->c, want);
+	redisFree(rc);
+	server_stop(&rs, SIGTERM);
 }
 
 /* Every operation fails with -1 and names the server and the operation. */
@@ -680,6 +787,7 @@ main(void)
 		T(test_tokens_bounded),
 		T(test_hold_after_data_loss),
 		T(test_dead_leader_taken_over),
+		T(test_takeover_needs_the_leaders_replicas),
 		T(test_redis_down),
 	};
 #undef T
