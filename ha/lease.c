@@ -30,12 +30,10 @@
  * cannot grow the list. */
 #define HANDOFF_KEEP "7"        /* LTRIM 0 7: eight entries */
 
-/* TOR_TOKEN_MAX as the scripts compare it: strings of digits, by length
- * then bytes (a Lua number is a double, exact only to 2^53). */
-#define TOKEN_MAX_TEXT "999999999999999999"
-
 /*
- * Lua shared by the scripts that draw a token.  next_token(key, floor)
+ * Lua shared by the scripts that draw a token; tokens are compared as
+ * strings of digits, by length then bytes (a Lua number is a double,
+ * exact only to 2^53).  next_token(key, floor)
  * raises the epoch key to floor when it is below (floor: digits without
  * leading zeros, or '' for none), INCRs it and returns the token as the
  * key's own string, not as INCR's Lua number, which would print a large
@@ -45,7 +43,7 @@
  * is not a number fails in INCR, in Redis's words.
  */
 #define TOKEN_LUA \
-    "local MAX = '" TOKEN_MAX_TEXT "'\n" \
+    "local MAX = '" TOR_TOKEN_MAX_TEXT "'\n" \
     "local function above(a, b)\n" \
     "  return #a > #b or (#a == #b and a > b)\n" \
     "end\n" \

@@ -22,6 +22,8 @@
  * and no group comes near it (a leadership a millisecond for thirty
  * million years).  A token past it was not drawn by a replica. */
 #define TOR_TOKEN_MAX 999999999999999999ULL
+/* The same, as the Lua scripts compare it (strings of digits). */
+#define TOR_TOKEN_MAX_TEXT "999999999999999999"
 
 /* With ha.fast_failover a leader looks at its Redis connection at least
  * this often between renews, and stops publishing once it finds it
