@@ -10,7 +10,11 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude \
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 REL_CFLAGS  := $(CFLAGS_BASE) -O2 -g
 SAN         := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN)
+# The sanitized build is the test build: it alone has the test hooks (the
+# TOR_TEST_* variables; bin/tor ignores them and says so) and stays dumpable
+# for LeakSanitizer and gdb (src/main.c).
+ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN) \
+	-DTOR_TEST_HOOKS
 
 # Debian packages: build, run the local stack, and test.
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \

@@ -719,6 +719,17 @@ tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
 	    MOVE_ATTEMPTS);
 }
 
+/* The longest record: the names and blanks, a file and a GTID list that
+ * fill their arrays, done naming such a file, every number at 20 digits
+ * (rows at 10), the mac and the NUL. */
+#define RECORD_LONGEST (sizeof("v2 token= file= pos= gtid= done=: rows= " \
+	"moved= mac=") - 1 + 20 + (sizeof(((struct tor_position *)0)->file) - \
+	1) + 20 + (sizeof(((struct tor_position *)0)->gtid) - 1) + \
+	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + 10 + 20 + \
+	MAC_HEX + 1)
+_Static_assert(RECORD_LONGEST <= TOR_CHECKPOINT_RECORD,
+    "TOR_CHECKPOINT_RECORD must hold the longest position record");
+
 /* "-" stands for an empty value in a record. */
 static const char *
 dash(const char *s)

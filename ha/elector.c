@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "tor/clock.h"
 #include "tor/elector.h"
 #include "tor/lease.h"
@@ -770,6 +772,14 @@ static const struct tor_elector_ops redis_ops = {
 	.connection_lost = redis_connection_lost,
 };
 
+/* The backend's copy of the config holds the checkpoint key: wiped. */
+static void
+backend_free(struct redis_backend *b)
+{
+	sodium_memzero(b, sizeof(*b));
+	free(b);
+}
+
 struct tor_elector *
 tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
 {
@@ -796,7 +806,7 @@ nomem:
 	if (b != NULL) {
 		tor_redis_free(b->redis);
 		pthread_mutex_destroy(&b->io);
-		free(b);
+		backend_free(b);
 	}
 	tor_err_format(err, "elector: out of memory");
 	return NULL;
@@ -811,7 +821,7 @@ tor_elector_free(struct tor_elector *el)
 	if (el->backend != NULL) {
 		tor_redis_free(el->backend->redis);
 		pthread_mutex_destroy(&el->backend->io);
-		free(el->backend);
+		backend_free(el->backend);
 	}
 	pthread_cond_destroy(&el->wake);
 	pthread_mutex_destroy(&el->mu);

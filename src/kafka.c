@@ -1470,12 +1470,19 @@ tor_position_scan(int (*next)(void *ctx, int timeout_ms,
 		}
 		if (it.offset + 1 > reached)
 			reached = it.offset + 1;
-		if (it.key_len == glen && memcmp(it.key, group, glen) == 0 &&
-		    it.value_len < cap) {
-			memcpy(record, it.value, it.value_len);
-			record[it.value_len] = '\0';
-			*found = true;
+		if (it.key_len != glen || memcmp(it.key, group, glen) != 0)
+			continue;
+		/* Not one tor wrote: its records always fit. */
+		if (it.value_len >= cap) {
+			log_warn("kafka", "position record of group %s at offset "
+			    "%" PRId64 ": %zu bytes, longer than any tor writes "
+			    "(%zu): skipped", group, it.offset, it.value_len,
+			    cap - 1);
+			continue;
 		}
+		memcpy(record, it.value, it.value_len);
+		record[it.value_len] = '\0';
+		*found = true;
 	}
 	return 0;
 }

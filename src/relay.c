@@ -138,8 +138,10 @@ struct relay {
 	int64_t last_event_ms;
 	struct tor_checkpoint committed;        /* the last Kafka commit's */
 	bool committed_moved;
+#ifdef TOR_TEST_HOOKS
 	unsigned long crash_after_commits;      /* test fault hook, 0 = off */
 	unsigned long commits;
+#endif
 
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
@@ -310,11 +312,12 @@ copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
 	char record[TOR_CHECKPOINT_RECORD];
 	tor_err err;
 
-	int n = tor_checkpoint_record_format(r->cfg, cp, record,
-	    sizeof(record));
-
-	if (n < 0 || (size_t)n >= sizeof(record))
+	if (tor_checkpoint_record_format(r->cfg, cp, record,
+	    sizeof(record)) < 0) {
+		log_warn("kafka", "position record not produced: its mac could "
+		    "not be computed");
 		return;
+	}
 	if (tor_sink_produce_position(r->sink, record, &err) < 0)
 		log_warn("kafka", "position record not produced: %s", err.msg);
 }
@@ -544,6 +547,25 @@ commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 	}
 }
 
+/* The test build's fault hook (TOR_TEST_CRASH_AFTER_KAFKA_COMMIT=n): killed
+ * after the n-th Kafka commit of rows, before the Redis checkpoint. */
+static void
+crash_hook(struct relay *r)
+{
+#ifdef TOR_TEST_HOOKS
+	if (r->ktxn_messages > 0)
+		r->commits++;
+	if (r->crash_after_commits != 0 &&
+	    r->commits == r->crash_after_commits && r->ktxn_messages > 0) {
+		log_warn("relay", "test fault hook: crashing after Kafka commit "
+		    "%lu, before the Redis checkpoint", r->commits);
+		raise(SIGKILL);
+	}
+#else
+	(void)r;
+#endif
+}
+
 /*
  * Commits the open Kafka transaction with the position record that says
  * what it makes safe.  The transaction counts as open until the commit or
@@ -576,14 +598,7 @@ kafka_commit(struct relay *r, tor_err *err)
 	r->ktxn_open = false;
 	r->committed = cp;
 	r->committed_moved = true;
-	if (r->ktxn_messages > 0)
-		r->commits++;
-	if (r->crash_after_commits != 0 &&
-	    r->commits == r->crash_after_commits && r->ktxn_messages > 0) {
-		log_warn("relay", "test fault hook: crashing after Kafka commit "
-		    "%lu, before the Redis checkpoint", r->commits);
-		raise(SIGKILL);
-	}
+	crash_hook(r);
 	return 0;
 }
 
@@ -1661,7 +1676,6 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
 	struct relay r = { .cfg = cfg, .stop = stop };
-	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
 	struct tor_http *http = NULL;
 	tor_err release_err;
 	int rc = -1;
@@ -1671,12 +1685,16 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	beat(&r);
 
 	r.txn_mode = cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL;
+#ifdef TOR_TEST_HOOKS
 	/* Test-only fault hook: off unless the environment asks. */
+	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
+
 	if (hook != NULL && r.txn_mode) {
 		r.crash_after_commits = strtoul(hook, NULL, 10);
 		log_warn("relay", "test fault hook armed: crash after Kafka commit "
 		    "%lu", r.crash_after_commits);
 	}
+#endif
 
 	r.redis = tor_redis_new(cfg);
 	r.txn_times = calloc(LATENCY_SLOTS, sizeof(*r.txn_times));

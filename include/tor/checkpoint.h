@@ -145,8 +145,10 @@ int tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
     struct tor_checkpoint *cp, tor_err *err);
 
 /* The position record of cp (see above) into buf; snprintf semantics.
- * TOR_CHECKPOINT_RECORD always suffices. */
-#define TOR_CHECKPOINT_RECORD 1024
+ * TOR_CHECKPOINT_RECORD always suffices: it holds the longest record, every
+ * field at its widest (ha/checkpoint.c checks it when compiled), and a
+ * reader of the topic skips a longer one. */
+#define TOR_CHECKPOINT_RECORD 2048
 int tor_checkpoint_record_format(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, char *buf, size_t cap);
 

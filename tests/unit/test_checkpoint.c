@@ -1138,6 +1138,48 @@ test_moved(void **state)
 	assert_true(back.moved == 11 && back.epoch == 12);
 }
 
+/* The longest record tor can write: every field at its widest (a file
+ * name and a GTID list that fill their arrays, done naming such a file,
+ * every number at its largest) with a mac.  It fits TOR_CHECKPOINT_RECORD
+ * whole (a record cut short is no record) and reads back the same. */
+static void
+test_record_largest(void **state)
+{
+	struct tor_checkpoint cp = { .epoch = UINT64_MAX, .pos = {
+	    .pos = UINT64_MAX }, .done = { .pos = UINT64_MAX },
+	    .rows = UINT32_MAX, .moved = UINT64_MAX }, back;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	char rec[TOR_CHECKPOINT_RECORD], *g = cp.pos.gtid;
+	size_t left = sizeof(cp.pos.gtid);
+	tor_err err = { "" };
+	int n;
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	memset(cp.pos.file, 'f', sizeof(cp.pos.file) - 1);
+	memset(cp.done.file, 'd', sizeof(cp.done.file) - 1);
+	/* Domains of the widest GTIDs while they fit. */
+	for (unsigned d = 0; left > 60; d++) {
+		int k = snprintf(g, left, "%s%u-4294967295-18446744073709551615",
+		    d == 0 ? "" : ",", d);
+
+		g += k;
+		left -= (size_t)k;
+	}
+	n = tor_checkpoint_record_format(&cfg, &cp, rec, sizeof(rec));
+	print_message("record of %d bytes (gtid %zu, file %zu), buffer %d\n", n,
+	    strlen(cp.pos.gtid), strlen(cp.pos.file), TOR_CHECKPOINT_RECORD);
+	assert_true(n > 0 && (size_t)n < sizeof(rec));
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), 0);
+	assert_string_equal(back.pos.file, cp.pos.file);
+	assert_string_equal(back.pos.gtid, cp.pos.gtid);
+	assert_string_equal(back.done.file, cp.done.file);
+	assert_true(back.epoch == UINT64_MAX && back.pos.pos == UINT64_MAX &&
+	    back.done.pos == UINT64_MAX && back.rows == UINT32_MAX &&
+	    back.moved == UINT64_MAX);
+}
+
 static void
 test_store_redis_down(void **state)
 {
@@ -1317,6 +1359,7 @@ main(void)
 		    teardown_server),
 		cmocka_unit_test(test_done_and_records),
 		cmocka_unit_test(test_moved),
+		cmocka_unit_test(test_record_largest),
 		cmocka_unit_test_setup_teardown(test_mac_store_load, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_redis_down,

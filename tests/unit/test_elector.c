@@ -19,6 +19,8 @@
 #include "tor/elector.h"
 #include "tor/lease.h"
 
+#include "alloc_probe.h"
+
 #define LEASE_MS	3000
 #define RENEW_MS	1000
 #define RETRY_MS	200
@@ -827,6 +829,31 @@ test_redis_elector_builds_and_frees(void **state)
 	tor_elector_free(el);
 }
 
+/* The backend's copy of the config carries the checkpoint key; freeing
+ * the elector leaves no copy of it in freed memory. */
+static void
+test_redis_elector_free_wipes_the_key(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_elector *el;
+	size_t freed_with;
+	tor_err err;
+
+	fx->cfg.redis.host = "127.0.0.1";
+	fx->cfg.redis.port = 6379;
+	fx->cfg.ha.retry_ms = 1000;
+	for (size_t i = 0; i < sizeof(fx->cfg.checkpoint.key); i++)
+		fx->cfg.checkpoint.key[i] = (unsigned char)(0xa0 + i);
+	fx->cfg.checkpoint.has_key = true;
+	el = tor_elector_new_redis(&fx->cfg, &err);
+	assert_non_null(el);
+	alloc_probe_watch(fx->cfg.checkpoint.key, sizeof(fx->cfg.checkpoint.key));
+	tor_elector_free(el);
+	alloc_probe_stop();
+	freed_with = alloc_probe.freed_with;
+	assert_int_equal(freed_with, 0);
+}
+
 int
 main(void)
 {
@@ -862,6 +889,7 @@ main(void)
 		T(test_failovers_count_leaderships_after_the_first),
 		T(test_thread_leads_and_stops),
 		T(test_redis_elector_builds_and_frees),
+		T(test_redis_elector_free_wipes_the_key),
 #undef T
 	};
 

@@ -1067,6 +1067,63 @@ test_position_scan_waits_past_the_lso(void **state)
 	assert_non_null(strstr(err.msg, "open transaction"));
 }
 
+/* Runs a scan with stderr (where the log goes) in a file; the log text. */
+static char *
+scan_logged(struct script *sc, char *record, size_t cap, bool *found,
+    int *rc)
+{
+	FILE *log = tmpfile();
+	int saved = dup(2);
+	tor_err err = { "" };
+	char *text;
+	long len;
+
+	assert_non_null(log);
+	fflush(stderr);
+	assert_int_equal(dup2(fileno(log), 2), 2);
+	*rc = tor_position_scan(script_next, sc, "test", 8, 2000, record, cap,
+	    found, &err);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	len = lseek(fileno(log), 0, SEEK_END);
+	assert_non_null(text = calloc(1, (size_t)len + 1));
+	assert_int_equal(pread(fileno(log), text, (size_t)len, 0), len);
+	fclose(log);
+	return text;
+}
+
+/* A record of the group too long for the reader's buffer (tor writes none:
+ * TOR_CHECKPOINT_RECORD holds its longest) is skipped, and the log says
+ * so: the record before it stands. */
+static void
+test_position_scan_logs_a_record_too_long(void **state)
+{
+	static const struct tor_position_item items[] = {
+		REC(3, "test", "v2 1 old 4"),
+		REC(4, "test", "v2 token=2 file=far-too-long-for-the-buffer"),
+		EOF_AT(8),
+	};
+	struct script sc = { items, sizeof(items) / sizeof(items[0]), 0 };
+	char record[32] = "", *log;
+	bool found = false;
+	int rc;
+
+	(void)state;
+	tor_log_setup(TOR_LOG_INFO, TOR_LOG_LOGFMT, "test");
+	log = scan_logged(&sc, record, sizeof(record), &found, &rc);
+	tor_log_setup(getenv("TOR_TEST_LOG") != NULL ? TOR_LOG_DEBUG :
+	    TOR_LOG_ERROR, TOR_LOG_LOGFMT, "test");
+	print_message("%s", log);
+	assert_int_equal(rc, 0);
+	assert_true(found);
+	assert_string_equal(record, "v2 1 old 4");
+	assert_non_null(strstr(log, "level=warn component=kafka"));
+	assert_non_null(strstr(log, "position record of group test at offset "
+	    "4: 43 bytes, longer than any tor writes (31): skipped"));
+	free(log);
+}
+
 int
 main(void)
 {
@@ -1107,6 +1164,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_flush_stops_with_the_leadership, setup, teardown),
 		cmocka_unit_test(test_position_scan_waits_past_the_lso),
+		cmocka_unit_test(test_position_scan_logs_a_record_too_long),
 		cmocka_unit_test_setup_teardown(test_free_purges_when_stuck,
 		    setup, teardown),
 	};
