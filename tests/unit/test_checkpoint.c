@@ -1140,12 +1140,13 @@ test_moved(void **state)
 
 /* The longest record tor can write: every field at its widest (a file
  * name and a GTID list that fill their arrays, done naming such a file,
- * every number at its largest) with a mac.  It fits TOR_CHECKPOINT_RECORD
- * whole (a record cut short is no record) and reads back the same. */
+ * every number at its largest, the token at TOR_TOKEN_MAX) with a mac.
+ * It fits TOR_CHECKPOINT_RECORD whole (a record cut short is no record)
+ * and reads back the same. */
 static void
 test_record_largest(void **state)
 {
-	struct tor_checkpoint cp = { .epoch = UINT64_MAX, .pos = {
+	struct tor_checkpoint cp = { .epoch = TOR_TOKEN_MAX, .pos = {
 	    .pos = UINT64_MAX }, .done = { .pos = UINT64_MAX },
 	    .rows = UINT32_MAX, .moved = UINT64_MAX }, back;
 	struct tor_config cfg = { .group = (char *)"orders" };
@@ -1175,7 +1176,7 @@ test_record_largest(void **state)
 	assert_string_equal(back.pos.file, cp.pos.file);
 	assert_string_equal(back.pos.gtid, cp.pos.gtid);
 	assert_string_equal(back.done.file, cp.done.file);
-	assert_true(back.epoch == UINT64_MAX && back.pos.pos == UINT64_MAX &&
+	assert_true(back.epoch == TOR_TOKEN_MAX && back.pos.pos == UINT64_MAX &&
 	    back.done.pos == UINT64_MAX && back.rows == UINT32_MAX &&
 	    back.moved == UINT64_MAX);
 }
