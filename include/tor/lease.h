@@ -56,9 +56,9 @@ int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 /* PEXPIRE lease lease_ms if it still holds "<instance> <token>", and
  * record this connection's client beside it again, with the replicas seen
  * now and, on the same server run, at the earlier renews of this
- * leadership.  Returns 1
- * renewed, 0 the lease is not ours any more (expired, taken, or deleted by
- * `tor checkpoint set`), -1 on a Redis error. */
+ * leadership.  Returns 1 renewed, 0 the lease is not ours any more
+ * (expired, taken, or deleted by `tor checkpoint set`), -1 on a Redis
+ * error. */
 int tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err);
 
