@@ -439,6 +439,12 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 			if (decode_number(name, value, UINT64_MAX, &cp->epoch,
 			    err) == -1)
 				return -1;
+			/* No replica draws such a token: it was set by hand or
+			 * tampered with, and no acquire could go past it. */
+			if (cp->epoch > TOR_TOKEN_MAX)
+				return tor_err_set(err, "checkpoint field "
+				    "'epoch': past the largest token (%llu) "
+				    "('%.64s')", TOR_TOKEN_MAX, value);
 		} else if (strcmp(name, "updated_ms") == 0) {
 			if (decode_number(name, value, INT64_MAX, &v, err) == -1)
 				return -1;
@@ -544,9 +550,9 @@ out:
  * KEYS lease, checkpoint; ARGV expected lease value, the writer's token, then
  * the hash's field/value pairs.  The token check compares decimal strings
  * by length, then bytes: Lua numbers are doubles, and two tokens above 2^53
- * would compare equal.  A stored epoch that is not a number is an error,
- * not a licence to overwrite: decode refuses such a hash too, and an
- * operator must look at it.
+ * would compare equal.  A stored epoch that is not a number, or is past
+ * TOR_TOKEN_MAX, is an error, not a licence to overwrite: decode refuses
+ * such a hash too, and an operator must look at it.
  */
 #define STORE_LUA_CHECK_EPOCH \
 	"local stored = redis.call('HGET', KEYS[2], 'epoch')\n" \
@@ -555,6 +561,10 @@ out:
 	"    return redis.error_reply('stored epoch is not a number')\n" \
 	"  end\n" \
 	"  stored = string.match(stored, '^0*(%d-)$')\n" \
+	"  if #stored > #'" TOR_TOKEN_MAX_TEXT "' then\n" \
+	"    return redis.error_reply('stored epoch is past the largest ' ..\n" \
+	"        'token (" TOR_TOKEN_MAX_TEXT ")')\n" \
+	"  end\n" \
 	"  local mine = ARGV[2]\n" \
 	"  if #stored > #mine or (#stored == #mine and stored > mine) then\n" \
 	"    return 0\n" \
@@ -790,7 +800,7 @@ record_v2(const struct tor_config *cfg, const char *text,
 	uint64_t n;
 
 	if ((f = record_field(text, "token", v, sizeof(v))) == NULL ||
-	    !parse_decimal(f, strlen(f), UINT64_MAX, &cp->epoch))
+	    !parse_decimal(f, strlen(f), TOR_TOKEN_MAX, &cp->epoch))
 		return tor_err_set(err, "no token");
 	if ((f = record_field(text, "file", v, sizeof(v))) == NULL ||
 	    strlen(f) >= sizeof(cp->pos.file))
@@ -849,7 +859,8 @@ tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
 		return tor_err_prefix(err, "position record for group %s is "
 		    "malformed ('%.120s'): ", cfg->group, text);
 	}
-	if (sscanf(text, "v1 %llu %255s %llu", &token, file, &pos) == 3) {
+	if (sscanf(text, "v1 %llu %255s %llu", &token, file, &pos) == 3 &&
+	    token <= TOR_TOKEN_MAX) {
 		/* v1 predates the mac: with a key set it proves nothing. */
 		if (cfg->checkpoint.has_key)
 			return tor_err_set(err, "position record for group %s "

@@ -54,9 +54,9 @@
  * thread): nothing to do meanwhile. */
 #define STEPPING_DOWN_WAIT_MS	1000
 /* With ha.fast_failover a leader looks at its Redis connection this often
- * between renews: a successor may take the lease the moment Redis sees
- * that connection close, so the leader must stop as soon. */
-#define WATCH_MS		20
+ * between renews: a successor may take the lease over once Redis sees that
+ * connection close, TOR_LEASE_TAKEOVER_GRACE_MS before it leads. */
+#define WATCH_MS		TOR_LEASE_WATCH_MS
 /* With ha.fast_failover a follower tries at least this often. */
 #define FAST_RETRY_MS		100
 /* A retired elector (released or stopped) has nothing left to do; the

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "tor/checkpoint.h"
+#include "tor/lease.h"
 #include "redis_server.h"
 
 /* ---- positions ---- */
@@ -167,7 +168,7 @@ static void
 test_encode_decode(void **state)
 {
 	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
-	    .pos = 1234, .gtid = "0-1-42,1-2-7" }, .epoch = UINT64_MAX,
+	    .pos = 1234, .gtid = "0-1-42,1-2-7" }, .epoch = TOR_TOKEN_MAX,
 	    .updated_ms = 1700000000123 }, back;
 	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
 	char buf[TOR_CHECKPOINT_BUF];
@@ -183,7 +184,7 @@ test_encode_decode(void **state)
 	assert_string_equal(names[2], "gtid");
 	assert_string_equal(values[2], "0-1-42,1-2-7");
 	assert_string_equal(names[3], "epoch");
-	assert_string_equal(values[3], "18446744073709551615");
+	assert_string_equal(values[3], TOR_TOKEN_MAX_TEXT);
 	assert_string_equal(names[4], "updated_ms");
 	assert_string_equal(values[4], "1700000000123");
 
@@ -284,6 +285,10 @@ test_decode_errors(void **state)
 	bad[3] = "seven";
 	decode_bad(5, names, bad, "checkpoint field 'epoch': not a number "
 	    "('seven')");
+	/* Past the largest token: no acquire could draw one after it. */
+	bad[3] = "1000000000000000000";
+	decode_bad(5, names, bad, "checkpoint field 'epoch': past the largest "
+	    "token (999999999999999999) ('1000000000000000000')");
 
 	memcpy(bad, values, sizeof(bad));
 	bad[4] = "1.5";
@@ -873,6 +878,7 @@ test_store_fenced(void **state)
 	struct tor_redis *r = tor_redis_new(&s->cfg);
 	redisContext *c = raw_connect(s);
 	tor_err err = { "" };
+	redisReply *reply;
 	bool found;
 
 	/* No lease: refused, and nothing written at all. */
@@ -923,14 +929,28 @@ test_store_fenced(void **state)
 
 	/* Tokens beyond a double's 53 bits still compare exactly. */
 	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch %s",
-	    "18446744073709551615"));
-	cp.epoch = UINT64_MAX - 1;
-	set_lease(c, "relay-a 18446744073709551614");
+	    TOR_TOKEN_MAX_TEXT));
+	cp.epoch = TOR_TOKEN_MAX - 1;
+	set_lease(c, "relay-a 999999999999999998");
 	store_refused(r, c, &s->cfg, &cp, true);
-	cp.epoch = UINT64_MAX;
-	set_lease(c, "relay-a 18446744073709551615");
+	cp.epoch = TOR_TOKEN_MAX;
+	set_lease(c, "relay-a " TOR_TOKEN_MAX_TEXT);
 	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
 	    TOR_CHECKPOINT_WRITTEN);
+	/* A stored epoch past the largest token fences every writer: an
+	 * error that names it, the hash left for an operator. */
+	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch %s",
+	    "9223372036854775807"));
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "stored epoch is past the largest "
+	    "token (999999999999999999)"));
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), -1);
+	assert_non_null(strstr(err.msg, "stored epoch is past the largest "
+	    "token"));
+	reply = redisCommand(c, "HGET tor:{orders}:checkpoint epoch");
+	assert_string_equal(reply->str, "9223372036854775807");
+	freeReplyObject(reply);
 
 	redisFree(c);
 	tor_redis_free(r);
@@ -1059,6 +1079,16 @@ test_done_and_records(void **state)
 	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=x",
 	    &back, &err), -1);
 	assert_non_null(strstr(err.msg, "malformed"));
+	/* A token past the largest one is no leader's, in either version. */
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token="
+	    "999999999999999999 file=b.000002 pos=400 gtid=", &back, &err), 0);
+	assert_true(back.epoch == TOR_TOKEN_MAX);
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token="
+	    "1000000000000000000 file=b.000002 pos=400 gtid=", &back, &err), -1);
+	assert_non_null(strstr(err.msg, "malformed"));
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v1 "
+	    "1000000000000000000 b.000002 400", &back, &err), -1);
+	assert_non_null(strstr(err.msg, "malformed"));
 
 	/* The newer decision: the higher token, else the one further on. */
 	back = cp;
@@ -1110,12 +1140,13 @@ test_moved(void **state)
 
 /* The longest record tor can write: every field at its widest (a file
  * name and a GTID list that fill their arrays, done naming such a file,
- * every number at its largest) with a mac.  It fits TOR_CHECKPOINT_RECORD
- * whole (a record cut short is no record) and reads back the same. */
+ * every number at its largest, the token at TOR_TOKEN_MAX) with a mac.
+ * It fits TOR_CHECKPOINT_RECORD whole (a record cut short is no record)
+ * and reads back the same. */
 static void
 test_record_largest(void **state)
 {
-	struct tor_checkpoint cp = { .epoch = UINT64_MAX, .pos = {
+	struct tor_checkpoint cp = { .epoch = TOR_TOKEN_MAX, .pos = {
 	    .pos = UINT64_MAX }, .done = { .pos = UINT64_MAX },
 	    .rows = UINT32_MAX, .moved = UINT64_MAX }, back;
 	struct tor_config cfg = { .group = (char *)"orders" };
@@ -1145,7 +1176,7 @@ test_record_largest(void **state)
 	assert_string_equal(back.pos.file, cp.pos.file);
 	assert_string_equal(back.pos.gtid, cp.pos.gtid);
 	assert_string_equal(back.done.file, cp.done.file);
-	assert_true(back.epoch == UINT64_MAX && back.pos.pos == UINT64_MAX &&
+	assert_true(back.epoch == TOR_TOKEN_MAX && back.pos.pos == UINT64_MAX &&
 	    back.done.pos == UINT64_MAX && back.rows == UINT32_MAX &&
 	    back.moved == UINT64_MAX);
 }

@@ -27,6 +27,7 @@
 
 #include "tor/clock.h"
 #include "tor/elector.h"
+#include "tor/lease.h"
 
 #include "alloc_probe.h"
 
@@ -460,7 +461,7 @@ test_lost_connection_steps_down_at_once(void **state)
 	t0 = become_leader(fx);
 	fx->fake.now = t0 + 1;
 	delay = tor_elector_step(fx->el);
-	assert_true(delay > 0 && delay <= 20);
+	assert_true(delay > 0 && delay <= TOR_LEASE_WATCH_MS);
 	assert_int_equal(fx->fake.lost_calls, 1);
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
 	fx->fake.lost = true;
