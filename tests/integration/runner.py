@@ -45,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
+import nemesis  # noqa: E402
 
 
 class Interrupted(BaseException):
@@ -119,6 +120,11 @@ def run_one(qname, func, timeout):
     finally:
         signal.alarm(0)
         harness.kill_all_tors()
+        try:
+            nemesis.remove_all()
+        except Exception as e:  # reported: the check at the run's end
+            failure = (failure or "") + "nemesis not removed: %s\n" % e
+            ok = False
     secs = time.monotonic() - t0
     if ok:
         print("ok - %s (%.1fs)" % (qname, secs), flush=True)
@@ -180,6 +186,23 @@ def stop_stack(stack):
         stack.stop()
     except Exception as e:
         print("stack stop failed: %s" % e)
+    return nemesis_left(stack)
+
+
+def nemesis_left(stack):
+    """Removes what the nemesis (tests/integration/nemesis.py) of this
+    run may have left, then checks that nothing is: True if clean, else a
+    "not ok" line naming what stays."""
+    run = nemesis.run_id(stack.run_dir)
+    try:
+        nemesis.remove_all()
+        nemesis.remove_run(run)
+    except Exception as e:
+        print("  nemesis removal: %s" % e)
+    left = nemesis.leftovers(run)
+    if left:
+        print("not ok - nemesis leftovers: %s" % ", ".join(left), flush=True)
+    return not left
 
 
 def main_single(filters, timeout):
@@ -208,7 +231,8 @@ def main_single(filters, timeout):
         print("interrupted (%s): stopping" % e, flush=True)
         failed += 1
     finally:
-        stop_stack(stack)
+        if not stop_stack(stack):
+            failed += 1
         print("integration: %d passed, %d failed" % (passed, failed),
               flush=True)
     return 1 if failed else 0
