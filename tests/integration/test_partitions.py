@@ -8,13 +8,13 @@ records read back from Kafka.
 """
 
 import collections
-import socket
+import threading
 import time
 
 import harness
 import nemesis
 from nemesis import HostTor, Nemesis
-from test_ha import (HA, LEADING, LOST, assert_none_lost, epoch_of,
+from test_ha import (HA, LEADING, LOST, Feeder, assert_none_lost, epoch_of,
                      first_appearances, lease, log_lines, n_of,
                      read_until, stop_all, wait_leading)
 from test_relay import check_per_key_order, check_record, make_outbox
@@ -74,3 +74,261 @@ def test_nemesis_cuts_and_heals(stack):
     assert nemesis.leftovers(nem.run)
     nem.remove()
     assert nemesis.leftovers(nem.run) == [], nemesis.leftovers(nem.run)
+
+
+# ---------------------------------------------------------------------------
+# helpers of the partition tests
+
+# Messages carry the broker's append time, so that the records themselves
+# say when each leader published.
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
+def setup(stack, name, mode, names=("r1", "r2")):
+    """An outbox table, its two topics (4 partitions, append time), one
+    config for every replica (kafka.mode = mode, test_ha's short HA
+    timings), a nemesis and the replicas started, each on its host.
+    Returns (nemesis, table, cfg, tors)."""
+    table, ov = make_outbox(stack, name)
+    ov["kafka"] = {"mode": mode}
+    for t in ("order", "invoice"):
+        stack.create_topic("%s.%s" % (name, t), 4, config=APPEND_TIME)
+    cfg = harness.base_config(stack, ha=dict(HA),
+                              checkpoint={"interval_ms": 200}, **ov)
+    nem = Nemesis(stack)
+    tors = [HostTor(stack, cfg, nem.host(n)).start() for n in names]
+    return nem, table, cfg, tors
+
+
+class LeaseWatch(threading.Thread):
+    """Reads the lease key and its PTTL every 20 ms from the test (which
+    no cut touches); expiry(value) is the latest time at which Redis would
+    have let that lease value expire."""
+
+    def __init__(self, stack, group):
+        super().__init__(daemon=True)
+        self.stack, self.key = stack, "tor:{%s}:lease" % group
+        self.samples = []       # (time, value or None, pttl ms)
+        self._halt = threading.Event()
+
+    def run(self):
+        r = self.stack.redis()
+        while not self._halt.is_set():
+            with r.pipeline(transaction=True) as p:
+                p.get(self.key)
+                p.pttl(self.key)
+                v, pttl = p.execute()
+            self.samples.append((time.time(), v and v.decode(), pttl))
+            self._halt.wait(0.02)
+
+    def finish(self):
+        self._halt.set()
+        self.join(5)
+        return self
+
+    def expiry(self, value):
+        ends = [t + pttl / 1000.0 for t, v, pttl in self.samples
+                if v == value and pttl > 0]
+        return max(ends) if ends else None
+
+
+def by_token(recs):
+    """{token: [records]} sorted by append time."""
+    out = collections.defaultdict(list)
+    for r in sorted(recs, key=lambda r: r.timestamp_ms):
+        out[epoch_of(r)].append(r)
+    return out
+
+
+def residue(recs, old, new):
+    """Records of token old that a partition holds after its first record
+    of token new: {(topic, partition): count}."""
+    first_new = {}
+    for r in recs:
+        if epoch_of(r) == new:
+            k = (r.topic, r.partition)
+            first_new[k] = min(first_new.get(k, r.offset), r.offset)
+    late = collections.Counter()
+    for r in recs:
+        k = (r.topic, r.partition)
+        if epoch_of(r) == old and k in first_new and r.offset > first_new[k]:
+            late[k] += 1
+    return late
+
+
+def read_both(stack, name, isolation):
+    return (harness.read_all(stack.brokers, name + ".order", timeout=10,
+                             isolation=isolation) +
+            harness.read_all(stack.brokers, name + ".invoice", timeout=10,
+                             isolation=isolation))
+
+
+def read_settled(stack, name, total, isolation, timeout=60):
+    """Reads both topics until every event 0..total-1 is there, then once
+    more a moment later (anything still on its way); (by_n, recs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = read_both(stack, name, isolation)
+        by_n = collections.defaultdict(list)
+        for r in recs:
+            by_n[n_of(r)].append(r)
+        if all(n in by_n for n in range(total)) or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    time.sleep(1.0)
+    recs = read_both(stack, name, isolation)
+    by_n = collections.defaultdict(list)
+    for r in recs:
+        by_n[n_of(r)].append(r)
+    return by_n, recs
+
+
+def check_outcome(by_n, recs, total, name, mode):
+    """Nothing lost, each record right, per-key order of first copies;
+    transactional: no duplicate.  Returns the number of duplicated
+    events."""
+    assert_none_lost(by_n, total)
+    for n in range(total):
+        check_record(by_n[n][0], n, name)
+    check_per_key_order(first_appearances(recs))
+    dups = sorted(n for n, rs in by_n.items() if len(rs) > 1)
+    if mode == "transactional":
+        assert not dups, "%d events duplicated for read_committed, " \
+            "first %s" % (len(dups), dups[:10])
+    return len(dups)
+
+
+def wait_published(stack, name, count, timeout=30):
+    read_until(stack, name, lambda b: len(b) >= count, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------
+# leader <-> Redis
+
+
+def redis_cut(stack, name, mode, direction, cut_mode="drop"):
+    """The leader loses its link to Redis (direction: both, or one way)
+    while it reaches Kafka and MariaDB, under a steady flow of events.
+
+    It must stop publishing before the lease it holds can have expired in
+    Redis (LeaseWatch: the key's PTTL seen from outside), a standby must
+    lead after that under a higher token, no record of the old token may
+    follow the new token's first in any partition, nothing is lost, order
+    holds; healed, the old leader stays up, a follower."""
+    nem, table, cfg, tors = setup(stack, name, mode)
+    group = harness.config_group(cfg)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    watch = LeaseWatch(stack, group)
+    watch.start()
+    feeder = Feeder(stack, table, 0, None, 10, 0.03)
+    feeder.start()
+    try:
+        wait_published(stack, name, 200)
+        old_value = "%s %d" % (leader.name, t1)
+        assert lease(stack, group) == (leader.name, t1)
+        since = {t: t.log_size() for t in tors}
+        t_cut = time.time()
+        nem.cut(leader.host, "redis", direction=direction, mode=cut_mode)
+        _, t2, t_lead = wait_leading([other], since, timeout=20)
+        assert t2 > t1, (t1, t2)
+        down = log_lines(leader, LOST, since[leader])
+        assert down, "the old leader did not step down; tail:\n%s" % (
+            leader.log_tail())
+        t_down = down[0][0]
+        time.sleep(2.0)     # the new leader publishes, the old stays cut
+        t_heal = time.time()
+        nem.heal()
+        time.sleep(3.0)     # the old leader hears Redis again
+        feeder.stop()
+        total = feeder.finish()
+    finally:
+        feeder.stop()
+        watch.finish()
+    expiry = watch.expiry(old_value)
+    isolation = "read_committed" if mode == "transactional" else \
+        "read_uncommitted"
+    by_n, recs = read_settled(stack, name, total, isolation)
+    dups = check_outcome(by_n, recs, total, name, mode)
+    toks = by_token(recs)
+    old_last = toks[t1][-1].timestamp_ms / 1000.0
+    new_first = toks[t2][0].timestamp_ms / 1000.0
+    late = residue(recs, t1, t2)
+    others = sorted(set(toks) - {t1, t2})
+    print("  %s, cut %s (%s): old leader %s (token %d) stepped down after "
+          "%.0f ms, last published %.0f ms after the cut; its lease would "
+          "expire in Redis %.0f ms after the cut; %s leads (token %d) "
+          "%.0f ms after the cut, first publish %.0f ms after it" % (
+              mode, direction, cut_mode, leader.name, t1,
+              (t_down - t_cut) * 1000, (old_last - t_cut) * 1000,
+              ((expiry or 0) - t_cut) * 1000, other.name, t2,
+              (t_lead - t_cut) * 1000, (new_first - t_cut) * 1000))
+    print("  %d events, %d records, %d duplicated; residue of token %d "
+          "after token %d's first: %d records in %d partitions; tokens "
+          "after %d: %s" % (total, len(recs), dups, t1, t2,
+                            sum(late.values()), len(late), t2, others))
+    assert expiry is not None, "the lease %r was never seen" % old_value
+    assert t_down < expiry, \
+        "old leader stepped down %.0f ms after its lease could expire" % (
+            (t_down - expiry) * 1000)
+    assert old_last < expiry, \
+        "old leader published %.0f ms after its lease could expire" % (
+            (old_last - expiry) * 1000)
+    assert t_lead >= expiry - 0.05, \
+        "%s led %.0f ms before the old lease could expire" % (
+            other.name, (expiry - t_lead) * 1000)
+    assert not late, "records of token %d after token %d's first: %s" % (
+        t1, t2, dict(late))
+    # Healed: the old leader is up and follows (or leads again, with a
+    # newer token, only if the new leader went).
+    assert leader.running(), leader.log_tail()
+    again = [int(m.group(1)) for _, m, _, _ in
+             log_lines(leader, LEADING, since[leader])]
+    assert not again, "old leader led again with %s; tail:\n%s" % (
+        again, leader.log_tail())
+    assert lease(stack, group)[0] == other.name, lease(stack, group)
+    print("  the old leader's step-down: %s" % down[0][3])
+    print("  healed %.0f ms after the cut; the old leader since: %s" % (
+        (t_heal - t_cut) * 1000, " | ".join(
+            l[3].split("msg=", 1)[1] for l in log_lines(
+                leader, ".", since[leader])[-3:])))
+    stop_all(tors)
+    nem.remove()
+
+
+def test_redis_cut_idempotent(stack):
+    redis_cut(stack, "part_redis_i", "idempotent", "both")
+
+
+def test_redis_cut_transactional(stack):
+    redis_cut(stack, "part_redis_t", "transactional", "both")
+
+
+# Asymmetric cuts.  Deaf: the leader's renews reach Redis and are executed,
+# it hears no answer.  Mute: Redis hears nothing from it, what Redis sends
+# still arrives.  Reset: Redis's packets to the leader are answered with a
+# TCP reset, so Redis closes the leader's connection while the leader, that
+# hears nothing, does not know it (ha.fast_failover lets a follower take a
+# lease whose holder's connection Redis saw close).
+
+
+def test_redis_deaf_idempotent(stack):
+    redis_cut(stack, "part_deaf_i", "idempotent", "from")
+
+
+def test_redis_deaf_transactional(stack):
+    redis_cut(stack, "part_deaf_t", "transactional", "from")
+
+
+def test_redis_mute_idempotent(stack):
+    redis_cut(stack, "part_mute_i", "idempotent", "to")
+
+
+def test_redis_reset_idempotent(stack):
+    redis_cut(stack, "part_reset_i", "idempotent", "from", "reject")
+
+
+def test_redis_reset_transactional(stack):
+    redis_cut(stack, "part_reset_t", "transactional", "from", "reject")
