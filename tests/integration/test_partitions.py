@@ -17,6 +17,7 @@ from nemesis import HostTor, Nemesis
 from test_ha import (HA, LEADING, LOST, Feeder, assert_none_lost, epoch_of,
                      first_appearances, lease, log_lines, n_of,
                      read_until, stop_all, wait_leading)
+from test_kafka_claims import fresh
 from test_relay import check_per_key_order, check_record, make_outbox
 
 
@@ -207,7 +208,8 @@ def wait_published(stack, name, count, timeout=30):
 # leader <-> Redis
 
 
-def redis_cut(stack, name, mode, direction, cut_mode="drop"):
+def redis_cut(stack, name, mode, direction, cut_mode="drop",
+              takeover="expiry"):
     """The leader loses its link to Redis (direction: both, or one way)
     while it reaches Kafka and MariaDB, under a steady flow of events.
 
@@ -215,7 +217,10 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop"):
     Redis (LeaseWatch: the key's PTTL seen from outside), a standby must
     lead after that under a higher token, no record of the old token may
     follow the new token's first in any partition, nothing is lost, order
-    holds; healed, the old leader stays up, a follower."""
+    holds; healed, the old leader stays up, a follower.  With takeover "at
+    once" Redis learns that the leader's connection closed, and a standby
+    takes the lease over before it expires."""
+    name = fresh(name)
     nem, table, cfg, tors = setup(stack, name, mode)
     group = harness.config_group(cfg)
     leader, t1, _ = wait_leading(tors, timeout=20)
@@ -234,9 +239,13 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop"):
         nem.cut(leader.host, "redis", direction=direction, mode=cut_mode)
         _, t2, t_lead = wait_leading([other], since, timeout=20)
         assert t2 > t1, (t1, t2)
+        deadline = time.monotonic() + 10
+        while not log_lines(leader, LOST, since[leader]):
+            assert time.monotonic() < deadline, \
+                "the old leader did not step down; tail:\n%s" % (
+                    leader.log_tail())
+            time.sleep(0.05)
         down = log_lines(leader, LOST, since[leader])
-        assert down, "the old leader did not step down; tail:\n%s" % (
-            leader.log_tail())
         t_down = down[0][0]
         time.sleep(2.0)     # the new leader publishes, the old stays cut
         t_heal = time.time()
@@ -269,31 +278,44 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop"):
           "after token %d's first: %d records in %d partitions; tokens "
           "after %d: %s" % (total, len(recs), dups, t1, t2,
                             sum(late.values()), len(late), t2, others))
+    if mode == "transactional":
+        wire = residue(read_both(stack, name, "read_uncommitted"), t1, t2)
+        print("  on the wire (read_uncommitted): %d records of token %d "
+              "after token %d's first (aborted by the fence)" % (
+                  sum(wire.values()), t1, t2))
+    # Healed: the old leader is up and follows.
+    healed = [l[3].split("msg=", 1)[1]
+              for l in log_lines(leader, ".", since[leader])]
+    print("  the old leader's step-down: %s" % down[0][3])
+    print("  healed %.0f ms after the cut; the old leader since: %s" % (
+        (t_heal - t_cut) * 1000, " | ".join(healed[-3:])))
     assert expiry is not None, "the lease %r was never seen" % old_value
-    assert t_down < expiry, \
-        "old leader stepped down %.0f ms after its lease could expire" % (
-            (t_down - expiry) * 1000)
-    assert old_last < expiry, \
-        "old leader published %.0f ms after its lease could expire" % (
-            (old_last - expiry) * 1000)
-    assert t_lead >= expiry - 0.05, \
-        "%s led %.0f ms before the old lease could expire" % (
-            other.name, (expiry - t_lead) * 1000)
-    assert not late, "records of token %d after token %d's first: %s" % (
-        t1, t2, dict(late))
-    # Healed: the old leader is up and follows (or leads again, with a
-    # newer token, only if the new leader went).
-    assert leader.running(), leader.log_tail()
+    if takeover == "expiry":
+        assert t_down < expiry, \
+            "old leader stepped down %.0f ms after its lease could " \
+            "expire" % ((t_down - expiry) * 1000)
+        assert old_last < expiry, \
+            "old leader published %.0f ms after its lease could expire" % (
+                (old_last - expiry) * 1000)
+        assert t_lead >= expiry - 0.05, \
+            "%s led %.0f ms before the old lease could expire" % (
+                other.name, (expiry - t_lead) * 1000)
+    else:
+        # Redis saw the leader's connection close: the lease is taken
+        # over at once (ha.fast_failover), before it could expire.
+        assert t_lead < expiry, (t_lead - t_cut, expiry - t_cut)
+    assert not late, "%d records of token %d after token %d's first in " \
+        "%d partitions: the old leader published %.0f ms after the new " \
+        "one's first" % (sum(late.values()), t1, t2, len(late),
+                         (old_last - new_first) * 1000)
+    exited = [l for l in healed if "fatal:" in l]
+    assert leader.running(), "the old leader exited (%s): %s" % (
+        leader.proc.returncode, exited[-1] if exited else leader.log_tail())
     again = [int(m.group(1)) for _, m, _, _ in
              log_lines(leader, LEADING, since[leader])]
     assert not again, "old leader led again with %s; tail:\n%s" % (
         again, leader.log_tail())
     assert lease(stack, group)[0] == other.name, lease(stack, group)
-    print("  the old leader's step-down: %s" % down[0][3])
-    print("  healed %.0f ms after the cut; the old leader since: %s" % (
-        (t_heal - t_cut) * 1000, " | ".join(
-            l[3].split("msg=", 1)[1] for l in log_lines(
-                leader, ".", since[leader])[-3:])))
     stop_all(tors)
     nem.remove()
 
@@ -326,9 +348,26 @@ def test_redis_mute_idempotent(stack):
     redis_cut(stack, "part_mute_i", "idempotent", "to")
 
 
+@harness.expected_failure(
+    "a standby takes the lease at once when Redis sees the leader's "
+    "connection close (ha.fast_failover), but a leader that cannot hear "
+    "Redis learns it only when a renew times out: it publishes for up to "
+    "renew_ms + redis.timeout_ms after the successor's first message, and "
+    "idempotent mode has no fence beyond the lease")
 def test_redis_reset_idempotent(stack):
-    redis_cut(stack, "part_reset_i", "idempotent", "from", "reject")
+    redis_cut(stack, "part_reset_i", "idempotent", "from", "reject",
+              takeover="at once")
 
 
+@harness.expected_failure(
+    "the same overlap is harmless to the data here (the successor's "
+    "init_transactions fences the old producer), but the old leader, fenced "
+    "while it still believes it leads, halts on the purged messages "
+    "(exit 1) instead of resigning")
 def test_redis_reset_transactional(stack):
-    redis_cut(stack, "part_reset_t", "transactional", "from", "reject")
+    """The successor's init_transactions fences the old producer, whose
+    open transaction aborts: nothing of the old token after the new
+    token's first for read_committed, and the old leader should step
+    down and follow."""
+    redis_cut(stack, "part_reset_t", "transactional", "from", "reject",
+              takeover="at once")
