@@ -44,11 +44,12 @@ def connect_from(host, port, timeout=1.0):
 def test_nemesis_cuts_and_heals(stack):
     """The nemesis itself: a replica's host reaches Redis and MariaDB at
     127.0.0.1; a cut of one link stops exactly that link (drop: a connect
-    times out; reject: it is reset), in each direction, while the machine
-    and the other link still work; heal restores it; remove leaves
-    nothing."""
+    times out; reject: it is reset), in each direction, while the machine,
+    the host's other link and the other host's link to the same service
+    still work; heal restores it; remove leaves nothing."""
     nem = Nemesis(stack)
     h = nem.host("r1")
+    h2 = nem.host("r2")
     redis, mysql = stack.redis_port, stack.mysql_port
     assert connect_from(h, redis) == "ok"
     assert connect_from(h, mysql) == "ok"
@@ -59,6 +60,7 @@ def test_nemesis_cuts_and_heals(stack):
         seen.append((direction, connect_from(h, redis)))
         assert seen[-1][1] == "timeout", (seen, nem.rules())
         assert connect_from(h, mysql) == "ok", nem.rules()
+        assert connect_from(h2, redis) == "ok", nem.rules()
         assert stack.redis().ping()
         nem.heal(h, "redis")
         assert connect_from(h, redis) == "ok", nem.rules()
