@@ -358,6 +358,13 @@ def test_redis_mute_idempotent(stack):
     redis_cut(stack, "part_mute_i", "idempotent", "to")
 
 
+def test_redis_refused_idempotent(stack):
+    """What the leader sends to Redis is answered with a reset: it learns
+    at once that its connection is gone, while Redis still holds the
+    connection open and the lease is waited out."""
+    redis_cut(stack, "part_refused_i", "idempotent", "to", "reject")
+
+
 @harness.expected_failure(
     "a standby takes the lease at once when Redis sees the leader's "
     "connection close (ha.fast_failover), but a leader that cannot hear "
