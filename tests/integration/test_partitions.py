@@ -105,23 +105,26 @@ def setup(stack, name, mode, names=("r1", "r2")):
 
 class LeaseWatch(threading.Thread):
     """Reads the lease key and its PTTL every 20 ms from the test (which
-    no cut touches); expiry(value) is the latest time at which Redis would
-    have let that lease value expire."""
+    no cut touches); expiry(value) is when Redis lets that lease value
+    expire, at the earliest: Redis answered after the read was sent, so
+    send time + PTTL never lies past the true expiry (a late reply on a
+    busy machine would move send-free estimates later)."""
 
     def __init__(self, stack, group):
         super().__init__(daemon=True)
         self.stack, self.key = stack, "tor:{%s}:lease" % group
-        self.samples = []       # (time, value or None, pttl ms)
+        self.samples = []       # (time sent, value or None, pttl ms)
         self._halt = threading.Event()
 
     def run(self):
         r = self.stack.redis()
         while not self._halt.is_set():
+            t = time.time()
             with r.pipeline(transaction=True) as p:
                 p.get(self.key)
                 p.pttl(self.key)
                 v, pttl = p.execute()
-            self.samples.append((time.time(), v and v.decode(), pttl))
+            self.samples.append((t, v and v.decode(), pttl))
             self._halt.wait(0.02)
 
     def finish(self):
@@ -270,9 +273,10 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop",
     late = residue(recs, t1, t2)
     others = sorted(set(toks) - {t1, t2})
     print("  %s, cut %s (%s): old leader %s (token %d) stepped down after "
-          "%.0f ms, last published %.0f ms after the cut; its lease would "
-          "expire in Redis %.0f ms after the cut; %s leads (token %d) "
-          "%.0f ms after the cut, first publish %.0f ms after it" % (
+          "%.0f ms, last published %.0f ms after the cut; its lease could "
+          "expire in Redis %.0f ms after the cut at the earliest; %s "
+          "leads (token %d) %.0f ms after the cut, first publish %.0f ms "
+          "after it" % (
               mode, direction, cut_mode, leader.name, t1,
               (t_down - t_cut) * 1000, (old_last - t_cut) * 1000,
               ((expiry or 0) - t_cut) * 1000, other.name, t2,
@@ -300,7 +304,8 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop",
         assert old_last < expiry, \
             "old leader published %.0f ms after its lease could expire" % (
                 (old_last - expiry) * 1000)
-        assert t_lead >= expiry - 0.05, \
+        # Log lines carry milliseconds.
+        assert t_lead >= expiry - 0.002, \
             "%s led %.0f ms before the old lease could expire" % (
                 other.name, (expiry - t_lead) * 1000)
     else:
