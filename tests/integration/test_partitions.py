@@ -403,17 +403,21 @@ def test_redis_reset_transactional(stack):
     "('a message was not delivered: Local: Purged in queue')")
 def test_fenced_leader_follows(stack):
     """Transactional mode, the leader's connection reset by Redis (a
-    standby takes over at once and fences it in Kafka): up to four rounds,
-    the leader of each round cut in turn; after each heal the old leader
-    must be up and follow."""
+    standby takes over at once and fences it in Kafka): up to eight
+    rounds, the leader of each round cut in turn; after each heal the old
+    leader must be up and follow.  Checkpoints every 50 ms: the old
+    leader's relay then mostly waits on Redis when the fence comes, and
+    meets it at its next transaction's first message (AddPartitionsToTxn,
+    fatal) rather than at a commit."""
     name = fresh("part_fenced")
-    nem, table, cfg, tors = setup(stack, name, "transactional")
+    nem, table, cfg, tors = setup(stack, name, "transactional",
+                                  checkpoint_ms=50)
     feeder = Feeder(stack, table, 0, None, 10, 0.03)
     feeder.start()
     fates = []
     try:
         leader, tok, _ = wait_leading(tors, timeout=20)
-        for round_ in range(4):
+        for round_ in range(8):
             other = [t for t in tors if t is not leader][0]
             since = {t: t.log_size() for t in tors}
             wait_published(stack, name, feeder.n // 2)
