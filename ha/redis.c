@@ -569,31 +569,32 @@ tor_redis_check_settings(struct tor_redis *r)
 
 /* CLIENT ID and the run_id line of INFO server, on the live connection.  A
  * server that refuses either (an ACL, a renamed command) leaves client_id
- * 0: leases then expire as they always did. */
+ * 0: leases then expire as they always did.  A connection that breaks
+ * meanwhile is dropped, with the reason in err. */
 static void
-identify(struct tor_redis *r)
+identify(struct tor_redis *r, tor_err *err)
 {
 	const char *id_argv[] = { "CLIENT", "ID" };
 	const char *info_argv[] = { "INFO", "server" };
 	redisReply *reply;
 	const char *line;
-	tor_err err;
 	size_t n;
 
 	r->identified = true;
 	r->client_id = 0;
 	r->run_id[0] = '\0';
-	if ((reply = run(r, 2, id_argv, NULL, "CLIENT ID", &err)) == NULL) {
-		log_warn("redis", "%s: a dead leader's lease is not taken over "
-		    "at once (ha.fast_failover needs CLIENT ID and CLIENT LIST)",
-		    err.msg);
+	if ((reply = run(r, 2, id_argv, NULL, "CLIENT ID", err)) == NULL) {
+		/* Refused, not a broken connection: say what it costs. */
+		if (r->c != NULL)
+			log_warn("redis", "%s: a dead leader's lease is not "
+			    "taken over at once (ha.fast_failover needs CLIENT "
+			    "ID and CLIENT LIST)", err->msg);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_INTEGER)
 		r->client_id = reply->integer;
 	freeReplyObject(reply);
-	if (r->c == NULL ||
-	    (reply = run(r, 2, info_argv, NULL, "INFO", &err)) == NULL) {
+	if ((reply = run(r, 2, info_argv, NULL, "INFO", err)) == NULL) {
 		r->client_id = 0;
 		return;
 	}
@@ -618,9 +619,9 @@ tor_redis_identity(struct tor_redis *r, char *run_id, size_t cap,
 	if (ready(r, err) == -1)
 		return -1;
 	if (!r->identified)
-		identify(r);
+		identify(r, err);
 	if (r->c == NULL)
-		return redis_err(r, err, "CLIENT ID", "connection lost");
+		return -1;
 	snprintf(run_id, cap, "%s", r->run_id);
 	*client_id = r->client_id;
 	return 0;
