@@ -52,6 +52,7 @@ struct tor_link_tls {
 	SSL_CTX *ctx;
 	char *server_name;      /* "" checks the host dialled */
 	bool verify;
+	bool has_cert;          /* a client certificate is offered */
 };
 
 struct tor_link {
@@ -109,6 +110,7 @@ tor_link_tls_new(const struct tor_redis_tls *cfg,
 		return tor_err_set(err, "out of memory");
 	}
 	t->verify = cfg->verify;
+	t->has_cert = cfg->cert_file[0] != '\0';
 	ERR_clear_error();
 	if ((t->ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
 	    SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1) {
@@ -334,15 +336,16 @@ verify_cause(const struct tor_link *l, const char *name, tor_err *err)
 }
 
 /*
- * A failed TLS call (SSL_connect, SSL_read, SSL_write) in words.  phase is
- * "TLS handshake" or "TLS"; name the name checked.  OpenSSL reports a peer
- * that does not speak TLS as a malformed record, and a server that refused
- * our certificate as the alert it sent.
+ * A failed TLS call (SSL_connect, SSL_read, SSL_write) in words.  name is
+ * the name checked during the handshake, NULL after it.  OpenSSL reports a
+ * peer that does not speak TLS as a malformed record, and a server that
+ * refused our certificate as the alert it sent.
  */
 static void
-tls_cause(const struct tor_link *l, int code, const char *phase,
-    const char *name, tor_err *err)
+tls_cause(const struct tor_link *l, int code, const char *name,
+    tor_err *err)
 {
+	const char *phase = name != NULL ? "TLS handshake" : "TLS";
 	unsigned long e = ERR_peek_last_error();
 	int reason = ERR_GET_REASON(e);
 	const char *path = l->path;
@@ -355,6 +358,21 @@ tls_cause(const struct tor_link *l, int code, const char *phase,
 		else
 			tor_err_set(err, "%s: the server closed the connection "
 			    "(not a TLS port, or it refused us)", phase);
+		return;
+	}
+	/* TLS 1.3: the server judges our certificate after our handshake
+	 * ended; its alert can be lost to the reset that our PING, unread
+	 * when it closed, provokes.  A reset at that point means that. */
+	if (code == SSL_ERROR_SYSCALL && e == 0 && name == NULL &&
+	    !l->replied && (errno == ECONNRESET || errno == EPIPE)) {
+		if (l->tls->has_cert)
+			tor_err_set(err, "TLS: the server dropped us right after "
+			    "the handshake: it refused our client certificate "
+			    "(%s.cert_file)", path);
+		else
+			tor_err_set(err, "TLS: the server dropped us right after "
+			    "the handshake: it requires a client certificate "
+			    "(set %s.cert_file and %s.key_file)", path, path);
 		return;
 	}
 	if (code == SSL_ERROR_SYSCALL && e == 0) {
@@ -393,28 +411,30 @@ tls_cause(const struct tor_link *l, int code, const char *phase,
 	}
 }
 
-/* Waits for what a TLS call asked for; 0 ready, -1 with err set. */
+/* Waits for what a TLS call asked for (code: SSL_get_error's); name as
+ * for tls_cause.  0 ready, -1 with err set. */
 static int
-tls_wait(struct tor_link *l, int code, int64_t deadline, const char *phase,
-    const char *name, tor_err *err)
+tls_wait(struct tor_link *l, int code, int64_t deadline, const char *name,
+    tor_err *err)
 {
 	int w;
 
 	if (code != SSL_ERROR_WANT_READ && code != SSL_ERROR_WANT_WRITE) {
-		tls_cause(l, code, phase, name, err);
+		tls_cause(l, code, name, err);
 		return -1;
 	}
 	w = wait_fd(l->fd, code == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
 	    deadline);
 	if (w == 1)
 		return 0;
-	if (w == 0 && !l->replied && strcmp(phase, "TLS handshake") == 0)
-		return tor_err_set(err, "%s: no answer within %d ms (a "
-		    "clear-text port? Redis reads a TLS hello as an unfinished "
-		    "command and waits)", phase, l->timeout_ms);
+	if (w == 0 && name != NULL)
+		return tor_err_set(err, "TLS handshake: no answer within %d ms "
+		    "(a clear-text port? Redis reads a TLS hello as an "
+		    "unfinished command and waits)", l->timeout_ms);
 	if (w == 0)
 		return tor_err_set(err, "no reply within %d ms", l->timeout_ms);
-	return tor_err_set(err, "%s: %s", phase, strerror(errno));
+	return tor_err_set(err, "%s: %s", name != NULL ? "TLS handshake" :
+	    "TLS", strerror(errno));
 }
 
 static int
@@ -444,8 +464,8 @@ handshake(struct tor_link *l, const char *host, tor_err *err)
 		errno = 0;
 		if ((rc = SSL_connect(l->ssl)) == 1)
 			return 0;
-		if (tls_wait(l, SSL_get_error(l->ssl, rc), deadline,
-		    "TLS handshake", name, err) == -1)
+		if (tls_wait(l, SSL_get_error(l->ssl, rc), deadline, name,
+		    err) == -1)
 			return -1;
 	}
 }
@@ -477,7 +497,7 @@ send_all(struct tor_link *l, const char *buf, size_t len, int64_t deadline,
 			if ((rc = SSL_write(l->ssl, buf, (int)len)) > 0)
 				return 0;
 			if (tls_wait(l, SSL_get_error(l->ssl, rc), deadline,
-			    "TLS", "", err) == -1)
+			    NULL, err) == -1)
 				return -1;
 			continue;
 		}
@@ -525,7 +545,7 @@ recv_some(struct tor_link *l, char *buf, size_t cap, int64_t deadline,
 			if ((rc = SSL_read(l->ssl, buf, (int)cap)) > 0)
 				return rc;
 			if (tls_wait(l, SSL_get_error(l->ssl, rc), deadline,
-			    "TLS", "", err) == -1)
+			    NULL, err) == -1)
 				return -1;
 			continue;
 		}

@@ -82,6 +82,7 @@ def certs(stack):
         make_cert(d, "wronghost", "ca", "redis.example",
                   "DNS:redis.example")
         make_cert(d, "client", "ca", "tor")
+        make_cert(d, "stranger", "other-ca", "tor")
         _certs["dir"] = d
     return _certs["dir"]
 
@@ -116,6 +117,11 @@ class TlsRedis:
         self.dir = os.path.join(self.d, "redis-%d" % self.port)
         os.makedirs(self.dir, exist_ok=True)
         self.log = os.path.join(self.dir, "redis.log")
+        with socket.socket() as s:  # else we would talk to its owner
+            try:
+                s.bind(("127.0.0.1", self.port))
+            except OSError as e:
+                raise harness.StackError("TLS port %d: %s" % (self.port, e))
         self.proc = subprocess.Popen(
             ["redis-server", "--port", "0", "--bind", "127.0.0.1",
              "--tls-port", str(self.port),
@@ -153,14 +159,14 @@ class TlsRedis:
             self.proc.wait(10)
 
 
-def tls_cfg(stack, ca="ca", client=True, **more):
-    """redis.tls for the certificate directory: CA `ca`, the client
-    certificate when client is true."""
+def tls_cfg(stack, ca="ca", client="client", **more):
+    """redis.tls for the certificate directory: CA `ca`, client certificate
+    `client` (None: none)."""
     d = certs(stack)
     t = {"enabled": True, "ca_file": os.path.join(d, ca + ".pem")}
     if client:
-        t["cert_file"] = os.path.join(d, "client.pem")
-        t["key_file"] = os.path.join(d, "client.key")
+        t["cert_file"] = os.path.join(d, client + ".pem")
+        t["key_file"] = os.path.join(d, client + ".key")
     t.update(more)
     return t
 
@@ -287,8 +293,9 @@ def test_relay_and_kill9_failover_over_mutual_tls(stack):
 def test_refusals_name_the_cause(stack):
     """Each bad certificate setup is refused at connect, fast, with its
     cause in words: the server's certificate by a CA tor does not trust
-    (unknown issuer), an expired one, one for another host name, and no
-    client certificate where the server demands one.  The fixes work too:
+    (unknown issuer), an expired one, one for another host name, no client
+    certificate where the server demands one, and one the server does not
+    trust.  The fixes work too:
     the right CA, server_name = the name the certificate carries, a client
     certificate.  A replica with verify = false connects to the server of
     an untrusted CA and warns at start."""
@@ -307,9 +314,15 @@ def test_refusals_name_the_cause(stack):
              r"TLS handshake: host-name mismatch: the server's certificate "
              r"is not for \"127.0.0.1\" \(redis.tls.server_name"),
             ("no client certificate", good.port, tls_cfg(stack,
-                                                         client=False),
-             r"TLS: the server requires a client certificate \(set "
+                                                         client=None),
+             r"TLS: the server (dropped us right after the handshake: it "
+             r")?requires a client certificate \(set "
              r"redis.tls.cert_file and redis.tls.key_file\)"),
+            ("client certificate of another CA", good.port,
+             tls_cfg(stack, client="stranger"),
+             r"TLS: the server (dropped us right after the handshake: it )?"
+             r"refused our client certificate \((.*unknown ca: )?"
+             r"redis.tls.cert_file\)"),
         ]
         for what, port, tls, want in cases:
             cfg = harness.base_config(stack, redis=redis_section(port, tls))
