@@ -18,6 +18,7 @@ ports when unset); each test stops the servers it started.
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -27,8 +28,8 @@ import redis as redis_lib
 import harness
 from harness import Tor
 from test_ha import (HA, Feeder, assert_none_lost, check_tokens_grow,
-                     first_appearances, log_lines, read_all_events, stop_all,
-                     wait_leading)
+                     first_appearances, leader_now, log_lines,
+                     read_all_events, stop_all, wait_leading)
 from test_relay import check_per_key_order, make_outbox
 
 LEASE_MS = HA["lease_ms"]
@@ -109,29 +110,47 @@ def tls_port():
 class TlsRedis:
     """A redis-server that speaks TLS only (port 0), with cert `name` of
     the certificate directory; clients must show a certificate signed by
-    the CA when auth_clients is "yes"."""
+    the CA when auth_clients is "yes".  extra: more arguments (a replica's
+    replicaof); sentinel: run as a Sentinel (its arguments go to a config
+    file, which Sentinel rewrites)."""
 
-    def __init__(self, stack, name="server", auth_clients="no"):
+    def __init__(self, stack, name="server", auth_clients="no", extra=(),
+                 sentinel=False):
         self.d = certs(stack)
         self.port = tls_port()
         self.dir = os.path.join(self.d, "redis-%d" % self.port)
         os.makedirs(self.dir, exist_ok=True)
         self.log = os.path.join(self.dir, "redis.log")
         with socket.socket() as s:  # else we would talk to its owner
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", self.port))
             except OSError as e:
                 raise harness.StackError("TLS port %d: %s" % (self.port, e))
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", "0", "--bind", "127.0.0.1",
-             "--tls-port", str(self.port),
-             "--tls-cert-file", os.path.join(self.d, name + ".pem"),
-             "--tls-key-file", os.path.join(self.d, name + ".key"),
-             "--tls-ca-cert-file", os.path.join(self.d, "ca.pem"),
-             "--tls-auth-clients", auth_clients,
-             "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--logfile", self.log],
-            stdin=subprocess.DEVNULL)
+        args = [("port", "0"), ("bind", "127.0.0.1"),
+                ("tls-port", str(self.port)),
+                ("tls-cert-file", os.path.join(self.d, name + ".pem")),
+                ("tls-key-file", os.path.join(self.d, name + ".key")),
+                ("tls-ca-cert-file", os.path.join(self.d, "ca.pem")),
+                ("tls-auth-clients", auth_clients),
+                # Replication, and a Sentinel's links, in TLS too; our
+                # server certificate serves as their client certificate.
+                ("tls-replication", "yes"),
+                ("dir", self.dir), ("logfile", self.log)]
+        if not sentinel:
+            args += [("save", '""'), ("appendonly", "no")]
+        args += list(extra)
+        if sentinel:
+            conf = os.path.join(self.dir, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write("".join("%s %s\n" % a for a in args))
+            cmd = ["redis-server", conf, "--sentinel"]
+        else:
+            cmd = ["redis-server"]
+            for k, v in args:
+                cmd += ["--" + k] + v.split(" ")
+            cmd = [c if c != '""' else "" for c in cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
         deadline = time.time() + 10
         while True:
             try:
@@ -157,6 +176,79 @@ class TlsRedis:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class TlsSentinels:
+    """A master, its replica and three Sentinels watching it as "mymaster",
+    all in TLS only and each demanding a client certificate; for the
+    length of a `with` block."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.servers = []
+
+    def __enter__(self):
+        try:
+            self.master = self._add(auth_clients="yes")
+            self.replica = self._add(auth_clients="yes", extra=[
+                ("replicaof", "127.0.0.1 %d" % self.master.port)])
+            self.sentinels = [self._add(auth_clients="yes", sentinel=True,
+                                        extra=[
+                ("sentinel monitor", "%s 127.0.0.1 %d 2" % (
+                    self.MASTER, self.master.port)),
+                ("sentinel down-after-milliseconds", self.MASTER + " 1000"),
+                ("sentinel failover-timeout", self.MASTER + " 3000")])
+                for _ in range(3)]
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        harness.kill_all_tors()
+        for srv in reversed(self.servers):
+            srv.stop()
+        return False
+
+    def _add(self, **kw):
+        srv = TlsRedis(self.stack, **kw)
+        self.servers.append(srv)
+        return srv
+
+    def _wait_ready(self, timeout=30):
+        """Each Sentinel sees the replica and both other Sentinels."""
+        deadline = time.time() + timeout
+        for sen in self.sentinels:
+            while True:
+                try:
+                    m = sen.client().execute_command("SENTINEL", "MASTER",
+                                                     self.MASTER)
+                    info = dict(zip(m[::2], m[1::2]))
+                    if (info[b"num-slaves"] == b"1" and
+                            info[b"num-other-sentinels"] == b"2"):
+                        break
+                except redis_lib.RedisError:
+                    pass
+                assert time.time() < deadline, "Sentinels not ready"
+                time.sleep(0.2)
+
+    def nodes(self):
+        return ["127.0.0.1:%d" % s.port for s in self.sentinels]
+
+    def master_addr(self):
+        host, port = self.sentinels[0].client().execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
+        return host.decode(), int(port)
+
+    def server_at(self, port):
+        return [s for s in (self.master, self.replica) if s.port == port][0]
+
+    def failover(self):
+        assert self.sentinels[0].client().execute_command(
+            "SENTINEL", "FAILOVER", self.MASTER) in (b"OK", True)
 
 
 def tls_cfg(stack, ca="ca", client="client", **more):
@@ -207,8 +299,9 @@ def test_relay_and_kill9_failover_over_mutual_tls(stack):
     """Two replicas on a TLS-only Redis that demands client certificates:
     they relay under a steady write load, two kill -9s of the leader are
     taken over well inside lease_ms (Redis saw the dead leader's TLS
-    connection close, and the follower's CLIENT LIST over TLS told it), no
-    event is lost or reordered, the lease, its client record and the
+    connection close, and the follower's CLIENT LIST over TLS told it), a
+    SIGTERM is handed over at once (the handoff's blocking pop over TLS),
+    no event is lost or reordered, the lease, its client record and the
     checkpoint live in the TLS Redis (none in the clear one), and
     `tor status` and `tor checkpoint show` read them over TLS."""
     srv = TlsRedis(stack, auth_clients="yes")
@@ -245,6 +338,19 @@ def test_relay_and_kill9_failover_over_mutual_tls(stack):
                 tors[tors.index(victim)] = Tor(stack, cfg,
                                                name=victim.name).start()
                 time.sleep(1.0)
+            # SIGTERM: the leader releases and wakes the follower through
+            # the handoff list (a blocking pop over TLS).
+            holder = lease_in(srv.client(), group)
+            leader = [t for t in tors if t.name == holder[0]][0]
+            follower = [t for t in tors if t is not leader][0]
+            since = {follower: follower.log_size()}
+            t_term = time.time()
+            leader.send_signal(signal.SIGTERM)
+            assert leader.wait(30) == 0, leader.log_tail()
+            _, tok, lead_ts = wait_leading([follower], since, timeout=10)
+            assert tok > holder[1], (tok, holder)
+            term_ms = (lead_ts - t_term) * 1000
+            time.sleep(1.0)
         finally:
             feeder.stop()
         total = feeder.finish()
@@ -255,6 +361,8 @@ def test_relay_and_kill9_failover_over_mutual_tls(stack):
                 "successor led %.0f ms after the kill (lease_ms %d): the " \
                 "lease was waited out over TLS" % (ms, LEASE_MS)
             assert took, "no takeover line"
+        print("  SIGTERM -> successor leading over TLS: %.0f ms" % term_ms)
+        assert term_ms < 1000, "SIGTERM handover took %.0f ms" % term_ms
         by_n, recs = read_all_events(stack, name, total, timeout=60)
         assert_none_lost(by_n, total)
         check_per_key_order(first_appearances(recs))
@@ -415,3 +523,63 @@ def test_wrong_port_fails_fast_with_a_clear_message(stack):
                 tor.kill9()
     finally:
         srv.stop()
+
+
+def test_sentinel_failover_over_tls(stack):
+    """TLS between everyone: the master, its replica and three Sentinels
+    speak TLS only and demand client certificates (replication and the
+    Sentinels' links in TLS too).  Two replicas find the master through the
+    Sentinels (redis.sentinel.tls) and reach it with redis.tls; a SENTINEL
+    FAILOVER mid-stream is followed by both, one leads again on the new
+    master, and no event is lost."""
+    with TlsSentinels(stack) as sen:
+        name = "rtls_sen"
+        table, ov = make_outbox(stack, name)
+        # No redis.host: only the Sentinels.
+        cfg = harness.base_config(stack, ha=dict(HA), redis=harness.cfg_value({
+            "timeout_ms": TIMEOUT_MS, "tls": tls_cfg(stack),
+            "sentinel": {"master": sen.MASTER, "nodes": sen.nodes(),
+                         "tls": tls_cfg(stack)}}), **ov)
+        group = harness.config_group(cfg)
+        tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
+        wait_leading(tors, timeout=20)
+        old = sen.master_addr()
+        assert lease_in(sen.server_at(old[1]).client(), group) is not None
+        feeder = Feeder(stack, table, 0, None, 10, 0.02)
+        feeder.start()
+        try:
+            time.sleep(1.5)
+            since = {t: t.log_size() for t in tors}
+            t0 = time.monotonic()
+            sen.failover()
+            while sen.master_addr() == old:
+                assert time.monotonic() - t0 < 15, "no failover in 15 s"
+                time.sleep(0.05)
+            new = sen.master_addr()
+            t_switch = time.monotonic() - t0
+            for t in tors:
+                t.wait_log(r"following master %s at %s:%d, was %s:%d" % (
+                    sen.MASTER, new[0], new[1], old[0], old[1]), timeout=15,
+                    since=since[t])
+            m = sen.server_at(new[1]).client()
+            while True:
+                cur = lease_in(m, group)
+                leaders = [t.name for t in leader_now(tors)]
+                if cur is not None and leaders == [cur[0]]:
+                    break
+                assert time.monotonic() - t0 < 20, (cur, leaders)
+                time.sleep(0.05)
+            t_leader = time.monotonic() - t0
+            print("  failover over TLS %s:%d -> %s:%d: Sentinels switched "
+                  "after %.0f ms, one leader (%s, token %d) on the new "
+                  "master after %.0f ms" % (old[0], old[1], new[0], new[1],
+                                            t_switch * 1000, cur[0], cur[1],
+                                            t_leader * 1000))
+            time.sleep(2.0)
+        finally:
+            feeder.stop()
+        total = feeder.finish()
+        by_n, recs = read_all_events(stack, name, total, timeout=90)
+        assert_none_lost(by_n, total)
+        print("  %d events over the failover, none lost" % total)
+        stop_all(tors)
