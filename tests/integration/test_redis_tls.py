@@ -27,10 +27,10 @@ import redis as redis_lib
 
 import harness
 from harness import Tor
-from test_ha import (HA, Feeder, assert_none_lost, check_tokens_grow,
-                     first_appearances, leader_now, log_lines,
-                     read_all_events, stop_all, wait_leading)
-from test_relay import check_per_key_order, make_outbox
+from test_ha import (HA, LOST, Feeder, assert_none_lost, check_tokens_grow,
+                     epoch_of, first_appearances, leader_now, log_lines,
+                     n_of, read_all_events, stop_all, wait_leading)
+from test_relay import check_per_key_order, insert_range, make_outbox
 
 LEASE_MS = HA["lease_ms"]
 TIMEOUT_MS = 500        # redis.timeout_ms in these tests
@@ -390,6 +390,69 @@ def test_relay_and_kill9_failover_over_mutual_tls(stack):
         p = harness.tor_cli(["checkpoint", "show"], cfg=cfg, stack=stack)
         assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
         assert facts(p.stdout)["checkpoint"] == f["checkpoint"], p.stdout
+        stop_all(tors)
+    finally:
+        for t in tors:
+            if t.running():
+                t.kill9()
+        srv.stop()
+
+
+def test_paused_leader_is_fenced_over_tls(stack):
+    """A leader paused (SIGSTOP) on its TLS connection keeps it open, so
+    the lease is waited out; the successor leads, and once woken the old
+    leader (a zombie, its renews now refused) steps down: it published
+    nothing inserted after its pause, and the checkpoint in the TLS Redis
+    carries the successor's token (the fenced write)."""
+    srv = TlsRedis(stack, auth_clients="yes")
+    tors = []
+    try:
+        name = "rtls_zombie"
+        table, ov = make_outbox(stack, name)
+        cfg = harness.base_config(stack, ha=dict(HA),
+                                  checkpoint={"interval_ms": 200},
+                                  redis=redis_section(srv.port,
+                                                      tls_cfg(stack)),
+                                  **ov)
+        group = harness.config_group(cfg)
+        tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
+        zombie, ztoken, _ = wait_leading(tors, timeout=15)
+        successor = [t for t in tors if t is not zombie][0]
+        insert_range(stack, table, 0, 100, 20)
+        read_all_events(stack, name, 100, timeout=60)
+
+        since = {successor: successor.log_size()}
+        t_stop = time.time()
+        zombie.sigstop()
+        try:
+            insert_range(stack, table, 100, 100, 20)
+            _, stoken, ts = wait_leading([successor], since,
+                                         timeout=LEASE_MS / 1000 + 10)
+            print("  %s (token %d) paused; %s leads with token %d after "
+                  "%.0f ms" % (zombie.name, ztoken, successor.name, stoken,
+                               (ts - t_stop) * 1000))
+            assert stoken > ztoken and (ts - t_stop) * 1000 > LEASE_MS / 2
+            by_n, recs = read_all_events(stack, name, 200, timeout=60)
+            zoff = zombie.log_size()
+        finally:
+            zombie.sigcont()
+        t_cont = time.time()
+        zombie.wait_log(LOST, timeout=10, since=zoff)
+        print("  zombie stepped down %.0f ms after SIGCONT" % (
+            (time.time() - t_cont) * 1000))
+        time.sleep(1.0)
+        by_n, recs = read_all_events(stack, name, 200, timeout=60)
+        assert_none_lost(by_n, 200)
+        late = [n_of(r) for r in recs
+                if epoch_of(r) == ztoken and n_of(r) >= 100]
+        assert not late, "the zombie published %s" % late[:10]
+        c = srv.client()
+        deadline = time.monotonic() + 10
+        while c.hget("tor:{%s}:checkpoint" % group, "epoch") != \
+                str(stoken).encode():
+            assert time.monotonic() < deadline, c.hgetall(
+                "tor:{%s}:checkpoint" % group)
+            time.sleep(0.1)
         stop_all(tors)
     finally:
         for t in tors:
