@@ -1,10 +1,13 @@
 /*
  * One Redis connection, set up as cfg->redis says and rebuilt on demand.
+ * The bytes go through ha/link.c (TCP, or TLS when redis.tls or
+ * redis.sentinel.tls is enabled); hiredis builds the commands and parses
+ * the replies.
  *
- * The idea: a hiredis context that has seen a connection error is useless
- * (its err stays set), so we free it at once and keep a NULL context; the
- * next command finds NULL and connects again, with AUTH and SELECT, before
- * it runs.  A failed command is never replayed here — a lease renew or a
+ * The idea: a connection that has seen an error is not trusted again (a
+ * reply may be half read), so we free it at once and keep NULL; the next
+ * command finds NULL and connects again, with AUTH and SELECT, before it
+ * runs.  A failed command is never replayed here — a lease renew or a
  * checkpoint write must be retried only by a caller that knows it is safe.
  * Every error names the server ("redis host:port: ...") and never the
  * password.
@@ -124,9 +127,9 @@ redis_err(const struct tor_redis *r, tor_err *err, const char *what,
 	return server_err(err, r->host, r->port, what, text);
 }
 
-/* Runs one command on the live context; on a broken connection the context
- * is dropped so that the next command reconnects.  what names the command in
- * errors ("" for none). */
+/* Runs one command on the live connection; a broken one is dropped so
+ * that the next command reconnects.  what names the command in errors (""
+ * for none). */
 static redisReply *
 run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
     const char *what, tor_err *err)
