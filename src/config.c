@@ -25,6 +25,7 @@
 
 #include "tor/checkpoint.h"
 #include "tor/config.h"
+#include "tor/link.h"
 
 #define KEYLEN          256
 #define SECRET_MAX      4096    /* longest password file we accept */
@@ -83,9 +84,11 @@ static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
 static const char *const keys_redis[] = { "host", "port", "db", "user",
 	"password",
-	"password_file", "prefix", "timeout_ms", "sentinel", NULL };
+	"password_file", "prefix", "timeout_ms", "tls", "sentinel", NULL };
 static const char *const keys_sentinel[] = { "master", "nodes", "user",
-	"password", "password_file", NULL };
+	"password", "password_file", "tls", NULL };
+static const char *const keys_redis_tls[] = { "enabled", "ca_file",
+	"cert_file", "key_file", "server_name", "verify", NULL };
 static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
 	"fast_failover", NULL };
 static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
@@ -1519,6 +1522,63 @@ check_node(struct loader *ld, const config_setting_t *s, const char *key,
 	return 0;
 }
 
+/* One file of a redis tls group, when set: readable now. */
+static int
+check_redis_tls_file(struct loader *ld, const config_setting_t *g,
+    const char *gpath, const char *name, const char *file)
+{
+	char key[KEYLEN];
+
+	if (file[0] == '\0' || access(file, R_OK) == 0)
+		return 0;
+	return fail(ld, lookup(g, name), keypath(key, gpath, name),
+	    "cannot read %s: %s", file, strerror(errno));
+}
+
+/*
+ * redis.tls or redis.sentinel.tls (parent is "redis" or "redis.sentinel").
+ * When enabled, the files are loaded now by the code that sets up each
+ * connection, so that a file it would refuse (not PEM, a key that does not
+ * match its certificate) stops the load at its line, not every connect.
+ */
+static int
+load_redis_tls(struct loader *ld, const config_setting_t *parent,
+    const char *ppath, struct tor_redis_tls *t)
+{
+	config_setting_t *g;
+	struct tor_link_tls *built;
+	char path[KEYLEN], key[KEYLEN];
+	const char *bad;
+	tor_err e;
+
+	keypath(path, ppath, "tls");
+	if (opt_group(ld, parent, ppath, "tls", keys_redis_tls, &g) == -1 ||
+	    opt_bool(ld, g, path, "enabled", false, &t->enabled) == -1 ||
+	    opt_str(ld, g, path, "ca_file", "", &t->ca_file) == -1 ||
+	    opt_str(ld, g, path, "cert_file", "", &t->cert_file) == -1 ||
+	    opt_str(ld, g, path, "key_file", "", &t->key_file) == -1 ||
+	    opt_str(ld, g, path, "server_name", "", &t->server_name) == -1 ||
+	    opt_bool(ld, g, path, "verify", true, &t->verify) == -1)
+		return -1;
+	if (!t->enabled)
+		return 0;
+	if (t->cert_file[0] != '\0' && t->key_file[0] == '\0')
+		return fail(ld, lookup(g, "cert_file"), keypath(key, path,
+		    "cert_file"), "needs %s.key_file", path);
+	if (t->key_file[0] != '\0' && t->cert_file[0] == '\0')
+		return fail(ld, lookup(g, "key_file"), keypath(key, path,
+		    "key_file"), "needs %s.cert_file", path);
+	if (check_redis_tls_file(ld, g, path, "ca_file", t->ca_file) == -1 ||
+	    check_redis_tls_file(ld, g, path, "cert_file", t->cert_file) == -1 ||
+	    check_redis_tls_file(ld, g, path, "key_file", t->key_file) == -1)
+		return -1;
+	if (tor_link_tls_new(t, &built, &bad, &e) == -1)
+		return fail(ld, lookup(g, bad) != NULL ? lookup(g, bad) : g,
+		    keypath(key, path, bad), "%s", e.msg);
+	tor_link_tls_free(built);
+	return 0;
+}
+
 static int
 load_redis(struct loader *ld, const config_setting_t *root)
 {
@@ -1537,7 +1597,8 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    &cfg->redis.password_file) == -1 ||
 	    opt_str(ld, g, "redis", "prefix", "tor", &cfg->redis.prefix) == -1 ||
 	    opt_ms(ld, g, "redis", "timeout_ms", 500, 1,
-	    &cfg->redis.timeout_ms) == -1)
+	    &cfg->redis.timeout_ms) == -1 ||
+	    load_redis_tls(ld, g, "redis", &cfg->redis.tls) == -1)
 		return -1;
 	cfg->redis.db = (int)db;
 	/* Braces in the prefix would move the {G} hash tag of every key. */
@@ -1561,7 +1622,9 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    &cfg->redis.sentinel.password_file) == -1 ||
 	    resolve_password(ld, sen, "redis.sentinel",
 	    "TOR_SENTINEL_PASSWORD", cfg->redis.sentinel.password_file,
-	    &cfg->redis.sentinel.password) == -1)
+	    &cfg->redis.sentinel.password) == -1 ||
+	    load_redis_tls(ld, sen, "redis.sentinel",
+	    &cfg->redis.sentinel.tls) == -1)
 		return -1;
 	if (cfg->redis.sentinel.user[0] != '\0' &&
 	    cfg->redis.sentinel.password[0] == '\0')
@@ -2050,6 +2113,21 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 }
 
 static void
+print_redis_tls(FILE *out, int indent, const struct tor_redis_tls *t)
+{
+	fprintf(out, "%*stls = {\n", indent, "");
+	fprintf(out, "%*senabled = %s;\n", indent + 2, "",
+	    t->enabled ? "true" : "false");
+	print_str(out, indent + 2, "ca_file", t->ca_file);
+	print_str(out, indent + 2, "cert_file", t->cert_file);
+	print_str(out, indent + 2, "key_file", t->key_file);
+	print_str(out, indent + 2, "server_name", t->server_name);
+	fprintf(out, "%*sverify = %s;\n", indent + 2, "",
+	    t->verify ? "true" : "false");
+	fprintf(out, "%*s};\n", indent, "");
+}
+
+static void
 print_redis(const struct tor_config *cfg, FILE *out)
 {
 	fputs("redis = {\n", out);
@@ -2061,6 +2139,7 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_str(out, 2, "password_file", cfg->redis.password_file);
 	print_str(out, 2, "prefix", cfg->redis.prefix);
 	print_int(out, 2, "timeout_ms", cfg->redis.timeout_ms);
+	print_redis_tls(out, 2, &cfg->redis.tls);
 	fputs("  sentinel = {\n", out);
 	print_str(out, 4, "master", cfg->redis.sentinel.master);
 	print_strings(out, 4, "nodes", cfg->redis.sentinel.nodes,
@@ -2068,6 +2147,7 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_str(out, 4, "user", cfg->redis.sentinel.user);
 	print_secret(out, 4, "password", cfg->redis.sentinel.password);
 	print_str(out, 4, "password_file", cfg->redis.sentinel.password_file);
+	print_redis_tls(out, 4, &cfg->redis.sentinel.tls);
 	fputs("  };\n};\n\n", out);
 }
 
@@ -2137,6 +2217,15 @@ free_secrets(char **v, size_t n)
 	free(v);
 }
 
+static void
+free_redis_tls(struct tor_redis_tls *t)
+{
+	free(t->ca_file);
+	free(t->cert_file);
+	free(t->key_file);
+	free(t->server_name);
+}
+
 void
 tor_config_free(struct tor_config *cfg)
 {
@@ -2198,6 +2287,8 @@ tor_config_free(struct tor_config *cfg)
 	free(cfg->redis.user);
 	free(cfg->redis.password_file);
 	free(cfg->redis.prefix);
+	free_redis_tls(&cfg->redis.tls);
+	free_redis_tls(&cfg->redis.sentinel.tls);
 	free(cfg->redis.sentinel.master);
 	free(cfg->redis.sentinel.user);
 	free_secret(cfg->redis.sentinel.password);

@@ -195,6 +195,16 @@ parse_number(const char *s, int min, int max, int *out)
 	return 0;
 }
 
+static void
+warn_unverified(const struct tor_redis_tls *tls, const char *path)
+{
+	if (tls->enabled && !tls->verify)
+		log_warn("config", "%s.verify = false: the server's certificate "
+		    "and name are not checked, so anyone on the path can pose "
+		    "as it and read what tor sends (the password, the lease, "
+		    "the checkpoint)", path);
+}
+
 static int
 run_replica(struct tor_config *cfg)
 {
@@ -210,6 +220,8 @@ run_replica(struct tor_config *cfg)
 	for (const char *const *n = tor_config_not_in_effect(cfg); *n != NULL;
 	    n++)
 		log_warn("config", "not yet in effect: %s", *n);
+	warn_unverified(&cfg->redis.tls, "redis.tls");
+	warn_unverified(&cfg->redis.sentinel.tls, "redis.sentinel.tls");
 	rc = tor_relay_run(cfg, &stop_requested, &err);
 	if (rc < 0)
 		log_error("main", "fatal: %s", err.msg);

@@ -93,6 +93,17 @@ struct tor_topic_spec {
  * key file, kafka.properties_file and tor.cfg holding a secret inline. */
 #define TOR_CONFIG_WARNINGS 6
 
+/* redis.tls and redis.sentinel.tls.  Files are "" when unset; the
+ * loader has read each and checked that the key matches the certificate. */
+struct tor_redis_tls {
+	bool enabled;           /* false */
+	char *ca_file;          /* "": the system's CAs */
+	char *cert_file;        /* client certificate (mutual TLS), or "" */
+	char *key_file;         /* its key; set exactly when cert_file is */
+	char *server_name;      /* name to check and send (SNI); "": the host */
+	bool verify;            /* true; false only with a warning at start */
+};
+
 struct tor_config {
 	char *path;             /* the file it came from */
 
@@ -158,6 +169,8 @@ struct tor_config {
 		char *password_file;
 		char *prefix;   /* "tor" */
 		int timeout_ms; /* 500 */
+		struct tor_redis_tls tls;       /* to the server (and a master
+						   a Sentinel names) */
 		struct {
 			char *master;   /* "" when unused */
 			char **nodes;   /* "host:port" */
@@ -167,6 +180,7 @@ struct tor_config {
 			char *user;
 			char *password;
 			char *password_file;
+			struct tor_redis_tls tls;       /* to the Sentinels */
 		} sentinel;
 	} redis;
 

@@ -4,7 +4,7 @@
  * (re)connect first asks the Sentinels where the master is, so the next
  * command after a connection error follows a failover.
  *
- * hiredis contexts are not thread-safe: each thread that talks to Redis owns
+ * A connection is not thread-safe: each thread that talks to Redis owns
  * its own tor_redis.  A command that fails because the connection broke is
  * not retried here: the caller decides (a lease renew must not be replayed
  * blindly); the next command reconnects first.

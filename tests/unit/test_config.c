@@ -1294,7 +1294,56 @@ static const struct bad_case bad_cases[] = {
 	    "margin (3000 - 300 = 2700 ms): a renew answered as late as "
 	    "redis.timeout_ms allows would come after the leader's own "
 	    "deadline" },
+	{ "bad_redis_tls_ca_missing.cfg", "12: redis.tls.ca_file: cannot read "
+	    "tests/unit/config/no-such-ca.pem: No such file or directory" },
+	{ "bad_redis_tls_ca_not_pem.cfg", "12: redis.tls.ca_file: cannot load "
+	    "CA certificates from tests/unit/config/short.key: no certificate "
+	    "or crl found" },
+	{ "bad_redis_tls_cert_no_key.cfg",
+	    "12: redis.tls.cert_file: needs redis.tls.key_file" },
+	{ "bad_redis_tls_key_mismatch.cfg", "13: redis.tls.key_file: "
+	    "tests/unit/config/tls-other.key does not match cert_file "
+	    "tests/unit/config/tls-client.pem" },
+	{ "bad_redis_tls_unknown.cfg", "12: redis.tls.ca: unknown key" },
+	{ "bad_sentinel_tls_key_mismatch.cfg", "13: "
+	    "redis.sentinel.tls.key_file: tests/unit/config/tls-other.key does "
+	    "not match cert_file tests/unit/config/tls-client.pem" },
 };
+
+/* redis.tls and redis.sentinel.tls: the values as written, the defaults
+ * where left out, and no TLS at all by default. */
+static void
+test_redis_tls_values(void **state)
+{
+	struct tor_config cfg;
+
+	(void)state;
+	load_ok(&cfg, DIR "redis_tls.cfg");
+	assert_true(cfg.redis.tls.enabled);
+	assert_string_equal(cfg.redis.tls.ca_file, DIR "tls-client.pem");
+	assert_string_equal(cfg.redis.tls.cert_file, DIR "tls-client.pem");
+	assert_string_equal(cfg.redis.tls.key_file, DIR "tls-client.key");
+	assert_string_equal(cfg.redis.tls.server_name, "redis.example");
+	assert_false(cfg.redis.tls.verify);
+	assert_true(cfg.redis.sentinel.tls.enabled);
+	assert_string_equal(cfg.redis.sentinel.tls.ca_file, "");
+	assert_string_equal(cfg.redis.sentinel.tls.cert_file, "");
+	assert_string_equal(cfg.redis.sentinel.tls.server_name, "");
+	assert_true(cfg.redis.sentinel.tls.verify);
+	tor_config_free(&cfg);
+
+	load_ok(&cfg, DIR "minimal.cfg");
+	assert_false(cfg.redis.tls.enabled);
+	assert_true(cfg.redis.tls.verify);
+	assert_false(cfg.redis.sentinel.tls.enabled);
+	tor_config_free(&cfg);
+
+	/* Off: its files are not looked at (a missing CA is no error). */
+	load_ok(&cfg, DIR "redis_tls_off.cfg");
+	assert_false(cfg.redis.tls.enabled);
+	assert_string_equal(cfg.redis.tls.ca_file, DIR "no-such-ca.pem");
+	tor_config_free(&cfg);
+}
 
 static void
 test_bad_file(void **state)
@@ -1349,6 +1398,7 @@ main(void)
 		cmocka_unit_test_setup(test_start_values, clean_env),
 		cmocka_unit_test_setup(test_listen_values, clean_env),
 		cmocka_unit_test_setup(test_missing_file, clean_env),
+		cmocka_unit_test_setup(test_redis_tls_values, clean_env),
 	};
 	enum {
 		N_FIXED = sizeof(fixed) / sizeof(fixed[0]),
