@@ -228,8 +228,7 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop",
     takes the lease over before it expires.  must_follow=False: the old
     leader's fate after the heal is printed, not judged."""
     name = fresh(name)
-    nem, table, cfg, tors = setup(stack, name, mode,
-                                  checkpoint_ms=checkpoint_ms)
+    nem, table, cfg, tors = setup(stack, name, mode)
     group = harness.config_group(cfg)
     leader, t1, _ = wait_leading(tors, timeout=20)
     other = [t for t in tors if t is not leader][0]
@@ -396,11 +395,6 @@ def test_redis_reset_transactional(stack):
               takeover="at once", must_follow=False)
 
 
-@harness.expected_failure(
-    "a leader fenced by Kafka while it still believes it leads steps down "
-    "when a transactional call (the commit) meets the fence, but halts "
-    "(exit 1) when the producer's fatal error purges its messages first "
-    "('a message was not delivered: Local: Purged in queue')")
 def test_fenced_leader_follows(stack):
     """Transactional mode, the leader's connection reset by Redis (a
     standby takes over at once and fences it in Kafka): up to eight
@@ -408,7 +402,8 @@ def test_fenced_leader_follows(stack):
     leader must be up and follow.  Checkpoints every 50 ms: the old
     leader's relay then mostly waits on Redis when the fence comes, and
     meets it at its next transaction's first message (AddPartitionsToTxn,
-    fatal) rather than at a commit."""
+    fatal) rather than at a commit.  That used to halt it (exit 1, 'a
+    message was not delivered: Local: Purged in queue')."""
     name = fresh("part_fenced")
     nem, table, cfg, tors = setup(stack, name, "transactional",
                                   checkpoint_ms=50)
