@@ -78,6 +78,12 @@ enum {
 #define LATENCY_SLOTS 16384     /* a power of two */
 #define REDIS_PING_MS 1000      /* a follower's readiness probe of Redis */
 
+/* A prepared XA transaction whose rows wait holds the checkpoint before
+ * it: said in the log once it has for this long, and again at this
+ * interval while it still does. */
+#define XA_HELD_WARN_MS 10000
+#define XA_HELD_REPEAT_MS (5 * 60 * 1000)
+
 /* Rows the broker refused as too large, remembered across sessions. */
 #define TOO_LARGE_MAX 64
 /* How long a fatal producer's delivery reports are waited for (serve). */
@@ -143,6 +149,10 @@ struct relay {
 
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
+	struct tor_position written_done;       /* done of the last write */
+	int64_t xa_watched_ms;          /* monotonic: the last look (per s) */
+	int64_t xa_warned_ms;           /* monotonic: the last line, or 0 */
+	char xa_warned[TOR_XID_TEXT];   /* the prepared transaction it named */
 	int64_t stop_deadline_ms;       /* 0 until a stop is requested */
 	bool delivery_failed;
 	int delivery_code;
@@ -294,6 +304,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 	}
 	r->written_token = r->epoch;
 	r->written_leadership = tor_elector_failovers(r->elector);
+	r->written_done = cp->done;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -383,8 +394,12 @@ checkpoint_tick(struct relay *r)
 	} else {
 		if (tor_progress_take_safe(r->progress, &ignored))
 			r->checkpoint_dirty = true;
-		if (r->checkpoint_dirty)
-			safe_checkpoint(r, &cp);
+		/* Held by a prepared XA transaction, the position stays; how
+		 * far beyond it everything is published still moves, and a
+		 * successor skips that much. */
+		safe_checkpoint(r, &cp);
+		if (!same_position(&cp.done, &r->written_done))
+			r->checkpoint_dirty = true;
 	}
 	if (!r->checkpoint_dirty)
 		return;
@@ -429,6 +444,46 @@ refused_as_too_large(const struct relay *r, const char *pos)
 		if (strcmp(r->too_large[i], pos) == 0)
 			return true;
 	return false;
+}
+
+/* Says in the metrics (each second) and the log (past XA_HELD_WARN_MS,
+ * then every XA_HELD_REPEAT_MS) how long the oldest prepared XA
+ * transaction has held the checkpoint.  It is not passed: its rows are in
+ * the binlog only at its prepare, and a restart that began after it would
+ * lose them when it commits. */
+static void
+watch_prepared(struct relay *r)
+{
+	struct tor_reader_prepared xa;
+	int64_t now = tor_mono_ms(), held;
+
+	if (r->reader == NULL || now - r->xa_watched_ms < 1000)
+		return;
+	r->xa_watched_ms = now;
+	tor_reader_prepared(r->reader, &xa);
+	atomic_store(&r->metrics.xa_prepared, xa.count);
+	atomic_store(&r->metrics.xa_prepared_since_ms, xa.since_ms);
+	if (xa.count == 0) {
+		if (r->xa_warned_ms != 0)
+			log_info("relay", "XA transaction %s ended: the "
+			    "checkpoint moves on", r->xa_warned);
+		r->xa_warned_ms = 0;
+		return;
+	}
+	held = tor_metrics_wall_ms() - xa.since_ms;
+	if (held < XA_HELD_WARN_MS || (r->xa_warned_ms != 0 &&
+	    strcmp(r->xa_warned, xa.xid) == 0 &&
+	    now - r->xa_warned_ms < XA_HELD_REPEAT_MS))
+		return;
+	if (r->xa_warned_ms != 0 && strcmp(r->xa_warned, xa.xid) != 0)
+		log_info("relay", "XA transaction %s ended", r->xa_warned);
+	log_warn("relay", "XA transaction %s, prepared at %s %" PRId64 " s "
+	    "ago, has not committed: the checkpoint stays before it until its "
+	    "XA COMMIT or XA ROLLBACK (%zu prepared transaction%s with outbox "
+	    "rows wait); rows after it are published meanwhile", xa.xid,
+	    xa.at, held / 1000, xa.count, xa.count == 1 ? "" : "s");
+	snprintf(r->xa_warned, sizeof(r->xa_warned), "%s", xa.xid);
+	r->xa_warned_ms = now;
 }
 
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
@@ -487,8 +542,10 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		*err = fatal;
 		return -1;
 	}
-	if (r->streaming)
+	if (r->streaming) {
 		checkpoint_tick(r);
+		watch_prepared(r);
+	}
 	return 0;
 }
 
@@ -895,8 +952,9 @@ reader_begin(void *ctx, uint64_t *seq, tor_err *err)
 {
 	struct relay *r = ctx;
 
-	(void)err;
-	*seq = tor_progress_begin(r->progress);
+	if ((*seq = tor_progress_begin(r->progress)) == 0)
+		return tor_err_set(err, "out of memory: the checkpoint's "
+		    "tracker of transactions in flight cannot grow");
 	return 0;
 }
 
@@ -1498,6 +1556,8 @@ lead(struct relay *r, tor_err *err)
 	r->rows_published = r->rows_skipped = 0;
 	r->dedup_skipped = r->dedup_unknown = 0;
 	r->dedup_reported = false;
+	memset(&r->written_done, 0, sizeof(r->written_done));
+	r->xa_watched_ms = r->xa_warned_ms = 0;
 	r->split_ms = tor_sink_txn_timeout_ms(r->sink) / 4;
 	if (r->split_ms < 200)
 		r->split_ms = 200;
@@ -1537,6 +1597,8 @@ out:
 	atomic_store(&r->metrics.stream_beat_ms, 0);
 	atomic_store(&r->metrics.kafka_queue, 0);
 	atomic_store(&r->metrics.kafka_down_since_ms, 0);
+	atomic_store(&r->metrics.xa_prepared, 0);
+	atomic_store(&r->metrics.xa_prepared_since_ms, 0);
 	session_free(r);
 	return rc;
 }
