@@ -709,41 +709,69 @@ oversized(struct relay *r, struct tor_message *msg,
 /* How long a takeover may spend reading one topic's tails. */
 #define DEDUP_READ_MS 5000
 
-/* Reads what topic's partitions hold of this group (de-duplication at
- * takeover).  A topic whose partitions or tails cannot be read is learned
- * as unknown: its rows are published, at-least-once. */
-static void
-learn_topic(struct relay *r, const char *topic)
-{
-	struct tor_partition_tail *tails = NULL;
-	int n = tor_sink_partitions(r->sink, topic), found = 0, unknown = 0;
-	int64_t t0 = tor_mono_ms();
-	tor_err err;
+static int retry_later(struct relay *r, const char *what, int *backoff,
+    tor_err *err);
 
-	if (n > 0 && (tails = calloc((size_t)n, sizeof(*tails))) == NULL)
-		n = 0;
-	if (n > 0 && tor_position_reader_tails(r->positions, topic, n,
-	    r->start.moved, tails, DEDUP_READ_MS, &err) < 0) {
+/* Waits until topic's partition count is known (looked up at each try):
+ * no row goes to a topic without it, since a row placed without it could
+ * not be found again at a takeover.  0, or as retry_later. */
+static int
+await_partitions(struct relay *r, const char *topic, tor_err *err)
+{
+	int backoff = RECONNECT_MIN_MS, rc;
+
+	while (tor_sink_partitions(r->sink, topic, err) < 0)
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	return 0;
+}
+
+/* Reads what topic's partitions hold of this group (de-duplication at
+ * takeover), once its partition count is known.  A topic whose tails
+ * cannot be read is learned as unknown: its rows are published,
+ * at-least-once.  0, or as retry_later. */
+static int
+learn_topic(struct relay *r, const char *topic, tor_err *err)
+{
+	struct tor_partition_tail *tails;
+	char placement[48];
+	int n, found = 0, unknown = 0, moved = 0, rc;
+	int64_t t0 = tor_mono_ms();
+	tor_err rerr;
+
+	if ((rc = await_partitions(r, topic, err)) != 0)
+		return rc;
+	if ((n = tor_sink_partitions(r->sink, topic, err)) < 0 ||
+	    tor_sink_placement(r->sink, topic, placement, sizeof(placement),
+	    err) < 0)
+		return -1;
+	if ((tails = calloc((size_t)n, sizeof(*tails))) == NULL)
+		return tor_err_set(err, "out of memory");
+	if (tor_position_reader_tails(r->positions, topic, n,
+	    r->start.moved, tails, DEDUP_READ_MS, &rerr) < 0) {
 		log_warn("relay", "%s: %s; its rows are published again from "
-		    "the checkpoint (at-least-once)", topic, err.msg);
+		    "the checkpoint (at-least-once)", topic, rerr.msg);
 		memset(tails, 0, (size_t)n * sizeof(*tails));
 	}
 	for (int i = 0; i < n; i++) {
 		found += tails[i].known && tails[i].found;
 		unknown += !tails[i].known;
+		moved += tails[i].known && tails[i].found &&
+		    strcmp(tails[i].placement, placement) != 0;
 	}
-	if (n <= 0)
-		log_warn("relay", "%s: partition count unknown: its rows are "
-		    "published again from the checkpoint (at-least-once)", topic);
-	else
-		log_info("relay", "de-duplication: %s: read %d partitions in %"
-		    PRId64 " ms: %d hold rows of this group%s", topic, n,
-		    tor_mono_ms() - t0, found, unknown > 0 ? ", some could not "
-		    "be read to the group's newest message (at-least-once "
-		    "there)" : "");
-	if (tor_dedup_learn(r->dedup, topic, n > 0 ? n : 0, tails) < 0)
-		log_warn("relay", "%s: de-duplication: out of memory", topic);
+	log_info("relay", "de-duplication: %s: read %d partitions in %" PRId64
+	    " ms: %d hold rows of this group%s", topic, n, tor_mono_ms() - t0,
+	    found, unknown > 0 ? ", some could not be read to the group's "
+	    "newest message (at-least-once there)" : "");
+	if (moved > 0)
+		log_warn("relay", "de-duplication: %s: the newest message of "
+		    "%d partitions was placed otherwise than %s (partitions "
+		    "added? another partitioner?): rows placed by their key "
+		    "there are published again (at-least-once)", topic, moved,
+		    placement);
+	rc = tor_dedup_learn(r->dedup, topic, n, tails, placement);
 	free(tails);
+	return rc < 0 ? tor_err_set(err, "out of memory") : 0;
 }
 
 /* The takeover's one line about it: once the replay has passed every
@@ -762,18 +790,24 @@ report_dedup(struct relay *r)
 }
 
 /* Whether msg's row is in its partition already (a replay after a
- * takeover): then it is not produced, and counts as done. */
-static bool
+ * takeover): *skip, and then it is not produced and counts as done.  Only
+ * when the row surely goes where msg says (sure: not too close to
+ * message.max.bytes to tell whether it goes to the dead-letter topic);
+ * else it is published and counted as unknown.  0, or as learn_topic. */
+static int
 published_already(struct relay *r, const struct tor_message *msg,
-    const struct tor_row_origin *origin)
+    const struct tor_row_origin *origin, bool sure, bool *skip, tor_err *err)
 {
-	int v;
+	int v, rc;
 
+	*skip = false;
 	if (r->dedup == NULL)
-		return false;
-	if (!tor_dedup_knows(r->dedup, msg->topic))
-		learn_topic(r, msg->topic);       /* a topic_template topic */
-	else if (tor_dedup_done(r->dedup)) {
+		return 0;
+	if (!tor_dedup_knows(r->dedup, msg->topic)) {
+		/* a topic_template topic */
+		if ((rc = learn_topic(r, msg->topic, err)) != 0)
+			return rc;
+	} else if (tor_dedup_done(r->dedup)) {
 		/* Every partition is passed, and no topic comes later: the
 		 * rest of the leadership publishes without looking. */
 		if (r->cfg->outbox.topic_template[0] == '\0') {
@@ -781,24 +815,27 @@ published_already(struct relay *r, const struct tor_message *msg,
 			tor_dedup_free(r->dedup);
 			r->dedup = NULL;
 		}
-		return false;
+		return 0;
 	}
 	v = tor_dedup_check(r->dedup, msg->topic, tor_sink_partition(r->sink,
-	    msg), origin->pos);
+	    msg), origin->pos, !msg->partition_given || msg->partition_null);
 	if (tor_dedup_done(r->dedup))
 		report_dedup(r);
+	if (v == TOR_DEDUP_SKIP && !sure)
+		v = TOR_DEDUP_UNKNOWN;
 	if (v == TOR_DEDUP_SKIP) {
 		r->dedup_skipped++;
 		atomic_fetch_add_explicit(&r->metrics.deduplicated, 1,
 		    memory_order_relaxed);
-		return true;
+		*skip = true;
+		return 0;
 	}
 	if (v == TOR_DEDUP_UNKNOWN) {
 		r->dedup_unknown++;
 		atomic_fetch_add_explicit(&r->metrics.dedup_unknown, 1,
 		    memory_order_relaxed);
 	}
-	return false;
+	return 0;
 }
 
 /* How often at most a line says that rows of one kind were skipped. */
@@ -829,12 +866,13 @@ static int
 check_partition(struct relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, bool *diverted, tor_err *err)
 {
-	int n = tor_sink_partitions(r->sink, msg->topic), rc;
+	int n = tor_sink_partitions(r->sink, msg->topic, err), rc;
 	char why[320];
 
-	/* Unknown count (no metadata): the broker judges the partition. */
+	if (n < 0)
+		return -1;
 	if (!msg->partition_null && msg->partition >= 0 &&
-	    (n <= 0 || msg->partition < n))
+	    msg->partition < n)
 		return 1;
 	if (msg->partition_null)
 		snprintf(why, sizeof(why), "partition column is NULL (topic "
@@ -860,33 +898,43 @@ check_partition(struct relay *r, struct tor_message *msg,
 }
 
 /* Queues one message of transaction seq to msg->topic, waiting while the
- * producer's queue is full.  Oversized messages and rows naming a partition
- * the topic lacks follow outbox.unrouted (*diverted then). */
+ * producer's queue is full or the topic's partition count is unknown.
+ * Oversized messages and rows naming a partition the topic lacks follow
+ * outbox.unrouted (*diverted then).  Where the row goes is settled before
+ * it is compared with what a partition holds (de-duplication): a row too
+ * large went to the dead-letter topic before, not to its route. */
 static int
 produce_copy(struct relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, uint64_t seq, bool *diverted,
     tor_err *err)
 {
-	bool redirected = false;
-	int rc;
+	int backoff = RECONNECT_MIN_MS, fits, rc;
+	bool skip;
 
-	if (msg->partition_given &&
-	    (rc = check_partition(r, msg, origin, diverted, err)) <= 0)
+	if ((rc = await_partitions(r, msg->topic, err)) != 0)
 		return rc;
-	if (published_already(r, msg, origin))
-		return 0;
+	if (msg->partition_given &&
+	    ((rc = check_partition(r, msg, origin, diverted, err)) <= 0 ||
+	    (rc = await_partitions(r, msg->topic, err)) != 0))
+		return rc;
+	fits = tor_sink_fits(r->sink, msg);
+	if (fits == 0 || refused_as_too_large(r, origin->pos)) {
+		*diverted = true;
+		if ((rc = oversized(r, msg, origin, err)) <= 0 ||
+		    (rc = await_partitions(r, msg->topic, err)) != 0)
+			return rc;
+		fits = tor_sink_fits(r->sink, msg);
+	}
+	if ((rc = published_already(r, msg, origin, fits > 0, &skip,
+	    err)) != 0 || skip)
+		return rc;
 	for (;;) {
 		if (!leading(r))
 			return RUN_LOST;
 		if (r->txn_mode && !r->ktxn_open &&
 		    (rc = begin_ktxn(r, err)) != 0)
 			return rc;
-		if (!redirected && refused_as_too_large(r, origin->pos)) {
-			tor_err_set(err, "the broker refused it before");
-			rc = TOR_SINK_TOO_LARGE;
-		} else {
-			rc = tor_sink_produce(r->sink, msg, seq, err);
-		}
+		rc = tor_sink_produce(r->sink, msg, seq, err);
 		switch (rc) {
 		case TOR_SINK_OK:
 			tor_progress_add(r->progress);
@@ -904,9 +952,13 @@ produce_copy(struct relay *r, struct tor_message *msg,
 			break;
 		case TOR_SINK_TOO_LARGE:
 			*diverted = true;
-			if ((rc = oversized(r, msg, origin, err)) <= 0)
+			if ((rc = oversized(r, msg, origin, err)) <= 0 ||
+			    (rc = await_partitions(r, msg->topic, err)) != 0)
 				return rc;
-			redirected = true;
+			break;
+		case TOR_SINK_RETRY:
+			if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+				return rc;
 			break;
 		default:
 			/* The leadership ended since the check above: its purge
@@ -1485,6 +1537,7 @@ static int
 learn_topics(struct relay *r, tor_err *err)
 {
 	const struct tor_config *cfg = r->cfg;
+	int rc;
 
 	/* A group that starts at mysql.start has published nothing from
 	 * here: nothing to read back (and a busy shared topic would be read
@@ -1494,11 +1547,12 @@ learn_topics(struct relay *r, tor_err *err)
 	if ((r->dedup = tor_dedup_new()) == NULL)
 		return tor_err_set(err, "out of memory");
 	for (size_t i = 0; i < cfg->outbox.n_routes; i++)
-		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic))
-			learn_topic(r, cfg->outbox.routes[i].topic);
+		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic) &&
+		    (rc = learn_topic(r, cfg->outbox.routes[i].topic, err)) != 0)
+			return rc;
 	if (cfg->outbox.unrouted == TOR_UNROUTED_DLQ &&
 	    !tor_dedup_knows(r->dedup, cfg->outbox.dlq_topic))
-		learn_topic(r, cfg->outbox.dlq_topic);
+		return learn_topic(r, cfg->outbox.dlq_topic, err);
 	return 0;
 }
 
