@@ -1391,8 +1391,19 @@ check_source(struct relay *r, tor_err *err)
 		    "(mysql.start = %s)", r->cfg->group, text,
 		    r->cfg->mysql.start);
 	}
-	if (r->start.pos.file[0] != '\0')
-		return tor_binlog_check_available(r->binlog, &r->start.pos, err);
+	if (r->start.pos.file[0] == '\0')
+		return 0;
+	if (tor_binlog_check_available(r->binlog, &r->start.pos, err) < 0)
+		return -1;
+	/* The server the checkpoint's file:pos belongs to: another one is
+	 * never resumed by file:pos. */
+	while ((rc = tor_binlog_check_identity(r->binlog, &r->start.pos,
+	    err)) != 0) {
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
+	}
 	return 0;
 }
 
