@@ -73,9 +73,9 @@ enum {
 /* Queues msg (copied; the caller may reuse its buffers), with header
  * tor.partitioning added.  Returns TOR_SINK_OK, TOR_SINK_BUSY,
  * TOR_SINK_TOO_LARGE (err says so), TOR_SINK_RETRY (the topic's partition
- * count is unknown: err says why), or -1 on any other error
- * (a topic Kafka says does not exist, a fatal producer error), err naming
- * the topic or the reason.  Only TOR_SINK_OK is ever acked.  A failed
+ * count is unknown, a topic that does not exist included: err says why),
+ * or -1 on any other error (a fatal producer error), err naming the topic
+ * or the reason.  Only TOR_SINK_OK is ever acked.  A failed
  * ProduceRequest (acked with its code) also makes the producer fatal
  * (enable.gapless.guarantee), so that no later message of the partition
  * overtakes the failed one; produce and poll then return -1. */
