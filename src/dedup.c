@@ -250,7 +250,7 @@ tor_dedup_knows(const struct tor_dedup *d, const char *topic)
 
 int
 tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
-    const char *pos, bool hashed)
+    const char *pos, bool moved)
 {
 	struct dedup_topic *t = find(d, topic);
 	struct tor_row_pos row;
@@ -267,14 +267,26 @@ tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
 	c = tor_row_pos_cmp(&row, &t->tails[partition].pos);
 	if (c == TOR_ROW_POS_UNORDERED)
 		return TOR_DEDUP_UNKNOWN;
-	/* Before the position, but placed by a hash that said otherwise
-	 * then: it may be in another partition, or nowhere. */
+	/* Before the position, but it may have been placed in another
+	 * partition then: it may be there, or nowhere. */
 	if (c <= 0)
-		return hashed && t->moved[partition] ? TOR_DEDUP_UNKNOWN :
+		return moved && t->moved[partition] ? TOR_DEDUP_UNKNOWN :
 		    TOR_DEDUP_SKIP;
 	t->passed[partition] = true;
 	d->open--;
 	return TOR_DEDUP_PUBLISH;
+}
+
+const char *
+tor_dedup_placed_otherwise(const struct tor_dedup *d, const char *topic,
+    int partition)
+{
+	const struct dedup_topic *t = find(d, topic);
+
+	if (t == NULL || partition < 0 || partition >= t->n ||
+	    !t->moved[partition])
+		return NULL;
+	return t->tails[partition].placement;
 }
 
 bool

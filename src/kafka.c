@@ -1186,6 +1186,37 @@ tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
 	return topic_partition(t, msg, sink->cfg->kafka.partitioner);
 }
 
+int
+tor_sink_partition_as(struct tor_sink *sink, const struct tor_message *msg,
+    const char *placement)
+{
+	static const enum tor_partitioner families[] = {
+		TOR_PARTITIONER_MURMUR2, TOR_PARTITIONER_FNV1A,
+		TOR_PARTITIONER_CRC32,
+	};
+	const char *slash = strchr(placement, '/');
+	struct sink_topic *t, then;
+	char *end;
+	long n;
+
+	if (slash == NULL || msg->topic == NULL ||
+	    (t = sink_topic_entry(sink, msg->topic)) == NULL)
+		return -1;
+	n = strtol(slash + 1, &end, 10);
+	if (*end != '\0' || slash[1] == '\0' || n <= 0 || n > INT32_MAX)
+		return -1;
+	then = *t;
+	then.partitions = (int)n;
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+		const char *name = tor_config_partitioner_name(families[i]);
+
+		if (strlen(name) == (size_t)(slash - placement) &&
+		    strncmp(placement, name, strlen(name)) == 0)
+			return topic_partition(&then, msg, families[i]);
+	}
+	return -1;
+}
+
 /* One librdkafka header list from the message's headers, and
  * tor.partitioning: a later takeover compares a row with a partition's
  * newest message only where that message was placed as it would be now. */

@@ -798,7 +798,9 @@ static int
 published_already(struct relay *r, const struct tor_message *msg,
     const struct tor_row_origin *origin, bool sure, bool *skip, tor_err *err)
 {
-	int v, rc;
+	const char *then;
+	bool moved = false;
+	int v, rc, p;
 
 	*skip = false;
 	if (r->dedup == NULL)
@@ -817,8 +819,14 @@ published_already(struct relay *r, const struct tor_message *msg,
 		}
 		return 0;
 	}
-	v = tor_dedup_check(r->dedup, msg->topic, tor_sink_partition(r->sink,
-	    msg), origin->pos, !msg->partition_given || msg->partition_null);
+	/* A row placed by its key (or tor.pos) went to the same partition
+	 * before only if the placement then put it here too. */
+	p = tor_sink_partition(r->sink, msg);
+	if ((!msg->partition_given || msg->partition_null) &&
+	    (then = tor_dedup_placed_otherwise(r->dedup, msg->topic,
+	    p)) != NULL)
+		moved = tor_sink_partition_as(r->sink, msg, then) != p;
+	v = tor_dedup_check(r->dedup, msg->topic, p, origin->pos, moved);
 	if (tor_dedup_done(r->dedup))
 		report_dedup(r);
 	if (v == TOR_DEDUP_SKIP && !sure)

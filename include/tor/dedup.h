@@ -75,13 +75,20 @@ enum {
 				 * publish, at-least-once */
 };
 
-/* The verdict for a row of pos going to topic's partition, placed there by
- * its key or tor.pos (hashed) or by columns.partition (not hashed: the
- * same partition whatever the placement).  Once a row passes a
- * partition's position, the rest of that partition publishes without
- * comparing. */
+/* How the newest message of topic's partition was placed, when not as this
+ * leadership places rows (tor.partitioning's value, "" when it had none),
+ * else NULL. */
+const char *tor_dedup_placed_otherwise(const struct tor_dedup *d,
+    const char *topic, int partition);
+
+/* The verdict for a row of pos going to topic's partition.  moved: the row
+ * may have gone to another partition before (placed by its key or tor.pos
+ * where the partition's newest message was placed otherwise, and that
+ * placement puts the row elsewhere or cannot be told); such a row is never
+ * skipped there.  Once a row passes a partition's position, the rest of
+ * that partition publishes without comparing. */
 int tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
-    const char *pos, bool hashed);
+    const char *pos, bool moved);
 
 /* Whether every learned partition has been passed (nothing left to skip). */
 bool tor_dedup_done(const struct tor_dedup *d);

@@ -109,6 +109,12 @@ int tor_sink_placement(struct tor_sink *sink, const char *topic, char *buf,
  * unknown). */
 int tor_sink_fits(struct tor_sink *sink, const struct tor_message *msg);
 
+/* The partition msg had under placement (a tor.partitioning value,
+ * "<partitioner>/<partition count>"), or -1 when placement names none (a
+ * message without the header). */
+int tor_sink_partition_as(struct tor_sink *sink, const struct tor_message *msg,
+    const char *placement);
+
 /* The partition tor_sink_produce gives msg: kafka.partitioner's hash (the
  * Java producer's murmur2, Sarama's fnv1a or crc32) of the key, or of
  * tor.pos for a message without a key; -1 when the topic's partition count

@@ -144,9 +144,9 @@ test_check(void **state)
 }
 
 /* A partition whose newest message was placed otherwise (3 partitions
- * then, 4 now): a row placed by its key may have gone to another partition
- * then, so it is never skipped there; a row placed by columns.partition
- * went to the same partition whatever the count. */
+ * then, 4 now): a row that may have gone to another partition then (the
+ * caller says: its key's partition then was another) is never skipped
+ * there; one that went to this partition then too is compared. */
 static void
 test_check_placed_otherwise(void **state)
 {
@@ -163,6 +163,10 @@ test_check_placed_otherwise(void **state)
 	tails[1].pos = pos("0-1-100:1");    /* an older tor: no header */
 	assert_int_equal(tor_dedup_learn(d, "orders", 2, tails, "murmur2/4"),
 	    0);
+	assert_string_equal(tor_dedup_placed_otherwise(d, "orders", 0),
+	    "murmur2/3");
+	assert_string_equal(tor_dedup_placed_otherwise(d, "orders", 1), "");
+	assert_null(tor_dedup_placed_otherwise(d, "orders", 2));
 	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5", true),
 	    TOR_DEDUP_UNKNOWN);
 	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5", false),

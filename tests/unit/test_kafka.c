@@ -436,6 +436,22 @@ test_murmur2_partitions(void **state)
 				assert_int_equal(fx->recs[j].partition,
 				    (int32_t)(((uint32_t)cases[i].java_murmur2 &
 				    0x7fffffff) % 16));
+	/* Under another placement (a tor.partitioning value): where an
+	 * earlier leadership put the row. */
+	for (i = 0; i < n; i++) {
+		struct tor_message m = msg_of("t16", cases[i].key, "x");
+
+		assert_int_equal(tor_sink_partition_as(fx->sink, &m,
+		    "murmur2/7"), (int32_t)(((uint32_t)cases[i].java_murmur2 &
+		    0x7fffffff) % 7));
+		assert_int_equal(tor_sink_partition_as(fx->sink, &m,
+		    "murmur2/16"), tor_sink_partition(fx->sink, &m));
+		assert_int_equal(tor_sink_partition_as(fx->sink, &m, ""), -1);
+		assert_int_equal(tor_sink_partition_as(fx->sink, &m,
+		    "murmur2/"), -1);
+		assert_int_equal(tor_sink_partition_as(fx->sink, &m,
+		    "sha1/16"), -1);
+	}
 }
 
 /* A full queue says BUSY, queues nothing, and takes messages again once
