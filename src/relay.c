@@ -766,8 +766,9 @@ learn_topic(struct relay *r, const char *topic, tor_err *err)
 	if (moved > 0)
 		log_warn("relay", "de-duplication: %s: the newest message of "
 		    "%d partitions was placed otherwise than %s (partitions "
-		    "added? another partitioner?): rows placed by their key "
-		    "there are published again (at-least-once)", topic, moved,
+		    "added? another partitioner?): rows that placement put in "
+		    "another partition are published again there "
+		    "(at-least-once)", topic, moved,
 		    placement);
 	rc = tor_dedup_learn(r->dedup, topic, n, tails, placement);
 	free(tails);

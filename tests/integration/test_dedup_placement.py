@@ -221,6 +221,14 @@ def test_unknown_partition_count_is_waited_for(stack):
                  kafka={"partitioner": "fnv1a"})
     tor = Tor(stack, cfg, name="r1").start()
     tor.wait_log("starting at", timeout=60)
+    # The leadership's position record is in Kafka: the delay below meets
+    # the first produce's lookup of the topic, not the announcement.
+    group = harness.config_group(cfg)
+    deadline = time.monotonic() + 30
+    while not any(r.key == group.encode() for r in read_all(
+            stack.brokers, "__tor_checkpoints", timeout=10)):
+        assert time.monotonic() < deadline, "no position record"
+        time.sleep(0.2)
     kp.delay_replies(7)
     insert_rows(stack, table, [0, 1],
                 key=lambda n: key if n == 0 else None)
