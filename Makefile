@@ -3,18 +3,22 @@
 # the Debian packages the project needs.
 
 CC      ?= cc
-PKGS    := libmariadb rdkafka hiredis libsodium libconfig libmicrohttpd zlib libisal libzstd
+PKGS    := libmariadb rdkafka hiredis openssl libsodium libconfig libmicrohttpd zlib libisal libzstd
 WARN    := -Wall -Wextra -Werror
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 REL_CFLAGS  := $(CFLAGS_BASE) -O2 -g
 SAN         := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN)
+# The sanitized build is the test build: it alone has the test hooks (the
+# TOR_TEST_* variables; bin/tor ignores them and says so) and stays dumpable
+# for LeakSanitizer and gdb (src/main.c).
+ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer $(SAN) \
+	-DTOR_TEST_HOOKS
 
 # Debian packages: build, run the local stack, and test.
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev \
-	libmariadb-dev librdkafka-dev libhiredis-dev libsodium-dev libconfig-dev \
+	libmariadb-dev librdkafka-dev libhiredis-dev libssl-dev libsodium-dev libconfig-dev \
 	libmicrohttpd-dev zlib1g-dev libisal-dev libzstd-dev libcmocka-dev libjemalloc-dev \
 	mariadb-server mariadb-client redis-server redis-sentinel kcat \
 	python3 python3-confluent-kafka python3-pymysql python3-redis \
@@ -129,15 +133,15 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
 # libraries FUZZ_LIBS.  ha/checkpoint.c holds the position parser and drags
 # lease.c and redis.c (hiredis) in; nothing there is called.
 FUZZ_LIB_SRC := src/binlog_decode.c src/binlog_json.c src/buf.c src/err.c
-FUZZ_POS_SRC := src/log.c ha/checkpoint.c ha/lease.c ha/redis.c
+FUZZ_POS_SRC := src/log.c ha/checkpoint.c ha/lease.c ha/redis.c ha/link.c
 build/fuzz/fuzz_config: src/config.c $(FUZZ_POS_SRC)
-build/fuzz/fuzz_config: FUZZ_LIBS := -lconfig -lsodium -lhiredis
+build/fuzz/fuzz_config: FUZZ_LIBS := -lconfig -lsodium -lhiredis -lssl -lcrypto
 build/fuzz/fuzz_outbox: src/reader.c src/outbox.c src/binlog_payload.c \
 	$(FUZZ_POS_SRC)
-build/fuzz/fuzz_outbox: FUZZ_LIBS := -lsodium -lhiredis -lzstd
+build/fuzz/fuzz_outbox: FUZZ_LIBS := -lsodium -lhiredis -lssl -lcrypto -lzstd
 build/fuzz/fuzz_decode: src/decode.c src/reader.c src/outbox.c \
 	src/binlog_payload.c $(FUZZ_POS_SRC)
-build/fuzz/fuzz_decode: FUZZ_LIBS := -lsodium -lhiredis -lzstd
+build/fuzz/fuzz_decode: FUZZ_LIBS := -lsodium -lhiredis -lssl -lcrypto -lzstd
 build/fuzz/fuzz_payload: src/binlog_payload.c
 build/fuzz/fuzz_payload: FUZZ_LIBS := -lzstd
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(HDRS)

@@ -439,6 +439,12 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 			if (decode_number(name, value, UINT64_MAX, &cp->epoch,
 			    err) == -1)
 				return -1;
+			/* No replica draws such a token: it was set by hand or
+			 * tampered with, and no acquire could go past it. */
+			if (cp->epoch > TOR_TOKEN_MAX)
+				return tor_err_set(err, "checkpoint field "
+				    "'epoch': past the largest token (%llu) "
+				    "('%.64s')", TOR_TOKEN_MAX, value);
 		} else if (strcmp(name, "updated_ms") == 0) {
 			if (decode_number(name, value, INT64_MAX, &v, err) == -1)
 				return -1;
@@ -544,9 +550,9 @@ out:
  * KEYS lease, checkpoint; ARGV expected lease value, the writer's token, then
  * the hash's field/value pairs.  The token check compares decimal strings
  * by length, then bytes: Lua numbers are doubles, and two tokens above 2^53
- * would compare equal.  A stored epoch that is not a number is an error,
- * not a licence to overwrite: decode refuses such a hash too, and an
- * operator must look at it.
+ * would compare equal.  A stored epoch that is not a number, or is past
+ * TOR_TOKEN_MAX, is an error, not a licence to overwrite: decode refuses
+ * such a hash too, and an operator must look at it.
  */
 #define STORE_LUA_CHECK_EPOCH \
 	"local stored = redis.call('HGET', KEYS[2], 'epoch')\n" \
@@ -555,6 +561,10 @@ out:
 	"    return redis.error_reply('stored epoch is not a number')\n" \
 	"  end\n" \
 	"  stored = string.match(stored, '^0*(%d-)$')\n" \
+	"  if #stored > #'" TOR_TOKEN_MAX_TEXT "' then\n" \
+	"    return redis.error_reply('stored epoch is past the largest ' ..\n" \
+	"        'token (" TOR_TOKEN_MAX_TEXT ")')\n" \
+	"  end\n" \
 	"  local mine = ARGV[2]\n" \
 	"  if #stored > #mine or (#stored == #mine and stored > mine) then\n" \
 	"    return 0\n" \
@@ -709,6 +719,17 @@ tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
 	    MOVE_ATTEMPTS);
 }
 
+/* The longest record: the names and blanks, a file and a GTID list that
+ * fill their arrays, done naming such a file, every number at 20 digits
+ * (rows at 10), the mac and the NUL. */
+#define RECORD_LONGEST (sizeof("v2 token= file= pos= gtid= done=: rows= " \
+	"moved= mac=") - 1 + 20 + (sizeof(((struct tor_position *)0)->file) - \
+	1) + 20 + (sizeof(((struct tor_position *)0)->gtid) - 1) + \
+	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + 10 + 20 + \
+	MAC_HEX + 1)
+_Static_assert(RECORD_LONGEST <= TOR_CHECKPOINT_RECORD,
+    "TOR_CHECKPOINT_RECORD must hold the longest position record");
+
 /* "-" stands for an empty value in a record. */
 static const char *
 dash(const char *s)
@@ -779,7 +800,7 @@ record_v2(const struct tor_config *cfg, const char *text,
 	uint64_t n;
 
 	if ((f = record_field(text, "token", v, sizeof(v))) == NULL ||
-	    !parse_decimal(f, strlen(f), UINT64_MAX, &cp->epoch))
+	    !parse_decimal(f, strlen(f), TOR_TOKEN_MAX, &cp->epoch))
 		return tor_err_set(err, "no token");
 	if ((f = record_field(text, "file", v, sizeof(v))) == NULL ||
 	    strlen(f) >= sizeof(cp->pos.file))
@@ -838,7 +859,8 @@ tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
 		return tor_err_prefix(err, "position record for group %s is "
 		    "malformed ('%.120s'): ", cfg->group, text);
 	}
-	if (sscanf(text, "v1 %llu %255s %llu", &token, file, &pos) == 3) {
+	if (sscanf(text, "v1 %llu %255s %llu", &token, file, &pos) == 3 &&
+	    token <= TOR_TOKEN_MAX) {
 		/* v1 predates the mac: with a key set it proves nothing. */
 		if (cfg->checkpoint.has_key)
 			return tor_err_set(err, "position record for group %s "
@@ -873,4 +895,176 @@ tor_checkpoint_newer(const struct tor_checkpoint *a,
 	if (c == TOR_POSITION_UNORDERED)
 		return b->pos.file[0] != '\0' && a->pos.file[0] == '\0';
 	return c > 0 || (c == 0 && b->rows > a->rows);
+}
+
+void
+tor_checkpoint_pick_start(struct tor_record_pick *p,
+    const struct tor_config *cfg)
+{
+	memset(p, 0, sizeof(*p));
+	p->cfg = cfg;
+}
+
+void
+tor_checkpoint_pick(void *ctx, const void *value, size_t len)
+{
+	struct tor_record_pick *p = ctx;
+	char text[TOR_CHECKPOINT_RECORD];
+	struct tor_checkpoint cp;
+
+	if (p->last_bad)
+		p->passed++;
+	p->last_bad = true;
+	if (len >= sizeof(text)) {
+		tor_err_set(&p->bad, "position record for group %s of %zu "
+		    "bytes, longer than any tor writes (%zu)", p->cfg->group,
+		    len, sizeof(text) - 1);
+		return;
+	}
+	memcpy(text, value, len);
+	text[len] = '\0';
+	if (tor_checkpoint_record_parse(p->cfg, text, &cp, &p->bad) < 0)
+		return;
+	p->last_bad = false;
+	p->last_epoch = cp.epoch;
+	if (!p->have || tor_checkpoint_newer(&p->best, &cp))
+		p->best = cp;
+	p->have = true;
+}
+
+int
+tor_checkpoint_picked(const struct tor_record_pick *p,
+    struct tor_checkpoint *cp, tor_err *err)
+{
+	if (p->last_bad) {
+		*err = p->bad;
+		return -1;
+	}
+	if (!p->have)
+		return 0;
+	*cp = p->best;
+	return 1;
+}
+
+/*
+ * Rows the broker refused as too large, shared by the group's replicas: set
+ * P:{G}:refused, a member per row, its tor.pos and, with a checkpoint key,
+ * " mac=<hex>" (HMAC over REFUSED_VERSION, the group and the pos): a row
+ * listed there is sent where outbox.unrouted says without being offered to
+ * the broker again, so a member nobody signed could divert, or with skip
+ * drop, any row.  The set lives REFUSED_KEEP_MS past its last addition: a
+ * row comes again only while the checkpoint is behind it, or after an
+ * operator's replay (then the broker refuses it once more).
+ */
+#define REFUSED_VERSION "tor-refused-v1\n"
+#define REFUSED_KEEP_MS "604800000"     /* a week */
+
+static const char refused_add_lua[] =
+    "redis.call('SADD', KEYS[1], ARGV[1])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
+/* The mac of a refused row's pos, as hex into hex (MAC_HEX + 1 bytes). */
+static int
+refused_mac(const struct tor_config *cfg, const char *pos, char *hex)
+{
+	unsigned char mac[crypto_auth_hmacsha256_BYTES];
+	const char *part[1] = { pos };
+
+	if (checkpoint_mac(cfg, REFUSED_VERSION, NULL, part, 1, mac) == -1)
+		return -1;
+	sodium_bin2hex(hex, MAC_HEX + 1, mac, sizeof(mac));
+	return 0;
+}
+
+int
+tor_checkpoint_refused_add(struct tor_redis *r, const struct tor_config *cfg,
+    const char *pos, tor_err *err)
+{
+	char key[512], member[TOR_REFUSED_POS + 5 + MAC_HEX + 1];
+	char hex[MAC_HEX + 1];
+	const char *argv[6];
+	redisReply *reply;
+
+	if (strlen(pos) >= TOR_REFUSED_POS)
+		return tor_err_set(err, "refused rows: position too long");
+	if (cfg->checkpoint.has_key) {
+		if (refused_mac(cfg, pos, hex) == -1)
+			return tor_err_set(err, "refused rows: libsodium did "
+			    "not start");
+		snprintf(member, sizeof(member), "%s mac=%s", pos, hex);
+	} else {
+		snprintf(member, sizeof(member), "%s", pos);
+	}
+	tor_redis_key(cfg, "refused", key, sizeof(key));
+	argv[0] = "EVAL";
+	argv[1] = refused_add_lua;
+	argv[2] = "1";
+	argv[3] = key;
+	argv[4] = member;
+	argv[5] = REFUSED_KEEP_MS;
+	if ((reply = tor_redis_command(r, 6, argv, NULL, err)) == NULL)
+		return tor_err_prefix(err, "refused rows: ");
+	freeReplyObject(reply);
+	return 0;
+}
+
+/* The pos of one member into pos (TOR_REFUSED_POS bytes), or false when
+ * it does not verify with the checkpoint key (or is too long).  Without a
+ * key a mac is ignored: a replica that has none cannot judge it. */
+static bool
+refused_member(const struct tor_config *cfg, const char *m, size_t len,
+    char *pos)
+{
+	const char *mac = NULL;
+	char hex[MAC_HEX + 1];
+	size_t n = len;
+
+	for (size_t i = 0; i + 5 <= len; i++)
+		if (memcmp(m + i, " mac=", 5) == 0) {
+			mac = m + i + 5;
+			n = i;
+			break;
+		}
+	if (n == 0 || n >= TOR_REFUSED_POS)
+		return false;
+	memcpy(pos, m, n);
+	pos[n] = '\0';
+	if (!cfg->checkpoint.has_key)
+		return true;
+	return mac != NULL && (size_t)(m + len - mac) == MAC_HEX &&
+	    refused_mac(cfg, pos, hex) == 0 && sodium_memcmp(hex, mac,
+	    MAC_HEX) == 0;
+}
+
+int
+tor_checkpoint_refused_load(struct tor_redis *r, const struct tor_config *cfg,
+    void (*fn)(void *ctx, const char *pos), void *ctx, size_t *ignored,
+    tor_err *err)
+{
+	char key[512], pos[TOR_REFUSED_POS];
+	const char *argv[2];
+	redisReply *reply;
+
+	*ignored = 0;
+	tor_redis_key(cfg, "refused", key, sizeof(key));
+	argv[0] = "SMEMBERS";
+	argv[1] = key;
+	if ((reply = tor_redis_command(r, 2, argv, NULL, err)) == NULL)
+		return tor_err_prefix(err, "refused rows: ");
+	if (reply->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(reply);
+		return tor_err_set(err, "refused rows: %s: not a set", key);
+	}
+	for (size_t i = 0; i < reply->elements; i++) {
+		const redisReply *m = reply->element[i];
+
+		if (m->type == REDIS_REPLY_STRING &&
+		    refused_member(cfg, m->str, m->len, pos))
+			fn(ctx, pos);
+		else
+			(*ignored)++;
+	}
+	freeReplyObject(reply);
+	return 0;
 }

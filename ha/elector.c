@@ -6,20 +6,29 @@
  * current state calls for, once; the elector's thread calls it in a loop and
  * the unit tests call it directly with a fake Redis and a fake clock.
  *
- * Two ideas make it safe:
+ * Three ideas make it safe:
  *
- * - The leader trusts its own clock, not Redis.  Its deadline is the
- *   monotonic time at which the last successful renew was *sent*, plus
- *   lease_ms, less a drift margin; the lease in Redis cannot have expired
- *   before that.  The relay may publish only while now < deadline, so a
- *   leader cut off from Redis stops on time without hearing from anyone.
+ * - The leader trusts its own clock, not Redis.  Its deadline is the lease
+ *   clock's time (CLOCK_BOOTTIME, which counts a suspend) at which the last
+ *   successful renew was *sent*, plus lease_ms, less a drift margin; the
+ *   lease in Redis cannot have expired before that.  The relay may publish
+ *   only while now < deadline, so a leader cut off from Redis, or woken
+ *   from a suspend, stops on time without hearing from anyone.
  *
  * - Calls that block on Redis (wait for a hand-off, acquire, renew) are made
  *   by the elector thread with the mutex dropped, and their result applies
  *   only if no transition happened meanwhile (a generation count says so).
- *   So a resign or a release from the relay thread always wins over a renew
- *   or an acquire that was in flight: a replica that stepped down never
- *   drifts back to leading on a stale answer.
+ *   So a resign, an end or a release from the relay thread always wins over
+ *   a renew or an acquire that was in flight: a replica that stepped down
+ *   never drifts back to leading on a stale answer.
+ *
+ * - Leaderships are counted, not observed.  Each one granted is taken by
+ *   the relay once and ended by it once, by number, however short it was:
+ *   the relay cannot miss a leadership that began and ended between two of
+ *   its looks, and STEPPING_DOWN ends only when the relay says that
+ *   leadership's session is over.  A session that saw its leadership end
+ *   ends it for good, even if a renew in flight would have kept the lease:
+ *   no second session runs under a token the first one gave up.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,23 +42,31 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "tor/clock.h"
 #include "tor/elector.h"
 #include "tor/lease.h"
 #include "tor/log.h"
 #include "tor/redis.h"
 
-/* STEPPING_DOWN only waits for the relay to say it stopped: poll often. */
-#define STEPPING_DOWN_POLL_MS	10
+/* STEPPING_DOWN waits for the relay to end the leadership (which wakes the
+ * thread): nothing to do meanwhile. */
+#define STEPPING_DOWN_WAIT_MS	1000
 /* With ha.fast_failover a leader looks at its Redis connection this often
- * between renews: a successor may take the lease the moment Redis sees
- * that connection close, so the leader must stop as soon. */
-#define WATCH_MS		20
+ * between renews: a successor may take the lease over once Redis sees that
+ * connection close, TOR_LEASE_TAKEOVER_GRACE_MS before it leads. */
+#define WATCH_MS		TOR_LEASE_WATCH_MS
 /* With ha.fast_failover a follower tries at least this often. */
 #define FAST_RETRY_MS		100
 /* A retired elector (released or stopped) has nothing left to do; the
  * thread sleeps until tor_elector_stop wakes it. */
 #define RETIRED_DELAY_MS	60000
+/* The thread's sleep runs on CLOCK_MONOTONIC (glibc's condition variables
+ * take no other clock), which stands still while the machine is suspended:
+ * a leader sleeps at most this long at a time, so that a suspend that
+ * passed its deadline is seen this soon after the wake-up. */
+#define LEADER_SLEEP_MAX_MS	100
 
 static const char *const state_names[] = {
 	[TOR_FOLLOWER] = "follower",
@@ -71,14 +88,15 @@ struct tor_elector {
 
 	/*
 	 * Read by the relay thread without the mutex.  Written only under it,
-	 * in an order that keeps may_publish() honest: the deadline is set
-	 * before the state becomes LEADER and cleared before it stops being
-	 * LEADER.
+	 * in an order that keeps may_publish() honest: the deadline and the
+	 * leadership's number are set before the state becomes LEADER, and
+	 * the deadline is cleared before it stops being LEADER.
 	 */
 	_Atomic int state;
 	_Atomic uint64_t token;
 	_Atomic int64_t deadline;
 	_Atomic uint64_t failovers;
+	_Atomic uint64_t leadership;    /* number of the last one granted */
 
 	/* Guarded by mu. */
 	pthread_mutex_t mu;
@@ -87,7 +105,8 @@ struct tor_elector {
 	bool retired;                   /* released: never competes again */
 	bool stopping;
 	int64_t renew_sent;             /* when the last renew was sent */
-	uint64_t leaderships;
+	uint64_t granted_token;         /* the last leadership's token */
+	uint64_t taken, ended;          /* the last leadership taken, ended */
 	char last_poll_reason[2][64];   /* see transition() */
 
 	/* Touched only by the thread that steps. */
@@ -149,8 +168,9 @@ transition(struct tor_elector *el, enum tor_elector_state to,
 	if (to == TOR_FOLLOWER)
 		atomic_store(&el->token, 0);
 	if (to == TOR_LEADER) {
-		if (el->leaderships++ > 0)
+		if (atomic_fetch_add(&el->leadership, 1) > 0)
 			atomic_fetch_add(&el->failovers, 1);
+		el->granted_token = atomic_load(&el->token);
 		/* Before the log line, so that line carries the new token. */
 		tor_log_set_token(atomic_load(&el->token));
 	}
@@ -194,6 +214,17 @@ next_random(struct tor_elector *el)
 	return el->rng * 0x2545f4914f6cdd1dULL;
 }
 
+/* A follower's period before jitter. */
+static int
+retry_ms(const struct tor_config *cfg)
+{
+	/* A dead leader's lease is free the moment Redis drops its client:
+	 * the sooner a follower looks, the shorter the failover. */
+	if (cfg->ha.fast_failover && cfg->ha.retry_ms > FAST_RETRY_MS)
+		return FAST_RETRY_MS;
+	return cfg->ha.retry_ms;
+}
+
 /*
  * retry_ms scaled by a factor in [0.8, 1.2): followers that started together
  * (a deploy, a Redis restart) spread out instead of hammering Redis in step.
@@ -201,12 +232,7 @@ next_random(struct tor_elector *el)
 static int
 jittered_retry_ms(struct tor_elector *el)
 {
-	int retry = el->cfg->ha.retry_ms;
-
-	/* A dead leader's lease is free the moment Redis drops its client:
-	 * the sooner a follower looks, the shorter the failover. */
-	if (el->cfg->ha.fast_failover && retry > FAST_RETRY_MS)
-		retry = FAST_RETRY_MS;
+	int retry = retry_ms(el->cfg);
 	int low = retry - retry / 5;
 	int span = retry / 5 * 2;
 
@@ -289,23 +315,40 @@ leader_delay(struct tor_elector *el, int64_t now)
 	return next - now > INT32_MAX ? INT32_MAX : (int)(next - now);
 }
 
+/* Gives back a lease this replica holds but will not use, with mu dropped
+ * (the compare-and-DEL blocks on Redis). */
+static void
+give_back(struct tor_elector *el, uint64_t token)
+{
+	tor_err err;
+
+	pthread_mutex_unlock(&el->mu);
+	err.msg[0] = '\0';
+	if (el->ops->release(el->ctx, token, &err) < 0)
+		log_warn("elector", "cannot give back the lease (token %" PRIu64
+		    "), it will expire: %s", token, err.msg);
+	pthread_mutex_lock(&el->mu);
+}
+
 /*
- * CANDIDATE: one acquire.  The deadline counts from the time the acquire was
- * sent: the PX expiry in Redis started later than that, never earlier.
+ * CANDIDATE: one acquire.  The deadline counts from the time the request
+ * that won was sent: the PX expiry in Redis started later than that, never
+ * earlier.  A reply that comes when that deadline has passed already (the
+ * process was paused, Redis stalled) wins nothing worth granting: the lease
+ * is given back and the replica competes again.
  */
 static int
 step_candidate(struct tor_elector *el)
 {
 	uint64_t gen = el->gen, token = 0;
-	char reason[96];
-	int64_t t0;
+	char reason[128];
+	int64_t sent = 0, deadline, now;
 	tor_err err;
 	int rc;
 
 	pthread_mutex_unlock(&el->mu);
 	err.msg[0] = '\0';
-	t0 = el->ops->now_ms(el->ctx);
-	rc = el->ops->acquire(el->ctx, &token, &err);
+	rc = el->ops->acquire(el->ctx, &token, &sent, &err);
 	pthread_mutex_lock(&el->mu);
 
 	if (rc < 0)
@@ -317,28 +360,32 @@ step_candidate(struct tor_elector *el)
 		/* Released while the acquire was in flight.  A lease won now
 		 * would only keep the others waiting for it to expire. */
 		if (rc == 1) {
-			pthread_mutex_unlock(&el->mu);
 			log_info("elector", "acquired the lease (token %" PRIu64
 			    ") during shutdown: giving it back", token);
-			if (el->ops->release(el->ctx, token, &err) < 0)
-				log_warn("elector", "cannot give back the lease "
-				    "(token %" PRIu64 "), it will expire: %s",
-				    token, err.msg);
-			pthread_mutex_lock(&el->mu);
+			give_back(el, token);
 		}
 		return 0;
 	}
 
 	switch (rc) {
 	case 1:
+		deadline = sent + el->cfg->ha.lease_ms - el->drift_ms;
+		now = el->ops->now_ms(el->ctx);
+		if (now >= deadline) {
+			snprintf(reason, sizeof(reason), "acquired the lease "
+			    "(token %" PRIu64 ") %" PRId64 " ms after asking, past "
+			    "its deadline: giving it back", token, now - sent);
+			transition(el, TOR_FOLLOWER, reason);
+			give_back(el, token);
+			return 0;
+		}
 		atomic_store(&el->token, token);
-		atomic_store(&el->deadline,
-		    t0 + el->cfg->ha.lease_ms - el->drift_ms);
-		el->renew_sent = t0;
+		atomic_store(&el->deadline, deadline);
+		el->renew_sent = sent;
 		snprintf(reason, sizeof(reason), "acquired the lease (token %"
 		    PRIu64 ")", token);
 		transition(el, TOR_LEADER, reason);
-		return leader_delay(el, el->ops->now_ms(el->ctx));
+		return leader_delay(el, now);
 	case 0:
 		transition(el, TOR_FOLLOWER, "lease held by another replica");
 		return 0;
@@ -364,14 +411,14 @@ step_leader(struct tor_elector *el)
 	if (now >= atomic_load(&el->deadline)) {
 		transition(el, TOR_STEPPING_DOWN,
 		    "local deadline passed: lease may have expired");
-		return STEPPING_DOWN_POLL_MS;
+		return STEPPING_DOWN_WAIT_MS;
 	}
 	/* Redis saw the connection close, as it would a dead process's: a
 	 * follower may take the lease now (ha.fast_failover). */
 	if (watching(el) && el->ops->connection_lost(el->ctx)) {
 		transition(el, TOR_STEPPING_DOWN, "Redis connection lost: the "
 		    "lease may be taken over at once");
-		return STEPPING_DOWN_POLL_MS;
+		return STEPPING_DOWN_WAIT_MS;
 	}
 	if (now < el->renew_sent + el->cfg->ha.renew_ms)
 		return leader_delay(el, now);
@@ -403,7 +450,7 @@ step_leader(struct tor_elector *el)
 	case 0:
 		transition(el, TOR_STEPPING_DOWN, "lease lost: held by another "
 		    "replica or broken by an operator");
-		return STEPPING_DOWN_POLL_MS;
+		return STEPPING_DOWN_WAIT_MS;
 	default:
 		break;
 	}
@@ -427,8 +474,8 @@ tor_elector_step(struct tor_elector *el)
 		delay = step_leader(el);
 		break;
 	default:
-		/* The relay is stopping; tor_elector_relay_stopped ends it. */
-		delay = STEPPING_DOWN_POLL_MS;
+		/* The relay's session is stopping; tor_elector_end ends it. */
+		delay = STEPPING_DOWN_WAIT_MS;
 		break;
 	}
 	pthread_mutex_unlock(&el->mu);
@@ -454,8 +501,11 @@ tor_elector_new(const struct tor_config *cfg, const struct tor_elector_ops *ops,
 	atomic_init(&el->token, 0);
 	atomic_init(&el->deadline, 0);
 	atomic_init(&el->failovers, 0);
+	atomic_init(&el->leadership, 0);
 	pthread_mutex_init(&el->mu, NULL);
-	/* The thread sleeps on the monotonic clock, like every deadline. */
+	/* Waits are timed on CLOCK_MONOTONIC: glibc refuses CLOCK_BOOTTIME
+	 * here (EINVAL), and the wall clock can be stepped.  The lease clock
+	 * is read afresh after every wait (LEADER_SLEEP_MAX_MS). */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&el->wake, &ca);
@@ -463,11 +513,35 @@ tor_elector_new(const struct tor_config *cfg, const struct tor_elector_ops *ops,
 	return el;
 }
 
+/* CLOCK_MONOTONIC's time ms from now, for the timed waits on el->wake. */
+static struct timespec
+wake_time(int ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return until;
+}
+
+/* Waits on el->wake (mu held) until signalled or ms have passed. */
+static void
+wait_wake(struct tor_elector *el, int ms)
+{
+	struct timespec until = wake_time(ms);
+
+	pthread_cond_timedwait(&el->wake, &el->mu, &until);
+}
+
 static void *
 elector_thread(void *arg)
 {
 	struct tor_elector *el = arg;
-	struct timespec until;
 	int delay;
 
 	pthread_mutex_lock(&el->mu);
@@ -477,16 +551,12 @@ elector_thread(void *arg)
 		pthread_mutex_lock(&el->mu);
 		if (el->stopping || delay <= 0)
 			continue;
+		if (atomic_load(&el->state) == TOR_LEADER &&
+		    delay > LEADER_SLEEP_MAX_MS)
+			delay = LEADER_SLEEP_MAX_MS;
 		/* Sleep until the next step is due, or until a transition
-		 * made elsewhere (resign, relay_stopped) or stop() wakes us. */
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += delay / 1000;
-		until.tv_nsec += (long)(delay % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&el->wake, &el->mu, &until);
+		 * made elsewhere (resign, end, release) or stop() wakes us. */
+		wait_wake(el, delay);
 	}
 	pthread_mutex_unlock(&el->mu);
 	return NULL;
@@ -552,21 +622,47 @@ tor_elector_failovers(const struct tor_elector *el)
 	return atomic_load(&el->failovers);
 }
 
-/* The state is read before the deadline: a leadership that ended in between
- * shows a deadline of 0, so the answer is never "yes" on a stale pair. */
-bool
-tor_elector_may_publish(const struct tor_elector *el)
+int
+tor_elector_take(struct tor_elector *el, int timeout_ms,
+    struct tor_leadership *l)
 {
-	if (atomic_load(&el->state) != TOR_LEADER)
+	struct timespec until = wake_time(timeout_ms);
+	int rc = 0;
+
+	pthread_mutex_lock(&el->mu);
+	/* Every transition wakes the waiters: wait on until this one's. */
+	while (atomic_load(&el->leadership) == el->taken && timeout_ms > 0 &&
+	    pthread_cond_timedwait(&el->wake, &el->mu, &until) != ETIMEDOUT)
+		;
+	if (atomic_load(&el->leadership) != el->taken) {
+		el->taken = atomic_load(&el->leadership);
+		l->id = el->taken;
+		l->token = el->granted_token;
+		rc = 1;
+	}
+	pthread_mutex_unlock(&el->mu);
+	return rc;
+}
+
+/* The state is read before the number and the deadline: a leadership that
+ * ended in between shows a deadline of 0, so the answer is never "yes" on
+ * a stale triple; and no other leadership is granted while the relay still
+ * holds id (it has not ended it), so a current number is id's own. */
+bool
+tor_elector_may_publish(const struct tor_elector *el, uint64_t id)
+{
+	if (atomic_load(&el->state) != TOR_LEADER ||
+	    atomic_load(&el->leadership) != id)
 		return false;
 	return el->ops->now_ms(el->ctx) < atomic_load(&el->deadline);
 }
 
 void
-tor_elector_resign(struct tor_elector *el, const char *reason)
+tor_elector_resign(struct tor_elector *el, uint64_t id, const char *reason)
 {
 	pthread_mutex_lock(&el->mu);
-	if (atomic_load(&el->state) == TOR_LEADER)
+	if (atomic_load(&el->state) == TOR_LEADER &&
+	    atomic_load(&el->leadership) == id)
 		transition(el, TOR_STEPPING_DOWN,
 		    reason != NULL ? reason : "resigned");
 	pthread_mutex_unlock(&el->mu);
@@ -583,27 +679,34 @@ tor_elector_on_leadership_end(struct tor_elector *el, void (*fn)(void *),
 }
 
 /*
- * The relay stopped publishing.  A leader whose deadline passed before the
- * elector's thread noticed, or one stepping down, becomes a follower; the
- * lease, when it is still ours (a resign), is given back with a hand-off
- * wake-up, so that a successor takes over now rather than at its expiry.
+ * The relay's session for leadership id is over.  A leader (its deadline
+ * passed before the elector's thread noticed, or the relay gave up) steps
+ * down, and then, like one stepping down already, becomes a follower; the
+ * lease, when it is still ours, is given back with a hand-off wake-up, so
+ * that a successor takes over now rather than at its expiry.
  */
 void
-tor_elector_relay_stopped(struct tor_elector *el)
+tor_elector_end(struct tor_elector *el, uint64_t id, const char *reason)
 {
-	enum tor_elector_state state;
 	uint64_t token = 0;
 	bool retired;
 	tor_err err;
 	int rc;
 
 	pthread_mutex_lock(&el->mu);
+	if (id == 0 || id != atomic_load(&el->leadership) || id == el->ended) {
+		pthread_mutex_unlock(&el->mu);
+		log_debug("elector", "leadership %" PRIu64 " is not the current "
+		    "one, or ended already: nothing to end", id);
+		return;
+	}
+	el->ended = id;
 	retired = el->retired;
-	state = atomic_load(&el->state);
-	if (state == TOR_LEADER &&
-	    el->ops->now_ms(el->ctx) >= atomic_load(&el->deadline))
-		transition(el, TOR_STEPPING_DOWN, "local deadline passed: "
-		    "lease may have expired");
+	if (atomic_load(&el->state) == TOR_LEADER)
+		transition(el, TOR_STEPPING_DOWN,
+		    el->ops->now_ms(el->ctx) >= atomic_load(&el->deadline) ?
+		    "local deadline passed: lease may have expired" :
+		    reason != NULL ? reason : "the relay ended the leadership");
 	if (atomic_load(&el->state) == TOR_STEPPING_DOWN) {
 		token = atomic_load(&el->token);
 		transition(el, TOR_FOLLOWER, "relay stopped publishing");
@@ -639,6 +742,7 @@ tor_elector_release(struct tor_elector *el, tor_err *err)
 		return 0;
 	}
 	el->retired = true;
+	el->ended = atomic_load(&el->leadership);
 	state = atomic_load(&el->state);
 	if (state == TOR_LEADER || state == TOR_STEPPING_DOWN)
 		token = atomic_load(&el->token);
@@ -664,28 +768,32 @@ tor_elector_release(struct tor_elector *el, tor_err *err)
 }
 
 /*
- * The real backend: tor/lease.h on a connection of the elector's own.
+ * The real backend: tor/lease.h on connections of the elector's own.
  *
- * The elector thread and the relay thread (tor_elector_release) both use the
- * connection, and a hiredis context must not be shared, so every command
- * takes the io mutex.  The wait for a hand-off blocks up to 1.2 * retry_ms,
- * so the connection's command timeout must be longer than that.
+ * The lease connection (acquire, renew, release, and the one watched for
+ * fast failover) keeps redis.timeout_ms, which the configuration bounds
+ * against lease_ms.  The elector thread and the relay thread (end,
+ * release) both use it, and a hiredis context must not be shared, so every
+ * command takes the io mutex.  The wait for a hand-off blocks up to 1.2 *
+ * retry_ms, longer than a command may take on the lease connection: it has
+ * a connection of its own, used by the elector thread alone.
  */
 struct redis_backend {
-	struct tor_config cfg;  /* a copy: maybe a longer command timeout;
-				 * its pointers still belong to the caller */
-	struct tor_redis *redis;
+	const struct tor_config *cfg;
+	struct tor_config wait_cfg;     /* cfg with a longer command timeout;
+					 * its pointers still belong to cfg */
+	struct tor_redis *lease, *wait;
 	pthread_mutex_t io;
 };
 
 static int
-redis_acquire(void *ctx, uint64_t *token, tor_err *err)
+redis_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 {
 	struct redis_backend *b = ctx;
 	int rc;
 
 	pthread_mutex_lock(&b->io);
-	rc = tor_lease_acquire(b->redis, &b->cfg, token, err);
+	rc = tor_lease_acquire(b->lease, b->cfg, token, sent_ms, err);
 	pthread_mutex_unlock(&b->io);
 	return rc;
 }
@@ -697,7 +805,7 @@ redis_renew(void *ctx, uint64_t token, tor_err *err)
 	int rc;
 
 	pthread_mutex_lock(&b->io);
-	rc = tor_lease_renew(b->redis, &b->cfg, token, err);
+	rc = tor_lease_renew(b->lease, b->cfg, token, err);
 	pthread_mutex_unlock(&b->io);
 	return rc;
 }
@@ -709,7 +817,7 @@ redis_release(void *ctx, uint64_t token, tor_err *err)
 	int rc;
 
 	pthread_mutex_lock(&b->io);
-	rc = tor_lease_release(b->redis, &b->cfg, token, err);
+	rc = tor_lease_release(b->lease, b->cfg, token, err);
 	pthread_mutex_unlock(&b->io);
 	return rc;
 }
@@ -729,9 +837,7 @@ redis_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
 	struct redis_backend *b = ctx;
 	int rc;
 
-	pthread_mutex_lock(&b->io);
-	rc = tor_lease_wait_handoff(b->redis, &b->cfg, timeout_ms, err);
-	pthread_mutex_unlock(&b->io);
+	rc = tor_lease_wait_handoff(b->wait, &b->wait_cfg, timeout_ms, err);
 	/* Redis down answers at once (connection refused): wait out the
 	 * period anyway, or the follower would spin on connect attempts. */
 	if (rc < 0)
@@ -740,7 +846,7 @@ redis_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
 }
 
 static int64_t
-monotonic_ms(void *ctx)
+lease_clock_ms(void *ctx)
 {
 	(void)ctx;
 	return tor_mono_ms();
@@ -756,7 +862,7 @@ redis_connection_lost(void *ctx)
 
 	if (pthread_mutex_trylock(&b->io) != 0)
 		return false;
-	lost = tor_redis_lost(b->redis);
+	lost = tor_redis_lost(b->lease);
 	pthread_mutex_unlock(&b->io);
 	return lost;
 }
@@ -766,26 +872,37 @@ static const struct tor_elector_ops redis_ops = {
 	.renew = redis_renew,
 	.release = redis_release,
 	.wait_handoff = redis_wait_handoff,
-	.now_ms = monotonic_ms,
+	.now_ms = lease_clock_ms,
 	.connection_lost = redis_connection_lost,
 };
+
+/* The backend's copy of the config holds the checkpoint key: wiped. */
+static void
+backend_free(struct redis_backend *b)
+{
+	sodium_memzero(b, sizeof(*b));
+	free(b);
+}
 
 struct tor_elector *
 tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
 {
 	struct redis_backend *b;
 	struct tor_elector *el;
-	int longest_wait = cfg->ha.retry_ms + cfg->ha.retry_ms / 5;
+	int longest_wait = retry_ms(cfg) + retry_ms(cfg) / 5;
 
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		goto nomem;
-	b->cfg = *cfg;
+	b->cfg = cfg;
+	b->wait_cfg = *cfg;
 	/* The BLPOP must time out in Redis, not in hiredis: give it the
 	 * longest jittered wait plus the usual network allowance. */
-	if (b->cfg.redis.timeout_ms <= longest_wait + 100)
-		b->cfg.redis.timeout_ms = longest_wait + cfg->redis.timeout_ms;
+	if (b->wait_cfg.redis.timeout_ms <= longest_wait + 100)
+		b->wait_cfg.redis.timeout_ms = longest_wait +
+		    cfg->redis.timeout_ms;
 	pthread_mutex_init(&b->io, NULL);
-	if ((b->redis = tor_redis_new(&b->cfg)) == NULL)
+	if ((b->lease = tor_redis_new(cfg)) == NULL ||
+	    (b->wait = tor_redis_new(&b->wait_cfg)) == NULL)
 		goto nomem;
 	if ((el = tor_elector_new(cfg, &redis_ops, b)) == NULL)
 		goto nomem;
@@ -794,9 +911,10 @@ tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
 
 nomem:
 	if (b != NULL) {
-		tor_redis_free(b->redis);
+		tor_redis_free(b->lease);
+		tor_redis_free(b->wait);
 		pthread_mutex_destroy(&b->io);
-		free(b);
+		backend_free(b);
 	}
 	tor_err_format(err, "elector: out of memory");
 	return NULL;
@@ -809,9 +927,10 @@ tor_elector_free(struct tor_elector *el)
 		return;
 	tor_elector_stop(el);
 	if (el->backend != NULL) {
-		tor_redis_free(el->backend->redis);
+		tor_redis_free(el->backend->lease);
+		tor_redis_free(el->backend->wait);
 		pthread_mutex_destroy(&el->backend->io);
-		free(el->backend);
+		backend_free(el->backend);
 	}
 	pthread_cond_destroy(&el->wake);
 	pthread_mutex_destroy(&el->mu);

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "tor/clock.h"
 #include "tor/lease.h"
 #include "tor/log.h"
 
@@ -29,54 +31,153 @@
 #define HANDOFF_KEEP "7"        /* LTRIM 0 7: eight entries */
 
 /*
+ * Lua shared by the scripts that draw a token; tokens are compared as
+ * strings of digits, by length then bytes (a Lua number is a double,
+ * exact only to 2^53).  next_token(key, floor)
+ * raises the epoch key to floor when it is below (floor: digits without
+ * leading zeros, or '' for none), INCRs it and returns the token as the
+ * key's own string, not as INCR's Lua number, which would print a large
+ * token as "1e+14".  When the token would pass TOR_TOKEN_MAX it writes
+ * nothing and answers an error: INCR works on signed 64 bits, and an epoch
+ * pushed to the edge would fail every acquire from then on.  A key that
+ * is not a number fails in INCR, in Redis's words.
+ */
+#define TOKEN_LUA \
+    "local MAX = '" TOR_TOKEN_MAX_TEXT "'\n" \
+    "local function above(a, b)\n" \
+    "  return #a > #b or (#a == #b and a > b)\n" \
+    "end\n" \
+    "local function next_token(key, floor)\n" \
+    "  local e = redis.call('GET', key) or '0'\n" \
+    "  if string.match(e, '^%d+$') then\n" \
+    "    local raise = above(floor, e)\n" \
+    "    if raise then e = floor end\n" \
+    "    if not above(MAX, e) then\n" \
+    "      return redis.error_reply(key .. ': no token after ' .. e ..\n" \
+    "          ', past the largest token (' .. MAX .. '): an epoch or a ' ..\n" \
+    "          'checkpoint set by hand, or tampered with')\n" \
+    "    end\n" \
+    "    if raise then redis.call('SET', key, floor) end\n" \
+    "  end\n" \
+    "  redis.call('INCR', key)\n" \
+    "  return redis.call('GET', key)\n" \
+    "end\n"
+
+/*
+ * Lua shared by acquire and renew: the replicas of the master a client
+ * record was made on.  A record is "<token> <run_id> <client id>
+ * <replicas>", the last "ip:port" of each replica INFO lists, sorted and
+ * joined by commas ("-": none).  Within one leadership on one server run
+ * the renews keep every replica ever seen (joined()): a replica that left
+ * may be the master the leader now renews on.
+ */
+#define REPLICAS_LUA \
+    "local function replicas()\n" \
+    "  local info = redis.call('INFO', 'replication')\n" \
+    "  local set = {}\n" \
+    "  if not string.match(info, 'role:master') then return nil end\n" \
+    "  for ip, port in string.gmatch(info,\n" \
+    "      'slave%d+:ip=([^,]+),port=(%d+)') do\n" \
+    "    set[ip .. ':' .. port] = true\n" \
+    "  end\n" \
+    "  return set\n" \
+    "end\n" \
+    "local function recorded(rec)\n" \
+    "  local tok, run, list = string.match(rec or '',\n" \
+    "      '^(%S+) (%S+) %S+ (%S+)$')\n" \
+    "  local set = {}\n" \
+    "  if list and list ~= '-' then\n" \
+    "    for name in string.gmatch(list, '[^,]+') do set[name] = true end\n" \
+    "  end\n" \
+    "  return set, tok, run\n" \
+    "end\n" \
+    "local function joined(a, b)\n" \
+    "  local list = {}\n" \
+    "  for name in pairs(a) do list[#list + 1] = name end\n" \
+    "  for name in pairs(b) do\n" \
+    "    if not a[name] then list[#list + 1] = name end\n" \
+    "  end\n" \
+    "  if #list == 0 then return '-' end\n" \
+    "  table.sort(list)\n" \
+    "  return table.concat(list, ',')\n" \
+    "end\n"
+
+/*
  * KEYS lease, epoch, checkpoint, client; ARGV instance, lease_ms, this
- * connection's client record ("" for none), and, to take over a dead
- * leader's lease, the lease value and the client record found (else "").
- * SET NX first, so that the token is spent only by the replica that wins;
- * a lease held comes back as {value, client record}.  The token is
- * drawn past the checkpoint's own token when the epoch key is behind it
- * (lost, or restored from an older snapshot): every write of the new
- * leader would be refused otherwise, and every replica would flap.  INCR runs under pcall: a
- * script that fails half-way keeps its writes, and a 'pending' lease left
- * behind would block every replica for lease_ms.  So does HGET: a
- * checkpoint key that is not a hash gives no floor (the leader's load of
- * the checkpoint refuses it, naming it).  The token is returned as
- * the epoch key's own string, not as INCR's Lua number: a Lua number is a
- * double and would print a large token as "1e+14".
+ * connection's client record ("<run_id> <client id>", "" for none), and,
+ * to take over a dead leader's lease, the lease value and the client
+ * record found (else "").  SET NX first, so that the token is spent only
+ * by the replica that wins; a lease held comes back as {value, client
+ * record} and, when a take-over is refused, the reason.
+ *
+ * A take-over needs the lease and its record unchanged, this server still
+ * a master, and every replica the leader recorded still its replica: a
+ * replica that left may have been promoted, and the leader, alive, may be
+ * renewing there (a Sentinel failover, during which the old master takes
+ * writes until it is demoted).  The caller checked that the recorded
+ * client is gone.
+ *
+ * The token is drawn past the checkpoint's own token when the epoch key
+ * is behind it (lost, or restored from an older snapshot): every write of
+ * the new leader would be refused otherwise, and every replica would flap.
+ * A checkpoint token past TOR_TOKEN_MAX is no leader's: it gives no floor
+ * (the winner then finds it above its own token, and tor_lease_hold
+ * refuses to raise the epoch past the bound, naming it), and nor does a
+ * checkpoint key that is not a hash.  Everything after the
+ * 'pending' lease runs under pcall: a script that fails half-way keeps its
+ * writes, and a 'pending' lease left behind would block every replica for
+ * lease_ms, at every attempt.
  */
 static const char acquire_lua[] =
-    "local function held()\n"
+    TOKEN_LUA
+    REPLICAS_LUA
+    "local function held(why)\n"
     "  return {redis.call('GET', KEYS[1]) or '',\n"
-    "          redis.call('GET', KEYS[4]) or ''}\n"
+    "          redis.call('GET', KEYS[4]) or '', why}\n"
     "end\n"
     "if ARGV[4] ~= '' then\n"
     "  if redis.call('GET', KEYS[1]) ~= ARGV[4] or\n"
     "      (redis.call('GET', KEYS[4]) or '') ~= ARGV[5] then\n"
     "    return held()\n"
     "  end\n"
+    "  local now, was, tok = replicas(), recorded(ARGV[5])\n"
+    "  if not now then return held('this server is not a master') end\n"
+    "  if not tok then return held('the record names no replicas') end\n"
+    "  for name in pairs(was) do\n"
+    "    if not now[name] then\n"
+    "      return held('replica ' .. name .. ' left this master since ' ..\n"
+    "          'the leader recorded it: the leader may be renewing there')\n"
+    "    end\n"
+    "  end\n"
     "  redis.call('DEL', KEYS[1])\n"
     "end\n"
     "if not redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[2]) then\n"
     "  return held()\n"
     "end\n"
-    "local n = redis.pcall('INCR', KEYS[2])\n"
-    "if type(n) == 'table' and n.err then\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  return n\n"
-    "end\n"
-    "local token = redis.call('GET', KEYS[2])\n"
-    "local floor = redis.pcall('HGET', KEYS[3], 'epoch')\n"
-    "if type(floor) == 'string' and string.match(floor, '^%d+$') then\n"
-    "  floor = string.match(floor, '^0*(%d-)$')\n"
-    "  if #floor > #token or (#floor == #token and floor >= token) then\n"
-    "    redis.call('SET', KEYS[2], floor)\n"
-    "    redis.call('INCR', KEYS[2])\n"
-    "    token = redis.call('GET', KEYS[2])\n"
+    "local ok, token = pcall(function()\n"
+    "  local floor = redis.pcall('HGET', KEYS[3], 'epoch')\n"
+    "  if type(floor) ~= 'string' or not string.match(floor, '^%d+$') then\n"
+    "    floor = ''\n"
     "  end\n"
+    "  floor = string.match(floor, '^0*(%d-)$')\n"
+    "  if #floor > #MAX then floor = '' end\n"
+    "  return next_token(KEYS[2], floor)\n"
+    "end)\n"
+    "if not ok or type(token) ~= 'string' or\n"
+    "    not string.match(token, '^[1-9]%d*$') then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  if not ok then\n"
+    "    return redis.error_reply(type(token) == 'table' and token.err or\n"
+    "        tostring(token))\n"
+    "  end\n"
+    "  if type(token) == 'table' then return token end\n"
+    "  return redis.error_reply(KEYS[2] .. ': not a token (\\'' ..\n"
+    "      tostring(token) .. '\\')')\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])\n"
     "if ARGV[3] ~= '' then\n"
-    "  redis.call('SET', KEYS[4], token .. ' ' .. ARGV[3], 'PX', ARGV[2])\n"
+    "  redis.call('SET', KEYS[4], token .. ' ' .. ARGV[3] .. ' ' ..\n"
+    "      joined(replicas() or {}, {}), 'PX', ARGV[2])\n"
     "else\n"
     "  redis.call('DEL', KEYS[4])\n"
     "end\n"
@@ -84,12 +185,19 @@ static const char acquire_lua[] =
 
 /* KEYS lease, client; ARGV value, lease_ms, token, this connection's client
  * record ("" for none).  The record is written again at every renew: after
- * a reconnect it names the new connection. */
+ * a reconnect it names the new connection, and its replicas are the ones
+ * seen now and, on the same server run within this leadership, before. */
 static const char renew_lua[] =
+    REPLICAS_LUA
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "  if ARGV[4] ~= '' then\n"
-    "    redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. ARGV[4], 'PX', ARGV[2])\n"
+    "    local was, tok, run = recorded(redis.call('GET', KEYS[2]))\n"
+    "    if tok ~= ARGV[3] or run ~= string.match(ARGV[4], '^%S+') then\n"
+    "      was = {}\n"
+    "    end\n"
+    "    redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. ARGV[4] .. ' ' ..\n"
+    "        joined(replicas() or {}, was), 'PX', ARGV[2])\n"
     "  else\n"
     "    redis.call('DEL', KEYS[2])\n"
     "  end\n"
@@ -203,8 +311,8 @@ eval(struct tor_redis *r, const char *script, int nkeys, int nrest,
 	return reply;
 }
 
-/* A token as Redis stores it: digits only, at least 1, fits 64 bits.
- * strtoull alone would take " -1" and wrap it. */
+/* A token as Redis stores it: digits only, 1 to TOR_TOKEN_MAX.  strtoull
+ * alone would take " -1" and wrap it. */
 static bool
 parse_token(const char *s, size_t len, uint64_t *out)
 {
@@ -215,7 +323,8 @@ parse_token(const char *s, size_t len, uint64_t *out)
 		return false;
 	errno = 0;
 	*out = strtoull(s, &end, 10);
-	return errno == 0 && *end == '\0' && *out > 0;
+	return errno == 0 && *end == '\0' && *out > 0 &&
+	    *out <= TOR_TOKEN_MAX;
 }
 
 /* An integer reply that must be 0 or 1 (a script's verdict). */
@@ -296,10 +405,13 @@ client_record(struct tor_redis *r, const struct tor_config *cfg, char *buf,
 }
 
 /* A lease held: its value and its client record, as acquire_lua found
- * them. */
+ * them, and why a take-over was refused ("" when none was tried).  A
+ * record longer than the buffer (a master with very many replicas) is cut,
+ * and so never matches for a take-over: the lease is waited out. */
 struct held_lease {
 	char value[512];
-	char record[128];
+	char record[1024];
+	char why[256];
 };
 
 /* One acquire_lua: 1 won (*token), 0 held (*h filled), -1. */
@@ -312,6 +424,7 @@ try_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	const char *what = "lease acquire", *rest[9];
 	char ms[16];
 	redisReply *reply;
+	size_t i;
 	int rc = -1;
 
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
@@ -326,14 +439,21 @@ try_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	rest[8] = expect != NULL ? expect->record : "";
 	if ((reply = eval(r, acquire_lua, 4, 9, rest, what, err)) == NULL)
 		return -1;
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-	    reply->element[0]->type == REDIS_REPLY_STRING &&
-	    reply->element[1]->type == REDIS_REPLY_STRING) {
-		snprintf(h->value, sizeof(h->value), "%s",
-		    reply->element[0]->str);
-		snprintf(h->record, sizeof(h->record), "%s",
-		    reply->element[1]->str);
-		rc = 0;
+	if (reply->type == REDIS_REPLY_ARRAY &&
+	    (reply->elements == 2 || reply->elements == 3)) {
+		for (i = 0; i < reply->elements; i++)
+			if (reply->element[i]->type != REDIS_REPLY_STRING)
+				break;
+		if (i == reply->elements) {
+			snprintf(h->value, sizeof(h->value), "%s",
+			    reply->element[0]->str);
+			snprintf(h->record, sizeof(h->record), "%s",
+			    reply->element[1]->str);
+			snprintf(h->why, sizeof(h->why), "%s",
+			    reply->elements == 3 ? reply->element[2]->str : "");
+			rc = 0;
+		} else
+			unexpected(what, k->lease, reply, err);
 	} else if (reply->type == REDIS_REPLY_STRING &&
 	    parse_token(reply->str, reply->len, token))
 		rc = 1;
@@ -347,13 +467,14 @@ try_acquire(struct tor_redis *r, const struct tor_config *cfg,
 }
 
 /*
- * Whether the leader of a held lease is dead: its client record belongs to
- * this lease (same token), was made on the server run we talk to (a client
- * id means nothing on another server, or after a restart), and that client
- * is no longer connected.  A paused process keeps its connection, and so
- * does one cut off by a network partition the server has not noticed:
- * their leases expire as before.  Any doubt (no record, a refused CLIENT
- * LIST) says alive.
+ * Whether the leader of a held lease looks dead: its client record
+ * belongs to this lease (same token), was made on the server run we talk
+ * to (a client id means nothing on another server, or after a restart),
+ * and that client is no longer connected.  A paused process keeps its
+ * connection, and so does one cut off by a network partition the server
+ * has not noticed: their leases expire as before.  Any doubt (no record,
+ * a refused CLIENT LIST) says alive.  The rest of the proof, that the
+ * leader cannot be renewing on another master, is acquire_lua's.
  */
 static bool
 holder_gone(struct tor_redis *r, const struct held_lease *h,
@@ -378,32 +499,72 @@ holder_gone(struct tor_redis *r, const struct held_lease *h,
 	return true;
 }
 
+static void
+sleep_until(int64_t when)
+{
+	int64_t left;
+	struct timespec ts;
+
+	while ((left = when - tor_mono_ms()) > 0) {
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (long)(left % 1000) * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * A take-over wins the lease in Redis at once but is reported only
+ * TOR_LEASE_TAKEOVER_GRACE_MS later.  A client gone from Redis may be a
+ * live leader whose connection was closed under it (CLIENT KILL, a proxy):
+ * such a leader hears of the close one network delay after Redis dropped
+ * the client, and stops publishing at most TOR_LEASE_WATCH_MS after that,
+ * plus the time its thread takes to wake.  We cannot have seen the client
+ * gone before Redis dropped it, so the grace less the watch period is the
+ * margin for the network and the wake-up.  The WAIT for a replica runs
+ * inside it.
+ */
+_Static_assert(TOR_LEASE_TAKEOVER_GRACE_MS >= 5 * TOR_LEASE_WATCH_MS,
+    "the grace must leave a leader time to see its connection closed");
+
 int
 tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err)
+    uint64_t *token, int64_t *sent_ms, tor_err *err)
 {
 	struct lease_keys k;
 	struct held_lease h, found;
 	char record[128];
 	long long dead;
+	int64_t won;
 	int rc;
 
 	lease_keys(cfg, &k);
+	if (tor_redis_ready(r, err) < 0)
+		return tor_err_prefix(err, "lease acquire: ");
 	if (client_record(r, cfg, record, sizeof(record), err) < 0)
 		return -1;
+	*sent_ms = tor_mono_ms();
 	rc = try_acquire(r, cfg, &k, record, NULL, token, &h, err);
-	if (rc == 0 && holder_gone(r, &h, record, &dead)) {
-		/* Compare-and-set on what was found: a lease renewed or taken
-		 * meanwhile is left alone. */
-		rc = try_acquire(r, cfg, &k, record, &h, token, &found, err);
+	if (rc != 0 || !holder_gone(r, &h, record, &dead)) {
 		if (rc == 1)
-			log_info("lease", "took the lease over from \"%s\": its "
-			    "Redis client %lld is gone (ha.fast_failover)",
-			    h.value, dead);
+			wait_for_replica(r, cfg, *token);
+		return rc;
 	}
-	if (rc == 1)
-		wait_for_replica(r, cfg, *token);
-	return rc;
+	/* Compare-and-set on what was found: a lease renewed or taken
+	 * meanwhile is left alone. */
+	*sent_ms = tor_mono_ms();
+	rc = try_acquire(r, cfg, &k, record, &h, token, &found, err);
+	if (rc == 0 && found.why[0] != '\0')
+		log_debug("lease", "not taking the lease over from \"%s\" (its "
+		    "Redis client %lld is gone): %s", h.value, dead, found.why);
+	if (rc != 1)
+		return rc;
+	won = tor_mono_ms();
+	log_info("lease", "took the lease over from \"%s\": its Redis client "
+	    "%lld is gone (ha.fast_failover); leading in %d ms", h.value, dead,
+	    TOR_LEASE_TAKEOVER_GRACE_MS);
+	wait_for_replica(r, cfg, *token);
+	sleep_until(won + TOR_LEASE_TAKEOVER_GRACE_MS);
+	return 1;
 }
 
 int
@@ -535,32 +696,33 @@ tor_lease_read(struct tor_redis *r, const struct tor_config *cfg,
 	return rc;
 }
 
-/* KEYS[1] epoch, ARGV[1] floor: SET epoch to floor first when it is below,
- * then INCR; t is the result as the key's own string (see acquire_lua).
- * The start of next_token_lua and hold_lua. */
-#define RAISE_EPOCH_LUA \
-    "local e = redis.call('GET', KEYS[1])\n" \
-    "local f = ARGV[1]\n" \
-    "if e == false or (string.match(e, '^%d+$') and (#e < #f or\n" \
-    "    (#e == #f and e < f))) then\n" \
-    "  redis.call('SET', KEYS[1], f)\n" \
-    "end\n" \
-    "redis.call('INCR', KEYS[1])\n" \
-    "local t = redis.call('GET', KEYS[1])\n"
-
+/* KEYS epoch; ARGV floor (see TOKEN_LUA). */
 static const char next_token_lua[] =
-    RAISE_EPOCH_LUA
-    "return t\n";
+    TOKEN_LUA
+    "return next_token(KEYS[1], ARGV[1])\n";
 
 /* KEYS epoch, lease; ARGV floor, the lease value held, the hold's holder,
- * hold_ms.  Raises the epoch as next_token_lua does (RAISE_EPOCH_LUA); the
- * hold replaces the lease only while it is still the caller's. */
+ * hold_ms.  Raises the epoch as next_token_lua does; the hold replaces the
+ * lease only while it is still the caller's. */
 static const char hold_lua[] =
-    RAISE_EPOCH_LUA
+    TOKEN_LUA
+    "local t = next_token(KEYS[1], ARGV[1])\n"
+    "if type(t) ~= 'string' then return t end\n"
     "if redis.call('GET', KEYS[2]) == ARGV[2] then\n"
     "  redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. t, 'PX', ARGV[4])\n"
     "end\n"
     "return t\n";
+
+/* A floor passed to next_token: there must be a token after it. */
+static int
+check_floor(uint64_t floor, const char *what, tor_err *err)
+{
+	if (floor < TOR_TOKEN_MAX)
+		return 0;
+	return tor_err_set(err, "%s: no token after %" PRIu64 ", past the "
+	    "largest token (%llu): a checkpoint set by hand, or tampered with",
+	    what, floor, TOR_TOKEN_MAX);
+}
 
 /* A token from the epoch key's reply: digits, never 0 (someone may have SET
  * the key by hand to a negative number or a word). */
@@ -589,7 +751,8 @@ tor_lease_hold(struct tor_redis *r, const struct tor_config *cfg,
 	int rc;
 
 	lease_keys(cfg, &k);
-	if (lease_value(cfg, held_token, value, sizeof(value), what, err) < 0)
+	if (check_floor(floor, what, err) < 0 ||
+	    lease_value(cfg, held_token, value, sizeof(value), what, err) < 0)
 		return -1;
 	snprintf(f, sizeof(f), "%" PRIu64, floor);
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
@@ -616,6 +779,8 @@ tor_lease_next_token(struct tor_redis *r, const struct tor_config *cfg,
 	redisReply *reply;
 	int rc;
 
+	if (check_floor(floor, what, err) < 0)
+		return -1;
 	lease_keys(cfg, &k);
 	snprintf(f, sizeof(f), "%" PRIu64, floor);
 	rest[0] = k.epoch;

@@ -1,10 +1,13 @@
 /*
  * One Redis connection, set up as cfg->redis says and rebuilt on demand.
+ * The bytes go through ha/link.c (TCP, or TLS when redis.tls or
+ * redis.sentinel.tls is enabled); hiredis builds the commands and parses
+ * the replies.
  *
- * The idea: a hiredis context that has seen a connection error is useless
- * (its err stays set), so we free it at once and keep a NULL context; the
- * next command finds NULL and connects again, with AUTH and SELECT, before
- * it runs.  A failed command is never replayed here — a lease renew or a
+ * The idea: a connection that has seen an error is not trusted again (a
+ * reply may be half read), so we free it at once and keep NULL; the next
+ * command finds NULL and connects again, with AUTH and SELECT, before it
+ * runs.  A failed command is never replayed here — a lease renew or a
  * checkpoint write must be retried only by a caller that knows it is safe.
  * Every error names the server ("redis host:port: ...") and never the
  * password.
@@ -23,30 +26,26 @@
  * expire.  So before a command, at most once per ha.renew_ms, we ask a
  * Sentinel (on a connection kept for that) who the master is.
  */
-#include <errno.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
 
 #include "tor/clock.h"
+#include "tor/link.h"
 #include "tor/log.h"
 #include "tor/redis.h"
 
 struct tor_redis {
 	const struct tor_config *cfg;
-	redisContext *c;        /* NULL: not connected */
+	struct tor_link *c;     /* NULL: not connected */
 	const char *host;       /* the server c talks to (or last tried) */
 	int port;
 	/* Sentinel mode only: */
 	char master_host[256];  /* the master; host points here */
 	char followed[280];     /* "host:port" last followed, so that a change
 				   of master is logged once */
-	redisContext *sc;       /* kept connection to a Sentinel, or NULL */
+	struct tor_link *sc;    /* kept connection to a Sentinel, or NULL */
 	size_t sc_node;         /* which of redis.sentinel.nodes sc talks to */
 	int64_t checked_ms;     /* when a Sentinel last confirmed the master */
 	/* Who c is on which server run (tor_redis_identity), asked once per
@@ -54,6 +53,10 @@ struct tor_redis {
 	bool identified;
 	long long client_id;
 	char run_id[48];
+	/* redis.tls and redis.sentinel.tls set up, at the first connect that
+	 * needs them; NULL before and in clear text. */
+	struct tor_link_tls *tls;
+	struct tor_link_tls *sentinel_tls;
 };
 
 /* How often the master is checked with a Sentinel: once per lease renew,
@@ -85,20 +88,16 @@ tor_redis_new(const struct tor_config *cfg)
 static void
 drop_connection(struct tor_redis *r)
 {
-	if (r->c != NULL) {
-		redisFree(r->c);
-		r->c = NULL;
-	}
+	tor_link_free(r->c);
+	r->c = NULL;
 	r->identified = false;
 }
 
 static void
 drop_sentinel(struct tor_redis *r)
 {
-	if (r->sc != NULL) {
-		redisFree(r->sc);
-		r->sc = NULL;
-	}
+	tor_link_free(r->sc);
+	r->sc = NULL;
 }
 
 void
@@ -108,6 +107,8 @@ tor_redis_free(struct tor_redis *r)
 		return;
 	drop_connection(r);
 	drop_sentinel(r);
+	tor_link_tls_free(r->tls);
+	tor_link_tls_free(r->sentinel_tls);
 	free(r);
 }
 
@@ -126,33 +127,19 @@ redis_err(const struct tor_redis *r, tor_err *err, const char *what,
 	return server_err(err, r->host, r->port, what, text);
 }
 
-/* A context's failure in words.  hiredis reports a socket timeout as the
- * bare EAGAIN text; say what it means (a paused or overloaded server). */
-static void
-context_error(const redisContext *c, int timeout_ms, char *buf, size_t cap)
-{
-	if (c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
-		snprintf(buf, cap, "no reply within %d ms", timeout_ms);
-	else
-		snprintf(buf, cap, "%s", c->err != 0 ? c->errstr : "no reply");
-}
-
-/* Runs one command on the live context; on a broken connection the context
- * is dropped so that the next command reconnects.  what names the command in
- * errors ("" for none). */
+/* Runs one command on the live connection; a broken one is dropped so
+ * that the next command reconnects.  what names the command in errors (""
+ * for none). */
 static redisReply *
 run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
     const char *what, tor_err *err)
 {
 	redisReply *reply;
+	tor_err e;
 
-	reply = redisCommandArgv(r->c, argc, argv, argvlen);
-	if (reply == NULL) {
-		char text[160];
-
-		context_error(r->c, r->cfg->redis.timeout_ms, text,
-		    sizeof(text));
-		redis_err(r, err, what, text);
+	if ((reply = tor_link_command(r->c, argc, argv, argvlen, &e)) ==
+	    NULL) {
+		redis_err(r, err, what, e.msg);
 		drop_connection(r);
 		return NULL;
 	}
@@ -170,42 +157,36 @@ run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
 }
 
 /*
- * Opens a TCP connection with redis.timeout_ms as connect and command
- * timeout.  Returns the context, or NULL with err naming host:port.
+ * Opens a connection to host:port, to a Sentinel or to a Redis server, in
+ * TLS when its tls group says so; redis.timeout_ms bounds the connect, the
+ * handshake and each command.  Returns the link, or NULL with err naming
+ * host:port.
  */
-static redisContext *
-dial(const struct tor_config *cfg, const char *host, int port, tor_err *err)
+static struct tor_link *
+dial(struct tor_redis *r, bool sentinel, const char *host, int port,
+    tor_err *err)
 {
-	struct timeval tv;
-	redisContext *c;
+	const struct tor_redis_tls *cfg = sentinel ?
+	    &r->cfg->redis.sentinel.tls : &r->cfg->redis.tls;
+	const char *path = sentinel ? "redis.sentinel.tls" : "redis.tls";
+	struct tor_link_tls **tls = sentinel ? &r->sentinel_tls : &r->tls;
+	struct tor_link *l;
+	const char *key;
+	tor_err e;
 
-	tv.tv_sec = cfg->redis.timeout_ms / 1000;
-	tv.tv_usec = (cfg->redis.timeout_ms % 1000) * 1000;
-	if (cfg->redis.timeout_ms > 0)
-		c = redisConnectWithTimeout(host, port, tv);
-	else
-		c = redisConnect(host, port);
-	if (c == NULL) {
-		server_err(err, host, port, "connect", "out of memory");
+	/* The loader tried the same files; this fails only if they changed
+	 * since. */
+	if (cfg->enabled && *tls == NULL &&
+	    tor_link_tls_new(cfg, tls, &key, &e) == -1) {
+		tor_err_set(err, "redis %s:%d: %s.%s: %s", host, port, path,
+		    key, e.msg);
 		return NULL;
 	}
-	if (c->err != 0) {
-		server_err(err, host, port, "connect", c->errstr);
-		redisFree(c);
-		return NULL;
-	}
-	/* The connect timeout does not cover commands: without this a dead
-	 * server that keeps the socket open would block a lease renew. */
-	if (cfg->redis.timeout_ms > 0 && redisSetTimeout(c, tv) != REDIS_OK) {
-		server_err(err, host, port, "connect",
-		    "cannot set the command timeout");
-		redisFree(c);
-		return NULL;
-	}
-	/* Notices a peer that vanished without a FIN (a killed VM) on an idle
-	 * connection; failure is harmless, the command timeout still holds. */
-	(void)redisEnableKeepAlive(c);
-	return c;
+	l = tor_link_open(host, port, r->cfg->redis.timeout_ms,
+	    cfg->enabled ? *tls : NULL, path, &e);
+	if (l == NULL)
+		server_err(err, host, port, "", e.msg);
+	return l;
 }
 
 /* AUTH's arguments after the command: the user and the password for an
@@ -314,16 +295,15 @@ sentinel_auth(struct tor_redis *r, const char *host, int port, tor_err *err)
 	const char *password = cfg->redis.sentinel.password;
 	const char *argv[3];
 	redisReply *reply;
-	char text[160];
+	tor_err e;
 	int argc, rc = -1;
 
 	if (password == NULL || password[0] == '\0')
 		return 0;
 	argc = auth_args(cfg->redis.sentinel.user, password, argv);
-	reply = redisCommandArgv(r->sc, argc, argv, NULL);
+	reply = tor_link_command(r->sc, argc, argv, NULL, &e);
 	if (reply == NULL) {
-		context_error(r->sc, cfg->redis.timeout_ms, text, sizeof(text));
-		server_err(err, host, port, "AUTH", text);
+		server_err(err, host, port, "AUTH", e.msg);
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		server_err(err, host, port, "AUTH", reply->str);
 	} else {
@@ -350,13 +330,14 @@ ask_sentinel(struct tor_redis *r, size_t i, char *host, size_t cap,
 	const char *what = "SENTINEL get-master-addr-by-name";
 	char shost[256], text[160];
 	redisReply *reply;
+	tor_err e;
 	int sport, rc = -1;
 
 	split_node(cfg->redis.sentinel.nodes[i], shost, sizeof(shost), &sport);
 	if (r->sc != NULL && r->sc_node != i)
 		drop_sentinel(r);
 	if (r->sc == NULL) {
-		if ((r->sc = dial(cfg, shost, sport, err)) == NULL)
+		if ((r->sc = dial(r, true, shost, sport, err)) == NULL)
 			return -1;
 		r->sc_node = i;
 		if (sentinel_auth(r, shost, sport, err) < 0) {
@@ -364,10 +345,9 @@ ask_sentinel(struct tor_redis *r, size_t i, char *host, size_t cap,
 			return -1;
 		}
 	}
-	reply = redisCommandArgv(r->sc, 3, argv, NULL);
+	reply = tor_link_command(r->sc, 3, argv, NULL, &e);
 	if (reply == NULL) {
-		context_error(r->sc, cfg->redis.timeout_ms, text, sizeof(text));
-		server_err(err, shost, sport, what, text);
+		server_err(err, shost, sport, what, e.msg);
 	} else if (reply->type == REDIS_REPLY_ERROR)
 		server_err(err, shost, sport, what, reply->str);
 	else if (reply->type == REDIS_REPLY_NIL) {
@@ -445,7 +425,7 @@ connect_via_sentinel(struct tor_redis *r, tor_err *err)
 		memcpy(r->master_host, host, sizeof(host));
 		r->host = r->master_host;
 		r->port = port;
-		if ((r->c = dial(cfg, r->host, r->port, &e)) == NULL ||
+		if ((r->c = dial(r, false, r->host, r->port, &e)) == NULL ||
 		    authenticate(r, &e) == -1 || role_replicas(r, &e) == -1) {
 			drop_connection(r);
 			snprintf(why, sizeof(why), "%s", e.msg);
@@ -472,7 +452,7 @@ tor_redis_connect(struct tor_redis *r, tor_err *err)
 		return connect_via_sentinel(r, err);
 	r->host = cfg->redis.host;
 	r->port = cfg->redis.port;
-	if ((r->c = dial(cfg, r->host, r->port, err)) == NULL)
+	if ((r->c = dial(r, false, r->host, r->port, err)) == NULL)
 		return -1;
 	return authenticate(r, err);
 }
@@ -519,6 +499,12 @@ ready(struct tor_redis *r, tor_err *err)
 	if (r->c == NULL && tor_redis_connect(r, err) == -1)
 		return -1;
 	return 0;
+}
+
+int
+tor_redis_ready(struct tor_redis *r, tor_err *err)
+{
+	return ready(r, err);
 }
 
 redisReply *
@@ -592,31 +578,32 @@ tor_redis_check_settings(struct tor_redis *r)
 
 /* CLIENT ID and the run_id line of INFO server, on the live connection.  A
  * server that refuses either (an ACL, a renamed command) leaves client_id
- * 0: leases then expire as they always did. */
+ * 0: leases then expire as they always did.  A connection that breaks
+ * meanwhile is dropped, with the reason in err. */
 static void
-identify(struct tor_redis *r)
+identify(struct tor_redis *r, tor_err *err)
 {
 	const char *id_argv[] = { "CLIENT", "ID" };
 	const char *info_argv[] = { "INFO", "server" };
 	redisReply *reply;
 	const char *line;
-	tor_err err;
 	size_t n;
 
 	r->identified = true;
 	r->client_id = 0;
 	r->run_id[0] = '\0';
-	if ((reply = run(r, 2, id_argv, NULL, "CLIENT ID", &err)) == NULL) {
-		log_warn("redis", "%s: a dead leader's lease is not taken over "
-		    "at once (ha.fast_failover needs CLIENT ID and CLIENT LIST)",
-		    err.msg);
+	if ((reply = run(r, 2, id_argv, NULL, "CLIENT ID", err)) == NULL) {
+		/* Refused, not a broken connection: say what it costs. */
+		if (r->c != NULL)
+			log_warn("redis", "%s: a dead leader's lease is not "
+			    "taken over at once (ha.fast_failover needs CLIENT "
+			    "ID and CLIENT LIST)", err->msg);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_INTEGER)
 		r->client_id = reply->integer;
 	freeReplyObject(reply);
-	if (r->c == NULL ||
-	    (reply = run(r, 2, info_argv, NULL, "INFO", &err)) == NULL) {
+	if ((reply = run(r, 2, info_argv, NULL, "INFO", err)) == NULL) {
 		r->client_id = 0;
 		return;
 	}
@@ -641,9 +628,9 @@ tor_redis_identity(struct tor_redis *r, char *run_id, size_t cap,
 	if (ready(r, err) == -1)
 		return -1;
 	if (!r->identified)
-		identify(r);
+		identify(r, err);
 	if (r->c == NULL)
-		return redis_err(r, err, "CLIENT ID", "connection lost");
+		return -1;
 	snprintf(run_id, cap, "%s", r->run_id);
 	*client_id = r->client_id;
 	return 0;
@@ -673,25 +660,10 @@ tor_redis_client_connected(struct tor_redis *r, long long client_id,
 bool
 tor_redis_lost(struct tor_redis *r)
 {
-	struct pollfd p;
-	char byte;
-	ssize_t n;
-
 	if (r->c == NULL)
 		return true;
-	p.fd = r->c->fd;
-	p.events = POLLIN | POLLRDHUP;
-	p.revents = 0;
-	if (poll(&p, 1, 0) <= 0)
+	if (!tor_link_closed(r->c))
 		return false;
-	/* Nothing is owed to us between commands: readable means the server
-	 * closed (or reset) the connection. */
-	if ((p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) == 0) {
-		n = recv(p.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (n > 0 || (n < 0 && (errno == EAGAIN ||
-		    errno == EWOULDBLOCK || errno == EINTR)))
-			return false;
-	}
 	drop_connection(r);
 	return true;
 }

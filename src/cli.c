@@ -356,11 +356,13 @@ check_target(const struct tor_config *cfg, bool to_end,
 	return rc;
 }
 
-/* Test-only seam: TOR_TEST_CHECKPOINT_SET_PAUSE_MS makes `set` sleep before
- * its move, so a test can let a replica acquire and publish meanwhile. */
+/* Test-only seam of the test build: TOR_TEST_CHECKPOINT_SET_PAUSE_MS makes
+ * `set` sleep before its move, so a test can let a replica acquire and
+ * publish meanwhile. */
 static void
 test_pause(void)
 {
+#ifdef TOR_TEST_HOOKS
 	const char *ms = getenv("TOR_TEST_CHECKPOINT_SET_PAUSE_MS");
 	struct timespec ts;
 	long v;
@@ -370,6 +372,7 @@ test_pause(void)
 	ts.tv_sec = v / 1000;
 	ts.tv_nsec = (v % 1000) * 1000000L;
 	nanosleep(&ts, NULL);
+#endif
 }
 
 int

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libconfig.h>
@@ -24,10 +25,18 @@
 
 #include "tor/checkpoint.h"
 #include "tor/config.h"
+#include "tor/link.h"
 
 #define KEYLEN          256
 #define SECRET_MAX      4096    /* longest password file we accept */
+#define PROPERTIES_MAX  16384   /* longest kafka.properties_file */
 #define MASK            "********"
+/* The longest duration of any *_ms key, a day: longer serves nobody, and
+ * under it every sum tor makes of them fits an int (the stream's read
+ * timeout of three heartbeats and a second, a retry's jitter of 1.2, a
+ * follower's wait plus redis.timeout_ms, a timeout rounded up to the
+ * seconds a client library multiplies by 1000 again). */
+#define MS_MAX          86400000
 
 struct loader {
 	struct tor_config *cfg;
@@ -69,14 +78,17 @@ static const char *const keys_header[] = { "column", "header", NULL };
 static const char *const keys_route[] = { "match", "topic", "icase", NULL };
 static const char *const keys_kafka[] = { "brokers", "mode", "partitioner",
 	"unreachable_ms",
-	"transactional_id", "checkpoint_topic", "topics", "properties", NULL };
+	"transactional_id", "checkpoint_topic", "topics", "properties",
+	"properties_file", NULL };
 static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
 static const char *const keys_redis[] = { "host", "port", "db", "user",
 	"password",
-	"password_file", "prefix", "timeout_ms", "sentinel", NULL };
+	"password_file", "prefix", "timeout_ms", "tls", "sentinel", NULL };
 static const char *const keys_sentinel[] = { "master", "nodes", "user",
-	"password", "password_file", NULL };
+	"password", "password_file", "tls", NULL };
+static const char *const keys_redis_tls[] = { "enabled", "ca_file",
+	"cert_file", "key_file", "server_name", "verify", NULL };
 static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
 	"fast_failover", NULL };
 static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
@@ -313,52 +325,138 @@ opt_bool(struct loader *ld, const config_setting_t *g, const char *gpath,
 	return 0;
 }
 
+/* How many settings named like s stand on s's line of s's file before it,
+ * counted in document order (libconfig keeps members in it) from g down.
+ * *seen turns true at s itself. */
+static int
+rank_on_line(const config_setting_t *g, const config_setting_t *s,
+    bool *seen)
+{
+	const char *file = config_setting_source_file(s);
+	const char *name = config_setting_name(s);
+	int line = config_setting_source_line(s), n = 0;
+
+	for (int i = 0; !*seen && i < config_setting_length(g); i++) {
+		const config_setting_t *e = config_setting_get_elem(g,
+		    (unsigned)i);
+		const char *ename = config_setting_name(e);
+		const char *efile = config_setting_source_file(e);
+
+		if (e == s) {
+			*seen = true;
+			break;
+		}
+		if (ename != NULL && strcmp(ename, name) == 0 &&
+		    (int)config_setting_source_line(e) == line &&
+		    efile != NULL &&
+		    strcmp(efile, file) == 0)
+			n++;
+		if (config_setting_is_aggregate(e))
+			n += rank_on_line(e, s, seen);
+	}
+	return n;
+}
+
+/* Where the text of a libconfig file stands at a character: in a string, in
+ * a block comment, or in the open.  Both may span lines. */
+struct scan {
+	bool in_string, in_comment;
+};
+
+/*
+ * The start of the value of the rank-th "name =" or "name:" on line, read
+ * from the scan state the lines before left (and moved past this one), or
+ * NULL.  Strings and comments are skipped: their words name no setting.
+ */
+static const char *
+find_assignment(struct scan *sc, const char *line, const char *name,
+    int rank)
+{
+	size_t len = strlen(name);
+	const char *found = NULL;
+
+	for (const char *p = line; *p != '\0'; p++) {
+		if (sc->in_string) {
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '"')
+				sc->in_string = false;
+			continue;
+		}
+		if (sc->in_comment) {
+			if (p[0] == '*' && p[1] == '/') {
+				sc->in_comment = false;
+				p++;
+			}
+			continue;
+		}
+		if (*p == '"') {
+			sc->in_string = true;
+			continue;
+		}
+		if (p[0] == '/' && p[1] == '*') {
+			sc->in_comment = true;
+			p++;
+			continue;
+		}
+		if (*p == '#' || (p[0] == '/' && p[1] == '/'))
+			break;
+		/* A name starts where no name character precedes it. */
+		if (found != NULL || strncmp(p, name, len) != 0 || (p > line &&
+		    (isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
+		    p[-1] == '-' || p[-1] == '*')))
+			continue;
+		const char *q = p + len + strspn(p + len, " \t");
+
+		if ((*q == '=' || *q == ':') && rank-- == 0)
+			found = q + 1 + strspn(q + 1, " \t");
+	}
+	return found;
+}
+
 /*
  * libconfig 1.5 reads an integer literal without the L suffix into 32 bits
  * and wraps silently: "server_id = 4294967295" reads as -1 and
- * "port = 4294970592" as a valid 3296.  So the literal is read again from the
- * setting's line, and taken at face value when it is found there.
+ * "port = 4294970592" as a valid 3296.  So the literal is read again from
+ * the setting's line, and taken at face value when it is found there.  The
+ * file is scanned from its start, so that a string or a comment (which may
+ * span lines) never passes for the setting, and the setting is told from
+ * others of its name on the same line by its rank among them.
  */
 static bool
 source_literal(const config_setting_t *s, long long *v)
 {
 	const char *file = config_setting_source_file(s);
-	const char *name = config_setting_name(s);
-	int want = config_setting_source_line(s), n = 0;
-	char *line = NULL, *p, *end;
-	size_t cap = 0, len;
-	bool found = false;
+	const char *name = config_setting_name(s), *q;
+	const config_setting_t *root = s;
+	int want = config_setting_source_line(s), n = 0, rank;
+	struct scan sc = { false, false };
+	char *line = NULL, *end;
+	bool found = false, seen = false;
+	size_t cap = 0;
 	FILE *f;
 
 	if (file == NULL || name == NULL || want <= 0 ||
 	    (f = fopen(file, "r")) == NULL)
 		return false;
-	while (getline(&line, &cap, f) != -1)
-		if (++n == want)
-			break;
-	len = strlen(name);
-	/* p walks the matches of name; q reads what follows one (p itself
-	 * must not move past the line's end). */
-	for (p = line; n == want && (p = strstr(p, name)) != NULL; p += len) {
-		char *q = p + len;
-
-		if (p > line && (isalnum((unsigned char)p[-1]) ||
-		    p[-1] == '_' || p[-1] == '-' || p[-1] == '*'))
+	while (config_setting_parent(root) != NULL)
+		root = config_setting_parent(root);
+	rank = rank_on_line(root, s, &seen);
+	while (getline(&line, &cap, f) != -1) {
+		q = find_assignment(&sc, line, name, rank);
+		if (++n < want)
 			continue;
-		q += strspn(q, " \t");
-		if (*q != '=' && *q != ':')
-			continue;
-		q++;
-		q += strspn(q, " \t");
-		errno = 0;
-		if ((q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) ||
-		    ((q[0] == '-' || q[0] == '+') && q[1] == '0' &&
-		    (q[2] == 'x' || q[2] == 'X')))
-			*v = strtoll(q, &end, 16);
-		else
-			*v = strtoll(q, &end, 10);
-		found = end != q && (isdigit((unsigned char)end[-1]) ||
-		    isxdigit((unsigned char)end[-1]));
+		if (q != NULL) {
+			errno = 0;
+			if ((q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) ||
+			    ((q[0] == '-' || q[0] == '+') && q[1] == '0' &&
+			    (q[2] == 'x' || q[2] == 'X')))
+				*v = strtoll(q, &end, 16);
+			else
+				*v = strtoll(q, &end, 10);
+			found = end != q && (isdigit((unsigned char)end[-1]) ||
+			    isxdigit((unsigned char)end[-1]));
+		}
 		break;
 	}
 	free(line);
@@ -415,6 +513,21 @@ opt_int32(struct loader *ld, const config_setting_t *g, const char *gpath,
 	if (opt_int(ld, g, gpath, name, def, min, INT_MAX, &v) == -1)
 		return -1;
 	*out = (int)v;
+	return 0;
+}
+
+/* A duration in ms, at least min (0 or 1), at most MS_MAX. */
+static int
+opt_ms(struct loader *ld, const config_setting_t *g, const char *gpath,
+    const char *name, int def, int min, int *out)
+{
+	char key[KEYLEN];
+
+	if (opt_int32(ld, g, gpath, name, def, min, out) == -1)
+		return -1;
+	if (*out > MS_MAX)
+		return fail(ld, lookup(g, name), keypath(key, gpath, name),
+		    "must be at most %d (a day), got %d", MS_MAX, *out);
 	return 0;
 }
 
@@ -528,19 +641,56 @@ start_ok(const char *s)
 }
 
 /*
- * Reads a secret file whole.  Returns the byte count, or -1 with err set
- * naming key and file.  The caller wipes buf.
+ * Notes a secret file that users other than tor's may read: open to every
+ * user, or to its group while tor's own user owns it (owned by root and
+ * open to tor's group is how a secret is usually handed to a service).  A
+ * warning, not a refusal: a Kubernetes Secret volume is 0644 unless its
+ * defaultMode says otherwise, and a refusal would stop every replica.
+ */
+static void
+warn_loose_mode(struct loader *ld, const char *what, const struct stat *st)
+{
+	struct tor_config *cfg = ld->cfg;
+	unsigned mode = (unsigned)st->st_mode & 07777;
+	const char *fix = "make it 0600, or 0640 owned by root with tor's group";
+
+	if (cfg->n_warnings >= TOR_CONFIG_WARNINGS)
+		return;
+	if ((st->st_mode & S_IRWXO) != 0)
+		snprintf(cfg->warnings[cfg->n_warnings++],
+		    sizeof(cfg->warnings[0]), "%s is open to every user "
+		    "(mode %04o): %s", what, mode, fix);
+	else if ((st->st_mode & S_IRWXG) != 0 && st->st_uid == geteuid())
+		snprintf(cfg->warnings[cfg->n_warnings++],
+		    sizeof(cfg->warnings[0]), "%s is open to its group "
+		    "(mode %04o) and owned by tor's own user: %s", what, mode,
+		    fix);
+}
+
+/*
+ * Reads a secret file whole (through a symbolic link too: the mode looked
+ * at is the file's).  Returns the byte count, or -1 with err set naming key
+ * and file.  The caller wipes buf.
  */
 static ssize_t
 read_secret(struct loader *ld, const config_setting_t *s, const char *key,
     const char *file, unsigned char *buf, size_t cap)
 {
+	struct stat st;
 	size_t n;
 	FILE *f;
 
 	if ((f = fopen(file, "rb")) == NULL)
 		return fail(ld, s, key, "cannot read %s: %s", file,
 		    strerror(errno));
+	/* The stdio buffer would keep a copy of the secret when freed. */
+	setvbuf(f, NULL, _IONBF, 0);
+	if (fstat(fileno(f), &st) == 0) {
+		char what[KEYLEN + PATH_MAX];
+
+		snprintf(what, sizeof(what), "%s %s", key, file);
+		warn_loose_mode(ld, what, &st);
+	}
 	n = fread(buf, 1, cap, f);
 	if (ferror(f)) {
 		int e = errno;
@@ -776,9 +926,9 @@ load_mysql(struct loader *ld, const config_setting_t *root)
 	    &cfg->mysql.password_file) == -1 ||
 	    opt_int(ld, g, "mysql", "server_id", 0, 0, UINT32_MAX, &v) == -1 ||
 	    opt_str(ld, g, "mysql", "start", "end", &cfg->mysql.start) == -1 ||
-	    opt_int32(ld, g, "mysql", "heartbeat_ms", 1000, 1,
+	    opt_ms(ld, g, "mysql", "heartbeat_ms", 1000, 1,
 	    &cfg->mysql.heartbeat_ms) == -1 ||
-	    opt_int32(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
+	    opt_ms(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
 	    &cfg->mysql.connect_timeout_ms) == -1 ||
 	    opt_str(ld, g, "mysql", "server_public_key", "",
 	    &cfg->mysql.server_public_key) == -1)
@@ -1089,11 +1239,14 @@ load_topic(struct loader *ld, const config_setting_t *e, const char *epath,
 	return 0;
 }
 
-/* Where the first word that marks a secret ends in s[0, n), or 0. */
+/* Where the first word that marks a secret ends in s[0, n), or 0.  Besides
+ * the passwords: a private key given inline (ssl.key.pem) and its
+ * passphrase. */
 static size_t
 secret_word_end(const char *s, size_t n)
 {
-	static const char *const words[] = { "password", "secret", "jaas" };
+	static const char *const words[] = { "password", "secret", "jaas",
+	    "key.pem", "passphrase" };
 
 	for (size_t i = 0; i < n; i++)
 		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
@@ -1202,6 +1355,97 @@ load_strings(struct loader *ld, const config_setting_t *g, const char *gpath,
 	return 0;
 }
 
+/* Takes prop (malloc'd) as the last kafka.properties entry; frees it on
+ * failure. */
+static int
+append_property(struct loader *ld, char *prop)
+{
+	struct tor_config *cfg = ld->cfg;
+	char **v = realloc(cfg->kafka.properties,
+	    (cfg->kafka.n_properties + 1) * sizeof(*v));
+
+	if (prop == NULL || v == NULL) {
+		free_secret(prop);
+		if (v != NULL)
+			cfg->kafka.properties = v;
+		return tor_err_set(ld->err, "%s: out of memory", ld->path);
+	}
+	v[cfg->kafka.n_properties++] = prop;
+	cfg->kafka.properties = v;
+	return 0;
+}
+
+/* The "name=value" lines of kafka.properties_file, text[0, n), after
+ * kafka.properties; blank lines and # comments skipped. */
+static int
+load_properties_lines(struct loader *ld, const config_setting_t *s,
+    const char *file, char *text, size_t n)
+{
+	char key[KEYLEN];
+	size_t at = 0;
+
+	for (int line = 1; at < n; line++) {
+		char *p = text + at, *end = memchr(p, '\n', n - at);
+		size_t len = end != NULL ? (size_t)(end - p) : n - at;
+
+		at += len + 1;
+		if (len > 0 && p[len - 1] == '\r')
+			len--;
+		p[len] = '\0';
+		p += strspn(p, " \t");
+		if (*p == '\0' || *p == '#')
+			continue;
+		mark_cut(key, snprintf(key, KEYLEN, "kafka.properties_file: "
+		    "%s:%d", file, line));
+		if (check_property(ld, s, key, p) == -1 ||
+		    append_property(ld, strdup(p)) == -1)
+			return -1;
+		ld->cfg->kafka.n_file_properties++;
+	}
+	return 0;
+}
+
+/*
+ * The entries that may carry the cluster's credentials outside tor.cfg:
+ * kafka.properties_file's lines, then TOR_KAFKA_SASL_PASSWORD as
+ * sasl.password (librdkafka takes the last of a name, so the environment
+ * wins over the file, which wins over tor.cfg, as for the other secrets).
+ */
+static int
+load_kafka_secrets(struct loader *ld, const config_setting_t *g)
+{
+	struct tor_config *cfg = ld->cfg;
+	const char *env = getenv("TOR_KAFKA_SASL_PASSWORD"), *file;
+	char buf[PROPERTIES_MAX], *prop;
+	config_setting_t *s;
+	ssize_t n;
+	int rc;
+
+	if (opt_str(ld, g, "kafka", "properties_file", "",
+	    &cfg->kafka.properties_file) == -1)
+		return -1;
+	file = cfg->kafka.properties_file;
+	if (file[0] != '\0') {
+		s = lookup(g, "properties_file");
+		if ((n = read_secret(ld, s, "kafka.properties_file", file,
+		    (unsigned char *)buf, sizeof(buf) - 1)) == -1)
+			return -1;
+		if (memchr(buf, '\0', (size_t)n) != NULL)
+			rc = fail(ld, s, "kafka.properties_file", "%s: contains "
+			    "a NUL byte", file);
+		else
+			rc = load_properties_lines(ld, s, file, buf, (size_t)n);
+		sodium_memzero(buf, sizeof(buf));
+		if (rc == -1)
+			return -1;
+	}
+	if (env == NULL || env[0] == '\0')
+		return 0;
+	if ((prop = malloc(strlen(env) + sizeof("sasl.password="))) != NULL)
+		sprintf(prop, "sasl.password=%s", env);
+	return append_property(ld, prop);
+}
+
 static int
 load_kafka(struct loader *ld, const config_setting_t *root)
 {
@@ -1217,7 +1461,7 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 	    &mode) == -1 ||
 	    opt_enum(ld, g, "kafka", "partitioner", partitioners,
 	    TOR_PARTITIONER_MURMUR2, &partitioner) == -1 ||
-	    opt_int32(ld, g, "kafka", "unreachable_ms", 10000, 1,
+	    opt_ms(ld, g, "kafka", "unreachable_ms", 10000, 1,
 	    &cfg->kafka.unreachable_ms) == -1 ||
 	    opt_str(ld, g, "kafka", "transactional_id", "",
 	    &cfg->kafka.transactional_id) == -1 ||
@@ -1261,8 +1505,11 @@ load_kafka(struct loader *ld, const config_setting_t *root)
 				return fail(ld, s, key, "topic \"%s\" is listed "
 				    "twice", cfg->kafka.topics[i].name);
 	}
-	return load_strings(ld, g, "kafka", "properties",
-	    &cfg->kafka.properties, &cfg->kafka.n_properties, check_property);
+	if (load_strings(ld, g, "kafka", "properties", &cfg->kafka.properties,
+	    &cfg->kafka.n_properties, check_property) == -1)
+		return -1;
+	cfg->kafka.n_inline_properties = cfg->kafka.n_properties;
+	return load_kafka_secrets(ld, g);
 }
 
 static int
@@ -1272,6 +1519,63 @@ check_node(struct loader *ld, const config_setting_t *s, const char *key,
 	if (!hostport_ok(node))
 		return fail(ld, s, key, "expected \"host:port\", got \"%s\"",
 		    node);
+	return 0;
+}
+
+/* One file of a redis tls group, when set: readable now. */
+static int
+check_redis_tls_file(struct loader *ld, const config_setting_t *g,
+    const char *gpath, const char *name, const char *file)
+{
+	char key[KEYLEN];
+
+	if (file[0] == '\0' || access(file, R_OK) == 0)
+		return 0;
+	return fail(ld, lookup(g, name), keypath(key, gpath, name),
+	    "cannot read %s: %s", file, strerror(errno));
+}
+
+/*
+ * redis.tls or redis.sentinel.tls (parent is "redis" or "redis.sentinel").
+ * When enabled, the files are loaded now by the code that sets up each
+ * connection, so that a file it would refuse (not PEM, a key that does not
+ * match its certificate) stops the load at its line, not every connect.
+ */
+static int
+load_redis_tls(struct loader *ld, const config_setting_t *parent,
+    const char *ppath, struct tor_redis_tls *t)
+{
+	config_setting_t *g;
+	struct tor_link_tls *built;
+	char path[KEYLEN], key[KEYLEN];
+	const char *bad;
+	tor_err e;
+
+	keypath(path, ppath, "tls");
+	if (opt_group(ld, parent, ppath, "tls", keys_redis_tls, &g) == -1 ||
+	    opt_bool(ld, g, path, "enabled", false, &t->enabled) == -1 ||
+	    opt_str(ld, g, path, "ca_file", "", &t->ca_file) == -1 ||
+	    opt_str(ld, g, path, "cert_file", "", &t->cert_file) == -1 ||
+	    opt_str(ld, g, path, "key_file", "", &t->key_file) == -1 ||
+	    opt_str(ld, g, path, "server_name", "", &t->server_name) == -1 ||
+	    opt_bool(ld, g, path, "verify", true, &t->verify) == -1)
+		return -1;
+	if (!t->enabled)
+		return 0;
+	if (t->cert_file[0] != '\0' && t->key_file[0] == '\0')
+		return fail(ld, lookup(g, "cert_file"), keypath(key, path,
+		    "cert_file"), "needs %s.key_file", path);
+	if (t->key_file[0] != '\0' && t->cert_file[0] == '\0')
+		return fail(ld, lookup(g, "key_file"), keypath(key, path,
+		    "key_file"), "needs %s.cert_file", path);
+	if (check_redis_tls_file(ld, g, path, "ca_file", t->ca_file) == -1 ||
+	    check_redis_tls_file(ld, g, path, "cert_file", t->cert_file) == -1 ||
+	    check_redis_tls_file(ld, g, path, "key_file", t->key_file) == -1)
+		return -1;
+	if (tor_link_tls_new(t, &built, &bad, &e) == -1)
+		return fail(ld, lookup(g, bad) != NULL ? lookup(g, bad) : g,
+		    keypath(key, path, bad), "%s", e.msg);
+	tor_link_tls_free(built);
 	return 0;
 }
 
@@ -1292,8 +1596,9 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    opt_str(ld, g, "redis", "password_file", "",
 	    &cfg->redis.password_file) == -1 ||
 	    opt_str(ld, g, "redis", "prefix", "tor", &cfg->redis.prefix) == -1 ||
-	    opt_int32(ld, g, "redis", "timeout_ms", 500, 1,
-	    &cfg->redis.timeout_ms) == -1)
+	    opt_ms(ld, g, "redis", "timeout_ms", 500, 1,
+	    &cfg->redis.timeout_ms) == -1 ||
+	    load_redis_tls(ld, g, "redis", &cfg->redis.tls) == -1)
 		return -1;
 	cfg->redis.db = (int)db;
 	/* Braces in the prefix would move the {G} hash tag of every key. */
@@ -1317,7 +1622,9 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    &cfg->redis.sentinel.password_file) == -1 ||
 	    resolve_password(ld, sen, "redis.sentinel",
 	    "TOR_SENTINEL_PASSWORD", cfg->redis.sentinel.password_file,
-	    &cfg->redis.sentinel.password) == -1)
+	    &cfg->redis.sentinel.password) == -1 ||
+	    load_redis_tls(ld, sen, "redis.sentinel",
+	    &cfg->redis.sentinel.tls) == -1)
 		return -1;
 	if (cfg->redis.sentinel.user[0] != '\0' &&
 	    cfg->redis.sentinel.password[0] == '\0')
@@ -1345,6 +1652,35 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/*
+ * A renew goes out renew_ms after the last one and may take redis.timeout_ms
+ * to be answered; its answer must come before the leader's own deadline
+ * (lease_ms less the drift margin), or a slow but answered renew ends a
+ * healthy leadership.
+ */
+static int
+check_renew_room(struct loader *ld, const config_setting_t *root)
+{
+	const struct tor_config *cfg = ld->cfg;
+	const config_setting_t *ha = lookup(root, "ha");
+	int drift = tor_config_drift_ms(cfg->ha.lease_ms);
+	config_setting_t *s;
+
+	if (cfg->ha.renew_ms + cfg->redis.timeout_ms <
+	    cfg->ha.lease_ms - drift)
+		return 0;
+	/* The line of whichever of the three the file sets. */
+	if ((s = lookup(ha, "renew_ms")) == NULL &&
+	    (s = lookup(ha, "lease_ms")) == NULL)
+		s = lookup(lookup(root, "redis"), "timeout_ms");
+	return fail(ld, s, "ha.renew_ms", "%d + redis.timeout_ms %d must stay "
+	    "below ha.lease_ms less its drift margin (%d - %d = %d ms): a "
+	    "renew answered as late as redis.timeout_ms allows would come "
+	    "after the leader's own deadline", cfg->ha.renew_ms,
+	    cfg->redis.timeout_ms, cfg->ha.lease_ms, drift,
+	    cfg->ha.lease_ms - drift);
+}
+
 static int
 load_ha(struct loader *ld, const config_setting_t *root)
 {
@@ -1352,11 +1688,11 @@ load_ha(struct loader *ld, const config_setting_t *root)
 	config_setting_t *g, *s;
 
 	if (opt_group(ld, root, "", "ha", keys_ha, &g) == -1 ||
-	    opt_int32(ld, g, "ha", "lease_ms", 3000, 1,
+	    opt_ms(ld, g, "ha", "lease_ms", 3000, 1,
 	    &cfg->ha.lease_ms) == -1 ||
-	    opt_int32(ld, g, "ha", "renew_ms", 1000, 1,
+	    opt_ms(ld, g, "ha", "renew_ms", 1000, 1,
 	    &cfg->ha.renew_ms) == -1 ||
-	    opt_int32(ld, g, "ha", "retry_ms", 200, 1,
+	    opt_ms(ld, g, "ha", "retry_ms", 200, 1,
 	    &cfg->ha.retry_ms) == -1 ||
 	    opt_bool(ld, g, "ha", "fast_failover", true,
 	    &cfg->ha.fast_failover) == -1)
@@ -1382,7 +1718,36 @@ load_ha(struct loader *ld, const config_setting_t *root)
 		    tor_config_drift_ms(cfg->ha.lease_ms), cfg->ha.lease_ms -
 		    tor_config_drift_ms(cfg->ha.lease_ms), cfg->ha.renew_ms);
 	}
-	return 0;
+	return check_renew_room(ld, root);
+}
+
+/*
+ * redis.timeout_ms against ha.lease_ms.  The leader's deadline runs from
+ * the moment its winning acquire script was sent: the script's reply, the
+ * replica count (ROLE) and the WAIT for a replica (given half the timeout)
+ * come before the leadership is granted, and the first renew's reply must
+ * come before the deadline.  Each reply may take redis.timeout_ms, so 3.5
+ * of them must fit in lease_ms less its drift margin; past that a slow
+ * Redis (a fork, an fsync) makes acquires that win a lease already over.
+ */
+static int
+check_redis_timeout(struct loader *ld, const config_setting_t *root)
+{
+	const struct tor_config *cfg = ld->cfg;
+	int room = cfg->ha.lease_ms - tor_config_drift_ms(cfg->ha.lease_ms);
+	config_setting_t *s;
+
+	if ((int64_t)cfg->redis.timeout_ms * 7 <= (int64_t)room * 2)
+		return 0;
+	if ((s = lookup(lookup(root, "redis"), "timeout_ms")) == NULL)
+		s = lookup(lookup(root, "ha"), "lease_ms");
+	return fail(ld, s, "redis.timeout_ms", "must be at most 2/7 of "
+	    "ha.lease_ms less its drift margin (%d - %d = %d ms, so at most "
+	    "%d), got %d: an acquire's reply, the replica check and the WAIT "
+	    "for a replica, then the first renew's reply, each up to "
+	    "redis.timeout_ms, would not fit in the lease", cfg->ha.lease_ms,
+	    tor_config_drift_ms(cfg->ha.lease_ms), room, room * 2 / 7,
+	    cfg->redis.timeout_ms);
 }
 
 static int
@@ -1393,7 +1758,7 @@ load_rest(struct loader *ld, const config_setting_t *root)
 	int format;
 
 	if (opt_group(ld, root, "", "checkpoint", keys_checkpoint, &cp) == -1 ||
-	    opt_int32(ld, cp, "checkpoint", "interval_ms", 1000, 0,
+	    opt_ms(ld, cp, "checkpoint", "interval_ms", 1000, 0,
 	    &cfg->checkpoint.interval_ms) == -1 ||
 	    opt_str(ld, cp, "checkpoint", "key_file", "",
 	    &cfg->checkpoint.key_file) == -1 ||
@@ -1437,6 +1802,61 @@ collect_notes(struct tor_config *cfg)
 	cfg->not_built[0] = NULL;
 }
 
+/* s, when it sets a secret (not empty) in a file others may read: the
+ * file is warned of like a secret file.  True when s sets one. */
+static bool
+warn_inline_secret(struct loader *ld, const config_setting_t *s,
+    const char *key)
+{
+	const char *file, *v;
+	char what[KEYLEN + PATH_MAX];
+	struct stat st;
+
+	if (s == NULL || config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    (v = config_setting_get_string(s)) == NULL || v[0] == '\0')
+		return false;
+	if ((file = config_setting_source_file(s)) != NULL &&
+	    stat(file, &st) == 0) {
+		snprintf(what, sizeof(what), "%s is set inline in %s, which",
+		    key, file);
+		warn_loose_mode(ld, what, &st);
+	}
+	return true;
+}
+
+/*
+ * The first secret set inline in the file (a password, a secret-named
+ * kafka.properties entry) makes it a secret file too: one warning when
+ * others may read it.  Without a secret in it, any mode is fine (a
+ * Kubernetes ConfigMap is 0644).
+ */
+static void
+warn_inline_secrets(struct loader *ld, const config_setting_t *root)
+{
+	static const char *const paths[] = { "mysql.password",
+	    "redis.password", "redis.sentinel.password" };
+	const config_setting_t *list;
+	char key[KEYLEN];
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (warn_inline_secret(ld, config_setting_lookup(
+		    (config_setting_t *)root, paths[i]), paths[i]))
+			return;
+	list = config_setting_lookup((config_setting_t *)root,
+	    "kafka.properties");
+	for (int i = 0; list != NULL && i < config_setting_length(list); i++) {
+		const config_setting_t *e = config_setting_get_elem(list,
+		    (unsigned)i);
+		const char *prop = config_setting_get_string(e);
+
+		if (prop == NULL || secret_word_end(prop, strlen(prop)) == 0)
+			continue;
+		elempath(key, "kafka.properties", i);
+		if (warn_inline_secret(ld, e, key))
+			return;
+	}
+}
+
 static int
 load_all(struct loader *ld, const config_setting_t *root)
 {
@@ -1447,8 +1867,10 @@ load_all(struct loader *ld, const config_setting_t *root)
 	    load_kafka(ld, root) == -1 ||
 	    load_redis(ld, root) == -1 ||
 	    load_ha(ld, root) == -1 ||
+	    check_redis_timeout(ld, root) == -1 ||
 	    load_rest(ld, root) == -1)
 		return -1;
+	warn_inline_secrets(ld, root);
 	collect_notes(ld->cfg);
 	return copy_str(ld, ld->path, &ld->cfg->path);
 }
@@ -1638,6 +2060,24 @@ print_outbox(const struct tor_config *cfg, FILE *out)
 	fputs("};\n\n", out);
 }
 
+/* head, then the entries of v masked, as a libconfig list. */
+static void
+print_properties(FILE *out, const char *head, char *const *v, size_t n)
+{
+	fputs(head, out);
+	for (size_t i = 0; i < n; i++) {
+		/* Room for the whole name: the printed config must load. */
+		size_t cap = strlen(v[i]) + sizeof(MASK) + 1;
+		char *shown = malloc(cap);
+
+		fputs(i == 0 ? " " : ", ", out);
+		print_quoted(out, shown == NULL ? "(out of memory)" :
+		    tor_config_property_shown(v[i], shown, cap));
+		free(shown);
+	}
+	fputs(" );\n", out);
+}
+
 static void
 print_kafka(const struct tor_config *cfg, FILE *out)
 {
@@ -1657,19 +2097,34 @@ print_kafka(const struct tor_config *cfg, FILE *out)
 		    cfg->kafka.topics[i].replication);
 	}
 	fputs(" );\n", out);
-	fputs("  properties = (", out);
-	for (size_t i = 0; i < cfg->kafka.n_properties; i++) {
-		/* Room for the whole name: the printed config must load. */
-		size_t cap = strlen(cfg->kafka.properties[i]) + sizeof(MASK) + 1;
-		char *shown = malloc(cap);
+	print_str(out, 2, "properties_file", cfg->kafka.properties_file);
+	print_properties(out, "  properties = (", cfg->kafka.properties,
+	    cfg->kafka.n_inline_properties);
+	/* Not keys of the file: what the file and the environment added. */
+	if (cfg->kafka.n_file_properties > 0)
+		print_properties(out, "  # from properties_file: (",
+		    cfg->kafka.properties + cfg->kafka.n_inline_properties,
+		    cfg->kafka.n_file_properties);
+	if (cfg->kafka.n_properties > cfg->kafka.n_inline_properties +
+	    cfg->kafka.n_file_properties)
+		print_properties(out, "  # from TOR_KAFKA_SASL_PASSWORD: (",
+		    cfg->kafka.properties + cfg->kafka.n_properties - 1, 1);
+	fputs("};\n\n", out);
+}
 
-		fputs(i == 0 ? " " : ", ", out);
-		print_quoted(out, shown == NULL ? "(out of memory)" :
-		    tor_config_property_shown(cfg->kafka.properties[i], shown,
-		    cap));
-		free(shown);
-	}
-	fputs(" );\n};\n\n", out);
+static void
+print_redis_tls(FILE *out, int indent, const struct tor_redis_tls *t)
+{
+	fprintf(out, "%*stls = {\n", indent, "");
+	fprintf(out, "%*senabled = %s;\n", indent + 2, "",
+	    t->enabled ? "true" : "false");
+	print_str(out, indent + 2, "ca_file", t->ca_file);
+	print_str(out, indent + 2, "cert_file", t->cert_file);
+	print_str(out, indent + 2, "key_file", t->key_file);
+	print_str(out, indent + 2, "server_name", t->server_name);
+	fprintf(out, "%*sverify = %s;\n", indent + 2, "",
+	    t->verify ? "true" : "false");
+	fprintf(out, "%*s};\n", indent, "");
 }
 
 static void
@@ -1684,6 +2139,7 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_str(out, 2, "password_file", cfg->redis.password_file);
 	print_str(out, 2, "prefix", cfg->redis.prefix);
 	print_int(out, 2, "timeout_ms", cfg->redis.timeout_ms);
+	print_redis_tls(out, 2, &cfg->redis.tls);
 	fputs("  sentinel = {\n", out);
 	print_str(out, 4, "master", cfg->redis.sentinel.master);
 	print_strings(out, 4, "nodes", cfg->redis.sentinel.nodes,
@@ -1691,6 +2147,7 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_str(out, 4, "user", cfg->redis.sentinel.user);
 	print_secret(out, 4, "password", cfg->redis.sentinel.password);
 	print_str(out, 4, "password_file", cfg->redis.sentinel.password_file);
+	print_redis_tls(out, 4, &cfg->redis.sentinel.tls);
 	fputs("  };\n};\n\n", out);
 }
 
@@ -1750,6 +2207,25 @@ free_strings(char **v, size_t n)
 	free(v);
 }
 
+/* Any kafka.properties entry may carry a secret (sasl.password, a key's
+ * passphrase): each is wiped. */
+static void
+free_secrets(char **v, size_t n)
+{
+	for (size_t i = 0; v != NULL && i < n; i++)
+		free_secret(v[i]);
+	free(v);
+}
+
+static void
+free_redis_tls(struct tor_redis_tls *t)
+{
+	free(t->ca_file);
+	free(t->cert_file);
+	free(t->key_file);
+	free(t->server_name);
+}
+
 void
 tor_config_free(struct tor_config *cfg)
 {
@@ -1803,13 +2279,16 @@ tor_config_free(struct tor_config *cfg)
 	    i++)
 		free(cfg->kafka.topics[i].name);
 	free(cfg->kafka.topics);
-	free_strings(cfg->kafka.properties, cfg->kafka.n_properties);
+	free_secrets(cfg->kafka.properties, cfg->kafka.n_properties);
+	free(cfg->kafka.properties_file);
 
 	free(cfg->redis.host);
 	free_secret(cfg->redis.password);
 	free(cfg->redis.user);
 	free(cfg->redis.password_file);
 	free(cfg->redis.prefix);
+	free_redis_tls(&cfg->redis.tls);
+	free_redis_tls(&cfg->redis.sentinel.tls);
 	free(cfg->redis.sentinel.master);
 	free(cfg->redis.sentinel.user);
 	free_secret(cfg->redis.sentinel.password);

@@ -21,16 +21,30 @@
  *             is younger than 3 x mysql.heartbeat_ms, and its producer
  *             reached a broker within kafka.unreachable_ms.  A follower or
  *             a candidate that reaches Redis is ready: it can take over.
+ *
+ * The probes must be answered whoever else connects: a client that opens a
+ * connection and never finishes its request (each byte it trickles resets
+ * the idle timeout) would hold a slot for ever.  So one client address
+ * holds at most PER_IP_LIMIT connections, all of them at most
+ * CONNECTION_LIMIT (epoll: no select() ceiling) of CONNECTION_MEMORY each, a
+ * silent one goes after IDLE_TIMEOUT_S, and one whose request has not
+ * arrived whole REQUEST_DEADLINE_MS after it connected (or was last
+ * answered) is cut by the reaper thread.  Clients that keep reconnecting
+ * from many addresses can still crowd the probes out: the port is for the
+ * probes and Prometheus, to be bound where only they reach it.
  */
 #include <errno.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
+#include <pthread.h>
 
 #include "tor/clock.h"
 #include "tor/buf.h"
@@ -38,12 +52,33 @@
 #include "tor/log.h"
 
 #define HEALTH_STALE_MS 10000
+#define PER_IP_LIMIT    8       /* the kubelet's two probes, a scrape, room */
+#define CONNECTION_LIMIT 256
+#define CONNECTION_MEMORY (16 * 1024)   /* a request's headers, with room */
+#define IDLE_TIMEOUT_S  3       /* a probe sends its request at once */
+#define REQUEST_DEADLINE_MS 5000        /* a request however it trickles */
+#define REAP_EVERY_MS   500
+
+/* A connection the server holds: its socket, and since when it owes a
+ * whole request (fd -1: a free slot). */
+struct slot {
+	int fd;
+	int64_t since_ms;
+};
 
 struct tor_http {
 	const struct tor_config *cfg;
 	const struct tor_metrics *m;
 	const struct tor_elector *el;
 	struct MHD_Daemon *d;
+
+	/* The reaper's; slots are taken and freed by the server's thread. */
+	pthread_t reaper;
+	bool reaper_started;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	bool stopping;
+	struct slot slots[CONNECTION_LIMIT];
 };
 
 static enum MHD_Result
@@ -136,6 +171,21 @@ serve_metrics(struct tor_http *h, struct MHD_Connection *conn)
 	return ret;
 }
 
+/* An answered request starts the connection's next deadline (keep-alive). */
+static void
+renew_deadline(struct tor_http *h, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct slot *slot = ci != NULL ? ci->socket_context : NULL;
+
+	if (slot == NULL)
+		return;
+	pthread_mutex_lock(&h->mu);
+	slot->since_ms = tor_mono_ms();
+	pthread_mutex_unlock(&h->mu);
+}
+
 static enum MHD_Result
 answer(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -146,6 +196,7 @@ answer(void *cls, struct MHD_Connection *conn, const char *url,
 	const char *bad;
 	bool known;
 
+	renew_deadline(h, conn);
 	(void)version;
 	(void)upload_data;
 	(void)upload_data_size;
@@ -167,6 +218,108 @@ answer(void *cls, struct MHD_Connection *conn, const char *url,
 	if (bad != NULL)
 		return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, bad);
 	return respond_text(conn, MHD_HTTP_OK, "ok\n");
+}
+
+/*
+ * The server's thread tells of each connection it opens and closes: a slot
+ * holds its socket while it is open.  The server closes a socket only after
+ * telling, and the reaper touches a socket only under the lock, so it never
+ * cuts a socket number that another connection reuses.  A connection that
+ * finds no slot (there are as many as the server takes) is not watched.
+ */
+static void
+track(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct tor_http *h = cls;
+	const union MHD_ConnectionInfo *ci;
+	struct slot *slot = *socket_context;
+
+	pthread_mutex_lock(&h->mu);
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (slot != NULL)
+			slot->fd = -1;
+		*socket_context = NULL;
+	} else if ((ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_CONNECTION_FD)) != NULL) {
+		for (size_t i = 0; i < CONNECTION_LIMIT; i++)
+			if (h->slots[i].fd == -1) {
+				h->slots[i].fd = ci->connect_fd;
+				h->slots[i].since_ms = tor_mono_ms();
+				*socket_context = &h->slots[i];
+				break;
+			}
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* Cuts every connection whose request is overdue: shutdown() makes the
+ * server read its end and close it. */
+static void *
+reap(void *arg)
+{
+	struct tor_http *h = arg;
+	struct timespec at;
+
+	pthread_mutex_lock(&h->mu);
+	while (!h->stopping) {
+		int64_t now = tor_mono_ms();
+
+		for (size_t i = 0; i < CONNECTION_LIMIT; i++) {
+			struct slot *slot = &h->slots[i];
+
+			if (slot->fd == -1 ||
+			    now - slot->since_ms < REQUEST_DEADLINE_MS)
+				continue;
+			shutdown(slot->fd, SHUT_RDWR);
+			slot->since_ms = now;   /* once per deadline */
+		}
+		clock_gettime(CLOCK_MONOTONIC, &at);
+		at.tv_nsec += REAP_EVERY_MS * 1000000L;
+		at.tv_sec += at.tv_nsec / 1000000000L;
+		at.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&h->wake, &h->mu, &at);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* The lock and the wake-up of the reaper (on CLOCK_MONOTONIC), its slots
+ * free. */
+static int
+reaper_init(struct tor_http *h)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	for (size_t i = 0; i < CONNECTION_LIMIT; i++)
+		h->slots[i].fd = -1;
+	if (pthread_condattr_init(&attr) != 0)
+		return -1;
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(&h->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	if (rc != 0)
+		return -1;
+	if (pthread_mutex_init(&h->mu, NULL) != 0) {
+		pthread_cond_destroy(&h->wake);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+reaper_stop(struct tor_http *h)
+{
+	if (h->reaper_started) {
+		pthread_mutex_lock(&h->mu);
+		h->stopping = true;
+		pthread_cond_signal(&h->wake);
+		pthread_mutex_unlock(&h->mu);
+		pthread_join(h->reaper, NULL);
+	}
+	pthread_cond_destroy(&h->wake);
+	pthread_mutex_destroy(&h->mu);
 }
 
 /* A listening socket on "host:port" ("[v6]:port" too), or -1 with err
@@ -218,7 +371,8 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
     const struct tor_elector *el, tor_err *err)
 {
 	struct tor_http *h;
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD;
+	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
+	sigset_t all, old;
 	bool v6 = false;
 	int fd;
 
@@ -229,20 +383,45 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
 	h->cfg = cfg;
 	h->m = m;
 	h->el = el;
+	if (reaper_init(h) == -1) {
+		free(h);
+		tor_err_set(err, "http: cannot make the reaper's lock");
+		return NULL;
+	}
 	if ((fd = listen_on(cfg->http.listen, &v6, err)) < 0) {
+		reaper_stop(h);
 		free(h);
 		return NULL;
 	}
 	if (v6)
 		flags |= MHD_USE_IPv6;
-	/* MHD owns fd from here: MHD_stop_daemon closes it. */
+	/* MHD owns fd from here: MHD_stop_daemon closes it.  Signals belong
+	 * to the main thread (SIGTERM starts a clean shutdown and interrupts
+	 * its waits); the server's thread and the reaper inherit this mask. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	h->d = MHD_start_daemon(flags, 0, NULL, NULL, answer, h,
 	    MHD_OPTION_LISTEN_SOCKET, fd,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+	    MHD_OPTION_NOTIFY_CONNECTION, track, h,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)PER_IP_LIMIT,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
 	    MHD_OPTION_END);
+	if (h->d != NULL)
+		h->reaper_started = pthread_create(&h->reaper, NULL, reap,
+		    h) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (h->d != NULL && !h->reaper_started) {
+		MHD_stop_daemon(h->d);
+		reaper_stop(h);
+		free(h);
+		tor_err_set(err, "http: cannot start the reaper thread");
+		return NULL;
+	}
 	if (h->d == NULL) {
 		close(fd);
+		reaper_stop(h);
 		free(h);
 		tor_err_set(err, "http.listen %s: the HTTP server did not start",
 		    cfg->http.listen);
@@ -258,6 +437,8 @@ tor_http_stop(struct tor_http *h)
 {
 	if (h == NULL)
 		return;
+	/* The server first: it stops telling of connections. */
 	MHD_stop_daemon(h->d);
+	reaper_stop(h);
 	free(h);
 }

@@ -1539,7 +1539,8 @@ tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err)
 bool
 tor_sink_fenced(const struct tor_sink *sink)
 {
-	return sink->fenced;
+	return sink->fenced || rd_kafka_fatal_error(sink->rk, NULL, 0) ==
+	    RD_KAFKA_RESP_ERR__FENCED;
 }
 
 /* One record or end of partition from the checkpoint partition, for
@@ -1578,7 +1579,9 @@ consumer_next(void *ctx, int timeout_ms, struct tor_position_item *it)
 int
 tor_position_scan(int (*next)(void *ctx, int timeout_ms,
     struct tor_position_item *it), void *ctx, const char *group, int64_t hi,
-    int timeout_ms, char *record, size_t cap, bool *found, tor_err *err)
+    int timeout_ms, size_t cap,
+    void (*take)(void *tctx, const void *value, size_t len), void *tctx,
+    bool *found, tor_err *err)
 {
 	size_t glen = strlen(group);
 	int64_t deadline = tor_mono_ms() + timeout_ms, reached = -1;
@@ -1605,21 +1608,28 @@ tor_position_scan(int (*next)(void *ctx, int timeout_ms,
 		}
 		if (it.offset + 1 > reached)
 			reached = it.offset + 1;
-		if (it.key_len == glen && memcmp(it.key, group, glen) == 0 &&
-		    it.value_len < cap) {
-			memcpy(record, it.value, it.value_len);
-			record[it.value_len] = '\0';
-			*found = true;
+		if (it.key_len != glen || memcmp(it.key, group, glen) != 0)
+			continue;
+		/* Not one tor wrote: its records always fit. */
+		if (it.value_len >= cap) {
+			log_warn("kafka", "position record of group %s at offset "
+			    "%" PRId64 ": %zu bytes, longer than any tor writes "
+			    "(%zu): skipped", group, it.offset, it.value_len,
+			    cap - 1);
+			continue;
 		}
+		take(tctx, it.value, it.value_len);
+		*found = true;
 	}
 	return 0;
 }
 
 /* Reads partition 0 of the checkpoint topic from offset `from` up to hi,
- * keeping the last record whose key is the group. */
+ * handing each record whose key is the group to take. */
 static int
 position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
-    int64_t from, int64_t hi, char *record, size_t cap, bool *found,
+    int64_t from, int64_t hi, size_t cap,
+    void (*take)(void *, const void *, size_t), void *tctx, bool *found,
     int timeout_ms, tor_err *err)
 {
 	struct consumer_feed feed = { rkt, NULL };
@@ -1630,7 +1640,7 @@ position_scan(rd_kafka_topic_t *rkt, const struct tor_config *cfg,
 		    PRId64 ": %s", cfg->kafka.checkpoint_topic, from,
 		    rd_kafka_err2str(rd_kafka_last_error()));
 	rc = tor_position_scan(consumer_next, &feed, cfg->group, hi,
-	    timeout_ms, record, cap, found, err);
+	    timeout_ms, cap, take, tctx, found, err);
 	if (feed.m != NULL)
 		rd_kafka_message_destroy(feed.m);
 	rd_kafka_consume_stop(rkt, 0);
@@ -1833,8 +1843,9 @@ tor_position_reader_free(struct tor_position_reader *pr)
 }
 
 int
-tor_position_reader_read(struct tor_position_reader *pr, char *record,
-    size_t cap, bool *found, int timeout_ms, tor_err *err)
+tor_position_reader_read(struct tor_position_reader *pr, size_t cap,
+    void (*take)(void *tctx, const void *value, size_t len), void *tctx,
+    bool *found, int timeout_ms, tor_err *err)
 {
 	const struct tor_config *cfg = pr->cfg;
 	rd_kafka_resp_err_t code;
@@ -1862,13 +1873,13 @@ tor_position_reader_read(struct tor_position_reader *pr, char *record,
 		if (hi - lo <= position_windows[i])
 			break;
 		rc = position_scan(pr->rkt, cfg, hi - position_windows[i], hi,
-		    record, cap, found, timeout_ms, err);
+		    cap, take, tctx, found, timeout_ms, err);
 		if (rc < 0 || *found)
 			return rc;
 	}
 	if (hi <= lo)
 		return 0;
-	return position_scan(pr->rkt, cfg, lo, hi, record, cap, found,
+	return position_scan(pr->rkt, cfg, lo, hi, cap, take, tctx, found,
 	    timeout_ms, err);
 }
 

@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "tor/cli.h"
 #include "tor/config.h"
@@ -43,6 +46,78 @@ install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/*
+ * No core dump while passwords and the checkpoint key sit in memory.
+ * RLIMIT_CORE 0 stops a core file, but not a core_pattern pipe (systemd-
+ * coredump, apport); a process that is not dumpable leaves no core at all,
+ * and no other process of its user may attach to it or read its memory,
+ * environment or descriptors under /proc (root still may).  The sanitized
+ * test build stays dumpable: LeakSanitizer's check at exit attaches to the
+ * process's threads, and so does gdb.
+ */
+static void
+forbid_core_dumps(void)
+{
+	const struct rlimit none = { 0, 0 };
+
+	setrlimit(RLIMIT_CORE, &none);
+#ifndef TOR_TEST_HOOKS
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+}
+
+enum command {
+	CMD_RUN,
+	CMD_CHECK_CONFIG,
+	CMD_STATUS,
+	CMD_CHECKPOINT_SHOW,
+	CMD_CHECKPOINT_SET,
+	CMD_CHECKPOINT_IMPORT,
+	CMD_DECODE,
+};
+
+/* One warning where cmd's user sees it: in a replica's log, as a comment
+ * of --check-config's output, else on stderr (stdout holds the answer). */
+static void
+warn(enum command cmd, const char *component, const char *text)
+{
+	if (cmd == CMD_RUN)
+		log_warn(component, "%s", text);
+	else if (cmd == CMD_CHECK_CONFIG)
+		printf("# warning: %s\n", text);
+	else
+		fprintf(stderr, "tor: warning: %s\n", text);
+}
+
+/* The test hooks (TOR_TEST_*) are compiled into the sanitized test build
+ * only; elsewhere their variables do nothing, and each set one says so. */
+static void
+warn_ignored_test_hooks(enum command cmd)
+{
+#ifndef TOR_TEST_HOOKS
+	char text[160];
+
+	for (char **e = environ; *e != NULL; e++)
+		if (strncmp(*e, "TOR_TEST_", 9) == 0) {
+			snprintf(text, sizeof(text), "%.*s is set, but this build "
+			    "has no test hooks: ignored",
+			    (int)strcspn(*e, "="), *e);
+			warn(cmd, "main", text);
+		}
+#else
+	(void)cmd;
+#endif
+}
+
+/* What the config loader found questionable, and an ignored test hook. */
+static void
+warn_all(enum command cmd, const struct tor_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_warnings; i++)
+		warn(cmd, "config", cfg->warnings[i]);
+	warn_ignored_test_hooks(cmd);
+}
+
 static void
 usage(FILE *out)
 {
@@ -66,16 +141,6 @@ usage(FILE *out)
 	    "from binlog files\n"
 	    "       tor --version\n");
 }
-
-enum command {
-	CMD_RUN,
-	CMD_CHECK_CONFIG,
-	CMD_STATUS,
-	CMD_CHECKPOINT_SHOW,
-	CMD_CHECKPOINT_SET,
-	CMD_CHECKPOINT_IMPORT,
-	CMD_DECODE,
-};
 
 /* The words before the options: "status", "checkpoint show|set|import",
  * "decode". */
@@ -130,6 +195,16 @@ parse_number(const char *s, int min, int max, int *out)
 	return 0;
 }
 
+static void
+warn_unverified(const struct tor_redis_tls *tls, const char *path)
+{
+	if (tls->enabled && !tls->verify)
+		log_warn("config", "%s.verify = false: the server's certificate "
+		    "and name are not checked, so anyone on the path can pose "
+		    "as it and read what tor sends (the password, the lease, "
+		    "the checkpoint)", path);
+}
+
 static int
 run_replica(struct tor_config *cfg)
 {
@@ -138,12 +213,15 @@ run_replica(struct tor_config *cfg)
 
 	tor_log_setup(cfg->log.level, cfg->log.format, cfg->instance);
 	install_signals();
+	warn_all(CMD_RUN, cfg);
 	log_info("main", "tor %s starting: group %s, server_id %u%s",
 	    TOR_VERSION, cfg->group, cfg->mysql.server_id,
 	    cfg->mysql.server_id_derived ? " (derived)" : "");
 	for (const char *const *n = tor_config_not_in_effect(cfg); *n != NULL;
 	    n++)
 		log_warn("config", "not yet in effect: %s", *n);
+	warn_unverified(&cfg->redis.tls, "redis.tls");
+	warn_unverified(&cfg->redis.sentinel.tls, "redis.sentinel.tls");
 	rc = tor_relay_run(cfg, &stop_requested, &err);
 	if (rc < 0)
 		log_error("main", "fatal: %s", err.msg);
@@ -177,6 +255,7 @@ main(int argc, char **argv)
 	tor_err err;
 	int opt, rc, used;
 
+	forbid_core_dumps();
 	if (parse_command(argc, argv, &cmd, &used) < 0) {
 		usage(stderr);
 		return 2;
@@ -245,6 +324,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "tor: %s\n", err.msg);
 		return 2;
 	}
+	if (cmd != CMD_RUN)
+		warn_all(cmd, &cfg);
 	switch (cmd) {
 	case CMD_CHECK_CONFIG:
 		tor_config_print(&cfg, stdout);

@@ -10,10 +10,12 @@
  * sequence number.  The progress tracker turns acknowledgements (or, in
  * transactional mode, Kafka commits) into the checkpoint.
  *
- * Every way out of a session ends in the elector's follower state or in the
- * end of the process, and nothing the producer still holds is sent once the
- * leadership is gone: the elector tells the relay at the moment it ends
- * (from whichever thread sees it first), and the producer is purged there.
+ * Every leadership the elector grants is taken here once and ended here
+ * once, by its number (tor/elector.h): a session runs for it (several, when
+ * a session restarts within it), and ends it unless the process ends.
+ * Nothing the producer still holds is sent once the leadership is gone: the
+ * elector tells the relay at the moment it ends (from whichever thread sees
+ * it first), and the producer is purged there.
  * Stops happen between transactions: a stop request lets the current one
  * finish, so a restart neither loses nor repeats a part of it.
  */
@@ -77,6 +79,9 @@ enum {
  * (an ack older than that is not observed). */
 #define LATENCY_SLOTS 16384     /* a power of two */
 #define REDIS_PING_MS 1000      /* a follower's readiness probe of Redis */
+/* A follower waits for a leadership in slices this long, serving its
+ * clients and looking for a stop between them. */
+#define AWAIT_SLICE_MS 100
 
 /* A prepared XA transaction whose rows wait holds the checkpoint before
  * it: said in the log once it has for this long, and again at this
@@ -84,7 +89,8 @@ enum {
 #define XA_HELD_WARN_MS 10000
 #define XA_HELD_REPEAT_MS (5 * 60 * 1000)
 
-/* Rows the broker refused as too large, remembered across sessions. */
+/* Rows the broker refused as too large, remembered across sessions and
+ * shared with the group's other replicas through Redis. */
 #define TOO_LARGE_MAX 64
 /* How long a fatal producer's delivery reports are waited for (serve). */
 #define FATAL_REPORTS_MS 2000
@@ -105,6 +111,7 @@ struct relay {
 	const struct tor_config *cfg;
 	volatile sig_atomic_t *stop;
 	struct tor_elector *elector;
+	uint64_t leadership;            /* the one the sessions run for */
 	bool lost;                      /* a write was refused: not leading */
 
 	struct tor_binlog *binlog;
@@ -127,9 +134,8 @@ struct relay {
 	uint64_t dedup_skipped, dedup_unknown;
 	bool dedup_reported;
 	uint64_t max_token;             /* the highest token either copy had */
-	/* The token and the leadership (tor_elector_failovers counts this
-	 * replica's leaderships) of its last checkpoint write: a session
-	 * restarted within that leadership finds its own token there. */
+	/* The token and the leadership of its last checkpoint write: a
+	 * session restarted within that leadership finds its own token there. */
 	uint64_t written_token, written_leadership;
 	bool start_found;               /* either copy of the checkpoint exists */
 	uint64_t epoch;
@@ -144,8 +150,10 @@ struct relay {
 	int64_t last_event_ms;
 	struct tor_checkpoint committed;        /* the last Kafka commit's */
 	bool committed_moved;
+#ifdef TOR_TEST_HOOKS
 	unsigned long crash_after_commits;      /* test fault hook, 0 = off */
 	unsigned long commits;
+#endif
 
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
@@ -158,8 +166,15 @@ struct relay {
 	int delivery_code;
 	char delivery_error[256];
 
-	char too_large[TOO_LARGE_MAX][128];     /* tor.pos refused by the broker */
+	/* The tor.pos of rows the broker refused as too large: in this
+	 * process (a cap that halts, as a broker limit nobody set must not
+	 * go unnoticed), and listed in Redis by the group's replicas
+	 * (reloaded by every session, cut at the cap without a halt: a
+	 * week's list must not stop every leader). */
+	char too_large[TOO_LARGE_MAX][TOR_REFUSED_POS];
 	size_t n_too_large;
+	char group_refused[TOO_LARGE_MAX][TOR_REFUSED_POS];
+	size_t n_group_refused, group_refused_over;
 
 	uint64_t rows_published, rows_skipped, reconnects;
 	/* Rows skipped as unrouted, and as naming a partition their topic
@@ -222,7 +237,7 @@ stop_overdue(struct relay *r)
 static bool
 leading(struct relay *r)
 {
-	return !r->lost && tor_elector_may_publish(r->elector);
+	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
 /* The sink's guard: its waits end when the leadership does. */
@@ -297,13 +312,14 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 		/* A successor holds the lease, or an operator moved the
 		 * checkpoint: this replica must not publish another message. */
 		r->lost = true;
-		tor_elector_resign(r->elector, "checkpoint write refused: the "
-		    "lease or the checkpoint belongs to a newer token");
+		tor_elector_resign(r->elector, r->leadership, "checkpoint write "
+		    "refused: the lease or the checkpoint belongs to a newer "
+		    "token");
 		return tor_err_set(err, "checkpoint write refused (token %"
 		    PRIu64 ")", r->epoch);
 	}
 	r->written_token = r->epoch;
-	r->written_leadership = tor_elector_failovers(r->elector);
+	r->written_leadership = r->leadership;
 	r->written_done = cp->done;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
@@ -321,11 +337,12 @@ copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
 	char record[TOR_CHECKPOINT_RECORD];
 	tor_err err;
 
-	int n = tor_checkpoint_record_format(r->cfg, cp, record,
-	    sizeof(record));
-
-	if (n < 0 || (size_t)n >= sizeof(record))
+	if (tor_checkpoint_record_format(r->cfg, cp, record,
+	    sizeof(record)) < 0) {
+		log_warn("kafka", "position record not produced: its mac could "
+		    "not be computed");
 		return;
+	}
 	if (tor_sink_produce_position(r->sink, record, &err) < 0)
 		log_warn("kafka", "position record not produced: %s", err.msg);
 }
@@ -344,6 +361,7 @@ safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 }
 
 static void commit_checkpoint(struct relay *r, struct tor_checkpoint *cp);
+static int sink_failure(struct relay *r, int rc);
 
 static bool
 same_position(const struct tor_position *a, const struct tor_position *b)
@@ -413,13 +431,41 @@ checkpoint_tick(struct relay *r)
 	r->checkpoint_dirty = false;
 }
 
+static bool
+listed(const char (*list)[TOR_REFUSED_POS], size_t n, const char *pos)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], pos) == 0)
+			return true;
+	return false;
+}
+
+/* A tor.pos longer than a slot is cut: it matches nothing then. */
+static void
+list_add(char (*list)[TOR_REFUSED_POS], size_t *n, const char *pos)
+{
+	size_t len = strnlen(pos, TOR_REFUSED_POS - 1);
+
+	memcpy(list[*n], pos, len);
+	list[(*n)++][len] = '\0';
+}
+
+static bool
+refused_as_too_large(const struct relay *r, const char *pos)
+{
+	return listed(r->too_large, r->n_too_large, pos) ||
+	    listed(r->group_refused, r->n_group_refused, pos);
+}
+
 /* The rows the broker refused as too large: remembered, so that when they
- * come again they follow outbox.unrouted like a client-side oversize. */
+ * come again they follow outbox.unrouted like a client-side oversize, here
+ * and (through Redis) at the next leader, whichever replica it is. */
 static int
 note_too_large(struct relay *r, tor_err *err)
 {
 	struct tor_sink_rejection rej[TOR_SINK_MAX_REJECTED];
 	size_t n = tor_sink_rejected(r->sink, rej, TOR_SINK_MAX_REJECTED);
+	tor_err e;
 
 	for (size_t i = 0; i < n; i++) {
 		log_warn("kafka", "the broker refused the message of row %s "
@@ -427,23 +473,59 @@ note_too_large(struct relay *r, tor_err *err)
 		    "it comes again (set message.max.bytes in kafka.properties "
 		    "to the broker's limit to catch such rows before producing)",
 		    rej[i].pos, rej[i].bytes);
+		if (listed(r->too_large, r->n_too_large, rej[i].pos))
+			continue;
 		if (r->n_too_large == TOO_LARGE_MAX)
 			return tor_err_set(err, "kafka: the broker refused more "
 			    "than %d rows as too large; last row %s", TOO_LARGE_MAX,
 			    rej[i].pos);
-		memcpy(r->too_large[r->n_too_large++], rej[i].pos,
-		    sizeof(r->too_large[0]));
+		list_add(r->too_large, &r->n_too_large, rej[i].pos);
+		if (tor_checkpoint_refused_add(r->redis, r->cfg, rej[i].pos,
+		    &e) < 0)
+			log_warn("redis", "%s; the next leader, if another "
+			    "replica, offers row %s to the broker again", e.msg,
+			    rej[i].pos);
 	}
 	return 0;
 }
 
-static bool
-refused_as_too_large(const struct relay *r, const char *pos)
+static void
+learn_refused(void *ctx, const char *pos)
 {
-	for (size_t i = 0; i < r->n_too_large; i++)
-		if (strcmp(r->too_large[i], pos) == 0)
-			return true;
-	return false;
+	struct relay *r = ctx;
+
+	if (listed(r->too_large, r->n_too_large, pos))
+		return;
+	if (r->n_group_refused == TOO_LARGE_MAX)
+		r->group_refused_over++;
+	else
+		list_add(r->group_refused, &r->n_group_refused, pos);
+}
+
+/* Before the first message: the rows the group's replicas saw the broker
+ * refuse as too large.  Advice: when Redis cannot say, such a row is
+ * offered to the broker again, refused, and learned (a session restart). */
+static void
+load_refused(struct relay *r)
+{
+	size_t ignored;
+	tor_err err;
+
+	r->n_group_refused = r->group_refused_over = 0;
+	if (tor_checkpoint_refused_load(r->redis, r->cfg, learn_refused, r,
+	    &ignored, &err) < 0) {
+		log_warn("redis", "%s; a row the broker refused as too large "
+		    "under another replica is offered to it again", err.msg);
+		return;
+	}
+	if (ignored > 0)
+		log_warn("relay", "%zu rows listed as refused by the broker do "
+		    "not verify with the checkpoint key: ignored (offered to "
+		    "the broker if they come)", ignored);
+	if (r->group_refused_over > 0)
+		log_warn("relay", "%zu rows listed as refused by the broker past "
+		    "the first %d: offered to the broker again if they come",
+		    r->group_refused_over, TOO_LARGE_MAX);
 }
 
 /* Says in the metrics (each second) and the log (past XA_HELD_WARN_MS,
@@ -515,6 +597,14 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	 * seen the end itself. */
 	if (r->delivery_failed && !leading(r))
 		return RUN_LOST;
+	/* Transactional mode: another producer's init_transactions took the
+	 * transactional.id (a replica that woke after this one took over, or
+	 * an operator's tool): the producer is fatal and what it held is
+	 * failed.  This leadership gives up, as when a transactional call
+	 * says so; the process does not halt. */
+	if ((r->delivery_failed || rc < 0) && r->txn_mode &&
+	    tor_sink_fenced(r->sink))
+		return sink_failure(r, TOR_SINK_FENCED);
 	if (r->delivery_failed &&
 	    r->delivery_code == TOR_SINK_ERR_TOO_LARGE) {
 		if (note_too_large(r, err) < 0)
@@ -558,9 +648,10 @@ sink_failure(struct relay *r, int rc)
 		/* The broker's abort of a transaction that outlived
 		 * transaction.timeout.ms bumps the epoch too: librdkafka
 		 * reports it the same way. */
-		tor_elector_resign(r->elector, "Kafka fenced this producer: "
-		    "another replica holds the transactional.id, or the broker "
-		    "aborted a transaction older than transaction.timeout.ms");
+		tor_elector_resign(r->elector, r->leadership, "Kafka fenced this "
+		    "producer: another replica holds the transactional.id, or "
+		    "the broker aborted a transaction older than "
+		    "transaction.timeout.ms");
 		return RUN_LOST;
 	}
 	if (rc == TOR_SINK_LOST)
@@ -601,6 +692,25 @@ commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 	}
 }
 
+/* The test build's fault hook (TOR_TEST_CRASH_AFTER_KAFKA_COMMIT=n): killed
+ * after the n-th Kafka commit of rows, before the Redis checkpoint. */
+static void
+crash_hook(struct relay *r)
+{
+#ifdef TOR_TEST_HOOKS
+	if (r->ktxn_messages > 0)
+		r->commits++;
+	if (r->crash_after_commits != 0 &&
+	    r->commits == r->crash_after_commits && r->ktxn_messages > 0) {
+		log_warn("relay", "test fault hook: crashing after Kafka commit "
+		    "%lu, before the Redis checkpoint", r->commits);
+		raise(SIGKILL);
+	}
+#else
+	(void)r;
+#endif
+}
+
 /*
  * Commits the open Kafka transaction with the position record that says
  * what it makes safe.  The transaction counts as open until the commit or
@@ -633,14 +743,7 @@ kafka_commit(struct relay *r, tor_err *err)
 	r->ktxn_open = false;
 	r->committed = cp;
 	r->committed_moved = true;
-	if (r->ktxn_messages > 0)
-		r->commits++;
-	if (r->crash_after_commits != 0 &&
-	    r->commits == r->crash_after_commits && r->ktxn_messages > 0) {
-		log_warn("relay", "test fault hook: crashing after Kafka commit "
-		    "%lu, before the Redis checkpoint", r->commits);
-		raise(SIGKILL);
-	}
+	crash_hook(r);
 	return 0;
 }
 
@@ -1266,46 +1369,86 @@ load_redis_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
 	return 0;
 }
 
-/* Transactional mode: init_transactions fences the previous leader's
- * producer and aborts its open transaction, before anything is read. */
+/*
+ * Transactional mode: init_transactions fences the previous leader's
+ * producer and aborts its open transaction, before anything is read.  It
+ * fences whoever holds the transactional.id, a successor too: so it is
+ * asked only while this leadership holds, checked right before each try (a
+ * replica paused between winning the lease and this point wakes to find
+ * its leadership over, and fences nobody).  What no check here can close:
+ * a pause after the check, or a request slower than the lease, lands after
+ * the successor's own init_transactions; the successor is then fenced, and
+ * steps down (serve, sink_failure) for the next acquire to resume.
+ */
 static int
 fence_predecessor(struct relay *r, tor_err *err)
 {
 	int rc, backoff = RECONNECT_MIN_MS;
 
-	while ((rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
-	    err)) != 0) {
+	for (;;) {
+		if (!leading(r))
+			return RUN_LOST;
+		rc = tor_sink_txn_init(r->sink, r->cfg->mysql.connect_timeout_ms,
+		    err);
+		if (rc == 0)
+			break;
 		if (rc != TOR_SINK_RETRY && rc != -1)
 			return sink_failure(r, rc);
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
 	}
+	if (!leading(r)) {
+		log_warn("kafka", "init_transactions ended after the leadership "
+		    "of token %" PRIu64 " did: a successor's producer may have "
+		    "been fenced by it (it steps down, and the next leader goes "
+		    "on)", r->epoch);
+		return RUN_LOST;
+	}
 	return 0;
 }
 
-/* Kafka's copy of the checkpoint (the group's last committed position
- * record), waiting while Kafka cannot be read.  A record that does not
- * parse (or verify) halts, like a bad Redis checkpoint. */
+/* Kafka's copy of the checkpoint (the newest decision among the group's
+ * committed position records, tor_checkpoint_pick), waiting while Kafka
+ * cannot be read.  A last record that does not parse (or verify) halts,
+ * like a bad Redis checkpoint. */
 static int
 load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
     tor_err *err)
 {
-	char record[TOR_CHECKPOINT_RECORD];
+	struct tor_record_pick pick;
 	int backoff = RECONNECT_MIN_MS, rc;
 	int wait_ms = tor_sink_txn_timeout_ms(r->sink) + 5000;
 
 	if (wait_ms < r->cfg->mysql.connect_timeout_ms)
 		wait_ms = r->cfg->mysql.connect_timeout_ms;
-	while (tor_position_reader_read(r->positions, record, sizeof(record),
-	    found, wait_ms, err) < 0) {
+	for (;;) {
+		tor_checkpoint_pick_start(&pick, r->cfg);
+		if (tor_position_reader_read(r->positions,
+		    TOR_CHECKPOINT_RECORD, tor_checkpoint_pick, &pick, found,
+		    wait_ms, err) == 0)
+			break;
 		if (tor_position_reader_poll(r->positions, err) < 0)
 			return -1;
 		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
 			return rc;
 	}
-	if (*found && tor_checkpoint_record_parse(r->cfg, record, cp, err) < 0)
+	if ((rc = tor_checkpoint_picked(&pick, cp, err)) < 0)
 		return tor_err_prefix(err, "kafka: %s: ",
 		    r->cfg->kafka.checkpoint_topic);
+	*found = rc == 1;
+	if (pick.passed > 0)
+		log_warn("kafka", "%s: %u position record%s of group %s before "
+		    "the last one do%s not parse; passed over",
+		    r->cfg->kafka.checkpoint_topic, pick.passed,
+		    pick.passed == 1 ? "" : "s", r->cfg->group,
+		    pick.passed == 1 ? "es" : "");
+	if (*found && cp->epoch > pick.last_epoch)
+		log_warn("kafka", "%s: the last position record of group %s "
+		    "carries token %" PRIu64 ", below token %" PRIu64 " of one "
+		    "before it (a paused leader's record that reached the "
+		    "broker late): token %" PRIu64 "'s is used",
+		    r->cfg->kafka.checkpoint_topic, r->cfg->group,
+		    pick.last_epoch, cp->epoch, cp->epoch);
 	return 0;
 }
 
@@ -1432,7 +1575,7 @@ claim_token(struct relay *r, tor_err *err)
 	uint64_t raised;
 
 	if (r->epoch > r->max_token || (r->epoch == r->written_token &&
-	    tor_elector_failovers(r->elector) == r->written_leadership))
+	    r->leadership == r->written_leadership))
 		return 0;
 	if (tor_lease_hold(r->redis, r->cfg, r->epoch, r->max_token, &raised,
 	    err) < 0)
@@ -1443,7 +1586,8 @@ claim_token(struct relay *r, tor_err *err)
 	    "(ha.lease_ms), until a leadership from before the loss has "
 	    "stopped", r->epoch, r->max_token, raised, r->cfg->ha.lease_ms);
 	r->lost = true;
-	tor_elector_resign(r->elector, "token below the checkpoint's");
+	tor_elector_resign(r->elector, r->leadership,
+	    "token below the checkpoint's");
 	return RUN_LOST;
 }
 
@@ -1598,6 +1742,7 @@ prepare(struct relay *r, tor_err *err)
 		return rc;
 	if ((rc = announce(r, err)) != 0)
 		return rc;
+	load_refused(r);
 	if (!r->txn_mode && (rc = learn_topics(r, err)) != 0)
 		return rc;
 	r->progress = tor_progress_new(&r->start.pos);
@@ -1611,8 +1756,8 @@ prepare(struct relay *r, tor_err *err)
 }
 
 /*
- * One leadership session: from the lease won to the lease given up.  It
- * reads from the checkpoint the previous leader left and publishes under this
+ * One session of the leadership run_leadership holds.  It reads from the
+ * checkpoint the previous leader (or session) left and publishes under this
  * token until a stop (finish, then hand over), a loss (drop what is in
  * flight: a successor may already publish), a restart or a fatal error.
  */
@@ -1621,7 +1766,6 @@ lead(struct relay *r, tor_err *err)
 {
 	int rc;
 
-	r->epoch = tor_elector_token(r->elector);
 	r->lost = false;
 	r->ktxn_open = false;
 	r->checkpoint_dirty = r->delivery_failed = false;
@@ -1700,23 +1844,22 @@ ping_redis(struct relay *r)
 	set_redis_ok(r, reply != NULL);
 }
 
-/* Sleeps until this replica leads (1), or a stop comes (0).  Pings Redis
- * every REDIS_PING_MS meanwhile, for /readyz.  -1 with err when Kafka
- * refused the waiting clients' TLS or SASL: configuration that a
+/* Waits for the next leadership the elector grants (1, *l set: one not
+ * taken yet, maybe over already), or a stop (0).  The wait blocks in the
+ * elector, a slice at a time; between slices it serves the waiting
+ * clients' events (the producer's statistics every second, broker errors)
+ * and pings Redis every REDIS_PING_MS, for /readyz.  -1 with err when
+ * Kafka refused the waiting clients' TLS or SASL: configuration that a
  * leadership would only meet again. */
 static int
-await_leadership(struct relay *r, tor_err *err)
+await_leadership(struct relay *r, struct tor_leadership *l, tor_err *err)
 {
-	const struct timespec tick = { 0, 2 * 1000 * 1000 };
 	int64_t next_ping = 0;
 
-	while (tor_elector_state(r->elector) != TOR_LEADER) {
+	for (;;) {
 		if (*r->stop)
 			return 0;
 		beat(r);
-		/* The waiting clients' events (the producer's statistics
-		 * every second, broker errors) are served as they come, not
-		 * piled up. */
 		if (tor_sink_poll(r->sink, 0, err) < 0 ||
 		    tor_position_reader_poll(r->positions, err) < 0)
 			return -1;
@@ -1724,9 +1867,9 @@ await_leadership(struct relay *r, tor_err *err)
 			ping_redis(r);
 			next_ping = tor_mono_ms() + REDIS_PING_MS;
 		}
-		nanosleep(&tick, NULL);
+		if (tor_elector_take(r->elector, AWAIT_SLICE_MS, l) == 1)
+			return 1;
 	}
-	return 1;
 }
 
 /* A fresh producer per leadership, so nothing of a lost leadership can leak
@@ -1792,12 +1935,57 @@ restart_pause(struct relay *r, int64_t lasted_ms)
 	}
 }
 
+/*
+ * Leadership l, from its taking to its end: a session, and another after a
+ * restart as long as l lasts.  A leadership that is over already when it is
+ * taken (it began and ended while the relay looked elsewhere) gets no
+ * session.  Unless the process stops (RUN_STOPPED, a fatal error: the
+ * caller releases), l is ended here, whatever ended it: the elector then
+ * competes again.
+ */
+static int
+run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
+{
+	int64_t began;
+	int rc;
+
+	r->leadership = l->id;
+	r->epoch = l->token;
+	r->lost = false;
+	if (!leading(r)) {
+		log_info("relay", "the leadership of token %" PRIu64 " ended "
+		    "before its session began: nothing was published under it",
+		    l->token);
+		tor_elector_end(r->elector, l->id, "ended before its session");
+		return RUN_LOST;
+	}
+	for (;;) {
+		if (r->sink == NULL && new_sink(r, err) < 0)
+			return -1;
+		set_sink_live(r, true);
+		began = tor_mono_ms();
+		rc = lead(r, err);
+		free_sink(r);
+		if (rc != RUN_RESTART)
+			break;
+		restart_pause(r, tor_mono_ms() - began);
+		if (*r->stop)
+			return RUN_STOPPED;
+		if (!leading(r))
+			break;
+	}
+	if (rc == RUN_LOST || rc == RUN_RESTART)
+		tor_elector_end(r->elector, l->id, r->lost ?
+		    "the relay gave the leadership up" :
+		    "the relay saw the leadership end");
+	return rc;
+}
+
 int
 tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
 	struct relay r = { .cfg = cfg, .stop = stop };
-	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
 	struct tor_http *http = NULL;
 	tor_err release_err;
 	int rc = -1;
@@ -1807,12 +1995,16 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	beat(&r);
 
 	r.txn_mode = cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL;
+#ifdef TOR_TEST_HOOKS
 	/* Test-only fault hook: off unless the environment asks. */
+	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
+
 	if (hook != NULL && r.txn_mode) {
 		r.crash_after_commits = strtoul(hook, NULL, 10);
 		log_warn("relay", "test fault hook armed: crash after Kafka commit "
 		    "%lu", r.crash_after_commits);
 	}
+#endif
 
 	r.redis = tor_redis_new(cfg);
 	r.txn_times = calloc(LATENCY_SLOTS, sizeof(*r.txn_times));
@@ -1836,30 +2028,20 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	if (tor_elector_start(r.elector, err) < 0)
 		goto out;
 	for (;;) {
-		int64_t began;
+		struct tor_leadership l;
 
 		if (r.sink == NULL && new_sink(&r, err) < 0) {
 			rc = -1;
 			break;
 		}
-		if ((rc = await_leadership(&r, err)) <= 0)
+		if ((rc = await_leadership(&r, &l, err)) <= 0)
 			break;
-		set_sink_live(&r, true);
-		began = tor_mono_ms();
-		rc = lead(&r, err);
-		free_sink(&r);
+		rc = run_leadership(&r, &l, err);
 		if (rc == RUN_STOPPED || rc < 0)
 			break;
-		if (rc == RUN_RESTART)
-			restart_pause(&r, tor_mono_ms() - began);
-		/* Lost, or a restart: unless this replica still leads, the
-		 * elector must hear that the relay stopped, or it would stay
-		 * stepping down for ever. */
-		if (!tor_elector_may_publish(r.elector) || r.lost)
-			tor_elector_relay_stopped(r.elector);
 	}
-	/* Every exit gives the lease back, a leader's and one an acquire in
-	 * flight has just won. */
+	/* Every exit ends the leadership it runs in and gives the lease back,
+	 * a leader's and one an acquire in flight has just won. */
 	if (tor_elector_release(r.elector, &release_err) < 0)
 		log_warn("elector", "lease not released (it expires by itself): "
 		    "%s", release_err.msg);

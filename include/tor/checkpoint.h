@@ -145,8 +145,10 @@ int tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
     struct tor_checkpoint *cp, tor_err *err);
 
 /* The position record of cp (see above) into buf; snprintf semantics.
- * TOR_CHECKPOINT_RECORD always suffices. */
-#define TOR_CHECKPOINT_RECORD 1024
+ * TOR_CHECKPOINT_RECORD always suffices: it holds the longest record, every
+ * field at its widest (ha/checkpoint.c checks it when compiled), and a
+ * reader of the topic skips a longer one. */
+#define TOR_CHECKPOINT_RECORD 2048
 int tor_checkpoint_record_format(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, char *buf, size_t cap);
 
@@ -161,5 +163,57 @@ int tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
  * more published.  Returns true when b wins over a. */
 bool tor_checkpoint_newer(const struct tor_checkpoint *a,
     const struct tor_checkpoint *b);
+
+/*
+ * Kafka's copy of the checkpoint, picked out of the group's position
+ * records as a read of the checkpoint topic meets them, in offset order:
+ * the newer decision (tor_checkpoint_newer) wins, not the last record,
+ * which may be a paused leader's that reached the broker after its
+ * successor's.  The last record must parse, as a lone one must (one that
+ * does not, tampered or signed with another key, fails the pick); an
+ * earlier one that does not is passed over, and counted.
+ */
+struct tor_record_pick {
+	const struct tor_config *cfg;
+	bool have;                      /* best holds a record */
+	struct tor_checkpoint best;
+	uint64_t last_epoch;            /* the last record's token */
+	bool last_bad;                  /* the last record does not parse */
+	tor_err bad;                    /* why */
+	unsigned passed;                /* earlier records that did not */
+};
+
+void tor_checkpoint_pick_start(struct tor_record_pick *p,
+    const struct tor_config *cfg);
+
+/* The next record's value (len bytes, no NUL needed); p is a struct
+ * tor_record_pick, as tor_position_scan hands it. */
+void tor_checkpoint_pick(void *p, const void *value, size_t len);
+
+/* The pick: 1 with *cp set, 0 when no record came, -1 with err (why the
+ * last record does not parse). */
+int tor_checkpoint_picked(const struct tor_record_pick *p,
+    struct tor_checkpoint *cp, tor_err *err);
+
+/*
+ * Rows the broker refused as too large, shared by the group's replicas so
+ * that the next leader does not offer one to the broker again (set
+ * P:{G}:refused of their tor.pos, each signed with the checkpoint key when
+ * there is one; kept a week past its last addition).  Advice, not fenced:
+ * a zombie's addition is as true as the leader's.
+ */
+#define TOR_REFUSED_POS 128     /* a tor.pos and its NUL, at most */
+
+/* Adds pos.  0, or -1 with err (Redis errors read "refused rows: redis
+ * host:port: ..."). */
+int tor_checkpoint_refused_add(struct tor_redis *r,
+    const struct tor_config *cfg, const char *pos, tor_err *err);
+
+/* Calls fn(ctx, pos) for every row listed; a member that does not verify
+ * with the checkpoint key (or is not one) is counted in *ignored instead.
+ * 0, or -1 with err. */
+int tor_checkpoint_refused_load(struct tor_redis *r,
+    const struct tor_config *cfg, void (*fn)(void *ctx, const char *pos),
+    void *ctx, size_t *ignored, tor_err *err);
 
 #endif

@@ -89,6 +89,21 @@ struct tor_topic_spec {
 	int replication;        /* default 1 */
 };
 
+/* One per secret file at most: the three password files, the checkpoint
+ * key file, kafka.properties_file and tor.cfg holding a secret inline. */
+#define TOR_CONFIG_WARNINGS 6
+
+/* redis.tls and redis.sentinel.tls.  Files are "" when unset; the
+ * loader has read each and checked that the key matches the certificate. */
+struct tor_redis_tls {
+	bool enabled;           /* false */
+	char *ca_file;          /* "": the system's CAs */
+	char *cert_file;        /* client certificate (mutual TLS), or "" */
+	char *key_file;         /* its key; set exactly when cert_file is */
+	char *server_name;      /* name to check and send (SNI); "": the host */
+	bool verify;            /* true; false only with a warning at start */
+};
+
 struct tor_config {
 	char *path;             /* the file it came from */
 
@@ -135,8 +150,14 @@ struct tor_config {
 		char *checkpoint_topic; /* "__tor_checkpoints" */
 		struct tor_topic_spec *topics;
 		size_t n_topics;
-		char **properties;      /* "name=value" strings, passed to librdkafka */
+		/* "name=value" strings, passed to librdkafka in order:
+		 * kafka.properties, then properties_file's lines, then
+		 * "sasl.password=" TOR_KAFKA_SASL_PASSWORD (the last wins). */
+		char **properties;
 		size_t n_properties;
+		size_t n_inline_properties;     /* from kafka.properties */
+		size_t n_file_properties;       /* from properties_file */
+		char *properties_file;          /* "" when unset */
 	} kafka;
 
 	struct {
@@ -148,6 +169,8 @@ struct tor_config {
 		char *password_file;
 		char *prefix;   /* "tor" */
 		int timeout_ms; /* 500 */
+		struct tor_redis_tls tls;       /* to the server (and a master
+						   a Sentinel names) */
 		struct {
 			char *master;   /* "" when unused */
 			char **nodes;   /* "host:port" */
@@ -157,6 +180,7 @@ struct tor_config {
 			char *user;
 			char *password;
 			char *password_file;
+			struct tor_redis_tls tls;       /* to the Sentinels */
 		} sentinel;
 	} redis;
 
@@ -185,6 +209,11 @@ struct tor_config {
 
 	/* Filled by tor_config_load: what tor_config_not_in_effect() returns. */
 	const char *not_built[8];
+
+	/* What tor_config_load found questionable but loaded (a secret file
+	 * others may read), one line each, for the log and --check-config. */
+	char warnings[TOR_CONFIG_WARNINGS][320];
+	size_t n_warnings;
 };
 
 /* Parses and validates the file at path into cfg (which the caller zeroes or
@@ -204,9 +233,10 @@ void tor_config_print(const struct tor_config *cfg, FILE *out);
 const char *const *tor_config_not_in_effect(const struct tor_config *cfg);
 
 /* A kafka.properties entry as --check-config, logs and errors may show it.
- * The value of a property whose name holds "password", "secret" or "jaas"
- * in any case (sasl.password, ssl.key.password,
- * sasl.oauthbearer.client.secret, a Java client's sasl.jaas.config) is
+ * The value of a property whose name holds "password", "secret", "jaas",
+ * "key.pem" or "passphrase" in any case (sasl.password, ssl.key.password,
+ * sasl.oauthbearer.client.secret, a Java client's sasl.jaas.config, the
+ * private key ssl.key.pem, an assertion key's passphrase) is
  * masked: "sasl.password=********"; a malformed entry holding one of these
  * words is masked after it ("sasl.password********"), since any of it may
  * be the secret.  A name too long for buf is cut ("...=********").

@@ -3,12 +3,18 @@
  * STEPPING_DOWN -> FOLLOWER, driven by one function, every transition logged
  * once with its reason (DESIGN.md §3).
  *
- * It runs in a thread of its own with its own Redis connection.  The relay
- * thread reads its state through atomics: it may publish only while
- * tor_elector_may_publish() holds, that is while this replica leads and the
- * local deadline (monotonic time the last successful renew was sent, plus
- * lease_ms, less a drift margin) has not passed, even when Redis cannot be
- * reached to say so.
+ * It runs in a thread of its own with its own Redis connections.  The
+ * handshake with the relay thread: every leadership the elector grants
+ * (numbered 1, 2, ...) is taken by the relay exactly once
+ * (tor_elector_take), even one that ended before the relay looked, and
+ * ended by it exactly once (tor_elector_end, or tor_elector_release at a
+ * clean stop).  The relay may publish for leadership id only while
+ * tor_elector_may_publish(id) holds: that leadership is the current one,
+ * and its local deadline (the lease clock's time the last successful renew
+ * was sent, plus lease_ms, less a drift margin) has not passed, even when
+ * Redis cannot be reached to say so.  STEPPING_DOWN lasts until the relay
+ * ends the leadership; the next one is granted only after that, so at most
+ * one leadership is outstanding.
  *
  * The lease operations and the clock come through struct tor_elector_ops, so
  * the unit tests drive the machine with a fake Redis and a fake clock.
@@ -35,15 +41,19 @@ const char *tor_elector_state_name(enum tor_elector_state state);
 /* The lease backend and the clock.  The real one wraps tor/lease.h on a
  * connection of the elector's own (tor_elector_ops_redis). */
 struct tor_elector_ops {
-	/* 1 acquired (*token set), 0 held by another, -1 error */
-	int (*acquire)(void *ctx, uint64_t *token, tor_err *err);
+	/* 1 acquired (*token set, and *sent_ms to the clock's time the
+	 * request that won was sent: the lease's expiry in Redis runs from
+	 * later than that), 0 held by another, -1 error */
+	int (*acquire)(void *ctx, uint64_t *token, int64_t *sent_ms,
+	    tor_err *err);
 	/* 1 renewed, 0 not ours any more, -1 error */
 	int (*renew)(void *ctx, uint64_t token, tor_err *err);
 	/* 1 released, 0 not ours, -1 error */
 	int (*release)(void *ctx, uint64_t token, tor_err *err);
 	/* 1 woken by a hand-off, 0 timed out, -1 error; may sleep instead */
 	int (*wait_handoff)(void *ctx, int timeout_ms, tor_err *err);
-	/* monotonic milliseconds */
+	/* the lease clock, in ms: never goes back, and counts the time the
+	 * machine was suspended (tor_mono_ms) */
 	int64_t (*now_ms)(void *ctx);
 	/* true when the connection the lease was recorded with is gone (may
 	 * be NULL: never); looked at between renews, without blocking */
@@ -56,42 +66,64 @@ struct tor_elector;
 struct tor_elector *tor_elector_new(const struct tor_config *cfg,
     const struct tor_elector_ops *ops, void *ctx);
 
-/* The real elector: tor/lease.h on a Redis connection of its own (its command
- * timeout above retry_ms, for the blocking hand-off wait). */
+/* The real elector: tor/lease.h on Redis connections of its own: one for the
+ * lease (redis.timeout_ms), one for the blocking hand-off wait (its command
+ * timeout above the longest wait). */
 struct tor_elector *tor_elector_new_redis(const struct tor_config *cfg,
     tor_err *err);
 void tor_elector_free(struct tor_elector *el);
 
 /* Does what the current state calls for, once: a follower waits for a
  * hand-off (up to retry_ms, jittered) then becomes a candidate; a candidate
- * tries to acquire; a leader renews when due and steps down when the lease is
- * lost or its deadline passes; a replica stepping down waits for the relay.
- * Returns the ms until the next step is due (0: at once).  The thread calls
- * it in a loop; the unit tests call it directly. */
+ * tries to acquire (a lease whose reply came past its deadline is given
+ * back, not granted); a leader renews when due and steps down when the
+ * lease is lost or its deadline passes; a replica stepping down waits for
+ * the relay to end the leadership.  Returns the ms until the next step is
+ * due (0: at once).  The thread calls it in a loop; the unit tests call it
+ * directly. */
 int tor_elector_step(struct tor_elector *el);
 
 /* Starts and stops the thread that calls tor_elector_step. */
 int tor_elector_start(struct tor_elector *el, tor_err *err);
 void tor_elector_stop(struct tor_elector *el);
 
-/* For the relay thread. */
+/* For /metrics and the probes. */
 enum tor_elector_state tor_elector_state(const struct tor_elector *el);
 uint64_t tor_elector_token(const struct tor_elector *el);
-bool tor_elector_may_publish(const struct tor_elector *el);
 
-/* Monotonic ms at which the leader must stop publishing (0 when not leader). */
+/* A leadership as the relay takes it. */
+struct tor_leadership {
+	uint64_t id;            /* 1, 2, ...: this replica's leaderships */
+	uint64_t token;         /* its fencing token */
+};
+
+/* Waits up to timeout_ms (0: does not wait) for a leadership the relay has
+ * not taken yet: 1 with *l set, 0 when none came.  Each leadership granted
+ * is returned once, whether or not it is still on. */
+int tor_elector_take(struct tor_elector *el, int timeout_ms,
+    struct tor_leadership *l);
+
+/* Whether the relay may publish for leadership id now: it is the current
+ * one, LEADER, and its local deadline has not passed. */
+bool tor_elector_may_publish(const struct tor_elector *el, uint64_t id);
+
+/* The lease clock's ms at which the current leader must stop publishing (0
+ * when not leader). */
 int64_t tor_elector_deadline(const struct tor_elector *el);
 
-/* The relay gives up the leadership it holds (its checkpoint write was
- * refused, Kafka fenced it, a fatal error): LEADER -> STEPPING_DOWN. */
-void tor_elector_resign(struct tor_elector *el, const char *reason);
+/* The relay gives up leadership id at once (its checkpoint write was
+ * refused, Kafka fenced it): LEADER -> STEPPING_DOWN.  Nothing when id is
+ * not the current leadership or it is over already. */
+void tor_elector_resign(struct tor_elector *el, uint64_t id,
+    const char *reason);
 
-/* The relay has stopped publishing (purged, aborted): STEPPING_DOWN ->
- * FOLLOWER, and a LEADER whose local deadline has passed too.  A lease
- * still ours is given back (compare-and-DEL, hand-off wake-up).  Every
- * leadership session that does not end the process ends here.  (A leader
- * whose relay stopped for a clean shutdown calls tor_elector_release.) */
-void tor_elector_relay_stopped(struct tor_elector *el);
+/* The relay's session for leadership id is over (it lost it, or gave it
+ * up), and nothing of it can be published any more: LEADER (for reason)
+ * or STEPPING_DOWN -> FOLLOWER, and a lease still ours is given back
+ * (compare-and-DEL, hand-off wake-up).  The replica competes again.
+ * Nothing when id is not the current leadership or was ended already. */
+void tor_elector_end(struct tor_elector *el, uint64_t id,
+    const char *reason);
 
 /* fn(ctx) is called at every move out of LEADER (the deadline, a lost
  * lease, a resign, a release), in the thread that makes it and with the
@@ -100,7 +132,8 @@ void tor_elector_relay_stopped(struct tor_elector *el);
 void tor_elector_on_leadership_end(struct tor_elector *el, void (*fn)(void *),
     void *ctx);
 
-/* Clean shutdown of a leader, after its final checkpoint: releases the lease
+/* Clean shutdown of a leader, after its final checkpoint, and every exit of
+ * the relay: ends the current leadership, releases the lease
  * (compare-and-DEL, hand-off wake-up) and becomes a follower that no longer
  * competes.  Returns 0, or -1 when Redis could not be told (the lease then
  * expires by itself). */

@@ -195,6 +195,10 @@ int tor_sink_txn_commit(struct tor_sink *sink, const char *record,
  * a transaction, so a big source transaction is split well before. */
 int tor_sink_txn_timeout_ms(const struct tor_sink *sink);
 int tor_sink_txn_abort(struct tor_sink *sink, int timeout_ms, tor_err *err);
+
+/* Whether another producer took the transactional.id: a transactional call
+ * answered TOR_SINK_FENCED, or the producer went fatal as fenced while it
+ * produced. */
 bool tor_sink_fenced(const struct tor_sink *sink);
 
 /* Whether a librdkafka property concerns the producer alone (linger.ms,
@@ -230,11 +234,16 @@ int tor_position_reader_tails(struct tor_position_reader *pr,
     const char *topic, int n, uint64_t floor,
     struct tor_partition_tail *tails, int timeout_ms, tor_err *err);
 
-/* The group's last committed position record, read up to the end the log
- * had when the read started (see tor_position_scan).  *found is false when
- * there is none. */
-int tor_position_reader_read(struct tor_position_reader *pr, char *record,
-    size_t cap, bool *found, int timeout_ms, tor_err *err);
+/* The group's committed position records, read up to the end the log had
+ * when the read started (see tor_position_scan), among the partition's
+ * last records in windows of 16, 1024, then the whole partition: take gets
+ * each one of the first window that holds any, in offset order (a caller
+ * picks the newest decision among them, tor_checkpoint_pick); one of cap
+ * bytes or more is skipped, with a warning.  *found is false when there is
+ * none. */
+int tor_position_reader_read(struct tor_position_reader *pr, size_t cap,
+    void (*take)(void *tctx, const void *value, size_t len), void *tctx,
+    bool *found, int timeout_ms, tor_err *err);
 
 /* One item of a read of the checkpoint partition: a record, or the end of
  * what can be read now (eof, at offset). */
@@ -246,14 +255,18 @@ struct tor_position_item {
 };
 
 /* The scan behind tor_position_reader_read, over any source: next() gives
- * the next item (1), or nothing within timeout_ms (0).  Keeps the last
- * value whose key is group in record (cap bytes), and ends only once the
+ * the next item (1), or nothing within timeout_ms (0).  Hands every value
+ * whose key is group to take(tctx, value, len) in offset order (*found
+ * then), but for one of cap bytes or more (no tor writes such a record),
+ * which is skipped with a warning naming its offset; ends only once the
  * read has reached hi: an end of partition before hi is a last stable
  * offset held back by an open transaction, and is waited past.  -1 with
  * err when timeout_ms runs out first. */
 int tor_position_scan(int (*next)(void *ctx, int timeout_ms,
     struct tor_position_item *it), void *ctx, const char *group, int64_t hi,
-    int timeout_ms, char *record, size_t cap, bool *found, tor_err *err);
+    int timeout_ms, size_t cap,
+    void (*take)(void *tctx, const void *value, size_t len), void *tctx,
+    bool *found, tor_err *err);
 
 /* Messages queued or in flight, not yet acknowledged. */
 int tor_sink_in_flight(const struct tor_sink *sink);

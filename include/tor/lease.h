@@ -17,22 +17,51 @@
 #include "tor/err.h"
 #include "tor/redis.h"
 
+/* The largest fencing token: 18 digits.  Redis's INCR works on signed 64
+ * bits, so an epoch at or below this bound can always be raised by one;
+ * and no group comes near it (a leadership a millisecond for thirty
+ * million years).  A token past it was not drawn by a replica. */
+#define TOR_TOKEN_MAX 999999999999999999ULL
+/* The same, as the Lua scripts compare it (strings of digits). */
+#define TOR_TOKEN_MAX_TEXT "999999999999999999"
+
+/* With ha.fast_failover a leader looks at its Redis connection at least
+ * this often between renews, and stops publishing once it finds it
+ * closed: a successor may take the lease over from then on. */
+#define TOR_LEASE_WATCH_MS 10
+
+/* How long after a take-over (see tor_lease_acquire) its winner starts to
+ * lead: long enough for a live leader whose connection was closed to have
+ * seen it and stopped (TOR_LEASE_WATCH_MS, plus a network delay and a
+ * thread's wake-up). */
+#define TOR_LEASE_TAKEOVER_GRACE_MS 50
+
 /* SET lease NX PX lease_ms and, only when that took, INCR epoch (past the
  * checkpoint's token when the epoch is behind it) and store
  * "<instance> <token>"; with ha.fast_failover, P:{G}:lease_client records
- * "<token> <run_id> <client id>" of this connection beside it.  A lease
- * held by a leader whose recorded client is no longer connected to this
- * same server run (the process died: the kernel closed its socket) is
- * taken over at once, compare-and-set on the lease and its record, with a
- * fresh token.  Returns 1 with *token set when this replica now holds the
- * lease, 0 when another does, -1 on a Redis error. */
+ * "<token> <run_id> <client id> <replicas>" of this connection beside it
+ * (the master's replicas, "ip:port,..." or "-").  A lease held by a leader
+ * whose recorded client is no longer connected to this same server run
+ * (the process died: the kernel closed its socket) is taken over, with a
+ * fresh token, compare-and-set on the lease and its record, and only
+ * while this server is a master that still has every replica the leader
+ * recorded (else the leader may be renewing on one of them, promoted).
+ * A take-over returns TOR_LEASE_TAKEOVER_GRACE_MS after it won.  Returns 1
+ * with *token set when this replica now holds the lease, 0 when another
+ * does, -1 on a Redis error, or when no token is left below
+ * TOR_TOKEN_MAX (the lease is then left as it was).  *sent_ms is the lease
+ * clock's time (tor_mono_ms) the script that won was sent: the lease's PX
+ * expiry runs from later than that, whatever came before (a reconnect, a
+ * Sentinel's answer) or after (WAIT for a replica, the grace). */
 int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, tor_err *err);
+    uint64_t *token, int64_t *sent_ms, tor_err *err);
 
 /* PEXPIRE lease lease_ms if it still holds "<instance> <token>", and
- * record this connection's client beside it again.  Returns 1
- * renewed, 0 the lease is not ours any more (expired, taken, or deleted by
- * `tor checkpoint set`), -1 on a Redis error. */
+ * record this connection's client beside it again, with the replicas seen
+ * now and, on the same server run, at the earlier renews of this
+ * leadership.  Returns 1 renewed, 0 the lease is not ours any more
+ * (expired, taken, or deleted by `tor checkpoint set`), -1 on a Redis
+ * error. */
 int tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err);
 

@@ -4,7 +4,7 @@
  * (re)connect first asks the Sentinels where the master is, so the next
  * command after a connection error follows a failover.
  *
- * hiredis contexts are not thread-safe: each thread that talks to Redis owns
+ * A connection is not thread-safe: each thread that talks to Redis owns
  * its own tor_redis.  A command that fails because the connection broke is
  * not retried here: the caller decides (a lease renew must not be replayed
  * blindly); the next command reconnects first.
@@ -32,6 +32,12 @@ void tor_redis_free(struct tor_redis *r);
  * no Sentinel leads to a master, err reads "redis master <name>: no usable
  * master from sentinels <nodes>; last: <reason>". */
 int tor_redis_connect(struct tor_redis *r, tor_err *err);
+
+/* Does now what a command would do first: follows a Sentinel failover
+ * when the check is due, and connects when not connected.  0, or -1 with
+ * err set as tor_redis_command's.  A command right after it is one round
+ * trip (the lease's acquire times its request from there). */
+int tor_redis_ready(struct tor_redis *r, tor_err *err);
 
 /* Runs one command given as argv (binary-safe).  Returns the reply (free it
  * with freeReplyObject) or NULL with err set for a connection failure or a

@@ -46,8 +46,13 @@ one-line summary for the README.  Nothing is asserted about time; the exit
 status is 1 only when something broke (no leader took over, tor crashed or
 exited non-zero on SIGTERM, the cluster did not settle, a tool failed).
 
+TOR_BENCH_REDIS_TLS=1: the same against a TLS-only redis-server started
+for the run (mutual TLS, certificates made as tests/integration/
+test_redis_tls.py makes them), to set the cost of TLS beside clear text.
+
 Environment: TOR_BENCH_FAILOVER_TRIALS (20), TOR_BENCH_FAILOVER_INTERVAL_MS
-(20), TOR_BIN (<repo>/bin/tor), TOR_RUN_DIR (the stack).
+(20), TOR_BENCH_REDIS_TLS (0), TOR_BIN (<repo>/bin/tor), TOR_RUN_DIR (the
+stack).
 """
 
 import datetime
@@ -71,6 +76,7 @@ from confluent_kafka import Consumer, OFFSET_END, TopicPartition  # noqa: E402
 TRIALS = int(os.environ.get("TOR_BENCH_FAILOVER_TRIALS", "20"))
 STOP_TRIALS = int(os.environ.get("TOR_BENCH_FAILOVER_STOP_TRIALS", "5"))
 INTERVAL_MS = float(os.environ.get("TOR_BENCH_FAILOVER_INTERVAL_MS", "20"))
+REDIS_TLS = os.environ.get("TOR_BENCH_REDIS_TLS", "0") == "1"
 TOR_BIN = os.environ.get("TOR_BIN") or os.path.join(REPO, "bin", "tor")
 LEASE_MS, RENEW_MS, RETRY_MS = 3000, 1000, 200     # the defaults
 HA = {"lease_ms": LEASE_MS, "renew_ms": RENEW_MS, "retry_ms": RETRY_MS}
@@ -277,8 +283,9 @@ class Watcher(threading.Thread):
 
 
 class Cluster:
-    def __init__(self, stack, cfg):
+    def __init__(self, stack, cfg, redis):
         self.stack, self.cfg = stack, cfg
+        self.redis = redis      # a client of the replicas' Redis
         self.group = harness.config_group(cfg)
         self.tors = {}      # name -> harness.Tor (the current process)
         self.all = []       # every Tor started, for the files and cleanup
@@ -291,14 +298,14 @@ class Cluster:
         return t
 
     def lease(self):
-        v = self.stack.redis().get("tor:{%s}:lease" % self.group)
+        v = self.redis.get("tor:{%s}:lease" % self.group)
         if v is None:
             return None
         inst, tok = v.decode().rsplit(" ", 1)
         return inst, int(tok)
 
     def pttl_ms(self):
-        return self.stack.redis().pttl("tor:{%s}:lease" % self.group)
+        return self.redis.pttl("tor:{%s}:lease" % self.group)
 
     def running(self):
         return [t for t in self.tors.values() if t.running()]
@@ -618,8 +625,16 @@ def main():
     stack.sql("DROP TABLE IF EXISTS %s" % TABLE)
     stack.sql(harness.outbox_ddl(TABLE))
     group = "bench-failover-%d-%d" % (int(time.time()), os.getpid())
+    tls_server, redis, over = None, stack.redis(), ""
+    redis_cfg = {}
+    if REDIS_TLS:
+        import test_redis_tls
+        tls_server = test_redis_tls.TlsRedis(stack, auth_clients="yes")
+        redis, over = tls_server.client(), " (Redis over TLS)"
+        redis_cfg = {"port": tls_server.port,
+                     "tls": test_redis_tls.tls_cfg(stack)}
     cfg = harness.base_config(
-        stack, group=group, ha=dict(HA),
+        stack, group=group, ha=dict(HA), redis=redis_cfg,
         outbox={"tables": [{"table": TABLE,
                             "columns": {"id": "id", "key": "aggregate_id",
                                         "type": "aggregate_type",
@@ -627,15 +642,15 @@ def main():
                 "routes": [{"match": "^order$", "topic": TOPIC}]},
         checkpoint={"interval_ms": 200}, log={"level": "info"})
     log("")
-    log("failover bench: %s, 3 replicas (%s), ha lease_ms %d renew_ms %d "
+    log("failover bench%s: %s, 3 replicas (%s), ha lease_ms %d renew_ms %d "
         "retry_ms %d, group %s, one row every %g ms to %s, %d trials each; "
-        "brokers %s" % (TOR_BIN, ", ".join(NAMES), LEASE_MS, RENEW_MS,
+        "brokers %s" % (over, TOR_BIN, ", ".join(NAMES), LEASE_MS, RENEW_MS,
                         RETRY_MS, group, INTERVAL_MS, TOPIC, TRIALS,
                         stack.brokers))
     watcher = Watcher(stack.brokers)
     watcher.start()
     feeder = Feeder(stack)
-    cl = Cluster(stack, cfg)
+    cl = Cluster(stack, cfg, redis)
     kills, terms, stops = [], [], []
     try:
         feeder.start()
@@ -659,6 +674,8 @@ def main():
         cl.kill_all()
         feeder.stop()
         watcher.stop()
+        if tls_server is not None:
+            tls_server.stop()
     if feeder.error:
         problem("feeder: %r" % feeder.error)
     if watcher.error:
@@ -716,12 +733,12 @@ def main():
             tmax, lmax, TERM_TARGET_MS, "no trials" if not terms else
             "met" if max(tmax, lmax) <= TERM_TARGET_MS else "MISSED"))
     log("")
-    log("summary: failover: kill -9 p50 %.0f ms p99 %.0f ms max %.0f ms "
+    log("summary: failover%s: kill -9 p50 %.0f ms p99 %.0f ms max %.0f ms "
         "(target p99 <= %d ms); SIGTERM p50 %.0f ms p99 %.0f ms max %.0f ms "
         "(target <= %d ms; released -> first message); SIGSTOP p50 %.2f s "
         "max %.2f s (target <= %.1f s); %d+%d+%d trials; for scale the "
         "default Kubernetes leader election takes about %d s" % (
-            k50, k99, kmax, KILL_TARGET_MS, t50, t99, tmax, TERM_TARGET_MS,
+            over, k50, k99, kmax, KILL_TARGET_MS, t50, t99, tmax, TERM_TARGET_MS,
             s50 / 1000, smax / 1000, STOP_TARGET_MS / 1000.0, len(kills),
             len(terms), len(stops), K8S_LEADER_ELECTION_S))
     log("  failover bench took %.0f s" % (time.monotonic() - t_start))

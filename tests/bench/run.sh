@@ -9,7 +9,7 @@
 # TOR_BENCH_KAFKA names (the baselines measured against the same broker in
 # the same run), then, on Kafka,
 # tests/bench/bench_failover.py (kill -9, SIGTERM and SIGSTOP failover times
-# of three replicas) and tests/bench/bench_dedup.py (what a takeover spends
+# of three replicas, with Redis in clear text, then over TLS) and tests/bench/bench_dedup.py (what a takeover spends
 # reading partitions' tails, 3 and 100 partitions), and stops the stack on
 # any exit.  Figures are printed, never
 # judged: the exit status is non-zero only when something broke (the stack,
@@ -81,5 +81,6 @@ fi
 rc=0
 /usr/bin/python3 "$root/tests/bench/bench_relay.py" || rc=1
 /usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
+TOR_BENCH_REDIS_TLS=1 /usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
 /usr/bin/python3 "$root/tests/bench/bench_dedup.py" || rc=1
 exit $rc

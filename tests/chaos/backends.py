@@ -48,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402
+import nemesis  # noqa: E402
 
 REPLICA_ACTIONS = ("start", "stop", "kill", "pause", "resume")
 
@@ -183,7 +184,9 @@ class LocalBackend(Backend):
     the brokers directly.
 
     Replicas run the binary in $TOR_BIN (default: the ASan build), each with
-    its own log in <run dir>/tor-it/.  Redis persists only what a fault asks
+    its own log in <run dir>/tor-it/; with hosts=True each in a network
+    namespace of its own (tests/integration/nemesis.py), so that a
+    partition fault can cut one replica's link to one service.  Redis persists only what a fault asks
     for: its stop is SHUTDOWN SAVE (data kept), its wipe SHUTDOWN NOSAVE
     with the dump removed (restarted empty)."""
 
@@ -195,8 +198,10 @@ class LocalBackend(Backend):
 
     def __init__(self, replicas=3, mode="idempotent", run_dir=None,
                  mysql_port=None, redis_port=None, kafka_port=None,
-                 partitions=8, binary=None, lease_ms=2000):
+                 partitions=8, binary=None, lease_ms=2000, hosts=False):
         self.n = replicas
+        self.hosts = hosts
+        self.nemesis = None
         self.mode = mode
         self.run_dir = run_dir or default_run_dir()
         self.mysql_port = mysql_port or int(os.environ.get(
@@ -260,10 +265,17 @@ class LocalBackend(Backend):
             checkpoint={"interval_ms": 200})
         self.cfg_text = cfg
         harness.begin_test("chaos")
+        if self.hosts:
+            self.nemesis = nemesis.Nemesis(self.stack)
         for i in range(1, self.n + 1):
             name = "r%d" % i
-            self.tors[name] = harness.Tor(self.stack, cfg, name=name,
-                                          binary=self.binary)
+            if self.nemesis is not None:
+                self.tors[name] = nemesis.HostTor(
+                    self.stack, cfg, self.nemesis.host(name),
+                    binary=self.binary)
+            else:
+                self.tors[name] = harness.Tor(self.stack, cfg, name=name,
+                                              binary=self.binary)
 
     def teardown(self, log):
         for t in self.tors.values():
@@ -271,6 +283,14 @@ class LocalBackend(Backend):
                 t.kill9()
         if self.proxy is not None:
             self.proxy.stop()
+        if self.nemesis is not None:
+            try:
+                self.nemesis.remove()
+            except nemesis.NemesisError as e:
+                log("nemesis removal: %s" % e)
+            left = nemesis.leftovers(self.nemesis.run)
+            if left:
+                log("nemesis leftovers: %s" % ", ".join(left))
         if self.stack is not None:
             try:
                 self.stack.stop()
@@ -281,6 +301,8 @@ class LocalBackend(Backend):
         return list(self.tors)
 
     def has(self, what):
+        if what.startswith("partition."):
+            return self.hosts
         return True
 
     def running(self, name):
@@ -386,6 +408,17 @@ class LocalBackend(Backend):
                 s.start("kafka", env=self._env())
             else:
                 raise Unsupported("broker %s" % action)
+        elif kind == "partition" and self.nemesis is not None:
+            # arg: (replica, service, direction) to cut; a replica or None
+            # (every one) to heal.
+            if action == "cut":
+                name, service, direction = arg
+                self.nemesis.cut(self.nemesis.host(name), service,
+                                 direction=direction)
+            elif action == "heal":
+                self.nemesis.heal(self.nemesis.host(arg) if arg else None)
+            else:
+                raise Unsupported("partition %s" % action)
         else:
             raise Unsupported(kind)
 

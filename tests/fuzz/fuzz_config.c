@@ -10,7 +10,8 @@
  *     free);
  *   - a loaded config satisfies what include/tor/config.h promises of it
  *     (required keys set, resolved defaults, compiled routes, valid topic
- *     names, renew_ms below lease_ms less the drift margin...);
+ *     names, renew_ms below lease_ms less the drift margin, and with a
+ *     Redis round trip too, every duration within a day...);
  *   - what tor_config_print prints (`tor --check-config`) loads again and
  *     prints the same, comments aside.
  * Nothing here talks to a server.  The process environment is cleaned
@@ -28,6 +29,8 @@
 #include <unistd.h>
 
 #include "tor/config.h"
+
+#define DAY_MS 86400000
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -91,6 +94,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	unsetenv("TOR_MYSQL_PASSWORD");
 	unsetenv("TOR_REDIS_PASSWORD");
 	unsetenv("TOR_CHECKPOINT_KEY");
+	unsetenv("TOR_SENTINEL_PASSWORD");
+	unsetenv("TOR_KAFKA_SASL_PASSWORD");
 	setenv("HOSTNAME", "fuzz-host", 1);
 	input_fd = open_memfd("fuzz_config.cfg", input_path,
 	    sizeof(input_path));
@@ -203,6 +208,11 @@ check_loaded(const struct tor_config *cfg)
 		if (cfg->kafka.properties[i] == NULL ||
 		    strchr(cfg->kafka.properties[i], '=') == NULL)
 			abort();
+	if (cfg->kafka.properties_file == NULL ||
+	    cfg->kafka.n_inline_properties + cfg->kafka.n_file_properties !=
+	    cfg->kafka.n_properties ||
+	    cfg->n_warnings > TOR_CONFIG_WARNINGS)
+		abort();
 
 	if (cfg->redis.host == NULL || cfg->redis.password == NULL ||
 	    !nonempty(cfg->redis.prefix) ||
@@ -218,7 +228,17 @@ check_loaded(const struct tor_config *cfg)
 	if (cfg->ha.lease_ms < 1 || cfg->ha.renew_ms < 1 ||
 	    cfg->ha.retry_ms < 1 ||
 	    cfg->ha.renew_ms >= cfg->ha.lease_ms -
+	    tor_config_drift_ms(cfg->ha.lease_ms) ||
+	    cfg->ha.renew_ms + cfg->redis.timeout_ms >= cfg->ha.lease_ms -
 	    tor_config_drift_ms(cfg->ha.lease_ms))
+		abort();
+	/* Every duration within a day, so that no sum of them overflows. */
+	if (cfg->mysql.heartbeat_ms > DAY_MS ||
+	    cfg->mysql.connect_timeout_ms > DAY_MS ||
+	    cfg->kafka.unreachable_ms > DAY_MS ||
+	    cfg->redis.timeout_ms > DAY_MS || cfg->ha.lease_ms > DAY_MS ||
+	    cfg->ha.renew_ms > DAY_MS || cfg->ha.retry_ms > DAY_MS ||
+	    cfg->checkpoint.interval_ms > DAY_MS)
 		abort();
 	if (cfg->checkpoint.interval_ms < 0 || cfg->checkpoint.key_file == NULL ||
 	    cfg->http.listen == NULL)

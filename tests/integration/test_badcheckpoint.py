@@ -1,7 +1,8 @@
 """A garbage or tampered Redis checkpoint (DESIGN.md §1.5, §3): fields that
 do not parse, fields missing, a position that is not one, a token that is
-not a number, a key of the wrong type, and, with checkpoint.key_file set, a
-MAC that does not verify, is missing, or was made with another key.
+not a number or is past the largest token, a key of the wrong type, and,
+with checkpoint.key_file set, a MAC that does not verify, is missing, or
+was made with another key.
 
 A replica that finds such a checkpoint must refuse it: exit 1 with an error
 naming the key and what is wrong, publish nothing (a row waits in the
@@ -60,6 +61,8 @@ def refused(stack, cfg, name, plant, why, table, n):
     assert snapshot(r, key) == before, \
         "the refused checkpoint was overwritten: %s -> %s" % (
             before, snapshot(r, key))
+    lease = r.get("tor:{%s}:lease" % group)
+    assert lease is None, "lease left behind for %r: %r" % (why, lease)
     p = tor_cli(["status"], cfg=cfg, stack=stack)
     assert p.returncode == 1, (why, p.returncode, p.stdout, p.stderr)
     assert facts(p.stdout).get("checkpoint") == "invalid (%s)" % why, \
@@ -90,6 +93,11 @@ def test_garbled_checkpoint_fields_are_refused(stack):
          "number ('seven')"),
         (dict(good, epoch="-1"), "checkpoint field 'epoch': not a number "
          "('-1')"),
+        # Past the largest token (and at Redis's largest integer): the
+        # acquire must neither fail on it nor leave its lease 'pending'.
+        (dict(good, epoch="9223372036854775807"), "checkpoint field "
+         "'epoch': past the largest token (999999999999999999) "
+         "('9223372036854775807')"),
         ({"pos": str(pos), "epoch": "3"}, "checkpoint field 'file': "
          "missing"),
         ({"file": file_, "epoch": "3"}, "checkpoint field 'pos': missing"),

@@ -463,14 +463,15 @@ def test_dockerfile_stages_user_entrypoint():
     assert ins[froms[0]][1].startswith("debian:bookworm"), ins[froms[0]]
     build_stage = " ".join(a for w, a in ins[froms[0]:froms[-1]])
     for pkg in ("libmariadb-dev", "librdkafka-dev", "libhiredis-dev",
-                "libsodium-dev", "libconfig-dev", "libmicrohttpd-dev",
+                "libssl-dev", "libsodium-dev", "libconfig-dev", "libmicrohttpd-dev",
                 "zlib1g-dev", "libjemalloc-dev"):
         assert pkg in build_stage, "build stage does not install %s" % pkg
     assert "make" in build_stage and "bin/tor" in build_stage
 
     final = ins[froms[-1]:]
     runtime = " ".join(a for w, a in final if w == "RUN")
-    for pkg in ("libmariadb3", "librdkafka1", "libhiredis0.14", "libsodium23",
+    for pkg in ("libmariadb3", "librdkafka1", "libhiredis0.14", "libssl3",
+                "libsodium23",
                 "libconfig9", "libmicrohttpd12", "libjemalloc2", "zlib1g"):
         assert re.search(r"(^|\s)%s(\s|$)" % re.escape(pkg), runtime), (
             "runtime stage does not install %s" % pkg)

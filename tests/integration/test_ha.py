@@ -138,12 +138,15 @@ def read_everything(stack, name):
             read_all(stack.brokers, name + ".invoice", timeout=10))
 
 
-def read_until(stack, name, done, timeout=60):
+def read_until(stack, name, done, timeout=60, group=None):
     """Reads both topics until done(by_n) holds or timeout; returns
-    (by_n, records)."""
+    (by_n, records).  With group, only that group's messages (the topics
+    of an earlier run of the same test hold another group's)."""
     deadline = time.monotonic() + timeout
     while True:
-        recs = read_everything(stack, name)
+        recs = [r for r in read_everything(stack, name)
+                if group is None or
+                header(r, "tor.group").decode() == group]
         by_n = collections.defaultdict(list)
         for r in recs:
             by_n[n_of(r)].append(r)
@@ -152,9 +155,10 @@ def read_until(stack, name, done, timeout=60):
         time.sleep(0.3)
 
 
-def read_all_events(stack, name, total, timeout=60):
+def read_all_events(stack, name, total, timeout=60, group=None):
     return read_until(stack, name,
-                      lambda b: all(n in b for n in range(total)), timeout)
+                      lambda b: all(n in b for n in range(total)), timeout,
+                      group)
 
 
 def assert_none_lost(by_n, total):

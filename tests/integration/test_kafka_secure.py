@@ -315,13 +315,68 @@ def test_scram_on_kafka_4(stack):
     print("  librdkafka %s: SCRAM-SHA-512 relays" % version)
 
 
+def test_password_from_a_file_or_the_environment(stack):
+    """sasl.password kept out of tor.cfg: in kafka.properties_file (mode
+    0600, so no warning), or in TOR_KAFKA_SASL_PASSWORD, which wins over the
+    file's.  r1 takes the file's right password, r2 a wrong one in the file
+    and the right one in the environment: both relay through SASL_SSL, no
+    password in a log, and --check-config shows the file's entries
+    masked."""
+    kafka = secure_kafka(stack)
+    name = "sec_file"
+    table, ov = make_outbox(stack, name)
+    section = kafka.kafka_section()
+    section["properties"] = [p for p in section["properties"]
+                             if not p.startswith("sasl.password=")]
+    d = tempfile.mkdtemp(prefix="sec-file-", dir=harness._work_dir(stack))
+    try:
+        pf = os.path.join(d, "kafka.properties")
+        wrong = "wrong-" + secrets.token_hex(6)
+
+        def write_file(password):
+            with open(pf, "w") as f:
+                f.write("# the cluster's credentials\n\nsasl.password=%s\n"
+                        % password)
+            os.chmod(pf, 0o600)
+
+        section["properties_file"] = pf
+        ov["kafka"] = section
+        cfg = harness.base_config(stack, ha=dict(HA), **ov)
+        write_file(kafka.password)
+        p = tor_cli(["--check-config"], cfg=cfg)
+        assert p.returncode == 0, p.stderr
+        assert kafka.password not in p.stdout + p.stderr, p.stdout
+        assert '# from properties_file: ( "sasl.password=********" );' in \
+            p.stdout, p.stdout
+        assert "# warning: kafka.properties_file" not in p.stdout, p.stdout
+        r1 = Tor(stack, cfg, name="r1").start()
+        wait_leading([r1], timeout=10)
+        r1.wait_log("starting at|resuming from", timeout=30)
+        insert_range(stack, table, 0, 30, 10)
+        read_events(kafka.reader(), name, 30, timeout=60)
+        assert r1.stop() == 0, r1.log_tail()
+
+        write_file(wrong)
+        r2 = Tor(stack, cfg, name="r2",
+                 env={"TOR_KAFKA_SASL_PASSWORD": kafka.password}).start()
+        wait_leading([r2], timeout=10)
+        r2.wait_log("resuming from", timeout=30)
+        insert_range(stack, table, 30, 30, 10)
+        all_once(kafka, name, 60, [r2], [r1, r2])
+        assert_clean_log(kafka, [r1, r2], wrong)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_secrets_are_never_printed(stack):
-    """Values of properties named *password*, *secret* or *jaas* are masked
+    """Values of properties named *password*, *secret*, *jaas* or *key.pem*
+    (the private key itself) are masked
     by --check-config, left out of the configuration's errors and of the
     error librdkafka gives for a property it does not know."""
     hidden = {n: "s-%s-%s" % (n, secrets.token_hex(4)) for n in
               ("sasl.password", "ssl.key.password",
-               "sasl.oauthbearer.client.secret", "Sasl.Jaas.Config")}
+               "sasl.oauthbearer.client.secret", "Sasl.Jaas.Config",
+               "ssl.key.pem")}
     props = ["%s=%s" % kv for kv in hidden.items()] + ["linger.ms=7"]
     p = tor_cli(["--check-config"], cfg={"kafka": {"properties": props}},
                 stack=stack)

@@ -20,9 +20,10 @@ import time
 
 import harness
 from harness import Tor
-from test_ha import (Feeder, HA, assert_none_lost, lease_key, leader_now,
-                     log_lines, read_all_events, start_replicas, stop_all,
-                     wait_leading)
+from proxy import Proxy
+from test_ha import (Feeder, HA, assert_none_lost, check_tokens_grow,
+                     lease_key, leader_now, log_lines, read_all_events,
+                     start_replicas, stop_all, wait_leading)
 from test_relay import insert_range, make_outbox
 
 MASTER = "mymaster"
@@ -281,3 +282,119 @@ def test_master_killed_mid_stream(stack):
            r"sentinel 127\.0\.0\.1:\d+\)" % (MASTER, stack.redis_port))
     assert any(log_lines(t, pat) for t in tors), "\n".join(
         t.log_tail(20) for t in tors)
+
+
+# ---------------------------------------------------------------------------
+# fast failover across a Sentinel failover
+#
+# A follower that finds the leader's Redis client gone takes the lease over
+# at once (DESIGN.md §3, dead-leader detection).  During a Sentinel
+# failover the leader follows the new master while the old one still takes
+# writes, so a follower still on the old master sees the leader's client
+# gone there.  The lease's client record names the replicas the leader saw;
+# one of them left the old master (it is the new master), so the follower
+# must wait for the lease to expire instead.
+
+LEADER_IN = r"-> leader: "
+LEADER_OUT = r"^leader -> "
+
+
+def leaderships(tor):
+    """[(start, end or None)] of tor's leaderships, from its elector's
+    transitions into and out of LEADER (wall clock, ms in the log)."""
+    out = []
+    for ts, m, comp, _ in log_lines(tor, LEADER_IN + "|" + LEADER_OUT):
+        if comp != "elector":
+            continue
+        if m.group(0).startswith("->"):
+            out.append([ts, None])
+        elif out and out[-1][1] is None:
+            out[-1][1] = ts
+    return [tuple(x) for x in out]
+
+
+def overlaps(tors):
+    """[(a, b, ms)] for every pair of leaderships of two replicas that
+    overlap in time, with the length of the overlap."""
+    now = time.time()
+    spans = [(t.name, s, e if e is not None else now)
+             for t in tors for s, e in leaderships(t)]
+    out = []
+    for i, (a, s1, e1) in enumerate(spans):
+        for b, s2, e2 in spans[i + 1:]:
+            if a != b and s1 < e2 and s2 < e1:
+                out.append((a, b, (min(e1, e2) - max(s1, s2)) * 1000))
+    return out
+
+
+def role(port):
+    p = subprocess.run(["redis-cli", "-p", str(port), "role"],
+                       capture_output=True, text=True, timeout=10)
+    return p.stdout.split("\n", 1)[0].strip()
+
+
+def test_failover_one_leader(stack):
+    """SENTINEL FAILOVER under writes, two replicas through the Sentinels.
+    r2 reaches its Sentinel through a proxy that refuses it from the
+    failover until a second after the Sentinels name the new master (a
+    replica cut off from the Sentinels for a moment): r2 stays on the old
+    master, which takes writes until Sentinel demotes it, while r1 follows
+    the new master.  r1's client is gone from the old master, but r1 is
+    alive: r2 must not lead while r1 does, and no partition may hold a
+    lower token after a higher one."""
+    name = "sen_one_leader"
+    with Sentinels(stack) as sen:
+        table, ov = make_outbox(stack, name)
+        f, p = stack.binlog_position()
+        common = dict(group=harness.unique_group(), start="%s:%d" % (f, p),
+                      ha=dict(HA), checkpoint={"interval_ms": 200}, **ov)
+        proxy = Proxy(sen.ports()[0]).start()
+        cfg1 = harness.base_config(stack, redis=sen.redis_section(),
+                                   **common)
+        cfg2 = harness.base_config(stack, redis=harness.cfg_value({
+            "sentinel": {"master": sen.master,
+                         "nodes": ["127.0.0.1:%d" % proxy.port]}}),
+            **common)
+        old = sen.master_addr()
+        r1 = Tor(stack, cfg1, name="r1").start()
+        wait_leading([r1], timeout=15)
+        r2 = Tor(stack, cfg2, name="r2").start()
+        r2.wait_log(r"lease held by another replica", timeout=15)
+        tors = [r1, r2]
+        feeder = Feeder(stack, table, 0, None, 10, 0.02)
+        feeder.start()
+        try:
+            time.sleep(1.5)
+            t0 = time.monotonic()
+            proxy.refuse(True)
+            sen.failover()
+            while sen.master_addr() == old:
+                assert time.monotonic() - t0 < 15, "no failover in 15 s"
+                time.sleep(0.02)
+            t_switch = time.monotonic() - t0
+            r1.wait_log(r"following master %s at" % MASTER, timeout=5)
+            time.sleep(1.0)
+            proxy.refuse(False)
+            r2.wait_log(r"following master %s at" % MASTER, timeout=5)
+            print("  the Sentinels named the new master %.0f ms after "
+                  "SENTINEL FAILOVER; r2 cut off from them until %.0f ms; "
+                  "the old master's role then: %s" % (
+                      t_switch * 1000, (time.monotonic() - t0) * 1000,
+                      role(old[1])))
+            time.sleep(1.0)
+        finally:
+            feeder.stop()
+            proxy.stop()
+        total = feeder.finish()
+        took = log_lines(r2, r"took the lease over from")
+        both = overlaps(tors)
+        for a, b, ms in both:
+            print("  %s and %s both led for %.0f ms" % (a, b, ms))
+        by_n, recs = read_all_events(stack, name, total,
+                                     group=common["group"])
+        assert_none_lost(by_n, total)
+        assert not took, "r2 took a live leader's lease over: %s" % (
+            took[0][3])
+        assert not both, "two leaders at once: %s" % both
+        check_tokens_grow(recs)
+        stop_all(tors)

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "tor/checkpoint.h"
+#include "tor/lease.h"
 #include "redis_server.h"
 
 /* ---- positions ---- */
@@ -167,7 +168,7 @@ static void
 test_encode_decode(void **state)
 {
 	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
-	    .pos = 1234, .gtid = "0-1-42,1-2-7" }, .epoch = UINT64_MAX,
+	    .pos = 1234, .gtid = "0-1-42,1-2-7" }, .epoch = TOR_TOKEN_MAX,
 	    .updated_ms = 1700000000123 }, back;
 	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
 	char buf[TOR_CHECKPOINT_BUF];
@@ -183,7 +184,7 @@ test_encode_decode(void **state)
 	assert_string_equal(names[2], "gtid");
 	assert_string_equal(values[2], "0-1-42,1-2-7");
 	assert_string_equal(names[3], "epoch");
-	assert_string_equal(values[3], "18446744073709551615");
+	assert_string_equal(values[3], TOR_TOKEN_MAX_TEXT);
 	assert_string_equal(names[4], "updated_ms");
 	assert_string_equal(values[4], "1700000000123");
 
@@ -284,6 +285,10 @@ test_decode_errors(void **state)
 	bad[3] = "seven";
 	decode_bad(5, names, bad, "checkpoint field 'epoch': not a number "
 	    "('seven')");
+	/* Past the largest token: no acquire could draw one after it. */
+	bad[3] = "1000000000000000000";
+	decode_bad(5, names, bad, "checkpoint field 'epoch': past the largest "
+	    "token (999999999999999999) ('1000000000000000000')");
 
 	memcpy(bad, values, sizeof(bad));
 	bad[4] = "1.5";
@@ -873,6 +878,7 @@ test_store_fenced(void **state)
 	struct tor_redis *r = tor_redis_new(&s->cfg);
 	redisContext *c = raw_connect(s);
 	tor_err err = { "" };
+	redisReply *reply;
 	bool found;
 
 	/* No lease: refused, and nothing written at all. */
@@ -923,14 +929,28 @@ test_store_fenced(void **state)
 
 	/* Tokens beyond a double's 53 bits still compare exactly. */
 	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch %s",
-	    "18446744073709551615"));
-	cp.epoch = UINT64_MAX - 1;
-	set_lease(c, "relay-a 18446744073709551614");
+	    TOR_TOKEN_MAX_TEXT));
+	cp.epoch = TOR_TOKEN_MAX - 1;
+	set_lease(c, "relay-a 999999999999999998");
 	store_refused(r, c, &s->cfg, &cp, true);
-	cp.epoch = UINT64_MAX;
-	set_lease(c, "relay-a 18446744073709551615");
+	cp.epoch = TOR_TOKEN_MAX;
+	set_lease(c, "relay-a " TOR_TOKEN_MAX_TEXT);
 	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
 	    TOR_CHECKPOINT_WRITTEN);
+	/* A stored epoch past the largest token fences every writer: an
+	 * error that names it, the hash left for an operator. */
+	freeReplyObject(redisCommand(c, "HSET tor:{orders}:checkpoint epoch %s",
+	    "9223372036854775807"));
+	assert_int_equal(tor_checkpoint_store_fenced(r, &s->cfg, &cp, &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "stored epoch is past the largest "
+	    "token (999999999999999999)"));
+	assert_int_equal(tor_checkpoint_move(r, &s->cfg, &cp, &err), -1);
+	assert_non_null(strstr(err.msg, "stored epoch is past the largest "
+	    "token"));
+	reply = redisCommand(c, "HGET tor:{orders}:checkpoint epoch");
+	assert_string_equal(reply->str, "9223372036854775807");
+	freeReplyObject(reply);
 
 	redisFree(c);
 	tor_redis_free(r);
@@ -1059,6 +1079,16 @@ test_done_and_records(void **state)
 	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=x",
 	    &back, &err), -1);
 	assert_non_null(strstr(err.msg, "malformed"));
+	/* A token past the largest one is no leader's, in either version. */
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token="
+	    "999999999999999999 file=b.000002 pos=400 gtid=", &back, &err), 0);
+	assert_true(back.epoch == TOR_TOKEN_MAX);
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token="
+	    "1000000000000000000 file=b.000002 pos=400 gtid=", &back, &err), -1);
+	assert_non_null(strstr(err.msg, "malformed"));
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v1 "
+	    "1000000000000000000 b.000002 400", &back, &err), -1);
+	assert_non_null(strstr(err.msg, "malformed"));
 
 	/* The newer decision: the higher token, else the one further on. */
 	back = cp;
@@ -1106,6 +1136,49 @@ test_moved(void **state)
 	memset(&back, 0, sizeof(back));
 	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), 0);
 	assert_true(back.moved == 11 && back.epoch == 12);
+}
+
+/* The longest record tor can write: every field at its widest (a file
+ * name and a GTID list that fill their arrays, done naming such a file,
+ * every number at its largest, the token at TOR_TOKEN_MAX) with a mac.
+ * It fits TOR_CHECKPOINT_RECORD whole (a record cut short is no record)
+ * and reads back the same. */
+static void
+test_record_largest(void **state)
+{
+	struct tor_checkpoint cp = { .epoch = TOR_TOKEN_MAX, .pos = {
+	    .pos = UINT64_MAX }, .done = { .pos = UINT64_MAX },
+	    .rows = UINT32_MAX, .moved = UINT64_MAX }, back;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	char rec[TOR_CHECKPOINT_RECORD], *g = cp.pos.gtid;
+	size_t left = sizeof(cp.pos.gtid);
+	tor_err err = { "" };
+	int n;
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	memset(cp.pos.file, 'f', sizeof(cp.pos.file) - 1);
+	memset(cp.done.file, 'd', sizeof(cp.done.file) - 1);
+	/* Domains of the widest GTIDs while they fit. */
+	for (unsigned d = 0; left > 60; d++) {
+		int k = snprintf(g, left, "%s%u-4294967295-18446744073709551615",
+		    d == 0 ? "" : ",", d);
+
+		g += k;
+		left -= (size_t)k;
+	}
+	n = tor_checkpoint_record_format(&cfg, &cp, rec, sizeof(rec));
+	print_message("record of %d bytes (gtid %zu, file %zu), buffer %d\n", n,
+	    strlen(cp.pos.gtid), strlen(cp.pos.file), TOR_CHECKPOINT_RECORD);
+	assert_true(n > 0 && (size_t)n < sizeof(rec));
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), 0);
+	assert_string_equal(back.pos.file, cp.pos.file);
+	assert_string_equal(back.pos.gtid, cp.pos.gtid);
+	assert_string_equal(back.done.file, cp.done.file);
+	assert_true(back.epoch == TOR_TOKEN_MAX && back.pos.pos == UINT64_MAX &&
+	    back.done.pos == UINT64_MAX && back.rows == UINT32_MAX &&
+	    back.moved == UINT64_MAX);
 }
 
 static void
@@ -1264,6 +1337,96 @@ test_mac_store_load(void **state)
 	tor_redis_free(r);
 }
 
+
+struct seen {
+	char pos[8][TOR_REFUSED_POS];
+	size_t n;
+};
+
+static void
+see(void *ctx, const char *pos)
+{
+	struct seen *sn = ctx;
+
+	assert_true(sn->n < 8);
+	snprintf(sn->pos[sn->n++], TOR_REFUSED_POS, "%s", pos);
+}
+
+/* Loads the refused rows with cfg; returns how many verified (in sn) and
+ * sets *ignored. */
+static size_t
+refused_rows(struct tor_redis *r, const struct tor_config *cfg,
+    struct seen *sn, size_t *ignored)
+{
+	tor_err err = { "" };
+
+	memset(sn, 0, sizeof(*sn));
+	if (tor_checkpoint_refused_load(r, cfg, see, sn, ignored, &err) != 0)
+		fail_msg("refused load: %s", err.msg);
+	return sn->n;
+}
+
+/* The rows the broker refused, shared through Redis: added once each,
+ * kept a while, and with a checkpoint key signed (a member nobody signed,
+ * signed with another key or for another group, is ignored and counted). */
+static void
+test_refused_rows(void **state)
+{
+	struct server *s = *state;
+	struct tor_config other;
+	struct tor_redis *r = tor_redis_new(&s->cfg);
+	redisContext *c = raw_connect(s);
+	redisReply *reply;
+	struct seen sn;
+	size_t ignored;
+	tor_err err = { "" };
+
+	assert_int_equal(refused_rows(r, &s->cfg, &sn, &ignored), 0);
+	assert_int_equal(tor_checkpoint_refused_add(r, &s->cfg, "0-1-63:0",
+	    &err), 0);
+	assert_int_equal(tor_checkpoint_refused_add(r, &s->cfg,
+	    "binlog.000002:4711:3", &err), 0);
+	assert_int_equal(tor_checkpoint_refused_add(r, &s->cfg, "0-1-63:0",
+	    &err), 0);
+	assert_int_equal(refused_rows(r, &s->cfg, &sn, &ignored), 2);
+	assert_int_equal(ignored, 0);
+	reply = redisCommand(c, "PTTL tor:{orders}:refused");
+	assert_true(reply->integer > 6 * 86400 * 1000LL);
+	freeReplyObject(reply);
+
+	/* With a key the unsigned members do not count. */
+	other = s->cfg;
+	set_test_key(&other, 0x00);
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 0);
+	assert_int_equal(ignored, 2);
+	assert_int_equal(tor_checkpoint_refused_add(r, &other, "0-1-70:2",
+	    &err), 0);
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 1);
+	assert_string_equal(sn.pos[0], "0-1-70:2");
+	assert_int_equal(ignored, 2);
+	/* Without a key the mac is not read. */
+	assert_int_equal(refused_rows(r, &s->cfg, &sn, &ignored), 3);
+	/* Another key, another group: ignored. */
+	set_test_key(&other, 0xff);
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 0);
+	assert_int_equal(ignored, 3);
+	freeReplyObject(redisCommand(c, "COPY tor:{orders}:refused "
+	    "tor:{payments}:refused"));
+	set_test_key(&other, 0x00);
+	other.group = (char *)"payments";
+	assert_int_equal(refused_rows(r, &other, &sn, &ignored), 0);
+	assert_int_equal(ignored, 3);
+
+	/* Not a set: an error, which the relay only logs. */
+	freeReplyObject(redisCommand(c, "DEL tor:{orders}:refused"));
+	freeReplyObject(redisCommand(c, "SET tor:{orders}:refused x"));
+	assert_int_equal(tor_checkpoint_refused_load(r, &s->cfg, see, &sn,
+	    &ignored, &err), -1);
+	assert_non_null(strstr(err.msg, "refused rows: "));
+	redisFree(c);
+	tor_redis_free(r);
+}
+
 int
 main(void)
 {
@@ -1287,6 +1450,9 @@ main(void)
 		    teardown_server),
 		cmocka_unit_test(test_done_and_records),
 		cmocka_unit_test(test_moved),
+		cmocka_unit_test_setup_teardown(test_refused_rows, setup_server,
+		    teardown_server),
+		cmocka_unit_test(test_record_largest),
 		cmocka_unit_test_setup_teardown(test_mac_store_load, setup_server,
 		    teardown_server),
 		cmocka_unit_test_setup_teardown(test_store_redis_down,

@@ -13,11 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "tor/config.h"
+
+#include "alloc_probe.h"
 
 #define DIR "tests/unit/config/"
 
@@ -30,6 +33,7 @@ clean_env(void **state)
 	unsetenv("TOR_REDIS_PASSWORD");
 	unsetenv("TOR_SENTINEL_PASSWORD");
 	unsetenv("TOR_CHECKPOINT_KEY");
+	unsetenv("TOR_KAFKA_SASL_PASSWORD");
 	setenv("HOSTNAME", "test-host", 1);
 	return 0;
 }
@@ -313,6 +317,93 @@ test_integer_name_at_line_end(void **state)
 	tmp_close(&d);
 }
 
+/* The groups a test puts an integer in, around one line of its own. */
+static const char literal_head[] =
+    "outbox = {\n"
+    "  tables = ( { table = \"shop.outbox\";\n"
+    "    columns = { key = \"k\"; type = \"t\"; payload = \"p\"; }; } );\n"
+    "  topic_template = \"ev.${aggregate_type}\";\n"
+    "};\n"
+    "kafka = { brokers = \"k:9092\"; };\n";
+
+/* Loads literal_head + text; the result of tor_config_load. */
+static int
+load_text(const char *text, struct tor_config *cfg, tor_err *err)
+{
+	char all[2048];
+	struct tmpdir d;
+	int rc;
+
+	snprintf(all, sizeof(all), "%s%s", literal_head, text);
+	tmp_open(&d);
+	rc = tor_config_load(cfg, tmp_file(&d, "lit.cfg", all, strlen(all)),
+	    err);
+	tmp_close(&d);
+	return rc;
+}
+
+/*
+ * An integer literal is read again from its own line (libconfig 1.5 wraps
+ * past 32 bits), and the reading must find the setting itself: not a
+ * "name=digits" inside a string or a comment, nor a setting of the same
+ * name in another group on the same line.
+ */
+static void
+test_integer_literal_is_the_settings_own(void **state)
+{
+	static const struct {
+		const char *text;
+		int mysql_port, redis_port;
+	} good[] = {
+		{ "mysql = { host = \"db\"; password = \"port=1\"; "
+		    "port = 3306; };\nredis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; password = \"x\\\"port=1\"; "
+		    "port = 3306; };\nredis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; /* port = 1 */ port = 3306; };\n"
+		    "redis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; user = \"a\nport = 1\"; /* x\n"
+		    " port = 2 */ port = 3306; };\n"
+		    "redis = { host = \"r\"; };\n", 3306, 6379 },
+		{ "mysql = { host = \"db\"; port = 3307; }; redis = { host = "
+		    "\"r\"; port = 6380; };\n", 3307, 6380 },
+		{ "mysql = { host = \"db\"; port = 3307; # port = 1\n};\n"
+		    "redis = { host = \"r\"; port: 6380; // port = 2\n};\n",
+		    3307, 6380 },
+	};
+	static const char *const bad[] = {
+		/* The wrapped value of the second port is 1, in range. */
+		"mysql = { host = \"db\"; port = 3306; }; redis = { host = "
+		    "\"r\"; port = 4294967297; };\n",
+		"mysql = { host = \"db\"; user = \"port = 3306\"; "
+		    "port = 4294970592; };\nredis = { host = \"r\"; };\n",
+	};
+	struct tor_config cfg;
+	tor_err err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (load_text(good[i].text, &cfg, &err) != 0)
+			fail_msg("good[%zu]: %s", i, err.msg);
+		int mysql_port = cfg.mysql.port, redis_port = cfg.redis.port;
+
+		tor_config_free(&cfg);
+		if (mysql_port != good[i].mysql_port ||
+		    redis_port != good[i].redis_port)
+			fail_msg("good[%zu]: mysql.port %d, redis.port %d", i,
+			    mysql_port, redis_port);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (load_text(bad[i], &cfg, &err) != -1) {
+			tor_config_free(&cfg);
+			fail_msg("bad[%zu] loaded", i);
+		}
+		if (strstr(err.msg, "must be between 1 and 65535") == NULL)
+			fail_msg("bad[%zu]: %s", i, err.msg);
+	}
+}
+
 /* A config whose secrets are inline and in files. */
 static const char *
 secrets_cfg(struct tmpdir *d, const char *key_file)
@@ -503,8 +594,8 @@ test_print_masks_secrets(void **state)
 	tor_config_free(&cfg);
 }
 
-/* kafka.properties whose names hold password, secret or jaas, in any
- * case, print with their values masked; the others as they are. */
+/* kafka.properties whose names hold password, secret, jaas, key.pem or
+ * passphrase, in any case, print with their values masked; the others as they are. */
 static void
 test_print_masks_secret_properties(void **state)
 {
@@ -519,6 +610,8 @@ test_print_masks_secret_properties(void **state)
 	    "  \"ssl.key.password=hunter2-b\",\n"
 	    "  \"sasl.oauthbearer.client.secret=hunter2-c\",\n"
 	    "  \"Sasl.Jaas.Config=x required password=\\\"hunter2-d\\\";\",\n"
+	    "  \"ssl.key.pem=-----BEGIN PRIVATE KEY-----hunter2-e\",\n"
+	    "  \"sasl.oauthbearer.assertion.private.key.passphrase=hunter2-f\",\n"
 	    "  \"sasl.username=tor\" ); };\n"
 	    "redis = { host = \"r\"; };\n";
 	struct tor_config cfg;
@@ -534,10 +627,294 @@ test_print_masks_secret_properties(void **state)
 	    "\"security.protocol=SASL_SSL\", \"sasl.password=********\", "
 	    "\"ssl.key.password=********\", "
 	    "\"sasl.oauthbearer.client.secret=********\", "
-	    "\"Sasl.Jaas.Config=********\", \"sasl.username=tor\" );"));
+	    "\"Sasl.Jaas.Config=********\", \"ssl.key.pem=********\", "
+	    "\"sasl.oauthbearer.assertion.private.key.passphrase=********\", "
+	    "\"sasl.username=tor\" );"));
 	free(text);
 	tor_config_free(&cfg);
 	tmp_close(&d);
+}
+
+/* The outbox every secrets test shares. */
+#define OUTBOX_TEXT "outbox = { tables = ( { table = \"s.t\"; columns = { " \
+	"key = \"k\"; type = \"t\"; payload = \"p\"; }; } );\n" \
+	"  topic_template = \"${aggregate_type}\"; };\n"
+
+/* tor_config_free leaves no secret behind in the memory it frees: the
+ * passwords, inline or from a file, and every kafka.properties entry. */
+static void
+test_free_wipes_secrets(void **state)
+{
+	static const char marker[] = "hunter2";
+	struct tor_config cfg;
+	struct tmpdir d;
+	char text[2048];
+	const char *pw;
+	size_t freed_with;
+
+	(void)state;
+	tmp_open(&d);
+	pw = tmp_file(&d, "redis.secret", "hunter2-redis\n", 14);
+	snprintf(text, sizeof(text),
+	    "mysql = { host = \"db\"; password = \"hunter2-mysql\"; };\n"
+	    OUTBOX_TEXT
+	    "kafka = { brokers = \"k:9092\"; properties = ( "
+	    "\"sasl.username=tor\", \"sasl.password=hunter2-kafka\" ); };\n"
+	    "redis = { host = \"r\"; password_file = \"%s\"; sentinel = { "
+	    "master = \"m\"; nodes = ( \"s:26379\" ); "
+	    "password = \"hunter2-sentinel\"; }; };\n", pw);
+	load_ok(&cfg, tmp_file(&d, "wipe.cfg", text, strlen(text)));
+	assert_string_equal(cfg.redis.password, "hunter2-redis");
+	alloc_probe_watch(marker, strlen(marker));
+	tor_config_free(&cfg);
+	alloc_probe_stop();
+	freed_with = alloc_probe.freed_with;
+	tmp_close(&d);
+	if (freed_with != 0)
+		fail_msg("%zu blocks freed still holding a secret", freed_with);
+}
+
+/* Loads a config whose mysql.password_file is file. */
+static void
+load_with_password_file(struct tor_config *cfg, struct tmpdir *d,
+    const char *file)
+{
+	char text[1024];
+
+	snprintf(text, sizeof(text), "mysql = { host = \"db\"; "
+	    "password_file = \"%s\"; };\n" OUTBOX_TEXT
+	    "kafka = { brokers = \"k:9092\"; };\nredis = { host = \"r\"; };\n",
+	    file);
+	load_ok(cfg, tmp_file(d, "mode.cfg", text, strlen(text)));
+	assert_string_equal(cfg->mysql.password, "pw");
+}
+
+/*
+ * A secret file others may read is loaded with a warning (a refusal would
+ * stop every replica of a deployment that mounts a Kubernetes Secret with
+ * its default mode 0644): open to every user, or to its group while tor's
+ * own user owns it.  A file of another owner (root) open to its group only
+ * is the usual way to hand tor a secret, and 0600 is quiet.
+ */
+static void
+test_secret_file_modes(void **state)
+{
+	struct tor_config cfg;
+	struct tmpdir d;
+	char want[600], link[160];
+	const char *pw;
+
+	(void)state;
+	tmp_open(&d);
+	pw = tmp_file(&d, "mysql.secret", "pw\n", 3);
+
+	assert_int_equal(chmod(pw, 0644), 0);
+	load_with_password_file(&cfg, &d, pw);
+	snprintf(want, sizeof(want), "mysql.password_file %s is open to every "
+	    "user (mode 0644): make it 0600, or 0640 owned by root with tor's "
+	    "group", pw);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], want);
+	tor_config_free(&cfg);
+
+	/* Through a symbolic link, as a Kubernetes Secret volume has it: the
+	 * mode of the file it leads to, the name as configured. */
+	snprintf(link, sizeof(link), "%s/link.secret", d.path);
+	assert_int_equal(symlink(pw, link), 0);
+	load_with_password_file(&cfg, &d, link);
+	snprintf(want, sizeof(want), "mysql.password_file %s is open to every "
+	    "user (mode 0644): make it 0600, or 0640 owned by root with tor's "
+	    "group", link);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], want);
+	tor_config_free(&cfg);
+	unlink(link);
+
+	assert_int_equal(chmod(pw, 0640), 0);
+	load_with_password_file(&cfg, &d, pw);
+	snprintf(want, sizeof(want), "mysql.password_file %s is open to its "
+	    "group (mode 0640) and owned by tor's own user: make it 0600, or "
+	    "0640 owned by root with tor's group", pw);
+	assert_int_equal(cfg.n_warnings, 1);
+	assert_string_equal(cfg.warnings[0], want);
+	tor_config_free(&cfg);
+
+	assert_int_equal(chmod(pw, 0600), 0);
+	load_with_password_file(&cfg, &d, pw);
+	assert_int_equal(cfg.n_warnings, 0);
+	tor_config_free(&cfg);
+
+	if (geteuid() == 0) {
+		/* Another owner, group access only: quiet. */
+		assert_int_equal(chown(pw, 1, getegid()), 0);
+		assert_int_equal(chmod(pw, 0640), 0);
+		load_with_password_file(&cfg, &d, pw);
+		assert_int_equal(cfg.n_warnings, 0);
+		tor_config_free(&cfg);
+	}
+	tmp_close(&d);
+}
+
+/*
+ * tor.cfg itself is a secret file when it holds a password inline (or a
+ * secret kafka.properties entry): open to every user, it is warned like a
+ * password file.  Without a secret in it, 0644 is quiet (a Kubernetes
+ * ConfigMap is mounted so).
+ */
+static void
+test_inline_secret_in_a_loose_file(void **state)
+{
+	static const struct {
+		const char *text, *key;
+	} cases[] = {
+		{ "mysql = { host = \"db\"; password = \"hunter2\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; };\n"
+		    "redis = { host = \"r\"; };\n", "mysql.password" },
+		{ "mysql = { host = \"db\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; properties = ( "
+		    "\"linger.ms=5\", \"sasl.password=hunter2\" ); };\n"
+		    "redis = { host = \"r\"; };\n", "kafka.properties[1]" },
+		{ "mysql = { host = \"db\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; };\n"
+		    "redis = { host = \"r\"; sentinel = { master = \"m\"; "
+		    "nodes = ( \"s:26379\" ); password = \"hunter2\"; }; };\n",
+		    "redis.sentinel.password" },
+		{ "mysql = { host = \"db\"; password = \"\"; };\n"
+		    "kafka = { brokers = \"k:9092\"; };\n"
+		    "redis = { host = \"r\"; };\n", NULL },
+	};
+	struct tor_config cfg;
+	struct tmpdir d;
+	char text[1024], want[600];
+	const char *path;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		tmp_open(&d);
+		snprintf(text, sizeof(text), "%s" OUTBOX_TEXT, cases[i].text);
+		path = tmp_file(&d, "inline.cfg", text, strlen(text));
+		assert_int_equal(chmod(path, 0644), 0);
+		load_ok(&cfg, path);
+		if (cases[i].key == NULL) {
+			assert_int_equal(cfg.n_warnings, 0);
+		} else {
+			snprintf(want, sizeof(want), "%s is set inline in %s, "
+			    "which is open to every user (mode 0644): make it "
+			    "0600, or 0640 owned by root with tor's group",
+			    cases[i].key, path);
+			assert_int_equal(cfg.n_warnings, 1);
+			assert_string_equal(cfg.warnings[0], want);
+		}
+		tor_config_free(&cfg);
+		assert_int_equal(chmod(path, 0600), 0);
+		load_ok(&cfg, path);
+		assert_int_equal(cfg.n_warnings, 0);
+		tor_config_free(&cfg);
+		tmp_close(&d);
+	}
+}
+
+/* kafka.properties_file: name=value lines after kafka.properties, blank
+ * lines and # comments skipped; TOR_KAFKA_SASL_PASSWORD last of all.  The
+ * printed config names the file and shows its entries masked in a comment,
+ * and loads again. */
+static void
+test_kafka_properties_file(void **state)
+{
+	static const char props_text[] = "# the cluster's credentials\n\n"
+	    "sasl.username=tor\r\n  sasl.password=hunter2-file\n";
+	struct tor_config cfg, again;
+	struct tmpdir d;
+	char text[1024], want[400], *printed;
+	const char *props, *path;
+
+	(void)state;
+	tmp_open(&d);
+	props = tmp_file(&d, "kafka.properties", props_text,
+	    sizeof(props_text) - 1);
+	assert_int_equal(chmod(props, 0600), 0);
+	snprintf(text, sizeof(text), "mysql = { host = \"db\"; };\n"
+	    OUTBOX_TEXT "kafka = { brokers = \"k:9092\"; properties = ( "
+	    "\"linger.ms=5\" ); properties_file = \"%s\"; };\n"
+	    "redis = { host = \"r\"; };\n", props);
+	path = tmp_file(&d, "pf.cfg", text, strlen(text));
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.kafka.n_properties, 3);
+	assert_int_equal(cfg.kafka.n_inline_properties, 1);
+	assert_string_equal(cfg.kafka.properties[0], "linger.ms=5");
+	assert_string_equal(cfg.kafka.properties[1], "sasl.username=tor");
+	assert_string_equal(cfg.kafka.properties[2], "sasl.password=hunter2-file");
+	assert_int_equal(cfg.n_warnings, 0);
+	printed = print_to_string(&cfg);
+	assert_null(strstr(printed, "hunter2"));
+	snprintf(want, sizeof(want), "  properties_file = \"%s\";\n", props);
+	assert_non_null(strstr(printed, want));
+	assert_non_null(strstr(printed, "  properties = ( \"linger.ms=5\" );\n"
+	    "  # from properties_file: ( \"sasl.username=tor\", "
+	    "\"sasl.password=********\" );\n"));
+	tor_config_free(&cfg);
+	/* What --check-config prints loads again, with the same entries. */
+	path = tmp_file(&d, "printed.cfg", printed, strlen(printed));
+	load_ok(&again, path);
+	assert_int_equal(again.kafka.n_properties, 3);
+	assert_string_equal(again.kafka.properties[2],
+	    "sasl.password=hunter2-file");
+	tor_config_free(&again);
+	free(printed);
+
+	setenv("TOR_KAFKA_SASL_PASSWORD", "hunter2-env", 1);
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.kafka.n_properties, 4);
+	assert_string_equal(cfg.kafka.properties[3],
+	    "sasl.password=hunter2-env");
+	printed = print_to_string(&cfg);
+	assert_null(strstr(printed, "hunter2"));
+	assert_non_null(strstr(printed, "  # from TOR_KAFKA_SASL_PASSWORD: "
+	    "( \"sasl.password=********\" );\n"));
+	free(printed);
+	tor_config_free(&cfg);
+	unsetenv("TOR_KAFKA_SASL_PASSWORD");
+	tmp_close(&d);
+}
+
+/* A bad line of kafka.properties_file is refused naming the file and its
+ * line, a secret in it masked. */
+static void
+test_kafka_properties_file_errors(void **state)
+{
+	static const struct {
+		const char *line, *problem;
+	} bad[] = {
+		{ "acks=1", "acks cannot be overridden: the idempotent producer "
+		    "needs acks=all" },
+		{ "sasl.password hunter2", "expected \"name=value\", got "
+		    "\"sasl.password********\"" },
+	};
+	struct tor_config cfg;
+	struct tmpdir d;
+	char text[1024], props_text[128], want[800];
+	const char *props, *path;
+	tor_err err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		tmp_open(&d);
+		snprintf(props_text, sizeof(props_text), "linger.ms=5\n%s\n",
+		    bad[i].line);
+		props = tmp_file(&d, "kafka.properties", props_text,
+		    strlen(props_text));
+		snprintf(text, sizeof(text), "mysql = { host = \"db\"; };\n"
+		    OUTBOX_TEXT "kafka = { brokers = \"k:9092\";\n"
+		    "  properties_file = \"%s\"; };\n"
+		    "redis = { host = \"r\"; };\n", props);
+		path = tmp_file(&d, "pf.cfg", text, strlen(text));
+		snprintf(want, sizeof(want), "%s:5: kafka.properties_file: "
+		    "%s:2: %s", path, props, bad[i].problem);
+		memset(&err, 0, sizeof(err));
+		assert_int_equal(tor_config_load(&cfg, path, &err), -1);
+		assert_string_equal(err.msg, want);
+		tmp_close(&d);
+	}
 }
 
 /* A secret-named property whose name alone is longer than an error
@@ -795,6 +1172,16 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_renew_margin.cfg", "12: ha.renew_ms: must be below ha.lease_ms "
 	    "less its drift margin (3000 - 300 = 2700 ms), got 2800: the lease "
 	    "would lapse between renews" },
+	{ "bad_redis_timeout_lease.cfg", "10: redis.timeout_ms: must be at "
+	    "most 2/7 of ha.lease_ms less its drift margin (2000 - 200 = 1800 "
+	    "ms, so at most 514), got 600: an acquire's reply, the replica "
+	    "check and the WAIT for a replica, then the first renew's reply, "
+	    "each up to redis.timeout_ms, would not fit in the lease" },
+	{ "bad_lease_for_redis_timeout.cfg", "11: redis.timeout_ms: must be "
+	    "at most 2/7 of ha.lease_ms less its drift margin (1500 - 150 = "
+	    "1350 ms, so at most 385), got 500: an acquire's reply, the "
+	    "replica check and the WAIT for a replica, then the first renew's "
+	    "reply, each up to redis.timeout_ms, would not fit in the lease" },
 	{ "bad_missing_mysql_host.cfg", "2: mysql.host: required" },
 	{ "bad_missing_brokers.cfg", "8: kafka.brokers: required" },
 	{ "bad_missing_redis_host.cfg", "9: redis.host: required (unless "
@@ -890,7 +1277,73 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_log_format.cfg",
 	    "10: log.format: expected logfmt or json, got \"text\"" },
 	{ "bad_section_type.cfg", "10: ha: expected a group { ... }" },
+	{ "bad_heartbeat_overflow.cfg", "5: mysql.heartbeat_ms: must be at "
+	    "most 86400000 (a day), got 2147483647" },
+	{ "bad_connect_timeout_overflow.cfg", "4: mysql.connect_timeout_ms: "
+	    "must be at most 86400000 (a day), got 2147483000" },
+	{ "bad_retry_overflow.cfg", "11: ha.retry_ms: must be at most "
+	    "86400000 (a day), got 1800000000" },
+	{ "bad_redis_timeout_overflow.cfg", "11: redis.timeout_ms: must be at "
+	    "most 86400000 (a day), got 2147483647" },
+	{ "bad_renew_room.cfg", "17: ha.renew_ms: 1000 + redis.timeout_ms 2000 "
+	    "must stay below ha.lease_ms less its drift margin (3000 - 300 = "
+	    "2700 ms): a renew answered as late as redis.timeout_ms allows "
+	    "would come after the leader's own deadline" },
+	{ "bad_renew_room_timeout.cfg", "12: ha.renew_ms: 1000 + "
+	    "redis.timeout_ms 1700 must stay below ha.lease_ms less its drift "
+	    "margin (3000 - 300 = 2700 ms): a renew answered as late as "
+	    "redis.timeout_ms allows would come after the leader's own "
+	    "deadline" },
+	{ "bad_redis_tls_ca_missing.cfg", "12: redis.tls.ca_file: cannot read "
+	    "tests/unit/config/no-such-ca.pem: No such file or directory" },
+	{ "bad_redis_tls_ca_not_pem.cfg", "12: redis.tls.ca_file: cannot load "
+	    "CA certificates from tests/unit/config/short.key: no certificate "
+	    "or crl found" },
+	{ "bad_redis_tls_cert_no_key.cfg",
+	    "12: redis.tls.cert_file: needs redis.tls.key_file" },
+	{ "bad_redis_tls_key_mismatch.cfg", "13: redis.tls.key_file: "
+	    "tests/unit/config/tls-other.key does not match cert_file "
+	    "tests/unit/config/tls-client.pem" },
+	{ "bad_redis_tls_unknown.cfg", "12: redis.tls.ca: unknown key" },
+	{ "bad_sentinel_tls_key_mismatch.cfg", "13: "
+	    "redis.sentinel.tls.key_file: tests/unit/config/tls-other.key does "
+	    "not match cert_file tests/unit/config/tls-client.pem" },
 };
+
+/* redis.tls and redis.sentinel.tls: the values as written, the defaults
+ * where left out, and no TLS at all by default. */
+static void
+test_redis_tls_values(void **state)
+{
+	struct tor_config cfg;
+
+	(void)state;
+	load_ok(&cfg, DIR "redis_tls.cfg");
+	assert_true(cfg.redis.tls.enabled);
+	assert_string_equal(cfg.redis.tls.ca_file, DIR "tls-client.pem");
+	assert_string_equal(cfg.redis.tls.cert_file, DIR "tls-client.pem");
+	assert_string_equal(cfg.redis.tls.key_file, DIR "tls-client.key");
+	assert_string_equal(cfg.redis.tls.server_name, "redis.example");
+	assert_false(cfg.redis.tls.verify);
+	assert_true(cfg.redis.sentinel.tls.enabled);
+	assert_string_equal(cfg.redis.sentinel.tls.ca_file, "");
+	assert_string_equal(cfg.redis.sentinel.tls.cert_file, "");
+	assert_string_equal(cfg.redis.sentinel.tls.server_name, "");
+	assert_true(cfg.redis.sentinel.tls.verify);
+	tor_config_free(&cfg);
+
+	load_ok(&cfg, DIR "minimal.cfg");
+	assert_false(cfg.redis.tls.enabled);
+	assert_true(cfg.redis.tls.verify);
+	assert_false(cfg.redis.sentinel.tls.enabled);
+	tor_config_free(&cfg);
+
+	/* Off: its files are not looked at (a missing CA is no error). */
+	load_ok(&cfg, DIR "redis_tls_off.cfg");
+	assert_false(cfg.redis.tls.enabled);
+	assert_string_equal(cfg.redis.tls.ca_file, DIR "no-such-ca.pem");
+	tor_config_free(&cfg);
+}
 
 static void
 test_bad_file(void **state)
@@ -923,6 +1376,8 @@ main(void)
 		cmocka_unit_test_setup(test_server_id_max, clean_env),
 		cmocka_unit_test_setup(test_integer_name_at_line_end,
 		    clean_env),
+		cmocka_unit_test_setup(test_integer_literal_is_the_settings_own,
+		    clean_env),
 		cmocka_unit_test_setup(test_secret_precedence, clean_env),
 		cmocka_unit_test_setup(test_checkpoint_key, clean_env),
 		cmocka_unit_test_setup(test_print_masks_secrets, clean_env),
@@ -931,11 +1386,19 @@ main(void)
 		cmocka_unit_test_setup(test_print_masks_a_long_secret_name,
 		    clean_env),
 		cmocka_unit_test_setup(test_print_reloads, clean_env),
+		cmocka_unit_test_setup(test_free_wipes_secrets, clean_env),
+		cmocka_unit_test_setup(test_secret_file_modes, clean_env),
+		cmocka_unit_test_setup(test_inline_secret_in_a_loose_file,
+		    clean_env),
+		cmocka_unit_test_setup(test_kafka_properties_file, clean_env),
+		cmocka_unit_test_setup(test_kafka_properties_file_errors,
+		    clean_env),
 		cmocka_unit_test_setup(test_not_in_effect_transactional,
 		    clean_env),
 		cmocka_unit_test_setup(test_start_values, clean_env),
 		cmocka_unit_test_setup(test_listen_values, clean_env),
 		cmocka_unit_test_setup(test_missing_file, clean_env),
+		cmocka_unit_test_setup(test_redis_tls_values, clean_env),
 	};
 	enum {
 		N_FIXED = sizeof(fixed) / sizeof(fixed[0]),

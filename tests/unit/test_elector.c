@@ -1,22 +1,35 @@
 /*
  * The elector's state machine, driven step by step with a fake Redis and a
  * fake clock: every transition, the deadline arithmetic (counted from the
- * time a renew was sent, not answered), and the races the relay thread can
- * cause (a resign or a release while a Redis call is in flight).  The fake's
- * calls run with the elector's mutex dropped, so a hook that calls back into
- * the elector from inside one would deadlock if the elector held it.
+ * time a request was sent, not answered), the handshake with the relay
+ * (every leadership taken once and ended once, by number, however short),
+ * and the races the relay thread can cause (a resign, an end or a release
+ * while a Redis call is in flight) made deterministic.  The fake's calls
+ * run with the elector's mutex dropped, so a hook that calls back into the
+ * elector from inside one would deadlock if the elector held it.  The last
+ * tests run the real thread, and read the real lease clock in a time
+ * namespace.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "tor/clock.h"
 #include "tor/elector.h"
+#include "tor/lease.h"
+
+#include "alloc_probe.h"
 
 #define LEASE_MS	3000
 #define RENEW_MS	1000
@@ -29,7 +42,8 @@ struct fake {
 
 	int acquire_rc;
 	uint64_t acquire_token;
-	int64_t acquire_takes_ms;
+	int64_t acquire_prelude_ms;     /* before the script is sent */
+	int64_t acquire_takes_ms;       /* from the send to the reply */
 	int acquire_calls;
 
 	int renew_rc;
@@ -78,11 +92,13 @@ run_hook(struct fake *f)
 }
 
 static int
-fake_acquire(void *ctx, uint64_t *token, tor_err *err)
+fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 {
 	struct fake *f = ctx;
 
 	f->acquire_calls++;
+	f->now += f->acquire_prelude_ms;        /* a reconnect, say */
+	*sent_ms = fake_now(f);
 	f->now += f->acquire_takes_ms;
 	run_hook(f);
 	if (f->acquire_rc == 1)
@@ -155,6 +171,7 @@ struct fixture {
 	struct tor_config cfg;
 	struct fake fake;
 	struct tor_elector *el;
+	struct tor_leadership l;        /* the last one the "relay" took */
 };
 
 static int
@@ -190,7 +207,8 @@ teardown(void **state)
 	return 0;
 }
 
-/* follower -> candidate -> leader, at fake time t0 of the acquire. */
+/* follower -> candidate -> leader, at fake time t0 of the acquire; the
+ * relay takes the leadership (fx->l). */
 static int64_t
 become_leader(struct fixture *fx)
 {
@@ -201,7 +219,16 @@ become_leader(struct fixture *fx)
 	t0 = fx->fake.now;
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_take(fx->el, 0, &fx->l), 1);
+	assert_int_equal(fx->l.token, fx->fake.acquire_token);
 	return t0;
+}
+
+/* What the relay asks before it publishes. */
+static bool
+may_publish(struct fixture *fx)
+{
+	return tor_elector_may_publish(fx->el, fx->l.id);
 }
 
 static void
@@ -223,7 +250,7 @@ test_starts_as_follower(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(tor_elector_token(fx->el), 0);
 	assert_int_equal(tor_elector_deadline(fx->el), 0);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 	assert_int_equal(tor_elector_failovers(fx->el), 0);
 }
 
@@ -301,7 +328,8 @@ test_candidate_acquires_with_deadline_from_send_time(void **state)
 	assert_int_equal(tor_elector_token(fx->el), 7);
 	assert_int_equal(tor_elector_deadline(fx->el),
 	    t0 + LEASE_MS - DRIFT_MS);
-	assert_true(tor_elector_may_publish(fx->el));
+	assert_int_equal(tor_elector_take(fx->el, 0, &fx->l), 1);
+	assert_true(may_publish(fx));
 	/* Next renew renew_ms after the acquire was sent. */
 	assert_int_equal(delay, RENEW_MS - 50);
 	assert_int_equal(fx->fake.renew_calls, 0);
@@ -335,7 +363,7 @@ test_acquire_held_by_another_makes_a_follower(void **state)
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(tor_elector_token(fx->el), 0);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 }
 
 static void
@@ -348,7 +376,7 @@ test_acquire_error_makes_a_follower(void **state)
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(tor_elector_token(fx->el), 0);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 	/* And it keeps trying. */
 	fx->fake.acquire_rc = 1;
 	become_leader(fx);
@@ -412,8 +440,8 @@ test_renew_lost_steps_down(void **state)
 	fx->fake.renew_rc = 0;
 	delay = tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
-	assert_true(delay > 0 && delay <= 100);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_true(delay > 0);
+	assert_false(may_publish(fx));
 	assert_int_equal(tor_elector_deadline(fx->el), 0);
 	/* The token stays while the relay winds down. */
 	assert_int_equal(tor_elector_token(fx->el), 7);
@@ -433,17 +461,17 @@ test_lost_connection_steps_down_at_once(void **state)
 	t0 = become_leader(fx);
 	fx->fake.now = t0 + 1;
 	delay = tor_elector_step(fx->el);
-	assert_true(delay > 0 && delay <= 20);
+	assert_true(delay > 0 && delay <= TOR_LEASE_WATCH_MS);
 	assert_int_equal(fx->fake.lost_calls, 1);
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
 	fx->fake.lost = true;
 	fx->fake.now = t0 + 1 + delay;
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 	assert_int_equal(fx->fake.renew_calls, 0);
 	/* The relay stops: the lease is given back (on a new connection). */
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_end(fx->el, fx->l.id, "test");
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(fx->fake.release_calls, 1);
 	assert_int_equal(fx->fake.release_token, 7);
@@ -503,10 +531,10 @@ test_redis_silent_leader_steps_down_at_deadline(void **state)
 	    deadline - (t0 + 2 * RENEW_MS));
 
 	fx->fake.now = deadline - 1;
-	assert_true(tor_elector_may_publish(fx->el));
+	assert_true(may_publish(fx));
 	fx->fake.now = deadline;
 	/* False exactly at the deadline, before the elector even steps. */
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 	calls = fx->fake.renew_calls;
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
@@ -532,26 +560,27 @@ test_renew_error_then_success_extends(void **state)
 }
 
 static void
-test_resign_and_relay_stopped(void **state)
+test_resign_then_end(void **state)
 {
 	struct fixture *fx = *state;
 
 	become_leader(fx);
-	tor_elector_resign(fx->el, "checkpoint write refused");
+	tor_elector_resign(fx->el, fx->l.id, "checkpoint write refused");
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 
-	/* Stepping down waits for the relay, briefly and without Redis. */
-	for (int i = 0; i < 3; i++) {
-		int delay = tor_elector_step(fx->el);
-
-		assert_true(delay > 0 && delay <= 100);
+	/* Stepping down waits for the relay's end, without Redis, and
+	 * however long it takes. */
+	for (int i = 0; i < 100; i++) {
+		assert_true(tor_elector_step(fx->el) > 0);
 		assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+		fx->fake.now += 1000;
 	}
 	assert_int_equal(fx->fake.renew_calls, 0);
 	assert_int_equal(fx->fake.wait_calls, 0);
+	assert_int_equal(fx->fake.acquire_calls, 1);
 
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_end(fx->el, fx->l.id, "test");
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(tor_elector_token(fx->el), 0);
 	/* The lease it still held goes back at once (compare-and-delete, and
@@ -568,15 +597,15 @@ test_resign_and_relay_stopped(void **state)
  * its session ends, and the replica still ends up a follower that competes
  * again, never stuck as a leader that may not publish. */
 static void
-test_relay_stopped_past_the_deadline(void **state)
+test_end_past_the_deadline(void **state)
 {
 	struct fixture *fx = *state;
 	int64_t t0 = become_leader(fx);
 
 	fx->fake.now = t0 + LEASE_MS;
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_end(fx->el, fx->l.id, "test");
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
@@ -606,11 +635,11 @@ test_leadership_end_is_told(void **state)
 	tor_elector_step(fx->el);               /* the deadline */
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
 	assert_int_equal(ends_seen, 1);
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_end(fx->el, fx->l.id, "test");
 	become_leader(fx);
-	tor_elector_resign(fx->el, "checkpoint write refused");
+	tor_elector_resign(fx->el, fx->l.id, "checkpoint write refused");
 	assert_int_equal(ends_seen, 2);
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_end(fx->el, fx->l.id, "test");
 	t0 = become_leader(fx);
 	fx->fake.renew_rc = 0;
 	fx->fake.now = t0 + RENEW_MS;
@@ -618,22 +647,56 @@ test_leadership_end_is_told(void **state)
 	assert_int_equal(ends_seen, 3);
 }
 
+/* A resign or an end names its leadership: one that is not the current
+ * one (never granted, or replaced since) or that ended already changes
+ * nothing. */
 static void
-test_resign_and_relay_stopped_elsewhere_do_nothing(void **state)
+test_resign_and_end_of_other_leaderships_do_nothing(void **state)
 {
 	struct fixture *fx = *state;
 
-	tor_elector_resign(fx->el, "nothing to resign");
+	tor_elector_resign(fx->el, 1, "nothing to resign");
+	tor_elector_end(fx->el, 1, "nothing to end");
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_calls, 0);
 	become_leader(fx);
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_resign(fx->el, fx->l.id + 1, "not granted yet");
+	tor_elector_end(fx->el, fx->l.id + 1, "not granted yet");
+	tor_elector_end(fx->el, 0, "none");
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_true(may_publish(fx));
+	tor_elector_end(fx->el, fx->l.id, "test");
+	tor_elector_end(fx->el, fx->l.id, "twice");
+	assert_int_equal(fx->fake.release_calls, 1);
+}
+
+/* The relay's session of leadership 1 ends (late, say) after leadership 2
+ * was granted: leadership 2 goes on untouched. */
+static void
+test_end_of_a_replaced_leadership_does_nothing(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership first;
+
+	become_leader(fx);
+	first = fx->l;
+	tor_elector_end(fx->el, first.id, "lost");
+	fx->fake.acquire_token = 9;
+	become_leader(fx);
+	assert_int_equal(fx->l.id, first.id + 1);
+	tor_elector_resign(fx->el, first.id, "a stale session");
+	tor_elector_end(fx->el, first.id, "a stale session");
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_token(fx->el), 9);
+	assert_true(may_publish(fx));
+	assert_false(tor_elector_may_publish(fx->el, first.id));
+	assert_int_equal(fx->fake.release_calls, 1);
 }
 
 static void
 resign_now(struct fake *f)
 {
-	tor_elector_resign(f->el, "Kafka fenced the producer");
+	tor_elector_resign(f->el, 1, "Kafka fenced the producer");
 }
 
 static void
@@ -648,9 +711,12 @@ test_resign_during_renew_wins(void **state)
 	assert_int_equal(fx->fake.renew_calls, 1);
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
 	assert_int_equal(tor_elector_deadline(fx->el), 0);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	tor_elector_end(fx->el, fx->l.id, "fenced");
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_token, 7);
 }
 
 static void
@@ -664,7 +730,7 @@ test_release_gives_back_the_lease_and_retires(void **state)
 	assert_int_equal(fx->fake.release_calls, 1);
 	assert_int_equal(fx->fake.release_token, 7);
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
-	assert_false(tor_elector_may_publish(fx->el));
+	assert_false(may_publish(fx));
 
 	/* Never competes again, and does not spin. */
 	fx->fake.wait_rc = 1;
@@ -687,7 +753,7 @@ test_release_while_stepping_down(void **state)
 	tor_err err;
 
 	become_leader(fx);
-	tor_elector_resign(fx->el, "fatal relay error");
+	tor_elector_resign(fx->el, fx->l.id, "fatal relay error");
 	assert_int_equal(tor_elector_release(fx->el, &err), 0);
 	assert_int_equal(fx->fake.release_calls, 1);
 	assert_int_equal(fx->fake.release_token, 7);
@@ -760,18 +826,290 @@ test_failovers_count_leaderships_after_the_first(void **state)
 	fx->fake.now = t0 + RENEW_MS;
 	fx->fake.renew_rc = 0;
 	tor_elector_step(fx->el);
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_end(fx->el, fx->l.id, "test");
 
 	fx->fake.acquire_token = 9;
 	become_leader(fx);
 	assert_int_equal(tor_elector_token(fx->el), 9);
 	assert_int_equal(tor_elector_failovers(fx->el), 1);
 
-	tor_elector_resign(fx->el, "test");
-	tor_elector_relay_stopped(fx->el);
+	tor_elector_resign(fx->el, fx->l.id, "test");
+	tor_elector_end(fx->el, fx->l.id, "test");
 	fx->fake.acquire_token = 12;
 	become_leader(fx);
 	assert_int_equal(tor_elector_failovers(fx->el), 2);
+}
+
+/*
+ * The handshake with the relay (DESIGN.md §3): every leadership granted is
+ * taken once and ended once, by its number, however short it was.
+ */
+
+/* An acquire whose reply comes after the lease's deadline (the process
+ * was paused, Redis stalled) wins a lease already over: it is given back
+ * at once, no leadership is granted, and the replica competes again.  (It
+ * was granted, and ended a moment later, and the relay, which polled for
+ * LEADER, never saw it: the replica stayed stepping down for ever.) */
+static void
+test_acquire_reply_past_its_deadline_gives_the_lease_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+
+	fx->fake.acquire_takes_ms = LEASE_MS - DRIFT_MS;
+	tor_elector_step(fx->el);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	assert_int_equal(tor_elector_failovers(fx->el), 0);
+	/* Competes again, and wins when the reply is on time. */
+	fx->fake.acquire_takes_ms = LEASE_MS - DRIFT_MS - 1;
+	fx->fake.acquire_token = 8;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_int_equal(l.id, 1);
+	assert_int_equal(l.token, 8);
+	assert_true(tor_elector_may_publish(fx->el, l.id));
+}
+
+/* The deadline runs from the moment the script that won was sent, not from
+ * the start of the acquire (a reconnect before it, the Sentinels asked). */
+static void
+test_acquire_deadline_from_the_winning_request(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t start;
+
+	tor_elector_step(fx->el);
+	start = fx->fake.now;
+	fx->fake.acquire_prelude_ms = LEASE_MS;
+	fx->fake.acquire_takes_ms = 10;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    start + LEASE_MS + LEASE_MS - DRIFT_MS);
+}
+
+/* The leadership is over before the relay looked (the Redis connection
+ * dropped right after the acquire): the relay still takes it, sees at once
+ * that it may not publish, and ends it; the replica competes again, and
+ * the next leadership is the next number. */
+static void
+test_leadership_over_before_taken_is_taken_and_ended(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	int64_t t0;
+
+	fx->cfg.ha.fast_failover = true;
+	tor_elector_step(fx->el);
+	t0 = fx->fake.now;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	fx->fake.lost = true;
+	fx->fake.now = t0 + 1;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	/* Stepping down waits for the relay, which has not looked yet. */
+	for (int i = 0; i < 10; i++)
+		tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_int_equal(l.id, 1);
+	assert_int_equal(l.token, 7);
+	assert_false(tor_elector_may_publish(fx->el, l.id));
+	/* Taken once only. */
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	tor_elector_end(fx->el, 1, "ended before its session");
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+
+	fx->fake.lost = false;
+	fx->fake.acquire_token = 9;
+	tor_elector_step(fx->el);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_int_equal(l.id, 2);
+	assert_int_equal(l.token, 9);
+	assert_true(tor_elector_may_publish(fx->el, l.id));
+}
+
+/* The relay took the leadership; its deadline passes before it publishes
+ * and before the elector's thread steps: the relay may not publish, ends
+ * it, and the replica competes again. */
+static void
+test_deadline_between_take_and_publish(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.now = t0 + LEASE_MS - DRIFT_MS;
+	assert_false(may_publish(fx));
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	tor_elector_end(fx->el, fx->l.id, "the relay saw the leadership end");
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_calls, 1);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+}
+
+/* The relay's session saw the deadline pass while a renew was on the
+ * wire, and ended its leadership; the renew then succeeds.  The end wins:
+ * the lease is given back and no second session runs under that token
+ * (it did, and took its own checkpoint for Redis's data loss). */
+static struct fixture *ending;
+
+static void
+session_ends_meanwhile(struct fake *f)
+{
+	f->now += 1800;         /* past the old deadline, before the new one */
+	assert_false(tor_elector_may_publish(f->el, ending->l.id));
+	tor_elector_end(f->el, ending->l.id, "the relay saw the leadership "
+	    "end");
+}
+
+static void
+test_session_lost_during_a_renew_ends_the_leadership(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	int64_t t0 = become_leader(fx);
+
+	ending = fx;
+	fx->fake.now = t0 + RENEW_MS;
+	fx->fake.during = session_ends_meanwhile;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.renew_calls, 1);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_false(may_publish(fx));
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	/* The next leadership has a token of its own. */
+	fx->fake.acquire_token = 8;
+	become_leader(fx);
+	assert_int_equal(fx->l.id, 2);
+	assert_int_equal(fx->l.token, 8);
+}
+
+/* A suspend of the machine (the fake clock jumps) past the deadline: the
+ * relay may not publish from the first look after the wake-up, before the
+ * elector's thread has stepped or Redis has been asked; the elector then
+ * steps down without a renew. */
+static void
+test_suspend_past_the_deadline(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0 = become_leader(fx);
+
+	fx->fake.now = t0 + 300;
+	assert_true(may_publish(fx));
+	fx->fake.now += 3600 * 1000;            /* an hour asleep */
+	assert_false(may_publish(fx));
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_int_equal(fx->fake.renew_calls, 0);
+	tor_elector_end(fx->el, fx->l.id, "the relay saw the leadership end");
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+}
+
+/* The real thread: leaderships that each end within WATCH_MS (the Redis
+ * connection is gone at every look) are taken one after the other, in
+ * order and none skipped, by a relay that blocks in tor_elector_take; each
+ * is over when taken, ended, and the next one follows. */
+static void
+test_thread_every_leadership_taken_once(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	struct tor_elector *el;
+	tor_err err;
+
+	fx->cfg.ha.lease_ms = 300;
+	fx->cfg.ha.renew_ms = 50;
+	fx->cfg.ha.retry_ms = 20;
+	fx->cfg.ha.fast_failover = true;
+	fx->fake.real_clock = true;
+	fx->fake.lost = true;
+	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
+	assert_non_null(el);
+	assert_int_equal(tor_elector_start(el, &err), 0);
+	for (uint64_t id = 1; id <= 5; id++) {
+		assert_int_equal(tor_elector_take(el, 5000, &l), 1);
+		assert_int_equal(l.id, id);
+		/* The elector steps down within WATCH_MS and then waits for
+		 * this end, however late it comes. */
+		nanosleep(&(struct timespec){ 0, 60 * 1000000L }, NULL);
+		assert_int_equal(tor_elector_state(el), TOR_STEPPING_DOWN);
+		assert_false(tor_elector_may_publish(el, l.id));
+		tor_elector_end(el, l.id, "the relay saw the leadership end");
+	}
+	tor_elector_stop(el);
+	assert_int_equal(fx->fake.release_calls, 5);
+	tor_elector_free(el);
+}
+
+/* The lease clock counts a suspend: tor_mono_ms reads CLOCK_BOOTTIME, not
+ * CLOCK_MONOTONIC.  A machine that was never suspended has both equal, so
+ * a child runs in a time namespace whose BOOTTIME is an hour ahead of its
+ * MONOTONIC (what an hour's suspend leaves behind) and reports which one
+ * tor_mono_ms follows.  Needs CAP_SYS_ADMIN (unshare CLONE_NEWTIME):
+ * skipped without it. */
+static int64_t
+clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+test_lease_clock_counts_suspend(void **state)
+{
+	pid_t pid;
+	int status, fd;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (unshare(CLONE_NEWTIME) < 0)
+			_exit(errno == EPERM ? 77 : 70);
+		fd = open("/proc/self/timens_offsets", O_WRONLY);
+		if (fd < 0 || write(fd, "boottime 3600 0", 15) != 15)
+			_exit(71);
+		close(fd);
+		/* The new namespace is the children's. */
+		if ((pid = fork()) == 0) {
+			int64_t mono = clock_ms(CLOCK_MONOTONIC);
+			int64_t lease = tor_mono_ms();
+			int64_t boot = clock_ms(CLOCK_BOOTTIME);
+
+			if (boot - mono < 3599 * 1000)
+				_exit(72);      /* the offset did not apply */
+			_exit(lease >= mono + 3599 * 1000 && lease <= boot ?
+			    0 : 1);
+		}
+		if (pid < 0 || waitpid(pid, &status, 0) != pid ||
+		    !WIFEXITED(status))
+			_exit(73);
+		_exit(WEXITSTATUS(status));
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	/* 1: tor_mono_ms followed CLOCK_MONOTONIC, an hour behind. */
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* The real thread, with a real clock: starts, leads, renews, stops. */
@@ -780,6 +1118,7 @@ test_thread_leads_and_stops(void **state)
 {
 	struct fixture *fx = *state;
 	struct timespec tick = { 0, 10 * 1000000L };
+	struct tor_leadership l;
 	struct tor_elector *el;
 	tor_err err;
 	bool led = false;
@@ -791,9 +1130,13 @@ test_thread_leads_and_stops(void **state)
 	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
 	assert_non_null(el);
 	assert_int_equal(tor_elector_start(el, &err), 0);
+	/* The relay's wait: it returns when the leadership is granted. */
+	assert_int_equal(tor_elector_take(el, 5000, &l), 1);
+	assert_int_equal(l.id, 1);
+	assert_int_equal(l.token, 7);
 	for (int i = 0; i < 20; i++) {
 		nanosleep(&tick, NULL);
-		if (tor_elector_may_publish(el))
+		if (tor_elector_may_publish(el, l.id))
 			led = true;
 	}
 	tor_elector_stop(el);
@@ -822,8 +1165,33 @@ test_redis_elector_builds_and_frees(void **state)
 	el = tor_elector_new_redis(&fx->cfg, &err);
 	assert_non_null(el);
 	assert_int_equal(tor_elector_state(el), TOR_FOLLOWER);
-	assert_false(tor_elector_may_publish(el));
+	assert_false(tor_elector_may_publish(el, 1));
 	tor_elector_free(el);
+}
+
+/* The backend's copy of the config carries the checkpoint key; freeing
+ * the elector leaves no copy of it in freed memory. */
+static void
+test_redis_elector_free_wipes_the_key(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_elector *el;
+	size_t freed_with;
+	tor_err err;
+
+	fx->cfg.redis.host = "127.0.0.1";
+	fx->cfg.redis.port = 6379;
+	fx->cfg.ha.retry_ms = 1000;
+	for (size_t i = 0; i < sizeof(fx->cfg.checkpoint.key); i++)
+		fx->cfg.checkpoint.key[i] = (unsigned char)(0xa0 + i);
+	fx->cfg.checkpoint.has_key = true;
+	el = tor_elector_new_redis(&fx->cfg, &err);
+	assert_non_null(el);
+	alloc_probe_watch(fx->cfg.checkpoint.key, sizeof(fx->cfg.checkpoint.key));
+	tor_elector_free(el);
+	alloc_probe_stop();
+	freed_with = alloc_probe.freed_with;
+	assert_int_equal(freed_with, 0);
 }
 
 int
@@ -848,10 +1216,11 @@ main(void)
 		T(test_fast_failover_follower_looks_often),
 		T(test_redis_silent_leader_steps_down_at_deadline),
 		T(test_renew_error_then_success_extends),
-		T(test_resign_and_relay_stopped),
-		T(test_relay_stopped_past_the_deadline),
+		T(test_resign_then_end),
+		T(test_end_past_the_deadline),
 		T(test_leadership_end_is_told),
-		T(test_resign_and_relay_stopped_elsewhere_do_nothing),
+		T(test_resign_and_end_of_other_leaderships_do_nothing),
+		T(test_end_of_a_replaced_leadership_does_nothing),
 		T(test_resign_during_renew_wins),
 		T(test_release_gives_back_the_lease_and_retires),
 		T(test_release_while_stepping_down),
@@ -859,8 +1228,17 @@ main(void)
 		T(test_release_as_follower_calls_nothing),
 		T(test_release_during_acquire_gives_back_the_won_lease),
 		T(test_failovers_count_leaderships_after_the_first),
+		T(test_acquire_reply_past_its_deadline_gives_the_lease_back),
+		T(test_acquire_deadline_from_the_winning_request),
+		T(test_leadership_over_before_taken_is_taken_and_ended),
+		T(test_deadline_between_take_and_publish),
+		T(test_session_lost_during_a_renew_ends_the_leadership),
+		T(test_suspend_past_the_deadline),
+		T(test_thread_every_leadership_taken_once),
+		T(test_lease_clock_counts_suspend),
 		T(test_thread_leads_and_stops),
 		T(test_redis_elector_builds_and_frees),
+		T(test_redis_elector_free_wipes_the_key),
 #undef T
 	};
 

@@ -21,6 +21,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "tor/checkpoint.h"
 #include "tor/kafka.h"
 #include "tor/log.h"
 
@@ -1061,6 +1062,15 @@ script_next(void *ctx, int timeout_ms, struct tor_position_item *it)
 	sizeof(v) - 1 }
 #define EOF_AT(off) { true, (off), NULL, NULL, 0, 0 }
 
+/* The last value the scan handed over. */
+static void
+keep_last(void *ctx, const void *value, size_t len)
+{
+	char *last = ctx;
+
+	snprintf(last, 64, "%.*s", (int)len, (const char *)value);
+}
+
 /* Another group's open transaction holds the last stable offset at 5
  * while the log ends at 8: the end of partition at 5 is not the end, and
  * this group's newest record (at 6, after it) is found. */
@@ -1082,7 +1092,7 @@ test_position_scan_waits_past_the_lso(void **state)
 
 	(void)state;
 	assert_int_equal(tor_position_scan(script_next, &sc, "test", 8, 2000,
-	    record, sizeof(record), &found, &err), 0);
+	    sizeof(record), keep_last, record, &found, &err), 0);
 	assert_true(found);
 	assert_string_equal(record, "v2 2 new 4");
 	/* Held back past the time allowed: an error, not a stale answer. */
@@ -1090,8 +1100,179 @@ test_position_scan_waits_past_the_lso(void **state)
 	sc.n = 3;
 	found = false;
 	assert_int_equal(tor_position_scan(script_next, &sc, "test", 8, 300,
-	    record, sizeof(record), &found, &err), -1);
+	    sizeof(record), keep_last, record, &found, &err), -1);
 	assert_non_null(strstr(err.msg, "open transaction"));
+}
+
+/* Scans items (ending at hi) with tor_checkpoint_pick for group "test";
+ * returns what tor_checkpoint_picked says, *cp and the pick. */
+static int
+scan_pick(const struct tor_position_item *items, size_t n, int64_t hi,
+    struct tor_checkpoint *cp, struct tor_record_pick *pick, tor_err *err)
+{
+	static struct tor_config cfg = { .group = "test" };
+	struct script sc = { items, n, 0 };
+	bool found = false;
+
+	tor_checkpoint_pick_start(pick, &cfg);
+	assert_int_equal(tor_position_scan(script_next, &sc, "test", hi, 2000,
+	    TOR_CHECKPOINT_RECORD, tor_checkpoint_pick, pick, &found, err), 0);
+	return tor_checkpoint_picked(pick, cp, err);
+}
+
+#define RECORD(token, file, pos) "v2 token=" #token " file=" file \
+	" pos=" #pos " gtid=- done=- rows=0"
+
+/* A paused leader's record (token 5, an older position) reached the broker
+ * after its successor's (token 6): Kafka's copy is token 6's, the highest
+ * token, not the last record.  (The last one was kept: a takeover after a
+ * Redis data loss resumed from the older position, with a token that was
+ * not above the successor's.) */
+static void
+test_position_scan_picks_the_highest_token(void **state)
+{
+	static const struct tor_position_item items[] = {
+		REC(3, "test", RECORD(6, "binlog.000002", 500)),
+		REC(4, "other", RECORD(9, "x.000001", 4)),
+		REC(5, "test", RECORD(5, "binlog.000001", 100)),
+		EOF_AT(6),
+	};
+	struct tor_record_pick pick;
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+
+	(void)state;
+	assert_int_equal(scan_pick(items, 4, 6, &cp, &pick, &err), 1);
+	assert_int_equal(cp.epoch, 6);
+	assert_string_equal(cp.pos.file, "binlog.000002");
+	assert_int_equal(cp.pos.pos, 500);
+	assert_int_equal(pick.last_epoch, 5);
+	assert_int_equal(pick.passed, 0);
+}
+
+/* Within one token, the further position wins; so does the later record
+ * of a higher token, further or not (an operator's replay). */
+static void
+test_position_scan_same_token_further_position(void **state)
+{
+	static const struct tor_position_item further[] = {
+		REC(0, "test", RECORD(7, "binlog.000003", 900)),
+		REC(1, "test", RECORD(7, "binlog.000003", 400)),
+		EOF_AT(2),
+	};
+	static const struct tor_position_item replay[] = {
+		REC(0, "test", RECORD(7, "binlog.000003", 900)),
+		REC(1, "test", RECORD(8, "binlog.000001", 4)),
+		EOF_AT(2),
+	};
+	struct tor_record_pick pick;
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+
+	(void)state;
+	assert_int_equal(scan_pick(further, 3, 2, &cp, &pick, &err), 1);
+	assert_int_equal(cp.epoch, 7);
+	assert_int_equal(cp.pos.pos, 900);
+	assert_int_equal(scan_pick(replay, 3, 2, &cp, &pick, &err), 1);
+	assert_int_equal(cp.epoch, 8);
+	assert_string_equal(cp.pos.file, "binlog.000001");
+}
+
+/* The last record must parse (a tampered or foreign one halts the
+ * takeover, as it did); an earlier one that does not is passed over and
+ * counted.  One longer than any tor writes is skipped by the scan (the one
+ * before it stands), and does not parse when handed to the pick. */
+static void
+test_position_scan_bad_records(void **state)
+{
+	static char huge[TOR_CHECKPOINT_RECORD + 1000];
+	static struct tor_position_item items[] = {
+		REC(0, "test", "v2 token=x"),
+		REC(1, "test", RECORD(4, "binlog.000001", 300)),
+		{ false, 2, "test", huge, 4, sizeof(huge) },
+		REC(3, "test", RECORD(3, "binlog.000001", 200)),
+		EOF_AT(4),
+	};
+	static struct tor_config cfg = { .group = "test" };
+	struct tor_record_pick pick;
+	struct tor_checkpoint cp;
+	tor_err err = { "" };
+
+	(void)state;
+	memset(huge, 'v', sizeof(huge));
+	assert_int_equal(scan_pick(items, 5, 4, &cp, &pick, &err), 1);
+	assert_int_equal(cp.epoch, 4);
+	assert_int_equal(pick.passed, 1);
+	/* Ending on the one too long: skipped. */
+	assert_int_equal(scan_pick(items, 3, 3, &cp, &pick, &err), 1);
+	assert_int_equal(cp.epoch, 4);
+	/* Ending on a malformed one. */
+	assert_int_equal(scan_pick(items, 1, 1, &cp, &pick, &err), -1);
+	assert_non_null(strstr(err.msg, "malformed"));
+	assert_int_equal(scan_pick(items + 4, 1, 4, &cp, &pick, &err), 0);
+	/* Handed to the pick all the same. */
+	tor_checkpoint_pick_start(&pick, &cfg);
+	tor_checkpoint_pick(&pick, huge, sizeof(huge));
+	assert_int_equal(tor_checkpoint_picked(&pick, &cp, &err), -1);
+	assert_non_null(strstr(err.msg, "of 3048 bytes, longer than any tor "
+	    "writes (2047)"));
+}
+
+/* Runs a scan with stderr (where the log goes) in a file; the log text. */
+static char *
+scan_logged(struct script *sc, char *record, size_t cap, bool *found,
+    int *rc)
+{
+	FILE *log = tmpfile();
+	int saved = dup(2);
+	tor_err err = { "" };
+	char *text;
+	long len;
+
+	assert_non_null(log);
+	fflush(stderr);
+	assert_int_equal(dup2(fileno(log), 2), 2);
+	*rc = tor_position_scan(script_next, sc, "test", 8, 2000, cap, keep_last,
+	    record, found, &err);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	len = lseek(fileno(log), 0, SEEK_END);
+	assert_non_null(text = calloc(1, (size_t)len + 1));
+	assert_int_equal(pread(fileno(log), text, (size_t)len, 0), len);
+	fclose(log);
+	return text;
+}
+
+/* A record of the group too long for the reader's buffer (tor writes none:
+ * TOR_CHECKPOINT_RECORD holds its longest) is skipped, and the log says
+ * so: the record before it stands. */
+static void
+test_position_scan_logs_a_record_too_long(void **state)
+{
+	static const struct tor_position_item items[] = {
+		REC(3, "test", "v2 1 old 4"),
+		REC(4, "test", "v2 token=2 file=far-too-long-for-the-buffer"),
+		EOF_AT(8),
+	};
+	struct script sc = { items, sizeof(items) / sizeof(items[0]), 0 };
+	char record[64] = "", *log;
+	bool found = false;
+	int rc;
+
+	(void)state;
+	tor_log_setup(TOR_LOG_INFO, TOR_LOG_LOGFMT, "test");
+	log = scan_logged(&sc, record, 32, &found, &rc);
+	tor_log_setup(getenv("TOR_TEST_LOG") != NULL ? TOR_LOG_DEBUG :
+	    TOR_LOG_ERROR, TOR_LOG_LOGFMT, "test");
+	print_message("%s", log);
+	assert_int_equal(rc, 0);
+	assert_true(found);
+	assert_string_equal(record, "v2 1 old 4");
+	assert_non_null(strstr(log, "level=warn component=kafka"));
+	assert_non_null(strstr(log, "position record of group test at offset "
+	    "4: 43 bytes, longer than any tor writes (31): skipped"));
+	free(log);
 }
 
 int
@@ -1134,6 +1315,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_flush_stops_with_the_leadership, setup, teardown),
 		cmocka_unit_test(test_position_scan_waits_past_the_lso),
+		cmocka_unit_test(test_position_scan_picks_the_highest_token),
+		cmocka_unit_test(test_position_scan_same_token_further_position),
+		cmocka_unit_test(test_position_scan_bad_records),
+		cmocka_unit_test(test_position_scan_logs_a_record_too_long),
 		cmocka_unit_test_setup_teardown(test_free_purges_when_stuck,
 		    setup, teardown),
 	};

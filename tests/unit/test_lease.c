@@ -9,6 +9,7 @@
  */
 #include "redis_server.h"
 
+#include "tor/clock.h"
 #include "tor/lease.h"
 
 struct pair {
@@ -90,10 +91,14 @@ static int
 acquire(struct tor_redis *r, const struct tor_config *cfg, uint64_t *token)
 {
 	tor_err err = { "" };
-	int rc = tor_lease_acquire(r, cfg, token, &err);
+	int64_t before = tor_mono_ms(), sent = 0;
+	int rc = tor_lease_acquire(r, cfg, token, &sent, &err);
 
 	if (rc == -1)
 		fail_msg("acquire: %s", err.msg);
+	/* The winning script's send time, on the lease clock. */
+	if (rc == 1)
+		assert_true(sent >= before && sent <= tor_mono_ms());
 	return rc;
 }
 
@@ -307,13 +312,15 @@ static void
 test_acquire_failed_incr(void **state)
 {
 	struct pair *p = *state;
+	int64_t sent;
 	uint64_t t = 0;
 	tor_err err = { "" };
 
 	/* INCR fails half-way through the script: the error comes back and
 	 * no 'pending' lease is left to block everyone for lease_ms. */
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch nope"));
-	assert_int_equal(tor_lease_acquire(p->a, &p->s->cfg, &t, &err), -1);
+	assert_int_equal(tor_lease_acquire(p->a, &p->s->cfg, &t, &sent, &err),
+	    -1);
 	assert_non_null(strstr(err.msg, "lease acquire: redis 127.0.0.1:"));
 	raw_lease_equals(p->c, NULL);
 
@@ -385,6 +392,101 @@ test_acquire_past_the_checkpoint_token(void **state)
 	    "3"));
 	assert_int_equal(acquire(p->a, a, &t), 1);
 	assert_true(t == 9007199254740995ULL);
+}
+
+/* A lease key that is still there, in ms, or -2 when there is none. */
+static long long
+raw_lease_ttl(redisContext *c)
+{
+	return raw_int(c, "PTTL tor:{orders}:lease");
+}
+
+/* Tokens are bounded (TOR_TOKEN_MAX): a checkpoint whose epoch is past
+ * the bound (tampered with: no leader draws such a token) gives the
+ * acquire no floor, and the hold refuses it as a floor.
+ * An epoch key at the bound, or past Redis's integers, fails every
+ * acquire with a message that says so, and never leaves the 'pending'
+ * lease behind, which would block every replica for lease_ms. */
+static void
+test_tokens_bounded(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0;
+	int64_t sent;
+	tor_err err = { "" };
+	char max[24], over[24];
+	redisReply *reply;
+	int i;
+
+	snprintf(max, sizeof(max), "%llu", (unsigned long long)TOR_TOKEN_MAX);
+	snprintf(over, sizeof(over), "%llu",
+	    (unsigned long long)TOR_TOKEN_MAX + 1);
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
+	    "file f pos 4 epoch %s", "9223372036854775807"));
+	for (i = 0; i < 2; i++) {
+		/* A failed acquire must leave no lease behind: a 'pending' one
+		 * would hold every replica off for lease_ms, every time. */
+		if (tor_lease_acquire(p->a, a, &t, &sent, &err) != 1) {
+			reply = redisCommand(p->c, "GET tor:{orders}:lease");
+			snprintf(max, sizeof(max), "%s",
+			    reply->type == REDIS_REPLY_STRING ? reply->str :
+			    "(none)");
+			freeReplyObject(reply);
+			fail_msg("acquire %d: %s; the lease is then '%s', %lld "
+			    "ms to live", i, err.msg, max, raw_lease_ttl(p->c));
+		}
+		assert_true(t == (uint64_t)i + 1);
+		assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	}
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
+	    "epoch %s", "99999999999999999999999"));
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 3);
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	/* The largest token is a floor like any other; the next one is past
+	 * the bound. */
+	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
+	    "epoch %s", max));
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(tor_lease_acquire(p->a, a, &t, &sent, &err), -1);
+		assert_non_null(strstr(err.msg, "lease acquire: redis "
+		    "127.0.0.1:"));
+		assert_non_null(strstr(err.msg, "past the largest token"));
+		assert_true(raw_lease_ttl(p->c) == -2);
+	}
+	freeReplyObject(redisCommand(p->c, "DEL tor:{orders}:checkpoint"));
+
+	/* The epoch key itself at the bound, or past Redis's integers. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s", max));
+	assert_int_equal(tor_lease_acquire(p->a, a, &t, &sent, &err), -1);
+	assert_non_null(strstr(err.msg, "past the largest token"));
+	assert_true(raw_lease_ttl(p->c) == -2);
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s",
+	    "9223372036854775807"));
+	assert_int_equal(tor_lease_acquire(p->a, a, &t, &sent, &err), -1);
+	assert_true(raw_lease_ttl(p->c) == -2);
+	assert_int_equal(tor_lease_next_token(p->a, a, 0, &n, &err), -1);
+	assert_non_null(strstr(err.msg, "lease next token: "));
+	assert_int_equal(tor_lease_hold(p->a, a, 1, 0, &n, &err), -1);
+	assert_non_null(strstr(err.msg, "lease hold: "));
+
+	/* A floor from elsewhere (Kafka's copy) at or past the bound. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch 5"));
+	assert_int_equal(tor_lease_next_token(p->a, a, TOR_TOKEN_MAX, &n, &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "past the largest token"));
+	assert_int_equal(tor_lease_hold(p->a, a, 1, UINT64_MAX, &n, &err), -1);
+	assert_non_null(strstr(err.msg, "past the largest token"));
+	assert_true(raw_int(p->c, "GET tor:{orders}:epoch") == 5);
+	assert_int_equal(tor_lease_next_token(p->a, a, TOR_TOKEN_MAX - 1, &n,
+	    &err), 0);
+	assert_true(n == TOR_TOKEN_MAX);
+	/* A lease value with a token past the bound is not a token. */
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s%s",
+	    "relay-b ", over));
+	assert_int_equal(tor_lease_read(p->a, a, max, sizeof(max), &n,
+	    &(int64_t){ 0 }, &err), -1);
 }
 
 /* Redis lost its data under a leader: the hold raises the epoch past the
@@ -459,12 +561,15 @@ test_dead_leader_taken_over(void **state)
 	tor_err err = { "" };
 	char rec[128], want[160];
 	long long id;
+	int64_t t0;
 
 	a->ha.fast_failover = true;
 	p->cfg_b.ha.fast_failover = true;
 	assert_int_equal(acquire(p->a, a, &t), 1);
 	raw_record(p->c, rec, sizeof(rec));
 	assert_true(strncmp(rec, "1 ", 2) == 0);
+	/* No replicas: the record says so. */
+	assert_true(strcmp(rec + strlen(rec) - 2, " -") == 0);
 	id = recorded_client(p->c);
 	assert_true(id > 0);
 
@@ -476,17 +581,22 @@ test_dead_leader_taken_over(void **state)
 	/* A record of another server run (a restart, another master): not
 	 * trusted, even for a client that does not exist. */
 	snprintf(want, sizeof(want), "SET tor:{orders}:lease_client %s",
-	    "1 0123456789abcdef0123456789abcdef01234567 999999");
+	    "1 0123456789abcdef0123456789abcdef01234567 999999 -");
 	freeReplyObject(redisCommand(p->c, want));
 	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
 	/* Renew records the live connection again. */
 	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
 	assert_true(recorded_client(p->c) == id);
 
-	/* The connection closes (as a killed process's does). */
+	/* The connection closes (as a killed process's does): b takes the
+	 * lease at once, and leads a grace period later, by which a live
+	 * leader that was told of the close has stopped. */
 	freeReplyObject(redisCommand(p->c, "CLIENT KILL ID %lld", id));
 	assert_true(tor_redis_lost(p->a));
+	t0 = now_ms();
 	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	/* Less 1: both clocks are read in whole milliseconds. */
+	assert_true(now_ms() - t0 >= TOR_LEASE_TAKEOVER_GRACE_MS - 1);
 	assert_true(n == 2);
 	raw_lease_equals(p->c, "relay-b 2");
 	raw_record(p->c, rec, sizeof(rec));
@@ -499,7 +609,7 @@ test_dead_leader_taken_over(void **state)
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease %s",
 	    "tor checkpoint set 9"));
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease_client %s",
-	    "2 x 999999"));
+	    "2 x 999999 -"));
 	assert_int_equal(acquire(p->a, a, &n), 0);
 
 	/* Without fast failover nothing is recorded and nothing is taken. */
@@ -516,12 +626,113 @@ test_dead_leader_taken_over(void **state)
 	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:lease_client"), 0);
 }
 
+/* How many replicas the master of p lists as online. */
+static int
+online_replicas(redisContext *c)
+{
+	redisReply *reply = redisCommand(c, "INFO replication");
+	const char *at;
+	int n = 0;
+
+	assert_non_null(reply);
+	for (at = reply->str; (at = strstr(at, ",state=online,")) != NULL;
+	    at++)
+		n++;
+	freeReplyObject(reply);
+	return n;
+}
+
+static void
+wait_replicas(redisContext *c, int want)
+{
+	int i;
+
+	for (i = 0; i < 200 && online_replicas(c) != want; i++)
+		sleep_ms(50);
+	assert_int_equal(online_replicas(c), want);
+}
+
+/* A Sentinel failover in small: the leader recorded the master's replica;
+ * the replica is promoted (it leaves the master) and the leader, alive,
+ * follows it there, so its client is gone from the old master, which
+ * still takes writes.  A follower on the old master must not take the
+ * lease over, even after the leader's last renew there (which keeps the
+ * replica it had seen in the record); once the replica is back, the gone
+ * client is trusted again. */
+static void
+test_takeover_needs_the_leaders_replicas(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	struct server rs = { .port = free_port() };
+	redisContext *rc;
+	uint64_t t = 0, n = 0;
+	tor_err err = { "" };
+	char rec[256], want[64];
+
+	server_start(&rs);
+	rc = raw_connect(&rs);
+	/* A sync at once, not after the default 5 s wait for more
+	 * replicas, and loaded from the socket: a replica writes what it
+	 * received to a dump.rdb in its directory otherwise, which every
+	 * later server of the tests would load. */
+	freeReplyObject(redisCommand(p->c, "CONFIG SET "
+	    "repl-diskless-sync-delay 0"));
+	freeReplyObject(redisCommand(rc, "CONFIG SET repl-diskless-load "
+	    "swapdb"));
+	freeReplyObject(redisCommand(rc, "REPLICAOF 127.0.0.1 %d", p->s->port));
+	wait_replicas(p->c, 1);
+	a->ha.fast_failover = true;
+	p->cfg_b.ha.fast_failover = true;
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 1);
+
+	/* Promoted: it leaves the old master.  The leader renews once more
+	 * on the old master before it follows. */
+	freeReplyObject(redisCommand(rc, "REPLICAOF NO ONE"));
+	wait_replicas(p->c, 0);
+	assert_int_equal(tor_lease_renew(p->a, a, t, &err), 1);
+	freeReplyObject(redisCommand(p->c, "CLIENT KILL ID %lld",
+	    recorded_client(p->c)));
+	assert_true(tor_redis_lost(p->a));
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 0);
+	snprintf(want, sizeof(want), "relay-a %llu", (unsigned long long)t);
+	raw_lease_equals(p->c, want);
+	/* The record kept the replica the leader saw first. */
+	raw_record(p->c, rec, sizeof(rec));
+	snprintf(want, sizeof(want), " 127.0.0.1:%d", rs.port);
+	assert_non_null(strstr(rec, want));
+	snprintf(want, sizeof(want), "relay-a %llu", (unsigned long long)t);
+
+	/* Back as a replica of this master: the leader cannot be renewing
+	 * there; a gone client is dead. */
+	freeReplyObject(redisCommand(rc, "REPLICAOF 127.0.0.1 %d", p->s->port));
+	wait_replicas(p->c, 1);
+	raw_lease_equals(p->c, want);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	assert_true(n == t + 1);
+
+	/* A record that names no replicas (as an older version wrote it) is
+	 * not trusted either. */
+	raw_record(p->c, rec, sizeof(rec));
+	*strrchr(rec, ' ') = '\0';
+	*strrchr(rec, ' ') = '\0';
+	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:lease_client "
+	    "%s 999999", rec));
+	assert_int_equal(acquire(p->a, a, &t), 0);
+	snprintf(want, sizeof(want), "relay-b %llu", (unsigned long long)n);
+	raw_lease_equals(p->c, want);
+	redisFree(rc);
+	server_stop(&rs, SIGTERM);
+}
+
 /* Every operation fails with -1 and names the server and the operation. */
 static void
 test_redis_down(void **state)
 {
 	struct pair *p = *state;
 	struct tor_config *a = &p->s->cfg;
+	int64_t sent;
 	uint64_t t = 0;
 	int64_t ttl;
 	tor_err err;
@@ -537,7 +748,7 @@ test_redis_down(void **state)
 		switch (i) {
 		case 0:
 			op = "lease acquire: ";
-			rc = tor_lease_acquire(p->a, a, &t, &err);
+			rc = tor_lease_acquire(p->a, a, &t, &sent, &err);
 			break;
 		case 1:
 			op = "lease renew: ";
@@ -583,8 +794,10 @@ main(void)
 		T(test_acquire_failed_incr),
 		T(test_tokens_grow),
 		T(test_acquire_past_the_checkpoint_token),
+		T(test_tokens_bounded),
 		T(test_hold_after_data_loss),
 		T(test_dead_leader_taken_over),
+		T(test_takeover_needs_the_leaders_replicas),
 		T(test_redis_down),
 	};
 #undef T

@@ -22,11 +22,11 @@ struct fake {
 };
 
 static int
-fake_acquire(void *ctx, uint64_t *token, tor_err *err)
+fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 {
-	(void)ctx;
 	(void)err;
 	*token = 42;
+	*sent_ms = ((struct fake *)ctx)->now;
 	return 1;
 }
 

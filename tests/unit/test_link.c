@@ -1,0 +1,272 @@
+/*
+ * Unit tests of the Redis transport over TLS (ha/link.c) against a private
+ * redis-server with a TLS port (and a clear one, for the test's own looks),
+ * with certificates made by the openssl command in a temporary directory.
+ *
+ * What the relay relies on: commands work through the reader; a paused
+ * server costs timeout_ms and no more, at the handshake and at a command;
+ * a connection the server closed is noticed without blocking (the
+ * elector's fast failover check), and one it did not close is not.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "redis_server.h"
+#include "tor/link.h"
+#include "tor/redis.h"
+
+struct tls_server {
+	struct server clear;    /* port: the clear one; pid: the server */
+	int tls_port;
+	char dir[64];
+	char ca[128], cert[128], key[128];
+	struct tor_redis_tls tls;
+};
+
+static void
+run_openssl(const char *dir, const char *args)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "cd %s && openssl %s >/dev/null 2>&1", dir,
+	    args);
+	if (system(cmd) != 0)
+		fail_msg("openssl %s failed", args);
+}
+
+static void
+make_certs(struct tls_server *t)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(t->dir, sizeof(t->dir), "/tmp/tor-link-XXXXXX");
+	assert_non_null(mkdtemp(t->dir));
+	run_openssl(t->dir, "req -x509 -newkey ec -pkeyopt "
+	    "ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem "
+	    "-days 2 -subj /CN=unit-ca");
+	run_openssl(t->dir, "req -newkey ec -pkeyopt "
+	    "ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out "
+	    "server.csr -subj /CN=localhost");
+	snprintf(path, sizeof(path), "%s/san.ext", t->dir);
+	assert_non_null(f = fopen(path, "w"));
+	fputs("subjectAltName=IP:127.0.0.1\n", f);
+	fclose(f);
+	run_openssl(t->dir, "x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+	    "-CAcreateserial -out server.pem -days 2 -extfile san.ext");
+	snprintf(t->ca, sizeof(t->ca), "%s/ca.pem", t->dir);
+	snprintf(t->cert, sizeof(t->cert), "%s/server.pem", t->dir);
+	snprintf(t->key, sizeof(t->key), "%s/server.key", t->dir);
+}
+
+static void
+start_tls_server(struct tls_server *t)
+{
+	pid_t parent = getpid();
+	char port[16], tls_port[16];
+	int i, fd;
+
+	snprintf(port, sizeof(port), "%d", t->clear.port);
+	snprintf(tls_port, sizeof(tls_port), "%d", t->tls_port);
+	t->clear.pid = fork();
+	assert_true(t->clear.pid >= 0);
+	if (t->clear.pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		execlp("redis-server", "redis-server", "--port", port,
+		    "--tls-port", tls_port, "--bind", "127.0.0.1",
+		    "--tls-cert-file", t->cert, "--tls-key-file", t->key,
+		    "--tls-ca-cert-file", t->ca, "--tls-auth-clients", "no",
+		    "--save", "", "--appendonly", "no", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 100 && !server_answers(t->clear.port); i++)
+		sleep_ms(50);
+	assert_true(server_answers(t->clear.port));
+}
+
+static int
+setup(void **state)
+{
+	struct tls_server *t = calloc(1, sizeof(*t));
+
+	assert_non_null(t);
+	make_certs(t);
+	t->clear.port = free_port();
+	t->tls_port = free_port();
+	config_for(&t->clear);
+	t->tls = (struct tor_redis_tls){ .enabled = true, .ca_file = t->ca,
+	    .cert_file = (char *)"", .key_file = (char *)"",
+	    .server_name = (char *)"", .verify = true };
+	t->clear.cfg.redis.port = t->tls_port;
+	t->clear.cfg.redis.tls = t->tls;
+	start_tls_server(t);
+	*state = t;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct tls_server *t = *state;
+	char cmd[128];
+
+	server_stop(&t->clear, SIGTERM);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", t->dir);
+	(void)system(cmd);
+	free(t);
+	return 0;
+}
+
+static struct tor_link *
+open_tls(struct tls_server *t, int timeout_ms, struct tor_link_tls **tls,
+    tor_err *err)
+{
+	const char *key;
+
+	assert_int_equal(tor_link_tls_new(&t->tls, tls, &key, err), 0);
+	return tor_link_open("127.0.0.1", t->tls_port, timeout_ms, *tls,
+	    "redis.tls", err);
+}
+
+static void
+test_commands_over_tls(void **state)
+{
+	struct tls_server *t = *state;
+	const char *set[] = { "SET", "k", "a\r\nb" };
+	const char *get[] = { "GET", "k" };
+	const char *bad[] = { "NOSUCHCOMMAND" };
+	struct tor_link_tls *tls;
+	struct tor_link *l;
+	redisReply *reply;
+	tor_err err = { "" };
+
+	if ((l = open_tls(t, 2000, &tls, &err)) == NULL)
+		fail_msg("%s", err.msg);
+	reply = tor_link_command(l, 3, set, NULL, &err);
+	assert_non_null(reply);
+	freeReplyObject(reply);
+	reply = tor_link_command(l, 2, get, NULL, &err);
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	assert_string_equal(reply->str, "a\r\nb");
+	freeReplyObject(reply);
+	/* A Redis error is a reply; the link stays usable. */
+	reply = tor_link_command(l, 1, bad, NULL, &err);
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_ERROR);
+	freeReplyObject(reply);
+	reply = tor_link_command(l, 2, get, NULL, &err);
+	assert_non_null(reply);
+	freeReplyObject(reply);
+	tor_link_free(l);
+	tor_link_tls_free(tls);
+}
+
+/* A paused server accepts the TCP connection (the kernel does) and then
+ * never answers: the handshake, and a command on a link made before, each
+ * give up after timeout_ms. */
+static void
+test_paused_server_times_out(void **state)
+{
+	struct tls_server *t = *state;
+	const char *ping[] = { "PING" };
+	struct tor_link_tls *tls;
+	struct tor_link *l;
+	tor_err err = { "" };
+	int64_t t0, elapsed;
+
+	if ((l = open_tls(t, 300, &tls, &err)) == NULL)
+		fail_msg("%s", err.msg);
+	kill(t->clear.pid, SIGSTOP);
+	t0 = now_ms();
+	assert_null(tor_link_command(l, 1, ping, NULL, &err));
+	elapsed = now_ms() - t0;
+	assert_string_equal(err.msg, "no reply within 300 ms");
+	assert_true(elapsed >= 250 && elapsed < 10000);
+	tor_link_free(l);
+
+	t0 = now_ms();
+	l = tor_link_open("127.0.0.1", t->tls_port, 300, tls, "redis.tls",
+	    &err);
+	elapsed = now_ms() - t0;
+	kill(t->clear.pid, SIGCONT);
+	assert_null(l);
+	assert_string_equal(err.msg, "TLS handshake: no answer within 300 ms "
+	    "(a clear-text port? Redis reads a TLS hello as an unfinished "
+	    "command and waits)");
+	assert_true(elapsed >= 250 && elapsed < 10000);
+	tor_link_tls_free(tls);
+}
+
+/* The elector's check between commands (tor_redis_lost): a live TLS
+ * connection is not lost, however often asked; once the server closes it
+ * (CLIENT KILL, as Redis does for a killed peer's) it is, without a
+ * command. */
+static void
+test_closed_connection_noticed(void **state)
+{
+	struct tls_server *t = *state;
+	const char *ping[] = { "PING" };
+	struct tor_redis *r = tor_redis_new(&t->clear.cfg);
+	redisContext *c;
+	redisReply *reply;
+	tor_err err = { "" };
+	int i;
+
+	assert_non_null(r);
+	if ((reply = tor_redis_command(r, 1, ping, NULL, &err)) == NULL)
+		fail_msg("%s", err.msg);
+	freeReplyObject(reply);
+	sleep_ms(100);
+	assert_false(tor_redis_lost(r));
+	assert_false(tor_redis_lost(r));
+
+	c = raw_connect(&t->clear);
+	reply = redisCommand(c, "CLIENT KILL TYPE normal");
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_INTEGER);
+	assert_true(reply->integer >= 1);
+	freeReplyObject(reply);
+	redisFree(c);
+	for (i = 0; i < 100 && !tor_redis_lost(r); i++)
+		sleep_ms(10);
+	assert_true(i < 100);
+	/* The next command connects again. */
+	if ((reply = tor_redis_command(r, 1, ping, NULL, &err)) == NULL)
+		fail_msg("after the kill: %s", err.msg);
+	freeReplyObject(reply);
+	tor_redis_free(r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_commands_over_tls, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_paused_server_times_out,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_closed_connection_noticed,
+		    setup, teardown),
+	};
+
+	return cmocka_run_group_tests_name("link", tests, NULL, NULL);
+}
