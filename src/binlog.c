@@ -471,6 +471,96 @@ tor_binlog_check_available(struct tor_binlog *b,
 	return 0;
 }
 
+/* The GTID of domain d in the state list ("D-S-N,..."): false when none. */
+static bool
+gtid_of_domain(const char *list, unsigned long d, unsigned long *server,
+    unsigned long long *seq)
+{
+	while (*list != '\0') {
+		unsigned long dd, sv;
+		unsigned long long n;
+		int used = 0;
+
+		if (sscanf(list, "%lu-%lu-%llu%n", &dd, &sv, &n, &used) != 3)
+			return false;
+		if (dd == d) {
+			*server = sv;
+			*seq = n;
+			return true;
+		}
+		list += used;
+		list += *list == ',';
+	}
+	return false;
+}
+
+/* Whether the server's GTID state at a position (have) is at or past each
+ * domain's GTID of the checkpoint's (want), and the same GTID where the
+ * sequence numbers are equal.  The checkpoint's state may lag its file:pos
+ * (transactions without outbox rows), never lead it. */
+static bool
+gtid_state_reaches(const char *have, const char *want)
+{
+	while (*want != '\0') {
+		unsigned long d, sv, hsv;
+		unsigned long long n, hn;
+		int used = 0;
+
+		if (sscanf(want, "%lu-%lu-%llu%n", &d, &sv, &n, &used) != 3)
+			return true;    /* not a MariaDB state: nothing to check */
+		if (!gtid_of_domain(have, d, &hsv, &hn) || hn < n ||
+		    (hn == n && hsv != sv))
+			return false;
+		want += used;
+		want += *want == ',';
+	}
+	return true;
+}
+
+int
+tor_binlog_check_identity(struct tor_binlog *b,
+    const struct tor_position *pos, tor_err *err)
+{
+	char file[2 * sizeof(pos->file) + 1], sql[sizeof(file) + 160];
+	char here[sizeof(pos->gtid)] = "", binlog_pos[sizeof(pos->gtid)] = "";
+	char server_id[24] = "?";
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (pos->file[0] == '\0' || pos->gtid[0] == '\0')
+		return 0;
+	if (ensure_query(b, err) < 0)
+		return TOR_BINLOG_ERROR;
+	mysql_real_escape_string(b->query, file, pos->file,
+	    (unsigned long)strlen(pos->file));
+	snprintf(sql, sizeof(sql), "SELECT @@global.server_id, "
+	    "@@global.gtid_binlog_pos, BINLOG_GTID_POS('%s', %" PRIu64 ")",
+	    file, pos->pos);
+	if ((res = query_rows(b, sql, err)) == NULL)
+		return TOR_BINLOG_ERROR;
+	if ((row = mysql_fetch_row(res)) != NULL) {
+		snprintf(server_id, sizeof(server_id), "%s", row[0] ? row[0] :
+		    "?");
+		snprintf(binlog_pos, sizeof(binlog_pos), "%s", row[1] ? row[1] :
+		    "");
+		snprintf(here, sizeof(here), "%s", row[2] ? row[2] : "");
+	}
+	mysql_free_result(res);
+	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid))
+		return 0;
+	return tor_err_set(err, "mysql %s:%d (server_id %s, gtid_binlog_pos "
+	    "'%s'): its binlog at %s:%" PRIu64 " is at GTID '%s', short of "
+	    "the checkpoint's '%s': this is not the server (or not the "
+	    "binlog) the checkpoint was written from (a promoted replica? a "
+	    "restored or reset server?), and resuming by file:pos would "
+	    "publish the wrong rows or skip new ones. Halting. Check which "
+	    "transactions this server has, then move the checkpoint with `tor "
+	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
+	    b->cfg->mysql.port, server_id, binlog_pos, pos->file, pos->pos,
+	    here[0] ? here : "none (no event starts there)", pos->gtid),
+	    TOR_BINLOG_FATAL;
+}
+
 /* Events a group of the binlog starts with, and events never inside one
  * (SHOW BINLOG EVENTS names): a position where one starts is between
  * transactions. */

@@ -17,6 +17,7 @@ struct dedup_topic {
 	int n;
 	struct tor_partition_tail *tails;
 	bool *passed;
+	bool *moved;            /* its newest message was placed otherwise */
 };
 
 struct tor_dedup {
@@ -191,6 +192,7 @@ tor_dedup_free(struct tor_dedup *d)
 		free(d->topics[i].name);
 		free(d->topics[i].tails);
 		free(d->topics[i].passed);
+		free(d->topics[i].moved);
 	}
 	free(d->topics);
 	free(d);
@@ -207,7 +209,7 @@ find(const struct tor_dedup *d, const char *topic)
 
 int
 tor_dedup_learn(struct tor_dedup *d, const char *topic, int n,
-    const struct tor_partition_tail *tails)
+    const struct tor_partition_tail *tails, const char *placement)
 {
 	struct dedup_topic *t, *grown;
 
@@ -222,14 +224,17 @@ tor_dedup_learn(struct tor_dedup *d, const char *topic, int n,
 	t->n = n;
 	if ((t->name = strdup(topic)) == NULL ||
 	    (n > 0 && ((t->tails = calloc((size_t)n, sizeof(*t->tails))) ==
-	    NULL || (t->passed = calloc((size_t)n, sizeof(bool))) == NULL))) {
+	    NULL || (t->passed = calloc((size_t)n, sizeof(bool))) == NULL ||
+	    (t->moved = calloc((size_t)n, sizeof(bool))) == NULL))) {
 		free(t->name);
 		free(t->tails);
+		free(t->passed);
 		return -1;
 	}
 	for (int i = 0; i < n; i++) {
 		t->tails[i] = tails[i];
 		t->passed[i] = !tails[i].known || !tails[i].found;
+		t->moved[i] = strcmp(tails[i].placement, placement) != 0;
 		if (!t->passed[i])
 			d->open++;
 	}
@@ -245,7 +250,7 @@ tor_dedup_knows(const struct tor_dedup *d, const char *topic)
 
 int
 tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
-    const char *pos)
+    const char *pos, bool moved)
 {
 	struct dedup_topic *t = find(d, topic);
 	struct tor_row_pos row;
@@ -262,11 +267,26 @@ tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
 	c = tor_row_pos_cmp(&row, &t->tails[partition].pos);
 	if (c == TOR_ROW_POS_UNORDERED)
 		return TOR_DEDUP_UNKNOWN;
+	/* Before the position, but it may have been placed in another
+	 * partition then: it may be there, or nowhere. */
 	if (c <= 0)
-		return TOR_DEDUP_SKIP;
+		return moved && t->moved[partition] ? TOR_DEDUP_UNKNOWN :
+		    TOR_DEDUP_SKIP;
 	t->passed[partition] = true;
 	d->open--;
 	return TOR_DEDUP_PUBLISH;
+}
+
+const char *
+tor_dedup_placed_otherwise(const struct tor_dedup *d, const char *topic,
+    int partition)
+{
+	const struct dedup_topic *t = find(d, topic);
+
+	if (t == NULL || partition < 0 || partition >= t->n ||
+	    !t->moved[partition])
+		return NULL;
+	return t->tails[partition].placement;
 }
 
 bool

@@ -56,7 +56,7 @@ _Static_assert(sizeof(void *) >= sizeof(uint64_t),
 
 /* tor_sink_free's last chance to deliver before it purges. */
 #define SINK_FREE_FLUSH_MS	2000
-/* How long the first produce to a topic waits for its metadata. */
+/* How long one lookup of a topic's metadata may take. */
 #define SINK_TOPIC_LOOKUP_MS	5000
 
 /* The properties that carry the ordering and durability promises. */
@@ -95,7 +95,9 @@ static const char *const producer_only_props[] = {
 struct sink_topic {
 	char *name;
 	rd_kafka_topic_t *rkt;
-	int partitions;         /* from the metadata at first use; 0 unknown */
+	int partitions;         /* from the metadata, looked up until known,
+				 * then fixed for the sink's life; 0 unknown */
+	char lookup_error[128]; /* why the last lookup gave no count */
 };
 
 struct tor_sink {
@@ -115,6 +117,7 @@ struct tor_sink {
 	bool (*guard)(void *);  /* may this producer still publish? */
 	void *guard_ctx;
 	int txn_timeout_ms;     /* transactional: the broker aborts past it */
+	size_t max_message_bytes;       /* message.max.bytes */
 	/* Messages the broker refused as too large (their tor.pos and
 	 * size), until tor_sink_rejected collects them. */
 	struct tor_sink_rejection rejected[TOR_SINK_MAX_REJECTED];
@@ -409,8 +412,7 @@ sink_configure(rd_kafka_conf_t *conf, const struct tor_config *cfg,
 	static const char *const defaults[][2] = {
 		{ "enable.idempotence", "true" },
 		{ "acks", "all" },
-		/* For a topic whose partition count is not known yet, when
-		 * librdkafka picks (tor picks by kafka.partitioner else). */
+		/* Never used: tor names every message's partition. */
 		{ "partitioner", "murmur2_random" },
 		/* Whether a broker is reachable, for /readyz. */
 		{ "statistics.interval.ms", "1000" },
@@ -524,6 +526,8 @@ tor_sink_new(const struct tor_config *cfg, tor_sink_ack_fn *ack,
 	}
 	sink->txn_timeout_ms = (int)strtol(sink_conf_value(sink,
 	    "transaction.timeout.ms", expiry, sizeof(expiry)), NULL, 10);
+	sink->max_message_bytes = (size_t)strtoul(sink_conf_value(sink,
+	    "message.max.bytes", expiry, sizeof(expiry)), NULL, 10);
 	/* Delivery reports wake a caller polling tor_sink_fd. */
 	q = rd_kafka_queue_get_main(sink->rk);
 	rd_kafka_queue_io_event_enable(q, sink->wake[1], "r", 1);
@@ -962,21 +966,51 @@ tor_sink_create_topics(struct tor_sink *sink, int timeout_ms, tor_err *err)
 }
 
 /*
- * The handle of a topic, made on first use.  A new handle's partitions are
- * looked up at once: a topic librdkafka first meets in produce waits for its
- * next periodic metadata refresh (up to a second), and the bounded queue
- * fills up meanwhile.  NULL when librdkafka refuses the name.
+ * A topic's partition count, from a lookup of its metadata.  It stays
+ * unknown (0) when the lookup fails (Kafka slow or out of reach, a topic
+ * being created): nothing is produced there until a later lookup knows it,
+ * since a row placed without it could not be found again at a takeover.
  */
-static rd_kafka_topic_t *
-sink_topic(struct tor_sink *sink, const char *name)
+static void
+sink_lookup(struct tor_sink *sink, struct sink_topic *t)
 {
 	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t code;
+
+	code = rd_kafka_metadata(sink->rk, 0, t->rkt, &md,
+	    SINK_TOPIC_LOOKUP_MS);
+	if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(t->lookup_error, sizeof(t->lookup_error), "%s",
+		    rd_kafka_err2str(code));
+		return;
+	}
+	if (md->topic_cnt != 1)
+		snprintf(t->lookup_error, sizeof(t->lookup_error), "no "
+		    "metadata");
+	else if (md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		snprintf(t->lookup_error, sizeof(t->lookup_error), "%s",
+		    rd_kafka_err2str(md->topics[0].err));
+	else if ((t->partitions = md->topics[0].partition_cnt) <= 0)
+		snprintf(t->lookup_error, sizeof(t->lookup_error), "no "
+		    "partitions");
+	rd_kafka_metadata_destroy(md);
+}
+
+/*
+ * The topic's entry, made on first use and looked up at once: a topic
+ * librdkafka first meets in produce waits for its next periodic metadata
+ * refresh (up to a second), and the bounded queue fills up meanwhile.
+ * NULL when librdkafka refuses the name.
+ */
+static struct sink_topic *
+sink_topic_made(struct tor_sink *sink, const char *name)
+{
 	struct sink_topic *t;
 	rd_kafka_topic_t *rkt;
 
 	for (size_t i = 0; i < sink->n_topics; i++)
 		if (strcmp(sink->topics[i].name, name) == 0)
-			return sink->topics[i].rkt;
+			return &sink->topics[i];
 	if (sink->n_topics == sink->cap_topics) {
 		size_t cap = sink->cap_topics ? 2 * sink->cap_topics : 8;
 
@@ -989,40 +1023,103 @@ sink_topic(struct tor_sink *sink, const char *name)
 	if ((rkt = rd_kafka_topic_new(sink->rk, name, NULL)) == NULL)
 		return NULL;
 	t = &sink->topics[sink->n_topics];
+	memset(t, 0, sizeof(*t));
 	if ((t->name = strdup(name)) == NULL) {
 		rd_kafka_topic_destroy(rkt);
 		return NULL;
 	}
 	t->rkt = rkt;
-	t->partitions = 0;
 	sink->n_topics++;
-	if (rd_kafka_metadata(sink->rk, 0, rkt, &md,
-	    SINK_TOPIC_LOOKUP_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-		if (md->topic_cnt == 1 && md->topics[0].err ==
-		    RD_KAFKA_RESP_ERR_NO_ERROR)
-			t->partitions = md->topics[0].partition_cnt;
-		rd_kafka_metadata_destroy(md);
-	}
-	return rkt;
+	sink_lookup(sink, t);
+	return t;
 }
 
+/* The handle alone (the checkpoint topic's partition 0 needs no count). */
+static rd_kafka_topic_t *
+sink_topic(struct tor_sink *sink, const char *name)
+{
+	struct sink_topic *t = sink_topic_made(sink, name);
+
+	return t != NULL ? t->rkt : NULL;
+}
+
+/* The entry of a topic rows go to: looked up again while its count is
+ * unknown. */
 static struct sink_topic *
 sink_topic_entry(struct tor_sink *sink, const char *name)
 {
-	for (size_t i = 0; i < sink->n_topics; i++)
-		if (strcmp(sink->topics[i].name, name) == 0)
-			return &sink->topics[i];
-	if (sink_topic(sink, name) == NULL)
-		return NULL;
-	return &sink->topics[sink->n_topics - 1];
+	struct sink_topic *t = sink_topic_made(sink, name);
+
+	if (t != NULL && t->partitions <= 0)
+		sink_lookup(sink, t);
+	return t;
 }
 
 int
-tor_sink_partitions(struct tor_sink *sink, const char *topic)
+tor_sink_partitions(struct tor_sink *sink, const char *topic, tor_err *err)
 {
 	struct sink_topic *t = sink_topic_entry(sink, topic);
 
-	return t != NULL && t->partitions > 0 ? t->partitions : -1;
+	if (t == NULL)
+		return tor_err_set(err, "kafka: topic %s: %s", topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
+	if (t->partitions <= 0)
+		return tor_err_set(err, "kafka: topic %s: partition count "
+		    "unknown (%s): nothing is produced there until it is known",
+		    topic, t->lookup_error);
+	return t->partitions;
+}
+
+/* tor.partitioning: how this sink places rows in t. */
+static void
+sink_placement(const struct tor_sink *sink, const struct sink_topic *t,
+    char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/%d",
+	    tor_config_partitioner_name(sink->cfg->kafka.partitioner),
+	    t->partitions);
+}
+
+int
+tor_sink_placement(struct tor_sink *sink, const char *topic, char *buf,
+    size_t cap, tor_err *err)
+{
+	struct sink_topic *t;
+
+	if (tor_sink_partitions(sink, topic, err) < 0)
+		return -1;
+	t = sink_topic_entry(sink, topic);
+	sink_placement(sink, t, buf, cap);
+	return 0;
+}
+
+/* Bytes of one header as librdkafka counts it against message.max.bytes:
+ * name and value, each after a length of at most 5 bytes (a varint). */
+#define SINK_HEADER_FRAMING	10
+
+int
+tor_sink_fits(struct tor_sink *sink, const struct tor_message *msg)
+{
+	size_t least = (msg->key != NULL ? msg->key_len : 0) +
+	    (msg->value != NULL ? msg->value_len : 0), most;
+	struct sink_topic *t;
+	char placement[48];
+
+	if (msg->topic == NULL ||
+	    (t = sink_topic_entry(sink, msg->topic)) == NULL ||
+	    t->partitions <= 0)
+		return -1;
+	sink_placement(sink, t, placement, sizeof(placement));
+	least += strlen("tor.partitioning") + strlen(placement);
+	most = least + SINK_HEADER_FRAMING;
+	for (size_t i = 0; i < msg->n_headers; i++) {
+		least += msg->headers[i].name_len + msg->headers[i].len;
+		most += msg->headers[i].name_len + msg->headers[i].len +
+		    SINK_HEADER_FRAMING;
+	}
+	if (most <= sink->max_message_bytes)
+		return 1;
+	return least > sink->max_message_bytes ? 0 : -1;
 }
 
 /* The header's value, or NULL. */
@@ -1055,7 +1152,7 @@ topic_partition(const struct sink_topic *t, const struct tor_message *msg,
 	if (msg->partition_given && !msg->partition_null)
 		return (int32_t)msg->partition;
 	if (t->partitions <= 0)
-		return RD_KAFKA_PARTITION_UA;
+		return -1;
 	if (msg->key != NULL) {
 		key = msg->key;
 		len = msg->key_len;
@@ -1089,20 +1186,55 @@ tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg)
 	return topic_partition(t, msg, sink->cfg->kafka.partitioner);
 }
 
-/* One librdkafka header list from the message's headers; NULL when none. */
+int
+tor_sink_partition_as(struct tor_sink *sink, const struct tor_message *msg,
+    const char *placement)
+{
+	static const enum tor_partitioner families[] = {
+		TOR_PARTITIONER_MURMUR2, TOR_PARTITIONER_FNV1A,
+		TOR_PARTITIONER_CRC32,
+	};
+	const char *slash = strchr(placement, '/');
+	struct sink_topic *t, then;
+	char *end;
+	long n;
+
+	if (slash == NULL || msg->topic == NULL ||
+	    (t = sink_topic_entry(sink, msg->topic)) == NULL)
+		return -1;
+	n = strtol(slash + 1, &end, 10);
+	if (*end != '\0' || slash[1] == '\0' || n <= 0 || n > INT32_MAX)
+		return -1;
+	then = *t;
+	then.partitions = (int)n;
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+		const char *name = tor_config_partitioner_name(families[i]);
+
+		if (strlen(name) == (size_t)(slash - placement) &&
+		    strncmp(placement, name, strlen(name)) == 0)
+			return topic_partition(&then, msg, families[i]);
+	}
+	return -1;
+}
+
+/* One librdkafka header list from the message's headers, and
+ * tor.partitioning: a later takeover compares a row with a partition's
+ * newest message only where that message was placed as it would be now. */
 static rd_kafka_headers_t *
-sink_headers(const struct tor_message *msg)
+sink_headers(const struct tor_sink *sink, const struct sink_topic *t,
+    const struct tor_message *msg)
 {
 	rd_kafka_headers_t *hdrs;
+	char placement[48];
 	size_t i;
 
-	if (msg->n_headers == 0)
-		return NULL;
-	hdrs = rd_kafka_headers_new(msg->n_headers);
+	hdrs = rd_kafka_headers_new(msg->n_headers + 1);
 	for (i = 0; i < msg->n_headers; i++)
 		rd_kafka_header_add(hdrs, msg->headers[i].name,
 		    (ssize_t)msg->headers[i].name_len,
 		    msg->headers[i].value, (ssize_t)msg->headers[i].len);
+	sink_placement(sink, t, placement, sizeof(placement));
+	rd_kafka_header_add(hdrs, "tor.partitioning", -1, placement, -1);
 	return hdrs;
 }
 
@@ -1124,12 +1256,15 @@ tor_sink_produce(struct tor_sink *sink, const struct tor_message *msg,
 	if ((t = sink_topic_entry(sink, msg->topic)) == NULL)
 		return tor_err_set(err, "kafka: topic %s: %s", msg->topic,
 		    rd_kafka_err2str(rd_kafka_last_error()));
+	if (t->partitions <= 0) {
+		tor_sink_partitions(sink, msg->topic, err);
+		return TOR_SINK_RETRY;
+	}
 	rkt = t->rkt;
 	partition = topic_partition(t, msg, sink->cfg->kafka.partitioner);
-	hdrs = sink_headers(msg);
+	hdrs = sink_headers(sink, t, msg);
 	code = rd_kafka_producev(sink->rk,
 	    RD_KAFKA_V_RKT(rkt),
-	    /* Unknown partition count: librdkafka's murmur2_random decides. */
 	    RD_KAFKA_V_PARTITION(partition),
 	    RD_KAFKA_V_KEY(msg->key, key_len),
 	    /* Not written to: F_COPY copies it before producev returns. */
@@ -1762,10 +1897,12 @@ struct tail_state {
 	int64_t newest;         /* offset of the newest counted message */
 };
 
-/* Whether m is the group's, and if so its tor.pos and token. */
+/* Whether m is the group's, and if so its tor.pos, token and
+ * tor.partitioning (placement: cap bytes, "" when it has none). */
 static bool
 group_message(const rd_kafka_message_t *m, const struct tor_config *cfg,
-    const void **pos, size_t *pos_len, uint64_t *token)
+    const void **pos, size_t *pos_len, uint64_t *token, char *placement,
+    size_t cap)
 {
 	rd_kafka_headers_t *h = NULL;
 	const void *v;
@@ -1788,6 +1925,12 @@ group_message(const rd_kafka_message_t *m, const struct tor_config *cfg,
 	if (rd_kafka_header_get_last(h, "tor.pos", pos, pos_len) !=
 	    RD_KAFKA_RESP_ERR_NO_ERROR)
 		*pos = NULL;
+	placement[0] = '\0';
+	if (rd_kafka_header_get_last(h, "tor.partitioning", &v, &n) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR && v != NULL && n < cap) {
+		memcpy(placement, v, n);
+		placement[n] = '\0';
+	}
 	return true;
 }
 
@@ -1832,6 +1975,7 @@ tails_pass(struct tor_position_reader *pr, rd_kafka_topic_t *rkt,
 		const void *pos;
 		size_t pos_len;
 		uint64_t token;
+		char placement[sizeof(tails[0].placement)];
 		int p;
 
 		if (m == NULL)
@@ -1842,12 +1986,15 @@ tails_pass(struct tor_position_reader *pr, rd_kafka_topic_t *rkt,
 			continue;
 		}
 		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-		    group_message(m, pr->cfg, &pos, &pos_len, &token)) {
+		    group_message(m, pr->cfg, &pos, &pos_len, &token,
+		    placement, sizeof(placement))) {
 			st[p].seen = true;
 			if (token >= floor && m->offset > st[p].newest &&
 			    pos != NULL && tor_row_pos_parse(pos, pos_len,
 			    &tails[p].pos)) {
 				tails[p].found = true;
+				memcpy(tails[p].placement, placement,
+				    sizeof(placement));
 				st[p].newest = m->offset;
 			}
 		}

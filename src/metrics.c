@@ -216,6 +216,7 @@ static int
 render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 {
 	int64_t cp = atomic_load_explicit(&m->checkpoint_wall_ms, RELAXED);
+	int64_t xa = atomic_load_explicit(&m->xa_prepared_since_ms, RELAXED);
 	int rc = 0;
 
 	rc |= header(out, "tor_binlog_lag_seconds", "gauge",
@@ -248,6 +249,18 @@ render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 	    "Errors the Kafka producer reported: a broker unreachable or a "
 	    "request failed (retried by the producer), or a fatal error.",
 	    &m->kafka_errors);
+	rc |= header(out, "tor_xa_prepared_transactions", "gauge",
+	    "Prepared XA transactions whose outbox rows wait for their XA "
+	    "COMMIT; each holds the checkpoint before its XA PREPARE.");
+	rc |= tor_buf_appendf(out, "tor_xa_prepared_transactions %llu\n",
+	    (unsigned long long)atomic_load_explicit(&m->xa_prepared,
+	    RELAXED));
+	rc |= header(out, "tor_xa_prepared_oldest_seconds", "gauge",
+	    "How long the oldest of them has been prepared (from its binlog "
+	    "time), 0 when none: the checkpoint has stayed before it as long.");
+	rc |= tor_buf_appendf(out, "tor_xa_prepared_oldest_seconds ");
+	rc |= append_seconds(out, xa == 0 ? 0 : tor_metrics_wall_ms() - xa);
+	rc |= tor_buf_appendf(out, "\n");
 	rc |= header(out, "tor_kafka_queue_messages", "gauge",
 	    "Messages queued in the Kafka producer, not yet acknowledged.");
 	rc |= tor_buf_appendf(out, "tor_kafka_queue_messages %lld\n",

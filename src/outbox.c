@@ -690,17 +690,25 @@ tor_outbox_map(struct tor_outbox *ob, int table_idx,
 	return TOR_OUTBOX_MAPPED;
 }
 
+size_t
+tor_outbox_copy_size(const struct tor_message *msg)
+{
+	size_t need = sizeof(*msg) + strlen(msg->topic) + 1 + msg->key_len +
+	    msg->value_len;
+
+	for (size_t i = 0; i < msg->n_headers; i++)
+		need += msg->headers[i].name_len + 1 + msg->headers[i].len;
+	return need;
+}
+
 struct tor_message *
 tor_outbox_message_copy(const struct tor_message *msg)
 {
 	struct tor_message *c;
-	size_t need = sizeof(*c) + strlen(msg->topic) + 1 + msg->key_len +
-	    msg->value_len, i;
+	size_t i;
 	char *p;
 
-	for (i = 0; i < msg->n_headers; i++)
-		need += msg->headers[i].name_len + 1 + msg->headers[i].len;
-	if ((c = malloc(need)) == NULL)
+	if ((c = malloc(tor_outbox_copy_size(msg))) == NULL)
 		return NULL;
 	*c = *msg;
 	p = (char *)(c + 1);

@@ -7,6 +7,13 @@
  * transaction stores only a file generation, an end offset and its GTID; the
  * MariaDB GTID state (one GTID per replication domain) is folded in only as
  * the safe position passes a transaction.
+ *
+ * The ring stays as small as what is in flight: finished transactions next
+ * to each other are one entry (the newer end, and the last GTID of each
+ * domain they passed), merged as they finish at their commit and, for
+ * those acknowledged behind an older one, whenever the ring is full.  So a
+ * transaction that holds the head for ever (an XA prepare whose commit
+ * never comes) costs one entry, not one per transaction after it.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +24,12 @@
 
 #define MAX_DOMAINS 64
 
+struct domain_gtid {
+	uint32_t domain;
+	uint32_t server;
+	uint64_t seq;
+};
+
 struct txn {
 	uint64_t seq;
 	uint64_t pending;
@@ -26,17 +39,15 @@ struct txn {
 	bool committed;
 	bool has_gtid;
 	struct tor_gtid gtid;
+	/* A merged run of transactions: the last MariaDB GTID of each other
+	 * domain it passed, folded in before gtid (NULL: none). */
+	struct domain_gtid *passed;
+	uint8_t n_passed;
 };
 
 struct file_name {
 	uint32_t gen;
 	char name[256];
-};
-
-struct domain_gtid {
-	uint32_t domain;
-	uint32_t server;
-	uint64_t seq;
 };
 
 struct tor_progress {
@@ -151,6 +162,8 @@ tor_progress_free(struct tor_progress *p)
 {
 	if (p == NULL)
 		return;
+	for (size_t i = 0; i < p->count; i++)
+		free(at(p, i)->passed);
 	free(p->ring);
 	free(p->files);
 	free(p);
@@ -186,9 +199,14 @@ advance(struct tor_progress *p)
 		snprintf(p->safe.file, sizeof(p->safe.file), "%s",
 		    file_of(p, t->file_gen));
 		p->safe.pos = t->end_pos;
+		for (size_t i = 0; i < t->n_passed; i++)
+			set_domain(p, t->passed[i].domain, t->passed[i].server,
+			    t->passed[i].seq);
 		if (t->has_gtid && t->gtid.mariadb)
 			set_domain(p, t->gtid.domain_id, t->gtid.server_id,
 			    t->gtid.seq_no);
+		free(t->passed);
+		t->passed = NULL;
 		p->head = (p->head + 1) % p->cap;
 		p->count--;
 		any = true;
@@ -254,6 +272,88 @@ tor_progress_in_txn(const struct tor_progress *p)
 	return p->count > 0 && !at(p, p->count - 1)->committed;
 }
 
+static bool
+finished(const struct txn *t)
+{
+	return t->committed && t->pending == 0 && t->holds == 0;
+}
+
+/* Sets domain's GTID in list (n entries, room for MAX_DOMAINS). */
+static void
+list_set(struct domain_gtid *list, size_t *n, uint32_t domain,
+    uint32_t server, uint64_t seq)
+{
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if (list[i].domain == domain)
+			break;
+	if (i == *n) {
+		if (*n == MAX_DOMAINS)
+			return;         /* as set_domain: informational */
+		(*n)++;
+	}
+	list[i] = (struct domain_gtid){ domain, server, seq };
+}
+
+/*
+ * Makes the finished transaction a stand for both a and the finished b
+ * right after it, in a's place: b's end and GTID, and the last GTID of
+ * every other domain the two passed.  False (nothing changed) when memory
+ * runs out.
+ */
+static bool
+merge(struct txn *a, struct txn *b)
+{
+	struct domain_gtid list[MAX_DOMAINS], *kept = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < a->n_passed; i++)
+		list[n++] = a->passed[i];
+	if (a->has_gtid && a->gtid.mariadb)
+		list_set(list, &n, a->gtid.domain_id, a->gtid.server_id,
+		    a->gtid.seq_no);
+	for (size_t i = 0; i < b->n_passed; i++)
+		list_set(list, &n, b->passed[i].domain, b->passed[i].server,
+		    b->passed[i].seq);
+	/* b's own GTID is folded last: its domain needs no other entry. */
+	for (size_t i = 0; b->has_gtid && b->gtid.mariadb && i < n; i++)
+		if (list[i].domain == b->gtid.domain_id) {
+			list[i] = list[--n];
+			break;
+		}
+	if (n > 0) {
+		if ((kept = malloc(n * sizeof(*kept))) == NULL)
+			return false;
+		memcpy(kept, list, n * sizeof(*kept));
+	}
+	free(a->passed);
+	free(b->passed);
+	*a = *b;
+	a->passed = kept;
+	a->n_passed = (uint8_t)n;
+	return true;
+}
+
+/* Merges each run of finished transactions into one entry. */
+static void
+compact(struct tor_progress *p)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < p->count; i++) {
+		struct txn *t = at(p, i);
+
+		if (w > 0 && finished(at(p, w - 1)) && finished(t) &&
+		    merge(at(p, w - 1), t))
+			continue;
+		if (w != i)
+			*at(p, w) = *t;
+		w++;
+	}
+	p->count = w;
+}
+
 uint64_t
 tor_progress_begin(struct tor_progress *p)
 {
@@ -261,8 +361,13 @@ tor_progress_begin(struct tor_progress *p)
 
 	if (tor_progress_in_txn(p))
 		return at(p, p->count - 1)->seq;
-	if (p->count == p->cap && grow(p) < 0)
-		abort();        /* the ring is bounded by the sink's queue */
+	/* Full: merge what finished out of order first; grow only when that
+	 * leaves less than a quarter free, so merging stays rare. */
+	if (p->count == p->cap) {
+		compact(p);
+		if (p->count > p->cap - p->cap / 4 && grow(p) < 0)
+			return 0;
+	}
 	t = at(p, p->count);
 	memset(t, 0, sizeof(*t));
 	t->seq = p->next_seq++;
@@ -289,20 +394,11 @@ tor_progress_commit(struct tor_progress *p, uint64_t end_pos,
 	t->has_gtid = gtid != NULL;
 	if (gtid != NULL)
 		t->gtid = *gtid;
-	/* A finished transaction behind another finished one: keep only the
-	 * newer end (same domain, so no GTID is lost). */
-	if (t->pending == 0 && t->holds == 0 && p->count >= 2) {
+	/* A finished transaction behind another finished one: one entry. */
+	if (finished(t) && p->count >= 2) {
 		prev = at(p, p->count - 2);
-		if (prev->committed && prev->pending == 0 && prev->holds == 0 &&
-		    prev->has_gtid == t->has_gtid &&
-		    (!t->has_gtid || (prev->gtid.mariadb == t->gtid.mariadb &&
-		    prev->gtid.domain_id == t->gtid.domain_id))) {
-			uint64_t seq = prev->seq;
-
-			*prev = *t;
-			prev->seq = seq;
+		if (finished(prev) && merge(prev, t))
 			p->count--;
-		}
 	}
 	advance(p);
 }
@@ -420,4 +516,10 @@ uint64_t
 tor_progress_pending_messages(const struct tor_progress *p)
 {
 	return p->pending;
+}
+
+size_t
+tor_progress_entries(const struct tor_progress *p)
+{
+	return p->count;
 }

@@ -32,7 +32,9 @@
 #include "tor/log.h"
 #include "tor/reader.h"
 
-/* What the prepared XA transactions may hold in memory, together. */
+/* What the prepared XA transactions may hold in memory, together (their
+ * rows' copies, counted whole): a prepare that never ends keeps its rows
+ * for ever, and the transactions after it add theirs. */
 #define XA_MAX_BYTES (64u << 20)
 
 /* The latest table map of one outbox table. */
@@ -51,6 +53,8 @@ struct xa_txn {
 	struct tor_message **rows;      /* copies (tor_outbox_message_copy) */
 	size_t n, cap, bytes;
 	uint64_t hold_seq;              /* the prepare's, held; 0: none */
+	char at[300];                   /* "<file>:<start>" of the prepare */
+	int64_t prepared_ms;            /* its binlog time */
 	struct xa_txn *next;
 };
 
@@ -429,8 +433,8 @@ xa_keep(struct tor_reader *rd, const struct tor_message *msg, tor_err *err)
 	if ((copy = tor_outbox_message_copy(msg)) == NULL)
 		return tor_err_set(err, "out of memory");
 	x->rows[x->n++] = copy;
-	x->bytes += msg->key_len + msg->value_len;
-	rd->xa_bytes += msg->key_len + msg->value_len;
+	x->bytes += tor_outbox_copy_size(msg) + sizeof(*x->rows);
+	rd->xa_bytes += tor_outbox_copy_size(msg) + sizeof(*x->rows);
 	if (rd->xa_bytes > XA_MAX_BYTES)
 		return tor_err_set(err, "binlog: prepared XA transactions hold "
 		    "more than %u MiB of outbox rows (the group at %s:%" PRIu64
@@ -749,6 +753,9 @@ on_xa_prepare(struct tor_reader *rd, const struct tor_event *ev, tor_err *err)
 	}
 	if (x->n > 0)
 		x->hold_seq = rd->txn_seq;
+	snprintf(x->at, sizeof(x->at), "%s:%" PRIu64, rd->file,
+	    rd->txn_start_pos);
+	x->prepared_ms = (int64_t)ev->timestamp * 1000;
 	x->next = rd->xa_pending;
 	rd->xa_pending = x;
 	return txn_commit(rd, ev, err);
@@ -1070,4 +1077,24 @@ tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
 	if (rc == 0 && ev.type != TOR_EV_ROTATE)
 		advance(rd, &ev);
 	return rc;
+}
+
+void
+tor_reader_prepared(const struct tor_reader *rd,
+    struct tor_reader_prepared *out)
+{
+	const struct xa_txn *oldest = NULL;
+
+	memset(out, 0, sizeof(*out));
+	/* Newest first; only those with rows hold the checkpoint. */
+	for (const struct xa_txn *x = rd->xa_pending; x != NULL; x = x->next)
+		if (x->hold_seq != 0) {
+			out->count++;
+			oldest = x;
+		}
+	if (oldest == NULL)
+		return;
+	snprintf(out->xid, sizeof(out->xid), "%s", oldest->xid);
+	snprintf(out->at, sizeof(out->at), "%s", oldest->at);
+	out->since_ms = oldest->prepared_ms;
 }

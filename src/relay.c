@@ -83,6 +83,12 @@ enum {
  * clients and looking for a stop between them. */
 #define AWAIT_SLICE_MS 100
 
+/* A prepared XA transaction whose rows wait holds the checkpoint before
+ * it: said in the log once it has for this long, and again at this
+ * interval while it still does. */
+#define XA_HELD_WARN_MS 10000
+#define XA_HELD_REPEAT_MS (5 * 60 * 1000)
+
 /* Rows the broker refused as too large, remembered across sessions and
  * shared with the group's other replicas through Redis. */
 #define TOO_LARGE_MAX 64
@@ -151,6 +157,10 @@ struct relay {
 
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
+	struct tor_position written_done;       /* done of the last write */
+	int64_t xa_watched_ms;          /* monotonic: the last look (per s) */
+	int64_t xa_warned_ms;           /* monotonic: the last line, or 0 */
+	char xa_warned[TOR_XID_TEXT];   /* the prepared transaction it named */
 	int64_t stop_deadline_ms;       /* 0 until a stop is requested */
 	bool delivery_failed;
 	int delivery_code;
@@ -310,6 +320,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 	}
 	r->written_token = r->epoch;
 	r->written_leadership = r->leadership;
+	r->written_done = cp->done;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -401,8 +412,12 @@ checkpoint_tick(struct relay *r)
 	} else {
 		if (tor_progress_take_safe(r->progress, &ignored))
 			r->checkpoint_dirty = true;
-		if (r->checkpoint_dirty)
-			safe_checkpoint(r, &cp);
+		/* Held by a prepared XA transaction, the position stays; how
+		 * far beyond it everything is published still moves, and a
+		 * successor skips that much. */
+		safe_checkpoint(r, &cp);
+		if (!same_position(&cp.done, &r->written_done))
+			r->checkpoint_dirty = true;
 	}
 	if (!r->checkpoint_dirty)
 		return;
@@ -513,6 +528,46 @@ load_refused(struct relay *r)
 		    r->group_refused_over, TOO_LARGE_MAX);
 }
 
+/* Says in the metrics (each second) and the log (past XA_HELD_WARN_MS,
+ * then every XA_HELD_REPEAT_MS) how long the oldest prepared XA
+ * transaction has held the checkpoint.  It is not passed: its rows are in
+ * the binlog only at its prepare, and a restart that began after it would
+ * lose them when it commits. */
+static void
+watch_prepared(struct relay *r)
+{
+	struct tor_reader_prepared xa;
+	int64_t now = tor_mono_ms(), held;
+
+	if (r->reader == NULL || now - r->xa_watched_ms < 1000)
+		return;
+	r->xa_watched_ms = now;
+	tor_reader_prepared(r->reader, &xa);
+	atomic_store(&r->metrics.xa_prepared, xa.count);
+	atomic_store(&r->metrics.xa_prepared_since_ms, xa.since_ms);
+	if (xa.count == 0) {
+		if (r->xa_warned_ms != 0)
+			log_info("relay", "XA transaction %s ended: the "
+			    "checkpoint moves on", r->xa_warned);
+		r->xa_warned_ms = 0;
+		return;
+	}
+	held = tor_metrics_wall_ms() - xa.since_ms;
+	if (held < XA_HELD_WARN_MS || (r->xa_warned_ms != 0 &&
+	    strcmp(r->xa_warned, xa.xid) == 0 &&
+	    now - r->xa_warned_ms < XA_HELD_REPEAT_MS))
+		return;
+	if (r->xa_warned_ms != 0 && strcmp(r->xa_warned, xa.xid) != 0)
+		log_info("relay", "XA transaction %s ended", r->xa_warned);
+	log_warn("relay", "XA transaction %s, prepared at %s %" PRId64 " s "
+	    "ago, has not committed: the checkpoint stays before it until its "
+	    "XA COMMIT or XA ROLLBACK (%zu prepared transaction%s with outbox "
+	    "rows wait); rows after it are published meanwhile", xa.xid,
+	    xa.at, held / 1000, xa.count, xa.count == 1 ? "" : "s");
+	snprintf(r->xa_warned, sizeof(r->xa_warned), "%s", xa.xid);
+	r->xa_warned_ms = now;
+}
+
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
  * A message the broker refused as too large ends the session with a
  * restart (the producer is fatal by then: gapless). */
@@ -577,8 +632,10 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		*err = fatal;
 		return -1;
 	}
-	if (r->streaming)
+	if (r->streaming) {
 		checkpoint_tick(r);
+		watch_prepared(r);
+	}
 	return 0;
 }
 
@@ -755,41 +812,70 @@ oversized(struct relay *r, struct tor_message *msg,
 /* How long a takeover may spend reading one topic's tails. */
 #define DEDUP_READ_MS 5000
 
-/* Reads what topic's partitions hold of this group (de-duplication at
- * takeover).  A topic whose partitions or tails cannot be read is learned
- * as unknown: its rows are published, at-least-once. */
-static void
-learn_topic(struct relay *r, const char *topic)
-{
-	struct tor_partition_tail *tails = NULL;
-	int n = tor_sink_partitions(r->sink, topic), found = 0, unknown = 0;
-	int64_t t0 = tor_mono_ms();
-	tor_err err;
+static int retry_later(struct relay *r, const char *what, int *backoff,
+    tor_err *err);
 
-	if (n > 0 && (tails = calloc((size_t)n, sizeof(*tails))) == NULL)
-		n = 0;
-	if (n > 0 && tor_position_reader_tails(r->positions, topic, n,
-	    r->start.moved, tails, DEDUP_READ_MS, &err) < 0) {
+/* Waits until topic's partition count is known (looked up at each try):
+ * no row goes to a topic without it, since a row placed without it could
+ * not be found again at a takeover.  0, or as retry_later. */
+static int
+await_partitions(struct relay *r, const char *topic, tor_err *err)
+{
+	int backoff = RECONNECT_MIN_MS, rc;
+
+	while (tor_sink_partitions(r->sink, topic, err) < 0)
+		if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+			return rc;
+	return 0;
+}
+
+/* Reads what topic's partitions hold of this group (de-duplication at
+ * takeover), once its partition count is known.  A topic whose tails
+ * cannot be read is learned as unknown: its rows are published,
+ * at-least-once.  0, or as retry_later. */
+static int
+learn_topic(struct relay *r, const char *topic, tor_err *err)
+{
+	struct tor_partition_tail *tails;
+	char placement[48];
+	int n, found = 0, unknown = 0, moved = 0, rc;
+	int64_t t0 = tor_mono_ms();
+	tor_err rerr;
+
+	if ((rc = await_partitions(r, topic, err)) != 0)
+		return rc;
+	if ((n = tor_sink_partitions(r->sink, topic, err)) < 0 ||
+	    tor_sink_placement(r->sink, topic, placement, sizeof(placement),
+	    err) < 0)
+		return -1;
+	if ((tails = calloc((size_t)n, sizeof(*tails))) == NULL)
+		return tor_err_set(err, "out of memory");
+	if (tor_position_reader_tails(r->positions, topic, n,
+	    r->start.moved, tails, DEDUP_READ_MS, &rerr) < 0) {
 		log_warn("relay", "%s: %s; its rows are published again from "
-		    "the checkpoint (at-least-once)", topic, err.msg);
+		    "the checkpoint (at-least-once)", topic, rerr.msg);
 		memset(tails, 0, (size_t)n * sizeof(*tails));
 	}
 	for (int i = 0; i < n; i++) {
 		found += tails[i].known && tails[i].found;
 		unknown += !tails[i].known;
+		moved += tails[i].known && tails[i].found &&
+		    strcmp(tails[i].placement, placement) != 0;
 	}
-	if (n <= 0)
-		log_warn("relay", "%s: partition count unknown: its rows are "
-		    "published again from the checkpoint (at-least-once)", topic);
-	else
-		log_info("relay", "de-duplication: %s: read %d partitions in %"
-		    PRId64 " ms: %d hold rows of this group%s", topic, n,
-		    tor_mono_ms() - t0, found, unknown > 0 ? ", some could not "
-		    "be read to the group's newest message (at-least-once "
-		    "there)" : "");
-	if (tor_dedup_learn(r->dedup, topic, n > 0 ? n : 0, tails) < 0)
-		log_warn("relay", "%s: de-duplication: out of memory", topic);
+	log_info("relay", "de-duplication: %s: read %d partitions in %" PRId64
+	    " ms: %d hold rows of this group%s", topic, n, tor_mono_ms() - t0,
+	    found, unknown > 0 ? ", some could not be read to the group's "
+	    "newest message (at-least-once there)" : "");
+	if (moved > 0)
+		log_warn("relay", "de-duplication: %s: the newest message of "
+		    "%d partitions was placed otherwise than %s (partitions "
+		    "added? another partitioner?): rows that placement put in "
+		    "another partition are published again there "
+		    "(at-least-once)", topic, moved,
+		    placement);
+	rc = tor_dedup_learn(r->dedup, topic, n, tails, placement);
 	free(tails);
+	return rc < 0 ? tor_err_set(err, "out of memory") : 0;
 }
 
 /* The takeover's one line about it: once the replay has passed every
@@ -808,18 +894,26 @@ report_dedup(struct relay *r)
 }
 
 /* Whether msg's row is in its partition already (a replay after a
- * takeover): then it is not produced, and counts as done. */
-static bool
+ * takeover): *skip, and then it is not produced and counts as done.  Only
+ * when the row surely goes where msg says (sure: not too close to
+ * message.max.bytes to tell whether it goes to the dead-letter topic);
+ * else it is published and counted as unknown.  0, or as learn_topic. */
+static int
 published_already(struct relay *r, const struct tor_message *msg,
-    const struct tor_row_origin *origin)
+    const struct tor_row_origin *origin, bool sure, bool *skip, tor_err *err)
 {
-	int v;
+	const char *then;
+	bool moved = false;
+	int v, rc, p;
 
+	*skip = false;
 	if (r->dedup == NULL)
-		return false;
-	if (!tor_dedup_knows(r->dedup, msg->topic))
-		learn_topic(r, msg->topic);       /* a topic_template topic */
-	else if (tor_dedup_done(r->dedup)) {
+		return 0;
+	if (!tor_dedup_knows(r->dedup, msg->topic)) {
+		/* a topic_template topic */
+		if ((rc = learn_topic(r, msg->topic, err)) != 0)
+			return rc;
+	} else if (tor_dedup_done(r->dedup)) {
 		/* Every partition is passed, and no topic comes later: the
 		 * rest of the leadership publishes without looking. */
 		if (r->cfg->outbox.topic_template[0] == '\0') {
@@ -827,24 +921,33 @@ published_already(struct relay *r, const struct tor_message *msg,
 			tor_dedup_free(r->dedup);
 			r->dedup = NULL;
 		}
-		return false;
+		return 0;
 	}
-	v = tor_dedup_check(r->dedup, msg->topic, tor_sink_partition(r->sink,
-	    msg), origin->pos);
+	/* A row placed by its key (or tor.pos) went to the same partition
+	 * before only if the placement then put it here too. */
+	p = tor_sink_partition(r->sink, msg);
+	if ((!msg->partition_given || msg->partition_null) &&
+	    (then = tor_dedup_placed_otherwise(r->dedup, msg->topic,
+	    p)) != NULL)
+		moved = tor_sink_partition_as(r->sink, msg, then) != p;
+	v = tor_dedup_check(r->dedup, msg->topic, p, origin->pos, moved);
 	if (tor_dedup_done(r->dedup))
 		report_dedup(r);
+	if (v == TOR_DEDUP_SKIP && !sure)
+		v = TOR_DEDUP_UNKNOWN;
 	if (v == TOR_DEDUP_SKIP) {
 		r->dedup_skipped++;
 		atomic_fetch_add_explicit(&r->metrics.deduplicated, 1,
 		    memory_order_relaxed);
-		return true;
+		*skip = true;
+		return 0;
 	}
 	if (v == TOR_DEDUP_UNKNOWN) {
 		r->dedup_unknown++;
 		atomic_fetch_add_explicit(&r->metrics.dedup_unknown, 1,
 		    memory_order_relaxed);
 	}
-	return false;
+	return 0;
 }
 
 /* How often at most a line says that rows of one kind were skipped. */
@@ -875,12 +978,13 @@ static int
 check_partition(struct relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, bool *diverted, tor_err *err)
 {
-	int n = tor_sink_partitions(r->sink, msg->topic), rc;
+	int n = tor_sink_partitions(r->sink, msg->topic, err), rc;
 	char why[320];
 
-	/* Unknown count (no metadata): the broker judges the partition. */
+	if (n < 0)
+		return -1;
 	if (!msg->partition_null && msg->partition >= 0 &&
-	    (n <= 0 || msg->partition < n))
+	    msg->partition < n)
 		return 1;
 	if (msg->partition_null)
 		snprintf(why, sizeof(why), "partition column is NULL (topic "
@@ -906,33 +1010,43 @@ check_partition(struct relay *r, struct tor_message *msg,
 }
 
 /* Queues one message of transaction seq to msg->topic, waiting while the
- * producer's queue is full.  Oversized messages and rows naming a partition
- * the topic lacks follow outbox.unrouted (*diverted then). */
+ * producer's queue is full or the topic's partition count is unknown.
+ * Oversized messages and rows naming a partition the topic lacks follow
+ * outbox.unrouted (*diverted then).  Where the row goes is settled before
+ * it is compared with what a partition holds (de-duplication): a row too
+ * large went to the dead-letter topic before, not to its route. */
 static int
 produce_copy(struct relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, uint64_t seq, bool *diverted,
     tor_err *err)
 {
-	bool redirected = false;
-	int rc;
+	int backoff = RECONNECT_MIN_MS, fits, rc;
+	bool skip;
 
-	if (msg->partition_given &&
-	    (rc = check_partition(r, msg, origin, diverted, err)) <= 0)
+	if ((rc = await_partitions(r, msg->topic, err)) != 0)
 		return rc;
-	if (published_already(r, msg, origin))
-		return 0;
+	if (msg->partition_given &&
+	    ((rc = check_partition(r, msg, origin, diverted, err)) <= 0 ||
+	    (rc = await_partitions(r, msg->topic, err)) != 0))
+		return rc;
+	fits = tor_sink_fits(r->sink, msg);
+	if (fits == 0 || refused_as_too_large(r, origin->pos)) {
+		*diverted = true;
+		if ((rc = oversized(r, msg, origin, err)) <= 0 ||
+		    (rc = await_partitions(r, msg->topic, err)) != 0)
+			return rc;
+		fits = tor_sink_fits(r->sink, msg);
+	}
+	if ((rc = published_already(r, msg, origin, fits > 0, &skip,
+	    err)) != 0 || skip)
+		return rc;
 	for (;;) {
 		if (!leading(r))
 			return RUN_LOST;
 		if (r->txn_mode && !r->ktxn_open &&
 		    (rc = begin_ktxn(r, err)) != 0)
 			return rc;
-		if (!redirected && refused_as_too_large(r, origin->pos)) {
-			tor_err_set(err, "the broker refused it before");
-			rc = TOR_SINK_TOO_LARGE;
-		} else {
-			rc = tor_sink_produce(r->sink, msg, seq, err);
-		}
+		rc = tor_sink_produce(r->sink, msg, seq, err);
 		switch (rc) {
 		case TOR_SINK_OK:
 			tor_progress_add(r->progress);
@@ -950,9 +1064,13 @@ produce_copy(struct relay *r, struct tor_message *msg,
 			break;
 		case TOR_SINK_TOO_LARGE:
 			*diverted = true;
-			if ((rc = oversized(r, msg, origin, err)) <= 0)
+			if ((rc = oversized(r, msg, origin, err)) <= 0 ||
+			    (rc = await_partitions(r, msg->topic, err)) != 0)
 				return rc;
-			redirected = true;
+			break;
+		case TOR_SINK_RETRY:
+			if ((rc = retry_later(r, "kafka", &backoff, err)) != 0)
+				return rc;
 			break;
 		default:
 			/* The leadership ended since the check above: its purge
@@ -998,8 +1116,9 @@ reader_begin(void *ctx, uint64_t *seq, tor_err *err)
 {
 	struct relay *r = ctx;
 
-	(void)err;
-	*seq = tor_progress_begin(r->progress);
+	if ((*seq = tor_progress_begin(r->progress)) == 0)
+		return tor_err_set(err, "out of memory: the checkpoint's "
+		    "tracker of transactions in flight cannot grow");
 	return 0;
 }
 
@@ -1424,8 +1543,19 @@ check_source(struct relay *r, tor_err *err)
 		    "(mysql.start = %s)", r->cfg->group, text,
 		    r->cfg->mysql.start);
 	}
-	if (r->start.pos.file[0] != '\0')
-		return tor_binlog_check_available(r->binlog, &r->start.pos, err);
+	if (r->start.pos.file[0] == '\0')
+		return 0;
+	if (tor_binlog_check_available(r->binlog, &r->start.pos, err) < 0)
+		return -1;
+	/* The server the checkpoint's file:pos belongs to: another one is
+	 * never resumed by file:pos. */
+	while ((rc = tor_binlog_check_identity(r->binlog, &r->start.pos,
+	    err)) != 0) {
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
+	}
 	return 0;
 }
 
@@ -1571,6 +1701,7 @@ static int
 learn_topics(struct relay *r, tor_err *err)
 {
 	const struct tor_config *cfg = r->cfg;
+	int rc;
 
 	/* A group that starts at mysql.start has published nothing from
 	 * here: nothing to read back (and a busy shared topic would be read
@@ -1580,11 +1711,12 @@ learn_topics(struct relay *r, tor_err *err)
 	if ((r->dedup = tor_dedup_new()) == NULL)
 		return tor_err_set(err, "out of memory");
 	for (size_t i = 0; i < cfg->outbox.n_routes; i++)
-		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic))
-			learn_topic(r, cfg->outbox.routes[i].topic);
+		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic) &&
+		    (rc = learn_topic(r, cfg->outbox.routes[i].topic, err)) != 0)
+			return rc;
 	if (cfg->outbox.unrouted == TOR_UNROUTED_DLQ &&
 	    !tor_dedup_knows(r->dedup, cfg->outbox.dlq_topic))
-		learn_topic(r, cfg->outbox.dlq_topic);
+		return learn_topic(r, cfg->outbox.dlq_topic, err);
 	return 0;
 }
 
@@ -1642,6 +1774,8 @@ lead(struct relay *r, tor_err *err)
 	r->rows_published = r->rows_skipped = 0;
 	r->dedup_skipped = r->dedup_unknown = 0;
 	r->dedup_reported = false;
+	memset(&r->written_done, 0, sizeof(r->written_done));
+	r->xa_watched_ms = r->xa_warned_ms = 0;
 	r->split_ms = tor_sink_txn_timeout_ms(r->sink) / 4;
 	if (r->split_ms < 200)
 		r->split_ms = 200;
@@ -1681,6 +1815,8 @@ out:
 	atomic_store(&r->metrics.stream_beat_ms, 0);
 	atomic_store(&r->metrics.kafka_queue, 0);
 	atomic_store(&r->metrics.kafka_down_since_ms, 0);
+	atomic_store(&r->metrics.xa_prepared, 0);
+	atomic_store(&r->metrics.xa_prepared_since_ms, 0);
 	session_free(r);
 	return rc;
 }

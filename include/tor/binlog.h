@@ -48,6 +48,18 @@ int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 int tor_binlog_check_available(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
+/* Whether file:pos of pos names, on this server, the point the checkpoint
+ * was taken at: where pos has both a file and a MariaDB GTID state, an
+ * event must start there and the server's GTID state there
+ * (BINLOG_GTID_POS) must reach each domain's GTID of it (the checkpoint's
+ * may lag its file:pos, never lead it).  Another server (a promoted replica) or a reset or restored binlog
+ * names other transactions there, and a replay compared with what Kafka
+ * holds would skip its new rows.  0, TOR_BINLOG_ERROR when the server
+ * cannot be asked, or TOR_BINLOG_FATAL naming the server (server_id,
+ * gtid_binlog_pos), both GTID states and `tor checkpoint set`. */
+int tor_binlog_check_identity(struct tor_binlog *b,
+    const struct tor_position *pos, tor_err *err);
+
 /* The start of the binlog group (transaction) that holds at, a file
  * position where an event starts or the file's end: at itself when it is
  * between transactions, else where its transaction began (SHOW BINLOG

@@ -12,6 +12,13 @@
  * number), or one binlog base name (by file sequence and offset).  A row
  * that cannot be compared with its partition's position is published
  * (at-least-once) and counted.
+ *
+ * That proves a row is there only if it went to the same partition
+ * before: every message says how its leadership placed rows
+ * (tor.partitioning, "<partitioner>/<partition count>").  Where the
+ * newest message says otherwise than this leadership would (partitions
+ * were added, or another partitioner), a row placed by its key may have
+ * gone elsewhere: it is published, not skipped.
  */
 #ifndef TOR_DEDUP_H
 #define TOR_DEDUP_H
@@ -45,6 +52,7 @@ struct tor_partition_tail {
 	bool known;             /* the tail was read */
 	bool found;             /* the group has a message there */
 	struct tor_row_pos pos; /* (found) that message's tor.pos */
+	char placement[32];     /* (found) its tor.partitioning, "" without */
 };
 
 struct tor_dedup;
@@ -52,9 +60,10 @@ struct tor_dedup;
 struct tor_dedup *tor_dedup_new(void);
 void tor_dedup_free(struct tor_dedup *d);
 
-/* What a takeover learned of topic: n partitions' tails (copied). */
+/* What a takeover learned of topic: n partitions' tails (copied), and
+ * how this leadership places rows there (tor.partitioning's value). */
 int tor_dedup_learn(struct tor_dedup *d, const char *topic, int n,
-    const struct tor_partition_tail *tails);
+    const struct tor_partition_tail *tails, const char *placement);
 
 /* Whether topic's tails were learned (or tried) in this leadership. */
 bool tor_dedup_knows(const struct tor_dedup *d, const char *topic);
@@ -66,11 +75,20 @@ enum {
 				 * publish, at-least-once */
 };
 
-/* The verdict for a row of pos going to topic's partition.  Once a row
- * passes a partition's position, the rest of that partition publishes
- * without comparing. */
+/* How the newest message of topic's partition was placed, when not as this
+ * leadership places rows (tor.partitioning's value, "" when it had none),
+ * else NULL. */
+const char *tor_dedup_placed_otherwise(const struct tor_dedup *d,
+    const char *topic, int partition);
+
+/* The verdict for a row of pos going to topic's partition.  moved: the row
+ * may have gone to another partition before (placed by its key or tor.pos
+ * where the partition's newest message was placed otherwise, and that
+ * placement puts the row elsewhere or cannot be told); such a row is never
+ * skipped there.  Once a row passes a partition's position, the rest of
+ * that partition publishes without comparing. */
 int tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
-    const char *pos);
+    const char *pos, bool moved);
 
 /* Whether every learned partition has been passed (nothing left to skip). */
 bool tor_dedup_done(const struct tor_dedup *d);

@@ -64,14 +64,18 @@ enum {
 	TOR_SINK_TOO_LARGE = 2, /* over message.max.bytes: not queued */
 	TOR_SINK_FENCED = 3,    /* transactional: fenced or fatal, step down */
 	TOR_SINK_ABORT = 4,     /* transactional: abort, replay from the commit */
-	TOR_SINK_RETRY = 5,     /* transactional: the call may be retried */
+	TOR_SINK_RETRY = 5,     /* transactional: the call may be retried;
+				 * produce: the topic's partition count is
+				 * unknown yet */
 	TOR_SINK_LOST = 6,      /* the guard said the leadership ended */
 };
 
-/* Queues msg (copied; the caller may reuse its buffers).  Returns TOR_SINK_OK,
- * TOR_SINK_BUSY, TOR_SINK_TOO_LARGE (err says so), or -1 on any other error
- * (a topic Kafka says does not exist, a fatal producer error), err naming
- * the topic or the reason.  Only TOR_SINK_OK is ever acked.  A failed
+/* Queues msg (copied; the caller may reuse its buffers), with header
+ * tor.partitioning added.  Returns TOR_SINK_OK, TOR_SINK_BUSY,
+ * TOR_SINK_TOO_LARGE (err says so), TOR_SINK_RETRY (the topic's partition
+ * count is unknown, a topic that does not exist included: err says why),
+ * or -1 on any other error (a fatal producer error), err naming the topic
+ * or the reason.  Only TOR_SINK_OK is ever acked.  A failed
  * ProduceRequest (acked with its code) also makes the producer fatal
  * (enable.gapless.guarantee), so that no later message of the partition
  * overtakes the failed one; produce and poll then return -1. */
@@ -86,14 +90,35 @@ void tor_sink_count_errors(struct tor_sink *sink, _Atomic uint64_t *counter);
  * librdkafka's statistics a second apart; 0 while one is up. */
 int64_t tor_sink_down_since(const struct tor_sink *sink);
 
-/* The partition count of topic as the metadata said at its first use in
- * this sink, or -1 when unknown (the topic could not be looked up). */
-int tor_sink_partitions(struct tor_sink *sink, const char *topic);
+/* The partition count of topic, from its metadata: looked up again at each
+ * call until known, then fixed for the sink's life.  -1 with err while
+ * unknown: tor_sink_produce answers TOR_SINK_RETRY then (a row placed
+ * without the count could not be found again at a takeover). */
+int tor_sink_partitions(struct tor_sink *sink, const char *topic,
+    tor_err *err);
+
+/* How this sink places rows in topic, the value of header
+ * tor.partitioning every message carries: "<kafka.partitioner>/<partition
+ * count>" ("murmur2/12").  -1 with err while the count is unknown. */
+int tor_sink_placement(struct tor_sink *sink, const char *topic, char *buf,
+    size_t cap, tor_err *err);
+
+/* Whether msg (to msg->topic, headers as the sink adds them) is within
+ * message.max.bytes: 1 surely, 0 surely not (tor_sink_produce would
+ * answer TOR_SINK_TOO_LARGE), -1 too close to tell (or the topic's count is
+ * unknown). */
+int tor_sink_fits(struct tor_sink *sink, const struct tor_message *msg);
+
+/* The partition msg had under placement (a tor.partitioning value,
+ * "<partitioner>/<partition count>"), or -1 when placement names none (a
+ * message without the header). */
+int tor_sink_partition_as(struct tor_sink *sink, const struct tor_message *msg,
+    const char *placement);
 
 /* The partition tor_sink_produce gives msg: kafka.partitioner's hash (the
  * Java producer's murmur2, Sarama's fnv1a or crc32) of the key, or of
  * tor.pos for a message without a key; -1 when the topic's partition count
- * is unknown (librdkafka's murmur2_random decides then). */
+ * is unknown. */
 int tor_sink_partition(struct tor_sink *sink, const struct tor_message *msg);
 
 /* Serves delivery reports (calling the ack function) for up to timeout_ms.

@@ -80,6 +80,11 @@ struct tor_metrics {
 	 * (another lineage, a tail not found: at-least-once). */
 	_Atomic uint64_t deduplicated;
 	_Atomic uint64_t dedup_unknown;
+	/* Prepared XA transactions whose outbox rows wait for their XA
+	 * COMMIT (they hold the checkpoint), and the binlog time (wall-clock
+	 * ms) of the oldest one's prepare (0: none). */
+	_Atomic uint64_t xa_prepared;
+	_Atomic int64_t xa_prepared_since_ms;
 	/* Errors the Kafka producer reported (a broker unreachable, a request
 	 * failed: librdkafka retries those; a fatal one). */
 	_Atomic uint64_t kafka_errors;

@@ -108,6 +108,9 @@ int tor_outbox_map(struct tor_outbox *ob, int table_idx,
  * memory. */
 struct tor_message *tor_outbox_message_copy(const struct tor_message *msg);
 
+/* The bytes tor_outbox_message_copy allocates for msg. */
+size_t tor_outbox_copy_size(const struct tor_message *msg);
+
 /* The topics msg goes to: with outbox.route = all every distinct topic of
  * the routes its tor.type matches (msg->topic first), else msg->topic
  * alone.  Returns their number (at least 1); *topics is valid until the

@@ -15,6 +15,7 @@
 #define TOR_PROGRESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tor/binlog_decode.h"
@@ -34,9 +35,9 @@ void tor_progress_free(struct tor_progress *p);
 int tor_progress_rotate(struct tor_progress *p, const char *file,
     uint64_t pos, bool positioned, tor_err *err);
 
-/* Opens a transaction and returns its sequence number.  When the previous
- * transaction was left open (the stream broke inside it), it is reopened
- * instead and its number returned again. */
+/* Opens a transaction and returns its sequence number, or 0 when memory
+ * runs out.  When the previous transaction was left open (the stream broke
+ * inside it), it is reopened instead and its number returned again. */
 uint64_t tor_progress_begin(struct tor_progress *p);
 
 /* One more message pending in the open transaction. */
@@ -79,6 +80,9 @@ void tor_progress_safe(const struct tor_progress *p, struct tor_position *out);
  * one that holds: what a Kafka commit of everything produced makes safe
  * (transactional mode).  The GTID state is the safe position's. */
 void tor_progress_read(const struct tor_progress *p, struct tor_position *out);
+
+/* Entries the tracker keeps (what bounds its memory). */
+size_t tor_progress_entries(const struct tor_progress *p);
 
 /* Transactions and messages in flight (committed or open, not all acked). */
 uint64_t tor_progress_pending_messages(const struct tor_progress *p);

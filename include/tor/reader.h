@@ -117,6 +117,19 @@ uint32_t tor_reader_txn_rows(const struct tor_reader *rd);
 int tor_reader_feed(struct tor_reader *rd, const uint8_t *raw, size_t len,
     tor_err *err);
 
+/* The prepared XA transactions whose outbox rows wait for their XA COMMIT
+ * (each holds the checkpoint before its prepare): how many, and of the
+ * oldest its XID, where its prepare group starts and when it was prepared
+ * (the binlog's time, ms since the epoch).  count 0: none. */
+struct tor_reader_prepared {
+	size_t count;
+	char xid[TOR_XID_TEXT];
+	char at[300];
+	int64_t since_ms;
+};
+void tor_reader_prepared(const struct tor_reader *rd,
+    struct tor_reader_prepared *out);
+
 /* Counts for the log line at the end of a session: events read, rows
  * handed out and skipped, and UPDATE and DELETE rows events on outbox
  * tables (events, not rows: their images are not decoded). */

@@ -109,36 +109,85 @@ test_check(void **state)
 	memset(tails, 0, sizeof(tails));
 	tails[0].known = tails[0].found = true;
 	tails[0].pos = pos("0-1-100:1");
+	strcpy(tails[0].placement, "murmur2/3");
 	tails[1].known = true;          /* the group never wrote there */
 	/* tails[2] unknown: not read */
 	assert_false(tor_dedup_knows(d, "orders"));
-	assert_int_equal(tor_dedup_learn(d, "orders", 3, tails), 0);
+	assert_int_equal(tor_dedup_learn(d, "orders", 3, tails, "murmur2/3"), 0);
 	assert_true(tor_dedup_knows(d, "orders"));
-	assert_int_equal(tor_dedup_learn(d, "orders", 3, tails), -1);
+	assert_int_equal(tor_dedup_learn(d, "orders", 3, tails, "murmur2/3"), -1);
 	assert_false(tor_dedup_done(d));
 
-	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5"),
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5", true),
 	    TOR_DEDUP_SKIP);
-	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-100:1"),
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-100:1", true),
 	    TOR_DEDUP_SKIP);
-	assert_int_equal(tor_dedup_check(d, "orders", 1, "0-1-99:0"),
+	assert_int_equal(tor_dedup_check(d, "orders", 1, "0-1-99:0", true),
 	    TOR_DEDUP_PUBLISH);
-	assert_int_equal(tor_dedup_check(d, "orders", 2, "0-1-99:0"),
+	assert_int_equal(tor_dedup_check(d, "orders", 2, "0-1-99:0", true),
 	    TOR_DEDUP_UNKNOWN);
-	assert_int_equal(tor_dedup_check(d, "orders", 7, "0-1-99:0"),
+	assert_int_equal(tor_dedup_check(d, "orders", 7, "0-1-99:0", true),
 	    TOR_DEDUP_UNKNOWN);
-	assert_int_equal(tor_dedup_check(d, "other", 0, "0-1-99:0"),
+	assert_int_equal(tor_dedup_check(d, "other", 0, "0-1-99:0", true),
 	    TOR_DEDUP_UNKNOWN);
 	/* Another domain cannot be compared; the partition stays open. */
-	assert_int_equal(tor_dedup_check(d, "orders", 0, "5-1-1:0"),
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "5-1-1:0", true),
 	    TOR_DEDUP_UNKNOWN);
 	assert_false(tor_dedup_done(d));
 	/* Past it: published, and the partition is passed for good. */
-	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-100:2"),
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-100:2", true),
 	    TOR_DEDUP_PUBLISH);
 	assert_true(tor_dedup_done(d));
-	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-50:0"),
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-50:0", true),
 	    TOR_DEDUP_PUBLISH);
+	tor_dedup_free(d);
+}
+
+/* A partition whose newest message was placed otherwise (3 partitions
+ * then, 4 now): a row that may have gone to another partition then (the
+ * caller says: its key's partition then was another) is never skipped
+ * there; one that went to this partition then too is compared. */
+static void
+test_check_placed_otherwise(void **state)
+{
+	struct tor_partition_tail tails[2];
+	struct tor_dedup *d = tor_dedup_new();
+
+	(void)state;
+	assert_non_null(d);
+	memset(tails, 0, sizeof(tails));
+	tails[0].known = tails[0].found = true;
+	tails[0].pos = pos("0-1-100:1");
+	strcpy(tails[0].placement, "murmur2/3");
+	tails[1].known = tails[1].found = true;
+	tails[1].pos = pos("0-1-100:1");    /* an older tor: no header */
+	assert_int_equal(tor_dedup_learn(d, "orders", 2, tails, "murmur2/4"),
+	    0);
+	assert_string_equal(tor_dedup_placed_otherwise(d, "orders", 0),
+	    "murmur2/3");
+	assert_string_equal(tor_dedup_placed_otherwise(d, "orders", 1), "");
+	assert_null(tor_dedup_placed_otherwise(d, "orders", 2));
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5", true),
+	    TOR_DEDUP_UNKNOWN);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5", false),
+	    TOR_DEDUP_SKIP);
+	assert_int_equal(tor_dedup_check(d, "orders", 1, "0-1-99:5", true),
+	    TOR_DEDUP_UNKNOWN);
+	assert_false(tor_dedup_done(d));
+	/* Past the position: published, the partition passed as before. */
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-101:0", true),
+	    TOR_DEDUP_PUBLISH);
+	assert_int_equal(tor_dedup_check(d, "orders", 1, "0-1-101:0", true),
+	    TOR_DEDUP_PUBLISH);
+	assert_true(tor_dedup_done(d));
+	tor_dedup_free(d);
+
+	/* Another partitioner over the same count is placed otherwise too. */
+	d = tor_dedup_new();
+	assert_non_null(d);
+	assert_int_equal(tor_dedup_learn(d, "orders", 1, tails, "fnv1a/3"), 0);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:5", true),
+	    TOR_DEDUP_UNKNOWN);
 	tor_dedup_free(d);
 }
 
@@ -149,6 +198,7 @@ main(void)
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_order),
 		cmocka_unit_test(test_check),
+		cmocka_unit_test(test_check_placed_otherwise),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

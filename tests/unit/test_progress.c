@@ -228,6 +228,90 @@ test_many_finished_transactions_behind_one_pending(void **state)
 	tor_progress_free(p);
 }
 
+/* A prepared XA transaction that never ends holds the safe position at
+ * its prepare: every transaction after it must still leave the ring
+ * bounded by what is in flight, not by how many came. */
+static void
+test_held_prepare_keeps_the_ring_bounded(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "0-1-1");
+	struct tor_position safe, done;
+	struct tor_gtid g;
+	uint64_t held, seq, late = 0;
+	size_t most = 0;
+
+	(void)state;
+	held = tor_progress_begin(p);
+	tor_progress_hold(p);
+	g = mariadb_gtid(0, 1, 2);
+	tor_progress_commit(p, 100, &g);
+	for (uint64_t i = 0; i < 200000; i++) {
+		seq = tor_progress_begin(p);
+		assert_int_not_equal(seq, 0);
+		tor_progress_add(p);
+		/* Three domains in turn: runs of them must merge too. */
+		g = mariadb_gtid((uint32_t)(i % 3), 1, 3 + i);
+		tor_progress_commit(p, 200 + i, &g);
+		/* One in a thousand is acknowledged late: in flight meanwhile. */
+		if (i % 1000 == 0) {
+			if (late != 0)
+				tor_progress_ack(p, late);
+			late = seq;
+		} else {
+			tor_progress_ack(p, seq);
+		}
+		if (tor_progress_entries(p) > most)
+			most = tor_progress_entries(p);
+	}
+	assert_in_range(most, 1, 64);
+	assert_false(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 4);
+	assert_string_equal(safe.gtid, "0-1-1");
+	/* Published up to the last late one (the 199,000th): done stops
+	 * before it. */
+	assert_true(tor_progress_done(p, &done));
+	assert_int_equal(done.pos, 200 + 198999);
+	tor_progress_ack(p, late);
+	assert_true(tor_progress_done(p, &done));
+	assert_int_equal(done.pos, 200 + 199999);
+	assert_false(tor_progress_take_safe(p, &safe));
+	tor_progress_release(p, held);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 200 + 199999);
+	/* Each domain's last GTID, as if every transaction had been passed
+	 * one by one. */
+	assert_string_equal(safe.gtid, "0-1-200001,1-1-200002,2-1-200000");
+	assert_int_equal(tor_progress_entries(p), 0);
+	tor_progress_free(p);
+}
+
+/* Transactions acknowledged out of order while nothing holds: the ring
+ * merges what finished behind one that did not. */
+static void
+test_out_of_order_acks_merge_behind_the_oldest(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	uint64_t first, seq;
+
+	(void)state;
+	first = tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_commit(p, 100, NULL);
+	for (uint64_t i = 0; i < 50000; i++) {
+		seq = tor_progress_begin(p);
+		tor_progress_add(p);
+		tor_progress_commit(p, 200 + i, NULL);
+		tor_progress_ack(p, seq);
+	}
+	assert_in_range(tor_progress_entries(p), 1, 64);
+	assert_false(tor_progress_take_safe(p, &safe));
+	tor_progress_ack(p, first);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 200 + 49999);
+	tor_progress_free(p);
+}
+
 int
 main(void)
 {
@@ -240,6 +324,8 @@ main(void)
 		cmocka_unit_test(test_rotation_while_idle_moves_to_the_new_file),
 		cmocka_unit_test(test_gtid_state_per_domain),
 		cmocka_unit_test(test_many_finished_transactions_behind_one_pending),
+		cmocka_unit_test(test_held_prepare_keeps_the_ring_bounded),
+		cmocka_unit_test(test_out_of_order_acks_merge_behind_the_oldest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
