@@ -746,11 +746,7 @@ class Tor:
                                     dir=_work_dir(stack))
         self.cfg_path = os.path.join(self.dir, "tor.cfg")
         self.log_path = os.path.join(self.dir, "tor.log")
-        # 0600 as an operator keeps it: it holds passwords inline.
-        fd = os.open(self.cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                     0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(cfg)
+        write_private(self.cfg_path, cfg)
         self.proc = None
         self.returncode = None
         self._log = None
@@ -864,6 +860,14 @@ class Tor:
         return len(self.log_text())
 
 
+def write_private(path, text):
+    """Writes a tor.cfg at 0600, as an operator keeps one that holds
+    passwords inline (tor warns of a looser one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def tor_cli(args, cfg=None, stack=None, binary=None, timeout=60):
     """Runs tor once (e.g. ["--check-config"], ["status"]) with `-c <cfg>`
     when cfg (text, or a dict of base_config overrides) is given; returns the
@@ -876,8 +880,7 @@ def tor_cli(args, cfg=None, stack=None, binary=None, timeout=60):
             cfg = base_config(stack, **cfg)
         tmp = tempfile.mkdtemp(prefix="cli-", dir=_work_dir(stack))
         path = os.path.join(tmp, "tor.cfg")
-        with open(path, "w") as f:
-            f.write(cfg)
+        write_private(path, cfg)
         cmd += ["-c", path]
     try:
         return subprocess.run(cmd, stdin=subprocess.DEVNULL,

@@ -228,7 +228,8 @@ def redis_cut(stack, name, mode, direction, cut_mode="drop",
     takes the lease over before it expires.  must_follow=False: the old
     leader's fate after the heal is printed, not judged."""
     name = fresh(name)
-    nem, table, cfg, tors = setup(stack, name, mode)
+    nem, table, cfg, tors = setup(stack, name, mode,
+                                  checkpoint_ms=checkpoint_ms)
     group = harness.config_group(cfg)
     leader, t1, _ = wait_leading(tors, timeout=20)
     other = [t for t in tors if t is not leader][0]
@@ -465,8 +466,7 @@ def stall_cut(stack, name, mode, service, direction="both"):
     Prints how long the group made no progress (the longest gap between
     two records' append times) and what the leader logged meanwhile."""
     name = fresh(name)
-    nem, table, cfg, tors = setup(stack, name, mode,
-                                  checkpoint_ms=checkpoint_ms)
+    nem, table, cfg, tors = setup(stack, name, mode)
     group = harness.config_group(cfg)
     leader, t1, _ = wait_leading(tors, timeout=20)
     other = [t for t in tors if t is not leader][0]

@@ -303,8 +303,7 @@ def test_checkpoint_set_racing_a_new_leader(stack):
     d = tempfile.mkdtemp(prefix="cli-", dir=os.path.join(stack.run_dir,
                                                          "tor-it"))
     cfg_path = os.path.join(d, "tor.cfg")
-    with open(cfg_path, "w") as f:
-        f.write(cfg)
+    harness.write_private(cfg_path, cfg)
     env = dict(os.environ, TOR_TEST_CHECKPOINT_SET_PAUSE_MS="1500")
     cli = subprocess.Popen([harness.default_tor_binary(), "checkpoint",
                             "set", "--to", back, "-c", cfg_path],
