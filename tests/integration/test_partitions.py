@@ -396,11 +396,6 @@ def test_redis_reset_transactional(stack):
               takeover="at once", must_follow=False)
 
 
-@harness.expected_failure(
-    "a leader fenced by Kafka while it still believes it leads steps down "
-    "when a transactional call (the commit) meets the fence, but halts "
-    "(exit 1) when the producer's fatal error purges its messages first "
-    "('a message was not delivered: Local: Purged in queue')")
 def test_fenced_leader_follows(stack):
     """Transactional mode, the leader's connection reset by Redis (a
     standby takes over at once and fences it in Kafka): up to eight
