@@ -399,9 +399,11 @@ def test_fenced_leader_follows(stack):
     standby takes over at once and fences it in Kafka): up to eight
     rounds, the leader of each round cut in turn; after each heal the old
     leader must be up and follow.  Checkpoints every 50 ms: the old
-    leader's relay then mostly waits on Redis when the fence comes, and
-    meets it at its next transaction's first message (AddPartitionsToTxn,
-    fatal) rather than at a commit."""
+    leader's relay then mostly waits on Redis when the fence comes.  A
+    leader that hands messages over only while Redis answers it mostly
+    pauses and steps down when its PING times out; where it meets the
+    fence, at its next transaction's first message (AddPartitionsToTxn,
+    fatal) or at a commit, it must step down too, not halt."""
     name = fresh("part_fenced")
     nem, table, cfg, tors = setup(stack, name, "transactional",
                                   checkpoint_ms=50)
