@@ -53,9 +53,11 @@
 /* STEPPING_DOWN waits for the relay to end the leadership (which wakes the
  * thread): nothing to do meanwhile. */
 #define STEPPING_DOWN_WAIT_MS	1000
-/* With ha.fast_failover a leader looks at its Redis connection this often
- * between renews: a successor may take the lease over once Redis sees that
- * connection close, TOR_LEASE_TAKEOVER_GRACE_MS before it leads. */
+/* With ha.fast_failover a leader looks at its Redis connection, and pings
+ * on it, this often between renews: a successor may take the lease over
+ * once Redis sees that connection close, TOR_LEASE_TAKEOVER_GRACE_MS
+ * before it leads; the leader hands messages over only while it hears
+ * Redis on it (tor_elector_heard). */
 #define WATCH_MS		TOR_LEASE_WATCH_MS
 /* With ha.fast_failover a follower tries at least this often. */
 #define FAST_RETRY_MS		100
@@ -97,6 +99,9 @@ struct tor_elector {
 	_Atomic int64_t deadline;
 	_Atomic uint64_t failovers;
 	_Atomic uint64_t leadership;    /* number of the last one granted */
+	/* When the last round trip answered on the lease's connection was
+	 * sent (the lease clock), for tor_elector_heard. */
+	_Atomic int64_t heard_sent;
 
 	/* Guarded by mu. */
 	pthread_mutex_t mu;
@@ -105,6 +110,7 @@ struct tor_elector {
 	bool retired;                   /* released: never competes again */
 	bool stopping;
 	int64_t renew_sent;             /* when the last renew was sent */
+	int64_t ping_sent;              /* when the last PING was sent */
 	uint64_t granted_token;         /* the last leadership's token */
 	uint64_t taken, ended;          /* the last leadership taken, ended */
 	char last_poll_reason[2][64];   /* see transition() */
@@ -298,8 +304,8 @@ watching(const struct tor_elector *el)
 	return el->cfg->ha.fast_failover && el->ops->connection_lost != NULL;
 }
 
-/* ms until the leader's next renew, its deadline or its next look at the
- * connection, whichever comes first. */
+/* ms until the leader's next renew, its deadline or its next look at (and
+ * PING on) the connection, whichever comes first. */
 static int
 leader_delay(struct tor_elector *el, int64_t now)
 {
@@ -381,7 +387,9 @@ step_candidate(struct tor_elector *el)
 		}
 		atomic_store(&el->token, token);
 		atomic_store(&el->deadline, deadline);
+		atomic_store(&el->heard_sent, sent);
 		el->renew_sent = sent;
+		el->ping_sent = 0;
 		snprintf(reason, sizeof(reason), "acquired the lease (token %"
 		    PRIu64 ")", token);
 		transition(el, TOR_LEADER, reason);
@@ -396,8 +404,41 @@ step_candidate(struct tor_elector *el)
 }
 
 /*
+ * A leader's PING on the lease's connection (ha.fast_failover), with mu
+ * dropped: an answer means Redis had not closed that connection when the
+ * PING was sent, so no successor leads within the grace of that time
+ * (tor_elector_heard).  A connection found gone, or failing, is the lost
+ * connection the next step steps down on.
+ */
+static int
+ping(struct tor_elector *el)
+{
+	uint64_t gen = el->gen;
+	int64_t t0;
+	tor_err err;
+	int rc;
+
+	pthread_mutex_unlock(&el->mu);
+	err.msg[0] = '\0';
+	t0 = el->ops->now_ms(el->ctx);
+	rc = el->ops->ping(el->ctx, &err);
+	pthread_mutex_lock(&el->mu);
+	el->ping_sent = t0;
+	if (rc < 0)
+		redis_failed(el, "no answer to a PING on the lease's connection",
+		    &err);
+	else if (rc == 1)
+		redis_answered(el);
+	if (gen != el->gen || rc != 1)
+		return 0;
+	atomic_store(&el->heard_sent, t0);
+	return leader_delay(el, el->ops->now_ms(el->ctx));
+}
+
+/*
  * LEADER: step down at the local deadline without asking Redis; otherwise
- * renew every renew_ms counted from the last renew sent.
+ * renew every renew_ms counted from the last renew sent, and with
+ * ha.fast_failover ping between renews.
  */
 static int
 step_leader(struct tor_elector *el)
@@ -420,8 +461,12 @@ step_leader(struct tor_elector *el)
 		    "lease may be taken over at once");
 		return STEPPING_DOWN_WAIT_MS;
 	}
-	if (now < el->renew_sent + el->cfg->ha.renew_ms)
+	if (now < el->renew_sent + el->cfg->ha.renew_ms) {
+		if (watching(el) && el->ops->ping != NULL &&
+		    now >= el->ping_sent + WATCH_MS)
+			return ping(el);
 		return leader_delay(el, now);
+	}
 
 	gen = el->gen;
 	token = atomic_load(&el->token);
@@ -446,6 +491,7 @@ step_leader(struct tor_elector *el)
 	case 1:
 		atomic_store(&el->deadline,
 		    t0 + el->cfg->ha.lease_ms - el->drift_ms);
+		atomic_store(&el->heard_sent, t0);
 		break;
 	case 0:
 		transition(el, TOR_STEPPING_DOWN, "lease lost: held by another "
@@ -502,6 +548,7 @@ tor_elector_new(const struct tor_config *cfg, const struct tor_elector_ops *ops,
 	atomic_init(&el->deadline, 0);
 	atomic_init(&el->failovers, 0);
 	atomic_init(&el->leadership, 0);
+	atomic_init(&el->heard_sent, 0);
 	pthread_mutex_init(&el->mu, NULL);
 	/* Waits are timed on CLOCK_MONOTONIC: glibc refuses CLOCK_BOOTTIME
 	 * here (EINVAL), and the wall clock can be stepped.  The lease clock
@@ -657,6 +704,17 @@ tor_elector_may_publish(const struct tor_elector *el, uint64_t id)
 	return el->ops->now_ms(el->ctx) < atomic_load(&el->deadline);
 }
 
+/* Without pings (a backend that cannot) only the lease's own round trips
+ * would count, and those come a renew_ms apart: nothing to go by. */
+bool
+tor_elector_heard(const struct tor_elector *el)
+{
+	if (!watching(el) || el->ops->ping == NULL)
+		return true;
+	return el->ops->now_ms(el->ctx) <
+	    atomic_load(&el->heard_sent) + TOR_LEASE_HEARD_MS;
+}
+
 void
 tor_elector_resign(struct tor_elector *el, uint64_t id, const char *reason)
 {
@@ -784,6 +842,10 @@ struct redis_backend {
 					 * its pointers still belong to cfg */
 	struct tor_redis *lease, *wait;
 	pthread_mutex_t io;
+	/* tor_redis_connection of the lease's connection at the last acquire
+	 * or renew that recorded it in Redis: a connection made since is not
+	 * the one a successor looks for. */
+	uint64_t recorded;
 };
 
 static int
@@ -794,6 +856,8 @@ redis_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 
 	pthread_mutex_lock(&b->io);
 	rc = tor_lease_acquire(b->lease, b->cfg, token, sent_ms, err);
+	if (rc == 1)
+		b->recorded = tor_redis_connection(b->lease);
 	pthread_mutex_unlock(&b->io);
 	return rc;
 }
@@ -806,6 +870,8 @@ redis_renew(void *ctx, uint64_t token, tor_err *err)
 
 	pthread_mutex_lock(&b->io);
 	rc = tor_lease_renew(b->lease, b->cfg, token, err);
+	if (rc == 1)
+		b->recorded = tor_redis_connection(b->lease);
 	pthread_mutex_unlock(&b->io);
 	return rc;
 }
@@ -852,6 +918,14 @@ lease_clock_ms(void *ctx)
 	return tor_mono_ms();
 }
 
+/* Gone, or replaced since the lease recorded it.  Called with io held. */
+static bool
+recorded_lost(struct redis_backend *b)
+{
+	return tor_redis_lost(b->lease) ||
+	    tor_redis_connection(b->lease) != b->recorded;
+}
+
 /* Skipped while another thread uses the connection (a release): that
  * command will tell. */
 static bool
@@ -862,9 +936,22 @@ redis_connection_lost(void *ctx)
 
 	if (pthread_mutex_trylock(&b->io) != 0)
 		return false;
-	lost = tor_redis_lost(b->lease);
+	lost = recorded_lost(b);
 	pthread_mutex_unlock(&b->io);
 	return lost;
+}
+
+static int
+redis_ping(void *ctx, tor_err *err)
+{
+	struct redis_backend *b = ctx;
+	int rc = 0;
+
+	pthread_mutex_lock(&b->io);
+	if (!recorded_lost(b))
+		rc = tor_redis_ping(b->lease, err);
+	pthread_mutex_unlock(&b->io);
+	return rc;
 }
 
 static const struct tor_elector_ops redis_ops = {
@@ -874,6 +961,7 @@ static const struct tor_elector_ops redis_ops = {
 	.wait_handoff = redis_wait_handoff,
 	.now_ms = lease_clock_ms,
 	.connection_lost = redis_connection_lost,
+	.ping = redis_ping,
 };
 
 /* The backend's copy of the config holds the checkpoint key: wiped. */

@@ -515,16 +515,18 @@ sleep_until(int64_t when)
 /*
  * A take-over wins the lease in Redis at once but is reported only
  * TOR_LEASE_TAKEOVER_GRACE_MS later.  A client gone from Redis may be a
- * live leader whose connection was closed under it (CLIENT KILL, a proxy):
- * such a leader hears of the close one network delay after Redis dropped
- * the client, and stops publishing at most TOR_LEASE_WATCH_MS after that,
- * plus the time its thread takes to wake.  We cannot have seen the client
- * gone before Redis dropped it, so the grace less the watch period is the
- * margin for the network and the wake-up.  The WAIT for a replica runs
- * inside it.
+ * live leader whose connection was closed under it (CLIENT KILL, a proxy,
+ * a reset): such a leader hands messages over only within
+ * TOR_LEASE_HEARD_MS of sending a round trip Redis answered on that
+ * connection, before the close, and we cannot have seen the client gone
+ * before Redis dropped it: the grace less that window is the margin for
+ * what it handed over last to reach the broker.  The WAIT for a replica
+ * runs inside it.
  */
-_Static_assert(TOR_LEASE_TAKEOVER_GRACE_MS >= 5 * TOR_LEASE_WATCH_MS,
-    "the grace must leave a leader time to see its connection closed");
+_Static_assert(TOR_LEASE_TAKEOVER_GRACE_MS >= 2 * TOR_LEASE_HEARD_MS,
+    "the grace must leave what a leader handed over time to go out");
+_Static_assert(TOR_LEASE_HEARD_MS >= 4 * TOR_LEASE_WATCH_MS,
+    "a leader pings often enough to keep publishing while Redis answers");
 
 int
 tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,

@@ -53,6 +53,7 @@ struct tor_redis {
 	bool identified;
 	long long client_id;
 	char run_id[48];
+	uint64_t drops;         /* connections dropped (tor_redis_connection) */
 	/* redis.tls and redis.sentinel.tls set up, at the first connect that
 	 * needs them; NULL before and in clear text. */
 	struct tor_link_tls *tls;
@@ -88,6 +89,8 @@ tor_redis_new(const struct tor_config *cfg)
 static void
 drop_connection(struct tor_redis *r)
 {
+	if (r->c != NULL)
+		r->drops++;
 	tor_link_free(r->c);
 	r->c = NULL;
 	r->identified = false;
@@ -655,6 +658,26 @@ tor_redis_client_connected(struct tor_redis *r, long long client_id,
 		rc = redis_err(r, err, "CLIENT LIST", "unexpected reply");
 	freeReplyObject(reply);
 	return rc;
+}
+
+uint64_t
+tor_redis_connection(const struct tor_redis *r)
+{
+	return r->drops;
+}
+
+int
+tor_redis_ping(struct tor_redis *r, tor_err *err)
+{
+	const char *argv[] = { "PING" };
+	redisReply *reply;
+
+	if (r->c == NULL)
+		return 0;
+	if ((reply = run(r, 1, argv, NULL, "PING", err)) == NULL)
+		return -1;
+	freeReplyObject(reply);
+	return 1;
 }
 
 bool

@@ -1009,6 +1009,37 @@ check_partition(struct relay *r, struct tor_message *msg,
 	return 1;
 }
 
+/*
+ * With ha.fast_failover a leader hands messages to the producer only while
+ * it hears Redis on the lease's connection (tor_elector_heard): a leader
+ * whose connection Redis closed without its knowing may already have a
+ * successor.  It pauses here, still leading and serving acknowledgements,
+ * until Redis answers again, or the leadership ends (the elector steps
+ * down when that connection is found gone, or at the deadline).
+ */
+static int
+await_heard(struct relay *r, tor_err *err)
+{
+	int64_t t0 = 0;
+	int rc;
+
+	while (!tor_elector_heard(r->elector)) {
+		if (!leading(r))
+			return RUN_LOST;
+		if (t0 == 0)
+			t0 = tor_mono_ms();
+		if (stop_overdue(r))
+			return tor_err_set(err, "stopping: Redis did not answer "
+			    "within %d ms", STOP_GRACE_MS);
+		if ((rc = serve(r, 2, err)) != 0)
+			return rc;
+	}
+	if (t0 != 0 && tor_mono_ms() - t0 >= TOR_LEASE_TAKEOVER_GRACE_MS)
+		log_info("relay", "paused %" PRId64 " ms: Redis did not answer "
+		    "on the lease's connection", tor_mono_ms() - t0);
+	return 0;
+}
+
 /* Queues one message of transaction seq to msg->topic, waiting while the
  * producer's queue is full or the topic's partition count is unknown.
  * Oversized messages and rows naming a partition the topic lacks follow
@@ -1045,6 +1076,10 @@ produce_copy(struct relay *r, struct tor_message *msg,
 			return RUN_LOST;
 		if (r->txn_mode && !r->ktxn_open &&
 		    (rc = begin_ktxn(r, err)) != 0)
+			return rc;
+		/* After the begin: while a Kafka transaction is open, the
+		 * checkpoint a pause's ticks write stays before this row. */
+		if ((rc = await_heard(r, err)) != 0)
 			return rc;
 		rc = tor_sink_produce(r->sink, msg, seq, err);
 		switch (rc) {

@@ -58,6 +58,10 @@ struct tor_elector_ops {
 	/* true when the connection the lease was recorded with is gone (may
 	 * be NULL: never); looked at between renews, without blocking */
 	bool (*connection_lost)(void *ctx);
+	/* a round trip on that same connection: 1 answered, 0 that
+	 * connection is gone (nothing sent), -1 error (may be NULL: the
+	 * renews alone are heard) */
+	int (*ping)(void *ctx, tor_err *err);
 };
 
 struct tor_elector;
@@ -106,6 +110,14 @@ int tor_elector_take(struct tor_elector *el, int timeout_ms,
 /* Whether the relay may publish for leadership id now: it is the current
  * one, LEADER, and its local deadline has not passed. */
 bool tor_elector_may_publish(const struct tor_elector *el, uint64_t id);
+
+/* Whether the leader may hand messages to the producer now: without
+ * ha.fast_failover always; with it, only while a round trip on the lease's
+ * connection (acquire, renew, or the PING the leader sends every
+ * TOR_LEASE_WATCH_MS) sent within the last TOR_LEASE_HEARD_MS was
+ * answered.  A leader that hears nothing pauses: it still leads (see
+ * tor_elector_may_publish), and goes on once Redis answers. */
+bool tor_elector_heard(const struct tor_elector *el);
 
 /* The lease clock's ms at which the current leader must stop publishing (0
  * when not leader). */

@@ -25,16 +25,26 @@
 /* The same, as the Lua scripts compare it (strings of digits). */
 #define TOR_TOKEN_MAX_TEXT "999999999999999999"
 
-/* With ha.fast_failover a leader looks at its Redis connection at least
- * this often between renews, and stops publishing once it finds it
- * closed: a successor may take the lease over from then on. */
-#define TOR_LEASE_WATCH_MS 10
+/* With ha.fast_failover a leader looks at its Redis connection, and sends
+ * a PING on it, at least this often between renews; it stops publishing
+ * once it finds the connection closed: a successor may take the lease
+ * over from then on. */
+#define TOR_LEASE_WATCH_MS 5
 
 /* How long after a take-over (see tor_lease_acquire) its winner starts to
- * lead: long enough for a live leader whose connection was closed to have
- * seen it and stopped (TOR_LEASE_WATCH_MS, plus a network delay and a
- * thread's wake-up). */
+ * lead.  Redis closed the old leader's connection before the take-over
+ * ran, so the winner leads at least this long after the close. */
 #define TOR_LEASE_TAKEOVER_GRACE_MS 50
+
+/* With ha.fast_failover a leader hands messages to the producer only while
+ * a round trip on the lease's connection, sent less than this long ago,
+ * was answered: Redis had not closed that connection when it answered, so
+ * no successor leads before the grace has passed from the sending.  A
+ * leader that hears nothing (its replies cut, while Redis closed the
+ * connection) thus stops handing messages over a margin before any
+ * successor leads; the margin (the grace less this) is for what it handed
+ * over last to reach the broker. */
+#define TOR_LEASE_HEARD_MS 25
 
 /* SET lease NX PX lease_ms and, only when that took, INCR epoch (past the
  * checkpoint's token when the epoch is behind it) and store

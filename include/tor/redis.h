@@ -76,6 +76,15 @@ int tor_redis_client_connected(struct tor_redis *r, long long client_id,
  * blocking).  A closed one is dropped, so the next command reconnects. */
 bool tor_redis_lost(struct tor_redis *r);
 
+/* A number that changes whenever the connection is dropped: two reads
+ * that agree, with the connection up at both, saw the same connection. */
+uint64_t tor_redis_connection(const struct tor_redis *r);
+
+/* PING on the connection as it stands: never connects, never asks a
+ * Sentinel.  Returns 1 answered, 0 when not connected, -1 with err set on
+ * an error (the connection is then dropped). */
+int tor_redis_ping(struct tor_redis *r, tor_err *err);
+
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,
     size_t cap);

@@ -63,6 +63,10 @@ struct fake {
 	bool lost;              /* the connection is gone */
 	int lost_calls;
 
+	int ping_rc;
+	int64_t ping_takes_ms;
+	int ping_calls;
+
 	/* Called from inside acquire or renew, once, then cleared. */
 	void (*during)(struct fake *);
 	struct tor_elector *el;
@@ -158,6 +162,18 @@ fake_lost(void *ctx)
 	return f->lost;
 }
 
+static int
+fake_ping(void *ctx, tor_err *err)
+{
+	struct fake *f = ctx;
+
+	f->ping_calls++;
+	f->now += f->ping_takes_ms;
+	if (f->ping_rc < 0)
+		tor_err_format(err, "redis 127.0.0.1:6379: timeout");
+	return f->ping_rc;
+}
+
 static const struct tor_elector_ops fake_ops = {
 	.acquire = fake_acquire,
 	.renew = fake_renew,
@@ -165,6 +181,7 @@ static const struct tor_elector_ops fake_ops = {
 	.wait_handoff = fake_wait_handoff,
 	.now_ms = fake_now,
 	.connection_lost = fake_lost,
+	.ping = fake_ping,
 };
 
 struct fixture {
@@ -191,6 +208,7 @@ setup(void **state)
 	fx.fake.acquire_token = 7;
 	fx.fake.renew_rc = 1;
 	fx.fake.release_rc = 1;
+	fx.fake.ping_rc = 1;
 	fx.el = tor_elector_new(&fx.cfg, &fake_ops, &fx.fake);
 	assert_non_null(fx.el);
 	fx.fake.el = fx.el;
@@ -475,6 +493,61 @@ test_lost_connection_steps_down_at_once(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(fx->fake.release_calls, 1);
 	assert_int_equal(fx->fake.release_token, 7);
+}
+
+/* ha.fast_failover: the leader pings between renews and hands messages
+ * over only while a round trip sent within TOR_LEASE_HEARD_MS was
+ * answered; unanswered, it pauses (still leading) until one is; a ping
+ * that finds the connection gone leads to the step-down. */
+static void
+test_leader_pauses_when_redis_is_not_heard(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+
+	fx->cfg.ha.fast_failover = true;
+	t0 = become_leader(fx);
+	assert_true(tor_elector_heard(fx->el));         /* the acquire */
+	fx->fake.now = t0 + TOR_LEASE_WATCH_MS;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.ping_calls, 1);
+	fx->fake.now = t0 + TOR_LEASE_WATCH_MS + TOR_LEASE_HEARD_MS - 1;
+	assert_true(tor_elector_heard(fx->el));
+	fx->fake.now++;
+	assert_false(tor_elector_heard(fx->el));
+	/* A ping sent now and answered late is heard from its sending. */
+	fx->fake.ping_takes_ms = 100;
+	t0 = fx->fake.now;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.ping_calls, 2);
+	assert_false(tor_elector_heard(fx->el));
+	assert_true(may_publish(fx));                   /* paused, leading */
+	fx->fake.now = t0 + TOR_LEASE_HEARD_MS - 1;
+	assert_true(tor_elector_heard(fx->el));
+	/* The ping finds the connection gone: the next step steps down. */
+	fx->fake.ping_takes_ms = 0;
+	fx->fake.now = t0 + 200;
+	fx->fake.ping_rc = 0;
+	tor_elector_step(fx->el);
+	assert_false(tor_elector_heard(fx->el));
+	fx->fake.lost = true;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_STEPPING_DOWN);
+	assert_false(may_publish(fx));
+}
+
+/* Without ha.fast_failover no ping is sent and nothing pauses. */
+static void
+test_no_ping_without_fast_failover(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+
+	t0 = become_leader(fx);
+	fx->fake.now = t0 + RENEW_MS / 2;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.ping_calls, 0);
+	assert_true(tor_elector_heard(fx->el));
 }
 
 /* With fast failover a follower looks at least every 100 ms (jittered),
@@ -1212,6 +1285,8 @@ main(void)
 		T(test_slow_renew_counts_from_send_time),
 		T(test_renew_lost_steps_down),
 		T(test_lost_connection_steps_down_at_once),
+		T(test_leader_pauses_when_redis_is_not_heard),
+		T(test_no_ping_without_fast_failover),
 		T(test_connection_not_watched_without_fast_failover),
 		T(test_fast_failover_follower_looks_often),
 		T(test_redis_silent_leader_steps_down_at_deadline),
