@@ -494,8 +494,9 @@ def token_inversions(recs):
     return out
 
 
-def split_brain(stack, name, to_write):
-    """r1 leads, r2 follows; then the partition above for SPLIT_S, under
+def split_brain(stack, name, to_write, old_side_leads=False):
+    """r1 leads, r2 follows (old_side_leads: r2 leads); then the partition
+    above for SPLIT_S, with r2 on the old master's side, under
     a steady flow of events, with min-replicas-to-write to_write (and
     min-replicas-max-lag 1) on both Redis servers.  Judged: nothing lost,
     no two leaderships overlap in the replicas' logs, and no partition
@@ -522,10 +523,13 @@ def split_brain(stack, name, to_write):
                 "sentinel": {"master": sen.master,
                              "nodes": ["127.0.0.1:%d" % proxy.port]}}))
             assert cfg2 != cfg
-            r1 = HostTor(stack, cfg, nem.host("r1")).start()
-            _, t1, _ = wait_leading([r1], timeout=20)
-            r2 = HostTor(stack, cfg2, nem.host("r2")).start()
-            r2.wait_log(r"lease held by another replica", timeout=20)
+            r1 = HostTor(stack, cfg, nem.host("r1"))
+            r2 = HostTor(stack, cfg2, nem.host("r2"))
+            first, second = (r2, r1) if old_side_leads else (r1, r2)
+            first.start()
+            _, t1, _ = wait_leading([first], timeout=20)
+            second.start()
+            second.wait_log(r"lease held by another replica", timeout=20)
             obs = nem.host("obs")
             tors = [r1, r2]
             feeder = Feeder(stack, table, 0, None, 10, 0.03)
@@ -573,6 +577,7 @@ def split_brain(stack, name, to_write):
         by_n, recs = read_all_events(stack, name, total, timeout=90)
         both = overlaps(tors)
         inv = token_inversions(recs)
+        print("  %s leads at the cut" % first.name)
         print("  min-replicas-to-write %d: the Sentinels named %s:%d %.0f ms "
               "after the cut; the old master refused writes from %s; healed "
               "after %.0f ms; the old master then: role %s, lease %r, a "
@@ -621,3 +626,25 @@ def test_split_brain_min_replicas_off(stack):
 
 def test_split_brain_min_replicas_on(stack):
     split_brain(stack, "sen_split_on", 1)
+
+
+@harness.expected_failure(
+    "with min-replicas-to-write 0 the leader left with the old master "
+    "renews there for as long as the partition lasts, while r1 wins the "
+    "lease on the new master once the copy it inherited expires")
+def test_split_brain_old_side_leads_off(stack):
+    """The leader is the replica left with the old master."""
+    split_brain(stack, "sen_split_lead_off", 0, old_side_leads=True)
+
+
+def test_split_brain_old_side_leads_on(stack):
+    """The leader is the replica left with the old master, which refuses
+    its renews once the replica's acknowledgements are over a second old:
+    it steps down at its deadline.  The new master, whose only replica is
+    the old master, refuses writes too until the partition heals: nobody
+    leads meanwhile.  (With a second replica on the new master's side, r1
+    could win there as soon as the lease it inherited expires, which is
+    up to the old master's refusal delay less the drift margin before r2's
+    deadline: the renews the old master took after the cut never reached
+    the new master.)"""
+    split_brain(stack, "sen_split_lead_on", 1, old_side_leads=True)
