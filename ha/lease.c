@@ -491,12 +491,16 @@ holder_gone(struct tor_redis *r, const struct held_lease *h,
 	    strcmp(sp + 1, rec_token) != 0 ||
 	    sscanf(record, "%47s", my_run) != 1 || strcmp(rec_run, my_run) != 0)
 		return false;
-	if (tor_redis_client_connected(r, *client_id, &e) != 0) {
+	switch (tor_redis_client_connected(r, *client_id, &e)) {
+	case 0:
+		return true;
+	case -1:
 		log_debug("lease", "cannot tell whether the leader is alive: %s",
 		    e.msg);
 		return false;
+	default:
+		return false;           /* connected: e was not written */
 	}
-	return true;
 }
 
 static void

@@ -556,10 +556,44 @@ config_get(struct tor_redis *r, const char *name, char *buf, size_t cap)
 	return ok;
 }
 
+/*
+ * Under Sentinel, a master cut off from its Sentinels and replicas stays a
+ * writable master on its side of the partition while a replica is promoted
+ * on the other: a tor replica left with the old master wins the lease
+ * there once the leader's renews stop reaching it, and leads beside the
+ * leader on the new master.  min-replicas-to-write makes the old master
+ * refuse writes once its replicas stop acknowledging (DESIGN.md §3).  Only
+ * the master is asked; the replicas need the same setting for when they
+ * are promoted.
+ */
+static void
+check_min_replicas(struct tor_redis *r)
+{
+	char n[16];
+
+	if (!use_sentinel(r->cfg))
+		return;
+	if (!config_get(r, "min-replicas-to-write", n, sizeof(n)))
+		log_info("redis", "redis %s:%d: cannot read min-replicas-to-write "
+		    "(CONFIG GET refused?): a master cut off from its Sentinels "
+		    "must refuse writes (min-replicas-to-write 1), or two "
+		    "replicas may lead at once during a failover", r->host,
+		    r->port);
+	else if (strcmp(n, "0") == 0)
+		log_warn("redis", "redis %s:%d: min-replicas-to-write is 0 "
+		    "under Sentinel: a master cut off from its Sentinels and "
+		    "replicas stays writable, and a replica on its side may lead "
+		    "there beside the leader on the promoted master; set "
+		    "min-replicas-to-write 1 and min-replicas-max-lag on every "
+		    "server of the group", r->host, r->port);
+}
+
 void
 tor_redis_check_settings(struct tor_redis *r)
 {
 	char policy[64], maxmem[32], aof[16], save[128];
+
+	check_min_replicas(r);
 
 	if (config_get(r, "maxmemory-policy", policy, sizeof(policy)) &&
 	    config_get(r, "maxmemory", maxmem, sizeof(maxmem)) &&

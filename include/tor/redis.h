@@ -55,8 +55,10 @@ int tor_redis_replicas(struct tor_redis *r, tor_err *err);
 
 /* Asks the server how it keeps data (CONFIG GET) and logs a warning for
  * each setting the lease and checkpoint cannot live with: no persistence,
- * or maxmemory with an eviction policy.  Best effort: a server that does
- * not answer CONFIG (ACL, renamed) is left alone. */
+ * maxmemory with an eviction policy, and under Sentinel a master that
+ * takes writes without replicas (min-replicas-to-write 0).  Best effort: a
+ * server that does not answer CONFIG (ACL, renamed) is left alone, but
+ * under Sentinel the log says that min-replicas-to-write went unchecked. */
 void tor_redis_check_settings(struct tor_redis *r);
 
 /* Who this connection is (CLIENT ID) on which run of which server (INFO's

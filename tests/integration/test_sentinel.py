@@ -16,14 +16,19 @@ them as an ACL user of their own.
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import harness
+import nemesis
 from harness import Tor
+from nemesis import HostTor, Nemesis
 from proxy import Proxy
-from test_ha import (Feeder, HA, assert_none_lost, check_tokens_grow,
-                     lease_key, leader_now, log_lines, read_all_events,
+from test_ha import (LEADING, Feeder, HA, assert_none_lost,
+                     check_tokens_grow, epoch_of, lease_key, leader_now,
+                     log_lines, read_all_events, read_until,
                      start_replicas, stop_all, wait_leading)
+from test_kafka_claims import fresh
 from test_relay import insert_range, make_outbox
 
 MASTER = "mymaster"
@@ -398,3 +403,248 @@ def test_failover_one_leader(stack):
         assert not both, "two leaders at once: %s" % both
         check_tokens_grow(recs)
         stop_all(tors)
+
+
+# ---------------------------------------------------------------------------
+# split brain: the old master cut off from its Sentinels and replica
+#
+# The replicas run on hosts of their own (nemesis.py).  The partition puts
+# the old master and r2 on one side, the Sentinels, the replica (promoted
+# there) and r1, the leader, on the other; MariaDB and Kafka reach both.
+# The old master stays a master, and writable, until the partition heals.
+
+SPLIT_HA = {"lease_ms": 5000, "renew_ms": 1000, "retry_ms": 100}
+SPLIT_S = 10.0          # how long the partition lasts
+
+
+def isolate(nem, port):
+    """Cuts the Redis at port off from every process of the machine's own
+    namespace (Sentinels, replica, the test), both ways, while the
+    nemesis's hosts still reach it.  Local peers talk over lo with
+    127.0.0.1 at both ends; a host's packets arrive on its veth, and
+    Redis's packets to a host leave addressed to the host (the nemesis's
+    NAT is undone before the filter hooks)."""
+    nemesis.nft("""
+add chain inet %(t)s isolate_in { type filter hook input priority -5; }
+add chain inet %(t)s isolate_out { type filter hook output priority -5; }
+add rule inet %(t)s isolate_in iifname "lo" tcp dport %(p)d drop
+add rule inet %(t)s isolate_out ip daddr 127.0.0.1 tcp sport %(p)d drop
+""" % {"t": nem.table, "p": port})
+
+
+def unisolate(nem):
+    for chain in ("isolate_in", "isolate_out"):
+        nemesis._run(["nft", "delete", "chain", "inet", nem.table, chain],
+                     check=False)
+
+
+def redis_from(host, port, *cmd):
+    """A redis-cli command run inside host (the test's own namespace may
+    be cut off from that Redis); its output, or its error."""
+    p = host.run(["redis-cli", "-p", str(port)] + list(cmd),
+                 capture_output=True, text=True, timeout=10)
+    return (p.stdout.strip() or p.stderr.strip()).replace("\n", " ")
+
+
+class Probe(threading.Thread):
+    """Writes a key on the Redis at port from inside host every 100 ms;
+    .refused: when (s after t0) a write was first refused."""
+
+    def __init__(self, host, port, t0):
+        super().__init__(daemon=True)
+        self.host, self.port, self.t0 = host, port, t0
+        self.refused = None
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set() and self.refused is None:
+            out = redis_from(self.host, self.port, "set", "tor:probe", "1")
+            if out.startswith("NOREPLICAS"):
+                self.refused = time.monotonic() - self.t0
+            self._halt.wait(0.1)
+
+    def finish(self):
+        self._halt.set()
+        self.join(15)
+
+
+def min_replicas(ports, n, lag=1):
+    for port in ports:
+        for k, v in (("min-replicas-to-write", n),
+                     ("min-replicas-max-lag", lag)):
+            p = subprocess.run(["redis-cli", "-p", str(port), "config",
+                                "set", k, str(v)],
+                               capture_output=True, text=True, timeout=10)
+            assert p.stdout.strip() == "OK", (port, k, p.stdout, p.stderr)
+
+
+def token_inversions(recs):
+    """{(topic, partition): (count, first)} of the records that carry a
+    lower token than a record before them in their partition; first:
+    (offset, token, the higher token before it)."""
+    out = {}
+    high = {}
+    for r in sorted(recs, key=lambda r: (r.topic, r.partition, r.offset)):
+        k = (r.topic, r.partition)
+        e = epoch_of(r)
+        if e < high.get(k, 0):
+            n, first = out.get(k, (0, (r.offset, e, high[k])))
+            out[k] = (n + 1, first)
+        high[k] = max(high.get(k, 0), e)
+    return out
+
+
+def split_brain(stack, name, to_write, old_side_leads=False):
+    """r1 leads, r2 follows (old_side_leads: r2 leads); then the partition
+    above for SPLIT_S, with r2 on the old master's side, under
+    a steady flow of events, with min-replicas-to-write to_write (and
+    min-replicas-max-lag 1) on both Redis servers.  Judged: nothing lost,
+    no two leaderships overlap in the replicas' logs, and no partition
+    holds a record of a lower token after a higher one."""
+    name = fresh(name)
+    with Sentinels(stack) as sen:
+        replica = int(stack.env["TOR_SENTINEL_REPLICA_PORT"])
+        old = sen.master_addr()
+        min_replicas([old[1], replica], to_write)
+        nem = Nemesis(stack)
+        try:
+            table, ov = make_outbox(stack, name)
+            cfg = harness.base_config(stack, redis=sen.redis_section(),
+                                      ha=dict(SPLIT_HA),
+                                      checkpoint={"interval_ms": 200},
+                                      **ov)
+            group = harness.config_group(cfg)
+            # r2 asks one Sentinel, through a proxy that refuses it during
+            # the partition (a Sentinel cut by nft costs every command of
+            # r2 a try at each Sentinel, enough to stretch its acquires past
+            # their deadline, which would hide what this test looks for).
+            proxy = Proxy(sen.ports()[0]).start()
+            cfg2 = cfg.replace(sen.redis_section(), harness.cfg_value({
+                "sentinel": {"master": sen.master,
+                             "nodes": ["127.0.0.1:%d" % proxy.port]}}))
+            assert cfg2 != cfg
+            r1 = HostTor(stack, cfg, nem.host("r1"))
+            r2 = HostTor(stack, cfg2, nem.host("r2"))
+            first, second = (r2, r1) if old_side_leads else (r1, r2)
+            first.start()
+            _, t1, _ = wait_leading([first], timeout=20)
+            second.start()
+            second.wait_log(r"lease held by another replica", timeout=20)
+            obs = nem.host("obs")
+            tors = [r1, r2]
+            feeder = Feeder(stack, table, 0, None, 10, 0.03)
+            feeder.start()
+            try:
+                read_until(stack, name, lambda b: len(b) >= 200, timeout=30)
+                since = {t: t.log_size() for t in tors}
+                t0, w0 = time.monotonic(), time.time()
+                isolate(nem, old[1])
+                nem.cut(r1.host, old[1])
+                proxy.refuse(True)
+                nem.cut(r2.host, replica)
+                probe = Probe(obs, old[1], t0)
+                probe.start()
+                while sen.master_addr() == old:
+                    assert time.monotonic() - t0 < 20, "no failover in 20 s"
+                    time.sleep(0.05)
+                t_switch = time.monotonic() - t0
+                time.sleep(max(0.0, SPLIT_S - (time.monotonic() - t0)))
+                probe.finish()
+                on_old = (redis_from(obs, old[1], "role").split()[0],
+                          redis_from(obs, old[1], "get",
+                                     lease_key(group)),
+                          redis_from(obs, old[1], "set", "tor:probe", "1"))
+                t_heal = time.monotonic() - t0
+                unisolate(nem)
+                nem.heal()
+                proxy.refuse(False)
+                deadline = time.monotonic() + 30
+                while role(old[1]) != "slave":
+                    assert time.monotonic() < deadline, role(old[1])
+                    time.sleep(0.1)
+                new = sen.master_addr()
+                r2.wait_log(r"following master %s at %s:%d" % (
+                    MASTER, new[0], new[1]), timeout=20, since=since[r2])
+                wait_leading(tors, since, timeout=20)
+                time.sleep(2.0)
+            finally:
+                feeder.stop()
+            total = feeder.finish()
+        finally:
+            nem.remove()
+            proxy.stop()
+            min_replicas([old[1], replica], 0, 10)
+        by_n, recs = read_all_events(stack, name, total, timeout=90)
+        both = overlaps(tors)
+        inv = token_inversions(recs)
+        print("  %s leads at the cut" % first.name)
+        print("  min-replicas-to-write %d: the Sentinels named %s:%d %.0f ms "
+              "after the cut; the old master refused writes from %s; healed "
+              "after %.0f ms; the old master then: role %s, lease %r, a "
+              "write: %s" % (
+                  to_write, new[0], new[1], t_switch * 1000,
+                  "%.0f ms" % (probe.refused * 1000) if probe.refused
+                  else "never", t_heal * 1000, on_old[0], on_old[1],
+                  on_old[2]))
+        for t in tors:
+            toks = [m.group(1) for _, m, _, _ in
+                    log_lines(t, LEADING, since[t])]
+            spans = ["%.0f..%s" % ((s - w0) * 1000, "%.0f" % (
+                (e - w0) * 1000) if e else "") for s, e in leaderships(t)
+                if e is None or e > w0]
+            print("  %s led (ms from the cut) %s, tokens %s" % (
+                t.name, ", ".join(spans) or "never", toks))
+        for a, b, ms in both:
+            print("  %s and %s both led for %.0f ms" % (a, b, ms))
+        for (topic, part), (n, (off, low, high)) in sorted(inv.items()):
+            print("  %s[%d]: %d records of a lower token after a higher "
+                  "one, first at offset %d (token %d after %d)" % (
+                      topic, part, n, off, low, high))
+        dups = sum(len(rs) - 1 for rs in by_n.values())
+        print("  %d events, %d records (%d duplicates), first token %d" % (
+            total, len(recs), dups, t1))
+        # Each replica said at start whether the master it found would
+        # refuse writes without a replica.
+        warned = [bool(log_lines(t, r"min-replicas-to-write is 0 under "
+                                    r"Sentinel")) for t in tors]
+        assert warned == [to_write == 0] * 2, warned
+        assert_none_lost(by_n, total)
+        assert not both, "two leaders at once: %s" % both
+        assert not inv, "lower tokens after higher ones: %s" % inv
+        if to_write:
+            assert probe.refused is not None
+        stop_all(tors)
+
+
+@harness.expected_failure(
+    "with min-replicas-to-write 0 the old master takes writes for as long "
+    "as the partition lasts: r2 wins the lease there once r1's renews "
+    "stop reaching it, and leads while r1 leads on the new master")
+def test_split_brain_min_replicas_off(stack):
+    split_brain(stack, "sen_split_off", 0)
+
+
+def test_split_brain_min_replicas_on(stack):
+    split_brain(stack, "sen_split_on", 1)
+
+
+@harness.expected_failure(
+    "with min-replicas-to-write 0 the leader left with the old master "
+    "renews there for as long as the partition lasts, while r1 wins the "
+    "lease on the new master once the copy it inherited expires")
+def test_split_brain_old_side_leads_off(stack):
+    """The leader is the replica left with the old master."""
+    split_brain(stack, "sen_split_lead_off", 0, old_side_leads=True)
+
+
+def test_split_brain_old_side_leads_on(stack):
+    """The leader is the replica left with the old master, which refuses
+    its renews once the replica's acknowledgements are over a second old:
+    it steps down at its deadline.  The new master, whose only replica is
+    the old master, refuses writes too until the partition heals: nobody
+    leads meanwhile.  (With a second replica on the new master's side, r1
+    could win there as soon as the lease it inherited expires, which is
+    up to the old master's refusal delay less the drift margin before r2's
+    deadline: the renews the old master took after the cut never reached
+    the new master.)"""
+    split_brain(stack, "sen_split_lead_on", 1, old_side_leads=True)
