@@ -213,12 +213,15 @@ soak: deps
 	@$(MAKE) --no-print-directory all
 	@tests/soak/run
 
-# Ten minutes of faults against three replicas and three Kafka nodes
-# (tests/chaos/README.md): five in each mode.  CHAOS_SEED picks the
-# schedule.
+# The integration tests `make test` leaves out for their time
+# (harness.long_test: more partitions, Sentinel split brain with the
+# setting off, the whole Kafka cluster down), then ten minutes of faults
+# against three replicas and three Kafka nodes (tests/chaos/README.md):
+# five in each mode.  CHAOS_SEED picks the schedule.
 CHAOS_SEED ?= 7
 chaos: deps
 	@$(MAKE) --no-print-directory all check-asan
+	@TOR_IT_LONG=only tests/run.sh integration
 	@tests/chaos/run --duration 300 --mode idempotent --seed $(CHAOS_SEED) \
 		--partitions 16 && \
 	tests/chaos/run --duration 300 --mode transactional \

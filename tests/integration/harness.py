@@ -686,6 +686,16 @@ def expected_failure(reason):
     return mark
 
 
+def long_test(why):
+    """Marks a test that `make test` leaves out for its time (a filter that
+    names it, TOR_IT_LONG=1, or `make chaos`, TOR_IT_LONG=only, runs it).
+    why says what the tests kept in `make test` already show."""
+    def mark(fn):
+        fn.long_test = why
+        return fn
+    return mark
+
+
 _at_end = []         # what the runner calls once, after the last test
 
 

@@ -18,7 +18,9 @@ Output: "ok - <module>.<name> (<secs>s)" or "not ok - <module>.<name>" with
 the traceback and the tail of the test's tor logs; last line
 "integration: N passed, N failed"; exit status 1 if any failed.
 
-TOR_IT_TIMEOUT (seconds, default 600) bounds each test.
+TOR_IT_TIMEOUT (seconds, default 600) bounds each test.  Tests marked
+harness.long_test are left out unless a filter names them or TOR_IT_LONG is
+1 (with the others) or only (`make chaos` runs them so).
 
 --shards N (or TOR_IT_SHARDS) runs N workers at once, each on a stack of its
 own (shard k > 0: run directory <run dir>-shard<k>, MariaDB, Redis and Kafka
@@ -65,7 +67,10 @@ def on_alarm(signum, frame):
 
 
 def discover(filters):
-    """[(qualified name, function)] in file and definition order."""
+    """[(qualified name, function)] in file and definition order.  Tests
+    marked harness.long_test run only when a filter names them, or as
+    TOR_IT_LONG says: 1 with the others, only without them."""
+    long_mode = os.environ.get("TOR_IT_LONG", "")
     tests = []
     for fname in sorted(os.listdir(HERE)):
         if not (fname.startswith("test_") and fname.endswith(".py")):
@@ -82,8 +87,14 @@ def discover(filters):
         funcs.sort(key=lambda f: f.__code__.co_firstlineno)
         for f in funcs:
             q = "%s.%s" % (modname, f.__name__)
-            if not filters or any(s in q for s in filters):
-                tests.append((q, f))
+            if filters and not any(s in q for s in filters):
+                continue
+            is_long = getattr(f, "long_test", None) is not None
+            if long_mode == "only" and not is_long:
+                continue
+            if is_long and not filters and long_mode not in ("1", "only"):
+                continue
+            tests.append((q, f))
     return tests
 
 

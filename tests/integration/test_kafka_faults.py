@@ -498,6 +498,8 @@ def test_leader_controller_and_pause(stack):
     run.finish()
 
 
+@harness.long_test(
+    "test_leader_controller_and_pause shows broker faults on the cluster in both modes")
 def test_rolling_restart_two_down_whole_cluster(stack):
     """c. a rolling restart (SIGTERM, start, in sync, next), d. two of
     three nodes down (no quorum, below min.insync.replicas) until one comes

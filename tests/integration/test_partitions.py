@@ -532,10 +532,14 @@ def test_kafka_cut_idempotent(stack):
     stall_cut(stack, "part_kafka_i", "idempotent", "kafka")
 
 
+@harness.long_test(
+    "test_kafka_cut_idempotent shows the same cut in the other mode")
 def test_kafka_cut_transactional(stack):
     stall_cut(stack, "part_kafka_t", "transactional", "kafka")
 
 
+@harness.long_test(
+    "test_kafka_cut_idempotent shows a Kafka cut")
 def test_kafka_deaf_idempotent(stack):
     """The broker appends what the leader sends and the acknowledgements
     are lost: the producer's retries after the heal must not duplicate
@@ -543,6 +547,8 @@ def test_kafka_deaf_idempotent(stack):
     stall_cut(stack, "part_kdeaf_i", "idempotent", "kafka", "from")
 
 
+@harness.long_test(
+    "test_mysql_cut_transactional shows the same cut in the other mode")
 def test_mysql_cut_idempotent(stack):
     stall_cut(stack, "part_mysql_i", "idempotent", "mysql")
 

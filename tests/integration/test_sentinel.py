@@ -620,10 +620,14 @@ def split_brain(stack, name, to_write, old_side_leads=False):
     "with min-replicas-to-write 0 the old master takes writes for as long "
     "as the partition lasts: r2 wins the lease there once r1's renews "
     "stop reaching it, and leads while r1 leads on the new master")
+@harness.long_test(
+    "test_split_brain_old_side_leads_off shows the overlap without the setting")
 def test_split_brain_min_replicas_off(stack):
     split_brain(stack, "sen_split_off", 0)
 
 
+@harness.long_test(
+    "test_split_brain_old_side_leads_on shows the setting preventing it")
 def test_split_brain_min_replicas_on(stack):
     split_brain(stack, "sen_split_on", 1)
 
