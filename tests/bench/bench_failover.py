@@ -625,6 +625,9 @@ def main():
     stack.sql("DROP TABLE IF EXISTS %s" % TABLE)
     stack.sql(harness.outbox_ddl(TABLE))
     group = "bench-failover-%d-%d" % (int(time.time()), os.getpid())
+    # Before the TLS server: a missing topic must not leave it running.
+    watcher = Watcher(stack.brokers)
+    watcher.start()
     tls_server, redis, over = None, stack.redis(), ""
     redis_cfg = {}
     if REDIS_TLS:
@@ -647,8 +650,6 @@ def main():
         "brokers %s" % (over, TOR_BIN, ", ".join(NAMES), LEASE_MS, RENEW_MS,
                         RETRY_MS, group, INTERVAL_MS, TOPIC, TRIALS,
                         stack.brokers))
-    watcher = Watcher(stack.brokers)
-    watcher.start()
     feeder = Feeder(stack)
     cl = Cluster(stack, cfg, redis)
     kills, terms, stops = [], [], []
