@@ -87,16 +87,20 @@ def test_nemesis_cuts_and_heals(stack):
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
-def setup(stack, name, mode, names=("r1", "r2"), checkpoint_ms=200):
+def setup(stack, name, mode, names=("r1", "r2"), checkpoint_ms=200,
+          stall_ms=None):
     """An outbox table, its two topics (4 partitions, append time), one
     config for every replica (kafka.mode = mode, test_ha's short HA
-    timings), a nemesis and the replicas started, each on its host.
-    Returns (nemesis, table, cfg, tors)."""
+    timings, ha.stall_ms when given), a nemesis and the replicas started,
+    each on its host.  Returns (nemesis, table, cfg, tors)."""
     table, ov = make_outbox(stack, name)
     ov["kafka"] = {"mode": mode}
     for t in ("order", "invoice"):
         stack.create_topic("%s.%s" % (name, t), 4, config=APPEND_TIME)
-    cfg = harness.base_config(stack, ha=dict(HA),
+    ha = dict(HA)
+    if stall_ms is not None:
+        ha["stall_ms"] = stall_ms
+    cfg = harness.base_config(stack, ha=ha,
                               checkpoint={"interval_ms": checkpoint_ms},
                               **ov)
     nem = Nemesis(stack)
@@ -528,8 +532,128 @@ def stall_cut(stack, name, mode, service, direction="both"):
     nem.remove()
 
 
+# ---------------------------------------------------------------------------
+# gray failures: a stalled leader hands over to a healthy standby
+
+STALL_MS = 4000     # the least above 3 heartbeats (1 s) and the lease
+HEALTHY = r"standby health: Kafka reachable, MySQL reachable"
+YIELD = r"yielding the lease after \d+ ms or more without progress \((\w+)\)"
+KEPT = r"no standby reports itself healthy: keeping the lease"
+
+
+def handover_cut(stack, name, mode, service, reason):
+    """The leader loses its link to `service` (both ways) while Redis
+    answers it, under a steady flow of events; the standby reaches both
+    services.  The leader, with work and no progress for ha.stall_ms,
+    yields (its log names `reason`); the standby leads and publishes while
+    the cut lasts; healed, nothing is lost (transactional: nothing
+    duplicated for read_committed) and the old leader follows.  Prints the
+    time from the cut to the successor's first record (target: stall_ms +
+    1 s)."""
+    name = fresh(name)
+    nem, table, cfg, tors = setup(stack, name, mode, stall_ms=STALL_MS)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    feeder = Feeder(stack, table, 0, None, 10, 0.03)
+    feeder.start()
+    try:
+        wait_published(stack, name, 200)
+        since = {t: t.log_size() for t in tors}
+        t_cut = time.time()
+        nem.cut(leader.host, service)
+        m = other.wait_log(LEADING, timeout=STALL_MS / 1000.0 + 20,
+                           since=since[other])
+        t2 = int(m.group(1))
+        # The successor publishes during the cut.
+        by_n, _ = read_until(stack, name, lambda b: any(
+            epoch_of(r) == t2 for rs in b.values() for r in rs), timeout=30)
+        t_pub = time.time()
+        nem.heal()
+        time.sleep(1.0)
+        feeder.stop()
+        total = feeder.finish()
+    finally:
+        feeder.stop()
+    isolation = "read_committed" if mode == "transactional" else \
+        "read_uncommitted"
+    by_n, recs = read_settled(stack, name, total, isolation)
+    dups = check_outcome(by_n, recs, total, name, mode)
+    firsts = [r.timestamp_ms / 1000.0 for r in recs if epoch_of(r) == t2]
+    yields = log_lines(leader, YIELD, since[leader])
+    print("  %s, leader cut from %s: yielded %.0f ms after the cut (%s); "
+          "the standby's first record %.0f ms after the cut (target %d ms);"
+          " %d events, %d records, %d duplicated; tokens %s" % (
+              mode, service, (yields[0][0] - t_cut) * 1000 if yields else -1,
+              yields[0][1].group(1) if yields else "-",
+              (min(firsts) - t_cut) * 1000 if firsts else -1,
+              STALL_MS + 1000, total, len(recs), dups,
+              sorted(by_token(recs))))
+    assert yields and yields[0][1].group(1) == reason, leader.log_tail()
+    assert firsts and min(firsts) < t_pub, "no record of token %d" % t2
+    assert sorted(by_token(recs)) == [t1, t2], sorted(by_token(recs))
+    assert leader.running(), leader.log_tail()
+    leader.wait_log(r"-> follower", timeout=10, since=since[leader])
+    stop_all(tors)
+    nem.remove()
+
+
 def test_kafka_cut_idempotent(stack):
-    stall_cut(stack, "part_kafka_i", "idempotent", "kafka")
+    handover_cut(stack, "part_kafka_i", "idempotent", "kafka", "kafka_stall")
+
+
+def test_kafka_cut_everyones(stack):
+    """Both replicas lose Kafka for 2.5 stall_ms under writes: the leader
+    stalls, no standby reports itself healthy, so it keeps the lease (and
+    says so once) and nobody else leads; healed, the same leader goes on
+    and nothing is lost."""
+    name = fresh("part_kafka_all")
+    nem, table, cfg, tors = setup(stack, name, "idempotent",
+                                  stall_ms=STALL_MS)
+    group = harness.config_group(cfg)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    watch = LeaseWatch(stack, group)
+    watch.start()
+    feeder = Feeder(stack, table, 0, None, 10, 0.03)
+    feeder.start()
+    try:
+        wait_published(stack, name, 200)
+        since = {t: t.log_size() for t in tors}
+        t_cut = time.time()
+        for t in tors:
+            nem.cut(t.host, "kafka")
+        time.sleep(2.5 * STALL_MS / 1000.0)
+        t_heal = time.time()
+        nem.heal()
+        at_heal = feeder.n
+        read_until(stack, name,
+                   lambda b: all(n in b for n in range(at_heal)), timeout=60)
+        feeder.stop()
+        total = feeder.finish()
+    finally:
+        feeder.stop()
+        watch.finish()
+    by_n, recs = read_settled(stack, name, total, "read_uncommitted")
+    dups = check_outcome(by_n, recs, total, name, "idempotent")
+    holders = sorted(set(v for t, v, _ in watch.samples
+                         if t_cut <= t <= t_heal))
+    kept = log_lines(leader, KEPT, since[leader])
+    print("  both cut from Kafka for %.1f s: the leader said it keeps the "
+          "lease %.0f ms after the cut (%d time(s)); lease holders %s; "
+          "%d events, %d duplicated" % (
+              t_heal - t_cut, (kept[0][0] - t_cut) * 1000 if kept else -1,
+              len(kept), holders, total, dups))
+    assert not log_lines(leader, YIELD, since[leader]), leader.log_tail()
+    assert len(kept) == 1, leader.log_tail()
+    assert holders == ["%s %d" % (leader.name, t1)], holders
+    assert not log_lines(other, LEADING, since[other]), other.log_tail()
+    assert sorted(by_token(recs)) == [t1], sorted(by_token(recs))
+    stop_all(tors)
+    nem.remove()
 
 
 @harness.long_test(
@@ -554,4 +678,5 @@ def test_mysql_cut_idempotent(stack):
 
 
 def test_mysql_cut_transactional(stack):
-    stall_cut(stack, "part_mysql_t", "transactional", "mysql")
+    handover_cut(stack, "part_mysql_t", "transactional", "mysql",
+                 "mysql_stall")
