@@ -1482,6 +1482,11 @@ open_stream(struct relay *r, tor_err *err)
 	int backoff = RECONNECT_MIN_MS, rc = 0;
 
 	for (;;) {
+		/* A connect to a server cut off blocks for its timeout: the
+		 * stall is judged before, not after it. */
+		r->next_stall_check_ms = 0;
+		if ((rc = check_stall(r)) != 0)
+			return rc;
 		tor_reader_reset_format(r->reader, false);
 		if (tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
 		    err) == 0) {
