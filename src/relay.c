@@ -580,11 +580,11 @@ watch_prepared(struct relay *r)
 	r->xa_warned_ms = now;
 }
 
-/* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
- * A message the broker refused as too large ends the session with a
- * restart (the producer is fatal by then: gapless). */
 static int check_stall(struct relay *r);
 
+/* Serves acknowledgements, fails on a lost message, ticks the checkpoint
+ * and watches for a stall.  A message the broker refused as too large ends
+ * the session with a restart (the producer is fatal by then: gapless). */
 static int
 serve(struct relay *r, int timeout_ms, tor_err *err)
 {
@@ -664,7 +664,8 @@ health_period(const struct tor_config *cfg)
 	return p > cfg->ha.renew_ms ? p : cfg->ha.renew_ms;
 }
 
-/* One Redis command on the relay's connection, argv NUL-terminated. */
+/* One Redis command of at most five C-string arguments on the relay's
+ * connection. */
 static redisReply *
 command(struct relay *r, int argc, const char **argv, tor_err *err)
 {
@@ -769,9 +770,11 @@ check_stall(struct relay *r)
 	}
 	if (!healthy_standby(r, kind, &h, who, sizeof(who))) {
 		if (!r->stall_kept_logged)
-			log_warn("relay", "no progress for %d ms or more (%s) and "
-			    "no standby reports itself healthy: keeping the lease",
-			    r->cfg->ha.stall_ms, tor_stall_reason(kind));
+			log_warn("relay", "no progress for %d ms or more (%s), "
+			    "and no standby reports Kafka and MySQL reachable%s: "
+			    "keeping the lease", r->cfg->ha.stall_ms,
+			    tor_stall_reason(kind), kind == TOR_STALL_MYSQL ?
+			    " with the binlog past this leader's position" : "");
 		r->stall_kept_logged = true;
 		return 0;
 	}

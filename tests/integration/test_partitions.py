@@ -538,7 +538,7 @@ def stall_cut(stack, name, mode, service, direction="both"):
 STALL_MS = 4000     # the least above 3 heartbeats (1 s) and the lease
 HEALTHY = r"standby health: Kafka reachable, MySQL reachable"
 YIELD = r"yielding the lease after \d+ ms or more without progress \((\w+)\)"
-KEPT = r"no standby reports itself healthy: keeping the lease"
+KEPT = r"no standby reports Kafka and MySQL reachable.*: keeping the lease"
 
 
 def handover_cut(stack, name, mode, service, reason):
