@@ -18,7 +18,8 @@ from test_ha import (HA, LEADING, LOST, Feeder, assert_none_lost, epoch_of,
                      first_appearances, lease, log_lines, n_of,
                      read_until, stop_all, wait_leading)
 from test_kafka_claims import fresh
-from test_relay import check_per_key_order, check_record, make_outbox
+from test_relay import (check_per_key_order, check_record, insert_range,
+                        make_outbox)
 
 
 def connect_from(host, port, timeout=1.0):
@@ -607,6 +608,43 @@ def handover_cut(stack, name, mode, service, reason):
 
 def test_kafka_cut_idempotent(stack):
     handover_cut(stack, "part_kafka_i", "idempotent", "kafka", "kafka_stall")
+
+
+def test_mysql_cut_idle_keeps_the_lease(stack):
+    """The leader loses MySQL while nothing is written: its stream goes
+    silent for ha.stall_ms, but the standby reports the binlog where the
+    leader stopped reading, so the leader has no work and keeps the lease
+    (it says why, once); healed, it goes on with what comes next."""
+    name = fresh("part_mysql_idle")
+    nem, table, cfg, tors = setup(stack, name, "idempotent",
+                                  stall_ms=STALL_MS)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    insert_range(stack, table, 0, 50, 10)
+    wait_published(stack, name, 50)
+    since = {t: t.log_size() for t in tors}
+    t_cut = time.time()
+    nem.cut(leader.host, "mysql")
+    m = leader.wait_log(KEPT, timeout=STALL_MS / 1000.0 + 10,
+                        since=since[leader])
+    time.sleep(2 * STALL_MS / 1000.0)
+    nem.heal()
+    insert_range(stack, table, 50, 50, 10)
+    by_n, recs = read_settled(stack, name, 100, "read_uncommitted")
+    check_outcome(by_n, recs, 100, name, "idempotent")
+    kept = log_lines(leader, KEPT, since[leader])
+    print("  leader cut from an idle MySQL for %.1f s: said it keeps the "
+          "lease %.0f ms after the cut (%d time(s)): %s" % (
+              time.time() - t_cut, (kept[0][0] - t_cut) * 1000, len(kept),
+              m.group(0)))
+    assert "mysql_stall" in kept[0][3], kept[0][3]
+    assert not log_lines(leader, YIELD, since[leader]), leader.log_tail()
+    assert not log_lines(other, LEADING, since[other]), other.log_tail()
+    assert sorted(by_token(recs)) == [t1], sorted(by_token(recs))
+    stop_all(tors)
+    nem.remove()
 
 
 def test_kafka_cut_everyones(stack):
