@@ -42,7 +42,7 @@ of 0.3..0.8 s so the kill falls anywhere in the renew period:
 
 After each trial the killed/stopped replica is started again (same name,
 same config).  p50/p99/max (nearest rank) and every trial are printed, and a
-one-line summary for the README.  Nothing is asserted about time; the exit
+one-line summary for docs/evidence.md.  Nothing is asserted about time; the exit
 status is 1 only when something broke (no leader took over, tor crashed or
 exited non-zero on SIGTERM, the cluster did not settle, a tool failed).
 

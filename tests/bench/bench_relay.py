@@ -133,7 +133,7 @@ def insert_rows(stack):
 
 
 # Extra librdkafka properties for tor, ";"-separated "name=value" (for
-# experiments; the figures for the README are taken without).
+# experiments; the figures in docs/evidence.md are taken without).
 KAFKA_PROPS = [x.strip() for x in
                os.environ.get("TOR_BENCH_KAFKA_PROPS", "").split(";")
                if x.strip()]
