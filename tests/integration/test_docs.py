@@ -10,6 +10,7 @@ tor does not call it unknown.  Nothing here needs the stack: tor only loads
 configs, prints its help, and is refused by services on port 1.
 """
 
+import copy
 import glob
 import os
 import re
@@ -492,7 +493,6 @@ def test_documented_keys_are_known_to_the_loader():
     """Each key of docs/configuration.md, set alone in a config that
     loads, is not an unknown key to tor; a made-up key in each of their
     groups is (so the check does look at every group)."""
-    import copy
     docs = documented_keys()
     with Scratch() as s:
         full = parse_libconfig(check_config(
@@ -573,30 +573,36 @@ def test_each_command_takes_the_flags_its_help_names():
     """Each command run as its --help synopsis shows it, with every option,
     gets past its options (here to a refused connection or a missing file);
     each other option added to it is a usage error.  So a command's help
-    names exactly the flags it takes.  --check-config the same."""
+    names exactly the flags it takes.  `tor --check-config` the same, with
+    the flags `tor --help` names outside the commands."""
     opts = options()
+    checks = []
+    for words in sorted(commands()):
+        text = tor(*(words.split() + ["--help"])).stdout
+        found = synopses(text)
+        # Never the bare `tor -c FILE`: that would run a replica.
+        assert found and found[0][0] == words, \
+            "tor %s --help does not start with its synopsis" % words
+        checks.append((words, found[0][1], flags_in(text)))
+    check = [s for w, s in synopses(tor("--help").stdout)
+             if not w and "--check-config" in s]
+    assert check, "tor --help shows no --check-config synopsis"
+    checks.append(("", check[0], top_level_flags()))
     with Scratch() as s:
         cfg = s.config(MINIMAL)
-        runs = {w: tor(*(w.split() + ["--help"])).stdout for w in commands()}
-        runs[""] = "usage: tor --check-config -c FILE\n-c, --config FILE\n"
-        for words, help_text in sorted(runs.items()):
-            found = synopses(help_text)
-            # Never the bare `tor -c FILE`: that would run a replica.
-            assert found and found[0][0] == words, \
-                "tor %s --help does not start with its synopsis" % words
-            syn = found[0][1]
+        for words, syn, named in checks:
             args = probe_args(syn, cfg)
             p = tor(*args)
             assert not usage_error(p), (args, p.stderr)
-            named = flags_in(help_text) | {"help", "config"}
-            for name in sorted(set(opts) - named - {"version"}):
+            n = len(words.split())
+            for name in sorted(set(opts) - named - {"help", "config",
+                                                    "version"}):
                 extra = ["--" + name] + (["1"] if opts[name] else [])
-                p = tor(*(args[:len(words.split())] + extra +
-                          args[len(words.split()):]))
+                p = tor(*(args[:n] + extra + args[n:]))
                 assert usage_error(p), ("tor %s takes --%s, which its help "
                                         "does not name" % (words, name),
                                         p.returncode, p.stderr)
-    print("  %d commands probed against %d options" % (len(runs),
+    print("  %d commands probed against %d options" % (len(checks),
                                                         len(opts)))
 
 
