@@ -130,15 +130,10 @@ static const struct {
 	const char *what;
 	const char *details;
 } helps[] = {
-	{ CMD_RUN, "tor -c FILE", "run one replica",
-	    "  -c, --config FILE  the configuration\n"
-	    "exit 0 after SIGTERM or SIGINT, 1 on a fatal error, 2 on a "
-	    "configuration error\n" },
+	/* Their options and exit codes are in usage_all's last lines. */
+	{ CMD_RUN, "tor -c FILE", "run one replica", NULL },
 	{ CMD_CHECK_CONFIG, "tor --check-config -c FILE",
-	    "validate FILE, print the effective config",
-	    "  -c, --config FILE  the configuration\n"
-	    "exit 0 when FILE is valid, 2 when it is not (the error names "
-	    "file:line: key)\n" },
+	    "validate FILE, print the effective config", NULL },
 	{ CMD_STATUS, "tor status -c FILE [--json]",
 	    "the group's leader and checkpoint",
 	    "  -c, --config FILE  the configuration of the group's replicas\n"
@@ -173,8 +168,8 @@ static const struct {
 	    "what tor would publish from binlog files",
 	    "  -c, --config FILE  the configuration (its outbox and routes)\n"
 	    "  --all-events       also one line for every event of the files\n"
-	    "exit 0 when every file was read to its end, 1 after a halt or a "
-	    "file that is not a whole binlog\n" },
+	    "exit 0 when every file was read to its end, 1 after a halt or "
+	    "at a file that cannot be read as a binlog\n" },
 };
 
 static bool
@@ -203,7 +198,9 @@ usage_all(FILE *out)
 	    "       tor --version                    print the version\n"
 	    "       tor [COMMAND] --help             this text, or a "
 	    "command's options\n"
-	    "-c FILE is short for --config FILE.\n");
+	    "-c FILE is short for --config FILE.  A replica exits 0 after "
+	    "SIGTERM or SIGINT,\n1 on a fatal error; every command exits 2 on "
+	    "a usage or configuration error.\n");
 }
 
 /* cmd's usage; the whole of it for a replica or --check-config, all three
@@ -225,6 +222,7 @@ usage(FILE *out, enum command cmd)
 		    helps[i].synopsis, helps[i].what, helps[i].details);
 		first = false;
 	}
+	fputs("exit 2 also on a usage or configuration error\n", out);
 }
 
 /* The words before the options: "status", "checkpoint show|set|import",

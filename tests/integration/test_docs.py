@@ -392,7 +392,8 @@ def probe_args(synopsis, cfg):
 
 
 def usage_error(p):
-    return p.returncode == 2 and p.stderr.lstrip().startswith("usage:")
+    """Exit 2 with the usage on stderr (after getopt's complaint, if any)."""
+    return p.returncode == 2 and "\nusage: tor" in "\n" + p.stderr
 
 
 def doc_invocations(path):
