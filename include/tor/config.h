@@ -220,8 +220,9 @@ struct tor_config {
 /* Parses and validates the file at path into cfg (which the caller zeroes or
  * not; it is overwritten).  On error, err reads "path:line: key: problem" (line
  * omitted where libconfig gives none) and cfg holds nothing to free.  Reads
- * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD and TOR_CHECKPOINT_KEY
- * environment variables and the files named by *_file keys. */
+ * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD, TOR_SENTINEL_PASSWORD,
+ * TOR_KAFKA_SASL_PASSWORD and TOR_CHECKPOINT_KEY environment variables and
+ * the files named by *_file keys. */
 int tor_config_load(struct tor_config *cfg, const char *path, tor_err *err);
 
 /* Prints the effective configuration (after defaults and derivations) in
