@@ -251,11 +251,18 @@ leading(struct relay *r)
 	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
-/* The sink's guard: its waits end when the leadership does. */
+static int check_stall(struct relay *r);
+
+/* The sink's guard: its waits end when the leadership does, and a wait
+ * that makes no progress (a commit retried while Kafka is cut off) is
+ * judged as a stall, so it can end by a hand-over too. */
 static bool
 sink_guard(void *ctx)
 {
-	return leading(ctx);
+	struct relay *r = ctx;
+
+	(void)check_stall(r);
+	return leading(r);
 }
 
 /* The elector's thread, or ours, at the moment the leadership ends: what
@@ -580,8 +587,6 @@ watch_prepared(struct relay *r)
 	r->xa_warned_ms = now;
 }
 
-static int check_stall(struct relay *r);
-
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint
  * and watches for a stall.  A message the broker refused as too large ends
  * the session with a restart (the producer is fatal by then: gapless). */
@@ -730,7 +735,8 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
 				break;
 		} else if (reply->type == REDIS_REPLY_STRING &&
 		    tor_health_parse(reply->str, h) == 0 &&
-		    tor_health_fits(h, kind, tor_reader_resume(r->reader))) {
+		    tor_health_fits(h, kind, r->reader != NULL ?
+		    tor_reader_resume(r->reader) : &r->start.pos)) {
 			snprintf(who, cap, "%s", name);
 			found = true;
 		}
@@ -756,8 +762,10 @@ check_stall(struct relay *r)
 	char who[256], head[300] = "-";
 	bool waiting;
 
+	/* Between sessions too (a session that cannot start while Kafka is
+	 * cut off has work: the binlog it has not published). */
 	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms ||
-	    r->reader == NULL)
+	    r->lost)
 		return 0;
 	r->next_stall_check_ms = now + 500;
 	waiting = (r->sink != NULL && tor_sink_in_flight(r->sink) > 0) ||
