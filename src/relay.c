@@ -170,6 +170,7 @@ struct relay {
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
 	struct tor_position written_done;       /* done of the last write */
+	struct tor_position written_pos;        /* pos of the last write */
 	int64_t xa_watched_ms;          /* monotonic: the last look (per s) */
 	int64_t xa_warned_ms;           /* monotonic: the last line, or 0 */
 	char xa_warned[TOR_XID_TEXT];   /* the prepared transaction it named */
@@ -336,6 +337,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 	r->written_token = r->epoch;
 	r->written_leadership = r->leadership;
 	r->written_done = cp->done;
+	r->written_pos = cp->pos;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -601,7 +603,7 @@ watch_retention(struct relay *r)
 	    tor_mono_ms() < r->retention_due_ms)
 		return;
 	r->retention_due_ms = tor_mono_ms() + cfg->mysql.retention_check_ms;
-	if (tor_retention_check(&r->retention, r->binlog, &r->committed.pos, &v,
+	if (tor_retention_check(&r->retention, r->binlog, &r->written_pos, &v,
 	    &err) < 0) {
 		log_debug("binlog", "retention check: %s", err.msg);
 		return;
@@ -614,7 +616,7 @@ watch_retention(struct relay *r)
 	    cfg->mysql.retention_warn_bytes, cfg->mysql.retention_warn_ms);
 	if (due == 0)
 		return;
-	tor_position_format(&r->committed.pos, at, sizeof(at));
+	tor_position_format(&r->written_pos, at, sizeof(at));
 	if (due & TOR_RETENTION_WARN_BYTES)
 		log_warn("binlog", "only %" PRId64 " bytes of binlog are left "
 		    "on the server behind the checkpoint %s (mysql."
@@ -625,7 +627,7 @@ watch_retention(struct relay *r)
 		log_warn("binlog", "the server's binlog expiry (%" PRId64 " s) "
 		    "may purge the checkpoint's file %s in %" PRId64 " s (mysql."
 		    "retention_warn_ms = %d): a restart after that halts",
-		    v.expire_s, r->committed.pos.file, v.purge_in_s,
+		    v.expire_s, r->written_pos.file, v.purge_in_s,
 		    cfg->mysql.retention_warn_ms);
 }
 
@@ -2072,6 +2074,7 @@ lead(struct relay *r, tor_err *err)
 	r->dedup_skipped = r->dedup_unknown = 0;
 	r->dedup_reported = false;
 	memset(&r->written_done, 0, sizeof(r->written_done));
+	memset(&r->written_pos, 0, sizeof(r->written_pos));
 	r->xa_watched_ms = r->xa_warned_ms = 0;
 	memset(&r->retention, 0, sizeof(r->retention));
 	r->split_ms = tor_sink_txn_timeout_ms(r->sink) / 4;
