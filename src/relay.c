@@ -605,7 +605,11 @@ watch_retention(struct relay *r)
 	r->retention_due_ms = tor_mono_ms() + cfg->mysql.retention_check_ms;
 	if (tor_retention_check(&r->retention, r->binlog, &r->written_pos, &v,
 	    &err) < 0) {
-		log_debug("binlog", "retention check: %s", err.msg);
+		/* Once a leadership: the gauges say NaN meanwhile. */
+		if (!r->retention.failed_once)
+			log_warn("binlog", "binlog retention unknown: %s",
+			    err.msg);
+		r->retention.failed_once = true;
 		return;
 	}
 	atomic_store(&r->metrics.retention_bytes, v.headroom_bytes);

@@ -79,6 +79,7 @@ struct tor_retention {
 	} cache[TOR_RETENTION_CACHE];
 	unsigned next_slot;
 	bool warned_bytes, warned_purge;
+	bool failed_once;       /* a check failed: said once */
 };
 
 /* Asks the server (b's query connection, and a short dump per file first
