@@ -352,6 +352,79 @@ tor_gtid_set_equal(const struct tor_gtid_set *a, const struct tor_gtid_set *b)
 	return tor_gtid_set_is_subset(a, b) && tor_gtid_set_is_subset(b, a);
 }
 
+/* Adds to out the parts of [start, end) that sid (may be NULL) lacks. */
+static int
+add_missing(struct tor_gtid_set *out, const uint8_t uuid[16],
+    const struct tor_gtid_sid *sid, int64_t start, int64_t end, tor_err *err)
+{
+	for (size_t i = 0; sid != NULL && i < sid->n && start < end; i++) {
+		const struct tor_gtid_interval *iv = &sid->iv[i];
+
+		if (iv->end <= start)
+			continue;
+		if (iv->start >= end)
+			break;
+		if (iv->start > start && tor_gtid_set_add_interval(out, uuid,
+		    start, iv->start, err) < 0)
+			return -1;
+		start = iv->end;
+	}
+	if (start < end)
+		return tor_gtid_set_add_interval(out, uuid, start, end, err);
+	return 0;
+}
+
+int
+tor_gtid_set_subtract(struct tor_gtid_set *out, const struct tor_gtid_set *a,
+    const struct tor_gtid_set *b, tor_err *err)
+{
+	tor_gtid_set_free(out);
+	for (size_t i = 0; i < a->n; i++) {
+		const struct tor_gtid_sid *sa = &a->sids[i];
+		const struct tor_gtid_sid *sb = find_sid_const(b, sa->uuid);
+
+		for (size_t j = 0; j < sa->n; j++)
+			if (add_missing(out, sa->uuid, sb, sa->iv[j].start,
+			    sa->iv[j].end, err) < 0)
+				return -1;
+	}
+	return 0;
+}
+
+/* err = before, the text of s (cut to fit), after. */
+static int
+set_error_naming(const char *before, const struct tor_gtid_set *s,
+    const char *after, tor_err *err)
+{
+	char text[sizeof(err->msg)];
+
+	tor_gtid_set_format(s, text, sizeof(text));
+	return tor_err_set(err, "%s%s%s", before, text, after);
+}
+
+int
+tor_gtid_set_resume_check(const struct tor_gtid_set *checkpoint,
+    const struct tor_gtid_set *executed, const struct tor_gtid_set *purged,
+    tor_err *err)
+{
+	struct tor_gtid_set diff;
+	int rc = 0;
+
+	tor_gtid_set_init(&diff);
+	if (tor_gtid_set_subtract(&diff, checkpoint, executed, err) < 0)
+		rc = -1;
+	else if (diff.n > 0)
+		rc = set_error_naming("the server lacks ", &diff,
+		    " of the checkpoint", err);
+	else if (tor_gtid_set_subtract(&diff, purged, checkpoint, err) < 0)
+		rc = -1;
+	else if (diff.n > 0)
+		rc = set_error_naming("the server has purged ", &diff,
+		    ", which the checkpoint lacks", err);
+	tor_gtid_set_free(&diff);
+	return rc;
+}
+
 static size_t
 nonempty_sids(const struct tor_gtid_set *s)
 {

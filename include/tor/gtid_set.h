@@ -74,6 +74,25 @@ bool tor_gtid_set_is_subset(const struct tor_gtid_set *a,
 bool tor_gtid_set_equal(const struct tor_gtid_set *a,
     const struct tor_gtid_set *b);
 
+/* out = a - b: the transactions of a that b lacks (out is emptied first;
+ * it must not be a or b). */
+int tor_gtid_set_subtract(struct tor_gtid_set *out,
+    const struct tor_gtid_set *a, const struct tor_gtid_set *b,
+    tor_err *err);
+
+/* Whether a MySQL server whose gtid_executed is executed and gtid_purged
+ * is purged can stream, by auto-positioning, every transaction after a
+ * checkpoint whose executed set is checkpoint: it must hold all of the
+ * checkpoint's (else it lacks published transactions: a promoted replica
+ * that was behind, or another lineage) and have purged none the
+ * checkpoint lacks (else they can never be read).  MySQL refuses both
+ * itself at the first read; this says it before, naming the GTIDs.  0, or
+ * -1 with "the server lacks <set> of the checkpoint" or "the server has
+ * purged <set>, which the checkpoint lacks". */
+int tor_gtid_set_resume_check(const struct tor_gtid_set *checkpoint,
+    const struct tor_gtid_set *executed, const struct tor_gtid_set *purged,
+    tor_err *err);
+
 /* The binary form: n_sids (8 bytes), then per sid its 16-byte UUID,
  * n_intervals (8) and each interval's start and end (8 each), every
  * integer little-endian.  _encoded_len is its size; _encode writes exactly

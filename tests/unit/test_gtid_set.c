@@ -251,6 +251,77 @@ test_subset_and_equal(void **state)
 }
 
 static void
+test_subtract(void **state)
+{
+	struct tor_gtid_set a, b, out;
+	char text[256], want[256];
+	tor_err err;
+
+	(void)state;
+	snprintf(text, sizeof(text), "%s:1-100:200-300,%s:1-5", A, B);
+	parse_ok(&a, text);
+	snprintf(text, sizeof(text), "%s:10-20:50:100-250,%s:1-5", A, B);
+	parse_ok(&b, text);
+	tor_gtid_set_init(&out);
+	assert_int_equal(tor_gtid_set_subtract(&out, &a, &b, &err), 0);
+	snprintf(want, sizeof(want), "%s:1-9:21-49:51-99:251-300", A);
+	assert_formats(&out, want);
+	assert_int_equal(tor_gtid_set_subtract(&out, &b, &a, &err), 0);
+	snprintf(want, sizeof(want), "%s:101-199", A);
+	assert_formats(&out, want);
+	assert_int_equal(tor_gtid_set_subtract(&out, &a, &a, &err), 0);
+	assert_formats(&out, "");
+	tor_gtid_set_free(&out);
+	tor_gtid_set_free(&b);
+	tor_gtid_set_free(&a);
+}
+
+/* What MySQL itself refuses at the first read of an auto-positioned dump
+ * (ER_SLAVE_HAS_MORE_GTIDS_THAN_MASTER, ER_MASTER_HAS_PURGED_REQUIRED_GTIDS),
+ * decided before and named. */
+static void
+test_resume_check(void **state)
+{
+	struct tor_gtid_set cp, executed, purged;
+	char text[256], want[300];
+	tor_err err;
+
+	(void)state;
+	snprintf(text, sizeof(text), "%s:1-100,%s:1-7", A, B);
+	parse_ok(&cp, text);
+	/* A promoted replica that has everything, more since, and purged
+	 * only what the checkpoint holds. */
+	snprintf(text, sizeof(text), "%s:1-100,%s:1-20", A, B);
+	parse_ok(&executed, text);
+	snprintf(text, sizeof(text), "%s:1-50", A);
+	parse_ok(&purged, text);
+	assert_int_equal(tor_gtid_set_resume_check(&cp, &executed, &purged,
+	    &err), 0);
+	tor_gtid_set_free(&purged);
+	/* It purged what the checkpoint lacks: those can never be read. */
+	snprintf(text, sizeof(text), "%s:1-50,%s:1-9", A, B);
+	parse_ok(&purged, text);
+	assert_int_equal(tor_gtid_set_resume_check(&cp, &executed, &purged,
+	    &err), -1);
+	snprintf(want, sizeof(want), "the server has purged %s:8-9, which the "
+	    "checkpoint lacks", B);
+	assert_string_equal(err.msg, want);
+	tor_gtid_set_free(&purged);
+	tor_gtid_set_free(&executed);
+	/* A replica that was behind: published transactions it lacks. */
+	snprintf(text, sizeof(text), "%s:1-97,%s:1-7", A, B);
+	parse_ok(&executed, text);
+	tor_gtid_set_init(&purged);
+	assert_int_equal(tor_gtid_set_resume_check(&cp, &executed, &purged,
+	    &err), -1);
+	snprintf(want, sizeof(want), "the server lacks %s:98-100 of the "
+	    "checkpoint", A);
+	assert_string_equal(err.msg, want);
+	tor_gtid_set_free(&executed);
+	tor_gtid_set_free(&cp);
+}
+
+static void
 assert_encodes(const struct tor_gtid_set *s, const char *hex)
 {
 	uint8_t want[1024], got[1024];
@@ -473,6 +544,8 @@ main(void)
 		cmocka_unit_test(test_text_errors),
 		cmocka_unit_test(test_add_keeps_intervals_merged),
 		cmocka_unit_test(test_subset_and_equal),
+		cmocka_unit_test(test_subtract),
+		cmocka_unit_test(test_resume_check),
 		cmocka_unit_test(test_encode_layout),
 		cmocka_unit_test(test_previous_gtids_mysql56),
 		cmocka_unit_test(test_captured_bytes_are_checked),
