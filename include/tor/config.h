@@ -121,6 +121,13 @@ struct tor_config {
 		char *start;    /* "end" | "beginning" | "<file>:<pos>" | GTID set */
 		int heartbeat_ms;       /* 1000 */
 		int connect_timeout_ms; /* 5000 */
+		/* The leader's binlog retention check (src/retention.c):
+		 * its period (0: off) and the headroom in bytes (0: off) and
+		 * the time until the checkpoint's file may be purged (0:
+		 * off) below which it warns. */
+		int retention_check_ms;         /* 30000 */
+		int64_t retention_warn_bytes;   /* 0 */
+		int retention_warn_ms;          /* 3600000 */
 		/* PEM file of the server's RSA key, for caching_sha2_password
 		 * and sha256_password without TLS; "" asks the server. */
 		char *server_public_key;

@@ -78,6 +78,12 @@ LOOSENED = [
      " and ignoring (version) max_over_time(tor_build_info[30m])", "",
      "another program's restarts"),
     ("TorCheckpointRestored", "expr", "> 0", ">= 0", "no restore"),
+    ("TorBinlogRetentionLow", "expr", "< 3600", "< 7200",
+     "a checkpoint file 90 minutes from its purge"),
+    ("TorBinlogRetentionLow", "expr", " and tor_leader == 1", "",
+     "a follower's gauge"),
+    ("TorBinlogRetentionLow", "for", "5m", "0s",
+     "a checkpoint trailing a rotation for minutes"),
 ]
 
 
