@@ -256,6 +256,7 @@ leading(struct relay *r)
 }
 
 static int check_stall(struct relay *r);
+static void abort_open_txn(struct relay *r, int timeout_ms);
 
 /* The sink's guard: its waits end when the leadership does, and a wait
  * that makes no progress (a commit retried while Kafka is cut off) is
@@ -694,6 +695,21 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		    "a new one continues from the checkpoint", rc < 0 ?
 		    fatal.msg : r->delivery_error);
 		tor_err_set(err, "kafka: the producer lost step with the broker");
+		return RUN_RESTART;
+	}
+	/* Transactional mode: a message of the open transaction that was not
+	 * delivered (the transaction failed, and librdkafka purged what it
+	 * held: a coordinator that did not know a partition yet) leaves that
+	 * transaction to abort.  Nothing of it is visible: the session starts
+	 * over from the last commit, under the same token. */
+	if (r->delivery_failed && r->txn_mode) {
+		log_warn("kafka", "a message of the open Kafka transaction was "
+		    "not delivered (%s): the transaction is aborted; the "
+		    "session starts over from the last commit",
+		    r->delivery_error);
+		abort_open_txn(r, 2000);
+		tor_err_set(err, "kafka: a message of the open transaction was "
+		    "not delivered: %s", r->delivery_error);
 		return RUN_RESTART;
 	}
 	if (r->delivery_failed)

@@ -141,6 +141,40 @@ def test_producer_fenced_steps_down(stack):
     assert p.returncode == 1, p.stdout     # all stopped: no leader
 
 
+def test_abortable_error_restarts_the_session(stack):
+    """AddPartitionsToTxn refused for a partition (on a cluster, a
+    coordinator that has not yet learnt of a topic created a moment before
+    answers UNKNOWN_TOPIC_OR_PART for one partition and
+    OPERATION_NOT_ATTEMPTED for the others): librdkafka fails the open
+    transaction (abortable) and purges what it queued.  The leader aborts it and starts its session over from
+    the last commit, under the same token, instead of exiting; nothing is
+    lost.  On the dev broker: the real cluster answers so only in the
+    moment after a topic's creation."""
+    stack.use_dev_broker()
+    name = "tx_abortable"
+    table, cfg = tx_config(stack, name)
+    tor = Tor(stack, cfg, name="r1").start()
+    _, token, _ = wait_leading([tor], timeout=10)
+    tor.wait_log("starting at|resuming from", timeout=30)
+    insert_range(stack, table, 0, 50, 10)
+    read_events(stack, name, 50, timeout=30)
+    since = tor.log_size()
+    stack.broker_ctl("error AddPartitionsToTxn TOPIC_AUTHORIZATION_FAILED 1")
+    insert_range(stack, table, 50, 50, 10)
+    tor.wait_log("the transaction is aborted; the session starts over",
+                 timeout=20,
+                 since=since)
+    tor.wait_log("resuming from", timeout=20, since=since)
+    by_n, _ = read_events(stack, name, 100, timeout=60)
+    missing = [n for n in range(100) if n not in by_n]
+    assert not missing, "lost %s" % missing[:10]
+    assert tor.running(), tor.log_tail()
+    # A second session under the same leadership: the same token.
+    tokens = [int(m.group(1)) for _, m, _, _ in log_lines(tor, LEADING)]
+    assert tokens == [token, token], tokens
+    assert tor.stop() == 0, tor.log_tail()
+
+
 def test_full_queue_at_commit(stack):
     """The producer's queue is full when a Kafka commit adds its position
     record: the commit waits for room instead of exiting with the
