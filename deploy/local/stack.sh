@@ -616,6 +616,7 @@ logfile $CLUSTER_DIR/node-$p.log
 dir $CLUSTER_DIR
 save ""
 appendonly no
+dbfilename dump-$p.rdb
 cluster-enabled yes
 cluster-config-file nodes-$p.conf
 cluster-node-timeout 1000
@@ -658,7 +659,10 @@ stop_redis-cluster() {
 			stop_pid "$pid" "redis-cluster node $p"
 			any=1
 		fi
-		rm -f "$CLUSTER_DIR/node-$p.pid" "$CLUSTER_DIR/nodes-$p.conf"
+		# A replica's full sync leaves an RDB: a fresh cluster must
+		# not load it.
+		rm -f "$CLUSTER_DIR/node-$p.pid" "$CLUSTER_DIR/nodes-$p.conf" \
+		    "$CLUSTER_DIR/dump-$p.rdb"
 	done
 	[ -f "$RUN_DIR/env" ] && sed -i '/TOR_REDIS_CLUSTER_/d' "$RUN_DIR/env"
 	if [ "$any" = 1 ]; then
