@@ -1646,10 +1646,6 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    &cfg->redis.cluster.nodes, &cfg->redis.cluster.n_nodes,
 	    check_node) == -1)
 		return -1;
-	if (clu != NULL && cfg->redis.cluster.n_nodes == 0)
-		return fail(ld, clu, "redis.cluster.nodes", "required in a "
-		    "redis.cluster group (the nodes where tor starts looking "
-		    "for the group's slot)");
 	if (cfg->redis.cluster.n_nodes > 0 &&
 	    (cfg->redis.sentinel.n_nodes > 0 ||
 	    cfg->redis.sentinel.master[0] != '\0'))
