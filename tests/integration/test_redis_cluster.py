@@ -126,12 +126,12 @@ class Cluster:
             return int(f.read().strip())
 
 
-def cluster_config(stack, name, group, seeds):
+def cluster_config(stack, name, group, seeds, ha=None):
     table, ov = make_outbox(stack, name)
     cfg = harness.base_config(
         stack, group=group, redis=harness.cfg_value({"cluster": {"nodes": [
             "127.0.0.1:%d" % p for p in seeds]}}),
-        ha=dict(HA), checkpoint={"interval_ms": 200}, **ov)
+        ha=dict(HA, **(ha or {})), checkpoint={"interval_ms": 200}, **ov)
     assert harness.config_group(cfg) == group, cfg
     assert "host" not in cfg.split("redis = ", 1)[1].split("ha = ", 1)[0], \
         cfg
@@ -158,7 +158,7 @@ def wait_checkpoint(c, port, group, timeout=30):
         time.sleep(0.1)
 
 
-def started(c, stack, name, replicas=("r1", "r2")):
+def started(c, stack, name, replicas=("r1", "r2"), ha=None):
     """A table, two replicas seeded with a master that does not serve the
     group's slot, one of them leading; returns (table, cfg, group, slot,
     owner, tors)."""
@@ -166,7 +166,7 @@ def started(c, stack, name, replicas=("r1", "r2")):
     slot = c.slot(group)
     owner = c.owner(slot)
     seed = c.other_master(slot)
-    table, cfg = cluster_config(stack, name, group, [seed])
+    table, cfg = cluster_config(stack, name, group, [seed], ha)
     tors = start_replicas(stack, cfg, list(replicas))
     wait_leading(tors, timeout=20)
     for t in tors:
@@ -416,14 +416,15 @@ class Migration(threading.Thread):
             self.error = e
 
 
-def test_cluster_slot_migration_under_load(stack):
+def migrate_under_load(stack, name, ha=None):
     """The group's slot migrates to another master under a steady stream:
     the ASK phase (keys on the source, then on the target) and then MOVED.
     tor keeps leading or fails over cleanly: nothing lost, order kept,
-    tokens never down, no two leaders; the lease ends up on the target."""
-    name = "rc_migrate"
+    tokens never down, no two leaders; the lease ends up on the target.
+    Returns the tokens the records carry."""
     with Cluster(stack) as c:
-        table, cfg, group, slot, owner, tors = started(c, stack, name)
+        table, cfg, group, slot, owner, tors = started(c, stack, name,
+                                                       ha=ha)
         dst = c.other_master(slot)
         feeder = Feeder(stack, table, 0, None, 10, 0.02)
         feeder.start()
@@ -482,3 +483,17 @@ def test_cluster_slot_migration_under_load(stack):
                   ", ".join("%s %.0f" % (n, d * 1000) for n, d in moved),
                   gap, at * 1000, marks, tokens, total, len(recs)))
         stop_all(tors)
+        return tokens
+
+
+def test_cluster_slot_migration_under_load(stack):
+    migrate_under_load(stack, "rc_migrate")
+
+
+def test_cluster_slot_migration_no_fast_failover(stack):
+    """As above with ha.fast_failover off, where the lease has no client
+    record key: the leader renews through both ASK phases and keeps the
+    lease (one token)."""
+    tokens = migrate_under_load(stack, "rc_migrate_nff",
+                                ha={"fast_failover": False})
+    assert tokens == [1], tokens
