@@ -61,7 +61,8 @@
 # Redis Cluster of three masters with one replica each on TOR_REDIS_PORT+200
 # ..+205 (cluster-node-timeout 1000 ms, no persistence, a fresh cluster at
 # every start: made by `redis-cli --cluster create --cluster-replicas 1`).
-# Its start waits until every node says cluster_state:ok and knows all six;
+# Its start waits until every node says cluster_state:ok and knows all six,
+# and every replica has synced with its master;
 # its stop (also part of a plain `stop`) ends them and forgets the cluster.
 # While it runs, the env file also holds TOR_REDIS_CLUSTER_NODES
 # ("127.0.0.1:p1,...", all six) and TOR_REDIS_CLUSTER_DIR (node-<port>.conf
@@ -579,12 +580,16 @@ export TOR_REDIS_CLUSTER_NODES TOR_REDIS_CLUSTER_DIR
 EOF
 }
 
-# The node at port $1 serves and knows all six nodes.
+# The node at port $1 serves and knows all six nodes; a replica has its
+# master's data (a replica promoted before its first sync holds nothing).
 cluster_node_ready() {
 	local info
 	info=$(cluster_cli "$1" cluster info 2>/dev/null | tr -d '\r')
 	grep -q '^cluster_state:ok$' <<<"$info" &&
-		grep -q "^cluster_known_nodes:${#CLUSTER_PORTS[@]}\$" <<<"$info"
+		grep -q "^cluster_known_nodes:${#CLUSTER_PORTS[@]}\$" <<<"$info" || return 1
+	info=$(cluster_cli "$1" info replication 2>/dev/null | tr -d '\r')
+	grep -q '^role:master$' <<<"$info" ||
+		grep -q '^master_link_status:up$' <<<"$info"
 }
 
 cluster_fail() {
@@ -620,7 +625,7 @@ dbfilename dump-$p.rdb
 cluster-enabled yes
 cluster-config-file nodes-$p.conf
 cluster-node-timeout 1000
-cluster-replica-validity-factor 0
+repl-diskless-sync-delay 0
 EOF
 		setsid redis-server "$CLUSTER_DIR/node-$p.conf" </dev/null \
 		    >>"$CLUSTER_DIR/node-$p.out" 2>&1 ||

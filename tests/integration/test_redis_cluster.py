@@ -221,8 +221,14 @@ class Arrivals(threading.Thread):
 
 
 def no_two_leaders(tors):
+    """No two leaderships overlap, and no token was won twice (a promoted
+    replica that lacked the epoch would hand one out again)."""
     both = [o for o in overlaps(tors) if o[2] > 0]
     assert not both, "two leaders at once: %s" % both
+    won = [(int(m.group(1)), t.name) for t in tors
+           for _, m, _, _ in log_lines(t, r"acquired the lease \(token (\d+)")]
+    tokens = [tok for tok, _ in won]
+    assert len(tokens) == len(set(tokens)), "a token won twice: %s" % won
 
 
 # ---------------------------------------------------------------------------
