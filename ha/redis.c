@@ -123,16 +123,13 @@ crc16(const char *s, size_t len)
 int
 tor_redis_slot(const char *key)
 {
-	const char *open = strchr(key, '{'), *close;
-	size_t len = strlen(key);
+	const char *lb = strchr(key, '{'), *rb;
 
 	/* The hash tag: what lies between the first '{' and the next '}',
 	 * when that is not empty; else the whole key. */
-	if (open != NULL && (close = strchr(open + 1, '}')) != NULL &&
-	    close > open + 1)
-		return (int)(crc16(open + 1, (size_t)(close - open - 1)) %
-		    16384);
-	return (int)(crc16(key, len) % 16384);
+	if (lb != NULL && (rb = strchr(lb + 1, '}')) != NULL && rb > lb + 1)
+		return (int)(crc16(lb + 1, (size_t)(rb - lb - 1)) % 16384);
+	return (int)(crc16(key, strlen(key)) % 16384);
 }
 
 struct tor_redis *
