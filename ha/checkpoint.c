@@ -572,10 +572,20 @@ out:
 	"end\n"
 /* The hash is replaced, not updated: a write without a key must not leave
  * an older write's mac behind, which would then read as tampering rather
- * than as "no mac field". */
+ * than as "no mac field".  Fields first, then the older write's extra
+ * ones go: the key never goes missing in between.  A script that fails
+ * half-way keeps what it wrote, and in a Redis Cluster slot that is
+ * migrating a missing key is elsewhere, so a write after a DEL fails
+ * ("non local key"), and the checkpoint would be lost. */
+#define STORE_LUA_REPLACE(first) \
+	"redis.call('HSET', KEYS[2], unpack(ARGV, " #first "))\n" \
+	"local fresh = {}\n" \
+	"for i = " #first ", #ARGV, 2 do fresh[ARGV[i]] = true end\n" \
+	"for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do\n" \
+	"  if not fresh[f] then redis.call('HDEL', KEYS[2], f) end\n" \
+	"end\n"
 #define STORE_LUA_WRITE \
-	"redis.call('DEL', KEYS[2])\n" \
-	"redis.call('HSET', KEYS[2], unpack(ARGV, 3))\n" \
+	STORE_LUA_REPLACE(3) \
 	"return 1\n"
 
 /* The leader's write: refused unless the lease is still this writer's. */
@@ -604,8 +614,7 @@ static const char move_lua[] =
     "  return 0\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])\n"
-    "redis.call('DEL', KEYS[2])\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 4))\n"
+    STORE_LUA_REPLACE(4)
     "return 1\n";
 
 /*

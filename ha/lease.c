@@ -183,10 +183,14 @@ static const char acquire_lua[] =
     "end\n"
     "return token\n";
 
-/* KEYS lease, client; ARGV value, lease_ms, token, this connection's client
- * record ("" for none).  The record is written again at every renew: after
- * a reconnect it names the new connection, and its replicas are the ones
- * seen now and, on the same server run within this leadership, before. */
+/* KEYS lease and, with a client record, client; ARGV value, lease_ms,
+ * token, this connection's client record ("" for none).  The record is
+ * written again at every renew: after a reconnect it names the new
+ * connection, and its replicas are the ones seen now and, on the same
+ * server run within this leadership, before.  Without a record the client
+ * key is not named: the acquire deleted it, and in a Redis Cluster slot
+ * under migration a script naming a key that does not exist beside one
+ * that does is refused (TRYAGAIN) until the migration ends. */
 static const char renew_lua[] =
     REPLICAS_LUA
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -198,8 +202,6 @@ static const char renew_lua[] =
     "    end\n"
     "    redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. ARGV[4] .. ' ' ..\n"
     "        joined(replicas() or {}, was), 'PX', ARGV[2])\n"
-    "  else\n"
-    "    redis.call('DEL', KEYS[2])\n"
     "  end\n"
     "  return 1\n"
     "end\n"
@@ -581,6 +583,7 @@ tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
 	struct lease_keys k;
 	char value[512], ms[16], tok[24], record[128];
 	redisReply *reply;
+	int nkeys;
 
 	lease_keys(cfg, &k);
 	if (lease_value(cfg, token, value, sizeof(value), what, err) == -1 ||
@@ -588,13 +591,15 @@ tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
 		return -1;
 	snprintf(ms, sizeof(ms), "%d", cfg->ha.lease_ms);
 	snprintf(tok, sizeof(tok), "%" PRIu64, token);
+	nkeys = record[0] != '\0' ? 2 : 1;
 	rest[0] = k.lease;
 	rest[1] = k.client;
-	rest[2] = value;
-	rest[3] = ms;
-	rest[4] = tok;
-	rest[5] = record;
-	if ((reply = eval(r, renew_lua, 2, 6, rest, what, err)) == NULL)
+	rest[nkeys] = value;
+	rest[nkeys + 1] = ms;
+	rest[nkeys + 2] = tok;
+	rest[nkeys + 3] = record;
+	if ((reply = eval(r, renew_lua, nkeys, nkeys + 4, rest, what, err)) ==
+	    NULL)
 		return -1;
 	return verdict(what, k.lease, reply, err);
 }

@@ -25,11 +25,26 @@
  * leader renewing its lease there would let the lease on the new master
  * expire.  So before a command, at most once per ha.renew_ms, we ask a
  * Sentinel (on a connection kept for that) who the master is.
+ *
+ * With redis.cluster.nodes set, "connect" means "find the node that serves
+ * the group's slot": every key of a group carries the hash tag {<group>},
+ * so one slot holds them all, and one connection to its master serves
+ * every command, the keyless ones (ROLE, WAIT, CLIENT ID) included.  A
+ * node is asked CLUSTER SLOTS at each connect.  The cluster's own
+ * redirections are followed inside a command, since a redirected command
+ * did not run and may be sent again: MOVED moves the connection to the
+ * named node for good, ASK sends ASKING and that one command to the named
+ * node, TRYAGAIN (the group's keys half migrated) waits a moment and sends
+ * again.  A node that fails makes the next connect start over from the
+ * configured nodes.  Scripts go out as EVAL with their text, so a node
+ * never lacks one (no NOSCRIPT after a redirect).
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tor/clock.h"
 #include "tor/link.h"
@@ -58,7 +73,16 @@ struct tor_redis {
 	 * needs them; NULL before and in clear text. */
 	struct tor_link_tls *tls;
 	struct tor_link_tls *sentinel_tls;
+	/* Cluster mode only: */
+	int slot;               /* the group's hash slot */
+	char node_host[256];    /* the node that serves it; host points here */
+	int node_port;          /* 0: none known, ask the configured nodes */
 };
+
+/* Redirections (MOVED, ASK) and TRYAGAIN waits one command may take before
+ * it fails: a slot map that keeps moving is an error, not a loop. */
+#define MAX_REDIRECTS 5
+#define TRYAGAIN_WAIT_MS 20
 
 /* How often the master is checked with a Sentinel: once per lease renew,
  * so that a leader's renews move to a new master while the lease it
@@ -73,16 +97,57 @@ use_sentinel(const struct tor_config *cfg)
 	    cfg->redis.sentinel.master[0] != '\0';
 }
 
+static bool
+use_cluster(const struct tor_config *cfg)
+{
+	return cfg->redis.cluster.n_nodes > 0;
+}
+
+/* CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), Redis Cluster's key
+ * hash. */
+static unsigned
+crc16(const char *s, size_t len)
+{
+	unsigned crc = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		crc ^= (unsigned)(unsigned char)s[i] << 8;
+		for (int b = 0; b < 8; b++)
+			crc = (crc & 0x8000) != 0 ? (crc << 1) ^ 0x1021 :
+			    crc << 1;
+		crc &= 0xffff;
+	}
+	return crc;
+}
+
+int
+tor_redis_slot(const char *key)
+{
+	const char *lb = strchr(key, '{'), *rb;
+
+	/* The hash tag: what lies between the first '{' and the next '}',
+	 * when that is not empty; else the whole key. */
+	if (lb != NULL && (rb = strchr(lb + 1, '}')) != NULL && rb > lb + 1)
+		return (int)(crc16(lb + 1, (size_t)(rb - lb - 1)) % 16384);
+	return (int)(crc16(key, strlen(key)) % 16384);
+}
+
 struct tor_redis *
 tor_redis_new(const struct tor_config *cfg)
 {
 	struct tor_redis *r;
+	char key[512];
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
 	r->cfg = cfg;
 	r->host = cfg->redis.host;
 	r->port = cfg->redis.port;
+	if (use_cluster(cfg)) {
+		r->host = r->node_host;
+		tor_redis_key(cfg, "", key, sizeof(key));
+		r->slot = tor_redis_slot(key);
+	}
 	return r;
 }
 
@@ -128,35 +193,6 @@ redis_err(const struct tor_redis *r, tor_err *err, const char *what,
     const char *text)
 {
 	return server_err(err, r->host, r->port, what, text);
-}
-
-/* Runs one command on the live connection; a broken one is dropped so
- * that the next command reconnects.  what names the command in errors (""
- * for none). */
-static redisReply *
-run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
-    const char *what, tor_err *err)
-{
-	redisReply *reply;
-	tor_err e;
-
-	if ((reply = tor_link_command(r->c, argc, argv, argvlen, &e)) ==
-	    NULL) {
-		redis_err(r, err, what, e.msg);
-		drop_connection(r);
-		return NULL;
-	}
-	if (reply->type == REDIS_REPLY_ERROR) {
-		redis_err(r, err, what, reply->str);
-		/* The master we found was demoted: find the new one before
-		 * the next command instead of failing on this one forever. */
-		if (use_sentinel(r->cfg) &&
-		    strncmp(reply->str, "READONLY", 8) == 0)
-			drop_connection(r);
-		freeReplyObject(reply);
-		return NULL;
-	}
-	return reply;
 }
 
 /*
@@ -206,13 +242,34 @@ auth_args(const char *user, const char *password, const char *argv[3])
 	return acl ? 3 : 2;
 }
 
-/* AUTH (as redis.user when set) when a password is set, SELECT redis.db;
- * drops the connection on failure. */
+/* One setup command on link l to host:port: 0, or -1 with err naming the
+ * server and what ("AUTH", "SELECT"). */
 static int
-authenticate(struct tor_redis *r, tor_err *err)
+setup_command(struct tor_link *l, const char *host, int port, int argc,
+    const char **argv, const char *what, tor_err *err)
+{
+	redisReply *reply;
+	tor_err e;
+	int rc = -1;
+
+	if ((reply = tor_link_command(l, argc, argv, NULL, &e)) == NULL)
+		server_err(err, host, port, what, e.msg);
+	else if (reply->type == REDIS_REPLY_ERROR)
+		server_err(err, host, port, what, reply->str);
+	else
+		rc = 0;
+	if (reply != NULL)
+		freeReplyObject(reply);
+	return rc;
+}
+
+/* AUTH (as redis.user when set) when a password is set, SELECT redis.db,
+ * on link l to host:port. */
+static int
+link_auth(struct tor_redis *r, struct tor_link *l, const char *host,
+    int port, tor_err *err)
 {
 	const struct tor_config *cfg = r->cfg;
-	redisReply *reply;
 	char db[16];
 
 	if (cfg->redis.password != NULL && cfg->redis.password[0] != '\0') {
@@ -220,23 +277,347 @@ authenticate(struct tor_redis *r, tor_err *err)
 		int argc = auth_args(cfg->redis.user, cfg->redis.password,
 		    argv);
 
-		if ((reply = run(r, argc, argv, NULL, "AUTH", err)) == NULL) {
-			drop_connection(r);
+		if (setup_command(l, host, port, argc, argv, "AUTH", err) < 0)
 			return -1;
-		}
-		freeReplyObject(reply);
 	}
 	if (cfg->redis.db != 0) {
 		const char *argv[] = { "SELECT", db };
 
 		snprintf(db, sizeof(db), "%d", cfg->redis.db);
-		if ((reply = run(r, 2, argv, NULL, "SELECT", err)) == NULL) {
-			drop_connection(r);
+		if (setup_command(l, host, port, 2, argv, "SELECT", err) < 0)
 			return -1;
-		}
-		freeReplyObject(reply);
 	}
 	return 0;
+}
+
+/* AUTH and SELECT on the live connection; drops it on failure. */
+static int
+authenticate(struct tor_redis *r, tor_err *err)
+{
+	if (link_auth(r, r->c, r->host, r->port, err) == -1) {
+		drop_connection(r);
+		return -1;
+	}
+	return 0;
+}
+
+/* Splits "host:port" or "[v6]:port" (validated by the config loader). */
+static void
+split_node(const char *node, char *host, size_t cap, int *port)
+{
+	const char *colon = strrchr(node, ':');
+	size_t len = (size_t)(colon - node);
+
+	if (node[0] == '[' && len >= 2) {
+		node++;
+		len -= 2;
+	}
+	snprintf(host, cap, "%.*s", (int)len, node);
+	*port = atoi(colon + 1);
+}
+
+/* Waits ms (TRYAGAIN: the keys of the slot are on both sides of a
+ * migration for a moment). */
+static void
+pause_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+int
+tor_redis_parse_redirect(const char *text, int *slot, char *host,
+    size_t cap, int *port)
+{
+	const char *sp, *colon;
+	char *end;
+	long n;
+	int kind;
+
+	if (strncmp(text, "TRYAGAIN", 8) == 0 &&
+	    (text[8] == '\0' || text[8] == ' '))
+		return TOR_REDIRECT_TRYAGAIN;
+	if (strncmp(text, "MOVED ", 6) == 0)
+		kind = TOR_REDIRECT_MOVED;
+	else if (strncmp(text, "ASK ", 4) == 0)
+		kind = TOR_REDIRECT_ASK;
+	else
+		return TOR_REDIRECT_NONE;
+	sp = strchr(text, ' ') + 1;
+	errno = 0;
+	n = strtol(sp, &end, 10);
+	if (errno != 0 || end == sp || *end != ' ' || n < 0 || n > 16383)
+		return -1;
+	*slot = (int)n;
+	sp = end + 1;
+	/* "host:port", "[v6]:port", or ":port" (the node asked: a node that
+	 * does not know its own address). */
+	if ((colon = strrchr(sp, ':')) == NULL)
+		return -1;
+	n = strtol(colon + 1, &end, 10);
+	if (end == colon + 1 || *end != '\0' || n < 1 || n > 65535 ||
+	    (size_t)(colon - sp) >= cap)
+		return -1;
+	*port = (int)n;
+	if (sp[0] == '[' && colon > sp + 1 && colon[-1] == ']')
+		snprintf(host, cap, "%.*s", (int)(colon - sp - 2), sp + 1);
+	else
+		snprintf(host, cap, "%.*s", (int)(colon - sp), sp);
+	return kind;
+}
+
+/* Logs the node that serves the group's slot when it is a new one: once
+ * at the first connect, once after each move.  how says why we went. */
+static void
+note_node(struct tor_redis *r, const char *how)
+{
+	char now[sizeof(r->followed)];
+
+	snprintf(now, sizeof(now), "%s:%d", r->host, r->port);
+	if (strcmp(now, r->followed) == 0)
+		return;
+	if (r->followed[0] == '\0')
+		log_info("redis", "cluster slot %d (group %s) is served by %s "
+		    "(%s)", r->slot, r->cfg->group, now, how);
+	else
+		log_info("redis", "following cluster slot %d (group %s) to %s, "
+		    "was %s (%s)", r->slot, r->cfg->group, now, r->followed,
+		    how);
+	snprintf(r->followed, sizeof(r->followed), "%s", now);
+}
+
+/* Cluster mode: connects to host:port as the node of the slot (host may
+ * be r->node_host itself).  0, or -1 with err set, not connected. */
+static int
+open_node(struct tor_redis *r, const char *host, int port, tor_err *err)
+{
+	char copy[sizeof(r->node_host)];
+
+	drop_connection(r);
+	snprintf(copy, sizeof(copy), "%s", host);
+	memcpy(r->node_host, copy, sizeof(copy));
+	r->host = r->node_host;
+	r->port = r->node_port = port;
+	if ((r->c = dial(r, false, r->host, r->port, err)) == NULL)
+		return -1;
+	return authenticate(r, err);
+}
+
+/* Sends argv to host:port after ASKING, on a connection of its own that
+ * is closed after the reply: an ASK holds for this one command.  Returns
+ * the reply (an error reply too), or NULL with err set. */
+static redisReply *
+ask_node(struct tor_redis *r, const char *host, int port, int argc,
+    const char **argv, const size_t *argvlen, tor_err *err)
+{
+	const char *asking[] = { "ASKING" };
+	struct tor_link *l;
+	redisReply *reply = NULL;
+	tor_err e;
+
+	if ((l = dial(r, false, host, port, err)) == NULL)
+		return NULL;
+	if (link_auth(r, l, host, port, err) == 0 &&
+	    setup_command(l, host, port, 1, asking, "ASKING", err) == 0 &&
+	    (reply = tor_link_command(l, argc, argv, argvlen, &e)) == NULL)
+		server_err(err, host, port, "", e.msg);
+	tor_link_free(l);
+	return reply;
+}
+
+/*
+ * Runs one command on the live connection; a broken one is dropped so
+ * that the next command reconnects.  what names the command in errors (""
+ * for none).  In cluster mode a redirection is followed here (see the top
+ * of the file), at most MAX_REDIRECTS times; err then names the slot and
+ * the nodes the command went through.
+ */
+static redisReply *
+run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
+    const char *what, tor_err *err)
+{
+	char host[sizeof(r->node_host)], ask_host[sizeof(r->node_host)];
+	char trail[512];
+	const char *at_host = r->host;
+	int at_port = r->port, hops = 0, slot, port, kind;
+	size_t len;
+	redisReply *reply;
+	tor_err e;
+
+	len = (size_t)snprintf(trail, sizeof(trail), "%s:%d", r->host, r->port);
+	for (;;) {
+		if ((reply = tor_link_command(r->c, argc, argv, argvlen, &e)) ==
+		    NULL) {
+			redis_err(r, err, what, e.msg);
+			drop_connection(r);
+			return NULL;
+		}
+		at_host = r->host;
+		at_port = r->port;
+again:
+		if (reply->type != REDIS_REPLY_ERROR)
+			return reply;
+		kind = use_cluster(r->cfg) ? tor_redis_parse_redirect(
+		    reply->str, &slot, host, sizeof(host), &port) :
+		    TOR_REDIRECT_NONE;
+		if (kind <= TOR_REDIRECT_NONE)
+			break;
+		if (hops++ == MAX_REDIRECTS) {
+			tor_err_set(err, "redis cluster slot %d (group %s): "
+			    "%s: more than %d redirections (%s); last: %s",
+			    r->slot, r->cfg->group, what[0] != '\0' ? what :
+			    argv[0], MAX_REDIRECTS, trail, reply->str);
+			freeReplyObject(reply);
+			return NULL;
+		}
+		if (kind == TOR_REDIRECT_TRYAGAIN) {
+			freeReplyObject(reply);
+			pause_ms(TRYAGAIN_WAIT_MS * hops);
+			if (len < sizeof(trail))
+				len += (size_t)snprintf(trail + len,
+				    sizeof(trail) - len, " TRYAGAIN");
+			continue;
+		}
+		if (host[0] == '\0')
+			snprintf(host, sizeof(host), "%s", at_host);
+		if (len < sizeof(trail))
+			len += (size_t)snprintf(trail + len, sizeof(trail) - len,
+			    " -%s-> %s:%d", kind == TOR_REDIRECT_MOVED ?
+			    "MOVED" : "ASK", host, port);
+		freeReplyObject(reply);
+		if (kind == TOR_REDIRECT_MOVED) {
+			if (open_node(r, host, port, err) == -1)
+				return NULL;
+			note_node(r, "MOVED");
+			continue;
+		}
+		memcpy(ask_host, host, sizeof(host));
+		if ((reply = ask_node(r, ask_host, port, argc, argv, argvlen,
+		    err)) == NULL)
+			return NULL;
+		at_host = ask_host;
+		at_port = port;
+		goto again;
+	}
+	server_err(err, at_host, at_port, what, reply->str);
+	/* The master we found was demoted: find the new one before the next
+	 * command instead of failing on this one forever.  A cluster node
+	 * that says the cluster is down is left the same way: the next
+	 * command asks again who serves the slot. */
+	if ((use_sentinel(r->cfg) && strncmp(reply->str, "READONLY", 8) == 0) ||
+	    (use_cluster(r->cfg) && strncmp(reply->str, "CLUSTERDOWN", 11) == 0))
+		drop_connection(r);
+	freeReplyObject(reply);
+	return NULL;
+}
+
+/* CLUSTER SLOTS on the live connection: the node that serves the group's
+ * slot, into host and *port.  0, or -1 with err set. */
+static int
+slot_owner(struct tor_redis *r, char *host, size_t cap, int *port,
+    tor_err *err)
+{
+	const char *argv[] = { "CLUSTER", "SLOTS" };
+	redisReply *reply, *range, *node;
+	char text[96];
+	int rc = -1;
+
+	if ((reply = run(r, 2, argv, NULL, "CLUSTER SLOTS", err)) == NULL)
+		return -1;
+	for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY &&
+	    i < reply->elements; i++) {
+		range = reply->element[i];
+		if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
+		    range->element[0]->type != REDIS_REPLY_INTEGER ||
+		    range->element[1]->type != REDIS_REPLY_INTEGER ||
+		    r->slot < range->element[0]->integer ||
+		    r->slot > range->element[1]->integer)
+			continue;
+		node = range->element[2];
+		if (node->type != REDIS_REPLY_ARRAY || node->elements < 2 ||
+		    node->element[0]->type != REDIS_REPLY_STRING ||
+		    node->element[1]->type != REDIS_REPLY_INTEGER ||
+		    node->element[1]->integer < 1 ||
+		    node->element[1]->integer > 65535)
+			break;
+		/* An empty or unknown endpoint is the node asked. */
+		snprintf(host, cap, "%s", node->element[0]->str[0] != '\0' &&
+		    strcmp(node->element[0]->str, "?") != 0 ?
+		    node->element[0]->str : r->host);
+		*port = (int)node->element[1]->integer;
+		rc = 0;
+		break;
+	}
+	if (rc == -1) {
+		snprintf(text, sizeof(text), "no node serves slot %d (group %s) "
+		    "in the reply", r->slot, r->cfg->group);
+		redis_err(r, err, "CLUSTER SLOTS", text);
+	}
+	freeReplyObject(reply);
+	return rc;
+}
+
+/* Appends node to the list of nodes tried. */
+static void
+add_tried(char *tried, size_t cap, size_t *at, const char *host, int port)
+{
+	int n = snprintf(tried + *at, cap - *at, "%s%s:%d", *at > 0 ? ", " :
+	    "", host, port);
+
+	if (n > 0 && (size_t)n < cap - *at)
+		*at += (size_t)n;
+}
+
+/*
+ * Cluster mode's connect: the node last known to serve the slot first,
+ * then redis.cluster.nodes in order; the first that answers CLUSTER SLOTS
+ * names the node to use.  The error when none leads to it names the slot,
+ * the nodes tried and the last reason.
+ */
+static int
+connect_cluster(struct tor_redis *r, tor_err *err)
+{
+	const struct tor_config *cfg = r->cfg;
+	char tried[512], why[sizeof(err->msg)], host[sizeof(r->node_host)];
+	char owner[sizeof(r->node_host)], via[300];
+	long k = r->node_port != 0 ? -1 : 0;
+	size_t at = 0;
+	int port, oport;
+	tor_err e;
+
+	tried[0] = '\0';
+	why[0] = '\0';
+	for (; k < (long)cfg->redis.cluster.n_nodes; k++) {
+		if (k < 0) {
+			snprintf(host, sizeof(host), "%s", r->node_host);
+			port = r->node_port;
+		} else
+			split_node(cfg->redis.cluster.nodes[k], host,
+			    sizeof(host), &port);
+		add_tried(tried, sizeof(tried), &at, host, port);
+		if (open_node(r, host, port, &e) == -1 ||
+		    slot_owner(r, owner, sizeof(owner), &oport, &e) == -1) {
+			drop_connection(r);
+			snprintf(why, sizeof(why), "%s", e.msg);
+			continue;
+		}
+		snprintf(via, sizeof(via), "CLUSTER SLOTS of %s:%d", host,
+		    port);
+		if ((oport != port || strcmp(owner, host) != 0) &&
+		    open_node(r, owner, oport, &e) == -1) {
+			snprintf(why, sizeof(why), "%.400s (named by %.64s:%d)",
+			    e.msg, host, port);
+			continue;
+		}
+		note_node(r, via);
+		return 0;
+	}
+	r->node_port = 0;
+	return tor_err_set(err, "redis cluster slot %d (group %s): no node "
+	    "serving it reached from %s; last: %s", r->slot, cfg->group,
+	    tried, why);
 }
 
 /*
@@ -272,21 +653,6 @@ role_replicas(struct tor_redis *r, tor_err *err)
 		n = 0;
 	freeReplyObject(reply);
 	return n;
-}
-
-/* Splits "host:port" or "[v6]:port" (validated by the config loader). */
-static void
-split_node(const char *node, char *host, size_t cap, int *port)
-{
-	const char *colon = strrchr(node, ':');
-	size_t len = (size_t)(colon - node);
-
-	if (node[0] == '[' && len >= 2) {
-		node++;
-		len -= 2;
-	}
-	snprintf(host, cap, "%.*s", (int)len, node);
-	*port = atoi(colon + 1);
 }
 
 /* AUTH on a new Sentinel connection when redis.sentinel has a password
@@ -453,6 +819,8 @@ tor_redis_connect(struct tor_redis *r, tor_err *err)
 	drop_connection(r);
 	if (use_sentinel(cfg))
 		return connect_via_sentinel(r, err);
+	if (use_cluster(cfg))
+		return connect_cluster(r, err);
 	r->host = cfg->redis.host;
 	r->port = cfg->redis.port;
 	if ((r->c = dial(r, false, r->host, r->port, err)) == NULL)

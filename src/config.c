@@ -85,7 +85,9 @@ static const char *const keys_topic[] = { "name", "partitions",
 	"replication", NULL };
 static const char *const keys_redis[] = { "host", "port", "db", "user",
 	"password",
-	"password_file", "prefix", "timeout_ms", "tls", "sentinel", NULL };
+	"password_file", "prefix", "timeout_ms", "tls", "sentinel", "cluster",
+	NULL };
+static const char *const keys_cluster[] = { "nodes", NULL };
 static const char *const keys_sentinel[] = { "master", "nodes", "user",
 	"password", "password_file", "tls", NULL };
 static const char *const keys_redis_tls[] = { "enabled", "ca_file",
@@ -1610,7 +1612,7 @@ static int
 load_redis(struct loader *ld, const config_setting_t *root)
 {
 	struct tor_config *cfg = ld->cfg;
-	config_setting_t *g, *sen;
+	config_setting_t *g, *sen, *clu;
 	long long db;
 
 	if (opt_group(ld, root, "", "redis", keys_redis, &g) == -1 ||
@@ -1666,9 +1668,29 @@ load_redis(struct loader *ld, const config_setting_t *root)
 	    cfg->redis.sentinel.master[0] != '\0')
 		return fail(ld, sen, "redis.sentinel.nodes", "required when "
 		    "redis.sentinel.master is given");
-	if (cfg->redis.host[0] == '\0' && cfg->redis.sentinel.n_nodes == 0)
+	if (opt_group(ld, g, "redis", "cluster", keys_cluster, &clu) == -1 ||
+	    load_strings(ld, clu, "redis.cluster", "nodes",
+	    &cfg->redis.cluster.nodes, &cfg->redis.cluster.n_nodes,
+	    check_node) == -1)
+		return -1;
+	if (cfg->redis.cluster.n_nodes > 0 &&
+	    (cfg->redis.sentinel.n_nodes > 0 ||
+	    cfg->redis.sentinel.master[0] != '\0'))
+		return fail(ld, clu, "redis.cluster", "not with redis.sentinel: "
+		    "a cluster fails its masters over by itself (give one or "
+		    "the other)");
+	if (cfg->redis.cluster.n_nodes > 0 && cfg->redis.host[0] != '\0')
+		return fail(ld, lookup(g, "host"), "redis.host", "not with "
+		    "redis.cluster.nodes (tor finds the node that serves the "
+		    "group's slot from those nodes)");
+	if (cfg->redis.cluster.n_nodes > 0 && cfg->redis.db != 0)
+		return fail(ld, lookup(g, "db"), "redis.db", "must be 0 with "
+		    "redis.cluster (a cluster has database 0 only), got %d",
+		    cfg->redis.db);
+	if (cfg->redis.host[0] == '\0' && cfg->redis.sentinel.n_nodes == 0 &&
+	    cfg->redis.cluster.n_nodes == 0)
 		return fail(ld, g, "redis.host", "required (unless "
-		    "redis.sentinel.nodes are given)");
+		    "redis.sentinel.nodes or redis.cluster.nodes are given)");
 	if (resolve_password(ld, g, "redis", "TOR_REDIS_PASSWORD",
 	    cfg->redis.password_file, &cfg->redis.password) == -1)
 		return -1;
@@ -2210,6 +2232,9 @@ print_redis(const struct tor_config *cfg, FILE *out)
 	print_secret(out, 4, "password", cfg->redis.sentinel.password);
 	print_str(out, 4, "password_file", cfg->redis.sentinel.password_file);
 	print_redis_tls(out, 4, &cfg->redis.sentinel.tls);
+	fputs("  };\n  cluster = {\n", out);
+	print_strings(out, 4, "nodes", cfg->redis.cluster.nodes,
+	    cfg->redis.cluster.n_nodes);
 	fputs("  };\n};\n\n", out);
 }
 
@@ -2357,6 +2382,7 @@ tor_config_free(struct tor_config *cfg)
 	free_secret(cfg->redis.sentinel.password);
 	free(cfg->redis.sentinel.password_file);
 	free_strings(cfg->redis.sentinel.nodes, cfg->redis.sentinel.n_nodes);
+	free_strings(cfg->redis.cluster.nodes, cfg->redis.cluster.n_nodes);
 
 	free(cfg->checkpoint.key_file);
 	free(cfg->http.listen);

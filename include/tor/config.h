@@ -168,7 +168,8 @@ struct tor_config {
 	} kafka;
 
 	struct {
-		char *host;     /* required unless sentinel nodes are given */
+		char *host;     /* required unless sentinel or cluster nodes
+				   are given */
 		int port;       /* 6379 */
 		int db;         /* 0 */
 		char *user;     /* ACL user; "" (default) is "default" */
@@ -189,6 +190,12 @@ struct tor_config {
 			char *password_file;
 			struct tor_redis_tls tls;       /* to the Sentinels */
 		} sentinel;
+		/* Redis Cluster: where to start looking for the node that
+		 * serves the group's slot ("host:port"); none: no cluster. */
+		struct {
+			char **nodes;
+			size_t n_nodes;
+		} cluster;
 	} redis;
 
 	struct {

@@ -4,6 +4,10 @@
  * (re)connect first asks the Sentinels where the master is, so the next
  * command after a connection error follows a failover.
  *
+ * With redis.cluster.nodes set, the connection goes to the node that
+ * serves the group's hash slot, and commands follow the cluster's MOVED,
+ * ASK and TRYAGAIN answers (at most 5 per command).
+ *
  * A connection is not thread-safe: each thread that talks to Redis owns
  * its own tor_redis.  A command that fails because the connection broke is
  * not retried here: the caller decides (a lease renew must not be replayed
@@ -13,6 +17,7 @@
 #define TOR_REDIS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include <hiredis/hiredis.h>
 
@@ -86,6 +91,25 @@ uint64_t tor_redis_connection(const struct tor_redis *r);
  * Sentinel.  Returns 1 answered, 0 when not connected, -1 with err set on
  * an error (the connection is then dropped). */
 int tor_redis_ping(struct tor_redis *r, tor_err *err);
+
+/* What a Redis Cluster error reply asks of the client. */
+enum tor_redirect {
+	TOR_REDIRECT_NONE = 0,  /* not a redirection */
+	TOR_REDIRECT_MOVED,     /* the slot lives at host:port from now on */
+	TOR_REDIRECT_ASK,       /* this command only: ASKING, then it, there */
+	TOR_REDIRECT_TRYAGAIN   /* the keys are mid-migration: send again */
+};
+
+/* Reads an error reply's text: "MOVED <slot> <host>:<port>", "ASK <slot>
+ * <host>:<port>" (host may be "[v6]" or empty: the node that answered)
+ * fill *slot, host and *port; "TRYAGAIN ..." fills nothing.  Returns a
+ * tor_redirect, or -1 for a MOVED or ASK that does not parse. */
+int tor_redis_parse_redirect(const char *text, int *slot, char *host,
+    size_t cap, int *port);
+
+/* The Redis Cluster hash slot of key (CRC16 of its hash tag, or of the
+ * whole key when it has none, modulo 16384). */
+int tor_redis_slot(const char *key);
 
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,

@@ -999,6 +999,66 @@ test_print_reloads(void **state)
 	tmp_close(&d);
 }
 
+/* redis.cluster.nodes: the seeds as written, no host needed; the printed
+ * config holds them and loads again; an empty group is no cluster. */
+static void
+test_redis_cluster(void **state)
+{
+	struct tor_config cfg, again;
+	struct tmpdir d;
+	char *text;
+	const char *path;
+	static const char text_in[] =
+	    "mysql = { host = \"db\"; };\n"
+	    "outbox = { tables = ( { table = \"s.t\"; columns = { key = \"k\";"
+	    " type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; };\n"
+	    "redis = { cluster = { nodes = ( \"10.0.0.6:6379\", "
+	    "\"[fd00::7]:7000\" ); };\n"
+	    "  sentinel = { master = \"\"; nodes = ( ); }; };\n"
+	    "http = { listen = \"\"; };\n";
+	static const char empty[] =
+	    "mysql = { host = \"db\"; };\n"
+	    "outbox = { tables = ( { table = \"s.t\"; columns = { key = \"k\";"
+	    " type = \"t\"; payload = \"p\"; }; } );\n"
+	    "  topic_template = \"${aggregate_type}\"; };\n"
+	    "kafka = { brokers = \"k:9092\"; };\n"
+	    "redis = { host = \"r\"; cluster = { nodes = ( ); }; };\n";
+
+	(void)state;
+	tmp_open(&d);
+	path = tmp_file(&d, "cluster.cfg", text_in, sizeof(text_in) - 1);
+	load_ok(&cfg, path);
+	assert_string_equal(cfg.redis.host, "");
+	assert_int_equal(cfg.redis.cluster.n_nodes, 2);
+	assert_string_equal(cfg.redis.cluster.nodes[0], "10.0.0.6:6379");
+	assert_string_equal(cfg.redis.cluster.nodes[1], "[fd00::7]:7000");
+	assert_false(has_note(&cfg, "redis.cluster"));
+	text = print_to_string(&cfg);
+	assert_non_null(strstr(text, "  cluster = {\n    nodes = ( "
+	    "\"10.0.0.6:6379\", \"[fd00::7]:7000\" );\n  };\n"));
+	path = tmp_file(&d, "printed.cfg", text, strlen(text));
+	load_ok(&again, path);
+	assert_int_equal(again.redis.cluster.n_nodes, 2);
+	free(text);
+	tor_config_free(&again);
+	tor_config_free(&cfg);
+
+	path = tmp_file(&d, "empty.cfg", empty, sizeof(empty) - 1);
+	load_ok(&cfg, path);
+	assert_int_equal(cfg.redis.cluster.n_nodes, 0);
+	assert_string_equal(cfg.redis.host, "r");
+	text = print_to_string(&cfg);
+	path = tmp_file(&d, "printed-empty.cfg", text, strlen(text));
+	load_ok(&again, path);
+	assert_int_equal(again.redis.cluster.n_nodes, 0);
+	free(text);
+	tor_config_free(&again);
+	tor_config_free(&cfg);
+	tmp_close(&d);
+}
+
 static void
 test_not_in_effect_transactional(void **state)
 {
@@ -1199,7 +1259,19 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_missing_mysql_host.cfg", "2: mysql.host: required" },
 	{ "bad_missing_brokers.cfg", "8: kafka.brokers: required" },
 	{ "bad_missing_redis_host.cfg", "9: redis.host: required (unless "
-	    "redis.sentinel.nodes are given)" },
+	    "redis.sentinel.nodes or redis.cluster.nodes are given)" },
+	{ "bad_cluster_sentinel.cfg", "11: redis.cluster: not with "
+	    "redis.sentinel: a cluster fails its masters over by itself (give "
+	    "one or the other)" },
+	{ "bad_cluster_host.cfg", "10: redis.host: not with "
+	    "redis.cluster.nodes (tor finds the node that serves the group's "
+	    "slot from those nodes)" },
+	{ "bad_cluster_db.cfg", "10: redis.db: must be 0 with redis.cluster (a "
+	    "cluster has database 0 only), got 2" },
+	{ "bad_cluster_node.cfg", "10: redis.cluster.nodes[1]: expected "
+	    "\"host:port\", got \"10.0.0.7\"" },
+	{ "bad_cluster_unknown.cfg",
+	    "10: redis.cluster.max_redirects: unknown key" },
 	{ "bad_no_tables.cfg",
 	    "3: outbox.tables: required (at least one table)" },
 	{ "bad_password_file.cfg", "4: mysql.password_file: cannot read "
@@ -1413,6 +1485,7 @@ main(void)
 		cmocka_unit_test_setup(test_kafka_properties_file, clean_env),
 		cmocka_unit_test_setup(test_kafka_properties_file_errors,
 		    clean_env),
+		cmocka_unit_test(test_redis_cluster),
 		cmocka_unit_test_setup(test_not_in_effect_transactional,
 		    clean_env),
 		cmocka_unit_test_setup(test_start_values, clean_env),

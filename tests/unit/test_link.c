@@ -1,7 +1,8 @@
 /*
  * Unit tests of the Redis transport over TLS (ha/link.c) against a private
  * redis-server with a TLS port (and a clear one, for the test's own looks),
- * with certificates made by the openssl command in a temporary directory.
+ * with certificates made by the openssl command in a temporary directory;
+ * and of Redis Cluster over TLS, against two such servers in a cluster.
  *
  * What the relay relies on: commands work through the reader; a paused
  * server costs timeout_ms and no more, at the handshake and at a command;
@@ -256,10 +257,174 @@ test_closed_connection_noticed(void **state)
 	tor_redis_free(r);
 }
 
+/* Two TLS cluster nodes for test_cluster_over_tls: each also has a clear
+ * port (for the test's own looks) and tls-cluster on, so a node names its
+ * TLS port to a TLS client (CLUSTER SLOTS, MOVED) and its clear one to a
+ * clear client. */
+struct cluster_node {
+	struct server clear;
+	int tls_port, bus_port;
+	char id[64];
+};
+
+static void
+start_cluster_node(struct tls_server *t, struct cluster_node *n)
+{
+	pid_t parent = getpid();
+	char port[16], tls_port[16], bus[16], nodes[160];
+	int i, fd;
+
+	n->clear.port = free_port();
+	n->tls_port = free_port();
+	n->bus_port = free_port();
+	snprintf(port, sizeof(port), "%d", n->clear.port);
+	snprintf(tls_port, sizeof(tls_port), "%d", n->tls_port);
+	snprintf(bus, sizeof(bus), "%d", n->bus_port);
+	snprintf(nodes, sizeof(nodes), "nodes-%d.conf", n->clear.port);
+	n->clear.pid = fork();
+	assert_true(n->clear.pid >= 0);
+	if (n->clear.pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		execlp("redis-server", "redis-server", "--port", port,
+		    "--tls-port", tls_port, "--bind", "127.0.0.1",
+		    "--tls-cert-file", t->cert, "--tls-key-file", t->key,
+		    "--tls-ca-cert-file", t->ca, "--tls-auth-clients", "no",
+		    "--tls-cluster", "yes", "--cluster-enabled", "yes",
+		    "--cluster-port", bus, "--cluster-config-file", nodes,
+		    "--dir", t->dir, "--save", "", "--appendonly", "no",
+		    (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 100 && !server_answers(n->clear.port); i++)
+		sleep_ms(50);
+	assert_true(server_answers(n->clear.port));
+}
+
+/* One command on node n's clear port; the reply, checked not an error. */
+static redisReply *
+on_node_v(struct cluster_node *n, const char *fmt, va_list ap)
+{
+	redisContext *c = raw_connect(&n->clear);
+	redisReply *reply = redisvCommand(c, fmt, ap);
+
+	assert_non_null(reply);
+	if (reply->type == REDIS_REPLY_ERROR)
+		fail_msg("%s: %s", fmt, reply->str);
+	redisFree(c);
+	return reply;
+}
+
+static redisReply *
+on_node(struct cluster_node *n, const char *fmt, ...)
+{
+	redisReply *reply;
+	va_list ap;
+
+	va_start(ap, fmt);
+	reply = on_node_v(n, fmt, ap);
+	va_end(ap);
+	return reply;
+}
+
+static void
+on_node_ok(struct cluster_node *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	freeReplyObject(on_node_v(n, fmt, ap));
+	va_end(ap);
+}
+
+static bool
+cluster_ok(struct cluster_node *n)
+{
+	redisReply *reply = on_node(n, "CLUSTER INFO");
+	bool ok = strstr(reply->str, "cluster_state:ok") != NULL &&
+	    strstr(reply->str, "cluster_known_nodes:2") != NULL;
+
+	freeReplyObject(reply);
+	return ok;
+}
+
+/*
+ * Redis Cluster over TLS: tor is given node A's TLS port; A says over TLS
+ * that B serves the group's slot, on B's TLS port, and tor goes there.
+ * Then the slot moves to A: B answers MOVED with A's TLS port, and tor
+ * follows over TLS.  Had a node named a clear port, the handshake there
+ * would have failed.
+ */
+static void
+test_cluster_over_tls(void **state)
+{
+	struct tls_server *t = *state;
+	struct cluster_node n[2];
+	struct tor_config cfg = t->clear.cfg;
+	const char *set[] = { "SET", "tor:{orders}:lease", "x" };
+	char seed[32], *seeds[1] = { seed };
+	struct tor_redis *r;
+	redisReply *reply;
+	tor_err err = { "" };
+	int slot = tor_redis_slot("tor:{orders}:lease"), i;
+
+	memset(n, 0, sizeof(n));
+	for (i = 0; i < 2; i++) {
+		start_cluster_node(t, &n[i]);
+		reply = on_node(&n[i], "CLUSTER MYID");
+		snprintf(n[i].id, sizeof(n[i].id), "%s", reply->str);
+		freeReplyObject(reply);
+	}
+	if (slot > 0)
+		on_node_ok(&n[0], "CLUSTER ADDSLOTSRANGE 0 %d", slot - 1);
+	if (slot < 16383)
+		on_node_ok(&n[0], "CLUSTER ADDSLOTSRANGE %d 16383", slot + 1);
+	on_node_ok(&n[1], "CLUSTER ADDSLOTS %d", slot);
+	on_node_ok(&n[0], "CLUSTER MEET 127.0.0.1 %d %d", n[1].tls_port,
+	    n[1].bus_port);
+	for (i = 0; i < 200 && !(cluster_ok(&n[0]) && cluster_ok(&n[1])); i++)
+		sleep_ms(50);
+	assert_true(i < 200);
+
+	snprintf(seed, sizeof(seed), "127.0.0.1:%d", n[0].tls_port);
+	cfg.redis.host = (char *)"";
+	cfg.redis.cluster.nodes = seeds;
+	cfg.redis.cluster.n_nodes = 1;
+	r = tor_redis_new(&cfg);
+	if ((reply = tor_redis_command(r, 3, set, NULL, &err)) == NULL)
+		fail_msg("SET through A: %s", err.msg);
+	freeReplyObject(reply);
+	reply = on_node(&n[1], "GET tor:{orders}:lease");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+
+	/* The slot moves to A (its key dropped first: no MIGRATE here). */
+	on_node_ok(&n[1], "DEL tor:{orders}:lease");
+	on_node_ok(&n[0], "CLUSTER SETSLOT %d NODE %s", slot, n[0].id);
+	on_node_ok(&n[1], "CLUSTER SETSLOT %d NODE %s", slot, n[0].id);
+	if ((reply = tor_redis_command(r, 3, set, NULL, &err)) == NULL)
+		fail_msg("SET after the move: %s", err.msg);
+	freeReplyObject(reply);
+	reply = on_node(&n[0], "GET tor:{orders}:lease");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	assert_int_equal(tor_redis_ping(r, &err), 1);
+	tor_redis_free(r);
+	for (i = 0; i < 2; i++)
+		server_stop(&n[i].clear, SIGTERM);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_cluster_over_tls, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_commands_over_tls, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_paused_server_times_out,
