@@ -367,6 +367,9 @@ def failover_under_writes(stack, name, trigger):
         return c
 
 
+@harness.long_test(
+    "test_cluster_master_killed_under_writes shows a failover of the "
+    "slot's master")
 def test_cluster_manual_failover_under_writes(stack):
     """CLUSTER FAILOVER on the replica of the group's slot: the old master
     becomes a replica and answers MOVED; tor follows."""
@@ -496,6 +499,9 @@ def test_cluster_slot_migration_under_load(stack):
     migrate_under_load(stack, "rc_migrate")
 
 
+@harness.long_test(
+    "test_cluster_slot_migration_under_load shows a migration, with fast "
+    "failover on")
 def test_cluster_slot_migration_no_fast_failover(stack):
     """As above with ha.fast_failover off, where the lease has no client
     record key: the leader renews through both ASK phases and keeps the
