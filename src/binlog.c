@@ -66,6 +66,10 @@ struct tor_binlog {
 
 	uint8_t *event;         /* the event handed out by tor_binlog_next */
 	size_t event_cap;
+
+	/* The server_id of the server the session's streams read, 0 until
+	 * the first: a stream reopened on another one is refused. */
+	unsigned long source_id;
 };
 
 struct tor_binlog *
@@ -438,39 +442,6 @@ tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 	return 0;
 }
 
-int
-tor_binlog_check_available(struct tor_binlog *b,
-    const struct tor_position *pos, tor_err *err)
-{
-	char oldest[256] = "";
-	MYSQL_RES *res;
-	MYSQL_ROW row;
-	bool found = false;
-
-	if (pos->file[0] == '\0')
-		return 0;       /* GTID: the server answers at the first fetch */
-	res = binary_logs(b, err);
-	if (res == NULL)
-		return -1;
-	while ((row = mysql_fetch_row(res)) != NULL) {
-		if (row[0] == NULL)
-			continue;
-		if (oldest[0] == '\0')
-			snprintf(oldest, sizeof(oldest), "%s", row[0]);
-		if (strcmp(row[0], pos->file) == 0)
-			found = true;
-	}
-	mysql_free_result(res);
-	if (!found)
-		return tor_err_set(err, "mysql %s:%d: binlog file %s is no "
-		    "longer on the server (purged?); its oldest is %s. Events "
-		    "may have been lost: reset the checkpoint with `tor "
-		    "checkpoint set` once you know what to replay",
-		    b->cfg->mysql.host, b->cfg->mysql.port, pos->file,
-		    oldest[0] ? oldest : "none");
-	return 0;
-}
-
 /* The GTID of domain d in the state list ("D-S-N,..."): false when none. */
 static bool
 gtid_of_domain(const char *list, unsigned long d, unsigned long *server,
@@ -517,6 +488,92 @@ gtid_state_reaches(const char *have, const char *want)
 	return true;
 }
 
+/* The server's identity (server_id, gtid_binlog_pos); "?" and "" when it
+ * does not say.  -1 when it cannot be asked. */
+static int
+server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
+    size_t gtidlen, tor_err *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	snprintf(id, idlen, "?");
+	gtid[0] = '\0';
+	if ((res = query_rows(b, "SELECT @@global.server_id, "
+	    "@@global.gtid_binlog_pos", err)) == NULL)
+		return -1;
+	if ((row = mysql_fetch_row(res)) != NULL) {
+		snprintf(id, idlen, "%s", row[0] ? row[0] : "?");
+		snprintf(gtid, gtidlen, "%s", row[1] ? row[1] : "");
+	}
+	mysql_free_result(res);
+	return 0;
+}
+
+/* The halt on a server that is not the checkpoint's: here is the GTID state
+ * its binlog has at the checkpoint's file:pos, if any. */
+static int
+not_the_source(struct tor_binlog *b, const struct tor_position *pos,
+    const char *server_id, const char *binlog_pos, const char *here,
+    tor_err *err)
+{
+	return tor_err_set(err, "mysql %s:%d (server_id %s, gtid_binlog_pos "
+	    "'%s'): its binlog at %s:%" PRIu64 " is at GTID '%s', short of "
+	    "the checkpoint's '%s': this is not the server (or not the "
+	    "binlog) the checkpoint was written from (a promoted replica? a "
+	    "restored or reset server?), and resuming by file:pos would "
+	    "publish the wrong rows or skip new ones. Halting. Check which "
+	    "transactions this server has, then move the checkpoint with `tor "
+	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
+	    b->cfg->mysql.port, server_id, binlog_pos, pos->file, pos->pos,
+	    here, pos->gtid), TOR_BINLOG_FATAL;
+}
+
+int
+tor_binlog_check_available(struct tor_binlog *b,
+    const struct tor_position *pos, tor_err *err)
+{
+	char oldest[256] = "";
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	bool found = false;
+
+	if (pos->file[0] == '\0')
+		return 0;       /* GTID: the server answers at the first fetch */
+	res = binary_logs(b, err);
+	if (res == NULL)
+		return -1;
+	while ((row = mysql_fetch_row(res)) != NULL) {
+		if (row[0] == NULL)
+			continue;
+		if (oldest[0] == '\0')
+			snprintf(oldest, sizeof(oldest), "%s", row[0]);
+		if (strcmp(row[0], pos->file) == 0)
+			found = true;
+	}
+	mysql_free_result(res);
+	/* A server whose GTID state is behind the checkpoint's never wrote
+	 * it: not a purge, another server. */
+	if (!found && pos->gtid[0] != '\0') {
+		char id[24], gtid[sizeof(pos->gtid)];
+
+		if (server_identity(b, id, sizeof(id), gtid, sizeof(gtid),
+		    err) < 0)
+			return -1;
+		if (!gtid_state_reaches(gtid, pos->gtid))
+			return not_the_source(b, pos, id, gtid,
+			    "none (no such file)", err), -1;
+	}
+	if (!found)
+		return tor_err_set(err, "mysql %s:%d: binlog file %s is no "
+		    "longer on the server (purged?); its oldest is %s. Events "
+		    "may have been lost: reset the checkpoint with `tor "
+		    "checkpoint set` once you know what to replay",
+		    b->cfg->mysql.host, b->cfg->mysql.port, pos->file,
+		    oldest[0] ? oldest : "none");
+	return 0;
+}
+
 int
 tor_binlog_check_identity(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err)
@@ -548,17 +605,8 @@ tor_binlog_check_identity(struct tor_binlog *b,
 	mysql_free_result(res);
 	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid))
 		return 0;
-	return tor_err_set(err, "mysql %s:%d (server_id %s, gtid_binlog_pos "
-	    "'%s'): its binlog at %s:%" PRIu64 " is at GTID '%s', short of "
-	    "the checkpoint's '%s': this is not the server (or not the "
-	    "binlog) the checkpoint was written from (a promoted replica? a "
-	    "restored or reset server?), and resuming by file:pos would "
-	    "publish the wrong rows or skip new ones. Halting. Check which "
-	    "transactions this server has, then move the checkpoint with `tor "
-	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
-	    b->cfg->mysql.port, server_id, binlog_pos, pos->file, pos->pos,
-	    here[0] ? here : "none (no event starts there)", pos->gtid),
-	    TOR_BINLOG_FATAL;
+	return not_the_source(b, pos, server_id, binlog_pos,
+	    here[0] ? here : "none (no event starts there)", err);
 }
 
 /* Events a group of the binlog starts with, and events never inside one
@@ -728,6 +776,51 @@ start_reader(struct tor_binlog *b)
 	return rc;
 }
 
+void
+tor_binlog_forget_source(struct tor_binlog *b)
+{
+	b->source_id = 0;
+}
+
+/* The server the dump connection reached is the one the session's position
+ * belongs to: a failover or a moved address behind mysql.host leaves the
+ * same file names at other offsets, and a file:pos read there is another
+ * transaction, or none.  0, -1 (not answered), or TOR_BINLOG_FATAL. */
+static int
+check_same_source(struct tor_binlog *b, const struct tor_position *pos,
+    tor_err *err)
+{
+	char gtid[sizeof(pos->gtid)] = "";
+	unsigned long id = 0;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (mysql_query(b->stream, "SELECT @@global.server_id, "
+	    "@@global.gtid_binlog_pos") != 0 ||
+	    (res = mysql_store_result(b->stream)) == NULL)
+		return tor_err_set(err, "mysql %s:%d: server_id: %s",
+		    b->cfg->mysql.host, b->cfg->mysql.port,
+		    mysql_error(b->stream));
+	if ((row = mysql_fetch_row(res)) != NULL) {
+		id = strtoul(row[0] ? row[0] : "0", NULL, 10);
+		snprintf(gtid, sizeof(gtid), "%s", row[1] ? row[1] : "");
+	}
+	mysql_free_result(res);
+	if (b->source_id == 0 || id == b->source_id) {
+		b->source_id = id;
+		return 0;
+	}
+	return tor_err_set(err, "mysql %s:%d is now server_id %lu "
+	    "(gtid_binlog_pos '%s'), not server_id %lu whose binlog this "
+	    "session read up to %s:%" PRIu64 ": the source failed over or "
+	    "moved, and resuming by file:pos on another server would publish "
+	    "the wrong rows or skip new ones. Halting. Check which "
+	    "transactions this server has, then move the checkpoint with `tor "
+	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
+	    b->cfg->mysql.port, id, gtid, b->source_id, pos->file, pos->pos),
+	    TOR_BINLOG_FATAL;
+}
+
 int
 tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err)
@@ -736,12 +829,18 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 	char sql[2 * sizeof(pos->gtid) + 128];
 	unsigned long start = pos->file[0] != '\0' ? (unsigned long)pos->pos : 4;
 	const char *file = pos->file;
+	int rc;
 
 	close_stream(b);
 	/* A read that waits longer than a few heartbeats means a dead peer. */
 	b->stream = connect_server(cfg, 3 * cfg->mysql.heartbeat_ms + 1000, err);
 	if (b->stream == NULL)
 		return -1;
+	if (pos->file[0] != '\0' &&
+	    (rc = check_same_source(b, pos, err)) != 0) {
+		close_stream(b);
+		return rc;
+	}
 	if (negotiate_checksum(b, err) < 0)
 		goto fail;
 	/* GTID events instead of BEGIN queries, and GTID resume (MariaDB). */

@@ -1281,8 +1281,11 @@ open_stream(struct relay *r, tor_err *err)
 
 	for (;;) {
 		tor_reader_reset_format(r->reader, false);
-		if (tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
-		    err) == 0) {
+		rc = tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
+		    err);
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if (rc == 0) {
 			tor_reader_reset_format(r->reader,
 			    tor_binlog_checksum(r->binlog));
 			atomic_store(&r->metrics.stream_beat_ms, tor_mono_ms());
@@ -1561,6 +1564,7 @@ check_source(struct relay *r, tor_err *err)
 	int backoff = RECONNECT_MIN_MS, rc;
 	char text[300];
 
+	tor_binlog_forget_source(r->binlog);
 	/* The outbox's names are checked now, not at its first row. */
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0 ||
 	    (rc = tor_binlog_check_outbox(r->binlog, err)) < 0) {

@@ -44,7 +44,9 @@ int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
     struct tor_position *pos, tor_err *err);
 
 /* Fails unless the server still has the binlog file of pos (a position in a
- * purged file can never be streamed: the relay must halt, not skip). */
+ * purged file can never be streamed: the relay must halt, not skip).  A
+ * server without the file whose gtid_binlog_pos is behind pos's GTID state
+ * never wrote it: the message says another server, not a purge. */
 int tor_binlog_check_available(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
@@ -78,12 +80,18 @@ int tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err);
 
 /* Starts streaming at pos (file:pos when pos->file is set, else the GTID
- * list), with checksums and heartbeats negotiated. */
+ * list), with checksums and heartbeats negotiated.  A file:pos is streamed
+ * only from the server (server_id) the session's first stream reached:
+ * another one is TOR_BINLOG_FATAL naming both; -1 when the server cannot
+ * be reached. */
 int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err);
 
 /* Whether the server sends event checksums on the stream. */
 bool tor_binlog_checksum(const struct tor_binlog *b);
+
+/* A new session: the next stream's server is the session's source. */
+void tor_binlog_forget_source(struct tor_binlog *b);
 
 enum {
 	TOR_BINLOG_NONE = 0,            /* nothing yet: wait on tor_binlog_fd */

@@ -50,6 +50,9 @@ class DbPair:
         self.stack = stack
         stack._stack_sh("mysql-ctl", ["reset-replica"])
         stack.start("mariadb-replica")
+        # The primary past its first binlog file, which is the replica's:
+        # the two never name the same file by chance.
+        stack.sql("FLUSH BINARY LOGS")
         self.primary_port = stack.mysql_port
         self.replica_port = int(stack.env["TOR_MYSQL_REPLICA_PORT"])
         self.proxy = MovableProxy(self.primary_port).start()

@@ -117,8 +117,9 @@ def test_lossy_failover_halts(stack):
     """The replica is held back (STOP SLAVE) while the primary commits rows
     100..149, which the leader publishes; the replica is then promoted, the
     proxy moves, and it commits rows 1000..1019 with the sequence numbers
-    the lost transactions had.  The leader must halt, never publish those
-    rows as if they followed 149 nor skip them as published; a leader
+    the lost transactions had.  The leader must halt naming both servers
+    and `tor checkpoint set`, never publish those rows as if they followed
+    149 nor skip them as published; a leader
     started afterwards (a new session, whose start checks the source's
     identity) must halt too, naming the server and `tor checkpoint
     set`."""
@@ -164,6 +165,9 @@ def test_lossy_failover_halts(stack):
         assert rc1 == 1, "r1 did not halt (exit %s); new rows published: " \
             "%s" % (rc1, new1)
         assert not new1, new1
+        log1 = r1.log_text()
+        assert "not server_id 1" in log1 and "is now server_id 2" in log1 \
+            and "tor checkpoint set" in log1, r1.log_tail()
         assert rc2 == 1, (rc2, r2.log_tail())
         assert not new2, new2
         log2 = r2.log_text()
