@@ -488,8 +488,45 @@ gtid_state_reaches(const char *have, const char *want)
 	return true;
 }
 
-/* The server's identity (server_id, gtid_binlog_pos); "?" and "" when it
- * does not say.  -1 when it cannot be asked. */
+/* Whether a binlog's state (gtid_binlog_state: each domain's last GTID
+ * from each server_id) holds each GTID of want: one of the same domain and
+ * server_id at or past its sequence number.  A promoted replica that never
+ * got the old primary's last transactions may have passed their sequence
+ * numbers with its own server_id. */
+static bool
+gtid_state_holds(const char *state, const char *want)
+{
+	while (*want != '\0') {
+		unsigned long d, sv;
+		unsigned long long n;
+		const char *h = state;
+		bool held = false;
+		int used = 0;
+
+		if (sscanf(want, "%lu-%lu-%llu%n", &d, &sv, &n, &used) != 3)
+			return true;    /* not a MariaDB state: nothing to check */
+		while (!held && *h != '\0') {
+			unsigned long hd, hsv;
+			unsigned long long hn;
+			int hused = 0;
+
+			if (sscanf(h, "%lu-%lu-%llu%n", &hd, &hsv, &hn,
+			    &hused) != 3)
+				break;
+			held = hd == d && hsv == sv && hn >= n;
+			h += hused;
+			h += *h == ',';
+		}
+		if (!held)
+			return false;
+		want += used;
+		want += *want == ',';
+	}
+	return true;
+}
+
+/* The server's identity (server_id, gtid_binlog_state); "?" and "" when
+ * it does not say.  -1 when it cannot be asked. */
 static int
 server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
     size_t gtidlen, tor_err *err)
@@ -500,7 +537,7 @@ server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
 	snprintf(id, idlen, "?");
 	gtid[0] = '\0';
 	if ((res = query_rows(b, "SELECT @@global.server_id, "
-	    "@@global.gtid_binlog_pos", err)) == NULL)
+	    "@@global.gtid_binlog_state", err)) == NULL)
 		return -1;
 	if ((row = mysql_fetch_row(res)) != NULL) {
 		snprintf(id, idlen, "%s", row[0] ? row[0] : "?");
@@ -514,19 +551,19 @@ server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
  * its binlog has at the checkpoint's file:pos, if any. */
 static int
 not_the_source(struct tor_binlog *b, const struct tor_position *pos,
-    const char *server_id, const char *binlog_pos, const char *here,
-    tor_err *err)
+    const char *server_id, const char *state_name, const char *state,
+    const char *here, tor_err *err)
 {
-	return tor_err_set(err, "mysql %s:%d (server_id %s, gtid_binlog_pos "
-	    "'%s'): its binlog at %s:%" PRIu64 " is at GTID '%s', short of "
+	return tor_err_set(err, "mysql %s:%d (server_id %s, %s '%s'): its "
+	    "binlog at %s:%" PRIu64 " is at GTID '%s', short of "
 	    "the checkpoint's '%s': this is not the server (or not the "
 	    "binlog) the checkpoint was written from (a promoted replica? a "
 	    "restored or reset server?), and resuming by file:pos would "
 	    "publish the wrong rows or skip new ones. Halting. Check which "
 	    "transactions this server has, then move the checkpoint with `tor "
 	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
-	    b->cfg->mysql.port, server_id, binlog_pos, pos->file, pos->pos,
-	    here, pos->gtid), TOR_BINLOG_FATAL;
+	    b->cfg->mysql.port, server_id, state_name, state, pos->file,
+	    pos->pos, here, pos->gtid), TOR_BINLOG_FATAL;
 }
 
 int
@@ -552,17 +589,18 @@ tor_binlog_check_available(struct tor_binlog *b,
 			found = true;
 	}
 	mysql_free_result(res);
-	/* A server whose GTID state is behind the checkpoint's never wrote
-	 * it: not a purge, another server. */
+	/* A server whose binlog never had the checkpoint's GTIDs (none
+	 * as far, from the server_id that wrote each) is not the one the
+	 * checkpoint was written from: not a purge, another server. */
 	if (!found && pos->gtid[0] != '\0') {
 		char id[24], gtid[sizeof(pos->gtid)];
 
 		if (server_identity(b, id, sizeof(id), gtid, sizeof(gtid),
 		    err) < 0)
 			return -1;
-		if (!gtid_state_reaches(gtid, pos->gtid))
-			return not_the_source(b, pos, id, gtid,
-			    "none (no such file)", err), -1;
+		if (!gtid_state_holds(gtid, pos->gtid))
+			return not_the_source(b, pos, id, "gtid_binlog_state",
+			    gtid, "none (no such file)", err), -1;
 	}
 	if (!found)
 		return tor_err_set(err, "mysql %s:%d: binlog file %s is no "
@@ -605,7 +643,7 @@ tor_binlog_check_identity(struct tor_binlog *b,
 	mysql_free_result(res);
 	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid))
 		return 0;
-	return not_the_source(b, pos, server_id, binlog_pos,
+	return not_the_source(b, pos, server_id, "gtid_binlog_pos", binlog_pos,
 	    here[0] ? here : "none (no event starts there)", err);
 }
 

@@ -113,17 +113,16 @@ def test_switchover_follows_by_gtid(stack):
         pair.close()
 
 
-def test_lossy_failover_halts(stack):
+def lossy_failover(stack, name, new):
     """The replica is held back (STOP SLAVE) while the primary commits rows
     100..149, which the leader publishes; the replica is then promoted, the
-    proxy moves, and it commits rows 1000..1019 with the sequence numbers
-    the lost transactions had.  The leader must halt naming both servers
+    proxy moves, and it commits rows 1000.. (`new` of them) with the
+    sequence numbers the lost transactions had.  The leader must halt naming both servers
     and `tor checkpoint set`, never publish those rows as if they followed
     149 nor skip them as published; a leader
     started afterwards (a new session, whose start checks the source's
     identity) must halt too, naming the server and `tor checkpoint
     set`."""
-    name = "sf_lossy"
     pair, table, cfg, group = setup(stack, name)
     try:
         r1 = lead_and_publish(stack, name, table, cfg, group, 100)
@@ -138,7 +137,7 @@ def test_lossy_failover_halts(stack):
         r_state = pair.state(pair.replica_port)
         pair.promote()
         pair.switch()
-        insert_range(stack, table, 1000, 20, PER_TXN)
+        insert_range(stack, table, 1000, new, PER_TXN)
         rc1 = exit_code(r1, 30)
         after = published(stack, name, group)
         new1 = sorted(n for n in after if n >= 1000)
@@ -148,8 +147,8 @@ def test_lossy_failover_halts(stack):
               "server_id %d gtid %s end %s:%d (before its new rows)" % (
                   p_state[0], p_state[1], p_state[2], p_state[3],
                   r_state[0], r_state[1], r_state[2], r_state[3]))
-        print("  running leader r1: exit %s, new rows published %d of 20"
-              % (rc1, len(new1)))
+        print("  running leader r1: exit %s, new rows published %d of %d"
+              % (rc1, len(new1), new))
         for ln in error_lines(r1)[-3:]:
             print("  r1: " + ln[:600])
         if rc1 is None:
@@ -158,8 +157,8 @@ def test_lossy_failover_halts(stack):
         rc2 = exit_code(r2, 30)
         after = published(stack, name, group)
         new2 = sorted(n for n in after if n >= 1000)
-        print("  new session r2: exit %s, new rows published %d of 20" % (
-            rc2, len(new2)))
+        print("  new session r2: exit %s, new rows published %d of %d" % (
+            rc2, len(new2), new))
         for ln in error_lines(r2)[-2:]:
             print("  r2: " + ln[:900])
         assert rc1 == 1, "r1 did not halt (exit %s); new rows published: " \
@@ -175,3 +174,17 @@ def test_lossy_failover_halts(stack):
             r2.log_tail()
     finally:
         pair.close()
+
+
+def test_lossy_failover_halts(stack):
+    """A lossy failover; the promoted server is still short of the lost
+    transactions' sequence numbers (4 new transactions for 10 lost)."""
+    lossy_failover(stack, "sf_lossy", 20)
+
+
+def test_lossy_failover_overtaken_halts(stack):
+    """A lossy failover whose promoted server then wrote more transactions
+    than were lost (20 for 10): its gtid_binlog_pos is past the
+    checkpoint's sequence number, yet the checkpoint's GTID (written by the
+    old primary's server_id) is not in its binlog."""
+    lossy_failover(stack, "sf_overtaken", 100)
