@@ -617,7 +617,7 @@ tor_binlog_check_identity(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err)
 {
 	char file[2 * sizeof(pos->file) + 1], sql[sizeof(file) + 160];
-	char here[sizeof(pos->gtid)] = "", binlog_pos[sizeof(pos->gtid)] = "";
+	char here[sizeof(pos->gtid)] = "", state[4096] = "";
 	char server_id[24] = "?";
 	MYSQL_RES *res;
 	MYSQL_ROW row;
@@ -629,21 +629,24 @@ tor_binlog_check_identity(struct tor_binlog *b,
 	mysql_real_escape_string(b->query, file, pos->file,
 	    (unsigned long)strlen(pos->file));
 	snprintf(sql, sizeof(sql), "SELECT @@global.server_id, "
-	    "@@global.gtid_binlog_pos, BINLOG_GTID_POS('%s', %" PRIu64 ")",
+	    "@@global.gtid_binlog_state, BINLOG_GTID_POS('%s', %" PRIu64 ")",
 	    file, pos->pos);
 	if ((res = query_rows(b, sql, err)) == NULL)
 		return TOR_BINLOG_ERROR;
 	if ((row = mysql_fetch_row(res)) != NULL) {
 		snprintf(server_id, sizeof(server_id), "%s", row[0] ? row[0] :
 		    "?");
-		snprintf(binlog_pos, sizeof(binlog_pos), "%s", row[1] ? row[1] :
-		    "");
+		snprintf(state, sizeof(state), "%s", row[1] ? row[1] : "");
 		snprintf(here, sizeof(here), "%s", row[2] ? row[2] : "");
 	}
 	mysql_free_result(res);
-	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid))
+	/* Past the checkpoint's sequence numbers is not enough: a promoted
+	 * replica that lost the old primary's last transactions passes them
+	 * with its own server_id. */
+	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid) &&
+	    gtid_state_holds(state, pos->gtid))
 		return 0;
-	return not_the_source(b, pos, server_id, "gtid_binlog_pos", binlog_pos,
+	return not_the_source(b, pos, server_id, "gtid_binlog_state", state,
 	    here[0] ? here : "none (no event starts there)", err);
 }
 

@@ -54,11 +54,12 @@ int tor_binlog_check_available(struct tor_binlog *b,
  * was taken at: where pos has both a file and a MariaDB GTID state, an
  * event must start there and the server's GTID state there
  * (BINLOG_GTID_POS) must reach each domain's GTID of it (the checkpoint's
- * may lag its file:pos, never lead it).  Another server (a promoted replica) or a reset or restored binlog
+ * may lag its file:pos, never lead it), and its gtid_binlog_state must
+ * hold those GTIDs (the same server_id at or past each).  Another server (a promoted replica) or a reset or restored binlog
  * names other transactions there, and a replay compared with what Kafka
  * holds would skip its new rows.  0, TOR_BINLOG_ERROR when the server
  * cannot be asked, or TOR_BINLOG_FATAL naming the server (server_id,
- * gtid_binlog_pos), both GTID states and `tor checkpoint set`. */
+ * gtid_binlog_state), both GTID states and `tor checkpoint set`. */
 int tor_binlog_check_identity(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 

@@ -6,6 +6,7 @@ on the other.
 """
 
 import json
+import secrets
 import time
 
 import harness
@@ -13,6 +14,7 @@ from failover_db import DbPair
 from harness import Tor, read_all
 from test_ha import HA, wait_leading
 from test_relay import checkpoint, insert_range, make_outbox
+from test_source_identity import insert_rows, rows_of
 
 PER_TXN = 5
 
@@ -188,3 +190,47 @@ def test_lossy_failover_overtaken_halts(stack):
     checkpoint's sequence number, yet the checkpoint's GTID (written by the
     old primary's server_id) is not in its binlog."""
     lossy_failover(stack, "sf_overtaken", 100)
+
+
+def test_checkpoint_of_another_server_id_halts(stack):
+    """One server.  The checkpoint's GTID is made one written by a
+    server_id this server's binlog never had, one sequence number behind
+    the server's state at the checkpoint's file:pos: what a promoted
+    replica that overtook the lost transactions shows when its binlog file
+    has the old primary's name and an event starts at the old offset.  A
+    new session must halt, not resume by file:pos."""
+    name = "sf_other_id"
+    table = "shop.ob_" + name
+    topic = "%s_%s" % (name, secrets.token_hex(3))
+    stack.sql("DROP TABLE IF EXISTS %s" % table)
+    stack.sql(harness.outbox_ddl(table))
+    stack.create_topic(topic, 1)
+    cfg = harness.base_config(
+        stack, ha=dict(HA),
+        outbox={"tables": [{"table": table, "columns": {
+            "id": "id", "key": "aggregate_id", "type": "aggregate_type",
+            "payload": "payload"}}],
+            "routes": [{"match": "^order$", "topic": topic}]})
+    group = harness.config_group(cfg)
+    r1 = Tor(stack, cfg, name="r1").start()
+    wait_leading([r1], timeout=20)
+    r1.wait_log("starting at", timeout=60)
+    insert_rows(stack, table, range(5))
+    harness.wait_for(stack.brokers, topic, 5, timeout=30)
+    assert r1.stop() == 0, r1.log_tail()
+    cp = checkpoint(stack, group)
+    d, _, n = cp["gtid"].split(",")[0].split("-")
+    other = "%s-77-%d" % (d, int(n) - 1)
+    stack.redis().hset("tor:{%s}:checkpoint" % group, "gtid", other)
+    insert_rows(stack, table, range(5, 15))
+    r2 = Tor(stack, cfg, name="r2").start()
+    rc = exit_code(r2, 20)
+    new = [x for x in rows_of(stack.brokers, topic, group) if x >= 5]
+    print("  checkpoint %s:%s, GTID %s made %s; r2 exit %s, new rows "
+          "published %d of 10" % (cp["file"], cp["pos"], cp["gtid"], other,
+                                  rc, len(new)))
+    for ln in error_lines(r2)[-1:]:
+        print("  r2: " + ln[:600])
+    assert rc == 1, "r2 did not halt: %d new rows published by file:pos" \
+        % len(new)
+    assert "not the server" in r2.log_text(), r2.log_tail()
