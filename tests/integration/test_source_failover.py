@@ -6,7 +6,6 @@ on the other.
 """
 
 import json
-import secrets
 import time
 
 import harness
@@ -14,7 +13,8 @@ from failover_db import DbPair
 from harness import Tor, read_all
 from test_ha import HA, wait_leading
 from test_relay import checkpoint, insert_range, make_outbox
-from test_source_identity import insert_rows, rows_of
+from test_source_identity import insert_rows, published_then_stopped, \
+    rows_of
 
 PER_TXN = 5
 
@@ -200,25 +200,7 @@ def test_checkpoint_of_another_server_id_halts(stack):
     has the old primary's name and an event starts at the old offset.  A
     new session must halt, not resume by file:pos."""
     name = "sf_other_id"
-    table = "shop.ob_" + name
-    topic = "%s_%s" % (name, secrets.token_hex(3))
-    stack.sql("DROP TABLE IF EXISTS %s" % table)
-    stack.sql(harness.outbox_ddl(table))
-    stack.create_topic(topic, 1)
-    cfg = harness.base_config(
-        stack, ha=dict(HA),
-        outbox={"tables": [{"table": table, "columns": {
-            "id": "id", "key": "aggregate_id", "type": "aggregate_type",
-            "payload": "payload"}}],
-            "routes": [{"match": "^order$", "topic": topic}]})
-    group = harness.config_group(cfg)
-    r1 = Tor(stack, cfg, name="r1").start()
-    wait_leading([r1], timeout=20)
-    r1.wait_log("starting at", timeout=60)
-    insert_rows(stack, table, range(5))
-    harness.wait_for(stack.brokers, topic, 5, timeout=30)
-    assert r1.stop() == 0, r1.log_tail()
-    cp = checkpoint(stack, group)
+    table, topic, cfg, group, cp = published_then_stopped(stack, name)
     d, _, n = cp["gtid"].split(",")[0].split("-")
     other = "%s-77-%d" % (d, int(n) - 1)
     stack.redis().hset("tor:{%s}:checkpoint" % group, "gtid", other)
