@@ -108,6 +108,7 @@ struct tor_elector {
 	pthread_cond_t wake;            /* transitions and stop() signal it */
 	uint64_t gen;                   /* bumped by every transition */
 	bool retired;                   /* released: never competes again */
+	int64_t hold_until;             /* no competing before (lease clock) */
 	bool stopping;
 	int64_t renew_sent;             /* when the last renew was sent */
 	int64_t ping_sent;              /* when the last PING was sent */
@@ -276,6 +277,10 @@ step_follower(struct tor_elector *el)
 
 	if (el->retired)
 		return RETIRED_DELAY_MS;
+	/* A leader that yielded lets a standby win alone for a while, and does
+	 * not take the hand-off wake-up meant for it. */
+	if (el->ops->now_ms(el->ctx) < el->hold_until)
+		return (int)(el->hold_until - el->ops->now_ms(el->ctx));
 	if (!el->tried) {
 		/* A replica that just started tries at once: nobody may hold
 		 * the lease, and waiting would only delay the first message. */
@@ -723,6 +728,14 @@ tor_elector_resign(struct tor_elector *el, uint64_t id, const char *reason)
 	    atomic_load(&el->leadership) == id)
 		transition(el, TOR_STEPPING_DOWN,
 		    reason != NULL ? reason : "resigned");
+	pthread_mutex_unlock(&el->mu);
+}
+
+void
+tor_elector_hold_off(struct tor_elector *el, int ms)
+{
+	pthread_mutex_lock(&el->mu);
+	el->hold_until = el->ops->now_ms(el->ctx) + ms;
 	pthread_mutex_unlock(&el->mu);
 }
 

@@ -90,7 +90,7 @@ static const char *const keys_sentinel[] = { "master", "nodes", "user",
 static const char *const keys_redis_tls[] = { "enabled", "ca_file",
 	"cert_file", "key_file", "server_name", "verify", NULL };
 static const char *const keys_ha[] = { "lease_ms", "renew_ms", "retry_ms",
-	"fast_failover", NULL };
+	"fast_failover", "stall_ms", NULL };
 static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
 	NULL };
 static const char *const keys_http[] = { "listen", NULL };
@@ -1681,6 +1681,33 @@ check_renew_room(struct loader *ld, const config_setting_t *root)
 	    cfg->ha.lease_ms - drift);
 }
 
+/*
+ * ha.stall_ms, 0 or the time a leader with work makes no progress before it
+ * yields to a healthy standby.  Shorter than a lease, a hiccup that the
+ * lease itself rides out would hand the group over; within three MySQL
+ * heartbeats a quiet stream cannot be told from a cut one.
+ */
+static int
+check_stall(struct loader *ld, const config_setting_t *g)
+{
+	const struct tor_config *cfg = ld->cfg;
+	int beats = 3 * cfg->mysql.heartbeat_ms;
+
+	if (cfg->ha.stall_ms == 0)
+		return 0;
+	if (cfg->ha.stall_ms < cfg->ha.lease_ms)
+		return fail(ld, lookup(g, "stall_ms"), "ha.stall_ms", "must be "
+		    "0 (never yield) or at least ha.lease_ms (%d), got %d: a "
+		    "shorter stall is a hiccup the lease rides out",
+		    cfg->ha.lease_ms, cfg->ha.stall_ms);
+	if (cfg->ha.stall_ms <= beats)
+		return fail(ld, lookup(g, "stall_ms"), "ha.stall_ms", "must be "
+		    "0 (never yield) or above 3 mysql.heartbeat_ms (%d ms), got "
+		    "%d: a quiet binlog stream is told from a cut one only "
+		    "after three missed heartbeats", beats, cfg->ha.stall_ms);
+	return 0;
+}
+
 static int
 load_ha(struct loader *ld, const config_setting_t *root)
 {
@@ -1695,7 +1722,11 @@ load_ha(struct loader *ld, const config_setting_t *root)
 	    opt_ms(ld, g, "ha", "retry_ms", 200, 1,
 	    &cfg->ha.retry_ms) == -1 ||
 	    opt_bool(ld, g, "ha", "fast_failover", true,
-	    &cfg->ha.fast_failover) == -1)
+	    &cfg->ha.fast_failover) == -1 ||
+	    opt_ms(ld, g, "ha", "stall_ms", 10000, 0,
+	    &cfg->ha.stall_ms) == -1)
+		return -1;
+	if (check_stall(ld, g) == -1)
 		return -1;
 	/* A lease renewed no faster than it expires lapses between renews. */
 	if (cfg->ha.renew_ms >= cfg->ha.lease_ms) {
@@ -2173,6 +2204,7 @@ tor_config_print(const struct tor_config *cfg, FILE *out)
 	print_int(out, 2, "retry_ms", cfg->ha.retry_ms);
 	fprintf(out, "  fast_failover = %s;\n", cfg->ha.fast_failover ? "true" :
 	    "false");
+	print_int(out, 2, "stall_ms", cfg->ha.stall_ms);
 	fputs("};\n\ncheckpoint = {\n", out);
 	print_int(out, 2, "interval_ms", cfg->checkpoint.interval_ms);
 	print_str(out, 2, "key_file", cfg->checkpoint.key_file);

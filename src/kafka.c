@@ -254,6 +254,18 @@ tor_sink_down_since(const struct tor_sink *sink)
 	return sink->down_since_ms;
 }
 
+bool
+tor_sink_reachable(struct tor_sink *sink, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t code;
+
+	code = rd_kafka_metadata(sink->rk, 0, NULL, &md, timeout_ms);
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	return code == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 /* A message the broker refused as too large: its tor.pos header names the
  * row, so that the relay can apply outbox.unrouted to it when it comes
  * again (the broker's message.max.bytes may be below the client's). */

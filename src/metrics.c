@@ -285,6 +285,15 @@ tor_metrics_render(const struct tor_metrics *m, const struct tor_elector *el,
 		    "tor_reconnects_total{target=\"%s\"} %llu\n", targets[i],
 		    (unsigned long long)atomic_load_explicit(&m->reconnects[i],
 		    RELAXED));
+	rc |= header(out, "tor_leader_yields_total", "counter",
+	    "Leaderships given to a healthy standby after no progress for "
+	    "ha.stall_ms, by the side that stalled.");
+	for (int i = TOR_STALL_KAFKA; i < TOR_STALL_N; i++)
+		rc |= tor_buf_appendf(out,
+		    "tor_leader_yields_total{reason=\"%s\"} %llu\n",
+		    tor_stall_reason(i),
+		    (unsigned long long)atomic_load_explicit(&m->yields[i],
+		    RELAXED));
 	rc |= header(out, "tor_build_info", "gauge",
 	    "Always 1; the version is the label.");
 	rc |= tor_buf_appendf(out, "tor_build_info{version=\"%s\"} 1\n",

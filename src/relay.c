@@ -37,6 +37,7 @@
 #include "tor/clock.h"
 #include "tor/dedup.h"
 #include "tor/elector.h"
+#include "tor/health.h"
 #include "tor/http.h"
 #include "tor/kafka.h"
 #include "tor/lease.h"
@@ -120,6 +121,16 @@ struct relay {
 	struct tor_position_reader *positions;  /* Kafka's copies, kept warm */
 	struct tor_progress *progress;
 	struct tor_reader *reader;
+
+	/* Gray failures (docs/ha-protocol.md): the leader's stall watch over
+	 * its leadership, and, while following, the connection a standby
+	 * judges MySQL with and when its next health report is due. */
+	struct tor_stall stall;
+	int64_t next_stall_check_ms;
+	bool stall_kept_logged;
+	struct tor_binlog *probe;
+	int64_t next_health_ms;
+	int health_logged;              /* -1 none yet, else kafka | mysql << 1 */
 
 	/* The producer, and whether it is the live session's: the elector's
 	 * thread purges it through sink_mu when the leadership ends. */
@@ -281,6 +292,7 @@ on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 	/* A position record, or a report outliving its leadership session. */
 	if (seq == 0 || r->progress == NULL)
 		return;
+	tor_stall_kafka_moved(&r->stall, tor_mono_ms());
 	tor_progress_ack(r->progress, seq);
 	if (r->txn_times != NULL) {
 		const struct txn_time *t =
@@ -568,9 +580,11 @@ watch_prepared(struct relay *r)
 	r->xa_warned_ms = now;
 }
 
-/* Serves acknowledgements, fails on a lost message, ticks the checkpoint.
- * A message the broker refused as too large ends the session with a
- * restart (the producer is fatal by then: gapless). */
+static int check_stall(struct relay *r);
+
+/* Serves acknowledgements, fails on a lost message, ticks the checkpoint
+ * and watches for a stall.  A message the broker refused as too large ends
+ * the session with a restart (the producer is fatal by then: gapless). */
 static int
 serve(struct relay *r, int timeout_ms, tor_err *err)
 {
@@ -636,7 +650,197 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		checkpoint_tick(r);
 		watch_prepared(r);
 	}
-	return 0;
+	return check_stall(r);
+}
+
+/* A standby's health report period: four per stall, no faster than the
+ * lease is renewed.  The key lives three periods, so a standby that died
+ * drops out of the count before a stall could pick it. */
+static int
+health_period(const struct tor_config *cfg)
+{
+	int p = cfg->ha.stall_ms / 4;
+
+	return p > cfg->ha.renew_ms ? p : cfg->ha.renew_ms;
+}
+
+/* One Redis command of at most five C-string arguments on the relay's
+ * connection. */
+static redisReply *
+command(struct relay *r, int argc, const char **argv, tor_err *err)
+{
+	size_t len[5];
+
+	for (int i = 0; i < argc; i++)
+		len[i] = strlen(argv[i]);
+	return tor_redis_command(r->redis, argc, argv, len, err);
+}
+
+static void
+health_key(const struct tor_config *cfg, const char *instance, char *buf,
+    size_t cap)
+{
+	char name[300];
+
+	snprintf(name, sizeof(name), "health:%s", instance);
+	tor_redis_key(cfg, name, buf, cap);
+}
+
+/*
+ * The first report among the other replicas' that lets its standby take a
+ * stall of kind over (into *h, its instance into who); false when none
+ * does, or Redis cannot say.  Members whose key expired are dropped from
+ * the set.  A handful of replicas: one GET each.
+ */
+static bool
+healthy_standby(struct relay *r, enum tor_stall_kind kind,
+    struct tor_health *h, char *who, size_t cap)
+{
+	const char *argv[3];
+	char set[512], key[1024];
+	redisReply *members, *reply;
+	bool found = false;
+	tor_err err;
+
+	tor_redis_key(r->cfg, "standbys", set, sizeof(set));
+	argv[0] = "SMEMBERS";
+	argv[1] = set;
+	if ((members = command(r, 2, argv, &err)) == NULL) {
+		log_warn("redis", "cannot read the standbys' health: %s",
+		    err.msg);
+		return false;
+	}
+	for (size_t i = 0; members->type == REDIS_REPLY_ARRAY &&
+	    i < members->elements && !found; i++) {
+		const char *name = members->element[i]->str;
+
+		if (members->element[i]->type != REDIS_REPLY_STRING ||
+		    strcmp(name, r->cfg->instance) == 0)
+			continue;
+		health_key(r->cfg, name, key, sizeof(key));
+		argv[0] = "GET";
+		argv[1] = key;
+		if ((reply = command(r, 2, argv, &err)) == NULL)
+			break;
+		if (reply->type == REDIS_REPLY_NIL) {
+			const char *rem[] = { "SREM", set, name };
+
+			freeReplyObject(reply);
+			if ((reply = command(r, 3, rem, &err)) == NULL)
+				break;
+		} else if (reply->type == REDIS_REPLY_STRING &&
+		    tor_health_parse(reply->str, h) == 0 &&
+		    tor_health_fits(h, kind, tor_reader_resume(r->reader))) {
+			snprintf(who, cap, "%s", name);
+			found = true;
+		}
+		freeReplyObject(reply);
+	}
+	freeReplyObject(members);
+	return found;
+}
+
+/*
+ * The leader's stall check, twice a second at most: a leadership that has
+ * had work and no progress for ha.stall_ms gives the lease to a standby
+ * that reports itself healthy (RUN_LOST), and keeps it when none does
+ * (said once per stall).  Work: messages in flight or in an open Kafka
+ * transaction, or a session that cannot start while no broker answers.
+ */
+static int
+check_stall(struct relay *r)
+{
+	int64_t now = tor_mono_ms();
+	enum tor_stall_kind kind;
+	struct tor_health h;
+	char who[256], head[300] = "-";
+	bool waiting;
+
+	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms ||
+	    r->reader == NULL)
+		return 0;
+	r->next_stall_check_ms = now + 500;
+	waiting = (r->sink != NULL && tor_sink_in_flight(r->sink) > 0) ||
+	    r->ktxn_open || (!r->streaming && r->sink != NULL &&
+	    tor_sink_down_since(r->sink) != 0);
+	if ((kind = tor_stall_check(&r->stall, now, waiting)) ==
+	    TOR_STALL_NONE) {
+		r->stall_kept_logged = false;
+		return 0;
+	}
+	if (!healthy_standby(r, kind, &h, who, sizeof(who))) {
+		if (!r->stall_kept_logged)
+			log_warn("relay", "no progress for %d ms or more (%s), "
+			    "and no standby reports Kafka and MySQL reachable%s: "
+			    "keeping the lease", r->cfg->ha.stall_ms,
+			    tor_stall_reason(kind), kind == TOR_STALL_MYSQL ?
+			    " with the binlog past this leader's position" : "");
+		r->stall_kept_logged = true;
+		return 0;
+	}
+	if (h.head.file[0] != '\0')
+		tor_position_format(&h.head, head, sizeof(head));
+	log_warn("relay", "yielding the lease after %d ms or more without "
+	    "progress (%s): standby %s reports Kafka and MySQL reachable "
+	    "(binlog at %s); this replica competes again in %d ms",
+	    r->cfg->ha.stall_ms, tor_stall_reason(kind), who, head,
+	    2 * r->cfg->ha.stall_ms);
+	atomic_fetch_add(&r->metrics.yields[kind], 1);
+	r->lost = true;
+	tor_elector_hold_off(r->elector, 2 * r->cfg->ha.stall_ms);
+	tor_elector_resign(r->elector, r->leadership, tor_stall_reason(kind));
+	return RUN_LOST;
+}
+
+/*
+ * A standby's health report, every health_period: whether a broker answers
+ * a metadata request and whether MySQL answers SHOW MASTER STATUS (and
+ * where its binlog ends), as P:{G}:health:<instance> with a TTL, and its
+ * name in P:{G}:standbys.  Advice for a stalled leader, fenced by nothing.
+ * A change of what it reaches is logged.
+ */
+static void
+report_health(struct relay *r)
+{
+	int period = health_period(r->cfg), now_ok;
+	struct tor_health h = { 0 };
+	char key[1024], set[512], text[400], ttl[24];
+	redisReply *reply;
+	tor_err err;
+
+	if (r->cfg->ha.stall_ms == 0 || tor_mono_ms() < r->next_health_ms)
+		return;
+	r->next_health_ms = tor_mono_ms() + period;
+	h.kafka = r->sink != NULL && tor_sink_reachable(r->sink,
+	    period < 1000 ? period : 1000);
+	if (r->probe == NULL)
+		r->probe = tor_binlog_new(r->cfg);
+	h.mysql = r->probe != NULL && tor_binlog_resolve_start(r->probe, "end",
+	    &h.head, &err) == 0;
+	h.at_ms = tor_metrics_wall_ms();
+	now_ok = h.kafka | h.mysql << 1;
+	if (now_ok != r->health_logged)
+		log_info("relay", "standby health: Kafka %s, MySQL %s",
+		    h.kafka ? "reachable" : "not reachable",
+		    h.mysql ? "reachable" : "not reachable");
+	r->health_logged = now_ok;
+	tor_health_format(&h, text, sizeof(text));
+	health_key(r->cfg, r->cfg->instance, key, sizeof(key));
+	tor_redis_key(r->cfg, "standbys", set, sizeof(set));
+	snprintf(ttl, sizeof(ttl), "%d", 3 * period);
+	{
+		const char *argv[] = { "SET", key, text, "PX", ttl };
+
+		if ((reply = command(r, 5, argv, &err)) == NULL)
+			return;
+		freeReplyObject(reply);
+	}
+	{
+		const char *argv[] = { "SADD", set, r->cfg->instance };
+
+		if ((reply = command(r, 3, argv, &err)) != NULL)
+			freeReplyObject(reply);
+	}
 }
 
 /* What a transactional call's failure means for the session. */
@@ -741,6 +945,7 @@ kafka_commit(struct relay *r, tor_err *err)
 		return sink_failure(r, rc);
 	}
 	r->ktxn_open = false;
+	tor_stall_kafka_moved(&r->stall, tor_mono_ms());
 	r->committed = cp;
 	r->committed_moved = true;
 	crash_hook(r);
@@ -1280,6 +1485,11 @@ open_stream(struct relay *r, tor_err *err)
 	int backoff = RECONNECT_MIN_MS, rc = 0;
 
 	for (;;) {
+		/* A connect to a server cut off blocks for its timeout: the
+		 * stall is judged before, not after it. */
+		r->next_stall_check_ms = 0;
+		if ((rc = check_stall(r)) != 0)
+			return rc;
 		tor_reader_reset_format(r->reader, false);
 		rc = tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
 		    err);
@@ -1377,6 +1587,7 @@ stream_loop(struct relay *r, tor_err *err)
 			continue;
 		}
 		r->last_event_ms = tor_mono_ms();
+		tor_stall_mysql_moved(&r->stall, r->last_event_ms);
 		atomic_store_explicit(&r->metrics.stream_beat_ms,
 		    r->last_event_ms, memory_order_relaxed);
 		if ((rc = tor_reader_feed(r->reader, raw, len, err)) != 0)
@@ -1906,6 +2117,7 @@ await_leadership(struct relay *r, struct tor_leadership *l, tor_err *err)
 			ping_redis(r);
 			next_ping = tor_mono_ms() + REDIS_PING_MS;
 		}
+		report_health(r);
 		if (tor_elector_take(r->elector, AWAIT_SLICE_MS, l) == 1)
 			return 1;
 	}
@@ -1991,6 +2203,9 @@ run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
 	r->leadership = l->id;
 	r->epoch = l->token;
 	r->lost = false;
+	tor_stall_begin(&r->stall, r->cfg->ha.stall_ms,
+	    r->cfg->mysql.heartbeat_ms, tor_mono_ms());
+	r->stall_kept_logged = false;
 	if (!leading(r)) {
 		log_info("relay", "the leadership of token %" PRIu64 " ended "
 		    "before its session began: nothing was published under it",
@@ -2024,7 +2239,7 @@ int
 tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
-	struct relay r = { .cfg = cfg, .stop = stop };
+	struct relay r = { .cfg = cfg, .stop = stop, .health_logged = -1 };
 	struct tor_http *http = NULL;
 	tor_err release_err;
 	int rc = -1;
@@ -2096,6 +2311,7 @@ out:
 	free(r.txn_times);
 	free_sink(&r);
 	tor_position_reader_free(r.positions);
+	tor_binlog_free(r.probe);
 	tor_outbox_free(r.outbox);
 	tor_redis_free(r.redis);
 	pthread_mutex_destroy(&r.sink_mu);

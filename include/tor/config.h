@@ -189,6 +189,7 @@ struct tor_config {
 		int renew_ms;   /* 1000 */
 		int retry_ms;   /* 200 */
 		bool fast_failover;     /* true: take over a dead leader's lease */
+		int stall_ms;   /* 10000; 0: a stalled leader never yields */
 	} ha;
 
 	struct {

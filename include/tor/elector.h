@@ -129,6 +129,11 @@ int64_t tor_elector_deadline(const struct tor_elector *el);
 void tor_elector_resign(struct tor_elector *el, uint64_t id,
     const char *reason);
 
+/* A leader that yielded (it stalled while a standby is healthy) does not
+ * compete for ms from now: the standby wins the lease alone.  Called before
+ * the leadership ends, so the first follower step already holds off. */
+void tor_elector_hold_off(struct tor_elector *el, int ms);
+
 /* The relay's session for leadership id is over (it lost it, or gave it
  * up), and nothing of it can be published any more: LEADER (for reason)
  * or STEPPING_DOWN -> FOLLOWER, and a lease still ours is given back

@@ -90,6 +90,11 @@ void tor_sink_count_errors(struct tor_sink *sink, _Atomic uint64_t *counter);
  * librdkafka's statistics a second apart; 0 while one is up. */
 int64_t tor_sink_down_since(const struct tor_sink *sink);
 
+/* Whether a broker answers a metadata request (brokers only, no topics)
+ * within timeout_ms: a standby's view of Kafka for its health report.  An
+ * idle connection says nothing of a link cut since; a request does. */
+bool tor_sink_reachable(struct tor_sink *sink, int timeout_ms);
+
 /* The partition count of topic, from its metadata: looked up again at each
  * call until known, then fixed for the sink's life.  -1 with err while
  * unknown: tor_sink_produce answers TOR_SINK_RETRY then (a row placed

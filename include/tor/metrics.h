@@ -17,6 +17,7 @@
 
 #include "tor/buf.h"
 #include "tor/elector.h"
+#include "tor/health.h"
 #include "tor/version.h"
 
 /* Topics counted by name; the 65th distinct topic and later ones are
@@ -88,6 +89,9 @@ struct tor_metrics {
 	/* Errors the Kafka producer reported (a broker unreachable, a request
 	 * failed: librdkafka retries those; a fatal one). */
 	_Atomic uint64_t kafka_errors;
+	/* Leaderships given to a healthy standby after a stall, by kind
+	 * (index TOR_STALL_NONE unused). */
+	_Atomic uint64_t yields[TOR_STALL_N];
 	/* Wall-clock ms when the process started (tor_metrics_init). */
 	int64_t start_wall_ms;
 

@@ -26,6 +26,7 @@ NAMES = [
     "tor_publish_latency_seconds_count", "tor_kafka_queue_messages",
     "tor_failovers_total", "tor_reconnects_total", "tor_build_info",
     "tor_kafka_errors_total", "process_start_time_seconds",
+    "tor_leader_yields_total",
 ]
 
 

@@ -18,7 +18,8 @@ from test_ha import (HA, LEADING, LOST, Feeder, assert_none_lost, epoch_of,
                      first_appearances, lease, log_lines, n_of,
                      read_until, stop_all, wait_leading)
 from test_kafka_claims import fresh
-from test_relay import check_per_key_order, check_record, make_outbox
+from test_relay import (check_per_key_order, check_record, insert_range,
+                        make_outbox)
 
 
 def connect_from(host, port, timeout=1.0):
@@ -87,16 +88,20 @@ def test_nemesis_cuts_and_heals(stack):
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
-def setup(stack, name, mode, names=("r1", "r2"), checkpoint_ms=200):
+def setup(stack, name, mode, names=("r1", "r2"), checkpoint_ms=200,
+          stall_ms=None):
     """An outbox table, its two topics (4 partitions, append time), one
     config for every replica (kafka.mode = mode, test_ha's short HA
-    timings), a nemesis and the replicas started, each on its host.
-    Returns (nemesis, table, cfg, tors)."""
+    timings, ha.stall_ms when given), a nemesis and the replicas started,
+    each on its host.  Returns (nemesis, table, cfg, tors)."""
     table, ov = make_outbox(stack, name)
     ov["kafka"] = {"mode": mode}
     for t in ("order", "invoice"):
         stack.create_topic("%s.%s" % (name, t), 4, config=APPEND_TIME)
-    cfg = harness.base_config(stack, ha=dict(HA),
+    ha = dict(HA)
+    if stall_ms is not None:
+        ha["stall_ms"] = stall_ms
+    cfg = harness.base_config(stack, ha=ha,
                               checkpoint={"interval_ms": checkpoint_ms},
                               **ov)
     nem = Nemesis(stack)
@@ -459,14 +464,14 @@ CUT_S = 8.0
 def stall_cut(stack, name, mode, service, direction="both"):
     """The leader loses its link to `service` (kafka or mysql; direction
     both, or one way) for CUT_S seconds while Redis answers it, under a
-    steady flow of events.  What
-    tor does today: the leader keeps renewing its lease, the standby stays
+    steady flow of events, with ha.stall_ms = 0 (a stalled leader never
+    yields): the leader keeps renewing its lease, the standby stays
     idle, the group publishes nothing until the link heals; then the same
     leader goes on, and nothing is lost or (transactional) duplicated.
     Prints how long the group made no progress (the longest gap between
     two records' append times) and what the leader logged meanwhile."""
     name = fresh(name)
-    nem, table, cfg, tors = setup(stack, name, mode)
+    nem, table, cfg, tors = setup(stack, name, mode, stall_ms=0)
     group = harness.config_group(cfg)
     leader, t1, _ = wait_leading(tors, timeout=20)
     other = [t for t in tors if t is not leader][0]
@@ -515,8 +520,8 @@ def stall_cut(stack, name, mode, service, direction="both"):
           "meanwhile (warnings and transitions):\n%s" % (
               total, len(recs), dups, "".join(
                   "    %s\n" % l[:200] for l in logged[:12])))
-    # Today's behaviour: the leader keeps the lease through the cut, no
-    # one else leads, and it goes on after the heal.
+    # Without the hand-over: the leader keeps the lease through the cut,
+    # no one else leads, and it goes on after the heal.
     if mode == "idempotent":
         assert not dups, "%d events duplicated" % dups
     assert holders == ["%s %d" % (leader.name, t1)], holders
@@ -528,12 +533,176 @@ def stall_cut(stack, name, mode, service, direction="both"):
     nem.remove()
 
 
+# ---------------------------------------------------------------------------
+# gray failures: a stalled leader hands over to a healthy standby
+
+STALL_MS = 4000     # the least above 3 heartbeats (1 s) and the lease
+HEALTHY = r"standby health: Kafka reachable, MySQL reachable"
+YIELD = r"yielding the lease after \d+ ms or more without progress \((\w+)\)"
+KEPT = r"no standby reports Kafka and MySQL reachable.*: keeping the lease"
+
+
+def handover_cut(stack, name, mode, service, reason):
+    """The leader loses its link to `service` (both ways) while Redis
+    answers it, under a steady flow of events; the standby reaches both
+    services.  The leader, with work and no progress for ha.stall_ms,
+    yields (its log names `reason`); the standby leads and publishes while
+    the cut lasts; healed, nothing is lost (transactional: nothing
+    duplicated for read_committed) and the old leader follows.  Prints the
+    time from the cut to the successor's first record (target: stall_ms +
+    1 s)."""
+    name = fresh(name)
+    nem, table, cfg, tors = setup(stack, name, mode, stall_ms=STALL_MS)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    feeder = Feeder(stack, table, 0, None, 10, 0.03)
+    feeder.start()
+    try:
+        wait_published(stack, name, 200)
+        since = {t: t.log_size() for t in tors}
+        t_cut = time.time()
+        nem.cut(leader.host, service)
+        m = other.wait_log(LEADING, timeout=STALL_MS / 1000.0 + 20,
+                           since=since[other])
+        t2 = int(m.group(1))
+        # The successor publishes during the cut.
+        by_n, _ = read_until(stack, name, lambda b: any(
+            epoch_of(r) == t2 for rs in b.values() for r in rs), timeout=30)
+        t_pub = time.time()
+        nem.heal()
+        time.sleep(1.0)
+        feeder.stop()
+        total = feeder.finish()
+    finally:
+        feeder.stop()
+    isolation = "read_committed" if mode == "transactional" else \
+        "read_uncommitted"
+    by_n, recs = read_settled(stack, name, total, isolation)
+    dups = check_outcome(by_n, recs, total, name, mode)
+    firsts = [r.timestamp_ms / 1000.0 for r in recs if epoch_of(r) == t2]
+    yields = log_lines(leader, YIELD, since[leader])
+    print("  %s, leader cut from %s: yielded %.0f ms after the cut (%s); "
+          "the standby's first record %.0f ms after the cut (target %d ms);"
+          " %d events, %d records, %d duplicated; tokens %s" % (
+              mode, service, (yields[0][0] - t_cut) * 1000 if yields else -1,
+              yields[0][1].group(1) if yields else "-",
+              (min(firsts) - t_cut) * 1000 if firsts else -1,
+              STALL_MS + 1000, total, len(recs), dups,
+              sorted(by_token(recs))))
+    late = residue(recs, t1, t2)
+    print("  records of token %d after token %d's first in their partition "
+          "(the old producer's requests delivered after the heal): %d %s" % (
+              t1, t2, sum(late.values()), dict(late)))
+    if mode == "transactional":
+        assert not late, late
+    assert yields and yields[0][1].group(1) == reason, leader.log_tail()
+    assert firsts and min(firsts) < t_pub, "no record of token %d" % t2
+    assert sorted(by_token(recs)) == [t1, t2], sorted(by_token(recs))
+    assert leader.running(), leader.log_tail()
+    leader.wait_log(r"-> follower", timeout=10, since=since[leader])
+    stop_all(tors)
+    nem.remove()
+
+
 def test_kafka_cut_idempotent(stack):
-    stall_cut(stack, "part_kafka_i", "idempotent", "kafka")
+    handover_cut(stack, "part_kafka_i", "idempotent", "kafka", "kafka_stall")
+
+
+def test_mysql_cut_idle_keeps_the_lease(stack):
+    """The leader loses MySQL while nothing is written: its stream goes
+    silent for ha.stall_ms, but the standby reports the binlog where the
+    leader stopped reading, so the leader has no work and keeps the lease
+    (it says why, once); healed, it goes on with what comes next."""
+    name = fresh("part_mysql_idle")
+    nem, table, cfg, tors = setup(stack, name, "idempotent",
+                                  stall_ms=STALL_MS)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    insert_range(stack, table, 0, 50, 10)
+    wait_published(stack, name, 50)
+    since = {t: t.log_size() for t in tors}
+    t_cut = time.time()
+    nem.cut(leader.host, "mysql")
+    m = leader.wait_log(KEPT, timeout=STALL_MS / 1000.0 + 10,
+                        since=since[leader])
+    time.sleep(2 * STALL_MS / 1000.0)
+    nem.heal()
+    insert_range(stack, table, 50, 50, 10)
+    by_n, recs = read_settled(stack, name, 100, "read_uncommitted")
+    check_outcome(by_n, recs, 100, name, "idempotent")
+    kept = log_lines(leader, KEPT, since[leader])
+    print("  leader cut from an idle MySQL for %.1f s: said it keeps the "
+          "lease %.0f ms after the cut (%d time(s)): %s" % (
+              time.time() - t_cut, (kept[0][0] - t_cut) * 1000, len(kept),
+              m.group(0)))
+    assert "mysql_stall" in kept[0][3], kept[0][3]
+    assert not log_lines(leader, YIELD, since[leader]), leader.log_tail()
+    assert not log_lines(other, LEADING, since[other]), other.log_tail()
+    assert sorted(by_token(recs)) == [t1], sorted(by_token(recs))
+    stop_all(tors)
+    nem.remove()
+
+
+def test_kafka_cut_everyones(stack):
+    """Both replicas lose Kafka for 2.5 stall_ms under writes: the leader
+    stalls, no standby reports itself healthy, so it keeps the lease (and
+    says so once) and nobody else leads; healed, the same leader goes on
+    and nothing is lost."""
+    name = fresh("part_kafka_all")
+    nem, table, cfg, tors = setup(stack, name, "idempotent",
+                                  stall_ms=STALL_MS)
+    group = harness.config_group(cfg)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    watch = LeaseWatch(stack, group)
+    watch.start()
+    feeder = Feeder(stack, table, 0, None, 10, 0.03)
+    feeder.start()
+    try:
+        wait_published(stack, name, 200)
+        since = {t: t.log_size() for t in tors}
+        t_cut = time.time()
+        for t in tors:
+            nem.cut(t.host, "kafka")
+        time.sleep(2.5 * STALL_MS / 1000.0)
+        t_heal = time.time()
+        nem.heal()
+        at_heal = feeder.n
+        read_until(stack, name,
+                   lambda b: all(n in b for n in range(at_heal)), timeout=60)
+        feeder.stop()
+        total = feeder.finish()
+    finally:
+        feeder.stop()
+        watch.finish()
+    by_n, recs = read_settled(stack, name, total, "read_uncommitted")
+    dups = check_outcome(by_n, recs, total, name, "idempotent")
+    holders = sorted(set(v for t, v, _ in watch.samples
+                         if t_cut <= t <= t_heal))
+    kept = log_lines(leader, KEPT, since[leader])
+    print("  both cut from Kafka for %.1f s: the leader said it keeps the "
+          "lease %.0f ms after the cut (%d time(s)); lease holders %s; "
+          "%d events, %d duplicated" % (
+              t_heal - t_cut, (kept[0][0] - t_cut) * 1000 if kept else -1,
+              len(kept), holders, total, dups))
+    assert not log_lines(leader, YIELD, since[leader]), leader.log_tail()
+    assert len(kept) == 1, leader.log_tail()
+    assert holders == ["%s %d" % (leader.name, t1)], holders
+    assert not log_lines(other, LEADING, since[other]), other.log_tail()
+    assert sorted(by_token(recs)) == [t1], sorted(by_token(recs))
+    stop_all(tors)
+    nem.remove()
 
 
 @harness.long_test(
-    "test_kafka_cut_idempotent shows the same cut in the other mode")
+    "a Kafka cut without the hand-over (ha.stall_ms = 0); "
+    "test_kafka_cut_idempotent shows the hand-over")
 def test_kafka_cut_transactional(stack):
     stall_cut(stack, "part_kafka_t", "transactional", "kafka")
 
@@ -548,10 +717,12 @@ def test_kafka_deaf_idempotent(stack):
 
 
 @harness.long_test(
-    "test_mysql_cut_transactional shows the same cut in the other mode")
+    "a MySQL cut without the hand-over (ha.stall_ms = 0); "
+    "test_mysql_cut_transactional shows the hand-over")
 def test_mysql_cut_idempotent(stack):
     stall_cut(stack, "part_mysql_i", "idempotent", "mysql")
 
 
 def test_mysql_cut_transactional(stack):
-    stall_cut(stack, "part_mysql_t", "transactional", "mysql")
+    handover_cut(stack, "part_mysql_t", "transactional", "mysql",
+                 "mysql_stall")

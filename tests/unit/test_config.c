@@ -125,6 +125,7 @@ test_sample(void **state)
 
 	assert_int_equal(cfg.ha.lease_ms, 3000);
 	assert_int_equal(cfg.ha.renew_ms, 1000);
+	assert_int_equal(cfg.ha.stall_ms, 10000);
 	assert_int_equal(cfg.ha.retry_ms, 200);
 	assert_int_equal(cfg.checkpoint.interval_ms, 1000);
 	assert_false(cfg.checkpoint.has_key);
@@ -183,6 +184,7 @@ test_minimal_defaults(void **state)
 
 	assert_int_equal(cfg.ha.lease_ms, 3000);
 	assert_int_equal(cfg.ha.renew_ms, 1000);
+	assert_int_equal(cfg.ha.stall_ms, 10000);
 	assert_int_equal(cfg.ha.retry_ms, 200);
 	assert_int_equal(cfg.checkpoint.interval_ms, 1000);
 	assert_string_equal(cfg.checkpoint.key_file, "");
@@ -1167,6 +1169,15 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_start.cfg", "4: mysql.start: expected \"end\", \"beginning\", "
 	    "\"<file>:<pos>\" (pos >= 4) or a MariaDB GTID list "
 	    "\"D-S-N[,D-S-N...]\", got \"0-1\"" },
+	{ "bad_stall_short.cfg", "12: ha.stall_ms: must be 0 (never yield) "
+	    "or at least ha.lease_ms (3000), got 2000: a shorter stall is a "
+	    "hiccup the lease rides out" },
+	{ "bad_stall_heartbeat.cfg", "11: ha.stall_ms: must be 0 (never "
+	    "yield) or above 3 mysql.heartbeat_ms (6000 ms), got 6000: a quiet "
+	    "binlog stream is told from a cut one only after three missed "
+	    "heartbeats" },
+	{ "bad_stall_negative.cfg",
+	    "11: ha.stall_ms: must not be negative, got -1" },
 	{ "bad_renew.cfg",
 	    "12: ha.renew_ms: must be less than ha.lease_ms (1000 >= 1000)" },
 	{ "bad_renew_margin.cfg", "12: ha.renew_ms: must be below ha.lease_ms "

@@ -666,6 +666,35 @@ test_resign_then_end(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
 }
 
+/* A leader that yielded (a stall, a healthy standby) holds off: for the
+ * hold-off it neither waits on the hand-off list (the wake-up is the
+ * standby's) nor acquires; then it competes again. */
+static void
+test_yield_holds_off_then_competes(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t until;
+
+	become_leader(fx);
+	tor_elector_hold_off(fx->el, 8000);
+	until = fx->fake.now + 8000;
+	tor_elector_resign(fx->el, fx->l.id, "kafka_stall");
+	tor_elector_end(fx->el, fx->l.id, "the relay gave the leadership up");
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(fx->fake.release_calls, 1);
+	while (fx->fake.now < until) {
+		int delay = tor_elector_step(fx->el);
+
+		assert_true(delay > 0 && delay <= until - fx->fake.now);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		fx->fake.now += delay < 1000 ? delay : 1000;
+	}
+	assert_int_equal(fx->fake.wait_calls, 0);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+}
+
 /* The relay saw the local deadline pass before the elector's thread did:
  * its session ends, and the replica still ends up a follower that competes
  * again, never stuck as a leader that may not publish. */
@@ -1291,6 +1320,7 @@ main(void)
 		T(test_fast_failover_follower_looks_often),
 		T(test_redis_silent_leader_steps_down_at_deadline),
 		T(test_renew_error_then_success_extends),
+		T(test_yield_holds_off_then_competes),
 		T(test_resign_then_end),
 		T(test_end_past_the_deadline),
 		T(test_leadership_end_is_told),

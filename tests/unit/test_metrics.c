@@ -126,6 +126,7 @@ test_counters_and_gauges(void **state)
 	atomic_store(&m.reconnects[TOR_TARGET_MYSQL], 3);
 	atomic_store(&m.reconnects[TOR_TARGET_REDIS], 4);
 	atomic_store(&m.reconnects[TOR_TARGET_KAFKA], 5);
+	atomic_store(&m.yields[TOR_STALL_KAFKA], 2);
 	atomic_store(&m.binlog_lag_ms, 1500);
 	atomic_store(&m.kafka_queue, 17);
 	text = render(&m, NULL);
@@ -145,6 +146,8 @@ test_counters_and_gauges(void **state)
 	has_line(text, "tor_reconnects_total{target=\"mysql\"} 3");
 	has_line(text, "tor_reconnects_total{target=\"redis\"} 4");
 	has_line(text, "tor_reconnects_total{target=\"kafka\"} 5");
+	has_line(text, "tor_leader_yields_total{reason=\"kafka_stall\"} 2");
+	has_line(text, "tor_leader_yields_total{reason=\"mysql_stall\"} 0");
 	has_line(text, "# TYPE tor_binlog_lag_seconds gauge");
 	has_line(text, "tor_binlog_lag_seconds 1.500");
 	has_line(text, "tor_checkpoint_age_seconds NaN");
