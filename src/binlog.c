@@ -67,8 +67,8 @@ struct tor_binlog {
 	uint8_t *event;         /* the event handed out by tor_binlog_next */
 	size_t event_cap;
 
-	/* The server_id of the server the session's streams read, 0 until
-	 * the first: a stream reopened on another one is refused. */
+	/* The server_id of the session's source (tor_binlog_identify, or the
+	 * first stream): a stream reopened on another one is refused. */
 	unsigned long source_id;
 };
 
@@ -817,21 +817,61 @@ start_reader(struct tor_binlog *b)
 	return rc;
 }
 
-void
-tor_binlog_forget_source(struct tor_binlog *b)
+int
+tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id, tor_err *err)
 {
-	b->source_id = 0;
+	char id[24], state[16];
+
+	if (server_identity(b, id, sizeof(id), state, sizeof(state), err) < 0)
+		return -1;
+	b->source_id = strtoul(id, NULL, 10);
+	*server_id = (uint32_t)b->source_id;
+	return 0;
 }
 
-/* The server the dump connection reached is the one the session's position
- * belongs to: a failover or a moved address behind mysql.host leaves the
- * same file names at other offsets, and a file:pos read there is another
- * transaction, or none.  0, -1 (not answered), or TOR_BINLOG_FATAL. */
-static int
-check_same_source(struct tor_binlog *b, const struct tor_position *pos,
-    tor_err *err)
+int
+tor_binlog_check_held(struct tor_binlog *b, const struct tor_checkpoint *cp,
+    uint32_t server_id, tor_err *err)
 {
-	char gtid[sizeof(pos->gtid)] = "";
+	const struct tor_position *pos = &cp->pos;
+	char id[24], state[4096], at[300];
+
+	tor_position_format(pos, at, sizeof(at));
+	if (pos->gtid[0] == '\0')
+		return tor_err_set(err, "the checkpoint (%s) was written from "
+		    "server_id %" PRIu32 " and has no GTID; mysql %s:%d is "
+		    "server_id %" PRIu32 ", whose binlog files are not that "
+		    "server's: a file:pos is never resumed on another server. "
+		    "Halting. Find this server's position of the last "
+		    "transaction published, then move the checkpoint with `tor "
+		    "checkpoint set <gtid or file:pos>`", at, cp->server_id,
+		    b->cfg->mysql.host, b->cfg->mysql.port, server_id),
+		    TOR_BINLOG_FATAL;
+	if (server_identity(b, id, sizeof(id), state, sizeof(state), err) < 0)
+		return TOR_BINLOG_ERROR;
+	if (gtid_state_holds(state, pos->gtid))
+		return 0;
+	/* The state last: it may be long, and the message has a limit. */
+	return tor_err_set(err, "mysql %s:%d (server_id %s) lacks GTID '%s' "
+	    "of the checkpoint (%s, server_id %" PRIu32 "): transactions "
+	    "published from there were lost in the failover: in Kafka, not in "
+	    "this database (written again, published twice); this server's "
+	    "own under their sequence numbers would pass for published. "
+	    "Halting: check what this server has, then `tor checkpoint set "
+	    "<gtid or file:pos>`. Its gtid_binlog_state: '%s'",
+	    b->cfg->mysql.host, b->cfg->mysql.port, id, pos->gtid, at,
+	    cp->server_id, state), TOR_BINLOG_FATAL;
+}
+
+/* The server the dump connection reached is the session's source (the
+ * one tor_binlog_identify asked): a failover or a moved address behind
+ * mysql.host leaves the same file names at other offsets, and a position
+ * of the session read there is another transaction, or none.  0, -1 (not
+ * answered), or TOR_BINLOG_MOVED. */
+static int
+check_same_source(struct tor_binlog *b, tor_err *err)
+{
+	char gtid[512] = "";
 	unsigned long id = 0;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
@@ -853,13 +893,9 @@ check_same_source(struct tor_binlog *b, const struct tor_position *pos,
 	}
 	return tor_err_set(err, "mysql %s:%d is now server_id %lu "
 	    "(gtid_binlog_pos '%s'), not server_id %lu whose binlog this "
-	    "session read up to %s:%" PRIu64 ": the source failed over or "
-	    "moved, and resuming by file:pos on another server would publish "
-	    "the wrong rows or skip new ones. Halting. Check which "
-	    "transactions this server has, then move the checkpoint with `tor "
-	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
-	    b->cfg->mysql.port, id, gtid, b->source_id, pos->file, pos->pos),
-	    TOR_BINLOG_FATAL;
+	    "session read: the source failed over or moved",
+	    b->cfg->mysql.host, b->cfg->mysql.port, id, gtid, b->source_id),
+	    TOR_BINLOG_MOVED;
 }
 
 int
@@ -877,8 +913,7 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 	b->stream = connect_server(cfg, 3 * cfg->mysql.heartbeat_ms + 1000, err);
 	if (b->stream == NULL)
 		return -1;
-	if (pos->file[0] != '\0' &&
-	    (rc = check_same_source(b, pos, err)) != 0) {
+	if ((rc = check_same_source(b, err)) != 0) {
 		close_stream(b);
 		return rc;
 	}

@@ -81,18 +81,31 @@ int tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err);
 
 /* Starts streaming at pos (file:pos when pos->file is set, else the GTID
- * list), with checksums and heartbeats negotiated.  A file:pos is streamed
- * only from the server (server_id) the session's first stream reached:
- * another one is TOR_BINLOG_FATAL naming both; -1 when the server cannot
- * be reached. */
+ * list), with checksums and heartbeats negotiated, from the session's
+ * source only (tor_binlog_identify, else the first stream's server): on
+ * another server_id it is TOR_BINLOG_MOVED naming both, and the session
+ * must end (its positions are the old server's); -1 when the server
+ * cannot be reached. */
 int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err);
 
 /* Whether the server sends event checksums on the stream. */
 bool tor_binlog_checksum(const struct tor_binlog *b);
 
-/* A new session: the next stream's server is the session's source. */
-void tor_binlog_forget_source(struct tor_binlog *b);
+/* A new session's source: asks the server its server_id (into
+ * *server_id), which every stream of the session must then reach.  0, or
+ * -1 when the server cannot be asked. */
+int tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id,
+    tor_err *err);
+
+/* Whether this server (server_id, another than cp's) may resume cp: by
+ * GTID only, so cp must have one, and the server's gtid_binlog_state must
+ * hold each of its GTIDs (the same domain and server_id at or past it).
+ * 0; TOR_BINLOG_ERROR when the server cannot be asked; TOR_BINLOG_FATAL
+ * naming both servers and positions, what the lost transactions mean for
+ * the database and Kafka, and `tor checkpoint set`. */
+int tor_binlog_check_held(struct tor_binlog *b, const struct tor_checkpoint *cp,
+    uint32_t server_id, tor_err *err);
 
 enum {
 	TOR_BINLOG_NONE = 0,            /* nothing yet: wait on tor_binlog_fd */
@@ -100,6 +113,8 @@ enum {
 	TOR_BINLOG_ERROR = -1,          /* the connection is gone: reconnect */
 	TOR_BINLOG_FATAL = -2,          /* reconnecting cannot help (purged
 	                                 * position, server misconfigured) */
+	TOR_BINLOG_MOVED = -3,          /* another server answers: the
+	                                 * session ends (tor_binlog_stream) */
 };
 
 /* Takes the next event without waiting: TOR_BINLOG_EVENT with its raw bytes

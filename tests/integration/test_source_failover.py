@@ -3,16 +3,27 @@ real servers in GTID replication behind a proxy that moves
 (failover_db.DbPair).  The two servers' binlogs have the same file names
 and different offsets: a file:pos of one names some other place, or none,
 on the other.
+
+The checkpoint names the server its file:pos belongs to (server_id).  A
+session on another server resumes by GTID, if that server holds the
+checkpoint's GTIDs; a stream that reaches another server within a
+session ends the session, and the next one resumes so.  What must be
+published is what the server the proxy leads to at the end holds: the
+rows committed there (replicated from the old primary, or its own).
 """
 
 import json
+import threading
 import time
+
+import pymysql
 
 import harness
 from failover_db import DbPair
 from harness import Tor, read_all
 from test_ha import HA, wait_leading
-from test_relay import checkpoint, insert_range, make_outbox
+from test_relay import check_per_key_order, checkpoint, insert_range, \
+    make_outbox
 from test_source_identity import insert_rows, published_then_stopped, \
     rows_of
 
@@ -55,11 +66,14 @@ def error_lines(tor):
             "reopening" in ln]
 
 
-def setup(stack, name):
+def setup(stack, name, mode=None, partitions=1):
     pair = DbPair(stack)
     table, over = make_outbox(stack, name)
     for t in (name + ".order", name + ".invoice"):
-        stack.create_topic(t, 1)
+        stack.create_topic(t, partitions)
+    if mode is not None:
+        over["kafka"] = {"mode": mode}
+        over["checkpoint"] = {"interval_ms": 200}
     cfg = harness.base_config(stack, ha=dict(HA), **over)
     return pair, table, cfg, harness.config_group(cfg)
 
@@ -119,12 +133,12 @@ def lossy_failover(stack, name, new):
     """The replica is held back (STOP SLAVE) while the primary commits rows
     100..149, which the leader publishes; the replica is then promoted, the
     proxy moves, and it commits rows 1000.. (`new` of them) with the
-    sequence numbers the lost transactions had.  The leader must halt naming both servers
-    and `tor checkpoint set`, never publish those rows as if they followed
-    149 nor skip them as published; a leader
-    started afterwards (a new session, whose start checks the source's
-    identity) must halt too, naming the server and `tor checkpoint
-    set`."""
+    sequence numbers the lost transactions had.  The leader's stream
+    reaches the promoted server: it ends the session, and the next one
+    must halt (the server does not hold the checkpoint's GTID) naming both
+    servers and `tor checkpoint set`, never publish those rows as if they
+    followed 149 nor skip them as published; a leader started afterwards
+    must halt the same way."""
     pair, table, cfg, group = setup(stack, name)
     try:
         r1 = lead_and_publish(stack, name, table, cfg, group, 100)
@@ -168,12 +182,13 @@ def lossy_failover(stack, name, new):
         assert not new1, new1
         log1 = r1.log_text()
         assert "not server_id 1" in log1 and "is now server_id 2" in log1 \
-            and "tor checkpoint set" in log1, r1.log_tail()
+            and "lacks GTID" in log1 and "tor checkpoint set" in \
+            log1, r1.log_tail()
         assert rc2 == 1, (rc2, r2.log_tail())
         assert not new2, new2
         log2 = r2.log_text()
-        assert "not the server" in log2 and "tor checkpoint set" in log2, \
-            r2.log_tail()
+        assert "lacks GTID" in log2 and "tor checkpoint set" in \
+            log2, r2.log_tail()
     finally:
         pair.close()
 
@@ -216,3 +231,289 @@ def test_checkpoint_of_another_server_id_halts(stack):
     assert rc == 1, "r2 did not halt: %d new rows published by file:pos" \
         % len(new)
     assert "not the server" in r2.log_text(), r2.log_tail()
+
+
+class Writer(threading.Thread):
+    """The application: transactions of PER_TXN rows through the proxy,
+    n = 0, 1, ...  A transaction that fails (the primary read-only, gone,
+    or the proxy moving) is not retried: whether it committed is told by
+    the server the proxy leads to at the end."""
+
+    def __init__(self, stack, table, pause=0.02):
+        super().__init__(daemon=True)
+        self.stack, self.table, self.pause = stack, table, pause
+        self.n = 0
+        self.failed = 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            try:
+                insert_range(self.stack, self.table, self.n, PER_TXN,
+                             PER_TXN)
+            except (pymysql.err.MySQLError, OSError):
+                self.failed += 1
+                time.sleep(0.1)
+            self.n += PER_TXN
+            time.sleep(self.pause)
+
+    def finish(self):
+        self._halt.set()
+        self.join(30)
+        assert not self.is_alive(), "writer still running"
+
+
+def committed(pair, table):
+    """The n of every row the server the proxy leads to holds."""
+    rows = pair.sql(pair.port(), "SELECT payload FROM %s" % table)
+    return sorted(json.loads(r[0])["n"] for r in rows)
+
+
+def records(stack, name, group):
+    out = []
+    for t in (name + ".order", name + ".invoice"):
+        out += [r for r in read_all(stack.brokers, t, timeout=10)
+                if harness.header(r, "tor.group") == group.encode()]
+    return out
+
+
+def check_followed(stack, pair, name, table, group, r1, mode, moves):
+    """Every row the final server holds is published, once (transactional:
+    read_committed; idempotent: de-duplicated), nothing else, each key in
+    order; r1 still leads, it ended `moves` sessions on a moved source and
+    resumed each by GTID, and the checkpoint names the final server."""
+    truth = committed(pair, table)
+    got = wait_published(stack, name, group, truth, r1, timeout=40)
+    rc = r1.proc.poll()
+    recs = records(stack, name, group)
+    dups = sorted(n for n, c in got.items() if c > 1)
+    extra = sorted(set(got) - set(truth))
+    missing = sorted(set(truth) - set(got))
+    log = r1.log_text()
+    sid = pair.state(pair.port())[0]
+    cp = checkpoint(stack, group)
+    dedup = [ln for ln in log.splitlines() if "de-duplicat" in ln]
+    print("  %s: %d rows committed on the final server (server_id %d), "
+          "published %d, missing %d, extra %d, duplicates %d" % (
+              mode, len(truth), sid, len(got), len(missing), len(extra),
+              len(dups)))
+    print("  sessions ended on a moved source %d, resumed by GTID %d; "
+          "checkpoint %s:%s gtid %s server_id %s" % (
+              log.count("ending the session"),
+              log.count("resuming there by GTID"), cp.get("file"),
+              cp.get("pos"), cp.get("gtid"), cp.get("server_id")))
+    for ln in dedup[-2:]:
+        print("  r1: " + ln[:300])
+    assert rc is None, "r1 exited %s: %s" % (rc, r1.log_tail())
+    assert not missing, (len(missing), missing[:10])
+    assert not extra, extra[:10]
+    assert not dups, dups[:10]
+    first = {}
+    for r in sorted(recs, key=lambda r: (r.topic, r.partition, r.offset)):
+        first.setdefault(json.loads(r.value)["n"], r)
+    check_per_key_order(first.values())
+    assert log.count("ending the session") == moves, r1.log_tail()
+    assert log.count("resuming there by GTID") == moves, r1.log_tail()
+    assert cp.get("server_id") == str(sid), cp
+
+
+def under_writes(stack, name, mode, failover):
+    """r1 leads; the application writes throughout; failover(pair) moves
+    the source (returns how many times), and the writes go on on the new
+    server for a while."""
+    pair, table, cfg, group = setup(stack, name, mode, partitions=2)
+    writer = None
+    try:
+        r1 = Tor(stack, cfg, name="r1").start()
+        wait_leading([r1], timeout=20)
+        r1.wait_log("starting at", timeout=60)
+        writer = Writer(stack, table)
+        writer.start()
+        time.sleep(2)
+        moves = failover(pair)
+        time.sleep(3)
+        writer.finish()
+        print("  the application wrote %d transactions, %d failed" % (
+            writer.n // PER_TXN, writer.failed))
+        return pair, table, group, r1, moves
+    except BaseException:
+        if writer is not None:
+            writer.finish()
+        pair.close()
+        raise
+
+
+def switchover(pair):
+    at = pair.switchover()
+    print("  switched over at GTID %s" % at)
+    return 1
+
+
+def kill_primary(pair):
+    pair.kill_primary()
+    at = pair.wait_applied()
+    pair.promote()
+    pair.switch()
+    print("  primary killed; the replica promoted at GTID %s" % at)
+    return 1
+
+
+def switch_and_back(pair):
+    at = pair.switchover()
+    time.sleep(3)
+    pair.rejoin()
+    back = pair.switch_back()
+    print("  switched over at GTID %s, back to the old primary at %s" % (
+        at, back))
+    return 2
+
+
+def follow(stack, name, mode, failover):
+    pair, table, group, r1, moves = under_writes(stack, name, mode,
+                                                 failover)
+    try:
+        check_followed(stack, pair, name, table, group, r1, mode, moves)
+    finally:
+        pair.close()
+
+
+def test_switchover_under_writes_idempotent(stack):
+    """A planned switchover while the application writes: the leader's
+    stream is cut, reaches the promoted server, ends its session and
+    resumes there by GTID.  Every row the promoted server holds is
+    published once, de-duplicated where the new session replays."""
+    follow(stack, "sf_sw_idem", "idempotent", switchover)
+
+
+def test_switchover_under_writes_transactional(stack):
+    """The same in transactional mode: the Kafka transaction open at the
+    switch is aborted and read again on the promoted server; read_committed
+    sees every row once."""
+    follow(stack, "sf_sw_txn", "transactional", switchover)
+
+
+def killed_primary(stack, name, mode):
+    """kill -9 of the primary under writes; the replica applies what it
+    received and is promoted.  Rows the primary committed that never
+    reached the replica are lost; if the leader had published one of
+    them (it reads the primary's binlog as the replica does), the
+    failover is lossy and the leader must halt with the diagnosis;
+    otherwise it must follow."""
+    pair, table, group, r1, moves = under_writes(stack, name, mode,
+                                                 kill_primary)
+    try:
+        truth = set(committed(pair, table))
+        got = published(stack, name, group)
+        lost = sorted(set(got) - truth)
+        if not lost:
+            check_followed(stack, pair, name, table, group, r1, mode, moves)
+            return
+        rc = exit_code(r1, 30)
+        print("  lossy: %d published rows not on the promoted server; r1 "
+              "exit %s" % (len(lost), rc))
+        assert rc == 1, r1.log_tail()
+        assert "lacks GTID" in r1.log_text(), r1.log_tail()
+    finally:
+        pair.close()
+
+
+def test_primary_killed_under_writes_idempotent(stack):
+    killed_primary(stack, "sf_kill_idem", "idempotent")
+
+
+def test_primary_killed_under_writes_transactional(stack):
+    killed_primary(stack, "sf_kill_txn", "transactional")
+
+
+def test_failover_back_to_the_old_primary(stack):
+    """A switchover to the replica, then the old primary made its replica
+    by GTID, caught up and promoted back, the proxy moved again: two
+    sessions end on a moved source, each resumes by GTID (the second on
+    the old primary, which holds the promoted server's transactions by
+    replication)."""
+    follow(stack, "sf_back", "transactional", switch_and_back)
+
+
+def test_other_server_without_gtid_halts(stack):
+    """A checkpoint without a GTID (its file:pos alone) written from the
+    primary; after a switchover a new session reaches the promoted server.
+    A file:pos is never resumed on a server that did not write that file:
+    it halts, naming both servers and `tor checkpoint set`, and publishes
+    none of the new rows."""
+    name = "sf_nogtid"
+    pair, table, cfg, group = setup(stack, name)
+    try:
+        r1 = lead_and_publish(stack, name, table, cfg, group, 20)
+        assert r1.stop() == 0, r1.log_tail()
+        key = "tor:{%s}:checkpoint" % group
+        stack.redis().hset(key, "gtid", "")
+        cp = checkpoint(stack, group)
+        pair.switchover()
+        insert_range(stack, table, 100, 20, PER_TXN)
+        r2 = Tor(stack, cfg, name="r2").start()
+        rc = exit_code(r2, 30)
+        new = sorted(n for n in published(stack, name, group) if n >= 100)
+        print("  checkpoint %s:%s server_id %s, no GTID; r2 exit %s, new "
+              "rows published %d of 20" % (cp.get("file"), cp.get("pos"),
+                                           cp.get("server_id"), rc,
+                                           len(new)))
+        for ln in error_lines(r2)[-1:]:
+            print("  r2: " + ln[:600])
+        assert cp.get("server_id") == "1", cp
+        assert rc == 1, r2.log_tail()
+        assert not new, new
+        log = r2.log_text()
+        assert "has no GTID" in log and "server_id 2" in log and \
+            "tor checkpoint set" in log, r2.log_tail()
+    finally:
+        pair.close()
+
+
+def test_lossy_behind_the_checkpoint_publishes_the_new_rows(stack):
+    """Idempotent mode, the checkpoint far behind Kafka (interval 60 s, the
+    leader killed): rows 100..149 committed on the primary and published
+    never reach the replica, which is promoted and writes rows 1000..1099
+    under the lost transactions' sequence numbers (its own server_id).  The
+    checkpoint's GTID is before the loss, so the promoted server holds it
+    and a new leader resumes there by GTID; the partition's newest message
+    is a lost transaction's (the old primary's server_id, a sequence number
+    past the new rows').  Comparing sequence numbers alone would skip the
+    new rows as published: every one of them must be published."""
+    name = "sf_behind"
+    pair = DbPair(stack)
+    table, over = make_outbox(stack, name)
+    for t in (name + ".order", name + ".invoice"):
+        stack.create_topic(t, 1)
+    cfg = harness.base_config(stack, ha=dict(HA),
+                              checkpoint={"interval_ms": 60000}, **over)
+    group = harness.config_group(cfg)
+    try:
+        r1 = lead_and_publish(stack, name, table, cfg, group, 100)
+        pair.wait_caught_up()
+        pair.hold_back()
+        insert_range(stack, table, 100, 50, PER_TXN)
+        got = wait_published(stack, name, group, range(150), r1)
+        assert set(range(150)) <= set(got), r1.log_tail()
+        r1.kill9()
+        cp = checkpoint(stack, group)
+        pair.promote()
+        pair.switch()
+        insert_range(stack, table, 1000, 100, PER_TXN)
+        r2 = Tor(stack, cfg, name="r2").start()
+        want = range(1000, 1100)
+        got = wait_published(stack, name, group, want, r2, timeout=30)
+        rc = r2.proc.poll()
+        new = sorted(n for n in got if n >= 1000)
+        print("  checkpoint %s:%s gtid %s; promoted server %s" % (
+            cp.get("file"), cp.get("pos"), cp.get("gtid"),
+            pair.state(pair.replica_port)[1]))
+        print("  r2 exit %s, new rows published %d of 100, duplicates "
+              "%d" % (rc, len(new), sum(1 for n in new if got[n] > 1)))
+        for ln in r2.log_text().splitlines():
+            if "de-duplication:" in ln and "replayed" in ln:
+                print("  r2: " + ln[:300])
+        assert rc is None, r2.log_tail()
+        assert new == list(want), (len(new), sorted(set(want) - set(new))
+                                   [:10])
+    finally:
+        pair.close()
