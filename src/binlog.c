@@ -442,6 +442,34 @@ tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 	return 0;
 }
 
+int
+tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
+    tor_err *err)
+{
+	char file[2 * sizeof(pos->file) + 1], sql[sizeof(file) + 64];
+	const char *info;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (pos->file[0] == '\0' || pos->gtid[0] != '\0')
+		return 0;
+	if (ensure_query(b, err) < 0)
+		return -1;
+	info = mysql_get_server_info(b->query);
+	if (info == NULL || strstr(info, "MariaDB") == NULL)
+		return 0;       /* MySQL: no such function */
+	mysql_real_escape_string(b->query, file, pos->file,
+	    (unsigned long)strlen(pos->file));
+	snprintf(sql, sizeof(sql), "SELECT BINLOG_GTID_POS('%s', %" PRIu64 ")",
+	    file, pos->pos);
+	if ((res = query_rows(b, sql, err)) == NULL)
+		return -1;
+	if ((row = mysql_fetch_row(res)) != NULL && row[0] != NULL)
+		snprintf(pos->gtid, sizeof(pos->gtid), "%s", row[0]);
+	mysql_free_result(res);
+	return 0;
+}
+
 /* The GTID of domain d in the state list ("D-S-N,..."): false when none. */
 static bool
 gtid_of_domain(const char *list, unsigned long d, unsigned long *server,
@@ -818,11 +846,12 @@ start_reader(struct tor_binlog *b)
 }
 
 int
-tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id, tor_err *err)
+tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id, char *state,
+    size_t cap, tor_err *err)
 {
-	char id[24], state[16];
+	char id[24];
 
-	if (server_identity(b, id, sizeof(id), state, sizeof(state), err) < 0)
+	if (server_identity(b, id, sizeof(id), state, cap, err) < 0)
 		return -1;
 	b->source_id = strtoul(id, NULL, 10);
 	*server_id = (uint32_t)b->source_id;

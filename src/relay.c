@@ -142,6 +142,7 @@ struct relay {
 
 	struct tor_checkpoint start;    /* where the session starts reading */
 	uint32_t source_id;             /* the session's source server_id */
+	char source_state[4096];        /* and its gtid_binlog_state then */
 	/* Idempotent mode: what the partitions hold already (NULL in
 	 * transactional mode, and once every partition is passed). */
 	struct tor_dedup *dedup;
@@ -1845,7 +1846,8 @@ check_source(struct relay *r, tor_err *err)
 	/* The outbox's names are checked now, not at its first row. */
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0 ||
 	    (rc = tor_binlog_check_outbox(r->binlog, err)) < 0 ||
-	    (rc = tor_binlog_identify(r->binlog, &r->source_id, err)) < 0) {
+	    (rc = tor_binlog_identify(r->binlog, &r->source_id,
+	    r->source_state, sizeof(r->source_state), err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
 			return -1;
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
@@ -1876,6 +1878,10 @@ check_source(struct relay *r, tor_err *err)
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
 			return rc;
 	}
+	/* Without a GTID the position could not follow a failover. */
+	while (tor_binlog_gtid_at(r->binlog, &r->start.pos, err) < 0)
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
 	return 0;
 }
 
@@ -2028,7 +2034,11 @@ learn_topics(struct relay *r, tor_err *err)
 	 * whole for nothing). */
 	if (!r->start_found)
 		return 0;
-	if ((r->dedup = tor_dedup_new()) == NULL)
+	/* Which of the partitions' newest messages the source has: after
+	 * a failover that lost some, their sequence numbers are another's. */
+	if ((r->dedup = tor_dedup_new()) == NULL ||
+	    (r->source_state[0] != '\0' &&
+	    tor_dedup_source(r->dedup, r->source_state) < 0))
 		return tor_err_set(err, "out of memory");
 	for (size_t i = 0; i < cfg->outbox.n_routes; i++)
 		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic) &&

@@ -43,6 +43,13 @@ int tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err);
 int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
     struct tor_position *pos, tor_err *err);
 
+/* A file:pos without a GTID state (mysql.start, an operator's move) gets
+ * the server's state there (MariaDB's BINLOG_GTID_POS), so that a later
+ * failover can follow it by GTID; nothing on MySQL.  -1 when the server
+ * cannot be asked. */
+int tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
+    tor_err *err);
+
 /* Fails unless the server still has the binlog file of pos (a position in a
  * purged file can never be streamed: the relay must halt, not skip).  A
  * server without the file whose gtid_binlog_pos is behind pos's GTID state
@@ -93,10 +100,11 @@ int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 bool tor_binlog_checksum(const struct tor_binlog *b);
 
 /* A new session's source: asks the server its server_id (into
- * *server_id), which every stream of the session must then reach.  0, or
- * -1 when the server cannot be asked. */
+ * *server_id), which every stream of the session must then reach, and its
+ * gtid_binlog_state (into state, cap bytes; "" without GTIDs).  0, or -1
+ * when the server cannot be asked. */
 int tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id,
-    tor_err *err);
+    char *state, size_t cap, tor_err *err);
 
 /* Whether this server (server_id, another than cp's) may resume cp: by
  * GTID only, so cp must have one, and the server's gtid_binlog_state must

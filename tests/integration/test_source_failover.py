@@ -13,6 +13,7 @@ rows committed there (replicated from the old primary, or its own).
 """
 
 import json
+import secrets
 import threading
 import time
 
@@ -479,7 +480,7 @@ def test_lossy_behind_the_checkpoint_publishes_the_new_rows(stack):
     is a lost transaction's (the old primary's server_id, a sequence number
     past the new rows').  Comparing sequence numbers alone would skip the
     new rows as published: every one of them must be published."""
-    name = "sf_behind"
+    name = "sf_behind_" + secrets.token_hex(2)
     pair = DbPair(stack)
     table, over = make_outbox(stack, name)
     for t in (name + ".order", name + ".invoice"):
