@@ -13,7 +13,10 @@ rows committed there (replicated from the old primary, or its own).
 """
 
 import json
+import os
+import re
 import secrets
+import signal
 import threading
 import time
 
@@ -67,7 +70,7 @@ def error_lines(tor):
             "reopening" in ln]
 
 
-def setup(stack, name, mode=None, partitions=1):
+def setup(stack, name, mode=None, partitions=1, **extra):
     pair = DbPair(stack)
     table, over = make_outbox(stack, name)
     for t in (name + ".order", name + ".invoice"):
@@ -75,6 +78,7 @@ def setup(stack, name, mode=None, partitions=1):
     if mode is not None:
         over["kafka"] = {"mode": mode}
         over["checkpoint"] = {"interval_ms": 200}
+    over.update(extra)
     cfg = harness.base_config(stack, ha=dict(HA), **over)
     return pair, table, cfg, harness.config_group(cfg)
 
@@ -517,4 +521,58 @@ def test_lossy_behind_the_checkpoint_publishes_the_new_rows(stack):
         assert new == list(want), (len(new), sorted(set(want) - set(new))
                                    [:10])
     finally:
+        pair.close()
+
+
+def test_mysql_host_is_resolved_at_every_connect(stack):
+    """mysql.host is a name ("vm", 127.0.0.1 in /etc/hosts); the leader
+    runs under strace.  The client library resolves the name at each
+    connect (glibc reads /etc/hosts each time), not once: after a
+    switchover the reconnects look the name up again, so a name moved to
+    the new primary (DNS, a service address) is followed."""
+    with open("/etc/hosts") as f:
+        hosts = f.read()
+    assert re.search(r"^127\.0\.0\.1\s.*\bvm\b", hosts, re.M), hosts
+    name = "sf_resolve"
+    pair, table, cfg, group = setup(stack, name, mysql={"host": "vm"})
+    trace = os.path.join(stack.run_dir, "sf_resolve.strace")
+    wrapper = os.path.join(stack.run_dir, "sf_resolve_tor")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec strace -f -qq -e trace=openat -e "
+                "signal=none -o %s %s \"$@\"\n" % (
+                    trace, harness.default_tor_binary()))
+    os.chmod(wrapper, 0o755)
+    r1 = None
+    try:
+        r1 = Tor(stack, cfg, name="r1", binary=wrapper)
+        r1.start()
+        wait_leading([r1], timeout=30)
+        r1.wait_log("starting at", timeout=60)
+        insert_range(stack, table, 0, 10, PER_TXN)
+        got = wait_published(stack, name, group, range(10), r1)
+        assert set(range(10)) <= set(got), r1.log_tail()
+
+        def lookups():
+            with open(trace) as f:
+                return sum(1 for ln in f if '"/etc/hosts"' in ln)
+
+        before = lookups()
+        pair.switchover()
+        insert_range(stack, table, 100, 10, PER_TXN)
+        got = wait_published(stack, name, group, range(100, 110), r1)
+        after = lookups()
+        print("  /etc/hosts read %d times before the switchover, %d after"
+              % (before, after - before))
+        assert set(range(100, 110)) <= set(got), r1.log_tail()
+        assert "resuming there by GTID" in r1.log_text(), r1.log_tail()
+        # The new session's query connection and its stream: two connects
+        # at least, each a lookup.
+        assert after - before >= 2, (before, after)
+    finally:
+        if r1 is not None and r1.running():
+            with open("/proc/%d/task/%d/children" % (r1.proc.pid,
+                                                     r1.proc.pid)) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGKILL)
+            r1.wait(10)
         pair.close()
