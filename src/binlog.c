@@ -442,12 +442,21 @@ tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 	return 0;
 }
 
+/* MariaDB, not MySQL (which has no gtid_binlog_state, gtid_binlog_pos or
+ * BINLOG_GTID_POS). */
+static bool
+is_mariadb(MYSQL *m)
+{
+	const char *info = mysql_get_server_info(m);
+
+	return info != NULL && strstr(info, "MariaDB") != NULL;
+}
+
 int
 tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
     tor_err *err)
 {
 	char file[2 * sizeof(pos->file) + 1], sql[sizeof(file) + 64];
-	const char *info;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 
@@ -455,8 +464,7 @@ tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
 		return 0;
 	if (ensure_query(b, err) < 0)
 		return -1;
-	info = mysql_get_server_info(b->query);
-	if (info == NULL || strstr(info, "MariaDB") == NULL)
+	if (!is_mariadb(b->query))
 		return 0;       /* MySQL: no such function */
 	mysql_real_escape_string(b->query, file, pos->file,
 	    (unsigned long)strlen(pos->file));
@@ -554,7 +562,8 @@ gtid_state_holds(const char *state, const char *want)
 }
 
 /* The server's identity (server_id, gtid_binlog_state); "?" and "" when
- * it does not say.  -1 when it cannot be asked. */
+ * it does not say (MySQL: no GTID state of that form).  -1 when it cannot
+ * be asked. */
 static int
 server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
     size_t gtidlen, tor_err *err)
@@ -564,8 +573,11 @@ server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
 
 	snprintf(id, idlen, "?");
 	gtid[0] = '\0';
-	if ((res = query_rows(b, "SELECT @@global.server_id, "
-	    "@@global.gtid_binlog_state", err)) == NULL)
+	if (ensure_query(b, err) < 0)
+		return -1;
+	if ((res = query_rows(b, is_mariadb(b->query) ?
+	    "SELECT @@global.server_id, @@global.gtid_binlog_state" :
+	    "SELECT @@global.server_id, ''", err)) == NULL)
 		return -1;
 	if ((row = mysql_fetch_row(res)) != NULL) {
 		snprintf(id, idlen, "%s", row[0] ? row[0] : "?");
@@ -905,8 +917,9 @@ check_same_source(struct tor_binlog *b, tor_err *err)
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 
-	if (mysql_query(b->stream, "SELECT @@global.server_id, "
-	    "@@global.gtid_binlog_pos") != 0 ||
+	if (mysql_query(b->stream, is_mariadb(b->stream) ?
+	    "SELECT @@global.server_id, @@global.gtid_binlog_pos" :
+	    "SELECT @@global.server_id, ''") != 0 ||
 	    (res = mysql_store_result(b->stream)) == NULL)
 		return tor_err_set(err, "mysql %s:%d: server_id: %s",
 		    b->cfg->mysql.host, b->cfg->mysql.port,
