@@ -132,7 +132,8 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
 # extra prerequisites (every .c prerequisite is compiled in), its own
 # libraries FUZZ_LIBS.  ha/checkpoint.c holds the position parser and drags
 # lease.c and redis.c (hiredis) in; nothing there is called.
-FUZZ_LIB_SRC := src/binlog_decode.c src/binlog_json.c src/buf.c src/err.c
+FUZZ_LIB_SRC := src/binlog_decode.c src/binlog_json.c src/buf.c src/err.c \
+	src/gtid_set.c
 FUZZ_POS_SRC := src/log.c ha/checkpoint.c ha/lease.c ha/redis.c ha/link.c
 build/fuzz/fuzz_config: src/config.c $(FUZZ_POS_SRC)
 build/fuzz/fuzz_config: FUZZ_LIBS := -lconfig -lsodium -lhiredis -lssl -lcrypto

@@ -1273,3 +1273,119 @@ tor_binlog_next(struct tor_binlog *b, const uint8_t **raw, size_t *len,
 	*len = n;
 	return TOR_BINLOG_EVENT;
 }
+
+int
+tor_binlog_files(struct tor_binlog *b, struct tor_binlog_file **files,
+    size_t *n, tor_err *err)
+{
+	MYSQL_RES *res = binary_logs(b, err);
+	MYSQL_ROW row;
+	size_t rows;
+
+	*files = NULL;
+	*n = 0;
+	if (res == NULL)
+		return -1;
+	rows = (size_t)mysql_num_rows(res);
+	if (rows > 0 && (*files = calloc(rows, sizeof(**files))) == NULL) {
+		mysql_free_result(res);
+		return tor_err_set(err, "binlog: out of memory");
+	}
+	while ((row = mysql_fetch_row(res)) != NULL && *n < rows) {
+		if (row[0] == NULL)
+			continue;
+		snprintf((*files)[*n].name, sizeof((*files)[*n].name), "%s",
+		    row[0]);
+		(*files)[*n].size = row[1] != NULL ? strtoull(row[1], NULL, 10) :
+		    0;
+		(*n)++;
+	}
+	mysql_free_result(res);
+	return 0;
+}
+
+int
+tor_binlog_global(struct tor_binlog *b, const char *name, char *buf,
+    size_t cap, tor_err *err)
+{
+	char esc[2 * 64 + 1], sql[sizeof(esc) + 64];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	buf[0] = '\0';
+	if (strlen(name) > 64)
+		return tor_err_set(err, "mysql: no variable is named '%s'", name);
+	if (ensure_query(b, err) < 0)
+		return -1;
+	mysql_real_escape_string(b->query, esc, name,
+	    (unsigned long)strlen(name));
+	snprintf(sql, sizeof(sql), "SHOW GLOBAL VARIABLES LIKE '%s'", esc);
+	if ((res = query_rows(b, sql, err)) == NULL)
+		return -1;
+	if ((row = mysql_fetch_row(res)) != NULL && row[1] != NULL)
+		snprintf(buf, cap, "%s", row[1]);
+	mysql_free_result(res);
+	return 0;
+}
+
+int
+tor_binlog_file_started(struct tor_binlog *b, const char *file,
+    int64_t *started_s, tor_err *err)
+{
+	const struct tor_config *cfg = b->cfg;
+	MYSQL *m;
+	MARIADB_RPL *rpl;
+	MARIADB_RPL_EVENT *ev;
+	int rc = -1;
+
+	m = connect_server(cfg, cfg->mysql.connect_timeout_ms, err);
+	if (m == NULL)
+		return -1;
+	if (set_session(m, "SET @master_binlog_checksum = "
+	    "@@global.binlog_checksum", err) < 0) {
+		mysql_close(m);
+		return -1;
+	}
+	if ((rpl = mariadb_rpl_init(m)) == NULL) {
+		tor_err_set(err, "mysql: cannot start replication: %s",
+		    mysql_error(m));
+		mysql_close(m);
+		return -1;
+	}
+	mariadb_rpl_optionsv(rpl, MARIADB_RPL_FILENAME, file, strlen(file));
+	mariadb_rpl_optionsv(rpl, MARIADB_RPL_START, 4UL);
+	mariadb_rpl_optionsv(rpl, MARIADB_RPL_SERVER_ID, 0U);
+	mariadb_rpl_optionsv(rpl, MARIADB_RPL_FLAGS,
+	    (unsigned int)MARIADB_RPL_BINLOG_DUMP_NON_BLOCK);
+	if (mariadb_rpl_open(rpl) != 0) {
+		tor_err_set(err, "mysql %s:%d: binlog dump from %s:4: %s",
+		    cfg->mysql.host, cfg->mysql.port, file, mysql_error(m));
+		goto out;
+	}
+	/* A dump from 4 opens with a fake ROTATE (timestamp 0), then the
+	 * file's own format description event. */
+	for (int i = 0; i < 4 && rc < 0; i++) {
+		if ((ev = mariadb_rpl_fetch(rpl, NULL)) == NULL)
+			break;
+		/* raw_data starts with the protocol's OK byte. */
+		if (ev->raw_data_size >= 1 + 19 &&
+		    ev->raw_data[1 + 4] == FORMAT_DESCRIPTION_EVENT) {
+			const uint8_t *h = ev->raw_data + 1;
+
+			*started_s = (int64_t)((uint32_t)h[0] |
+			    (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
+			    (uint32_t)h[3] << 24);
+			rc = 0;
+		}
+		mariadb_free_rpl_event(ev);
+	}
+	if (rc < 0)
+		tor_err_set(err, "mysql %s:%d: binlog %s: no format description "
+		    "event at its start%s%s", cfg->mysql.host, cfg->mysql.port,
+		    file, mysql_errno(m) ? ": " : "",
+		    mysql_errno(m) ? mysql_error(m) : "");
+out:
+	mariadb_rpl_close(rpl);
+	mysql_close(m);
+	return rc;
+}

@@ -653,6 +653,76 @@ tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
 	}
 }
 
+/* The high bit of a 7-byte commit time (4-byte server version) says that
+ * the original one follows; else the original equals the immediate. */
+#define COMMIT_TS_ORIGINAL_FOLLOWS      (1ULL << 55)
+#define SERVER_VERSION_ORIGINAL_FOLLOWS (1ULL << 31)
+#define LOGICAL_CLOCK_TYPECODE          2
+
+int
+tor_gtid_commit_parse(const struct tor_event *ev, const struct tor_format *fmt,
+    struct tor_gtid_commit *cm, tor_err *err)
+{
+	struct cursor c = { ev->body, ev->body + ev->body_len,
+	    event_name(ev->type) };
+	const uint8_t *p;
+	uint64_t v;
+
+	(void)fmt;
+	memset(cm, 0, sizeof(*cm));
+	if (ev->type != TOR_EV_MYSQL_GTID &&
+	    ev->type != TOR_EV_MYSQL_ANONYMOUS_GTID)
+		return tor_err_set(err, "expected a MySQL GTID event, got type "
+		    "%u", ev->type);
+	/* flags, sid, gno: what tor_gtid_parse reads.  5.6 stops there. */
+	if (cur_take(&c, 1 + 16 + 8, NULL, "GTID", err) == -1)
+		return -1;
+	if (cur_left(&c) == 0)
+		return 0;
+	if (cur_take(&c, 1, &p, "logical clock typecode", err) == -1)
+		return -1;
+	if (*p != LOGICAL_CLOCK_TYPECODE)
+		return tor_err_set(err, "%s: logical clock typecode %u, "
+		    "expected %u", c.what, *p, LOGICAL_CLOCK_TYPECODE);
+	if (cur_le(&c, 8, &v, "last_committed", err) == -1)
+		return -1;
+	cm->last_committed = (int64_t)v;
+	if (cur_le(&c, 8, &v, "sequence_number", err) == -1)
+		return -1;
+	cm->sequence_number = (int64_t)v;
+	/* 8.0.1+: the commit times; 8.0.2+ the length; 8.0.14+ versions. */
+	if (cur_left(&c) == 0)
+		return 0;
+	if (cur_le(&c, 7, &v, "immediate_commit_timestamp", err) == -1)
+		return -1;
+	cm->immediate_commit_us = (int64_t)(v & ~COMMIT_TS_ORIGINAL_FOLLOWS);
+	cm->original_commit_us = cm->immediate_commit_us;
+	if ((v & COMMIT_TS_ORIGINAL_FOLLOWS) != 0) {
+		if (cur_le(&c, 7, &v, "original_commit_timestamp", err) == -1)
+			return -1;
+		cm->original_commit_us = (int64_t)v;
+	}
+	if (cur_left(&c) == 0)
+		return 0;
+	if (cur_packed(&c, &cm->transaction_length, "transaction_length",
+	    err) == -1)
+		return -1;
+	if (cur_left(&c) == 0)
+		return 0;
+	if (cur_le(&c, 4, &v, "immediate_server_version", err) == -1)
+		return -1;
+	cm->immediate_server_version = (uint32_t)(v &
+	    ~SERVER_VERSION_ORIGINAL_FOLLOWS);
+	cm->original_server_version = cm->immediate_server_version;
+	if ((v & SERVER_VERSION_ORIGINAL_FOLLOWS) != 0) {
+		if (cur_le(&c, 4, &v, "original_server_version", err) == -1)
+			return -1;
+		cm->original_server_version = (uint32_t)v;
+	}
+	/* Later fields (8.0.33+ commit_group_ticket) are not needed. */
+	return 0;
+}
+
 int
 tor_gtid_format(const struct tor_gtid *gtid, char *buf, size_t cap)
 {

@@ -47,7 +47,7 @@ enum checkpoint_state {
 /*
  * What a command found, printed at the end in one go: as "key: value"
  * lines, or as one JSON object whose keys are the same (the names are part
- * of the contract, README "Operator commands").  A fact that is absent
+ * of the contract, docs/operating.md "Operator commands").  A fact that is absent
  * ("none", "unknown") is null in JSON.
  */
 enum fact_kind { FACT_TEXT, FACT_INT, FACT_ABSENT };

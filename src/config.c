@@ -66,7 +66,8 @@ static const char *const keys_top[] = { "group", "instance", "mysql",
 	"outbox", "kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
 static const char *const keys_mysql[] = { "host", "port", "user", "password",
 	"password_file", "server_id", "start", "heartbeat_ms",
-	"connect_timeout_ms", "server_public_key", "tls", NULL };
+	"connect_timeout_ms", "server_public_key", "tls", "retention_check_ms",
+	"retention_warn_bytes", "retention_warn_ms", NULL };
 static const char *const keys_tls[] = { "mode", "ca", "cert", "key", NULL };
 static const char *const keys_outbox[] = { "tables", "routes", "route",
 	"topic_template", "unrouted", NULL };
@@ -908,6 +909,31 @@ check_tls_file(struct loader *ld, const config_setting_t *tls,
 	    "cannot read %s: %s", file, strerror(errno));
 }
 
+/* The binlog retention check (src/retention.c): how often, and below
+ * what it warns.  A check more often than a second would weigh on the
+ * server for nothing: the figures move with rotations and purges. */
+static int
+load_retention(struct loader *ld, const config_setting_t *g)
+{
+	struct tor_config *cfg = ld->cfg;
+	long long bytes;
+
+	if (opt_ms(ld, g, "mysql", "retention_check_ms", 30000, 0,
+	    &cfg->mysql.retention_check_ms) == -1 ||
+	    opt_int(ld, g, "mysql", "retention_warn_bytes", 0, 0, INT64_MAX,
+	    &bytes) == -1 ||
+	    opt_ms(ld, g, "mysql", "retention_warn_ms", 3600000, 0,
+	    &cfg->mysql.retention_warn_ms) == -1)
+		return -1;
+	if (cfg->mysql.retention_check_ms > 0 &&
+	    cfg->mysql.retention_check_ms < 1000)
+		return fail(ld, lookup(g, "retention_check_ms"),
+		    "mysql.retention_check_ms", "must be 0 (off) or at least "
+		    "1000, got %d", cfg->mysql.retention_check_ms);
+	cfg->mysql.retention_warn_bytes = (int64_t)bytes;
+	return 0;
+}
+
 static int
 load_mysql(struct loader *ld, const config_setting_t *root)
 {
@@ -931,7 +957,8 @@ load_mysql(struct loader *ld, const config_setting_t *root)
 	    opt_ms(ld, g, "mysql", "connect_timeout_ms", 5000, 1,
 	    &cfg->mysql.connect_timeout_ms) == -1 ||
 	    opt_str(ld, g, "mysql", "server_public_key", "",
-	    &cfg->mysql.server_public_key) == -1)
+	    &cfg->mysql.server_public_key) == -1 ||
+	    load_retention(ld, g) == -1)
 		return -1;
 	if (cfg->mysql.server_public_key[0] != '\0' &&
 	    access(cfg->mysql.server_public_key, R_OK) != 0)
@@ -2026,6 +2053,10 @@ print_mysql(const struct tor_config *cfg, FILE *out)
 	print_int(out, 2, "heartbeat_ms", cfg->mysql.heartbeat_ms);
 	print_int(out, 2, "connect_timeout_ms", cfg->mysql.connect_timeout_ms);
 	print_str(out, 2, "server_public_key", cfg->mysql.server_public_key);
+	print_int(out, 2, "retention_check_ms", cfg->mysql.retention_check_ms);
+	print_int(out, 2, "retention_warn_bytes",
+	    cfg->mysql.retention_warn_bytes);
+	print_int(out, 2, "retention_warn_ms", cfg->mysql.retention_warn_ms);
 	fputs("  tls = {\n", out);
 	print_str(out, 4, "mode", tls_modes[cfg->mysql.tls.mode]);
 	print_str(out, 4, "ca", cfg->mysql.tls.ca);

@@ -90,6 +90,11 @@ tor_stall_check(struct tor_stall *s, int64_t now, bool waiting)
 	if (waiting && now - later(s->kafka_moved_ms, s->kafka_work_ms) >=
 	    s->stall_ms)
 		return TOR_STALL_KAFKA;
+	/* The relay reads the binlog only while Kafka lets it go on: a
+	 * stream silent since Kafka last moved, with messages waiting, is
+	 * Kafka holding the relay (a commit retried, a full queue). */
+	if (waiting && s->kafka_moved_ms <= s->mysql_moved_ms)
+		return TOR_STALL_NONE;
 	if (now - s->mysql_moved_ms >= s->stall_ms &&
 	    now - s->mysql_moved_ms > s->silent_ms)
 		return TOR_STALL_MYSQL;

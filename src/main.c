@@ -74,6 +74,7 @@ enum command {
 	CMD_CHECKPOINT_SET,
 	CMD_CHECKPOINT_IMPORT,
 	CMD_DECODE,
+	CMD_CHECKPOINT,         /* `tor checkpoint --help` only */
 };
 
 /* One warning where cmd's user sees it: in a replica's log, as a comment
@@ -118,28 +119,110 @@ warn_all(enum command cmd, const struct tor_config *cfg)
 	warn_ignored_test_hooks(cmd);
 }
 
-static void
-usage(FILE *out)
+/*
+ * What --help prints: `tor --help` every command's synopsis and purpose;
+ * `tor <command> --help` (and a mistake in its options) that command's
+ * synopsis, its options and what its exit codes mean.
+ */
+static const struct {
+	enum command cmd;
+	const char *synopsis;
+	const char *what;
+	const char *details;
+} helps[] = {
+	/* Their options and exit codes are in usage_all's last lines. */
+	{ CMD_RUN, "tor -c FILE", "run one replica", NULL },
+	{ CMD_CHECK_CONFIG, "tor --check-config -c FILE",
+	    "validate FILE, print the effective config", NULL },
+	{ CMD_STATUS, "tor status -c FILE [--json]",
+	    "the group's leader and checkpoint",
+	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --json             one JSON object instead of key: value lines\n"
+	    "exit 0 when a leader holds the lease, 1 when none does, 2 when "
+	    "Redis cannot be asked\n" },
+	{ CMD_CHECKPOINT_SHOW, "tor checkpoint show -c FILE [--json]",
+	    "the group's checkpoint",
+	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --json             one JSON object instead of key: value lines\n"
+	    "exit 0 when there is a checkpoint, 1 when there is none, 2 when "
+	    "it is invalid or Redis cannot be asked\n" },
+	{ CMD_CHECKPOINT_SET, "tor checkpoint set --to POS -c FILE",
+	    "move it: <file>:<pos>, a GTID list, or end",
+	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --to POS           <file>:<pos>, a GTID list D-S-N[,D-S-N...], "
+	    "or end\n"
+	    "exit 0 when moved, 1 when the position is refused, 2 when Redis "
+	    "or MySQL cannot be asked\n" },
+	{ CMD_CHECKPOINT_IMPORT, "tor checkpoint import --go-tor-key KEY "
+	    "[--redis-host HOST [--redis-port N] [--redis-db N]] -c FILE",
+	    "take over the Go tor's position",
+	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --go-tor-key KEY   the Redis key the Go tor kept its position "
+	    "in\n"
+	    "  --redis-host HOST  the Go tor's Redis, when not tor's own\n"
+	    "  --redis-port N     its port (default 6379)\n"
+	    "  --redis-db N       its database (default 0)\n"
+	    "exit 0 when moved, 1 when the key holds no usable position, 2 "
+	    "when Redis or MySQL cannot be asked\n" },
+	{ CMD_DECODE, "tor decode -c FILE [--all-events] BINLOG...",
+	    "what tor would publish from binlog files",
+	    "  -c, --config FILE  the configuration (its outbox and routes)\n"
+	    "  --all-events       also one line for every event of the files\n"
+	    "exit 0 when every file was read to its end, 1 after a halt or "
+	    "at a file that cannot be read as a binlog\n" },
+};
+
+static bool
+is_checkpoint(enum command cmd)
 {
+	return cmd == CMD_CHECKPOINT_SHOW || cmd == CMD_CHECKPOINT_SET ||
+	    cmd == CMD_CHECKPOINT_IMPORT;
+}
+
+/* Every command's synopsis; a long one has its purpose on the next line. */
+static void
+usage_all(FILE *out)
+{
+	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++) {
+		const char *lead = i == 0 ? "usage: " : "       ";
+		int n = (int)strlen(helps[i].synopsis);
+
+		if (n < 33)
+			fprintf(out, "%s%-33s%s\n", lead, helps[i].synopsis,
+			    helps[i].what);
+		else
+			fprintf(out, "%s%s\n%40s%s\n", lead, helps[i].synopsis,
+			    "", helps[i].what);
+	}
 	fprintf(out,
-	    "usage: tor -c FILE                      run one replica\n"
-	    "       tor --check-config -c FILE       validate FILE, print the "
-	    "effective config\n"
-	    "       tor status -c FILE [--json]      the group's leader and "
-	    "checkpoint\n"
-	    "       tor checkpoint show -c FILE [--json]\n"
-	    "                                        the group's checkpoint\n"
-	    "       tor checkpoint set --to POS -c FILE\n"
-	    "                                        move it: <file>:<pos>, a "
-	    "GTID list, or end\n"
-	    "       tor checkpoint import --go-tor-key KEY [--redis-host HOST "
-	    "[--redis-port N] [--redis-db N]] -c FILE\n"
-	    "                                        take over the Go tor's "
-	    "position\n"
-	    "       tor decode -c FILE [--all-events] BINLOG...\n"
-	    "                                        what tor would publish "
-	    "from binlog files\n"
-	    "       tor --version\n");
+	    "       tor --version                    print the version\n"
+	    "       tor [COMMAND] --help             this text, or a "
+	    "command's options\n"
+	    "-c FILE is short for --config FILE.  A replica exits 0 after "
+	    "SIGTERM or SIGINT,\n1 on a fatal error; every command exits 2 on "
+	    "a usage or configuration error.\n");
+}
+
+/* cmd's usage; the whole of it for a replica or --check-config, all three
+ * for `tor checkpoint`. */
+static void
+usage(FILE *out, enum command cmd)
+{
+	bool first = true;
+
+	if (cmd == CMD_RUN || cmd == CMD_CHECK_CONFIG) {
+		usage_all(out);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++) {
+		if (helps[i].cmd != cmd && !(cmd == CMD_CHECKPOINT &&
+		    is_checkpoint(helps[i].cmd)))
+			continue;
+		fprintf(out, "%s%s\n  %s\n%s", first ? "usage: " : "\n",
+		    helps[i].synopsis, helps[i].what, helps[i].details);
+		first = false;
+	}
+	fputs("exit 2 also on a usage or configuration error\n", out);
 }
 
 /* The words before the options: "status", "checkpoint show|set|import",
@@ -158,6 +241,12 @@ parse_command(int argc, char **argv, enum command *cmd, int *used)
 	}
 	if (strcmp(argv[1], "decode") == 0) {
 		*cmd = CMD_DECODE;
+		*used = 1;
+		return 0;
+	}
+	if (strcmp(argv[1], "checkpoint") == 0 && argc >= 3 &&
+	    (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+		*cmd = CMD_CHECKPOINT;
 		*used = 1;
 		return 0;
 	}
@@ -251,13 +340,14 @@ main(int argc, char **argv)
 	struct tor_go_tor_source go = { .port = 6379 };
 	const char *path = NULL, *to = NULL;
 	bool all_events = false, json = false, go_redis_opts = false;
+	bool check_config = false;
 	enum command cmd;
 	tor_err err;
 	int opt, rc, used;
 
 	forbid_core_dumps();
 	if (parse_command(argc, argv, &cmd, &used) < 0) {
-		usage(stderr);
+		usage_all(stderr);
 		return 2;
 	}
 	argc -= used;
@@ -268,8 +358,7 @@ main(int argc, char **argv)
 			path = optarg;
 			break;
 		case 'k':
-			if (cmd == CMD_RUN)
-				cmd = CMD_CHECK_CONFIG;
+			check_config = true;
 			break;
 		case 't':
 			to = optarg;
@@ -302,14 +391,17 @@ main(int argc, char **argv)
 			printf("tor %s\n", TOR_VERSION);
 			return 0;
 		case 'h':
-			usage(stdout);
+			usage(stdout, cmd);
 			return 0;
 		default:
-			usage(stderr);
+			usage(stderr, cmd);
 			return 2;
 		}
 	}
-	if (path == NULL || (cmd == CMD_DECODE) != (optind < argc) ||
+	if (check_config && cmd == CMD_RUN)
+		cmd = CMD_CHECK_CONFIG;
+	if (path == NULL || cmd == CMD_CHECKPOINT ||
+	    (check_config && cmd != CMD_CHECK_CONFIG) || (cmd == CMD_DECODE) != (optind < argc) ||
 	    (cmd == CMD_CHECKPOINT_SET) != (to != NULL) ||
 	    (all_events && cmd != CMD_DECODE) ||
 	    (json && cmd != CMD_STATUS && cmd != CMD_CHECKPOINT_SHOW) ||
@@ -317,7 +409,7 @@ main(int argc, char **argv)
 	    ((go.host != NULL || go_redis_opts) &&
 	    cmd != CMD_CHECKPOINT_IMPORT) ||
 	    (go_redis_opts && go.host == NULL)) {
-		usage(stderr);
+		usage(stderr, cmd);
 		return 2;
 	}
 	if (tor_config_load(&cfg, path, &err) < 0) {

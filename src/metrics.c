@@ -14,6 +14,7 @@
 
 #include "tor/clock.h"
 #include "tor/metrics.h"
+#include "tor/retention.h"
 
 /* Binlog timestamps have 1 s resolution, so the buckets below 1 s only fill
  * when the clocks of the database and of tor agree closely; they are kept for
@@ -37,6 +38,10 @@ tor_metrics_init(struct tor_metrics *m)
 {
 	memset(m, 0, sizeof(*m));
 	m->start_wall_ms = tor_metrics_wall_ms();
+	atomic_store(&m->retention_bytes, TOR_RETENTION_UNKNOWN);
+	atomic_store(&m->retention_s, TOR_RETENTION_UNKNOWN);
+	atomic_store(&m->retention_expire_s, TOR_RETENTION_UNKNOWN);
+	atomic_store(&m->retention_purge_s, TOR_RETENTION_UNKNOWN);
 }
 
 int64_t
@@ -212,6 +217,45 @@ render_latency(const struct tor_metrics *m, struct tor_buf *out)
 	return rc;
 }
 
+/* A gauge of a retention figure: NaN unknown, +Inf unbounded. */
+static int
+retention_gauge(struct tor_buf *out, const char *name, const char *help,
+    const _Atomic int64_t *value)
+{
+	int64_t v = atomic_load_explicit(value, RELAXED);
+	int rc = header(out, name, "gauge", help);
+
+	if (v == TOR_RETENTION_UNKNOWN)
+		return rc | tor_buf_appendf(out, "%s NaN\n", name);
+	if (v == TOR_RETENTION_NEVER)
+		return rc | tor_buf_appendf(out, "%s +Inf\n", name);
+	return rc | tor_buf_appendf(out, "%s %lld\n", name, (long long)v);
+}
+
+static int
+render_retention(const struct tor_metrics *m, struct tor_buf *out)
+{
+	int rc = 0;
+
+	rc |= retention_gauge(out, "tor_binlog_retention_headroom_bytes",
+	    "Bytes of binlog the server holds behind the checkpoint (from its "
+	    "oldest file to the checkpoint), at the leader's last check; NaN "
+	    "unknown.", &m->retention_bytes);
+	rc |= retention_gauge(out, "tor_binlog_retention_headroom_seconds",
+	    "Seconds of binlog the server holds behind the checkpoint, at "
+	    "least (oldest file's start to the checkpoint file's start).",
+	    &m->retention_s);
+	rc |= retention_gauge(out, "tor_binlog_retention_expire_seconds",
+	    "The server's binlog purge age (binlog_expire_logs_seconds or "
+	    "expire_logs_days), 0 when it purges nothing by age.",
+	    &m->retention_expire_s);
+	rc |= retention_gauge(out, "tor_binlog_retention_purge_seconds",
+	    "Seconds until the server's expiry may purge the checkpoint's "
+	    "binlog file (0: overdue, purged at its next rotation); +Inf when "
+	    "nothing purges it by age.", &m->retention_purge_s);
+	return rc;
+}
+
 static int
 render_gauges(const struct tor_metrics *m, struct tor_buf *out)
 {
@@ -277,6 +321,7 @@ tor_metrics_render(const struct tor_metrics *m, const struct tor_elector *el,
 	rc |= render_elector(el, out);
 	rc |= render_events(m, out);
 	rc |= render_gauges(m, out);
+	rc |= render_retention(m, out);
 	rc |= render_latency(m, out);
 	rc |= header(out, "tor_reconnects_total", "counter",
 	    "Retries after a failed connection or operation, by target.");

@@ -43,6 +43,7 @@
 #include "tor/lease.h"
 #include "tor/log.h"
 #include "tor/metrics.h"
+#include "tor/retention.h"
 #include "tor/outbox.h"
 #include "tor/progress.h"
 #include "tor/reader.h"
@@ -173,9 +174,12 @@ struct relay {
 	int64_t last_checkpoint_ms;
 	bool checkpoint_dirty;          /* the safe position moved, not written */
 	struct tor_position written_done;       /* done of the last write */
+	struct tor_position written_pos;        /* pos of the last write */
 	int64_t xa_watched_ms;          /* monotonic: the last look (per s) */
 	int64_t xa_warned_ms;           /* monotonic: the last line, or 0 */
 	char xa_warned[TOR_XID_TEXT];   /* the prepared transaction it named */
+	struct tor_retention retention; /* the binlog behind the checkpoint */
+	int64_t retention_due_ms;       /* monotonic: the next check, 0 now */
 	int64_t stop_deadline_ms;       /* 0 until a stop is requested */
 	bool delivery_failed;
 	int delivery_code;
@@ -255,11 +259,18 @@ leading(struct relay *r)
 	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
-/* The sink's guard: its waits end when the leadership does. */
+static int check_stall(struct relay *r);
+
+/* The sink's guard: its waits end when the leadership does, and a wait
+ * that makes no progress (a commit retried while Kafka is cut off) is
+ * judged as a stall, so it can end by a hand-over too. */
 static bool
 sink_guard(void *ctx)
 {
-	return leading(ctx);
+	struct relay *r = ctx;
+
+	(void)check_stall(r);
+	return leading(r);
 }
 
 /* The elector's thread, or ours, at the moment the leadership ends: what
@@ -337,6 +348,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
 	r->written_token = r->epoch;
 	r->written_leadership = r->leadership;
 	r->written_done = cp->done;
+	r->written_pos = cp->pos;
 	r->last_checkpoint_ms = tor_mono_ms();
 	atomic_store(&r->metrics.checkpoint_wall_ms, tor_metrics_wall_ms());
 	tor_position_format(&cp->pos, text, sizeof(text));
@@ -585,7 +597,55 @@ watch_prepared(struct relay *r)
 	r->xa_warned_ms = now;
 }
 
-static int check_stall(struct relay *r);
+/* Every mysql.retention_check_ms, and at once after the stream opens:
+ * how much binlog the server still holds behind the checkpoint, in the
+ * metrics, and a warning (once while it holds) under the configured
+ * thresholds.  Off the hot path: a few queries, and a short dump for each
+ * binlog file first seen. */
+static void
+watch_retention(struct relay *r)
+{
+	const struct tor_config *cfg = r->cfg;
+	struct tor_retention_view v;
+	char at[300];
+	tor_err err;
+	int due;
+
+	if (cfg->mysql.retention_check_ms == 0 ||
+	    tor_mono_ms() < r->retention_due_ms)
+		return;
+	r->retention_due_ms = tor_mono_ms() + cfg->mysql.retention_check_ms;
+	if (tor_retention_check(&r->retention, r->binlog, &r->written_pos, &v,
+	    &err) < 0) {
+		/* Once a leadership: the gauges say NaN meanwhile. */
+		if (!r->retention.failed_once)
+			log_warn("binlog", "binlog retention unknown: %s",
+			    err.msg);
+		r->retention.failed_once = true;
+		return;
+	}
+	atomic_store(&r->metrics.retention_bytes, v.headroom_bytes);
+	atomic_store(&r->metrics.retention_s, v.headroom_s);
+	atomic_store(&r->metrics.retention_expire_s, v.expire_s);
+	atomic_store(&r->metrics.retention_purge_s, v.purge_in_s);
+	due = tor_retention_due_warnings(&r->retention, &v,
+	    cfg->mysql.retention_warn_bytes, cfg->mysql.retention_warn_ms);
+	if (due == 0)
+		return;
+	tor_position_format(&r->written_pos, at, sizeof(at));
+	if (due & TOR_RETENTION_WARN_BYTES)
+		log_warn("binlog", "only %" PRId64 " bytes of binlog are left "
+		    "on the server behind the checkpoint %s (mysql."
+		    "retention_warn_bytes = %" PRId64 "): a purge of the oldest "
+		    "binlog files would leave a restart nothing to resume from",
+		    v.headroom_bytes, at, cfg->mysql.retention_warn_bytes);
+	if (due & TOR_RETENTION_WARN_PURGE)
+		log_warn("binlog", "the server's binlog expiry (%" PRId64 " s) "
+		    "may purge the checkpoint's file %s in %" PRId64 " s (mysql."
+		    "retention_warn_ms = %d): a restart after that halts",
+		    v.expire_s, r->written_pos.file, v.purge_in_s,
+		    cfg->mysql.retention_warn_ms);
+}
 
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint
  * and watches for a stall.  A message the broker refused as too large ends
@@ -654,6 +714,7 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 	if (r->streaming) {
 		checkpoint_tick(r);
 		watch_prepared(r);
+		watch_retention(r);
 	}
 	return check_stall(r);
 }
@@ -735,7 +796,8 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
 				break;
 		} else if (reply->type == REDIS_REPLY_STRING &&
 		    tor_health_parse(reply->str, h) == 0 &&
-		    tor_health_fits(h, kind, tor_reader_resume(r->reader))) {
+		    tor_health_fits(h, kind, r->reader != NULL ?
+		    tor_reader_resume(r->reader) : &r->start.pos)) {
 			snprintf(who, cap, "%s", name);
 			found = true;
 		}
@@ -761,8 +823,10 @@ check_stall(struct relay *r)
 	char who[256], head[300] = "-";
 	bool waiting;
 
+	/* Between sessions too (a session that cannot start while Kafka is
+	 * cut off has work: the binlog it has not published). */
 	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms ||
-	    r->reader == NULL)
+	    r->lost)
 		return 0;
 	r->next_stall_check_ms = now + 500;
 	waiting = (r->sink != NULL && tor_sink_in_flight(r->sink) > 0) ||
@@ -1510,6 +1574,7 @@ open_stream(struct relay *r, tor_err *err)
 			tor_reader_reset_format(r->reader,
 			    tor_binlog_checksum(r->binlog));
 			atomic_store(&r->metrics.stream_beat_ms, tor_mono_ms());
+			r->retention_due_ms = 0;
 			return 0;
 		}
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
@@ -2105,7 +2170,9 @@ lead(struct relay *r, tor_err *err)
 	r->dedup_skipped = r->dedup_unknown = 0;
 	r->dedup_reported = false;
 	memset(&r->written_done, 0, sizeof(r->written_done));
+	memset(&r->written_pos, 0, sizeof(r->written_pos));
 	r->xa_watched_ms = r->xa_warned_ms = 0;
+	memset(&r->retention, 0, sizeof(r->retention));
 	r->split_ms = tor_sink_txn_timeout_ms(r->sink) / 4;
 	if (r->split_ms < 200)
 		r->split_ms = 200;

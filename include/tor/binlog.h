@@ -70,6 +70,30 @@ int tor_binlog_check_available(struct tor_binlog *b,
 int tor_binlog_check_identity(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
+/* One binlog file the server holds, as SHOW BINARY LOGS lists it. */
+struct tor_binlog_file {
+	char name[256];
+	uint64_t size;
+};
+
+/* The binlog files the server holds, oldest first (SHOW BINARY LOGS), in
+ * *files (malloc'ed, the caller frees it; NULL when there are none).
+ * 0, or -1 with err set when the server cannot be asked. */
+int tor_binlog_files(struct tor_binlog *b, struct tor_binlog_file **files,
+    size_t *n, tor_err *err);
+
+/* The server's global variable name as text in buf ("" when the server has
+ * no such variable).  0, or -1 with err set. */
+int tor_binlog_global(struct tor_binlog *b, const char *name, char *buf,
+    size_t cap, tor_err *err);
+
+/* When the server began file: the timestamp (seconds since the epoch) of
+ * its format description event, read over a dump connection of its own
+ * (server_id 0, so the server ends no other replica's dump, and
+ * non-blocking) that is closed after that event.  0, or -1 with err set. */
+int tor_binlog_file_started(struct tor_binlog *b, const char *file,
+    int64_t *started_s, tor_err *err);
+
 /* The start of the binlog group (transaction) that holds at, a file
  * position where an event starts or the file's end: at itself when it is
  * between transactions, else where its transaction began (SHOW BINLOG

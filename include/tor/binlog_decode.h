@@ -160,6 +160,25 @@ struct tor_gtid {
 int tor_gtid_parse(const struct tor_event *ev, const struct tor_format *fmt,
     struct tor_gtid *gtid, tor_err *err);
 
+/* What a MySQL GTID or ANONYMOUS_GTID event (33/34) says beyond the GTID:
+ * the logical clock of parallel replication (5.7+), and from 8.0 the
+ * commit times in microseconds since the epoch (the original one is the
+ * first server's, the immediate one this server's), the transaction's
+ * length in bytes (this event included) and the two servers' versions
+ * (80034 for 8.0.34).  A field the event is too old to carry is 0. */
+struct tor_gtid_commit {
+	int64_t last_committed;
+	int64_t sequence_number;
+	int64_t original_commit_us;
+	int64_t immediate_commit_us;
+	uint64_t transaction_length;
+	uint32_t original_server_version;
+	uint32_t immediate_server_version;
+};
+
+int tor_gtid_commit_parse(const struct tor_event *ev,
+    const struct tor_format *fmt, struct tor_gtid_commit *c, tor_err *err);
+
 /* Formats a GTID the way its server spells it: "0-1-42" or
  * "3e11fa47-71ca-11e1-9e33-c80aa9429562:23".  Returns the length written
  * (snprintf semantics). */

@@ -121,6 +121,13 @@ struct tor_config {
 		char *start;    /* "end" | "beginning" | "<file>:<pos>" | GTID set */
 		int heartbeat_ms;       /* 1000 */
 		int connect_timeout_ms; /* 5000 */
+		/* The leader's binlog retention check (src/retention.c):
+		 * its period (0: off) and the headroom in bytes (0: off) and
+		 * the time until the checkpoint's file may be purged (0:
+		 * off) below which it warns. */
+		int retention_check_ms;         /* 30000 */
+		int64_t retention_warn_bytes;   /* 0 */
+		int retention_warn_ms;          /* 3600000 */
 		/* PEM file of the server's RSA key, for caching_sha2_password
 		 * and sha256_password without TLS; "" asks the server. */
 		char *server_public_key;
@@ -220,8 +227,9 @@ struct tor_config {
 /* Parses and validates the file at path into cfg (which the caller zeroes or
  * not; it is overwritten).  On error, err reads "path:line: key: problem" (line
  * omitted where libconfig gives none) and cfg holds nothing to free.  Reads
- * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD and TOR_CHECKPOINT_KEY
- * environment variables and the files named by *_file keys. */
+ * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD, TOR_SENTINEL_PASSWORD,
+ * TOR_KAFKA_SASL_PASSWORD and TOR_CHECKPOINT_KEY environment variables and
+ * the files named by *_file keys. */
 int tor_config_load(struct tor_config *cfg, const char *path, tor_err *err);
 
 /* Prints the effective configuration (after defaults and derivations) in

@@ -62,7 +62,9 @@ void tor_stall_mysql_moved(struct tor_stall *s, int64_t now);
 /* Whether the leader is stalled at now, and on which side: Kafka when
  * messages have waited (waiting: in flight or in an open transaction) for
  * stall_ms with no acknowledgement; else MySQL when the stream has been
- * silent for stall_ms.  Neither within stall_ms of the leadership's start. */
+ * silent for stall_ms, unless messages wait with no acknowledgement since
+ * the stream's last event (Kafka holds the relay: not MySQL's stall).
+ * Neither within stall_ms of the leadership's start. */
 enum tor_stall_kind tor_stall_check(struct tor_stall *s, int64_t now,
     bool waiting);
 

@@ -92,6 +92,15 @@ struct tor_metrics {
 	/* Leaderships given to a healthy standby after a stall, by kind
 	 * (index TOR_STALL_NONE unused). */
 	_Atomic uint64_t yields[TOR_STALL_N];
+	/* The last binlog retention check of this replica's leaderships
+	 * (src/retention.c): headroom bytes and seconds, the server's purge
+	 * age and the seconds until it may take the checkpoint's file.
+	 * TOR_RETENTION_UNKNOWN (rendered NaN) until a check knows, and
+	 * TOR_RETENTION_NEVER (+Inf) where nothing purges by age. */
+	_Atomic int64_t retention_bytes;
+	_Atomic int64_t retention_s;
+	_Atomic int64_t retention_expire_s;
+	_Atomic int64_t retention_purge_s;
 	/* Wall-clock ms when the process started (tor_metrics_init). */
 	int64_t start_wall_ms;
 
@@ -110,7 +119,7 @@ struct tor_metrics {
 	_Atomic bool redis_ok;
 };
 
-/* Zeroes m (a zeroed struct is also a valid, empty one). */
+/* Zeroes m, but for the retention figures, which start unknown. */
 void tor_metrics_init(struct tor_metrics *m);
 
 /* Relay thread only: one message handed to Kafka for topic. */

@@ -26,16 +26,13 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402
+from report import log  # noqa: E402
 
 TRIALS = int(os.environ.get("TOR_BENCH_DEDUP_TRIALS", "10"))
 ROWS = int(os.environ.get("TOR_BENCH_DEDUP_ROWS", "20000"))
 TOR_BIN = os.environ.get("TOR_BIN") or os.path.join(REPO, "bin", "tor")
 READ_RE = re.compile(r'de-duplication: (\S+): read (\d+) partitions in '
                      r'(\d+) ms')
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 def median(v):

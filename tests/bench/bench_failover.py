@@ -42,7 +42,7 @@ of 0.3..0.8 s so the kill falls anywhere in the renew period:
 
 After each trial the killed/stopped replica is started again (same name,
 same config).  p50/p99/max (nearest rank) and every trial are printed, and a
-one-line summary for the README.  Nothing is asserted about time; the exit
+one-line summary for docs/evidence.md.  Nothing is asserted about time; the exit
 status is 1 only when something broke (no leader took over, tor crashed or
 exited non-zero on SIGTERM, the cluster did not settle, a tool failed).
 
@@ -71,6 +71,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402
+from report import log, problem, verdict  # noqa: E402
 from confluent_kafka import Consumer, OFFSET_END, TopicPartition  # noqa: E402
 
 TRIALS = int(os.environ.get("TOR_BENCH_FAILOVER_TRIALS", "20"))
@@ -99,16 +100,6 @@ LOST = (r"lost the leadership|leader -> stepping_down|"
         r"stepping_down -> follower")
 FOLLOWING = r"lease held by another replica"
 
-failures = []
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def problem(msg):
-    failures.append(msg)
-    log("PROBLEM: " + msg)
 
 
 # ---------------------------------------------------------------------------
@@ -743,12 +734,7 @@ def main():
             s50 / 1000, smax / 1000, STOP_TARGET_MS / 1000.0, len(kills),
             len(terms), len(stops), K8S_LEADER_ELECTION_S))
     log("  failover bench took %.0f s" % (time.monotonic() - t_start))
-    if failures:
-        log("")
-        log("%d problem(s); replica files kept in %s:" % (
-            len(failures), os.path.join(stack.run_dir, "tor-it")))
-        for f in failures:
-            log("  - " + f.splitlines()[0])
+    if verdict(os.path.join(stack.run_dir, "tor-it")):
         return 1
     for t in cl.all:
         shutil.rmtree(t.dir, ignore_errors=True)

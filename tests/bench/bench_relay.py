@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402
+from report import log, problem, verdict  # noqa: E402
 from confluent_kafka import (Consumer, OFFSET_END, Producer,  # noqa: E402,F401
                              TopicPartition)
 
@@ -57,16 +58,6 @@ TOR_BIN = os.environ.get("TOR_BIN") or os.path.join(REPO, "bin", "tor")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NAIVE_RATE = 12500   # one message at a time, waiting for each ack
 
-failures = []
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def problem(msg):
-    failures.append(msg)
-    log("PROBLEM: " + msg)
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +124,7 @@ def insert_rows(stack):
 
 
 # Extra librdkafka properties for tor, ";"-separated "name=value" (for
-# experiments; the figures for the README are taken without).
+# experiments; the figures in docs/evidence.md are taken without).
 KAFKA_PROPS = [x.strip() for x in
                os.environ.get("TOR_BENCH_KAFKA_PROPS", "").split(";")
                if x.strip()]
@@ -706,13 +697,7 @@ def main():
         os.unlink(kcat_input)
     except OSError:
         pass
-    if failures:
-        log("")
-        log("%d problem(s):" % len(failures))
-        for f in failures:
-            log("  - " + f.splitlines()[0])
-        return 1
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ SIGINT/SIGTERM, with what test modules started for themselves
 and the stack is brought back to its default state (services up, every
 Kafka node running, dev broker reset); a passed test's topics are deleted.
 
+A module that sets NEEDS_STACK = False runs tor and reads files only:
+when every test selected is of such modules, no stack is started.
+
 Output: "ok - <module>.<name> (<secs>s)" or "not ok - <module>.<name>" with
 the traceback and the tail of the test's tor logs; last line
 "integration: N passed, N failed"; exit status 1 if any failed.
@@ -98,6 +101,12 @@ def discover(filters):
     return tests
 
 
+def needs_stack(func):
+    """False for a test whose module says NEEDS_STACK = False: it runs tor
+    and reads files only, so a run of such tests alone starts no stack."""
+    return getattr(sys.modules.get(func.__module__), "NEEDS_STACK", True)
+
+
 def call_test(func, stack):
     if len(inspect.signature(func).parameters) >= 1:
         func(stack)
@@ -116,9 +125,10 @@ def report_tor_logs(tors):
 expected_failures = []     # tests that failed as marked (their names)
 
 
-def run_one(qname, func, timeout):
+def run_one(qname, func, timeout, stack_up=True):
     """Runs one test; returns True if it passed, or failed an assertion as
-    harness.expected_failure marked it would.  Kills its tors after."""
+    harness.expected_failure marked it would.  Kills its tors after, and
+    brings the stack back when it runs (stack_up)."""
     harness.begin_test(qname)
     stack = harness.Stack()
     t0 = time.monotonic()
@@ -166,6 +176,8 @@ def run_one(qname, func, timeout):
             print("  " + line)
         report_tor_logs(harness.started_tors())
         sys.stdout.flush()
+    if not stack_up:
+        return ok
     try:
         stack.make_healthy()
     except Exception as e:  # the next test would fail for our reason
@@ -191,10 +203,11 @@ def delete_topics(stack):
                   flush=True)
 
 
-def run_tests(stack, tests, timeout, report):
-    """Runs tests in order on a started stack; report(ok) after each."""
+def run_tests(stack, tests, timeout, report, stack_up=True):
+    """Runs tests in order (on a started stack when stack_up); report(ok)
+    after each."""
     for qname, func in tests:
-        report(run_one(qname, func, timeout))
+        report(run_one(qname, func, timeout, stack_up))
 
 
 def start_stack(stack, n_tests):
@@ -208,13 +221,14 @@ def start_stack(stack, n_tests):
         return False
 
 
-def stop_stack(stack):
+def stop_stack(stack, started=True):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     harness.kill_all_tors()
     harness.run_end_hooks()
     try:
-        stack.stop()
+        if started:
+            stack.stop()
     except Exception as e:
         print("stack stop failed: %s" % e)
     return nemesis_left(stack)
@@ -239,6 +253,7 @@ def nemesis_left(stack):
 def main_single(filters, timeout):
     passed = failed = 0
     stack = harness.Stack()
+    stack_up = True
 
     def count(ok):
         nonlocal passed, failed
@@ -254,15 +269,16 @@ def main_single(filters, timeout):
             traceback.print_exc(file=sys.stdout)
             failed += 1
             tests = []
-        if tests and not start_stack(stack, len(tests)):
+        stack_up = any(needs_stack(f) for _, f in tests)
+        if stack_up and not start_stack(stack, len(tests)):
             failed += len(tests)
             tests = []
-        run_tests(stack, tests, timeout, count)
+        run_tests(stack, tests, timeout, count, stack_up)
     except Interrupted as e:
         print("interrupted (%s): stopping" % e, flush=True)
         failed += 1
     finally:
-        if not stop_stack(stack):
+        if not stop_stack(stack, stack_up):
             failed += 1
         print("integration: %d passed, %d failed%s" % (
             passed, failed, "" if not expected_failures else

@@ -726,3 +726,8 @@ def test_mysql_cut_idempotent(stack):
 def test_mysql_cut_transactional(stack):
     handover_cut(stack, "part_mysql_t", "transactional", "mysql",
                  "mysql_stall")
+
+
+def test_kafka_cut_transactional_hands_over(stack):
+    handover_cut(stack, "part_kafka_th", "transactional", "kafka",
+                 "kafka_stall")

@@ -4,10 +4,13 @@ The demo gets a run directory and ports of its own (TOR_RUN_DIR,
 TOR_MYSQL_PORT, TOR_REDIS_PORT, TOR_KAFKA_PORT, TOR_EXAMPLE_PORT), away from
 the stack the runner started: its own MariaDB, Redis, Apache Kafka (one
 node), example service and three tor replicas.  The test does what `make up` tells the reader to do,
-reads the events from Kafka, and checks that `make down` leaves no process.
+reads the events from Kafka, runs README's five-minute walk-through line by
+line (its ports and run directory swapped for the test's), and checks that
+`make down` leaves no process.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,6 +102,96 @@ def kill_leftovers(run_dir, pids):
                 pass
 
 
+def walk_through():
+    """The commands of README's walk-through, comments cut, in order."""
+    with open(os.path.join(harness.REPO, "README.md")) as f:
+        text = f.read()
+    assert "## Five minutes" in text, "README has no five-minute walk"
+    block = text.split("## Five minutes", 1)[1].split("```sh\n", 1)[1]
+    block = block.split("```", 1)[0]
+    return [re.split(r"\s+#\s", ln, 1)[0].strip()
+            for ln in block.splitlines() if ln.strip()]
+
+
+def status_of(cfg):
+    st = subprocess.run([TOR_BIN, "status", "-c", cfg], capture_output=True,
+                        text=True, timeout=30)
+    return st.returncode, dict(ln.split(": ", 1) for ln in
+                               st.stdout.splitlines() if ": " in ln)
+
+
+def run_walk_through(run_dir, env):
+    """Runs README's walk-through as its reader would, against the demo
+    already up, checking what README says each step shows."""
+    lines = walk_through()
+    here = lambda s: s.replace("http://127.0.0.1:8080",
+                               "http://127.0.0.1:%d" % EXAMPLE_PORT) \
+        .replace("run/local", run_dir)
+    for verb in ("make up", "curl -i -X PUT", "make watch", "bin/tor status",
+                 "kill -9", "make down"):
+        assert any(ln.startswith(verb) for ln in lines), (verb, lines)
+    cfg = os.path.join(run_dir, "tor.cfg")
+    stack = harness.Stack(run_dir)
+    before = None
+    keys = []
+    for ln in lines:
+        cmd = here(ln)
+        if ln == "make down":
+            continue        # the test's own cleanup runs it, and checks it
+        if ln == "make watch":
+            p = subprocess.Popen(["make", "--no-print-directory", "-C",
+                                  harness.REPO, "watch"], env=env,
+                                 stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
+            time.sleep(6)
+            os.killpg(p.pid, signal.SIGINT)
+            out = p.communicate(timeout=20)[0]
+            for k in keys:
+                assert "key=%s" % k in out, (k, out)
+            assert "tor.pos=" in out and "tor.epoch=" in out, out
+            continue
+        if ln.startswith("kill -9"):
+            rc, st = status_of(cfg)
+            assert rc == 0, st
+            before = st
+            cmd = cmd.replace("tor-r1.pid", "tor-%s.pid" % st["leader"])
+        p = subprocess.run(["bash", "-c", cmd], cwd=harness.REPO, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, (cmd, p.stdout, p.stderr)
+        if ln.startswith("curl -i -X PUT"):
+            assert p.stdout.startswith("HTTP/1.1 201"), (cmd, p.stdout)
+            keys.append(cmd.rsplit("/", 1)[1])
+        if ln.startswith("curl -i -X DELETE"):
+            assert p.stdout.startswith("HTTP/1.1 204"), (cmd, p.stdout)
+        if ln.startswith("bin/tor status") and before is not None:
+            for _ in range(50):    # "within a fraction of a second"
+                rc, st = status_of(cfg)
+                if rc == 0 and st["leader"] != before["leader"]:
+                    break
+                time.sleep(0.1)
+            assert st["leader"] != before["leader"], (before, st)
+            assert int(st["token"]) > int(before["token"]), (before, st)
+            after = st
+    assert before is not None
+    # The order put after the kill came through the new leader's token.
+    last = keys[-1]
+    for _ in range(100):
+        mine = [r for r in harness.read_all(stack.brokers, "order",
+                                            timeout=5)
+                if r.key.decode() == last]
+        if mine:
+            break
+        time.sleep(0.2)
+    assert mine, "no event of %s" % last
+    assert int(harness.header(mine[0], "tor.epoch")) == \
+        int(after["token"]), (mine[0], after)
+    print("  walk-through: %d commands; %s led (token %s), then %s "
+          "(token %s)" % (len(lines), before["leader"], before["token"],
+                          after["leader"], after["token"]))
+
+
 def event(record):
     return (record.key.decode(), record.value.decode())
 
@@ -160,6 +253,8 @@ def test_make_up_demo():
         leader = [ln.split(": ", 1)[1] for ln in st.stdout.splitlines()
                   if ln.startswith("leader: ")]
         assert leader and leader[0] in ("r1", "r2", "r3"), st.stdout
+
+        run_walk_through(run_dir, env)
     finally:
         down = subprocess.run(["make", "--no-print-directory", "-C",
                                harness.REPO, "down"], env=env,

@@ -77,6 +77,9 @@ test_sample(void **state)
 	assert_int_not_equal(cfg.mysql.server_id, 0);
 	assert_int_equal(cfg.mysql.heartbeat_ms, 1000);
 	assert_int_equal(cfg.mysql.connect_timeout_ms, 5000);
+	assert_int_equal(cfg.mysql.retention_check_ms, 30000);
+	assert_int_equal(cfg.mysql.retention_warn_bytes, 0);
+	assert_int_equal(cfg.mysql.retention_warn_ms, 3600000);
 	assert_int_equal(cfg.mysql.tls.mode, TOR_TLS_PREFERRED);
 
 	assert_int_equal(cfg.outbox.n_tables, 1);
@@ -1290,6 +1293,12 @@ static const struct bad_case bad_cases[] = {
 	{ "bad_section_type.cfg", "10: ha: expected a group { ... }" },
 	{ "bad_heartbeat_overflow.cfg", "5: mysql.heartbeat_ms: must be at "
 	    "most 86400000 (a day), got 2147483647" },
+	{ "bad_retention_check.cfg", "4: mysql.retention_check_ms: must be 0 "
+	    "(off) or at least 1000, got 500" },
+	{ "bad_retention_warn_bytes.cfg", "3: mysql.retention_warn_bytes: must "
+	    "be between 0 and 9223372036854775807, got -1" },
+	{ "bad_retention_warn_ms.cfg",
+	    "3: mysql.retention_warn_ms: expected an integer" },
 	{ "bad_connect_timeout_overflow.cfg", "4: mysql.connect_timeout_ms: "
 	    "must be at most 86400000 (a day), got 2147483000" },
 	{ "bad_retry_overflow.cfg", "11: ha.retry_ms: must be at most "

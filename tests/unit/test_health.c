@@ -108,8 +108,28 @@ test_mysql_stall_when_the_stream_is_silent(void **state)
 	tor_stall_mysql_moved(&s, 6000);
 	assert_int_equal(tor_stall_check(&s, 10999, false), TOR_STALL_NONE);
 	assert_int_equal(tor_stall_check(&s, 11000, false), TOR_STALL_MYSQL);
-	/* Waiting messages name Kafka only once they waited stall_ms. */
+	/* Messages acknowledged since the last event, more waiting: the
+	 * silence is MySQL's. */
+	tor_stall_kafka_moved(&s, 6500);
 	assert_int_equal(tor_stall_check(&s, 11000, true), TOR_STALL_MYSQL);
+}
+
+/* A relay held by Kafka (a commit retried while Kafka is cut off) reads no
+ * events: the silent stream is not MySQL's stall, and the wait is Kafka's
+ * once it lasted stall_ms. */
+static void
+test_stall_kafka_holds_the_relay(void **state)
+{
+	struct tor_stall s;
+
+	(void)state;
+	tor_stall_begin(&s, 4000, 1000, 0);
+	tor_stall_kafka_moved(&s, 9000);
+	tor_stall_mysql_moved(&s, 9400);
+	assert_int_equal(tor_stall_check(&s, 9500, true), TOR_STALL_NONE);
+	assert_int_equal(tor_stall_check(&s, 13400, true), TOR_STALL_NONE);
+	assert_int_equal(tor_stall_check(&s, 13499, true), TOR_STALL_NONE);
+	assert_int_equal(tor_stall_check(&s, 13500, true), TOR_STALL_KAFKA);
 }
 
 static void
@@ -165,6 +185,7 @@ main(void)
 		cmocka_unit_test(test_idle_leader_never_stalls),
 		cmocka_unit_test(test_kafka_stall_after_stall_ms_of_waiting),
 		cmocka_unit_test(test_mysql_stall_when_the_stream_is_silent),
+		cmocka_unit_test(test_stall_kafka_holds_the_relay),
 		cmocka_unit_test(test_no_stall_in_a_leadership_first_stall_ms),
 		cmocka_unit_test(test_which_reports_qualify),
 	};

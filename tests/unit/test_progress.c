@@ -38,6 +38,17 @@ mariadb_gtid(uint32_t domain, uint32_t server, uint64_t seq)
 	return g;
 }
 
+/* A source transaction of one message, committed at end; its sequence. */
+static uint64_t
+one_message_txn(struct tor_progress *p, uint64_t end)
+{
+	uint64_t seq = tor_progress_begin(p);
+
+	tor_progress_add(p);
+	tor_progress_commit(p, end, NULL);
+	return seq;
+}
+
 static void
 test_empty_transactions_move_at_once(void **state)
 {
@@ -70,9 +81,7 @@ test_pending_messages_hold_the_position(void **state)
 	tor_progress_add(p);
 	tor_progress_add(p);
 	tor_progress_commit(p, 100, NULL);
-	b = tor_progress_begin(p);
-	tor_progress_add(p);
-	tor_progress_commit(p, 200, NULL);
+	b = one_message_txn(p, 200);
 	c = tor_progress_begin(p);     /* no messages */
 	tor_progress_commit(p, 300, NULL);
 	assert_int_equal(tor_progress_pending_messages(p), 3);
@@ -122,9 +131,7 @@ test_unknown_ack_changes_nothing(void **state)
 	uint64_t a;
 
 	(void)state;
-	a = tor_progress_begin(p);
-	tor_progress_add(p);
-	tor_progress_commit(p, 100, NULL);
+	a = one_message_txn(p, 100);
 	tor_progress_ack(p, a + 7);
 	tor_progress_ack(p, 0);
 	assert_false(tor_progress_take_safe(p, &safe));
@@ -145,13 +152,9 @@ test_rotation_keeps_file_names_of_transactions_in_flight(void **state)
 	uint64_t a, b;
 
 	(void)state;
-	a = tor_progress_begin(p);
-	tor_progress_add(p);
-	tor_progress_commit(p, 900, NULL);
+	a = one_message_txn(p, 900);
 	assert_int_equal(tor_progress_rotate(p, "binlog.000002", 4, true, NULL), 0);
-	b = tor_progress_begin(p);
-	tor_progress_add(p);
-	tor_progress_commit(p, 350, NULL);
+	b = one_message_txn(p, 350);
 	assert_int_equal(tor_progress_rotate(p, "binlog.000003", 4, true, NULL), 0);
 
 	tor_progress_ack(p, a);
@@ -332,13 +335,9 @@ test_out_of_order_acks_merge_behind_the_oldest(void **state)
 	uint64_t first, seq;
 
 	(void)state;
-	first = tor_progress_begin(p);
-	tor_progress_add(p);
-	tor_progress_commit(p, 100, NULL);
+	first = one_message_txn(p, 100);
 	for (uint64_t i = 0; i < 50000; i++) {
-		seq = tor_progress_begin(p);
-		tor_progress_add(p);
-		tor_progress_commit(p, 200 + i, NULL);
+		seq = one_message_txn(p, 200 + i);
 		tor_progress_ack(p, seq);
 	}
 	assert_in_range(tor_progress_entries(p), 1, 64);

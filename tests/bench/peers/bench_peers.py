@@ -80,6 +80,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import harness  # noqa: E402
+from report import log, problem, verdict  # noqa: E402
 from bench_relay import key_of, payload_of, percentile  # noqa: E402
 from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition  # noqa: E402,E501
 
@@ -105,16 +106,6 @@ DBZ_USER, DBZ_PASSWORD = "debezium", "debezium"
 OUT = os.environ.get("TOR_PEERS_OUT") or os.path.join(REPO, "build", "peers")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-failures = []
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def problem(msg):
-    failures.append(msg)
-    log("PROBLEM: " + msg)
 
 
 def load():
@@ -1081,13 +1072,7 @@ def main():
                                          time.gmtime())}, f, indent=1)
     log("bench-peers: measured in %.0f s; results in %s" % (
         took, os.path.join(OUT, "results.json")))
-    if failures:
-        log("")
-        log("%d problem(s):" % len(failures))
-        for f in failures:
-            log("  - " + f.splitlines()[0])
-        return 1
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":
