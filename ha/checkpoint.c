@@ -204,7 +204,8 @@ static const char *const field_names[] = {
 
 /*
  * Writes the names and values of cp's fields into names/values (the five
- * always, then done and rows when set), the values into buf.  Returns the
+ * always, then done, rows, moved and server_id when set), the values into
+ * buf.  Returns the
  * number of fields, or -1 when buf is too small.  Encode and decode both
  * MAC what this writes, so that there is one canonical form.
  */
@@ -215,7 +216,7 @@ encode_values(const struct tor_checkpoint *cp, const char **names,
 	size_t at = 0;
 	int i, n, count = VALUE_FIELDS;
 
-	for (i = 0; i < VALUE_FIELDS + 3; i++) {
+	for (i = 0; i < VALUE_FIELDS + 4; i++) {
 		values[i] = buf + at;
 		switch (i) {
 		case 0:
@@ -249,11 +250,19 @@ encode_values(const struct tor_checkpoint *cp, const char **names,
 			names[count] = "rows";
 			values[count++] = buf + at;
 			break;
-		default:
+		case 7:
 			if (cp->moved == 0)
 				continue;
 			n = snprintf(buf + at, cap - at, "%" PRIu64, cp->moved);
 			names[count] = "moved";
+			values[count++] = buf + at;
+			break;
+		default:
+			if (cp->server_id == 0)
+				continue;
+			n = snprintf(buf + at, cap - at, "%" PRIu32,
+			    cp->server_id);
+			names[count] = "server_id";
 			values[count++] = buf + at;
 			break;
 		}
@@ -464,6 +473,10 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 			if (decode_number(name, value, UINT64_MAX, &cp->moved,
 			    err) == -1)
 				return -1;
+		} else if (strcmp(name, "server_id") == 0) {
+			if (decode_number(name, value, UINT32_MAX, &v, err) == -1)
+				return -1;
+			cp->server_id = (uint32_t)v;
 		} else if (strcmp(name, "mac") == 0)
 			mac = value;
 		/* Any other field is a later version's: ignored. */
@@ -732,9 +745,10 @@ tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
  * fill their arrays, done naming such a file, every number at 20 digits
  * (rows at 10), the mac and the NUL. */
 #define RECORD_LONGEST (sizeof("v2 token= file= pos= gtid= done=: rows= " \
-	"moved= mac=") - 1 + 20 + (sizeof(((struct tor_position *)0)->file) - \
-	1) + 20 + (sizeof(((struct tor_position *)0)->gtid) - 1) + \
-	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + 10 + 20 + \
+	"moved= server_id= mac=") - 1 + 20 + \
+	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + \
+	(sizeof(((struct tor_position *)0)->gtid) - 1) + \
+	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + 10 + 20 + 10 + \
 	MAC_HEX + 1)
 _Static_assert(RECORD_LONGEST <= TOR_CHECKPOINT_RECORD,
     "TOR_CHECKPOINT_RECORD must hold the longest position record");
@@ -764,6 +778,9 @@ tor_checkpoint_record_format(const struct tor_config *cfg,
 	if (n >= 0 && (size_t)n < cap && cp->moved != 0)
 		n += snprintf(buf + n, cap - (size_t)n, " moved=%" PRIu64,
 		    cp->moved);
+	if (n >= 0 && (size_t)n < cap && cp->server_id != 0)
+		n += snprintf(buf + n, cap - (size_t)n, " server_id=%" PRIu32,
+		    cp->server_id);
 	if (n < 0 || (size_t)n >= cap || !cfg->checkpoint.has_key)
 		return n;
 	part[0] = buf;
@@ -836,6 +853,12 @@ record_v2(const struct tor_config *cfg, const char *text,
 	    f[0] != '\0' && !parse_decimal(f, strlen(f), UINT64_MAX,
 	    &cp->moved))
 		return tor_err_set(err, "bad moved");
+	if ((f = record_field(text, "server_id", v, sizeof(v))) != NULL &&
+	    f[0] != '\0') {
+		if (!parse_decimal(f, strlen(f), UINT32_MAX, &n))
+			return tor_err_set(err, "bad server_id");
+		cp->server_id = (uint32_t)n;
+	}
 	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
 		return tor_err_set(err, "no position");
 	if (!cfg->checkpoint.has_key)

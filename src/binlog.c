@@ -66,6 +66,10 @@ struct tor_binlog {
 
 	uint8_t *event;         /* the event handed out by tor_binlog_next */
 	size_t event_cap;
+
+	/* The server_id of the session's source (tor_binlog_identify, or the
+	 * first stream): a stream reopened on another one is refused. */
+	unsigned long source_id;
 };
 
 struct tor_binlog *
@@ -438,36 +442,39 @@ tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 	return 0;
 }
 
-int
-tor_binlog_check_available(struct tor_binlog *b,
-    const struct tor_position *pos, tor_err *err)
+/* MariaDB, not MySQL (which has no gtid_binlog_state, gtid_binlog_pos or
+ * BINLOG_GTID_POS). */
+static bool
+is_mariadb(MYSQL *m)
 {
-	char oldest[256] = "";
+	const char *info = mysql_get_server_info(m);
+
+	return info != NULL && strstr(info, "MariaDB") != NULL;
+}
+
+int
+tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
+    tor_err *err)
+{
+	char file[2 * sizeof(pos->file) + 1], sql[sizeof(file) + 64];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	bool found = false;
 
-	if (pos->file[0] == '\0')
-		return 0;       /* GTID: the server answers at the first fetch */
-	res = binary_logs(b, err);
-	if (res == NULL)
+	if (pos->file[0] == '\0' || pos->gtid[0] != '\0')
+		return 0;
+	if (ensure_query(b, err) < 0)
 		return -1;
-	while ((row = mysql_fetch_row(res)) != NULL) {
-		if (row[0] == NULL)
-			continue;
-		if (oldest[0] == '\0')
-			snprintf(oldest, sizeof(oldest), "%s", row[0]);
-		if (strcmp(row[0], pos->file) == 0)
-			found = true;
-	}
+	if (!is_mariadb(b->query))
+		return 0;       /* MySQL: no such function */
+	mysql_real_escape_string(b->query, file, pos->file,
+	    (unsigned long)strlen(pos->file));
+	snprintf(sql, sizeof(sql), "SELECT BINLOG_GTID_POS('%s', %" PRIu64 ")",
+	    file, pos->pos);
+	if ((res = query_rows(b, sql, err)) == NULL)
+		return -1;
+	if ((row = mysql_fetch_row(res)) != NULL && row[0] != NULL)
+		snprintf(pos->gtid, sizeof(pos->gtid), "%s", row[0]);
 	mysql_free_result(res);
-	if (!found)
-		return tor_err_set(err, "mysql %s:%d: binlog file %s is no "
-		    "longer on the server (purged?); its oldest is %s. Events "
-		    "may have been lost: reset the checkpoint with `tor "
-		    "checkpoint set` once you know what to replay",
-		    b->cfg->mysql.host, b->cfg->mysql.port, pos->file,
-		    oldest[0] ? oldest : "none");
 	return 0;
 }
 
@@ -517,12 +524,140 @@ gtid_state_reaches(const char *have, const char *want)
 	return true;
 }
 
+/* Whether a binlog's state (gtid_binlog_state: each domain's last GTID
+ * from each server_id) holds each GTID of want: one of the same domain and
+ * server_id at or past its sequence number.  A promoted replica that never
+ * got the old primary's last transactions may have passed their sequence
+ * numbers with its own server_id. */
+static bool
+gtid_state_holds(const char *state, const char *want)
+{
+	while (*want != '\0') {
+		unsigned long d, sv;
+		unsigned long long n;
+		const char *h = state;
+		bool held = false;
+		int used = 0;
+
+		if (sscanf(want, "%lu-%lu-%llu%n", &d, &sv, &n, &used) != 3)
+			return true;    /* not a MariaDB state: nothing to check */
+		while (!held && *h != '\0') {
+			unsigned long hd, hsv;
+			unsigned long long hn;
+			int hused = 0;
+
+			if (sscanf(h, "%lu-%lu-%llu%n", &hd, &hsv, &hn,
+			    &hused) != 3)
+				break;
+			held = hd == d && hsv == sv && hn >= n;
+			h += hused;
+			h += *h == ',';
+		}
+		if (!held)
+			return false;
+		want += used;
+		want += *want == ',';
+	}
+	return true;
+}
+
+/* The server's identity (server_id, gtid_binlog_state); "?" and "" when
+ * it does not say (MySQL: no GTID state of that form).  -1 when it cannot
+ * be asked. */
+static int
+server_identity(struct tor_binlog *b, char *id, size_t idlen, char *gtid,
+    size_t gtidlen, tor_err *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	snprintf(id, idlen, "?");
+	gtid[0] = '\0';
+	if (ensure_query(b, err) < 0)
+		return -1;
+	if ((res = query_rows(b, is_mariadb(b->query) ?
+	    "SELECT @@global.server_id, @@global.gtid_binlog_state" :
+	    "SELECT @@global.server_id, ''", err)) == NULL)
+		return -1;
+	if ((row = mysql_fetch_row(res)) != NULL) {
+		snprintf(id, idlen, "%s", row[0] ? row[0] : "?");
+		snprintf(gtid, gtidlen, "%s", row[1] ? row[1] : "");
+	}
+	mysql_free_result(res);
+	return 0;
+}
+
+/* The halt on a server that is not the checkpoint's: here is the GTID state
+ * its binlog has at the checkpoint's file:pos, if any. */
+static int
+not_the_source(struct tor_binlog *b, const struct tor_position *pos,
+    const char *server_id, const char *state_name, const char *state,
+    const char *here, tor_err *err)
+{
+	return tor_err_set(err, "mysql %s:%d (server_id %s, %s '%s'): its "
+	    "binlog at %s:%" PRIu64 " is at GTID '%s', short of "
+	    "the checkpoint's '%s': this is not the server (or not the "
+	    "binlog) the checkpoint was written from (a promoted replica? a "
+	    "restored or reset server?), and resuming by file:pos would "
+	    "publish the wrong rows or skip new ones. Halting. Check which "
+	    "transactions this server has, then move the checkpoint with `tor "
+	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
+	    b->cfg->mysql.port, server_id, state_name, state, pos->file,
+	    pos->pos, here, pos->gtid), TOR_BINLOG_FATAL;
+}
+
+int
+tor_binlog_check_available(struct tor_binlog *b,
+    const struct tor_position *pos, tor_err *err)
+{
+	char oldest[256] = "";
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	bool found = false;
+
+	if (pos->file[0] == '\0')
+		return 0;       /* GTID: the server answers at the first fetch */
+	res = binary_logs(b, err);
+	if (res == NULL)
+		return -1;
+	while ((row = mysql_fetch_row(res)) != NULL) {
+		if (row[0] == NULL)
+			continue;
+		if (oldest[0] == '\0')
+			snprintf(oldest, sizeof(oldest), "%s", row[0]);
+		if (strcmp(row[0], pos->file) == 0)
+			found = true;
+	}
+	mysql_free_result(res);
+	/* A server whose binlog never had the checkpoint's GTIDs (none
+	 * as far, from the server_id that wrote each) is not the one the
+	 * checkpoint was written from: not a purge, another server. */
+	if (!found && pos->gtid[0] != '\0') {
+		char id[24], gtid[sizeof(pos->gtid)];
+
+		if (server_identity(b, id, sizeof(id), gtid, sizeof(gtid),
+		    err) < 0)
+			return -1;
+		if (!gtid_state_holds(gtid, pos->gtid))
+			return not_the_source(b, pos, id, "gtid_binlog_state",
+			    gtid, "none (no such file)", err), -1;
+	}
+	if (!found)
+		return tor_err_set(err, "mysql %s:%d: binlog file %s is no "
+		    "longer on the server (purged?); its oldest is %s. Events "
+		    "may have been lost: reset the checkpoint with `tor "
+		    "checkpoint set` once you know what to replay",
+		    b->cfg->mysql.host, b->cfg->mysql.port, pos->file,
+		    oldest[0] ? oldest : "none");
+	return 0;
+}
+
 int
 tor_binlog_check_identity(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err)
 {
 	char file[2 * sizeof(pos->file) + 1], sql[sizeof(file) + 160];
-	char here[sizeof(pos->gtid)] = "", binlog_pos[sizeof(pos->gtid)] = "";
+	char here[sizeof(pos->gtid)] = "", state[4096] = "";
 	char server_id[24] = "?";
 	MYSQL_RES *res;
 	MYSQL_ROW row;
@@ -534,31 +669,25 @@ tor_binlog_check_identity(struct tor_binlog *b,
 	mysql_real_escape_string(b->query, file, pos->file,
 	    (unsigned long)strlen(pos->file));
 	snprintf(sql, sizeof(sql), "SELECT @@global.server_id, "
-	    "@@global.gtid_binlog_pos, BINLOG_GTID_POS('%s', %" PRIu64 ")",
+	    "@@global.gtid_binlog_state, BINLOG_GTID_POS('%s', %" PRIu64 ")",
 	    file, pos->pos);
 	if ((res = query_rows(b, sql, err)) == NULL)
 		return TOR_BINLOG_ERROR;
 	if ((row = mysql_fetch_row(res)) != NULL) {
 		snprintf(server_id, sizeof(server_id), "%s", row[0] ? row[0] :
 		    "?");
-		snprintf(binlog_pos, sizeof(binlog_pos), "%s", row[1] ? row[1] :
-		    "");
+		snprintf(state, sizeof(state), "%s", row[1] ? row[1] : "");
 		snprintf(here, sizeof(here), "%s", row[2] ? row[2] : "");
 	}
 	mysql_free_result(res);
-	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid))
+	/* Past the checkpoint's sequence numbers is not enough: a promoted
+	 * replica that lost the old primary's last transactions passes them
+	 * with its own server_id. */
+	if (here[0] != '\0' && gtid_state_reaches(here, pos->gtid) &&
+	    gtid_state_holds(state, pos->gtid))
 		return 0;
-	return tor_err_set(err, "mysql %s:%d (server_id %s, gtid_binlog_pos "
-	    "'%s'): its binlog at %s:%" PRIu64 " is at GTID '%s', short of "
-	    "the checkpoint's '%s': this is not the server (or not the "
-	    "binlog) the checkpoint was written from (a promoted replica? a "
-	    "restored or reset server?), and resuming by file:pos would "
-	    "publish the wrong rows or skip new ones. Halting. Check which "
-	    "transactions this server has, then move the checkpoint with `tor "
-	    "checkpoint set <gtid or file:pos>`", b->cfg->mysql.host,
-	    b->cfg->mysql.port, server_id, binlog_pos, pos->file, pos->pos,
-	    here[0] ? here : "none (no event starts there)", pos->gtid),
-	    TOR_BINLOG_FATAL;
+	return not_the_source(b, pos, server_id, "gtid_binlog_state", state,
+	    here[0] ? here : "none (no event starts there)", err);
 }
 
 /* Events a group of the binlog starts with, and events never inside one
@@ -729,6 +858,89 @@ start_reader(struct tor_binlog *b)
 }
 
 int
+tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id, char *state,
+    size_t cap, tor_err *err)
+{
+	char id[24];
+
+	if (server_identity(b, id, sizeof(id), state, cap, err) < 0)
+		return -1;
+	b->source_id = strtoul(id, NULL, 10);
+	*server_id = (uint32_t)b->source_id;
+	return 0;
+}
+
+int
+tor_binlog_check_held(struct tor_binlog *b, const struct tor_checkpoint *cp,
+    uint32_t server_id, tor_err *err)
+{
+	const struct tor_position *pos = &cp->pos;
+	char id[24], state[4096], at[300];
+
+	tor_position_format(pos, at, sizeof(at));
+	if (pos->gtid[0] == '\0')
+		return tor_err_set(err, "the checkpoint (%s) was written from "
+		    "server_id %" PRIu32 " and has no GTID; mysql %s:%d is "
+		    "server_id %" PRIu32 ", whose binlog files are not that "
+		    "server's: a file:pos is never resumed on another server. "
+		    "Halting. Find this server's position of the last "
+		    "transaction published, then move the checkpoint with `tor "
+		    "checkpoint set <gtid or file:pos>`", at, cp->server_id,
+		    b->cfg->mysql.host, b->cfg->mysql.port, server_id),
+		    TOR_BINLOG_FATAL;
+	if (server_identity(b, id, sizeof(id), state, sizeof(state), err) < 0)
+		return TOR_BINLOG_ERROR;
+	if (gtid_state_holds(state, pos->gtid))
+		return 0;
+	/* The state last: it may be long, and the message has a limit. */
+	return tor_err_set(err, "mysql %s:%d (server_id %s) lacks GTID '%s' "
+	    "of the checkpoint (%s, server_id %" PRIu32 "): transactions "
+	    "published from there were lost in the failover: in Kafka, not in "
+	    "this database (written again, published twice); this server's "
+	    "own under their sequence numbers would pass for published. "
+	    "Halting: check what this server has, then `tor checkpoint set "
+	    "<gtid or file:pos>`. Its gtid_binlog_state: '%s'",
+	    b->cfg->mysql.host, b->cfg->mysql.port, id, pos->gtid, at,
+	    cp->server_id, state), TOR_BINLOG_FATAL;
+}
+
+/* The server the dump connection reached is the session's source (the
+ * one tor_binlog_identify asked): a failover or a moved address behind
+ * mysql.host leaves the same file names at other offsets, and a position
+ * of the session read there is another transaction, or none.  0, -1 (not
+ * answered), or TOR_BINLOG_MOVED. */
+static int
+check_same_source(struct tor_binlog *b, tor_err *err)
+{
+	char gtid[512] = "";
+	unsigned long id = 0;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (mysql_query(b->stream, is_mariadb(b->stream) ?
+	    "SELECT @@global.server_id, @@global.gtid_binlog_pos" :
+	    "SELECT @@global.server_id, ''") != 0 ||
+	    (res = mysql_store_result(b->stream)) == NULL)
+		return tor_err_set(err, "mysql %s:%d: server_id: %s",
+		    b->cfg->mysql.host, b->cfg->mysql.port,
+		    mysql_error(b->stream));
+	if ((row = mysql_fetch_row(res)) != NULL) {
+		id = strtoul(row[0] ? row[0] : "0", NULL, 10);
+		snprintf(gtid, sizeof(gtid), "%s", row[1] ? row[1] : "");
+	}
+	mysql_free_result(res);
+	if (b->source_id == 0 || id == b->source_id) {
+		b->source_id = id;
+		return 0;
+	}
+	return tor_err_set(err, "mysql %s:%d is now server_id %lu "
+	    "(gtid_binlog_pos '%s'), not server_id %lu whose binlog this "
+	    "session read: the source failed over or moved",
+	    b->cfg->mysql.host, b->cfg->mysql.port, id, gtid, b->source_id),
+	    TOR_BINLOG_MOVED;
+}
+
+int
 tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err)
 {
@@ -736,12 +948,17 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 	char sql[2 * sizeof(pos->gtid) + 128];
 	unsigned long start = pos->file[0] != '\0' ? (unsigned long)pos->pos : 4;
 	const char *file = pos->file;
+	int rc;
 
 	close_stream(b);
 	/* A read that waits longer than a few heartbeats means a dead peer. */
 	b->stream = connect_server(cfg, 3 * cfg->mysql.heartbeat_ms + 1000, err);
 	if (b->stream == NULL)
 		return -1;
+	if ((rc = check_same_source(b, err)) != 0) {
+		close_stream(b);
+		return rc;
+	}
 	if (negotiate_checksum(b, err) < 0)
 		goto fail;
 	/* GTID events instead of BEGIN queries, and GTID resume (MariaDB). */

@@ -24,6 +24,7 @@ struct tor_dedup {
 	struct dedup_topic *topics;
 	size_t n_topics;
 	size_t open;            /* partitions with a position not passed yet */
+	char *source;           /* the source's gtid_binlog_state, or NULL */
 };
 
 /* Digits only, at least one, fits 64 bits. */
@@ -84,8 +85,8 @@ set_lineage(struct tor_row_pos *p, const char *s, size_t len)
 	return true;
 }
 
-/* "D-S-N": the domain is the lineage; the server id does not matter (a
- * domain's sequence goes on across a primary switch). */
+/* "D-S-N": the domain is the lineage (a domain's sequence goes on across
+ * a primary switch); the server id is kept for tail_held. */
 static bool
 parse_mariadb(const char *s, size_t len, struct tor_row_pos *p)
 {
@@ -101,6 +102,7 @@ parse_mariadb(const char *s, size_t len, struct tor_row_pos *p)
 		return false;
 	p->kind = TOR_POS_MARIADB;
 	p->minor = 0;
+	p->server = server;
 	return set_lineage(p, s, (size_t)(d1 - s));
 }
 
@@ -195,7 +197,52 @@ tor_dedup_free(struct tor_dedup *d)
 		free(d->topics[i].moved);
 	}
 	free(d->topics);
+	free(d->source);
 	free(d);
+}
+
+int
+tor_dedup_source(struct tor_dedup *d, const char *gtid_state)
+{
+	char *copy = strdup(gtid_state);
+
+	if (copy == NULL)
+		return -1;
+	free(d->source);
+	d->source = copy;
+	return 0;
+}
+
+/* Whether the source has the transaction of a MariaDB tail: its state
+ * holds the same domain and server_id at or past its sequence number.
+ * Unknown (no state given) counts as held. */
+static bool
+tail_held(const struct tor_dedup *d, const struct tor_row_pos *tail)
+{
+	const char *s = d->source;
+
+	if (s == NULL)
+		return true;
+	while (*s != '\0') {
+		const char *end = strchr(s, ',');
+		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		struct tor_row_pos g;
+		char text[96];
+
+		/* A GTID of the state is a row position without the row. */
+		if (len + 3 <= sizeof(text)) {
+			memcpy(text, s, len);
+			memcpy(text + len, ":0", 3);
+			if (tor_row_pos_parse(text, len + 2, &g) &&
+			    g.kind == TOR_POS_MARIADB &&
+			    strcmp(g.lineage, tail->lineage) == 0 &&
+			    g.server == tail->server && g.major >= tail->major)
+				return true;
+		}
+		s += len;
+		s += *s == ',';
+	}
+	return false;
 }
 
 static struct dedup_topic *
@@ -269,9 +316,17 @@ tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
 		return TOR_DEDUP_UNKNOWN;
 	/* Before the position, but it may have been placed in another
 	 * partition then: it may be there, or nowhere. */
+	if (c <= 0 && moved && t->moved[partition])
+		return TOR_DEDUP_UNKNOWN;
+	/* Numbered before a transaction the source never had (lost in a
+	 * failover): another server's row may have taken a lost one's
+	 * sequence number. */
+	if (c <= 0 && row.kind == TOR_POS_MARIADB &&
+	    row.server != t->tails[partition].pos.server &&
+	    !tail_held(d, &t->tails[partition].pos))
+		return TOR_DEDUP_UNKNOWN;
 	if (c <= 0)
-		return moved && t->moved[partition] ? TOR_DEDUP_UNKNOWN :
-		    TOR_DEDUP_SKIP;
+		return TOR_DEDUP_SKIP;
 	t->passed[partition] = true;
 	d->open--;
 	return TOR_DEDUP_PUBLISH;

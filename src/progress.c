@@ -478,16 +478,30 @@ tor_progress_done(const struct tor_progress *p, struct tor_position *out)
 void
 tor_progress_read(const struct tor_progress *p, struct tor_position *out)
 {
-	*out = p->safe;
+	/* The GTID state goes as far as the file:pos: a copy of the domain
+	 * table takes in the transactions passed, as advance() would. */
+	struct tor_progress g = *p;
+	bool any = false;
+
 	for (size_t i = 0; i < p->count; i++) {
 		const struct txn *t = at(p, i);
 
 		if (!t->committed || t->holds > 0)
 			break;
-		snprintf(out->file, sizeof(out->file), "%s",
+		snprintf(g.safe.file, sizeof(g.safe.file), "%s",
 		    file_of(p, t->file_gen));
-		out->pos = t->end_pos;
+		g.safe.pos = t->end_pos;
+		for (size_t k = 0; k < t->n_passed; k++)
+			set_domain(&g, t->passed[k].domain, t->passed[k].server,
+			    t->passed[k].seq);
+		if (t->has_gtid && t->gtid.mariadb)
+			set_domain(&g, t->gtid.domain_id, t->gtid.server_id,
+			    t->gtid.seq_no);
+		any = true;
 	}
+	if (any)
+		format_gtid_state(&g);
+	*out = g.safe;
 }
 
 bool

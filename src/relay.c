@@ -62,6 +62,8 @@ enum {
 	RUN_STOPPED = 1,        /* a stop was requested: finish, hand over */
 	RUN_LOST = 2,           /* the leadership is gone: drop everything */
 	RUN_RESTART = 3,        /* still leading: start over from the commit */
+	RUN_MOVED = 4,          /* the source is another server now: a new
+				 * session resumes there by GTID */
 };
 
 /* Transactional mode: a Kafka transaction holds whole source transactions
@@ -140,6 +142,8 @@ struct relay {
 	bool sink_live;
 
 	struct tor_checkpoint start;    /* where the session starts reading */
+	uint32_t source_id;             /* the session's source server_id */
+	char source_state[4096];        /* and its gtid_binlog_state then */
 	/* Idempotent mode: what the partitions hold already (NULL in
 	 * transactional mode, and once every partition is passed). */
 	struct tor_dedup *dedup;
@@ -379,6 +383,7 @@ safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 {
 	memset(cp, 0, sizeof(*cp));
 	cp->moved = r->start.moved;
+	cp->server_id = r->source_id;
 	tor_progress_safe(r->progress, &cp->pos);
 	if (tor_progress_done(r->progress, &cp->done) &&
 	    tor_position_compare(&cp->done, &cp->pos) == 0)
@@ -967,6 +972,7 @@ commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 	memset(cp, 0, sizeof(*cp));
 	cp->epoch = r->epoch;
 	cp->moved = r->start.moved;
+	cp->server_id = r->source_id;
 	tor_progress_read(r->progress, &cp->pos);
 	if (tor_reader_in_txn(r->reader))
 		cp->rows = tor_reader_txn_rows(r->reader);
@@ -1571,8 +1577,16 @@ open_stream(struct relay *r, tor_err *err)
 		if ((rc = check_stall(r)) != 0)
 			return rc;
 		tor_reader_reset_format(r->reader, false);
-		if (tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
-		    err) == 0) {
+		rc = tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
+		    err);
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if (rc == TOR_BINLOG_MOVED) {
+			log_warn("binlog", "%s: ending the session, to resume "
+			    "on that server by GTID", err->msg);
+			return RUN_MOVED;
+		}
+		if (rc == 0) {
 			tor_reader_reset_format(r->reader,
 			    tor_binlog_checksum(r->binlog));
 			atomic_store(&r->metrics.stream_beat_ms, tor_mono_ms());
@@ -1845,8 +1859,65 @@ choose_start(struct relay *r, tor_err *err)
 	return 0;
 }
 
+/*
+ * The checkpoint is another server's (a failover, or mysql.host moved): its
+ * file:pos names nothing here, so the session starts at its GTID, if this
+ * server holds it (else the halt says what was lost).  What it says is
+ * published beyond pos is a file:pos of the old server too: where that is
+ * pos itself (the rows done of a big transaction split in parts) the rows
+ * apply to the first transaction read by GTID; further on, de-duplication
+ * (idempotent mode) passes over what is replayed, and a transactional
+ * leader would publish it twice, so it halts.
+ */
+static int
+follow_by_gtid(struct relay *r, tor_err *err)
+{
+	struct tor_checkpoint *cp = &r->start;
+	char at[300], done[300];
+	int backoff = RECONNECT_MIN_MS, rc;
+
+	while ((rc = tor_binlog_check_held(r->binlog, cp, r->source_id,
+	    err)) != 0) {
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
+	}
+	tor_position_format(&cp->pos, at, sizeof(at));
+	if (cp->done.file[0] != '\0' &&
+	    tor_position_compare(&cp->done, &cp->pos) != 0) {
+		tor_position_format(&cp->done, done, sizeof(done));
+		if (r->txn_mode)
+			return tor_err_set(err, "the checkpoint (%s, GTID %s, "
+			    "server_id %" PRIu32 ") says what is published "
+			    "beyond it by server_id %" PRIu32 "'s file:pos "
+			    "(%s: the groups after a prepared XA transaction); "
+			    "on server_id %" PRIu32 " they would be published "
+			    "again. Halting. Move the checkpoint past them with "
+			    "`tor checkpoint set <gtid>`", at, cp->pos.gtid,
+			    cp->server_id, cp->server_id, done, r->source_id);
+		log_warn("relay", "what the checkpoint says is published "
+		    "beyond it (%s) is server_id %" PRIu32 "'s position: "
+		    "replayed from its GTID, de-duplicated", done,
+		    cp->server_id);
+		cp->rows = 0;
+	}
+	memset(&cp->done, 0, sizeof(cp->done));
+	log_warn("relay", "the checkpoint's %s is server_id %" PRIu32 "'s; "
+	    "mysql %s:%d is server_id %" PRIu32 " now, which holds its GTID "
+	    "%s: resuming there by GTID", at, cp->server_id,
+	    r->cfg->mysql.host, r->cfg->mysql.port, r->source_id,
+	    cp->pos.gtid);
+	cp->pos.file[0] = '\0';
+	cp->pos.pos = 0;
+	cp->server_id = r->source_id;
+	return 0;
+}
+
 /* Waits for MySQL, checks it and the outbox tables' names, and resolves
- * mysql.start for a group that has no checkpoint anywhere. */
+ * mysql.start for a group that has no checkpoint anywhere.  A checkpoint
+ * of the same server (or of an unknown one) resumes at its file:pos,
+ * another server's by GTID. */
 static int
 check_source(struct relay *r, tor_err *err)
 {
@@ -1855,12 +1926,16 @@ check_source(struct relay *r, tor_err *err)
 
 	/* The outbox's names are checked now, not at its first row. */
 	while ((rc = tor_binlog_check_server(r->binlog, err)) < 0 ||
-	    (rc = tor_binlog_check_outbox(r->binlog, err)) < 0) {
+	    (rc = tor_binlog_check_outbox(r->binlog, err)) < 0 ||
+	    (rc = tor_binlog_identify(r->binlog, &r->source_id,
+	    r->source_state, sizeof(r->source_state), err)) < 0) {
 		if (rc == TOR_BINLOG_FATAL)
 			return -1;
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
 			return rc;
 	}
+	if (r->start.server_id != 0 && r->start.server_id != r->source_id)
+		return follow_by_gtid(r, err);
 	if (r->start.pos.file[0] == '\0' && r->start.pos.gtid[0] == '\0') {
 		if (tor_binlog_resolve_start(r->binlog, r->cfg->mysql.start,
 		    &r->start.pos, err) < 0)
@@ -1870,6 +1945,7 @@ check_source(struct relay *r, tor_err *err)
 		    "(mysql.start = %s)", r->cfg->group, text,
 		    r->cfg->mysql.start);
 	}
+	r->start.server_id = r->source_id;
 	if (r->start.pos.file[0] == '\0')
 		return 0;
 	if (tor_binlog_check_available(r->binlog, &r->start.pos, err) < 0)
@@ -1883,6 +1959,10 @@ check_source(struct relay *r, tor_err *err)
 		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
 			return rc;
 	}
+	/* Without a GTID the position could not follow a failover. */
+	while (tor_binlog_gtid_at(r->binlog, &r->start.pos, err) < 0)
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
 	return 0;
 }
 
@@ -2035,7 +2115,11 @@ learn_topics(struct relay *r, tor_err *err)
 	 * whole for nothing). */
 	if (!r->start_found)
 		return 0;
-	if ((r->dedup = tor_dedup_new()) == NULL)
+	/* Which of the partitions' newest messages the source has: after
+	 * a failover that lost some, their sequence numbers are another's. */
+	if ((r->dedup = tor_dedup_new()) == NULL ||
+	    (r->source_state[0] != '\0' &&
+	    tor_dedup_source(r->dedup, r->source_state) < 0))
 		return tor_err_set(err, "out of memory");
 	for (size_t i = 0; i < cfg->outbox.n_routes; i++)
 		if (!tor_dedup_knows(r->dedup, cfg->outbox.routes[i].topic) &&
@@ -2121,9 +2205,12 @@ lead(struct relay *r, tor_err *err)
 	rc = stream_loop(r, err);
 out:
 	r->streaming = false;
-	if (rc == RUN_LOST || rc == RUN_RESTART) {
+	if (rc == RUN_LOST || rc == RUN_RESTART ||
+	    (rc == RUN_MOVED && r->txn_mode)) {
 		/* Not ours to publish any more (or not as it stands): nothing
-		 * queued may go out, an open transaction is aborted. */
+		 * queued may go out, an open transaction is aborted.  The
+		 * source moved within a Kafka transaction: what it holds is
+		 * read again on the new server. */
 		log_warn("relay", "%s: dropping %d messages in flight, no "
 		    "checkpoint written", rc == RUN_LOST ? "lost the leadership" :
 		    "starting over from the last commit",
@@ -2299,7 +2386,7 @@ run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
 		began = tor_mono_ms();
 		rc = lead(r, err);
 		free_sink(r);
-		if (rc != RUN_RESTART)
+		if (rc != RUN_RESTART && rc != RUN_MOVED)
 			break;
 		restart_pause(r, tor_mono_ms() - began);
 		if (*r->stop)
@@ -2307,7 +2394,7 @@ run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
 		if (!leading(r))
 			break;
 	}
-	if (rc == RUN_LOST || rc == RUN_RESTART)
+	if (rc == RUN_LOST || rc == RUN_RESTART || rc == RUN_MOVED)
 		tor_elector_end(r->elector, l->id, r->lost ?
 		    "the relay gave the leadership up" :
 		    "the relay saw the leadership end");

@@ -6,12 +6,16 @@
 # librdkafka's mock cluster) stands in for Kafka with TOR_KAFKA=dev, or runs
 # beside it as the service "devbroker".
 #
-#   stack.sh start|stop|status|restart [mariadb|redis|kafka|devbroker|sentinel|redis-cluster ...]   (default: all)
+#   stack.sh start|stop|status|restart [mariadb|mariadb-replica|redis|kafka|devbroker|sentinel|redis-cluster ...]   (default: all)
 #   stack.sh destroy                     stop all and remove the run directory
 #   stack.sh kafka-ctl kill|start|stop|pause|resume N
 #                                        kill -9, restart on its data, SIGTERM,
 #                                        SIGSTOP or SIGCONT Kafka node N
 #   stack.sh broker-ctl <command...>     the dev broker's, e.g. `broker-ctl down 1`
+#   stack.sh mysql-ctl promote|reset-replica
+#                                        promote: the replica stops replicating
+#                                        and becomes writable; reset-replica:
+#                                        stop it and drop its datadir
 #   stack.sh env                         print the env file
 #   stack.sh tor-config                  print a tor.cfg (the sample) pointed at this stack
 #
@@ -45,6 +49,17 @@
 #                      broker cannot CreateTopics (DESIGN.md §9), so there
 #                      __tor_checkpoints:1 is always added
 #   TOR_SENTINEL       1: "all" includes the sentinel service (default: off)
+#   TOR_MYSQL_REPLICA_PORT  the port of the optional service mariadb-replica
+#                      (default TOR_MYSQL_PORT+1)
+#
+# The mariadb-replica service is optional and never part of "all": a second
+# MariaDB (server_id 2, the primary's binlog settings, log_slave_updates) in
+# $TOR_RUN_DIR/mariadb-replica that replicates from the main one by GTID
+# (MASTER_USE_GTID=slave_pos) as user tor.  At its first start it begins at
+# the primary's gtid_binlog_pos: it holds what is written after (the stack's
+# users and database are provisioned on it apart).  While it runs, the env
+# file also holds TOR_MYSQL_REPLICA_PORT.  `mysql-ctl promote` makes it a
+# primary (the main MariaDB is left as it is: stop it for a failover).
 #
 # The sentinel service is optional and never part of "all" unless
 # TOR_SENTINEL=1: a Redis replica on TOR_REDIS_PORT+1 (replicaof the main
@@ -108,6 +123,10 @@ case "$KAFKA_NODES" in 1 | 3) ;; *) printf 'stack: TOR_KAFKA_NODES must be 1 or 
 case "$KAFKA_MODE" in kafka | dev) ;; *) printf 'stack: TOR_KAFKA must be kafka or dev, not %s\n' "$KAFKA_MODE" >&2; exit 2 ;; esac
 
 MY_DIR=$RUN_DIR/mariadb
+MYR_PORT=${TOR_MYSQL_REPLICA_PORT:-$((MYSQL_PORT + 1))}
+MYR_DIR=$RUN_DIR/mariadb-replica
+MYR_CNF=$MYR_DIR/my.cnf
+MYR_PID=$MYR_DIR/mysqld.pid
 MY_CNF=$MY_DIR/my.cnf
 MY_SOCK=$MY_DIR/mysqld.sock
 MY_PID=$MY_DIR/mysqld.pid
@@ -195,6 +214,10 @@ EOF
 	fi
 	sentinel_up && sentinel_env >>"$RUN_DIR/env.tmp"
 	cluster_up && cluster_env >>"$RUN_DIR/env.tmp"
+	live_pid "$MYR_PID" mariadbd >/dev/null && cat >>"$RUN_DIR/env.tmp" <<EOF
+TOR_MYSQL_REPLICA_PORT='$MYR_PORT'
+export TOR_MYSQL_REPLICA_PORT
+EOF
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
 }
 
@@ -229,8 +252,9 @@ mariadb_install() {
 # Users and database, once, after the server answers.  Idempotent SQL, and the
 # marker is set only when all of it ran, so a failed first start is retried.
 mariadb_provision() {
-	[ -f "$MY_DIR/.provisioned" ] && return 0
-	mariadb --defaults-file="$MY_CNF" -uroot <<'EOF' || mariadb_fail "provisioning SQL failed"
+	local dir=${1:-$MY_DIR}
+	[ -f "$dir/.provisioned" ] && return 0
+	mariadb --defaults-file="$dir/my.cnf" -uroot <<'EOF' || mariadb_fail "provisioning SQL failed"
 CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
 GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
 CREATE USER IF NOT EXISTS 'tor'@'%' IDENTIFIED BY 'tor';
@@ -244,7 +268,7 @@ GRANT ALL ON shop.* TO 'app'@'%';
 GRANT ALL ON shop.* TO 'app'@'localhost';
 FLUSH PRIVILEGES;
 EOF
-	touch "$MY_DIR/.provisioned"
+	touch "$dir/.provisioned"
 }
 
 start_mariadb() {
@@ -276,25 +300,111 @@ start_mariadb() {
 	say "mariadb: up (pid $(live_pid "$MY_PID" mariadbd || echo "$pid"), port $MYSQL_PORT, socket $MY_SOCK)"
 }
 
-stop_mariadb() {
+# stop_mysqld <pid file> <service name>
+stop_mysqld() {
 	local pid
-	if pid=$(live_pid "$MY_PID" mariadbd); then
-		stop_pid "$pid" mariadb
-		say "mariadb: stopped"
+	if pid=$(live_pid "$1" mariadbd); then
+		stop_pid "$pid" "$2"
+		say "$2: stopped"
 	else
-		say "mariadb: not running"
+		say "$2: not running"
 	fi
-	rm -f "$MY_PID"
+	rm -f "$1"
 }
 
-status_mariadb() {
+# status_mysqld <pid file> <service name> <port> <answers function>
+status_mysqld() {
 	local pid
-	if pid=$(live_pid "$MY_PID" mariadbd) && mariadb_answers; then
-		say "mariadb: up (pid $pid, port $MYSQL_PORT)"
+	if pid=$(live_pid "$1" mariadbd) && "$4"; then
+		say "$2: up (pid $pid, port $3)"
 	else
-		say "mariadb: down"
+		say "$2: down"
 		return 1
 	fi
+}
+
+stop_mariadb() { stop_mysqld "$MY_PID" mariadb; }
+status_mariadb() { status_mysqld "$MY_PID" mariadb "$MYSQL_PORT" mariadb_answers; }
+
+# ---- MariaDB replica (optional) --------------------------------------------
+
+myr_sql() {
+	mariadb --defaults-file="$MYR_CNF" -uroot -N -e "$1"
+}
+
+myr_answers() {
+	mariadb-admin --defaults-file="$MYR_CNF" -uroot --connect-timeout=2 ping >/dev/null 2>&1
+}
+
+# The primary's my.cnf with the replica's directory, port and server_id.
+myr_render() {
+	mkdir -p "$MYR_DIR/tmp"
+	render "$here/my.cnf.in" "$MYR_CNF.in"
+	sed -e "s|$RUN_DIR/mariadb/|$MYR_DIR/|g" \
+	    -e "s|^\(port *= *\).*|\1$MYR_PORT|" \
+	    -e "s|^server_id *= .*|server_id          = 2|" "$MYR_CNF.in" >"$MYR_CNF"
+	rm -f "$MYR_CNF.in"
+}
+
+start_mariadb_replica() {
+	local pid i at first=0
+	myr_render
+	if pid=$(live_pid "$MYR_PID" mariadbd) && myr_answers; then
+		say "mariadb-replica: already up (pid $pid, port $MYR_PORT)"
+		return 0
+	fi
+	mariadb_answers || die "mariadb-replica: the primary (port $MYSQL_PORT) is not up"
+	if [ ! -f "$MYR_DIR/.installed" ]; then
+		first=1
+		rm -rf "$MYR_DIR/data"
+		mkdir -p "$MYR_DIR/data"
+		mariadb-install-db --defaults-file="$MYR_CNF" --user=root \
+		    --auth-root-authentication-method=socket --skip-test-db \
+		    >"$MYR_DIR/install.log" 2>&1 || die "mariadb-replica: install failed (see $MYR_DIR/install.log)"
+		touch "$MYR_DIR/.installed"
+	fi
+	rm -f "$MYR_PID"
+	# shellcheck disable=SC2086  # TOR_MYSQL_EXTRA is a list of options
+	setsid mariadbd --defaults-file="$MYR_CNF" --user=root $MYSQL_EXTRA \
+	    </dev/null >>"$MYR_DIR/mariadbd.out" 2>&1 &
+	pid=$!
+	for ((i = 0; i < 300; i++)); do
+		myr_answers && break
+		kill -0 "$pid" 2>/dev/null || die "mariadb-replica: mariadbd exited during start (see $MYR_DIR/error.log)"
+		sleep 0.1
+	done
+	myr_answers || die "mariadb-replica: no answer to ping after 30s"
+	if [ "$first" = 1 ]; then
+		mariadb_provision "$MYR_DIR"
+		# Provisioning wrote the replica's own GTIDs; it then starts at
+		# the primary's position, as a replica made from a backup would.
+		at=$(mariadb --defaults-file="$MY_CNF" -uroot -N -e "SELECT @@global.gtid_binlog_pos")
+		myr_sql "RESET MASTER; SET GLOBAL gtid_slave_pos='$at';
+		    CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MYSQL_PORT,
+		    MASTER_USER='tor', MASTER_PASSWORD='tor', MASTER_USE_GTID=slave_pos,
+		    MASTER_CONNECT_RETRY=1;
+		    START SLAVE;" || die "mariadb-replica: setting up replication failed"
+	fi
+	say "mariadb-replica: up (pid $(live_pid "$MYR_PID" mariadbd || echo "$pid"), port $MYR_PORT)"
+}
+
+stop_mariadb_replica() { stop_mysqld "$MYR_PID" mariadb-replica; }
+status_mariadb_replica() { status_mysqld "$MYR_PID" mariadb-replica "$MYR_PORT" myr_answers; }
+
+mysql_ctl() {
+	case "${1:-}" in
+	promote)
+		myr_answers || die "mariadb-replica is not up"
+		myr_sql "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=0;" || die "promote failed"
+		say "mariadb-replica: promoted, gtid_binlog_pos $(myr_sql 'SELECT @@global.gtid_binlog_pos')"
+		;;
+	reset-replica)
+		stop_mariadb_replica
+		rm -rf "$MYR_DIR"
+		say "mariadb-replica: removed $MYR_DIR"
+		;;
+	*) die "usage: stack.sh mysql-ctl promote|reset-replica" ;;
+	esac
 }
 
 # ---- Redis -----------------------------------------------------------------
@@ -1197,14 +1307,15 @@ services_of() {
 		case "$s" in
 		mariadb | redis | kafka | devbroker | sentinel | redis-cluster) ;;
 		mysql) s=mariadb ;;
-		*) die "unknown service '$s' (mariadb, redis, kafka, devbroker, sentinel, redis-cluster)" ;;
+		mariadb-replica) s=mariadb_replica ;;
+		*) die "unknown service '$s' (mariadb, mariadb-replica, redis, kafka, devbroker, sentinel, redis-cluster)" ;;
 		esac
 		echo "$s"
 	done
 }
 
 usage() {
-	sed -n '10,17p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '9,20p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 }
 
@@ -1224,7 +1335,7 @@ stop)
 	if [ $# -eq 0 ]; then
 		stop_sentinel
 		stop_redis-cluster
-		for s in mariadb redis kafka devbroker; do "stop_$s"; done
+		for s in mariadb_replica mariadb redis kafka devbroker; do "stop_$s"; done
 	else
 		for s in $(services_of "$@"); do "stop_$s"; done
 	fi
@@ -1242,12 +1353,15 @@ status)
 destroy)
 	stop_sentinel
 	stop_redis-cluster
-	for s in mariadb redis kafka devbroker; do "stop_$s"; done
+	for s in mariadb_replica mariadb redis kafka devbroker; do "stop_$s"; done
 	rm -rf "$RUN_DIR"
 	say "removed $RUN_DIR"
 	;;
 kafka-ctl)
 	kafka_ctl "$@"
+	;;
+mysql-ctl)
+	mysql_ctl "$@"
 	;;
 broker-ctl)
 	[ $# -ge 1 ] || die "usage: stack.sh broker-ctl <command...>"

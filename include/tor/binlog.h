@@ -43,8 +43,17 @@ int tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err);
 int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
     struct tor_position *pos, tor_err *err);
 
+/* A file:pos without a GTID state (mysql.start, an operator's move) gets
+ * the server's state there (MariaDB's BINLOG_GTID_POS), so that a later
+ * failover can follow it by GTID; nothing on MySQL.  -1 when the server
+ * cannot be asked. */
+int tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
+    tor_err *err);
+
 /* Fails unless the server still has the binlog file of pos (a position in a
- * purged file can never be streamed: the relay must halt, not skip). */
+ * purged file can never be streamed: the relay must halt, not skip).  A
+ * server without the file whose gtid_binlog_pos is behind pos's GTID state
+ * never wrote it: the message says another server, not a purge. */
 int tor_binlog_check_available(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
@@ -52,11 +61,12 @@ int tor_binlog_check_available(struct tor_binlog *b,
  * was taken at: where pos has both a file and a MariaDB GTID state, an
  * event must start there and the server's GTID state there
  * (BINLOG_GTID_POS) must reach each domain's GTID of it (the checkpoint's
- * may lag its file:pos, never lead it).  Another server (a promoted replica) or a reset or restored binlog
+ * may lag its file:pos, never lead it), and its gtid_binlog_state must
+ * hold those GTIDs (the same server_id at or past each).  Another server (a promoted replica) or a reset or restored binlog
  * names other transactions there, and a replay compared with what Kafka
  * holds would skip its new rows.  0, TOR_BINLOG_ERROR when the server
  * cannot be asked, or TOR_BINLOG_FATAL naming the server (server_id,
- * gtid_binlog_pos), both GTID states and `tor checkpoint set`. */
+ * gtid_binlog_state), both GTID states and `tor checkpoint set`. */
 int tor_binlog_check_identity(struct tor_binlog *b,
     const struct tor_position *pos, tor_err *err);
 
@@ -102,12 +112,32 @@ int tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err);
 
 /* Starts streaming at pos (file:pos when pos->file is set, else the GTID
- * list), with checksums and heartbeats negotiated. */
+ * list), with checksums and heartbeats negotiated, from the session's
+ * source only (tor_binlog_identify, else the first stream's server): on
+ * another server_id it is TOR_BINLOG_MOVED naming both, and the session
+ * must end (its positions are the old server's); -1 when the server
+ * cannot be reached. */
 int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
     tor_err *err);
 
 /* Whether the server sends event checksums on the stream. */
 bool tor_binlog_checksum(const struct tor_binlog *b);
+
+/* A new session's source: asks the server its server_id (into
+ * *server_id), which every stream of the session must then reach, and its
+ * gtid_binlog_state (into state, cap bytes; "" without GTIDs).  0, or -1
+ * when the server cannot be asked. */
+int tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id,
+    char *state, size_t cap, tor_err *err);
+
+/* Whether this server (server_id, another than cp's) may resume cp: by
+ * GTID only, so cp must have one, and the server's gtid_binlog_state must
+ * hold each of its GTIDs (the same domain and server_id at or past it).
+ * 0; TOR_BINLOG_ERROR when the server cannot be asked; TOR_BINLOG_FATAL
+ * naming both servers and positions, what the lost transactions mean for
+ * the database and Kafka, and `tor checkpoint set`. */
+int tor_binlog_check_held(struct tor_binlog *b, const struct tor_checkpoint *cp,
+    uint32_t server_id, tor_err *err);
 
 enum {
 	TOR_BINLOG_NONE = 0,            /* nothing yet: wait on tor_binlog_fd */
@@ -115,6 +145,8 @@ enum {
 	TOR_BINLOG_ERROR = -1,          /* the connection is gone: reconnect */
 	TOR_BINLOG_FATAL = -2,          /* reconnecting cannot help (purged
 	                                 * position, server misconfigured) */
+	TOR_BINLOG_MOVED = -3,          /* another server answers: the
+	                                 * session ends (tor_binlog_stream) */
 };
 
 /* Takes the next event without waiting: TOR_BINLOG_EVENT with its raw bytes

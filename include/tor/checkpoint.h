@@ -8,11 +8,14 @@
  * lease token is checked.
  *
  * and, when there is more published than pos says, done ("file:pos") and
- * rows; after an operator's move, moved (its token).  With cfg->checkpoint.has_key, mac is the lowercase hex of
+ * rows; after an operator's move, moved (its token); server_id, the source
+ * server whose binlog file and done name (absent in a checkpoint written
+ * before tor recorded it, or by an operator: unknown).  With cfg->checkpoint.has_key, mac is the lowercase hex of
  * HMAC-SHA-256 (key cfg->checkpoint.key) over
  *
  *	"tor-checkpoint-v1\n" <group> <file> <pos> <gtid> <epoch> <updated_ms>
  *	    [ "done" <done> ] [ "rows" <rows> ] [ "moved" <moved> ]
+ *	    [ "server_id" <server_id> ]
  *
  * each value written as "<byte length>:<value>\n", and the numbers in
  * decimal without leading zeros, as encode writes them.  The group is in
@@ -20,7 +23,8 @@
  *
  * Kafka keeps a copy (DESIGN.md §3): a position record on the checkpoint
  * topic, key = group, value "v2 token=<epoch> file=<f> pos=<p> gtid=<g>
- * done=<file:pos> rows=<n> [moved=<token>] [mac=<hex>]", empty values written as "-", the
+ * done=<file:pos> rows=<n> [moved=<token>] [server_id=<id>] [mac=<hex>]",
+ * empty values written as "-", the
  * mac (with a checkpoint key) over "tor-record-v2\n", the group and the
  * text before " mac=".  Version 1 records ("v1 <token> <file> <pos>") are
  * still read.
@@ -62,6 +66,10 @@ struct tor_checkpoint {
 	 * lower token are not counted as published by de-duplication at
 	 * takeover: the move asked for them again. */
 	uint64_t moved;
+	/* The server_id of the source server whose binlog pos.file and done
+	 * are positions in, or 0 when unknown (an older checkpoint, an
+	 * operator's move).  Another server is resumed by pos.gtid alone. */
+	uint32_t server_id;
 };
 
 /* Parses an operator's position: "<file>:<pos>" (file a binlog base name:
@@ -84,13 +92,13 @@ int tor_position_compare(const struct tor_position *a,
 int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
 
 /* The hash fields of cfg->group's checkpoint cp, as HSET would be given them:
- * file, pos, gtid, epoch, updated_ms, done and rows when set, and mac when
- * cfg has a checkpoint key.
+ * file, pos, gtid, epoch, updated_ms, done, rows, moved and server_id when
+ * set, and mac when cfg has a checkpoint key.
  * Field values are written into buf (cap bytes; TOR_CHECKPOINT_BUF always
  * suffices) and names are static strings.  Returns the number of field/value
- * pairs (5 to 8), or -1 when buf is too small or libsodium cannot start. */
-#define TOR_CHECKPOINT_FIELDS 9         /* at most */
-#define TOR_CHECKPOINT_BUF 1024
+ * pairs (5 to 10), or -1 when buf is too small or libsodium cannot start. */
+#define TOR_CHECKPOINT_FIELDS 10        /* at most */
+#define TOR_CHECKPOINT_BUF 1536
 int tor_checkpoint_encode(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, const char *names[TOR_CHECKPOINT_FIELDS],
     const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap);

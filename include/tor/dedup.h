@@ -13,6 +13,13 @@
  * that cannot be compared with its partition's position is published
  * (at-least-once) and counted.
  *
+ * A domain's sequence goes on across a primary failover, but one that
+ * lost transactions numbers its own as the lost ones were: a partition's
+ * newest message may be of a transaction the source never had.  So where
+ * the source's GTID state is known (tor_dedup_source) and does not hold
+ * that message's GTID, a row of another server_id at or before it is
+ * not taken for published.
+ *
  * That proves a row is there only if it went to the same partition
  * before: every message says how its leadership placed rows
  * (tor.partitioning, "<partitioner>/<partition count>").  Where the
@@ -35,6 +42,7 @@ struct tor_row_pos {
 	uint64_t major;         /* seq_no, gno, or the file's sequence number */
 	uint64_t minor;         /* 0, 0, or the transaction's start offset */
 	uint64_t row;
+	uint64_t server;        /* MariaDB: the GTID's server_id; else 0 */
 };
 
 /* Parses "<d>-<s>-<n>:<row>", "<uuid>:<gno>:<row>" or
@@ -65,6 +73,11 @@ void tor_dedup_free(struct tor_dedup *d);
 int tor_dedup_learn(struct tor_dedup *d, const char *topic, int n,
     const struct tor_partition_tail *tails, const char *placement);
 
+/* The source's gtid_binlog_state ("D-S-N,...", each domain's last GTID
+ * of each server_id): which tails' transactions it has.  0, or -1 when
+ * out of memory. */
+int tor_dedup_source(struct tor_dedup *d, const char *gtid_state);
+
 /* Whether topic's tails were learned (or tried) in this leadership. */
 bool tor_dedup_knows(const struct tor_dedup *d, const char *topic);
 
@@ -85,7 +98,8 @@ const char *tor_dedup_placed_otherwise(const struct tor_dedup *d,
  * may have gone to another partition before (placed by its key or tor.pos
  * where the partition's newest message was placed otherwise, and that
  * placement puts the row elsewhere or cannot be told); such a row is never
- * skipped there.  Once a row passes a partition's position, the rest of
+ * skipped there, nor one of another server_id than a tail the source does
+ * not have (TOR_DEDUP_UNKNOWN).  Once a row passes a partition's position, the rest of
  * that partition publishes without comparing. */
 int tor_dedup_check(struct tor_dedup *d, const char *topic, int partition,
     const char *pos, bool moved);

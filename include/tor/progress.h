@@ -78,7 +78,7 @@ void tor_progress_safe(const struct tor_progress *p, struct tor_position *out);
 
 /* How far the transactions read reach, acknowledged or not, up to the first
  * one that holds: what a Kafka commit of everything produced makes safe
- * (transactional mode).  The GTID state is the safe position's. */
+ * (transactional mode), its GTID state the same place's. */
 void tor_progress_read(const struct tor_progress *p, struct tor_position *out);
 
 /* Entries the tracker keeps (what bounds its memory). */

@@ -8,6 +8,9 @@ depends on:
                           pause (SIGSTOP), resume (SIGCONT)
   service(kind, action)   kind: mysql, redis, broker; action: start, stop,
                           kill, wipe (Redis only: restarted with no data),
+                          failover (MySQL only: the primary's replica
+                          promoted, its address moved; arg "switchover" or
+                          "kill"),
                           down N (a broker killed, -9) / up N (started again
                           on its data), pause N / resume N (SIGSTOP,
                           SIGCONT), controller (returns the number of the
@@ -43,12 +46,15 @@ import subprocess
 import sys
 import time
 
+import pymysql
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402
 import nemesis  # noqa: E402
+from failover_db import MovableProxy, gtid_seqs  # noqa: E402
 
 REPLICA_ACTIONS = ("start", "stop", "kill", "pause", "resume")
 
@@ -116,6 +122,12 @@ class Backend:
     def running(self, name):
         """True/False where the back-end can tell, else None."""
         return None
+
+    def mysql_servers(self):
+        """pymysql.connect kwargs (an admin's) of every MySQL server that
+        may hold committed rows, when the back-end fails the primary over;
+        else none (the runner's own connection)."""
+        return []
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +198,12 @@ class LocalBackend(Backend):
     Replicas run the binary in $TOR_BIN (default: the ASan build), each with
     its own log in <run dir>/tor-it/; with hosts=True each in a network
     namespace of its own (tests/integration/nemesis.py), so that a
-    partition fault can cut one replica's link to one service.  Redis persists only what a fault asks
+    partition fault can cut one replica's link to one service.  With
+    failover=True a second MariaDB (stack.sh's mariadb-replica, on
+    $TOR_CHAOS_MYSQL_REPLICA_PORT, default the MySQL port + 1) replicates
+    the first by GTID, and the replicas and the writers reach the primary
+    through a proxy that moves at each failover; the old primary then
+    replicates the new one.  Redis persists only what a fault asks
     for: its stop is SHUTDOWN SAVE (data kept), its wipe SHUTDOWN NOSAVE
     with the dump removed (restarted empty)."""
 
@@ -198,8 +215,12 @@ class LocalBackend(Backend):
 
     def __init__(self, replicas=3, mode="idempotent", run_dir=None,
                  mysql_port=None, redis_port=None, kafka_port=None,
-                 partitions=8, binary=None, lease_ms=2000, hosts=False):
+                 partitions=8, binary=None, lease_ms=2000, hosts=False,
+                 failover=False):
         self.n = replicas
+        self.failover = failover
+        self.db_proxy = None
+        self.primary = "mariadb"
         self.hosts = hosts
         self.nemesis = None
         self.mode = mode
@@ -210,6 +231,8 @@ class LocalBackend(Backend):
             "TOR_CHAOS_REDIS_PORT", "6407"))
         self.kafka_port = kafka_port or int(os.environ.get(
             "TOR_CHAOS_KAFKA_PORT", "9292"))
+        self.replica_port = int(os.environ.get(
+            "TOR_CHAOS_MYSQL_REPLICA_PORT", str(self.mysql_port + 1)))
         self.partitions = partitions
         self.binary = binary or harness.default_tor_binary()
         self.lease_ms = lease_ms
@@ -225,6 +248,7 @@ class LocalBackend(Backend):
         return {"TOR_RUN_DIR": self.run_dir,
                 "TOR_MYSQL_PORT": str(self.mysql_port),
                 "TOR_REDIS_PORT": str(self.redis_port),
+                "TOR_MYSQL_REPLICA_PORT": str(self.replica_port),
                 "TOR_KAFKA": "kafka",
                 "TOR_KAFKA_NODES": str(self.NODES),
                 "TOR_KAFKA_PORT": str(self.kafka_port),
@@ -244,9 +268,20 @@ class LocalBackend(Backend):
                       ignore_errors=True)
         self.stack.start(env=self._env())
         self.stack.dirty.clear()
+        mysql_port = self.mysql_port
+        if self.failover:
+            # A fresh replica, from the primary's position now: the table
+            # below is created after it, so that it is replicated.
+            self._failover_undo()
+            self.stack.start("mariadb-replica", env=self._env())
         self.stack.sql("DROP TABLE IF EXISTS %s" % self.table)
         self.stack.sql(harness.outbox_ddl(self.table))
-        self.mysql = {"host": "127.0.0.1", "port": self.mysql_port,
+        if self.failover:
+            self.db_proxy = MovableProxy(self.mysql_port).start()
+            mysql_port = self.db_proxy.port
+            log("MariaDB failover: a replica on port %d, the primary "
+                "reached through port %d" % (self.replica_port, mysql_port))
+        self.mysql = {"host": "127.0.0.1", "port": mysql_port,
                       "user": "app", "password": "app", "database": "shop"}
         self.redis = {"host": "127.0.0.1", "port": self.redis_port,
                       "password": None}
@@ -260,6 +295,7 @@ class LocalBackend(Backend):
                     "routes": [{"match": "^%s$" % t, "topic": topic}
                                for t, topic in self.routes.items()]},
             kafka={"mode": self.mode, "brokers": self.proxy.brokers},
+            mysql={"port": mysql_port},
             ha={"lease_ms": self.lease_ms, "renew_ms": self.lease_ms // 4,
                 "retry_ms": 100},
             checkpoint={"interval_ms": 200})
@@ -283,6 +319,12 @@ class LocalBackend(Backend):
                 t.kill9()
         if self.proxy is not None:
             self.proxy.stop()
+        if self.db_proxy is not None:
+            self.db_proxy.stop()
+            try:
+                self._failover_undo()
+            except Exception as e:
+                log("failover undo: %s" % e)
         if self.nemesis is not None:
             try:
                 self.nemesis.remove()
@@ -303,7 +345,85 @@ class LocalBackend(Backend):
     def has(self, what):
         if what.startswith("partition."):
             return self.hosts
+        if what == "mysql.failover":
+            return self.failover
         return True
+
+    # -- MariaDB failover --
+
+    def _port_of(self, service):
+        return self.mysql_port if service == "mariadb" else self.replica_port
+
+    def _other(self, service):
+        return "mariadb-replica" if service == "mariadb" else "mariadb"
+
+    def _root_sql(self, service, statement):
+        conn = pymysql.connect(host="127.0.0.1", port=self._port_of(service),
+                               user="root", password="", autocommit=True,
+                               connect_timeout=5, read_timeout=30)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+    def mysql_servers(self):
+        if not self.failover:
+            return []
+        return [dict(host="127.0.0.1", port=self._port_of(s), user="root",
+                     password="", database="shop")
+                for s in (self.primary, self._other(self.primary))]
+
+    def _failover(self, how):
+        """The primary's replica becomes the primary.  how: "switchover"
+        (the primary read-only first) or "kill" (kill -9 of the primary,
+        which then starts again and goes read-only).  Either way the
+        replica has caught up with everything the old primary logged
+        before it is promoted: a lossy failover is a halt with a
+        diagnosis (tests/integration/test_source_failover.py), not a
+        run's.  The proxy moves, and the old primary replicates the new
+        one.  Returns a line for the timeline."""
+        old, new = self.primary, self._other(self.primary)
+        if how == "kill":
+            self._kill_pidfile("%s/mysqld.pid" % old)
+            self.stack.start(old, env=self._env())
+        self._root_sql(old, "SET GLOBAL read_only = 1")
+        want = self._root_sql(old, "SELECT @@global.gtid_binlog_pos")[0][0]
+        deadline = time.monotonic() + 60
+        while gtid_seqs(self._root_sql(new, "SELECT "
+                                       "@@global.gtid_slave_pos")[0][0]) != \
+                gtid_seqs(want):
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s did not catch up with %s (%s)" % (
+                    new, old, want))
+            time.sleep(0.05)
+        self._root_sql(new, "STOP SLAVE")
+        self._root_sql(new, "RESET SLAVE ALL")
+        self._root_sql(new, "SET GLOBAL read_only = 0")
+        self.db_proxy.move(self._port_of(new))
+        self._root_sql(old, "CHANGE MASTER TO MASTER_HOST='127.0.0.1', "
+                       "MASTER_PORT=%d, MASTER_USER='tor', "
+                       "MASTER_PASSWORD='tor', MASTER_USE_GTID=current_pos, "
+                       "MASTER_CONNECT_RETRY=1" % self._port_of(new))
+        self._root_sql(old, "START SLAVE")
+        self.primary = new
+        sid = self._root_sql(new, "SELECT @@global.server_id")[0][0]
+        return "%s, %s promoted (server_id %s) at GTID %s" % (how, new, sid,
+                                                              want)
+
+    def _failover_undo(self):
+        """The stack as it was: the main MariaDB a writable primary, no
+        replica."""
+        self.stack.start("mariadb", env=self._env())
+        for st in ("STOP SLAVE", "RESET SLAVE ALL",
+                   "SET GLOBAL read_only = 0"):
+            try:
+                self._root_sql("mariadb", st)
+            except pymysql.err.MySQLError:
+                pass            # not a replica
+        self.stack._stack_sh("mysql-ctl", ["reset-replica"], env=self._env())
+        self.primary = "mariadb"
 
     def running(self, name):
         return self.tors[name].running()
@@ -377,6 +497,8 @@ class LocalBackend(Backend):
                 s.stop("mariadb")
             elif action == "kill":
                 self._kill_pidfile("mariadb/mysqld.pid")
+            elif action == "failover" and self.failover:
+                return self._failover(arg)
             else:
                 raise Unsupported("mysql %s" % action)
         elif kind == "redis":

@@ -44,14 +44,9 @@ def ahead_of(gtid, by):
     return ",".join(["%s-%s-%d" % (d, s, int(n) + by)] + rest)
 
 
-def test_checkpoint_from_another_server_halts(stack):
-    """r1 publishes rows 0..4 and stops.  The checkpoint is then made the
-    old primary's (25 transactions ahead at the same file:pos) and Kafka
-    gets that primary's newest row; this server writes rows 5..14, whose
-    GTIDs reuse those sequence numbers.  r2 must halt naming both GTID
-    states and `tor checkpoint set`, and publish none of them by
-    file:pos."""
-    name = "si_other"
+def published_then_stopped(stack, name):
+    """A leader r1 published rows 0..4 of shop.ob_<name> to a new topic and
+    stopped: (table, topic, cfg, group, checkpoint)."""
     table = "shop.ob_" + name
     topic = "%s_%s" % (name, secrets.token_hex(3))
     stack.sql("DROP TABLE IF EXISTS %s" % table)
@@ -72,6 +67,18 @@ def test_checkpoint_from_another_server_halts(stack):
     assert r1.stop() == 0, r1.log_tail()
     cp = checkpoint(stack, group)
     assert cp.get("gtid") and cp.get("file"), cp
+    return table, topic, cfg, group, cp
+
+
+def test_checkpoint_from_another_server_halts(stack):
+    """r1 publishes rows 0..4 and stops.  The checkpoint is then made the
+    old primary's (25 transactions ahead at the same file:pos) and Kafka
+    gets that primary's newest row; this server writes rows 5..14, whose
+    GTIDs reuse those sequence numbers.  r2 must halt naming both GTID
+    states and `tor checkpoint set`, and publish none of them by
+    file:pos."""
+    name = "si_other"
+    table, topic, cfg, group, cp = published_then_stopped(stack, name)
     old = ahead_of(cp["gtid"], 25)
     p = Producer({"bootstrap.servers": stack.brokers})
     p.produce(topic, key=b"k", value=json.dumps({"n": -1}).encode(),

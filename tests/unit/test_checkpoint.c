@@ -217,6 +217,15 @@ test_encode_largest(void **state)
 	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
 	    sizeof(buf)), 6);
 	assert_int_equal(strlen(values[5]), 64);
+	/* And every optional field at its widest. */
+	memset(cp.done.file, 'd', sizeof(cp.done.file) - 1);
+	cp.done.pos = UINT64_MAX;
+	cp.rows = UINT32_MAX;
+	cp.moved = UINT64_MAX;
+	cp.server_id = UINT32_MAX;
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), TOR_CHECKPOINT_FIELDS);
+	assert_int_equal(strlen(values[TOR_CHECKPOINT_FIELDS - 1]), 64);
 }
 
 static void
@@ -1148,7 +1157,8 @@ test_record_largest(void **state)
 {
 	struct tor_checkpoint cp = { .epoch = TOR_TOKEN_MAX, .pos = {
 	    .pos = UINT64_MAX }, .done = { .pos = UINT64_MAX },
-	    .rows = UINT32_MAX, .moved = UINT64_MAX }, back;
+	    .rows = UINT32_MAX, .moved = UINT64_MAX,
+	    .server_id = UINT32_MAX }, back;
 	struct tor_config cfg = { .group = (char *)"orders" };
 	char rec[TOR_CHECKPOINT_RECORD], *g = cp.pos.gtid;
 	size_t left = sizeof(cp.pos.gtid);
@@ -1178,7 +1188,78 @@ test_record_largest(void **state)
 	assert_string_equal(back.done.file, cp.done.file);
 	assert_true(back.epoch == TOR_TOKEN_MAX && back.pos.pos == UINT64_MAX &&
 	    back.done.pos == UINT64_MAX && back.rows == UINT32_MAX &&
-	    back.moved == UINT64_MAX);
+	    back.moved == UINT64_MAX && back.server_id == UINT32_MAX);
+}
+
+/* server_id (the source server whose binlog file:pos names) travels like
+ * moved: in the hash under the mac, and in the record under its mac.  A
+ * checkpoint written before it existed reads as server 0 (unknown), and
+ * its mac still verifies: no field, nothing in the message. */
+static void
+test_server_id(void **state)
+{
+	struct tor_checkpoint cp = { .pos = { .file = "mysql-bin.000003",
+	    .pos = 1234, .gtid = "0-1-42" }, .epoch = 12,
+	    .updated_ms = 1700000000123, .server_id = 2 }, back;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	const char *bad[TOR_CHECKPOINT_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF], rec[TOR_CHECKPOINT_RECORD], *at;
+	tor_err err = { "" };
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 7);
+	assert_string_equal(names[5], "server_id");
+	assert_string_equal(values[5], "2");
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(&cfg, 7, names, values, &back,
+	    &err), 0);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+	/* Another server named under the same mac does not verify. */
+	memcpy(bad, values, sizeof(bad));
+	bad[5] = "1";
+	decode_with(&cfg, 7, names, bad, MAC_BAD);
+	bad[5] = "4294967296";
+	decode_bad(7, names, bad, "checkpoint field 'server_id': not a number "
+	    "('4294967296')");
+	/* Dropped from a signed hash: the mac was over it. */
+	names[5] = names[6];
+	values[5] = values[6];
+	decode_with(&cfg, 6, names, values, MAC_BAD);
+
+	/* An older checkpoint: no field; signed as it was then, it verifies
+	 * and names no server. */
+	cp.server_id = 0;
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 6);
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(&cfg, 6, names, values, &back,
+	    &err), 0);
+	assert_int_equal(back.server_id, 0);
+
+	/* The record: " server_id=2" before the mac, which covers it. */
+	cp.server_id = 2;
+	assert_true(tor_checkpoint_record_format(&cfg, &cp, rec,
+	    sizeof(rec)) > 0);
+	assert_non_null(strstr(rec, " rows=0 server_id=2 mac="));
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), 0);
+	assert_int_equal(back.server_id, 2);
+	at = strstr(rec, "server_id=2");
+	at[10] = '3';
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), -1);
+	assert_non_null(strstr(err.msg, "mac does not verify"));
+	/* Without a key, an older record reads as server 0. */
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=5 "
+	    "file=mysql-bin.000001 pos=4 gtid=0-1-1 done=- rows=0", &back,
+	    &err), 0);
+	assert_int_equal(back.server_id, 0);
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=5 "
+	    "file=mysql-bin.000001 pos=4 gtid=- done=- rows=0 server_id=x",
+	    &back, &err), -1);
+	assert_non_null(strstr(err.msg, "bad server_id"));
 }
 
 static void
@@ -1450,6 +1531,7 @@ main(void)
 		    teardown_server),
 		cmocka_unit_test(test_done_and_records),
 		cmocka_unit_test(test_moved),
+		cmocka_unit_test(test_server_id),
 		cmocka_unit_test_setup_teardown(test_refused_rows, setup_server,
 		    teardown_server),
 		cmocka_unit_test(test_record_largest),

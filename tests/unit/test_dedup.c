@@ -143,6 +143,55 @@ test_check(void **state)
 	tor_dedup_free(d);
 }
 
+/* After a failover that lost transactions: the partition's newest message
+ * is 0-1-110, the promoted server (server_id 2) has the old primary's
+ * transactions up to 0-1-100 and numbers its own 0-2-101...  Its rows
+ * before 0-1-110 of server 1 were published; its own are new, though
+ * numbered before it.  A source that has 0-1-110 (no loss) has every row
+ * numbered before it published, whichever server wrote it. */
+static void
+test_check_tail_the_source_never_had(void **state)
+{
+	struct tor_partition_tail tails[1];
+	struct tor_dedup *d;
+
+	(void)state;
+	memset(tails, 0, sizeof(tails));
+	tails[0].known = tails[0].found = true;
+	tails[0].pos = pos("0-1-110:0");
+	assert_int_equal(pos("0-2-7:0").server, 2);
+
+	d = tor_dedup_new();
+	assert_int_equal(tor_dedup_source(d, "0-1-100,0-2-140,3-9-4"), 0);
+	assert_int_equal(tor_dedup_learn(d, "orders", 1, tails, ""), 0);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-1-99:0", false),
+	    TOR_DEDUP_SKIP);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-2-101:0", false),
+	    TOR_DEDUP_UNKNOWN);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-2-110:0", false),
+	    TOR_DEDUP_UNKNOWN);
+	assert_false(tor_dedup_done(d));
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-2-111:0", false),
+	    TOR_DEDUP_PUBLISH);
+	assert_true(tor_dedup_done(d));
+	tor_dedup_free(d);
+
+	/* The source has 0-1-110: a switchover without loss. */
+	d = tor_dedup_new();
+	assert_int_equal(tor_dedup_source(d, "0-2-140,0-1-110"), 0);
+	assert_int_equal(tor_dedup_learn(d, "orders", 1, tails, ""), 0);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-2-105:0", false),
+	    TOR_DEDUP_SKIP);
+	tor_dedup_free(d);
+
+	/* No state known: sequence numbers alone, as before. */
+	d = tor_dedup_new();
+	assert_int_equal(tor_dedup_learn(d, "orders", 1, tails, ""), 0);
+	assert_int_equal(tor_dedup_check(d, "orders", 0, "0-2-105:0", false),
+	    TOR_DEDUP_SKIP);
+	tor_dedup_free(d);
+}
+
 /* A partition whose newest message was placed otherwise (3 partitions
  * then, 4 now): a row that may have gone to another partition then (the
  * caller says: its key's partition then was another) is never skipped
@@ -199,6 +248,7 @@ main(void)
 		cmocka_unit_test(test_order),
 		cmocka_unit_test(test_check),
 		cmocka_unit_test(test_check_placed_otherwise),
+		cmocka_unit_test(test_check_tail_the_source_never_had),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -205,6 +205,43 @@ test_gtid_state_per_domain(void **state)
 	tor_progress_free(p);
 }
 
+/* What a Kafka commit makes safe (transactional mode) is a position whose
+ * GTID state is that of the same place: the checkpoint of another server
+ * is resumed by its GTID alone, and a GTID behind the file:pos would
+ * publish the transactions between again. */
+static void
+test_read_position_has_its_own_gtid_state(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "0-1-10,5-2-3");
+	struct tor_position read;
+	struct tor_gtid g;
+
+	(void)state;
+	tor_progress_begin(p);
+	tor_progress_add(p);
+	g = mariadb_gtid(0, 1, 11);
+	tor_progress_commit(p, 100, &g);
+	tor_progress_begin(p);
+	tor_progress_add(p);
+	g = mariadb_gtid(5, 2, 4);
+	tor_progress_commit(p, 200, &g);
+	tor_progress_begin(p);
+	tor_progress_add(p);
+	g = mariadb_gtid(0, 1, 12);
+	tor_progress_commit(p, 300, &g);
+	/* Nothing acknowledged: safe at the start, read at the third end. */
+	tor_progress_read(p, &read);
+	assert_int_equal(read.pos, 300);
+	assert_string_equal(read.gtid, "0-1-12,5-2-4");
+	/* An open transaction is not read yet. */
+	tor_progress_begin(p);
+	tor_progress_add(p);
+	tor_progress_read(p, &read);
+	assert_int_equal(read.pos, 300);
+	assert_string_equal(read.gtid, "0-1-12,5-2-4");
+	tor_progress_free(p);
+}
+
 static void
 test_many_finished_transactions_behind_one_pending(void **state)
 {
@@ -322,6 +359,7 @@ main(void)
 		cmocka_unit_test(test_rotation_keeps_file_names_of_transactions_in_flight),
 		cmocka_unit_test(test_rotation_while_idle_moves_to_the_new_file),
 		cmocka_unit_test(test_gtid_state_per_domain),
+		cmocka_unit_test(test_read_position_has_its_own_gtid_state),
 		cmocka_unit_test(test_many_finished_transactions_behind_one_pending),
 		cmocka_unit_test(test_held_prepare_keeps_the_ring_bounded),
 		cmocka_unit_test(test_out_of_order_acks_merge_behind_the_oldest),
