@@ -382,6 +382,9 @@ def follow(stack, name, mode, failover):
         pair.close()
 
 
+@harness.long_test(
+    "test_switchover_under_writes_transactional shows a switchover under "
+    "writes")
 def test_switchover_under_writes_idempotent(stack):
     """A planned switchover while the application writes: the leader's
     stream is cut, reaches the promoted server, ends its session and
@@ -426,6 +429,9 @@ def test_primary_killed_under_writes_idempotent(stack):
     killed_primary(stack, "sf_kill_idem", "idempotent")
 
 
+@harness.long_test(
+    "test_primary_killed_under_writes_idempotent shows a primary killed "
+    "under writes")
 def test_primary_killed_under_writes_transactional(stack):
     killed_primary(stack, "sf_kill_txn", "transactional")
 
