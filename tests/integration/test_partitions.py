@@ -8,12 +8,15 @@ records read back from Kafka.
 """
 
 import collections
+import re
 import threading
 import time
+import urllib.request
 
 import harness
 import nemesis
 from nemesis import HostTor, Nemesis
+from proxy import Proxy
 from test_ha import (HA, LEADING, LOST, Feeder, assert_none_lost, epoch_of,
                      first_appearances, lease, log_lines, n_of,
                      read_until, stop_all, wait_leading)
@@ -89,24 +92,49 @@ APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
 def setup(stack, name, mode, names=("r1", "r2"), checkpoint_ms=200,
-          stall_ms=None):
+          stall_ms=None, over=None, http_port=None):
     """An outbox table, its two topics (4 partitions, append time), one
     config for every replica (kafka.mode = mode, test_ha's short HA
-    timings, ha.stall_ms when given), a nemesis and the replicas started,
-    each on its host.  Returns (nemesis, table, cfg, tors)."""
+    timings, ha.stall_ms when given, then the sections of `over` merged
+    in), a nemesis and the replicas started, each on its host; with
+    http_port each serves /metrics on its host's address at that port
+    (metrics()).  Returns (nemesis, table, cfg, tors)."""
     table, ov = make_outbox(stack, name)
     ov["kafka"] = {"mode": mode}
     for t in ("order", "invoice"):
         stack.create_topic("%s.%s" % (name, t), 4, config=APPEND_TIME)
-    ha = dict(HA)
+    ov["ha"] = dict(HA)
     if stall_ms is not None:
-        ha["stall_ms"] = stall_ms
-    cfg = harness.base_config(stack, ha=ha,
-                              checkpoint={"interval_ms": checkpoint_ms},
-                              **ov)
+        ov["ha"]["stall_ms"] = stall_ms
+    ov["checkpoint"] = {"interval_ms": checkpoint_ms}
+    for section, values in (over or {}).items():
+        ov[section] = dict(ov.get(section, {}), **values)
+    cfg = harness.base_config(stack, **ov)
     nem = Nemesis(stack)
-    tors = [HostTor(stack, cfg, nem.host(n)).start() for n in names]
+    tors = []
+    for n in names:
+        h = nem.host(n)
+        c = cfg if http_port is None else harness.base_config(
+            stack, group=harness.config_group(cfg),
+            http={"listen": "%s:%d" % (h.addr, http_port)}, **ov)
+        t = HostTor(stack, c, h).start()
+        t.http = None if http_port is None else (h.addr, http_port)
+        tors.append(t)
     return nem, table, cfg, tors
+
+
+def metrics(tor, name):
+    """{labels text: value} of the samples of `name` that tor's /metrics
+    shows (it listens on its host's address, see setup)."""
+    url = "http://%s:%d/metrics" % tor.http
+    with urllib.request.urlopen(url, timeout=5) as r:
+        body = r.read().decode()
+    out = {}
+    for line in body.splitlines():
+        m = re.match(r"^%s(\{[^}]*\})? (\S+)$" % re.escape(name), line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
 
 
 class LeaseWatch(threading.Thread):
@@ -370,6 +398,10 @@ def test_redis_mute_idempotent(stack):
     redis_cut(stack, "part_mute_i", "idempotent", "to")
 
 
+def test_redis_mute_transactional(stack):
+    redis_cut(stack, "part_mute_t", "transactional", "to")
+
+
 def test_redis_refused_idempotent(stack):
     """What the leader sends to Redis is answered with a reset: it learns
     at once that its connection is gone, while Redis still holds the
@@ -542,8 +574,9 @@ YIELD = r"yielding the lease after \d+ ms or more without progress \((\w+)\)"
 KEPT = r"no standby reports Kafka and MySQL reachable.*: keeping the lease"
 
 
-def handover_cut(stack, name, mode, service, reason):
-    """The leader loses its link to `service` (both ways) while Redis
+def handover_cut(stack, name, mode, service, reason, direction="both"):
+    """The leader loses its link to `service` (direction: both ways, or
+    only what it sends, "to", or only what it hears, "from") while Redis
     answers it, under a steady flow of events; the standby reaches both
     services.  The leader, with work and no progress for ha.stall_ms,
     yields (its log names `reason`); the standby leads and publishes while
@@ -563,7 +596,7 @@ def handover_cut(stack, name, mode, service, reason):
         wait_published(stack, name, 200)
         since = {t: t.log_size() for t in tors}
         t_cut = time.time()
-        nem.cut(leader.host, service)
+        nem.cut(leader.host, service, direction=direction)
         m = other.wait_log(LEADING, timeout=STALL_MS / 1000.0 + 20,
                            since=since[other])
         t2 = int(m.group(1))
@@ -583,10 +616,11 @@ def handover_cut(stack, name, mode, service, reason):
     dups = check_outcome(by_n, recs, total, name, mode)
     firsts = [r.timestamp_ms / 1000.0 for r in recs if epoch_of(r) == t2]
     yields = log_lines(leader, YIELD, since[leader])
-    print("  %s, leader cut from %s: yielded %.0f ms after the cut (%s); "
+    print("  %s, leader cut from %s (%s): yielded %.0f ms after the cut (%s); "
           "the standby's first record %.0f ms after the cut (target %d ms);"
           " %d events, %d records, %d duplicated; tokens %s" % (
-              mode, service, (yields[0][0] - t_cut) * 1000 if yields else -1,
+              mode, service, direction,
+              (yields[0][0] - t_cut) * 1000 if yields else -1,
               yields[0][1].group(1) if yields else "-",
               (min(firsts) - t_cut) * 1000 if firsts else -1,
               STALL_MS + 1000, total, len(recs), dups,
@@ -726,3 +760,280 @@ def test_mysql_cut_idempotent(stack):
 def test_mysql_cut_transactional(stack):
     handover_cut(stack, "part_mysql_t", "transactional", "mysql",
                  "mysql_stall")
+
+
+# One way to Kafka, with the hand-over.  Mute: the broker hears nothing of
+# the leader (its requests, and the kernel's retransmissions of them, are
+# dropped).  Deaf: the broker appends what the leader sends and the leader
+# hears no answer.
+
+
+def test_kafka_mute_idempotent(stack):
+    handover_cut(stack, "part_kmute_i", "idempotent", "kafka", "kafka_stall",
+                 direction="to")
+
+
+def test_kafka_deaf_yields_idempotent(stack):
+    handover_cut(stack, "part_kdeaf_y", "idempotent", "kafka", "kafka_stall",
+                 direction="from")
+
+
+def test_kafka_mute_transactional(stack):
+    handover_cut(stack, "part_kmute_t", "transactional", "kafka",
+                 "kafka_stall", direction="to")
+
+
+# ---------------------------------------------------------------------------
+# a flaky network: every link of every replica loses packets and is slow
+
+FLAKY_LOSS = 5              # % of the packets, each way, on every link
+FLAKY_DELAY = (0.05, 0.03)  # s: 50 ms +- 30 ms on every reply
+
+
+def leaderships(tors, since):
+    """[(ts, replica, token)] of the "leading with token" lines since."""
+    out = []
+    for t in tors:
+        for ts, m, _, _ in log_lines(t, LEADING, since[t]):
+            out.append((ts, t.name, int(m.group(1))))
+    return sorted(out)
+
+
+def flaky(stack, name, mode, seconds, ha=None, redis=None,
+          redis_delay=FLAKY_DELAY):
+    """Two replicas whose every link (Redis, MariaDB, each Kafka node)
+    drops FLAKY_LOSS % of the packets both ways (nft numgen) and gets its
+    replies late (proxy.Proxy and harness.KafkaProxy in user space: no
+    netem here) for `seconds` under a steady flow of events.  Nothing is
+    lost, per-key order holds, transactional mode duplicates nothing for
+    read_committed; the leadership does not change.  Prints the
+    leadership changes with the reason the leader gave for each, how
+    long the leader paused on an unheard Redis, and the throughput.
+    Returns (changes, total)."""
+    name = fresh(name)
+    rp = Proxy(stack.redis_port).start()
+    mp = Proxy(stack.mysql_port).start()
+    kp = stack.kafka_proxy()
+    try:
+        over = {"redis": dict(redis or {}, port=rp.port),
+                "mysql": {"port": mp.port},
+                "kafka": {"brokers": kp.brokers},
+                "ha": dict(ha or {})}
+        nem, table, cfg, tors = setup(stack, name, mode, over=over)
+        group = harness.config_group(cfg)
+        leader, t1, _ = wait_leading(tors, timeout=20)
+        leader.wait_log("starting at|resuming from", timeout=30)
+        feeder = Feeder(stack, table, 0, None, 10, 0.03)
+        feeder.start()
+        watch = LeaseWatch(stack, group)
+        try:
+            wait_published(stack, name, 200)
+            since = {t: t.log_size() for t in tors}
+            watch.start()
+            ports = [rp.port, mp.port] + [p.port for p in kp.proxies]
+            for t in tors:
+                nem.cut(t.host, ports, loss=FLAKY_LOSS)
+            if redis_delay:
+                rp.delay_replies(*redis_delay)
+            mp.delay_replies(*FLAKY_DELAY)
+            kp.delay_replies(*FLAKY_DELAY)
+            t_on, n_on = time.time(), feeder.n
+            time.sleep(seconds)
+            n_off = feeder.n
+            published = len(read_both(stack, name, "read_uncommitted"))
+            nem.heal()
+            for p in (rp, mp):
+                p.delay_replies(0)
+            kp.delay_replies(0)
+            t_off = time.time()
+            time.sleep(1.0)
+            feeder.stop()
+            total = feeder.finish()
+        finally:
+            feeder.stop()
+            watch.finish()
+        isolation = "read_committed" if mode == "transactional" else \
+            "read_uncommitted"
+        by_n, recs = read_settled(stack, name, total, isolation)
+        dups = check_outcome(by_n, recs, total, name, mode)
+        changes = leaderships(tors, since)
+        holders = []
+        for _, v, _ in watch.samples:
+            if not holders or holders[-1] != v:
+                holders.append(v)
+        why = [(l[0], t.name, l[3].split("msg=", 1)[1])
+               for t in tors for l in log_lines(
+                   t, r"leader -> stepping_down|yielding the lease",
+                   since[t])]
+        paused = [int(l[1].group(1)) for t in tors for l in log_lines(
+            t, r"paused (\d+) ms: Redis did not answer", since[t])]
+        in_window = [r for r in recs
+                     if t_on <= r.timestamp_ms / 1000.0 <= t_off]
+        print("  %s, %d s of %d %% loss each way on every link, replies "
+              "%s late (Redis %s): %d leadership change(s)%s; lease "
+              "values seen %s" % (
+                  mode, seconds, FLAKY_LOSS, "%.0f+-%.0f ms" % (
+                      FLAKY_DELAY[0] * 1000, FLAKY_DELAY[1] * 1000),
+                  "%.0f+-%.0f ms" % (redis_delay[0] * 1000,
+                                     redis_delay[1] * 1000)
+                  if redis_delay else "not delayed", len(changes),
+                  "".join("\n    %+.1f s %s leads (token %d)" % (
+                      ts - t_on, n, tok) for ts, n, tok in changes),
+                  holders))
+        for ts, n, text in sorted(why):
+            print("    %+.1f s %s: %s" % (ts - t_on, n, text[:160]))
+        print("  %d events inserted during it (%.0f/s), %d records "
+              "appended during it (%.0f/s), %d published by its end; "
+              "%d events, %d records, %d duplicated; the leader paused on "
+              "an unheard Redis %d time(s), %d ms in all, longest %d ms" % (
+                  n_off - n_on, (n_off - n_on) / seconds, len(in_window),
+                  len(in_window) / (t_off - t_on), published, total,
+                  len(recs), dups, len(paused), sum(paused),
+                  max(paused or [0])))
+        assert not changes, "the leadership changed %d time(s): %s" % (
+            len(changes), why)
+        stop_all(tors)
+        nem.remove()
+        return changes, total
+    finally:
+        rp.stop()
+        mp.stop()
+
+
+# Redis's replies within TOR_LEASE_HEARD_MS (25 ms): with ha.fast_failover
+# a leader hands messages over only while a PING sent less than 25 ms ago
+# was answered, so a Redis further away than that pauses it (flaky_redis).
+NEAR_REDIS = (0.01, 0.005)
+
+
+def test_flaky_idempotent(stack):
+    flaky(stack, "part_flaky_i", "idempotent", 20, redis_delay=NEAR_REDIS)
+
+
+def test_flaky_transactional(stack):
+    flaky(stack, "part_flaky_t", "transactional", 20,
+          redis_delay=NEAR_REDIS)
+
+
+@harness.long_test("test_flaky_idempotent: the same for 20 s")
+def test_flaky_long_idempotent(stack):
+    flaky(stack, "part_flaky_li", "idempotent", 60, redis_delay=NEAR_REDIS)
+
+
+@harness.long_test("test_flaky_transactional: the same for 20 s")
+def test_flaky_long_transactional(stack):
+    flaky(stack, "part_flaky_lt", "transactional", 60,
+          redis_delay=NEAR_REDIS)
+
+
+# ---------------------------------------------------------------------------
+# a standby whose report is wrong
+
+class Liar(threading.Thread):
+    """Writes a report for `instance` every 50 ms that says it reaches
+    Kafka and MySQL (what a standby whose metadata request gets through
+    while its produce requests would not might say), over the one the
+    standby writes itself every period."""
+
+    def __init__(self, stack, group, instance):
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.key = "tor:{%s}:health:%s" % (group, instance)
+        self.set = "tor:{%s}:standbys" % group
+        self.instance = instance
+        self._halt = threading.Event()
+
+    def run(self):
+        r = self.stack.redis()
+        while not self._halt.is_set():
+            r.set(self.key, "1 1 - %d" % int(time.time() * 1000), px=3000)
+            r.sadd(self.set, self.instance)
+            self._halt.wait(0.05)
+
+    def finish(self):
+        self._halt.set()
+        self.join(5)
+
+
+def test_lying_standby_does_not_flap(stack):
+    """Both replicas lose Kafka under writes while the standby's report
+    says it reaches Kafka and MySQL (Liar).  The leader yields to it once;
+    the new leader, stalled too, finds the old one reporting Kafka
+    unreachable and keeps the lease, through the old leader's hold-off
+    (2 x stall_ms) and past it, so the lease changes hands once;
+    tor_leader_yields_total counts the one yield (old leader 1, new 0).
+    Healed, the new leader publishes everything, nothing lost."""
+    name = fresh("part_liar")
+    nem, table, cfg, tors = setup(stack, name, "idempotent",
+                                  stall_ms=STALL_MS, http_port=9464)
+    group = harness.config_group(cfg)
+    leader, t1, _ = wait_leading(tors, timeout=20)
+    other = [t for t in tors if t is not leader][0]
+    leader.wait_log("starting at|resuming from", timeout=30)
+    other.wait_log(HEALTHY, timeout=20)
+    watch = LeaseWatch(stack, group)
+    liar = Liar(stack, group, other.name)
+    feeder = Feeder(stack, table, 0, None, 10, 0.03)
+    feeder.start()
+    try:
+        wait_published(stack, name, 200)
+        since = {t: t.log_size() for t in tors}
+        liar.start()
+        watch.start()
+        t_cut = time.time()
+        for t in tors:
+            nem.cut(t.host, "kafka")
+        m = other.wait_log(LEADING, timeout=STALL_MS / 1000.0 + 20,
+                           since=since[other])
+        t2 = int(m.group(1))
+        # Past the old leader's hold-off by a stall_ms and more.
+        t_led = log_lines(other, LEADING, since[other])[0][0]
+        time.sleep(max(0.0, t_led + 3 * STALL_MS / 1000.0 - time.time()))
+        t_heal = time.time()
+        nem.heal()
+        liar.finish()
+        at_heal = feeder.n
+        read_until(stack, name,
+                   lambda b: all(n in b for n in range(at_heal)), timeout=60)
+        feeder.stop()
+        total = feeder.finish()
+    finally:
+        feeder.stop()
+        liar.finish()
+        watch.finish()
+    by_n, recs = read_settled(stack, name, total, "read_uncommitted")
+    dups = check_outcome(by_n, recs, total, name, "idempotent")
+    yields = {t: log_lines(t, YIELD, since[t]) for t in tors}
+    kept = log_lines(other, KEPT, since[other])
+    changes = leaderships(tors, since)
+    holders = []
+    for t, v, _ in watch.samples:
+        if t <= t_heal and (not holders or holders[-1][1] != v):
+            holders.append((t, v))
+    counted = {t: metrics(t, "tor_leader_yields_total") for t in tors}
+    print("  both cut from Kafka for %.1f s, %s reporting itself healthy: "
+          "%s yielded %d time(s) (first %.0f ms after the cut), %s leads "
+          "(token %d) %.0f ms after the cut, said it keeps the lease %s, "
+          "yielded %d time(s); leaderships %s; lease values %s" % (
+              t_heal - t_cut, other.name, leader.name, len(yields[leader]),
+              (yields[leader][0][0] - t_cut) * 1000 if yields[leader]
+              else -1, other.name, t2, (t_led - t_cut) * 1000,
+              "%.0f ms after the cut (%d time(s))" % (
+                  (kept[0][0] - t_cut) * 1000, len(kept)) if kept
+              else "never", len(yields[other]),
+              [(round(ts - t_cut, 1), n, tok) for ts, n, tok in changes],
+              [(round(t - t_cut, 1), v) for t, v in holders]))
+    print("  tor_leader_yields_total: %s; %d events, %d duplicated" % (
+        "; ".join("%s %s" % (t.name, counted[t]) for t in tors), total,
+        dups))
+    assert len(yields[leader]) == 1, leader.log_tail()
+    assert yields[leader][0][1].group(1) == "kafka_stall", yields[leader]
+    assert not yields[other], other.log_tail()
+    assert kept, other.log_tail()
+    assert [(n, tok) for _, n, tok in changes] == [(other.name, t2)], changes
+    assert [v for _, v in holders][-1] == "%s %d" % (other.name, t2)
+    assert counted[leader].get('{reason="kafka_stall"}') == 1, counted
+    assert sum(counted[other].values()) == 0, counted
+    assert leader.running() and other.running()
+    stop_all(tors)
+    nem.remove()
