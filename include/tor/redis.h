@@ -87,6 +87,10 @@ uint64_t tor_redis_connection(const struct tor_redis *r);
  * an error (the connection is then dropped). */
 int tor_redis_ping(struct tor_redis *r, tor_err *err);
 
+/* How long the commands that follow wait for their replies (0: back to
+ * redis.timeout_ms).  Connecting keeps redis.timeout_ms. */
+void tor_redis_set_wait(struct tor_redis *r, int wait_ms);
+
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,
     size_t cap);
