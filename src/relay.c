@@ -251,11 +251,18 @@ leading(struct relay *r)
 	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
-/* The sink's guard: its waits end when the leadership does. */
+static int check_stall(struct relay *r, bool kafka_only);
+
+/* The sink's guard: its waits (a commit, a flush, a full queue) end when
+ * the leadership does, or when the stall watch hands it over: a commit
+ * that blocks on a cut Kafka retries for KAFKA_COMMIT_TIMEOUT_MS, and a
+ * stalled leader would keep the lease that long.  Only a Kafka stall:
+ * waiting on the producer, the relay reads no binlog, so the stream's
+ * silence says nothing about MySQL then. */
 static bool
 sink_guard(void *ctx)
 {
-	return leading(ctx);
+	return leading(ctx) && check_stall(ctx, true) == 0;
 }
 
 /* The elector's thread, or ours, at the moment the leadership ends: what
@@ -580,8 +587,6 @@ watch_prepared(struct relay *r)
 	r->xa_warned_ms = now;
 }
 
-static int check_stall(struct relay *r);
-
 /* Serves acknowledgements, fails on a lost message, ticks the checkpoint
  * and watches for a stall.  A message the broker refused as too large ends
  * the session with a restart (the producer is fatal by then: gapless). */
@@ -650,7 +655,7 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		checkpoint_tick(r);
 		watch_prepared(r);
 	}
-	return check_stall(r);
+	return check_stall(r, false);
 }
 
 /* A standby's health report period: four per stall, no faster than the
@@ -746,9 +751,10 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
  * that reports itself healthy (RUN_LOST), and keeps it when none does
  * (said once per stall).  Work: messages in flight or in an open Kafka
  * transaction, or a session that cannot start while no broker answers.
+ * kafka_only: a MySQL stall is not judged (nor the check's turn used).
  */
 static int
-check_stall(struct relay *r)
+check_stall(struct relay *r, bool kafka_only)
 {
 	int64_t now = tor_mono_ms();
 	enum tor_stall_kind kind;
@@ -759,12 +765,14 @@ check_stall(struct relay *r)
 	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms ||
 	    r->reader == NULL)
 		return 0;
-	r->next_stall_check_ms = now + 500;
 	waiting = (r->sink != NULL && tor_sink_in_flight(r->sink) > 0) ||
 	    r->ktxn_open || (!r->streaming && r->sink != NULL &&
 	    tor_sink_down_since(r->sink) != 0);
 	if ((kind = tor_stall_check(&r->stall, now, waiting)) ==
-	    TOR_STALL_NONE) {
+	    TOR_STALL_MYSQL && kafka_only)
+		return 0;
+	r->next_stall_check_ms = now + 500;
+	if (kind == TOR_STALL_NONE) {
 		r->stall_kept_logged = false;
 		return 0;
 	}
@@ -1488,7 +1496,7 @@ open_stream(struct relay *r, tor_err *err)
 		/* A connect to a server cut off blocks for its timeout: the
 		 * stall is judged before, not after it. */
 		r->next_stall_check_ms = 0;
-		if ((rc = check_stall(r)) != 0)
+		if ((rc = check_stall(r, false)) != 0)
 			return rc;
 		tor_reader_reset_format(r->reader, false);
 		if (tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
@@ -2033,6 +2041,10 @@ lead(struct relay *r, tor_err *err)
 	}
 	if ((rc = prepare(r, err)) != 0)
 		goto out;
+	/* The stream's silence counts from here: a session that took long
+	 * to begin (topics listed on a cut Kafka) has read nothing yet, and
+	 * is not stalled on MySQL for that. */
+	tor_stall_mysql_moved(&r->stall, tor_mono_ms());
 	r->streaming = true;
 	r->last_checkpoint_ms = tor_mono_ms();
 	rc = stream_loop(r, err);
