@@ -900,6 +900,7 @@ def flaky(stack, name, mode, seconds, ha=None, redis=None,
     finally:
         rp.stop()
         mp.stop()
+        kp.stop()       # its ports are fixed: a second call makes another
 
 
 # Redis's replies within TOR_LEASE_HEARD_MS (25 ms): with ha.fast_failover
