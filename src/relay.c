@@ -128,6 +128,7 @@ struct relay {
 	struct tor_stall stall;
 	int64_t next_stall_check_ms;
 	bool stall_kept_logged;
+	bool kafka_retrying;    /* waiting to try a Kafka step again */
 	struct tor_binlog *probe;
 	int64_t next_health_ms;
 	int health_logged;              /* -1 none yet, else kafka | mysql << 1 */
@@ -735,7 +736,8 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
 				break;
 		} else if (reply->type == REDIS_REPLY_STRING &&
 		    tor_health_parse(reply->str, h) == 0 &&
-		    tor_health_fits(h, kind, tor_reader_resume(r->reader))) {
+		    tor_health_fits(h, kind, r->reader != NULL ?
+		    tor_reader_resume(r->reader) : NULL)) {
 			snprintf(who, cap, "%s", name);
 			found = true;
 		}
@@ -750,8 +752,11 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
  * had work and no progress for ha.stall_ms gives the lease to a standby
  * that reports itself healthy (RUN_LOST), and keeps it when none does
  * (said once per stall).  Work: messages in flight or in an open Kafka
- * transaction, or a session that cannot start while no broker answers.
- * kafka_only: a MySQL stall is not judged (nor the check's turn used).
+ * transaction, a session that cannot start while no broker answers, or
+ * a Kafka step retried (a session beginning lists its topics: its
+ * successor's Kafka may be cut).  kafka_only: a MySQL stall is not judged
+ * (nor the check's turn used); nor is it before the session has a reader
+ * (no position to compare a standby's binlog with).
  */
 static int
 check_stall(struct relay *r, bool kafka_only)
@@ -762,12 +767,12 @@ check_stall(struct relay *r, bool kafka_only)
 	char who[256], head[300] = "-";
 	bool waiting;
 
-	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms ||
-	    r->reader == NULL)
+	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms)
 		return 0;
+	kafka_only = kafka_only || r->reader == NULL;
 	waiting = (r->sink != NULL && tor_sink_in_flight(r->sink) > 0) ||
-	    r->ktxn_open || (!r->streaming && r->sink != NULL &&
-	    tor_sink_down_since(r->sink) != 0);
+	    r->ktxn_open || r->kafka_retrying || (!r->streaming &&
+	    r->sink != NULL && tor_sink_down_since(r->sink) != 0);
 	if ((kind = tor_stall_check(&r->stall, now, waiting)) ==
 	    TOR_STALL_MYSQL && kafka_only)
 		return 0;
@@ -1472,14 +1477,19 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 	count_retry(r, strcmp(what, "redis") == 0 ? TOR_TARGET_REDIS :
 	    strcmp(what, "kafka") == 0 ? TOR_TARGET_KAFKA : TOR_TARGET_MYSQL);
 	log_warn(what, "%s; retrying in %d ms", err->msg, *backoff);
-	while (tor_mono_ms() < until) {
+	r->kafka_retrying = strcmp(what, "kafka") == 0;
+	rc = 0;
+	while (rc == 0 && tor_mono_ms() < until) {
 		if (stop_requested(r))
-			return RUN_STOPPED;
-		if (!leading(r))
-			return RUN_LOST;
-		if ((rc = serve(r, 100, err)) != 0)
-			return rc;
+			rc = RUN_STOPPED;
+		else if (!leading(r))
+			rc = RUN_LOST;
+		else
+			rc = serve(r, 100, err);
 	}
+	r->kafka_retrying = false;
+	if (rc != 0)
+		return rc;
 	*backoff = *backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
 	    *backoff * 2;
 	return 0;
