@@ -409,6 +409,23 @@ step_candidate(struct tor_elector *el)
 }
 
 /*
+ * How long a leader waits for the answer to a renew or a PING sent at t0:
+ * until its local deadline, not redis.timeout_ms.  An answer that comes
+ * before the deadline is as good as a quick one (the relay pauses while a
+ * PING is unanswered), while a command that times out drops the connection,
+ * which Redis sees close, and a standby takes the lease over at once
+ * (ha.fast_failover): one late reply on a lossy link (TCP resends a lost
+ * packet after 200 ms, 600 ms for two in a row) would move the leadership.
+ */
+static int
+wait_ms(struct tor_elector *el, int64_t t0)
+{
+	int64_t left = atomic_load(&el->deadline) - t0;
+
+	return left < 1 ? 1 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+/*
  * A leader's PING on the lease's connection (ha.fast_failover), with mu
  * dropped: an answer means Redis had not closed that connection when the
  * PING was sent, so no successor leads within the grace of that time
@@ -426,7 +443,7 @@ ping(struct tor_elector *el)
 	pthread_mutex_unlock(&el->mu);
 	err.msg[0] = '\0';
 	t0 = el->ops->now_ms(el->ctx);
-	rc = el->ops->ping(el->ctx, &err);
+	rc = el->ops->ping(el->ctx, wait_ms(el, t0), &err);
 	pthread_mutex_lock(&el->mu);
 	el->ping_sent = t0;
 	if (rc < 0)
@@ -479,7 +496,7 @@ step_leader(struct tor_elector *el)
 	err.msg[0] = '\0';
 	/* Read the clock again, as late as possible before sending. */
 	t0 = el->ops->now_ms(el->ctx);
-	rc = el->ops->renew(el->ctx, token, &err);
+	rc = el->ops->renew(el->ctx, token, wait_ms(el, t0), &err);
 	pthread_mutex_lock(&el->mu);
 
 	if (rc < 0)
@@ -876,13 +893,15 @@ redis_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 }
 
 static int
-redis_renew(void *ctx, uint64_t token, tor_err *err)
+redis_renew(void *ctx, uint64_t token, int wait_ms, tor_err *err)
 {
 	struct redis_backend *b = ctx;
 	int rc;
 
 	pthread_mutex_lock(&b->io);
+	tor_redis_set_wait(b->lease, wait_ms);
 	rc = tor_lease_renew(b->lease, b->cfg, token, err);
+	tor_redis_set_wait(b->lease, 0);
 	if (rc == 1)
 		b->recorded = tor_redis_connection(b->lease);
 	pthread_mutex_unlock(&b->io);
@@ -955,14 +974,17 @@ redis_connection_lost(void *ctx)
 }
 
 static int
-redis_ping(void *ctx, tor_err *err)
+redis_ping(void *ctx, int wait_ms, tor_err *err)
 {
 	struct redis_backend *b = ctx;
 	int rc = 0;
 
 	pthread_mutex_lock(&b->io);
-	if (!recorded_lost(b))
+	if (!recorded_lost(b)) {
+		tor_redis_set_wait(b->lease, wait_ms);
 		rc = tor_redis_ping(b->lease, err);
+		tor_redis_set_wait(b->lease, 0);
+	}
 	pthread_mutex_unlock(&b->io);
 	return rc;
 }

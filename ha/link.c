@@ -565,6 +565,15 @@ recv_some(struct tor_link *l, char *buf, size_t cap, int64_t deadline,
 	}
 }
 
+int
+tor_link_set_timeout(struct tor_link *l, int timeout_ms)
+{
+	int was = l->timeout_ms;
+
+	l->timeout_ms = timeout_ms;
+	return was;
+}
+
 redisReply *
 tor_link_command(struct tor_link *l, int argc, const char **argv,
     const size_t *argvlen, tor_err *err)

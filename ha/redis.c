@@ -69,6 +69,8 @@ struct tor_redis {
 	long long client_id;
 	char run_id[48];
 	uint64_t drops;         /* connections dropped (tor_redis_connection) */
+	int wait_ms;            /* a command's wait for its reply, 0: the
+				   config's redis.timeout_ms */
 	/* redis.tls and redis.sentinel.tls set up, at the first connect that
 	 * needs them; NULL before and in clear text. */
 	struct tor_link_tls *tls;
@@ -448,6 +450,8 @@ run(struct tor_redis *r, int argc, const char **argv, const size_t *argvlen,
 
 	len = (size_t)snprintf(trail, sizeof(trail), "%s:%d", r->host, r->port);
 	for (;;) {
+		tor_link_set_timeout(r->c, r->wait_ms > 0 ? r->wait_ms :
+		    r->cfg->redis.timeout_ms);
 		if ((reply = tor_link_command(r->c, argc, argv, argvlen, &e)) ==
 		    NULL) {
 			redis_err(r, err, what, e.msg);
@@ -1080,6 +1084,12 @@ tor_redis_ping(struct tor_redis *r, tor_err *err)
 		return -1;
 	freeReplyObject(reply);
 	return 1;
+}
+
+void
+tor_redis_set_wait(struct tor_redis *r, int wait_ms)
+{
+	r->wait_ms = wait_ms;
 }
 
 bool

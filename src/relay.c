@@ -131,6 +131,7 @@ struct relay {
 	struct tor_stall stall;
 	int64_t next_stall_check_ms;
 	bool stall_kept_logged;
+	bool kafka_retrying;    /* waiting to try a Kafka step again */
 	struct tor_binlog *probe;
 	int64_t next_health_ms;
 	int health_logged;              /* -1 none yet, else kafka | mysql << 1 */
@@ -259,19 +260,19 @@ leading(struct relay *r)
 	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
-static int check_stall(struct relay *r);
+static int check_stall(struct relay *r, bool kafka_only);
 static void abort_open_txn(struct relay *r, int timeout_ms);
 
-/* The sink's guard: its waits end when the leadership does, and a wait
- * that makes no progress (a commit retried while Kafka is cut off) is
- * judged as a stall, so it can end by a hand-over too. */
+/* The sink's guard: its waits (a commit, a flush, a full queue) end when
+ * the leadership does, or when the stall watch hands it over: a commit
+ * that blocks on a cut Kafka retries for KAFKA_COMMIT_TIMEOUT_MS, and a
+ * stalled leader would keep the lease that long.  Only a Kafka stall:
+ * waiting on the producer, the relay reads no binlog, so the stream's
+ * silence says nothing about MySQL then. */
 static bool
 sink_guard(void *ctx)
 {
-	struct relay *r = ctx;
-
-	(void)check_stall(r);
-	return leading(r);
+	return leading(ctx) && check_stall(ctx, true) == 0;
 }
 
 /* The elector's thread, or ours, at the moment the leadership ends: what
@@ -732,7 +733,7 @@ serve(struct relay *r, int timeout_ms, tor_err *err)
 		watch_prepared(r);
 		watch_retention(r);
 	}
-	return check_stall(r);
+	return check_stall(r, false);
 }
 
 /* A standby's health report period: four per stall, no faster than the
@@ -813,7 +814,7 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
 		} else if (reply->type == REDIS_REPLY_STRING &&
 		    tor_health_parse(reply->str, h) == 0 &&
 		    tor_health_fits(h, kind, r->reader != NULL ?
-		    tor_reader_resume(r->reader) : &r->start.pos)) {
+		    tor_reader_resume(r->reader) : NULL)) {
 			snprintf(who, cap, "%s", name);
 			found = true;
 		}
@@ -828,10 +829,14 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
  * had work and no progress for ha.stall_ms gives the lease to a standby
  * that reports itself healthy (RUN_LOST), and keeps it when none does
  * (said once per stall).  Work: messages in flight or in an open Kafka
- * transaction, or a session that cannot start while no broker answers.
+ * transaction, a session that cannot start while no broker answers, or
+ * a Kafka step retried (a session beginning lists its topics: its
+ * successor's Kafka may be cut).  kafka_only: a MySQL stall is not judged
+ * (nor the check's turn used); nor is it before the session has a reader
+ * (no position to compare a standby's binlog with).
  */
 static int
-check_stall(struct relay *r)
+check_stall(struct relay *r, bool kafka_only)
 {
 	int64_t now = tor_mono_ms();
 	enum tor_stall_kind kind;
@@ -839,17 +844,18 @@ check_stall(struct relay *r)
 	char who[256], head[300] = "-";
 	bool waiting;
 
-	/* Between sessions too (a session that cannot start while Kafka is
-	 * cut off has work: the binlog it has not published). */
 	if (r->cfg->ha.stall_ms == 0 || now < r->next_stall_check_ms ||
 	    r->lost)
 		return 0;
-	r->next_stall_check_ms = now + 500;
+	kafka_only = kafka_only || r->reader == NULL;
 	waiting = (r->sink != NULL && tor_sink_in_flight(r->sink) > 0) ||
-	    r->ktxn_open || (!r->streaming && r->sink != NULL &&
-	    tor_sink_down_since(r->sink) != 0);
+	    r->ktxn_open || r->kafka_retrying || (!r->streaming &&
+	    r->sink != NULL && tor_sink_down_since(r->sink) != 0);
 	if ((kind = tor_stall_check(&r->stall, now, waiting)) ==
-	    TOR_STALL_NONE) {
+	    TOR_STALL_MYSQL && kafka_only)
+		return 0;
+	r->next_stall_check_ms = now + 500;
+	if (kind == TOR_STALL_NONE) {
 		r->stall_kept_logged = false;
 		return 0;
 	}
@@ -1550,14 +1556,19 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 	count_retry(r, strcmp(what, "redis") == 0 ? TOR_TARGET_REDIS :
 	    strcmp(what, "kafka") == 0 ? TOR_TARGET_KAFKA : TOR_TARGET_MYSQL);
 	log_warn(what, "%s; retrying in %d ms", err->msg, *backoff);
-	while (tor_mono_ms() < until) {
+	r->kafka_retrying = strcmp(what, "kafka") == 0;
+	rc = 0;
+	while (rc == 0 && tor_mono_ms() < until) {
 		if (stop_requested(r))
-			return RUN_STOPPED;
-		if (!leading(r))
-			return RUN_LOST;
-		if ((rc = serve(r, 100, err)) != 0)
-			return rc;
+			rc = RUN_STOPPED;
+		else if (!leading(r))
+			rc = RUN_LOST;
+		else
+			rc = serve(r, 100, err);
 	}
+	r->kafka_retrying = false;
+	if (rc != 0)
+		return rc;
 	*backoff = *backoff * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
 	    *backoff * 2;
 	return 0;
@@ -1574,7 +1585,7 @@ open_stream(struct relay *r, tor_err *err)
 		/* A connect to a server cut off blocks for its timeout: the
 		 * stall is judged before, not after it. */
 		r->next_stall_check_ms = 0;
-		if ((rc = check_stall(r)) != 0)
+		if ((rc = check_stall(r, false)) != 0)
 			return rc;
 		tor_reader_reset_format(r->reader, false);
 		rc = tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
@@ -2200,6 +2211,10 @@ lead(struct relay *r, tor_err *err)
 	}
 	if ((rc = prepare(r, err)) != 0)
 		goto out;
+	/* The stream's silence counts from here: a session that took long
+	 * to begin (topics listed on a cut Kafka) has read nothing yet, and
+	 * is not stalled on MySQL for that. */
+	tor_stall_mysql_moved(&r->stall, tor_mono_ms());
 	r->streaming = true;
 	r->last_checkpoint_ms = tor_mono_ms();
 	rc = stream_loop(r, err);

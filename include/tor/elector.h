@@ -46,8 +46,9 @@ struct tor_elector_ops {
 	 * later than that), 0 held by another, -1 error */
 	int (*acquire)(void *ctx, uint64_t *token, int64_t *sent_ms,
 	    tor_err *err);
-	/* 1 renewed, 0 not ours any more, -1 error */
-	int (*renew)(void *ctx, uint64_t token, tor_err *err);
+	/* 1 renewed, 0 not ours any more, -1 error; its answer waited for
+	 * wait_ms (as the ping's) */
+	int (*renew)(void *ctx, uint64_t token, int wait_ms, tor_err *err);
 	/* 1 released, 0 not ours, -1 error */
 	int (*release)(void *ctx, uint64_t token, tor_err *err);
 	/* 1 woken by a hand-off, 0 timed out, -1 error; may sleep instead */
@@ -58,10 +59,9 @@ struct tor_elector_ops {
 	/* true when the connection the lease was recorded with is gone (may
 	 * be NULL: never); looked at between renews, without blocking */
 	bool (*connection_lost)(void *ctx);
-	/* a round trip on that same connection: 1 answered, 0 that
-	 * connection is gone (nothing sent), -1 error (may be NULL: the
-	 * renews alone are heard) */
-	int (*ping)(void *ctx, tor_err *err);
+	/* a round trip on that same connection: 1 answered, 0 that connection is gone (nothing sent), -1
+	 * error (may be NULL: the renews alone are heard) */
+	int (*ping)(void *ctx, int wait_ms, tor_err *err);
 };
 
 struct tor_elector;

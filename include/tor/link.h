@@ -60,6 +60,9 @@ void tor_link_free(struct tor_link *l);
 redisReply *tor_link_command(struct tor_link *l, int argc, const char **argv,
     const size_t *argvlen, tor_err *err);
 
+/* Sets the link's timeout for what follows; returns the one it had. */
+int tor_link_set_timeout(struct tor_link *l, int timeout_ms);
+
 /* Whether the server closed the link since the last reply, looked at
  * without blocking (nothing is owed to us between commands). */
 bool tor_link_closed(struct tor_link *l);

@@ -111,6 +111,10 @@ int tor_redis_parse_redirect(const char *text, int *slot, char *host,
  * whole key when it has none, modulo 16384). */
 int tor_redis_slot(const char *key);
 
+/* How long the commands that follow wait for their replies (0: back to
+ * redis.timeout_ms).  Connecting keeps redis.timeout_ms. */
+void tor_redis_set_wait(struct tor_redis *r, int wait_ms);
+
 /* Builds the key "<prefix>:{<group>}:<name>" into buf. */
 void tor_redis_key(const struct tor_config *cfg, const char *name, char *buf,
     size_t cap);

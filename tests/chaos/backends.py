@@ -144,7 +144,7 @@ def _proxy_main(conn, base_port, nodes):
             verb, arg = conn.recv()
             if verb == "stop":
                 break
-            p.delay_replies(arg)
+            p.delay_replies(*arg)
             conn.send("ok")
     except (EOFError, OSError):
         pass
@@ -168,8 +168,8 @@ class ProxyProcess:
             raise RuntimeError("the Kafka proxy did not start")
         self.brokers = self.conn.recv()
 
-    def delay_replies(self, seconds):
-        self.conn.send(("delay", float(seconds)))
+    def delay_replies(self, seconds, jitter=0.0):
+        self.conn.send(("delay", (float(seconds), float(jitter))))
         if not self.conn.poll(10):
             raise RuntimeError("the Kafka proxy does not answer")
         self.conn.recv()
@@ -524,25 +524,41 @@ class LocalBackend(Backend):
             elif action == "controller":
                 return self.controller()
             elif action == "latency":
-                self.proxy.delay_replies(int(arg) / 1000.0)
+                # arg: ms, or (ms, jitter ms)
+                ms, jitter = arg if isinstance(arg, tuple) else (arg, 0)
+                self.proxy.delay_replies(int(ms) / 1000.0,
+                                         int(jitter) / 1000.0)
             elif action == "start":
                 # Every node up, paused ones resumed, partitions in sync.
                 s.start("kafka", env=self._env())
             else:
                 raise Unsupported("broker %s" % action)
         elif kind == "partition" and self.nemesis is not None:
-            # arg: (replica, service, direction) to cut; a replica or None
-            # (every one) to heal.
+            # arg: (replica, service, direction[, loss %]) to cut, service
+            # redis, mysql, kafka or "all"; a replica or None (every one)
+            # to heal.
             if action == "cut":
-                name, service, direction = arg
-                self.nemesis.cut(self.nemesis.host(name), service,
-                                 direction=direction)
+                name, service, direction = arg[:3]
+                self.nemesis.cut(self.nemesis.host(name),
+                                 self._ports(service), direction=direction,
+                                 loss=arg[3] if len(arg) > 3 else None)
             elif action == "heal":
                 self.nemesis.heal(self.nemesis.host(arg) if arg else None)
             else:
                 raise Unsupported("partition %s" % action)
         else:
             raise Unsupported(kind)
+
+    def _ports(self, service):
+        """The ports a replica reaches `service` at: Kafka through the
+        proxy, the others directly."""
+        kafka = [int(b.rsplit(":", 1)[1])
+                 for b in self.proxy.brokers.split(",")]
+        if service == "kafka":
+            return kafka
+        if service == "all":
+            return [self.mysql_port, self.redis_port] + kafka
+        return service
 
     def _redis_shutdown(self, save):
         r = self.stack.redis()

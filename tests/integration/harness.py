@@ -441,9 +441,9 @@ class KafkaProxy:
         for p in self.proxies:
             p.stop()
 
-    def delay_replies(self, seconds):
+    def delay_replies(self, seconds, jitter=0.0):
         for p in self.proxies:
-            p.delay_replies(seconds)
+            p.delay_replies(seconds, jitter)
 
     def blackhole(self, on=True):
         for p in self.proxies:

@@ -35,11 +35,14 @@ the leader hears nothing.  Latency is not here (no netem in this kernel):
 harness.KafkaProxy and proxy.Proxy give it in user space.
 
 Everything lives in one nft table, inet tor_nemesis_<run> (run: a hash of
-the run directory, so shards and concurrent runs do not meet), the
+the run directory, so shards and concurrent runs do not meet; a /24 is
+chosen, and its first address taken, under a lock of the machine), the
 namespaces and their veths; remove() deletes them all, and leftovers()
 lists what remains of a run, for the runner's check at its end.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import os
@@ -51,6 +54,9 @@ import harness
 
 PREFIX = "tor_nemesis_"
 SUBNET = ipaddress.ip_network("10.217.0.0/16")
+# Held from choosing a free /24 until its address is on a veth: two runs
+# starting at once would otherwise both find the same /24 free.
+LOCK = "/tmp/tor_nemesis.lock"
 
 DIRECTIONS = ("to", "from", "both")
 MODES = ("drop", "reject")
@@ -201,6 +207,10 @@ table inet %(t)s {
         """Makes (once) and returns the Host `name` (letters, digits, _)."""
         if name in self.hosts:
             return self.hosts[name]
+        with _machine_lock():
+            return self._make_host(name)
+
+    def _make_host(self, name):
         k = len(self.hosts)
         net = list(self._subnet().subnets(new_prefix=30))[k]
         gw, addr = str(net[1]), str(net[2])
@@ -311,6 +321,16 @@ add rule inet %(t)s nat_in iifname "%(v)s" snat ip to 127.0.0.1
         remove_run(self.run)
         self.hosts.clear()
         self.cuts.clear()
+
+
+@contextlib.contextmanager
+def _machine_lock():
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def leftovers(run=None):

@@ -14,7 +14,8 @@ they apply to, so a test can script "cut the first dump connection at N
 bytes, the second at M, leave the third alone".
 
 Rules for any protocol: delay_replies adds a latency to everything the
-server sends (order kept, as a slow link would); blackhole forwards nothing
+server sends, the same for every read or drawn per read within a jitter
+(order kept, as a slow link would); blackhole forwards nothing
 either way and closes nothing (a link that drops every packet: the peers
 time out); refuse closes connections (the service looks down).
 
@@ -43,6 +44,7 @@ passed on untouched, as are error, EOF and heartbeat packets.
 """
 
 import collections
+import random
 import socket
 import struct
 import threading
@@ -152,6 +154,7 @@ class _Conn:
         self.late = collections.deque()   # (due, bytes) for delay_replies
         self.late_ready = threading.Condition(self.lock)
         self.late_sender = None
+        self.last_due = 0.0           # order kept under jitter
 
     def close(self):
         with self.lock:
@@ -187,6 +190,8 @@ class Proxy:
         self.acquire_held = threading.Event()
         self.refusing = False
         self.reply_delay = 0.0
+        self.reply_jitter = 0.0
+        self.rng = random.Random(target_port)
         self.holes = threading.Event()    # set: blackhole, nothing passes
         self.holes_open = threading.Event()
         self.holes_open.set()
@@ -240,12 +245,14 @@ class Proxy:
         for c in conns:
             c.close()
 
-    def delay_replies(self, seconds):
+    def delay_replies(self, seconds, jitter=0.0):
         """From now on, what the server sends reaches the client `seconds`
-        later (0: at once again); order is kept, throughput is not
-        limited."""
+        later (0: at once again), each read of it `seconds` +- a uniform
+        draw within `jitter`; order is kept (a read never overtakes the
+        one before it), throughput is not limited."""
         with self.lock:
             self.reply_delay = float(seconds)
+            self.reply_jitter = min(float(jitter), float(seconds))
 
     def blackhole(self, on=True):
         """While on, nothing is forwarded either way and nothing is closed:
@@ -357,6 +364,9 @@ class Proxy:
                 self.holes_open.wait()
                 with self.lock:
                     delay = self.reply_delay
+                    if self.reply_jitter > 0:
+                        delay += self.rng.uniform(-self.reply_jitter,
+                                                  self.reply_jitter)
                 if delay > 0 or conn.late_sender is not None:
                     self._send_late(conn, data, delay)
                     continue
@@ -377,7 +387,8 @@ class Proxy:
         replies queue behind it even once the delay is 0, to keep
         order)."""
         with conn.lock:
-            conn.late.append((time.monotonic() + delay, data))
+            conn.last_due = max(conn.last_due, time.monotonic() + delay)
+            conn.late.append((conn.last_due, data))
             conn.late_ready.notify()
             if conn.late_sender is None:
                 conn.late_sender = threading.Thread(

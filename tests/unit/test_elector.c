@@ -66,6 +66,8 @@ struct fake {
 	int ping_rc;
 	int64_t ping_takes_ms;
 	int ping_calls;
+	int ping_wait_ms;
+	int renew_wait_ms;
 
 	/* Called from inside acquire or renew, once, then cleared. */
 	void (*during)(struct fake *);
@@ -113,11 +115,12 @@ fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 }
 
 static int
-fake_renew(void *ctx, uint64_t token, tor_err *err)
+fake_renew(void *ctx, uint64_t token, int wait_ms, tor_err *err)
 {
 	struct fake *f = ctx;
 
 	f->renew_calls++;
+	f->renew_wait_ms = wait_ms;
 	f->renew_token = token;
 	f->renew_sent_at = f->now;
 	f->now += f->renew_takes_ms;    /* a slow reply */
@@ -163,11 +166,12 @@ fake_lost(void *ctx)
 }
 
 static int
-fake_ping(void *ctx, tor_err *err)
+fake_ping(void *ctx, int wait_ms, tor_err *err)
 {
 	struct fake *f = ctx;
 
 	f->ping_calls++;
+	f->ping_wait_ms = wait_ms;
 	f->now += f->ping_takes_ms;
 	if (f->ping_rc < 0)
 		tor_err_format(err, "redis 127.0.0.1:6379: timeout");
@@ -440,6 +444,9 @@ test_slow_renew_counts_from_send_time(void **state)
 	delay = tor_elector_step(fx->el);
 	sent = fx->fake.renew_sent_at;
 	assert_int_equal(sent, t0 + RENEW_MS);
+	/* Its answer was waited for until the deadline the last one set. */
+	assert_int_equal(fx->fake.renew_wait_ms, t0 + LEASE_MS - DRIFT_MS -
+	    sent);
 	assert_int_equal(fx->fake.now, sent + 400);
 	assert_int_equal(tor_elector_deadline(fx->el),
 	    sent + LEASE_MS - DRIFT_MS);
@@ -511,6 +518,9 @@ test_leader_pauses_when_redis_is_not_heard(void **state)
 	fx->fake.now = t0 + TOR_LEASE_WATCH_MS;
 	tor_elector_step(fx->el);
 	assert_int_equal(fx->fake.ping_calls, 1);
+	/* Its answer is waited for until the local deadline. */
+	assert_int_equal(fx->fake.ping_wait_ms,
+	    tor_elector_deadline(fx->el) - fx->fake.now);
 	fx->fake.now = t0 + TOR_LEASE_WATCH_MS + TOR_LEASE_HEARD_MS - 1;
 	assert_true(tor_elector_heard(fx->el));
 	fx->fake.now++;

@@ -31,10 +31,11 @@ fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
 }
 
 static int
-fake_renew(void *ctx, uint64_t token, tor_err *err)
+fake_renew(void *ctx, uint64_t token, int wait_ms, tor_err *err)
 {
 	(void)ctx;
 	(void)token;
+	(void)wait_ms;
 	(void)err;
 	return 1;
 }
