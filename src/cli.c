@@ -299,13 +299,30 @@ tor_cli_checkpoint_show(const struct tor_config *cfg, bool json, FILE *out)
 	}
 }
 
+/* A file:pos belongs to the server it was checked on: the checkpoint
+ * records its server_id, and its GTID state there (MariaDB), so that a
+ * leader that meets another server (a failover since) follows it by GTID
+ * instead of looking for this server's file there. */
+static int
+note_source(struct tor_binlog *b, struct tor_checkpoint *cp, tor_err *err)
+{
+	char state[4096];
+
+	if (tor_binlog_gtid_at(b, &cp->pos, err) < 0 ||
+	    tor_binlog_identify(b, &cp->server_id, state, sizeof(state),
+	    err) < 0)
+		return CLI_ERROR;
+	return CLI_YES;
+}
+
 /* Asks the server about a file:pos target, or resolves "end" into one.
  * Refuses (CLI_NO) a file the server does not have and a position past the
  * end of the file being written; the other files' sizes are not checked. */
 static int
 check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
-    bool to_end, struct tor_position *pos, tor_err *err)
+    bool to_end, struct tor_checkpoint *cp, tor_err *err)
 {
+	struct tor_position *pos = &cp->pos;
 	struct tor_position end;
 	tor_err again;
 
@@ -340,18 +357,19 @@ check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
  * there. */
 static int
 check_target(const struct tor_config *cfg, bool to_end,
-    struct tor_position *pos, tor_err *err)
+    struct tor_checkpoint *cp, tor_err *err)
 {
 	struct tor_binlog *b;
 	int rc;
 
-	if (!to_end && pos->file[0] == '\0')
+	if (!to_end && cp->pos.file[0] == '\0')
 		return CLI_YES;
 	if ((b = tor_binlog_new(cfg)) == NULL) {
 		tor_err_set(err, "out of memory");
 		return CLI_ERROR;
 	}
-	rc = check_on_server(cfg, b, to_end, pos, err);
+	if ((rc = check_on_server(cfg, b, to_end, cp, err)) == CLI_YES)
+		rc = note_source(b, cp, err);
 	tor_binlog_free(b);
 	return rc;
 }
@@ -391,7 +409,7 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 		return fail(CLI_NO, &err);
 	if ((r = open_redis(cfg, &err)) == NULL)
 		return fail(CLI_ERROR, &err);
-	if ((rc = check_target(cfg, to_end, &cp.pos, &err)) != CLI_YES) {
+	if ((rc = check_target(cfg, to_end, &cp, &err)) != CLI_YES) {
 		tor_redis_free(r);
 		return fail(rc, &err);
 	}
@@ -568,7 +586,7 @@ read_go_tor_position(const struct tor_config *cfg,
 /* Moves a position inside a transaction back to where that transaction
  * began (the Go tor saves one after each rows event). */
 static int
-round_to_group(const struct tor_config *cfg, struct tor_position *pos,
+round_to_group(const struct tor_config *cfg, struct tor_checkpoint *cp,
     tor_err *err)
 {
 	struct tor_position start;
@@ -580,15 +598,17 @@ round_to_group(const struct tor_config *cfg, struct tor_position *pos,
 		return CLI_ERROR;
 	}
 	/* One connection asks both: the file is there, then the group. */
-	if ((rc = check_on_server(cfg, b, false, pos, err)) == CLI_YES) {
-		rc = tor_binlog_group_start(b, pos, &start, err);
+	if ((rc = check_on_server(cfg, b, false, cp, err)) == CLI_YES) {
+		rc = tor_binlog_group_start(b, &cp->pos, &start, err);
 		if (rc != 0)
 			tor_err_prefix(err, "not moving the checkpoint: ");
 		rc = rc == 0 ? CLI_YES : rc > 0 ? CLI_NO : CLI_ERROR;
 	}
+	if (rc == CLI_YES) {
+		cp->pos = start;
+		rc = note_source(b, cp, err);
+	}
 	tor_binlog_free(b);
-	if (rc == CLI_YES)
-		*pos = start;
 	return rc;
 }
 
@@ -608,7 +628,7 @@ tor_cli_checkpoint_import(const struct tor_config *cfg,
 		return fail(rc, &err);
 	memset(&cp, 0, sizeof(cp));
 	cp.pos = go;
-	if ((rc = round_to_group(cfg, &cp.pos, &err)) != CLI_YES)
+	if ((rc = round_to_group(cfg, &cp, &err)) != CLI_YES)
 		return fail(rc, &err);
 	if ((r = open_redis(cfg, &err)) == NULL)
 		return fail(CLI_ERROR, &err);

@@ -24,7 +24,7 @@ import pymysql
 
 import harness
 from failover_db import DbPair
-from harness import Tor, read_all
+from harness import Tor, read_all, tor_cli
 from test_ha import HA, wait_leading
 from test_relay import check_per_key_order, checkpoint, insert_range, \
     make_outbox
@@ -130,6 +130,45 @@ def test_switchover_follows_by_gtid(stack):
         assert rc is None, "r1 halted (exit %s): %s" % (rc, r1.log_tail())
         assert new == list(range(150, 300)), (len(new), new[:5])
         assert not dups, dups[:10]
+    finally:
+        pair.close()
+
+
+def test_operator_move_then_switchover_follows(stack):
+    """`tor checkpoint set --to <file:pos>` on the primary, then a planned
+    switchover before a leader starts: the position is the old primary's,
+    and the leader on the promoted server must follow it by GTID (the move
+    records the server it was checked on, and the GTID state there), not
+    look for the old primary's file and halt as if it were purged."""
+    name = "sf_opmove"
+    pair, table, cfg, group = setup(stack, name)
+    try:
+        r1 = lead_and_publish(stack, name, table, cfg, group, 100)
+        r1.stop()
+        at = stack.binlog_position()
+        insert_range(stack, table, 100, 50, PER_TXN)
+        p = tor_cli(["checkpoint", "set", "--to", "%s:%d" % at], cfg=cfg)
+        assert p.returncode == 0, p.stdout + p.stderr
+        moved = checkpoint(stack, group)
+        pair.sql(pair.primary_port, "SET GLOBAL read_only = 1")
+        pair.wait_caught_up()
+        pair.promote()
+        pair.switch()
+        insert_range(stack, table, 150, 50, PER_TXN)
+        r2 = Tor(stack, cfg, name="r2").start()
+        got = wait_published(stack, name, group, range(200), r2,
+                             timeout=45)
+        rc = r2.proc.poll()
+        print("  moved to %s:%s (gtid %s, server_id %s); after the "
+              "switchover r2 exit %s, rows 100..199 published %d" % (
+                  moved.get("file"), moved.get("pos"), moved.get("gtid"),
+                  moved.get("server_id"), rc,
+                  len([n for n in got if n >= 100])))
+        for ln in error_lines(r2)[-3:]:
+            print("  r2: " + ln[:400])
+        assert rc is None, "r2 halted (exit %s): %s" % (rc, r2.log_tail())
+        assert set(range(100, 200)) <= set(got), sorted(got)[-5:]
+        r2.stop()
     finally:
         pair.close()
 
