@@ -164,6 +164,22 @@ tor_position_parse(const char *text, struct tor_position *p, tor_err *err)
 	return parse_gtid_list(text, p, err);
 }
 
+static int canonical_gtid_set(const char *text, char out[TOR_GTID_SET_TEXT],
+    tor_err *err);
+
+int
+tor_position_parse_set(const char *text, struct tor_position *p,
+    char gtid_set[TOR_GTID_SET_TEXT], tor_err *err)
+{
+	gtid_set[0] = '\0';
+	if (strlen(text) < 37 || !is_uuid(text, 36) || text[36] != ':')
+		return tor_position_parse(text, p, err);
+	if (canonical_gtid_set(text, gtid_set, err) == -1)
+		return tor_err_prefix(err, "bad position '%.300s': ", text);
+	memset(p, 0, sizeof(*p));
+	return 0;
+}
+
 static unsigned long long
 file_sequence(const char *file)
 {

@@ -55,7 +55,8 @@ enum fact_kind { FACT_TEXT, FACT_INT, FACT_ABSENT };
 struct fact {
 	const char *key;
 	enum fact_kind kind;
-	char text[1200];        /* FACT_TEXT's value; FACT_ABSENT's word */
+	char text[TOR_GTID_SET_TEXT];   /* FACT_TEXT's value (a MySQL GTID set
+	                                 * at its longest); FACT_ABSENT's word */
 	int64_t num;
 };
 
@@ -207,11 +208,14 @@ checkpoint_facts(struct facts *fs, enum checkpoint_state state,
 		return;
 	}
 	tor_position_format(&cp->pos, text, sizeof(text));
-	fact_text(fs, "checkpoint", text);
+	fact_text(fs, "checkpoint", text[0] != '\0' ? text : "gtid set");
 	if (cp->pos.gtid[0] != '\0')
 		fact_text(fs, "checkpoint_gtid", cp->pos.gtid);
 	else
 		fact_absent(fs, "checkpoint_gtid", "none");
+	/* MySQL only: MariaDB's output keeps its facts. */
+	if (cp->gtid_set[0] != '\0')
+		fact_text(fs, "checkpoint_gtid_set", cp->gtid_set);
 	fact_int(fs, "checkpoint_token", (int64_t)cp->epoch);
 	/* A writer's clock ahead of ours would make the age negative. */
 	if (cp->updated_ms > 0) {
@@ -304,12 +308,13 @@ tor_cli_checkpoint_show(const struct tor_config *cfg, bool json, FILE *out)
  * end of the file being written; the other files' sizes are not checked. */
 static int
 check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
-    bool to_end, struct tor_position *pos, tor_err *err)
+    bool to_end, struct tor_position *pos, char *gtid_set, tor_err *err)
 {
 	struct tor_position end;
 	tor_err again;
 
-	if (tor_binlog_resolve_start(b, "end", &end, err) < 0)
+	if (tor_binlog_resolve_start(b, "end", &end, to_end ? gtid_set : NULL,
+	    err) < 0)
 		return CLI_ERROR;
 	if (to_end) {
 		*pos = end;
@@ -318,7 +323,8 @@ check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
 	if (tor_binlog_check_available(b, pos, err) < 0) {
 		/* It fails alike for a file the server lacks and for a
 		 * connection lost meanwhile: asking again tells which. */
-		if (tor_binlog_resolve_start(b, "end", &end, &again) < 0) {
+		if (tor_binlog_resolve_start(b, "end", &end, NULL,
+		    &again) < 0) {
 			*err = again;
 			return CLI_ERROR;
 		}
@@ -340,7 +346,7 @@ check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
  * there. */
 static int
 check_target(const struct tor_config *cfg, bool to_end,
-    struct tor_position *pos, tor_err *err)
+    struct tor_position *pos, char *gtid_set, tor_err *err)
 {
 	struct tor_binlog *b;
 	int rc;
@@ -351,7 +357,7 @@ check_target(const struct tor_config *cfg, bool to_end,
 		tor_err_set(err, "out of memory");
 		return CLI_ERROR;
 	}
-	rc = check_on_server(cfg, b, to_end, pos, err);
+	rc = check_on_server(cfg, b, to_end, pos, gtid_set, err);
 	tor_binlog_free(b);
 	return rc;
 }
@@ -387,11 +393,13 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 
 	/* A malformed position is refused before anything is asked. */
 	memset(&cp, 0, sizeof(cp));
-	if (!to_end && tor_position_parse(to, &cp.pos, &err) < 0)
+	if (!to_end && tor_position_parse_set(to, &cp.pos, cp.gtid_set,
+	    &err) < 0)
 		return fail(CLI_NO, &err);
 	if ((r = open_redis(cfg, &err)) == NULL)
 		return fail(CLI_ERROR, &err);
-	if ((rc = check_target(cfg, to_end, &cp.pos, &err)) != CLI_YES) {
+	if ((rc = check_target(cfg, to_end, &cp.pos, cp.gtid_set,
+	    &err)) != CLI_YES) {
 		tor_redis_free(r);
 		return fail(rc, &err);
 	}
@@ -580,7 +588,7 @@ round_to_group(const struct tor_config *cfg, struct tor_position *pos,
 		return CLI_ERROR;
 	}
 	/* One connection asks both: the file is there, then the group. */
-	if ((rc = check_on_server(cfg, b, false, pos, err)) == CLI_YES) {
+	if ((rc = check_on_server(cfg, b, false, pos, NULL, err)) == CLI_YES) {
 		rc = tor_binlog_group_start(b, pos, &start, err);
 		if (rc != 0)
 			tor_err_prefix(err, "not moving the checkpoint: ");

@@ -91,6 +91,15 @@ struct tor_checkpoint {
  * (a pos below 4, two GTIDs of one domain, too long). */
 int tor_position_parse(const char *text, struct tor_position *p, tor_err *err);
 
+/* An operator's position as tor_position_parse reads it, or a MySQL GTID
+ * set (text that starts with a server UUID and ':', in MySQL's spelling,
+ * blanks after commas allowed), which is written to gtid_set in the one
+ * form a checkpoint holds (p emptied); gtid_set is "" for the other forms.
+ * A set that does not parse, or longer than a checkpoint holds, fails with
+ * "bad position '...': <why>". */
+int tor_position_parse_set(const char *text, struct tor_position *p,
+    char gtid_set[TOR_GTID_SET_TEXT], tor_err *err);
+
 /* Orders two positions of one server's binlog: by the file's sequence
  * number (the digits after its last '.'), then the offset.  Returns <0, 0
  * or >0, or TOR_POSITION_UNORDERED when either has no file (a GTID alone
