@@ -87,6 +87,47 @@ test_position_parse_file_pos(void **state)
 	    " (MySQL GTIDs are not supported)");
 }
 
+/* mysql.start and `tor checkpoint set` take a MySQL GTID set too: MySQL's
+ * spelling in, the checkpoint's one form out, no file:pos; the other forms
+ * as tor_position_parse reads them, with no set. */
+static void
+test_position_parse_set(void **state)
+{
+	static char set[TOR_GTID_SET_TEXT], huge[TOR_GTID_SET_TEXT + 64];
+	struct tor_position p;
+	tor_err err = { "" };
+
+	(void)state;
+	memset(&p, 0xa5, sizeof(p));
+	assert_int_equal(tor_position_parse_set("4C4D4E4F-0000-1111-2222-"
+	    "333344445555:9,\n 3e11fa47-71ca-11e1-9e33-c80aa9429562:7:1-5",
+	    &p, set, &err), 0);
+	assert_string_equal(set, "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7,"
+	    "4c4d4e4f-0000-1111-2222-333344445555:9");
+	assert_true(p.file[0] == '\0' && p.pos == 0 && p.gtid[0] == '\0');
+	assert_int_equal(tor_position_parse_set("mysql-bin.000003:1234", &p,
+	    set, &err), 0);
+	assert_string_equal(set, "");
+	assert_string_equal(p.file, "mysql-bin.000003");
+	assert_int_equal(tor_position_parse_set("0-1-42", &p, set, &err), 0);
+	assert_true(set[0] == '\0' && strcmp(p.gtid, "0-1-42") == 0);
+	assert_int_equal(tor_position_parse_set("3e11fa47-71ca-11e1-9e33-"
+	    "c80aa9429562:0", &p, set, &err), -1);
+	assert_non_null(strstr(err.msg, "bad position '3e11fa47-71ca-11e1-"
+	    "9e33-c80aa9429562:0': bad GTID set"));
+	assert_int_equal(tor_position_parse_set("3e11fa47-71ca-11e1-9e33-"
+	    "c80aa9429562:blue:1", &p, set, &err), -1);
+	print_message("%s\n", err.msg);
+	for (size_t i = 0, k = 0; k + 40 < sizeof(huge) - 1; i++)
+		k += (size_t)sprintf(huge + k, "%s%08zx-0000-0000-0000-"
+		    "000000000000:1", i == 0 ? "" : ",", i);
+	assert_int_equal(tor_position_parse_set(huge, &p, set, &err), -1);
+	assert_non_null(strstr(err.msg, "longer than a checkpoint holds "
+	    "(8191)"));
+	assert_int_equal(tor_position_parse_set("x:3", &p, set, &err), -1);
+	assert_non_null(strstr(err.msg, "the position must be at least 4"));
+}
+
 static void
 test_position_parse_gtid(void **state)
 {
@@ -1663,6 +1704,7 @@ main(void)
 		cmocka_unit_test(test_moved),
 		cmocka_unit_test(test_server_id),
 		cmocka_unit_test(test_gtid_set_field),
+		cmocka_unit_test(test_position_parse_set),
 		cmocka_unit_test_setup_teardown(test_refused_rows, setup_server,
 		    teardown_server),
 		cmocka_unit_test(test_record_largest),
