@@ -903,9 +903,9 @@ tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id, char *state,
 	return 0;
 }
 
-/* A MySQL server (server_id id) can resume cp's executed GTID set: it
- * holds all of it and has purged none it lacks (tor_gtid_set_resume_check,
- * from its gtid_executed and gtid_purged). */
+/* Whether this MySQL server (server_id) can resume cp's executed GTID
+ * set: it holds all of it and has purged none it lacks
+ * (tor_gtid_set_resume_check, from its gtid_executed and gtid_purged). */
 static int
 check_held_set(struct tor_binlog *b, const struct tor_checkpoint *cp,
     uint32_t server_id, tor_err *err)
@@ -933,7 +933,8 @@ check_held_set(struct tor_binlog *b, const struct tor_checkpoint *cp,
 	else if (tor_gtid_set_resume_check(&want, &executed, &purged,
 	    &why) < 0)
 		rc = (tor_err_set(err, "mysql %s:%d (server_id %" PRIu32 ") "
-		    "cannot resume the checkpoint of server_id %" PRIu32 " by "
+		    "cannot resume the checkpoint (server_id %" PRIu32 ", 0 when "
+		    "unknown) by "
 		    "its GTID set: %s. Transactions published from the old "
 		    "server that this one lacks were lost in the failover (in "
 		    "Kafka, not in this database); purged ones the checkpoint "

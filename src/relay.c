@@ -1978,6 +1978,16 @@ check_source(struct relay *r, tor_err *err)
 		    r->start.gtid_set[0] ? "; MySQL's executed GTID set there: "
 		    : "", r->start.gtid_set);
 	}
+	/* A MySQL GTID set alone (an operator's move, mysql.start): checked
+	 * against the server as another server's would be. */
+	while (r->start.pos.file[0] == '\0' && r->start.pos.gtid[0] == '\0' &&
+	    (rc = tor_binlog_check_held(r->binlog, &r->start, r->source_id,
+	    err)) != 0) {
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
+	}
 	r->start.server_id = r->source_id;
 	if (r->start.pos.file[0] == '\0')
 		return 0;

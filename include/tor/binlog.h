@@ -148,6 +148,9 @@ int tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id,
 /* Whether this server (server_id, another than cp's) may resume cp: by
  * GTID only, so cp must have one, and the server's gtid_binlog_state must
  * hold each of its GTIDs (the same domain and server_id at or past it).
+ * A MySQL checkpoint's executed GTID set (cp->gtid_set, where cp has no
+ * MariaDB GTID) must be in the server's gtid_executed, and its
+ * gtid_purged in the set (tor_gtid_set_resume_check).
  * 0; TOR_BINLOG_ERROR when the server cannot be asked; TOR_BINLOG_FATAL
  * naming both servers and positions, what the lost transactions mean for
  * the database and Kafka, and `tor checkpoint set`. */
