@@ -916,6 +916,13 @@ check_held_set(struct tor_binlog *b, const struct tor_checkpoint *cp,
 	tor_err why;
 	int rc = 0;
 
+	if (ensure_query(b, err) < 0)
+		return TOR_BINLOG_ERROR;
+	if (is_mariadb(b->query))
+		return tor_err_set(err, "mysql %s:%d is MariaDB: the checkpoint's "
+		    "MySQL GTID set names no position there. Halting: move the "
+		    "checkpoint with `tor checkpoint set <gtid or file:pos>`",
+		    b->cfg->mysql.host, b->cfg->mysql.port), TOR_BINLOG_FATAL;
 	if ((res = query_rows(b, "SELECT @@global.gtid_executed, "
 	    "@@global.gtid_purged", err)) == NULL)
 		return TOR_BINLOG_ERROR;
