@@ -9,7 +9,11 @@
  * written here by hand, not by the encoder under test; that they go in
  * place of the library's COM_BINLOG_DUMP, after the library's own
  * binlog_checksum query; and that mariadb_rpl_fetch reads the stream
- * that follows.  What a real MySQL server answers to it is not shown.
+ * that follows.  The same fake answers the queries MySQL answers about
+ * GTIDs, as its documentation shows their results: SHOW MASTER STATUS
+ * with its fifth column, Executed_Gtid_Set, and gtid_executed with
+ * gtid_purged, for the start of a new group and the resume check.  What a
+ * real MySQL server answers to any of it is not shown.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -29,8 +33,19 @@
 #include <mariadb_rpl.h>
 
 #include "tor/binlog.h"
+#include "tor/config.h"
+
+/* A query's result: one row of up to five columns ("" for NULL: none
+ * here). */
+struct answer {
+	const char *prefix;             /* of the query it answers */
+	int n;
+	const char *names[5], *values[5];
+};
 
 struct fake {
+	const struct answer *answers;
+	size_t n_answers;
 	int listen_fd, port;
 	pthread_t thread;
 	uint8_t command[4096];          /* the dump command's packet */
@@ -89,6 +104,62 @@ static const uint8_t rotate_event[] = {
 	'b', 'i', 'n', 'l', 'o', 'g', '.', '0', '0', '0', '0', '0', '7',
 };
 
+static uint8_t *
+put_lenenc(uint8_t *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	*p++ = (uint8_t)n;              /* all shorter than 251 here */
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* A text result set of one row, as the protocol lays it out (column
+ * count, definitions, EOF, the row, EOF), in packets from sequence 1. */
+static void
+write_result(int fd, const struct answer *a)
+{
+	static const uint8_t eof[] = { 0xfe, 0, 0, 2, 0 };
+	uint8_t buf[1024], *p;
+	uint8_t seq = 1, count = (uint8_t)a->n;
+
+	write_packet(fd, seq++, &count, 1);
+	for (int i = 0; i < a->n; i++) {
+		p = put_lenenc(buf, "def");
+		*p++ = 0;                       /* schema */
+		*p++ = 0;                       /* table */
+		*p++ = 0;                       /* org_table */
+		p = put_lenenc(p, a->names[i]);
+		*p++ = 0;                       /* org_name */
+		*p++ = 0x0c;
+		*p++ = 0x21;                    /* utf8 */
+		*p++ = 0;
+		memcpy(p, "\xff\0\0\0", 4);      /* column length */
+		p += 4;
+		*p++ = 0xfd;                    /* VAR_STRING */
+		memset(p, 0, 5);                /* flags, decimals, filler */
+		p += 5;
+		write_packet(fd, seq++, buf, (size_t)(p - buf));
+	}
+	write_packet(fd, seq++, eof, sizeof(eof));
+	p = buf;
+	for (int i = 0; i < a->n; i++)
+		p = put_lenenc(p, a->values[i]);
+	write_packet(fd, seq++, buf, (size_t)(p - buf));
+	write_packet(fd, seq, eof, sizeof(eof));
+}
+
+static const struct answer *
+answer_of(const struct fake *f, const char *query, size_t len)
+{
+	for (size_t i = 0; i < f->n_answers; i++)
+		if (strlen(f->answers[i].prefix) <= len &&
+		    strncasecmp(query, f->answers[i].prefix,
+		    strlen(f->answers[i].prefix)) == 0)
+			return &f->answers[i];
+	return NULL;
+}
+
 static void *
 serve(void *arg)
 {
@@ -96,20 +167,17 @@ serve(void *arg)
 	uint8_t hello[128], buf[4096], *p = hello;
 	static const uint8_t ok[] = { 0, 0, 0, 2, 0, 0, 0 };
 	static const uint8_t eof[] = { 0xfe, 0, 0, 2, 0 };
-	/* A column definition: catalog "def", the name, charset utf8,
-	 * VAR_STRING. */
-	static const uint8_t column[] = "\x03" "def" "\0\0\0" "\x11"
-	    "@@binlog_checksum" "\0" "\x0c" "\x21\0" "\x04\0\0\0" "\xfd"
-	    "\0\0" "\0" "\0\0";
 	uint8_t event[1 + sizeof(rotate_event)];
 	/* PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH, TRANSACTIONS,
 	 * LONG_PASSWORD, LONG_FLAG, CONNECT_WITH_DB, MULTI_RESULTS. */
 	uint32_t caps = 0x000aa20d;
 	ssize_t n;
-	int fd = accept(f->listen_fd, NULL, NULL);
+	int fd;
 
-	if (fd < 0)
+next:
+	if ((fd = accept(f->listen_fd, NULL, NULL)) < 0)
 		return NULL;
+	p = hello;
 	*p++ = 10;
 	memcpy(p, "8.0.36", 7);
 	p += 7;
@@ -137,25 +205,34 @@ serve(void *arg)
 	if (read_packet(fd, buf, sizeof(buf)) < 0)
 		goto out;
 	write_packet(fd, 2, ok, sizeof(ok));
-	/* Queries until the dump: a SELECT gets one row, "NONE" (no
-	 * checksums), anything else an OK. */
+	/* Commands until a dump: a query gets its answer, else (a SELECT)
+	 * one row "NONE" (binlog_checksum: no checksums), else an OK; a ping
+	 * an OK; a quit ends the connection. */
 	for (;;) {
-		if ((n = read_packet(fd, f->command, sizeof(f->command))) < 5)
+		const struct answer *a;
+		static const struct answer none = { "", 1, { "@@binlog_checksum" },
+		    { "NONE" } };
+
+		if ((n = read_packet(fd, f->command, sizeof(f->command))) < 5 ||
+		    f->command[4] == 0x01)
 			goto out;
-		if (f->command[4] != 0x03)
+		if (f->command[4] == 0x12 || f->command[4] == 0x1e)
 			break;
-		snprintf(f->queries + strlen(f->queries), sizeof(f->queries) -
-		    strlen(f->queries), "%s%.*s", f->queries[0] ? "; " : "",
-		    (int)n - 5, (const char *)f->command + 5);
-		if (strncasecmp((const char *)f->command + 5, "select", 6) != 0) {
+		if (f->command[4] != 0x03) {
 			write_packet(fd, 1, ok, sizeof(ok));
 			continue;
 		}
-		write_packet(fd, 1, (const uint8_t *)"\x01", 1);
-		write_packet(fd, 2, column, sizeof(column) - 1);
-		write_packet(fd, 3, eof, sizeof(eof));
-		write_packet(fd, 4, (const uint8_t *)"\x04NONE", 5);
-		write_packet(fd, 5, eof, sizeof(eof));
+		snprintf(f->queries + strlen(f->queries), sizeof(f->queries) -
+		    strlen(f->queries), "%s%.*s", f->queries[0] ? "; " : "",
+		    (int)n - 5, (const char *)f->command + 5);
+		a = answer_of(f, (const char *)f->command + 5, (size_t)n - 5);
+		if (a == NULL && strncasecmp((const char *)f->command + 5,
+		    "select", 6) == 0)
+			a = &none;
+		if (a != NULL)
+			write_result(fd, a);
+		else
+			write_packet(fd, 1, ok, sizeof(ok));
 	}
 	f->command_len = (size_t)n;
 	event[0] = 0;
@@ -167,7 +244,7 @@ serve(void *arg)
 		;
 out:
 	close(fd);
-	return NULL;
+	goto next;
 }
 
 static int
@@ -270,12 +347,105 @@ test_dump_request_and_stream(void **state)
 	mysql_close(m);
 }
 
+static struct tor_config
+fake_cfg(const struct fake *f)
+{
+	struct tor_config cfg = { .group = (char *)"g" };
+
+	cfg.mysql.host = (char *)"127.0.0.1";
+	cfg.mysql.port = f->port;
+	cfg.mysql.user = (char *)"tor";
+	cfg.mysql.password = (char *)"x";
+	cfg.mysql.server_public_key = (char *)"";
+	cfg.mysql.connect_timeout_ms = 5000;
+	cfg.mysql.tls.mode = TOR_TLS_DISABLED;
+	return cfg;
+}
+
+#define SID_B "4c4d4e4f-0000-1111-2222-333344445555"
+
+/* A new group on MySQL starts where SHOW MASTER STATUS says, with the
+ * executed set of the same row (its fifth column, as MySQL prints it:
+ * uppercase, a newline after the comma): file, position and set are one
+ * point. */
+static void
+test_resolve_end_reads_the_executed_set(void **state)
+{
+	static const struct answer status[] = { { "SHOW MASTER STATUS", 5,
+	    { "File", "Position", "Binlog_Do_DB", "Binlog_Ignore_DB",
+	    "Executed_Gtid_Set" }, { "binlog.000007", "1234", "", "",
+	    SID_B ":1-3,\n3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77" } } };
+	struct fake *f = *state;
+	struct tor_config cfg = fake_cfg(f);
+	struct tor_binlog *b = tor_binlog_new(&cfg);
+	static char set[TOR_GTID_SET_TEXT];
+	struct tor_position pos;
+	tor_err err = { "" };
+
+	f->answers = status;
+	f->n_answers = 1;
+	assert_int_equal(tor_binlog_resolve_start(b, "end", &pos, set, &err),
+	    0);
+	print_message("queries: %s\n", f->queries);
+	assert_string_equal(pos.file, "binlog.000007");
+	assert_int_equal(pos.pos, 1234);
+	assert_string_equal(set, SID_A ":1-77," SID_B ":1-3");
+	tor_binlog_free(b);
+}
+
+/* Another server resumes a MySQL checkpoint by its set only when its
+ * gtid_executed holds all of it and its gtid_purged nothing the set lacks;
+ * else the halt names the GTIDs.  The answers are MySQL's, as the
+ * variables show them. */
+static void
+resume_on(struct fake *f, const char *executed, const char *purged,
+    int want, const char *says)
+{
+	struct answer vars = { "SELECT @@global.gtid_executed", 2,
+	    { "@@global.gtid_executed", "@@global.gtid_purged" },
+	    { executed, purged } };
+	struct tor_checkpoint cp = { .pos = { .file = "binlog.000003",
+	    .pos = 900 }, .server_id = 1, .gtid_set = SID_A ":1-77" };
+	struct tor_config cfg = fake_cfg(f);
+	struct tor_binlog *b = tor_binlog_new(&cfg);
+	tor_err err = { "" };
+
+	f->answers = &vars;
+	f->n_answers = 1;
+	cp.pos.file[0] = '\0';
+	assert_int_equal(tor_binlog_check_held(b, &cp, 2, &err), want);
+	if (says != NULL) {
+		print_message("%s\n", err.msg);
+		assert_non_null(strstr(err.msg, says));
+	}
+	tor_binlog_free(b);
+}
+
+static void
+test_resume_check_on_another_server(void **state)
+{
+	struct fake *f = *state;
+
+	resume_on(f, SID_A ":1-100,\n" SID_B ":1-5", SID_A ":1-50", 0, NULL);
+	resume_on(f, SID_A ":1-70", "", TOR_BINLOG_FATAL,
+	    "the server lacks " SID_A ":71-77 of the checkpoint");
+	resume_on(f, SID_A ":1-100", SID_A ":1-80", TOR_BINLOG_FATAL,
+	    "the server has purged " SID_A ":78-80, which the checkpoint "
+	    "lacks");
+	resume_on(f, "", "", TOR_BINLOG_FATAL, "the server lacks " SID_A
+	    ":1-77");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_dump_request_and_stream,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_resolve_end_reads_the_executed_set, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_resume_check_on_another_server, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
