@@ -32,6 +32,7 @@
 #include <sodium.h>
 
 #include "tor/checkpoint.h"
+#include "tor/gtid_set.h"
 #include "tor/lease.h"
 
 #define BAD_POSITION "bad position '%.300s': expected <file>:<pos> or a " \
@@ -163,6 +164,22 @@ tor_position_parse(const char *text, struct tor_position *p, tor_err *err)
 	return parse_gtid_list(text, p, err);
 }
 
+static int canonical_gtid_set(const char *text, char out[TOR_GTID_SET_TEXT],
+    tor_err *err);
+
+int
+tor_position_parse_set(const char *text, struct tor_position *p,
+    char gtid_set[TOR_GTID_SET_TEXT], tor_err *err)
+{
+	gtid_set[0] = '\0';
+	if (strlen(text) < 37 || !is_uuid(text, 36) || text[36] != ':')
+		return tor_position_parse(text, p, err);
+	if (canonical_gtid_set(text, gtid_set, err) == -1)
+		return tor_err_prefix(err, "bad position '%.300s': ", text);
+	memset(p, 0, sizeof(*p));
+	return 0;
+}
+
 static unsigned long long
 file_sequence(const char *file)
 {
@@ -204,7 +221,8 @@ static const char *const field_names[] = {
 
 /*
  * Writes the names and values of cp's fields into names/values (the five
- * always, then done, rows, moved and server_id when set), the values into
+ * always, then done, rows, moved, server_id and gtid_set when set), the
+ * values into
  * buf.  Returns the
  * number of fields, or -1 when buf is too small.  Encode and decode both
  * MAC what this writes, so that there is one canonical form.
@@ -216,7 +234,7 @@ encode_values(const struct tor_checkpoint *cp, const char **names,
 	size_t at = 0;
 	int i, n, count = VALUE_FIELDS;
 
-	for (i = 0; i < VALUE_FIELDS + 4; i++) {
+	for (i = 0; i < VALUE_FIELDS + 5; i++) {
 		values[i] = buf + at;
 		switch (i) {
 		case 0:
@@ -257,12 +275,19 @@ encode_values(const struct tor_checkpoint *cp, const char **names,
 			names[count] = "moved";
 			values[count++] = buf + at;
 			break;
-		default:
+		case 8:
 			if (cp->server_id == 0)
 				continue;
 			n = snprintf(buf + at, cap - at, "%" PRIu32,
 			    cp->server_id);
 			names[count] = "server_id";
+			values[count++] = buf + at;
+			break;
+		default:
+			if (cp->gtid_set[0] == '\0')
+				continue;
+			n = snprintf(buf + at, cap - at, "%s", cp->gtid_set);
+			names[count] = "gtid_set";
 			values[count++] = buf + at;
 			break;
 		}
@@ -406,6 +431,35 @@ verify_mac(const struct tor_config *cfg, const struct tor_checkpoint *cp,
 	return 0;
 }
 
+/*
+ * A MySQL GTID set's text (MySQL's spelling, blanks after commas
+ * included) into out (TOR_GTID_SET_TEXT bytes) as tor_gtid_set_format
+ * writes it: the one form records, hashes and macs hold.  Fails with "bad
+ * GTID set ..." or "GTID set of N characters, longer than a checkpoint
+ * holds (TOR_GTID_SET_TEXT - 1)".
+ */
+static int
+canonical_gtid_set(const char *text, char out[TOR_GTID_SET_TEXT],
+    tor_err *err)
+{
+	struct tor_gtid_set s;
+	int n;
+
+	tor_gtid_set_init(&s);
+	if (tor_gtid_set_parse(&s, text, err) == -1) {
+		tor_gtid_set_free(&s);
+		return -1;
+	}
+	n = tor_gtid_set_format(&s, out, TOR_GTID_SET_TEXT);
+	tor_gtid_set_free(&s);
+	if (n >= TOR_GTID_SET_TEXT) {
+		out[0] = '\0';
+		return tor_err_set(err, "GTID set of %d characters, longer "
+		    "than a checkpoint holds (%d)", n, TOR_GTID_SET_TEXT - 1);
+	}
+	return 0;
+}
+
 int
 tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
     const char *const *names, const char *const *values,
@@ -477,6 +531,10 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 			if (decode_number(name, value, UINT32_MAX, &v, err) == -1)
 				return -1;
 			cp->server_id = (uint32_t)v;
+		} else if (strcmp(name, "gtid_set") == 0) {
+			if (canonical_gtid_set(value, cp->gtid_set, err) == -1)
+				return tor_err_prefix(err, "checkpoint field "
+				    "'gtid_set': ");
 		} else if (strcmp(name, "mac") == 0)
 			mac = value;
 		/* Any other field is a later version's: ignored. */
@@ -485,7 +543,8 @@ tor_checkpoint_decode(const struct tor_config *cfg, size_t n,
 		return tor_err_set(err, "checkpoint field 'file': missing");
 	if (!have_pos)
 		return tor_err_set(err, "checkpoint field 'pos': missing");
-	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
+	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0' &&
+	    cp->gtid_set[0] == '\0')
 		return tor_err_set(err, "checkpoint names no position (fields "
 		    "'file' and 'gtid' are both empty)");
 	if (cfg->checkpoint.has_key && verify_mac(cfg, cp, mac, err) == -1) {
@@ -745,11 +804,11 @@ tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
  * fill their arrays, done naming such a file, every number at 20 digits
  * (rows at 10), the mac and the NUL. */
 #define RECORD_LONGEST (sizeof("v2 token= file= pos= gtid= done=: rows= " \
-	"moved= server_id= mac=") - 1 + 20 + \
+	"moved= server_id= gtid_set= mac=") - 1 + 20 + \
 	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + \
 	(sizeof(((struct tor_position *)0)->gtid) - 1) + \
 	(sizeof(((struct tor_position *)0)->file) - 1) + 20 + 10 + 20 + 10 + \
-	MAC_HEX + 1)
+	(TOR_GTID_SET_TEXT - 1) + MAC_HEX + 1)
 _Static_assert(RECORD_LONGEST <= TOR_CHECKPOINT_RECORD,
     "TOR_CHECKPOINT_RECORD must hold the longest position record");
 
@@ -781,6 +840,9 @@ tor_checkpoint_record_format(const struct tor_config *cfg,
 	if (n >= 0 && (size_t)n < cap && cp->server_id != 0)
 		n += snprintf(buf + n, cap - (size_t)n, " server_id=%" PRIu32,
 		    cp->server_id);
+	if (n >= 0 && (size_t)n < cap && cp->gtid_set[0] != '\0')
+		n += snprintf(buf + n, cap - (size_t)n, " gtid_set=%s",
+		    cp->gtid_set);
 	if (n < 0 || (size_t)n >= cap || !cfg->checkpoint.has_key)
 		return n;
 	part[0] = buf;
@@ -819,7 +881,7 @@ static int
 record_v2(const struct tor_config *cfg, const char *text,
     struct tor_checkpoint *cp, tor_err *err)
 {
-	char v[600], body[TOR_CHECKPOINT_RECORD];
+	char v[TOR_GTID_SET_TEXT + 1], body[TOR_CHECKPOINT_RECORD];
 	const char *f, *macp = strstr(text, " mac=");
 	unsigned char want[crypto_auth_hmacsha256_BYTES];
 	const char *part[1];
@@ -859,7 +921,11 @@ record_v2(const struct tor_config *cfg, const char *text,
 			return tor_err_set(err, "bad server_id");
 		cp->server_id = (uint32_t)n;
 	}
-	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0')
+	if ((f = record_field(text, "gtid_set", v, sizeof(v))) != NULL &&
+	    f[0] != '\0' && canonical_gtid_set(f, cp->gtid_set, err) == -1)
+		return tor_err_prefix(err, "bad gtid_set: ");
+	if (cp->pos.file[0] == '\0' && cp->pos.gtid[0] == '\0' &&
+	    cp->gtid_set[0] == '\0')
 		return tor_err_set(err, "no position");
 	if (!cfg->checkpoint.has_key)
 		return 0;

@@ -32,6 +32,7 @@
 #include <mysqld_error.h>
 
 #include "tor/binlog.h"
+#include "tor/gtid_set.h"
 #include "tor/log.h"
 
 /* Bytes of events the reader may hold ahead of the relay; a larger event
@@ -405,12 +406,38 @@ binary_logs(struct tor_binlog *b, tor_err *err)
 	return query_rows(b, "SHOW BINARY LOGS", err);
 }
 
+/* MariaDB, not MySQL (which has no gtid_binlog_state, gtid_binlog_pos or
+ * BINLOG_GTID_POS). */
+static bool
+is_mariadb(MYSQL *m)
+{
+	const char *info = mysql_get_server_info(m);
+
+	return info != NULL && strstr(info, "MariaDB") != NULL;
+}
+
+/* MySQL's executed set of the start into out (TOR_GTID_SET_TEXT bytes) in
+ * the checkpoint's form: text as a server shows it ("" when it has none). */
+static int
+start_gtid_set(struct tor_binlog *b, const char *text, char *out,
+    tor_err *err)
+{
+	struct tor_position none;
+
+	if (tor_position_parse_set(text, &none, out, err) < 0 && text[0] != '\0')
+		return tor_err_prefix(err, "mysql %s:%d: its executed GTID set: ",
+		    b->cfg->mysql.host, b->cfg->mysql.port);
+	return 0;
+}
+
 int
 tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
-    struct tor_position *pos, tor_err *err)
+    struct tor_position *pos, char *gtid_set, tor_err *err)
 {
+	char set[TOR_GTID_SET_TEXT] = "";
 	MYSQL_RES *res;
 	MYSQL_ROW row;
+	int rc = 0;
 
 	memset(pos, 0, sizeof(*pos));
 	if (strcmp(start, "end") == 0) {
@@ -426,7 +453,8 @@ tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 		if (res == NULL)
 			return -1;
 	} else {
-		return tor_position_parse(start, pos, err);
+		return tor_position_parse_set(start, pos, gtid_set != NULL ?
+		    gtid_set : set, err);
 	}
 	row = mysql_fetch_row(res);
 	if (row == NULL || row[0] == NULL) {
@@ -438,18 +466,23 @@ tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
 	snprintf(pos->file, sizeof(pos->file), "%s", row[0]);
 	pos->pos = strcmp(start, "end") == 0 && row[1] != NULL ?
 	    strtoull(row[1], NULL, 10) : 4;
+	/* MySQL's fifth column, Executed_Gtid_Set: the set at this very
+	 * file and position (MariaDB has four). */
+	if (gtid_set != NULL && strcmp(start, "end") == 0 &&
+	    mysql_num_fields(res) >= 5 && row[4] != NULL)
+		rc = start_gtid_set(b, row[4], gtid_set, err);
 	mysql_free_result(res);
-	return 0;
-}
-
-/* MariaDB, not MySQL (which has no gtid_binlog_state, gtid_binlog_pos or
- * BINLOG_GTID_POS). */
-static bool
-is_mariadb(MYSQL *m)
-{
-	const char *info = mysql_get_server_info(m);
-
-	return info != NULL && strstr(info, "MariaDB") != NULL;
+	if (gtid_set == NULL || rc < 0 || strcmp(start, "beginning") != 0 ||
+	    is_mariadb(b->query))
+		return rc;
+	/* The oldest file starts after what was purged. */
+	if ((res = query_rows(b, "SELECT @@global.gtid_purged", err)) == NULL)
+		return -1;
+	row = mysql_fetch_row(res);
+	rc = start_gtid_set(b, row != NULL && row[0] != NULL ? row[0] : "",
+	    gtid_set, err);
+	mysql_free_result(res);
+	return rc;
 }
 
 int
@@ -870,6 +903,59 @@ tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id, char *state,
 	return 0;
 }
 
+/* Whether this MySQL server (server_id) can resume cp's executed GTID
+ * set: it holds all of it and has purged none it lacks
+ * (tor_gtid_set_resume_check, from its gtid_executed and gtid_purged). */
+static int
+check_held_set(struct tor_binlog *b, const struct tor_checkpoint *cp,
+    uint32_t server_id, tor_err *err)
+{
+	struct tor_gtid_set want, executed, purged;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	tor_err why;
+	int rc = 0;
+
+	if (ensure_query(b, err) < 0)
+		return TOR_BINLOG_ERROR;
+	if (is_mariadb(b->query))
+		return tor_err_set(err, "mysql %s:%d is MariaDB: the checkpoint's "
+		    "MySQL GTID set names no position there. Halting: move the "
+		    "checkpoint with `tor checkpoint set <gtid or file:pos>`",
+		    b->cfg->mysql.host, b->cfg->mysql.port), TOR_BINLOG_FATAL;
+	if ((res = query_rows(b, "SELECT @@global.gtid_executed, "
+	    "@@global.gtid_purged", err)) == NULL)
+		return TOR_BINLOG_ERROR;
+	tor_gtid_set_init(&want);
+	tor_gtid_set_init(&executed);
+	tor_gtid_set_init(&purged);
+	row = mysql_fetch_row(res);
+	if (tor_gtid_set_parse(&want, cp->gtid_set, &why) < 0 ||
+	    tor_gtid_set_parse(&executed, row != NULL && row[0] != NULL ?
+	    row[0] : "", &why) < 0 ||
+	    tor_gtid_set_parse(&purged, row != NULL && row[1] != NULL ?
+	    row[1] : "", &why) < 0)
+		rc = (tor_err_set(err, "mysql %s:%d: %s", b->cfg->mysql.host,
+		    b->cfg->mysql.port, why.msg), TOR_BINLOG_FATAL);
+	else if (tor_gtid_set_resume_check(&want, &executed, &purged,
+	    &why) < 0)
+		rc = (tor_err_set(err, "mysql %s:%d (server_id %" PRIu32 ") "
+		    "cannot resume the checkpoint (server_id %" PRIu32 ", 0 when "
+		    "unknown) by "
+		    "its GTID set: %s. Transactions published from the old "
+		    "server that this one lacks were lost in the failover (in "
+		    "Kafka, not in this database); purged ones the checkpoint "
+		    "lacks can never be read. Halting: check what this server "
+		    "has, then `tor checkpoint set <gtid set or file:pos>`",
+		    b->cfg->mysql.host, b->cfg->mysql.port, server_id,
+		    cp->server_id, why.msg), TOR_BINLOG_FATAL);
+	mysql_free_result(res);
+	tor_gtid_set_free(&want);
+	tor_gtid_set_free(&executed);
+	tor_gtid_set_free(&purged);
+	return rc;
+}
+
 int
 tor_binlog_check_held(struct tor_binlog *b, const struct tor_checkpoint *cp,
     uint32_t server_id, tor_err *err)
@@ -878,6 +964,8 @@ tor_binlog_check_held(struct tor_binlog *b, const struct tor_checkpoint *cp,
 	char id[24], state[4096], at[300];
 
 	tor_position_format(pos, at, sizeof(at));
+	if (pos->gtid[0] == '\0' && cp->gtid_set[0] != '\0')
+		return check_held_set(b, cp, server_id, err);
 	if (pos->gtid[0] == '\0')
 		return tor_err_set(err, "the checkpoint (%s) was written from "
 		    "server_id %" PRIu32 " and has no GTID; mysql %s:%d is "
@@ -940,10 +1028,84 @@ check_same_source(struct tor_binlog *b, tor_err *err)
 	    TOR_BINLOG_MOVED;
 }
 
+/*
+ * The client library has no call for COM_BINLOG_DUMP_GTID, and its
+ * mariadb_rpl_open does more than send COM_BINLOG_DUMP: it asks the
+ * server's binlog_checksum first and sets up the handle's reading from the
+ * answer.  So the open runs as it is, through a copy of the connection's
+ * methods whose command writer sends our request in place of its
+ * COM_BINLOG_DUMP; the methods are put back at once.  The request is per
+ * thread: each relay thread opens its own stream.
+ */
+static _Thread_local struct {
+	const struct st_mariadb_methods *methods;
+	const uint8_t *req;
+	size_t len;
+	bool sent;
+} swap;
+
+static int
+swapped_command(MYSQL *m, enum enum_server_command command, const char *arg,
+    size_t len, my_bool skip_check, void *opt)
+{
+	if (command != COM_BINLOG_DUMP)
+		return swap.methods->db_command(m, command, arg, len,
+		    skip_check, opt);
+	swap.sent = true;
+	/* The command byte is the payload's first: the writer puts it
+	 * before arg itself. */
+	return swap.methods->db_command(m, (enum enum_server_command)swap.req[0],
+	    (const char *)swap.req + 1, swap.len - 1, skip_check, opt);
+}
+
+int
+tor_binlog_open_gtid(MARIADB_RPL *rpl, const char *gtid_set,
+    uint32_t server_id, tor_err *err)
+{
+	struct st_mariadb_methods methods;
+	struct tor_gtid_set set;
+	MYSQL *m = rpl->mysql;
+	uint8_t *req = NULL;
+	size_t len;
+	int rc;
+
+	tor_gtid_set_init(&set);
+	/* Flags 0: wait at the end for more (not NON_BLOCK), no THROUGH_*
+	 * limits; no file and position 4, as a replica with auto-positioning
+	 * sends them. */
+	rc = tor_gtid_set_parse(&set, gtid_set, err) < 0 ||
+	    tor_gtid_set_dump_request(&set, 0, server_id, "", 4, &req, &len,
+	    err) < 0 ? -1 : 0;
+	tor_gtid_set_free(&set);
+	if (rc < 0)
+		return -1;
+	methods = *m->methods;
+	methods.db_command = swapped_command;
+	swap.methods = m->methods;
+	swap.req = req;
+	swap.len = len;
+	swap.sent = false;
+	m->methods = &methods;
+	rc = mariadb_rpl_open(rpl);
+	m->methods = swap.methods;
+	if (rc != 0)
+		rc = tor_err_set(err, "binlog dump by GTID set: %s",
+		    mysql_error(m));
+	else if (!swap.sent)
+		rc = tor_err_set(err, "binlog dump by GTID set: the client "
+		    "library opened the stream without a COM_BINLOG_DUMP to "
+		    "replace");
+	free(req);
+	memset(&swap, 0, sizeof(swap));
+	return rc;
+}
+
 int
 tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
-    tor_err *err)
+    const char *gtid_set, tor_err *err)
 {
+	bool by_set = pos->file[0] == '\0' && pos->gtid[0] == '\0' &&
+	    gtid_set != NULL && gtid_set[0] != '\0';
 	const struct tor_config *cfg = b->cfg;
 	char sql[2 * sizeof(pos->gtid) + 128];
 	unsigned long start = pos->file[0] != '\0' ? (unsigned long)pos->pos : 4;
@@ -968,7 +1130,7 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 	    (uint64_t)cfg->mysql.heartbeat_ms * 1000000);
 	if (set_session(b->stream, sql, err) < 0)
 		goto fail;
-	if (pos->file[0] == '\0') {
+	if (pos->file[0] == '\0' && !by_set) {
 		char gtid[2 * sizeof(pos->gtid) + 1];
 
 		mysql_real_escape_string(b->stream, gtid, pos->gtid,
@@ -1000,7 +1162,14 @@ tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
 	mariadb_rpl_optionsv(b->rpl, MARIADB_RPL_SERVER_ID,
 	    (unsigned int)cfg->mysql.server_id);
 	mariadb_rpl_optionsv(b->rpl, MARIADB_RPL_FLAGS, 0);
-	if (mariadb_rpl_open(b->rpl) != 0) {
+	if (by_set) {
+		if (tor_binlog_open_gtid(b->rpl, gtid_set,
+		    (uint32_t)cfg->mysql.server_id, err) < 0) {
+			tor_err_prefix(err, "mysql %s:%d: ", cfg->mysql.host,
+			    cfg->mysql.port);
+			goto fail;
+		}
+	} else if (mariadb_rpl_open(b->rpl) != 0) {
 		tor_err_set(err, "mysql %s:%d: binlog dump from %s:%lu: %s",
 		    cfg->mysql.host, cfg->mysql.port, file, start,
 		    mysql_error(b->stream));

@@ -55,7 +55,8 @@ enum fact_kind { FACT_TEXT, FACT_INT, FACT_ABSENT };
 struct fact {
 	const char *key;
 	enum fact_kind kind;
-	char text[1200];        /* FACT_TEXT's value; FACT_ABSENT's word */
+	char text[TOR_GTID_SET_TEXT];   /* FACT_TEXT's value (a MySQL GTID set
+	                                 * at its longest); FACT_ABSENT's word */
 	int64_t num;
 };
 
@@ -207,11 +208,14 @@ checkpoint_facts(struct facts *fs, enum checkpoint_state state,
 		return;
 	}
 	tor_position_format(&cp->pos, text, sizeof(text));
-	fact_text(fs, "checkpoint", text);
+	fact_text(fs, "checkpoint", text[0] != '\0' ? text : "gtid set");
 	if (cp->pos.gtid[0] != '\0')
 		fact_text(fs, "checkpoint_gtid", cp->pos.gtid);
 	else
 		fact_absent(fs, "checkpoint_gtid", "none");
+	/* MySQL only: MariaDB's output keeps its facts. */
+	if (cp->gtid_set[0] != '\0')
+		fact_text(fs, "checkpoint_gtid_set", cp->gtid_set);
 	fact_int(fs, "checkpoint_token", (int64_t)cp->epoch);
 	/* A writer's clock ahead of ours would make the age negative. */
 	if (cp->updated_ms > 0) {
@@ -326,7 +330,8 @@ check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
 	struct tor_position end;
 	tor_err again;
 
-	if (tor_binlog_resolve_start(b, "end", &end, err) < 0)
+	if (tor_binlog_resolve_start(b, "end", &end,
+	    to_end ? cp->gtid_set : NULL, err) < 0)
 		return CLI_ERROR;
 	if (to_end) {
 		*pos = end;
@@ -335,7 +340,8 @@ check_on_server(const struct tor_config *cfg, struct tor_binlog *b,
 	if (tor_binlog_check_available(b, pos, err) < 0) {
 		/* It fails alike for a file the server lacks and for a
 		 * connection lost meanwhile: asking again tells which. */
-		if (tor_binlog_resolve_start(b, "end", &end, &again) < 0) {
+		if (tor_binlog_resolve_start(b, "end", &end, NULL,
+		    &again) < 0) {
 			*err = again;
 			return CLI_ERROR;
 		}
@@ -405,7 +411,8 @@ tor_cli_checkpoint_set(const struct tor_config *cfg, const char *to,
 
 	/* A malformed position is refused before anything is asked. */
 	memset(&cp, 0, sizeof(cp));
-	if (!to_end && tor_position_parse(to, &cp.pos, &err) < 0)
+	if (!to_end && tor_position_parse_set(to, &cp.pos, cp.gtid_set,
+	    &err) < 0)
 		return fail(CLI_NO, &err);
 	if ((r = open_redis(cfg, &err)) == NULL)
 		return fail(CLI_ERROR, &err);

@@ -628,17 +628,18 @@ hostport_ok(const char *s)
 	return *end == '\0' && errno == 0 && port >= 1 && port <= 65535;
 }
 
-/* mysql.start: "end", "beginning", or a position tor_position_parse takes
- * (the same parser `tor checkpoint set` uses), with a file position that
- * fits the dump protocol's 32 bits. */
+/* mysql.start: "end", "beginning", or a position tor_position_parse_set
+ * takes (the same parser `tor checkpoint set` uses), with a file position
+ * that fits the dump protocol's 32 bits. */
 static bool
 start_ok(const char *s)
 {
+	static char set[TOR_GTID_SET_TEXT];     /* the loader is one thread */
 	struct tor_position pos;
 
 	if (strcmp(s, "end") == 0 || strcmp(s, "beginning") == 0)
 		return true;
-	if (tor_position_parse(s, &pos, NULL) < 0)
+	if (tor_position_parse_set(s, &pos, set, NULL) < 0)
 		return false;
 	return pos.file[0] == '\0' || pos.pos <= UINT32_MAX;
 }

@@ -181,6 +181,19 @@ tor_gtid_set_add(struct tor_gtid_set *s, const uint8_t uuid[16], int64_t gno,
 	return tor_gtid_set_add_interval(s, uuid, gno, gno + 1, err);
 }
 
+int
+tor_gtid_set_add_set(struct tor_gtid_set *s, const struct tor_gtid_set *src,
+    tor_err *err)
+{
+	for (size_t i = 0; i < src->n; i++)
+		for (size_t j = 0; j < src->sids[i].n; j++)
+			if (tor_gtid_set_add_interval(s, src->sids[i].uuid,
+			    src->sids[i].iv[j].start, src->sids[i].iv[j].end,
+			    err) < 0)
+				return -1;
+	return 0;
+}
+
 /* A transaction number at *p: digits only, 1..TOR_GNO_MAX. */
 static bool
 parse_gno(const char **p, int64_t *gno)

@@ -150,7 +150,7 @@ static const struct {
 	    "move it: <file>:<pos>, a GTID list, or end",
 	    "  -c, --config FILE  the configuration of the group's replicas\n"
 	    "  --to POS           <file>:<pos>, a GTID list D-S-N[,D-S-N...], "
-	    "or end\n"
+	    "a MySQL GTID set <uuid>:1-N[,...], or end\n"
 	    "exit 0 when moved, 1 when the position is refused, 2 when Redis "
 	    "or MySQL cannot be asked\n" },
 	{ CMD_CHECKPOINT_IMPORT, "tor checkpoint import --go-tor-key KEY "

@@ -14,12 +14,17 @@
  * those acknowledged behind an older one, whenever the ring is full.  So a
  * transaction that holds the head for ever (an XA prepare whose commit
  * never comes) costs one entry, not one per transaction after it.
+ *
+ * MySQL GTIDs are a set, not a position per domain: a merged run keeps the
+ * set of those it passed (a few intervals: runs are consecutive numbers
+ * of one server), added to the safe position's set as it is passed.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tor/gtid_set.h"
 #include "tor/progress.h"
 
 #define MAX_DOMAINS 64
@@ -43,6 +48,11 @@ struct txn {
 	 * domain it passed, folded in before gtid (NULL: none). */
 	struct domain_gtid *passed;
 	uint8_t n_passed;
+	/* A merged run: the MySQL GTIDs it passed, gtid aside (NULL:
+	 * none); untracked: one of them cannot be in a set (8.4's tagged
+	 * GTIDs). */
+	struct tor_gtid_set *mysql;
+	bool untracked;
 };
 
 struct file_name {
@@ -64,12 +74,46 @@ struct tor_progress {
 	bool moved;
 	struct domain_gtid domains[MAX_DOMAINS];
 	size_t n_domains;
+	struct tor_gtid_set set;        /* MySQL's executed set at safe */
+	bool set_known;
 };
 
 static struct txn *
 at(const struct tor_progress *p, size_t i)
 {
 	return &p->ring[(p->head + i) % p->cap];
+}
+
+/* A MySQL GTID a set can hold (not anonymous, not tagged). */
+static bool
+mysql_gtid(const struct txn *t)
+{
+	return t->has_gtid && !t->gtid.mariadb && t->gtid.gno != 0 &&
+	    t->gtid.tag[0] == '\0';
+}
+
+/* Adds the MySQL GTIDs of entry t to s; -1 when memory runs out or one of
+ * them cannot be in a set. */
+static int
+fold_mysql(struct tor_gtid_set *s, const struct txn *t)
+{
+	if (t->untracked)
+		return -1;
+	if (t->mysql != NULL && tor_gtid_set_add_set(s, t->mysql, NULL) < 0)
+		return -1;
+	if (mysql_gtid(t) && tor_gtid_set_add(s, t->gtid.sid,
+	    (int64_t)t->gtid.gno, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+static void
+free_mysql(struct txn *t)
+{
+	if (t->mysql != NULL)
+		tor_gtid_set_free(t->mysql);
+	free(t->mysql);
+	t->mysql = NULL;
 }
 
 static const char *
@@ -162,8 +206,11 @@ tor_progress_free(struct tor_progress *p)
 {
 	if (p == NULL)
 		return;
-	for (size_t i = 0; i < p->count; i++)
+	for (size_t i = 0; i < p->count; i++) {
 		free(at(p, i)->passed);
+		free_mysql(at(p, i));
+	}
+	tor_gtid_set_free(&p->set);
 	free(p->ring);
 	free(p->files);
 	free(p);
@@ -205,8 +252,15 @@ advance(struct tor_progress *p)
 		if (t->has_gtid && t->gtid.mariadb)
 			set_domain(p, t->gtid.domain_id, t->gtid.server_id,
 			    t->gtid.seq_no);
+		/* A set missing one transaction would ask another server
+		 * for it again, or worse, for less: it is dropped. */
+		if (p->set_known && fold_mysql(&p->set, t) < 0) {
+			p->set_known = false;
+			tor_gtid_set_free(&p->set);
+		}
 		free(t->passed);
 		t->passed = NULL;
+		free_mysql(t);
 		p->head = (p->head + 1) % p->cap;
 		p->count--;
 		any = true;
@@ -306,7 +360,23 @@ static bool
 merge(struct txn *a, struct txn *b)
 {
 	struct domain_gtid list[MAX_DOMAINS], *kept = NULL;
+	struct tor_gtid_set *set = NULL;
+	bool untracked = a->untracked || b->untracked;
 	size_t n = 0;
+
+	/* The MySQL GTIDs of both, b's own aside: built aside first, so
+	 * that a failure changes nothing. */
+	if (!untracked && (a->mysql != NULL || b->mysql != NULL ||
+	    mysql_gtid(a))) {
+		if ((set = calloc(1, sizeof(*set))) == NULL)
+			return false;
+		if (fold_mysql(set, a) < 0 || (b->mysql != NULL &&
+		    tor_gtid_set_add_set(set, b->mysql, NULL) < 0)) {
+			tor_gtid_set_free(set);
+			free(set);
+			return false;
+		}
+	}
 
 	for (size_t i = 0; i < a->n_passed; i++)
 		list[n++] = a->passed[i];
@@ -323,15 +393,23 @@ merge(struct txn *a, struct txn *b)
 			break;
 		}
 	if (n > 0) {
-		if ((kept = malloc(n * sizeof(*kept))) == NULL)
+		if ((kept = malloc(n * sizeof(*kept))) == NULL) {
+			if (set != NULL)
+				tor_gtid_set_free(set);
+			free(set);
 			return false;
+		}
 		memcpy(kept, list, n * sizeof(*kept));
 	}
 	free(a->passed);
 	free(b->passed);
+	free_mysql(a);
+	free_mysql(b);
 	*a = *b;
 	a->passed = kept;
 	a->n_passed = (uint8_t)n;
+	a->mysql = set;
+	a->untracked = untracked;
 	return true;
 }
 
@@ -394,6 +472,7 @@ tor_progress_commit(struct tor_progress *p, uint64_t end_pos,
 	t->has_gtid = gtid != NULL;
 	if (gtid != NULL)
 		t->gtid = *gtid;
+	t->untracked = gtid != NULL && !gtid->mariadb && gtid->tag[0] != '\0';
 	/* A finished transaction behind another finished one: one entry. */
 	if (finished(t) && p->count >= 2) {
 		prev = at(p, p->count - 2);
@@ -530,6 +609,56 @@ uint64_t
 tor_progress_pending_messages(const struct tor_progress *p)
 {
 	return p->pending;
+}
+
+int
+tor_progress_start_gtid_set(struct tor_progress *p, const char *text,
+    tor_err *err)
+{
+	tor_gtid_set_free(&p->set);
+	p->set_known = false;
+	if (tor_gtid_set_parse(&p->set, text, err) < 0) {
+		tor_gtid_set_free(&p->set);
+		return -1;
+	}
+	p->set_known = true;
+	return 0;
+}
+
+int
+tor_progress_safe_gtid_set(const struct tor_progress *p, char *buf,
+    size_t cap)
+{
+	if (!p->set_known)
+		return -1;
+	return tor_gtid_set_format(&p->set, buf, cap);
+}
+
+int
+tor_progress_read_gtid_set(const struct tor_progress *p, char *buf,
+    size_t cap)
+{
+	struct tor_gtid_set s;
+	int n = -1;
+
+	if (!p->set_known)
+		return -1;
+	tor_gtid_set_init(&s);
+	if (tor_gtid_set_add_set(&s, &p->set, NULL) < 0)
+		goto out;
+	/* As far as tor_progress_read goes. */
+	for (size_t i = 0; i < p->count; i++) {
+		const struct txn *t = at(p, i);
+
+		if (!t->committed || t->holds > 0)
+			break;
+		if (fold_mysql(&s, t) < 0)
+			goto out;
+	}
+	n = tor_gtid_set_format(&s, buf, cap);
+out:
+	tor_gtid_set_free(&s);
+	return n;
 }
 
 size_t

@@ -144,6 +144,7 @@ struct relay {
 
 	struct tor_checkpoint start;    /* where the session starts reading */
 	uint32_t source_id;             /* the session's source server_id */
+	bool set_too_long;              /* said that a GTID set is not kept */
 	char source_state[4096];        /* and its gtid_binlog_state then */
 	/* Idempotent mode: what the partitions hold already (NULL in
 	 * transactional mode, and once every partition is passed). */
@@ -377,6 +378,28 @@ copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
 		log_warn("kafka", "position record not produced: %s", err.msg);
 }
 
+/* MySQL's executed GTID set at cp's position, as get (a tor_progress
+ * call) gives it, into cp->gtid_set: "" when none is known, or when it is
+ * longer than a checkpoint holds (said once a session: the checkpoint then
+ * resumes by file:pos on this server only). */
+static void
+checkpoint_gtid_set(struct relay *r, struct tor_checkpoint *cp,
+    int (*get)(const struct tor_progress *, char *, size_t))
+{
+	int n = get(r->progress, cp->gtid_set, sizeof(cp->gtid_set));
+
+	if (n >= (int)sizeof(cp->gtid_set) && !r->set_too_long) {
+		r->set_too_long = true;
+		log_warn("relay", "MySQL's executed GTID set is %d characters, "
+		    "longer than a checkpoint holds (%zu): checkpoints go on "
+		    "without it, and resume by file:pos on server_id %" PRIu32
+		    " only (another server halts)", n,
+		    sizeof(cp->gtid_set) - 1, r->source_id);
+	}
+	if (n < 0 || n >= (int)sizeof(cp->gtid_set))
+		cp->gtid_set[0] = '\0';
+}
+
 /* The idempotent checkpoint: what is acknowledged, and beyond the safe
  * position (held back by a waiting XA transaction) how far. */
 static void
@@ -386,6 +409,7 @@ safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 	cp->moved = r->start.moved;
 	cp->server_id = r->source_id;
 	tor_progress_safe(r->progress, &cp->pos);
+	checkpoint_gtid_set(r, cp, tor_progress_safe_gtid_set);
 	if (tor_progress_done(r->progress, &cp->done) &&
 	    tor_position_compare(&cp->done, &cp->pos) == 0)
 		memset(&cp->done, 0, sizeof(cp->done));
@@ -907,7 +931,7 @@ report_health(struct relay *r)
 	if (r->probe == NULL)
 		r->probe = tor_binlog_new(r->cfg);
 	h.mysql = r->probe != NULL && tor_binlog_resolve_start(r->probe, "end",
-	    &h.head, &err) == 0;
+	    &h.head, NULL, &err) == 0;
 	h.at_ms = tor_metrics_wall_ms();
 	now_ok = h.kafka | h.mysql << 1;
 	if (now_ok != r->health_logged)
@@ -980,6 +1004,7 @@ commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 	cp->moved = r->start.moved;
 	cp->server_id = r->source_id;
 	tor_progress_read(r->progress, &cp->pos);
+	checkpoint_gtid_set(r, cp, tor_progress_read_gtid_set);
 	if (tor_reader_in_txn(r->reader))
 		cp->rows = tor_reader_txn_rows(r->reader);
 	if (cp->rows > 0 || tor_position_compare(read, &cp->pos) != 0) {
@@ -1589,7 +1614,7 @@ open_stream(struct relay *r, tor_err *err)
 			return rc;
 		tor_reader_reset_format(r->reader, false);
 		rc = tor_binlog_stream(r->binlog, tor_reader_resume(r->reader),
-		    err);
+		    r->start.gtid_set, err);
 		if (rc == TOR_BINLOG_FATAL)
 			return -1;
 		if (rc == TOR_BINLOG_MOVED) {
@@ -1820,6 +1845,10 @@ log_start(struct relay *r, const char *from)
 	log_info("relay", "resuming from %s at %s (gtid %s, written by token %"
 	    PRIu64 ")%s", from, text, r->start.pos.gtid[0] ?
 	    r->start.pos.gtid : "none", r->start.epoch, done);
+	if (r->start.gtid_set[0] != '\0')
+		log_info("relay", "MySQL's executed GTID set there: %.1000s%s",
+		    r->start.gtid_set, strlen(r->start.gtid_set) > 1000 ?
+		    "..." : "");
 }
 
 /*
@@ -1916,9 +1945,10 @@ follow_by_gtid(struct relay *r, tor_err *err)
 	memset(&cp->done, 0, sizeof(cp->done));
 	log_warn("relay", "the checkpoint's %s is server_id %" PRIu32 "'s; "
 	    "mysql %s:%d is server_id %" PRIu32 " now, which holds its GTID "
-	    "%s: resuming there by GTID", at, cp->server_id,
+	    "%s%.200s: resuming there by GTID", at, cp->server_id,
 	    r->cfg->mysql.host, r->cfg->mysql.port, r->source_id,
-	    cp->pos.gtid);
+	    cp->pos.gtid[0] != '\0' ? "" : "set ", cp->pos.gtid[0] != '\0' ?
+	    cp->pos.gtid : cp->gtid_set);
 	cp->pos.file[0] = '\0';
 	cp->pos.pos = 0;
 	cp->server_id = r->source_id;
@@ -1947,14 +1977,27 @@ check_source(struct relay *r, tor_err *err)
 	}
 	if (r->start.server_id != 0 && r->start.server_id != r->source_id)
 		return follow_by_gtid(r, err);
-	if (r->start.pos.file[0] == '\0' && r->start.pos.gtid[0] == '\0') {
+	if (r->start.pos.file[0] == '\0' && r->start.pos.gtid[0] == '\0' &&
+	    r->start.gtid_set[0] == '\0') {
 		if (tor_binlog_resolve_start(r->binlog, r->cfg->mysql.start,
-		    &r->start.pos, err) < 0)
+		    &r->start.pos, r->start.gtid_set, err) < 0)
 			return -1;
 		tor_position_format(&r->start.pos, text, sizeof(text));
 		log_info("relay", "no checkpoint for group %s: starting at %s "
-		    "(mysql.start = %s)", r->cfg->group, text,
-		    r->cfg->mysql.start);
+		    "(mysql.start = %s)%s%.1000s", r->cfg->group, text[0] ?
+		    text : "a MySQL GTID set", r->cfg->mysql.start,
+		    r->start.gtid_set[0] ? "; MySQL's executed GTID set there: "
+		    : "", r->start.gtid_set);
+	}
+	/* A MySQL GTID set alone (an operator's move, mysql.start): checked
+	 * against the server as another server's would be. */
+	while (r->start.pos.file[0] == '\0' && r->start.pos.gtid[0] == '\0' &&
+	    (rc = tor_binlog_check_held(r->binlog, &r->start, r->source_id,
+	    err)) != 0) {
+		if (rc == TOR_BINLOG_FATAL)
+			return -1;
+		if ((rc = retry_later(r, "binlog", &backoff, err)) != 0)
+			return rc;
 	}
 	r->start.server_id = r->source_id;
 	if (r->start.pos.file[0] == '\0')
@@ -2172,6 +2215,10 @@ prepare(struct relay *r, tor_err *err)
 	    r, &r->start.pos);
 	if (r->progress == NULL || r->reader == NULL)
 		return tor_err_set(err, "out of memory");
+	/* Decoded when the checkpoint was read: it parses. */
+	if (r->start.gtid_set[0] != '\0' && tor_progress_start_gtid_set(
+	    r->progress, r->start.gtid_set, err) < 0)
+		return -1;
 	tor_reader_set_epoch(r->reader, r->epoch);
 	tor_reader_skip_until(r->reader, &r->start.done, r->start.rows);
 	return 0;

@@ -39,9 +39,14 @@ int tor_binlog_check_outbox(struct tor_binlog *b, tor_err *err);
 
 /* Turns mysql.start into a position: "end" is the server's current end of
  * binlog, "beginning" the first binlog file it still has, "<file>:<pos>" and
- * GTID lists as given. */
+ * GTID lists as given.  gtid_set (TOR_GTID_SET_TEXT bytes, or NULL) gets
+ * MySQL's executed GTID set there, "" where there is none (MariaDB,
+ * gtid_mode=OFF, a file:pos given): for "end" the Executed_Gtid_Set of the
+ * same SHOW MASTER STATUS as file and position, for "beginning"
+ * gtid_purged (what the oldest file's PREVIOUS_GTIDS says), and a MySQL
+ * GTID set given goes there alone, as the position. */
 int tor_binlog_resolve_start(struct tor_binlog *b, const char *start,
-    struct tor_position *pos, tor_err *err);
+    struct tor_position *pos, char *gtid_set, tor_err *err);
 
 /* A file:pos without a GTID state (mysql.start, an operator's move) gets
  * the server's state there (MariaDB's BINLOG_GTID_POS), so that a later
@@ -112,13 +117,23 @@ int tor_binlog_describe_table(struct tor_binlog *b, struct tor_table_map *tm,
     tor_err *err);
 
 /* Starts streaming at pos (file:pos when pos->file is set, else the GTID
- * list), with checksums and heartbeats negotiated, from the session's
+ * list; with neither, MySQL's GTID set gtid_set by auto-positioning,
+ * tor_binlog_open_gtid), with checksums and heartbeats negotiated, from the session's
  * source only (tor_binlog_identify, else the first stream's server): on
  * another server_id it is TOR_BINLOG_MOVED naming both, and the session
  * must end (its positions are the old server's); -1 when the server
  * cannot be reached. */
 int tor_binlog_stream(struct tor_binlog *b, const struct tor_position *pos,
-    tor_err *err);
+    const char *gtid_set, tor_err *err);
+
+/* Opens rpl (mariadb_rpl_init'ed, its options set) as a MySQL replica
+ * with auto-positioning does: COM_BINLOG_DUMP_GTID, the server streaming
+ * every transaction not in gtid_set (text form), starting with a ROTATE
+ * naming the file it reads.  0, or -1 with err ("bad GTID set ...", or
+ * the server's or the connection's error). */
+struct st_mariadb_rpl;
+int tor_binlog_open_gtid(struct st_mariadb_rpl *rpl, const char *gtid_set,
+    uint32_t server_id, tor_err *err);
 
 /* Whether the server sends event checksums on the stream. */
 bool tor_binlog_checksum(const struct tor_binlog *b);
@@ -133,6 +148,9 @@ int tor_binlog_identify(struct tor_binlog *b, uint32_t *server_id,
 /* Whether this server (server_id, another than cp's) may resume cp: by
  * GTID only, so cp must have one, and the server's gtid_binlog_state must
  * hold each of its GTIDs (the same domain and server_id at or past it).
+ * A MySQL checkpoint's executed GTID set (cp->gtid_set, where cp has no
+ * MariaDB GTID) must be in the server's gtid_executed, and its
+ * gtid_purged in the set (tor_gtid_set_resume_check).
  * 0; TOR_BINLOG_ERROR when the server cannot be asked; TOR_BINLOG_FATAL
  * naming both servers and positions, what the lost transactions mean for
  * the database and Kafka, and `tor checkpoint set`. */

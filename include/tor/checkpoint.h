@@ -10,12 +10,14 @@
  * and, when there is more published than pos says, done ("file:pos") and
  * rows; after an operator's move, moved (its token); server_id, the source
  * server whose binlog file and done name (absent in a checkpoint written
- * before tor recorded it, or by an operator: unknown).  With cfg->checkpoint.has_key, mac is the lowercase hex of
- * HMAC-SHA-256 (key cfg->checkpoint.key) over
+ * before tor recorded it, or by an operator: unknown); gtid_set, the MySQL
+ * executed GTID set at pos (absent: none, as in a checkpoint written
+ * before tor recorded it, or on MariaDB).  With cfg->checkpoint.has_key,
+ * mac is the lowercase hex of HMAC-SHA-256 (key cfg->checkpoint.key) over
  *
  *	"tor-checkpoint-v1\n" <group> <file> <pos> <gtid> <epoch> <updated_ms>
  *	    [ "done" <done> ] [ "rows" <rows> ] [ "moved" <moved> ]
- *	    [ "server_id" <server_id> ]
+ *	    [ "server_id" <server_id> ] [ "gtid_set" <gtid_set> ]
  *
  * each value written as "<byte length>:<value>\n", and the numbers in
  * decimal without leading zeros, as encode writes them.  The group is in
@@ -23,7 +25,8 @@
  *
  * Kafka keeps a copy (DESIGN.md §3): a position record on the checkpoint
  * topic, key = group, value "v2 token=<epoch> file=<f> pos=<p> gtid=<g>
- * done=<file:pos> rows=<n> [moved=<token>] [server_id=<id>] [mac=<hex>]",
+ * done=<file:pos> rows=<n> [moved=<token>] [server_id=<id>] [gtid_set=<set>]
+ * [mac=<hex>]",
  * empty values written as "-", the
  * mac (with a checkpoint key) over "tor-record-v2\n", the group and the
  * text before " mac=".  Version 1 records ("v1 <token> <file> <pos>") are
@@ -48,6 +51,8 @@ struct tor_position {
 	char gtid[512];
 };
 
+#define TOR_GTID_SET_TEXT 8192    /* a checkpoint's gtid_set and its NUL */
+
 struct tor_checkpoint {
 	struct tor_position pos;  /* where to resume: a group boundary */
 	uint64_t epoch;         /* fencing token of the writer */
@@ -70,6 +75,12 @@ struct tor_checkpoint {
 	 * are positions in, or 0 when unknown (an older checkpoint, an
 	 * operator's move).  Another server is resumed by pos.gtid alone. */
 	uint32_t server_id;
+	/* MySQL (gtid_mode=ON): the executed GTID set at pos, in the text
+	 * form tor_gtid_set_format writes (no blanks), or "".  What a resume
+	 * on another server asks for by auto-positioning.  A set whose text
+	 * does not fit is not recorded (the relay says so): the checkpoint
+	 * then resumes by file:pos on its own server only. */
+	char gtid_set[TOR_GTID_SET_TEXT];
 };
 
 /* Parses an operator's position: "<file>:<pos>" (file a binlog base name:
@@ -79,6 +90,15 @@ struct tor_checkpoint {
  * by the reason in parentheses where the form is right but a value is not
  * (a pos below 4, two GTIDs of one domain, too long). */
 int tor_position_parse(const char *text, struct tor_position *p, tor_err *err);
+
+/* An operator's position as tor_position_parse reads it, or a MySQL GTID
+ * set (text that starts with a server UUID and ':', in MySQL's spelling,
+ * blanks after commas allowed), which is written to gtid_set in the one
+ * form a checkpoint holds (p emptied); gtid_set is "" for the other forms.
+ * A set that does not parse, or longer than a checkpoint holds, fails with
+ * "bad position '...': <why>". */
+int tor_position_parse_set(const char *text, struct tor_position *p,
+    char gtid_set[TOR_GTID_SET_TEXT], tor_err *err);
 
 /* Orders two positions of one server's binlog: by the file's sequence
  * number (the digits after its last '.'), then the offset.  Returns <0, 0
@@ -92,13 +112,13 @@ int tor_position_compare(const struct tor_position *a,
 int tor_position_format(const struct tor_position *p, char *buf, size_t cap);
 
 /* The hash fields of cfg->group's checkpoint cp, as HSET would be given them:
- * file, pos, gtid, epoch, updated_ms, done, rows, moved and server_id when
- * set, and mac when cfg has a checkpoint key.
+ * file, pos, gtid, epoch, updated_ms, done, rows, moved, server_id and
+ * gtid_set when set, and mac when cfg has a checkpoint key.
  * Field values are written into buf (cap bytes; TOR_CHECKPOINT_BUF always
  * suffices) and names are static strings.  Returns the number of field/value
- * pairs (5 to 10), or -1 when buf is too small or libsodium cannot start. */
-#define TOR_CHECKPOINT_FIELDS 10        /* at most */
-#define TOR_CHECKPOINT_BUF 1536
+ * pairs (5 to 11), or -1 when buf is too small or libsodium cannot start. */
+#define TOR_CHECKPOINT_FIELDS 11        /* at most */
+#define TOR_CHECKPOINT_BUF (1536 + TOR_GTID_SET_TEXT)
 int tor_checkpoint_encode(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, const char *names[TOR_CHECKPOINT_FIELDS],
     const char *values[TOR_CHECKPOINT_FIELDS], char *buf, size_t cap);
@@ -156,7 +176,7 @@ int tor_checkpoint_move(struct tor_redis *r, const struct tor_config *cfg,
  * TOR_CHECKPOINT_RECORD always suffices: it holds the longest record, every
  * field at its widest (ha/checkpoint.c checks it when compiled), and a
  * reader of the topic skips a longer one. */
-#define TOR_CHECKPOINT_RECORD 2048
+#define TOR_CHECKPOINT_RECORD (2048 + 16 + TOR_GTID_SET_TEXT)
 int tor_checkpoint_record_format(const struct tor_config *cfg,
     const struct tor_checkpoint *cp, char *buf, size_t cap);
 

@@ -51,6 +51,10 @@ int tor_gtid_set_add(struct tor_gtid_set *s, const uint8_t uuid[16],
 int tor_gtid_set_add_interval(struct tor_gtid_set *s, const uint8_t uuid[16],
     int64_t start, int64_t end, tor_err *err);
 
+/* Adds every transaction of src to s (s != src). */
+int tor_gtid_set_add_set(struct tor_gtid_set *s, const struct tor_gtid_set *src,
+    tor_err *err);
+
 /* Adds every transaction of the text form (MySQL's spelling: UUIDs with
  * dashes, either case; intervals "n" or "a-b"; blanks and newlines after
  * commas, as gtid_executed shows them; "" is the empty set).  Overlapping

@@ -81,6 +81,27 @@ void tor_progress_safe(const struct tor_progress *p, struct tor_position *out);
  * (transactional mode), its GTID state the same place's. */
 void tor_progress_read(const struct tor_progress *p, struct tor_position *out);
 
+/*
+ * MySQL (gtid_mode=ON): the executed GTID set at the safe position, kept
+ * from a start set on: each transaction's GTID (tor_progress_commit's) is
+ * added as the safe position passes it, so the set describes exactly what
+ * is before that position.  Without a start set (a file:pos start, an
+ * older checkpoint, MariaDB) no set is known.
+ *
+ * _start_gtid_set: the set at the start position (its text form);
+ * -1 with err when it does not parse.  _safe_gtid_set: the set at the
+ * safe position into buf, snprintf semantics, or -1 when none is known
+ * (no start set, or memory ran out while adding to it: a set missing a
+ * transaction is never given out).  _read_gtid_set: the same at
+ * tor_progress_read's position.
+ */
+int tor_progress_start_gtid_set(struct tor_progress *p, const char *text,
+    tor_err *err);
+int tor_progress_safe_gtid_set(const struct tor_progress *p, char *buf,
+    size_t cap);
+int tor_progress_read_gtid_set(const struct tor_progress *p, char *buf,
+    size_t cap);
+
 /* Entries the tracker keeps (what bounds its memory). */
 size_t tor_progress_entries(const struct tor_progress *p);
 

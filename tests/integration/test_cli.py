@@ -160,6 +160,43 @@ def test_checkpoint_set_refuses_a_purged_file(stack):
     assert checkpoint_hash(stack, tor.group) == before
 
 
+SID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+SID_B = "4c4d4e4f-0000-1111-2222-333344445555"
+
+
+def test_checkpoint_set_to_a_mysql_gtid_set(stack):
+    """`checkpoint set` takes a MySQL GTID set as gtid_executed shows it
+    (uppercase, a newline after a comma) and stores it in the one form the
+    checkpoint holds, with no file:pos; `checkpoint show` prints it.  This
+    stack is MariaDB, where such a set names no position: the next leader
+    halts saying so, having published nothing.  A set that does not parse
+    is refused before anything is written."""
+    tor = finished_run(stack)
+    typed = "%s:7,\n %s:1-5" % (SID_B, SID_A.upper())
+    want = "%s:1-5,%s:7" % (SID_A, SID_B)
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", SID_A + ":0")
+    assert p.returncode == 1 and "bad GTID set" in p.stderr, \
+        (p.returncode, p.stdout, p.stderr)
+    p = cli(stack, tor.cfg_text, "checkpoint", "set", "--to", typed)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    new = checkpoint_hash(stack, tor.group)
+    print("  hash after the move: %s" % new)
+    assert new["gtid_set"] == want and new["file"] == "" and \
+        new["gtid"] == "", new
+    p = cli(stack, tor.cfg_text, "checkpoint", "show")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    f = facts(p.stdout)
+    assert f["checkpoint"] == "gtid set" and \
+        f["checkpoint_gtid_set"] == want, p.stdout
+    insert_events(stack, [("order", "k9", b'{"n": 9}')], table=TABLE)
+    r2 = Tor(stack, tor.cfg_text, name="r2").start()
+    rc = r2.wait(timeout=30)
+    halt = [ln for ln in r2.log_text().splitlines() if "is MariaDB" in ln]
+    print("  r2 exit %d: %s" % (rc, halt[-1][:300] if halt else "-"))
+    assert rc == 1 and halt, r2.log_tail()
+    assert "MySQL GTID set names no position there" in halt[-1], halt
+
+
 def test_checkpoint_set_refuses_a_bad_position(stack):
     tor = finished_run(stack)
     before = checkpoint_hash(stack, tor.group)

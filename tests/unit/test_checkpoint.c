@@ -87,6 +87,47 @@ test_position_parse_file_pos(void **state)
 	    " (MySQL GTIDs are not supported)");
 }
 
+/* mysql.start and `tor checkpoint set` take a MySQL GTID set too: MySQL's
+ * spelling in, the checkpoint's one form out, no file:pos; the other forms
+ * as tor_position_parse reads them, with no set. */
+static void
+test_position_parse_set(void **state)
+{
+	static char set[TOR_GTID_SET_TEXT], huge[TOR_GTID_SET_TEXT + 64];
+	struct tor_position p;
+	tor_err err = { "" };
+
+	(void)state;
+	memset(&p, 0xa5, sizeof(p));
+	assert_int_equal(tor_position_parse_set("4C4D4E4F-0000-1111-2222-"
+	    "333344445555:9,\n 3e11fa47-71ca-11e1-9e33-c80aa9429562:7:1-5",
+	    &p, set, &err), 0);
+	assert_string_equal(set, "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7,"
+	    "4c4d4e4f-0000-1111-2222-333344445555:9");
+	assert_true(p.file[0] == '\0' && p.pos == 0 && p.gtid[0] == '\0');
+	assert_int_equal(tor_position_parse_set("mysql-bin.000003:1234", &p,
+	    set, &err), 0);
+	assert_string_equal(set, "");
+	assert_string_equal(p.file, "mysql-bin.000003");
+	assert_int_equal(tor_position_parse_set("0-1-42", &p, set, &err), 0);
+	assert_true(set[0] == '\0' && strcmp(p.gtid, "0-1-42") == 0);
+	assert_int_equal(tor_position_parse_set("3e11fa47-71ca-11e1-9e33-"
+	    "c80aa9429562:0", &p, set, &err), -1);
+	assert_non_null(strstr(err.msg, "bad position '3e11fa47-71ca-11e1-"
+	    "9e33-c80aa9429562:0': bad GTID set"));
+	assert_int_equal(tor_position_parse_set("3e11fa47-71ca-11e1-9e33-"
+	    "c80aa9429562:blue:1", &p, set, &err), -1);
+	print_message("%s\n", err.msg);
+	for (size_t i = 0, k = 0; k + 40 < sizeof(huge) - 1; i++)
+		k += (size_t)sprintf(huge + k, "%s%08zx-0000-0000-0000-"
+		    "000000000000:1", i == 0 ? "" : ",", i);
+	assert_int_equal(tor_position_parse_set(huge, &p, set, &err), -1);
+	assert_non_null(strstr(err.msg, "longer than a checkpoint holds "
+	    "(8191)"));
+	assert_int_equal(tor_position_parse_set("x:3", &p, set, &err), -1);
+	assert_non_null(strstr(err.msg, "the position must be at least 4"));
+}
+
 static void
 test_position_parse_gtid(void **state)
 {
@@ -198,6 +239,25 @@ test_encode_decode(void **state)
 	    40), -1);
 }
 
+/* A MySQL GTID set whose text fills a checkpoint's gtid_set exactly
+ * (TOR_GTID_SET_TEXT - 1 characters): sids of one transaction each, the
+ * last with a longer interval to make up the length. */
+static void
+widest_gtid_set(char out[TOR_GTID_SET_TEXT])
+{
+	size_t at = 0, want = TOR_GTID_SET_TEXT - 1;
+	unsigned i;
+
+	for (i = 0; at + 1 + 39 + 39 <= want; i++)
+		at += (size_t)sprintf(out + at, "%s%08x-0000-0000-0000-"
+		    "000000000000:1", i == 0 ? "" : ",", i);
+	at += (size_t)sprintf(out + at, ",%08x-0000-0000-0000-000000000000:1-",
+	    i);
+	while (at < want)
+		out[at++] = '9';
+	out[at] = '\0';
+}
+
 static void
 test_encode_largest(void **state)
 {
@@ -223,6 +283,8 @@ test_encode_largest(void **state)
 	cp.rows = UINT32_MAX;
 	cp.moved = UINT64_MAX;
 	cp.server_id = UINT32_MAX;
+	widest_gtid_set(cp.gtid_set);
+	assert_int_equal(strlen(cp.gtid_set), TOR_GTID_SET_TEXT - 1);
 	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
 	    sizeof(buf)), TOR_CHECKPOINT_FIELDS);
 	assert_int_equal(strlen(values[TOR_CHECKPOINT_FIELDS - 1]), 64);
@@ -1169,6 +1231,7 @@ test_record_largest(void **state)
 	set_test_key(&cfg, 0x00);
 	memset(cp.pos.file, 'f', sizeof(cp.pos.file) - 1);
 	memset(cp.done.file, 'd', sizeof(cp.done.file) - 1);
+	widest_gtid_set(cp.gtid_set);
 	/* Domains of the widest GTIDs while they fit. */
 	for (unsigned d = 0; left > 60; d++) {
 		int k = snprintf(g, left, "%s%u-4294967295-18446744073709551615",
@@ -1186,6 +1249,7 @@ test_record_largest(void **state)
 	assert_string_equal(back.pos.file, cp.pos.file);
 	assert_string_equal(back.pos.gtid, cp.pos.gtid);
 	assert_string_equal(back.done.file, cp.done.file);
+	assert_string_equal(back.gtid_set, cp.gtid_set);
 	assert_true(back.epoch == TOR_TOKEN_MAX && back.pos.pos == UINT64_MAX &&
 	    back.done.pos == UINT64_MAX && back.rows == UINT32_MAX &&
 	    back.moved == UINT64_MAX && back.server_id == UINT32_MAX);
@@ -1260,6 +1324,113 @@ test_server_id(void **state)
 	    "file=mysql-bin.000001 pos=4 gtid=- done=- rows=0 server_id=x",
 	    &back, &err), -1);
 	assert_non_null(strstr(err.msg, "bad server_id"));
+}
+
+/* gtid_set (MySQL's executed set at pos) travels like server_id: in the
+ * hash and the record under their macs, in the one text form the set
+ * formats to; a checkpoint without it reads as no set and its mac still
+ * verifies.  A set that does not parse, or whose text is longer than a
+ * checkpoint holds, is refused naming the field. */
+#define SID_A "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+#define SID_B "4c4d4e4f-0000-1111-2222-333344445555"
+
+static void
+test_gtid_set_field(void **state)
+{
+	struct tor_checkpoint cp = { .pos = { .file = "binlog.000007",
+	    .pos = 2345 }, .epoch = 12, .updated_ms = 1700000000123,
+	    .server_id = 2, .gtid_set = SID_A ":1-77:80," SID_B ":5" }, back;
+	struct tor_config cfg = { .group = (char *)"orders" };
+	const char *names[TOR_CHECKPOINT_FIELDS], *values[TOR_CHECKPOINT_FIELDS];
+	const char *bad[TOR_CHECKPOINT_FIELDS];
+	char buf[TOR_CHECKPOINT_BUF], rec[TOR_CHECKPOINT_RECORD], *at;
+	static char huge[TOR_GTID_SET_TEXT + 64];
+	tor_err err = { "" };
+
+	(void)state;
+	set_test_key(&cfg, 0x00);
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 8);
+	assert_string_equal(names[6], "gtid_set");
+	assert_string_equal(values[6], cp.gtid_set);
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(&cfg, 8, names, values, &back,
+	    &err), 0);
+	assert_memory_equal(&back, &cp, sizeof(cp));
+	/* MySQL's own spelling (uppercase, blanks and a newline after the
+	 * comma, parts out of order) is the same set: it reads back in the
+	 * one form, and the mac, over that form, verifies. */
+	memcpy(bad, values, sizeof(bad));
+	bad[6] = SID_B ":5,\n 3E11FA47-71CA-11E1-9E33-C80AA9429562:80:1-77";
+	assert_int_equal(tor_checkpoint_decode(&cfg, 8, names, bad, &back,
+	    &err), 0);
+	assert_string_equal(back.gtid_set, cp.gtid_set);
+	/* One transaction more under the same mac does not verify. */
+	bad[6] = SID_A ":1-78:80," SID_B ":5";
+	decode_with(&cfg, 8, names, bad, MAC_BAD);
+	bad[6] = SID_A ":1-77:80,zz";
+	assert_int_equal(tor_checkpoint_decode(&keyless, 8, names, bad, &back,
+	    &err), -1);
+	assert_non_null(strstr(err.msg, "checkpoint field 'gtid_set': bad "
+	    "GTID set"));
+	/* A set written by hand past the limit: refused, naming it. */
+	for (size_t i = 0, k = 0; k + 40 < sizeof(huge) - 1; i++)
+		k += (size_t)sprintf(huge + k, "%s%08zx-0000-0000-0000-"
+		    "000000000000:1", i == 0 ? "" : ",", i);
+	bad[6] = huge;
+	assert_int_equal(tor_checkpoint_decode(&keyless, 8, names, bad, &back,
+	    &err), -1);
+	print_message("%s\n", err.msg);
+	assert_non_null(strstr(err.msg, "checkpoint field 'gtid_set': GTID "
+	    "set of "));
+	assert_non_null(strstr(err.msg, "longer than a checkpoint holds "
+	    "(8191)"));
+	/* Dropped from a signed hash: the mac was over it. */
+	names[6] = names[7];
+	values[6] = values[7];
+	decode_with(&cfg, 7, names, values, MAC_BAD);
+
+	/* An older checkpoint: no field; signed as it was then, it verifies
+	 * and carries no set. */
+	cp.gtid_set[0] = '\0';
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 7);
+	memset(&back, 0xa5, sizeof(back));
+	assert_int_equal(tor_checkpoint_decode(&cfg, 7, names, values, &back,
+	    &err), 0);
+	assert_string_equal(back.gtid_set, "");
+	/* A set alone names a position (an operator's move by GTID set). */
+	memset(&cp, 0, sizeof(cp));
+	snprintf(cp.gtid_set, sizeof(cp.gtid_set), "%s", SID_A ":1-9");
+	cp.epoch = 3;
+	assert_int_equal(tor_checkpoint_encode(&cfg, &cp, names, values, buf,
+	    sizeof(buf)), 7);
+	assert_int_equal(tor_checkpoint_decode(&cfg, 7, names, values, &back,
+	    &err), 0);
+	assert_string_equal(back.gtid_set, SID_A ":1-9");
+
+	/* The record: " gtid_set=<set>" before the mac, which covers it; "-"
+	 * nowhere (an empty set is no field). */
+	snprintf(cp.pos.file, sizeof(cp.pos.file), "binlog.000007");
+	cp.pos.pos = 2345;
+	assert_true(tor_checkpoint_record_format(&cfg, &cp, rec,
+	    sizeof(rec)) > 0);
+	assert_non_null(strstr(rec, " rows=0 gtid_set=" SID_A ":1-9 mac="));
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), 0);
+	assert_string_equal(back.gtid_set, SID_A ":1-9");
+	at = strstr(rec, ":1-9 mac=");
+	at[3] = '8';
+	assert_int_equal(tor_checkpoint_record_parse(&cfg, rec, &back, &err), -1);
+	assert_non_null(strstr(err.msg, "mac does not verify"));
+	/* Without a key, an older record reads as no set; a bad one fails. */
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=5 "
+	    "file=binlog.000001 pos=4 gtid=- done=- rows=0", &back, &err), 0);
+	assert_string_equal(back.gtid_set, "");
+	assert_int_equal(tor_checkpoint_record_parse(&keyless, "v2 token=5 "
+	    "file=binlog.000001 pos=4 gtid=- done=- rows=0 gtid_set=x:1",
+	    &back, &err), -1);
+	assert_non_null(strstr(err.msg, "bad gtid_set: bad GTID set"));
 }
 
 static void
@@ -1532,6 +1703,8 @@ main(void)
 		cmocka_unit_test(test_done_and_records),
 		cmocka_unit_test(test_moved),
 		cmocka_unit_test(test_server_id),
+		cmocka_unit_test(test_gtid_set_field),
+		cmocka_unit_test(test_position_parse_set),
 		cmocka_unit_test_setup_teardown(test_refused_rows, setup_server,
 		    teardown_server),
 		cmocka_unit_test(test_record_largest),

@@ -1197,6 +1197,7 @@ test_position_scan_bad_records(void **state)
 	struct tor_record_pick pick;
 	struct tor_checkpoint cp;
 	tor_err err = { "" };
+	char want[96];
 
 	(void)state;
 	memset(huge, 'v', sizeof(huge));
@@ -1214,8 +1215,9 @@ test_position_scan_bad_records(void **state)
 	tor_checkpoint_pick_start(&pick, &cfg);
 	tor_checkpoint_pick(&pick, huge, sizeof(huge));
 	assert_int_equal(tor_checkpoint_picked(&pick, &cp, &err), -1);
-	assert_non_null(strstr(err.msg, "of 3048 bytes, longer than any tor "
-	    "writes (2047)"));
+	snprintf(want, sizeof(want), "of %zu bytes, longer than any tor "
+	    "writes (%d)", sizeof(huge), TOR_CHECKPOINT_RECORD - 1);
+	assert_non_null(strstr(err.msg, want));
 }
 
 /* Runs a scan with stderr (where the log goes) in a file; the log text. */

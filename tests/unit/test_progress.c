@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "tor/gtid_set.h"
 #include "tor/progress.h"
 
 static struct tor_progress *
@@ -348,6 +349,143 @@ test_out_of_order_acks_merge_behind_the_oldest(void **state)
 	tor_progress_free(p);
 }
 
+/* ---- MySQL's executed GTID set ---- */
+
+#define SID_A "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+#define SID_B "4c4d4e4f-0000-1111-2222-333344445555"
+
+static struct tor_gtid
+mysql_gtid(const char *sid, uint64_t gno)
+{
+	struct tor_gtid g;
+
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(tor_uuid_parse(sid, g.sid), 36);
+	g.gno = gno;
+	return g;
+}
+
+/* A transaction of n messages with MySQL GTID sid:gno; its sequence. */
+static uint64_t
+mysql_txn(struct tor_progress *p, uint64_t end, const char *sid, uint64_t gno,
+    int n)
+{
+	uint64_t seq = tor_progress_begin(p);
+	struct tor_gtid g = mysql_gtid(sid, gno);
+
+	for (int i = 0; i < n; i++)
+		tor_progress_add(p);
+	tor_progress_commit(p, end, &g);
+	return seq;
+}
+
+static void
+expect_set(int (*get)(const struct tor_progress *, char *, size_t),
+    const struct tor_progress *p, const char *want)
+{
+	char buf[512];
+
+	assert_int_equal(get(p, buf, sizeof(buf)), (int)strlen(want));
+	assert_string_equal(buf, want);
+}
+
+/* The set at the safe position is the start set plus exactly the
+ * transactions the safe position has passed: one acknowledged out of
+ * order behind a pending one is not in it until the pending one is, and
+ * a merged run brings every GTID it passed (of two servers, with a gap). */
+static void
+test_mysql_set_follows_the_safe_position(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_position safe;
+	tor_err err = { "" };
+	uint64_t s1, s2, s3;
+
+	(void)state;
+	assert_int_equal(tor_progress_safe_gtid_set(p, NULL, 0), -1);
+	assert_int_equal(tor_progress_start_gtid_set(p, SID_A ":1-10,\n"
+	    SID_B ":1-3", &err), 0);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-10," SID_B ":1-3");
+	s1 = mysql_txn(p, 100, SID_A, 11, 1);
+	s2 = mysql_txn(p, 200, SID_A, 12, 1);
+	(void)mysql_txn(p, 250, SID_B, 4, 0);      /* no message: done */
+	s3 = mysql_txn(p, 300, SID_A, 14, 1);    /* 13 is another table's */
+	/* Acknowledged out of order: 12, 4 and 14 wait behind 11. */
+	tor_progress_ack(p, s2);
+	tor_progress_ack(p, s3);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-10," SID_B ":1-3");
+	/* What a Kafka commit of everything read makes safe has them all. */
+	expect_set(tor_progress_read_gtid_set, p, SID_A ":1-12:14,"
+	    SID_B ":1-4");
+	tor_progress_ack(p, s1);
+	assert_true(tor_progress_take_safe(p, &safe));
+	assert_int_equal(safe.pos, 300);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-12:14,"
+	    SID_B ":1-4");
+	tor_progress_free(p);
+}
+
+/* Many finished transactions behind one pending are merged into one
+ * entry, which carries their GTIDs as a set of a few intervals; passing
+ * it adds them all. */
+static void
+test_mysql_set_of_a_merged_run(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	tor_err err = { "" };
+	uint64_t head, gno = 101;
+
+	(void)state;
+	assert_int_equal(tor_progress_start_gtid_set(p, SID_A ":1-100", &err),
+	    0);
+	head = mysql_txn(p, 10, SID_A, gno++, 1);
+	for (uint64_t end = 20; end < 20 + 10 * 5000; end += 10)
+		(void)mysql_txn(p, end, SID_A, gno++, 0);
+	print_message("entries for 5001 transactions behind one pending: "
+	    "%zu\n", tor_progress_entries(p));
+	assert_true(tor_progress_entries(p) <= 2);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-100");
+	expect_set(tor_progress_read_gtid_set, p, SID_A ":1-5101");
+	tor_progress_ack(p, head);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-5101");
+	tor_progress_free(p);
+}
+
+/* No start set (a file:pos start, an older checkpoint): no set, however
+ * far the position goes; anonymous transactions (gno 0) add nothing; a
+ * tagged GTID (MySQL 8.4), which a set cannot hold, drops the set once
+ * passed rather than give out one that lacks it; a start set that does
+ * not parse is refused. */
+static void
+test_mysql_set_unknown(void **state)
+{
+	struct tor_progress *p = start_at("binlog.000001", 4, "");
+	struct tor_gtid g = mysql_gtid(SID_A, 5);
+	tor_err err = { "" };
+
+	(void)state;
+	(void)mysql_txn(p, 100, SID_A, 1, 0);
+	assert_int_equal(tor_progress_safe_gtid_set(p, NULL, 0), -1);
+	assert_int_equal(tor_progress_read_gtid_set(p, NULL, 0), -1);
+	assert_int_equal(tor_progress_start_gtid_set(p, SID_A ":1-x", &err),
+	    -1);
+	assert_non_null(strstr(err.msg, "bad GTID set"));
+	assert_int_equal(tor_progress_safe_gtid_set(p, NULL, 0), -1);
+	assert_int_equal(tor_progress_start_gtid_set(p, SID_A ":1-4", &err),
+	    0);
+	(void)mysql_txn(p, 150, SID_A, 0, 0);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-4");
+	(void)tor_progress_begin(p);
+	snprintf(g.tag, sizeof(g.tag), "%s", "blue");
+	tor_progress_add(p);
+	tor_progress_commit(p, 200, &g);
+	expect_set(tor_progress_safe_gtid_set, p, SID_A ":1-4");
+	assert_int_equal(tor_progress_read_gtid_set(p, NULL, 0), -1);
+	tor_progress_ack(p, 3);
+	assert_int_equal(tor_progress_safe_gtid_set(p, NULL, 0), -1);
+	tor_progress_free(p);
+}
+
 int
 main(void)
 {
@@ -363,6 +501,9 @@ main(void)
 		cmocka_unit_test(test_many_finished_transactions_behind_one_pending),
 		cmocka_unit_test(test_held_prepare_keeps_the_ring_bounded),
 		cmocka_unit_test(test_out_of_order_acks_merge_behind_the_oldest),
+		cmocka_unit_test(test_mysql_set_follows_the_safe_position),
+		cmocka_unit_test(test_mysql_set_of_a_merged_run),
+		cmocka_unit_test(test_mysql_set_unknown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
