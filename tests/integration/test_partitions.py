@@ -774,6 +774,14 @@ def test_mysql_cut_transactional(stack):
 
 
 @harness.long_test(
+    "test_mysql_cut_transactional shows a leader cut from MariaDB handing "
+    "over")
+def test_mysql_cut_hands_over_idempotent(stack):
+    handover_cut(stack, "part_mysql_ih", "idempotent", "mysql",
+                 "mysql_stall")
+
+
+@harness.long_test(
     "test_kafka_mute_transactional shows a transactional leader cut from "
     "Kafka handing over")
 def test_kafka_cut_transactional_hands_over(stack):
