@@ -42,6 +42,7 @@ struct loader {
 	struct tor_config *cfg;
 	const char *path;
 	tor_err *err;
+	const char *source;     /* the group of a `sources` entry, or NULL */
 };
 
 enum kind {
@@ -136,7 +137,7 @@ static int
 fail(struct loader *ld, const config_setting_t *s, const char *key,
     const char *fmt, ...)
 {
-	char problem[sizeof(ld->err->msg)];
+	char problem[sizeof(ld->err->msg)], where[KEYLEN] = "";
 	const char *file = NULL;
 	int line = 0;
 	va_list ap;
@@ -150,10 +151,14 @@ fail(struct loader *ld, const config_setting_t *s, const char *key,
 	}
 	if (file == NULL)
 		file = ld->path;
+	/* A source's config is its entry laid over the top level: the line
+	 * may be a default's, so the source is named too. */
+	if (ld->source != NULL)
+		snprintf(where, sizeof(where), " (source \"%s\")", ld->source);
 	if (line > 0)
-		return tor_err_set(ld->err, "%s:%d: %s: %s", file, line, key,
-		    problem);
-	return tor_err_set(ld->err, "%s: %s: %s", file, key, problem);
+		return tor_err_set(ld->err, "%s:%d: %s: %s%s", file, line, key,
+		    problem, where);
+	return tor_err_set(ld->err, "%s: %s: %s%s", file, key, problem, where);
 }
 
 /* A key path too long for the buffer ends in "..." rather than silently
@@ -1956,48 +1961,372 @@ load_all(struct loader *ld, const config_setting_t *root)
 	return copy_str(ld, ld->path, &ld->cfg->path);
 }
 
-int
-tor_config_load(struct tor_config *cfg, const char *path, tor_err *err)
+/* Reads path into c (initialised here; the caller destroys it on 0). */
+static int
+read_file(config_t *c, const char *path, tor_err *err)
 {
-	struct tor_config tmp;
-	struct loader ld = { &tmp, path, err };
-	config_t c;
 	FILE *f;
-	int rc;
 
-	memset(cfg, 0, sizeof(*cfg));
-	memset(&tmp, 0, sizeof(tmp));
 	/* libconfig says only "file I/O error"; fopen knows why. */
 	if ((f = fopen(path, "r")) == NULL)
 		return tor_err_set(err, "%s: cannot open: %s", path,
 		    strerror(errno));
 	fclose(f);
 
-	config_init(&c);
-	if (config_read_file(&c, path) == CONFIG_FALSE) {
-		const char *file = config_error_file(&c);
-		const char *text = config_error_text(&c);
+	config_init(c);
+	if (config_read_file(c, path) == CONFIG_FALSE) {
+		const char *file = config_error_file(c);
+		const char *text = config_error_text(c);
 
-		if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
+		if (config_error_type(c) == CONFIG_ERR_FILE_IO)
 			tor_err_set(err, "%s: cannot read the file", path);
 		else if (strcmp(text, "syntax error") == 0)
 			tor_err_set(err, "%s:%d: syntax error",
-			    file != NULL ? file : path, config_error_line(&c));
+			    file != NULL ? file : path, config_error_line(c));
 		else
 			tor_err_set(err, "%s:%d: syntax error: %s",
-			    file != NULL ? file : path, config_error_line(&c),
+			    file != NULL ? file : path, config_error_line(c),
 			    text);
-		config_destroy(&c);
+		config_destroy(c);
 		return -1;
 	}
-	rc = load_all(&ld, config_root_setting(&c));
-	config_destroy(&c);
-	if (rc == -1) {
+	return 0;
+}
+
+/* Loads one group's config from root into *out; nothing to free on -1. */
+static int
+load_one(const config_setting_t *root, const char *path, const char *source,
+    struct tor_config *out, tor_err *err)
+{
+	struct tor_config tmp;
+	struct loader ld = { &tmp, path, err, source };
+
+	memset(&tmp, 0, sizeof(tmp));
+	if (load_all(&ld, root) == -1) {
 		tor_config_free(&tmp);
 		return -1;
 	}
-	*cfg = tmp;
+	*out = tmp;
 	sodium_memzero(&tmp, sizeof(tmp));
+	return 0;
+}
+
+/*
+ * The `sources` form: the top level holds what every source shares, each
+ * entry of `sources` one group.
+ */
+static const char *const keys_top_sources[] = { "instance", "sources",
+	"kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
+static const char *const keys_source[] = { "group", "mysql", "outbox",
+	"kafka", "redis", "ha", "checkpoint", NULL };
+/* What a source must name itself: a default for them would be a trap. */
+static const char *const keys_source_own[] = { "group", "mysql", "outbox",
+	NULL };
+
+static config_setting_t *copy_into(config_setting_t *parent,
+    const config_setting_t *s);
+
+/* The elements or members of s copied into d (a group, list or array). */
+static int
+copy_children(config_setting_t *d, const config_setting_t *s)
+{
+	for (int i = 0; i < config_setting_length(s); i++)
+		if (copy_into(d, config_setting_get_elem(s, (unsigned)i)) ==
+		    NULL)
+			return -1;
+	return 0;
+}
+
+/*
+ * A copy of s added to parent, with s's file and line, so that errors
+ * about it name the place it was written.  Integers are copied as 64-bit
+ * values read as int_value reads them: the literal's place in the file
+ * cannot be found again from the merged tree.
+ */
+static config_setting_t *
+copy_into(config_setting_t *parent, const config_setting_t *s)
+{
+	const char *name = config_setting_is_group(parent) ?
+	    config_setting_name(s) : NULL;
+	int type = config_setting_type(s);
+	config_setting_t *d;
+	int ok = CONFIG_TRUE;
+
+	if (type == CONFIG_TYPE_INT)
+		type = CONFIG_TYPE_INT64;
+	if ((d = config_setting_add(parent, name, type)) == NULL)
+		return NULL;
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		ok = config_setting_set_int64(d, int_value(s));
+		break;
+	case CONFIG_TYPE_FLOAT:
+		ok = config_setting_set_float(d, config_setting_get_float(s));
+		break;
+	case CONFIG_TYPE_BOOL:
+		ok = config_setting_set_bool(d, config_setting_get_bool(s));
+		break;
+	case CONFIG_TYPE_STRING:
+		ok = config_setting_set_string(d,
+		    config_setting_get_string(s));
+		break;
+	default:
+		ok = copy_children(d, s) == 0 ? CONFIG_TRUE : CONFIG_FALSE;
+		break;
+	}
+	if (ok != CONFIG_TRUE)
+		return NULL;
+	d->line = s->line;
+	d->file = s->file;
+	return d;
+}
+
+/* src laid over the group dst: a group merges member by member, anything
+ * else replaces what dst has under its name. */
+static int
+overlay(config_setting_t *dst, const config_setting_t *src)
+{
+	for (int i = 0; i < config_setting_length(src); i++) {
+		const config_setting_t *e = config_setting_get_elem(src,
+		    (unsigned)i);
+		const char *name = config_setting_name(e);
+		config_setting_t *d = config_setting_get_member(dst, name);
+
+		if (d != NULL && config_setting_is_group(d) &&
+		    config_setting_is_group(e)) {
+			if (overlay(d, e) == -1)
+				return -1;
+			continue;
+		}
+		if (d != NULL && config_setting_remove(dst, name) !=
+		    CONFIG_TRUE)
+			return -1;
+		if (copy_into(dst, e) == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+/* The group name of sources[i], checked; NULL after an error. */
+static const char *
+source_group(struct loader *ld, const config_setting_t *e, int i)
+{
+	char key[KEYLEN], sub[KEYLEN];
+	const config_setting_t *g;
+
+	elempath(key, "sources", i);
+	if (!config_setting_is_group(e)) {
+		fail(ld, e, key, "expected a group { group = ...; mysql = ...; "
+		    "outbox = ...; }");
+		return NULL;
+	}
+	if (check_keys(ld, e, key, keys_source) == -1)
+		return NULL;
+	for (const char *const *k = keys_source_own; *k != NULL; k++)
+		if (lookup(e, *k) == NULL) {
+			fail(ld, e, keypath(sub, key, *k), "required");
+			return NULL;
+		}
+	g = lookup(e, "group");
+	if (config_setting_type(g) != CONFIG_TYPE_STRING) {
+		fail(ld, g, keypath(sub, key, "group"), "%s",
+		    kind_problem[K_STR]);
+		return NULL;
+	}
+	return config_setting_get_string(g);
+}
+
+/* Checks the `sources` form's top level and entries, before any merge. */
+static int
+check_sources(struct loader *ld, const config_setting_t *root,
+    const config_setting_t *list)
+{
+	char key[KEYLEN], elem[KEYLEN];
+	const char *group, *other;
+
+	for (const char *const *k = keys_source_own; *k != NULL; k++)
+		if (lookup(root, *k) != NULL)
+			return fail(ld, lookup(root, *k), *k, "not at the top "
+			    "level beside sources: every source names its own");
+	if (check_keys(ld, root, "", keys_top_sources) == -1)
+		return -1;
+	if (config_setting_type(list) != CONFIG_TYPE_LIST)
+		return fail(ld, list, "sources", "%s", kind_problem[K_LIST]);
+	if (config_setting_length(list) == 0)
+		return fail(ld, list, "sources", "no sources: give at least "
+		    "one");
+	for (int i = 0; i < config_setting_length(list); i++) {
+		const config_setting_t *e = config_setting_get_elem(list,
+		    (unsigned)i);
+
+		if ((group = source_group(ld, e, i)) == NULL)
+			return -1;
+		for (int j = 0; j < i; j++) {
+			other = config_setting_get_string(lookup(
+			    config_setting_get_elem(list, (unsigned)j),
+			    "group"));
+			if (strcmp(group, other) == 0)
+				return fail(ld, lookup(e, "group"), keypath(key,
+				    elempath(elem, "sources", i), "group"),
+				    "\"%s\" is the group of sources[%d] "
+				    "already", group, j);
+		}
+	}
+	return 0;
+}
+
+/* The tree of sources[i]: the top level without `sources`, the entry laid
+ * over it.  c is initialised here; the caller destroys it. */
+static int
+merge_source(config_t *c, const config_setting_t *root,
+    const config_setting_t *entry, tor_err *err, const char *path)
+{
+	config_setting_t *mroot;
+
+	config_init(c);
+	mroot = config_root_setting(c);
+	for (int i = 0; i < config_setting_length(root); i++) {
+		const config_setting_t *s = config_setting_get_elem(root,
+		    (unsigned)i);
+
+		if (strcmp(config_setting_name(s), "sources") != 0 &&
+		    copy_into(mroot, s) == NULL)
+			return tor_err_set(err, "%s: out of memory", path);
+	}
+	if (overlay(mroot, entry) == -1)
+		return tor_err_set(err, "%s: out of memory", path);
+	return 0;
+}
+
+/*
+ * Settings that must differ between the groups of one file: a shared
+ * transactional.id fences one producer with the other; one server_id on
+ * one server ends one binlog stream when the other connects.
+ */
+static int
+check_across(const struct tor_config *cfgs, size_t n, tor_err *err)
+{
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct tor_config *a = &cfgs[j], *b = &cfgs[i];
+
+			if (a->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
+			    b->kafka.mode == TOR_KAFKA_TRANSACTIONAL &&
+			    strcmp(a->kafka.transactional_id,
+			    b->kafka.transactional_id) == 0)
+				return tor_err_set(err, "%s: sources: groups "
+				    "\"%s\" and \"%s\" have the same "
+				    "kafka.transactional_id \"%s\": give each "
+				    "its own, or none (\"tor-<group>\")",
+				    a->path, a->group, b->group,
+				    a->kafka.transactional_id);
+			if (a->mysql.server_id == b->mysql.server_id &&
+			    a->mysql.port == b->mysql.port &&
+			    strcmp(a->mysql.host, b->mysql.host) == 0)
+				return tor_err_set(err, "%s: sources: groups "
+				    "\"%s\" and \"%s\" read %s:%d with the "
+				    "same mysql.server_id %u: %s", a->path,
+				    a->group, b->group, a->mysql.host,
+				    a->mysql.port, a->mysql.server_id,
+				    a->mysql.server_id_derived &&
+				    b->mysql.server_id_derived ? "the derived "
+				    "ids collide, set one of them" : "give "
+				    "each its own, or none (derived)");
+		}
+	return 0;
+}
+
+void
+tor_config_free_sources(struct tor_config *cfgs, size_t n)
+{
+	if (cfgs == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		tor_config_free(&cfgs[i]);
+	free(cfgs);
+}
+
+int
+tor_config_load_sources(const char *path, struct tor_config **cfgs,
+    size_t *n, tor_err *err)
+{
+	struct loader ld = { NULL, path, err, NULL };
+	const config_setting_t *root, *list;
+	struct tor_config *out = NULL;
+	size_t count = 0, len;
+	config_t c, m;
+	int rc = -1;
+
+	*cfgs = NULL;
+	*n = 0;
+	if (read_file(&c, path, err) == -1)
+		return -1;
+	root = config_root_setting(&c);
+	if ((list = lookup(root, "sources")) == NULL) {
+		/* Today's form: the whole file is the one group. */
+		if ((out = calloc(1, sizeof(*out))) == NULL)
+			tor_err_set(err, "%s: out of memory", path);
+		else if (load_one(root, path, NULL, out, err) == 0)
+			count = 1;
+		rc = count == 1 ? 0 : -1;
+		goto done;
+	}
+	if (check_sources(&ld, root, list) == -1)
+		goto done;
+	len = (size_t)config_setting_length(list);
+	if ((out = calloc(len, sizeof(*out))) == NULL) {
+		tor_err_set(err, "%s: out of memory", path);
+		goto done;
+	}
+	for (size_t i = 0; i < len; i++) {
+		const config_setting_t *e = config_setting_get_elem(list,
+		    (unsigned)i);
+		const char *group = config_setting_get_string(lookup(e,
+		    "group"));
+		int one;
+
+		if (merge_source(&m, root, e, err, path) == -1) {
+			config_destroy(&m);
+			goto done;
+		}
+		one = load_one(config_root_setting(&m), path, group, &out[i],
+		    err);
+		config_destroy(&m);
+		if (one == -1)
+			goto done;
+		count++;
+	}
+	rc = check_across(out, count, err);
+done:
+	config_destroy(&c);
+	if (rc == -1) {
+		tor_config_free_sources(out, count);
+		return -1;
+	}
+	*cfgs = out;
+	*n = count;
+	return 0;
+}
+
+int
+tor_config_load(struct tor_config *cfg, const char *path, tor_err *err)
+{
+	struct tor_config *cfgs;
+	size_t n;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (tor_config_load_sources(path, &cfgs, &n, err) == -1)
+		return -1;
+	if (n > 1) {
+		tor_err_set(err, "%s: sources: %zu sources given: several "
+		    "sources are not supported yet", path, n);
+		tor_config_free_sources(cfgs, n);
+		return -1;
+	}
+	*cfg = cfgs[0];
+	sodium_memzero(&cfgs[0], sizeof(cfgs[0]));
+	free(cfgs);
 	return 0;
 }
 

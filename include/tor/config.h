@@ -232,12 +232,24 @@ struct tor_config {
 };
 
 /* Parses and validates the file at path into cfg (which the caller zeroes or
- * not; it is overwritten).  On error, err reads "path:line: key: problem" (line
+ * not; it is overwritten).  A file whose `sources` names more than one
+ * group is refused: the replica runs one group for now.  On error, err reads "path:line: key: problem" (line
  * omitted where libconfig gives none) and cfg holds nothing to free.  Reads
  * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD, TOR_SENTINEL_PASSWORD,
  * TOR_KAFKA_SASL_PASSWORD and TOR_CHECKPOINT_KEY environment variables and
  * the files named by *_file keys. */
 int tor_config_load(struct tor_config *cfg, const char *path, tor_err *err);
+
+/* The file at path as one config per group, in file order: one for a file
+ * in today's form, one per entry of `sources` for a file that has it (each
+ * entry laid over the top level's kafka, redis, ha and checkpoint, key by
+ * key, then loaded and validated as a file of its own; errors then end in
+ * ` (source "<group>")`).  Each config is complete and owns its strings.
+ * Free with tor_config_free_sources.  Group names must be unique, and so
+ * must an explicit transactional.id, and a server_id per MySQL server. */
+int tor_config_load_sources(const char *path, struct tor_config **cfgs,
+    size_t *n, tor_err *err);
+void tor_config_free_sources(struct tor_config *cfgs, size_t n);
 
 /* Prints the effective configuration (after defaults and derivations) in
  * libconfig syntax, secrets shown as "********" when set. */

@@ -446,6 +446,10 @@ def test_every_loader_key_is_documented():
                            re.S):
         listed.update(re.findall(r'"([a-z_]+)"', body))
     assert listed, "no key list found in src/config.c"
+    # `sources` is the other form of the file, one config per entry:
+    # --check-config prints a group's config, never the list
+    # (test_sources_form_is_documented holds its keys to the docs).
+    listed.discard("sources")
     unprinted = sorted(listed - names)
     assert not unprinted, "src/config.c knows %s, which --check-config " \
         "does not print: print every key (tor_config_print)" % unprinted
@@ -458,6 +462,24 @@ def test_every_loader_key_is_documented():
         "loader does not print: %s" % unknown
     print("  %d keys (%d values), all documented" % (len(known),
                                                        len(leaves)))
+
+
+def test_sources_form_is_documented():
+    """Every key src/config.c allows in a `sources` entry and beside
+    `sources` is named in docs/configuration.md's "Several sources"."""
+    doc = read(CONFIG_DOC)
+    section = doc[doc.index("## Several sources"):]
+    section = section[:section.index("\n## ", 1)]
+    names = set()
+    for name in ("keys_source", "keys_top_sources"):
+        body = re.search(r"%s\[\] = \{(.*?)\};" % name, read(CONFIG_C),
+                         re.S)
+        assert body, "no %s in src/config.c" % name
+        names.update(re.findall(r'"([a-z_]+)"', body.group(1)))
+    missing = sorted(n for n in names if "`%s`" % n not in section)
+    assert not missing, "keys of the sources form that docs/" \
+        "configuration.md's \"Several sources\" does not name: %s" % missing
+    print("  %d keys of the sources form documented" % len(names))
 
 
 def put(tree, path, value):

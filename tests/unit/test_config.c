@@ -1183,6 +1183,108 @@ test_listen_values(void **state)
 	assert_int_equal(load_with("port = 0x0CE4;", ""), 0);
 }
 
+/* The `sources` form: each entry laid over the top level, key by key. */
+static void
+test_sources_merge(void **state)
+{
+	struct tor_config *cfgs, *a, *b;
+	tor_err err = { "" };
+	size_t n;
+
+	(void)state;
+	if (tor_config_load_sources(DIR "sources_two.cfg", &cfgs, &n,
+	    &err) != 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(n, 2);
+	a = &cfgs[0];
+	b = &cfgs[1];
+	assert_string_equal(a->group, "shop-eu");
+	assert_string_equal(b->group, "billing");
+	assert_string_equal(a->instance, "tor-0");
+	assert_string_equal(b->instance, "tor-0");
+	assert_string_equal(a->path, DIR "sources_two.cfg");
+	assert_string_equal(a->mysql.host, "db-eu");
+	assert_int_equal(a->mysql.port, 3306);
+	assert_string_equal(b->mysql.host, "db-billing");
+	assert_int_equal(b->mysql.port, 3307);
+	/* Derived per group: ids that differ without being asked to. */
+	assert_true(a->mysql.server_id_derived);
+	/* An integer of an entry is read from its own line, where a 32-bit
+	 * literal past INT32_MAX is not wrapped (test_server_id_max). */
+	assert_false(b->mysql.server_id_derived);
+	assert_int_equal(b->mysql.server_id, 4294967295u);
+	assert_string_equal(a->outbox.tables[0].schema, "shop");
+	assert_string_equal(b->outbox.tables[0].schema, "billing");
+	assert_int_equal(a->outbox.n_routes, 0);
+	assert_int_equal(b->outbox.n_routes, 1);
+	/* kafka: brokers shared, mode and properties overridden whole. */
+	assert_string_equal(a->kafka.brokers, "k1:9092,k2:9092");
+	assert_string_equal(b->kafka.brokers, "k1:9092,k2:9092");
+	assert_int_equal(a->kafka.mode, TOR_KAFKA_TRANSACTIONAL);
+	assert_int_equal(b->kafka.mode, TOR_KAFKA_IDEMPOTENT);
+	assert_string_equal(a->kafka.transactional_id, "tor-shop-eu");
+	assert_int_equal(a->kafka.n_inline_properties, 1);
+	assert_string_equal(a->kafka.properties[0], "linger.ms=5");
+	assert_int_equal(b->kafka.n_inline_properties, 1);
+	assert_string_equal(b->kafka.properties[0], "linger.ms=20");
+	/* redis and ha: a key overridden, the rest kept. */
+	assert_string_equal(a->redis.host, "r");
+	assert_string_equal(b->redis.host, "r");
+	assert_string_equal(a->redis.prefix, "pool");
+	assert_string_equal(b->redis.prefix, "billing");
+	assert_int_equal(a->ha.lease_ms, 3000);
+	assert_int_equal(b->ha.lease_ms, 6000);
+	assert_int_equal(b->ha.renew_ms, 1000);
+	tor_config_free_sources(cfgs, n);
+}
+
+/* A list of one is today's file written the other way. */
+static void
+test_sources_one_is_a_file_of_today(void **state)
+{
+	struct tor_config one, minimal;
+	char *a = NULL, *b = NULL;
+	size_t alen, blen;
+	FILE *fa, *fb;
+
+	(void)state;
+	load_ok(&one, DIR "sources_one.cfg");
+	load_ok(&minimal, DIR "minimal.cfg");
+	fa = open_memstream(&a, &alen);
+	fb = open_memstream(&b, &blen);
+	tor_config_print(&one, fa);
+	tor_config_print(&minimal, fb);
+	fclose(fa);
+	fclose(fb);
+	/* Alike but for the first line, which names the file. */
+	assert_string_equal(strchr(a, '\n'), strchr(b, '\n'));
+	free(a);
+	free(b);
+	tor_config_free(&one);
+	tor_config_free(&minimal);
+}
+
+/* Several sources load, but a replica runs one group for now. */
+static void
+test_sources_several_refused_by_the_replica(void **state)
+{
+	struct tor_config *cfgs, cfg;
+	tor_err err = { "" };
+	size_t n;
+
+	(void)state;
+	assert_int_equal(tor_config_load_sources(DIR "sources_pair.cfg", &cfgs,
+	    &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(cfgs[1].group, "b");
+	tor_config_free_sources(cfgs, n);
+	assert_int_equal(tor_config_load(&cfg, DIR "sources_pair.cfg", &err),
+	    -1);
+	assert_string_equal(err.msg, DIR "sources_pair.cfg: sources: 2 "
+	    "sources given: several sources are not supported yet");
+	assert_null(cfg.group);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -1201,6 +1303,35 @@ struct bad_case {
 };
 
 static const struct bad_case bad_cases[] = {
+	{ "bad_sources_dup_group.cfg",
+	    "13: sources[1].group: \"a\" is the group of "
+	    "sources[0] already" },
+	{ "bad_sources_no_mysql.cfg",
+	    "4: sources[0].mysql: required" },
+	{ "bad_sources_no_outbox.cfg",
+	    "4: sources[0].outbox: required" },
+	{ "bad_sources_unknown_key.cfg",
+	    "18: sources[1].log: unknown key" },
+	{ "bad_sources_top_mysql.cfg",
+	    "1: mysql: not at the top level beside "
+	    "sources: every source names its own" },
+	{ "bad_sources_unknown_top.cfg",
+	    "3: outbx: unknown key" },
+	{ "bad_sources_override_value.cfg",
+	    "18: kafka.mode: expected idempotent "
+	    "or transactional, got \"exactly-once\" (source \"b\")" },
+	{ "bad_sources_default_value.cfg",
+	    "2: kafka.partitioner: expected "
+	    "murmur2, fnv1a or crc32, got \"random\" (source \"a\")" },
+	{ "bad_sources_same_txn_id.cfg",
+	    " sources: groups \"a\" and \"b\" have "
+	    "the same kafka.transactional_id \"tor-pool\": give each its own, or "
+	    "none (\"tor-<group>\")" },
+	{ "bad_sources_same_server_id.cfg", " sources: groups \"a\" and "
+	    "\"b\" read db:3306 with the same mysql.server_id 7: give each its "
+	    "own, or none (derived)" },
+	{ "bad_sources_empty.cfg",
+	    "3: sources: no sources: give at least one" },
 	{ "bad_unknown_top.cfg", "10: mysqll: unknown key" },
 	{ "bad_unknown_nested.cfg", "4: mysql.hots: unknown key" },
 	{ "bad_unknown_in_table.cfg",
@@ -1498,6 +1629,11 @@ main(void)
 		cmocka_unit_test_setup(test_start_values, clean_env),
 		cmocka_unit_test_setup(test_listen_values, clean_env),
 		cmocka_unit_test_setup(test_missing_file, clean_env),
+		cmocka_unit_test_setup(test_sources_merge, clean_env),
+		cmocka_unit_test_setup(test_sources_one_is_a_file_of_today,
+		    clean_env),
+		cmocka_unit_test_setup(
+		    test_sources_several_refused_by_the_replica, clean_env),
 		cmocka_unit_test_setup(test_redis_tls_values, clean_env),
 	};
 	enum {
