@@ -1232,6 +1232,11 @@ test_sources_merge(void **state)
 	assert_string_equal(b->redis.host, "r");
 	assert_string_equal(a->redis.prefix, "pool");
 	assert_string_equal(b->redis.prefix, "billing");
+	/* A group within a group merges too. */
+	assert_string_equal(a->redis.tls.ca_file, "no-such-ca.pem");
+	assert_string_equal(b->redis.tls.ca_file, "no-such-ca.pem");
+	assert_string_equal(a->redis.tls.server_name, "");
+	assert_string_equal(b->redis.tls.server_name, "redis.internal");
 	assert_int_equal(a->ha.lease_ms, 3000);
 	assert_int_equal(b->ha.lease_ms, 6000);
 	assert_int_equal(b->ha.renew_ms, 1000);
@@ -1317,6 +1322,8 @@ static const struct bad_case bad_cases[] = {
 	    "sources: every source names its own" },
 	{ "bad_sources_unknown_top.cfg",
 	    "3: outbx: unknown key" },
+	{ "bad_sources_unknown_nested.cfg",
+	    "18: kafka.linger: unknown key (source \"b\")" },
 	{ "bad_sources_override_value.cfg",
 	    "18: kafka.mode: expected idempotent "
 	    "or transactional, got \"exactly-once\" (source \"b\")" },
