@@ -188,7 +188,9 @@ int tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
 
 /* Which of two checkpoints of the group is the newer decision: the higher
  * token; for equal tokens (one leadership wrote both) the one that names
- * more published.  Returns true when b wins over a. */
+ * more published, or, when they belong to two servers (the leadership
+ * followed a failover), the one further on in the GTID domains, else b
+ * (met later).  Returns true when b wins over a. */
 bool tor_checkpoint_newer(const struct tor_checkpoint *a,
     const struct tor_checkpoint *b);
 
