@@ -981,24 +981,26 @@ published(const struct tor_checkpoint *cp)
 	return cp->done.file[0] != '\0' ? &cp->done : &cp->pos;
 }
 
-/* The sequence number of domain d in a MariaDB GTID list, or -1. */
-static long long
-gtid_seq(const char *list, unsigned long d)
+bool
+tor_gtid_of_domain(const char *list, unsigned long d, unsigned long *server,
+    unsigned long long *seq)
 {
-	unsigned long dom, server;
-	unsigned long long seq;
-	int n;
-
 	while (*list != '\0') {
-		if (sscanf(list, "%lu-%lu-%llu%n", &dom, &server, &seq, &n) != 3)
-			return -1;
-		if (dom == d)
-			return (long long)seq;
-		list += n;
-		if (*list == ',')
-			list++;
+		unsigned long dd, sv;
+		unsigned long long n;
+		int used = 0;
+
+		if (sscanf(list, "%lu-%lu-%llu%n", &dd, &sv, &n, &used) != 3)
+			return false;
+		if (dd == d) {
+			*server = sv;
+			*seq = n;
+			return true;
+		}
+		list += used;
+		list += *list == ',';
 	}
-	return -1;
+	return false;
 }
 
 /* >0 when GTID list b is ahead of a (in some domain, behind in none), <0
@@ -1016,14 +1018,14 @@ gtid_compare(const char *a, const char *b)
 	if (a[0] == '\0' || b[0] == '\0')
 		return TOR_POSITION_UNORDERED;
 	while (*p != '\0') {
-		long long other;
+		unsigned long other_server;
+		unsigned long long other;
 
-		if (sscanf(p, "%lu-%lu-%llu%n", &dom, &server, &seq, &n) != 3)
+		if (sscanf(p, "%lu-%lu-%llu%n", &dom, &server, &seq, &n) != 3 ||
+		    !tor_gtid_of_domain(a, dom, &other_server, &other))
 			return TOR_POSITION_UNORDERED;
-		if ((other = gtid_seq(a, dom)) < 0)
-			return TOR_POSITION_UNORDERED;
-		ahead += (long long)seq > other;
-		behind += (long long)seq < other;
+		ahead += seq > other;
+		behind += seq < other;
 		p += n;
 		if (*p == ',')
 			p++;
