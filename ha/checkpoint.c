@@ -982,6 +982,60 @@ published(const struct tor_checkpoint *cp)
 }
 
 bool
+tor_gtid_of_domain(const char *list, unsigned long d, unsigned long *server,
+    unsigned long long *seq)
+{
+	while (*list != '\0') {
+		unsigned long dd, sv;
+		unsigned long long n;
+		int used = 0;
+
+		if (sscanf(list, "%lu-%lu-%llu%n", &dd, &sv, &n, &used) != 3)
+			return false;
+		if (dd == d) {
+			*server = sv;
+			*seq = n;
+			return true;
+		}
+		list += used;
+		list += *list == ',';
+	}
+	return false;
+}
+
+/* >0 when GTID list b is ahead of a (in some domain, behind in none), <0
+ * the reverse, 0 the same, TOR_POSITION_UNORDERED when they cannot be
+ * ordered (no GTIDs, other domains, ahead in one and behind in another). */
+static int
+gtid_compare(const char *a, const char *b)
+{
+	int ahead = 0, behind = 0;
+	const char *p = b;
+	unsigned long dom, server;
+	unsigned long long seq;
+	int n;
+
+	if (a[0] == '\0' || b[0] == '\0')
+		return TOR_POSITION_UNORDERED;
+	while (*p != '\0') {
+		unsigned long other_server;
+		unsigned long long other;
+
+		if (sscanf(p, "%lu-%lu-%llu%n", &dom, &server, &seq, &n) != 3 ||
+		    !tor_gtid_of_domain(a, dom, &other_server, &other))
+			return TOR_POSITION_UNORDERED;
+		ahead += seq > other;
+		behind += seq < other;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	if (ahead > 0 && behind > 0)
+		return TOR_POSITION_UNORDERED;
+	return ahead > 0 ? 1 : behind > 0 ? -1 : 0;
+}
+
+bool
 tor_checkpoint_newer(const struct tor_checkpoint *a,
     const struct tor_checkpoint *b)
 {
@@ -989,6 +1043,15 @@ tor_checkpoint_newer(const struct tor_checkpoint *a,
 
 	if (a->epoch != b->epoch)
 		return b->epoch > a->epoch;
+	/* One leadership on two servers (it followed a failover): a file:pos
+	 * of one says nothing of the other's binlog.  A GTID domain's
+	 * sequence goes on across them; without it, the later record. */
+	if (a->server_id != 0 && b->server_id != 0 &&
+	    a->server_id != b->server_id) {
+		c = gtid_compare(a->pos.gtid, b->pos.gtid);
+		return c == TOR_POSITION_UNORDERED || c > 0 ||
+		    (c == 0 && b->rows > a->rows);
+	}
 	c = tor_position_compare(published(b), published(a));
 	if (c == TOR_POSITION_UNORDERED)
 		return b->pos.file[0] != '\0' && a->pos.file[0] == '\0';

@@ -511,29 +511,6 @@ tor_binlog_gtid_at(struct tor_binlog *b, struct tor_position *pos,
 	return 0;
 }
 
-/* The GTID of domain d in the state list ("D-S-N,..."): false when none. */
-static bool
-gtid_of_domain(const char *list, unsigned long d, unsigned long *server,
-    unsigned long long *seq)
-{
-	while (*list != '\0') {
-		unsigned long dd, sv;
-		unsigned long long n;
-		int used = 0;
-
-		if (sscanf(list, "%lu-%lu-%llu%n", &dd, &sv, &n, &used) != 3)
-			return false;
-		if (dd == d) {
-			*server = sv;
-			*seq = n;
-			return true;
-		}
-		list += used;
-		list += *list == ',';
-	}
-	return false;
-}
-
 /* Whether the server's GTID state at a position (have) is at or past each
  * domain's GTID of the checkpoint's (want), and the same GTID where the
  * sequence numbers are equal.  The checkpoint's state may lag its file:pos
@@ -548,7 +525,7 @@ gtid_state_reaches(const char *have, const char *want)
 
 		if (sscanf(want, "%lu-%lu-%llu%n", &d, &sv, &n, &used) != 3)
 			return true;    /* not a MariaDB state: nothing to check */
-		if (!gtid_of_domain(have, d, &hsv, &hn) || hn < n ||
+		if (!tor_gtid_of_domain(have, d, &hsv, &hn) || hn < n ||
 		    (hn == n && hsv != sv))
 			return false;
 		want += used;

@@ -78,8 +78,8 @@ struct cursor {
 	const char *what;
 };
 
-static uint64_t
-get_le(const uint8_t *p, size_t n)
+uint64_t
+tor_le_read(const uint8_t *p, size_t n)
 {
 	uint64_t v = 0;
 
@@ -128,7 +128,7 @@ cur_le(struct cursor *c, size_t n, uint64_t *v, const char *field,
 
 	if (cur_take(c, n, &p, field, err) == -1)
 		return -1;
-	*v = get_le(p, n);
+	*v = tor_le_read(p, n);
 	return 0;
 }
 
@@ -353,7 +353,7 @@ static int
 check_crc(const uint8_t *raw, size_t len, uint8_t type, uint32_t next_pos,
     tor_err *err)
 {
-	uint32_t want = (uint32_t)get_le(raw + len - CHECKSUM_LEN, CHECKSUM_LEN);
+	uint32_t want = (uint32_t)tor_le_read(raw + len - CHECKSUM_LEN, CHECKSUM_LEN);
 	uint32_t got;
 	uint8_t flags = raw[17];
 
@@ -384,12 +384,12 @@ tor_event_parse(const uint8_t *raw, size_t len, const struct tor_format *fmt,
 		return tor_err_set(err, "binlog event too short: %zu bytes, the "
 		    "common header alone needs %d", len, COMMON_HEADER_LEN);
 	memset(ev, 0, sizeof(*ev));
-	ev->timestamp = (uint32_t)get_le(raw, 4);
+	ev->timestamp = (uint32_t)tor_le_read(raw, 4);
 	ev->type = raw[4];
-	ev->server_id = (uint32_t)get_le(raw + 5, 4);
-	ev->size = (uint32_t)get_le(raw + 9, 4);
-	ev->next_pos = (uint32_t)get_le(raw + 13, 4);
-	ev->flags = (uint16_t)get_le(raw + 17, 2);
+	ev->server_id = (uint32_t)tor_le_read(raw + 5, 4);
+	ev->size = (uint32_t)tor_le_read(raw + 9, 4);
+	ev->next_pos = (uint32_t)tor_le_read(raw + 13, 4);
+	ev->flags = (uint16_t)tor_le_read(raw + 17, 2);
 	if (ev->size != len)
 		return tor_err_set(err, "%s event at %u: size field says %u "
 		    "bytes but %zu were received", event_name(ev->type),
@@ -534,9 +534,9 @@ cur_varlen(struct cursor *c, uint64_t *v, const char *field, tor_err *err)
 	if (n > 1 && cur_take(c, n - 1, NULL, field, err) == -1)
 		return -1;
 	if (n == 9)
-		*v = get_le(p + 1, 8);
+		*v = tor_le_read(p + 1, 8);
 	else
-		*v = get_le(p, n) >> n;
+		*v = tor_le_read(p, n) >> n;
 	return 0;
 }
 
@@ -1138,7 +1138,7 @@ read_column_meta(struct cursor *c, struct tor_column *col, uint32_t i,
 	case TOR_TYPE_VAR_STRING:
 		if (cur_take(c, 2, &m, "column metadata", err) == -1)
 			return -1;
-		col->meta = (uint16_t)get_le(m, 2);
+		col->meta = (uint16_t)tor_le_read(m, 2);
 		break;
 	case TOR_TYPE_NEWDECIMAL:
 		if (cur_take(c, 2, &m, "column metadata", err) == -1)
@@ -1833,7 +1833,7 @@ column_size(const struct tor_column *col, const uint8_t *p, size_t avail,
 	if (lb > 0) {
 		if (lb > avail)
 			return -1;
-		n = (size_t)get_le(p, lb);
+		n = (size_t)tor_le_read(p, lb);
 		if (n > avail - lb)
 			return -1;
 		*size = lb + n;
@@ -2065,7 +2065,7 @@ render_old_time(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
 
 	if (fsp == 0) {
 		/* HHMMSS as a signed decimal number in 3 bytes. */
-		uint64_t v = get_le(p, 3);
+		uint64_t v = tor_le_read(p, 3);
 		int64_t t = (v & 0x800000) ? (int64_t)v - 0x1000000 :
 		    (int64_t)v;
 
@@ -2100,7 +2100,7 @@ render_old_datetime(struct tor_buf *out, const uint8_t *p, unsigned int fsp)
 		/* YYYYMMDDhhmmss as a decimal number in 8 bytes. */
 		uint64_t date, t;
 
-		v = get_le(p, 8);
+		v = tor_le_read(p, 8);
 		date = v / 1000000;
 		t = v % 1000000;
 		y = date / 10000;
@@ -2236,7 +2236,7 @@ render_set(struct tor_buf *out, const struct tor_column *col, uint64_t mask)
 static int
 render_int(struct tor_buf *out, const uint8_t *p, size_t n, bool is_unsigned)
 {
-	uint64_t u = get_le(p, n);
+	uint64_t u = tor_le_read(p, n);
 
 	if (is_unsigned)
 		return tor_buf_append_uint(out, u, 1);
@@ -2263,14 +2263,14 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 	case TOR_TYPE_LONGLONG:
 		return render_int(out, p, size, col->is_unsigned);
 	case TOR_TYPE_FLOAT: {
-		uint32_t bits = (uint32_t)get_le(p, 4);
+		uint32_t bits = (uint32_t)tor_le_read(p, 4);
 		float f;
 
 		memcpy(&f, &bits, sizeof(f));
 		return render_float(out, f, true);
 	}
 	case TOR_TYPE_DOUBLE: {
-		uint64_t bits = get_le(p, 8);
+		uint64_t bits = tor_le_read(p, 8);
 		double d;
 
 		memcpy(&d, &bits, sizeof(d));
@@ -2284,7 +2284,7 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 		    tor_buf_append_uint(out, 1900u + p[0], 1);
 	case TOR_TYPE_DATE:
 	case TOR_TYPE_NEWDATE:
-		v = get_le(p, 3);
+		v = tor_le_read(p, 3);
 		return append_date(out, v >> 9, v >> 5 & 15, v & 31);
 	case TOR_TYPE_TIME:
 		*why = "bad TIME value";
@@ -2299,7 +2299,7 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 
 		if (usec > 999999)
 			break;
-		return render_epoch(out, col->meta == 0 ? get_le(p, 4) :
+		return render_epoch(out, col->meta == 0 ? tor_le_read(p, 4) :
 		    get_be(p, 4), usec, col->meta);
 	}
 	case TOR_TYPE_TIMESTAMP2: {
@@ -2318,9 +2318,9 @@ render_scalar(struct tor_buf *out, const struct tor_column *col,
 	case TOR_TYPE_BIT:
 		return tor_buf_append_uint(out, get_be(p, size), 1);
 	case TOR_TYPE_ENUM:
-		return render_enum(out, col, get_le(p, size));
+		return render_enum(out, col, tor_le_read(p, size));
 	case TOR_TYPE_SET:
-		return render_set(out, col, get_le(p, size));
+		return render_set(out, col, tor_le_read(p, size));
 	case TOR_TYPE_JSON: {
 		size_t lb = col->meta;
 

@@ -467,16 +467,6 @@ put_le(uint8_t *p, uint64_t v, size_t n)
 	return p;
 }
 
-static uint64_t
-get_le(const uint8_t *p, size_t n)
-{
-	uint64_t v = 0;
-
-	for (size_t i = n; i > 0; i--)
-		v = v << 8 | p[i - 1];
-	return v;
-}
-
 void
 tor_gtid_set_encode(const struct tor_gtid_set *s, uint8_t *out)
 {
@@ -505,7 +495,7 @@ tor_gtid_set_decode(struct tor_gtid_set *s, const uint8_t *p, size_t n,
 	if (n < 8)
 		return tor_err_set(err, "GTID set: %zu bytes, too short for "
 		    "its count", n);
-	n_sids = get_le(p, 8);
+	n_sids = tor_le_read(p, 8);
 	p += 8;
 	/* MySQL 8.4 puts a format byte in the top (and bottom) byte of the
 	 * count when the set holds tagged GTIDs. */
@@ -522,15 +512,15 @@ tor_gtid_set_decode(struct tor_gtid_set *s, const uint8_t *p, size_t n,
 			return tor_err_set(err, "GTID set: sid %" PRIu64 " of %"
 			    PRIu64 " cut short", i + 1, n_sids);
 		uuid = p;
-		n_iv = get_le(p + 16, 8);
+		n_iv = tor_le_read(p + 16, 8);
 		p += 16 + 8;
 		if (n_iv == 0 || n_iv > (size_t)(end - p) / 16)
 			return tor_err_set(err, "GTID set: %" PRIu64 " intervals "
 			    "where %zu bytes are left", n_iv,
 			    (size_t)(end - p));
 		for (uint64_t j = 0; j < n_iv; j++, p += 16) {
-			int64_t start = (int64_t)get_le(p, 8);
-			int64_t stop = (int64_t)get_le(p + 8, 8);
+			int64_t start = (int64_t)tor_le_read(p, 8);
+			int64_t stop = (int64_t)tor_le_read(p + 8, 8);
 
 			if (start <= last || stop <= start)
 				return tor_err_set(err, "GTID set: interval [%"

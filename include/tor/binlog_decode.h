@@ -120,6 +120,10 @@ struct tor_event {
 	size_t body_len;
 };
 
+/* The n-byte little-endian unsigned integer at p (n at most 8), as the
+ * binlog writes its numbers. */
+uint64_t tor_le_read(const uint8_t *p, size_t n);
+
 /* Splits raw (one whole event: header, body and checksum when fmt->checksum,
  * exactly len bytes) and verifies its CRC32.  A FORMAT_DESCRIPTION event
  * carries its own checksum algorithm byte and is split by that instead (its

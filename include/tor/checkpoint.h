@@ -186,9 +186,17 @@ int tor_checkpoint_record_format(const struct tor_config *cfg,
 int tor_checkpoint_record_parse(const struct tor_config *cfg, const char *text,
     struct tor_checkpoint *cp, tor_err *err);
 
+/* The GTID of domain d in a MariaDB GTID list "D-S-N[,D-S-N...]": its
+ * server_id and sequence number; false when the list has none (or does not
+ * parse). */
+bool tor_gtid_of_domain(const char *list, unsigned long d,
+    unsigned long *server, unsigned long long *seq);
+
 /* Which of two checkpoints of the group is the newer decision: the higher
  * token; for equal tokens (one leadership wrote both) the one that names
- * more published.  Returns true when b wins over a. */
+ * more published, or, when they belong to two servers (the leadership
+ * followed a failover), the one further on in the GTID domains, else b
+ * (met later).  Returns true when b wins over a. */
 bool tor_checkpoint_newer(const struct tor_checkpoint *a,
     const struct tor_checkpoint *b);
 

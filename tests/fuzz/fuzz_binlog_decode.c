@@ -117,28 +117,34 @@ out:
 	free(rraw);
 }
 
-/* A PREVIOUS_GTIDS body as a GTID set: what decodes encodes back to the
- * same bytes, and formats. */
+/* A PREVIOUS_GTIDS body as a GTID set: what decodes formats, and encodes
+ * to bytes that decode to the same set. */
 static void
 fuzz_gtid_set(const struct tor_event *ev)
 {
-	struct tor_gtid_set s;
+	struct tor_gtid_set s, back;
 	char text[256];
 	uint8_t *again;
+	size_t len;
 	tor_err err;
 
+	/* A body whose intervals overlap, touch or come out of order decodes
+	 * to their union (as the server merges them): what must hold is that
+	 * the set, encoded, decodes to the same set. */
 	tor_gtid_set_init(&s);
+	tor_gtid_set_init(&back);
 	if (tor_gtid_set_from_previous_gtids(&s, ev, &err) == 0) {
 		(void)tor_gtid_set_format(&s, text, sizeof(text));
-		if (tor_gtid_set_encoded_len(&s) != ev->body_len)
-			abort();
-		if ((again = malloc(ev->body_len)) != NULL) {
+		len = tor_gtid_set_encoded_len(&s);
+		if ((again = malloc(len > 0 ? len : 1)) != NULL) {
 			tor_gtid_set_encode(&s, again);
-			if (memcmp(again, ev->body, ev->body_len) != 0)
+			if (tor_gtid_set_decode(&back, again, len, &err) != 0 ||
+			    !tor_gtid_set_equal(&s, &back))
 				abort();
 			free(again);
 		}
 	}
+	tor_gtid_set_free(&back);
 	tor_gtid_set_free(&s);
 }
 

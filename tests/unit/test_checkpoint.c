@@ -1174,6 +1174,40 @@ test_done_and_records(void **state)
 	assert_false(tor_checkpoint_newer(&cp, &back));
 }
 
+/* One leadership that followed a primary failover wrote position records
+ * on both servers: their file:pos name places in different binlogs (the
+ * old primary's binlog.000005 is not "further" than the new one's
+ * binlog.000001), so the newer is told by the GTID domain's sequence,
+ * which goes on across the servers. */
+static void
+test_newer_across_servers(void **state)
+{
+	struct tor_checkpoint old = { .pos = { .file = "binlog.000005",
+	    .pos = 31610830, .gtid = "0-1-1012" }, .epoch = 10,
+	    .server_id = 1 };
+	struct tor_checkpoint new = { .pos = { .file = "binlog.000001",
+	    .pos = 58934867, .gtid = "0-2-1288" }, .epoch = 10,
+	    .server_id = 2 };
+	struct tor_checkpoint nogtid = new;
+
+	(void)state;
+	assert_true(tor_checkpoint_newer(&old, &new));
+	assert_false(tor_checkpoint_newer(&new, &old));
+	/* Several domains: ahead in one, behind in none. */
+	strcpy(old.pos.gtid, "0-1-1012,1-1-7");
+	strcpy(new.pos.gtid, "0-2-1012,1-2-8");
+	assert_true(tor_checkpoint_newer(&old, &new));
+	assert_false(tor_checkpoint_newer(&new, &old));
+	/* No GTID to compare: the record met later (b) is the newer, as one
+	 * leadership writes its records in order. */
+	nogtid.pos.gtid[0] = '\0';
+	assert_true(tor_checkpoint_newer(&old, &nogtid));
+	assert_true(tor_checkpoint_newer(&nogtid, &old));
+	/* A higher token still wins whatever the servers. */
+	new.epoch = 9;
+	assert_false(tor_checkpoint_newer(&old, &new));
+}
+
 /* moved (the token of an operator's move) travels like rows: in the hash
  * under the mac, and in the record. */
 static void
@@ -1688,6 +1722,7 @@ main(void)
 		cmocka_unit_test(test_position_format),
 		cmocka_unit_test(test_position_round_trip),
 		cmocka_unit_test(test_encode_decode),
+		cmocka_unit_test(test_newer_across_servers),
 		cmocka_unit_test(test_encode_largest),
 		cmocka_unit_test(test_decode_errors),
 		cmocka_unit_test(test_mac_vector),
