@@ -123,6 +123,8 @@ struct tor_elector {
 	pthread_t thread;
 	bool running;
 
+	struct tor_log_group *log_group;        /* NULL: the process's */
+
 	/* Told at every move out of LEADER, from whichever thread makes it. */
 	void (*on_end)(void *);
 	void *on_end_ctx;
@@ -613,6 +615,7 @@ elector_thread(void *arg)
 	struct tor_elector *el = arg;
 	int delay;
 
+	tor_log_use_group(el->log_group);
 	pthread_mutex_lock(&el->mu);
 	while (!el->stopping) {
 		pthread_mutex_unlock(&el->mu);
@@ -629,6 +632,12 @@ elector_thread(void *arg)
 	}
 	pthread_mutex_unlock(&el->mu);
 	return NULL;
+}
+
+void
+tor_elector_set_log_group(struct tor_elector *el, struct tor_log_group *g)
+{
+	el->log_group = g;
 }
 
 int

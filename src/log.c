@@ -20,6 +20,7 @@ static _Atomic int log_threshold = TOR_LOG_INFO;
 static _Atomic int log_format = TOR_LOG_LOGFMT;
 static _Atomic uint64_t log_token;
 static char log_instance[128];
+static _Thread_local struct tor_log_group *log_group;
 
 void
 tor_log_setup(enum tor_log_level level, enum tor_log_format format,
@@ -32,9 +33,16 @@ tor_log_setup(enum tor_log_level level, enum tor_log_format format,
 }
 
 void
+tor_log_use_group(struct tor_log_group *g)
+{
+	log_group = g;
+}
+
+void
 tor_log_set_token(uint64_t token)
 {
-	atomic_store(&log_token, token);
+	atomic_store(log_group != NULL ? &log_group->token : &log_token,
+	    token);
 }
 
 int
@@ -79,6 +87,8 @@ append(char *buf, size_t at, size_t cap, const char *s)
 {
 	size_t n = strlen(s);
 
+	if (at + 1 >= cap)
+		return at;
 	if (at + n >= cap)
 		n = cap - at - 1;
 	memcpy(buf + at, s, n);
@@ -106,8 +116,8 @@ tor_log(enum tor_log_level level, const char *component, const char *fmt, ...)
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(num, sizeof(num), ".%03ldZ", now.tv_nsec / 1000000);
 	snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), "%s", num);
-	snprintf(num, sizeof(num), "%llu",
-	    (unsigned long long)atomic_load(&log_token));
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)atomic_load(
+	    log_group != NULL ? &log_group->token : &log_token));
 
 	const size_t cap = sizeof(line) - 2;
 	if (json) {
@@ -123,6 +133,10 @@ tor_log(enum tor_log_level level, const char *component, const char *fmt, ...)
 		at = append(line, at, cap, num);
 		at = append(line, at, cap, ",\"msg\":\"");
 		at = append_quoted(line, at, cap, msg);
+		if (log_group != NULL) {
+			at = append(line, at, cap, "\",\"group\":\"");
+			at = append_quoted(line, at, cap, log_group->name);
+		}
 		at = append(line, at, cap, "\"}");
 	} else {
 		at = append(line, at, cap, "ts=");
@@ -138,6 +152,10 @@ tor_log(enum tor_log_level level, const char *component, const char *fmt, ...)
 		at = append(line, at, cap, " msg=\"");
 		at = append_quoted(line, at, cap, msg);
 		at = append(line, at, cap, "\"");
+		if (log_group != NULL) {
+			at = append(line, at, cap, " group=");
+			at = append(line, at, cap, log_group->name);
+		}
 	}
 	line[at++] = '\n';
 	if (write(STDERR_FILENO, line, at) < 0) {

@@ -20,6 +20,7 @@
 #include "tor/config.h"
 #include "tor/decode.h"
 #include "tor/log.h"
+#include "tor/pool.h"
 #include "tor/relay.h"
 #include "tor/version.h"
 
@@ -319,6 +320,38 @@ run_replica(struct tor_config *cfg)
 	return rc < 0 ? 1 : 0;
 }
 
+/* A replica of several groups (the `sources` form). */
+static int
+run_pool(struct tor_config *cfgs, size_t n)
+{
+	tor_err err;
+	int rc;
+
+	tor_log_setup(cfgs[0].log.level, cfgs[0].log.format, cfgs[0].instance);
+	install_signals();
+	log_info("main", "tor %s starting: %zu groups", TOR_VERSION, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct tor_config *cfg = &cfgs[i];
+
+		warn_all(CMD_RUN, cfg);
+		log_info("main", "group %s: server_id %u%s", cfg->group,
+		    cfg->mysql.server_id, cfg->mysql.server_id_derived ?
+		    " (derived)" : "");
+		for (const char *const *w = tor_config_not_in_effect(cfg);
+		    *w != NULL; w++)
+			log_warn("config", "group %s: not yet in effect: %s",
+			    cfg->group, *w);
+		warn_unverified(&cfg->redis.tls, "redis.tls");
+		warn_unverified(&cfg->redis.sentinel.tls, "redis.sentinel.tls");
+	}
+	rc = tor_pool_run(cfgs, n, &stop_requested, &err);
+	if (rc < 0)
+		log_error("main", "fatal: %s", err.msg);
+	else
+		log_info("main", "stopped");
+	return rc < 0 ? 1 : 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -411,6 +444,18 @@ main(int argc, char **argv)
 	    (go_redis_opts && go.host == NULL)) {
 		usage(stderr, cmd);
 		return 2;
+	}
+	if (cmd == CMD_RUN) {
+		struct tor_config *cfgs;
+		size_t n;
+
+		if (tor_config_load_sources(path, &cfgs, &n, &err) < 0) {
+			fprintf(stderr, "tor: %s\n", err.msg);
+			return 2;
+		}
+		rc = n == 1 ? run_replica(&cfgs[0]) : run_pool(cfgs, n);
+		tor_config_free_sources(cfgs, n);
+		return rc;
 	}
 	if (tor_config_load(&cfg, path, &err) < 0) {
 		fprintf(stderr, "tor: %s\n", err.msg);

@@ -111,9 +111,16 @@ struct skip_log {
 	int64_t logged_ms;
 };
 
-struct relay {
+struct tor_relay {
 	const struct tor_config *cfg;
-	volatile sig_atomic_t *stop;
+	volatile sig_atomic_t *stop;    /* the process's: SIGTERM, SIGINT */
+	_Atomic bool group_stop;        /* this group's alone (tor_relay_stop) */
+	/* A group of a pool: no Kafka client while following (the producer
+	 * and the position reader are made at each take), and the standby's
+	 * Kafka probe is the pool's (kafka_probe).  A single group keeps
+	 * them warm, so that a take-over starts without them. */
+	bool cold;
+	struct tor_sink *kafka_probe;   /* the pool's, not ours: cold only */
 	struct tor_elector *elector;
 	uint64_t leadership;            /* the one the sessions run for */
 	bool lost;                      /* a write was refused: not leading */
@@ -210,45 +217,55 @@ struct relay {
 
 /* A sign of life for /healthz: the loops call it at least once a second. */
 static void
-beat(struct relay *r)
+beat(struct tor_relay *r)
 {
 	atomic_store_explicit(&r->metrics.relay_beat_ms, tor_mono_ms(),
 	    memory_order_relaxed);
 }
 
 static void
-count_skip(struct relay *r, enum tor_skip_reason why)
+count_skip(struct tor_relay *r, enum tor_skip_reason why)
 {
 	atomic_fetch_add_explicit(&r->metrics.skipped[why], 1,
 	    memory_order_relaxed);
 }
 
 static void
-count_retry(struct relay *r, enum tor_reconnect_target target)
+count_retry(struct tor_relay *r, enum tor_reconnect_target target)
 {
 	atomic_fetch_add_explicit(&r->metrics.reconnects[target], 1,
 	    memory_order_relaxed);
 }
 
 static void
-set_redis_ok(struct relay *r, bool ok)
+set_redis_ok(struct tor_relay *r, bool ok)
 {
 	atomic_store(&r->metrics.redis_ok, ok);
 }
 
+/* Whether the process, or this group alone, is to stop. */
 static bool
-stop_requested(struct relay *r)
+stop_asked(const struct tor_relay *r)
 {
-	if (*r->stop && r->stop_deadline_ms == 0) {
+	return *r->stop || atomic_load(&r->group_stop);
+}
+
+/* stop_asked, and the grace of a stop counted from the first look. */
+static bool
+stop_requested(struct tor_relay *r)
+{
+	bool asked = stop_asked(r);
+
+	if (asked && r->stop_deadline_ms == 0) {
 		r->stop_deadline_ms = tor_mono_ms() + STOP_GRACE_MS;
 		log_info("relay", "stop requested: finishing the current "
 		    "transaction, then flushing");
 	}
-	return *r->stop != 0;
+	return asked;
 }
 
 static bool
-stop_overdue(struct relay *r)
+stop_overdue(struct tor_relay *r)
 {
 	return stop_requested(r) && tor_mono_ms() > r->stop_deadline_ms;
 }
@@ -256,13 +273,13 @@ stop_overdue(struct relay *r)
 /* Whether this replica may still publish: it leads, its local deadline has
  * not passed, and no write of it was refused. */
 static bool
-leading(struct relay *r)
+leading(struct tor_relay *r)
 {
 	return !r->lost && tor_elector_may_publish(r->elector, r->leadership);
 }
 
-static int check_stall(struct relay *r, bool kafka_only);
-static void abort_open_txn(struct relay *r, int timeout_ms);
+static int check_stall(struct tor_relay *r, bool kafka_only);
+static void abort_open_txn(struct tor_relay *r, int timeout_ms);
 
 /* The sink's guard: its waits (a commit, a flush, a full queue) end when
  * the leadership does, or when the stall watch hands it over: a commit
@@ -281,7 +298,7 @@ sink_guard(void *ctx)
 static void
 on_leadership_end(void *ctx)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	pthread_mutex_lock(&r->sink_mu);
 	if (r->sink != NULL && r->sink_live)
@@ -292,7 +309,7 @@ on_leadership_end(void *ctx)
 static void
 on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	if (err != 0) {
 		/* The transaction stays unacknowledged: the checkpoint never
@@ -325,7 +342,7 @@ on_ack(void *ctx, uint64_t seq, int err, const char *errstr)
 /* Writes cp to Redis under this session's token.  A refusal means a
  * successor or an operator holds a newer token: this replica resigns. */
 static int
-write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
+write_checkpoint(struct tor_relay *r, struct tor_checkpoint *cp, tor_err *err)
 {
 	char text[sizeof(cp->pos.file) + 32];
 	int rc;
@@ -363,7 +380,7 @@ write_checkpoint(struct relay *r, struct tor_checkpoint *cp, tor_err *err)
  * acknowledgements that justify it, acked like a message.  A full queue
  * only postpones it to the next checkpoint. */
 static void
-copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
+copy_to_kafka(struct tor_relay *r, const struct tor_checkpoint *cp)
 {
 	char record[TOR_CHECKPOINT_RECORD];
 	tor_err err;
@@ -383,7 +400,7 @@ copy_to_kafka(struct relay *r, const struct tor_checkpoint *cp)
  * longer than a checkpoint holds (said once a session: the checkpoint then
  * resumes by file:pos on this server only). */
 static void
-checkpoint_gtid_set(struct relay *r, struct tor_checkpoint *cp,
+checkpoint_gtid_set(struct tor_relay *r, struct tor_checkpoint *cp,
     int (*get)(const struct tor_progress *, char *, size_t))
 {
 	int n = get(r->progress, cp->gtid_set, sizeof(cp->gtid_set));
@@ -403,7 +420,7 @@ checkpoint_gtid_set(struct relay *r, struct tor_checkpoint *cp,
 /* The idempotent checkpoint: what is acknowledged, and beyond the safe
  * position (held back by a waiting XA transaction) how far. */
 static void
-safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
+safe_checkpoint(struct tor_relay *r, struct tor_checkpoint *cp)
 {
 	memset(cp, 0, sizeof(*cp));
 	cp->moved = r->start.moved;
@@ -415,8 +432,8 @@ safe_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 		memset(&cp->done, 0, sizeof(cp->done));
 }
 
-static void commit_checkpoint(struct relay *r, struct tor_checkpoint *cp);
-static int sink_failure(struct relay *r, int rc);
+static void commit_checkpoint(struct tor_relay *r, struct tor_checkpoint *cp);
+static int sink_failure(struct tor_relay *r, int rc);
 
 static bool
 same_position(const struct tor_position *a, const struct tor_position *b)
@@ -429,7 +446,7 @@ same_position(const struct tor_position *a, const struct tor_position *b)
  * last commit produced nothing, so the position read is as safe as the
  * commit's (transactions without outbox rows keep the checkpoint moving). */
 static void
-advance_committed(struct relay *r)
+advance_committed(struct tor_relay *r)
 {
 	struct tor_checkpoint cp;
 
@@ -445,7 +462,7 @@ advance_committed(struct relay *r)
 /* Writes the checkpoint when it moved and the interval has passed.  A
  * failed write is retried at the next tick; relaying goes on meanwhile. */
 static void
-checkpoint_tick(struct relay *r)
+checkpoint_tick(struct tor_relay *r)
 {
 	struct tor_checkpoint cp;
 	struct tor_position ignored;
@@ -506,7 +523,7 @@ list_add(char (*list)[TOR_REFUSED_POS], size_t *n, const char *pos)
 }
 
 static bool
-refused_as_too_large(const struct relay *r, const char *pos)
+refused_as_too_large(const struct tor_relay *r, const char *pos)
 {
 	return listed(r->too_large, r->n_too_large, pos) ||
 	    listed(r->group_refused, r->n_group_refused, pos);
@@ -516,7 +533,7 @@ refused_as_too_large(const struct relay *r, const char *pos)
  * come again they follow outbox.unrouted like a client-side oversize, here
  * and (through Redis) at the next leader, whichever replica it is. */
 static int
-note_too_large(struct relay *r, tor_err *err)
+note_too_large(struct tor_relay *r, tor_err *err)
 {
 	struct tor_sink_rejection rej[TOR_SINK_MAX_REJECTED];
 	size_t n = tor_sink_rejected(r->sink, rej, TOR_SINK_MAX_REJECTED);
@@ -547,7 +564,7 @@ note_too_large(struct relay *r, tor_err *err)
 static void
 learn_refused(void *ctx, const char *pos)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	if (listed(r->too_large, r->n_too_large, pos))
 		return;
@@ -561,7 +578,7 @@ learn_refused(void *ctx, const char *pos)
  * refuse as too large.  Advice: when Redis cannot say, such a row is
  * offered to the broker again, refused, and learned (a session restart). */
 static void
-load_refused(struct relay *r)
+load_refused(struct tor_relay *r)
 {
 	size_t ignored;
 	tor_err err;
@@ -589,7 +606,7 @@ load_refused(struct relay *r)
  * the binlog only at its prepare, and a restart that began after it would
  * lose them when it commits. */
 static void
-watch_prepared(struct relay *r)
+watch_prepared(struct tor_relay *r)
 {
 	struct tor_reader_prepared xa;
 	int64_t now = tor_mono_ms(), held;
@@ -629,7 +646,7 @@ watch_prepared(struct relay *r)
  * thresholds.  Off the hot path: a few queries, and a short dump for each
  * binlog file first seen. */
 static void
-watch_retention(struct relay *r)
+watch_retention(struct tor_relay *r)
 {
 	const struct tor_config *cfg = r->cfg;
 	struct tor_retention_view v;
@@ -677,7 +694,7 @@ watch_retention(struct relay *r)
  * and watches for a stall.  A message the broker refused as too large ends
  * the session with a restart (the producer is fatal by then: gapless). */
 static int
-serve(struct relay *r, int timeout_ms, tor_err *err)
+serve(struct tor_relay *r, int timeout_ms, tor_err *err)
 {
 	tor_err fatal;
 	int rc;
@@ -774,7 +791,7 @@ health_period(const struct tor_config *cfg)
 /* One Redis command of at most five C-string arguments on the relay's
  * connection. */
 static redisReply *
-command(struct relay *r, int argc, const char **argv, tor_err *err)
+command(struct tor_relay *r, int argc, const char **argv, tor_err *err)
 {
 	size_t len[5];
 
@@ -800,7 +817,7 @@ health_key(const struct tor_config *cfg, const char *instance, char *buf,
  * the set.  A handful of replicas: one GET each.
  */
 static bool
-healthy_standby(struct relay *r, enum tor_stall_kind kind,
+healthy_standby(struct tor_relay *r, enum tor_stall_kind kind,
     struct tor_health *h, char *who, size_t cap)
 {
 	const char *argv[3];
@@ -860,7 +877,7 @@ healthy_standby(struct relay *r, enum tor_stall_kind kind,
  * (no position to compare a standby's binlog with).
  */
 static int
-check_stall(struct relay *r, bool kafka_only)
+check_stall(struct tor_relay *r, bool kafka_only)
 {
 	int64_t now = tor_mono_ms();
 	enum tor_stall_kind kind;
@@ -915,10 +932,11 @@ check_stall(struct relay *r, bool kafka_only)
  * A change of what it reaches is logged.
  */
 static void
-report_health(struct relay *r)
+report_health(struct tor_relay *r)
 {
 	int period = health_period(r->cfg), now_ok;
 	struct tor_health h = { 0 };
+	struct tor_sink *probe;
 	char key[1024], set[512], text[400], ttl[24];
 	redisReply *reply;
 	tor_err err;
@@ -926,7 +944,8 @@ report_health(struct relay *r)
 	if (r->cfg->ha.stall_ms == 0 || tor_mono_ms() < r->next_health_ms)
 		return;
 	r->next_health_ms = tor_mono_ms() + period;
-	h.kafka = r->sink != NULL && tor_sink_reachable(r->sink,
+	probe = r->sink != NULL ? r->sink : r->kafka_probe;
+	h.kafka = probe != NULL && tor_sink_reachable(probe,
 	    period < 1000 ? period : 1000);
 	if (r->probe == NULL)
 		r->probe = tor_binlog_new(r->cfg);
@@ -960,7 +979,7 @@ report_health(struct relay *r)
 
 /* What a transactional call's failure means for the session. */
 static int
-sink_failure(struct relay *r, int rc)
+sink_failure(struct tor_relay *r, int rc)
 {
 	if (rc == TOR_SINK_FENCED) {
 		r->lost = true;
@@ -979,7 +998,7 @@ sink_failure(struct relay *r, int rc)
 }
 
 static void
-abort_open_txn(struct relay *r, int timeout_ms)
+abort_open_txn(struct tor_relay *r, int timeout_ms)
 {
 	tor_err tmp;
 
@@ -995,7 +1014,7 @@ abort_open_txn(struct relay *r, int timeout_ms)
  * waiting XA prepare, and the rows done of a big source transaction being
  * split). */
 static void
-commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
+commit_checkpoint(struct tor_relay *r, struct tor_checkpoint *cp)
 {
 	const struct tor_position *read = tor_reader_resume(r->reader);
 
@@ -1016,7 +1035,7 @@ commit_checkpoint(struct relay *r, struct tor_checkpoint *cp)
 /* The test build's fault hook (TOR_TEST_CRASH_AFTER_KAFKA_COMMIT=n): killed
  * after the n-th Kafka commit of rows, before the Redis checkpoint. */
 static void
-crash_hook(struct relay *r)
+crash_hook(struct tor_relay *r)
 {
 #ifdef TOR_TEST_HOOKS
 	if (r->ktxn_messages > 0)
@@ -1038,7 +1057,7 @@ crash_hook(struct relay *r)
  * an abort ended it: never leave the session with one open.
  */
 static int
-kafka_commit(struct relay *r, tor_err *err)
+kafka_commit(struct tor_relay *r, tor_err *err)
 {
 	char record[TOR_CHECKPOINT_RECORD], text[300];
 	struct tor_checkpoint cp;
@@ -1073,7 +1092,7 @@ kafka_commit(struct relay *r, tor_err *err)
  * whenever it holds anything; inside a source transaction only a part that
  * outgrew one Kafka transaction (its position record names the rows done). */
 static int
-maybe_commit(struct relay *r, bool idle, tor_err *err)
+maybe_commit(struct tor_relay *r, bool idle, tor_err *err)
 {
 	int64_t age;
 
@@ -1098,7 +1117,7 @@ maybe_commit(struct relay *r, bool idle, tor_err *err)
 }
 
 static int
-begin_ktxn(struct relay *r, tor_err *err)
+begin_ktxn(struct tor_relay *r, tor_err *err)
 {
 	int rc;
 
@@ -1114,7 +1133,7 @@ begin_ktxn(struct relay *r, tor_err *err)
  * or refused by the broker before): outbox.unrouted decides.  Returns 0
  * when skipped, 1 when msg now goes to the dead-letter topic, or -1. */
 static int
-oversized(struct relay *r, struct tor_message *msg,
+oversized(struct tor_relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, tor_err *err)
 {
 	int rc = tor_outbox_oversized(r->outbox, msg, origin, err);
@@ -1134,14 +1153,14 @@ oversized(struct relay *r, struct tor_message *msg,
 /* How long a takeover may spend reading one topic's tails. */
 #define DEDUP_READ_MS 5000
 
-static int retry_later(struct relay *r, const char *what, int *backoff,
+static int retry_later(struct tor_relay *r, const char *what, int *backoff,
     tor_err *err);
 
 /* Waits until topic's partition count is known (looked up at each try):
  * no row goes to a topic without it, since a row placed without it could
  * not be found again at a takeover.  0, or as retry_later. */
 static int
-await_partitions(struct relay *r, const char *topic, tor_err *err)
+await_partitions(struct tor_relay *r, const char *topic, tor_err *err)
 {
 	int backoff = RECONNECT_MIN_MS, rc;
 
@@ -1156,7 +1175,7 @@ await_partitions(struct relay *r, const char *topic, tor_err *err)
  * cannot be read is learned as unknown: its rows are published,
  * at-least-once.  0, or as retry_later. */
 static int
-learn_topic(struct relay *r, const char *topic, tor_err *err)
+learn_topic(struct tor_relay *r, const char *topic, tor_err *err)
 {
 	struct tor_partition_tail *tails;
 	char placement[48];
@@ -1203,7 +1222,7 @@ learn_topic(struct relay *r, const char *topic, tor_err *err)
 /* The takeover's one line about it: once the replay has passed every
  * partition's position, or when the session ends before. */
 static void
-report_dedup(struct relay *r)
+report_dedup(struct tor_relay *r)
 {
 	if (r->dedup == NULL || r->dedup_reported)
 		return;
@@ -1221,7 +1240,7 @@ report_dedup(struct relay *r)
  * message.max.bytes to tell whether it goes to the dead-letter topic);
  * else it is published and counted as unknown.  0, or as learn_topic. */
 static int
-published_already(struct relay *r, const struct tor_message *msg,
+published_already(struct tor_relay *r, const struct tor_message *msg,
     const struct tor_row_origin *origin, bool sure, bool *skip, tor_err *err)
 {
 	const char *then;
@@ -1297,7 +1316,7 @@ skip_log_due(struct skip_log *l)
  * outbox.unrouted decides.  Returns 1 to produce msg as it is (possibly to
  * the dead-letter topic now), 0 when skipped, or -1. */
 static int
-check_partition(struct relay *r, struct tor_message *msg,
+check_partition(struct tor_relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, bool *diverted, tor_err *err)
 {
 	int n = tor_sink_partitions(r->sink, msg->topic, err), rc;
@@ -1340,7 +1359,7 @@ check_partition(struct relay *r, struct tor_message *msg,
  * down when that connection is found gone, or at the deadline).
  */
 static int
-await_heard(struct relay *r, tor_err *err)
+await_heard(struct tor_relay *r, tor_err *err)
 {
 	int64_t t0 = 0;
 	int rc;
@@ -1369,7 +1388,7 @@ await_heard(struct relay *r, tor_err *err)
  * it is compared with what a partition holds (de-duplication): a row too
  * large went to the dead-letter topic before, not to its route. */
 static int
-produce_copy(struct relay *r, struct tor_message *msg,
+produce_copy(struct tor_relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, uint64_t seq, bool *diverted,
     tor_err *err)
 {
@@ -1449,7 +1468,7 @@ produce_copy(struct relay *r, struct tor_message *msg,
  * that went to the dead-letter topic or was skipped is the row's last, so
  * that a row has one dead letter at most. */
 static int
-produce(struct relay *r, struct tor_message *msg,
+produce(struct tor_relay *r, struct tor_message *msg,
     const struct tor_row_origin *origin, uint64_t seq, tor_err *err)
 {
 	const char *const *topics;
@@ -1471,7 +1490,7 @@ produce(struct relay *r, struct tor_message *msg,
 static int
 reader_begin(void *ctx, uint64_t *seq, tor_err *err)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	if ((*seq = tor_progress_begin(r->progress)) == 0)
 		return tor_err_set(err, "out of memory: the checkpoint's "
@@ -1483,7 +1502,7 @@ static int
 reader_row(void *ctx, uint64_t seq, struct tor_message *msg,
     const struct tor_row_origin *origin, tor_err *err)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	r->txn_times[seq & (LATENCY_SLOTS - 1)] =
 	    (struct txn_time){ seq, origin->ts_ms };
@@ -1493,7 +1512,7 @@ reader_row(void *ctx, uint64_t seq, struct tor_message *msg,
 static int
 reader_commit(void *ctx, const struct tor_reader_end *end, tor_err *err)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	(void)err;
 	tor_progress_commit(r->progress, end->pos, end->gtid);
@@ -1510,7 +1529,7 @@ static int
 reader_rotate(void *ctx, const char *file, uint64_t pos, bool positioned,
     tor_err *err)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	return tor_progress_rotate(r->progress, file, pos, positioned, err);
 }
@@ -1518,7 +1537,7 @@ reader_rotate(void *ctx, const char *file, uint64_t pos, bool positioned,
 static int
 reader_describe(void *ctx, struct tor_table_map *tm, tor_err *err)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	return tor_binlog_describe_table(r->binlog, tm, err);
 }
@@ -1526,7 +1545,7 @@ reader_describe(void *ctx, struct tor_table_map *tm, tor_err *err)
 static int
 reader_hold(void *ctx, uint64_t seq, tor_err *err)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	(void)seq;
 	(void)err;
@@ -1537,7 +1556,7 @@ reader_hold(void *ctx, uint64_t seq, tor_err *err)
 static void
 reader_release(void *ctx, uint64_t seq)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 
 	tor_progress_release(r->progress, seq);
 }
@@ -1547,7 +1566,7 @@ reader_release(void *ctx, uint64_t seq)
 static void
 reader_skipped(void *ctx, enum tor_skip_reason why, const char *pos)
 {
-	struct relay *r = ctx;
+	struct tor_relay *r = ctx;
 	uint64_t n;
 
 	if (why == TOR_SKIP_UNROUTED &&
@@ -1573,7 +1592,7 @@ static const struct tor_reader_ops reader_ops = {
  * try again, RUN_STOPPED or RUN_LOST when that came meanwhile, or what
  * serving the producer says (-1 on a fatal error, in err). */
 static int
-retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
+retry_later(struct tor_relay *r, const char *what, int *backoff, tor_err *err)
 {
 	int64_t until = tor_mono_ms() + *backoff;
 	int rc;
@@ -1602,7 +1621,7 @@ retry_later(struct relay *r, const char *what, int *backoff, tor_err *err)
 /* (Re)opens the stream at the end of the last transaction read, retrying
  * with capped backoff.  Returns 0 when streaming, else as retry_later. */
 static int
-open_stream(struct relay *r, tor_err *err)
+open_stream(struct tor_relay *r, tor_err *err)
 {
 	int backoff = RECONNECT_MIN_MS, rc = 0;
 
@@ -1637,7 +1656,7 @@ open_stream(struct relay *r, tor_err *err)
 /* Waits on the binlog reader and the Kafka delivery reports together, at
  * most until the next checkpoint is due (or a stop is checked for). */
 static int
-wait_for_work(struct relay *r, tor_err *err)
+wait_for_work(struct tor_relay *r, tor_err *err)
 {
 	struct pollfd fds[2] = {
 		{ .fd = tor_binlog_fd(r->binlog), .events = POLLIN },
@@ -1663,7 +1682,7 @@ wait_for_work(struct relay *r, tor_err *err)
 }
 
 static int
-stream_loop(struct relay *r, tor_err *err)
+stream_loop(struct tor_relay *r, tor_err *err)
 {
 	const uint8_t *raw;
 	size_t len;
@@ -1730,7 +1749,7 @@ stream_loop(struct relay *r, tor_err *err)
 /* The Redis checkpoint, waiting while Redis cannot be asked.  A malformed
  * or tampered one is never used: the session halts. */
 static int
-load_redis_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
+load_redis_checkpoint(struct tor_relay *r, struct tor_checkpoint *cp, bool *found,
     tor_err *err)
 {
 	int backoff = RECONNECT_MIN_MS, rc;
@@ -1758,7 +1777,7 @@ load_redis_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
  * steps down (serve, sink_failure) for the next acquire to resume.
  */
 static int
-fence_predecessor(struct relay *r, tor_err *err)
+fence_predecessor(struct tor_relay *r, tor_err *err)
 {
 	int rc, backoff = RECONNECT_MIN_MS;
 
@@ -1789,7 +1808,7 @@ fence_predecessor(struct relay *r, tor_err *err)
  * cannot be read.  A last record that does not parse (or verify) halts,
  * like a bad Redis checkpoint. */
 static int
-load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
+load_kafka_checkpoint(struct tor_relay *r, struct tor_checkpoint *cp, bool *found,
     tor_err *err)
 {
 	struct tor_record_pick pick;
@@ -1831,7 +1850,7 @@ load_kafka_checkpoint(struct relay *r, struct tor_checkpoint *cp, bool *found,
 
 /* Logs where the session starts and why. */
 static void
-log_start(struct relay *r, const char *from)
+log_start(struct tor_relay *r, const char *from)
 {
 	char text[300], done[400] = "";
 
@@ -1859,7 +1878,7 @@ log_start(struct relay *r, const char *from)
  * between its Kafka commit and its Redis write left Kafka's copy newer.
  */
 static int
-choose_start(struct relay *r, tor_err *err)
+choose_start(struct tor_relay *r, tor_err *err)
 {
 	struct tor_checkpoint rcp, kcp;
 	bool in_redis = false, in_kafka = false;
@@ -1910,7 +1929,7 @@ choose_start(struct relay *r, tor_err *err)
  * leader would publish it twice, so it halts.
  */
 static int
-follow_by_gtid(struct relay *r, tor_err *err)
+follow_by_gtid(struct tor_relay *r, tor_err *err)
 {
 	struct tor_checkpoint *cp = &r->start;
 	char at[300], done[300];
@@ -1960,7 +1979,7 @@ follow_by_gtid(struct relay *r, tor_err *err)
  * of the same server (or of an unknown one) resumes at its file:pos,
  * another server's by GTID. */
 static int
-check_source(struct relay *r, tor_err *err)
+check_source(struct tor_relay *r, tor_err *err)
 {
 	int backoff = RECONNECT_MIN_MS, rc;
 	char text[300];
@@ -2031,7 +2050,7 @@ check_source(struct relay *r, tor_err *err)
  * restarted within this replica's leadership finds its own token there.
  */
 static int
-claim_token(struct relay *r, tor_err *err)
+claim_token(struct tor_relay *r, tor_err *err)
 {
 	uint64_t raised;
 
@@ -2060,7 +2079,7 @@ claim_token(struct relay *r, tor_err *err)
  * start resolved from mysql.start ("end") survives a crash right after.
  */
 static int
-announce(struct relay *r, tor_err *err)
+announce(struct tor_relay *r, tor_err *err)
 {
 	struct tor_checkpoint cp = r->start;
 	char record[TOR_CHECKPOINT_RECORD];
@@ -2106,7 +2125,7 @@ announce(struct relay *r, tor_err *err)
 
 /* Frees what one leadership session built. */
 static void
-session_free(struct relay *r)
+session_free(struct tor_relay *r)
 {
 	tor_reader_free(r->reader);
 	r->reader = NULL;
@@ -2122,7 +2141,7 @@ session_free(struct relay *r)
  * as long as the leadership lasts, then writes the checkpoint that is safe
  * now, to Redis and (idempotent mode) to Kafka. */
 static void
-finish(struct relay *r)
+finish(struct tor_relay *r)
 {
 	struct tor_reader_counts counts;
 	struct tor_checkpoint cp;
@@ -2159,7 +2178,7 @@ finish(struct relay *r)
  * (and the dead-letter topic) hold of this group; a topic_template topic
  * is read the first time this leadership produces to it. */
 static int
-learn_topics(struct relay *r, tor_err *err)
+learn_topics(struct tor_relay *r, tor_err *err)
 {
 	const struct tor_config *cfg = r->cfg;
 	int rc;
@@ -2188,7 +2207,7 @@ learn_topics(struct relay *r, tor_err *err)
 /* Prepares the session: where to start, the token, the announcement, the
  * topics, the tracker and the reader. */
 static int
-prepare(struct relay *r, tor_err *err)
+prepare(struct tor_relay *r, tor_err *err)
 {
 	int backoff = RECONNECT_MIN_MS, rc;
 
@@ -2231,7 +2250,7 @@ prepare(struct relay *r, tor_err *err)
  * flight: a successor may already publish), a restart or a fatal error.
  */
 static int
-lead(struct relay *r, tor_err *err)
+lead(struct tor_relay *r, tor_err *err)
 {
 	int rc;
 
@@ -2303,7 +2322,7 @@ out:
  * own connection is its business; this one is the relay's, which takes over
  * the checkpoint the moment the lease is won).  A change is logged once. */
 static void
-ping_redis(struct relay *r)
+ping_redis(struct tor_relay *r)
 {
 	static const char *const argv[] = { "PING" };
 	static const size_t argvlen[] = { 4 };
@@ -2330,16 +2349,17 @@ ping_redis(struct relay *r)
  * Kafka refused the waiting clients' TLS or SASL: configuration that a
  * leadership would only meet again. */
 static int
-await_leadership(struct relay *r, struct tor_leadership *l, tor_err *err)
+await_leadership(struct tor_relay *r, struct tor_leadership *l, tor_err *err)
 {
 	int64_t next_ping = 0;
 
 	for (;;) {
-		if (*r->stop)
+		if (stop_asked(r))
 			return 0;
 		beat(r);
-		if (tor_sink_poll(r->sink, 0, err) < 0 ||
-		    tor_position_reader_poll(r->positions, err) < 0)
+		if ((r->sink != NULL && tor_sink_poll(r->sink, 0, err) < 0) ||
+		    (r->positions != NULL &&
+		    tor_position_reader_poll(r->positions, err) < 0))
 			return -1;
 		if (tor_mono_ms() >= next_ping) {
 			ping_redis(r);
@@ -2355,7 +2375,7 @@ await_leadership(struct relay *r, struct tor_leadership *l, tor_err *err)
  * into the next; made while following, so that it is ready the moment the
  * lease is won. */
 static int
-new_sink(struct relay *r, tor_err *err)
+new_sink(struct tor_relay *r, tor_err *err)
 {
 	struct tor_sink *sink = tor_sink_new(r->cfg, on_ack, r, err);
 
@@ -2371,7 +2391,7 @@ new_sink(struct relay *r, tor_err *err)
 }
 
 static void
-free_sink(struct relay *r)
+free_sink(struct tor_relay *r)
 {
 	struct tor_sink *sink;
 
@@ -2384,7 +2404,7 @@ free_sink(struct relay *r)
 }
 
 static void
-set_sink_live(struct relay *r, bool live)
+set_sink_live(struct tor_relay *r, bool live)
 {
 	pthread_mutex_lock(&r->sink_mu);
 	r->sink_live = live;
@@ -2395,7 +2415,7 @@ set_sink_live(struct relay *r, bool live)
  * must write first) backs off, up to RECONNECT_MAX_MS, as long as the
  * leadership and no stop allow. */
 static void
-restart_pause(struct relay *r, int64_t lasted_ms)
+restart_pause(struct tor_relay *r, int64_t lasted_ms)
 {
 	const struct timespec tick = { 0, 10 * 1000 * 1000 };
 	int64_t until;
@@ -2408,7 +2428,7 @@ restart_pause(struct relay *r, int64_t lasted_ms)
 	    r->restart_backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS :
 	    r->restart_backoff_ms * 2;
 	until = tor_mono_ms() + r->restart_backoff_ms;
-	while (tor_mono_ms() < until && !*r->stop && leading(r)) {
+	while (tor_mono_ms() < until && !stop_asked(r) && leading(r)) {
 		beat(r);
 		nanosleep(&tick, NULL);
 	}
@@ -2423,7 +2443,7 @@ restart_pause(struct relay *r, int64_t lasted_ms)
  * competes again.
  */
 static int
-run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
+run_sessions(struct tor_relay *r, const struct tor_leadership *l, tor_err *err)
 {
 	int64_t began;
 	int rc;
@@ -2451,7 +2471,7 @@ run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
 		if (rc != RUN_RESTART && rc != RUN_MOVED)
 			break;
 		restart_pause(r, tor_mono_ms() - began);
-		if (*r->stop)
+		if (stop_asked(r))
 			return RUN_STOPPED;
 		if (!leading(r))
 			break;
@@ -2463,85 +2483,167 @@ run_leadership(struct relay *r, const struct tor_leadership *l, tor_err *err)
 	return rc;
 }
 
-int
-tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
+/* Leadership l with the Kafka clients a cold group makes for it alone. */
+static int
+run_leadership(struct tor_relay *r, const struct tor_leadership *l,
     tor_err *err)
 {
-	struct relay r = { .cfg = cfg, .stop = stop, .health_logged = -1 };
-	struct tor_http *http = NULL;
-	tor_err release_err;
-	int rc = -1;
+	int rc;
 
-	pthread_mutex_init(&r.sink_mu, NULL);
-	tor_metrics_init(&r.metrics);
-	beat(&r);
+	if (r->positions == NULL &&
+	    (r->positions = tor_position_reader_new(r->cfg, err)) == NULL)
+		return -1;
+	rc = run_sessions(r, l, err);
+	if (r->cold) {
+		tor_position_reader_free(r->positions);
+		r->positions = NULL;
+	}
+	return rc;
+}
 
-	r.txn_mode = cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL;
+struct tor_relay *
+tor_relay_new(const struct tor_config *cfg, volatile sig_atomic_t *stop,
+    bool cold, tor_err *err)
+{
+	struct tor_relay *r = calloc(1, sizeof(*r));
+
+	if (r == NULL) {
+		tor_err_set(err, "out of memory");
+		return NULL;
+	}
+	r->cfg = cfg;
+	r->stop = stop;
+	r->cold = cold;
+	r->health_logged = -1;
+	pthread_mutex_init(&r->sink_mu, NULL);
+	tor_metrics_init(&r->metrics);
+	beat(r);
+
+	r->txn_mode = cfg->kafka.mode == TOR_KAFKA_TRANSACTIONAL;
 #ifdef TOR_TEST_HOOKS
 	/* Test-only fault hook: off unless the environment asks. */
 	const char *hook = getenv("TOR_TEST_CRASH_AFTER_KAFKA_COMMIT");
 
-	if (hook != NULL && r.txn_mode) {
-		r.crash_after_commits = strtoul(hook, NULL, 10);
+	if (hook != NULL && r->txn_mode) {
+		r->crash_after_commits = strtoul(hook, NULL, 10);
 		log_warn("relay", "test fault hook armed: crash after Kafka commit "
-		    "%lu", r.crash_after_commits);
+		    "%lu", r->crash_after_commits);
 	}
 #endif
 
-	r.redis = tor_redis_new(cfg);
-	r.txn_times = calloc(LATENCY_SLOTS, sizeof(*r.txn_times));
-	if (r.redis == NULL || r.txn_times == NULL) {
+	r->redis = tor_redis_new(cfg);
+	r->txn_times = calloc(LATENCY_SLOTS, sizeof(*r->txn_times));
+	if (r->redis == NULL || r->txn_times == NULL) {
 		tor_err_set(err, "out of memory");
-		goto out;
+		goto fail;
 	}
-	if ((r.outbox = tor_outbox_new(cfg, err)) == NULL)
-		goto out;
-	if ((r.positions = tor_position_reader_new(cfg, err)) == NULL)
-		goto out;
-	if ((r.elector = tor_elector_new_redis(cfg, err)) == NULL)
-		goto out;
-	tor_elector_on_leadership_end(r.elector, on_leadership_end, &r);
-	/* Before the elector runs, so that a follower answers probes too; a
-	 * port that cannot be bound is fatal here, before any lease. */
-	if (cfg->http.listen[0] != '\0' &&
-	    (http = tor_http_start(cfg, &r.metrics, r.elector, err)) == NULL)
-		goto out;
-	tor_redis_check_settings(r.redis);
-	if (tor_elector_start(r.elector, err) < 0)
-		goto out;
+	if ((r->outbox = tor_outbox_new(cfg, err)) == NULL)
+		goto fail;
+	if (!cold &&
+	    (r->positions = tor_position_reader_new(cfg, err)) == NULL)
+		goto fail;
+	if ((r->elector = tor_elector_new_redis(cfg, err)) == NULL)
+		goto fail;
+	tor_elector_on_leadership_end(r->elector, on_leadership_end, r);
+	return r;
+fail:
+	tor_relay_free(r);
+	return NULL;
+}
+
+void
+tor_relay_free(struct tor_relay *r)
+{
+	if (r == NULL)
+		return;
+	if (r->elector != NULL) {
+		tor_elector_stop(r->elector);
+		tor_elector_free(r->elector);
+	}
+	free(r->txn_times);
+	free_sink(r);
+	tor_position_reader_free(r->positions);
+	tor_binlog_free(r->probe);
+	tor_outbox_free(r->outbox);
+	tor_redis_free(r->redis);
+	pthread_mutex_destroy(&r->sink_mu);
+	free(r);
+}
+
+struct tor_elector *
+tor_relay_elector(struct tor_relay *r)
+{
+	return r->elector;
+}
+
+struct tor_metrics *
+tor_relay_metrics(struct tor_relay *r)
+{
+	return &r->metrics;
+}
+
+void
+tor_relay_set_kafka_probe(struct tor_relay *r, struct tor_sink *probe)
+{
+	r->kafka_probe = probe;
+}
+
+void
+tor_relay_stop(struct tor_relay *r)
+{
+	atomic_store(&r->group_stop, true);
+}
+
+int
+tor_relay_serve(struct tor_relay *r, tor_err *err)
+{
+	tor_err release_err;
+	int rc;
+
+	tor_redis_check_settings(r->redis);
 	for (;;) {
 		struct tor_leadership l;
 
-		if (r.sink == NULL && new_sink(&r, err) < 0) {
+		if (!r->cold && r->sink == NULL && new_sink(r, err) < 0) {
 			rc = -1;
 			break;
 		}
-		if ((rc = await_leadership(&r, &l, err)) <= 0)
+		if ((rc = await_leadership(r, &l, err)) <= 0)
 			break;
-		rc = run_leadership(&r, &l, err);
+		rc = run_leadership(r, &l, err);
 		if (rc == RUN_STOPPED || rc < 0)
 			break;
 	}
 	/* Every exit ends the leadership it runs in and gives the lease back,
 	 * a leader's and one an acquire in flight has just won. */
-	if (tor_elector_release(r.elector, &release_err) < 0)
+	if (tor_elector_release(r->elector, &release_err) < 0)
 		log_warn("elector", "lease not released (it expires by itself): "
 		    "%s", release_err.msg);
-	if (rc == RUN_STOPPED)
-		rc = 0;
+	free_sink(r);
+	return rc == RUN_STOPPED ? 0 : rc;
+}
+
+int
+tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
+    tor_err *err)
+{
+	struct tor_relay *r;
+	struct tor_http *http = NULL;
+	int rc = -1;
+
+	if ((r = tor_relay_new(cfg, stop, false, err)) == NULL)
+		return -1;
+	/* Before the elector runs, so that a follower answers probes too; a
+	 * port that cannot be bound is fatal here, before any lease. */
+	if (cfg->http.listen[0] != '\0' &&
+	    (http = tor_http_start(cfg, &r->metrics, r->elector, err)) == NULL)
+		goto out;
+	if (tor_elector_start(r->elector, err) < 0)
+		goto out;
+	rc = tor_relay_serve(r, err);
 out:
 	/* The server reads the elector: it stops first. */
 	tor_http_stop(http);
-	if (r.elector != NULL) {
-		tor_elector_stop(r.elector);
-		tor_elector_free(r.elector);
-	}
-	free(r.txn_times);
-	free_sink(&r);
-	tor_position_reader_free(r.positions);
-	tor_binlog_free(r.probe);
-	tor_outbox_free(r.outbox);
-	tor_redis_free(r.redis);
-	pthread_mutex_destroy(&r.sink_mu);
+	tor_relay_free(r);
 	return rc;
 }

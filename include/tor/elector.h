@@ -27,6 +27,7 @@
 
 #include "tor/config.h"
 #include "tor/err.h"
+#include "tor/log.h"
 
 enum tor_elector_state {
 	TOR_FOLLOWER,
@@ -86,6 +87,11 @@ void tor_elector_free(struct tor_elector *el);
  * due (0: at once).  The thread calls it in a loop; the unit tests call it
  * directly. */
 int tor_elector_step(struct tor_elector *el);
+
+/* The log context of the group the elector competes for (a replica of
+ * several groups): the thread that steps it logs under that group. */
+void tor_elector_set_log_group(struct tor_elector *el,
+    struct tor_log_group *g);
 
 /* Starts and stops the thread that calls tor_elector_step. */
 int tor_elector_start(struct tor_elector *el, tor_err *err);

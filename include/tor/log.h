@@ -8,6 +8,7 @@
 #ifndef TOR_LOG_H
 #define TOR_LOG_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 enum tor_log_level {
@@ -27,7 +28,20 @@ enum tor_log_format {
 void tor_log_setup(enum tor_log_level level, enum tor_log_format format,
     const char *instance);
 
-/* The fencing token printed on every following line. */
+/* A group of a replica that runs several: its name, printed as group=<name>
+ * at the end of the lines of the threads that work for it, and its own
+ * fencing token. */
+struct tor_log_group {
+	char name[128];
+	_Atomic uint64_t token;
+};
+
+/* The group the calling thread works for from now on (NULL: none, the
+ * process's token; a replica of one group never sets one). */
+void tor_log_use_group(struct tor_log_group *g);
+
+/* The fencing token printed on every following line: the calling thread's
+ * group's, or the process's. */
 void tor_log_set_token(uint64_t token);
 
 /* Names of levels as the config spells them; -1 for an unknown name. */

@@ -1,0 +1,173 @@
+"""Several groups in one replica (the `sources` form of tor.cfg), and a pool
+of replicas sharing them.
+
+Each group has its own outbox table and topics; every group keeps its own
+lease, token and checkpoint, and a group that halts stops nothing else."""
+
+import collections
+import secrets
+import time
+
+import harness
+from harness import Tor
+from test_ha import HA, stop_all
+from test_relay import check_per_key_order, insert_range, make_outbox
+
+# The keys every source shares, from the top level of the file.
+SHARED = ("kafka", "redis", "ha", "checkpoint", "http", "log")
+
+
+class Pool:
+    """n groups, each with the outbox table shop.ob_<name>_<i> and topics
+    <name>_<i>.order / .invoice, in one config text of the sources form."""
+
+    def __init__(self, stack, name, n, ha=None, per_source=None, **top):
+        self.stack = stack
+        self.name = name
+        sections = harness.base_sections(stack)
+        sections["ha"] = dict(HA, **(ha or {}))
+        for k, v in top.items():
+            sections[k] = v
+        tag = secrets.token_hex(2)
+        self.groups = []        # (group, table, topic prefix)
+        sources = []
+        for i in range(n):
+            prefix = "%s_%d" % (name, i)
+            table, ov = make_outbox(stack, prefix)
+            group = "%s-%d-%s" % (name, i, tag)
+            src = collections.OrderedDict(
+                [("group", group), ("mysql", sections["mysql"]),
+                 ("outbox", ov["outbox"])])
+            src.update((per_source or {}).get(i, {}))
+            sources.append(src)
+            self.groups.append((group, table, prefix))
+        lines = ["# tor.cfg of a pool, written by test_pool.py"]
+        for k in SHARED:
+            if k in sections:
+                lines.append("%s = %s;" % (k, harness.cfg_value(sections[k])))
+        lines.append("sources = %s;" % harness.cfg_value(sources))
+        self.cfg = "\n".join(lines) + "\n"
+
+    def replica(self, name):
+        return Tor(self.stack, self.cfg, name=name)
+
+    def lease_holder(self, group):
+        v = self.stack.redis().get("tor:{%s}:lease" % group)
+        return v.decode().split()[0] if v else None
+
+    def holders(self):
+        return {g: self.lease_holder(g) for g, _, _ in self.groups}
+
+    def insert(self, i, start, count, per_txn=50):
+        insert_range(self.stack, self.groups[i][1], start, count, per_txn)
+
+    def read(self, i, timeout=10):
+        prefix = self.groups[i][2]
+        return (harness.read_all(self.stack.brokers, prefix + ".order",
+                                 timeout=timeout) +
+                harness.read_all(self.stack.brokers, prefix + ".invoice",
+                                 timeout=timeout))
+
+    def wait_published(self, i, total, timeout=60):
+        """Reads group i's topics until events 0..total-1 are there;
+        returns (by_n, records)."""
+        from test_ha import n_of
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.read(i)
+            by_n = collections.defaultdict(list)
+            for r in recs:
+                by_n[n_of(r)].append(r)
+            if all(n in by_n for n in range(total)) or \
+                    time.monotonic() > deadline:
+                return by_n, recs
+            time.sleep(0.3)
+
+    def wait_held(self, want, timeout=30):
+        """Waits until every group's lease is held by one of the names in
+        want; returns the holders."""
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self.holders()
+            if all(v in want for v in h.values()):
+                return h
+            if time.monotonic() > deadline:
+                raise AssertionError("leases %s, wanted holders in %s" %
+                                     (h, want))
+            time.sleep(0.1)
+
+
+def assert_all_once(pool, i, total):
+    by_n, recs = pool.wait_published(i, total)
+    missing = [n for n in range(total) if n not in by_n]
+    assert not missing, "group %d lost %d of %d, first %s" % (
+        i, len(missing), total, missing[:10])
+    check_per_key_order(recs)
+    return sum(len(v) - 1 for v in by_n.values())
+
+
+def test_groups_in_one_replica_each_their_own(stack):
+    """One replica, three groups: each group's rows reach its own topics,
+    and each group has its own lease, token and checkpoint in Redis."""
+    pool = Pool(stack, "pl_own", 3)
+    t = pool.replica("r1").start()
+    pool.wait_held({"r1"})
+    for i in range(3):
+        pool.insert(i, 0, 200 + 50 * i)
+    for i in range(3):
+        dups = assert_all_once(pool, i, 200 + 50 * i)
+        assert dups == 0, "group %d: %d duplicates" % (i, dups)
+    r = stack.redis()
+    for g, _, _ in pool.groups:
+        assert r.exists("tor:{%s}:checkpoint" % g), g
+        assert int(r.get("tor:{%s}:epoch" % g)) >= 1, g
+    # Every line of a group's session names its group.
+    for g, _, _ in pool.groups:
+        assert "group=%s" % g in t.log_text(), g
+    stop_all([t])
+    assert pool.holders() == {g: None for g, _, _ in pool.groups}
+
+
+def test_one_group_halts_the_others_go_on(stack):
+    """An unrouted row halts its group (outbox.unrouted = "fail"): that
+    group gives its lease back, and the replica's other groups keep
+    publishing."""
+    pool = Pool(stack, "pl_halt", 3)
+    t = pool.replica("r1").start()
+    pool.wait_held({"r1"})
+    bad_group, bad_table, _ = pool.groups[1]
+    harness.insert_events(stack, [("nowhere", "k1", '{"n": -1}')],
+                          table=bad_table)
+    t.wait_log(r"group %s halted \(the other groups go on\)" % bad_group,
+               timeout=30)
+    for i in (0, 2):
+        pool.insert(i, 0, 300)
+    for i in (0, 2):
+        assert_all_once(pool, i, 300)
+    assert t.running(), t.log_tail()
+    assert pool.lease_holder(bad_group) is None
+    stop_all([t])
+
+
+def test_kill9_the_other_replica_takes_every_group(stack):
+    """Two replicas of four groups under writes; the one leading groups is
+    killed: the other takes each of them over, and nothing is lost."""
+    pool = Pool(stack, "pl_kill", 4)
+    tors = [pool.replica(n).start() for n in ("r1", "r2")]
+    pool.wait_held({"r1", "r2"})
+    for i in range(4):
+        pool.insert(i, 0, 200)
+    held = collections.Counter(pool.holders().values())
+    victim = max(tors, key=lambda t: held[t.name])
+    survivor = [t for t in tors if t is not victim][0]
+    print("  leases before: %s" % dict(held))
+    victim.kill9()
+    t0 = time.monotonic()
+    pool.wait_held({survivor.name}, timeout=30)
+    print("  every group led by %s %.2f s after the kill" % (
+        survivor.name, time.monotonic() - t0))
+    for i in range(4):
+        pool.insert(i, 200, 200)
+    dups = [assert_all_once(pool, i, 400) for i in range(4)]
+    print("  duplicates per group: %s" % dups)
+    stop_all([survivor])
