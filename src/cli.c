@@ -226,53 +226,86 @@ checkpoint_facts(struct facts *fs, enum checkpoint_state state,
 		fact_absent(fs, "checkpoint_age_ms", "unknown");
 }
 
-int
-tor_cli_status(const struct tor_config *cfg, bool json, FILE *out)
+/* One group's status facts: 1 a leader holds the lease, 0 none does, -1
+ * Redis could not be asked (err set). */
+static int
+group_status(const struct tor_config *cfg, struct facts *fs, tor_err *err)
 {
-	struct facts fs = { .n = 0 };
 	struct tor_checkpoint cp;
 	enum checkpoint_state state;
 	struct tor_redis *r;
 	char leader[256];
 	uint64_t token = 0;
 	int64_t ttl_ms = 0;
-	tor_err err, invalid;
+	tor_err invalid;
 	int held;
 
-	if ((r = open_redis(cfg, &err)) == NULL)
-		return fail(CLI_ERROR, &err);
+	if ((r = open_redis(cfg, err)) == NULL)
+		return -1;
 	/* Ask everything before printing anything: a script never sees half
 	 * an answer with exit 2. */
 	held = tor_lease_read(r, cfg, leader, sizeof(leader), &token, &ttl_ms,
-	    &err);
+	    err);
 	if (held < 0 || read_checkpoint(r, cfg, &cp, &state, &invalid) < 0) {
 		tor_redis_free(r);
-		return fail(CLI_ERROR, held < 0 ? &err : &invalid);
+		if (held >= 0)
+			*err = invalid;
+		return -1;
 	}
 	tor_redis_free(r);
 
-	fact_text(&fs, "group", cfg->group);
+	fact_text(fs, "group", cfg->group);
 	if (held && (strcmp(leader, TOR_LEASE_OPERATOR) == 0 ||
 	    strcmp(leader, TOR_LEASE_HOLD) == 0)) {
 		char by[300];
 
 		/* After `checkpoint set`, or Redis's loss of its data: nobody
 		 * leads until it expires. */
-		fact_absent(&fs, "leader", "none");
+		fact_absent(fs, "leader", "none");
 		snprintf(by, sizeof(by), "%s (token %" PRIu64 ")", leader,
 		    token);
-		fact_text(&fs, "paused_by", by);
-		fact_int(&fs, "pause_ms_left", ttl_ms);
+		fact_text(fs, "paused_by", by);
+		fact_int(fs, "pause_ms_left", ttl_ms);
 		held = 0;
 	} else if (held) {
-		fact_text(&fs, "leader", leader);
-		fact_int(&fs, "token", (int64_t)token);
-		fact_int(&fs, "lease_ms_left", ttl_ms);
+		fact_text(fs, "leader", leader);
+		fact_int(fs, "token", (int64_t)token);
+		fact_int(fs, "lease_ms_left", ttl_ms);
 	} else
-		fact_absent(&fs, "leader", "none");
-	checkpoint_facts(&fs, state, &cp, &invalid);
-	print_facts(out, &fs, json);
-	return held ? CLI_YES : CLI_NO;
+		fact_absent(fs, "leader", "none");
+	checkpoint_facts(fs, state, &cp, &invalid);
+	return held ? 1 : 0;
+}
+
+int
+tor_cli_status(const struct tor_config *cfgs, size_t n, bool json,
+    FILE *out)
+{
+	struct facts *fs = calloc(n, sizeof(*fs));
+	int rc = CLI_YES, held;
+	tor_err err;
+
+	if (fs == NULL) {
+		tor_err_set(&err, "out of memory");
+		return fail(CLI_ERROR, &err);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((held = group_status(&cfgs[i], &fs[i], &err)) < 0) {
+			free(fs);
+			return fail(CLI_ERROR, &err);
+		}
+		if (held == 0)
+			rc = CLI_NO;
+	}
+	/* Several groups: a blank line between them, or a JSON object a
+	 * line. */
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && !json)
+			fputc('\n', out);
+		print_facts(out, &fs[i], json);
+	}
+	free(fs);
+	return rc;
 }
 
 int

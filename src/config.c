@@ -2319,8 +2319,8 @@ tor_config_load(struct tor_config *cfg, const char *path, tor_err *err)
 	if (tor_config_load_sources(path, &cfgs, &n, err) == -1)
 		return -1;
 	if (n > 1) {
-		tor_err_set(err, "%s: sources: %zu sources given: several "
-		    "sources are not supported yet", path, n);
+		tor_err_set(err, "%s: sources: %zu sources given where one "
+		    "group is read", path, n);
 		tor_config_free_sources(cfgs, n);
 		return -1;
 	}

@@ -135,29 +135,40 @@ static const struct {
 	{ CMD_RUN, "tor -c FILE", "run one replica", NULL },
 	{ CMD_CHECK_CONFIG, "tor --check-config -c FILE",
 	    "validate FILE, print the effective config", NULL },
-	{ CMD_STATUS, "tor status -c FILE [--json]",
-	    "the group's leader and checkpoint",
+	{ CMD_STATUS, "tor status -c FILE [--group NAME] [--json]",
+	    "each group's leader and checkpoint",
 	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --group NAME       only that source's group (default: every "
+	    "group of FILE)\n"
 	    "  --json             one JSON object instead of key: value lines\n"
-	    "exit 0 when a leader holds the lease, 1 when none does, 2 when "
-	    "Redis cannot be asked\n" },
-	{ CMD_CHECKPOINT_SHOW, "tor checkpoint show -c FILE [--json]",
+	    "exit 0 when a leader holds every group's lease, 1 when one has "
+	    "none, 2 when Redis cannot be asked\n" },
+	{ CMD_CHECKPOINT_SHOW, "tor checkpoint show -c FILE [--group NAME] "
+	    "[--json]",
 	    "the group's checkpoint",
 	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --group NAME       the source whose group to act on, in a file "
+	    "of several\n"
 	    "  --json             one JSON object instead of key: value lines\n"
 	    "exit 0 when there is a checkpoint, 1 when there is none, 2 when "
 	    "it is invalid or Redis cannot be asked\n" },
-	{ CMD_CHECKPOINT_SET, "tor checkpoint set --to POS -c FILE",
+	{ CMD_CHECKPOINT_SET, "tor checkpoint set --to POS -c FILE "
+	    "[--group NAME]",
 	    "move it: <file>:<pos>, a GTID list, or end",
 	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --group NAME       the source whose group to act on, in a file "
+	    "of several\n"
 	    "  --to POS           <file>:<pos>, a GTID list D-S-N[,D-S-N...], "
 	    "a MySQL GTID set <uuid>:1-N[,...], or end\n"
 	    "exit 0 when moved, 1 when the position is refused, 2 when Redis "
 	    "or MySQL cannot be asked\n" },
 	{ CMD_CHECKPOINT_IMPORT, "tor checkpoint import --go-tor-key KEY "
-	    "[--redis-host HOST [--redis-port N] [--redis-db N]] -c FILE",
+	    "[--redis-host HOST [--redis-port N] [--redis-db N]] -c FILE "
+	    "[--group NAME]",
 	    "take over the Go tor's position",
 	    "  -c, --config FILE  the configuration of the group's replicas\n"
+	    "  --group NAME       the source whose group to act on, in a file "
+	    "of several\n"
 	    "  --go-tor-key KEY   the Redis key the Go tor kept its position "
 	    "in\n"
 	    "  --redis-host HOST  the Go tor's Redis, when not tor's own\n"
@@ -165,9 +176,12 @@ static const struct {
 	    "  --redis-db N       its database (default 0)\n"
 	    "exit 0 when moved, 1 when the key holds no usable position, 2 "
 	    "when Redis or MySQL cannot be asked\n" },
-	{ CMD_DECODE, "tor decode -c FILE [--all-events] BINLOG...",
+	{ CMD_DECODE, "tor decode -c FILE [--group NAME] [--all-events] "
+	    "BINLOG...",
 	    "what tor would publish from binlog files",
 	    "  -c, --config FILE  the configuration (its outbox and routes)\n"
+	    "  --group NAME       the source whose group to act on, in a file "
+	    "of several\n"
 	    "  --all-events       also one line for every event of the files\n"
 	    "exit 0 when every file was read to its end, 1 after a halt or "
 	    "at a file that cannot be read as a binlog\n" },
@@ -320,6 +334,35 @@ run_replica(struct tor_config *cfg)
 	return rc < 0 ? 1 : 0;
 }
 
+/* The source a command acts on: the one --group names, or the only one; a
+ * command other than status and --check-config on a file of several needs
+ * --group.  NULL after saying why. */
+static const struct tor_config *
+pick_group(const struct tor_config *cfgs, size_t n, const char *group,
+    enum command cmd, const char *path)
+{
+	if (group != NULL) {
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(cfgs[i].group, group) == 0)
+				return &cfgs[i];
+		fprintf(stderr, "tor: %s: no source has group \"%s\" (", path,
+		    group);
+		for (size_t i = 0; i < n; i++)
+			fprintf(stderr, "%s%s", i > 0 ? ", " : "", cfgs[i].group);
+		fprintf(stderr, ")\n");
+		return NULL;
+	}
+	if (n > 1 && cmd != CMD_STATUS && cmd != CMD_CHECK_CONFIG) {
+		fprintf(stderr, "tor: %s has %zu sources: name the group with "
+		    "--group (", path, n);
+		for (size_t i = 0; i < n; i++)
+			fprintf(stderr, "%s%s", i > 0 ? ", " : "", cfgs[i].group);
+		fprintf(stderr, ")\n");
+		return NULL;
+	}
+	return &cfgs[0];
+}
+
 /* A replica of several groups (the `sources` form). */
 static int
 run_pool(struct tor_config *cfgs, size_t n)
@@ -361,6 +404,7 @@ main(int argc, char **argv)
 		{ "to", required_argument, NULL, 't' },
 		{ "all-events", no_argument, NULL, 'a' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "group", required_argument, NULL, 'G' },
 		{ "go-tor-key", required_argument, NULL, 'g' },
 		{ "redis-host", required_argument, NULL, 'H' },
 		{ "redis-port", required_argument, NULL, 'P' },
@@ -369,9 +413,11 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct tor_config cfg;
+	struct tor_config *cfgs;
+	const struct tor_config *cfg;
+	size_t n, nall;
 	struct tor_go_tor_source go = { .port = 6379 };
-	const char *path = NULL, *to = NULL;
+	const char *path = NULL, *to = NULL, *group = NULL;
 	bool all_events = false, json = false, go_redis_opts = false;
 	bool check_config = false;
 	enum command cmd;
@@ -401,6 +447,9 @@ main(int argc, char **argv)
 			break;
 		case 'j':
 			json = true;
+			break;
+		case 'G':
+			group = optarg;
 			break;
 		case 'g':
 			go.key = optarg;
@@ -441,14 +490,12 @@ main(int argc, char **argv)
 	    (cmd == CMD_CHECKPOINT_IMPORT) != (go.key != NULL) ||
 	    ((go.host != NULL || go_redis_opts) &&
 	    cmd != CMD_CHECKPOINT_IMPORT) ||
-	    (go_redis_opts && go.host == NULL)) {
+	    (go_redis_opts && go.host == NULL) ||
+	    (group != NULL && (cmd == CMD_RUN || cmd == CMD_CHECK_CONFIG))) {
 		usage(stderr, cmd);
 		return 2;
 	}
 	if (cmd == CMD_RUN) {
-		struct tor_config *cfgs;
-		size_t n;
-
 		if (tor_config_load_sources(path, &cfgs, &n, &err) < 0) {
 			fprintf(stderr, "tor: %s\n", err.msg);
 			return 2;
@@ -457,43 +504,52 @@ main(int argc, char **argv)
 		tor_config_free_sources(cfgs, n);
 		return rc;
 	}
-	if (tor_config_load(&cfg, path, &err) < 0) {
+	if (tor_config_load_sources(path, &cfgs, &n, &err) < 0) {
 		fprintf(stderr, "tor: %s\n", err.msg);
 		return 2;
 	}
-	if (cmd != CMD_RUN)
-		warn_all(cmd, &cfg);
+	nall = n;
+	if ((cfg = pick_group(cfgs, n, group, cmd, path)) == NULL) {
+		tor_config_free_sources(cfgs, n);
+		return 2;
+	}
+	if (group != NULL || cmd != CMD_STATUS)
+		n = 1;
+	for (size_t i = 0; i < n; i++)
+		warn_all(cmd, &cfg[i]);
 	switch (cmd) {
 	case CMD_CHECK_CONFIG:
-		tor_config_print(&cfg, stdout);
-		for (const char *const *n = tor_config_not_in_effect(&cfg);
-		    *n != NULL; n++)
-			printf("# not yet in effect: %s\n", *n);
+		for (size_t i = 0; i < nall; i++) {
+			if (nall > 1)
+				printf("%s# source %zu: group %s\n", i > 0 ?
+				    "\n" : "", i, cfgs[i].group);
+			tor_config_print(&cfgs[i], stdout);
+			for (const char *const *w = tor_config_not_in_effect(
+			    &cfgs[i]); *w != NULL; w++)
+				printf("# not yet in effect: %s\n", *w);
+		}
 		rc = 0;
 		break;
 	case CMD_STATUS:
-		rc = tor_cli_status(&cfg, json, stdout);
+		rc = tor_cli_status(cfg, n, json, stdout);
 		break;
 	case CMD_CHECKPOINT_SHOW:
-		rc = tor_cli_checkpoint_show(&cfg, json, stdout);
+		rc = tor_cli_checkpoint_show(cfg, json, stdout);
 		break;
 	case CMD_CHECKPOINT_SET:
-		rc = tor_cli_checkpoint_set(&cfg, to, stdout);
+		rc = tor_cli_checkpoint_set(cfg, to, stdout);
 		break;
 	case CMD_CHECKPOINT_IMPORT:
-		rc = tor_cli_checkpoint_import(&cfg, &go, stdout);
-		break;
-	case CMD_DECODE:
-		/* Of the reader's log lines only warnings (an XA whose
-		 * prepare is not in the files): stdout holds the JSON. */
-		tor_log_setup(TOR_LOG_WARN, cfg.log.format, cfg.instance);
-		rc = tor_decode_files(&cfg, argv + optind, argc - optind,
-		    all_events, stdout, stderr);
+		rc = tor_cli_checkpoint_import(cfg, &go, stdout);
 		break;
 	default:
-		rc = run_replica(&cfg);
+		/* Of the reader's log lines only warnings (an XA whose
+		 * prepare is not in the files): stdout holds the JSON. */
+		tor_log_setup(TOR_LOG_WARN, cfg->log.format, cfg->instance);
+		rc = tor_decode_files(cfg, argv + optind, argc - optind,
+		    all_events, stdout, stderr);
 		break;
 	}
-	tor_config_free(&cfg);
+	tor_config_free_sources(cfgs, nall);
 	return rc;
 }

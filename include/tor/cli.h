@@ -19,10 +19,12 @@
 
 #include "tor/config.h"
 
-/* Prints the group's leader (instance, token, lease ms left) and checkpoint
- * (position, gtid, age, token).  Exit code: 0 when a leader holds the lease,
- * 1 when none does, 2 when Redis cannot be asked. */
-int tor_cli_status(const struct tor_config *cfg, bool json, FILE *out);
+/* Prints each of the n groups' leader (instance, token, lease ms left) and
+ * checkpoint (position, gtid, age, token): a blank line between groups, or
+ * one JSON object a line.  Exit code: 0 when a leader holds every group's
+ * lease, 1 when one has none, 2 when Redis cannot be asked. */
+int tor_cli_status(const struct tor_config *cfgs, size_t n, bool json,
+    FILE *out);
 
 /* `checkpoint show`: the checkpoint's fields; exit 0, 1 when there is none, 2
  * on error.  `checkpoint set --to X`: refuses (exit 1, message naming the

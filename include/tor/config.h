@@ -233,7 +233,7 @@ struct tor_config {
 
 /* Parses and validates the file at path into cfg (which the caller zeroes or
  * not; it is overwritten).  A file whose `sources` names more than one
- * group is refused: the replica runs one group for now.  On error, err reads "path:line: key: problem" (line
+ * group is refused (tor_config_load_sources reads it).  On error, err reads "path:line: key: problem" (line
  * omitted where libconfig gives none) and cfg holds nothing to free.  Reads
  * the TOR_MYSQL_PASSWORD, TOR_REDIS_PASSWORD, TOR_SENTINEL_PASSWORD,
  * TOR_KAFKA_SASL_PASSWORD and TOR_CHECKPOINT_KEY environment variables and

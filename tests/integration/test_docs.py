@@ -57,7 +57,8 @@ FULL_EXTRA = {
 
 # What a placeholder of a --help synopsis stands for in a probe.
 PLACEHOLDERS = {"POS": "end", "KEY": "docs-key", "HOST": "127.0.0.1",
-                "N": "1", "BINLOG...": "/nonexistent/binlog.000001"}
+                "N": "1", "NAME": "docs",
+                "BINLOG...": "/nonexistent/binlog.000001"}
 
 
 # ---------------------------------------------------------------------------

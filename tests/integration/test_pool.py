@@ -5,11 +5,13 @@ Each group has its own outbox table and topics; every group keeps its own
 lease, token and checkpoint, and a group that halts stops nothing else."""
 
 import collections
+import json
+import re
 import secrets
 import time
 
 import harness
-from harness import Tor
+from harness import Tor, tor_cli
 from test_ha import HA, stop_all
 from test_relay import check_per_key_order, insert_range, make_outbox
 
@@ -50,6 +52,10 @@ class Pool:
 
     def replica(self, name):
         return Tor(self.stack, self.cfg, name=name)
+
+    def cli(self, *args):
+        p = tor_cli(list(args), cfg=self.cfg, stack=self.stack)
+        return p.returncode, p.stdout, p.stderr
 
     def lease_holder(self, group):
         v = self.stack.redis().get("tor:{%s}:lease" % group)
@@ -124,6 +130,19 @@ def test_groups_in_one_replica_each_their_own(stack):
     # Every line of a group's session names its group.
     for g, _, _ in pool.groups:
         assert "group=%s" % g in t.log_text(), g
+    # tor status shows every group; a command on one group needs --group.
+    rc, out, err = pool.cli("status")
+    assert rc == 0, (rc, out, err)
+    shown = re.findall(r"^group: (\S+)\nleader: (\S+)$", out, re.M)
+    assert shown == [(g, "r1") for g, _, _ in pool.groups], out
+    rc, out, err = pool.cli("checkpoint", "show")
+    assert rc == 2 and "has 3 sources: name the group with --group (%s)" % (
+        ", ".join(g for g, _, _ in pool.groups)) in err, (rc, err)
+    g1 = pool.groups[1][0]
+    rc, out, err = pool.cli("checkpoint", "show", "--group", g1, "--json")
+    assert rc == 0 and json.loads(out)["checkpoint_token"] >= 1, (rc, out, err)
+    rc, out, err = pool.cli("status", "--group", "nope")
+    assert rc == 2 and 'no source has group "nope"' in err, (rc, err)
     stop_all([t])
     assert pool.holders() == {g: None for g, _, _ in pool.groups}
 

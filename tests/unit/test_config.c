@@ -1286,7 +1286,7 @@ test_sources_several_refused_by_the_replica(void **state)
 	assert_int_equal(tor_config_load(&cfg, DIR "sources_pair.cfg", &err),
 	    -1);
 	assert_string_equal(err.msg, DIR "sources_pair.cfg: sources: 2 "
-	    "sources given: several sources are not supported yet");
+	    "sources given where one group is read");
 	assert_null(cfg.group);
 }
 
