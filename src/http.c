@@ -5,8 +5,9 @@
  * error reaches the operator as one clear line naming http.listen (rather
  * than whatever the library prints) and is fatal at start.
  *
- * The probes' rules, decided from what the relay thread publishes in
- * struct tor_metrics:
+ * The probes' rules, decided for each group from what its relay thread
+ * publishes in its struct tor_metrics; a group the process has halted (its
+ * session stopped for good, the others go on) is left out of both:
  *
  *   /healthz  200 while the relay thread shows a sign of life younger than
  *             HEALTH_STALE_MS.  It beats at least once a second however idle
@@ -21,6 +22,9 @@
  *             is younger than 3 x mysql.heartbeat_ms, and its producer
  *             reached a broker within kafka.unreachable_ms.  A follower or
  *             a candidate that reaches Redis is ready: it can take over.
+ *
+ * Each answers 200 "ok" when every group passes, else 503 with one line
+ * per group that does not: "group <name>: <why>".
  *
  * The probes must be answered whoever else connects: a client that opens a
  * connection and never finishes its request (each byte it trickles resets
@@ -68,8 +72,8 @@ struct slot {
 
 struct tor_http {
 	const struct tor_config *cfg;
-	const struct tor_metrics *m;
-	const struct tor_elector *el;
+	struct tor_group_view *groups;  /* a copy of the caller's list */
+	size_t n_groups;
 	struct MHD_Daemon *d;
 
 	/* The reaper's; slots are taken and freed by the server's thread. */
@@ -108,50 +112,87 @@ respond_text(struct MHD_Connection *conn, unsigned int status,
 	    strlen(text));
 }
 
-/* Why the replica is not alive, or NULL when it is. */
+/* Why group v is not alive, or NULL when it is. */
 static const char *
-unhealthy(const struct tor_http *h, char *why, size_t cap)
+unhealthy(const struct tor_group_view *v, char *why, size_t cap)
 {
-	int64_t beat = atomic_load(&h->m->relay_beat_ms);
+	int64_t beat = atomic_load(&v->m->relay_beat_ms);
 	int64_t age = tor_mono_ms() - beat;
 
 	if (age < HEALTH_STALE_MS)
 		return NULL;
-	snprintf(why, cap, "relay loop stalled: no sign of life for %lld ms\n",
+	snprintf(why, cap, "relay loop stalled: no sign of life for %lld ms",
 	    (long long)age);
 	return why;
 }
 
-/* Why the replica is not ready, or NULL when it is. */
+/* Why group v is not ready, or NULL when it is. */
 static const char *
-unready(const struct tor_http *h, char *why, size_t cap)
+unready(const struct tor_http *h, const struct tor_group_view *v, char *why,
+    size_t cap)
 {
-	enum tor_elector_state state = tor_elector_state(h->el);
-	int64_t stream = atomic_load(&h->m->stream_beat_ms);
+	enum tor_elector_state state = tor_elector_state(v->el);
+	int64_t stream = atomic_load(&v->m->stream_beat_ms);
 	int64_t stale = 3 * (int64_t)h->cfg->mysql.heartbeat_ms;
-	int64_t down = atomic_load(&h->m->kafka_down_since_ms);
+	int64_t down = atomic_load(&v->m->kafka_down_since_ms);
 
 	if (state == TOR_STEPPING_DOWN)
-		return "stepping down\n";
-	if (!atomic_load(&h->m->redis_ok))
-		return "redis: the last operation failed\n";
+		return "stepping down";
+	if (!atomic_load(&v->m->redis_ok))
+		return "redis: the last operation failed";
 	if (state != TOR_LEADER)
 		return NULL;
 	if (stream == 0)
-		return "leader: no binlog stream open\n";
+		return "leader: no binlog stream open";
 	if (down > 0 && tor_mono_ms() - down >= h->cfg->kafka.unreachable_ms) {
 		snprintf(why, cap, "leader: no Kafka broker reachable for %lld "
-		    "ms (over kafka.unreachable_ms)\n",
+		    "ms (over kafka.unreachable_ms)",
 		    (long long)(tor_mono_ms() - down));
 		return why;
 	}
 	if (tor_mono_ms() - stream >= stale) {
 		snprintf(why, cap, "leader: no binlog event for %lld ms "
-		    "(over 3 x mysql.heartbeat_ms)\n",
+		    "(over 3 x mysql.heartbeat_ms)",
 		    (long long)(tor_mono_ms() - stream));
 		return why;
 	}
 	return NULL;
+}
+
+/* Answers a probe: 200 "ok" when every group not halted passes, else 503
+ * naming each one that does not and why. */
+static enum MHD_Result
+serve_probe(struct tor_http *h, struct MHD_Connection *conn, bool ready)
+{
+	struct tor_buf b = { 0 };
+	enum MHD_Result ret;
+	char why[160];
+	int rc = 0;
+
+	for (size_t i = 0; i < h->n_groups; i++) {
+		const struct tor_group_view *v = &h->groups[i];
+		const char *bad;
+
+		if (atomic_load(&v->m->halted))
+			continue;
+		bad = ready ? unready(h, v, why, sizeof(why)) :
+		    unhealthy(v, why, sizeof(why));
+		if (bad != NULL)
+			rc |= tor_buf_appendf(&b, "group %s: %s\n", v->group,
+			    bad);
+	}
+	if (rc != 0) {
+		tor_buf_free(&b);
+		return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+		    "out of memory\n");
+	}
+	if (b.len == 0)
+		ret = respond_text(conn, MHD_HTTP_OK, "ok\n");
+	else
+		ret = respond(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+		    "text/plain; charset=utf-8", b.data, b.len);
+	tor_buf_free(&b);
+	return ret;
 }
 
 static enum MHD_Result
@@ -160,7 +201,7 @@ serve_metrics(struct tor_http *h, struct MHD_Connection *conn)
 	struct tor_buf b = { 0 };
 	enum MHD_Result ret;
 
-	if (tor_metrics_render(h->m, h->el, &b) < 0) {
+	if (tor_metrics_render(h->groups, h->n_groups, &b) < 0) {
 		tor_buf_free(&b);
 		return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
 		    "out of memory\n");
@@ -192,8 +233,6 @@ answer(void *cls, struct MHD_Connection *conn, const char *url,
     size_t *upload_data_size, void **con_cls)
 {
 	struct tor_http *h = cls;
-	char why[160];
-	const char *bad;
 	bool known;
 
 	renew_deadline(h, conn);
@@ -211,13 +250,7 @@ answer(void *cls, struct MHD_Connection *conn, const char *url,
 		    "method not allowed\n");
 	if (strcmp(url, "/metrics") == 0)
 		return serve_metrics(h, conn);
-	if (strcmp(url, "/healthz") == 0)
-		bad = unhealthy(h, why, sizeof(why));
-	else
-		bad = unready(h, why, sizeof(why));
-	if (bad != NULL)
-		return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, bad);
-	return respond_text(conn, MHD_HTTP_OK, "ok\n");
+	return serve_probe(h, conn, strcmp(url, "/readyz") == 0);
 }
 
 /*
@@ -367,8 +400,8 @@ listen_on(const char *listen_at, bool *v6, tor_err *err)
 }
 
 struct tor_http *
-tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
-    const struct tor_elector *el, tor_err *err)
+tor_http_start(const struct tor_config *cfg, const struct tor_group_view *v,
+    size_t n, tor_err *err)
 {
 	struct tor_http *h;
 	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
@@ -376,20 +409,24 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
 	bool v6 = false;
 	int fd;
 
-	if ((h = calloc(1, sizeof(*h))) == NULL) {
+	if ((h = calloc(1, sizeof(*h))) == NULL ||
+	    (h->groups = calloc(n, sizeof(*v))) == NULL) {
+		free(h);
 		tor_err_set(err, "out of memory");
 		return NULL;
 	}
 	h->cfg = cfg;
-	h->m = m;
-	h->el = el;
+	memcpy(h->groups, v, n * sizeof(*v));
+	h->n_groups = n;
 	if (reaper_init(h) == -1) {
+		free(h->groups);
 		free(h);
 		tor_err_set(err, "http: cannot make the reaper's lock");
 		return NULL;
 	}
 	if ((fd = listen_on(cfg->http.listen, &v6, err)) < 0) {
 		reaper_stop(h);
+		free(h->groups);
 		free(h);
 		return NULL;
 	}
@@ -415,6 +452,7 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
 	if (h->d != NULL && !h->reaper_started) {
 		MHD_stop_daemon(h->d);
 		reaper_stop(h);
+		free(h->groups);
 		free(h);
 		tor_err_set(err, "http: cannot start the reaper thread");
 		return NULL;
@@ -422,6 +460,7 @@ tor_http_start(const struct tor_config *cfg, const struct tor_metrics *m,
 	if (h->d == NULL) {
 		close(fd);
 		reaper_stop(h);
+		free(h->groups);
 		free(h);
 		tor_err_set(err, "http.listen %s: the HTTP server did not start",
 		    cfg->http.listen);
@@ -440,5 +479,6 @@ tor_http_stop(struct tor_http *h)
 	/* The server first: it stops telling of connections. */
 	MHD_stop_daemon(h->d);
 	reaper_stop(h);
+	free(h->groups);
 	free(h);
 }

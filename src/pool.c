@@ -101,6 +101,7 @@ group_main(void *arg)
 	if (rc < 0) {
 		log_error("pool", "group %s halted (the other groups go on): %s",
 		    g->cfg->group, g->err.msg);
+		atomic_store(&tor_relay_metrics(g->relay)->halted, true);
 	}
 	atomic_store(&g->state, rc < 0 ? GROUP_HALTED : GROUP_STOPPED);
 	return NULL;
@@ -151,7 +152,7 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 {
 	struct pool p = { 0 };
 	struct tor_http *http = NULL;
-	struct { const char *group; struct tor_metrics *m; struct tor_elector *el; } *views = NULL;
+	struct tor_group_view *views = NULL;
 	tor_err probe_err;
 	int rc = -1;
 
@@ -180,7 +181,7 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 		views[i].el = tor_relay_elector(g->relay);
 	}
 	if (cfgs[0].http.listen[0] != '\0' &&
-	    (http = tor_http_start(&cfgs[0], views[0].m, tor_relay_elector(p.groups[0].relay), err)) == NULL)
+	    (http = tor_http_start(&cfgs[0], views, n, err)) == NULL)
 		goto out;
 	for (size_t i = 0; i < n; i++)
 		if (tor_elector_start(tor_relay_elector(p.groups[i].relay),

@@ -2636,7 +2636,8 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	/* Before the elector runs, so that a follower answers probes too; a
 	 * port that cannot be bound is fatal here, before any lease. */
 	if (cfg->http.listen[0] != '\0' &&
-	    (http = tor_http_start(cfg, &r->metrics, r->elector, err)) == NULL)
+	    (http = tor_http_start(cfg, &(struct tor_group_view){
+	    cfg->group, &r->metrics, r->elector }, 1, err)) == NULL)
 		goto out;
 	if (tor_elector_start(r->elector, err) < 0)
 		goto out;

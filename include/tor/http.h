@@ -2,10 +2,10 @@
  * The HTTP endpoint (DESIGN.md §7): /healthz, /readyz and /metrics on
  * http.listen, served by libmicrohttpd's own thread.
  *
- * The server only reads: the metrics the relay thread keeps (struct
- * tor_metrics, atomics) and the elector's state (its atomics).  It never
- * talks to MySQL, Redis or Kafka itself, so a probe costs the relay nothing
- * and cannot hang on a dead dependency.
+ * The server only reads: the metrics each group's relay thread keeps
+ * (struct tor_metrics, atomics) and its elector's state (its atomics).  It
+ * never talks to MySQL, Redis or Kafka itself, so a probe costs the relay
+ * nothing and cannot hang on a dead dependency.
  */
 #ifndef TOR_HTTP_H
 #define TOR_HTTP_H
@@ -17,11 +17,13 @@
 
 struct tor_http;
 
-/* Binds cfg->http.listen and starts serving.  m and el must outlive the
- * server.  Returns NULL with err set, e.g. "http.listen 0.0.0.0:9187:
- * Address already in use".  Call it only when http.listen is not "". */
+/* Binds cfg->http.listen and starts serving the n (>= 1) groups of v (the
+ * list is copied; the metrics and electors it points to must outlive the
+ * server).  cfg gives the listen address and the probes' thresholds.
+ * Returns NULL with err set, e.g. "http.listen 0.0.0.0:9187: Address
+ * already in use".  Call it only when http.listen is not "". */
 struct tor_http *tor_http_start(const struct tor_config *cfg,
-    const struct tor_metrics *m, const struct tor_elector *el, tor_err *err);
+    const struct tor_group_view *v, size_t n, tor_err *err);
 
 /* Stops the thread, closes the socket.  NULL is a no-op. */
 void tor_http_stop(struct tor_http *h);

@@ -13,6 +13,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tor/buf.h"
@@ -117,6 +118,19 @@ struct tor_metrics {
 	_Atomic int64_t relay_beat_ms;
 	_Atomic int64_t stream_beat_ms;
 	_Atomic bool redis_ok;
+	/* The group's session has stopped for good while the process serves
+	 * its other groups (set by whoever runs the group; the probes leave
+	 * it out). */
+	_Atomic bool halted;
+};
+
+/* One group as /metrics and the probes see it: its name (letters, digits,
+ * '.', '_', '-': a label value without escaping), its metrics and its
+ * elector (NULL renders as a follower without a token). */
+struct tor_group_view {
+	const char *group;
+	const struct tor_metrics *m;
+	const struct tor_elector *el;
 };
 
 /* Zeroes m, but for the retention figures, which start unknown. */
@@ -130,10 +144,13 @@ void tor_metrics_latency(struct tor_metrics *m, int64_t age_ms);
 
 int64_t tor_metrics_wall_ms(void);
 
-/* Appends the text exposition format (version 0.0.4) of m and of the
- * elector's state to out.  el may be NULL (renders as a follower without a
- * token).  Returns 0, or -1 when memory runs out (out then holds a part). */
-int tor_metrics_render(const struct tor_metrics *m,
-    const struct tor_elector *el, struct tor_buf *out);
+/* Appends the text exposition format (version 0.0.4) of the n (>= 1)
+ * groups of v to out: each family's HELP and TYPE once, then its samples
+ * group by group, each with group="<name>" as its first label.  The
+ * process's own series (tor_build_info, process_start_time_seconds, the
+ * latter from v[0]) have no group.  Returns 0, or -1 when memory runs out
+ * (out then holds a part). */
+int tor_metrics_render(const struct tor_group_view *v, size_t n,
+    struct tor_buf *out);
 
 #endif

@@ -1158,3 +1158,19 @@ __all__ = ["Stack", "StackError", "Tor", "base_config", "base_sections",
            "header", "Record", "tor_cli", "begin_test", "kill_all_tors",
            "started_tors", "KafkaException", "KafkaCluster", "create_topics",
            "topic_config", "topic_replicas", "delete_test_topics"]
+
+
+def metric_value(samples, name, **labels):
+    """The value of the one sample `name` of samples ({(name,
+    frozenset(labels)): value}, as test_http.samples gives) whose labels
+    include `labels`; labels not asked for (group, ...) are ignored.  Fails
+    when none or several match, naming what there is."""
+    want = set(labels.items())
+    found = [v for (n, ls), v in samples.items()
+             if n == name and want <= set(ls)]
+    if len(found) != 1:
+        raise AssertionError("%d samples %s%s in %s" % (
+            len(found), name, labels or "",
+            sorted((dict(ls), v) for (n, ls), v in samples.items()
+                   if n == name)))
+    return found[0]

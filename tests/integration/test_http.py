@@ -1,8 +1,8 @@
 """The HTTP endpoint (DESIGN.md §7) against the real local stack: /healthz,
 /readyz and /metrics of a leader and of a follower, the metrics parsed as
 Prometheus does (prometheus_client's parser), readiness lost with Redis while
-health stays, 404 for anything else, and a port already taken refusing to
-start.
+health stays, every series but the process's labelled with the group, 404 for
+anything else, and a port already taken refusing to start.
 """
 
 import os
@@ -26,8 +26,11 @@ NAMES = [
     "tor_publish_latency_seconds_count", "tor_kafka_queue_messages",
     "tor_failovers_total", "tor_reconnects_total", "tor_build_info",
     "tor_kafka_errors_total", "process_start_time_seconds",
-    "tor_leader_yields_total",
+    "tor_leader_yields_total", "tor_group_halted",
 ]
+
+# The process's own series: the only ones without a group label.
+PROCESS_SERIES = {"tor_build_info", "process_start_time_seconds"}
 
 
 def free_port():
@@ -64,7 +67,9 @@ def samples(port):
 
 
 def value(smp, name, **labels):
-    return smp[(name, frozenset(labels.items()))]
+    """The one sample name{labels...} (other labels, group among them,
+    ignored)."""
+    return harness.metric_value(smp, name, **labels)
 
 
 def published(smp):
@@ -112,6 +117,14 @@ def test_leader_follower_and_redis_down(stack):
     names = {n for n, _ in smp}
     missing = [n for n in NAMES if n not in names]
     assert not missing, "missing from /metrics: %s" % missing
+    # A single-group replica labels every series of the group with it.
+    unlabelled = sorted((n, dict(ls)) for n, ls in smp
+                        if dict(ls).get("group") != group
+                        and n not in PROCESS_SERIES)
+    assert not unlabelled, unlabelled
+    assert all("group" not in dict(ls) for n, ls in smp
+               if n in PROCESS_SERIES), smp
+    assert value(smp, "tor_group_halted") == 0
     assert value(smp, "tor_leader") == 1
     assert value(smp, "tor_state", state="leader") == 1
     for st in ("follower", "candidate", "stepping_down"):
@@ -159,7 +172,7 @@ def test_leader_follower_and_redis_down(stack):
     status, body, _ = wait_unready(p2, "r2 unready", 10, r2)
     print("  r2 /readyz 503 %.1fs after Redis stopped: %s" % (
         time.monotonic() - t0, body.strip()))
-    assert "redis" in body, body
+    assert body.startswith("group %s: redis" % group), body
     for _ in range(3):
         assert get(p2, "/healthz")[0] == 200
         time.sleep(0.5)

@@ -51,9 +51,13 @@ METRIC_NAME = re.compile(r"\b(tor_[a-z_]+|process_start_time_seconds)\b")
 # the threshold, `for` or filter it is about.
 LOOSENED = [
     ("TorNoLeader", "for", "1m", "0s", "a handover's two empty scrapes"),
+    ("TorNoLeader", "expr", "by (namespace, job, group)",
+     "by (namespace, job)", "one group of two without a leader"),
     ("TorNoReplicaScraped", "expr", " unless on (namespace, job) tor_build_info",
      "", "one replica still scraped"),
     ("TorSeveralLeaders", "for", "2m", "0s", "two leaders for two scrapes"),
+    ("TorSeveralLeaders", "expr", "by (namespace, job, group)",
+     "by (namespace, job)", "two groups led by two replicas"),
     ("TorSteppingDownStuck", "for", "1m", "0s", "a graceful stop's flush"),
     ("TorLeaderFlapping", "expr", "> 4", "> 2", "a rolling restart"),
     ("TorBinlogLag", "expr", "> 60", "> 30", "a leader 45 s behind"),
@@ -156,7 +160,7 @@ def as_promql(expr):
     """A dashboard query with Grafana's variables filled in as Prometheus
     would receive them."""
     for var, val in (("$__rate_interval", "1m"), ("$__interval", "15s"),
-                     ("$__range", "1h"), ("$job", ".+")):
+                     ("$__range", "1h"), ("$job", ".+"), ("$group", ".+")):
         expr = expr.replace(var, val)
     return expr
 
@@ -447,6 +451,12 @@ def test_dashboard_shows_what_an_operator_needs():
     assert re.search(r"by \(reason\) \(\w+\(tor_events_skipped_total", exprs)
     for q in ("0.5", "0.99"):
         assert "histogram_quantile(%s, sum by (le)" % q in exprs, q
+    # One group's replicas: every series of a group is filtered on the
+    # group variable, or a panel would add several groups up.
+    for title, t in targets:
+        for name, matchers in selectors(t["expr"]):
+            if name not in ("tor_build_info", "process_start_time_seconds"):
+                assert ("group", "=~", "$group") in matchers, (title, name)
     # Every panel's datasource is the dashboard's variable, so an import
     # asks for a Prometheus once.
     variables = {v["name"]: v for v in d["templating"]["list"]}

@@ -11,7 +11,7 @@ import time
 
 import harness
 from harness import Tor
-from test_http import free_port, get
+from test_http import free_port, samples, value
 from test_relay import checkpoint, insert_range, make_outbox, read_events
 from test_source import roll_back_left_over, xa
 
@@ -22,15 +22,8 @@ GAUGES = ("headroom_bytes", "headroom_seconds", "expire_seconds",
 
 def retention(port):
     """{gauge suffix: float} of the replica's tor_binlog_retention_*."""
-    status, body, _ = get(port, "/metrics")
-    assert status == 200, (status, body)
-    out = {}
-    for line in body.splitlines():
-        for g in GAUGES:
-            if line.startswith("tor_binlog_retention_%s " % g):
-                out[g] = float(line.split()[1])
-    assert set(out) == set(GAUGES), body
-    return out
+    smp = samples(port)
+    return {g: value(smp, "tor_binlog_retention_%s" % g) for g in GAUGES}
 
 
 def binlogs(stack):
