@@ -791,6 +791,8 @@ test_cluster_from_any_node(void **state)
 	int owner;
 
 	owner = serving(cl, "{pool:orders}");
+	/* tor-0's connection starts on another node than the pool's. */
+	assert_int_not_equal(serving(cl, "{orders}"), owner);
 	print_message("  slot %d of {pool:orders} on node %d, group orders' "
 	    "slot %d on node %d\n", tor_redis_slot("{pool:orders}"), owner,
 	    tor_redis_slot("{orders}"), serving(cl, "{orders}"));
