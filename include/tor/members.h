@@ -57,14 +57,15 @@ int tor_member_parse(const char *line, struct tor_member *m);
 /*
  * One beat, one script on the pool's slot: drops the members whose expiry
  * passed (their lines too), records *me (ZADD members with expiry server
- * time + 3 x pool.beat_ms, SET its line PX the same), and returns every
- * live member, *me included, into out[0..*n).  me->since_ms is ignored:
+ * time + 3 x pool.beat_ms, SET its line PX the same) under the name
+ * cfg->instance, and returns every live member, *me included, into
+ * out[0..*n).  me->instance and me->since_ms are not read:
  * the script keeps the since_ms of the member's line while it stays live
  * and starts a new one (the server's time now) otherwise; out holds the
  * value kept.  *server_ms is the server's time of the beat (Redis TIME),
  * which tor_pool_share and tor_pool_pick_target compare since_ms with, so
  * that the replicas' own clocks never matter.  A member whose line does not
- * parse is left out (and logged once per beat).  Returns 0, or -1 with err
+ * parse is left out (logged at each beat).  Returns 0, or -1 with err
  * set: Redis failed, or more than cap members.
  */
 int tor_members_beat(struct tor_redis *r, const struct tor_config *cfg,
