@@ -128,7 +128,7 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB_OBJ) $(HDRS)
 
 # libFuzzer targets over the parts that do no I/O: the decoders, the config
 # loader, the reader with the outbox mapping, MySQL's compressed payloads,
-# `tor decode`'s file reader.  A target's own sources are
+# `tor decode`'s file reader, the pool's member line.  A target's own sources are
 # extra prerequisites (every .c prerequisite is compiled in), its own
 # libraries FUZZ_LIBS.  ha/checkpoint.c holds the position parser and drags
 # lease.c and redis.c (hiredis) in; nothing there is called.
@@ -145,6 +145,8 @@ build/fuzz/fuzz_decode: src/decode.c src/reader.c src/outbox.c \
 build/fuzz/fuzz_decode: FUZZ_LIBS := -lsodium -lhiredis -lssl -lcrypto -lzstd
 build/fuzz/fuzz_payload: src/binlog_payload.c
 build/fuzz/fuzz_payload: FUZZ_LIBS := -lzstd
+build/fuzz/fuzz_member: ha/members.c src/log.c ha/redis.c ha/link.c
+build/fuzz/fuzz_member: FUZZ_LIBS := -lhiredis -lssl -lcrypto
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -Iinclude -fsanitize=fuzzer $(SAN) \

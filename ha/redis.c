@@ -76,7 +76,8 @@ struct tor_redis {
 	struct tor_link_tls *tls;
 	struct tor_link_tls *sentinel_tls;
 	/* Cluster mode only: */
-	int slot;               /* the group's hash slot */
+	int slot;               /* the hash slot of the keys served */
+	char owner[320];        /* whose slot, for messages: "group <G>" */
 	char node_host[256];    /* the node that serves it; host points here */
 	int node_port;          /* 0: none known, ask the configured nodes */
 };
@@ -149,7 +150,22 @@ tor_redis_new(const struct tor_config *cfg)
 		r->host = r->node_host;
 		tor_redis_key(cfg, "", key, sizeof(key));
 		r->slot = tor_redis_slot(key);
+		snprintf(r->owner, sizeof(r->owner), "group %s", cfg->group);
 	}
+	return r;
+}
+
+struct tor_redis *
+tor_redis_new_tag(const struct tor_config *cfg, const char *tag)
+{
+	struct tor_redis *r;
+	char key[300];
+
+	if ((r = tor_redis_new(cfg)) == NULL)
+		return NULL;
+	snprintf(key, sizeof(key), "{%s}", tag);
+	r->slot = tor_redis_slot(key);
+	snprintf(r->owner, sizeof(r->owner), "keys %s", key);
 	return r;
 }
 
@@ -381,11 +397,11 @@ note_node(struct tor_redis *r, const char *how)
 	if (strcmp(now, r->followed) == 0)
 		return;
 	if (r->followed[0] == '\0')
-		log_info("redis", "cluster slot %d (group %s) is served by %s "
-		    "(%s)", r->slot, r->cfg->group, now, how);
+		log_info("redis", "cluster slot %d (%s) is served by %s (%s)",
+		    r->slot, r->owner, now, how);
 	else
-		log_info("redis", "following cluster slot %d (group %s) to %s, "
-		    "was %s (%s)", r->slot, r->cfg->group, now, r->followed,
+		log_info("redis", "following cluster slot %d (%s) to %s, "
+		    "was %s (%s)", r->slot, r->owner, now, r->followed,
 		    how);
 	snprintf(r->followed, sizeof(r->followed), "%s", now);
 }
@@ -469,9 +485,9 @@ again:
 		if (kind <= TOR_REDIRECT_NONE)
 			break;
 		if (hops++ == MAX_REDIRECTS) {
-			tor_err_set(err, "redis cluster slot %d (group %s): "
+			tor_err_set(err, "redis cluster slot %d (%s): "
 			    "%s: more than %d redirections (%s); last: %s",
-			    r->slot, r->cfg->group, what[0] != '\0' ? what :
+			    r->slot, r->owner, what[0] != '\0' ? what :
 			    argv[0], MAX_REDIRECTS, trail, reply->str);
 			freeReplyObject(reply);
 			return NULL;
@@ -525,7 +541,7 @@ slot_owner(struct tor_redis *r, char *host, size_t cap, int *port,
 {
 	const char *argv[] = { "CLUSTER", "SLOTS" };
 	redisReply *reply, *range, *node;
-	char text[96];
+	char text[400];
 	int rc = -1;
 
 	if ((reply = run(r, 2, argv, NULL, "CLUSTER SLOTS", err)) == NULL)
@@ -555,8 +571,8 @@ slot_owner(struct tor_redis *r, char *host, size_t cap, int *port,
 		break;
 	}
 	if (rc == -1) {
-		snprintf(text, sizeof(text), "no node serves slot %d (group %s) "
-		    "in the reply", r->slot, r->cfg->group);
+		snprintf(text, sizeof(text), "no node serves slot %d (%s) in "
+		    "the reply", r->slot, r->owner);
 		redis_err(r, err, "CLUSTER SLOTS", text);
 	}
 	freeReplyObject(reply);
@@ -619,8 +635,8 @@ connect_cluster(struct tor_redis *r, tor_err *err)
 		return 0;
 	}
 	r->node_port = 0;
-	return tor_err_set(err, "redis cluster slot %d (group %s): no node "
-	    "serving it reached from %s; last: %s", r->slot, cfg->group,
+	return tor_err_set(err, "redis cluster slot %d (%s): no node "
+	    "serving it reached from %s; last: %s", r->slot, r->owner,
 	    tried, why);
 }
 

@@ -64,7 +64,8 @@ static const char *const kind_problem[] = {
 };
 
 static const char *const keys_top[] = { "group", "instance", "mysql",
-	"outbox", "kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
+	"outbox", "kafka", "redis", "ha", "checkpoint", "http", "log", "pool",
+	NULL };
 static const char *const keys_mysql[] = { "host", "port", "user", "password",
 	"password_file", "server_id", "start", "heartbeat_ms",
 	"connect_timeout_ms", "server_public_key", "tls", "retention_check_ms",
@@ -99,6 +100,8 @@ static const char *const keys_checkpoint[] = { "interval_ms", "key_file",
 	NULL };
 static const char *const keys_http[] = { "listen", NULL };
 static const char *const keys_log[] = { "level", "format", NULL };
+static const char *const keys_pool[] = { "name", "max_leading", "settle_ms",
+	"beat_ms", NULL };
 
 static const char *const tls_modes[] = { "disabled", "preferred", "required",
 	"verify", NULL };
@@ -1880,6 +1883,52 @@ load_rest(struct loader *ld, const config_setting_t *root)
 	return 0;
 }
 
+/*
+ * The pool keys (docs/pool-design.md §3).  They are the process's, not a
+ * group's: an error names no source.  A single-group file runs no pool,
+ * so a `pool` there is a mistake rather than a setting to ignore.
+ */
+static int
+load_pool(struct loader *ld, const config_setting_t *root)
+{
+	struct tor_config *cfg = ld->cfg;
+	const char *source = ld->source;
+	config_setting_t *g;
+	long long max_leading, beat_ms;
+	int rc = -1;
+
+	ld->source = NULL;
+	cfg->pool.enabled = source != NULL;
+	if (opt_group(ld, root, "", "pool", keys_pool, &g) == -1)
+		goto done;
+	if (g != NULL && source == NULL) {
+		fail(ld, g, "pool", "only in a file with sources: a single-group "
+		    "file runs no pool");
+		goto done;
+	}
+	if (opt_str(ld, g, "pool", "name", "default", &cfg->pool.name) == -1 ||
+	    opt_int(ld, g, "pool", "max_leading", 64, 1, INT_MAX,
+	    &max_leading) == -1 ||
+	    opt_ms(ld, g, "pool", "settle_ms", 10000, 0,
+	    &cfg->pool.settle_ms) == -1 ||
+	    opt_int(ld, g, "pool", "beat_ms", 1000, 100, MS_MAX,
+	    &beat_ms) == -1)
+		goto done;
+	cfg->pool.max_leading = (int)max_leading;
+	cfg->pool.beat_ms = (int)beat_ms;
+	/* The name goes inside the pool's hash tag {pool:<name>}. */
+	if (cfg->pool.name[0] == '\0' || !topic_chars_ok(cfg->pool.name,
+	    strlen(cfg->pool.name))) {
+		fail(ld, lookup(g, "name"), "pool.name", "expected letters, "
+		    "digits, '.', '_' or '-', got \"%s\"", cfg->pool.name);
+		goto done;
+	}
+	rc = 0;
+done:
+	ld->source = source;
+	return rc;
+}
+
 /* Every feature of §6 is built: nothing to note.  The list stays, for the
  * next key whose feature lags behind its parsing. */
 static void
@@ -1954,7 +2003,8 @@ load_all(struct loader *ld, const config_setting_t *root)
 	    load_redis(ld, root) == -1 ||
 	    load_ha(ld, root) == -1 ||
 	    check_redis_timeout(ld, root) == -1 ||
-	    load_rest(ld, root) == -1)
+	    load_rest(ld, root) == -1 ||
+	    load_pool(ld, root) == -1)
 		return -1;
 	warn_inline_secrets(ld, root);
 	collect_notes(ld->cfg);
@@ -2016,7 +2066,7 @@ load_one(const config_setting_t *root, const char *path, const char *source,
  * entry of `sources` one group.
  */
 static const char *const keys_top_sources[] = { "instance", "sources",
-	"kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
+	"pool", "kafka", "redis", "ha", "checkpoint", "http", "log", NULL };
 static const char *const keys_source[] = { "group", "mysql", "outbox",
 	"kafka", "redis", "ha", "checkpoint", NULL };
 /* What a source must name itself: a default for them would be a trap. */
@@ -2650,6 +2700,7 @@ tor_config_free(struct tor_config *cfg)
 	free(cfg->path);
 	free(cfg->group);
 	free(cfg->instance);
+	free(cfg->pool.name);
 
 	free(cfg->mysql.host);
 	free(cfg->mysql.user);

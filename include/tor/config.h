@@ -104,6 +104,17 @@ struct tor_redis_tls {
 	bool verify;            /* true; false only with a warning at start */
 };
 
+/* The `pool` group (a file with `sources` only): per process, the same
+ * in every source's copy.  In a single-group file it is off with its
+ * defaults. */
+struct tor_pool_config {
+	bool enabled;           /* the file has `sources` */
+	char *name;             /* "default"; the pool's Redis keys */
+	int max_leading;        /* 64: groups led at most */
+	int settle_ms;          /* 10000: hysteresis of the share */
+	int beat_ms;            /* 1000: membership beat, >= 100 */
+};
+
 struct tor_config {
 	char *path;             /* the file it came from */
 
@@ -221,6 +232,8 @@ struct tor_config {
 		enum tor_log_level level;       /* info */
 		enum tor_log_format format;     /* logfmt */
 	} log;
+
+	struct tor_pool_config pool;
 
 	/* Filled by tor_config_load: what tor_config_not_in_effect() returns. */
 	const char *not_built[8];

@@ -30,6 +30,12 @@ struct tor_redis;
 struct tor_redis *tor_redis_new(const struct tor_config *cfg);
 void tor_redis_free(struct tor_redis *r);
 
+/* As tor_redis_new, for keys of the hash tag {tag} instead of the group's
+ * (the pool's keys, "pool:<name>"): in cluster mode the connection goes to
+ * the node that serves that slot, and messages name "keys {tag}". */
+struct tor_redis *tor_redis_new_tag(const struct tor_config *cfg,
+    const char *tag);
+
 /* Connects (or reconnects) now: connect with redis.timeout_ms, AUTH when a
  * password is set, SELECT redis.db.  In Sentinel mode the server is the one
  * the first answering Sentinel names (redis.sentinel.nodes in order) and

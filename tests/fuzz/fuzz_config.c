@@ -147,6 +147,12 @@ check_loaded(const struct tor_config *cfg)
 	for (const char *p = cfg->instance; *p != '\0'; p++)
 		if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
 			abort();
+	/* The pool: a name fit for a hash tag, bounds of config.h. */
+	if (!nonempty(cfg->pool.name) || strpbrk(cfg->pool.name, "{}: ") !=
+	    NULL || cfg->pool.max_leading < 1 || cfg->pool.settle_ms < 0 ||
+	    cfg->pool.settle_ms > 86400000 || cfg->pool.beat_ms < 100 ||
+	    cfg->pool.beat_ms > 86400000)
+		abort();
 
 	if (!nonempty(cfg->mysql.host) || !nonempty(cfg->mysql.user) ||
 	    cfg->mysql.password == NULL || cfg->mysql.start == NULL ||

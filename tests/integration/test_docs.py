@@ -448,9 +448,12 @@ def test_every_loader_key_is_documented():
         listed.update(re.findall(r'"([a-z_]+)"', body))
     assert listed, "no key list found in src/config.c"
     # `sources` is the other form of the file, one config per entry:
-    # --check-config prints a group's config, never the list
-    # (test_sources_form_is_documented holds its keys to the docs).
+    # --check-config prints a group's config, never the list nor the
+    # `pool` beside it (test_sources_form_is_documented holds their keys
+    # to the docs).  `name` stays: kafka.topics[].name prints it.
     listed.discard("sources")
+    listed.discard("pool")
+    listed -= set(key_list("keys_pool")) - {"name"}
     unprinted = sorted(listed - names)
     assert not unprinted, "src/config.c knows %s, which --check-config " \
         "does not print: print every key (tor_config_print)" % unprinted
@@ -465,18 +468,24 @@ def test_every_loader_key_is_documented():
                                                        len(leaves)))
 
 
+def key_list(name):
+    """The names of src/config.c's key list `name`."""
+    body = re.search(r"%s\[\] = \{(.*?)\};" % name, read(CONFIG_C), re.S)
+    assert body, "no %s in src/config.c" % name
+    return re.findall(r'"([a-z_]+)"', body.group(1))
+
+
 def test_sources_form_is_documented():
     """Every key src/config.c allows in a `sources` entry and beside
-    `sources` is named in docs/configuration.md's "Several sources"."""
+    `sources`, and every `pool` key, is named in docs/configuration.md's
+    "Several sources"."""
     doc = read(CONFIG_DOC)
     section = doc[doc.index("## Several sources"):]
     section = section[:section.index("\n## ", 1)]
     names = set()
     for name in ("keys_source", "keys_top_sources"):
-        body = re.search(r"%s\[\] = \{(.*?)\};" % name, read(CONFIG_C),
-                         re.S)
-        assert body, "no %s in src/config.c" % name
-        names.update(re.findall(r'"([a-z_]+)"', body.group(1)))
+        names.update(key_list(name))
+    names.update("pool.%s" % k for k in key_list("keys_pool"))
     missing = sorted(n for n in names if "`%s`" % n not in section)
     assert not missing, "keys of the sources form that docs/" \
         "configuration.md's \"Several sources\" does not name: %s" % missing

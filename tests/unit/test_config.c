@@ -1290,6 +1290,52 @@ test_sources_several_refused_by_the_replica(void **state)
 	assert_null(cfg.group);
 }
 
+/* The pool keys: the file's values in every source's copy, defaults
+ * when the group is left out, and off in a single-group file. */
+static void
+test_pool_values(void **state)
+{
+	struct tor_config *cfgs, cfg;
+	tor_err err = { "" };
+	size_t n;
+
+	(void)state;
+	if (tor_config_load_sources(DIR "sources_pool.cfg", &cfgs, &n,
+	    &err) != 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(cfgs[i].pool.enabled);
+		assert_string_equal(cfgs[i].pool.name, "orders.eu-1");
+		assert_int_equal(cfgs[i].pool.max_leading, 5);
+		assert_int_equal(cfgs[i].pool.settle_ms, 0);
+		assert_int_equal(cfgs[i].pool.beat_ms, 100);
+	}
+	/* Each copy owns its name: freed one by one. */
+	assert_ptr_not_equal(cfgs[0].pool.name, cfgs[1].pool.name);
+	tor_config_free_sources(cfgs, n);
+
+	if (tor_config_load_sources(DIR "sources_pair.cfg", &cfgs, &n,
+	    &err) != 0)
+		fail_msg("%s", err.msg);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(cfgs[i].pool.enabled);
+		assert_string_equal(cfgs[i].pool.name, "default");
+		assert_int_equal(cfgs[i].pool.max_leading, 64);
+		assert_int_equal(cfgs[i].pool.settle_ms, 10000);
+		assert_int_equal(cfgs[i].pool.beat_ms, 1000);
+	}
+	tor_config_free_sources(cfgs, n);
+
+	load_ok(&cfg, DIR "minimal.cfg");
+	assert_false(cfg.pool.enabled);
+	assert_string_equal(cfg.pool.name, "default");
+	assert_int_equal(cfg.pool.max_leading, 64);
+	assert_int_equal(cfg.pool.settle_ms, 10000);
+	assert_int_equal(cfg.pool.beat_ms, 1000);
+	tor_config_free(&cfg);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -1339,6 +1385,23 @@ static const struct bad_case bad_cases[] = {
 	    "own, or none (derived)" },
 	{ "bad_sources_empty.cfg",
 	    "3: sources: no sources: give at least one" },
+	/* The pool is the process's: its errors name no source. */
+	{ "bad_pool_single.cfg", "10: pool: only in a file with sources: a "
+	    "single-group file runs no pool" },
+	{ "bad_sources_pool_name.cfg", "4: pool.name: expected letters, "
+	    "digits, '.', '_' or '-', got \"orders:eu\"" },
+	{ "bad_sources_pool_empty_name.cfg", "3: pool.name: expected "
+	    "letters, digits, '.', '_' or '-', got \"\"" },
+	{ "bad_sources_pool_max_leading.cfg",
+	    "4: pool.max_leading: must be positive, got 0" },
+	{ "bad_sources_pool_settle.cfg",
+	    "5: pool.settle_ms: must not be negative, got -1" },
+	{ "bad_sources_pool_beat.cfg",
+	    "3: pool.beat_ms: must be between 100 and 86400000, got 99" },
+	{ "bad_sources_pool_unknown.cfg", "4: pool.nmae: unknown key" },
+	{ "bad_sources_pool_type.cfg", "3: pool: expected a group { ... }" },
+	{ "bad_sources_pool_in_source.cfg",
+	    "14: sources[1].pool: unknown key" },
 	{ "bad_unknown_top.cfg", "10: mysqll: unknown key" },
 	{ "bad_unknown_nested.cfg", "4: mysql.hots: unknown key" },
 	{ "bad_unknown_in_table.cfg",
@@ -1636,6 +1699,7 @@ main(void)
 		cmocka_unit_test_setup(test_start_values, clean_env),
 		cmocka_unit_test_setup(test_listen_values, clean_env),
 		cmocka_unit_test_setup(test_missing_file, clean_env),
+		cmocka_unit_test_setup(test_pool_values, clean_env),
 		cmocka_unit_test_setup(test_sources_merge, clean_env),
 		cmocka_unit_test_setup(test_sources_one_is_a_file_of_today,
 		    clean_env),
