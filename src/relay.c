@@ -37,6 +37,7 @@
 #include "tor/clock.h"
 #include "tor/dedup.h"
 #include "tor/elector.h"
+#include "tor/electors.h"
 #include "tor/health.h"
 #include "tor/http.h"
 #include "tor/kafka.h"
@@ -2468,6 +2469,7 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
 	struct relay r = { .cfg = cfg, .stop = stop, .health_logged = -1 };
+	struct tor_electors *electors = NULL;
 	struct tor_http *http = NULL;
 	tor_err release_err;
 	int rc = -1;
@@ -2501,13 +2503,19 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 	if ((r.elector = tor_elector_new_redis(cfg, err)) == NULL)
 		goto out;
 	tor_elector_on_leadership_end(r.elector, on_leadership_end, &r);
+	if ((electors = tor_electors_new()) == NULL) {
+		tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if (tor_electors_add(electors, r.elector, err) < 0)
+		goto out;
 	/* Before the elector runs, so that a follower answers probes too; a
 	 * port that cannot be bound is fatal here, before any lease. */
 	if (cfg->http.listen[0] != '\0' &&
 	    (http = tor_http_start(cfg, &r.metrics, r.elector, err)) == NULL)
 		goto out;
 	tor_redis_check_settings(r.redis);
-	if (tor_elector_start(r.elector, err) < 0)
+	if (tor_electors_start(electors, err) < 0)
 		goto out;
 	for (;;) {
 		struct tor_leadership l;
@@ -2532,10 +2540,8 @@ tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
 out:
 	/* The server reads the elector: it stops first. */
 	tor_http_stop(http);
-	if (r.elector != NULL) {
-		tor_elector_stop(r.elector);
-		tor_elector_free(r.elector);
-	}
+	tor_electors_free(electors);
+	tor_elector_free(r.elector);
 	free(r.txn_times);
 	free_sink(&r);
 	tor_position_reader_free(r.positions);
