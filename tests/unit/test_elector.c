@@ -1305,6 +1305,253 @@ test_thread_leads_and_stops(void **state)
 	tor_elector_free(el);
 }
 
+/*
+ * A take-over's grace is a due time of the candidate, not a sleep: the
+ * acquire returns at once with a not-before time, the grant is kept back
+ * (no leadership to take, nothing to publish) and the step says how long;
+ * once it has passed, the leadership starts with its deadline counted from
+ * the request's send time, as ever.
+ */
+static void
+test_takeover_grace_keeps_the_grant_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	int64_t sent;
+
+	fx->fake.acquire_grace_ms = 50;
+	fx->fake.acquire_takes_ms = 2;
+	compete(fx);
+	sent = fx->fake.now;
+	assert_int_equal(tor_elector_step(fx->el), 50);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	fx->fake.now += 20;
+	assert_int_equal(tor_elector_step(fx->el), 30);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	fx->fake.now += 30;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_true(tor_elector_may_publish(fx->el, l.id));
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    sent + LEASE_MS - DRIFT_MS);
+}
+
+/* A release during the grace gives the won lease back: it was never
+ * granted, and nobody waits for it to expire. */
+static void
+test_release_during_the_grace_gives_the_lease_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	tor_err err;
+
+	fx->fake.acquire_grace_ms = 50;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	assert_int_equal(tor_elector_release(fx->el, &err), 0);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	fx->fake.now += 100;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+}
+
+/* TOR_ACQUIRE_NONE: a follower never competes, woken or not; a leader is
+ * not affected; back to ANY, it competes again. */
+static void
+test_acquire_mode_none(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_NONE);
+	assert_int_equal(tor_elector_acquire_mode(fx->el), TOR_ACQUIRE_NONE);
+	for (int i = 0; i < 20; i++) {
+		tor_elector_wake(fx->el);
+		fx->fake.now += tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	assert_int_equal(fx->fake.acquire_calls, 0);
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_ANY);
+	t0 = become_leader(fx);
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_NONE);
+	fx->fake.now = t0 + RENEW_MS;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.renew_calls, 1);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_true(may_publish(fx));
+}
+
+/* TOR_ACQUIRE_TAKEOVER_ONLY: every attempt asks for a take-over only, and
+ * a free lease is left alone, until this elector has seen it free for
+ * longer than lease_ms: then one normal attempt wins it, so no group stays
+ * unled when every replica is at its share.  A lease seen held starts the
+ * count again. */
+static void
+test_acquire_mode_takeover_only(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t first, again;
+
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_TAKEOVER_ONLY);
+	fx->fake.lease_free = true;
+	compete(fx);
+	first = fx->fake.now;
+	tor_elector_step(fx->el);
+	assert_true(fx->fake.acquire_only);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	/* Seen held once: the count starts again at the next free answer. */
+	fx->fake.lease_free = false;
+	fx->fake.acquire_rc = 0;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_true(fx->fake.acquire_only);
+	fx->fake.lease_free = true;
+	fx->fake.acquire_rc = 1;
+	compete(fx);
+	again = fx->fake.now;
+	assert_true(again - first > 100);
+	do {
+		tor_elector_step(fx->el);
+		assert_true(fx->fake.acquire_only);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		compete(fx);
+	} while (fx->fake.now - first <= LEASE_MS + 100);
+	/* Past lease_ms from the fresh count: one normal attempt wins. */
+	while (fx->fake.now - again <= LEASE_MS) {
+		tor_elector_step(fx->el);
+		assert_true(fx->fake.acquire_only);
+		compete(fx);
+	}
+	tor_elector_step(fx->el);
+	assert_false(fx->fake.acquire_only);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+}
+
+/* A hand-over ends the leadership and gives the lease back like a
+ * release, but the elector is not retired: it holds off (woken or not),
+ * then competes again. */
+static void
+test_hand_over_holds_off_then_competes(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	tor_err err;
+	int64_t until;
+
+	become_leader(fx);
+	assert_int_equal(tor_elector_hand_over(fx->el, 6000, &err), 0);
+	until = fx->fake.now + 6000;
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_false(may_publish(fx));
+	/* The leadership is over: the relay's end of it does nothing more. */
+	tor_elector_end(fx->el, fx->l.id, "test");
+	assert_int_equal(fx->fake.release_calls, 1);
+	while (fx->fake.now < until) {
+		tor_elector_wake(fx->el);
+		fx->fake.now += tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	fx->fake.acquire_token = 8;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_int_equal(l.id, 2);
+	assert_int_equal(l.token, 8);
+	/* A Redis that cannot be told: the error, and still a follower. */
+	fx->fake.release_rc = -1;
+	assert_int_equal(tor_elector_hand_over(fx->el, 6000, &err), -1);
+	assert_non_null(strstr(err.msg, "token 8"));
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+}
+
+/* Several electors on one driver, with a real clock: one leads and renews
+ * every 50 ms while five followers compete every 20 ms, each attempt
+ * taking 15 ms (a slow Redis, within its timeout).  The leader keeps its
+ * lease throughout: its renews are late by one follower's call at most,
+ * far inside its deadline. */
+#define N_FOLLOWERS 5
+static void
+test_driver_leader_renews_on_time_beside_followers(void **state)
+{
+	struct fixture *fx = *state;
+	static struct fake fakes[N_FOLLOWERS];
+	struct tor_elector *els[1 + N_FOLLOWERS];
+	struct tor_config cfg = fx->cfg;
+	struct tor_leadership l;
+	struct tor_electors *d;
+	int attempts = 0;
+
+	cfg.ha.lease_ms = 300;
+	cfg.ha.renew_ms = 50;
+	cfg.ha.retry_ms = 20;
+	fx->fake.real_clock = true;
+	els[0] = tor_elector_new(&cfg, &fake_ops, &fx->fake);
+	for (int i = 0; i < N_FOLLOWERS; i++) {
+		fakes[i] = fx->fake;
+		fakes[i].acquire_rc = 0;
+		fakes[i].acquire_sleeps_ms = 15;
+		els[1 + i] = tor_elector_new(&cfg, &fake_ops, &fakes[i]);
+		assert_non_null(els[1 + i]);
+	}
+	d = driver_of(els, 1 + N_FOLLOWERS);
+	assert_int_equal(tor_elector_take(els[0], 5000, &l), 1);
+	for (int i = 0; i < 50; i++) {
+		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+		assert_true(tor_elector_may_publish(els[0], l.id));
+	}
+	tor_electors_free(d);
+	for (int i = 0; i < N_FOLLOWERS; i++)
+		attempts += fakes[i].acquire_calls;
+	print_message("  500 ms: leader renewed %d times, followers made %d "
+	    "attempts\n", fx->fake.renew_calls, attempts);
+	assert_int_equal(tor_elector_state(els[0]), TOR_LEADER);
+	assert_int_equal(tor_elector_failovers(els[0]), 0);
+	assert_true(fx->fake.renew_calls >= 5);
+	assert_true(attempts >= 2 * N_FOLLOWERS);
+	for (int i = 0; i < 1 + N_FOLLOWERS; i++)
+		tor_elector_free(els[i]);
+}
+
+/* On a driver, a hand-off wake-up makes a follower with a long retry
+ * period compete at once, not at the end of the period. */
+static void
+test_driver_wake_up_competes_at_once(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_electors *d;
+	struct tor_elector *el;
+	int i;
+
+	fx->cfg.ha.retry_ms = 10000;
+	fx->fake.real_clock = true;
+	fx->fake.acquire_rc = 0;
+	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
+	d = driver_of(&el, 1);
+	for (i = 0; i < 200 && fx->fake.acquire_calls < 1; i++)
+		nanosleep(&(struct timespec){ 0, 5 * 1000000L }, NULL);
+	assert_int_equal(fx->fake.acquire_calls, 1);    /* the start-up's */
+	fx->fake.acquire_rc = 1;
+	tor_elector_wake(el);
+	for (i = 0; i < 200 && tor_elector_state(el) != TOR_LEADER; i++)
+		nanosleep(&(struct timespec){ 0, 5 * 1000000L }, NULL);
+	assert_int_equal(tor_elector_state(el), TOR_LEADER);
+	assert_int_equal(fx->fake.acquire_calls, 2);
+	tor_electors_free(d);
+	tor_elector_free(el);
+}
+
 /* Builds the real backend (it connects lazily, so no Redis is needed) and
  * frees it whole: ASan's leak check watches. */
 static void
@@ -1395,6 +1642,13 @@ main(void)
 		T(test_thread_every_leadership_taken_once),
 		T(test_lease_clock_counts_suspend),
 		T(test_thread_leads_and_stops),
+		T(test_takeover_grace_keeps_the_grant_back),
+		T(test_release_during_the_grace_gives_the_lease_back),
+		T(test_acquire_mode_none),
+		T(test_acquire_mode_takeover_only),
+		T(test_hand_over_holds_off_then_competes),
+		T(test_driver_leader_renews_on_time_beside_followers),
+		T(test_driver_wake_up_competes_at_once),
 		T(test_redis_elector_builds_and_frees),
 		T(test_redis_elector_free_wipes_the_key),
 #undef T
