@@ -268,6 +268,44 @@ test_release_wakes_up(void **state)
 	redisFree(sub);
 }
 
+/* The listener's side (tor_redis_send, tor_redis_receive): a SUBSCRIBE's
+ * confirmation and then the release's message come as pushed replies; a
+ * wait with nothing pushed says so without an error and keeps the
+ * connection; a server that dies is an error, and a send reconnects. */
+static void
+test_subscriber_hears_the_release(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	const char *argv[] = { "SUBSCRIBE", "tor:pool:free" };
+	redisReply *reply = NULL;
+	uint64_t t = 0;
+	tor_err err = { "" };
+
+	assert_int_equal(tor_redis_send(p->b, 2, argv, &err), 0);
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), 1);
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(reply->element[0]->str, "subscribe");
+	freeReplyObject(reply);
+	assert_int_equal(tor_redis_receive(p->b, 50, &reply, &err), 0);
+	assert_false(tor_redis_lost(p->b));
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), 1);
+	assert_string_equal(reply->element[0]->str, "message");
+	assert_string_equal(reply->element[2]->str, "orders");
+	freeReplyObject(reply);
+
+	freeReplyObject(redisCommand(p->c, "CLIENT KILL TYPE pubsub"));
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), -1);
+	assert_non_null(strstr(err.msg, "redis 127.0.0.1:"));
+	assert_int_equal(tor_redis_send(p->b, 2, argv, &err), 0);
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), 1);
+	assert_string_equal(reply->element[0]->str, "subscribe");
+	freeReplyObject(reply);
+}
+
 /* While handoff_to names an instance, the lease is "held" for every other
  * one, free or not; that one takes it, even told takeover_only. */
 static void
@@ -866,6 +904,7 @@ main(void)
 		T(test_expiry),
 		T(test_release),
 		T(test_release_wakes_up),
+		T(test_subscriber_hears_the_release),
 		T(test_handoff_to),
 		T(test_takeover_only),
 		T(test_read),
