@@ -108,3 +108,53 @@ def test_publish_wakeup_makes_a_clean_stop_fast(stack):
         "release: at its retry, not at the wake-up" % ms
     assert token > ltoken
     stop_all([standby])
+
+
+def test_wakeup_follows_a_sentinel_failover(stack):
+    """Through Sentinels: the master is killed, the Sentinels promote its
+    replica, and the listener's subscription, broken with the old master,
+    is made again on the new one.  A clean stop afterwards still wakes
+    the standby at once (retry_ms 4 s, fast failover off)."""
+    import os
+    from test_sentinel import MASTER, Sentinels
+
+    name = "hto_sentinel"
+    retry_ms = 4000
+    with Sentinels(stack) as sen:
+        _, ov = make_outbox(stack, name)
+        cfg = harness.base_config(
+            stack, redis=sen.redis_section(),
+            ha={"lease_ms": 12000, "renew_ms": 2000, "retry_ms": retry_ms,
+                "fast_failover": False, "stall_ms": 0}, **ov)
+        tors = [Tor(stack, cfg, name=n).start() for n in ("r1", "r2")]
+        leader, ltoken, _ = wait_leading(tors, timeout=15)
+        standby = [t for t in tors if t is not leader][0]
+        old = sen.master_addr()
+        since = {t: t.log_size() for t in tors}
+        with open(os.path.join(stack.run_dir, "redis", "redis.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)
+        until(lambda: sen.master_addr() != old, 30, "a new master")
+        new = sen.master_addr()
+        for t in tors:
+            t.wait_log(r"following master %s at %s:%d, was %s:%d" % (
+                MASTER, new[0], new[1], old[0], old[1]), timeout=15,
+                since=since[t])
+        until(lambda: log_lines(standby, r"hand-off wake-ups: subscribed "
+                                r"again", since[standby]), 15,
+              "the standby's listener on the new master")
+        time.sleep(0.5)
+        since = {standby: standby.log_size()}
+        leader.send_signal(signal.SIGTERM)
+        assert leader.wait(30) == 0, leader.log_tail()
+        who, token, lead_ts = wait_leading([standby], since, timeout=15)
+        rel = log_lines(leader, r"released the lease")
+        assert rel, leader.log_tail()
+        assert log_lines(standby, r"follower -> candidate: hand-off wake-up",
+                         since[standby]), standby.log_tail(20)
+        ms = (lead_ts - rel[-1][0]) * 1000
+        print("  master %s:%d killed, now %s:%d; released -> %s leading "
+              "%.0f ms (retry_ms %d)" % (old[0], old[1], new[0], new[1],
+                                         who.name, ms, retry_ms))
+        assert ms < retry_ms / 4, ms
+        assert token > ltoken
+        stop_all([standby])
