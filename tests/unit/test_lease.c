@@ -306,6 +306,32 @@ test_subscriber_hears_the_release(void **state)
 	freeReplyObject(reply);
 }
 
+/* An ACL user without channel rights (Redis 7 gives new users none): the
+ * release's PUBLISH is refused inside the script, and the lease is
+ * released all the same. */
+static void
+test_release_without_channel_rights(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config cfg = p->s->cfg;
+	struct tor_redis *r;
+	uint64_t t = 0;
+	tor_err err = { "" };
+
+	freeReplyObject(redisCommand(p->c, "ACL SETUSER nochan reset on "
+	    ">pw ~* resetchannels +@all"));
+	cfg.redis.user = (char *)"nochan";
+	cfg.redis.password = (char *)"pw";
+	r = tor_redis_new(&cfg);
+	assert_non_null(r);
+	assert_int_equal(acquire(r, &cfg, &t), 1);
+	assert_int_equal(tor_lease_release(r, &cfg, t, &err), 1);
+	raw_lease_equals(p->c, NULL);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 1);
+	tor_redis_free(r);
+	freeReplyObject(redisCommand(p->c, "ACL DELUSER nochan"));
+}
+
 /* While handoff_to names an instance, the lease is "held" for every other
  * one, free or not; that one takes it, even told takeover_only. */
 static void
@@ -905,6 +931,7 @@ main(void)
 		T(test_release),
 		T(test_release_wakes_up),
 		T(test_subscriber_hears_the_release),
+		T(test_release_without_channel_rights),
 		T(test_handoff_to),
 		T(test_takeover_only),
 		T(test_read),
