@@ -428,7 +428,8 @@ listen_thread(void *arg)
 /* Signals belong to the main thread (SIGTERM starts a clean shutdown): a
  * thread made here inherits a mask that blocks them all. */
 static int
-start_thread(pthread_t *t, void *(*fn)(void *), void *arg, tor_err *err)
+start_thread(pthread_t *t, const char *name, void *(*fn)(void *), void *arg,
+    tor_err *err)
 {
 	sigset_t all, old;
 	int rc;
@@ -440,6 +441,8 @@ start_thread(pthread_t *t, void *(*fn)(void *), void *arg, tor_err *err)
 	if (rc != 0)
 		return tor_err_set(err, "electors: cannot start a thread: %s",
 		    strerror(rc));
+	/* For ps -L and /proc: which thread is which. */
+	pthread_setname_np(*t, name);
 	return 0;
 }
 
@@ -451,11 +454,12 @@ tor_electors_start(struct tor_electors *d, tor_err *err)
 	if (plan_subs(d, err) < 0)
 		return -1;
 	d->stopping = false;
-	if (start_thread(&d->thread, drive, d, err) < 0)
+	if (start_thread(&d->thread, "tor-electors", drive, d, err) < 0)
 		return -1;
 	atomic_store(&d->running, true);
 	if (d->n_subs > 0) {
-		if (start_thread(&d->listener, listen_thread, d, err) < 0) {
+		if (start_thread(&d->listener, "tor-wakeups", listen_thread, d,
+		    err) < 0) {
 			tor_electors_stop(d);
 			return -1;
 		}
