@@ -3,8 +3,11 @@
  *
  * One enum of states and one function, transition(), that moves between them
  * and logs each move once with its reason.  tor_elector_step() does what the
- * current state calls for, once; the elector's thread calls it in a loop and
- * the unit tests call it directly with a fake Redis and a fake clock.
+ * current state calls for, once, and says when it wants the next step; a
+ * driver thread (ha/electors.c) steps many electors that way, and the unit
+ * tests call it directly with a fake Redis and a fake clock.  No step
+ * waits for anything but one bounded Redis call: a follower's retry period
+ * and a take-over's grace are due times, not sleeps.
  *
  * Three ideas make it safe:
  *
@@ -15,8 +18,8 @@
  *   only while now < deadline, so a leader cut off from Redis, or woken
  *   from a suspend, stops on time without hearing from anyone.
  *
- * - Calls that block on Redis (wait for a hand-off, acquire, renew) are made
- *   by the elector thread with the mutex dropped, and their result applies
+ * - Calls that block on Redis (acquire, renew, ping) are made by the
+ *   stepping thread with the mutex dropped, and their result applies
  *   only if no transition happened meanwhile (a generation count says so).
  *   So a resign, an end or a release from the relay thread always wins over
  *   a renew or an acquire that was in flight: a replica that stepped down
@@ -33,7 +36,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -42,8 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "tor/clock.h"
 #include "tor/elector.h"
 #include "tor/lease.h"
@@ -51,7 +51,7 @@
 #include "tor/redis.h"
 
 /* STEPPING_DOWN waits for the relay to end the leadership (which wakes the
- * thread): nothing to do meanwhile. */
+ * driver): nothing to do meanwhile. */
 #define STEPPING_DOWN_WAIT_MS	1000
 /* With ha.fast_failover a leader looks at its Redis connection, and pings
  * on it, this often between renews: a successor may take the lease over
@@ -61,14 +61,8 @@
 #define WATCH_MS		TOR_LEASE_WATCH_MS
 /* With ha.fast_failover a follower tries at least this often. */
 #define FAST_RETRY_MS		100
-/* A retired elector (released or stopped) has nothing left to do; the
- * thread sleeps until tor_elector_stop wakes it. */
+/* A retired elector (released) has nothing left to do. */
 #define RETIRED_DELAY_MS	60000
-/* The thread's sleep runs on CLOCK_MONOTONIC (glibc's condition variables
- * take no other clock), which stands still while the machine is suspended:
- * a leader sleeps at most this long at a time, so that a suspend that
- * passed its deadline is seen this soon after the wake-up. */
-#define LEADER_SLEEP_MAX_MS	100
 
 static const char *const state_names[] = {
 	[TOR_FOLLOWER] = "follower",
@@ -103,13 +97,23 @@ struct tor_elector {
 	 * sent (the lease clock), for tor_elector_heard. */
 	_Atomic int64_t heard_sent;
 
+	/* Set from any thread (tor_elector_set_acquire, tor_elector_wake). */
+	_Atomic int acquire_mode;
+	_Atomic bool woken;             /* a hand-off wake-up came */
+
 	/* Guarded by mu. */
 	pthread_mutex_t mu;
-	pthread_cond_t wake;            /* transitions and stop() signal it */
+	pthread_cond_t wake;            /* transitions signal it (take) */
 	uint64_t gen;                   /* bumped by every transition */
 	bool retired;                   /* released: never competes again */
 	int64_t hold_until;             /* no competing before (lease clock) */
-	bool stopping;
+	int64_t next_try;               /* a follower's next attempt (lease
+					   clock; 0: not drawn yet) */
+	int64_t free_since;             /* TAKEOVER_ONLY: the lease was seen
+					   free since (lease clock; 0: not) */
+	/* A take-over won but kept back until not_before (token 0: none). */
+	uint64_t pending_token;
+	int64_t pending_sent, pending_not_before;
 	int64_t renew_sent;             /* when the last renew was sent */
 	int64_t ping_sent;              /* when the last PING was sent */
 	uint64_t granted_token;         /* the last leadership's token */
@@ -120,14 +124,14 @@ struct tor_elector {
 	uint64_t rng;
 	bool redis_failing;             /* in a streak of Redis errors */
 
-	pthread_t thread;
-	bool running;
-
 	struct tor_log_group *log_group;        /* NULL: the process's */
 
 	/* Told at every move out of LEADER, from whichever thread makes it. */
 	void (*on_end)(void *);
 	void *on_end_ctx;
+	/* The driver's: the next step is due now. */
+	void (*waker)(void *);
+	void *waker_ctx;
 };
 
 const char *
@@ -136,6 +140,14 @@ tor_elector_state_name(enum tor_elector_state state)
 	if ((unsigned)state >= sizeof(state_names) / sizeof(state_names[0]))
 		return "unknown";
 	return state_names[state];
+}
+
+/* Tells the driver that the next step is due now.  Called with mu held. */
+static void
+kick(struct tor_elector *el)
+{
+	if (el->waker != NULL)
+		el->waker(el->waker_ctx);
 }
 
 /*
@@ -167,6 +179,8 @@ transition(struct tor_elector *el, enum tor_elector_state to,
 		memset(el->last_poll_reason, 0, sizeof(el->last_poll_reason));
 	}
 
+	if (to == TOR_FOLLOWER)
+		el->next_try = 0;       /* drawn afresh at the first step */
 	if (from == TOR_LEADER) {
 		atomic_store(&el->deadline, 0);
 		/* Before anything else: what the producer holds must not go
@@ -180,12 +194,15 @@ transition(struct tor_elector *el, enum tor_elector_state to,
 		if (atomic_fetch_add(&el->leadership, 1) > 0)
 			atomic_fetch_add(&el->failovers, 1);
 		el->granted_token = atomic_load(&el->token);
+		/* A wake-up heard while competing is spent. */
+		atomic_store(&el->woken, false);
 		/* Before the log line, so that line carries the new token. */
 		tor_log_set_token(atomic_load(&el->token));
 	}
 	atomic_store(&el->state, to);
 	el->gen++;
 	pthread_cond_broadcast(&el->wake);
+	kick(el);
 
 	tor_log(level, "elector", "%s -> %s: %s", tor_elector_state_name(from),
 	    tor_elector_state_name(to), reason);
@@ -267,22 +284,28 @@ seed_random(const struct tor_config *cfg)
 }
 
 /*
- * FOLLOWER: wait for a hand-off wake-up (or the jittered retry period), then
- * compete.  The wait blocks on Redis, so it runs with mu dropped.
+ * FOLLOWER: compete when the retry period (jittered, drawn at the first
+ * step after becoming a follower) is over, or at once when a hand-off
+ * wake-up came; else say how long is left.  Nothing here waits.
  */
 static int
 step_follower(struct tor_elector *el)
 {
-	uint64_t gen = el->gen;
-	tor_err err;
-	int rc;
+	int64_t now;
 
 	if (el->retired)
 		return RETIRED_DELAY_MS;
-	/* A leader that yielded lets a standby win alone for a while, and does
-	 * not take the hand-off wake-up meant for it. */
-	if (el->ops->now_ms(el->ctx) < el->hold_until)
-		return (int)(el->hold_until - el->ops->now_ms(el->ctx));
+	now = el->ops->now_ms(el->ctx);
+	/* A leader that yielded lets a standby win alone for a while, and
+	 * does not take the hand-off wake-up meant for it. */
+	if (now < el->hold_until) {
+		atomic_store(&el->woken, false);
+		return (int)(el->hold_until - now);
+	}
+	if (atomic_load(&el->acquire_mode) == TOR_ACQUIRE_NONE) {
+		atomic_store(&el->woken, false);
+		return retry_ms(el->cfg);
+	}
 	if (!el->tried) {
 		/* A replica that just started tries at once: nobody may hold
 		 * the lease, and waiting would only delay the first message. */
@@ -290,17 +313,15 @@ step_follower(struct tor_elector *el)
 		transition(el, TOR_CANDIDATE, "start-up");
 		return 0;
 	}
-	pthread_mutex_unlock(&el->mu);
-	err.msg[0] = '\0';
-	rc = el->ops->wait_handoff(el->ctx, jittered_retry_ms(el), &err);
-	pthread_mutex_lock(&el->mu);
-	if (rc < 0)
-		redis_failed(el, "cannot wait for a hand-off", &err);
-	else
-		redis_answered(el);
-	if (gen != el->gen || el->retired)
+	if (atomic_exchange(&el->woken, false)) {
+		transition(el, TOR_CANDIDATE, "hand-off wake-up");
 		return 0;
-	transition(el, TOR_CANDIDATE, rc == 1 ? "hand-off wake-up" : "retry");
+	}
+	if (el->next_try == 0)
+		el->next_try = now + jittered_retry_ms(el);
+	if (now < el->next_try)
+		return (int)(el->next_try - now);
+	transition(el, TOR_CANDIDATE, "retry");
 	return 0;
 }
 
@@ -344,24 +365,85 @@ give_back(struct tor_elector *el, uint64_t token)
 }
 
 /*
- * CANDIDATE: one acquire.  The deadline counts from the time the request
- * that won was sent: the PX expiry in Redis started later than that, never
- * earlier.  A reply that comes when that deadline has passed already (the
- * process was paused, Redis stalled) wins nothing worth granting: the lease
- * is given back and the replica competes again.
+ * A won lease becomes a leadership.  The deadline counts from the time the
+ * request that won was sent: the PX expiry in Redis started later than
+ * that, never earlier.  A lease whose deadline has passed already (the
+ * process was paused, Redis stalled, a take-over's grace ran long) wins
+ * nothing worth granting: it is given back and the replica competes again.
+ */
+static int
+grant(struct tor_elector *el, uint64_t token, int64_t sent)
+{
+	int64_t deadline = sent + el->cfg->ha.lease_ms - el->drift_ms;
+	int64_t now = el->ops->now_ms(el->ctx);
+	char reason[128];
+
+	if (now >= deadline) {
+		snprintf(reason, sizeof(reason), "acquired the lease (token %"
+		    PRIu64 ") %" PRId64 " ms after asking, past its deadline: "
+		    "giving it back", token, now - sent);
+		transition(el, TOR_FOLLOWER, reason);
+		give_back(el, token);
+		return 0;
+	}
+	atomic_store(&el->token, token);
+	atomic_store(&el->deadline, deadline);
+	atomic_store(&el->heard_sent, sent);
+	el->renew_sent = sent;
+	el->ping_sent = 0;
+	snprintf(reason, sizeof(reason), "acquired the lease (token %" PRIu64
+	    ")", token);
+	transition(el, TOR_LEADER, reason);
+	return leader_delay(el, now);
+}
+
+/* A take-over kept back for its grace: granted once not_before passed. */
+static int
+step_pending(struct tor_elector *el)
+{
+	int64_t now = el->ops->now_ms(el->ctx);
+	uint64_t token = el->pending_token;
+
+	if (now < el->pending_not_before)
+		return (int)(el->pending_not_before - now);
+	el->pending_token = 0;
+	return grant(el, token, el->pending_sent);
+}
+
+/* Whether this attempt may take a free lease (see tor_elector_set_acquire). */
+static bool
+takeover_only(struct tor_elector *el, int64_t now)
+{
+	if (atomic_load(&el->acquire_mode) != TOR_ACQUIRE_TAKEOVER_ONLY)
+		return false;
+	return el->free_since == 0 || now - el->free_since <= el->cfg->ha.lease_ms;
+}
+
+/*
+ * CANDIDATE: one acquire (or, for a take-over won already, its grace).  A
+ * take-over's grant waits for its not-before time as a due time of this
+ * state: the relay sees no leadership until then.
  */
 static int
 step_candidate(struct tor_elector *el)
 {
 	uint64_t gen = el->gen, token = 0;
-	char reason[128];
-	int64_t sent = 0, deadline, now;
+	int64_t sent = 0, not_before = 0, now;
+	bool only;
 	tor_err err;
 	int rc;
 
+	if (el->pending_token != 0)
+		return step_pending(el);
+	now = el->ops->now_ms(el->ctx);
+	if (atomic_load(&el->acquire_mode) == TOR_ACQUIRE_NONE) {
+		transition(el, TOR_FOLLOWER, "not competing (acquire mode none)");
+		return 0;
+	}
+	only = takeover_only(el, now);
 	pthread_mutex_unlock(&el->mu);
 	err.msg[0] = '\0';
-	rc = el->ops->acquire(el->ctx, &token, &sent, &err);
+	rc = el->ops->acquire(el->ctx, only, &token, &sent, &not_before, &err);
 	pthread_mutex_lock(&el->mu);
 
 	if (rc < 0)
@@ -382,26 +464,22 @@ step_candidate(struct tor_elector *el)
 
 	switch (rc) {
 	case 1:
-		deadline = sent + el->cfg->ha.lease_ms - el->drift_ms;
-		now = el->ops->now_ms(el->ctx);
-		if (now >= deadline) {
-			snprintf(reason, sizeof(reason), "acquired the lease "
-			    "(token %" PRIu64 ") %" PRId64 " ms after asking, past "
-			    "its deadline: giving it back", token, now - sent);
-			transition(el, TOR_FOLLOWER, reason);
-			give_back(el, token);
-			return 0;
+		el->free_since = 0;
+		if (not_before > el->ops->now_ms(el->ctx)) {
+			el->pending_token = token;
+			el->pending_sent = sent;
+			el->pending_not_before = not_before;
+			return step_pending(el);
 		}
-		atomic_store(&el->token, token);
-		atomic_store(&el->deadline, deadline);
-		atomic_store(&el->heard_sent, sent);
-		el->renew_sent = sent;
-		el->ping_sent = 0;
-		snprintf(reason, sizeof(reason), "acquired the lease (token %"
-		    PRIu64 ")", token);
-		transition(el, TOR_LEADER, reason);
-		return leader_delay(el, now);
+		return grant(el, token, sent);
+	case TOR_LEASE_FREE:
+		if (el->free_since == 0)
+			el->free_since = now;
+		transition(el, TOR_FOLLOWER, "lease free: left to a replica "
+		    "below its share (acquire mode takeover_only)");
+		return 0;
 	case 0:
+		el->free_since = 0;
 		transition(el, TOR_FOLLOWER, "lease held by another replica");
 		return 0;
 	default:
@@ -574,64 +652,14 @@ tor_elector_new(const struct tor_config *cfg, const struct tor_elector_ops *ops,
 	atomic_init(&el->leadership, 0);
 	atomic_init(&el->heard_sent, 0);
 	pthread_mutex_init(&el->mu, NULL);
-	/* Waits are timed on CLOCK_MONOTONIC: glibc refuses CLOCK_BOOTTIME
-	 * here (EINVAL), and the wall clock can be stepped.  The lease clock
-	 * is read afresh after every wait (LEADER_SLEEP_MAX_MS). */
+	/* The relay's wait in tor_elector_take is timed on CLOCK_MONOTONIC:
+	 * glibc refuses CLOCK_BOOTTIME here (EINVAL), and the wall clock can
+	 * be stepped. */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&el->wake, &ca);
 	pthread_condattr_destroy(&ca);
 	return el;
-}
-
-/* CLOCK_MONOTONIC's time ms from now, for the timed waits on el->wake. */
-static struct timespec
-wake_time(int ms)
-{
-	struct timespec until;
-
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	return until;
-}
-
-/* Waits on el->wake (mu held) until signalled or ms have passed. */
-static void
-wait_wake(struct tor_elector *el, int ms)
-{
-	struct timespec until = wake_time(ms);
-
-	pthread_cond_timedwait(&el->wake, &el->mu, &until);
-}
-
-static void *
-elector_thread(void *arg)
-{
-	struct tor_elector *el = arg;
-	int delay;
-
-	tor_log_use_group(el->log_group);
-	pthread_mutex_lock(&el->mu);
-	while (!el->stopping) {
-		pthread_mutex_unlock(&el->mu);
-		delay = tor_elector_step(el);
-		pthread_mutex_lock(&el->mu);
-		if (el->stopping || delay <= 0)
-			continue;
-		if (atomic_load(&el->state) == TOR_LEADER &&
-		    delay > LEADER_SLEEP_MAX_MS)
-			delay = LEADER_SLEEP_MAX_MS;
-		/* Sleep until the next step is due, or until a transition
-		 * made elsewhere (resign, end, release) or stop() wakes us. */
-		wait_wake(el, delay);
-	}
-	pthread_mutex_unlock(&el->mu);
-	return NULL;
 }
 
 void
@@ -640,40 +668,67 @@ tor_elector_set_log_group(struct tor_elector *el, struct tor_log_group *g)
 	el->log_group = g;
 }
 
-int
-tor_elector_start(struct tor_elector *el, tor_err *err)
+struct tor_log_group *
+tor_elector_log_group(const struct tor_elector *el)
 {
-	sigset_t all, old;
-	int rc;
-
-	if (el->running)
-		return tor_err_set(err, "elector: already started");
-	el->stopping = false;
-	/* Signals belong to the main thread (SIGTERM starts a clean
-	 * shutdown); the new thread inherits this mask. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&el->thread, NULL, elector_thread, el);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
-		return tor_err_set(err, "elector: cannot start thread: %s",
-		    strerror(rc));
-	el->running = true;
-	return 0;
+	return el->log_group;
 }
 
-/* Waits for a blocking Redis call in flight (at most the command timeout). */
 void
-tor_elector_stop(struct tor_elector *el)
+tor_elector_set_waker(struct tor_elector *el, void (*fn)(void *), void *ctx)
 {
-	if (!el->running)
-		return;
 	pthread_mutex_lock(&el->mu);
-	el->stopping = true;
-	pthread_cond_broadcast(&el->wake);
+	el->waker = fn;
+	el->waker_ctx = ctx;
 	pthread_mutex_unlock(&el->mu);
-	pthread_join(el->thread, NULL);
-	el->running = false;
+}
+
+void
+tor_elector_wake(struct tor_elector *el)
+{
+	atomic_store(&el->woken, true);
+	pthread_mutex_lock(&el->mu);
+	kick(el);
+	pthread_mutex_unlock(&el->mu);
+}
+
+const struct tor_config *
+tor_elector_config(const struct tor_elector *el)
+{
+	return el->cfg;
+}
+
+bool
+tor_elector_on_redis(const struct tor_elector *el)
+{
+	return el->backend != NULL;
+}
+
+static const char *const mode_names[] = {
+	[TOR_ACQUIRE_ANY] = "any",
+	[TOR_ACQUIRE_TAKEOVER_ONLY] = "takeover_only",
+	[TOR_ACQUIRE_NONE] = "none",
+};
+
+void
+tor_elector_set_acquire(struct tor_elector *el, enum tor_acquire_mode m)
+{
+	int was = atomic_exchange(&el->acquire_mode, (int)m);
+
+	if (was == (int)m)
+		return;
+	log_debug("elector", "acquire mode %s -> %s", mode_names[was],
+	    mode_names[m]);
+	pthread_mutex_lock(&el->mu);
+	el->free_since = 0;
+	kick(el);
+	pthread_mutex_unlock(&el->mu);
+}
+
+enum tor_acquire_mode
+tor_elector_acquire_mode(const struct tor_elector *el)
+{
+	return atomic_load(&el->acquire_mode);
 }
 
 enum tor_elector_state
@@ -704,7 +759,7 @@ int
 tor_elector_take(struct tor_elector *el, int timeout_ms,
     struct tor_leadership *l)
 {
-	struct timespec until = wake_time(timeout_ms);
+	struct timespec until = tor_cond_deadline(timeout_ms);
 	int rc = 0;
 
 	pthread_mutex_lock(&el->mu);
@@ -762,6 +817,7 @@ tor_elector_hold_off(struct tor_elector *el, int ms)
 {
 	pthread_mutex_lock(&el->mu);
 	el->hold_until = el->ops->now_ms(el->ctx) + ms;
+	kick(el);
 	pthread_mutex_unlock(&el->mu);
 }
 
@@ -777,7 +833,7 @@ tor_elector_on_leadership_end(struct tor_elector *el, void (*fn)(void *),
 
 /*
  * The relay's session for leadership id is over.  A leader (its deadline
- * passed before the elector's thread noticed, or the relay gave up) steps
+ * passed before the driver noticed, or the relay gave up) steps
  * down, and then, like one stepping down already, becomes a follower; the
  * lease, when it is still ours, is given back with a hand-off wake-up, so
  * that a successor takes over now rather than at its expiry.
@@ -822,35 +878,39 @@ tor_elector_end(struct tor_elector *el, uint64_t id, const char *reason)
 }
 
 /*
- * The state changes first, under the mutex, so publishing stops and the
- * elector thread backs off at once; the compare-and-DEL then runs with the
+ * Ends the current leadership (or a take-over kept back for its grace) and
+ * returns the token of the lease to give back (0: none).  Called with mu
+ * held.  The state changes first, under the mutex, so publishing stops and
+ * the driver backs off at once; the compare-and-DEL then runs with the
  * mutex dropped, like every other call that can block on Redis.
  */
-int
-tor_elector_release(struct tor_elector *el, tor_err *err)
+static uint64_t
+stop_competing(struct tor_elector *el, const char *released,
+    const char *stopped)
 {
-	enum tor_elector_state state;
+	enum tor_elector_state state = atomic_load(&el->state);
 	uint64_t token = 0;
-	int rc;
 
-	pthread_mutex_lock(&el->mu);
-	if (el->retired) {
-		pthread_mutex_unlock(&el->mu);
-		return 0;
-	}
-	el->retired = true;
 	el->ended = atomic_load(&el->leadership);
-	state = atomic_load(&el->state);
 	if (state == TOR_LEADER || state == TOR_STEPPING_DOWN)
 		token = atomic_load(&el->token);
+	else if (state == TOR_CANDIDATE)
+		token = el->pending_token;
+	el->pending_token = 0;
 	if (token != 0)
-		transition(el, TOR_FOLLOWER,
-		    "released the lease: clean shutdown");
+		transition(el, TOR_FOLLOWER, released);
 	else if (state != TOR_FOLLOWER)
-		transition(el, TOR_FOLLOWER, "stopped competing: clean shutdown");
+		transition(el, TOR_FOLLOWER, stopped);
 	else
-		el->gen++;      /* a wait in flight must not lead to a CANDIDATE */
-	pthread_mutex_unlock(&el->mu);
+		el->gen++;      /* a step in flight must not lead anywhere */
+	return token;
+}
+
+/* The compare-and-DEL of stop_competing's token, with mu dropped. */
+static int
+release_token(struct tor_elector *el, uint64_t token, tor_err *err)
+{
+	int rc;
 
 	if (token == 0)
 		return 0;
@@ -864,22 +924,53 @@ tor_elector_release(struct tor_elector *el, tor_err *err)
 	return 0;
 }
 
+int
+tor_elector_release(struct tor_elector *el, tor_err *err)
+{
+	uint64_t token;
+
+	pthread_mutex_lock(&el->mu);
+	if (el->retired) {
+		pthread_mutex_unlock(&el->mu);
+		return 0;
+	}
+	el->retired = true;
+	token = stop_competing(el, "released the lease: clean shutdown",
+	    "stopped competing: clean shutdown");
+	pthread_mutex_unlock(&el->mu);
+	return release_token(el, token, err);
+}
+
+int
+tor_elector_hand_over(struct tor_elector *el, int hold_ms, tor_err *err)
+{
+	uint64_t token;
+
+	pthread_mutex_lock(&el->mu);
+	if (el->retired) {
+		pthread_mutex_unlock(&el->mu);
+		return 0;
+	}
+	el->hold_until = el->ops->now_ms(el->ctx) + hold_ms;
+	atomic_store(&el->woken, false);
+	token = stop_competing(el, "handed the lease over",
+	    "handing over: not competing for now");
+	pthread_mutex_unlock(&el->mu);
+	return release_token(el, token, err);
+}
+
 /*
- * The real backend: tor/lease.h on connections of the elector's own.
+ * The real backend: tor/lease.h on a connection of the elector's own.
  *
  * The lease connection (acquire, renew, release, and the one watched for
  * fast failover) keeps redis.timeout_ms, which the configuration bounds
- * against lease_ms.  The elector thread and the relay thread (end,
+ * against lease_ms.  The driver thread and the relay thread (end,
  * release) both use it, and a hiredis context must not be shared, so every
- * command takes the io mutex.  The wait for a hand-off blocks up to 1.2 *
- * retry_ms, longer than a command may take on the lease connection: it has
- * a connection of its own, used by the elector thread alone.
+ * command takes the io mutex.
  */
 struct redis_backend {
 	const struct tor_config *cfg;
-	struct tor_config wait_cfg;     /* cfg with a longer command timeout;
-					 * its pointers still belong to cfg */
-	struct tor_redis *lease, *wait;
+	struct tor_redis *lease;
 	pthread_mutex_t io;
 	/* tor_redis_connection of the lease's connection at the last acquire
 	 * or renew that recorded it in Redis: a connection made since is not
@@ -888,13 +979,15 @@ struct redis_backend {
 };
 
 static int
-redis_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
+redis_acquire(void *ctx, bool takeover_only, uint64_t *token,
+    int64_t *sent_ms, int64_t *not_before_ms, tor_err *err)
 {
 	struct redis_backend *b = ctx;
 	int rc;
 
 	pthread_mutex_lock(&b->io);
-	rc = tor_lease_acquire(b->lease, b->cfg, token, sent_ms, err);
+	rc = tor_lease_acquire(b->lease, b->cfg, takeover_only, token, sent_ms,
+	    not_before_ms, err);
 	if (rc == 1)
 		b->recorded = tor_redis_connection(b->lease);
 	pthread_mutex_unlock(&b->io);
@@ -926,29 +1019,6 @@ redis_release(void *ctx, uint64_t token, tor_err *err)
 	pthread_mutex_lock(&b->io);
 	rc = tor_lease_release(b->lease, b->cfg, token, err);
 	pthread_mutex_unlock(&b->io);
-	return rc;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-static int
-redis_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
-{
-	struct redis_backend *b = ctx;
-	int rc;
-
-	rc = tor_lease_wait_handoff(b->wait, &b->wait_cfg, timeout_ms, err);
-	/* Redis down answers at once (connection refused): wait out the
-	 * period anyway, or the follower would spin on connect attempts. */
-	if (rc < 0)
-		sleep_ms(timeout_ms);
 	return rc;
 }
 
@@ -1002,39 +1072,22 @@ static const struct tor_elector_ops redis_ops = {
 	.acquire = redis_acquire,
 	.renew = redis_renew,
 	.release = redis_release,
-	.wait_handoff = redis_wait_handoff,
 	.now_ms = lease_clock_ms,
 	.connection_lost = redis_connection_lost,
 	.ping = redis_ping,
 };
-
-/* The backend's copy of the config holds the checkpoint key: wiped. */
-static void
-backend_free(struct redis_backend *b)
-{
-	sodium_memzero(b, sizeof(*b));
-	free(b);
-}
 
 struct tor_elector *
 tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
 {
 	struct redis_backend *b;
 	struct tor_elector *el;
-	int longest_wait = retry_ms(cfg) + retry_ms(cfg) / 5;
 
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		goto nomem;
 	b->cfg = cfg;
-	b->wait_cfg = *cfg;
-	/* The BLPOP must time out in Redis, not in hiredis: give it the
-	 * longest jittered wait plus the usual network allowance. */
-	if (b->wait_cfg.redis.timeout_ms <= longest_wait + 100)
-		b->wait_cfg.redis.timeout_ms = longest_wait +
-		    cfg->redis.timeout_ms;
 	pthread_mutex_init(&b->io, NULL);
-	if ((b->lease = tor_redis_new(cfg)) == NULL ||
-	    (b->wait = tor_redis_new(&b->wait_cfg)) == NULL)
+	if ((b->lease = tor_redis_new(cfg)) == NULL)
 		goto nomem;
 	if ((el = tor_elector_new(cfg, &redis_ops, b)) == NULL)
 		goto nomem;
@@ -1044,9 +1097,8 @@ tor_elector_new_redis(const struct tor_config *cfg, tor_err *err)
 nomem:
 	if (b != NULL) {
 		tor_redis_free(b->lease);
-		tor_redis_free(b->wait);
 		pthread_mutex_destroy(&b->io);
-		backend_free(b);
+		free(b);
 	}
 	tor_err_format(err, "elector: out of memory");
 	return NULL;
@@ -1057,12 +1109,10 @@ tor_elector_free(struct tor_elector *el)
 {
 	if (el == NULL)
 		return;
-	tor_elector_stop(el);
 	if (el->backend != NULL) {
 		tor_redis_free(el->backend->lease);
-		tor_redis_free(el->backend->wait);
 		pthread_mutex_destroy(&el->backend->io);
-		backend_free(el->backend);
+		free(el->backend);
 	}
 	pthread_cond_destroy(&el->wake);
 	pthread_mutex_destroy(&el->mu);

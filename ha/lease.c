@@ -2,7 +2,9 @@
  * The group's lease in Redis (DESIGN.md §3): P:{G}:lease holds
  * "<instance> <token>" of the leader with a PX expiry, P:{G}:epoch the last
  * fencing token handed out, P:{G}:handoff the wake-ups of leaders that
- * stepped down.
+ * stepped down (for replicas of the previous version; this one listens on
+ * the free channel), P:{G}:handoff_to the only instance that may take the
+ * lease during a graceful hand-over.
  *
  * Two ideas make it work.  Every read-then-write is one Lua script, so it
  * runs whole on the Redis master with nothing in between: a replica cannot
@@ -103,12 +105,18 @@
     "end\n"
 
 /*
- * KEYS lease, epoch, checkpoint, client; ARGV instance, lease_ms, this
- * connection's client record ("<run_id> <client id>", "" for none), and,
- * to take over a dead leader's lease, the lease value and the client
- * record found (else "").  SET NX first, so that the token is spent only
+ * KEYS lease, epoch, checkpoint, client, handoff_to; ARGV instance,
+ * lease_ms, this connection's client record ("<run_id> <client id>", ""
+ * for none), to take over a dead leader's lease the lease value and the
+ * client record found (else ""), and "1" to leave a free lease alone
+ * (takeover_only; else "").  SET NX first, so that the token is spent only
  * by the replica that wins; a lease held comes back as {value, client
- * record} and, when a take-over is refused, the reason.
+ * record} and, when refused for another reason, the reason; a free lease
+ * left alone as 0.
+ *
+ * While handoff_to names another instance the lease is held for this one,
+ * free or not, taken over or not: checked here, in the script, so nothing
+ * comes between the check and the SET NX.
  *
  * A take-over needs the lease and its record unchanged, this server still
  * a master, and every replica the leader recorded still its replica: a
@@ -134,6 +142,14 @@ static const char acquire_lua[] =
     "local function held(why)\n"
     "  return {redis.call('GET', KEYS[1]) or '',\n"
     "          redis.call('GET', KEYS[4]) or '', why}\n"
+    "end\n"
+    "local to = redis.call('GET', KEYS[5])\n"
+    "if to and to ~= ARGV[1] then\n"
+    "  return held('handed over to ' .. to)\n"
+    "end\n"
+    "if ARGV[4] == '' and ARGV[6] == '1' and not to and\n"
+    "    redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return 0\n"
     "end\n"
     "if ARGV[4] ~= '' then\n"
     "  if redis.call('GET', KEYS[1]) ~= ARGV[4] or\n"
@@ -207,15 +223,18 @@ static const char renew_lua[] =
     "end\n"
     "return 0\n";
 
-/* KEYS lease, handoff, client; ARGV value, token.  The wake-up is pushed
- * even when the lease was not ours: a replica stepping down says so either
- * way, and a spare wake-up costs a follower one failed acquire. */
+/* KEYS lease, handoff, client; ARGV value, token, the free channel, the
+ * group.  The wake-up is given even when the lease was not ours: a replica
+ * stepping down says so either way, and a spare wake-up costs a follower
+ * one failed acquire.  The PUBLISH is a pcall: an ACL user without
+ * channel rights (Redis 7's default for new users) must still release. */
 static const char release_lua[] =
     "local released = 0\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('DEL', KEYS[1], KEYS[3])\n"
     "  released = 1\n"
     "end\n"
+    "redis.pcall('PUBLISH', ARGV[3], ARGV[4])\n"
     "redis.call('LPUSH', KEYS[2], ARGV[2])\n"
     "redis.call('LTRIM', KEYS[2], 0, " HANDOFF_KEEP ")\n"
     "return released\n";
@@ -231,6 +250,7 @@ struct lease_keys {
 	char client[512];
 	char epoch[512];
 	char handoff[512];
+	char handoff_to[512];
 	char checkpoint[512];
 };
 
@@ -241,6 +261,7 @@ lease_keys(const struct tor_config *cfg, struct lease_keys *k)
 	tor_redis_key(cfg, "lease_client", k->client, sizeof(k->client));
 	tor_redis_key(cfg, "epoch", k->epoch, sizeof(k->epoch));
 	tor_redis_key(cfg, "handoff", k->handoff, sizeof(k->handoff));
+	tor_redis_key(cfg, "handoff_to", k->handoff_to, sizeof(k->handoff_to));
 	tor_redis_key(cfg, "checkpoint", k->checkpoint, sizeof(k->checkpoint));
 }
 
@@ -292,12 +313,12 @@ static redisReply *
 eval(struct tor_redis *r, const char *script, int nkeys, int nrest,
     const char **rest, const char *what, tor_err *err)
 {
-	const char *argv[12];
+	const char *argv[16];
 	char numkeys[16];
 	redisReply *reply;
 	int i;
 
-	/* Every script here takes at most nine keys and arguments. */
+	/* Every script here takes at most eleven keys and arguments. */
 	if (nrest > (int)(sizeof(argv) / sizeof(argv[0])) - 3) {
 		tor_err_set(err, "%s: too many script arguments", what);
 		return NULL;
@@ -416,14 +437,15 @@ struct held_lease {
 	char why[256];
 };
 
-/* One acquire_lua: 1 won (*token), 0 held (*h filled), -1. */
+/* One acquire_lua: 1 won (*token), 0 held (*h filled), TOR_LEASE_FREE
+ * (takeover_only), -1. */
 static int
 try_acquire(struct tor_redis *r, const struct tor_config *cfg,
     const struct lease_keys *k, const char *record,
-    const struct held_lease *expect, uint64_t *token, struct held_lease *h,
-    tor_err *err)
+    const struct held_lease *expect, bool takeover_only, uint64_t *token,
+    struct held_lease *h, tor_err *err)
 {
-	const char *what = "lease acquire", *rest[9];
+	const char *what = "lease acquire", *rest[11];
 	char ms[16];
 	redisReply *reply;
 	size_t i;
@@ -434,14 +456,19 @@ try_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	rest[1] = k->epoch;
 	rest[2] = k->checkpoint;
 	rest[3] = k->client;
-	rest[4] = cfg->instance;
-	rest[5] = ms;
-	rest[6] = record;
-	rest[7] = expect != NULL ? expect->value : "";
-	rest[8] = expect != NULL ? expect->record : "";
-	if ((reply = eval(r, acquire_lua, 4, 9, rest, what, err)) == NULL)
+	rest[4] = k->handoff_to;
+	rest[5] = cfg->instance;
+	rest[6] = ms;
+	rest[7] = record;
+	rest[8] = expect != NULL ? expect->value : "";
+	rest[9] = expect != NULL ? expect->record : "";
+	rest[10] = takeover_only ? "1" : "";
+	if ((reply = eval(r, acquire_lua, 5, 11, rest, what, err)) == NULL)
 		return -1;
-	if (reply->type == REDIS_REPLY_ARRAY &&
+	if (takeover_only && reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer == 0)
+		rc = TOR_LEASE_FREE;
+	else if (reply->type == REDIS_REPLY_ARRAY &&
 	    (reply->elements == 2 || reply->elements == 3)) {
 		for (i = 0; i < reply->elements; i++)
 			if (reply->element[i]->type != REDIS_REPLY_STRING)
@@ -505,29 +532,18 @@ holder_gone(struct tor_redis *r, const struct held_lease *h,
 	}
 }
 
-static void
-sleep_until(int64_t when)
-{
-	int64_t left;
-	struct timespec ts;
-
-	while ((left = when - tor_mono_ms()) > 0) {
-		ts.tv_sec = left / 1000;
-		ts.tv_nsec = (long)(left % 1000) * 1000000L;
-		nanosleep(&ts, NULL);
-	}
-}
-
 /*
- * A take-over wins the lease in Redis at once but is reported only
- * TOR_LEASE_TAKEOVER_GRACE_MS later.  A client gone from Redis may be a
+ * A take-over wins the lease in Redis at once, but its winner may lead only
+ * TOR_LEASE_TAKEOVER_GRACE_MS later (*not_before_ms: the elector keeps the
+ * grant back until then, without sleeping).  A client gone from Redis may be a
  * live leader whose connection was closed under it (CLIENT KILL, a proxy,
  * a reset): such a leader hands messages over only within
  * TOR_LEASE_HEARD_MS of sending a round trip Redis answered on that
  * connection, before the close, and we cannot have seen the client gone
  * before Redis dropped it: the grace less that window is the margin for
  * what it handed over last to reach the broker.  The WAIT for a replica
- * runs inside it.
+ * runs inside it.  The grace counts from the reply that won, which came
+ * after Redis saw the client gone.
  */
 _Static_assert(TOR_LEASE_TAKEOVER_GRACE_MS >= 2 * TOR_LEASE_HEARD_MS,
     "the grace must leave what a leader handed over time to go out");
@@ -536,7 +552,8 @@ _Static_assert(TOR_LEASE_HEARD_MS >= 4 * TOR_LEASE_WATCH_MS,
 
 int
 tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, int64_t *sent_ms, tor_err *err)
+    bool takeover_only, uint64_t *token, int64_t *sent_ms,
+    int64_t *not_before_ms, tor_err *err)
 {
 	struct lease_keys k;
 	struct held_lease h, found;
@@ -545,13 +562,15 @@ tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	int64_t won;
 	int rc;
 
+	*not_before_ms = 0;
 	lease_keys(cfg, &k);
 	if (tor_redis_ready(r, err) < 0)
 		return tor_err_prefix(err, "lease acquire: ");
 	if (client_record(r, cfg, record, sizeof(record), err) < 0)
 		return -1;
 	*sent_ms = tor_mono_ms();
-	rc = try_acquire(r, cfg, &k, record, NULL, token, &h, err);
+	rc = try_acquire(r, cfg, &k, record, NULL, takeover_only, token, &h,
+	    err);
 	if (rc != 0 || !holder_gone(r, &h, record, &dead)) {
 		if (rc == 1)
 			wait_for_replica(r, cfg, *token);
@@ -560,7 +579,7 @@ tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	/* Compare-and-set on what was found: a lease renewed or taken
 	 * meanwhile is left alone. */
 	*sent_ms = tor_mono_ms();
-	rc = try_acquire(r, cfg, &k, record, &h, token, &found, err);
+	rc = try_acquire(r, cfg, &k, record, &h, false, token, &found, err);
 	if (rc == 0 && found.why[0] != '\0')
 		log_debug("lease", "not taking the lease over from \"%s\" (its "
 		    "Redis client %lld is gone): %s", h.value, dead, found.why);
@@ -571,7 +590,7 @@ tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 	    "%lld is gone (ha.fast_failover); leading in %d ms", h.value, dead,
 	    TOR_LEASE_TAKEOVER_GRACE_MS);
 	wait_for_replica(r, cfg, *token);
-	sleep_until(won + TOR_LEASE_TAKEOVER_GRACE_MS);
+	*not_before_ms = won + TOR_LEASE_TAKEOVER_GRACE_MS;
 	return 1;
 }
 
@@ -608,56 +627,54 @@ int
 tor_lease_release(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err)
 {
-	const char *what = "lease release", *rest[5];
+	const char *what = "lease release", *rest[7];
 	struct lease_keys k;
-	char value[512], tok[24];
+	char value[512], tok[24], channel[512];
 	redisReply *reply;
 
 	lease_keys(cfg, &k);
 	if (lease_value(cfg, token, value, sizeof(value), what, err) == -1)
 		return -1;
 	snprintf(tok, sizeof(tok), "%" PRIu64, token);
+	tor_lease_free_channel(cfg, channel, sizeof(channel));
 	rest[0] = k.lease;
 	rest[1] = k.handoff;
 	rest[2] = k.client;
 	rest[3] = value;
 	rest[4] = tok;
-	if ((reply = eval(r, release_lua, 3, 5, rest, what, err)) == NULL)
+	rest[5] = channel;
+	rest[6] = cfg->group;
+	if ((reply = eval(r, release_lua, 3, 7, rest, what, err)) == NULL)
 		return -1;
 	return verdict(what, k.lease, reply, err);
 }
 
-int
-tor_lease_wait_handoff(struct tor_redis *r, const struct tor_config *cfg,
-    int timeout_ms, tor_err *err)
+void
+tor_lease_free_channel(const struct tor_config *cfg, char *buf, size_t cap)
 {
-	const char *argv[3];
+	snprintf(buf, cap, "%s:pool:free", cfg->redis.prefix);
+}
+
+int
+tor_lease_set_handoff_to(struct tor_redis *r, const struct tor_config *cfg,
+    const char *instance, int ttl_ms, tor_err *err)
+{
+	const char *argv[5];
 	struct lease_keys k;
-	char seconds[32];
+	char ms[16];
 	redisReply *reply;
-	int rc = -1;
 
 	lease_keys(cfg, &k);
-	/* BLPOP's 0 means "forever", which no caller wants: the shortest
-	 * wait Redis can express instead.  Redis 6 and later accept a
-	 * fractional timeout in seconds. */
-	if (timeout_ms < 1)
-		timeout_ms = 1;
-	snprintf(seconds, sizeof(seconds), "%d.%03d", timeout_ms / 1000,
-	    timeout_ms % 1000);
-	argv[0] = "BLPOP";
-	argv[1] = k.handoff;
-	argv[2] = seconds;
-	if ((reply = tor_redis_command(r, 3, argv, NULL, err)) == NULL)
-		return tor_err_prefix(err, "lease wait handoff: ");
-	if (reply->type == REDIS_REPLY_NIL)
-		rc = 0;
-	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
-		rc = 1;
-	else
-		unexpected("lease wait handoff", k.handoff, reply, err);
+	snprintf(ms, sizeof(ms), "%d", ttl_ms > 0 ? ttl_ms : 1);
+	argv[0] = "SET";
+	argv[1] = k.handoff_to;
+	argv[2] = instance;
+	argv[3] = "PX";
+	argv[4] = ms;
+	if ((reply = tor_redis_command(r, 5, argv, NULL, err)) == NULL)
+		return tor_err_prefix(err, "lease handoff_to: ");
 	freeReplyObject(reply);
-	return rc;
+	return 0;
 }
 
 /* Splits a lease value "<instance> <token>" at its last space (an instance

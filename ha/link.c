@@ -615,6 +615,62 @@ tor_link_command(struct tor_link *l, int argc, const char **argv,
 	}
 }
 
+int
+tor_link_send(struct tor_link *l, int argc, const char **argv, tor_err *err)
+{
+	char *cmd;
+	int len, rc;
+
+	if ((len = redisFormatCommandArgv(&cmd, argc, argv, NULL)) < 0)
+		return tor_err_set(err, "out of memory");
+	rc = send_all(l, cmd, (size_t)len, deadline_after(l->timeout_ms), err);
+	redisFreeCommand(cmd);
+	return rc;
+}
+
+/* Whether bytes wait: in OpenSSL's buffer, or on the socket within the
+ * deadline.  1 yes, 0 not yet, -1 with err set. */
+static int
+readable(struct tor_link *l, int64_t deadline, tor_err *err)
+{
+	int w;
+
+	if (l->ssl != NULL && SSL_pending(l->ssl) > 0)
+		return 1;
+	if ((w = wait_fd(l->fd, POLLIN, deadline)) < 0)
+		return tor_err_set(err, "%s", strerror(errno));
+	return w;
+}
+
+int
+tor_link_receive(struct tor_link *l, int wait_ms, redisReply **reply,
+    tor_err *err)
+{
+	int64_t deadline = deadline_after(wait_ms > 0 ? wait_ms : 1);
+	char buf[READ_CHUNK];
+	void *r = NULL;
+	ssize_t n;
+	int w;
+
+	for (;;) {
+		if (redisReaderGetReply(l->reader, &r) != REDIS_OK)
+			return tor_err_set(err, "%s", l->reader->errstr);
+		if (r != NULL) {
+			l->replied = true;
+			*reply = r;
+			return 1;
+		}
+		/* A reply cut in two stays in the reader for the next call. */
+		if ((w = readable(l, deadline, err)) <= 0)
+			return w;
+		if ((n = recv_some(l, buf, sizeof(buf),
+		    deadline_after(l->timeout_ms), err)) < 0)
+			return -1;
+		if (redisReaderFeed(l->reader, buf, (size_t)n) != REDIS_OK)
+			return tor_err_set(err, "%s", l->reader->errstr);
+	}
+}
+
 struct tor_link *
 tor_link_open(const char *host, int port, int timeout_ms,
     struct tor_link_tls *tls, const char *path, tor_err *err)

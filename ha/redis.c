@@ -908,6 +908,38 @@ tor_redis_command(struct tor_redis *r, int argc, const char **argv,
 }
 
 int
+tor_redis_send(struct tor_redis *r, int argc, const char **argv,
+    tor_err *err)
+{
+	tor_err e;
+
+	if (ready(r, err) == -1)
+		return -1;
+	if (tor_link_send(r->c, argc, argv, &e) == -1) {
+		redis_err(r, err, argv[0], e.msg);
+		drop_connection(r);
+		return -1;
+	}
+	return 0;
+}
+
+int
+tor_redis_receive(struct tor_redis *r, int wait_ms, redisReply **reply,
+    tor_err *err)
+{
+	tor_err e;
+	int rc;
+
+	if (r->c == NULL)
+		return redis_err(r, err, "", "not connected");
+	if ((rc = tor_link_receive(r->c, wait_ms, reply, &e)) == -1) {
+		redis_err(r, err, "", e.msg);
+		drop_connection(r);
+	}
+	return rc;
+}
+
+int
 tor_redis_replicas(struct tor_redis *r, tor_err *err)
 {
 	if (ready(r, err) == -1)

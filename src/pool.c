@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "tor/clock.h"
+#include "tor/electors.h"
 #include "tor/http.h"
 #include "tor/kafka.h"
 #include "tor/log.h"
@@ -153,13 +154,15 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 	struct pool p = { 0 };
 	struct tor_http *http = NULL;
 	struct tor_group_view *views = NULL;
+	struct tor_electors *electors = tor_electors_new();
 	tor_err probe_err;
 	int rc = -1;
 
 	p.groups = calloc(n, sizeof(*p.groups));
 	p.probes = calloc(n, sizeof(*p.probes));
 	views = calloc(n, sizeof(*views));
-	if (p.groups == NULL || p.probes == NULL || views == NULL) {
+	if (p.groups == NULL || p.probes == NULL || views == NULL ||
+	    electors == NULL) {
 		tor_err_set(err, "out of memory");
 		goto out;
 	}
@@ -179,13 +182,17 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 		views[i].group = g->cfg->group;
 		views[i].m = tor_relay_metrics(g->relay);
 		views[i].el = tor_relay_elector(g->relay);
+		if (tor_electors_add(electors, tor_relay_elector(g->relay),
+		    err) < 0)
+			goto out;
 	}
 	if (cfgs[0].http.listen[0] != '\0' &&
 	    (http = tor_http_start(&cfgs[0], views, n, err)) == NULL)
 		goto out;
+	if (tor_electors_start(electors, err) < 0)
+		goto stop;
 	for (size_t i = 0; i < n; i++)
-		if (tor_elector_start(tor_relay_elector(p.groups[i].relay),
-		    err) < 0 || start_group(&p.groups[i], err) < 0)
+		if (start_group(&p.groups[i], err) < 0)
 			goto stop;
 	log_info("pool", "serving %zu groups", n);
 	while (!*stop && count_state(&p, GROUP_HALTED) < n) {
@@ -208,7 +215,9 @@ stop:
 		rc = tor_err_set(err, "every group halted (see each group's "
 		    "line above)");
 out:
+	/* The server and the driver read the electors: they stop first. */
 	tor_http_stop(http);
+	tor_electors_free(electors);
 	for (size_t i = 0; p.groups != NULL && i < n; i++)
 		tor_relay_free(p.groups[i].relay);
 	for (size_t i = 0; i < p.n_probes; i++)

@@ -37,6 +37,8 @@
 #include "tor/clock.h"
 #include "tor/dedup.h"
 #include "tor/elector.h"
+#include "tor/electors.h"
+#include "tor/electors.h"
 #include "tor/health.h"
 #include "tor/http.h"
 #include "tor/kafka.h"
@@ -2556,10 +2558,7 @@ tor_relay_free(struct tor_relay *r)
 {
 	if (r == NULL)
 		return;
-	if (r->elector != NULL) {
-		tor_elector_stop(r->elector);
-		tor_elector_free(r->elector);
-	}
+	tor_elector_free(r->elector);
 	free(r->txn_times);
 	free_sink(r);
 	tor_position_reader_free(r->positions);
@@ -2627,24 +2626,32 @@ int
 tor_relay_run(const struct tor_config *cfg, volatile sig_atomic_t *stop,
     tor_err *err)
 {
+	struct tor_electors *electors;
 	struct tor_relay *r;
 	struct tor_http *http = NULL;
 	int rc = -1;
 
 	if ((r = tor_relay_new(cfg, stop, false, err)) == NULL)
 		return -1;
+	if ((electors = tor_electors_new()) == NULL) {
+		tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if (tor_electors_add(electors, r->elector, err) < 0)
+		goto out;
 	/* Before the elector runs, so that a follower answers probes too; a
 	 * port that cannot be bound is fatal here, before any lease. */
 	if (cfg->http.listen[0] != '\0' &&
 	    (http = tor_http_start(cfg, &(struct tor_group_view){
 	    cfg->group, &r->metrics, r->elector }, 1, err)) == NULL)
 		goto out;
-	if (tor_elector_start(r->elector, err) < 0)
+	if (tor_electors_start(electors, err) < 0)
 		goto out;
 	rc = tor_relay_serve(r, err);
 out:
-	/* The server reads the elector: it stops first. */
+	/* The server reads the elector: it stops first, then the driver. */
 	tor_http_stop(http);
+	tor_electors_free(electors);
 	tor_relay_free(r);
 	return rc;
 }

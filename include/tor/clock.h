@@ -21,4 +21,23 @@ tor_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* CLOCK_MONOTONIC's time ms from now, for pthread_cond_timedwait on a
+ * condition variable set to that clock (glibc refuses CLOCK_BOOTTIME
+ * there).  It stands still during a suspend: a waiter that must see a
+ * suspend soon caps its waits and reads tor_mono_ms afresh after each. */
+static inline struct timespec
+tor_cond_deadline(int64_t ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return until;
+}
+
 #endif

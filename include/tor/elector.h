@@ -3,9 +3,11 @@
  * STEPPING_DOWN -> FOLLOWER, driven by one function, every transition logged
  * once with its reason (DESIGN.md §3).
  *
- * It runs in a thread of its own with its own Redis connections.  The
- * handshake with the relay thread: every leadership the elector grants
- * (numbered 1, 2, ...) is taken by the relay exactly once
+ * A driver thread (tor/electors.h) steps it, beside other electors; it has
+ * its own Redis connection for the lease.  No step blocks on anything but
+ * one bounded Redis call.  The handshake with the relay thread: every
+ * leadership the elector grants (numbered 1, 2, ...) is taken by the relay
+ * exactly once
  * (tor_elector_take), even one that ended before the relay looked, and
  * ended by it exactly once (tor_elector_end, or tor_elector_release at a
  * clean stop).  The relay may publish for leadership id only while
@@ -42,18 +44,19 @@ const char *tor_elector_state_name(enum tor_elector_state state);
 /* The lease backend and the clock.  The real one wraps tor/lease.h on a
  * connection of the elector's own (tor_elector_ops_redis). */
 struct tor_elector_ops {
-	/* 1 acquired (*token set, and *sent_ms to the clock's time the
-	 * request that won was sent: the lease's expiry in Redis runs from
-	 * later than that), 0 held by another, -1 error */
-	int (*acquire)(void *ctx, uint64_t *token, int64_t *sent_ms,
-	    tor_err *err);
+	/* 1 acquired (*token set, *sent_ms to the clock's time the request
+	 * that won was sent: the lease's expiry in Redis runs from later
+	 * than that; *not_before_ms to the clock's time before which the
+	 * leadership must not start, 0 for none), 0 held by another,
+	 * TOR_LEASE_FREE the lease was free and left alone (takeover_only:
+	 * only a dead holder's lease is taken), -1 error */
+	int (*acquire)(void *ctx, bool takeover_only, uint64_t *token,
+	    int64_t *sent_ms, int64_t *not_before_ms, tor_err *err);
 	/* 1 renewed, 0 not ours any more, -1 error; its answer waited for
 	 * wait_ms (as the ping's) */
 	int (*renew)(void *ctx, uint64_t token, int wait_ms, tor_err *err);
 	/* 1 released, 0 not ours, -1 error */
 	int (*release)(void *ctx, uint64_t token, tor_err *err);
-	/* 1 woken by a hand-off, 0 timed out, -1 error; may sleep instead */
-	int (*wait_handoff)(void *ctx, int timeout_ms, tor_err *err);
 	/* the lease clock, in ms: never goes back, and counts the time the
 	 * machine was suspended (tor_mono_ms) */
 	int64_t (*now_ms)(void *ctx);
@@ -71,31 +74,64 @@ struct tor_elector;
 struct tor_elector *tor_elector_new(const struct tor_config *cfg,
     const struct tor_elector_ops *ops, void *ctx);
 
-/* The real elector: tor/lease.h on Redis connections of its own: one for the
- * lease (redis.timeout_ms), one for the blocking hand-off wait (its command
- * timeout above the longest wait). */
+/* The real elector: tor/lease.h on a Redis connection of its own
+ * (redis.timeout_ms).  Hand-off wake-ups come from the driver's listener
+ * (tor_elector_wake). */
 struct tor_elector *tor_elector_new_redis(const struct tor_config *cfg,
     tor_err *err);
 void tor_elector_free(struct tor_elector *el);
 
-/* Does what the current state calls for, once: a follower waits for a
- * hand-off (up to retry_ms, jittered) then becomes a candidate; a candidate
- * tries to acquire (a lease whose reply came past its deadline is given
- * back, not granted); a leader renews when due and steps down when the
- * lease is lost or its deadline passes; a replica stepping down waits for
- * the relay to end the leadership.  Returns the ms until the next step is
- * due (0: at once).  The thread calls it in a loop; the unit tests call it
- * directly. */
+/* Does what the current state calls for, once, without waiting: a
+ * follower becomes a candidate when its retry period (retry_ms, jittered)
+ * is over or a hand-off wake-up came, else returns the ms left; a
+ * candidate tries to acquire (a lease whose reply came past its deadline
+ * is given back, not granted; a take-over's grant is kept back until its
+ * not-before time, the step returning the ms left); a leader renews when
+ * due and steps down when the lease is lost or its deadline passes; a
+ * replica stepping down waits for the relay to end the leadership.
+ * Returns the ms until the next step is due (0: at once).  The driver
+ * calls it; the unit tests call it directly. */
 int tor_elector_step(struct tor_elector *el);
 
 /* The log context of the group the elector competes for (a replica of
- * several groups): the thread that steps it logs under that group. */
+ * several groups): the driver logs its steps under that group. */
 void tor_elector_set_log_group(struct tor_elector *el,
     struct tor_log_group *g);
+struct tor_log_group *tor_elector_log_group(const struct tor_elector *el);
 
-/* Starts and stops the thread that calls tor_elector_step. */
-int tor_elector_start(struct tor_elector *el, tor_err *err);
-void tor_elector_stop(struct tor_elector *el);
+/* For the driver: fn(ctx) is called whenever the next step should come
+ * sooner than the last one said (a transition, a hand-off wake-up, a
+ * hold-off or an acquire mode set from any thread), with the elector's
+ * mutex held, so it must only take a lock of its own and signal.  Set
+ * before any other thread uses the elector. */
+void tor_elector_set_waker(struct tor_elector *el, void (*fn)(void *),
+    void *ctx);
+
+/* A hand-off wake-up for this group arrived (the lease was released): a
+ * follower competes at its next step instead of at the end of its retry
+ * period.  Any thread; a follower holding off ignores it. */
+void tor_elector_wake(struct tor_elector *el);
+
+/* The config the elector was made with (its group, its Redis). */
+const struct tor_config *tor_elector_config(const struct tor_elector *el);
+
+/* Whether it runs on Redis (tor_elector_new_redis), not on test ops. */
+bool tor_elector_on_redis(const struct tor_elector *el);
+
+/* When a follower competes (the balancer sets it; any thread):
+ * TOR_ACQUIRE_ANY at every retry, as a single-group replica does;
+ * TOR_ACQUIRE_TAKEOVER_ONLY takes over only a lease whose holder's Redis
+ * client is gone (ha.fast_failover) and leaves a free lease alone, unless
+ * this elector has seen it free for longer than lease_ms (so no group
+ * stays unled when every replica is at its share); TOR_ACQUIRE_NONE never
+ * competes.  A leader is not affected. */
+enum tor_acquire_mode {
+	TOR_ACQUIRE_ANY,
+	TOR_ACQUIRE_TAKEOVER_ONLY,
+	TOR_ACQUIRE_NONE,
+};
+void tor_elector_set_acquire(struct tor_elector *el, enum tor_acquire_mode m);
+enum tor_acquire_mode tor_elector_acquire_mode(const struct tor_elector *el);
 
 /* For /metrics and the probes. */
 enum tor_elector_state tor_elector_state(const struct tor_elector *el);
@@ -161,6 +197,14 @@ void tor_elector_on_leadership_end(struct tor_elector *el, void (*fn)(void *),
  * competes.  Returns 0, or -1 when Redis could not be told (the lease then
  * expires by itself). */
 int tor_elector_release(struct tor_elector *el, tor_err *err);
+
+/* A graceful hand-over (the balancer, after the relay's clean stop of this
+ * group): ends the current leadership and releases the lease as
+ * tor_elector_release does (compare-and-DEL, hand-off wake-up), but the
+ * elector is not retired: it holds off for hold_ms, then competes again.
+ * Returns 0, or -1 when Redis could not be told (the lease then expires by
+ * itself). */
+int tor_elector_hand_over(struct tor_elector *el, int hold_ms, tor_err *err);
 
 /* Failovers seen (transitions into LEADER after the first), for metrics. */
 uint64_t tor_elector_failovers(const struct tor_elector *el);

@@ -11,6 +11,7 @@
 #ifndef TOR_LEASE_H
 #define TOR_LEASE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tor/config.h"
@@ -31,8 +32,8 @@
  * over from then on. */
 #define TOR_LEASE_WATCH_MS 5
 
-/* How long after a take-over (see tor_lease_acquire) its winner starts to
- * lead.  Redis closed the old leader's connection before the take-over
+/* How long after a take-over (see tor_lease_acquire) its winner may start
+ * to lead.  Redis closed the old leader's connection before the take-over
  * ran, so the winner leads at least this long after the close. */
 #define TOR_LEASE_TAKEOVER_GRACE_MS 50
 
@@ -46,6 +47,10 @@
  * over last to reach the broker. */
 #define TOR_LEASE_HEARD_MS 25
 
+/* What tor_lease_acquire answers when told takeover_only and the lease is
+ * free: left alone. */
+#define TOR_LEASE_FREE 2
+
 /* SET lease NX PX lease_ms and, only when that took, INCR epoch (past the
  * checkpoint's token when the epoch is behind it) and store
  * "<instance> <token>"; with ha.fast_failover, P:{G}:lease_client records
@@ -56,15 +61,21 @@
  * fresh token, compare-and-set on the lease and its record, and only
  * while this server is a master that still has every replica the leader
  * recorded (else the leader may be renewing on one of them, promoted).
- * A take-over returns TOR_LEASE_TAKEOVER_GRACE_MS after it won.  Returns 1
- * with *token set when this replica now holds the lease, 0 when another
- * does, -1 on a Redis error, or when no token is left below
- * TOR_TOKEN_MAX (the lease is then left as it was).  *sent_ms is the lease
- * clock's time (tor_mono_ms) the script that won was sent: the lease's PX
- * expiry runs from later than that, whatever came before (a reconnect, a
- * Sentinel's answer) or after (WAIT for a replica, the grace). */
+ * While P:{G}:handoff_to lives and names another instance, the lease is
+ * "held" for this one, free or taken over alike.  With takeover_only a
+ * free lease is left alone (TOR_LEASE_FREE), unless handoff_to names this
+ * instance.  Returns 1 with *token set when this replica now holds the
+ * lease, 0 when another does, TOR_LEASE_FREE, or -1 on a Redis error, or
+ * when no token is left below TOR_TOKEN_MAX (the lease is then left as it
+ * was).  *sent_ms is the lease clock's time (tor_mono_ms) the script that
+ * won was sent: the lease's PX expiry runs from later than that, whatever
+ * came before (a reconnect, a Sentinel's answer) or after (WAIT for a
+ * replica).  *not_before_ms is 0, or after a take-over the lease clock's
+ * time TOR_LEASE_TAKEOVER_GRACE_MS after it won: the caller must not lead
+ * before it. */
 int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
-    uint64_t *token, int64_t *sent_ms, tor_err *err);
+    bool takeover_only, uint64_t *token, int64_t *sent_ms,
+    int64_t *not_before_ms, tor_err *err);
 
 /* PEXPIRE lease lease_ms if it still holds "<instance> <token>", and
  * record this connection's client beside it again, with the replicas seen
@@ -75,17 +86,24 @@ int tor_lease_acquire(struct tor_redis *r, const struct tor_config *cfg,
 int tor_lease_renew(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err);
 
-/* DEL lease if it still holds "<instance> <token>", and push the hand-off
- * wake-up (LPUSH handoff, trimmed to a few entries) either way.  Returns 1
+/* DEL lease if it still holds "<instance> <token>", and give the hand-off
+ * wake-up either way: PUBLISH the group's name on the free channel
+ * (tor_lease_free_channel), and LPUSH handoff (trimmed to a few entries)
+ * for replicas of the previous version, which BLPOP it.  Returns 1
  * released, 0 it was not ours, -1 on a Redis error. */
 int tor_lease_release(struct tor_redis *r, const struct tor_config *cfg,
     uint64_t token, tor_err *err);
 
-/* Blocks up to timeout_ms for a hand-off wake-up (BLPOP handoff).  Returns 1
- * when one came, 0 on timeout, -1 on a Redis error.  The connection's
- * command timeout must exceed timeout_ms. */
-int tor_lease_wait_handoff(struct tor_redis *r, const struct tor_config *cfg,
-    int timeout_ms, tor_err *err);
+/* The channel the release's wake-up is published on:
+ * "<redis.prefix>:pool:free" (a channel is not a key: no hash tag). */
+void tor_lease_free_channel(const struct tor_config *cfg, char *buf,
+    size_t cap);
+
+/* SET P:{G}:handoff_to instance PX ttl_ms: until it expires, only that
+ * instance may acquire the lease (a graceful hand-over's target).  0, or
+ * -1 with err set. */
+int tor_lease_set_handoff_to(struct tor_redis *r, const struct tor_config *cfg,
+    const char *instance, int ttl_ms, tor_err *err);
 
 /* The lease as it stands, for `tor status`: 1 with the holder's instance,
  * its token and the ms left, 0 when nobody holds it, -1 on error. */

@@ -60,6 +60,15 @@ void tor_link_free(struct tor_link *l);
 redisReply *tor_link_command(struct tor_link *l, int argc, const char **argv,
     const size_t *argvlen, tor_err *err);
 
+/* For a subscribed connection (SUBSCRIBE), whose replies come unasked:
+ * sends one command without waiting for its reply (0, or -1 with err set:
+ * the link is then useless), and waits up to wait_ms for the next reply
+ * (1 with *reply set, 0 when none came, -1 with err set: useless). */
+int tor_link_send(struct tor_link *l, int argc, const char **argv,
+    tor_err *err);
+int tor_link_receive(struct tor_link *l, int wait_ms, redisReply **reply,
+    tor_err *err);
+
 /* Sets the link's timeout for what follows; returns the one it had. */
 int tor_link_set_timeout(struct tor_link *l, int timeout_ms);
 

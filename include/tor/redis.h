@@ -117,6 +117,18 @@ int tor_redis_parse_redirect(const char *text, int *slot, char *host,
  * whole key when it has none, modulo 16384). */
 int tor_redis_slot(const char *key);
 
+/* A subscribed connection (SUBSCRIBE): tor_redis_send sends one command
+ * without waiting for its reply (connecting first, as a command would:
+ * in Sentinel mode to the current master, in Cluster mode to the node of
+ * the group's slot, which hears every node's PUBLISH); tor_redis_receive
+ * waits up to wait_ms for the next reply: 1 with *reply set (free it), 0
+ * none came, -1 with err set (the connection is then dropped; the next
+ * send reconnects).  Not to be mixed with tor_redis_command. */
+int tor_redis_send(struct tor_redis *r, int argc, const char **argv,
+    tor_err *err);
+int tor_redis_receive(struct tor_redis *r, int wait_ms, redisReply **reply,
+    tor_err *err);
+
 /* How long the commands that follow wait for their replies (0: back to
  * redis.timeout_ms).  Connecting keeps redis.timeout_ms. */
 void tor_redis_set_wait(struct tor_redis *r, int wait_ms);

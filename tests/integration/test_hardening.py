@@ -176,7 +176,8 @@ def test_http_thread_blocks_stop_signals(stack):
     """SIGTERM and SIGINT start the clean shutdown in the main thread,
     whose blocking waits they interrupt; the HTTP server's thread must not
     take them (the kernel gives a process's signal to any thread that does
-    not block it).  Its mask, as /proc shows it, blocks both."""
+    not block it).  Its mask, as /proc shows it, blocks both, and so do
+    the elector driver's and the wake-up listener's."""
     tor, port = http_replica(stack, "hard_sig")
     masks = {}
     task_dir = "/proc/%d/task" % tor.pid
@@ -194,6 +195,11 @@ def test_http_thread_blocks_stop_signals(stack):
         {c: ["%x" % m for m in ms] for c, ms in masks.items()}))
     assert len(http) == 1, masks
     assert http[0] & SIGTERM_BIT and http[0] & SIGINT_BIT, "%x" % http[0]
+    # So must the elector driver's and its wake-up listener's.
+    for name in ("tor-electors", "tor-wakeups"):
+        assert len(masks.get(name, [])) == 1, masks
+        m = masks[name][0]
+        assert m & SIGTERM_BIT and m & SIGINT_BIT, "%s: %x" % (name, m)
     assert tor.stop() == 0, tor.log_tail()
 
 

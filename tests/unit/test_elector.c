@@ -6,9 +6,11 @@
  * and the races the relay thread can cause (a resign, an end or a release
  * while a Redis call is in flight) made deterministic.  The fake's calls
  * run with the elector's mutex dropped, so a hook that calls back into the
- * elector from inside one would deadlock if the elector held it.  The last
- * tests run the real thread, and read the real lease clock in a time
- * namespace.
+ * elector from inside one would deadlock if the elector held it.  The
+ * acquire modes, a take-over's grace kept as a due time (not a sleep), the
+ * hand-off wake-up flag and the hand-over come next; the last tests run
+ * the real driver thread (tor/electors.h), one elector or several, and read
+ * the real lease clock in a time namespace.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +29,7 @@
 
 #include "tor/clock.h"
 #include "tor/elector.h"
+#include "tor/electors.h"
 #include "tor/lease.h"
 
 #include "alloc_probe.h"
@@ -44,6 +47,10 @@ struct fake {
 	uint64_t acquire_token;
 	int64_t acquire_prelude_ms;     /* before the script is sent */
 	int64_t acquire_takes_ms;       /* from the send to the reply */
+	int acquire_sleeps_ms;          /* real time (a slow Redis) */
+	int64_t acquire_grace_ms;       /* a take-over: not before reply+this */
+	bool lease_free;                /* takeover_only finds it free */
+	bool acquire_only;              /* the last call's takeover_only */
 	int acquire_calls;
 
 	int renew_rc;
@@ -55,10 +62,6 @@ struct fake {
 	int release_rc;
 	int release_calls;
 	uint64_t release_token;
-
-	int wait_rc;
-	int wait_calls;
-	int wait_timeout;
 
 	bool lost;              /* the connection is gone */
 	int lost_calls;
@@ -98,15 +101,24 @@ run_hook(struct fake *f)
 }
 
 static int
-fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
+fake_acquire(void *ctx, bool takeover_only, uint64_t *token, int64_t *sent_ms,
+    int64_t *not_before_ms, tor_err *err)
 {
 	struct fake *f = ctx;
 
 	f->acquire_calls++;
+	f->acquire_only = takeover_only;
 	f->now += f->acquire_prelude_ms;        /* a reconnect, say */
 	*sent_ms = fake_now(f);
 	f->now += f->acquire_takes_ms;
+	if (f->acquire_sleeps_ms > 0)
+		nanosleep(&(struct timespec){ 0, f->acquire_sleeps_ms *
+		    1000000L }, NULL);
 	run_hook(f);
+	*not_before_ms = f->acquire_grace_ms > 0 ?
+	    fake_now(f) + f->acquire_grace_ms : 0;
+	if (takeover_only && f->lease_free)
+		return TOR_LEASE_FREE;
 	if (f->acquire_rc == 1)
 		*token = f->acquire_token;
 	if (f->acquire_rc < 0)
@@ -142,20 +154,6 @@ fake_release(void *ctx, uint64_t token, tor_err *err)
 	return f->release_rc;
 }
 
-static int
-fake_wait_handoff(void *ctx, int timeout_ms, tor_err *err)
-{
-	struct fake *f = ctx;
-
-	f->wait_calls++;
-	f->wait_timeout = timeout_ms;
-	if (f->wait_rc == 0 && !f->real_clock)
-		f->now += timeout_ms;
-	if (f->wait_rc < 0)
-		tor_err_format(err, "redis 127.0.0.1:6379: connection refused");
-	return f->wait_rc;
-}
-
 static bool
 fake_lost(void *ctx)
 {
@@ -182,7 +180,6 @@ static const struct tor_elector_ops fake_ops = {
 	.acquire = fake_acquire,
 	.renew = fake_renew,
 	.release = fake_release,
-	.wait_handoff = fake_wait_handoff,
 	.now_ms = fake_now,
 	.connection_lost = fake_lost,
 	.ping = fake_ping,
@@ -229,6 +226,26 @@ teardown(void **state)
 	return 0;
 }
 
+/* A follower's steps as the driver makes them: each delay it asks for
+ * passes (on the fake clock) until it competes.  Returns the ms waited. */
+static int64_t
+compete(struct fixture *fx)
+{
+	int64_t waited = 0;
+	int delay;
+
+	for (int i = 0; i < 4 &&
+	    tor_elector_state(fx->el) == TOR_FOLLOWER; i++) {
+		delay = tor_elector_step(fx->el);
+		if (tor_elector_state(fx->el) == TOR_FOLLOWER) {
+			fx->fake.now += delay;
+			waited += delay;
+		}
+	}
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	return waited;
+}
+
 /* follower -> candidate -> leader, at fake time t0 of the acquire; the
  * relay takes the leadership (fx->l). */
 static int64_t
@@ -236,8 +253,7 @@ become_leader(struct fixture *fx)
 {
 	int64_t t0;
 
-	tor_elector_step(fx->el);
-	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	compete(fx);
 	t0 = fx->fake.now;
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
@@ -286,20 +302,27 @@ test_follower_waits_jittered_then_becomes_candidate(void **state)
 	/* A replica that just started tries at once, without waiting. */
 	assert_int_equal(tor_elector_step(fx->el), 0);
 	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
-	assert_int_equal(fx->fake.wait_calls, 0);
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(fx->fake.acquire_calls, 1);
 	for (int i = 0; i < 200; i++) {
+		int delay = tor_elector_step(fx->el);
+
+		/* The period is a due time, not a wait: asked again before
+		 * it is over, the step says what is left. */
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		assert_true(delay >= RETRY_MS * 8 / 10);
+		assert_true(delay < RETRY_MS * 12 / 10);
+		fx->fake.now += delay / 2;
+		assert_int_equal(tor_elector_step(fx->el), delay - delay / 2);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		fx->fake.now += delay - delay / 2;
 		assert_int_equal(tor_elector_step(fx->el), 0);
 		assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
-		assert_int_equal(fx->fake.wait_calls, i + 1);
-		assert_true(fx->fake.wait_timeout >= RETRY_MS * 8 / 10);
-		assert_true(fx->fake.wait_timeout < RETRY_MS * 12 / 10);
-		if (fx->fake.wait_timeout < lowest)
-			lowest = fx->fake.wait_timeout;
-		if (fx->fake.wait_timeout > highest)
-			highest = fx->fake.wait_timeout;
+		if (delay < lowest)
+			lowest = delay;
+		if (delay > highest)
+			highest = delay;
 		tor_elector_step(fx->el);
 		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	}
@@ -308,15 +331,28 @@ test_follower_waits_jittered_then_becomes_candidate(void **state)
 	assert_int_equal(fx->fake.acquire_calls, 201);
 }
 
+/* The woken flag: a follower in its retry period competes at its next
+ * step once a hand-off wake-up came, and only once per wake-up. */
 static void
 test_handoff_wakeup_makes_a_candidate(void **state)
 {
 	struct fixture *fx = *state;
+	int delay;
 
-	fx->fake.wait_rc = 1;
-	tor_elector_step(fx->el);
+	fx->fake.acquire_rc = 0;
+	tor_elector_step(fx->el);               /* start-up */
+	tor_elector_step(fx->el);               /* held */
+	delay = tor_elector_step(fx->el);
+	assert_true(delay >= RETRY_MS * 8 / 10);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	tor_elector_wake(fx->el);
+	assert_int_equal(tor_elector_step(fx->el), 0);
 	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
-	assert_int_equal(fx->fake.acquire_calls, 0);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	tor_elector_step(fx->el);               /* held again */
+	assert_int_equal(fx->fake.acquire_calls, 2);
+	assert_true(tor_elector_step(fx->el) > 0);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 }
 
 static void
@@ -324,11 +360,9 @@ test_redis_down_while_following_still_competes(void **state)
 {
 	struct fixture *fx = *state;
 
-	fx->fake.wait_rc = -1;
 	fx->fake.acquire_rc = -1;
 	for (int i = 0; i < 5; i++) {
-		tor_elector_step(fx->el);
-		assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+		compete(fx);
 		tor_elector_step(fx->el);
 		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	}
@@ -572,9 +606,9 @@ test_fast_failover_follower_looks_often(void **state)
 	tor_elector_step(fx->el);               /* start-up: candidate */
 	tor_elector_step(fx->el);               /* held: follower */
 	for (int i = 0; i < 20; i++) {
-		tor_elector_step(fx->el);       /* waits, then candidate */
-		assert_true(fx->fake.wait_timeout >= 80 &&
-		    fx->fake.wait_timeout < 120);
+		int64_t waited = compete(fx);
+
+		assert_true(waited >= 80 && waited < 120);
 		tor_elector_step(fx->el);       /* held again */
 	}
 }
@@ -660,7 +694,6 @@ test_resign_then_end(void **state)
 		fx->fake.now += 1000;
 	}
 	assert_int_equal(fx->fake.renew_calls, 0);
-	assert_int_equal(fx->fake.wait_calls, 0);
 	assert_int_equal(fx->fake.acquire_calls, 1);
 
 	tor_elector_end(fx->el, fx->l.id, "test");
@@ -672,13 +705,12 @@ test_resign_then_end(void **state)
 	assert_int_equal(fx->fake.release_token, 7);
 
 	/* And competes again. */
-	tor_elector_step(fx->el);
-	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	compete(fx);
 }
 
 /* A leader that yielded (a stall, a healthy standby) holds off: for the
- * hold-off it neither waits on the hand-off list (the wake-up is the
- * standby's) nor acquires; then it competes again. */
+ * hold-off it neither takes a hand-off wake-up (it is the standby's) nor
+ * acquires; then it competes again. */
 static void
 test_yield_holds_off_then_competes(void **state)
 {
@@ -697,12 +729,11 @@ test_yield_holds_off_then_competes(void **state)
 
 		assert_true(delay > 0 && delay <= until - fx->fake.now);
 		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		tor_elector_wake(fx->el);
 		fx->fake.now += delay < 1000 ? delay : 1000;
 	}
-	assert_int_equal(fx->fake.wait_calls, 0);
 	assert_int_equal(fx->fake.acquire_calls, 1);
-	tor_elector_step(fx->el);
-	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	compete(fx);
 }
 
 /* The relay saw the local deadline pass before the elector's thread did:
@@ -719,8 +750,7 @@ test_end_past_the_deadline(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
 	tor_elector_end(fx->el, fx->l.id, "test");
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
-	tor_elector_step(fx->el);
-	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	compete(fx);
 }
 
 static int ends_seen;
@@ -844,14 +874,14 @@ test_release_gives_back_the_lease_and_retires(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_false(may_publish(fx));
 
-	/* Never competes again, and does not spin. */
-	fx->fake.wait_rc = 1;
+	/* Never competes again, woken or not, and does not spin. */
 	for (int i = 0; i < 10; i++) {
+		tor_elector_wake(fx->el);
 		assert_true(tor_elector_step(fx->el) >= 1000);
 		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		fx->fake.now += 1000;
 	}
 	assert_int_equal(fx->fake.acquire_calls, 1);
-	assert_int_equal(fx->fake.wait_calls, 0);
 
 	/* A second release has nothing to give back. */
 	assert_int_equal(tor_elector_release(fx->el, &err), 0);
@@ -898,7 +928,7 @@ test_release_as_follower_calls_nothing(void **state)
 	assert_int_equal(tor_elector_release(fx->el, &err), 0);
 	assert_int_equal(fx->fake.release_calls, 0);
 	tor_elector_step(fx->el);
-	assert_int_equal(fx->fake.wait_calls, 0);
+	assert_int_equal(fx->fake.acquire_calls, 0);
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 }
 
@@ -979,8 +1009,7 @@ test_acquire_reply_past_its_deadline_gives_the_lease_back(void **state)
 	/* Competes again, and wins when the reply is on time. */
 	fx->fake.acquire_takes_ms = LEASE_MS - DRIFT_MS - 1;
 	fx->fake.acquire_token = 8;
-	tor_elector_step(fx->el);
-	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	compete(fx);
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
 	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
@@ -1046,7 +1075,7 @@ test_leadership_over_before_taken_is_taken_and_ended(void **state)
 
 	fx->fake.lost = false;
 	fx->fake.acquire_token = 9;
-	tor_elector_step(fx->el);
+	compete(fx);
 	tor_elector_step(fx->el);
 	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
 	assert_int_equal(l.id, 2);
@@ -1069,8 +1098,7 @@ test_deadline_between_take_and_publish(void **state)
 	tor_elector_end(fx->el, fx->l.id, "the relay saw the leadership end");
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 	assert_int_equal(fx->fake.release_calls, 1);
-	tor_elector_step(fx->el);
-	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	compete(fx);
 }
 
 /* The relay's session saw the deadline pass while a renew was on the
@@ -1133,7 +1161,21 @@ test_suspend_past_the_deadline(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
 }
 
-/* The real thread: leaderships that each end within WATCH_MS (the Redis
+/* A driver of the given electors, started. */
+static struct tor_electors *
+driver_of(struct tor_elector **els, size_t n)
+{
+	struct tor_electors *d = tor_electors_new();
+	tor_err err;
+
+	assert_non_null(d);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(tor_electors_add(d, els[i], &err), 0);
+	assert_int_equal(tor_electors_start(d, &err), 0);
+	return d;
+}
+
+/* The real driver: leaderships that each end within WATCH_MS (the Redis
  * connection is gone at every look) are taken one after the other, in
  * order and none skipped, by a relay that blocks in tor_elector_take; each
  * is over when taken, ended, and the next one follows. */
@@ -1142,8 +1184,8 @@ test_thread_every_leadership_taken_once(void **state)
 {
 	struct fixture *fx = *state;
 	struct tor_leadership l;
+	struct tor_electors *d;
 	struct tor_elector *el;
-	tor_err err;
 
 	fx->cfg.ha.lease_ms = 300;
 	fx->cfg.ha.renew_ms = 50;
@@ -1153,7 +1195,7 @@ test_thread_every_leadership_taken_once(void **state)
 	fx->fake.lost = true;
 	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
 	assert_non_null(el);
-	assert_int_equal(tor_elector_start(el, &err), 0);
+	d = driver_of(&el, 1);
 	for (uint64_t id = 1; id <= 5; id++) {
 		assert_int_equal(tor_elector_take(el, 5000, &l), 1);
 		assert_int_equal(l.id, id);
@@ -1164,7 +1206,7 @@ test_thread_every_leadership_taken_once(void **state)
 		assert_false(tor_elector_may_publish(el, l.id));
 		tor_elector_end(el, l.id, "the relay saw the leadership end");
 	}
-	tor_elector_stop(el);
+	tor_electors_free(d);
 	assert_int_equal(fx->fake.release_calls, 5);
 	tor_elector_free(el);
 }
@@ -1224,15 +1266,15 @@ test_lease_clock_counts_suspend(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-/* The real thread, with a real clock: starts, leads, renews, stops. */
+/* The real driver, with a real clock: starts, leads, renews, stops. */
 static void
 test_thread_leads_and_stops(void **state)
 {
 	struct fixture *fx = *state;
 	struct timespec tick = { 0, 10 * 1000000L };
 	struct tor_leadership l;
+	struct tor_electors *d;
 	struct tor_elector *el;
-	tor_err err;
 	bool led = false;
 
 	fx->cfg.ha.lease_ms = 300;
@@ -1241,7 +1283,7 @@ test_thread_leads_and_stops(void **state)
 	fx->fake.real_clock = true;
 	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
 	assert_non_null(el);
-	assert_int_equal(tor_elector_start(el, &err), 0);
+	d = driver_of(&el, 1);
 	/* The relay's wait: it returns when the leadership is granted. */
 	assert_int_equal(tor_elector_take(el, 5000, &l), 1);
 	assert_int_equal(l.id, 1);
@@ -1251,14 +1293,262 @@ test_thread_leads_and_stops(void **state)
 		if (tor_elector_may_publish(el, l.id))
 			led = true;
 	}
-	tor_elector_stop(el);
+	tor_electors_stop(d);
 	assert_true(led);
 	assert_int_equal(tor_elector_state(el), TOR_LEADER);
 	assert_int_equal(fx->fake.acquire_calls, 1);
 	/* ~200 ms at a 50 ms period: a few renews, not a spin. */
 	assert_true(fx->fake.renew_calls >= 2);
 	assert_true(fx->fake.renew_calls <= 6);
-	tor_elector_stop(el);           /* twice is harmless */
+	tor_electors_stop(d);           /* twice is harmless */
+	tor_electors_free(d);
+	tor_elector_free(el);
+}
+
+/*
+ * A take-over's grace is a due time of the candidate, not a sleep: the
+ * acquire returns at once with a not-before time, the grant is kept back
+ * (no leadership to take, nothing to publish) and the step says how long;
+ * once it has passed, the leadership starts with its deadline counted from
+ * the request's send time, as ever.
+ */
+static void
+test_takeover_grace_keeps_the_grant_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	int64_t sent;
+
+	fx->fake.acquire_grace_ms = 50;
+	fx->fake.acquire_takes_ms = 2;
+	compete(fx);
+	sent = fx->fake.now;
+	assert_int_equal(tor_elector_step(fx->el), 50);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	fx->fake.now += 20;
+	assert_int_equal(tor_elector_step(fx->el), 30);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+	fx->fake.now += 30;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_true(tor_elector_may_publish(fx->el, l.id));
+	assert_int_equal(tor_elector_deadline(fx->el),
+	    sent + LEASE_MS - DRIFT_MS);
+}
+
+/* A release during the grace gives the won lease back: it was never
+ * granted, and nobody waits for it to expire. */
+static void
+test_release_during_the_grace_gives_the_lease_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	tor_err err;
+
+	fx->fake.acquire_grace_ms = 50;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	assert_int_equal(tor_elector_release(fx->el, &err), 0);
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	fx->fake.now += 100;
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 0);
+}
+
+/* TOR_ACQUIRE_NONE: a follower never competes, woken or not; a leader is
+ * not affected; back to ANY, it competes again. */
+static void
+test_acquire_mode_none(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t t0;
+
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_NONE);
+	assert_int_equal(tor_elector_acquire_mode(fx->el), TOR_ACQUIRE_NONE);
+	for (int i = 0; i < 20; i++) {
+		tor_elector_wake(fx->el);
+		fx->fake.now += tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	assert_int_equal(fx->fake.acquire_calls, 0);
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_ANY);
+	t0 = become_leader(fx);
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_NONE);
+	fx->fake.now = t0 + RENEW_MS;
+	tor_elector_step(fx->el);
+	assert_int_equal(fx->fake.renew_calls, 1);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_true(may_publish(fx));
+}
+
+/* TOR_ACQUIRE_TAKEOVER_ONLY: every attempt asks for a take-over only, and
+ * a free lease is left alone, until this elector has seen it free for
+ * longer than lease_ms: then one normal attempt wins it, so no group stays
+ * unled when every replica is at its share.  A lease seen held starts the
+ * count again. */
+static void
+test_acquire_mode_takeover_only(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t first, again;
+
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_TAKEOVER_ONLY);
+	fx->fake.lease_free = true;
+	compete(fx);
+	first = fx->fake.now;
+	tor_elector_step(fx->el);
+	assert_true(fx->fake.acquire_only);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	/* Seen held once: the count starts again at the next free answer. */
+	fx->fake.lease_free = false;
+	fx->fake.acquire_rc = 0;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_true(fx->fake.acquire_only);
+	fx->fake.lease_free = true;
+	fx->fake.acquire_rc = 1;
+	compete(fx);
+	again = fx->fake.now;
+	assert_true(again - first > 100);
+	do {
+		tor_elector_step(fx->el);
+		assert_true(fx->fake.acquire_only);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+		compete(fx);
+	} while (fx->fake.now - first <= LEASE_MS + 100);
+	/* Past lease_ms from the fresh count: one normal attempt wins. */
+	while (fx->fake.now - again <= LEASE_MS) {
+		tor_elector_step(fx->el);
+		assert_true(fx->fake.acquire_only);
+		compete(fx);
+	}
+	tor_elector_step(fx->el);
+	assert_false(fx->fake.acquire_only);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+}
+
+/* A hand-over ends the leadership and gives the lease back like a
+ * release, but the elector is not retired: it holds off (woken or not),
+ * then competes again. */
+static void
+test_hand_over_holds_off_then_competes(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_leadership l;
+	tor_err err;
+	int64_t until;
+
+	become_leader(fx);
+	assert_int_equal(tor_elector_hand_over(fx->el, 6000, &err), 0);
+	until = fx->fake.now + 6000;
+	assert_int_equal(fx->fake.release_calls, 1);
+	assert_int_equal(fx->fake.release_token, 7);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	assert_false(may_publish(fx));
+	/* The leadership is over: the relay's end of it does nothing more. */
+	tor_elector_end(fx->el, fx->l.id, "test");
+	assert_int_equal(fx->fake.release_calls, 1);
+	while (fx->fake.now < until) {
+		tor_elector_wake(fx->el);
+		fx->fake.now += tor_elector_step(fx->el);
+		assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	}
+	assert_int_equal(fx->fake.acquire_calls, 1);
+	fx->fake.acquire_token = 8;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+	assert_int_equal(tor_elector_take(fx->el, 0, &l), 1);
+	assert_int_equal(l.id, 2);
+	assert_int_equal(l.token, 8);
+	/* A Redis that cannot be told: the error, and still a follower. */
+	fx->fake.release_rc = -1;
+	assert_int_equal(tor_elector_hand_over(fx->el, 6000, &err), -1);
+	assert_non_null(strstr(err.msg, "token 8"));
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+}
+
+/* Several electors on one driver, with a real clock: one leads and renews
+ * every 50 ms while five followers compete every 20 ms, each attempt
+ * taking 15 ms (a slow Redis, within its timeout).  The leader keeps its
+ * lease throughout: its renews are late by one follower's call at most,
+ * far inside its deadline. */
+#define N_FOLLOWERS 5
+static void
+test_driver_leader_renews_on_time_beside_followers(void **state)
+{
+	struct fixture *fx = *state;
+	static struct fake fakes[N_FOLLOWERS];
+	struct tor_elector *els[1 + N_FOLLOWERS];
+	struct tor_config cfg = fx->cfg;
+	struct tor_leadership l;
+	struct tor_electors *d;
+	int attempts = 0;
+
+	cfg.ha.lease_ms = 300;
+	cfg.ha.renew_ms = 50;
+	cfg.ha.retry_ms = 20;
+	fx->fake.real_clock = true;
+	els[0] = tor_elector_new(&cfg, &fake_ops, &fx->fake);
+	for (int i = 0; i < N_FOLLOWERS; i++) {
+		fakes[i] = fx->fake;
+		fakes[i].acquire_rc = 0;
+		fakes[i].acquire_sleeps_ms = 15;
+		els[1 + i] = tor_elector_new(&cfg, &fake_ops, &fakes[i]);
+		assert_non_null(els[1 + i]);
+	}
+	d = driver_of(els, 1 + N_FOLLOWERS);
+	assert_int_equal(tor_elector_take(els[0], 5000, &l), 1);
+	for (int i = 0; i < 50; i++) {
+		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+		assert_true(tor_elector_may_publish(els[0], l.id));
+	}
+	tor_electors_free(d);
+	for (int i = 0; i < N_FOLLOWERS; i++)
+		attempts += fakes[i].acquire_calls;
+	print_message("  500 ms: leader renewed %d times, followers made %d "
+	    "attempts\n", fx->fake.renew_calls, attempts);
+	assert_int_equal(tor_elector_state(els[0]), TOR_LEADER);
+	assert_int_equal(tor_elector_failovers(els[0]), 0);
+	assert_true(fx->fake.renew_calls >= 5);
+	assert_true(attempts >= 2 * N_FOLLOWERS);
+	for (int i = 0; i < 1 + N_FOLLOWERS; i++)
+		tor_elector_free(els[i]);
+}
+
+/* On a driver, a hand-off wake-up makes a follower with a long retry
+ * period compete at once, not at the end of the period. */
+static void
+test_driver_wake_up_competes_at_once(void **state)
+{
+	struct fixture *fx = *state;
+	struct tor_electors *d;
+	struct tor_elector *el;
+	int i;
+
+	fx->cfg.ha.retry_ms = 10000;
+	fx->fake.real_clock = true;
+	fx->fake.acquire_rc = 0;
+	el = tor_elector_new(&fx->cfg, &fake_ops, &fx->fake);
+	d = driver_of(&el, 1);
+	for (i = 0; i < 200 && fx->fake.acquire_calls < 1; i++)
+		nanosleep(&(struct timespec){ 0, 5 * 1000000L }, NULL);
+	assert_int_equal(fx->fake.acquire_calls, 1);    /* the start-up's */
+	fx->fake.acquire_rc = 1;
+	tor_elector_wake(el);
+	for (i = 0; i < 200 && tor_elector_state(el) != TOR_LEADER; i++)
+		nanosleep(&(struct timespec){ 0, 5 * 1000000L }, NULL);
+	assert_int_equal(tor_elector_state(el), TOR_LEADER);
+	assert_int_equal(fx->fake.acquire_calls, 2);
+	tor_electors_free(d);
 	tor_elector_free(el);
 }
 
@@ -1352,6 +1642,13 @@ main(void)
 		T(test_thread_every_leadership_taken_once),
 		T(test_lease_clock_counts_suspend),
 		T(test_thread_leads_and_stops),
+		T(test_takeover_grace_keeps_the_grant_back),
+		T(test_release_during_the_grace_gives_the_lease_back),
+		T(test_acquire_mode_none),
+		T(test_acquire_mode_takeover_only),
+		T(test_hand_over_holds_off_then_competes),
+		T(test_driver_leader_renews_on_time_beside_followers),
+		T(test_driver_wake_up_competes_at_once),
 		T(test_redis_elector_builds_and_frees),
 		T(test_redis_elector_free_wipes_the_key),
 #undef T

@@ -22,11 +22,14 @@
 #include "tor/http.h"
 
 static int
-fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
+fake_acquire(void *ctx, bool takeover_only, uint64_t *token,
+    int64_t *sent_ms, int64_t *not_before_ms, tor_err *err)
 {
 	(void)ctx;
+	(void)takeover_only;
 	(void)token;
 	(void)sent_ms;
+	(void)not_before_ms;
 	(void)err;
 	return 0;
 }
@@ -50,15 +53,6 @@ fake_release(void *ctx, uint64_t token, tor_err *err)
 	return 1;
 }
 
-static int
-fake_wait(void *ctx, int timeout_ms, tor_err *err)
-{
-	(void)ctx;
-	(void)timeout_ms;
-	(void)err;
-	return 0;
-}
-
 static int64_t
 fake_now(void *ctx)
 {
@@ -71,7 +65,6 @@ static const struct tor_elector_ops fake_ops = {
 	.acquire = fake_acquire,
 	.renew = fake_renew,
 	.release = fake_release,
-	.wait_handoff = fake_wait,
 	.now_ms = fake_now,
 };
 

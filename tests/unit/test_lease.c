@@ -1,8 +1,8 @@
 /*
  * Unit tests of ha/lease.c against a real Redis (redis_server.h): who may
  * take, keep and give up the lease, that tokens only grow, the hand-off
- * wake-up, and that every operation says which server failed when Redis is
- * down.
+ * wake-up (the list and the free channel), handoff_to and takeover_only,
+ * and that every operation says which server failed when Redis is down.
  *
  * Two replicas are two tor_redis handles with two configs that differ in
  * cfg->instance, as on two machines.
@@ -87,19 +87,43 @@ raw_lease_equals(redisContext *c, const char *want)
 	freeReplyObject(reply);
 }
 
+/* The not-before time of the last acquire (acquire_as). */
+static int64_t last_not_before;
+
 static int
-acquire(struct tor_redis *r, const struct tor_config *cfg, uint64_t *token)
+acquire_as(struct tor_redis *r, const struct tor_config *cfg,
+    bool takeover_only, uint64_t *token)
 {
 	tor_err err = { "" };
 	int64_t before = tor_mono_ms(), sent = 0;
-	int rc = tor_lease_acquire(r, cfg, token, &sent, &err);
+	int rc = tor_lease_acquire(r, cfg, takeover_only, token, &sent,
+	    &last_not_before, &err);
 
 	if (rc == -1)
 		fail_msg("acquire: %s", err.msg);
 	/* The winning script's send time, on the lease clock. */
 	if (rc == 1)
 		assert_true(sent >= before && sent <= tor_mono_ms());
+	else
+		assert_true(last_not_before == 0);
 	return rc;
+}
+
+static int
+acquire(struct tor_redis *r, const struct tor_config *cfg, uint64_t *token)
+{
+	return acquire_as(r, cfg, false, token);
+}
+
+/* tor_lease_acquire for the calls that expect an error. */
+static int
+acquire_err(struct tor_redis *r, const struct tor_config *cfg,
+    uint64_t *token, tor_err *err)
+{
+	int64_t sent, not_before;
+
+	return tor_lease_acquire(r, cfg, false, token, &sent, &not_before,
+	    err);
 }
 
 static void
@@ -199,38 +223,155 @@ test_release(void **state)
 	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") >= 1);
 }
 
+/* A release leaves its wake-up twice: on the handoff list (for replicas of
+ * the previous version, which BLPOP it) and as the group's name published
+ * on the free channel, whether or not the lease was still ours. */
 static void
-test_wait_handoff(void **state)
+test_release_wakes_up(void **state)
 {
 	struct pair *p = *state;
 	struct tor_config *a = &p->s->cfg;
+	redisContext *sub = raw_connect(p->s);
+	struct timeval tv = { 2, 0 };
+	redisReply *reply;
 	uint64_t t = 0;
 	tor_err err = { "" };
-	int64_t t0, elapsed;
+	void *r;
+	char channel[64];
 
-	/* A wake-up is there: no wait. */
+	tor_lease_free_channel(a, channel, sizeof(channel));
+	assert_string_equal(channel, "tor:pool:free");
+	reply = redisCommand(sub, "SUBSCRIBE %s", channel);
+	assert_non_null(reply);
+	freeReplyObject(reply);
+	redisSetTimeout(sub, tv);
+
 	assert_int_equal(acquire(p->a, a, &t), 1);
 	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
-	t0 = now_ms();
-	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 1000, &err),
-	    1);
-	elapsed = now_ms() - t0;
-	assert_true(elapsed < 200);
-	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 0);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 1);
+	assert_int_equal(redisGetReply(sub, &r), REDIS_OK);
+	reply = r;
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(reply->elements, 3);
+	assert_string_equal(reply->element[0]->str, "message");
+	assert_string_equal(reply->element[1]->str, "tor:pool:free");
+	assert_string_equal(reply->element[2]->str, "orders");
+	freeReplyObject(reply);
 
-	/* None: back after about the timeout, not before, not forever. */
-	t0 = now_ms();
-	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 200, &err), 0);
-	elapsed = now_ms() - t0;
-	if (elapsed < 150 || elapsed > 1000)
-		fail_msg("waited %lld ms for a 200 ms timeout",
-		    (long long)elapsed);
+	/* Not ours any more: the wake-ups all the same. */
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 0);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 2);
+	assert_int_equal(redisGetReply(sub, &r), REDIS_OK);
+	reply = r;
+	assert_string_equal(reply->element[2]->str, "orders");
+	freeReplyObject(reply);
+	redisFree(sub);
+}
 
-	/* 0 means "as short as possible", never BLPOP's "forever". */
-	t0 = now_ms();
-	assert_int_equal(tor_lease_wait_handoff(p->b, &p->cfg_b, 0, &err), 0);
-	assert_true(now_ms() - t0 < 500);
+/* The listener's side (tor_redis_send, tor_redis_receive): a SUBSCRIBE's
+ * confirmation and then the release's message come as pushed replies; a
+ * wait with nothing pushed says so without an error and keeps the
+ * connection; a server that dies is an error, and a send reconnects. */
+static void
+test_subscriber_hears_the_release(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	const char *argv[] = { "SUBSCRIBE", "tor:pool:free" };
+	redisReply *reply = NULL;
+	uint64_t t = 0;
+	tor_err err = { "" };
 
+	assert_int_equal(tor_redis_send(p->b, 2, argv, &err), 0);
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), 1);
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(reply->element[0]->str, "subscribe");
+	freeReplyObject(reply);
+	assert_int_equal(tor_redis_receive(p->b, 50, &reply, &err), 0);
+	assert_false(tor_redis_lost(p->b));
+
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_int_equal(tor_lease_release(p->a, a, t, &err), 1);
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), 1);
+	assert_string_equal(reply->element[0]->str, "message");
+	assert_string_equal(reply->element[2]->str, "orders");
+	freeReplyObject(reply);
+
+	freeReplyObject(redisCommand(p->c, "CLIENT KILL TYPE pubsub"));
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), -1);
+	assert_non_null(strstr(err.msg, "redis 127.0.0.1:"));
+	assert_int_equal(tor_redis_send(p->b, 2, argv, &err), 0);
+	assert_int_equal(tor_redis_receive(p->b, 1000, &reply, &err), 1);
+	assert_string_equal(reply->element[0]->str, "subscribe");
+	freeReplyObject(reply);
+}
+
+/* An ACL user without channel rights (Redis 7 gives new users none): the
+ * release's PUBLISH is refused inside the script, and the lease is
+ * released all the same. */
+static void
+test_release_without_channel_rights(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config cfg = p->s->cfg;
+	struct tor_redis *r;
+	uint64_t t = 0;
+	tor_err err = { "" };
+
+	freeReplyObject(redisCommand(p->c, "ACL SETUSER nochan reset on "
+	    ">pw ~* resetchannels +@all"));
+	cfg.redis.user = (char *)"nochan";
+	cfg.redis.password = (char *)"pw";
+	r = tor_redis_new(&cfg);
+	assert_non_null(r);
+	assert_int_equal(acquire(r, &cfg, &t), 1);
+	assert_int_equal(tor_lease_release(r, &cfg, t, &err), 1);
+	raw_lease_equals(p->c, NULL);
+	assert_true(raw_int(p->c, "LLEN tor:{orders}:handoff") == 1);
+	tor_redis_free(r);
+	freeReplyObject(redisCommand(p->c, "ACL DELUSER nochan"));
+}
+
+/* While handoff_to names an instance, the lease is "held" for every other
+ * one, free or not; that one takes it, even told takeover_only. */
+static void
+test_handoff_to(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0;
+	tor_err err = { "" };
+
+	assert_int_equal(tor_lease_set_handoff_to(p->a, a, "relay-b", 3000,
+	    &err), 0);
+	assert_true(raw_int(p->c, "PTTL tor:{orders}:handoff_to") > 2000);
+	assert_int_equal(acquire(p->a, a, &t), 0);
+	raw_lease_equals(p->c, NULL);
+	assert_int_equal(acquire_as(p->b, &p->cfg_b, true, &n), 1);
+	raw_lease_equals(p->c, "relay-b 1");
+	assert_int_equal(tor_lease_release(p->b, &p->cfg_b, n, &err), 1);
+
+	/* Expired: anyone again. */
+	freeReplyObject(redisCommand(p->c, "PEXPIRE tor:{orders}:handoff_to 1"));
+	sleep_ms(20);
+	assert_int_equal(acquire(p->a, a, &t), 1);
+	assert_true(t == 2);
+}
+
+/* takeover_only leaves a free lease alone, and says so; a held one is
+ * held as ever. */
+static void
+test_takeover_only(void **state)
+{
+	struct pair *p = *state;
+	struct tor_config *a = &p->s->cfg;
+	uint64_t t = 0, n = 0;
+
+	assert_int_equal(acquire_as(p->a, a, true, &t), TOR_LEASE_FREE);
+	raw_lease_equals(p->c, NULL);
+	assert_int_equal(raw_int(p->c, "EXISTS tor:{orders}:epoch"), 0);
+	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
+	assert_int_equal(acquire_as(p->a, a, true, &t), 0);
 }
 
 static void
@@ -312,14 +453,13 @@ static void
 test_acquire_failed_incr(void **state)
 {
 	struct pair *p = *state;
-	int64_t sent;
 	uint64_t t = 0;
 	tor_err err = { "" };
 
 	/* INCR fails half-way through the script: the error comes back and
 	 * no 'pending' lease is left to block everyone for lease_ms. */
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch nope"));
-	assert_int_equal(tor_lease_acquire(p->a, &p->s->cfg, &t, &sent, &err),
+	assert_int_equal(acquire_err(p->a, &p->s->cfg, &t, &err),
 	    -1);
 	assert_non_null(strstr(err.msg, "lease acquire: redis 127.0.0.1:"));
 	raw_lease_equals(p->c, NULL);
@@ -413,7 +553,6 @@ test_tokens_bounded(void **state)
 	struct pair *p = *state;
 	struct tor_config *a = &p->s->cfg;
 	uint64_t t = 0, n = 0;
-	int64_t sent;
 	tor_err err = { "" };
 	char max[24], over[24];
 	redisReply *reply;
@@ -427,7 +566,7 @@ test_tokens_bounded(void **state)
 	for (i = 0; i < 2; i++) {
 		/* A failed acquire must leave no lease behind: a 'pending' one
 		 * would hold every replica off for lease_ms, every time. */
-		if (tor_lease_acquire(p->a, a, &t, &sent, &err) != 1) {
+		if (acquire_err(p->a, a, &t, &err) != 1) {
 			reply = redisCommand(p->c, "GET tor:{orders}:lease");
 			snprintf(max, sizeof(max), "%s",
 			    reply->type == REDIS_REPLY_STRING ? reply->str :
@@ -449,7 +588,7 @@ test_tokens_bounded(void **state)
 	freeReplyObject(redisCommand(p->c, "HSET tor:{orders}:checkpoint "
 	    "epoch %s", max));
 	for (i = 0; i < 2; i++) {
-		assert_int_equal(tor_lease_acquire(p->a, a, &t, &sent, &err), -1);
+		assert_int_equal(acquire_err(p->a, a, &t, &err), -1);
 		assert_non_null(strstr(err.msg, "lease acquire: redis "
 		    "127.0.0.1:"));
 		assert_non_null(strstr(err.msg, "past the largest token"));
@@ -459,12 +598,12 @@ test_tokens_bounded(void **state)
 
 	/* The epoch key itself at the bound, or past Redis's integers. */
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s", max));
-	assert_int_equal(tor_lease_acquire(p->a, a, &t, &sent, &err), -1);
+	assert_int_equal(acquire_err(p->a, a, &t, &err), -1);
 	assert_non_null(strstr(err.msg, "past the largest token"));
 	assert_true(raw_lease_ttl(p->c) == -2);
 	freeReplyObject(redisCommand(p->c, "SET tor:{orders}:epoch %s",
 	    "9223372036854775807"));
-	assert_int_equal(tor_lease_acquire(p->a, a, &t, &sent, &err), -1);
+	assert_int_equal(acquire_err(p->a, a, &t, &err), -1);
 	assert_true(raw_lease_ttl(p->c) == -2);
 	assert_int_equal(tor_lease_next_token(p->a, a, 0, &n, &err), -1);
 	assert_non_null(strstr(err.msg, "lease next token: "));
@@ -589,14 +728,16 @@ test_dead_leader_taken_over(void **state)
 	assert_true(recorded_client(p->c) == id);
 
 	/* The connection closes (as a killed process's does): b takes the
-	 * lease at once, and leads a grace period later, by which a live
-	 * leader that was told of the close has stopped. */
+	 * lease at once, and may lead only a grace period later, by which a
+	 * live leader that was told of the close has stopped: the acquire
+	 * says when, it does not sleep. */
 	freeReplyObject(redisCommand(p->c, "CLIENT KILL ID %lld", id));
 	assert_true(tor_redis_lost(p->a));
-	t0 = now_ms();
+	t0 = tor_mono_ms();
 	assert_int_equal(acquire(p->b, &p->cfg_b, &n), 1);
-	/* Less 1: both clocks are read in whole milliseconds. */
-	assert_true(now_ms() - t0 >= TOR_LEASE_TAKEOVER_GRACE_MS - 1);
+	assert_true(last_not_before >= t0 + TOR_LEASE_TAKEOVER_GRACE_MS);
+	assert_true(last_not_before <= tor_mono_ms() +
+	    TOR_LEASE_TAKEOVER_GRACE_MS);
 	assert_true(n == 2);
 	raw_lease_equals(p->c, "relay-b 2");
 	raw_record(p->c, rec, sizeof(rec));
@@ -732,7 +873,6 @@ test_redis_down(void **state)
 {
 	struct pair *p = *state;
 	struct tor_config *a = &p->s->cfg;
-	int64_t sent;
 	uint64_t t = 0;
 	int64_t ttl;
 	tor_err err;
@@ -748,7 +888,7 @@ test_redis_down(void **state)
 		switch (i) {
 		case 0:
 			op = "lease acquire: ";
-			rc = tor_lease_acquire(p->a, a, &t, &sent, &err);
+			rc = acquire_err(p->a, a, &t, &err);
 			break;
 		case 1:
 			op = "lease renew: ";
@@ -759,8 +899,9 @@ test_redis_down(void **state)
 			rc = tor_lease_release(p->a, a, 1, &err);
 			break;
 		case 3:
-			op = "lease wait handoff: ";
-			rc = tor_lease_wait_handoff(p->a, a, 100, &err);
+			op = "lease handoff_to: ";
+			rc = tor_lease_set_handoff_to(p->a, a, "relay-b", 100,
+			    &err);
 			break;
 		case 4:
 			op = "lease read: ";
@@ -788,7 +929,11 @@ main(void)
 		T(test_acquire_renew),
 		T(test_expiry),
 		T(test_release),
-		T(test_wait_handoff),
+		T(test_release_wakes_up),
+		T(test_subscriber_hears_the_release),
+		T(test_release_without_channel_rights),
+		T(test_handoff_to),
+		T(test_takeover_only),
 		T(test_read),
 		T(test_read_bad_values),
 		T(test_acquire_failed_incr),

@@ -28,11 +28,14 @@ struct fake {
 };
 
 static int
-fake_acquire(void *ctx, uint64_t *token, int64_t *sent_ms, tor_err *err)
+fake_acquire(void *ctx, bool takeover_only, uint64_t *token, int64_t *sent_ms,
+    int64_t *not_before_ms, tor_err *err)
 {
+	(void)takeover_only;
 	(void)err;
 	*token = 42;
 	*sent_ms = ((struct fake *)ctx)->now;
+	*not_before_ms = 0;
 	return 1;
 }
 
@@ -55,14 +58,6 @@ fake_release(void *ctx, uint64_t token, tor_err *err)
 	return 1;
 }
 
-static int
-fake_wait(void *ctx, int timeout_ms, tor_err *err)
-{
-	(void)ctx;
-	(void)timeout_ms;
-	(void)err;
-	return 0;
-}
 
 static int64_t
 fake_now(void *ctx)
@@ -74,7 +69,6 @@ static const struct tor_elector_ops fake_ops = {
 	.acquire = fake_acquire,
 	.renew = fake_renew,
 	.release = fake_release,
-	.wait_handoff = fake_wait,
 	.now_ms = fake_now,
 };
 
