@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tor/balancer.h"
 #include "tor/clock.h"
 #include "tor/electors.h"
 #include "tor/http.h"
@@ -51,6 +52,10 @@ struct pool {
 	size_t n;
 	struct probe *probes;
 	size_t n_probes;
+	bool kafka_ok;                  /* every probe answered, last look */
+	int64_t next_look_ms;
+	struct tor_balancer *balancer;
+	size_t handing;                 /* the group handed over, or n */
 };
 
 static bool
@@ -139,6 +144,55 @@ count_state(const struct pool *p, enum group_state s)
 	return n;
 }
 
+/* Every beat: whether each distinct Kafka answers a metadata request (what
+ * this replica reports as its health to the pool), and the probes' events
+ * served. */
+static void
+look_at_kafka(struct pool *p)
+{
+	int64_t now = tor_mono_ms();
+	bool ok = true;
+	tor_err err;
+
+	for (size_t i = 0; i < p->n_probes; i++)
+		if (tor_sink_poll(p->probes[i].sink, 0, &err) < 0)
+			log_warn("pool", "Kafka probe: %s", err.msg);
+	if (now < p->next_look_ms)
+		return;
+	p->next_look_ms = now + p->groups[0].cfg->pool.beat_ms;
+	for (size_t i = 0; i < p->n_probes; i++)
+		ok = ok && tor_sink_reachable(p->probes[i].sink, 500);
+	if (ok != p->kafka_ok)
+		log_warn("pool", "Kafka %s", ok ? "answers again" :
+		    "does not answer: this replica reports itself unhealthy "
+		    "to the pool");
+	p->kafka_ok = ok;
+}
+
+/* The balancer's step: a hand-over it asked for that is done, and the next
+ * one. */
+static void
+balance(struct pool *p, bool draining)
+{
+	struct tor_handover h;
+	struct group *g;
+
+	if (p->handing < p->n &&
+	    !tor_relay_handing_over(p->groups[p->handing].relay)) {
+		tor_balancer_handed_over(p->balancer, true);
+		p->handing = p->n;
+	}
+	if (tor_balancer_tick(p->balancer, p->kafka_ok, draining, &h) != 1)
+		return;
+	g = &p->groups[h.group];
+	if (atomic_load(&g->state) != GROUP_RUNNING) {
+		tor_balancer_handed_over(p->balancer, false);
+		return;
+	}
+	tor_relay_hand_over(g->relay, h.target, 2 * g->cfg->ha.lease_ms);
+	p->handing = h.group;
+}
+
 static void
 tick(void)
 {
@@ -154,19 +208,22 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 	struct pool p = { 0 };
 	struct tor_http *http = NULL;
 	struct tor_group_view *views = NULL;
+	struct tor_elector **els = NULL;
 	struct tor_electors *electors = tor_electors_new();
-	tor_err probe_err;
 	int rc = -1;
 
 	p.groups = calloc(n, sizeof(*p.groups));
 	p.probes = calloc(n, sizeof(*p.probes));
 	views = calloc(n, sizeof(*views));
+	els = calloc(n, sizeof(*els));
 	if (p.groups == NULL || p.probes == NULL || views == NULL ||
-	    electors == NULL) {
+	    els == NULL || electors == NULL) {
 		tor_err_set(err, "out of memory");
 		goto out;
 	}
 	p.n = n;
+	p.handing = n;
+	p.kafka_ok = true;
 	for (size_t i = 0; i < n; i++) {
 		struct group *g = &p.groups[i];
 		struct tor_sink *probe;
@@ -182,10 +239,12 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 		views[i].group = g->cfg->group;
 		views[i].m = tor_relay_metrics(g->relay);
 		views[i].el = tor_relay_elector(g->relay);
-		if (tor_electors_add(electors, tor_relay_elector(g->relay),
-		    err) < 0)
+		els[i] = tor_relay_elector(g->relay);
+		if (tor_electors_add(electors, els[i], err) < 0)
 			goto out;
 	}
+	if ((p.balancer = tor_balancer_new(cfgs, els, n, err)) == NULL)
+		goto out;
 	if (cfgs[0].http.listen[0] != '\0' &&
 	    (http = tor_http_start(&cfgs[0], views, n, err)) == NULL)
 		goto out;
@@ -197,10 +256,11 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 	log_info("pool", "serving %zu groups", n);
 	while (!*stop && count_state(&p, GROUP_HALTED) < n) {
 		tick();
-		for (size_t i = 0; i < p.n_probes; i++)
-			if (tor_sink_poll(p.probes[i].sink, 0, &probe_err) < 0)
-				log_warn("pool", "Kafka probe: %s", probe_err.msg);
+		look_at_kafka(&p);
+		balance(&p, false);
 	}
+	/* The others stop counting this replica before its groups go. */
+	balance(&p, true);
 	rc = 0;
 stop:
 	/* A stop the loop did not see (a start that failed) is the process's
@@ -214,10 +274,13 @@ stop:
 	if (rc == 0 && count_state(&p, GROUP_HALTED) == n)
 		rc = tor_err_set(err, "every group halted (see each group's "
 		    "line above)");
+	tor_balancer_leave(p.balancer);
 out:
 	/* The server and the driver read the electors: they stop first. */
 	tor_http_stop(http);
 	tor_electors_free(electors);
+	tor_balancer_free(p.balancer);
+	free(els);
 	for (size_t i = 0; p.groups != NULL && i < n; i++)
 		tor_relay_free(p.groups[i].relay);
 	for (size_t i = 0; i < p.n_probes; i++)

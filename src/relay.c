@@ -117,6 +117,11 @@ struct tor_relay {
 	const struct tor_config *cfg;
 	volatile sig_atomic_t *stop;    /* the process's: SIGTERM, SIGINT */
 	_Atomic bool group_stop;        /* this group's alone (tor_relay_stop) */
+	/* A hand-over the pool asked for (tor_relay_hand_over): written by
+	 * the pool before it sets handing, read here after. */
+	_Atomic bool handing;
+	char hand_target[256];
+	int hand_hold_ms;
 	/* A group of a pool: no Kafka client while following (the producer
 	 * and the position reader are made at each take), and the standby's
 	 * Kafka probe is the pool's (kafka_probe).  A single group keeps
@@ -2593,6 +2598,55 @@ tor_relay_stop(struct tor_relay *r)
 	atomic_store(&r->group_stop, true);
 }
 
+void
+tor_relay_hand_over(struct tor_relay *r, const char *target, int hold_ms)
+{
+	snprintf(r->hand_target, sizeof(r->hand_target), "%s", target);
+	r->hand_hold_ms = hold_ms;
+	atomic_store(&r->handing, true);
+	atomic_store(&r->group_stop, true);
+}
+
+bool
+tor_relay_handing_over(struct tor_relay *r)
+{
+	return atomic_load(&r->handing);
+}
+
+/*
+ * After a session that ended for a hand-over (led: it ended as a stop
+ * ends one, its final checkpoint written, the lease still ours), or a wait
+ * that did: names the member meant to take the group (the acquire script
+ * lets only it win while the name lives), gives the lease back and holds
+ * off, and goes on following.  false when it was no hand-over (the
+ * process stops).
+ */
+static bool
+finish_hand_over(struct tor_relay *r, bool led)
+{
+	int ttl = 2 * r->cfg->ha.lease_ms;
+	tor_err e;
+
+	if (*r->stop || !atomic_load(&r->handing))
+		return false;
+	if (led) {
+		if (tor_lease_set_handoff_to(r->redis, r->cfg, r->hand_target,
+		    ttl, &e) < 0)
+			log_warn("relay", "cannot name %s to take the group "
+			    "over (any member may): %s", r->hand_target, e.msg);
+		if (tor_elector_hand_over(r->elector, r->hand_hold_ms, &e) < 0)
+			log_warn("elector", "lease not released (it expires by "
+			    "itself): %s", e.msg);
+		else
+			log_info("relay", "handed the group over to %s",
+			    r->hand_target);
+	}
+	r->stop_deadline_ms = 0;
+	atomic_store(&r->group_stop, false);
+	atomic_store(&r->handing, false);
+	return true;
+}
+
 int
 tor_relay_serve(struct tor_relay *r, tor_err *err)
 {
@@ -2607,9 +2661,14 @@ tor_relay_serve(struct tor_relay *r, tor_err *err)
 			rc = -1;
 			break;
 		}
-		if ((rc = await_leadership(r, &l, err)) <= 0)
+		if ((rc = await_leadership(r, &l, err)) <= 0) {
+			if (rc == 0 && finish_hand_over(r, false))
+				continue;
 			break;
+		}
 		rc = run_leadership(r, &l, err);
+		if (rc == RUN_STOPPED && finish_hand_over(r, true))
+			continue;
 		if (rc == RUN_STOPPED || rc < 0)
 			break;
 	}

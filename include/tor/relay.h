@@ -42,6 +42,15 @@ void tor_relay_set_kafka_probe(struct tor_relay *r, struct tor_sink *probe);
  * thread. */
 void tor_relay_stop(struct tor_relay *r);
 
+/* Asks this group to hand its leadership over to the member target (the
+ * pool's balancer): the session ends as at a stop, the lease is given back
+ * with target named to take it, this replica holds off hold_ms, and the
+ * relay goes on following.  From any thread; tor_relay_handing_over is
+ * true until it is done (or found nothing to hand over). */
+void tor_relay_hand_over(struct tor_relay *r, const char *target,
+    int hold_ms);
+bool tor_relay_handing_over(struct tor_relay *r);
+
 /* Follows and leads, with the elector running (started by the caller),
  * until a stop (the process's or the group's: it finishes the source
  * transaction it is in, flushes Kafka, writes the final checkpoint, gives

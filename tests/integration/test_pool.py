@@ -13,10 +13,11 @@ import time
 import harness
 from harness import Tor, tor_cli
 from test_ha import HA, stop_all
+from test_http import free_port, get, samples
 from test_relay import check_per_key_order, insert_range, make_outbox
 
 # The keys every source shares, from the top level of the file.
-SHARED = ("kafka", "redis", "ha", "checkpoint", "http", "log")
+SHARED = ("pool", "kafka", "redis", "ha", "checkpoint", "http", "log")
 
 
 class Pool:
@@ -151,7 +152,9 @@ def test_one_group_halts_the_others_go_on(stack):
     """An unrouted row halts its group (outbox.unrouted = "fail"): that
     group gives its lease back, and the replica's other groups keep
     publishing."""
-    pool = Pool(stack, "pl_halt", 3)
+    port = free_port()
+    pool = Pool(stack, "pl_halt", 3,
+                http={"listen": "127.0.0.1:%d" % port})
     t = pool.replica("r1").start()
     pool.wait_held({"r1"})
     bad_group, bad_table, _ = pool.groups[1]
@@ -165,6 +168,12 @@ def test_one_group_halts_the_others_go_on(stack):
         assert_all_once(pool, i, 300)
     assert t.running(), t.log_tail()
     assert pool.lease_holder(bad_group) is None
+    # /metrics shows which group halted; the probes leave it out.
+    smp = samples(port)
+    for g, _, _ in pool.groups:
+        assert harness.metric_value(smp, "tor_group_halted", group=g) == (
+            1 if g == bad_group else 0), g
+    assert get(port, "/healthz")[0] == 200
     stop_all([t])
 
 
@@ -190,3 +199,83 @@ def test_kill9_the_other_replica_takes_every_group(stack):
     dups = [assert_all_once(pool, i, 400) for i in range(4)]
     print("  duplicates per group: %s" % dups)
     stop_all([survivor])
+
+
+def spread(holders):
+    return collections.Counter(v for v in holders.values() if v)
+
+
+def wait_balanced(pool, names, timeout=60):
+    """Waits until every group is led by one of names and each leads
+    within one of the others; returns (seconds, counts)."""
+    t0 = time.monotonic()
+    while True:
+        h = pool.holders()
+        c = spread(h)
+        counts = [c.get(n, 0) for n in names]
+        if all(v in names for v in h.values()) and \
+                max(counts) - min(counts) <= 1:
+            return time.monotonic() - t0, dict(zip(names, counts))
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("not balanced over %s after %d s: %s" % (
+                names, timeout, dict(c)))
+        time.sleep(0.1)
+
+
+def balance_round(stack, name, n_groups, rows):
+    """Three replicas started one after another, one killed and started
+    again, rows written to every group throughout: the groups spread
+    within one after each step, and every row is published once, in
+    order."""
+    pool = Pool(stack, name, n_groups,
+                pool={"name": name + secrets.token_hex(2),
+                      "settle_ms": 1000, "beat_ms": 200})
+    tors = {"r1": pool.replica("r1").start()}
+    pool.wait_held({"r1"}, timeout=60)
+    written = 0
+    tors["r2"] = pool.replica("r2").start()
+    tors["r3"] = pool.replica("r3").start()
+    took, counts = wait_balanced(pool, ["r1", "r2", "r3"])
+    print("  3 replicas balanced %.1f s after r2 and r3 started: %s" % (
+        took, counts))
+    # A hand-over's name for the taker is gone once it took the lease: a
+    # taker that dies then must not keep the group from the others.
+    named = {g: pool.stack.redis().get("tor:{%s}:handoff_to" % g)
+             for g, _, _ in pool.groups}
+    assert not any(named.values()), named
+    for i in range(n_groups):
+        pool.insert(i, written, rows)
+    written += rows
+    tors["r3"].kill9()
+    t0 = time.monotonic()
+    pool.wait_held({"r1", "r2"}, timeout=30)
+    print("  r3 killed: every group led again after %.2f s" % (
+        time.monotonic() - t0))
+    took, counts = wait_balanced(pool, ["r1", "r2"])
+    print("  ... and balanced over r1 and r2 after %.1f s: %s" % (
+        time.monotonic() - t0, counts))
+    for i in range(n_groups):
+        pool.insert(i, written, rows)
+    written += rows
+    tors["r3"] = pool.replica("r3").start()
+    took, counts = wait_balanced(pool, ["r1", "r2", "r3"])
+    print("  r3 back: balanced again in %.1f s: %s" % (took, counts))
+    for i in range(n_groups):
+        pool.insert(i, written, rows)
+    written += rows
+    dups = [assert_all_once(pool, i, written) for i in range(n_groups)]
+    print("  %d rows in each of %d groups, none lost; duplicates: %d" % (
+        written, n_groups, sum(dups)))
+    rc, out, err = pool.cli("status")
+    assert rc == 0, (rc, out, err)
+    stop_all(list(tors.values()))
+
+
+def test_three_replicas_spread_nine_groups(stack):
+    balance_round(stack, "pl_bal", 9, 100)
+
+
+@harness.long_test("test_three_replicas_spread_nine_groups: the same with "
+                   "nine groups")
+def test_three_replicas_spread_thirty_groups(stack):
+    balance_round(stack, "pl_bal30", 30, 300)

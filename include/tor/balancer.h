@@ -1,0 +1,72 @@
+/*
+ * The pool's balancer (docs/pool-design.md §4): every pool.beat_ms it
+ * records this replica in the pool's membership (tor/members.h), works out
+ * its share of the groups, tells each elector how to compete, and picks
+ * the group to hand over when this replica leads more than its share.
+ *
+ * It never takes a lease itself: the electors do, under the plain lease
+ * rules, so that no group's liveness rests on it.  It runs in the pool's
+ * main thread.
+ */
+#ifndef TOR_BALANCER_H
+#define TOR_BALANCER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tor/config.h"
+#include "tor/elector.h"
+#include "tor/err.h"
+#include "tor/members.h"
+
+/* What /metrics and tor status show of the balancer (atomics: the HTTP
+ * thread reads them). */
+struct tor_pool_metrics {
+	_Atomic int members;            /* live members, this one included */
+	_Atomic int counted;            /* of them healthy, settled, not draining */
+	_Atomic int share;              /* -1: unknown (no beat) */
+	_Atomic int leading;
+	_Atomic bool config_mismatch;   /* a member runs other sources */
+	_Atomic bool at_cap;            /* leading pool.max_leading */
+	_Atomic uint64_t handovers;     /* groups handed over to balance */
+	_Atomic uint64_t beats_failed;
+};
+
+struct tor_balancer;
+
+/* The groups' configs (cfgs[0]'s pool, instance, redis and prefix are the
+ * pool's) and their electors, in the same order; all must outlive it. */
+struct tor_balancer *tor_balancer_new(const struct tor_config *cfgs,
+    struct tor_elector *const *els, size_t n, tor_err *err);
+void tor_balancer_free(struct tor_balancer *b);
+
+/* A hand-over the balancer asks for: group index, and the member meant to
+ * take it (tor_lease_set_handoff_to). */
+struct tor_handover {
+	size_t group;
+	char target[TOR_MEMBER_INSTANCE_MAX];
+};
+
+/*
+ * Called every tick; beats when one is due.  healthy: this replica's Kafka
+ * answers; draining: it is stopping (its last beat says so, and it sheds
+ * nothing).  Returns 1 with *h set when a group is to be handed over now
+ * (the caller ends its leadership and tells the balancer with
+ * tor_balancer_handed_over once it has), else 0.
+ */
+int tor_balancer_tick(struct tor_balancer *b, bool healthy, bool draining,
+    struct tor_handover *h);
+
+/* The hand-over of tor_balancer_tick is done (or gave up: done false). */
+void tor_balancer_handed_over(struct tor_balancer *b, bool done);
+
+/* Leaves the pool at a clean exit (the others stop counting this replica
+ * at once). */
+void tor_balancer_leave(struct tor_balancer *b);
+
+const struct tor_pool_metrics *tor_balancer_metrics(
+    const struct tor_balancer *b);
+
+#endif
