@@ -116,7 +116,9 @@
  *
  * While handoff_to names another instance the lease is held for this one,
  * free or not, taken over or not: checked here, in the script, so nothing
- * comes between the check and the SET NX.
+ * comes between the check and the SET NX.  The instance named deletes the
+ * name when it wins: should it die then, the others take the group over
+ * at once, not when the name expires.
  *
  * A take-over needs the lease and its record unchanged, this server still
  * a master, and every replica the leader recorded still its replica: a
@@ -170,6 +172,7 @@ static const char acquire_lua[] =
     "if not redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[2]) then\n"
     "  return held()\n"
     "end\n"
+    "if to then redis.call('DEL', KEYS[5]) end\n"
     "local ok, token = pcall(function()\n"
     "  local floor = redis.pcall('HGET', KEYS[3], 'epoch')\n"
     "  if type(floor) ~= 'string' or not string.match(floor, '^%d+$') then\n"
