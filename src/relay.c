@@ -2497,6 +2497,10 @@ run_leadership(struct tor_relay *r, const struct tor_leadership *l,
 {
 	int rc;
 
+	/* The standby's probe of MySQL is not needed while leading: its
+	 * connection goes (a pool of many groups on one server counts them). */
+	tor_binlog_free(r->probe);
+	r->probe = NULL;
 	if (r->positions == NULL &&
 	    (r->positions = tor_position_reader_new(r->cfg, err)) == NULL)
 		return -1;
