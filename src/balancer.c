@@ -76,8 +76,8 @@ tor_balancer_free(struct tor_balancer *b)
 	free(b);
 }
 
-const struct tor_pool_metrics *
-tor_balancer_metrics(const struct tor_balancer *b)
+struct tor_pool_metrics *
+tor_balancer_metrics(struct tor_balancer *b)
 {
 	return &b->m;
 }

@@ -74,6 +74,9 @@ struct tor_http {
 	const struct tor_config *cfg;
 	struct tor_group_view *groups;  /* a copy of the caller's list */
 	size_t n_groups;
+	/* A pool's balancer figures (tor_http_show_pool), or NULL. */
+	const struct tor_pool_metrics *_Atomic pool;
+	const char *pool_name;
 	struct MHD_Daemon *d;
 
 	/* The reaper's; slots are taken and freed by the server's thread. */
@@ -201,7 +204,10 @@ serve_metrics(struct tor_http *h, struct MHD_Connection *conn)
 	struct tor_buf b = { 0 };
 	enum MHD_Result ret;
 
-	if (tor_metrics_render(h->groups, h->n_groups, &b) < 0) {
+	const struct tor_pool_metrics *pm = atomic_load(&h->pool);
+
+	if (tor_metrics_render(h->groups, h->n_groups, &b) < 0 ||
+	    (pm != NULL && tor_metrics_render_pool(h->pool_name, pm, &b) < 0)) {
 		tor_buf_free(&b);
 		return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
 		    "out of memory\n");
@@ -481,4 +487,14 @@ tor_http_stop(struct tor_http *h)
 	reaper_stop(h);
 	free(h->groups);
 	free(h);
+}
+
+void
+tor_http_show_pool(struct tor_http *h, const char *pool_name,
+    const struct tor_pool_metrics *pm)
+{
+	if (h == NULL)
+		return;
+	h->pool_name = pool_name;
+	atomic_store(&h->pool, pm);
 }

@@ -511,3 +511,59 @@ tor_metrics_render(const struct tor_group_view *v, size_t n,
 	rc |= tor_buf_appendf(out, "\n");
 	return rc != 0 ? -1 : 0;
 }
+
+int
+tor_metrics_render_pool(const char *pool_name,
+    const struct tor_pool_metrics *pm, struct tor_buf *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+		size_t off;
+		bool is_u64, is_bool;
+	} series[] = {
+		{ "tor_pool_members", "gauge", "Live members of the pool, this "
+		    "replica included.", offsetof(struct tor_pool_metrics,
+		    members), false, false },
+		{ "tor_pool_counted_members", "gauge", "Members the share counts: "
+		    "healthy, settled and not draining.",
+		    offsetof(struct tor_pool_metrics, counted), false, false },
+		{ "tor_pool_share", "gauge", "Groups this replica should lead "
+		    "(-1: unknown, balancing paused).",
+		    offsetof(struct tor_pool_metrics, share), false, false },
+		{ "tor_pool_leading", "gauge", "Groups this replica leads.",
+		    offsetof(struct tor_pool_metrics, leading), false, false },
+		{ "tor_pool_config_mismatch", "gauge", "1 while a member runs "
+		    "other sources (balancing paused).",
+		    offsetof(struct tor_pool_metrics, config_mismatch), false,
+		    true },
+		{ "tor_pool_at_cap", "gauge", "1 while this replica leads "
+		    "pool.max_leading groups.",
+		    offsetof(struct tor_pool_metrics, at_cap), false, true },
+		{ "tor_pool_handovers_total", "counter", "Groups this replica "
+		    "handed over to balance the pool.",
+		    offsetof(struct tor_pool_metrics, handovers), true, false },
+		{ "tor_pool_beats_failed_total", "counter", "Beats Redis did "
+		    "not take (balancing paused meanwhile).",
+		    offsetof(struct tor_pool_metrics, beats_failed), true,
+		    false },
+	};
+	const char *base = (const char *)pm;
+	long long v;
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); i++) {
+		const void *at = base + series[i].off;
+
+		if (series[i].is_u64)
+			v = (long long)atomic_load((const _Atomic uint64_t *)at);
+		else if (series[i].is_bool)
+			v = atomic_load((const _Atomic bool *)at);
+		else
+			v = atomic_load((const _Atomic int *)at);
+		rc |= header(out, series[i].name, series[i].type,
+		    series[i].help);
+		rc |= tor_buf_appendf(out, "%s{pool=\"%s\"} %lld\n",
+		    series[i].name, pool_name, v);
+	}
+	return rc != 0 ? -1 : 0;
+}

@@ -248,6 +248,8 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 	if (cfgs[0].http.listen[0] != '\0' &&
 	    (http = tor_http_start(&cfgs[0], views, n, err)) == NULL)
 		goto out;
+	tor_http_show_pool(http, cfgs[0].pool.name,
+	    tor_balancer_metrics(p.balancer));
 	if (tor_electors_start(electors, err) < 0)
 		goto stop;
 	for (size_t i = 0; i < n; i++)

@@ -11,7 +11,6 @@
 #ifndef TOR_BALANCER_H
 #define TOR_BALANCER_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,19 +19,7 @@
 #include "tor/elector.h"
 #include "tor/err.h"
 #include "tor/members.h"
-
-/* What /metrics and tor status show of the balancer (atomics: the HTTP
- * thread reads them). */
-struct tor_pool_metrics {
-	_Atomic int members;            /* live members, this one included */
-	_Atomic int counted;            /* of them healthy, settled, not draining */
-	_Atomic int share;              /* -1: unknown (no beat) */
-	_Atomic int leading;
-	_Atomic bool config_mismatch;   /* a member runs other sources */
-	_Atomic bool at_cap;            /* leading pool.max_leading */
-	_Atomic uint64_t handovers;     /* groups handed over to balance */
-	_Atomic uint64_t beats_failed;
-};
+#include "tor/metrics.h"
 
 struct tor_balancer;
 
@@ -66,7 +53,6 @@ void tor_balancer_handed_over(struct tor_balancer *b, bool done);
  * at once). */
 void tor_balancer_leave(struct tor_balancer *b);
 
-const struct tor_pool_metrics *tor_balancer_metrics(
-    const struct tor_balancer *b);
+struct tor_pool_metrics *tor_balancer_metrics(struct tor_balancer *b);
 
 #endif

@@ -28,4 +28,10 @@ struct tor_http *tor_http_start(const struct tor_config *cfg,
 /* Stops the thread, closes the socket.  NULL is a no-op. */
 void tor_http_stop(struct tor_http *h);
 
+/* /metrics also shows the pool's tor_pool_* series from now on (a replica
+ * of several groups); pool_name and pm must outlive the server.  Nothing
+ * when h is NULL. */
+void tor_http_show_pool(struct tor_http *h, const char *pool_name,
+    const struct tor_pool_metrics *pm);
+
 #endif

@@ -144,6 +144,23 @@ void tor_metrics_latency(struct tor_metrics *m, int64_t age_ms);
 
 int64_t tor_metrics_wall_ms(void);
 
+/* The balancer's figures, in a replica of several groups (atomics: the
+ * balancer writes them in the main thread, the HTTP thread reads them). */
+struct tor_pool_metrics {
+	_Atomic int members;            /* live members, this one included */
+	_Atomic int counted;            /* of them healthy, settled, not draining */
+	_Atomic int share;              /* -1: unknown (no beat) */
+	_Atomic int leading;
+	_Atomic bool config_mismatch;   /* a member runs other sources */
+	_Atomic bool at_cap;            /* leading pool.max_leading */
+	_Atomic uint64_t handovers;     /* groups handed over to balance */
+	_Atomic uint64_t beats_failed;
+};
+
+/* The tor_pool_* series of the pool pool_name. */
+int tor_metrics_render_pool(const char *pool_name,
+    const struct tor_pool_metrics *pm, struct tor_buf *out);
+
 /* Appends the text exposition format (version 0.0.4) of the n (>= 1)
  * groups of v to out: each family's HELP and TYPE once, then its samples
  * group by group, each with group="<name>" as its first label.  The
