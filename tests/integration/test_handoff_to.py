@@ -158,3 +158,34 @@ def test_wakeup_follows_a_sentinel_failover(stack):
         assert ms < retry_ms / 4, ms
         assert token > ltoken
         stop_all([standby])
+
+
+def test_wakeup_on_redis_cluster(stack):
+    """On Redis Cluster: the release script's PUBLISH (legal in a script:
+    a channel is not a key) reaches the standby's listener, subscribed on
+    the node its Cluster connection found; a clean stop hands over at once
+    with retry_ms 4 s and fast failover off."""
+    from test_redis_cluster import Cluster, started
+
+    retry_ms = 4000
+    with Cluster(stack) as c:
+        _, _, group, slot, owner, tors = started(
+            c, stack, "hto_cluster",
+            ha={"lease_ms": 12000, "renew_ms": 2000, "retry_ms": retry_ms,
+                "fast_failover": False, "stall_ms": 0})
+        leader = [t for t in tors if log_lines(t, r"leading with token")][0]
+        standby = [t for t in tors if t is not leader][0]
+        time.sleep(0.5)
+        since = {standby: standby.log_size()}
+        leader.send_signal(signal.SIGTERM)
+        assert leader.wait(30) == 0, leader.log_tail()
+        who, _, lead_ts = wait_leading([standby], since, timeout=15)
+        rel = log_lines(leader, r"released the lease")
+        assert rel, leader.log_tail()
+        assert log_lines(standby, r"follower -> candidate: hand-off wake-up",
+                         since[standby]), standby.log_tail(20)
+        ms = (lead_ts - rel[-1][0]) * 1000
+        print("  slot %d on %d: released -> %s leading %.0f ms (retry_ms "
+              "%d)" % (slot, owner, who.name, ms, retry_ms))
+        assert ms < retry_ms / 4, ms
+        stop_all([standby])
