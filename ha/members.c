@@ -23,6 +23,25 @@
 #define FNV_OFFSET 14695981039346656037ull
 #define FNV_PRIME 1099511628211ull
 
+/* The server's time in ms as now, and as the text nows. */
+#define NOW_LUA \
+    "local t = redis.call('TIME')\n" \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+    "local nows = string.format('%.0f', now)\n"
+
+/* Returns {nows, instance, line, ...} of the members KEYS[1] holds live
+ * at nows whose line (under the prefix ARGV[argi]) exists. */
+#define LIVE_LUA(argi) \
+    "local out = {nows}\n" \
+    "for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], nows, '+inf')) do\n" \
+    "  local line = redis.call('GET', ARGV[" argi "] .. m)\n" \
+    "  if line then\n" \
+    "    out[#out + 1] = m\n" \
+    "    out[#out + 1] = line\n" \
+    "  end\n" \
+    "end\n" \
+    "return out\n"
+
 /*
  * KEYS members, this member's line; ARGV instance, ttl ms, the line's
  * first five fields, the prefix of member line keys.  The other members'
@@ -32,9 +51,7 @@
  * ...} of the live members.
  */
 static const char beat_lua[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local nows = string.format('%.0f', now)\n"
+    NOW_LUA
     "local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. nows)\n"
     "for _, m in ipairs(gone) do redis.call('DEL', ARGV[4] .. m) end\n"
     "if #gone > 0 then\n"
@@ -48,15 +65,14 @@ static const char beat_lua[] =
     "redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])),\n"
     "    ARGV[1])\n"
     "redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. since, 'PX', ARGV[2])\n"
-    "local out = {nows}\n"
-    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
-    "  local line = redis.call('GET', ARGV[4] .. m)\n"
-    "  if line then\n"
-    "    out[#out + 1] = m\n"
-    "    out[#out + 1] = line\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
+    LIVE_LUA("4");
+
+/* KEYS members; ARGV the member line key prefix.  What a beat returns,
+ * for someone who is no member (tor status): the live members, nothing
+ * written. */
+static const char list_lua[] =
+    NOW_LUA
+    LIVE_LUA("1");
 
 /* KEYS members, this member's line; ARGV instance. */
 static const char leave_lua[] =
@@ -264,6 +280,28 @@ tor_members_beat(struct tor_redis *r, const struct tor_config *cfg,
 	rest[4] = line;
 	rest[5] = k.prefix;
 	if ((reply = eval(r, beat_lua, 2, 6, rest, what, err)) == NULL)
+		return -1;
+	rc = read_members(reply, k.members, out, cap, n, server_ms, err);
+	freeReplyObject(reply);
+	return rc;
+}
+
+int
+tor_members_list(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_member *out, size_t cap, size_t *n, int64_t *server_ms,
+    tor_err *err)
+{
+	const char *what = "pool members", *rest[2];
+	struct member_keys k;
+	redisReply *reply;
+	int rc;
+
+	*n = 0;
+	if (member_keys(cfg, &k, what, err) == -1)
+		return -1;
+	rest[0] = k.members;
+	rest[1] = k.prefix;
+	if ((reply = eval(r, list_lua, 1, 2, rest, what, err)) == NULL)
 		return -1;
 	rc = read_members(reply, k.members, out, cap, n, server_ms, err);
 	freeReplyObject(reply);

@@ -30,6 +30,7 @@
 #include "tor/checkpoint.h"
 #include "tor/cli.h"
 #include "tor/lease.h"
+#include "tor/members.h"
 #include "tor/redis.h"
 
 enum {
@@ -277,6 +278,106 @@ group_status(const struct tor_config *cfg, struct facts *fs, tor_err *err)
 	return held ? 1 : 0;
 }
 
+/* Members and decisions shown at most. */
+#define STATUS_MEMBERS 64
+#define STATUS_DECISIONS 10
+
+/* s as a JSON string. */
+static void
+print_json_text(FILE *out, const char *s)
+{
+	struct tor_buf b = { 0 };
+
+	if (tor_json_quote(&b, (const uint8_t *)s, strlen(s)) == 0)
+		fwrite(b.data, 1, b.len, out);
+	else
+		fputs("null", out);
+	tor_buf_free(&b);
+}
+
+/*
+ * The pool of a file of several sources: its members as their last beats
+ * say (led groups, health, whether settled, and so counted in the share),
+ * the share they make, and the last decisions.  -1 with err when Redis
+ * cannot be asked.
+ */
+static int
+pool_status(const struct tor_config *cfgs, size_t n, bool json, FILE *out,
+    tor_err *err)
+{
+	const struct tor_pool_config *p = &cfgs[0].pool;
+	struct tor_member *m = calloc(STATUS_MEMBERS, sizeof(*m));
+	struct tor_decision *d = calloc(STATUS_DECISIONS, sizeof(*d));
+	size_t nm = 0, nd = 0;
+	int64_t now = 0;
+	struct tor_redis *r = NULL;
+	char tag[300];
+	int share, counted = 0, rc = -1;
+
+	snprintf(tag, sizeof(tag), "pool:%s", p->name);
+	if (m == NULL || d == NULL ||
+	    (r = tor_redis_new_tag(&cfgs[0], tag)) == NULL) {
+		tor_err_set(err, "out of memory");
+		goto out;
+	}
+	if (tor_members_list(r, &cfgs[0], m, STATUS_MEMBERS, &nm, &now,
+	    err) < 0 || tor_members_decisions(r, &cfgs[0], d,
+	    STATUS_DECISIONS, &nd, err) < 0)
+		goto out;
+	/* As a settled member works it out: the members that are healthy,
+	 * settled and not draining (a member always counts itself). */
+	for (size_t i = 0; i < nm; i++)
+		counted += m[i].healthy && !m[i].draining &&
+		    now - m[i].since_ms >= p->settle_ms;
+	if (counted == 0)
+		counted = 1;
+	share = ((int)n + counted - 1) / counted;
+	if (share > p->max_leading)
+		share = p->max_leading;
+	if (json) {
+		fputs("{\"pool\": ", out);
+		print_json_text(out, p->name);
+		fprintf(out, ", \"groups\": %zu, \"share\": %d, "
+		    "\"members\": [", n, share);
+		for (size_t i = 0; i < nm; i++) {
+			fputs(i > 0 ? ", {\"instance\": " : "{\"instance\": ",
+			    out);
+			print_json_text(out, m[i].instance);
+			fprintf(out, ", \"leading\": %d, \"healthy\": %s, "
+			    "\"draining\": %s, \"settled\": %s, "
+			    "\"member_ms\": %" PRId64 "}", m[i].led,
+			    m[i].healthy ? "true" : "false", m[i].draining ?
+			    "true" : "false", now - m[i].since_ms >=
+			    p->settle_ms ? "true" : "false",
+			    now - m[i].since_ms);
+		}
+		fputs("], \"decisions\": [", out);
+		for (size_t i = 0; i < nd; i++) {
+			if (i > 0)
+				fputs(", ", out);
+			print_json_text(out, d[i].line);
+		}
+		fputs("]}\n", out);
+	} else {
+		fprintf(out, "\npool: %s\ngroups: %zu\nshare: %d\n", p->name,
+		    n, share);
+		for (size_t i = 0; i < nm; i++)
+			fprintf(out, "member: %s leading=%d healthy=%d "
+			    "draining=%d settled=%d member_ms=%" PRId64 "\n",
+			    m[i].instance, m[i].led, m[i].healthy,
+			    m[i].draining, now - m[i].since_ms >= p->settle_ms,
+			    now - m[i].since_ms);
+		for (size_t i = 0; i < nd; i++)
+			fprintf(out, "decision: %s\n", d[i].line);
+	}
+	rc = 0;
+out:
+	tor_redis_free(r);
+	free(m);
+	free(d);
+	return rc;
+}
+
 int
 tor_cli_status(const struct tor_config *cfgs, size_t n, bool json,
     FILE *out)
@@ -305,6 +406,9 @@ tor_cli_status(const struct tor_config *cfgs, size_t n, bool json,
 		print_facts(out, &fs[i], json);
 	}
 	free(fs);
+	if (n > 1 && cfgs[0].pool.enabled && pool_status(cfgs, n, json, out,
+	    &err) < 0)
+		return fail(CLI_ERROR, &err);
 	return rc;
 }
 

@@ -21,8 +21,9 @@
 
 /* Prints each of the n groups' leader (instance, token, lease ms left) and
  * checkpoint (position, gtid, age, token): a blank line between groups, or
- * one JSON object a line.  Exit code: 0 when a leader holds every group's
- * lease, 1 when one has none, 2 when Redis cannot be asked. */
+ * one JSON object a line; then, for several groups of a pool, the pool's
+ * members, share and last decisions.  Exit code: 0 when a leader holds
+ * every group's lease, 1 when one has none, 2 when Redis cannot be asked. */
 int tor_cli_status(const struct tor_config *cfgs, size_t n, bool json,
     FILE *out);
 

@@ -72,6 +72,12 @@ int tor_members_beat(struct tor_redis *r, const struct tor_config *cfg,
     const struct tor_member *me, struct tor_member *out, size_t cap,
     size_t *n, int64_t *server_ms, tor_err *err);
 
+/* The live members as a beat would return them, writing nothing (for
+ * tor status, which is no member).  0, or -1 with err set. */
+int tor_members_list(struct tor_redis *r, const struct tor_config *cfg,
+    struct tor_member *out, size_t cap, size_t *n, int64_t *server_ms,
+    tor_err *err);
+
 /* Removes instance cfg->instance from the pool (ZREM, and DEL of its
  * line), at a clean exit; the others stop counting it at once instead of
  * after three beats.  0, or -1 with err set. */

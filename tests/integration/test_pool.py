@@ -116,7 +116,10 @@ def assert_all_once(pool, i, total):
 def test_groups_in_one_replica_each_their_own(stack):
     """One replica, three groups: each group's rows reach its own topics,
     and each group has its own lease, token and checkpoint in Redis."""
-    pool = Pool(stack, "pl_own", 3)
+    port = free_port()
+    pool = Pool(stack, "pl_own", 3, http={"listen": "127.0.0.1:%d" % port},
+                pool={"name": "pl_own" + secrets.token_hex(2),
+                      "beat_ms": 200})
     t = pool.replica("r1").start()
     pool.wait_held({"r1"})
     for i in range(3):
@@ -134,6 +137,7 @@ def test_groups_in_one_replica_each_their_own(stack):
     # tor status shows every group; a command on one group needs --group.
     rc, out, err = pool.cli("status")
     assert rc == 0, (rc, out, err)
+    out_status = out
     shown = re.findall(r"^group: (\S+)\nleader: (\S+)$", out, re.M)
     assert shown == [(g, "r1") for g, _, _ in pool.groups], out
     rc, out, err = pool.cli("checkpoint", "show")
@@ -144,6 +148,14 @@ def test_groups_in_one_replica_each_their_own(stack):
     assert rc == 0 and json.loads(out)["checkpoint_token"] >= 1, (rc, out, err)
     rc, out, err = pool.cli("status", "--group", "nope")
     assert rc == 2 and 'no source has group "nope"' in err, (rc, err)
+    # The pool: one member leading its share of three, on /metrics too.
+    assert re.search(r"^member: r1 leading=3 healthy=1 draining=0 ",
+                     out_status, re.M), out_status
+    assert re.search(r"^share: 3$", out_status, re.M), out_status
+    smp = samples(port)
+    assert harness.metric_value(smp, "tor_pool_leading") == 3
+    assert harness.metric_value(smp, "tor_pool_members") == 1
+    assert harness.metric_value(smp, "tor_pool_share") == 3
     stop_all([t])
     assert pool.holders() == {g: None for g, _, _ in pool.groups}
 
@@ -266,8 +278,16 @@ def balance_round(stack, name, n_groups, rows):
     dups = [assert_all_once(pool, i, written) for i in range(n_groups)]
     print("  %d rows in each of %d groups, none lost; duplicates: %d" % (
         written, n_groups, sum(dups)))
-    rc, out, err = pool.cli("status")
+    rc, out, err = pool.cli("status", "--json")
     assert rc == 0, (rc, out, err)
+    shown = json.loads(out.splitlines()[-1])
+    assert sorted(m["instance"] for m in shown["members"]) == [
+        "r1", "r2", "r3"], shown
+    assert shown["share"] == -(-n_groups // 3), shown
+    sheds = [d for d in shown["decisions"] if " shed " in d]
+    print("  %d hand-overs among the last decisions, e.g. %s" % (
+        len(sheds), sheds[:1]))
+    assert sheds, shown
     stop_all(list(tors.values()))
 
 
