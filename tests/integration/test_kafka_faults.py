@@ -460,6 +460,10 @@ class Run:
 # the tests
 
 
+@harness.long_test(
+    "test_stack.test_cluster_survives_a_node_killed_or_paused and "
+    "test_cluster_takeover show a node killed, paused and a moved leader "
+    "under tor")
 def test_leader_controller_and_pause(stack):
     """a. kill -9 of the node leading tor's partitions (then each group's
     tor leader killed too, so that a standby takes over after the leader

@@ -636,6 +636,8 @@ def test_split_brain_min_replicas_on(stack):
     "with min-replicas-to-write 0 the leader left with the old master "
     "renews there for as long as the partition lasts, while r1 wins the "
     "lease on the new master once the copy it inherited expires")
+@harness.long_test(
+    "test_split_brain_old_side_leads_on shows the setting preventing it")
 def test_split_brain_old_side_leads_off(stack):
     """The leader is the replica left with the old master."""
     split_brain(stack, "sen_split_lead_off", 0, old_side_leads=True)
