@@ -131,12 +131,13 @@ unhealthy(const struct tor_group_view *v, char *why, size_t cap)
 
 /* Why group v is not ready, or NULL when it is. */
 static const char *
-unready(const struct tor_http *h, const struct tor_group_view *v, char *why,
-    size_t cap)
+unready(const struct tor_group_view *v, char *why, size_t cap)
 {
 	enum tor_elector_state state = tor_elector_state(v->el);
 	int64_t stream = atomic_load(&v->m->stream_beat_ms);
-	int64_t stale = 3 * (int64_t)h->cfg->mysql.heartbeat_ms;
+	/* The group's own thresholds: a source may set its own. */
+	const struct tor_config *cfg = tor_elector_config(v->el);
+	int64_t stale = 3 * (int64_t)cfg->mysql.heartbeat_ms;
 	int64_t down = atomic_load(&v->m->kafka_down_since_ms);
 
 	if (state == TOR_STEPPING_DOWN)
@@ -147,7 +148,7 @@ unready(const struct tor_http *h, const struct tor_group_view *v, char *why,
 		return NULL;
 	if (stream == 0)
 		return "leader: no binlog stream open";
-	if (down > 0 && tor_mono_ms() - down >= h->cfg->kafka.unreachable_ms) {
+	if (down > 0 && tor_mono_ms() - down >= cfg->kafka.unreachable_ms) {
 		snprintf(why, cap, "leader: no Kafka broker reachable for %lld "
 		    "ms (over kafka.unreachable_ms)",
 		    (long long)(tor_mono_ms() - down));
@@ -178,7 +179,7 @@ serve_probe(struct tor_http *h, struct MHD_Connection *conn, bool ready)
 
 		if (atomic_load(&v->m->halted))
 			continue;
-		bad = ready ? unready(h, v, why, sizeof(why)) :
+		bad = ready ? unready(v, why, sizeof(why)) :
 		    unhealthy(v, why, sizeof(why));
 		if (bad != NULL)
 			rc |= tor_buf_appendf(&b, "group %s: %s\n", v->group,
