@@ -123,6 +123,7 @@ struct tor_elector {
 	/* Touched only by the thread that steps. */
 	uint64_t rng;
 	bool redis_failing;             /* in a streak of Redis errors */
+	bool woken_attempt;             /* this attempt follows a wake-up */
 
 	struct tor_log_group *log_group;        /* NULL: the process's */
 
@@ -314,6 +315,7 @@ step_follower(struct tor_elector *el)
 		return 0;
 	}
 	if (atomic_exchange(&el->woken, false)) {
+		el->woken_attempt = true;
 		transition(el, TOR_CANDIDATE, "hand-off wake-up");
 		return 0;
 	}
@@ -440,7 +442,11 @@ step_candidate(struct tor_elector *el)
 		transition(el, TOR_FOLLOWER, "not competing (acquire mode none)");
 		return 0;
 	}
-	only = takeover_only(el, now);
+	/* A lease just given back is taken whatever the share: a balance
+	 * hand-over names its taker (handoff_to), and a replica stopping
+	 * or yielding wants its group led at once. */
+	only = !el->woken_attempt && takeover_only(el, now);
+	el->woken_attempt = false;
 	pthread_mutex_unlock(&el->mu);
 	err.msg[0] = '\0';
 	rc = el->ops->acquire(el->ctx, only, &token, &sent, &not_before, &err);

@@ -123,7 +123,9 @@ bool tor_elector_on_redis(const struct tor_elector *el);
  * TOR_ACQUIRE_TAKEOVER_ONLY takes over only a lease whose holder's Redis
  * client is gone (ha.fast_failover) and leaves a free lease alone, unless
  * this elector has seen it free for longer than lease_ms (so no group
- * stays unled when every replica is at its share); TOR_ACQUIRE_NONE never
+ * stays unled when every replica is at its share) or a hand-off wake-up
+ * says it was just given back (a replica stopping or yielding; a balance
+ * hand-over's taker is named in handoff_to); TOR_ACQUIRE_NONE never
  * competes.  A leader is not affected. */
 enum tor_acquire_mode {
 	TOR_ACQUIRE_ANY,

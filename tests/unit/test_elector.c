@@ -1435,6 +1435,29 @@ test_acquire_mode_takeover_only(void **state)
 	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
 }
 
+/* A hand-off wake-up (a lease just given back: a replica stopping or
+ * yielding; a balance hand-over names its taker in handoff_to, which the
+ * script enforces) makes one normal attempt even at the share, so a
+ * stopping replica's groups are taken at once, not lease_ms later. */
+static void
+test_takeover_only_wakeup_makes_a_normal_attempt(void **state)
+{
+	struct fixture *fx = *state;
+
+	tor_elector_set_acquire(fx->el, TOR_ACQUIRE_TAKEOVER_ONLY);
+	fx->fake.lease_free = true;
+	compete(fx);
+	tor_elector_step(fx->el);
+	assert_true(fx->fake.acquire_only);
+	assert_int_equal(tor_elector_state(fx->el), TOR_FOLLOWER);
+	tor_elector_wake(fx->el);
+	tor_elector_step(fx->el);
+	assert_int_equal(tor_elector_state(fx->el), TOR_CANDIDATE);
+	tor_elector_step(fx->el);
+	assert_false(fx->fake.acquire_only);
+	assert_int_equal(tor_elector_state(fx->el), TOR_LEADER);
+}
+
 /* A hand-over ends the leadership and gives the lease back like a
  * release, but the elector is not retired: it holds off (woken or not),
  * then competes again. */
@@ -1646,6 +1669,7 @@ main(void)
 		T(test_release_during_the_grace_gives_the_lease_back),
 		T(test_acquire_mode_none),
 		T(test_acquire_mode_takeover_only),
+		T(test_takeover_only_wakeup_makes_a_normal_attempt),
 		T(test_hand_over_holds_off_then_competes),
 		T(test_driver_leader_renews_on_time_beside_followers),
 		T(test_driver_wake_up_competes_at_once),
