@@ -4,10 +4,12 @@ of replicas sharing them.
 Each group has its own outbox table and topics; every group keeps its own
 lease, token and checkpoint, and a group that halts stops nothing else."""
 
+import binascii
 import collections
 import json
 import re
 import secrets
+import subprocess
 import time
 
 import harness
@@ -24,14 +26,16 @@ class Pool:
     """n groups, each with the outbox table shop.ob_<name>_<i> and topics
     <name>_<i>.order / .invoice, in one config text of the sources form."""
 
-    def __init__(self, stack, name, n, ha=None, per_source=None, **top):
+    def __init__(self, stack, name, n, ha=None, per_source=None,
+                 cluster_port=None, tag=None, **top):
         self.stack = stack
         self.name = name
+        self.cluster_port = cluster_port
         sections = harness.base_sections(stack)
         sections["ha"] = dict(HA, **(ha or {}))
         for k, v in top.items():
             sections[k] = v
-        tag = secrets.token_hex(2)
+        tag = tag or secrets.token_hex(2)
         self.groups = []        # (group, table, topic prefix)
         sources = []
         for i in range(n):
@@ -58,9 +62,19 @@ class Pool:
         p = tor_cli(list(args), cfg=self.cfg, stack=self.stack)
         return p.returncode, p.stdout, p.stderr
 
+    def get(self, key):
+        """GET key on the pool's Redis (redis-cli -c on a Cluster)."""
+        if self.cluster_port is None:
+            v = self.stack.redis().get(key)
+            return v.decode() if v else None
+        p = subprocess.run(["redis-cli", "-c", "-p", str(self.cluster_port),
+                            "GET", key], capture_output=True, text=True,
+                           timeout=15, check=True)
+        return p.stdout.strip() or None
+
     def lease_holder(self, group):
-        v = self.stack.redis().get("tor:{%s}:lease" % group)
-        return v.decode().split()[0] if v else None
+        v = self.get("tor:{%s}:lease" % group)
+        return v.split()[0] if v else None
 
     def holders(self):
         return {g: self.lease_holder(g) for g, _, _ in self.groups}
@@ -273,7 +287,7 @@ def balance_round(stack, name, n_groups, rows):
         took, counts))
     # A hand-over's name for the taker is gone once it took the lease: a
     # taker that dies then must not keep the group from the others.
-    named = {g: pool.stack.redis().get("tor:{%s}:handoff_to" % g)
+    named = {g: pool.get("tor:{%s}:handoff_to" % g)
              for g, _, _ in pool.groups}
     assert not any(named.values()), named
     for i in range(n_groups):
@@ -332,3 +346,48 @@ def test_three_replicas_spread_nine_groups(stack):
                    "nine groups")
 def test_three_replicas_spread_thirty_groups(stack):
     balance_round(stack, "pl_bal30", 30, 300)
+
+
+@harness.long_test("test_three_replicas_spread_nine_groups on one Redis; "
+                   "test_redis_cluster for one group on a Cluster")
+def test_pool_on_redis_cluster(stack):
+    """Two replicas of six groups whose leases live on a three-master Redis
+    Cluster (the pool's keys on their own slot): they spread 3/3, and a
+    kill -9 of one leaves every group led by the other."""
+    from test_redis_cluster import Cluster
+
+    def third(group):       # of the slots: each master serves one
+        return binascii.crc_hqx(group.encode(), 0) % 16384 // 5462
+
+    # Names that differ in one digit have near slots (CRC16 is linear):
+    # a tag whose six names straddle two masters' slots.
+    while True:
+        tag = secrets.token_hex(2)
+        if len({third("pl_cl-%d-%s" % (i, tag)) for i in range(6)}) >= 2:
+            break
+    with Cluster(stack) as c:
+        pool = Pool(stack, "pl_cl", 6, cluster_port=c.ports[0], tag=tag,
+                    redis={"cluster": {"nodes": ["127.0.0.1:%d" %
+                                                 c.ports[1]]}},
+                    pool={"name": "pl_cl" + secrets.token_hex(2),
+                          "settle_ms": 1000, "beat_ms": 200})
+        slots = collections.Counter(
+            c.slot(g) // 5462 for g, _, _ in pool.groups)
+        print("  groups per third of the slots: %s" % dict(slots))
+        assert len(slots) >= 2, slots
+        tors = {n: pool.replica(n).start() for n in ("r1", "r2")}
+        took, counts = wait_balanced(pool, ["r1", "r2"])
+        print("  spread in %.1f s: %s" % (took, counts))
+        for i in range(6):
+            pool.insert(i, 0, 100)
+        tors["r1"].kill9()
+        t0 = time.monotonic()
+        pool.wait_held({"r2"}, timeout=30)
+        print("  r1 killed: every group led by r2 after %.2f s" % (
+            time.monotonic() - t0))
+        for i in range(6):
+            pool.insert(i, 100, 100)
+        dups = [assert_all_once(pool, i, 200) for i in range(6)]
+        print("  200 rows in each group, none lost; duplicates: %d" %
+              sum(dups))
+        stop_all([tors["r2"]])
