@@ -189,7 +189,7 @@ balance(struct pool *p, bool draining)
 		tor_balancer_handed_over(p->balancer, false);
 		return;
 	}
-	tor_relay_hand_over(g->relay, h.target, 2 * g->cfg->ha.lease_ms);
+	tor_relay_hand_over(g->relay, h.target);
 	p->handing = h.group;
 }
 

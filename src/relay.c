@@ -121,7 +121,6 @@ struct tor_relay {
 	 * the pool before it sets handing, read here after. */
 	_Atomic bool handing;
 	char hand_target[256];
-	int hand_hold_ms;
 	/* A group of a pool: no Kafka client while following (the producer
 	 * and the position reader are made at each take), and the standby's
 	 * Kafka probe is the pool's (kafka_probe).  A single group keeps
@@ -2603,10 +2602,9 @@ tor_relay_stop(struct tor_relay *r)
 }
 
 void
-tor_relay_hand_over(struct tor_relay *r, const char *target, int hold_ms)
+tor_relay_hand_over(struct tor_relay *r, const char *target)
 {
 	snprintf(r->hand_target, sizeof(r->hand_target), "%s", target);
-	r->hand_hold_ms = hold_ms;
 	atomic_store(&r->handing, true);
 	atomic_store(&r->group_stop, true);
 }
@@ -2628,7 +2626,12 @@ tor_relay_handing_over(struct tor_relay *r)
 static bool
 finish_hand_over(struct tor_relay *r, bool led)
 {
-	int ttl = 2 * r->cfg->ha.lease_ms;
+	/* A live taker wins at the release's wake-up, or at its next retry
+	 * if that is lost: past a few retries it is not coming (it died or
+	 * paused since its last beat), and the group goes to whoever tries,
+	 * this replica included. */
+	int ttl = 5 * r->cfg->ha.retry_ms > 1000 ? 5 * r->cfg->ha.retry_ms :
+	    1000;
 	tor_err e;
 
 	if (*r->stop || !atomic_load(&r->handing))
@@ -2638,7 +2641,7 @@ finish_hand_over(struct tor_relay *r, bool led)
 		    ttl, &e) < 0)
 			log_warn("relay", "cannot name %s to take the group "
 			    "over (any member may): %s", r->hand_target, e.msg);
-		if (tor_elector_hand_over(r->elector, r->hand_hold_ms, &e) < 0)
+		if (tor_elector_hand_over(r->elector, ttl, &e) < 0)
 			log_warn("elector", "lease not released (it expires by "
 			    "itself): %s", e.msg);
 		else

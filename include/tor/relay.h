@@ -44,11 +44,11 @@ void tor_relay_stop(struct tor_relay *r);
 
 /* Asks this group to hand its leadership over to the member target (the
  * pool's balancer): the session ends as at a stop, the lease is given back
- * with target named to take it, this replica holds off hold_ms, and the
- * relay goes on following.  From any thread; tor_relay_handing_over is
- * true until it is done (or found nothing to hand over). */
-void tor_relay_hand_over(struct tor_relay *r, const char *target,
-    int hold_ms);
+ * with target named to take it for a few retries (5 x ha.retry_ms, at
+ * least 1 s), during which this replica holds off, and the relay goes on
+ * following.  From any thread; tor_relay_handing_over is true until it is
+ * done (or found nothing to hand over). */
+void tor_relay_hand_over(struct tor_relay *r, const char *target);
 bool tor_relay_handing_over(struct tor_relay *r);
 
 /* Follows and leads, with the elector running (started by the caller),

@@ -9,6 +9,7 @@ import collections
 import json
 import re
 import secrets
+import signal
 import subprocess
 import time
 
@@ -31,6 +32,7 @@ class Pool:
         self.stack = stack
         self.name = name
         self.cluster_port = cluster_port
+        self.pool_name = (top.get("pool") or {}).get("name", "default")
         sections = harness.base_sections(stack)
         sections["ha"] = dict(HA, **(ha or {}))
         for k, v in top.items():
@@ -222,6 +224,40 @@ def test_a_lost_source_stops_no_other(stack):
     t.wait_log(r"127\.0\.0\.1:%d.*retrying" % dead, timeout=30)
     assert t.running(), t.log_tail()
     stop_all([t])
+
+
+def test_hand_over_to_a_paused_member_is_not_waited_for(stack):
+    """r1 leads two groups; r2 joins and is paused (SIGSTOP) right after
+    its first beat, so r1 hands a group over to it: the name of the taker
+    must lapse within a few retries (a live taker wins at once), and r1
+    take the group back, not leave it unled for 2 x lease_ms."""
+    pool = Pool(stack, "pl_pause", 2,
+                pool={"name": "pl_pause" + secrets.token_hex(2),
+                      "settle_ms": 0, "beat_ms": 300})
+    r1 = pool.replica("r1").start()
+    pool.wait_held({"r1"})
+    r2 = pool.replica("r2").start()
+    r2.wait_log(r"serving 2 groups", timeout=30)
+    deadline = time.monotonic() + 30
+    while pool.get("tor:{pool:%s}:member:r2" % pool.pool_name) is None:
+        assert time.monotonic() < deadline, "r2 never beat"
+        time.sleep(0.02)
+    r2.send_signal(signal.SIGSTOP)
+    r1.wait_log(r"handing group \S+ over to r2", timeout=30)
+    deadline = time.monotonic() + 10
+    named = []
+    while not named and time.monotonic() < deadline:
+        named = [(g, pool.stack.redis().pttl("tor:{%s}:handoff_to" % g))
+                 for g, _, _ in pool.groups
+                 if pool.get("tor:{%s}:handoff_to" % g) == "r2"]
+        time.sleep(0.01)
+    print("  handed to the paused r2: %s (ms left)" % named)
+    assert named, "no group named r2 to take it"
+    retry = HA["retry_ms"]
+    assert all(ttl <= max(5 * retry, 1000) for _, ttl in named), named
+    pool.wait_held({"r1"}, timeout=30)
+    r2.send_signal(signal.SIGCONT)
+    stop_all([r1, r2])
 
 
 def test_kill9_the_other_replica_takes_every_group(stack):
