@@ -45,6 +45,7 @@ rebalance at the default settle/beat), TOR_BENCH_POOL_PARTS (default
 
 import collections
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -190,6 +191,19 @@ def proc_status(pid):
             if k in ("VmRSS", "VmHWM", "Threads"):
                 vals[k] = int(v.split()[0])
     return vals["VmRSS"] / 1024.0, vals["Threads"], vals["VmHWM"] / 1024.0
+
+
+def thread_names(pid):
+    """The process's threads by name, digits folded ("rdk:broker*")."""
+    c = collections.Counter()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                c[re.sub(r"\d+", "*", f.read().strip())] += 1
+        except OSError:
+            pass
+    return ", ".join("%s %d" % kv for kv in sorted(c.items(),
+                                                   key=lambda x: -x[1]))
 
 
 def cpu_seconds(pid):
@@ -429,6 +443,8 @@ def memory_point(stack, n):
         fr, ft, _ = proc_status(follower.pid)
         log("  G=%-2d leading: %6.1f MiB %4d threads; following: %6.1f MiB "
             "%4d threads" % (n, lr, lt, fr, ft))
+        log("       leader's threads: %s" % thread_names(leader.pid))
+        log("       follower's threads: %s" % thread_names(follower.pid))
         return lr, lt, fr, ft
     finally:
         stop_all(tors, what)
