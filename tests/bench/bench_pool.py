@@ -341,10 +341,17 @@ def one_replica_backlog(stack, n, run):
         my = cpu_seconds(myd) - my0 if myd else float("nan")
         _, threads, hwm = proc_status(t.pid)
         res = (per * n / took, cpu, my, hwm, threads, took)
+        last = max(ends, key=lambda e: binlog_key(*e))
+        if last[0] == before[0]:
+            mib = (last[1] - before[1]) / 1048576.0
+            log("  G=%-2d the backlog is %.1f MiB of binlog; the server sends"
+                " it to each of the %d streams: %.1f MiB" % (n, mib, n,
+                                                             mib * n))
         log("  G=%-2d %9s events/s (%.2f s; rows inserted in %.1f s), CPU "
             "tor %.2f s = %.2f us/event, MariaDB %.2f s; peak RSS %.1f MiB, "
-            "%d threads" % (n, fmt_rate(res[0]), took, t_ins, cpu,
-                            cpu * 1e6 / (per * n), my, hwm, threads))
+            "%d threads; load %.1f" % (n, fmt_rate(res[0]), took, t_ins,
+                                       cpu, cpu * 1e6 / (per * n), my, hwm,
+                                       threads, os.getloadavg()[0]))
     stop_all([t], "throughput G=%d run %d" % (n, run))
     if res:
         count_messages(stack, tag, n, per, "throughput G=%d run %d" % (
@@ -384,18 +391,26 @@ def replicas_backlog(stack, n_replicas, run):
         t_ins = time.monotonic()
         per, ends = insert_backlog(stack, POOL_N)
         t_ins = time.monotonic() - t_ins
+        myd = mysqld_pid(stack)
+        my0 = cpu_seconds(myd) if myd else None
+        cpu0 = sum(cpu_seconds(t.pid) for t in tors)
         for t in tors:
             t.sigcont()
         t0 = time.monotonic()
         took = wait_drained(stack, groups, ends, tors, t0, what)
         if took is None:
             return None
+        cpu = sum(cpu_seconds(t.pid) for t in tors) - cpu0
+        my = cpu_seconds(myd) - my0 if myd else float("nan")
         moved = sum(1 for a, b in zip(led, holders(r, groups)) if a != b)
-        res = (per * POOL_N / took, took, spread_str(r, groups, names), moved)
+        res = (per * POOL_N / took, took, spread_str(r, groups, names), moved,
+               cpu * 1e6 / (per * POOL_N), my)
         log("  %d replica(s): %9s events/s (%.2f s after SIGCONT; paused "
-            "%.1f s for the inserts); groups per replica %s, %d changed "
-            "leader meanwhile" % (n_replicas, fmt_rate(res[0]), took, t_ins,
-                                  res[2], moved))
+            "%.1f s for the inserts); CPU of the replicas %.2f s = %.2f "
+            "us/event, MariaDB %.2f s; groups per replica %s, %d changed "
+            "leader meanwhile; load %.1f" % (
+                n_replicas, fmt_rate(res[0]), took, t_ins, cpu, res[4], my,
+                res[2], moved, os.getloadavg()[0]))
     finally:
         for t in tors:
             t.sigcont()
@@ -541,10 +556,14 @@ def main():
             TOR_BIN, RUNS, ROWS, ",".join(map(str, GROUPS)), stack.brokers,
             stack.run_dir))
     t_all = time.monotonic()
+    log("bench_pool: load average %.1f (%d cores): wall-clock figures "
+        "follow the machine's load, CPU figures less so" % (
+            os.getloadavg()[0], os.cpu_count()))
 
     # 1. throughput
     thr = {n: [] for n in GROUPS}
     ratio = {n: [] for n in GROUPS}
+    cpu_ratio = {n: [] for n in GROUPS}
     rep = {1: [], 3: []}
     for run in range(1, RUNS + 1 if "throughput" in PARTS else 1):
         log("throughput run %d/%d" % (run, RUNS))
@@ -553,8 +572,9 @@ def main():
             res = one_replica_backlog(stack, n, run)
             thr[n].append(res)
             if res and n == GROUPS[0]:
-                base = res[0]
-            ratio[n].append(res[0] / base if res and base else None)
+                base = res
+            ratio[n].append(res[0] / base[0] if res and base else None)
+            cpu_ratio[n].append(res[1] / base[1] if res and base else None)
         for k in (1, 3):
             rep[k].append(replicas_backlog(stack, k, run))
 
@@ -582,12 +602,15 @@ def main():
         % ROWS)
     for n in GROUPS:
         xs = thr[n]
-        log("  G=%-2d %10s events/s  %s; / G=%d: %s %s; tor CPU %s us/event;"
-            " MariaDB CPU %s s; peak RSS %s MiB; %s threads" % (
+        log("  G=%-2d %10s events/s  %s; / G=%d: %s %s; tor CPU %s us/event"
+            " (/ G=%d: %s %s); MariaDB CPU %s s; peak RSS %s MiB; %s "
+            "threads" % (
                 n, fmt_rate(med([x and x[0] for x in xs])),
                 runs_str([x and x[0] for x in xs], fmt_rate), GROUPS[0],
                 fmt_s(med(ratio[n])), runs_str(ratio[n], fmt_s),
                 fmt_s(med([x and x[1] * 1e6 / ROWS for x in xs])),
+                GROUPS[0], fmt_s(med(cpu_ratio[n])),
+                runs_str(cpu_ratio[n], fmt_s),
                 fmt_s(med([x and x[2] for x in xs])),
                 fmt_s(med([x and x[3] for x in xs])),
                 fmt_s(med([x and x[4] for x in xs]))))
@@ -599,6 +622,14 @@ def main():
                                            fmt_rate),
             fmt_rate(r3), runs_str([x and x[0] for x in rep[3]], fmt_rate),
             fmt_s(r3 / r1 if r1 and r3 else None)))
+    log("  ... CPU of the replicas per event: one %s us %s, three %s us %s;"
+        " MariaDB CPU s: one %s, three %s" % (
+            fmt_s(med([x and x[4] for x in rep[1]])),
+            runs_str([x and x[4] for x in rep[1]], fmt_s),
+            fmt_s(med([x and x[4] for x in rep[3]])),
+            runs_str([x and x[4] for x in rep[3]], fmt_s),
+            fmt_s(med([x and x[5] for x in rep[1]])),
+            fmt_s(med([x and x[5] for x in rep[3]]))))
     if len(mem) >= 2:
         xs = sorted(mem)
         lr, lri = slope(xs, [mem[n][0] for n in xs])
