@@ -31,7 +31,9 @@ one MariaDB and its topic bench.pool.<run>.<i>):
      group, r2 starts (time until both within one), then r3 (time from its
      start until every replica is within one of the others); then kill -9
      of r3: time until every group is led again, and until r1 and r2 are
-     within one.
+     within one; then, until the holders have not changed for three beats
+     and two leases, any group found unled again (a hand-over to the dead
+     replica while its member line lives) and for how long.
 
 Every figure is the median of RUNS runs, with each run printed.  Nothing is
 asserted about speed; the exit status is 1 only when something broke (tor
@@ -476,6 +478,29 @@ def slope(xs, ys):
 # 3. rebalance
 
 
+def unled_after(r, groups, t_from, window):
+    """Watches the leases from t_from until window s after the last change
+    of holder; returns (groups found unled, the longest unled stretch s).
+    A group handed over to a replica that has just died stays unled until
+    the hand-over's name for it expires."""
+    unled, longest = {}, collections.Counter()
+    last, last_change = None, t_from
+    while time.monotonic() - last_change < window and \
+            time.monotonic() - t_from < 120:
+        now = time.monotonic()
+        h = holders(r, groups)
+        if h != last:
+            last, last_change = h, now
+        for g, x in zip(groups, h):
+            if x is None:
+                unled.setdefault(g, now)
+                longest[g] = max(longest[g], now - unled[g])
+            else:
+                unled.pop(g, None)
+        time.sleep(0.05)
+    return len(longest), max(longest.values(), default=0.0)
+
+
 def rebalance(stack, pool, run):
     """r1 alone, then r2, then r3, then kill -9 of r3; the seconds of each
     step (None where it did not finish)."""
@@ -509,19 +534,25 @@ def rebalance(stack, pool, run):
         out["led"] = wait_until(
             lambda: all(x in ("r1", "r2") for x in holders(r, groups)), 60,
             what + ": every group led after the kill")
+        t_led = time.monotonic()
         took = wait_until(lambda: balanced(r, groups, ["r1", "r2"]), limit,
                           what + ": r1/r2 balanced after the kill")
         out["rebal"] = None if took is None else time.monotonic() - t0
+        out["unled"], out["longest"] = unled_after(
+            r, groups, t_led, 3 * pool["beat_ms"] / 1000.0 +
+            2 * HA["lease_ms"] / 1000.0 + 1)
         bad = [x for x in ("r1", "r2") if not tors[x].running()]
         if bad:
             problem("%s: %s exited; log tail:\n%s" % (
                 what, bad, tors[bad[0]].log_tail(20)))
         log("  settle/beat %d/%d ms: r2 joins -> within one %s s; r3 joins "
             "-> within one %s s (%s); r3 killed -> every group led %s s, "
-            "r1/r2 within one %s s (%s)" % (
+            "r1/r2 within one %s s (%s); %d group(s) unled again after "
+            "every group was led, longest %.2f s" % (
                 pool["settle_ms"], pool["beat_ms"], fmt_s(out["two"]),
                 fmt_s(out["three"]), spread3, fmt_s(out["led"]),
-                fmt_s(out["rebal"]), spread_str(r, groups, ["r1", "r2"])))
+                fmt_s(out["rebal"]), spread_str(r, groups, ["r1", "r2"]),
+                out["unled"], out["longest"]))
         return out
     finally:
         stop_all([t for k, t in tors.items() if k != "r3"], what)
@@ -653,7 +684,8 @@ def main():
                                 runs_str([x.get(k) for x in xs], fmt_s))
                 for label, k in (("r2 joins", "two"), ("r3 joins", "three"),
                                  ("kill -9: all led", "led"),
-                                 ("kill -9: balanced", "rebal"))))
+                                 ("kill -9: balanced", "rebal"),
+                                 ("then unled again, longest", "longest"))))
     log("  bench_pool took %.0f s" % (time.monotonic() - t_all))
     return verdict()
 
