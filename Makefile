@@ -187,7 +187,8 @@ integration: all check-asan
 
 # The benchmarks on a stack of their own (tests/bench/run.sh): the relay on
 # Apache Kafka (one node, a benchmark's JVM) and on the dev broker beside it
-# for comparison (TOR_BENCH_KAFKA), failover and de-duplication on Kafka.
+# for comparison (TOR_BENCH_KAFKA), failover, de-duplication and a pool of
+# groups on Kafka (TOR_BENCH_ONLY=pool: that one alone).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@tests/bench/run.sh

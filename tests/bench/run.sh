@@ -9,9 +9,10 @@
 # TOR_BENCH_KAFKA names (the baselines measured against the same broker in
 # the same run), then, on Kafka,
 # tests/bench/bench_failover.py (kill -9, SIGTERM and SIGSTOP failover times
-# of three replicas, with Redis in clear text, then over TLS) and tests/bench/bench_dedup.py (what a takeover spends
-# reading partitions' tails, 3 and 100 partitions), and stops the stack on
-# any exit.  Figures are printed, never
+# of three replicas, with Redis in clear text, then over TLS), tests/bench/bench_dedup.py (what a takeover spends
+# reading partitions' tails, 3 and 100 partitions) and tests/bench/bench_pool.py
+# (a replica of several groups: throughput against one group, memory and
+# threads per group, time to rebalance), and stops the stack on any exit.  Figures are printed, never
 # judged: the exit status is non-zero only when something broke (the stack,
 # tor, a tool), not when a figure misses its target.
 #
@@ -34,6 +35,8 @@
 #                         (experiments only)
 #   TOR_BENCH_LAT_SECONDS, TOR_BENCH_LAT_RATE  latency run length and rate
 #   TOR_BENCH_FAILOVER_TRIALS  failover trials of each kind (default 20)
+#   TOR_BENCH_ONLY        the benchmarks to run, of relay,failover,dedup,pool
+#                         (default: all of them, in that order)
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -64,8 +67,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+only=",${TOR_BENCH_ONLY:-relay,failover,dedup,pool},"
+wanted() { case $only in *,$1,*) return 0 ;; esac; return 1; }
+
 services=(mariadb redis kafka)
-case ",$TOR_BENCH_KAFKA," in *,dev,*) services+=(devbroker) ;; esac
+# The dev broker serves the relay benchmark alone.
+if wanted relay; then
+	case ",$TOR_BENCH_KAFKA," in *,dev,*) services+=(devbroker) ;; esac
+fi
 echo "bench: stack in $TOR_RUN_DIR (mysql $TOR_MYSQL_PORT, redis $TOR_REDIS_PORT, kafka $TOR_KAFKA_PORT; ${services[*]})"
 echo "bench: Kafka JVM: $TOR_KAFKA_JVM_OPTS"
 # Kafka afresh: a running one may have other JVM options, and the last
@@ -79,8 +88,17 @@ if ! out=$("$stack" start "${services[@]}" 2>&1); then
 fi
 
 rc=0
-/usr/bin/python3 "$root/tests/bench/bench_relay.py" || rc=1
-/usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
-TOR_BENCH_REDIS_TLS=1 /usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
-/usr/bin/python3 "$root/tests/bench/bench_dedup.py" || rc=1
+if wanted relay; then
+	/usr/bin/python3 "$root/tests/bench/bench_relay.py" || rc=1
+fi
+if wanted failover; then
+	/usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
+	TOR_BENCH_REDIS_TLS=1 /usr/bin/python3 "$root/tests/bench/bench_failover.py" || rc=1
+fi
+if wanted dedup; then
+	/usr/bin/python3 "$root/tests/bench/bench_dedup.py" || rc=1
+fi
+if wanted pool; then
+	/usr/bin/python3 "$root/tests/bench/bench_pool.py" || rc=1
+fi
 exit $rc
