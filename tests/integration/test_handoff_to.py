@@ -110,6 +110,8 @@ def test_publish_wakeup_makes_a_clean_stop_fast(stack):
     stop_all([standby])
 
 
+@harness.long_test("test_publish_wakeup_makes_a_clean_stop_fast shows the "
+                   "wake-up; test_sentinel the failover")
 def test_wakeup_follows_a_sentinel_failover(stack):
     """Through Sentinels: the master is killed, the Sentinels promote its
     replica, and the listener's subscription, broken with the old master,
@@ -160,6 +162,8 @@ def test_wakeup_follows_a_sentinel_failover(stack):
         stop_all([standby])
 
 
+@harness.long_test("test_pool_on_redis_cluster and test_redis_cluster show "
+                   "hand-overs on a Cluster")
 def test_wakeup_on_redis_cluster(stack):
     """On Redis Cluster: the release script's PUBLISH (legal in a script:
     a channel is not a key) reaches the standby's listener, subscribed on
