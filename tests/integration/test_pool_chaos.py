@@ -25,8 +25,9 @@ replica above its share, ceil(G / 3) (within one of each other when G is
 a multiple of three; else docs/pool-design.md §4's hysteresis keeps
 spreads like 4, 4, 2, which the run prints); every drain exits 0; no replica
 exits on its own; no sanitizer report, fatal line or halted group in any
-log.  Duplicates of idempotent groups are counted per fault kind (the last
-fault before the leadership that published the copy)."""
+log.  Duplicates of idempotent groups are counted per fault kind: the last
+fault before the leadership that published the copy, "stop" for a paused
+leader's residue, "resend" for a copy under the first one's token."""
 
 import collections
 import random
@@ -302,6 +303,12 @@ def judge(recs, total, transactional, paused, chaos, group):
          "lost": [n for n in range(total) if n not in by_n],
          "reordered": 0, "zombies": [], "residue": 0,
          "dups": collections.Counter()}
+    # Where each key's rows went, to say what surrounds a lost row.
+    v["neighbours"] = collections.defaultdict(list)
+    for r in recs:
+        v["neighbours"][r.key.decode()].append("%d:%s[%d]@%d/t%d" % (
+            n_of(r), r.topic.rsplit(".", 1)[1], r.partition, r.offset,
+            epoch_of(r)))
     last_n = {}
     for r in recs:
         n = n_of(r)
@@ -327,6 +334,8 @@ def judge(recs, total, transactional, paused, chaos, group):
             e = epoch_of(r)
             if e == first:
                 kind = "resend"
+            elif e < first and e in paused:
+                kind = "stop"       # the paused leader's residue
             else:
                 t = chaos.watch.token_start(group, e)
                 kind = chaos.kind_before(t) if t is not None else "unseen"
@@ -335,7 +344,10 @@ def judge(recs, total, transactional, paused, chaos, group):
 
 
 def pool_chaos(stack, name, n_groups, duration, kinds, seed, gap=(1.5, 4.0)):
-    pool = chaos_pool(stack, name, n_groups)
+    # Topics of their own: Kafka creates them at the first rows, under the
+    # faults, as for a new deployment.
+    pool = chaos_pool(stack, "%s_%s" % (name, secrets.token_hex(2)),
+                      n_groups)
     groups = [g for g, _, _ in pool.groups]
     print("  %d groups (%s), seed %d, faults %s" % (
         n_groups, ", ".join("%d %s" % (c, m) for m, c in collections.Counter(
@@ -387,14 +399,18 @@ def pool_chaos(stack, name, n_groups, duration, kinds, seed, gap=(1.5, 4.0)):
                         if f is not chaos.faults[-1] else t_end) for f in fs}
         n_ch = sum(1 for f in fs for t, _ in changes
                    if f["t0"] <= t < ends[id(f)])
-        unled = max([s for f in fs for _, t, s in spells
-                     if f["t0"] <= t < ends[id(f)]] or [0])
+        unled = max([(s, g, t - chaos.t_begin) for f in fs
+                     for g, t, s in spells if f["t0"] <= t < ends[id(f)]] or
+                    [(0, "", 0)])
         reled = [s for f in fs for s in chaos.watch.releds(f["target"],
                                                            f["t0"])]
         dups = sum(v["dups"][kind] for v in verdicts.values())
         print("  %-9s %4d %15d %18.2f %19s %5d" % (
-            kind, len(fs), n_ch, unled,
+            kind, len(fs), n_ch, unled[0],
             "%.2f" % max(reled) if reled else "-", dups))
+        if unled[0] >= LEASE_S:
+            print("            %s unled %.2f s from %.1f s" % (
+                unled[1], unled[0], unled[2]))
     print("  every group's rows: %d; hand-overs to a newcomer: %s" % (
         sum(totals), [f.get("took") for f in chaos.faults
                       if f["kind"] == "newcomer"]))
@@ -412,6 +428,9 @@ def pool_chaos(stack, name, n_groups, duration, kinds, seed, gap=(1.5, 4.0)):
                                                       "\n".join(bad[:10]))
     for i, g in enumerate(groups):
         v = verdicts[g]
+        for n in v["lost"][:3]:
+            print("  %s lost row %d (key k%d); that key's records: %s" % (
+                g, n, n % 37, v["neighbours"].get("k%d" % (n % 37))))
         assert not v["lost"], "group %s lost %d of %d rows, first %s" % (
             g, len(v["lost"]), v["rows"], v["lost"][:10])
         assert v["reordered"] == 0, "group %s: %d rows out of key order" % (
