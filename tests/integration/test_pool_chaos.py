@@ -30,6 +30,7 @@ fault before the leadership that published the copy, "stop" for a paused
 leader's residue, "resend" for a copy under the first one's token."""
 
 import collections
+import os
 import random
 import re
 import secrets
@@ -344,10 +345,16 @@ def judge(recs, total, transactional, paused, chaos, group):
 
 
 def pool_chaos(stack, name, n_groups, duration, kinds, seed, gap=(1.5, 4.0)):
-    # Topics of their own: Kafka creates them at the first rows, under the
-    # faults, as for a new deployment.
+    # Topics of their own, made before the first row: a topic Kafka
+    # auto-creates at the first produce can lose that partition's first
+    # record while the producer is told it was delivered (seen here on the
+    # cluster: the first row of a new partition missing, read_uncommitted
+    # too, in both modes; Kafka's KAFKA-15591), which is not tor's to judge.
     pool = chaos_pool(stack, "%s_%s" % (name, secrets.token_hex(2)),
                       n_groups)
+    for _, _, prefix in pool.groups:
+        for t in ("order", "invoice"):
+            stack.create_topic("%s.%s" % (prefix, t), 4)
     groups = [g for g, _, _ in pool.groups]
     print("  %d groups (%s), seed %d, faults %s" % (
         n_groups, ", ".join("%d %s" % (c, m) for m, c in collections.Counter(
@@ -461,11 +468,11 @@ def test_pool_chaos_short(stack):
 def test_pool_chaos_cluster(stack):
     """Three replicas, ten groups (five of each mode) on the three-node
     cluster, 90 s of every fault kind: the replicas', Redis's and a Kafka
-    node's."""
+    node's.  TOR_POOL_CHAOS_SEED picks another schedule (default 7)."""
     stack.use_cluster()
     pool_chaos(stack, "pc_long", 10, 90,
                ["kill", "stop", "drain", "newcomer", "redis", "kafka"],
-               seed=7)
+               seed=int(os.environ.get("TOR_POOL_CHAOS_SEED", "7")))
 
 
 def auto_created_topics_start(stack, name, rounds):
