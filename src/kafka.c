@@ -629,6 +629,13 @@ tor_sink_out_of_step(const struct tor_sink *sink, int err)
 	    sink_out_of_step_code(rd_kafka_fatal_error(sink->rk, NULL, 0));
 }
 
+bool
+tor_sink_partition_lost(int err)
+{
+	return err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+	    err == RD_KAFKA_RESP_ERR__DESTROY;
+}
+
 size_t
 tor_sink_rejected(struct tor_sink *sink, struct tor_sink_rejection *out,
     size_t max)

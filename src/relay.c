@@ -765,6 +765,14 @@ serve(struct tor_relay *r, int timeout_ms, tor_err *err)
 		    "not delivered: %s", r->delivery_error);
 		return RUN_RESTART;
 	}
+	if (r->delivery_failed && tor_sink_partition_lost(r->delivery_code)) {
+		log_warn("kafka", "a message was not delivered (%s): the "
+		    "producer's metadata lost its partition for a moment; a new "
+		    "producer continues from the checkpoint", r->delivery_error);
+		tor_err_set(err, "kafka: a partition left the producer's "
+		    "metadata");
+		return RUN_RESTART;
+	}
 	if (r->delivery_failed)
 		return tor_err_set(err, "kafka: a message was not delivered: "
 		    "%s (the checkpoint stays before it; it is published again "

@@ -167,6 +167,15 @@ size_t tor_sink_rejected(struct tor_sink *sink,
  * producer may continue from the checkpoint. */
 bool tor_sink_out_of_step(const struct tor_sink *sink, int err);
 
+/* Whether an ack's err says the producer's metadata lost the message's
+ * partition for a moment, not that a broker refused it: librdkafka 2.0.2
+ * takes the answer of a broker that does not know a just auto-created topic
+ * yet for a topic of no partitions ("partition count changed from 4 to 0")
+ * and fails what it queued for them (_UNKNOWN_PARTITION, or _DESTROY from
+ * the partition's broker handle).  A new producer may continue from the
+ * checkpoint. */
+bool tor_sink_partition_lost(int err);
+
 /* A position record (see tor/checkpoint.h) on partition 0 of
  * kafka.checkpoint_topic, key = group: the durable copy of the checkpoint
  * in idempotent mode.  Acked like a message with seq 0.  TOR_SINK_OK,
