@@ -513,6 +513,8 @@ def auto_created_topics_start(stack, name, rounds):
     return halted
 
 
+@harness.long_test("58 s on the three-node cluster; test_pool_chaos_short "
+                   "runs the pool's faults in make test")
 def test_auto_created_topics_on_the_cluster_halt_no_group(stack):
     """Topics auto-created on the first produce on the three-node cluster:
     a broker that does not know a new topic yet answers the producer's
