@@ -27,7 +27,7 @@ struct tor_balancer {
 
 	int64_t next_beat_ms;           /* monotonic */
 	int64_t over_since_ms;          /* leading above the share since, or 0 */
-	bool handing_over;              /* a hand-over asked for, not done */
+	int in_flight;                  /* hand-overs asked for, not done */
 	int64_t quiet_until_ms;         /* no hand-over before (monotonic) */
 	int paused;                     /* why balancing pauses, logged once */
 	bool stuck_logged;              /* above the share, nobody to take */
@@ -157,16 +157,17 @@ counted(const struct tor_balancer *b)
 	return c;
 }
 
-/* The group to hand over: of those led, the one this instance's
- * rendezvous hash ranks lowest.  Its index in the groups. */
+/* The next group to hand over: of those led and not chosen yet, the one
+ * this instance's rendezvous hash ranks lowest.  Its index in the groups,
+ * or b->n when none is left. */
 static size_t
-group_to_shed(const struct tor_balancer *b)
+group_to_shed(const struct tor_balancer *b, const bool *chosen)
 {
 	const char *names[b->n];
 	size_t idx[b->n], k = 0;
 
 	for (size_t i = 0; i < b->n; i++)
-		if (tor_elector_state(b->els[i]) == TOR_LEADER) {
+		if (!chosen[i] && tor_elector_state(b->els[i]) == TOR_LEADER) {
 			names[k] = b->cfgs[i].group;
 			idx[k++] = i;
 		}
@@ -174,16 +175,55 @@ group_to_shed(const struct tor_balancer *b)
 	    names, k)];
 }
 
-int
+/*
+ * The hand-overs of one round: the surplus (led - share) given out one
+ * group at a time to the member tor_pool_pick_target names, each choice
+ * counted against that member before the next, so that members below
+ * their share are filled up together.  Into h[0..cap); returns how many.
+ */
+static size_t
+plan(struct tor_balancer *b, int led, int share, struct tor_handover *h,
+    size_t cap)
+{
+	const struct tor_pool_config *p = &b->cfgs[0].pool;
+	struct tor_member *m = malloc(b->n_members * sizeof(*m));
+	bool *chosen = calloc(b->n, sizeof(*chosen));
+	size_t k = 0, g;
+	int t;
+
+	if (m == NULL || chosen == NULL) {
+		free(m);
+		free(chosen);
+		return 0;
+	}
+	memcpy(m, b->members, b->n_members * sizeof(*m));
+	while (k < cap && (int)k < led - share) {
+		t = tor_pool_pick_target(m, b->n_members, b->cfgs[0].instance,
+		    share, p->settle_ms, b->server_ms);
+		if (t < 0 || (g = group_to_shed(b, chosen)) == b->n)
+			break;
+		chosen[g] = true;
+		m[t].led++;
+		h[k].group = g;
+		snprintf(h[k].target, sizeof(h[k].target), "%s",
+		    m[t].instance);
+		k++;
+	}
+	free(m);
+	free(chosen);
+	return k;
+}
+
+size_t
 tor_balancer_tick(struct tor_balancer *b, bool healthy, bool draining,
-    struct tor_handover *h)
+    struct tor_handover *h, size_t cap)
 {
 	const struct tor_pool_config *p = &b->cfgs[0].pool;
 	struct tor_member me = { .healthy = healthy, .draining = draining,
 	    .max_leading = p->max_leading, .groups_hash = b->groups_hash };
 	int64_t now = tor_mono_ms();
-	int led, share, target;
-	size_t g;
+	int led, share;
+	size_t k;
 	tor_err err;
 
 	/* A stop is said at once, not at the next beat. */
@@ -229,12 +269,10 @@ tor_balancer_tick(struct tor_balancer *b, bool healthy, bool draining,
 	}
 	if (b->over_since_ms == 0)
 		b->over_since_ms = now;
-	if (now - b->over_since_ms < p->settle_ms || b->handing_over ||
+	if (now - b->over_since_ms < p->settle_ms || b->in_flight > 0 ||
 	    now < b->quiet_until_ms)
 		return 0;
-	target = tor_pool_pick_target(b->members, b->n_members, me.instance,
-	    share, p->settle_ms, b->server_ms);
-	if (target < 0) {
+	if ((k = plan(b, led, share, h, cap)) == 0) {
 		if (!b->stuck_logged)
 			log_info("pool", "leading %d groups, share %d: no "
 			    "settled healthy member below its share to take "
@@ -242,27 +280,27 @@ tor_balancer_tick(struct tor_balancer *b, bool healthy, bool draining,
 		b->stuck_logged = true;
 		return 0;
 	}
-	if ((g = group_to_shed(b)) == b->n)
-		return 0;
 	b->stuck_logged = false;
-	h->group = g;
-	snprintf(h->target, sizeof(h->target), "%s",
-	    b->members[target].instance);
-	log_info("pool", "handing group %s over to %s: leading %d, share %d",
-	    b->cfgs[g].group, h->target, led, share);
-	record(b, "shed", b->cfgs[g].group, h->target, led, share);
-	b->handing_over = true;
-	return 1;
+	for (size_t i = 0; i < k; i++) {
+		log_info("pool", "handing group %s over to %s: leading %d, "
+		    "share %d", b->cfgs[h[i].group].group, h[i].target, led,
+		    share);
+		record(b, "shed", b->cfgs[h[i].group].group, h[i].target, led,
+		    share);
+	}
+	b->in_flight = (int)k;
+	return k;
 }
 
 void
 tor_balancer_handed_over(struct tor_balancer *b, bool done)
 {
-	b->handing_over = false;
-	/* The next one after the members' next beats show this one. */
-	b->quiet_until_ms = tor_mono_ms() + 2 * b->cfgs[0].pool.beat_ms;
 	if (done)
 		atomic_fetch_add(&b->m.handovers, 1);
+	/* The next round after the members' next beats show this one. */
+	if (b->in_flight > 0 && --b->in_flight == 0)
+		b->quiet_until_ms = tor_mono_ms() + 2 *
+		    b->cfgs[0].pool.beat_ms;
 }
 
 void

@@ -55,7 +55,8 @@ struct pool {
 	bool kafka_ok;                  /* every probe answered, last look */
 	int64_t next_look_ms;
 	struct tor_balancer *balancer;
-	size_t handing;                 /* the group handed over, or n */
+	bool *handing;                  /* per group: a hand-over in flight */
+	struct tor_handover *plan;      /* the balancer's round, n at most */
 };
 
 static bool
@@ -169,28 +170,31 @@ look_at_kafka(struct pool *p)
 	p->kafka_ok = ok;
 }
 
-/* The balancer's step: a hand-over it asked for that is done, and the next
- * one. */
+/* The balancer's step: the hand-overs it asked for that are done, and the
+ * next round. */
 static void
 balance(struct pool *p, bool draining)
 {
-	struct tor_handover h;
-	struct group *g;
+	size_t k;
 
-	if (p->handing < p->n &&
-	    !tor_relay_handing_over(p->groups[p->handing].relay)) {
-		tor_balancer_handed_over(p->balancer, true);
-		p->handing = p->n;
+	for (size_t i = 0; i < p->n; i++)
+		if (p->handing[i] &&
+		    !tor_relay_handing_over(p->groups[i].relay)) {
+			p->handing[i] = false;
+			tor_balancer_handed_over(p->balancer, true);
+		}
+	k = tor_balancer_tick(p->balancer, p->kafka_ok, draining, p->plan,
+	    p->n);
+	for (size_t i = 0; i < k; i++) {
+		struct group *g = &p->groups[p->plan[i].group];
+
+		if (atomic_load(&g->state) != GROUP_RUNNING) {
+			tor_balancer_handed_over(p->balancer, false);
+			continue;
+		}
+		tor_relay_hand_over(g->relay, p->plan[i].target);
+		p->handing[p->plan[i].group] = true;
 	}
-	if (tor_balancer_tick(p->balancer, p->kafka_ok, draining, &h) != 1)
-		return;
-	g = &p->groups[h.group];
-	if (atomic_load(&g->state) != GROUP_RUNNING) {
-		tor_balancer_handed_over(p->balancer, false);
-		return;
-	}
-	tor_relay_hand_over(g->relay, h.target);
-	p->handing = h.group;
 }
 
 static void
@@ -216,13 +220,15 @@ tor_pool_run(const struct tor_config *cfgs, size_t n,
 	p.probes = calloc(n, sizeof(*p.probes));
 	views = calloc(n, sizeof(*views));
 	els = calloc(n, sizeof(*els));
+	p.handing = calloc(n, sizeof(*p.handing));
+	p.plan = calloc(n, sizeof(*p.plan));
 	if (p.groups == NULL || p.probes == NULL || views == NULL ||
-	    els == NULL || electors == NULL) {
+	    els == NULL || electors == NULL || p.handing == NULL ||
+	    p.plan == NULL) {
 		tor_err_set(err, "out of memory");
 		goto out;
 	}
 	p.n = n;
-	p.handing = n;
 	p.kafka_ok = true;
 	for (size_t i = 0; i < n; i++) {
 		struct group *g = &p.groups[i];
@@ -289,6 +295,8 @@ out:
 		tor_sink_free(p.probes[i].sink);
 	free(p.probes);
 	free(p.groups);
+	free(p.handing);
+	free(p.plan);
 	free(views);
 	return rc;
 }

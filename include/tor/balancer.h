@@ -39,14 +39,17 @@ struct tor_handover {
 /*
  * Called every tick; beats when one is due.  healthy: this replica's Kafka
  * answers; draining: it is stopping (its last beat says so, and it sheds
- * nothing).  Returns 1 with *h set when a group is to be handed over now
- * (the caller ends its leadership and tells the balancer with
- * tor_balancer_handed_over once it has), else 0.
+ * nothing).  Fills h[0..cap) with the groups to hand over now, each with
+ * the member meant to take it (when this replica leads more than its
+ * share: the surplus, spread over the members below theirs), and returns
+ * how many; the caller ends each one's leadership and tells the balancer
+ * with tor_balancer_handed_over.  The next round comes two beats after the
+ * last of them is done.
  */
-int tor_balancer_tick(struct tor_balancer *b, bool healthy, bool draining,
-    struct tor_handover *h);
+size_t tor_balancer_tick(struct tor_balancer *b, bool healthy,
+    bool draining, struct tor_handover *h, size_t cap);
 
-/* The hand-over of tor_balancer_tick is done (or gave up: done false). */
+/* One hand-over of tor_balancer_tick is done (or gave up: done false). */
 void tor_balancer_handed_over(struct tor_balancer *b, bool done);
 
 /* Leaves the pool at a clean exit (the others stop counting this replica
