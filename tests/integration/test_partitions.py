@@ -434,9 +434,19 @@ def test_redis_reset_transactional(stack):
 
 
 def test_fenced_leader_follows(stack):
+    """fenced_rounds, four rounds."""
+    fenced_rounds(stack, 4)
+
+
+@harness.long_test("test_fenced_leader_follows: the same in four rounds")
+def test_fenced_leader_follows_eight_rounds(stack):
+    fenced_rounds(stack, 8)
+
+
+def fenced_rounds(stack, rounds):
     """Transactional mode, the leader's connection reset by Redis (a
-    standby takes over at once and fences it in Kafka): up to eight
-    rounds, the leader of each round cut in turn; after each heal the old
+    standby takes over at once and fences it in Kafka): rounds rounds,
+    the leader of each round cut in turn; after each heal the old
     leader must be up and follow.  Checkpoints every 50 ms: the old
     leader's relay then mostly waits on Redis when the fence comes.  A
     leader that hands messages over only while Redis answers it mostly
@@ -452,7 +462,7 @@ def test_fenced_leader_follows(stack):
     fates = []
     try:
         leader, tok, _ = wait_leading(tors, timeout=20)
-        for round_ in range(8):
+        for round_ in range(rounds):
             other = [t for t in tors if t is not leader][0]
             since = {t: t.log_size() for t in tors}
             wait_published(stack, name, feeder.n // 2)
