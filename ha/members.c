@@ -430,17 +430,28 @@ counts(const struct tor_member *m, int settle_ms, int64_t now_ms)
 }
 
 int
+tor_pool_counted(const struct tor_member *m, size_t n, const char *me,
+    int settle_ms, int64_t now_ms)
+{
+	int replicas = me != NULL ? 1 : 0;
+
+	for (size_t i = 0; i < n; i++)
+		if ((me == NULL || strcmp(m[i].instance, me) != 0) &&
+		    counts(&m[i], settle_ms, now_ms))
+			replicas++;
+	return replicas;
+}
+
+int
 tor_pool_share(const struct tor_member *m, size_t n, const char *me,
     int groups, int settle_ms, int64_t now_ms, int max_leading)
 {
-	int replicas = 1, share;
+	int replicas = tor_pool_counted(m, n, me, settle_ms, now_ms), share;
 
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(m[i].instance, me) != 0 &&
-		    counts(&m[i], settle_ms, now_ms))
-			replicas++;
 	if (groups <= 0)
 		return 0;
+	if (replicas == 0)
+		replicas = 1;
 	share = (groups + replicas - 1) / replicas;
 	return share < max_leading ? share : max_leading;
 }

@@ -139,24 +139,6 @@ record(struct tor_balancer *b, const char *what, const char *group,
 		log_warn("pool", "cannot record the decision: %s", err.msg);
 }
 
-/* Counts the members the share counts, for the metrics. */
-static int
-counted(const struct tor_balancer *b)
-{
-	const struct tor_pool_config *p = &b->cfgs[0].pool;
-	int c = 0;
-
-	for (size_t i = 0; i < b->n_members; i++) {
-		const struct tor_member *m = &b->members[i];
-
-		if (strcmp(m->instance, b->cfgs[0].instance) == 0 ||
-		    (m->healthy && !m->draining &&
-		    b->server_ms - m->since_ms >= p->settle_ms))
-			c++;
-	}
-	return c;
-}
-
 /* The next group to hand over: of those led and not chosen yet, the one
  * this instance's rendezvous hash ranks lowest.  Its index in the groups,
  * or b->n when none is left. */
@@ -260,7 +242,8 @@ tor_balancer_tick(struct tor_balancer *b, bool healthy, bool draining,
 	share = tor_pool_share(b->members, b->n_members, me.instance,
 	    (int)b->n, p->settle_ms, b->server_ms, p->max_leading);
 	atomic_store(&b->m.share, share);
-	atomic_store(&b->m.counted, counted(b));
+	atomic_store(&b->m.counted, tor_pool_counted(b->members,
+	    b->n_members, me.instance, p->settle_ms, b->server_ms));
 	set_modes(b, led, share);
 	if (draining || led <= share) {
 		b->over_since_ms = 0;

@@ -312,7 +312,7 @@ pool_status(const struct tor_config *cfgs, size_t n, bool json, FILE *out,
 	int64_t now = 0;
 	struct tor_redis *r = NULL;
 	char tag[300];
-	int share, counted = 0, rc = -1;
+	int share, rc = -1;
 
 	snprintf(tag, sizeof(tag), "pool:%s", p->name);
 	if (m == NULL || d == NULL ||
@@ -324,16 +324,9 @@ pool_status(const struct tor_config *cfgs, size_t n, bool json, FILE *out,
 	    err) < 0 || tor_members_decisions(r, &cfgs[0], d,
 	    STATUS_DECISIONS, &nd, err) < 0)
 		goto out;
-	/* As a settled member works it out: the members that are healthy,
-	 * settled and not draining (a member always counts itself). */
-	for (size_t i = 0; i < nm; i++)
-		counted += m[i].healthy && !m[i].draining &&
-		    now - m[i].since_ms >= p->settle_ms;
-	if (counted == 0)
-		counted = 1;
-	share = ((int)n + counted - 1) / counted;
-	if (share > p->max_leading)
-		share = p->max_leading;
+	/* As the members work it out, seen from none of them. */
+	share = tor_pool_share(m, nm, NULL, (int)n, p->settle_ms, now,
+	    p->max_leading);
 	if (json) {
 		fputs("{\"pool\": ", out);
 		print_json_text(out, p->name);

@@ -100,11 +100,17 @@ int tor_members_decisions(struct tor_redis *r, const struct tor_config *cfg,
  * (FNV-1a 64 over each name and a NUL: the same in every process). */
 uint64_t tor_pool_groups_hash(const struct tor_config *cfgs, size_t n);
 
+/* R, the members the share counts: the caller (instance me, always; NULL:
+ * none, for an onlooker such as tor status) and every other member that is
+ * healthy, not draining and settled (a member for at least settle_ms at
+ * server time now_ms). */
+int tor_pool_counted(const struct tor_member *m, size_t n, const char *me,
+    int settle_ms, int64_t now_ms);
+
 /*
- * The number of groups each replica should lead: ceil(groups / R), capped
- * by max_leading, where R counts the caller (instance me, always) and
- * every other member that is healthy, not draining and settled (a member
- * for at least settle_ms at server time now_ms).  0 when groups is 0.
+ * The number of groups each replica should lead: ceil(groups / R), R as
+ * tor_pool_counted counts (at least 1), capped by max_leading.  0 when
+ * groups is 0.
  */
 int tor_pool_share(const struct tor_member *m, size_t n, const char *me,
     int groups, int settle_ms, int64_t now_ms, int max_leading);
